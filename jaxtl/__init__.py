@@ -1,0 +1,15 @@
+"""jaxtl: transfer learning for NLP in JAX/Flax NNX.
+
+Four regimes (self-supervised joint training, unsupervised pretraining then adaptation,
+multi-task learning, supervised pretraining then adaptation) share one set of encoders,
+one parameter-partition layer, one sharded train step and one training loop.
+"""
+
+import flax
+
+# Parameters carry *logical* axis names (embed, mlp, heads, vocab, ...). They are mapped to mesh
+# axes by jaxtl.mesh when a run builds its state; models must be constructible with no mesh at
+# all (tests, notebooks, conversion scripts), so eager sharding at variable creation is off.
+flax.config.update("flax_always_shard_variable", False)
+
+__version__ = "0.1.0"
