@@ -1,0 +1,208 @@
+"""Orbax checkpoints: the whole train state for resuming, params-only for transfer.
+
+A checkpoint is one orbax step directory with two items:
+
+- ``state``: ``{"step", "params", "opt_state", "rng"}`` — arrays, restored onto whatever mesh the
+  restoring run has (the abstract target carries the new shardings, so 8 → 1 devices works);
+- ``meta``: JSON — stage index, phase, data-iterator state, and anything the loop needs to continue
+  bit-identically.
+
+Orbax writes into a temporary directory and renames it when complete, so a run killed mid-save
+leaves the previous checkpoint as the latest good one.
+
+``load_params`` is the transfer path: it restores only parameters, into a model whose structure may
+differ from the one saved (a new head, one more layer), and reports which parameters were loaded,
+which are new, and which had a different shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from jaxtl import paths
+from jaxtl.step import TrainState
+
+log = logging.getLogger(__name__)
+
+
+def _state_dict(state: TrainState) -> dict[str, Any]:
+    return {
+        "step": state.step,
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "rng": state.rng,
+    }
+
+
+class Checkpointer:
+    """Keeps the last ``max_to_keep`` checkpoints of a run under ``directory``."""
+
+    def __init__(self, directory: str | epath.Path, *, max_to_keep: int = 2):
+        self.directory = epath.Path(directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_state_dict(state)),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
+        """Restore onto ``target``'s structure and shardings (arrays or ShapeDtypeStructs)."""
+        abstract = jax.tree.map(_abstract, _state_dict(target))
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        s = out["state"]
+        state = TrainState(
+            step=s["step"], params=s["params"], opt_state=s["opt_state"], rng=s["rng"]
+        )
+        return state, dict(out["meta"])
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _abstract(x: Any) -> Any:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    sharding = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+@dataclasses.dataclass
+class TransferReport:
+    """What a params-only initialisation did, parameter by parameter (readable paths)."""
+
+    loaded: list[str]
+    new: list[str]  # in the target model, not in the checkpoint: freshly initialised
+    mismatched: list[tuple[str, tuple, tuple]]  # (path, checkpoint shape, target shape): kept new
+    unused: list[str]  # in the checkpoint, not in the target (e.g. a discarded head)
+
+    def summary(self) -> str:
+        return (
+            f"loaded {len(self.loaded)}, new {len(self.new)}, "
+            f"shape-mismatched {len(self.mismatched)}, unused {len(self.unused)}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "loaded": self.loaded,
+            "new": self.new,
+            "mismatched": [
+                {"path": p, "checkpoint": list(a), "target": list(b)} for p, a, b in self.mismatched
+            ],
+            "unused": self.unused,
+        }
+
+
+def _find_state_dir(path: epath.Path, step: int | None) -> tuple[epath.Path, int]:
+    """Accept a workdir, its checkpoints/ folder, or one step folder."""
+    path = epath.Path(path)
+    for cand in (path / "checkpoints", path):
+        if (cand / "state").exists() and (cand / "meta").exists():
+            return cand, -1
+        if cand.exists():
+            mgr = ocp.CheckpointManager(cand)
+            s = step if step is not None else mgr.latest_step()
+            mgr.close()
+            if s is not None:
+                return cand / str(s), s
+    raise FileNotFoundError(f"no orbax checkpoint found under {path}")
+
+
+def load_params(
+    path: str | epath.Path, target_params: Any, *, step: int | None = None
+) -> tuple[Any, TransferReport]:
+    """Initialise ``target_params`` from a checkpoint's params where path and shape agree.
+
+    ``target_params`` is a pure dict of arrays (the freshly initialised model); the result has its
+    structure, with every parameter the checkpoint holds in the same shape replaced by the saved one.
+    """
+    step_dir, _ = _find_state_dir(epath.Path(path), step)
+    handler = ocp.PyTreeCheckpointer()
+    meta = handler.metadata(step_dir / "state")
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    saved = paths.flatten(tree["params"])
+    target = paths.flatten(target_params)
+
+    loaded, new, mismatched = [], [], []
+    wanted: dict[str, Any] = {}
+    for p, x in target.items():
+        if p not in saved:
+            new.append(p)
+        elif tuple(saved[p].shape) != tuple(x.shape):
+            mismatched.append((p, tuple(saved[p].shape), tuple(x.shape)))
+        else:
+            loaded.append(p)
+            wanted[p] = x
+    unused = [p for p in saved if p not in target]
+
+    restored: dict[str, Any] = {}
+    if wanted:
+        # Restore only the wanted subset: build the saved params tree with the unwanted leaves
+        # dropped (orbax partial restore), each wanted leaf placed like its target.
+        subset = _subset_tree(tree["params"], wanted)
+        out = handler.restore(
+            step_dir / "state",
+            args=ocp.args.PyTreeRestore(
+                item={"params": subset},
+                restore_args={"params": jax.tree.map(_restore_arg, subset)},
+                partial_restore=True,
+            ),
+        )
+        restored = paths.flatten(out["params"])
+    handler.close()
+
+    result = paths.map_with_path(lambda p, x: restored.get(p, x), target_params)
+    report = TransferReport(loaded=loaded, new=new, mismatched=mismatched, unused=unused)
+    log.info("params-only init from %s: %s", path, report.summary())
+    return result, report
+
+
+def _subset_tree(saved_tree: Any, wanted: dict[str, Any]) -> Any:
+    def walk(node: Any, prefix: str) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for k, v in node.items():
+                p = f"{prefix}/{k}" if prefix else str(k)
+                sub = walk(v, p)
+                if sub is not None:
+                    out[k] = sub
+            return out or None
+        if prefix in wanted:
+            return _abstract(wanted[prefix])
+        return None
+
+    return walk(saved_tree, "") or {}
+
+
+def _restore_arg(x: Any) -> Any:
+    sharding = getattr(x, "sharding", None)
+    if sharding is None:
+        return ocp.RestoreArgs(restore_type=np.ndarray)
+    return ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype)

@@ -1,0 +1,207 @@
+"""The one jitted, sharded train step and eval step that every regime drives.
+
+A regime supplies a *loss function* over an NNX model; the step owns everything else: merging the
+pure parameter dict into the model, dropout RNGs, gradients, micro-batch accumulation, the Optax
+update (the partition built from the stage's freezing plan), per-task "untouched" parameter masks,
+non-finite detection, shardings and donation.
+
+Loss function contract::
+
+    loss_fn(model, batch, rngs: nnx.Rngs, train: bool) -> (loss_sum, metrics)
+
+``loss_sum`` is the *sum* of the per-example (or per-token) losses in the batch and
+``metrics["denominator"]`` the number of terms it sums, so the step divides once. This makes
+gradient accumulation exact: k micro-batches give sum(grads)/sum(denominators), the same number a
+single big batch gives. Other entries of ``metrics`` are sums too and are divided by the
+denominator for logging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxtl import mesh as mesh_lib
+from jaxtl import paths
+
+LossFn = Callable[[nnx.Module, dict, nnx.Rngs, bool], tuple[jax.Array, dict[str, jax.Array]]]
+PredictFn = Callable[[nnx.Module, dict], dict[str, jax.Array]]
+# Which parameters a batch may change: tree of bool scalars (False = leave param and its optimizer
+# moments untouched), e.g. the heads of tasks that are not in the batch.
+ActiveFn = Callable[[dict], Any]
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: optimizer steps taken in the whole run
+    params: Any  # pure nested dict of arrays
+    opt_state: Any
+    rng: jax.Array  # uint32[2] raw key data; dropout keys are fold_in(rng, step)
+
+
+@dataclasses.dataclass
+class CompileCounter:
+    """Counts traces of the step: each trace of a jitted function is one compilation."""
+
+    count: int = 0
+
+    def bump(self) -> None:
+        self.count += 1
+
+
+def _scale_metrics(metrics: dict[str, jax.Array], denominator: jax.Array) -> dict[str, jax.Array]:
+    den = jnp.maximum(denominator, 1.0)
+    out = {k: v / den for k, v in metrics.items() if k != "denominator"}
+    out["denominator"] = denominator
+    return out
+
+
+def _active_tree_for(tree: Any, params: Any, active: Any) -> Any:
+    """Map per-parameter active flags onto a tree that mirrors params (optimizer state)."""
+    flat_params = paths.flatten(params)
+    flat_active = paths.flatten(active)
+
+    def pick(path: str, x: Any) -> Any:
+        parts = path.split("/")
+        shape = tuple(getattr(x, "shape", ()))
+        for i in range(len(parts)):
+            suffix = "/".join(parts[i:])
+            if suffix in flat_active and tuple(flat_params[suffix].shape) == shape:
+                return flat_active[suffix]
+        return True
+
+    return paths.map_with_path(pick, tree)
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    accum_steps: int = 1,
+    active_fn: ActiveFn | None = None,
+    mesh: Mesh | None = None,
+    state_shardings: Any = None,
+    batch_shardings: Any = None,
+    counter: CompileCounter | None = None,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Build ``step(state, batch) -> (state, metrics)``; jitted, state donated.
+
+    ``accum_steps`` > 1 splits the batch into that many equal micro-batches, scanned in order.
+    Metrics come back as device scalars: ``loss`` (mean), ``grad_norm``, ``finite`` (1.0 if loss and
+    gradients are finite; a non-finite step leaves params and optimizer state unchanged so the last
+    good state survives) and the loss function's own metrics.
+    """
+
+    def loss_and_grads(params, batch, key):
+        def f(p):
+            model = nnx.merge(graphdef, p)
+            rngs = nnx.Rngs(dropout=key)
+            total, metrics = loss_fn(model, batch, rngs, True)
+            return total, metrics
+
+        (total, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
+        metrics = dict(metrics)
+        metrics["loss_sum"] = total
+        return grads, metrics
+
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        if counter is not None:
+            counter.bump()  # runs at trace time only
+        with mesh_lib.activation_mesh(mesh):
+            return _step(state, batch)
+
+    def _step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        if accum_steps == 1:
+            grads, metrics = loss_and_grads(state.params, batch, key)
+        else:
+            micro = jax.tree.map(
+                lambda x: x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:]), batch
+            )
+
+            def body(carry, xs):
+                i, mb = xs
+                g, m = loss_and_grads(state.params, mb, jax.random.fold_in(key, i))
+                carry = jax.tree.map(jnp.add, carry, (g, m))
+                return carry, None
+
+            g0, m0 = jax.eval_shape(
+                loss_and_grads, state.params, jax.tree.map(lambda x: x[0], micro), key
+            )
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g0, m0))
+            (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
+
+        den = jnp.maximum(metrics["denominator"], 1.0)
+        grads = jax.tree.map(lambda g: g / den, grads)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(grad_norm)
+
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        if active_fn is not None:
+            active = active_fn(batch)
+            new_params = jax.tree.map(
+                lambda a, n, o: jnp.where(a, n, o), active, new_params, state.params
+            )
+            opt_active = _active_tree_for(new_opt, state.params, active)
+            new_opt = jax.tree.map(
+                lambda a, n, o: jnp.where(a, n, o), opt_active, new_opt, state.opt_state
+            )
+        # A non-finite step changes nothing: the loop stops on it and the state stays good.
+        new_params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_params, state.params)
+        new_opt = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_opt, state.opt_state)
+
+        out = _scale_metrics({k: v for k, v in metrics.items() if k != "loss_sum"}, den)
+        out["loss"] = metrics["loss_sum"] / den
+        out["grad_norm"] = grad_norm
+        out["finite"] = finite.astype(jnp.float32)
+        new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt)
+        return new_state, out
+
+    kwargs: dict[str, Any] = {"donate_argnums": (0,)}
+    if state_shardings is not None:
+        kwargs["in_shardings"] = (state_shardings, batch_shardings)
+        kwargs["out_shardings"] = (state_shardings, None)
+    return jax.jit(step, **kwargs)
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    predict_fn: PredictFn,
+    *,
+    mesh: Mesh | None = None,
+    params_shardings: Any = None,
+    batch_shardings: Any = None,
+    counter: CompileCounter | None = None,
+) -> Callable[[Any, dict], dict]:
+    """Build ``eval_step(params, batch) -> outputs`` (deterministic forward, no dropout)."""
+
+    def eval_step(params, batch):
+        if counter is not None:
+            counter.bump()
+        with mesh_lib.activation_mesh(mesh):
+            model = nnx.merge(graphdef, params)
+            return predict_fn(model, batch)
+
+    kwargs: dict[str, Any] = {}
+    if params_shardings is not None:
+        kwargs["in_shardings"] = (params_shardings, batch_shardings)
+    return jax.jit(eval_step, **kwargs)
+
+
+def init_state(params: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(jax.random.key(seed)),
+    )
