@@ -123,7 +123,7 @@ def _find_state_dir(path: epath.Path, step: int | None) -> tuple[epath.Path, int
     """Accept a workdir, its checkpoints/ folder, or one step folder."""
     path = epath.Path(path)
     for cand in (path / "checkpoints", path):
-        if (cand / "state").exists() and (cand / "meta").exists():
+        if (cand / "state").exists():
             return cand, -1
         if cand.exists():
             mgr = ocp.CheckpointManager(cand)
@@ -206,3 +206,18 @@ def _restore_arg(x: Any) -> Any:
     if sharding is None:
         return ocp.RestoreArgs(restore_type=np.ndarray)
     return ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype)
+
+
+def save_params(directory: str | epath.Path, step: int, params: Any) -> None:
+    """A params-only checkpoint (best-so-far models): one step kept, atomic like the others."""
+    mgr = ocp.CheckpointManager(
+        epath.Path(directory),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=False
+        ),
+    )
+    mgr.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params})), force=True
+    )
+    mgr.wait_until_finished()
+    mgr.close()
