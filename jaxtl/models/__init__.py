@@ -1,0 +1,38 @@
+"""Flax NNX encoders, task heads and Hugging Face weights in and out.
+
+>>> from jaxtl import models
+>>> enc, tokenizer, hf_config, path = models.from_pretrained("minilm")  # doctest: +SKIP
+>>> out = enc(ids, mask)                      # EncoderOutput(hidden_states=(emb, l1, ..., l6))
+>>> models.save_pretrained(enc, "out/", tokenizer=tokenizer, hf_config=hf_config)  # doctest: +SKIP
+"""
+
+from jaxtl.models.base import EncoderOutput
+from jaxtl.models.bert import BertConfig, BertEncoder
+from jaxtl.models.bilstm import BiLSTMConfig, BiLSTMEncoder
+from jaxtl.models.gpt2 import GPT2Config, GPT2Encoder
+from jaxtl.models.heads import ClassificationHead, CLMHead, MLMHead, TaggingHead
+from jaxtl.models.hf import Pretrained, build_encoder, from_pretrained, save_pretrained
+from jaxtl.models.registry import FAMILIES
+from jaxtl.models.representation import Representation
+from jaxtl.models.transfer import TransferModel
+
+__all__ = [
+    "FAMILIES",
+    "BertConfig",
+    "BertEncoder",
+    "BiLSTMConfig",
+    "BiLSTMEncoder",
+    "CLMHead",
+    "ClassificationHead",
+    "EncoderOutput",
+    "GPT2Config",
+    "GPT2Encoder",
+    "MLMHead",
+    "Pretrained",
+    "Representation",
+    "TaggingHead",
+    "TransferModel",
+    "build_encoder",
+    "from_pretrained",
+    "save_pretrained",
+]

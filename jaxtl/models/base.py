@@ -1,0 +1,182 @@
+"""What every encoder family shares: its output type and small building blocks.
+
+Each encoder returns an :class:`EncoderOutput` whose ``hidden_states`` hold the embedding output
+followed by every block's output, so representations (last layer, sum of the last four, ELMo's
+scalar mix, ...) are computed the same way for BERT, GPT-2 and the BiLSTM.
+
+Parameters carry *logical* axis names through ``nnx.with_partitioning``; ``jaxtl.mesh`` maps them to
+mesh axes. The names used here: "vocab", "embed" (model width), "mlp" (FFN width), "heads"
+(attention heads x head dim, kept 2-D), "kv", "layers", "labels", "norm".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class EncoderOutput(NamedTuple):
+    """``hidden_states``: ``num_layers + 1`` arrays [B,T,H] (embeddings output first)."""
+
+    hidden_states: tuple[jax.Array, ...]
+
+    @property
+    def last_hidden_state(self) -> jax.Array:
+        return self.hidden_states[-1]
+
+
+# Hugging Face activation names -> functions. "gelu" is HF's exact erf GELU; jax's default is the
+# tanh approximation (HF "gelu_new"), which is ~2e-4 off and breaks parity.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str, *, where: str = "hidden_act") -> Callable[[jax.Array], jax.Array]:
+    """The activation called ``name`` in an HF config, or a ValueError naming the attribute."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unsupported {where}={name!r}; supported: {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+def dtype_name(dtype: Any) -> str:
+    """Canonical dtype string ("float32", "bfloat16"): configs stay hashable and JSON-friendly."""
+    return jnp.dtype(dtype).name
+
+
+def normal(std: float) -> Callable:
+    return jax.nn.initializers.normal(stddev=std)
+
+
+def linear(
+    in_features: int,
+    out_features: int,
+    names: tuple[str | None, str | None],
+    *,
+    std: float = 0.02,
+    use_bias: bool = True,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
+    """nnx.Linear with logical names on its kernel (in, out) and bias (out,)."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nnx.with_partitioning(normal(std), names),
+        bias_init=nnx.with_partitioning(jax.nn.initializers.zeros, (names[1],)),
+        rngs=rngs,
+    )
+
+
+def embed(
+    num: int,
+    features: int,
+    names: tuple[str | None, str | None],
+    *,
+    std: float = 0.02,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.Embed:
+    return nnx.Embed(
+        num,
+        features,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        embedding_init=nnx.with_partitioning(normal(std), names),
+        rngs=rngs,
+    )
+
+
+def layer_norm(
+    features: int,
+    eps: float,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        features,
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        scale_init=nnx.with_partitioning(jax.nn.initializers.ones, ("norm",)),
+        bias_init=nnx.with_partitioning(jax.nn.initializers.zeros, ("norm",)),
+        # HF LayerNorm computes mean((x - mean)^2); the fast E[x^2]-E[x]^2 form loses precision.
+        use_fast_variance=False,
+        rngs=rngs,
+    )
+
+
+def dropout(x: jax.Array, rate: float, *, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
+    """Inverted dropout with call-time RNGs, so modules hold parameters only."""
+    if deterministic or rate == 0.0:
+        return x
+    if rngs is None:
+        raise ValueError("deterministic=False needs rngs=nnx.Rngs(dropout=...) at call time")
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(rngs.dropout(), keep, x.shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    rate: float,
+    deterministic: bool,
+    rngs: nnx.Rngs | None,
+) -> jax.Array:
+    """Multi-head attention over [B,T,N,D] inputs with a boolean mask broadcastable to [B,N,T,T].
+
+    Without dropout this is ``jax.nn.dot_product_attention`` (fused where the backend has it;
+    tests check it against the explicit softmax to 1e-6). Attention dropout needs the weights, so
+    training with ``rate > 0`` takes the explicit path. Rows with no visible key (left padding
+    under a causal mask) give uniform weights rather than NaN in both paths.
+    """
+    if deterministic or rate == 0.0:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bqnd,bknd->bnqk", q, k).astype(jnp.float32) * scale
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    weights = dropout(weights, rate, deterministic=False, rngs=rngs)
+    return jnp.einsum("bnqk,bknd->bqnd", weights, v)
+
+
+def padding_mask(attention_mask: jax.Array) -> jax.Array:
+    """[B,T] 0/1 -> boolean key mask [B,1,1,T] (every query may see every real key)."""
+    return attention_mask.astype(bool)[:, None, None, :]
+
+
+def check_inputs(input_ids: jax.Array, attention_mask: jax.Array | None) -> jax.Array:
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
+    if attention_mask is None:
+        return jnp.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}"
+        )
+    return attention_mask

