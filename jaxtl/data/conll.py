@@ -1,0 +1,256 @@
+"""Column-format tagging data: CoNLL-2003 NER, UD CoNLL-U part-of-speech, and generic CoNLL files.
+
+One token per line, a blank line between sentences. The tag column is configurable. Span tags are
+IOB: ``scheme="auto"`` (default) and ``"iob1"`` accept IOB1 and IOB2 and convert to IOB2 (an
+``I-X`` that opens a span becomes ``B-X``); ``scheme="iob2"`` is strict and rejects an ``I-X`` that
+does not continue an ``X`` span. A tag that is not ``O`` / ``B-<type>`` / ``I-<type>`` (``B-``,
+``X-PER``) is always bad. A bad line makes its whole sentence bad (an error naming file and line,
+or a skip with ``on_bad_row="skip"``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterator, Sequence
+
+from jaxtl.data.readers import _split_files, read_lines, resolve
+from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+
+CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+UPOS_TAGS = (
+    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
+    "PUNCT", "SCONJ", "SYM", "VERB", "X",
+)  # fmt: skip
+_IOB_TAG = re.compile(r"^(O|[BI]-\S+)$")
+
+
+def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
+    """IOB2 tags from IOB1/IOB2 ``tags``; ValueError on a malformed tag or (strict iob2) an
+    ``I-X`` that does not continue an X span. The message gives the 0-based token index."""
+    if scheme not in ("auto", "iob1", "iob2"):
+        raise ValueError(f"scheme must be auto, iob1 or iob2, got {scheme!r}")
+    out = []
+    prev = "O"
+    for i, tag in enumerate(tags):
+        if not _IOB_TAG.match(tag):
+            raise ValueError(f"token {i}: tag {tag!r} is not O, B-<type> or I-<type>")
+        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+            if scheme == "iob2":
+                raise ValueError(f"token {i}: {tag} follows {prev} (invalid IOB2)")
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        prev = tag
+    return tuple(out)
+
+
+def _sentences(path: str, bad: BadRows, comment: str | None) -> Iterator[list[tuple[int, str]]]:
+    """Groups of (line number, line) separated by blank lines; comment lines dropped."""
+    block: list[tuple[int, str]] = []
+    for i, line in read_lines(path, bad):
+        if comment and line.startswith(comment):
+            continue
+        if not line.strip():
+            if block:
+                yield block
+            block = []
+            continue
+        block.append((i, line))
+    if block:
+        yield block
+
+
+def read_conll(
+    path: str,
+    bad: BadRows,
+    *,
+    word_column: int = 0,
+    tag_column: int = -1,
+    width: int | None = None,
+    delimiter: str | None = None,
+    iob: bool = True,
+    scheme: str = "auto",
+    label_names: Sequence[str] | None = None,
+    conllu: bool = False,
+) -> list[Example]:
+    """Sentences of a column file as tagging Examples (``words`` and ``label`` = tags).
+
+    ``width``: the exact number of columns per token line (None: that of the file's first token
+    line). ``conllu``: CoNLL-U rules (tab-separated, ``#`` comments, multiword-token ranges
+    ``1-2`` and empty nodes ``1.1`` skipped). ``label_names``: the allowed tag set.
+    """
+    allowed = set(label_names) if label_names else None
+    out: list[Example] = []
+    for block in _sentences(path, bad, "#" if conllu else None):
+        first = block[0][0]
+        words: list[str] = []
+        tags: list[str] = []
+        error = None
+        for i, line in block:
+            fields = line.split("\t") if conllu else line.split(delimiter)
+            if fields[0] == "-DOCSTART-":
+                break
+            if width is None:
+                width = len(fields)
+            if len(fields) != width:
+                error = (i, f"expected {width} columns, found {len(fields)}")
+                break
+            if conllu and not fields[0].isdigit():
+                if re.match(r"^\d+(-\d+|\.\d+)$", fields[0]):
+                    continue  # multiword token range or empty node: not a word of its own
+                error = (i, f"token id {fields[0]!r} is not an integer, range or decimal")
+                break
+            word, tag = fields[word_column], fields[tag_column]
+            if iob and not _IOB_TAG.match(tag):
+                error = (i, f"tag {tag!r} is not O, B-<type> or I-<type>")
+                break
+            if (
+                allowed is not None
+                and tag not in allowed
+                and not (iob and "B-" + tag[2:] in allowed)
+            ):
+                error = (i, f"tag {tag!r} is not one of {sorted(allowed)}")
+                break
+            words.append(word)
+            tags.append(tag)
+        if error:
+            bad(f"{path}:{error[0]}", error[1])
+            continue
+        if not words:
+            continue
+        if iob:
+            try:
+                tags = list(to_iob2(tags, scheme))
+            except ValueError as e:
+                k = int(str(e).split(":")[0].split()[1])
+                bad(f"{path}:{block[0][0] + k}", f"sentence starting line {first}: {e}")
+                continue
+        out.append(
+            Example(
+                " ".join(words), None, tuple(tags), words=tuple(words), source=f"{path}:{first}"
+            )
+        )
+    return out
+
+
+def _tagging_task(
+    name: str,
+    files_for,
+    splits: Sequence[str],
+    label_names: Sequence[str],
+    iob: bool,
+    on_bad_row: str,
+    **read_options,
+) -> Task:
+    def load(split: str) -> Loaded:
+        path = files_for(split)
+        bad = BadRows(on_bad_row)
+        examples = read_conll(path, bad, iob=iob, label_names=label_names, **read_options)
+        return bad.result(examples, path)
+
+    metrics = ("span_f1", "token_accuracy") if iob else ("token_accuracy",)
+    return Task(
+        name=name,
+        kind="tagging",
+        loader=load,
+        splits=tuple(splits),
+        label_names=tuple(label_names),
+        text_fields=("words",),
+        metrics=metrics,
+        main_metric=metrics[0],
+        iob=iob,
+    )
+
+
+@register("conll2003")
+def conll2003(
+    data_dir: str | None = None,
+    *,
+    folder: str = "conll2003",
+    tag_column: int = 3,
+    scheme: str = "auto",
+    on_bad_row: str = "error",
+) -> Task:
+    """CoNLL-2003 English NER (``word POS chunk NER``); ``tag_column=2`` gives chunking instead
+    (then the label set is read from the file's tags, see ``get_task('conll', ...)``)."""
+    root = resolve(data_dir, folder, "conll2003")
+    files = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
+    names = CONLL2003_TAGS if tag_column == 3 else None
+    if names is None:
+        return conll_task(data_dir, path=os.path.join(root, "{split}.txt"), tag_column=tag_column)
+    return _tagging_task(
+        "conll2003", _split_files(root, files, "conll2003"), files, names, True, on_bad_row,
+        tag_column=tag_column, width=4, scheme=scheme,
+    )  # fmt: skip
+
+
+@register("ud_pos")
+def ud_pos(
+    data_dir: str | None = None,
+    *,
+    folder: str = "UD_English-EWT",
+    column: int = 3,
+    on_bad_row: str = "error",
+) -> Task:
+    """Universal Dependencies part of speech (UPOS, column 3; ``column=4`` for XPOS with the
+    label set read from train) from ``<folder>/*-ud-{train,dev,test}.conllu``."""
+    root = resolve(data_dir, folder, "ud_pos")
+    files = {}
+    for split in ("train", "dev", "test"):
+        found = sorted(glob.glob(os.path.join(root, f"*-ud-{split}.conllu")))
+        files[split] = os.path.basename(found[0]) if found else f"*-ud-{split}.conllu"
+    names: Sequence[str] | None = UPOS_TAGS if column == 3 else None
+    path_for = _split_files(root, files, "ud_pos")
+    if names is None:
+        bad = BadRows(on_bad_row)
+        train = read_conll(path_for("train"), bad, word_column=1, tag_column=column, iob=False,
+                           width=10, conllu=True)  # fmt: skip
+        names = sorted({t for ex in train for t in ex.label})
+    return _tagging_task(
+        "ud_pos", path_for, files, names, False, on_bad_row,
+        word_column=1, tag_column=column, width=10, conllu=True,
+    )  # fmt: skip
+
+
+@register("conll")
+def conll_task(
+    data_dir: str | None = None,
+    *,
+    path: str,
+    word_column: int = 0,
+    tag_column: int = -1,
+    delimiter: str | None = None,
+    iob: bool = True,
+    scheme: str = "auto",
+    label_names: Sequence[str] | None = None,
+    name: str = "conll",
+    on_bad_row: str = "error",
+) -> Task:
+    """Generic column files: ``path`` with a ``{split}`` placeholder (relative to ``data_dir``),
+    whitespace-separated columns unless ``delimiter``; ``iob=False`` for plain tags such as POS.
+    The tag set is ``label_names`` or, when omitted, the sorted tags of the train split."""
+    if "{split}" not in path:
+        raise ValueError(f"conll task: path {path!r} needs a '{{split}}' placeholder")
+    paths = {s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")}
+    present = {s: p for s, p in paths.items() if os.path.isfile(p)}
+    if not present:
+        raise DataError(f"{path}: no file found for any of the splits train, dev, test")
+
+    def path_for(split: str) -> str:
+        if split not in present:
+            raise DataError(f"{paths[split]}: file not found; splits found: {list(present)}")
+        return present[split]
+
+    options = dict(word_column=word_column, tag_column=tag_column, delimiter=delimiter)
+    if iob:
+        options["scheme"] = scheme
+    if not label_names:
+        bad = BadRows(on_bad_row)
+        first = "train" if "train" in present else next(iter(present))
+        tags = {t for ex in read_conll(path_for(first), bad, iob=iob, **options) for t in ex.label}
+        label_names = sorted(tags)
+        if iob:
+            types = sorted({t[2:] for t in tags if t != "O"})
+            label_names = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
+    return _tagging_task(name, path_for, tuple(present), label_names, iob, on_bad_row, **options)

@@ -1,0 +1,296 @@
+"""Tokenisation with the model's Hugging Face fast tokenizer, ready for bucketed batching.
+
+:func:`encode` turns a task's Examples into an :class:`Encoded`: per-example variable-length int32
+arrays (token ids, token types, token labels) plus per-example label / score arrays. Sequences are
+cut to ``max_length`` here (pairs with the ``longest_first`` policy by default), so batching only
+pads. Tokenising uses the tokenizer's batch call (Rust, all examples at once).
+
+Token-level targets follow one rule for every kind, so every loss is "logits at position t
+against ``token_labels[t]``", IGNORE (-100) where no loss applies:
+
+- tagging: the first sub-token of each word carries the word's tag id; other sub-tokens, special
+  tokens and padding are IGNORE. ``Encoded.word_ids`` keeps each token's word index (-1 for
+  specials) so predictions can be mapped back to words; words cut off by truncation have no token
+  and are not scored.
+- MLM: :func:`mask_tokens` is applied per batch at train time (fresh masks every epoch) with a
+  numpy Generator: 15% of real, non-special tokens; of those 80% → [MASK], 10% → a random token,
+  10% unchanged; optional whole-word masking. The labels are the original ids at chosen positions.
+- CLM: the shift is done HERE, not in the loss: ``token_labels[t] = input_ids[t + 1]`` and the last
+  real position is IGNORE (:func:`causal_labels`), so a causal LM loss needs no special case.
+
+:func:`pack_corpus` concatenates a corpus into fixed-length LM blocks (MLM: ``[CLS] ... [SEP]``;
+CLM: plain token blocks with shifted labels), documents separated by the SEP/EOS token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxtl.data.batch import IGNORE
+from jaxtl.data.tasks import DataError, Example, Task
+
+
+@dataclasses.dataclass
+class Encoded:
+    """A tokenised split: row i of every field belongs to example i.
+
+    ``token_labels`` None means all IGNORE (classification, regression, unmasked LM input).
+    ``target_ids`` only for translation (decoder targets).
+    """
+
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray]
+    label: np.ndarray  # int32[N]
+    score: np.ndarray  # float32[N]
+    task_id: int = 0
+    token_labels: list[np.ndarray] | None = None
+    word_ids: list[np.ndarray] | None = None
+    target_ids: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int32[N]: tokens per example (the longer of source and target for translation)."""
+        n = np.fromiter((len(x) for x in self.input_ids), np.int32, len(self.input_ids))
+        if self.target_ids is not None:
+            t = np.fromiter((len(x) for x in self.target_ids), np.int32, len(self.target_ids))
+            n = np.maximum(n, t)
+        return n
+
+    def subset(self, index: Sequence[int]) -> Encoded:
+        """The examples at ``index`` (e.g. a small slice for a quick run)."""
+        pick = (lambda xs: [xs[i] for i in index]) if len(self) else (lambda xs: xs)
+        return Encoded(
+            pick(self.input_ids), pick(self.token_type_ids), self.label[list(index)],
+            self.score[list(index)], self.task_id,
+            None if self.token_labels is None else pick(self.token_labels),
+            None if self.word_ids is None else pick(self.word_ids),
+            None if self.target_ids is None else pick(self.target_ids),
+        )  # fmt: skip
+
+
+def _arrays(rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    return [np.asarray(r, np.int32) for r in rows]
+
+
+def encode(
+    task: Task,
+    examples: Sequence[Example],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    task_id: int = 0,
+    truncation: str = "longest_first",
+    target_tokenizer: Any = None,
+) -> Encoded:
+    """Tokenise ``examples`` of ``task`` (see the module docstring for the label layout).
+
+    ``truncation``: a Hugging Face strategy (``longest_first``, ``only_first``, ``only_second``)
+    for pairs; single sentences are cut at ``max_length``. ``target_tokenizer`` tokenises
+    translation targets (default: ``tokenizer``).
+    """
+    n = len(examples)
+    label = np.zeros(n, np.int32)
+    score = np.zeros(n, np.float32)
+    if task.kind == "tagging":
+        return _encode_tagging(task, examples, tokenizer, max_length, task_id)
+    texts = [ex.text for ex in examples]
+    pairs = [ex.text_pair for ex in examples]
+    has_pair = [p is not None for p in pairs]
+    if any(has_pair) and not all(has_pair):
+        where = examples[has_pair.index(False)].source
+        raise DataError(f"{where}: task {task.name!r} mixes single sentences and sentence pairs")
+    enc = tokenizer(
+        texts,
+        pairs if any(has_pair) else None,
+        truncation=truncation if any(has_pair) else True,
+        max_length=max_length,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    if task.kind == "classification":
+        for ex in examples:
+            if not isinstance(ex.label, (int, np.integer)) or not 0 <= ex.label < task.num_labels:
+                raise DataError(f"{ex.source}: label {ex.label!r} is not a class id of {task.name}")
+        label[:] = [ex.label for ex in examples]
+    elif task.kind == "regression":
+        score[:] = [ex.label for ex in examples]
+    target_ids = None
+    if task.kind == "translation":
+        tok = target_tokenizer or tokenizer
+        targets = [ex.target or "" for ex in examples]
+        target_ids = _arrays(tok(targets, truncation=True, max_length=max_length)["input_ids"])
+    return Encoded(
+        _arrays(enc["input_ids"]),
+        _arrays(enc["token_type_ids"]),
+        label,
+        score,
+        task_id,
+        target_ids=target_ids,
+    )
+
+
+def _encode_tagging(
+    task: Task, examples: Sequence[Example], tokenizer: Any, max_length: int, task_id: int
+) -> Encoded:
+    tag_id = {t: i for i, t in enumerate(task.label_names)}
+    words = [list(ex.words or ex.text.split()) for ex in examples]
+    enc = tokenizer(
+        words,
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    labels, word_ids = [], []
+    for i, ex in enumerate(examples):
+        tags = ex.label
+        if not isinstance(tags, tuple) or len(tags) != len(words[i]):
+            raise DataError(f"{ex.source}: tagging example needs one tag per word")
+        wid = np.array([-1 if w is None else w for w in enc.word_ids(i)], np.int32)
+        # First sub-token of each word: a word index that differs from the previous token's.
+        first = (wid >= 0) & (wid != np.concatenate([[-1], wid[:-1]]))
+        try:
+            ids = np.array([tag_id[t] for t in tags], np.int32)
+        except KeyError as e:
+            raise DataError(f"{ex.source}: tag {e.args[0]!r} not in {task.label_names}") from None
+        lab = np.full(len(wid), IGNORE, np.int32)
+        lab[first] = ids[wid[first]]
+        labels.append(lab)
+        word_ids.append(wid)
+    n = len(examples)
+    return Encoded(
+        _arrays(enc["input_ids"]),
+        _arrays(enc["token_type_ids"]),
+        np.zeros(n, np.int32),
+        np.zeros(n, np.float32),
+        task_id,
+        token_labels=labels,
+        word_ids=word_ids,
+    )
+
+
+def causal_labels(input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
+    """Next-token targets for [..., T] ids: ``labels[t] = ids[t+1]``; last real token and padding
+    are IGNORE."""
+    ids = np.asarray(input_ids)
+    mask = np.ones_like(ids, bool) if attention_mask is None else np.asarray(attention_mask) > 0
+    out = np.full(ids.shape, IGNORE, np.int32)
+    out[..., :-1] = np.where(mask[..., 1:], ids[..., 1:], IGNORE)
+    return out
+
+
+def special_ids(tokenizer: Any) -> np.ndarray:
+    """int32 ids of the tokenizer's special tokens ([CLS], [SEP], [PAD], [MASK], [UNK], ...)."""
+    return np.asarray(sorted(set(tokenizer.all_special_ids)), np.int32)
+
+
+def continuation_table(tokenizer: Any) -> np.ndarray:
+    """bool[vocab]: True for WordPiece continuation pieces ("##ing"), for whole-word masking."""
+    vocab = tokenizer.get_vocab()
+    table = np.zeros(max(vocab.values()) + 1, bool)
+    for tok, i in vocab.items():
+        table[i] = tok.startswith("##")
+    return table
+
+
+def mask_tokens(
+    batch: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: np.ndarray,
+    prob: float = 0.15,
+    whole_word: bool = False,
+    continuation: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """BERT masking of a batch (a new dict; the input is not changed).
+
+    Chooses ``prob`` of the maskable tokens (attention_mask 1, not special); ``token_labels``
+    gets their original ids (IGNORE elsewhere) and ``input_ids`` gets [MASK] for 80% of them,
+    a random non-special token for 10%, and the original for 10%. ``whole_word`` (needs
+    ``continuation`` from :func:`continuation_table`) chooses whole words: a continuation piece
+    follows the decision of the piece that starts its word.
+    """
+    ids = batch["input_ids"]
+    maskable = (batch["attention_mask"] > 0) & ~np.isin(ids, special_ids)
+    chosen = rng.random(ids.shape) < prob
+    if whole_word:
+        if continuation is None:
+            raise ValueError("whole_word masking needs continuation=continuation_table(tokenizer)")
+        cont = continuation[ids] & maskable
+        positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
+        start = np.maximum.accumulate(np.where(cont, 0, positions), axis=1)
+        chosen = np.take_along_axis(chosen, start, axis=1)
+    chosen &= maskable
+    labels = np.where(chosen, ids, IGNORE).astype(np.int32)
+    r = rng.random(ids.shape)
+    new = ids.copy()
+    new[chosen & (r < 0.8)] = mask_id
+    swap = chosen & (r >= 0.8) & (r < 0.9)
+    # Random replacements avoid special tokens so the model never sees a stray [SEP] or [PAD].
+    normal = np.setdiff1d(np.arange(vocab_size, dtype=np.int32), special_ids)
+    new[swap] = normal[rng.integers(len(normal), size=int(swap.sum()))]
+    out = dict(batch)
+    out["input_ids"] = new
+    out["token_labels"] = labels
+    return out
+
+
+def pack_corpus(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    *,
+    block_size: int,
+    objective: str = "mlm",
+    task_id: int = 0,
+    drop_last: bool = True,
+) -> Encoded:
+    """Concatenate a corpus and cut it into LM blocks of exactly ``block_size`` tokens.
+
+    Documents are joined with the SEP (or EOS) token. ``mlm``: each block is ``[CLS]`` +
+    ``block_size - 2`` tokens + ``[SEP]``, labels left to :func:`mask_tokens`. ``clm``: blocks
+    of raw tokens with shifted next-token labels. ``drop_last=False`` keeps a shorter last block.
+    """
+    if objective not in ("mlm", "clm"):
+        raise ValueError(f"objective must be 'mlm' or 'clm', got {objective!r}")
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if sep is None:
+        raise ValueError("pack_corpus needs a tokenizer with a SEP or EOS token")
+    pieces = tokenizer(
+        [ex.text for ex in examples], add_special_tokens=False, return_attention_mask=False
+    )["input_ids"]
+    stream = np.concatenate(
+        [np.asarray(p + [sep], np.int32) for p in pieces] or [np.zeros(0, np.int32)]
+    )
+    inner = block_size - 2 if objective == "mlm" else block_size
+    if inner <= 0:
+        raise ValueError(f"block_size {block_size} is too small")
+    n_full = len(stream) // inner
+    cuts = [stream[i * inner : (i + 1) * inner] for i in range(n_full)]
+    if not drop_last and len(stream) % inner:
+        cuts.append(stream[n_full * inner :])
+    if objective == "mlm":
+        cls = tokenizer.cls_token_id
+        blocks = [np.concatenate([[cls], c, [sep]]).astype(np.int32) for c in cuts]
+        labels = None
+    else:
+        blocks = cuts
+        labels = [causal_labels(b) for b in blocks]
+    n = len(blocks)
+    return Encoded(
+        blocks,
+        [np.zeros(len(b), np.int32) for b in blocks],
+        np.zeros(n, np.int32),
+        np.zeros(n, np.float32),
+        task_id,
+        token_labels=labels,
+    )

@@ -1,0 +1,197 @@
+"""Task metrics: thin wrappers over scikit-learn, scipy, seqeval and sacrebleu.
+
+Values are fractions in [0, 1] (correlations in [-1, 1]), except ``perplexity`` and ``bleu``
+(sacrebleu's 0–100 scale). :func:`score_task` scores a task from eval-step outputs and the
+batches they came from; :func:`glue_average` combines per-task results as the GLUE score does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxtl.data.batch import IGNORE
+
+
+def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(gold, pred))
+
+
+def f1(gold: Sequence[int], pred: Sequence[int], average: str = "binary") -> float:
+    """F1 of class 1 (``binary``, as GLUE MRPC) or the unweighted mean over classes (``macro``)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(gold, pred, average=average, zero_division=0))
+
+
+def macro_f1(gold: Sequence[int], pred: Sequence[int]) -> float:
+    return f1(gold, pred, "macro")
+
+
+def matthews(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Matthews correlation (CoLA); 0 when a side is constant."""
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(gold, pred))
+
+
+def pearson(gold: Sequence[float], pred: Sequence[float]) -> float:
+    from scipy.stats import pearsonr
+
+    if np.std(pred) == 0 or np.std(gold) == 0:
+        return 0.0  # undefined; scipy would warn and return nan
+    return float(pearsonr(gold, pred)[0])
+
+
+def spearman(gold: Sequence[float], pred: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if np.std(pred) == 0 or np.std(gold) == 0:
+        return 0.0
+    return float(spearmanr(gold, pred)[0])
+
+
+def span_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    """Entity-level micro F1 with conlleval semantics (seqeval default mode)."""
+    from seqeval.metrics import f1_score
+
+    return float(f1_score([list(s) for s in gold], [list(s) for s in pred]))
+
+
+def token_accuracy(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    g = [t for s in gold for t in s]
+    p = [t for s in pred for t in s]
+    if len(g) != len(p):
+        raise ValueError(f"token_accuracy: {len(g)} gold tags but {len(p)} predicted")
+    return float(np.mean([a == b for a, b in zip(g, p)])) if g else 0.0
+
+
+def perplexity(nll_sum: float, token_count: float) -> float:
+    """exp(total negative log-likelihood / tokens)."""
+    if token_count <= 0:
+        raise ValueError("perplexity: token_count must be positive")
+    return float(math.exp(nll_sum / token_count))
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu defaults, one reference per sentence), 0–100."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews": matthews}
+SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
+TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
+
+
+def _rows(batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str, src: str) -> list:
+    out = []
+    for b, o in zip(batches, outputs, strict=True):
+        keep = np.asarray(b["example_weight"]) > 0
+        out.append(np.asarray((o if src == "out" else b)[key])[keep])
+    return out
+
+
+def tag_sequences(
+    label_names: Sequence[str], batches: Sequence[Mapping], outputs: Sequence[Mapping]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Gold and predicted tag strings per example, one per word (first sub-token positions)."""
+    names = np.asarray(label_names)
+    gold, pred = [], []
+    for labels, preds in zip(
+        _rows(batches, outputs, "token_labels", "batch"),
+        _rows(batches, outputs, "pred_tokens", "out"),
+    ):
+        for lab, p in zip(labels, preds):
+            words = lab != IGNORE
+            gold.append(list(names[lab[words]]))
+            pred.append(list(names[np.clip(p[words], 0, len(names) - 1)]))
+    return gold, pred
+
+
+def score_task(
+    task: Any, outputs: Sequence[Mapping], batches: Sequence[Mapping]
+) -> dict[str, float]:
+    """Every metric of ``task`` from eval outputs and their batches (rows with weight > 0).
+
+    ``outputs[i]`` holds ``pred_label`` int[B] (classification), ``pred_score`` float[B]
+    (regression), ``pred_tokens`` int[B, T] (tagging), ``nll_sum`` / ``token_count`` (lm) or
+    ``hypotheses`` / ``references`` lists of strings (translation).
+    """
+    if len(outputs) != len(batches):
+        raise ValueError(f"score_task: {len(outputs)} outputs for {len(batches)} batches")
+    kind = task.kind
+    results: dict[str, float] = {}
+    if kind == "classification":
+        gold = np.concatenate(_rows(batches, outputs, "label", "batch"))
+        pred = np.concatenate(_rows(batches, outputs, "pred_label", "out"))
+        table = CLASS_METRICS
+    elif kind == "regression":
+        gold = np.concatenate(_rows(batches, outputs, "score", "batch"))
+        pred = np.concatenate(_rows(batches, outputs, "pred_score", "out"))
+        table = SCORE_METRICS
+    elif kind == "tagging":
+        gold, pred = tag_sequences(task.label_names, batches, outputs)
+        table = TAG_METRICS
+    elif kind == "lm":
+        nll = sum(float(np.sum(o["nll_sum"])) for o in outputs)
+        count = sum(float(np.sum(o["token_count"])) for o in outputs)
+        return {m: perplexity(nll, count) for m in task.metrics if m == "perplexity"}
+    elif kind == "translation":
+        hyp = [h for o in outputs for h in o["hypotheses"]]
+        ref = [r for o in outputs for r in o["references"]]
+        return {"bleu": bleu(hyp, ref)}
+    else:
+        raise ValueError(f"score_task: unknown task kind {kind!r}")
+    for m in task.metrics:
+        if m not in table:
+            raise ValueError(f"metric {m!r} does not apply to {kind} task {task.name!r}")
+        results[m] = table[m](gold, pred)
+    return results
+
+
+# GLUE's per-task metrics; a task with two metrics contributes their mean, as on the leaderboard.
+GLUE_METRICS = {
+    "cola": ("matthews",),
+    "sst2": ("accuracy",),
+    "mrpc": ("f1", "accuracy"),
+    "stsb": ("pearson", "spearman"),
+    "qqp": ("f1", "accuracy"),
+    "mnli": ("accuracy",),
+    "qnli": ("accuracy",),
+    "rte": ("accuracy",),
+    "wnli": ("accuracy",),
+}
+
+
+def _glue_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower().removeprefix("glue/").removeprefix("tfds:glue/"))
+
+
+def glue_average(
+    results: Mapping[str, Mapping[str, float]],
+    metrics_for: Mapping[str, Sequence[str]] | None = None,
+) -> float:
+    """Mean over tasks of each task's score, where a task's score is the mean of its GLUE metrics
+    (MRPC: F1 and accuracy; STS-B: Pearson and Spearman). Other tasks need ``metrics_for``."""
+    scores = []
+    for task, values in results.items():
+        wanted = (metrics_for or {}).get(task) or GLUE_METRICS.get(_glue_key(task))
+        if not wanted:
+            raise KeyError(
+                f"glue_average: no GLUE metrics known for task {task!r}; pass metrics_for"
+            )
+        missing = [m for m in wanted if m not in values]
+        if missing:
+            raise KeyError(f"glue_average: task {task!r} lacks metrics {missing}")
+        scores.append(float(np.mean([values[m] for m in wanted])))
+    if not scores:
+        raise ValueError("glue_average: no results")
+    return float(np.mean(scores))

@@ -1,0 +1,107 @@
+"""Tokenisation: pairs and token types, tagging alignment, MLM masking statistics, CLM, packing."""
+
+import numpy as np
+import pytest
+from test_data_glue import minilm_tokenizer
+
+from jaxtl.data import get_task
+from jaxtl.data.batch import IGNORE
+from jaxtl.data.batching import eval_batches
+from jaxtl.data.tasks import Example
+from jaxtl.data.tokenize import (
+    causal_labels,
+    continuation_table,
+    encode,
+    mask_tokens,
+    pack_corpus,
+    special_ids,
+)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return minilm_tokenizer()
+
+
+def test_tagging_alignment_first_subtoken(tok):
+    task = get_task("builtin/ner")
+    words = ("Schwarzenegger", "visited", "Leicestershire", ".")
+    ex = Example(" ".join(words), None, ("B-PER", "O", "B-LOC", "O"), words=words, source="t:1")
+    enc = encode(task, [ex], tok, max_length=32)
+    pieces = tok.convert_ids_to_tokens(enc.input_ids[0].tolist())
+    assert pieces[:4] == ["[CLS]", "schwarz", "##ene", "##gger"]  # a word split in 3 pieces
+    lab = enc.token_labels[0]
+    names = task.label_names
+    assert lab[0] == IGNORE and lab[-1] == IGNORE  # [CLS], [SEP]
+    assert lab[1] == names.index("B-PER") and lab[2] == IGNORE and lab[3] == IGNORE
+    assert lab[4] == names.index("O")
+    assert [names[x] for x in lab[lab != IGNORE]] == list(ex.label)
+    assert enc.word_ids[0].tolist() == [-1, 0, 0, 0, 1, 2, 3, -1]
+
+
+def test_pair_truncation_longest_first(tok):
+    task = get_task("builtin/entailment")
+    long_pair = "nine ten eleven twelve thirteen fourteen"
+    ex = Example("one two three four five six seven eight", long_pair, 0, source="t:1")
+    types = encode(task, [ex], tok, max_length=9).token_type_ids[0].tolist()
+    # 6 word slots shared by the longer side first: 3 + 3 (with [CLS] a [SEP] b [SEP]).
+    assert types == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+    short = Example("one two", long_pair, 0, source="t:2")
+    types = encode(task, [short], tok, max_length=8, truncation="only_second").token_type_ids[0]
+    assert types.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_mlm_masking_statistics(tok):
+    task = get_task("builtin/corpus", n_train=1000)
+    enc = encode(task, task.load("train"), tok, max_length=128)
+    batch = eval_batches(enc, batch_size=1000, buckets=(128,), pad_id=tok.pad_token_id)[0]
+    rng = np.random.default_rng(0)
+    specials = special_ids(tok)
+    out = mask_tokens(batch, rng, mask_id=tok.mask_token_id, vocab_size=len(tok),
+                      special_ids=specials)  # fmt: skip
+    maskable = (batch["attention_mask"] == 1) & ~np.isin(batch["input_ids"], specials)
+    chosen = out["token_labels"] != IGNORE
+    assert maskable.sum() > 30000
+    # Tolerances ~4 binomial standard deviations: rate over >30k tokens (std 0.002) within 0.01;
+    # shares of the ~5k chosen tokens (std <= 0.006) within 0.025.
+    assert abs(chosen.sum() / maskable.sum() - 0.15) < 0.01
+    assert not (chosen & ~maskable).any()  # never special tokens or padding
+    assert (out["token_labels"][chosen] == batch["input_ids"][chosen]).all()
+    new = out["input_ids"][chosen]
+    masked = np.mean(new == tok.mask_token_id)
+    kept = np.mean(new == batch["input_ids"][chosen])
+    assert abs(masked - 0.8) < 0.025 and abs(kept - 0.1) < 0.025
+    assert abs(1 - masked - kept - 0.1) < 0.025
+    assert not np.isin(new[new != tok.mask_token_id], specials).any()
+    assert (out["input_ids"][~chosen] == batch["input_ids"][~chosen]).all()
+
+
+def test_whole_word_masking(tok):
+    ex = [Example("Schwarzenegger visited Leicestershire and Kazakhstan " * 6)] * 50
+    task = get_task("builtin/corpus")
+    enc = encode(task, ex, tok, max_length=128)
+    batch = eval_batches(enc, batch_size=50, buckets=(128,), pad_id=0)[0]
+    cont = continuation_table(tok)
+    out = mask_tokens(batch, np.random.default_rng(1), mask_id=tok.mask_token_id,
+                      vocab_size=len(tok), special_ids=special_ids(tok), whole_word=True,
+                      continuation=cont)  # fmt: skip
+    chosen = out["token_labels"] != IGNORE
+    is_cont = cont[batch["input_ids"]]
+    # A continuation piece is chosen exactly when the piece before it is.
+    assert (chosen[:, 1:][is_cont[:, 1:]] == chosen[:, :-1][is_cont[:, 1:]]).all()
+    assert chosen[is_cont].any()
+
+
+def test_causal_labels_and_packing(tok):
+    ids = np.array([[5, 6, 7, 0]], np.int32)
+    assert causal_labels(ids, np.array([[1, 1, 1, 0]])).tolist() == [[6, 7, IGNORE, IGNORE]]
+    examples = get_task("builtin/corpus", n_train=50).load("train")
+    mlm = pack_corpus(examples, tok, block_size=64)
+    assert len(mlm) > 5 and set(mlm.lengths.tolist()) == {64}
+    assert all(b[0] == tok.cls_token_id and b[-1] == tok.sep_token_id for b in mlm.input_ids)
+    clm = pack_corpus(examples, tok, block_size=64, objective="clm")
+    b = clm.input_ids[0]
+    assert clm.token_labels[0][:-1].tolist() == b[1:].tolist() and clm.token_labels[0][-1] == IGNORE
+    # Concatenation loses nothing but the last partial block.
+    total = sum(len(tok(e.text, add_special_tokens=False)["input_ids"]) + 1 for e in examples)
+    assert len(clm) == total // 64
