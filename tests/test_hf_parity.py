@@ -7,6 +7,8 @@ padded positions are not meaningful in either implementation).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ torch = pytest.importorskip("torch", reason="torch is the numerical reference fo
 transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from jaxtl import models  # noqa: E402
 
@@ -126,3 +129,51 @@ def test_dtype_bfloat16_runs_close():
     real = mask.astype(bool)
     # bf16 has an 8-bit mantissa; after 6 layers errors of a few 1e-2 on O(1) values are normal.
     assert np.abs(np.asarray(a)[real] - np.asarray(b, np.float32)[real]).max() < 0.15
+
+
+def test_roberta_parity_left_and_right_padding(tmp_path):
+    config = transformers.RobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1)
+    ref = save_tiny(transformers.RobertaModel, config, tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.family == "roberta"
+    # RoBERTa positions skip padding, so left padding must give the same answer as HF's.
+    for left in (False, True):
+        ids, mask, _ = batch(1, left=left, token_types=False)
+        assert_states_close(jax_states(enc, ids, mask), torch_states(ref, ids, mask)[0], mask)
+
+
+def test_electra_parity_with_embedding_projection(tmp_path):
+    config = transformers.ElectraConfig(**TINY, embedding_size=16)
+    ref = save_tiny(transformers.ElectraModel, config, tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.embeddings.project is not None
+    ids, mask, tt = batch(0)
+    assert_states_close(jax_states(enc, ids, mask, tt), torch_states(ref, ids, mask, tt)[0], mask)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_export_round_trip_to_transformers(tmp_path, family):
+    """jaxtl -> save_pretrained -> transformers.AutoModel: same outputs."""
+    hf_config = dict(TINY, num_hidden_layers=2, type_vocab_size=2, pad_token_id=1)
+    enc = models.build_encoder(family, hf_config, rngs=nnx.Rngs(7))
+    out = models.save_pretrained(enc, tmp_path / "export", hf_config=hf_config)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == family
+    assert config["architectures"] == [{"bert": "BertModel", "roberta": "RobertaModel"}[family]]
+    ref = transformers.AutoModel.from_pretrained(str(out)).eval()
+    ids, mask, tt = batch(1)
+    theirs = torch_states(ref, ids, mask, tt)[0]
+    assert_states_close(jax_states(enc, ids, mask, tt), theirs, mask)
+    # and back into jaxtl
+    again = models.from_pretrained(out).model
+    assert_states_close(jax_states(again, ids, mask, tt), theirs, mask)
+
+
+def test_export_keeps_tokenizer_and_config_extras(tmp_path):
+    enc, tok, hf_config, _ = models.from_pretrained("minilm")
+    out = models.save_pretrained(enc, tmp_path / "m", tokenizer=tok, hf_config=hf_config)
+    enc2, tok2, config2, _ = models.from_pretrained(out)
+    assert tok2 is not None and tok2("hello")["input_ids"] == tok("hello")["input_ids"]
+    assert config2["_name_or_path"] == hf_config["_name_or_path"]
+    ids, mask, tt = batch(0)
+    np.testing.assert_array_equal(jax_states(enc2, ids, mask)[-1], jax_states(enc, ids, mask)[-1])
