@@ -383,6 +383,8 @@ class Trainer:
         return self._finish()
 
     def _checkpoint(self, step: int, si: int, stage: Stage, state) -> None:
+        if self.checkpointer.latest_step() == step:
+            return  # already saved at this step (checkpoint_every landed on a stage end)
         meta = {
             "stage": si,
             "stage_name": stage.name,

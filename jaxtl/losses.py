@@ -1,0 +1,68 @@
+"""Losses and predictions per task kind, in the step's "sum + denominator" convention.
+
+Each function takes the head's output for a batch in the layout of ``jaxtl.data.batch`` and
+returns ``(loss_sum, denominator)``: the summed loss over the terms that count (real examples,
+or real labelled tokens for tagging and LMs) and how many terms that is. Padding rows
+(``example_weight`` 0) and ignored tokens (``IGNORE``) contribute nothing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxtl.data.batch import IGNORE
+
+
+def classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    w = batch["example_weight"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["label"])
+    return (ce * w).sum(), w.sum()
+
+
+def regression(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    w = batch["example_weight"]
+    err = logits[..., 0].astype(jnp.float32) - batch["score"]
+    return (err * err * w).sum(), w.sum()
+
+
+def token_classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Tagging, MLM and CLM alike: cross-entropy on tokens whose label is not IGNORE."""
+    labels = batch["token_labels"]
+    valid = (labels != IGNORE) & (batch["example_weight"][:, None] > 0)
+    safe = jnp.where(valid, labels, 0)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
+    return jnp.where(valid, ce, 0.0).sum(), valid.sum().astype(jnp.float32)
+
+
+LOSSES = {
+    "classification": classification,
+    "regression": regression,
+    "tagging": token_classification,
+    "lm": token_classification,
+}
+
+
+def predictions(kind: str, logits: jax.Array, batch: dict) -> dict[str, jax.Array]:
+    """The eval step's outputs (same keys for every kind so one program serves all tasks)."""
+    b, t = batch["input_ids"].shape
+    out = {
+        "pred_label": jnp.zeros((b,), jnp.int32),
+        "pred_score": jnp.zeros((b,), jnp.float32),
+        "pred_tokens": jnp.zeros((b, t), jnp.int32),
+        "nll_sum": jnp.zeros((), jnp.float32),
+        "token_count": jnp.zeros((), jnp.float32),
+    }
+    if kind == "classification":
+        out["pred_label"] = jnp.argmax(logits, -1).astype(jnp.int32)
+    elif kind == "regression":
+        out["pred_score"] = logits[..., 0].astype(jnp.float32)
+    elif kind in ("tagging", "lm"):
+        out["pred_tokens"] = jnp.argmax(logits, -1).astype(jnp.int32)
+        if kind == "lm":
+            nll, count = token_classification(logits, batch)
+            out["nll_sum"], out["token_count"] = nll, count
+    else:
+        raise ValueError(f"no predictions for task kind {kind!r}")
+    return out

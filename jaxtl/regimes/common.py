@@ -1,0 +1,307 @@
+"""Building blocks every regime shares: runtime and mesh, encoder and heads, task data,
+one loss/predict pair over many tasks, and running stages through the shared trainer.
+
+A regime module composes these into stages; nothing here knows which regime is calling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from jaxtl import checkpoint as ckpt_lib
+from jaxtl import losses, models, paths, report, train
+from jaxtl import mesh as mesh_lib
+from jaxtl.data import batching, tasks, tokenize
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------ runtime
+def setup_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    d = config.distributed
+    if d.enabled and jax.process_count() == 1:
+        mesh_lib.maybe_initialize_distributed(
+            d.coordinator or None,
+            d.num_processes or None,
+            d.process_id if d.process_id >= 0 else None,
+        )
+    return mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+    """Precision policy: params and optimizer state stay f32; compute in bf16 on GPU/TPU."""
+    name = config.model.compute_dtype
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"model.compute_dtype={name!r}: use auto, float32 or bfloat16")
+    return jnp.dtype(name)
+
+
+def head_key(task_name: str) -> str:
+    """A parameter-path-safe key for a task's head (``glue/sst2`` -> ``glue_sst2``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", task_name)
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class TaskData:
+    """One task of a run, tokenised: its train iterator and its evaluation batches."""
+
+    task: tasks.Task
+    index: int  # position in the run's task list (= batch["task_id"])
+    key: str  # head key
+    train_size: int
+    train_iter: Any  # batching.TrainBatches or None
+    eval_batches: list[dict[str, np.ndarray]]
+    eval_split: str
+
+
+def _limit(examples: Sequence[Any], n: int) -> Sequence[Any]:
+    return examples[:n] if n and n > 0 else examples
+
+
+def prepare_tasks(
+    names: Sequence[str],
+    config: ml_collections.ConfigDict,
+    tokenizer: Any,
+    *,
+    train_split: str = "train",
+    eval_split: str = "dev",
+    with_train: bool = True,
+    with_eval: bool = True,
+) -> list[TaskData]:
+    if tokenizer is None:
+        raise ValueError(f"model {config.model.name!r} has no tokenizer files; tasks need one")
+    data_dir = config.data.dir or None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for i, name in enumerate(names):
+        # Generated tasks have no rows to be bad; file-backed readers take the policy.
+        opts = {} if name.startswith("builtin/") else {"on_bad_row": config.data.on_bad_row}
+        task = tasks.get_task(name, data_dir, **opts)
+        train_iter, n_train = None, 0
+        if with_train:
+            ex = _limit(task.load(train_split), config.data.max_train_examples)
+            enc = tokenize.encode(task, ex, tokenizer, max_length=config.data.max_length, task_id=i)
+            n_train = len(enc)
+            train_iter = batching.TrainBatches(
+                enc,
+                batch_size=config.train.batch_size,
+                buckets=tuple(config.data.buckets),
+                seed=config.seed * 1000 + i,
+                pad_id=pad_id,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+            )
+        ev: list[dict[str, np.ndarray]] = []
+        if with_eval and eval_split in task.splits:
+            ex = _limit(task.load(eval_split), config.data.max_eval_examples)
+            enc = tokenize.encode(task, ex, tokenizer, max_length=config.data.max_length, task_id=i)
+            ev = batching.eval_batches(
+                enc,
+                batch_size=config.train.eval_batch_size,
+                buckets=tuple(config.data.buckets),
+                pad_id=pad_id,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+            )
+        out.append(TaskData(task, i, head_key(task.name), n_train, train_iter, ev, eval_split))
+        log.info("task %s: %d train examples, %d eval batches", task.name, n_train, len(ev))
+    return out
+
+
+# ------------------------------------------------------------------------------------ model
+def make_head(task: tasks.Task, in_size: int, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
+    m = config.model
+    if task.kind == "classification":
+        return models.ClassificationHead(
+            in_size, task.num_labels, m.pooling, m.head_hidden or None, m.dropout, rngs=rngs
+        )
+    if task.kind == "regression":
+        return models.ClassificationHead(
+            in_size, 1, m.pooling, m.head_hidden or None, m.dropout, rngs=rngs
+        )
+    if task.kind == "tagging":
+        return models.TaggingHead(
+            in_size, task.num_labels, m.tagger_bilstm or None, m.dropout, rngs=rngs
+        )
+    raise ValueError(f"task {task.name!r}: no head for kind {task.kind!r} in this regime")
+
+
+def load_encoder(config: ml_collections.ConfigDict) -> models.Pretrained:
+    return models.from_pretrained(
+        config.model.name, allow_pickle=config.model.allow_pickle, dtype=compute_dtype(config)
+    )
+
+
+def build_model(
+    encoder: nnx.Module, task_list: Sequence[TaskData], config: ml_collections.ConfigDict
+) -> models.TransferModel:
+    rngs = nnx.Rngs(config.seed)
+    rep = None
+    if config.model.representation != "last":
+        rep = models.Representation(
+            config.model.representation, encoder.num_layers, encoder.hidden_size, rngs=rngs
+        )
+    in_size = rep.output_size if rep is not None else encoder.hidden_size
+    heads = {td.key: make_head(td.task, in_size, config, rngs) for td in task_list}
+    return models.TransferModel(encoder, heads, rep)
+
+
+def init_from_checkpoint(
+    model: nnx.Module, source: str, workdir: epath.Path | None = None
+) -> ckpt_lib.TransferReport:
+    """Params-only initialisation from another run (different structure allowed)."""
+    state = nnx.state(model, nnx.Param)
+    params = nnx.to_pure_dict(state)
+    new_params, rep = ckpt_lib.load_params(source, params)
+    nnx.replace_by_pure_dict(state, new_params)
+    nnx.update(model, state)
+    if workdir is not None:
+        report.write_json(epath.Path(workdir) / "transfer_report.json", rep.to_json())
+    return rep
+
+
+# ------------------------------------------------------------------------------------ losses
+def multitask_loss(task_list: Sequence[TaskData], weights: dict[str, float] | None = None):
+    """One loss over many tasks: the encoder runs once, ``lax.switch`` picks the batch's head.
+
+    One compiled program serves every task (the switch index is data), and only the chosen
+    branch runs, so a head gets gradients from its own task's batches only.
+    """
+    weights = weights or {}
+
+    def loss_fn(model, batch, rngs, train_mode):
+        _, feats = model.features(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["token_type_ids"],
+            deterministic=not train_mode,
+            rngs=rngs,
+        )
+
+        # nnx.Rngs cannot be advanced inside a lax.switch branch (another trace level): draw
+        # the heads' dropout key here and give each branch its own Rngs.
+        head_dropout_key = rngs.dropout()
+
+        def branch(td: TaskData):
+            def f(feats):
+                head = model.heads[td.key]
+                logits = head(
+                    feats,
+                    batch["attention_mask"],
+                    deterministic=not train_mode,
+                    rngs=nnx.Rngs(dropout=head_dropout_key),
+                )
+                total, den = losses.LOSSES[td.task.kind](logits, batch)
+                return total * float(weights.get(td.task.name, 1.0)), den
+
+            return f
+
+        idx = batch["task_id"][0]
+        total, den = jax.lax.switch(idx, [branch(td) for td in task_list], feats)
+        return total, {"denominator": den}
+
+    return loss_fn
+
+
+def multitask_predict(task_list: Sequence[TaskData]):
+    def predict_fn(model, batch):
+        _, feats = model.features(
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        )
+
+        def branch(td: TaskData):
+            def f(feats):
+                logits = model.heads[td.key](feats, batch["attention_mask"])
+                return losses.predictions(td.task.kind, logits, batch)
+
+            return f
+
+        return jax.lax.switch(batch["task_id"][0], [branch(td) for td in task_list], feats)
+
+    return predict_fn
+
+
+def heads_active_fn(params: Any, task_list: Sequence[TaskData]):
+    """Heads of tasks absent from the batch keep their params and optimizer moments as they are
+    (as if they had no gradient, like PyTorch's skipped ``None`` grads); the rest update."""
+    index_of = {td.key: td.index for td in task_list}
+    flat = list(paths.flatten(params))
+
+    def active_fn(batch):
+        idx = batch["task_id"][0]
+        flags = {}
+        for p in flat:
+            parts = p.split("/")
+            if parts[0] == "heads" and parts[1] in index_of:
+                flags[p] = idx == index_of[parts[1]]
+            else:
+                flags[p] = jnp.bool_(True)
+        return paths.unflatten(flags, params)
+
+    return active_fn
+
+
+def eval_sets(task_list: Sequence[TaskData]) -> dict[str, train.EvalSet]:
+    from jaxtl import metrics
+
+    return {
+        td.task.name: train.EvalSet(td.task, td.eval_batches, metrics.score_task)
+        for td in task_list
+        if td.eval_batches
+    }
+
+
+# ------------------------------------------------------------------------------------ running
+def train_config(config: ml_collections.ConfigDict) -> train.TrainConfig:
+    t = config.train
+    return train.TrainConfig(
+        seed=config.seed,
+        log_every=t.log_every,
+        checkpoint_every=config.checkpoint.every_steps,
+        keep_checkpoints=config.checkpoint.keep,
+        accum_steps=t.accum_steps,
+        early_stop_patience=t.early_stop_patience,
+        save_best=t.save_best,
+        progress=t.progress,
+    )
+
+
+def run_stages(
+    model: nnx.Module,
+    stages: Sequence[train.Stage],
+    config: ml_collections.ConfigDict,
+    workdir: str | epath.Path,
+    mesh: jax.sharding.Mesh,
+) -> dict[str, Any]:
+    trainer = train.Trainer(model, stages, workdir=workdir, mesh=mesh, config=train_config(config))
+    return trainer.run()
+
+
+def results_table(results: dict[str, dict[str, float]], title: str = "dev results") -> str:
+    """A plain-text table of {task: {metric: value}} (printed at the end of a run)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("metrics")
+    for name, res in results.items():
+        table.add_row(name, "  ".join(f"{k}={v:.4f}" for k, v in res.items()))
+    console = Console(width=120, record=True)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()

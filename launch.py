@@ -1,0 +1,80 @@
+"""jaxtl's command line: parse, resolve and save the config, then hand over to a regime.
+
+    python launch.py --regime=REGIME [--config=configs/FILE.py[:ARG]] [--config.KEY=VALUE ...]
+                     [--workdir=DIR]
+
+REGIME: self_supervised | unsupervised_sequential | multitask | supervised_sequential.
+Without --config, configs/REGIME.py is used. Re-running with the same --workdir resumes from its
+latest good checkpoint. On a TPU VM every worker runs the same command line (with
+--config.distributed.enabled=True).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import pathlib
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _default_config_arg(argv: list[str]) -> list[str]:
+    """Insert --config=configs/<regime>.py when no --config was given (overrides still apply)."""
+    has_config = any(a == "--config" or a.startswith("--config=") for a in argv)
+    if has_config:
+        return argv
+    regime = None
+    for i, a in enumerate(argv):
+        if a.startswith("--regime="):
+            regime = a.split("=", 1)[1]
+        elif a == "--regime" and i + 1 < len(argv):
+            regime = argv[i + 1]
+    if regime is None:
+        return argv
+    from jaxtl.regimes import REGIMES
+
+    if regime not in REGIMES:
+        sys.exit(f"launch.py: unknown regime {regime!r}; choose one of: {', '.join(REGIMES)}")
+    return argv[:1] + [f"--config={HERE / 'configs' / f'{regime}.py'}"] + argv[1:]
+
+
+def main() -> None:
+    sys.argv = _default_config_arg(sys.argv)
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    from jaxtl.regimes import REGIMES
+
+    flags.DEFINE_enum("regime", None, list(REGIMES), "Which transfer regime to run.")
+    config_flags.DEFINE_config_file("config", None, "Config file (default configs/REGIME.py).")
+    flags.DEFINE_string("workdir", None, "Output directory (default: a new folder under runs/).")
+    flags.mark_flag_as_required("regime")
+
+    def run(argv):
+        del argv
+        from jaxtl import regimes, report
+
+        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("absl").setLevel(logging.WARNING)
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
+        for noisy in ("orbax", "absl", "jax._src", "etils"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        config = flags.FLAGS.config
+        regime = flags.FLAGS.regime
+        workdir = flags.FLAGS.workdir
+        if not workdir:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            workdir = os.fspath(HERE / "runs" / f"{regime}-{stamp}")
+        module = regimes.get(regime)
+        report.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
+        print(f"jaxtl: regime={regime} workdir={workdir}")
+        module.run(config, workdir)
+        print(f"jaxtl: done; results in {workdir}/results.json")
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()
