@@ -26,19 +26,27 @@ UPOS_TAGS = (
 _IOB_TAG = re.compile(r"^(O|[BI]-\S+)$")
 
 
+class IOBError(ValueError):
+    """A tag sequence that is not valid IOB; ``index`` is the 0-based token at fault."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(f"token {index}: {message}")
+        self.index = index
+
+
 def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
-    """IOB2 tags from IOB1/IOB2 ``tags``; ValueError on a malformed tag or (strict iob2) an
-    ``I-X`` that does not continue an X span. The message gives the 0-based token index."""
+    """IOB2 tags from IOB1/IOB2 ``tags``; IOBError on a malformed tag or (strict iob2) an
+    ``I-X`` that does not continue an X span."""
     if scheme not in ("auto", "iob1", "iob2"):
         raise ValueError(f"scheme must be auto, iob1 or iob2, got {scheme!r}")
     out = []
     prev = "O"
     for i, tag in enumerate(tags):
         if not _IOB_TAG.match(tag):
-            raise ValueError(f"token {i}: tag {tag!r} is not O, B-<type> or I-<type>")
+            raise IOBError(i, f"tag {tag!r} is not O, B-<type> or I-<type>")
         if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
             if scheme == "iob2":
-                raise ValueError(f"token {i}: {tag} follows {prev} (invalid IOB2)")
+                raise IOBError(i, f"{tag} follows {prev} (invalid IOB2)")
             tag = "B-" + tag[2:]
         out.append(tag)
         prev = tag
@@ -86,6 +94,7 @@ def read_conll(
         first = block[0][0]
         words: list[str] = []
         tags: list[str] = []
+        line_of: list[int] = []  # file line of each word, to place IOB errors
         error = None
         for i, line in block:
             fields = line.split("\t") if conllu else line.split(delimiter)
@@ -114,6 +123,7 @@ def read_conll(
                 break
             words.append(word)
             tags.append(tag)
+            line_of.append(i)
         if error:
             bad(f"{path}:{error[0]}", error[1])
             continue
@@ -122,9 +132,8 @@ def read_conll(
         if iob:
             try:
                 tags = list(to_iob2(tags, scheme))
-            except ValueError as e:
-                k = int(str(e).split(":")[0].split()[1])
-                bad(f"{path}:{block[0][0] + k}", f"sentence starting line {first}: {e}")
+            except IOBError as e:
+                bad(f"{path}:{line_of[e.index]}", f"sentence starting line {first}: {e}")
                 continue
         out.append(
             Example(

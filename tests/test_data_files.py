@@ -1,0 +1,75 @@
+"""Generic user tasks from TSV / CSV / JSONL files with a column mapping; plain text corpora."""
+
+import json
+import re
+
+import pytest
+
+from jaxtl.data import DataError, get_task
+
+
+def test_tsv_classification_labels_from_train(tmp_path):
+    (tmp_path / "train.tsv").write_text("id\tsentence\tlabel\n1\tgood\tpos\n2\tbad\tneg\n")
+    (tmp_path / "dev.tsv").write_text("id\tsentence\tlabel\n3\tfine\tpos\n4\tmeh\tmeh\n")
+    task = get_task("file", tmp_path, path="{split}.tsv", text="sentence", label="label")
+    assert task.splits == ("train", "dev") and task.label_names == ("neg", "pos")
+    assert [(e.text, e.label) for e in task.load("train")] == [("good", 1), ("bad", 0)]
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: label 'meh'")):
+        task.load("dev")
+    with pytest.raises(DataError, match="no split 'test'"):
+        task.load("test")
+
+
+def test_csv_pairs_with_quotes_and_regression(tmp_path):
+    (tmp_path / "a.csv").write_text('s1,s2,score\n"a, b",c,4.5\nd,"e ""f""",1\n')
+    task = get_task("file", tmp_path, paths={"train": "a.csv"}, format="csv", text="s1",
+                    text_pair="s2", label="score", kind="regression")  # fmt: skip
+    data = task.load("train")
+    assert [(e.text, e.text_pair, e.label) for e in data] == [
+        ("a, b", "c", 4.5),
+        ("d", 'e "f"', 1.0),
+    ]
+    assert task.metrics == ("pearson", "spearman")
+    (tmp_path / "b.csv").write_text("s1,s2,score\nx,y,high\n")
+    bad = get_task("file", tmp_path, paths={"train": "b.csv"}, format="csv", text="s1",
+                   label="score", kind="regression")  # fmt: skip
+    with pytest.raises(DataError, match=r"b\.csv:2: score 'high' is not a number"):
+        bad.load("train")
+
+
+def test_headerless_tsv_by_column_index(tmp_path):
+    (tmp_path / "train.tsv").write_text("1 the film\t1\n2 no\t0\n")
+    task = get_task("file", tmp_path, path="{split}.tsv", header=False, text=0, label=1,
+                    label_names=("0", "1"))  # fmt: skip
+    assert [e.label for e in task.load("train")] == [1, 0]
+
+
+def test_jsonl_classification_and_tagging(tmp_path):
+    rows = [{"t": "hi", "y": 1}, {"t": "yo", "y": 0}, {"t": "no label"}]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{oops\n")
+    task = get_task("file", tmp_path, path="{split}.jsonl", format="jsonl", text="t", label="y",
+                    label_names=("0", "1"), on_bad_row="skip")  # fmt: skip
+    data = task.load("train")
+    assert [e.label for e in data] == [1, 0] and data.skipped == 2
+    assert "missing field 'y'" in data.skip_reasons[0] and "invalid JSON" in data.skip_reasons[1]
+    tags = [{"w": ["Ann", "runs"], "t": ["B-PER", "O"]}]
+    (tmp_path / "ner.jsonl").write_text(json.dumps(tags[0]) + "\n")
+    ner = get_task("file", tmp_path, paths={"train": "ner.jsonl"}, format="jsonl", text="w",
+                   label="t", kind="tagging")  # fmt: skip
+    assert ner.iob and ner.load("train")[0].label == ("B-PER", "O")
+
+
+def test_text_corpus_and_wikitext_headings(tmp_path):
+    (tmp_path / "c.txt").write_text("first line\n\n = Heading = \nsecond\n")
+    assert [e.text for e in get_task("text", tmp_path, path="c.txt").load("train")] == [
+        "first line", "= Heading =", "second"]  # fmt: skip
+    dropped = get_task("text", tmp_path, path="c.txt", drop_headings=True).load("train")
+    assert [e.text for e in dropped] == ["first line", "second"]
+
+
+def test_parallel_must_align(tmp_path):
+    (tmp_path / "train.en").write_text("a\nb\n")
+    (tmp_path / "train.de").write_text("x\n")
+    task = get_task("parallel", tmp_path, path=".", src="en", tgt="de")
+    with pytest.raises(DataError, match="2 lines but .*has 1: not parallel"):
+        task.load("train")
