@@ -77,8 +77,7 @@ def l2sp(
                 return g + (beta * w).astype(g.dtype)
             return g + (alpha * (w - w0)).astype(g.dtype)
 
-        new = jax.tree_util.tree_map_with_path(add, updates, params, state.anchor)
-        return new, state
+        return jax.tree_util.tree_map_with_path(add, updates, params, state.anchor), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 

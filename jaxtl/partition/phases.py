@@ -6,7 +6,8 @@ The trainer calls only this module (and :func:`jaxtl.partition.carry_over`)::
     for ph in phases:                      # ph.start_step .. ph.start_step + ph.steps
         new_state = ph.tx.init(params)     # one recompile per phase
         opt_state = new_state if first else carry_over(opt_state, new_state)
-        write_json(ph.plan.to_json()); log(ph.plan.summary()); log(ph.schedule(step))
+        write_json(ph.plan.to_json()); log(ph.plan.summary())
+        log(ph.schedule(step - ph.start_step))  # or ph.stage_schedule(step)
 
 ``ph.tx.update(grads, opt_state, params)`` needs ``params`` (weight decay, L2-SP).
 """
@@ -95,7 +96,11 @@ class Phase:
     plan: Plan
     tx: optax.GradientTransformation
     trainable_mask: Any  # tree of bools shaped like params
-    schedule: Callable[[Any], Any]  # global step -> peak-scaled LR (times lr_scale per group)
+    # Step *within this phase* (0 .. steps) -> the stage LR at that point (a group's LR is this
+    # times its lr_scale). What the trainer logs.
+    schedule: Callable[[Any], Any]
+    # Step within the stage (0 .. total_steps) -> LR; what the optimizer follows internally.
+    stage_schedule: Callable[[Any], Any]
     rules: list[Rule]
 
     @property
@@ -246,7 +251,8 @@ def phases_from_config(
                 plan=plan,
                 tx=tx,
                 trainable_mask=plan.trainable_mask(),
-                schedule=sched,
+                schedule=shifted(sched, -start) if start else sched,
+                stage_schedule=sched,
                 rules=user_rules + spec.rules,
             )
         )

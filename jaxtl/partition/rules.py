@@ -8,7 +8,9 @@ anywhere; the helpers below anchor themselves with ``^`` where position matters.
 
 Two mistakes are errors rather than silent surprises: a parameter that no rule matches (the error
 lists the uncovered paths), and a rule whose regex matches no parameter at all (the error names
-the regex; mark a rule ``optional`` when it is expected to match nothing on some models).
+the regex; mark a rule ``optional`` when it is expected to match nothing on some models). A rule
+whose parameters were all claimed by earlier rules is not an error (user rules placed before a
+strategy's may shadow some of them); ``Plan.to_json()["rules"]`` shows what each rule won.
 
 Layer units, for every encoder family: the input embeddings (``encoder/embeddings...``, which also
 covers projections such as ELECTRA's ``encoder/embeddings_project``) sit below layer 0; blocks are
@@ -220,6 +222,7 @@ class Plan:
     entries: dict[str, ParamEntry]  # by path, in tree order
     lr: float  # peak learning rate of the stage; a param's peak LR is lr * lr_scale
     like: Any = dataclasses.field(repr=False, default=None)  # the params tree (for tree outputs)
+    hits: list[int] = dataclasses.field(default_factory=list)  # tensors won by each rule
 
     # -- trees shaped like the params ---------------------------------------------------------
     def map(self, fn: Callable[[ParamEntry], Any], tree: Any | None = None) -> Any:
@@ -294,7 +297,13 @@ class Plan:
             "frozen_params": self.frozen_params,
             "total_params": self.trainable_params + self.frozen_params,
             "rules": [
-                {"rule": i, "regex": r.pattern, "name": r.name, "optional": r.optional}
+                {
+                    "rule": i,
+                    "regex": r.pattern,
+                    "name": r.name,
+                    "optional": r.optional,
+                    "matched_tensors": self.hits[i] if self.hits else None,
+                }
                 for i, r in enumerate(self.rules)
             ],
             "groups": self.groups(),
@@ -379,13 +388,19 @@ def resolve(
             f"{len(uncovered)} parameter(s) matched no rule (add a rule or a catch-all '.*'):\n  "
             + shown
         )
-    unused = [f"[{i}] {r.label!r}" for i, r in enumerate(rules) if hits[i] == 0 and not r.optional]
+    # A regex that matches no parameter at all is a typo (or the wrong model). A rule whose
+    # matches were all taken by earlier rules (user rules shadowing a strategy's) is fine.
+    unused = [
+        f"[{i}] {r.label!r}"
+        for i, r in enumerate(rules)
+        if hits[i] == 0 and not r.optional and not any(compiled[i].search(p) for p in flat)
+    ]
     if unused:
         raise ValueError(
             "rule(s) matched no parameter (fix the regex or mark the rule optional): "
             + ", ".join(unused)
         )
-    return Plan(rules=list(rules), entries=entries, lr=float(lr), like=params)
+    return Plan(rules=list(rules), entries=entries, lr=float(lr), like=params, hits=hits)
 
 
 def describe_units(params: Any, num_layers: int) -> Mapping[str, list[str]]:

@@ -124,5 +124,5 @@ def make_schedule(
 
 
 def shifted(schedule: Schedule, offset: int) -> Schedule:
-    """``schedule`` read ``offset`` steps later (a phase whose own schedule starts at its start)."""
+    """``schedule`` started ``offset`` steps later: ``shifted(s, k)(t) == s(t - k)``."""
     return lambda step: schedule(jnp.asarray(step) - offset)
