@@ -422,8 +422,10 @@ def _factory(name: str) -> Callable[..., Task]:
         n_train: int | None = None,
         n_dev: int | None = None,
         n_test: int | None = None,
+        on_bad_row: str = "error",
     ) -> Task:
-        del data_dir  # generated, not read
+        # Generated, not read: no data_dir and no bad rows (the option is accepted for uniformity).
+        del data_dir, on_bad_row
         sizes = dict(SIZES)
         if name == "corpus":
             sizes["train"] = 6000
