@@ -391,7 +391,7 @@ def resolve(
     # A regex that matches no parameter at all is a typo (or the wrong model). A rule whose
     # matches were all taken by earlier rules (user rules shadowing a strategy's) is fine.
     unused = [
-        f"[{i}] {r.label!r}"
+        f"[{i}] {r.pattern!r}" + (f" ({r.name})" if r.name else "")
         for i, r in enumerate(rules)
         if hits[i] == 0 and not r.optional and not any(compiled[i].search(p) for p in flat)
     ]
