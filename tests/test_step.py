@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from conftest import minilm_dir
 from flax import nnx
 
 from jaxtl import mesh as mesh_lib
@@ -11,8 +12,6 @@ from jaxtl import models
 from jaxtl import step as step_lib
 from jaxtl.data import batch as batch_lib
 from jaxtl.regimes import common
-
-from conftest import minilm_dir
 
 
 def _batches(n, b, t, vocab, seed=0):
