@@ -177,3 +177,120 @@ def test_export_keeps_tokenizer_and_config_extras(tmp_path):
     assert config2["_name_or_path"] == hf_config["_name_or_path"]
     ids, mask, tt = batch(0)
     np.testing.assert_array_equal(jax_states(enc2, ids, mask)[-1], jax_states(enc, ids, mask)[-1])
+
+
+GPT2_TINY = dict(vocab_size=100, n_embd=32, n_layer=3, n_head=4, n_positions=40)
+
+
+def gpt2_positions(mask):
+    """What jaxtl uses: positions count real tokens (so left padding changes nothing)."""
+    return np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+
+
+def test_gpt2_parity_left_and_right_padding(tmp_path):
+    config = transformers.GPT2Config(**GPT2_TINY)
+    ref = save_tiny(transformers.GPT2Model, config, tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    for left in (False, True):
+        ids, mask, _ = batch(0, left=left, token_types=False)
+        pos = torch.tensor(gpt2_positions(mask))
+        theirs, out = torch_states(ref, ids, mask, position_ids=pos)
+        # HF applies ln_f to the last entry of hidden_states; so do we.
+        np.testing.assert_allclose(theirs[-1], out.last_hidden_state.numpy(), atol=0)
+        assert_states_close(jax_states(enc, ids, mask), theirs, mask)
+    # Right padding: identical to HF's default arange positions as well.
+    ids, mask, _ = batch(0, token_types=False)
+    assert_states_close(jax_states(enc, ids, mask), torch_states(ref, ids, mask)[0], mask)
+
+
+def test_gpt2_left_padding_equals_unpadded():
+    enc = models.build_encoder("gpt2", GPT2_TINY, rngs=nnx.Rngs(0))
+    ids = jnp.array([[5, 6, 7, 8]])
+    padded = jnp.array([[0, 0, 5, 6, 7, 8]])
+    a = enc(ids, jnp.ones_like(ids)).last_hidden_state
+    b = enc(padded, jnp.array([[0, 0, 1, 1, 1, 1]])).last_hidden_state
+    np.testing.assert_allclose(a[0], b[0, 2:], atol=1e-5)
+    assert np.isfinite(np.asarray(b)).all(), "padding rows must not produce NaN"
+
+
+def test_gpt2_export_round_trip(tmp_path):
+    enc = models.build_encoder("gpt2", GPT2_TINY, rngs=nnx.Rngs(3))
+    out = models.save_pretrained(enc, tmp_path / "gpt2")
+    ref = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert type(ref).__name__ == "GPT2Model"
+    ids, mask, _ = batch(0, token_types=False)
+    assert_states_close(jax_states(enc, ids, mask), torch_states(ref, ids, mask)[0], mask)
+
+
+def test_bert_mlm_head_matches_bert_for_masked_lm(tmp_path):
+    config = transformers.BertConfig(**TINY)
+    ref = save_tiny(transformers.BertForMaskedLM, config, tmp_path)
+    model = models.from_pretrained(tmp_path, load_lm_head=True).model
+    assert isinstance(model.heads["lm"], models.MLMHead)
+    ids, mask, tt = batch(0)
+    _, feats = model.features(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(tt))
+    ours = np.asarray(model.heads["lm"](feats, model.encoder.tied_embedding()))
+    with torch.no_grad():
+        theirs = ref(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(tt),
+        ).logits.numpy()
+    real = mask.astype(bool)
+    assert np.abs(ours[real] - theirs[real]).max() <= TOL
+    # export with the head: BertForMaskedLM reloads with the same logits
+    out = models.save_pretrained(model, tmp_path / "export")
+    again = transformers.AutoModelForMaskedLM.from_pretrained(str(out)).eval()
+    with torch.no_grad():
+        theirs2 = again(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(tt),
+        ).logits.numpy()
+    assert np.abs(ours[real] - theirs2[real]).max() <= TOL
+
+
+def test_roberta_mlm_head_matches(tmp_path):
+    config = transformers.RobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1)
+    ref = save_tiny(transformers.RobertaForMaskedLM, config, tmp_path)
+    model = models.from_pretrained(tmp_path, load_lm_head=True).model
+    ids, mask, _ = batch(1, token_types=False)
+    _, feats = model.features(jnp.asarray(ids), jnp.asarray(mask))
+    ours = np.asarray(model.heads["lm"](feats, model.encoder.tied_embedding()))
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+    real = mask.astype(bool)
+    assert np.abs(ours[real] - theirs.numpy()[real]).max() <= TOL
+
+
+def test_gpt2_clm_head_matches_lm_head_model(tmp_path):
+    config = transformers.GPT2Config(**GPT2_TINY)
+    ref = save_tiny(transformers.GPT2LMHeadModel, config, tmp_path)
+    model = models.from_pretrained(tmp_path, load_lm_head=True).model
+    assert isinstance(model.heads["lm"], models.CLMHead)
+    ids, mask, _ = batch(0, token_types=False)
+    _, feats = model.features(jnp.asarray(ids), jnp.asarray(mask))
+    ours = np.asarray(model.heads["lm"](feats, model.encoder.tied_embedding()))
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+    real = mask.astype(bool)
+    assert np.abs(ours[real] - theirs.numpy()[real]).max() <= TOL
+    out = models.save_pretrained(model, tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]
+    again = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    with torch.no_grad():
+        theirs2 = again(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+    assert np.abs(ours[real] - theirs2.numpy()[real]).max() <= TOL
+
+
+def test_bilstm_save_load_identical(tmp_path):
+    cfg = models.BiLSTMConfig(vocab_size=50, embed_size=12, hidden_size=8, num_layers=2)
+    enc = models.BiLSTMEncoder(cfg, rngs=nnx.Rngs(0))
+    out = models.save_pretrained(enc, tmp_path / "bilstm")
+    assert json.loads((out / "config.json").read_text())["model_type"] == "jaxtl_bilstm"
+    loaded, tok, _, _ = models.from_pretrained(out)
+    assert tok is None and loaded.cfg == cfg
+    ids, mask, _ = batch(0, token_types=False)
+    ids = ids % 50
+    for a, b in zip(jax_states(enc, ids, mask), jax_states(loaded, ids, mask)):
+        np.testing.assert_array_equal(a, b)
