@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -401,13 +401,3 @@ def resolve(
             + ", ".join(unused)
         )
     return Plan(rules=list(rules), entries=entries, lr=float(lr), like=params, hits=hits)
-
-
-def describe_units(params: Any, num_layers: int) -> Mapping[str, list[str]]:
-    """Parameter paths by layer unit ('embeddings', 'layer_<i>', 'new'); a debugging aid."""
-    out: dict[str, list[str]] = {}
-    for p in paths.iter_paths(params):
-        u = layer_of(p, num_layers)
-        key = "new" if u is None else "embeddings" if u == -1 else f"layer_{u}"
-        out.setdefault(key, []).append(p)
-    return out

@@ -19,7 +19,7 @@ is a fraction of ``total_steps`` when < 1, else a number of steps.
 Example::
 
     >>> sched = make_schedule("stlr", lr=0.01, total_steps=1000)
-    >>> float(sched(100))  # the peak, at t = cut
+    >>> round(float(sched(100)), 6)  # the peak, at t = cut
     0.01
 """
 
