@@ -117,18 +117,20 @@ def test_minilm_parity_on_real_sentences():
     assert_states_close(ours, theirs, b["attention_mask"], tol=1e-4)
 
 
-def test_dtype_bfloat16_runs_close():
+def test_dtype_bfloat16_runs_close(tmp_path):
     """Compute in bf16 (parameters stay fp32): outputs within bf16 precision of fp32."""
-    enc32 = models.from_pretrained("minilm").model
-    enc16 = models.from_pretrained("minilm", dtype=jnp.bfloat16).model
+    save_tiny(transformers.BertModel, transformers.BertConfig(**TINY), tmp_path)
+    enc32 = models.from_pretrained(tmp_path).model
+    enc16 = models.from_pretrained(tmp_path, dtype=jnp.bfloat16).model
     assert enc16.layers[0].attention.query.kernel[...].dtype == jnp.float32
     ids, mask, tt = batch(0)
-    a = enc32(jnp.asarray(ids), jnp.asarray(mask)).last_hidden_state
-    b = enc16(jnp.asarray(ids), jnp.asarray(mask)).last_hidden_state
+    a = jax_states(enc32, ids, mask, tt)[-1]
+    b = enc16(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(tt)).last_hidden_state
     assert b.dtype == jnp.bfloat16
     real = mask.astype(bool)
-    # bf16 has an 8-bit mantissa; after 6 layers errors of a few 1e-2 on O(1) values are normal.
-    assert np.abs(np.asarray(a)[real] - np.asarray(b, np.float32)[real]).max() < 0.15
+    # bf16 keeps 8 mantissa bits (~4e-3 relative); a few layers of LayerNorm'd O(1) values
+    # stay within a few 1e-2.
+    assert np.abs(a[real] - np.asarray(b, np.float32)[real]).max() < 0.1
 
 
 def test_roberta_parity_left_and_right_padding(tmp_path):
@@ -200,17 +202,13 @@ def test_gpt2_parity_left_and_right_padding(tmp_path):
         assert_states_close(jax_states(enc, ids, mask), theirs, mask)
     # Right padding: identical to HF's default arange positions as well.
     ids, mask, _ = batch(0, token_types=False)
-    assert_states_close(jax_states(enc, ids, mask), torch_states(ref, ids, mask)[0], mask)
-
-
-def test_gpt2_left_padding_equals_unpadded():
-    enc = models.build_encoder("gpt2", GPT2_TINY, rngs=nnx.Rngs(0))
-    ids = jnp.array([[5, 6, 7, 8]])
-    padded = jnp.array([[0, 0, 5, 6, 7, 8]])
-    a = enc(ids, jnp.ones_like(ids)).last_hidden_state
-    b = enc(padded, jnp.array([[0, 0, 1, 1, 1, 1]])).last_hidden_state
-    np.testing.assert_allclose(a[0], b[0, 2:], atol=1e-5)
-    assert np.isfinite(np.asarray(b)).all(), "padding rows must not produce NaN"
+    right = jax_states(enc, ids, mask)
+    assert_states_close(right, torch_states(ref, ids, mask)[0], mask)
+    # Left padding gives the same real-token outputs as right padding, and no NaN in pad rows.
+    lids, lmask, _ = batch(0, left=True, token_types=False)
+    left = jax_states(enc, lids, lmask)[-1]
+    assert np.isfinite(left).all(), "padding rows must not produce NaN"
+    np.testing.assert_allclose(left[lmask.astype(bool)], right[-1][mask.astype(bool)], atol=TOL)
 
 
 def test_gpt2_export_round_trip(tmp_path):
