@@ -32,7 +32,7 @@ def write_json(path: str | epath.Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp"
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    tmp.rename(path)
+    tmp.replace(path)
 
 
 def _jsonable(x: Any) -> Any:
@@ -82,7 +82,7 @@ class MetricsLog:
             self.records = kept
             tmp = self.path.parent / ".metrics.jsonl.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.rename(self.path)
+            tmp.replace(self.path)
 
     def write(self, step: int, split: str, task: str, values: Mapping[str, Any], **extra) -> None:
         if not is_chief():

@@ -1,0 +1,120 @@
+"""The loop through launch.py: the workdir contract, resume after kill -9, clear errors."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _cmd(workdir, model_dir, *extra):
+    return [
+        sys.executable,
+        str(REPO / "launch.py"),
+        "--regime=multitask",
+        f"--workdir={workdir}",
+        f"--config.model.name={model_dir}",
+        "--config.train.steps=16",
+        "--config.train.batch_size=8",
+        "--config.train.eval_every=8",
+        "--config.train.log_every=1",
+        "--config.train.progress=False",
+        "--config.checkpoint.every_steps=4",
+        "--config.data.max_train_examples=200",
+        "--config.data.max_eval_examples=40",
+        "--config.optim.lr=1e-3",
+        *extra,
+    ]
+
+
+def _env():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    return env
+
+
+def _train_losses(workdir):
+    out = {}
+    for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if r["split"] == "train":
+            out[r["step"]] = (r["task"], r["loss"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_bert_dir, tmp_path_factory):
+    wd = tmp_path_factory.mktemp("run") / "wd"
+    p = subprocess.run(_cmd(wd, tiny_bert_dir), env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return wd, p.stdout
+
+
+def test_run_writes_every_contract_file(uninterrupted):
+    wd, stdout = uninterrupted
+    for f in ("config.json", "metrics.jsonl", "results.json", "plan.json", "loss.png",
+              "dev_metrics.png", "plan.png"):  # fmt: skip
+        assert (wd / f).is_file(), f
+    assert (wd / "checkpoints").is_dir()
+    assert any((wd / "tensorboard").iterdir())
+    results = json.loads((wd / "results.json").read_text())
+    # three tasks of three kinds, each evaluated with its own metrics
+    assert set(results["builtin/sentiment"]) >= {"accuracy"}
+    assert set(results["builtin/similarity"]) >= {"pearson", "spearman"}
+    assert set(results["builtin/ner"]) >= {"span_f1"}
+    assert "average" in results
+    config = json.loads((wd / "config.json").read_text())
+    assert config["train"]["steps"] == 16
+    plan = json.loads((wd / "plan.json").read_text())["phases"][0]
+    assert plan["trainable_params"] > 0 and plan["frozen_params"] == 0
+    records = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 17))
+    assert all({"step", "split", "task", "loss"} <= set(r) for r in train)
+    assert "builtin/sentiment" in stdout  # the per-task table
+
+
+def test_kill_and_resume_continues_bit_identically(uninterrupted, tiny_bert_dir, tmp_path):
+    """kill -9 after a checkpoint, re-run the same command: identical losses at every step."""
+    ref_wd, _ = uninterrupted
+    wd = tmp_path / "wd"
+    proc = subprocess.Popen(_cmd(wd, tiny_bert_dir), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    ckpt = wd / "checkpoints"
+    while time.time() < deadline:
+        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
+        if any(s.isdigit() and int(s) >= 8 for s in steps):
+            break
+        if proc.poll() is not None:
+            pytest.fail("run ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (wd / "results.json").exists(), "killed run must not have finished"
+    p = subprocess.run(_cmd(wd, tiny_bert_dir), env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ref = _train_losses(ref_wd)
+    got = _train_losses(wd)
+    assert sorted(got) == list(range(1, 17))
+    assert got == ref  # exact: same tasks drawn, same losses, every step
+
+
+def test_unknown_regime_and_key_fail_clearly(tmp_path):
+    p = subprocess.run([sys.executable, str(REPO / "launch.py"), "--regime=transductive"],
+                       capture_output=True, text=True, env=_env())  # fmt: skip
+    assert p.returncode != 0
+    assert "transductive" in (p.stderr + p.stdout) and "multitask" in (p.stderr + p.stdout)
+    p = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "--regime=multitask",
+         f"--workdir={tmp_path}", "--config.train.stepz=3"],
+        capture_output=True, text=True, env=_env(),
+    )  # fmt: skip
+    assert p.returncode != 0
+    assert "stepz" in p.stderr
