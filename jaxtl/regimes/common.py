@@ -157,7 +157,11 @@ def build_model(
         )
     in_size = rep.output_size if rep is not None else encoder.hidden_size
     heads = {td.key: make_head(td.task, in_size, config, rngs) for td in task_list}
-    return models.TransferModel(encoder, heads, rep)
+    model = models.TransferModel(encoder, heads, rep)
+    # Parameter-efficient strategies (lora / adapters) are model surgery before the split.
+    from jaxtl import peft
+
+    return peft.apply_from_config(model, config.optim, rngs=rngs)
 
 
 def init_from_checkpoint(
