@@ -1,0 +1,98 @@
+"""Checkpoints: restore across device counts, and params-only init into a different structure."""
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxtl import checkpoint as ckpt_lib
+from jaxtl import mesh as mesh_lib
+from jaxtl import models
+from jaxtl import step as step_lib
+
+
+def _model(tiny_bert_dir, *, head_labels=2, extra_layer=False, seed=0):
+    pre = models.from_pretrained(str(tiny_bert_dir))
+    enc = pre.model
+    if extra_layer:
+        cfg = dict(pre.hf_config, num_hidden_layers=pre.hf_config["num_hidden_layers"] + 1)
+        enc = models.build_encoder("bert", cfg, rngs=nnx.Rngs(seed + 7))
+    heads = {"a": models.ClassificationHead(enc.hidden_size, head_labels, rngs=nnx.Rngs(seed))}
+    return models.TransferModel(enc, heads)
+
+
+def _sharded_state(model, mesh, tx):
+    _, st = nnx.split(model, nnx.Param)
+    host = jax.tree.map(np.asarray, nnx.to_pure_dict(st))
+    psh = mesh_lib.param_shardings(host, mesh_lib.logical_specs(st), mesh)
+    state = step_lib.init_state(jax.device_put(host, psh), tx, seed=3)
+    shardings = step_lib.TrainState(
+        step=mesh_lib.replicated(mesh),
+        params=psh,
+        opt_state=mesh_lib.like_params_shardings(state.opt_state, host, psh, mesh),
+        rng=mesh_lib.replicated(mesh),
+    )
+    return jax.device_put(state, shardings)
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_restore_8_devices_to_1_and_back(tiny_bert_dir, tmp_path):
+    tx = optax.adamw(1e-3)
+    eight = mesh_lib.make_mesh(1, 8, 1)
+    one = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    state8 = _sharded_state(_model(tiny_bert_dir), eight, tx)
+    # give the moments non-trivial values so a wrong restore would show
+    state8 = state8.replace(opt_state=jax.tree.map(lambda x: x + 1, state8.opt_state))
+    ck = ckpt_lib.Checkpointer(tmp_path / "a")
+    ck.save(7, state8, {"stage": 0, "feed": {"epoch": 1}})
+    target1 = _sharded_state(_model(tiny_bert_dir, seed=1), one, tx)
+    restored1, meta = ck.restore(7, target1)
+    assert meta == {"stage": 0, "feed": {"epoch": 1}}
+    _assert_same(restored1.params, state8.params)
+    _assert_same(restored1.opt_state, state8.opt_state)
+    k = restored1.params["encoder"]["layers"][0]["mlp"]["intermediate"]["kernel"]
+    assert len(k.sharding.device_set) == 1
+    # and 1 -> 8: the big kernels come back FSDP-sharded
+    ck2 = ckpt_lib.Checkpointer(tmp_path / "b")
+    ck2.save(3, restored1, {})
+    target8 = _sharded_state(_model(tiny_bert_dir, seed=2), eight, tx)
+    restored8, _ = ck2.restore(3, target8)
+    _assert_same(restored8.params, state8.params)
+    k8 = restored8.params["encoder"]["layers"][0]["mlp"]["intermediate"]["kernel"]
+    assert "fsdp" in str(k8.sharding.spec)
+
+
+def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_path):
+    tx = optax.adamw(1e-3)
+    one = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    src = _sharded_state(_model(tiny_bert_dir), one, tx)
+    ck = ckpt_lib.Checkpointer(tmp_path / "run" / "checkpoints")
+    ck.save(5, src, {})
+    ck.close()
+
+    # a head with 3 labels instead of 2 and one more encoder layer
+    target = _model(tiny_bert_dir, head_labels=3, extra_layer=True, seed=5)
+    target_params = nnx.to_pure_dict(nnx.state(target, nnx.Param))
+    out, rep = ckpt_lib.load_params(tmp_path / "run", target_params)
+    assert sorted(p for p, *_ in rep.mismatched) == [
+        "heads/a/classifier/bias",
+        "heads/a/classifier/kernel",
+    ]
+    assert rep.new and all(p.startswith("encoder/layers/2/") for p in rep.new)
+    assert rep.unused == []
+    assert "encoder/layers/1/attention/query/kernel" in rep.loaded
+    src_q = np.asarray(src.params["encoder"]["layers"][1]["attention"]["query"]["kernel"])
+    assert np.array_equal(
+        np.asarray(out["encoder"]["layers"][1]["attention"]["query"]["kernel"]), src_q
+    )
+    # new and mismatched params keep the target's fresh initialisation
+    new_k = target_params["encoder"]["layers"][2]["attention"]["query"]["kernel"]
+    assert np.array_equal(
+        np.asarray(out["encoder"]["layers"][2]["attention"]["query"]["kernel"]), np.asarray(new_k)
+    )
+    assert out["heads"]["a"]["classifier"]["kernel"].shape[-1] == 3
+    assert rep.summary().startswith(f"loaded {len(rep.loaded)}")
