@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models.family import Family, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
@@ -203,6 +204,7 @@ class BertEncoder(nnx.Module):
         states = [x]
         for layer in self.layers:
             x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+            x = constrain_batch(x)
             states.append(x)
         return base.EncoderOutput(tuple(states))
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtl import paths
+from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models.family import Family, require
 from jaxtl.models.keymap import Rule
@@ -153,6 +154,7 @@ class BiLSTMEncoder(nnx.Module):
         states = [x]
         for layer in self.layers:
             x = layer(drop(x), attention_mask)
+            x = constrain_batch(x)
             states.append(x)
         return base.EncoderOutput(tuple(states))
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models.family import Family, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
@@ -171,6 +172,7 @@ class GPT2Encoder(nnx.Module):
         states = [x]
         for layer in self.layers:
             x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+            x = constrain_batch(x)
             states.append(x)
         states[-1] = self.final_norm(x)  # as HF: ln_f only on the last hidden state
         return base.EncoderOutput(tuple(states))
