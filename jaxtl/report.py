@@ -108,9 +108,12 @@ def plot_run(workdir: str | epath.Path, records: list[dict], plans: list[dict]) 
     """PNG plots: training loss, dev metrics per task, and the per-stage learning-rate plan."""
     if not is_chief():
         return []
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
+    warnings.filterwarnings("ignore", message=".*tight_layout.*")
     import matplotlib.pyplot as plt
 
     workdir = epath.Path(workdir)

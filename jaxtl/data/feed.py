@@ -23,9 +23,15 @@ class MixtureFeed:
         names: Sequence[str],
         iterators: Sequence[Any],
         task_for_step: Callable[[int], int] | None = None,
+        task_ids: Sequence[int] | None = None,
     ):
+        """``task_ids[i]`` is the ``batch["task_id"]`` written for ``names[i]``: the index of
+        that task in the list the loss switches over (default: 0, 1, ...)."""
         if len(names) != len(iterators):
             raise ValueError("MixtureFeed: one iterator per task name")
+        self.task_ids = list(range(len(names)) if task_ids is None else task_ids)
+        if len(self.task_ids) != len(names):
+            raise ValueError("MixtureFeed: one task id per task name")
         self.names = list(names)
         self.iterators = list(iterators)
         self.task_for_step = task_for_step or (lambda step: 0)
@@ -34,12 +40,12 @@ class MixtureFeed:
     def next_batch(self, step: int) -> dict[str, np.ndarray]:
         i = int(self.task_for_step(step))
         batch = next(self.iterators[i])
-        batch["task_id"] = np.full_like(batch["task_id"], i)
+        batch["task_id"] = np.full_like(batch["task_id"], self.task_ids[i])
         self.counts[self.names[i]] += 1
         return batch
 
     def task_of(self, batch: dict[str, np.ndarray]) -> str:
-        return self.names[int(batch["task_id"][0])]
+        return self.names[self.task_ids.index(int(batch["task_id"][0]))]
 
     def state(self) -> dict[str, Any]:
         return {

@@ -29,14 +29,19 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------ runtime
 def setup_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    init_distributed(config)
+    return mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+
+
+def init_distributed(config: ml_collections.ConfigDict) -> None:
+    """``jax.distributed.initialize`` when asked; must run before any other JAX call."""
     d = config.distributed
-    if d.enabled and jax.process_count() == 1:
+    if d.enabled and not jax.distributed.is_initialized():
         mesh_lib.maybe_initialize_distributed(
             d.coordinator or None,
             d.num_processes or None,
             d.process_id if d.process_id >= 0 else None,
         )
-    return mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
