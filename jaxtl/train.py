@@ -279,7 +279,8 @@ class Trainer:
                     step=jnp.asarray(global_step, jnp.int32),
                     params=self.params,
                     opt_state=opt_state,
-                    rng=rng,
+                    # the previous state's buffers were donated to the step: take its live copy
+                    rng=rng if state is None else state.rng,
                 )
                 shardings = self._state_shardings(state.opt_state)
                 state = jax.device_put(state, shardings)

@@ -1,0 +1,22 @@
+"""Supervised sequential transfer on the built-in offline suite with the packaged MiniLM.
+
+    python launch.py --regime=supervised_sequential
+
+Stage 1 trains on the labelled source task builtin/entailment (sentence pairs about who did what
+to whom) for 200 steps; stage 2 adapts the same encoder to builtin/sentiment with a new head for
+``train.steps`` = 150 steps. Adaptation knobs apply to stage 2 (``--config.optim.strategy=
+gradual_unfreezing``, ``--config.optim.schedule=stlr`` …); stage 1 has ``source.optim``.
+Compare with ``--config.source.steps=0`` (no intermediate task) to see what the source buys.
+"""
+
+from jaxtl import config as config_lib
+from jaxtl.regimes import supervised_sequential
+
+
+def get_config():
+    c = config_lib.base_config()
+    supervised_sequential.add_config(c)
+    c.train.steps = 150
+    c.train.eval_every = 0
+    c.optim.lr = 1e-4
+    return config_lib.finalize(c)

@@ -1,0 +1,146 @@
+"""Supervised pretraining, then adaptation: a labelled source task first, then the target.
+
+Intermediate-task training (STILTs, Phang et al. 2018: e.g. NLI before RTE) and, in vision,
+ImageNet pretraining are of this kind; it works best when source and target are related. A run
+has two stages on one model:
+
+1. ``source``: the source task(s) (``source.tasks``; several are trained as a mixture), for
+   ``source.steps`` with ``source.optim``;
+2. ``target``: the target task(s) (``target.tasks``) for ``train.steps`` with the top-level
+   ``optim`` — so every adaptation knob of the contract (``optim.strategy`` = feature extraction,
+   chain-thaw, gradual unfreezing, discriminative LRs, STLR, ``model.representation`` …) applies
+   to the adaptation stage.
+
+The encoder carries over from stage 1 to stage 2. Each task has its own head; the source heads
+are frozen in the target stage (and the target heads in the source stage), which is the
+"remove the old output layer, add task-specific layers" of the taxonomy: the new head starts
+fresh on the transferred encoder, and ``plan.json`` shows the old one as frozen with no
+optimizer state. ``results.json`` reports the source tasks' dev metrics after stage 1 and the
+target tasks' after stage 2.
+
+Sources with a different structure (a translation encoder as in CoVe, or a checkpoint of another
+jaxtl run) come in through ``model.init_from`` (params-only, structure may differ; see
+``transfer_report.json``), then this regime's stages run as usual (``source.steps=0`` skips
+stage 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ml_collections
+from etils import epath
+from flax import nnx
+
+from jaxtl import partition, report, train
+from jaxtl.data import feed, mixture
+from jaxtl.regimes import common
+
+log = logging.getLogger(__name__)
+
+
+def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The supervised-sequential keys, added to ``jaxtl.config.base_config()``."""
+    c.source = ml_collections.ConfigDict()
+    c.source.tasks = ("builtin/entailment",)
+    c.source.steps = 200
+    c.source.eval_every = 0
+    c.source.optim = partition.default_optim_config()
+    c.source.optim.lr = 1e-4
+    c.target = ml_collections.ConfigDict()
+    c.target.tasks = ("builtin/sentiment",)
+    c.mixture = ml_collections.ConfigDict()
+    c.mixture.scheme = "proportional"
+    c.mixture.temperature = 2.0
+    return c
+
+
+def _freeze_heads(optim: ml_collections.ConfigDict, keys: list[str]) -> ml_collections.ConfigDict:
+    """A copy of ``optim`` whose first rule freezes the given heads (other stages' tasks)."""
+    out = ml_collections.ConfigDict(optim.to_dict())
+    if keys:
+        pattern = "^heads/(" + "|".join(keys) + ")/"
+        frozen = ((pattern, {"frozen": True, "name": "other_stage_heads"}),)
+        out.rules = frozen + tuple(tuple(r) for r in optim.rules)
+    return out
+
+
+def _stage(name, steps, eval_every, optim, config, own, all_tasks, params) -> train.Stage:
+    others = [td.key for td in all_tasks if td not in own]
+    sizes = [td.train_size for td in own]
+    mix = mixture.Mixture(
+        sizes,
+        scheme=config.mixture.scheme,
+        temperature=config.mixture.temperature,
+        seed=config.seed,
+        total_steps=max(steps, 1),
+    )
+    return train.Stage(
+        name=name,
+        steps=steps,
+        feed=feed.MixtureFeed(
+            [td.task.name for td in own],
+            [td.train_iter for td in own],
+            mix.task_for_step,
+            task_ids=[td.index for td in own],
+        ),
+        loss_fn=common.multitask_loss(all_tasks),
+        predict_fn=common.multitask_predict(all_tasks),
+        optim=_freeze_heads(optim, others),
+        eval_sets=common.eval_sets(own),
+        eval_every=eval_every,
+        active_fn=common.heads_active_fn(params, all_tasks),
+        select="average",
+    )
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    workdir = epath.Path(workdir)
+    overlap = set(config.source.tasks) & set(config.target.tasks)
+    if overlap:
+        raise ValueError(f"source.tasks and target.tasks overlap: {sorted(overlap)}")
+    if not config.target.tasks:
+        raise ValueError("target.tasks is empty: name at least one target task")
+    mesh = common.setup_mesh(config)
+    pre = common.load_encoder(config)
+    names = list(config.source.tasks) + list(config.target.tasks)
+    task_list = common.prepare_tasks(names, config, pre.tokenizer)
+    n_src = len(config.source.tasks)
+    source, target = task_list[:n_src], task_list[n_src:]
+    model = common.build_model(pre.model, task_list, config)
+    if config.model.init_from:
+        rep = common.init_from_checkpoint(model, config.model.init_from, workdir)
+        log.info("init_from %s: %s", config.model.init_from, rep.summary())
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+    stages = []
+    if config.source.steps > 0 and source:
+        stages.append(
+            _stage(
+                "source",
+                config.source.steps,
+                config.source.eval_every,
+                config.source.optim,
+                config,
+                source,
+                task_list,
+                params,
+            )  # fmt: skip
+        )
+    stages.append(
+        _stage(
+            "target",
+            config.train.steps,
+            config.train.eval_every,
+            config.optim,
+            config,
+            target,
+            task_list,
+            params,
+        )  # fmt: skip
+    )
+    results = common.run_stages(model, stages, config, workdir, mesh)
+    if report.is_chief():
+        print(common.results_table(results, "supervised sequential: dev results"))
+    return results
