@@ -122,20 +122,7 @@ def like_params_shardings(tree: Any, params: Any, p_shardings: Any, mesh: Mesh) 
     A leaf whose path ends with a parameter's path and has that parameter's shape gets the
     parameter's sharding; everything else (step counters, scalars) is replicated.
     """
-    flat_params = paths.flatten(params)
-    flat_sh = paths.flatten(p_shardings)
-    replicated = NamedSharding(mesh, P())
-
-    def pick(path: str, x: Any) -> NamedSharding:
-        shape = tuple(getattr(x, "shape", ()))
-        parts = path.split("/")
-        for i in range(len(parts)):
-            suffix = "/".join(parts[i:])
-            if suffix in flat_params and tuple(flat_params[suffix].shape) == shape:
-                return flat_sh[suffix]
-        return replicated
-
-    return paths.map_with_path(pick, tree)
+    return paths.map_param_values(tree, params, p_shardings, NamedSharding(mesh, P()))
 
 
 _ACTIVATION_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(

@@ -44,3 +44,25 @@ def map_with_path(fn: Callable[[str, Any], Any], tree: Any) -> Any:
 def unflatten(flat: Mapping[str, Any], like: Any) -> Any:
     """Rebuild a tree shaped like ``like`` from a {path: leaf} mapping (every path required)."""
     return map_with_path(lambda p, _: flat[p], like)
+
+
+def map_param_values(tree: Any, params: Any, values: Any, default: Any) -> Any:
+    """For a tree that mirrors ``params`` somewhere inside (optimizer state, EMA ...), give each
+    leaf the entry of ``values`` (a tree shaped like params) of the parameter it mirrors.
+
+    A leaf mirrors a parameter when its path ends with that parameter's path and it has the
+    parameter's shape; other leaves (step counters, scalars, empty states) get ``default``.
+    """
+    flat_params = flatten(params)
+    flat_values = flatten(values)
+
+    def pick(path: str, x: Any) -> Any:
+        shape = tuple(getattr(x, "shape", ()))
+        parts = path.split("/")
+        for i in range(len(parts)):
+            suffix = "/".join(parts[i:])
+            if suffix in flat_params and tuple(flat_params[suffix].shape) == shape:
+                return flat_values[suffix]
+        return default
+
+    return map_with_path(pick, tree)

@@ -64,23 +64,6 @@ def _scale_metrics(metrics: dict[str, jax.Array], denominator: jax.Array) -> dic
     return out
 
 
-def _active_tree_for(tree: Any, params: Any, active: Any) -> Any:
-    """Map per-parameter active flags onto a tree that mirrors params (optimizer state)."""
-    flat_params = paths.flatten(params)
-    flat_active = paths.flatten(active)
-
-    def pick(path: str, x: Any) -> Any:
-        parts = path.split("/")
-        shape = tuple(getattr(x, "shape", ()))
-        for i in range(len(parts)):
-            suffix = "/".join(parts[i:])
-            if suffix in flat_active and tuple(flat_params[suffix].shape) == shape:
-                return flat_active[suffix]
-        return True
-
-    return paths.map_with_path(pick, tree)
-
-
 def make_train_step(
     graphdef: nnx.GraphDef,
     loss_fn: LossFn,
@@ -152,7 +135,7 @@ def make_train_step(
             new_params = jax.tree.map(
                 lambda a, n, o: jnp.where(a, n, o), active, new_params, state.params
             )
-            opt_active = _active_tree_for(new_opt, state.params, active)
+            opt_active = paths.map_param_values(new_opt, state.params, active, True)
             new_opt = jax.tree.map(
                 lambda a, n, o: jnp.where(a, n, o), opt_active, new_opt, state.opt_state
             )
