@@ -113,7 +113,7 @@ def plot_run(workdir: str | epath.Path, records: list[dict], plans: list[dict]) 
     import matplotlib
 
     matplotlib.use("Agg")
-    warnings.filterwarnings("ignore", message=".*tight_layout.*")
+    warnings.filterwarnings("ignore", message="Tight layout not applied")
     import matplotlib.pyplot as plt
 
     workdir = epath.Path(workdir)

@@ -1,0 +1,116 @@
+"""The loop in-process: non-finite stop keeps the last good checkpoint; early stop; best params."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import multitask as multitask_config
+from jaxtl import checkpoint as ckpt_lib
+from jaxtl import mesh as mesh_lib
+from jaxtl import train
+from jaxtl.data import feed
+from jaxtl.regimes import common, multitask
+
+
+class PoisonFeed:
+    """Wraps a feed; from step ``at`` on, regression targets are NaN (a corrupt batch)."""
+
+    def __init__(self, inner, at):
+        self.inner, self.at = inner, at
+
+    def next_batch(self, step):
+        b = self.inner.next_batch(step)
+        if step >= self.at:
+            b["score"] = np.full_like(b["score"], np.nan)
+        return b
+
+    def state(self):
+        return self.inner.state()
+
+    def restore(self, s):
+        self.inner.restore(s)
+
+    def task_of(self, b):
+        return self.inner.task_of(b)
+
+
+def _setup(tiny_bert_dir, names, steps=12):
+    c = multitask_config.get_config()
+    c.unlock()
+    c.model.name = str(tiny_bert_dir)
+    c.tasks.names = tuple(names)
+    c.train.steps = steps
+    c.train.batch_size = 8
+    c.train.eval_every = 4
+    c.train.log_every = 1
+    c.train.progress = False
+    c.checkpoint.every_steps = 4
+    c.data.max_train_examples = 100
+    c.data.max_eval_examples = 24
+    pre = common.load_encoder(c)
+    tds = common.prepare_tasks(c.tasks.names, c, pre.tokenizer)
+    model = common.build_model(pre.model, tds, c)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return c, tds, model, multitask.joint_stage(c, tds, params)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_bert_dir, tmp_path):
+    c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/similarity"])
+    stage.feed = PoisonFeed(stage.feed, at=6)  # step index 6 = the 7th step
+    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
+                            config=common.train_config(c))  # fmt: skip
+    with pytest.raises(train.NonFiniteLoss, match="step 7"):
+        trainer.run()
+    ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
+    assert ck.latest_step() == 4
+    params = ckpt_lib.load_params(tmp_path, nnx.to_pure_dict(nnx.state(model, nnx.Param)))[0]
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_recs = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train_recs] == list(range(1, 8))
+    assert train_recs[-1]["loss"] == "nan" and np.isfinite(train_recs[-2]["loss"])
+
+
+def test_early_stop_and_best_checkpoint(tiny_bert_dir, tmp_path):
+    c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/sentiment"], steps=40)
+    # an absurd learning rate stalls the dev metric, so patience 1 stops the stage early
+    c.train.early_stop_patience = 1
+    stage.optim.lr = 0.0
+    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
+                            config=common.train_config(c))  # fmt: skip
+    results = trainer.run()
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last_train = max(r["step"] for r in records if r["split"] == "train")
+    assert last_train == 8  # evaluations at 4 (best) and 8 (no better) -> stop
+    assert "builtin/sentiment" in results
+    assert (tmp_path / "best" / "multitask").is_dir()
+    best_params, rep = ckpt_lib.load_params(
+        tmp_path / "best" / "multitask", nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    )
+    assert not rep.new and not rep.mismatched
+
+
+def test_mixture_feed_counts_and_ids():
+    class It:
+        def __init__(self):
+            self.n = 0
+
+        def __next__(self):
+            self.n += 1
+            return {"task_id": np.zeros(2, np.int32), "x": np.full(2, self.n)}
+
+        def state(self):
+            return {"n": self.n}
+
+        def restore(self, s):
+            self.n = s["n"]
+
+    f = feed.MixtureFeed(["a", "b"], [It(), It()], lambda s: s % 2, task_ids=[3, 5])
+    b0, b1 = f.next_batch(0), f.next_batch(1)
+    assert (b0["task_id"] == 3).all() and (b1["task_id"] == 5).all()
+    assert f.task_of(b1) == "b" and f.counts == {"a": 1, "b": 1}
