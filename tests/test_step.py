@@ -138,3 +138,28 @@ def test_compiles_once_per_shape(tiny_bert_dir):
     for b in _batches(3, 4, 16, 30522) + _batches(3, 4, 32, 30522):
         state, _ = f(state, b)
     assert counter.count == 2  # one per bucket length, none per step
+
+
+def test_bf16_compute_keeps_f32_params_and_optimizer(tiny_bert_dir):
+    """The precision policy: bf16 matmuls, f32 parameters and Adam moments."""
+    import jax.numpy as jnp
+
+    pre = models.from_pretrained(str(tiny_bert_dir), dtype=jnp.bfloat16)
+    head = models.ClassificationHead(pre.model.hidden_size, 2, rngs=nnx.Rngs(0))
+    model = models.TransferModel(pre.model, {"t": head})
+    td = common.TaskData(_Task(), 0, "t", 0, None, [], "dev")
+    tx = optax.adamw(1e-3)
+    graphdef, st = nnx.split(model, nnx.Param)
+    state = step_lib.init_state(nnx.to_pure_dict(st), tx, 0)
+    f = step_lib.make_train_step(graphdef, common.multitask_loss([td]), tx)
+    feats = jax.eval_shape(
+        lambda p, b: nnx.merge(graphdef, p).features(b["input_ids"], b["attention_mask"])[1],
+        state.params,
+        _batches(1, 4, 16, 30522)[0],
+    )
+    assert feats.dtype == jnp.bfloat16
+    for b in _batches(2, 4, 16, 30522):
+        state, m = f(state, b)
+        assert np.isfinite(float(m["loss"]))
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
+    assert {x.dtype for x in jax.tree.leaves(state.opt_state[0].mu)} == {jnp.dtype("float32")}

@@ -118,3 +118,22 @@ def test_unknown_regime_and_key_fail_clearly(tmp_path):
     )  # fmt: skip
     assert p.returncode != 0
     assert "stepz" in p.stderr
+
+
+def test_multitask_refinement_stage(tiny_bert_dir, tmp_path):
+    """MT-DNN refinement: each task fine-tuned alone from the joint encoder, reported apart."""
+    wd = tmp_path / "wd"
+    cmd = _cmd(wd, tiny_bert_dir, "--config.refine.steps=3", "--config.train.steps=6",
+               "--config.train.eval_every=0")  # fmt: skip
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    refined = json.loads((wd / "results_refined.json").read_text())
+    assert set(refined) == {"builtin/sentiment", "builtin/similarity", "builtin/ner"}
+    for task in ("builtin_sentiment", "builtin_similarity", "builtin_ner"):
+        report = json.loads((wd / "refine" / task / "transfer_report.json").read_text())
+        # the encoder and the task's own head come from the joint run; nothing is new
+        assert report["new"] == [] and report["mismatched"] == []
+        assert any(p.startswith(f"heads/{task}/") for p in report["loaded"])
+        losses = _train_losses(wd / "refine" / task)
+        assert sorted(losses) == [1, 2, 3]
+    assert "multitask + refinement" in p.stdout
