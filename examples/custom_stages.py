@@ -18,9 +18,10 @@ from jaxtl.data import feed
 from jaxtl.regimes import common
 
 
-def main(workdir: str) -> None:
+def main(workdir: str, model: str = "minilm", source_steps: int = 60, target_steps: int = 70):
     c = config_lib.base_config()
-    c.train.steps = 60
+    c.model.name = model
+    c.train.progress = False
     c.data.max_train_examples = 600
     c.data.max_eval_examples = 200
     mesh = common.setup_mesh(c)
@@ -28,8 +29,8 @@ def main(workdir: str) -> None:
     source, target = common.prepare_tasks(
         ["builtin/entailment", "builtin/sentiment"], c, pre.tokenizer
     )
-    model = common.build_model(pre.model, [source, target], c)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    net = common.build_model(pre.model, [source, target], c)
+    params = nnx.to_pure_dict(nnx.state(net, nnx.Param))
 
     def stage(name, td, optim, steps):
         return train.Stage(
@@ -48,9 +49,13 @@ def main(workdir: str) -> None:
     second = config_lib.base_config().optim
     second.update(strategy="gradual_unfreezing", discriminative=1 / 2.6, schedule="stlr", lr=2e-4)
 
-    stages = [stage("source", source, first, 60), stage("target", target, second, 70)]
-    results = common.run_stages(model, stages, c, workdir, mesh)
-    print(common.results_table({k: v for k, v in results.items()}))
+    stages = [
+        stage("source", source, first, source_steps),
+        stage("target", target, second, target_steps),
+    ]
+    results = common.run_stages(net, stages, c, workdir, mesh)
+    print(common.results_table(results))
+    return results
 
 
 if __name__ == "__main__":
