@@ -1,0 +1,146 @@
+"""Multi-task (MT-DNN) vs single-task fine-tuning on five GLUE tasks, at equal total steps.
+
+For each seed: each task is fine-tuned alone for ``--steps`` steps; then one multitask run trains
+all five jointly for ``5 × --steps`` steps (temperature-2 sampling), followed by MT-DNN's
+refinement (each task alone for ``--refine`` steps from the joint encoder). Dev metrics per task,
+mean ± std over seeds, are written to EXPERIMENTS.md (between markers) and
+``experiments/results/multitask_vs_single.json``.
+
+    python experiments/multitask_vs_single.py --data-dir ../shared/data --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TASKS = ("glue/sst2", "glue/cola", "glue/mrpc", "glue/rte", "glue/stsb")
+MAIN = {"sst2": "accuracy", "cola": "matthews", "mrpc": "f1", "rte": "accuracy", "stsb": "pearson"}
+
+
+def launch(workdir: pathlib.Path, overrides: list[str]) -> dict:
+    results = workdir / "results.json"
+    if not results.exists():  # finished runs are kept: the experiment resumes where it stopped
+        cmd = [sys.executable, str(REPO / "launch.py"), "--regime=multitask",
+               "--config=" + str(REPO / "configs" / "multitask_glue.py"),
+               f"--workdir={workdir}", "--config.train.progress=False", *overrides]  # fmt: skip
+        print(" ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # Only the metrics matter here; checkpoints (~270 MB each for MiniLM + Adam) would fill
+        # the disk over dozens of runs. Refinement has already read the joint checkpoint.
+        for sub in [workdir, *sorted((workdir / "refine").glob("*"))]:
+            shutil.rmtree(sub / "checkpoints", ignore_errors=True)
+    return json.loads(results.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data-dir", default=os.environ.get("JAXTL_DATA_DIR", "../shared/data"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=200, help="steps per task (single-task runs)")
+    ap.add_argument("--refine", type=int, default=60, help="refinement steps per task")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--out", default=str(REPO / "runs" / "exp-multitask"))
+    args = ap.parse_args()
+    out = pathlib.Path(args.out)
+    common = [
+        f"--config.data.dir={os.path.abspath(args.data_dir)}",
+        f"--config.train.batch_size={args.batch_size}",
+        f"--config.data.max_length={args.max_length}",
+        f"--config.data.buckets=(32,{args.max_length})"
+        if args.max_length > 32
+        else "--config.data.buckets=(32,)",
+        f"--config.optim.lr={args.lr}",
+        "--config.train.eval_every=0",
+        "--config.checkpoint.every_steps=0",
+        "--config.train.save_best=False",
+    ]
+    t0 = time.time()
+    rows: dict[str, dict[str, list[float]]] = {
+        "single": {},
+        "multitask": {},
+        "multitask+refine": {},
+    }
+    for seed in args.seeds:
+        for task in TASKS:
+            short = task.split("/")[1]
+            r = launch(out / f"single-{short}-s{seed}",
+                       common + [f"--config.seed={seed}", f"--config.tasks.names=('{task}',)",
+                                 f"--config.train.steps={args.steps}"])  # fmt: skip
+            rows["single"].setdefault(short, []).append(r[short][MAIN[short]])
+        wd = out / f"multi-s{seed}"
+        r = launch(wd, common + [f"--config.seed={seed}",
+                                 f"--config.train.steps={args.steps * len(TASKS)}",
+                                 f"--config.refine.steps={args.refine}",
+                                 f"--config.refine.lr={args.lr}"])  # fmt: skip
+        refined = json.loads((wd / "results_refined.json").read_text())
+        for task in TASKS:
+            short = task.split("/")[1]
+            rows["multitask"].setdefault(short, []).append(r[short][MAIN[short]])
+            rows["multitask+refine"].setdefault(short, []).append(refined[short][MAIN[short]])
+    elapsed = time.time() - t0
+
+    shorts = [t.split("/")[1] for t in TASKS]
+    lines = [
+        "| setting | " + " | ".join(f"{s} ({MAIN[s]})" for s in shorts) + " | average |",
+        "|---|" + "---|" * (len(shorts) + 1),
+    ]
+    summary = {}
+    for name, per_task in rows.items():
+        cells, means = [], []
+        for s in shorts:
+            v = np.asarray(per_task[s]) * 100
+            cells.append(f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}")
+            means.append(v.mean())
+        avg = float(np.mean(means))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg:.1f} |")
+        summary[name] = {s: per_task[s] for s in shorts}
+    cmd = "python experiments/multitask_vs_single.py " + " ".join(f"{a}" for a in sys.argv[1:])
+    block = "\n".join(
+        [
+            "<!-- multitask-vs-single:start -->",
+            f"Command: `{cmd}`  ",
+            f"Date: {datetime.date.today()}, machine: {platform.machine()} {os.cpu_count()} cores (CPU), "
+            f"wall time {elapsed / 60:.0f} min. MiniLM-L6 (packaged), batch {args.batch_size}, "
+            f"max length {args.max_length}, AdamW lr {args.lr}, linear schedule with 10% warm-up; "
+            f"single-task: {args.steps} steps per task; multitask: {args.steps * len(TASKS)} steps "
+            f"(temperature-2 sampling); refinement: {args.refine} steps per task. Seeds {args.seeds}. "
+            "Dev metrics ×100, mean ± sample std over seeds.",
+            "",
+            *lines,
+            "<!-- multitask-vs-single:end -->",
+        ]
+    )
+    res_dir = REPO / "experiments" / "results"
+    res_dir.mkdir(parents=True, exist_ok=True)
+    (res_dir / "multitask_vs_single.json").write_text(
+        json.dumps({"args": vars(args), "elapsed_s": elapsed, "results": summary}, indent=2) + "\n"
+    )
+    doc = REPO / "EXPERIMENTS.md"
+    text = doc.read_text() if doc.exists() else "# Experiments\n"
+    pat = re.compile(r"<!-- multitask-vs-single:start -->.*?<!-- multitask-vs-single:end -->", re.S)
+    text = (
+        pat.sub(lambda _: block, text)
+        if pat.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
+    doc.write_text(text)
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
