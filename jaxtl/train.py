@@ -147,6 +147,7 @@ class Trainer:
 
             self.plans = json.loads(plan_file.read_text()).get("phases", [])
         self.results: dict[str, dict[str, float]] = {}
+        self._eval_steps: dict[int, Any] = {}
         self.best: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- sharding helpers
@@ -175,9 +176,12 @@ class Trainer:
     def evaluate(self, stage: Stage, step: int) -> dict[str, dict[str, float]]:
         if not stage.eval_sets:
             return {}
-        eval_step = step_lib.make_eval_step(
-            self.graphdef, stage.predict_fn, mesh=self.mesh, counter=self.eval_counter
-        )
+        eval_step = self._eval_steps.get(id(stage))
+        if eval_step is None:  # one jitted function per stage: no recompiles per evaluation
+            eval_step = step_lib.make_eval_step(
+                self.graphdef, stage.predict_fn, mesh=self.mesh, counter=self.eval_counter
+            )
+            self._eval_steps[id(stage)] = eval_step
         results = {}
         for name, es in stage.eval_sets.items():
             outputs, full_batches = [], []
@@ -289,6 +293,7 @@ class Trainer:
                     state, meta = self.checkpointer.restore(resume_step, state)
                     stage.feed.restore(meta["feed"])
                     self.best = meta.get("best", {})
+                    self.results = meta.get("results", {})
                     global_step = int(state.step)
                     if pbar:
                         pbar.update(global_step - pbar.n)
@@ -391,6 +396,7 @@ class Trainer:
             "stage_name": stage.name,
             "feed": stage.feed.state(),
             "best": self.best,
+            "results": self.results,  # earlier stages' final results survive a resume
         }
         self.checkpointer.save(step, state, meta)
 

@@ -78,6 +78,9 @@ def test_run_writes_every_contract_file(uninterrupted):
     assert [r["step"] for r in train] == list(range(1, 17))
     assert all({"step", "split", "task", "loss"} <= set(r) for r in train)
     assert "builtin/sentiment" in stdout  # the per-task table
+    # compiled once per shape, not per step or per evaluation (two evaluations ran here)
+    comp = [r for r in records if r["split"] == "run" and r["task"] == "compilations"][-1]
+    assert 1 <= comp["train"] <= len((32, 64, 128)) and 1 <= comp["eval"] <= len((32, 64, 128))
 
 
 def test_kill_and_resume_continues_bit_identically(uninterrupted, tiny_bert_dir, tmp_path):
