@@ -246,7 +246,8 @@ class Trainer:
         if cfg.progress and report.is_chief():
             from tqdm.auto import tqdm
 
-            pbar = tqdm(total=total, desc="train", dynamic_ncols=True)
+            # disable=None: a bar on a terminal, none in log files and CI output
+            pbar = tqdm(total=total, desc="train", dynamic_ncols=True, disable=None)
 
         for si, stage in enumerate(self.stages):
             stage_start = global_step
