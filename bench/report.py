@@ -1,0 +1,313 @@
+"""Regenerate the tables of BENCHMARKS.md from a results JSON.
+
+Each case owns the text between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->``;
+only the cases present in the results are rewritten, prose outside the markers is kept, and a
+missing section is appended. Every number written here comes from the results file, which is
+named under each table with the command that produced it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+SECTIONS = ("meta", "step", "forward", "e2e", "cache", "memory", "scaling", "accelerator",
+            "padding")  # fmt: skip
+
+TITLES = {
+    "meta": "Run",
+    "step": "1. Train-step time (MiniLM-L6)",
+    "forward": "2. Jitted forward",
+    "e2e": "3. End to end, SST-2",
+    "cache": "4. Feature caching",
+    "memory": "5. Memory",
+    "scaling": "6. Scaling shape (FSDP over fake CPU devices)",
+    "accelerator": "7. GPU/TPU",
+    "padding": "8. Padding waste",
+}
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:.1f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _source(res: dict, path: pathlib.Path) -> str:
+    return f"Command: `{res['command']}` — results: `{_rel(path)}` ({res['date']})."
+
+
+def _rel(path: pathlib.Path) -> str:
+    try:
+        return str(path.resolve().relative_to(pathlib.Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return str(path)
+
+
+def meta(res: dict, path: pathlib.Path) -> str:
+    m = res["machine"]
+    v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
+    load = m.get("load_average_at_start")
+    return "\n".join([
+        f"- Command: `{res['command']}`",
+        f"- Date (UTC): {res['date']}; total wall time {res['total_wall_s']:.0f} s",
+        f"- Machine: `nproc` = {m['nproc']}, CPU: {m['cpu_model']}, {m['platform']}",
+        f"- Load average at start (1/5/15 min): {load}; torch threads = {m['torch_threads']}",
+        f"- Versions: Python {m['python']}, {v}",
+        f"- Results file: `{_rel(path)}`",
+    ])  # fmt: skip
+
+
+def step(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["step"]
+    rows = []
+    for r in c["rows"]:
+        rows.append([
+            r["seq_len"], r["strategy"], _f(r["jaxtl_median_s"]), _f(r["torch_median_s"]),
+            _f(r["ratio_median"], 2), _f(r["jaxtl_flops"] / 1e9, 1),
+            _f(r.get("extra_median_s")), _f(r.get("extra_ratio_median"), 2),
+            _f(r["stop_frozen_flops"] / 1e9, 1) if "stop_frozen_flops" in r else "–",
+            _f(r["jaxtl_compile_s"], 1), f"{r['jaxtl_trainable_params']:,}",
+        ])  # fmt: skip
+    header = ["T", "strategy", "jaxtl s", "PyTorch s", "jaxtl/PyTorch", "jaxtl GFLOP (XLA)",
+              "jaxtl + stop_gradient s", "(that)/PyTorch", "its GFLOP", "jaxtl compile s",
+              "trainable params"]  # fmt: skip
+    lines = [
+        f"B = {c['rows'][0]['batch_size']}, medians of {len(c['rows'][0]['jaxtl_s'])} "
+        "alternated pairs (jaxtl, jaxtl + stop_gradient, PyTorch in each round) after warm-up. "
+        "'jaxtl + stop_gradient' is the unchanged jaxtl step with the frozen parameters fed "
+        "through `stop_gradient` (bench/variants.py): what the step would cost with a grad "
+        "norm over trainable parameters only.",
+        "",
+        _table(header, rows),
+        "",
+    ]
+    for t, d in c["derived"].items():
+        fr = d.get("frozen")
+        if fr:
+            goal = d["frozen_goal_ratio"]
+            lines.append(
+                f"- T={t}, feature extraction / full step time: jaxtl {_f(fr['jaxtl_time_ratio'], 2)}"
+                f" (XLA FLOPs ratio {_f(fr['jaxtl_flops_ratio'], 2)}), jaxtl + stop_gradient "
+                f"{_f(fr.get('stop_frozen_time_ratio'), 2)} (FLOPs "
+                f"{_f(fr.get('stop_frozen_flops_ratio'), 2)}), PyTorch "
+                f"{_f(fr['torch_time_ratio'], 2)}. Goal ≤ {goal}: jaxtl as is "
+                + _verdict(fr["jaxtl_time_ratio"], goal, lower=True)
+                + "; with stop_gradient "
+                + _verdict(fr.get("stop_frozen_time_ratio"), goal, lower=True)
+                + "."
+            )
+        bh = d.get("bottom_half")
+        if bh:
+            pred = d["bottom_half_predicted_saving"]
+            lines.append(
+                f"- T={t}, bottom half frozen: saving 1 − t/t_full = jaxtl "
+                f"{_f(1 - bh['jaxtl_time_ratio'], 2)} (FLOPs {_f(1 - bh['jaxtl_flops_ratio'], 2)}),"
+                f" jaxtl + stop_gradient {_f(_sub1(bh.get('stop_frozen_time_ratio')), 2)} (FLOPs "
+                f"{_f(_sub1(bh.get('stop_frozen_flops_ratio')), 2)}), PyTorch "
+                f"{_f(1 - bh['torch_time_ratio'], 2)}; model (2/3)(k/L) = {pred:.2f}."
+            )
+    lines += ["", _source(res, path)]
+    return "\n".join(lines)
+
+
+def _sub1(x: float | None) -> float | None:
+    return None if x is None else 1 - x
+
+
+def _verdict(x: float | None, goal: float, *, lower: bool) -> str:
+    if x is None:
+        return "not measured"
+    ok = x <= goal if lower else x >= goal
+    if ok:
+        return f"met ({x:.2f})"
+    return f"missed by {abs(x - goal):.2f} ({x:.2f} vs {goal})"
+
+
+def forward(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["forward"]
+    rows = [
+        [
+            c["batch_size"],
+            c["seq_len"],
+            _f(c["jaxtl_median_s"]),
+            _f(c["torch_median_s"]),
+            _f(c["ratio_median"], 2),
+            _f(c["jaxtl_flops"] / 1e9, 1),
+            _f(c["jaxtl_compile_s"], 1),
+        ]
+    ]
+    header = ["B", "T", "jaxtl s", "PyTorch (inference_mode) s", "jaxtl/PyTorch",
+              "jaxtl GFLOP", "compile s"]  # fmt: skip
+    return "\n".join([
+        f"Medians of {len(c['jaxtl_s'])} alternated pairs; jaxtl = `jaxtl.step.make_eval_step` "
+        "returning the last hidden state, PyTorch = `AutoModel` under `torch.inference_mode()`.",
+        "", _table(header, rows), "", _source(res, path),
+    ])  # fmt: skip
+
+
+def e2e(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["e2e"]
+    j, t = c["jaxtl"], c["torch"]
+    rows = [
+        ["jaxtl (multitask regime, buckets 32/64/128)", _f(j["wall_s"], 1), _f(100 * j["accuracy"], 2),
+         _f(j["pad_fraction"], 3)],
+        ["HF Trainer + DataCollatorWithPadding", _f(t["wall_s"], 1), _f(100 * t["accuracy"], 2),
+         _f(t["pad_fraction"], 3)],
+    ]  # fmt: skip
+    counts = (
+        "counts" if c["ratio_counts"] else "does NOT count (accuracies differ by more than 0.5)"
+    )
+    return "\n".join([
+        f"{c['train_examples']} training examples (the first ones of SST-2 train), "
+        f"{c['dev_examples']} dev examples, {c['steps']} steps of batch {c['batch_size']}, "
+        f"LR {c['lr']} linear with 10% warm-up, AdamW (wd 0.01), clip 1.0, for both. Wall time "
+        "from model load and tokenisation to dev accuracy, compilation included; HF's optimizer: "
+        f"`{t['optimizer']}`.",
+        "",
+        _table(["system", "wall s", "dev acc %", "pad-token fraction (train)"], rows),
+        "",
+        f"- Ratio jaxtl/Trainer wall time: {_f(c['ratio'], 2)}; accuracy gap "
+        f"{_f(c['accuracy_gap_points'], 2)} points, so the ratio {counts}.",
+        f"- Trainer's own `train_runtime`: {_f(t['train_runtime_s'], 1)} s.",
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
+def cache(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["cache"]
+    rows = [
+        ["recompute frozen encoder every step (jaxtl step + stop_gradient)", c["recompute_steps"],
+         _f(c["recompute_train_s"], 2), _f(c["recompute_compile_s"], 1)],
+        ["cached: encoder once (jaxtl eval step)", "–", _f(c["extract_s"], 2),
+         _f(c["extract_compile_s"], 1)],
+        ["cached: head training on stored [CLS] features", c["cached_steps"],
+         _f(c["cached_train_s"], 3), _f(c["cached_compile_s"], 1)],
+    ]  # fmt: skip
+    lines = [
+        f"{c['train_examples']} SST-2 training examples, {c['epochs']} epochs, batch "
+        f"{res['settings']['batch_size']}, buckets 32/64/128.",
+        "",
+        _table(["path", "steps", "seconds", "compile s"], rows),
+        "",
+        f"- Head training, recompute / cached: {_f(c['ratio_train_only'], 1)}× "
+        f"(goal ≥ {c['goal_ratio']:.0f}×: {_verdict(c['ratio_train_only'], c['goal_ratio'], lower=False)}).",
+        f"- Including the one-time encoder pass: {_f(c['ratio_including_extraction'], 1)}× "
+        f"({_verdict(c['ratio_including_extraction'], c['goal_ratio'], lower=False)}).",
+    ]  # fmt: skip
+    if c.get("recompute_unchanged_step_one_epoch_s") is not None:
+        lines.append(
+            f"- The unchanged jaxtl feature-extraction step (no stop_gradient) takes "
+            f"{_f(c['recompute_unchanged_step_one_epoch_s'], 2)} s for one epoch."
+        )
+    lines += ["", _source(res, path)]
+    return "\n".join(lines)
+
+
+def memory(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["memory"]
+    rows = [[r["strategy"], r["system"], f"{r['trainable_params']:,}", _mib(r["opt_state_bytes"]),
+             _f(r["peak_rss_mib"], 0)] for r in c["rows"]]  # fmt: skip
+    return "\n".join([
+        f"One process per row, B = {c['batch_size']}, T = {c['seq_len']}, "
+        f"{c['rows'][0]['steps']} train steps; peak RSS from `getrusage(RUSAGE_SELF).ru_maxrss`.",
+        "",
+        _table(["strategy", "system", "trainable params", "optimizer state MiB", "peak RSS MiB"],
+               rows),
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
+def scaling(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["scaling"]
+    rows = [[r["devices"], _f(r["step_median_s"]), _f(r["compile_s"], 1),
+             _mib(r["per_device_param_bytes"]), _mib(r["per_device_opt_bytes"]),
+             _mib(r["per_device_bytes"])] for r in c["rows"]]  # fmt: skip
+    return "\n".join([
+        f"Full fine-tune, mesh data=1 × fsdp=n, B = {c['batch_size']}, T = {c['seq_len']}; each "
+        "row a process with `XLA_FLAGS=--xla_force_host_platform_device_count=n`. The fake "
+        "devices share the same 2 cores, so step time shows the overhead of sharding, not a "
+        "speed-up; the per-device bytes are what FSDP saves.",
+        "",
+        _table(["devices", "step s", "compile s", "params MiB/device", "opt state MiB/device",
+                "total MiB/device"], rows),
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
+def accelerator(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["accelerator"]
+    if not c.get("available"):
+        return (
+            f"Not measured: {c.get('reason')} (JAX backend `{c.get('backend')}`). "
+            "`python bench/run.py --cases accelerator --accelerator` on a GPU/TPU machine "
+            "fills this section with BERT-base (random init, T = 128, bf16 compute) tokens/s "
+            "and MFU; no numbers are given until it runs there."
+        )
+    rows = [[c["device_kind"], c["batch_size"], c["seq_len"], _f(c["step_median_s"], 4),
+             f"{c['tokens_per_s']:,.0f}", _f(c["achieved_tflops"], 1),
+             _f(c["peak_bf16_tflops"], 0), _f(c["mfu"], 3)]]  # fmt: skip
+    return "\n".join([
+        _table(["device", "B", "T", "step s", "tokens/s", "TFLOP/s", "peak bf16 TFLOP/s", "MFU"],
+               rows),
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
+def padding(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["padding"]
+    rows = [
+        ["buckets 32/64/128 (jaxtl)", _f(c["pad_fraction_buckets_32_64_128"])],
+        ["fixed 128", _f(c["pad_fraction_fixed_128"])],
+        ["batch-max, shuffled (DataCollatorWithPadding)", _f(c["pad_fraction_batch_max_shuffled"])],
+    ]  # fmt: skip
+    return "\n".join([
+        f"{c['examples']:,} SST-2 training sentences (all of train unless --padding-examples), batch {c['batch_size']}; mean "
+        f"{c['mean_tokens']:.1f} tokens, max {c['max_tokens']}.",
+        "",
+        _table(["padding", "pad-token fraction"], rows),
+        "",
+        f"- Token slots processed, fixed 128 / buckets: {_f(c['token_slots_ratio_buckets_vs_fixed'], 2)}×.",
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
+RENDER: dict[str, Callable[[dict, pathlib.Path], str]] = {
+    "meta": meta, "step": step, "forward": forward, "e2e": e2e, "cache": cache,
+    "memory": memory, "scaling": scaling, "accelerator": accelerator, "padding": padding,
+}  # fmt: skip
+
+HEADER = """# Benchmarks: jaxtl vs transformers + PyTorch
+
+Generated by `python bench/run.py` (tables between the `bench:` markers are rewritten by each run;
+the rest is prose). Every number comes from the command written under its table.
+"""
+
+
+def update_markdown(md: pathlib.Path, res: dict, results_path: pathlib.Path) -> None:
+    text = md.read_text() if md.exists() else HEADER
+    present = ["meta", *[n for n in SECTIONS if n in res["cases"]]]
+    for name in present:
+        body = RENDER[name](res, results_path)
+        start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+        block = f"{start}\n{body}\n{end}"
+        pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+        if pat.search(text):
+            text = pat.sub(lambda _, b=block: b, text)
+        else:
+            text = text.rstrip("\n") + f"\n\n## {TITLES[name]}\n\n{block}\n"
+    md.write_text(text)

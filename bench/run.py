@@ -1,0 +1,134 @@
+"""jaxtl against transformers + PyTorch, side by side; writes JSON and regenerates BENCHMARKS.md.
+
+    python bench/run.py [--quick] [--cases step,forward,...] [--out bench/results/NAME.json]
+                        [--data-dir DIR] [--accelerator]
+
+Cases: step (train-step time per freezing strategy, with XLA FLOPs), forward (jitted encoder
+forward), e2e (SST-2, jaxtl regime vs HF Trainer), cache (cached frozen features vs recomputing
+the encoder), memory (optimizer state and peak RSS, one process each), scaling (FSDP over 1-8
+fake CPU devices), accelerator (BERT-base tokens/s and MFU; only with --accelerator on a GPU/TPU),
+padding (SST-2 pad-token fraction). Installs nothing; needs torch and accelerate (test extras).
+
+The settings flags (--model, --batch-size, ...) exist for the tiny configuration of
+tests/test_bench.py; the tables in BENCHMARKS.md come from the defaults or --quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+import time
+
+# Runs as a script from anywhere: make ``bench`` and ``jaxtl`` importable.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench import cases, report  # noqa: E402
+from bench.common import BENCH_DIR, REPO, Settings, default_data_dir, machine  # noqa: E402
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    s = Settings(data_dir=args.data_dir)
+    if args.quick:
+        # Same shapes as the full run, fewer repetitions and smaller data subsets.
+        s.pairs = 3
+        s.train_examples = 4096
+        s.cache_examples = 1024
+        s.memory_steps = 2
+        s.scaling_seq_len = 64
+        s.scaling_steps = 2
+    for name in ("model", "batch_size", "pairs", "train_examples", "dev_examples",
+                 "padding_examples", "cache_examples", "cache_epochs", "memory_steps", "scaling_seq_len",
+                 "scaling_steps", "warmup"):  # fmt: skip
+        v = getattr(args, name)
+        if v is not None:
+            setattr(s, name, v)
+    if args.seq_lens:
+        s.seq_lens = tuple(int(x) for x in args.seq_lens.split(","))
+    if args.scaling_devices:
+        s.scaling_devices = tuple(int(x) for x in args.scaling_devices.split(","))
+    return s
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, data subsets")
+    p.add_argument("--cases", default=",".join(cases.CASES), help="comma-separated case names")
+    p.add_argument("--out", default=None, help="results JSON (default bench/results/<date>.json)")
+    p.add_argument("--data-dir", default=default_data_dir(), help="folder holding SST-2/")
+    p.add_argument("--accelerator", action="store_true", help="run the BERT-base GPU/TPU case")
+    p.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"),
+                   help="file whose tables to regenerate ('' = none)")  # fmt: skip
+    p.add_argument("--model", default=None, help="'minilm' (default) or a local HF directory")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seq-lens", default=None, help="e.g. 128,64")
+    p.add_argument("--pairs", type=int, default=None, help="timed A/B pairs per case")
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--train-examples", type=int, default=None)
+    p.add_argument("--dev-examples", type=int, default=None)
+    p.add_argument("--padding-examples", type=int, default=None)
+    p.add_argument("--cache-examples", type=int, default=None)
+    p.add_argument("--cache-epochs", type=int, default=None)
+    p.add_argument("--memory-steps", type=int, default=None)
+    p.add_argument("--scaling-devices", default=None, help="e.g. 1,2,4,8")
+    p.add_argument("--scaling-seq-len", type=int, default=None)
+    p.add_argument("--scaling-steps", type=int, default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(cases.CASES))
+    if unknown:
+        raise SystemExit(f"--cases: unknown {unknown}; known: {list(cases.CASES)}")
+    s = settings_from(args)
+    needs_data = {"e2e", "cache", "padding", "step", "forward"} & set(names)
+    if needs_data and not (pathlib.Path(s.data_dir) / "SST-2").is_dir():
+        raise SystemExit(f"--data-dir {s.data_dir!r}: no SST-2/ folder there")
+
+    from bench import torch_side
+
+    torch_threads = torch_side.set_threads()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results: dict = {
+        "command": " ".join(["python bench/run.py", *argv]),
+        "date": started.isoformat(timespec="seconds"),
+        "quick": bool(args.quick),
+        "machine": {**machine(), "torch_threads": torch_threads},
+        "settings": s.to_json(),
+        "cases": {},
+        "case_wall_s": {},
+    }
+    for name in names:
+        print(f"[bench] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        if name == "accelerator":
+            results["cases"][name] = cases.case_accelerator(s, args.accelerator)
+        else:
+            results["cases"][name] = getattr(cases, f"case_{name}")(s)
+        results["case_wall_s"][name] = time.perf_counter() - t0
+        print(f"[bench] {name} done in {results['case_wall_s'][name]:.0f}s", flush=True)
+    results["total_wall_s"] = sum(results["case_wall_s"].values())
+
+    out = pathlib.Path(args.out) if args.out else (
+        BENCH_DIR / "results" / f"{started:%Y%m%d-%H%M%S}{'-quick' if args.quick else ''}.json"
+    )  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"[bench] wrote {out}")
+    if args.markdown:
+        report.update_markdown(pathlib.Path(args.markdown), results, out)
+        print(f"[bench] updated {args.markdown}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

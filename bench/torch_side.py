@@ -1,0 +1,193 @@
+"""The PyTorch side: transformers' BertModel + a linear head, as an HF user writes it.
+
+Same weights as jaxtl: the encoder comes from the same directory (``AutoModel.from_pretrained``,
+no pooler: the jaxtl head pools [CLS] itself), and the head's weights (and LoRA's ``A``) are
+copied from the jaxtl model, so both systems start from identical parameters.
+
+Freezing is ``requires_grad=False`` on the frozen parameters (what HF users do); the frozen
+encoder's forward still runs under autograd (no ``torch.no_grad``), and autograd skips the
+backward of a sub-graph with no parameter that requires grad.
+
+``peft`` is not installed, so LoRA is :class:`LoRALinear` below: ``x W + b + (alpha/r) (x A) B``
+on query and value, the same computation as ``jaxtl.peft.LoRALinear``.
+
+The optimizer is ``torch.optim.AdamW(fused=True)``, the default of HF ``Trainer`` with torch >=
+2.8 (``adamw_torch_fused``), with gradient clipping at 1.0 and a linear warm-up/decay schedule like
+the jaxtl default; weight decay on matrices only, as jaxtl does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.common import HEAD_KEY, Settings, model_dir
+
+
+def set_threads() -> int:
+    """As many intra-op threads as the cores JAX uses (XLA's CPU pool uses every core)."""
+    n = os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, a: np.ndarray, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        self.lora_a = nn.Parameter(torch.from_numpy(np.array(a, np.float32)))  # [in, r]
+        self.lora_b = nn.Parameter(torch.zeros(rank, base.out_features))  # [r, out]
+        self.scaling = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.lora_a @ self.lora_b) * self.scaling
+
+
+class Classifier(nn.Module):
+    """BertModel -> [CLS] -> dropout -> linear; returns ``{"loss", "logits"}`` like HF heads."""
+
+    def __init__(self, path: str, num_labels: int = 2, dropout: float = 0.1):
+        super().__init__()
+        from transformers import AutoModel
+
+        self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        h = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state[:, 0]
+        logits = self.classifier(self.dropout(h))
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = F.cross_entropy(logits, labels)
+        return out
+
+
+def build_model(s: Settings, strategy: str, jax_params: dict) -> Classifier:
+    """The PyTorch twin of ``bench.jaxtl_side.build_model(s, strategy)``; ``jax_params`` is that
+    model's pure-dict params (head weights and LoRA ``A`` are copied from it)."""
+    torch.manual_seed(s.seed)
+    model = Classifier(str(model_dir(s.model)))
+    head = jax_params["heads"][HEAD_KEY]["classifier"]
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(np.asarray(head["kernel"]).T.copy()))
+        model.classifier.bias.copy_(torch.from_numpy(np.array(head["bias"], np.float32)))
+    layers = model.encoder.encoder.layer
+    if strategy == "lora":
+        for i, layer in enumerate(layers):
+            att = layer.attention.self
+            jl = jax_params["encoder"]["layers"][i]["attention"]
+            att.query = LoRALinear(att.query, np.asarray(jl["query"]["lora_a"]), s.lora_rank,
+                                   s.lora_alpha)  # fmt: skip
+            att.value = LoRALinear(att.value, np.asarray(jl["value"]["lora_a"]), s.lora_rank,
+                                   s.lora_alpha)  # fmt: skip
+    freeze(model, strategy)
+    return model
+
+
+def freeze(model: Classifier, strategy: str) -> None:
+    enc = model.encoder
+    if strategy == "full":
+        return
+    if strategy in ("frozen", "lora"):
+        for name, p in enc.named_parameters():
+            p.requires_grad_(strategy == "lora" and "lora_" in name)
+        return
+    if strategy == "bottom_half":
+        n = len(enc.encoder.layer)
+        for p in enc.embeddings.parameters():
+            p.requires_grad_(False)
+        for layer in enc.encoder.layer[: n // 2]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+        return
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def make_optimizer(model: nn.Module, s: Settings, total_steps: int = 1000):
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for _, p in trainable if p.ndim >= 2], "weight_decay": 0.01},
+        {"params": [p for _, p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=s.lr, eps=1e-8, fused=True)
+    warm = max(1, int(0.1 * total_steps))
+
+    def lr_lambda(step: int) -> float:
+        if step < warm:
+            return step / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    return opt, sched, [p for _, p in trainable]
+
+
+def torch_batch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {
+        "input_ids": torch.from_numpy(batch["input_ids"].astype(np.int64)),
+        "attention_mask": torch.from_numpy(batch["attention_mask"].astype(np.int64)),
+        "token_type_ids": torch.from_numpy(batch["token_type_ids"].astype(np.int64)),
+        "labels": torch.from_numpy(batch["label"].astype(np.int64)),
+    }
+
+
+def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
+    return int(
+        sum(v.numel() * v.element_size() for st in opt.state.values() for v in st.values()
+            if torch.is_tensor(v))
+    )  # fmt: skip
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    model: Classifier
+    opt: Any
+    sched: Any
+    trainable: list
+    batch: dict
+    trainable_params: int
+
+    def run(self) -> None:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.model(**self.batch)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.opt.step()
+        self.sched.step()
+
+
+def train_setup(s: Settings, strategy: str, jax_params: dict, batch: dict) -> TrainSetup:
+    model = build_model(s, strategy, jax_params)
+    opt, sched, trainable = make_optimizer(model, s)
+    return TrainSetup(
+        model, opt, sched, trainable, torch_batch(batch), int(sum(p.numel() for p in trainable))
+    )
+
+
+@dataclasses.dataclass
+class ForwardSetup:
+    encoder: nn.Module
+    batch: dict
+    out: Any = None
+
+    def run(self) -> None:
+        with torch.inference_mode():
+            self.out = self.encoder(**self.batch).last_hidden_state
+
+
+def forward_setup(s: Settings, batch: dict) -> ForwardSetup:
+    from transformers import AutoModel
+
+    enc = AutoModel.from_pretrained(str(model_dir(s.model)), add_pooling_layer=False).eval()
+    b = torch_batch(batch)
+    b.pop("labels")
+    return ForwardSetup(enc, b)

@@ -1,0 +1,109 @@
+"""The benchmark harness end to end on a tiny configuration: every case runs and writes its
+fields, and the markdown tables regenerate. No speed is asserted (timings on a shared CPU are
+noise at this size); what must hold is the shape of the results."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+STEP_ROW = {"seq_len", "strategy", "jaxtl_median_s", "torch_median_s", "ratio_median",
+            "jaxtl_flops", "jaxtl_compile_s", "jaxtl_opt_state_bytes", "torch_opt_state_bytes",
+            "jaxtl_trainable_params", "torch_trainable_params"}  # fmt: skip
+E2E_SIDE = {"wall_s", "accuracy", "pad_fraction"}
+CACHE = {"recompute_train_s", "extract_s", "cached_train_s", "ratio_train_only",
+         "ratio_including_extraction"}  # fmt: skip
+MEMORY_ROW = {"system", "strategy", "opt_state_bytes", "peak_rss_mib", "trainable_params"}
+SCALING_ROW = {"devices", "step_median_s", "compile_s", "per_device_bytes",
+               "per_device_param_bytes", "per_device_opt_bytes"}  # fmt: skip
+PADDING = {"pad_fraction_buckets_32_64_128", "pad_fraction_fixed_128",
+           "pad_fraction_batch_max_shuffled"}  # fmt: skip
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
+    out = tmp_path / "r.json"
+    md = tmp_path / "BENCH.md"
+    md.write_text(
+        "# title\n\nprose kept\n\n<!-- bench:padding:start -->\nold\n<!-- bench:padding:end -->\n"
+    )
+    argv = [
+        "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "8",
+        "--seq-lens", "16", "--pairs", "2", "--train-examples", "16", "--dev-examples", "8",
+        "--cache-examples", "8", "--padding-examples", "256", "--cache-epochs", "2", "--memory-steps", "1",
+        "--scaling-devices", "2", "--scaling-seq-len", "16", "--scaling-steps", "1",
+        "--out", str(out), "--markdown", str(md),
+    ]  # fmt: skip
+    # The command itself, in a fresh process (one CPU device, as users run it). XLA's backend
+    # optimisation is off here: it cuts compile time ~2.5x and this test asserts no speed.
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), *argv], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-4000:]
+    res = json.loads(out.read_text())
+    assert res["command"].startswith("python bench/run.py --model")
+    assert res["machine"]["nproc"] >= 1 and res["machine"]["cpu_model"]
+    assert set(res["cases"]) == {"step", "forward", "e2e", "cache", "memory", "scaling",
+                                 "accelerator", "padding"}  # fmt: skip
+    c = res["cases"]
+
+    rows = c["step"]["rows"]
+    assert {r["strategy"] for r in rows} == {"full", "frozen", "bottom_half", "lora"}
+    for r in rows:
+        assert STEP_ROW <= set(r), STEP_ROW - set(r)
+        assert len(r["jaxtl_s"]) == 2 and len(r["torch_s"]) == 2
+        assert _finite(r["ratio_median"]) and r["jaxtl_flops"] > 0
+        # both systems train the same parameters
+        assert r["jaxtl_trainable_params"] == r["torch_trainable_params"], r["strategy"]
+        if r["strategy"] != "full":
+            assert r["stop_frozen_flops"] < r["jaxtl_flops"]
+    assert {"frozen", "bottom_half"} <= set(c["step"]["derived"]["16"])
+
+    assert {"jaxtl_median_s", "torch_median_s", "ratio_median", "jaxtl_flops"} <= set(c["forward"])
+
+    e = c["e2e"]
+    assert E2E_SIDE <= set(e["jaxtl"]) and E2E_SIDE <= set(e["torch"])
+    assert e["train_examples"] == 16 and e["dev_examples"] == 8 and e["steps"] == 2
+    assert 0.0 <= e["jaxtl"]["accuracy"] <= 1.0 and 0.0 <= e["torch"]["accuracy"] <= 1.0
+    assert {"ratio", "accuracy_gap_points", "ratio_counts"} <= set(e)
+
+    assert CACHE <= set(c["cache"]) and all(_finite(c["cache"][k]) for k in CACHE)
+
+    mem = c["memory"]["rows"]
+    assert {(r["system"], r["strategy"]) for r in mem} == {
+        (s, k) for s in ("jaxtl", "torch") for k in ("full", "frozen", "lora")
+    }
+    for r in mem:
+        assert MEMORY_ROW <= set(r) and r["peak_rss_mib"] > 0
+    by = {(r["system"], r["strategy"]): r for r in mem}
+    # Adam keeps two moments per trainable parameter in both systems
+    for k in ("full", "frozen", "lora"):
+        assert by["jaxtl", k]["trainable_params"] == by["torch", k]["trainable_params"]
+    assert by["jaxtl", "frozen"]["opt_state_bytes"] < by["jaxtl", "full"]["opt_state_bytes"] / 10
+
+    sc = c["scaling"]["rows"]
+    assert [r["devices"] for r in sc] == [2]
+    assert SCALING_ROW <= set(sc[0])
+    # FSDP over 2 devices: each holds part of the params and of the optimizer state
+    assert sc[0]["per_device_param_bytes"] < sc[0]["total_param_bytes"]
+    assert sc[0]["per_device_opt_bytes"] < sc[0]["total_opt_bytes"]
+
+    assert c["accelerator"]["available"] is False and c["accelerator"]["reason"]
+    assert PADDING <= set(c["padding"])
+    assert c["padding"]["pad_fraction_buckets_32_64_128"] < c["padding"]["pad_fraction_fixed_128"]
+
+    text = md.read_text()
+    assert "prose kept" in text and "\nold\n" not in text
+    for name in ("meta", "step", "forward", "e2e", "cache", "memory", "scaling", "accelerator",
+                 "padding"):  # fmt: skip
+        assert f"<!-- bench:{name}:start -->" in text and f"<!-- bench:{name}:end -->" in text
+    assert res["command"] in text
