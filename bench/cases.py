@@ -332,14 +332,9 @@ def case_cache(s: Settings) -> dict[str, Any]:
     rec = recompute(True)
     gc.collect()
     rec_asis_epoch = None
-    if s.cache_epochs > 1:
+    if s.cache_unchanged_epoch:
         # the unchanged step over one epoch only (it recomputes the encoder's backward too)
-        saved = s.cache_epochs
-        s.cache_epochs = 1
-        try:
-            rec_asis_epoch = _one_epoch_asis(s, batches[: it.batches_per_epoch()], J)
-        finally:
-            s.cache_epochs = saved
+        rec_asis_epoch = _one_epoch_asis(s, batches[: it.batches_per_epoch()], J)
 
     # Cached: run the encoder once (jaxtl eval step), keep the [CLS] vectors.
     graphdef, pstate = nnx.split(model, nnx.Param)

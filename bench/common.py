@@ -41,6 +41,7 @@ class Settings:
     padding_examples: int = 0  # padding: first N SST-2 training examples (0 = all)
     cache_examples: int = 4096  # feature caching: training examples
     cache_epochs: int = 5
+    cache_unchanged_epoch: bool = True  # also time one epoch of the unchanged frozen step
     memory_steps: int = 3
     scaling_devices: tuple[int, ...] = (1, 2, 4, 8)
     scaling_seq_len: int = 128

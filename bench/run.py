@@ -38,9 +38,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.quick:
         # Same shapes as the full run, fewer repetitions and smaller data subsets.
         s.pairs = 3
-        s.train_examples = 4096
-        s.cache_examples = 1024
-        s.memory_steps = 2
+        s.train_examples = 2048
+        s.cache_examples = 512
+        s.cache_unchanged_epoch = False
+        s.memory_steps = 1
         s.scaling_seq_len = 64
         s.scaling_steps = 2
     for name in ("model", "batch_size", "pairs", "train_examples", "dev_examples",
