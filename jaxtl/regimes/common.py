@@ -152,8 +152,15 @@ def load_encoder(config: ml_collections.ConfigDict) -> models.Pretrained:
 
 
 def build_model(
-    encoder: nnx.Module, task_list: Sequence[TaskData], config: ml_collections.ConfigDict
+    encoder: nnx.Module,
+    task_list: Sequence[TaskData],
+    config: ml_collections.ConfigDict,
+    *,
+    extra_heads: dict[str, nnx.Module] | None = None,
 ) -> models.TransferModel:
+    """Encoder + representation + one head per task. ``extra_heads`` are heads the caller built
+    itself (an LM head tied to the encoder's embeddings, keyed like its ``lm``-kind task); tasks
+    whose key they name get no :func:`make_head` head."""
     rngs = nnx.Rngs(config.seed)
     rep = None
     if config.model.representation != "last":
@@ -161,7 +168,13 @@ def build_model(
             config.model.representation, encoder.num_layers, encoder.hidden_size, rngs=rngs
         )
     in_size = rep.output_size if rep is not None else encoder.hidden_size
-    heads = {td.key: make_head(td.task, in_size, config, rngs) for td in task_list}
+    extra_heads = dict(extra_heads or {})
+    heads = {
+        td.key: make_head(td.task, in_size, config, rngs)
+        for td in task_list
+        if td.key not in extra_heads
+    }
+    heads.update(extra_heads)
     model = models.TransferModel(encoder, heads, rep)
     # Parameter-efficient strategies (lora / adapters) are model surgery before the split.
     from jaxtl import peft
@@ -184,6 +197,37 @@ def init_from_checkpoint(
 
 
 # ------------------------------------------------------------------------------------ losses
+def task_branch(
+    model: nnx.Module,
+    td: TaskData,
+    batch: dict,
+    *,
+    head_dropout_key: jax.Array,
+    train_mode: bool,
+    weight: float = 1.0,
+):
+    """The ``lax.switch`` branch of one task: ``f((feats, last_hidden)) -> (loss_sum, den)``.
+
+    ``lm``-kind tasks decode the last hidden state (not the representation a frozen encoder
+    hands task heads: the LM head was trained on it) with the encoder's tied embedding.
+    """
+
+    def f(operands):
+        feats, last = operands
+        head = model.heads[td.key]
+        rngs = nnx.Rngs(dropout=head_dropout_key)
+        if td.task.kind == "lm":
+            logits = head(
+                last, model.encoder.tied_embedding(), deterministic=not train_mode, rngs=rngs
+            )
+        else:
+            logits = head(feats, batch["attention_mask"], deterministic=not train_mode, rngs=rngs)
+        total, den = losses.LOSSES[td.task.kind](logits, batch)
+        return total * float(weight), den
+
+    return f
+
+
 def multitask_loss(task_list: Sequence[TaskData], weights: dict[str, float] | None = None):
     """One loss over many tasks: the encoder runs once, ``lax.switch`` picks the batch's head.
 
@@ -193,7 +237,7 @@ def multitask_loss(task_list: Sequence[TaskData], weights: dict[str, float] | No
     weights = weights or {}
 
     def loss_fn(model, batch, rngs, train_mode):
-        _, feats = model.features(
+        out, feats = model.features(
             batch["input_ids"],
             batch["attention_mask"],
             batch["token_type_ids"],
@@ -204,42 +248,45 @@ def multitask_loss(task_list: Sequence[TaskData], weights: dict[str, float] | No
         # nnx.Rngs cannot be advanced inside a lax.switch branch (another trace level): draw
         # the heads' dropout key here and give each branch its own Rngs.
         head_dropout_key = rngs.dropout()
-
-        def branch(td: TaskData):
-            def f(feats):
-                head = model.heads[td.key]
-                logits = head(
-                    feats,
-                    batch["attention_mask"],
-                    deterministic=not train_mode,
-                    rngs=nnx.Rngs(dropout=head_dropout_key),
-                )
-                total, den = losses.LOSSES[td.task.kind](logits, batch)
-                return total * float(weights.get(td.task.name, 1.0)), den
-
-            return f
-
+        branches = [
+            task_branch(
+                model,
+                td,
+                batch,
+                head_dropout_key=head_dropout_key,
+                train_mode=train_mode,
+                weight=float(weights.get(td.task.name, 1.0)),
+            )
+            for td in task_list
+        ]
         idx = batch["task_id"][0]
-        total, den = jax.lax.switch(idx, [branch(td) for td in task_list], feats)
+        total, den = jax.lax.switch(idx, branches, (feats, out.last_hidden_state))
         return total, {"denominator": den}
 
     return loss_fn
 
 
+def task_predict_branch(model: nnx.Module, td: TaskData, batch: dict):
+    """The eval-time ``lax.switch`` branch of one task: ``f((feats, last)) -> predictions``."""
+
+    def f(operands):
+        feats, last = operands
+        if td.task.kind == "lm":
+            logits = model.heads[td.key](last, model.encoder.tied_embedding())
+        else:
+            logits = model.heads[td.key](feats, batch["attention_mask"])
+        return losses.predictions(td.task.kind, logits, batch)
+
+    return f
+
+
 def multitask_predict(task_list: Sequence[TaskData]):
     def predict_fn(model, batch):
-        _, feats = model.features(
+        out, feats = model.features(
             batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         )
-
-        def branch(td: TaskData):
-            def f(feats):
-                logits = model.heads[td.key](feats, batch["attention_mask"])
-                return losses.predictions(td.task.kind, logits, batch)
-
-            return f
-
-        return jax.lax.switch(batch["task_id"][0], [branch(td) for td in task_list], feats)
+        branches = [task_predict_branch(model, td, batch) for td in task_list]
+        return jax.lax.switch(batch["task_id"][0], branches, (feats, out.last_hidden_state))
 
     return predict_fn
 
