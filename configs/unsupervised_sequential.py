@@ -1,0 +1,31 @@
+"""Unsupervised pretraining, then adaptation, on the built-in offline suite with the packaged MiniLM.
+
+    python launch.py --regime=unsupervised_sequential
+
+Stage 1 continues masked-LM training of MiniLM on the unlabelled builtin/corpus text (blocks of
+64 tokens, 15% masking) for 100 steps — ULMFiT's target-domain LM fine-tuning; MiniLM ships
+without an MLM head, so a fresh one is trained on the tied embeddings. Stage 2 drops the LM head
+and adapts the encoder to builtin/sentiment with a new classifier for ``train.steps`` = 100 steps.
+Adaptation knobs apply to stage 2 (``--config.optim.strategy=gradual_unfreezing``,
+``--config.optim.schedule=stlr`` ...); stage 1 has ``pretrain.optim``. Compare with
+``--config.pretrain.steps=0`` (adapt the HF weights directly) or
+``--config.pretrain.from_scratch=True`` (random init: what pretraining buys).
+
+RESULTS_PLACEHOLDER
+"""
+
+from jaxtl import config as config_lib
+from jaxtl.regimes import unsupervised_sequential
+
+
+def get_config():
+    c = config_lib.base_config()
+    unsupervised_sequential.add_config(c)
+    c.pretrain.steps = 100
+    c.pretrain.block_size = 64
+    c.pretrain.optim.lr = 1e-4
+    c.train.steps = 100
+    c.train.batch_size = 16
+    c.train.eval_every = 0
+    c.optim.lr = 1e-4
+    return config_lib.finalize(c)
