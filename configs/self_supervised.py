@@ -1,0 +1,25 @@
+"""Self-supervised joint training on the built-in offline suite with the packaged MiniLM.
+
+    python launch.py --regime=self_supervised
+
+One stage of ``train.steps`` = 150 steps alternating labelled builtin/sentiment batches with
+unlabelled builtin/corpus batches (``unlabelled.ratio`` = 1: every other step), with an auxiliary
+masked-LM loss on the unlabelled text (``objective=aux_lm``, weight 1, blocks of 64 tokens).
+``--config.objective=consistency`` trains the sentiment head to agree with itself under token
+noise on the unlabelled text instead (UDA-style, ``unlabelled.noise`` = 0.15).
+
+RESULTS_PLACEHOLDER
+"""
+
+from jaxtl import config as config_lib
+from jaxtl.regimes import self_supervised
+
+
+def get_config():
+    c = config_lib.base_config()
+    self_supervised.add_config(c)
+    c.train.steps = 150
+    c.train.batch_size = 16
+    c.train.eval_every = 0
+    c.optim.lr = 1e-4
+    return config_lib.finalize(c)
