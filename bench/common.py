@@ -153,7 +153,23 @@ def tree_bytes(tree: Any) -> int:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    """This process's peak resident set size, MiB: ``VmHWM`` of /proc/self/status.
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used for the table: Linux carries the parent's
+    high-water mark across fork+exec, so a worker started by a 5 GB parent reports >= 5 GB
+    whatever it does. VmHWM belongs to the process's own address space (reset at exec).
+    """
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return ru_maxrss_mib()
+
+
+def ru_maxrss_mib() -> float:
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` in MiB (KiB on Linux); see :func:`peak_rss_mib`."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -224,7 +224,10 @@ def memory(res: dict, path: pathlib.Path) -> str:
              _f(r["peak_rss_mib"], 0)] for r in c["rows"]]  # fmt: skip
     return "\n".join([
         f"One process per row, B = {c['batch_size']}, T = {c['seq_len']}, "
-        f"{c['rows'][0]['steps']} train steps; peak RSS from `getrusage(RUSAGE_SELF).ru_maxrss`.",
+        f"{c['rows'][0]['steps']} train step(s); peak RSS = `VmHWM` of /proc/self/status (the "
+        "process's own high-water mark; `getrusage(RUSAGE_SELF).ru_maxrss`, also in the JSON, "
+        "inherits the parent's peak across fork+exec on Linux, so it reads the same for every "
+        "worker started by the benchmark process).",
         "",
         _table(["strategy", "system", "trainable params", "optimizer state MiB", "peak RSS MiB"],
                rows),
@@ -281,7 +284,8 @@ def padding(res: dict, path: pathlib.Path) -> str:
         "",
         _table(["padding", "pad-token fraction"], rows),
         "",
-        f"- Token slots processed, fixed 128 / buckets: {_f(c['token_slots_ratio_buckets_vs_fixed'], 2)}×.",
+        f"- Token slots processed with buckets, relative to fixed 128: "
+        f"{_f(c['token_slots_ratio_buckets_vs_fixed'], 2)}×.",
         "", _source(res, path),
     ])  # fmt: skip
 
@@ -300,7 +304,9 @@ the rest is prose). Every number comes from the command written under its table.
 
 def update_markdown(md: pathlib.Path, res: dict, results_path: pathlib.Path) -> None:
     text = md.read_text() if md.exists() else HEADER
-    present = ["meta", *[n for n in SECTIONS if n in res["cases"]]]
+    # A partial run (--cases) rewrites only its own sections; each names its command and file.
+    full_run = all(n in res["cases"] for n in SECTIONS if n != "meta")
+    present = [*(["meta"] if full_run else []), *[n for n in SECTIONS if n in res["cases"]]]
     for name in present:
         body = RENDER[name](res, results_path)
         start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"

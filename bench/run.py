@@ -66,6 +66,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--accelerator", action="store_true", help="run the BERT-base GPU/TPU case")
     p.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"),
                    help="file whose tables to regenerate ('' = none)")  # fmt: skip
+    p.add_argument("--render", default=None, metavar="RESULTS_JSON",
+                   help="only regenerate the markdown tables from an earlier results file")  # fmt: skip
     p.add_argument("--model", default=None, help="'minilm' (default) or a local HF directory")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seq-lens", default=None, help="e.g. 128,64")
@@ -86,6 +88,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
+    if args.render:
+        path = pathlib.Path(args.render)
+        res = json.loads(path.read_text())
+        report.update_markdown(pathlib.Path(args.markdown), res, path)
+        print(f"[bench] updated {args.markdown} from {path}")
+        return res
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(names) - set(cases.CASES))
     if unknown:

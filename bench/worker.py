@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import Settings, median, peak_rss_mib
+from bench.common import Settings, median, peak_rss_mib, ru_maxrss_mib
 
 
 def _settings(raw: str) -> Settings:
@@ -86,6 +86,7 @@ def memory(system: str, strategy: str, s: Settings) -> dict[str, Any]:
         "opt_state_bytes": int(opt_bytes),
         "rss_before_model_mib": base_rss,
         "peak_rss_mib": peak_rss_mib(),
+        "ru_maxrss_mib": ru_maxrss_mib(),
     }
 
 
