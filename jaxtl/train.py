@@ -100,13 +100,22 @@ def _num_layers(model: nnx.Module) -> int:
     return int(getattr(enc, "num_layers", 0))
 
 
-def _average(results: dict[str, dict[str, float]], eval_sets: dict[str, EvalSet]) -> float:
+# Metrics where smaller is better; everything else (accuracy, F1, correlations) grows.
+LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
+
+
+def _average(results: dict[str, dict[str, float]], tasks: dict[str, Any]) -> float:
+    """GLUE-style mean of each task's main metric (lower-is-better metrics stay out of it)."""
     vals = []
     for name, res in results.items():
-        main = eval_sets[name].task.main_metric
-        if main in res:
+        main = tasks[name].main_metric if name in tasks else ""
+        if main in res and main not in LOWER_IS_BETTER:
             vals.append(float(res[main]))
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def _oriented(metric: str, value: float) -> float:
+    return -float(value) if metric in LOWER_IS_BETTER else float(value)
 
 
 class Trainer:
@@ -197,15 +206,19 @@ class Trainer:
             results[name] = {k: float(v) for k, v in res.items()}
             self.metrics.write(step, "dev", name, results[name], stage=stage.name)
         if len(results) > 1:
-            avg = _average(results, stage.eval_sets)
+            avg = _average(results, {n: es.task for n, es in stage.eval_sets.items()})
             self.metrics.write(step, "dev", "average", {"score": avg}, stage=stage.name)
         return results
 
     def _selection_score(self, stage: Stage, results: dict[str, dict[str, float]]) -> float:
-        if stage.select == "average":
-            return _average(results, stage.eval_sets)
-        task = stage.eval_sets[stage.select].task
-        return float(results[stage.select][task.main_metric])
+        """Higher is better: the mean over the selected tasks of their oriented main metric."""
+        names = list(results) if stage.select == "average" else [stage.select]
+        vals = []
+        for name in names:
+            main = stage.eval_sets[name].task.main_metric
+            if main in results.get(name, {}):
+                vals.append(_oriented(main, results[name][main]))
+        return float(np.mean(vals)) if vals else float("nan")
 
     def _save_best(self, stage_idx: int, stage: Stage, step: int, results) -> bool:
         """Keep the best params of the stage (by its selection score) and per-task bests."""
@@ -213,7 +226,7 @@ class Trainer:
         score = self._selection_score(stage, results)
         key = f"{stage_idx}:{stage.name}"
         prev = self.best.get(key)
-        if prev is None or score > prev["score"]:
+        if prev is None or score > prev["score"] or np.isnan(prev["score"]):
             self.best[key] = {"score": score, "step": step, "results": results}
             improved = True
             if self.cfg.save_best:
@@ -221,8 +234,11 @@ class Trainer:
         for name, res in results.items():
             main = stage.eval_sets[name].task.main_metric
             tkey = f"{key}:{name}"
-            if main in res and (tkey not in self.best or res[main] > self.best[tkey]["score"]):
-                self.best[tkey] = {"score": res[main], "step": step, "results": res}
+            if main not in res:
+                continue
+            tscore = _oriented(main, res[main])
+            if tkey not in self.best or tscore > self.best[tkey]["score"]:
+                self.best[tkey] = {"score": tscore, "step": step, "results": res}
                 if self.cfg.save_best and len(results) > 1:
                     ckpt_lib.save_params(
                         self.workdir / "best" / f"{stage.name}-{name}", step, self.params
@@ -421,14 +437,10 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.results)
-        if len(self.results) > 1:
-            vals = []
-            for st in self.stages:
-                for name, es in st.eval_sets.items():
-                    if name in self.results and es.task.main_metric in self.results[name]:
-                        vals.append(self.results[name][es.task.main_metric])
-            if vals:
-                out["average"] = {"score": float(np.mean(vals[-len(self.results) :]))}
+        tasks = {n: es.task for st in self.stages for n, es in st.eval_sets.items()}
+        scored = [n for n in self.results if tasks[n].main_metric not in LOWER_IS_BETTER]
+        if len(scored) > 1:
+            out["average"] = {"score": _average(self.results, tasks)}
         report.write_json(self.workdir / "results.json", out)
         report.plot_run(self.workdir, self.metrics.records, self.plans)
         self.metrics.write(
