@@ -71,12 +71,17 @@ def make_train_step(
     *,
     accum_steps: int = 1,
     active_fn: ActiveFn | None = None,
+    trainable_mask: Any = None,
     mesh: Mesh | None = None,
     state_shardings: Any = None,
     batch_shardings: Any = None,
     counter: CompileCounter | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Build ``step(state, batch) -> (state, metrics)``; jitted, state donated.
+
+    ``trainable_mask`` (a tree of Python bools shaped like the params, e.g. the phase's
+    ``Phase.trainable_mask``) marks frozen parameters; their gradients are exact zeros that XLA
+    never computes. Without it every gradient is formed and the optimizer alone decides.
 
     ``accum_steps`` > 1 splits the batch into that many equal micro-batches, scanned in order.
     Metrics come back as device scalars: ``loss`` (mean), ``grad_norm``, ``finite`` (1.0 if loss and
@@ -86,6 +91,13 @@ def make_train_step(
 
     def loss_and_grads(params, batch, key):
         def f(p):
+            if trainable_mask is not None:
+                # Frozen parameters enter as constants: their weight gradients are never
+                # formed (and nothing downstream — grad norm, finite check, accumulation —
+                # can make XLA compute them), so freezing really removes backward work.
+                p = jax.tree.map(
+                    lambda x, m: x if m else jax.lax.stop_gradient(x), p, trainable_mask
+                )
             model = nnx.merge(graphdef, p)
             rngs = nnx.Rngs(dropout=key)
             total, metrics = loss_fn(model, batch, rngs, True)

@@ -327,6 +327,7 @@ class Trainer:
                             phase.tx,
                             accum_steps=cfg.accum_steps,
                             active_fn=stage.active_fn,
+                            trainable_mask=phase.trainable_mask,
                             mesh=self.mesh,
                             state_shardings=shardings,
                             batch_shardings=self._batch_shardings(batch),
