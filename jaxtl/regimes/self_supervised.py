@@ -17,12 +17,17 @@ one more task index of the loss's ``lax.switch``, so one compiled step serves bo
   regression. The clean prediction reuses the step's forward pass (dropout on in training, as
   in UDA); the noised one is a second encoder pass, run on unlabelled steps only.
 
-Unlabelled lines for ``consistency`` are tokenised one per example (like the target's
-sentences); for ``aux_lm`` they are packed into ``unlabelled.block_size``-token blocks.
+Unlabelled lines for ``consistency`` and ``cvt`` are tokenised one per example (like the
+target's sentences); for ``aux_lm`` they are packed into ``unlabelled.block_size``-token blocks.
 ``results.json`` holds the target tasks' dev metrics (and the corpus' dev perplexity with
 ``aux_lm``); ``task_counts.json`` the batches drawn per stream.
 
-Cross-View Training (``cvt``, Clark et al. 2018) is not implemented yet.
+- ``cvt`` (Cross-View Training, Clark et al. 2018; :mod:`jaxtl.regimes.cvt`): auxiliary heads,
+  one per target task and view in ``cvt.views``, each seeing a restricted view of the input
+  (left / right context, no own word, a dropped span or subset of tokens) learn to match the
+  primary head's stop-gradient prediction on the full view, weighted by ``unlabelled.weight``.
+  The primary heads get no gradient from it; the encoder does, through the views. The auxiliary
+  heads (``heads/<task>__cvt_<view>/``) update on unlabelled steps only.
 
 Research code::
 
@@ -46,17 +51,18 @@ from flax import nnx
 
 from jaxtl import report, train
 from jaxtl.data import feed, mixture, tokenize
-from jaxtl.regimes import common, lm
+from jaxtl.regimes import common, cvt, lm
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("aux_lm", "consistency")
-UNLABELLED_KEY = "unlabelled"  # task key of the consistency stream (it has no head of its own)
+OBJECTIVES = ("aux_lm", "consistency", "cvt")
+# task key of the consistency / cvt stream (it has no head of its own)
+UNLABELLED_KEY = "unlabelled"
 
 
 def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The self-supervised keys, added to ``jaxtl.config.base_config()``."""
-    c.objective = "aux_lm"  # aux_lm | consistency
+    c.objective = "aux_lm"  # aux_lm | consistency | cvt
     c.target = ml_collections.ConfigDict()
     c.target.tasks = ("builtin/sentiment",)
     c.unlabelled = ml_collections.ConfigDict()
@@ -68,6 +74,13 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.unlabelled.block_size = 64  # aux_lm: tokens per packed block
     c.unlabelled.mlm_prob = 0.15
     c.unlabelled.whole_word = False
+    # cvt: the views; each target task trains the ones of its kind (tagging: forward, backward,
+    # future, past, no_self; classification / regression: span, subset); see jaxtl.regimes.cvt.
+    c.cvt = ml_collections.ConfigDict()
+    c.cvt.views = cvt.TAGGING_VIEWS[:4] + cvt.SENTENCE_VIEWS
+    c.cvt.span_fraction = 0.3  # span: fraction of a row's real tokens dropped as one span
+    c.cvt.subset_drop = 0.3  # subset: probability that a real token is dropped
+    c.cvt.no_self_rate = 0.15  # no_self: fraction of real tokens whose own word is masked
     c.mixture = ml_collections.ConfigDict()  # how several target tasks share the labelled steps
     c.mixture.scheme = "proportional"
     c.mixture.temperature = 2.0
@@ -85,11 +98,7 @@ def stream_pattern(ratio: float) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------ losses
-def _kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
-    """KL(p || q) over the last axis, p the (stop-gradient) clean prediction."""
-    logp = jax.nn.log_softmax(p_logits.astype(jnp.float32), -1)
-    logq = jax.nn.log_softmax(q_logits.astype(jnp.float32), -1)
-    return jnp.sum(jnp.exp(logp) * (logp - logq), -1)
+_kl = cvt.kl  # KL(p || q) over the last axis, p the stop-gradient target
 
 
 def consistency_branch(
@@ -168,6 +177,8 @@ def joint_loss(
     special_ids: np.ndarray | None = None,
     vocab_size: int = 0,
     mask_id: int | None = None,
+    cvt_settings: cvt.Settings | None = None,
+    pad_id: int = 0,
 ):
     """The stage's loss: target tasks' branches plus the unlabelled branch (index
     ``unlabelled.index``), one ``lax.switch`` on the batch's task id."""
@@ -205,6 +216,23 @@ def joint_loss(
                         train_mode=train_mode,
                         weight=weight,
                     )  # fmt: skip
+                )
+            elif objective == "cvt":
+                branches.append(
+                    cvt.cvt_branch(
+                        model,
+                        targets,
+                        batch,
+                        out.hidden_states,
+                        settings=cvt_settings,
+                        weight=weight,
+                        special_ids=special_ids,
+                        mask_id=mask_id,
+                        pad_id=pad_id,
+                        view_key=rngs.dropout(),
+                        dropout_key=rngs.dropout(),
+                        train_mode=train_mode,
+                    )
                 )
             else:
                 branches.append(
@@ -267,6 +295,10 @@ def joint_stage(config, targets, unlabelled, params, loss_fn, predict_fn) -> tra
     if config.objective == "consistency":
         for td in targets:  # the target heads are what the consistency loss trains
             owners[td.key].add(unlabelled.index)
+    elif config.objective == "cvt":  # auxiliary heads learn on unlabelled steps only
+        for key in params["heads"]:
+            if "__cvt_" in key:
+                owners[key] = {unlabelled.index}
     else:
         owners[unlabelled.key] = {unlabelled.index}
     evals = list(targets) + ([unlabelled] if unlabelled.eval_batches else [])
@@ -320,6 +352,14 @@ def build(config: ml_collections.ConfigDict):
         )  # fmt: skip
         heads[lm.LM_KEY] = lmm.head
         loss_fn = joint_loss(targets, unl, "aux_lm", weight=u.weight)
+    elif config.objective == "cvt":
+        settings = cvt.settings_from_config(config, targets, encoder, tok.mask_token_id)
+        unl = lm.line_task_data(config, tok, u.corpus, index=n, key=UNLABELLED_KEY, seed=seed)
+        loss_fn = joint_loss(
+            targets, unl, "cvt", weight=u.weight, special_ids=tokenize.special_ids(tok),
+            mask_id=tok.mask_token_id, cvt_settings=settings,
+            pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+        )  # fmt: skip
     else:
         if not 0.0 <= u.noise < 1.0:
             raise ValueError(f"unlabelled.noise must be in [0, 1), got {u.noise}")
@@ -330,6 +370,8 @@ def build(config: ml_collections.ConfigDict):
             mask_id=tok.mask_token_id,
         )  # fmt: skip
     model = common.build_model(encoder, targets, config, extra_heads=heads)
+    if config.objective == "cvt":
+        cvt.add_aux_heads(model, targets, settings, config)
     return model, targets, unl, loss_fn, joint_predict(targets, unl)
 
 
