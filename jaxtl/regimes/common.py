@@ -291,10 +291,17 @@ def multitask_predict(task_list: Sequence[TaskData]):
     return predict_fn
 
 
-def heads_active_fn(params: Any, task_list: Sequence[TaskData]):
-    """Heads of tasks absent from the batch keep their params and optimizer moments as they are
-    (as if they had no gradient, like PyTorch's skipped ``None`` grads); the rest update."""
-    index_of = {td.key: td.index for td in task_list}
+def heads_active_fn(
+    params: Any, task_list: Sequence[TaskData], owners: dict[str, set[int]] | None = None
+):
+    """Heads update only on batches of the task indices that own them; every other parameter
+    always updates. A head absent from the batch keeps its params and optimizer moments as they
+    are (as if it had no gradient, like PyTorch's skipped ``None`` grads).
+
+    By default a task's head is owned by that task alone; ``owners`` ({head key: task indices})
+    adds or overrides owners (consistency training trains the target heads on unlabelled batches).
+    """
+    owners = {td.key: {td.index} for td in task_list} | dict(owners or {})
     flat = list(paths.flatten(params))
 
     def active_fn(batch):
@@ -302,13 +309,75 @@ def heads_active_fn(params: Any, task_list: Sequence[TaskData]):
         flags = {}
         for p in flat:
             parts = p.split("/")
-            if parts[0] == "heads" and parts[1] in index_of:
-                flags[p] = idx == index_of[parts[1]]
+            if parts[0] == "heads" and parts[1] in owners:
+                flags[p] = jnp.any(jnp.asarray(sorted(owners[parts[1]]), jnp.int32) == idx)
             else:
                 flags[p] = jnp.bool_(True)
         return paths.unflatten(flags, params)
 
     return active_fn
+
+
+def heads_pattern(keys: Sequence[str]) -> list[str]:
+    """Partition-rule regexes matching the given heads (none for no keys)."""
+    return ["^heads/(" + "|".join(re.escape(k) for k in keys) + ")/"] if keys else []
+
+
+def freeze_rules(
+    optim: ml_collections.ConfigDict, patterns: Sequence[str], name: str
+) -> ml_collections.ConfigDict:
+    """A copy of ``optim`` whose first rules freeze ``patterns`` (e.g. heads the stage does not
+    train: the old task's head while adapting, task heads while pretraining). Optional, since a
+    head may have no parameters (GPT-2's tied CLM head)."""
+    out = ml_collections.ConfigDict(optim.to_dict())
+    frozen = tuple((p, {"frozen": True, "name": name, "optional": True}) for p in patterns)
+    out.rules = frozen + tuple(tuple(r) for r in optim.rules)
+    return out
+
+
+def mixture_stage(
+    name: str,
+    steps: int,
+    own: Sequence[TaskData],
+    all_tasks: Sequence[TaskData],
+    params: Any,
+    config: ml_collections.ConfigDict,
+    optim: ml_collections.ConfigDict,
+    *,
+    eval_every: int,
+    weights: dict[str, float] | None = None,
+    frozen_name: str = "other_tasks_heads",
+) -> train.Stage:
+    """A stage training the ``own`` tasks, drawn per step by ``config.mixture``, on a model
+    whose heads cover ``all_tasks`` (the loss switches over all of them, so every stage of a
+    run shares one program structure). Heads of other tasks are frozen in the plan."""
+    from jaxtl.data import feed, mixture
+
+    mix = mixture.Mixture(
+        [td.train_size for td in own],
+        scheme=config.mixture.scheme,
+        temperature=config.mixture.temperature,
+        seed=config.seed,
+        total_steps=max(steps, 1),
+    )
+    others = [td.key for td in all_tasks if td.key not in {o.key for o in own}]
+    return train.Stage(
+        name=name,
+        steps=steps,
+        feed=feed.MixtureFeed(
+            [td.task.name for td in own],
+            [td.train_iter for td in own],
+            mix.task_for_step,
+            task_ids=[td.index for td in own],
+        ),
+        loss_fn=multitask_loss(all_tasks, weights),
+        predict_fn=multitask_predict(all_tasks),
+        optim=freeze_rules(optim, heads_pattern(others), frozen_name),
+        eval_sets=eval_sets(own),
+        eval_every=eval_every,
+        active_fn=heads_active_fn(params, all_tasks),
+        select="average",
+    )
 
 
 def eval_sets(task_list: Sequence[TaskData]) -> dict[str, train.EvalSet]:

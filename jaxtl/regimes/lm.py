@@ -38,6 +38,7 @@ from jaxtl.data import batching, tasks, tokenize
 from jaxtl.models import hf
 from jaxtl.models.registry import family as get_family
 from jaxtl.regimes import common
+from jaxtl.regimes.common import freeze_rules, heads_pattern  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -335,40 +336,6 @@ def real_token_mask(batch: dict, special_ids: np.ndarray) -> jax.Array:
     )
 
 
-# ------------------------------------------------------------------------------------ stages
-def freeze_rules(
-    optim: ml_collections.ConfigDict, patterns: list[str], name: str
-) -> ml_collections.ConfigDict:
-    """A copy of ``optim`` whose first rules freeze ``patterns`` (e.g. heads the stage does not
-    train: the LM head while adapting, task heads while pretraining). Optional, since a head
-    may have no parameters (GPT-2's tied CLM head)."""
-    out = ml_collections.ConfigDict(optim.to_dict())
-    frozen = tuple((p, {"frozen": True, "name": name, "optional": True}) for p in patterns)
-    out.rules = frozen + tuple(tuple(r) for r in optim.rules)
-    return out
-
-
-def heads_pattern(keys: list[str]) -> list[str]:
-    return ["^heads/(" + "|".join(re.escape(k) for k in keys) + ")/"] if keys else []
-
-
 def active_fn_for(params: Any, owners: dict[str, set[int]]) -> step_lib.ActiveFn:
-    """Heads update only on batches of the task indices that own them (``owners[head key]``);
-    every other parameter always updates. ``common.heads_active_fn`` with several owners per
-    head (consistency training trains the target heads on unlabelled batches too)."""
-    from jaxtl import paths
-
-    flat = list(paths.flatten(params))
-
-    def active_fn(batch):
-        idx = batch["task_id"][0]
-        flags = {}
-        for p in flat:
-            parts = p.split("/")
-            if parts[0] == "heads" and parts[1] in owners:
-                flags[p] = jnp.any(jnp.asarray(sorted(owners[parts[1]]), jnp.int32) == idx)
-            else:
-                flags[p] = jnp.bool_(True)
-        return paths.unflatten(flags, params)
-
-    return active_fn
+    """``common.heads_active_fn`` with explicit owners per head (see there)."""
+    return common.heads_active_fn(params, (), owners)

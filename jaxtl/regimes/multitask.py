@@ -29,7 +29,7 @@ import ml_collections
 from etils import epath
 
 from jaxtl import report, train
-from jaxtl.data import feed, mixture
+from jaxtl.data import mixture
 from jaxtl.regimes import common
 
 log = logging.getLogger(__name__)
@@ -62,29 +62,19 @@ def _mixture(config, task_list):
 
 
 def joint_stage(config, task_list, params) -> train.Stage:
-    mix = _mixture(config, task_list)
     names = [td.task.name for td in task_list]
-    log.info(
-        "mixture %s: %s",
-        config.mixture.scheme,
-        {n: round(float(p), 4) for n, p in zip(names, mix.probabilities(0))},
-    )
     weights = {k: float(v) for k, v in config.tasks.weights.items()}
     unknown = set(weights) - set(names)
     if unknown:
         raise ValueError(f"tasks.weights names {sorted(unknown)}, not in tasks.names {names}")
-    return train.Stage(
-        name="multitask",
-        steps=config.train.steps,
-        feed=feed.MixtureFeed(names, [td.train_iter for td in task_list], mix.task_for_step),
-        loss_fn=common.multitask_loss(task_list, weights),
-        predict_fn=common.multitask_predict(task_list),
-        optim=config.optim,
-        eval_sets=common.eval_sets(task_list),
-        eval_every=config.train.eval_every,
-        active_fn=common.heads_active_fn(params, task_list),
-        select="average",
-    )
+    stage = common.mixture_stage(
+        "multitask", config.train.steps, task_list, task_list, params, config, config.optim,
+        eval_every=config.train.eval_every, weights=weights,
+    )  # fmt: skip
+    probs = _mixture(config, task_list).probabilities(0)
+    log.info("mixture %s: %s", config.mixture.scheme,
+             {n: round(float(p), 4) for n, p in zip(names, probs)})  # fmt: skip
+    return stage
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -33,8 +33,7 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
-from jaxtl import partition, report, train
-from jaxtl.data import feed, mixture
+from jaxtl import partition, report
 from jaxtl.regimes import common
 
 log = logging.getLogger(__name__)
@@ -54,45 +53,6 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.mixture.scheme = "proportional"
     c.mixture.temperature = 2.0
     return c
-
-
-def _freeze_heads(optim: ml_collections.ConfigDict, keys: list[str]) -> ml_collections.ConfigDict:
-    """A copy of ``optim`` whose first rule freezes the given heads (other stages' tasks)."""
-    out = ml_collections.ConfigDict(optim.to_dict())
-    if keys:
-        pattern = "^heads/(" + "|".join(keys) + ")/"
-        frozen = ((pattern, {"frozen": True, "name": "other_stage_heads"}),)
-        out.rules = frozen + tuple(tuple(r) for r in optim.rules)
-    return out
-
-
-def _stage(name, steps, eval_every, optim, config, own, all_tasks, params) -> train.Stage:
-    others = [td.key for td in all_tasks if td not in own]
-    sizes = [td.train_size for td in own]
-    mix = mixture.Mixture(
-        sizes,
-        scheme=config.mixture.scheme,
-        temperature=config.mixture.temperature,
-        seed=config.seed,
-        total_steps=max(steps, 1),
-    )
-    return train.Stage(
-        name=name,
-        steps=steps,
-        feed=feed.MixtureFeed(
-            [td.task.name for td in own],
-            [td.train_iter for td in own],
-            mix.task_for_step,
-            task_ids=[td.index for td in own],
-        ),
-        loss_fn=common.multitask_loss(all_tasks),
-        predict_fn=common.multitask_predict(all_tasks),
-        optim=_freeze_heads(optim, others),
-        eval_sets=common.eval_sets(own),
-        eval_every=eval_every,
-        active_fn=common.heads_active_fn(params, all_tasks),
-        select="average",
-    )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -117,27 +77,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     stages = []
     if config.source.steps > 0 and source:
         stages.append(
-            _stage(
+            common.mixture_stage(
                 "source",
                 config.source.steps,
-                config.source.eval_every,
-                config.source.optim,
-                config,
                 source,
                 task_list,
                 params,
+                config,
+                config.source.optim,
+                eval_every=config.source.eval_every,
             )  # fmt: skip
         )
     stages.append(
-        _stage(
+        common.mixture_stage(
             "target",
             config.train.steps,
-            config.train.eval_every,
-            config.optim,
-            config,
             target,
             task_list,
             params,
+            config,
+            config.optim,
+            eval_every=config.train.eval_every,
         )  # fmt: skip
     )
     results = common.run_stages(model, stages, config, workdir, mesh)

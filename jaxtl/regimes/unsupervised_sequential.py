@@ -40,7 +40,7 @@ from flax import nnx
 
 from jaxtl import checkpoint as ckpt_lib
 from jaxtl import models, partition, report, train
-from jaxtl.data import feed, mixture
+from jaxtl.data import feed
 from jaxtl.regimes import common, lm
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,9 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def pretrain_stage(config, lm_td: common.TaskData, targets, params) -> train.Stage:
     others = [td.key for td in targets]
-    optim = lm.freeze_rules(
+    optim = common.freeze_rules(
         config.pretrain.optim,
-        lm.heads_pattern(others) + [r"^representation/"],
+        common.heads_pattern(others) + [r"^representation/"],
         "unused_while_pretraining",
     )
     all_tasks = list(targets) + [lm_td]
@@ -90,32 +90,13 @@ def pretrain_stage(config, lm_td: common.TaskData, targets, params) -> train.Sta
 
 
 def adapt_stage(config, lm_td: common.TaskData | None, targets, params) -> train.Stage:
+    """The target task(s) with the contract's adaptation keys; the LM head is dropped (frozen,
+    no optimizer state) — "remove the pretraining output layer and add task layers"."""
     all_tasks = list(targets) + ([lm_td] if lm_td is not None else [])
-    mix = mixture.Mixture(
-        [td.train_size for td in targets],
-        scheme=config.mixture.scheme,
-        temperature=config.mixture.temperature,
-        seed=config.seed,
-        total_steps=max(config.train.steps, 1),
-    )
-    optim = lm.freeze_rules(config.optim, lm.heads_pattern([lm.LM_KEY]), "lm_head_dropped")
-    return train.Stage(
-        name="adapt",
-        steps=config.train.steps,
-        feed=feed.MixtureFeed(
-            [td.task.name for td in targets],
-            [td.train_iter for td in targets],
-            mix.task_for_step,
-            task_ids=[td.index for td in targets],
-        ),
-        loss_fn=common.multitask_loss(all_tasks),
-        predict_fn=common.multitask_predict(all_tasks),
-        optim=optim,
-        eval_sets=common.eval_sets(targets),
-        eval_every=config.train.eval_every,
-        active_fn=common.heads_active_fn(params, all_tasks),
-        select="average",
-    )
+    return common.mixture_stage(
+        "adapt", config.train.steps, targets, all_tasks, params, config, config.optim,
+        eval_every=config.train.eval_every, frozen_name="lm_head_dropped",
+    )  # fmt: skip
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
