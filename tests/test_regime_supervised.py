@@ -52,3 +52,6 @@ def test_source_then_target_run(tiny_bert_dir, tmp_path):
     train_tasks = [r["task"] for r in records if r["split"] == "train"]
     assert train_tasks[:6] == ["builtin/entailment"] * 6
     assert train_tasks[6:] == ["builtin/sentiment"] * 8
+    # a freezing schedule recompiles once per change of the trainable set, never per step
+    comp = [r for r in records if r["split"] == "run" and r["task"] == "compilations"][-1]
+    assert comp["train"] <= len(phases) + 1
