@@ -239,7 +239,8 @@ def sentence_keep(
         drop = maskable & (jax.random.uniform(key, maskable.shape) < settings.subset_drop)
     elif view == "span":
         n = maskable.sum(1)  # real non-special tokens per row
-        span = jnp.ceil(settings.span_fraction * n).astype(jnp.int32)
+        # ceil, with slack so that 0.3 * 10 is 3 spans of float rounding notwithstanding
+        span = jnp.ceil(settings.span_fraction * n - 1e-4).astype(jnp.int32)
         start = jnp.floor(jax.random.uniform(key, n.shape) * (n - span + 1)).astype(jnp.int32)
         rank = jnp.cumsum(maskable, 1) - 1  # index among the maskable tokens
         drop = maskable & (rank >= start[:, None]) & (rank < (start + span)[:, None])
