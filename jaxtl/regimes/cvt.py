@@ -49,6 +49,7 @@ Auxiliary sentence heads are built like the primary head (:func:`jaxtl.regimes.c
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import jax
@@ -68,6 +69,8 @@ TAGGING_VIEWS = ("forward", "backward", "future", "past", "no_self")
 SENTENCE_VIEWS = ("span", "subset")
 VIEWS = TAGGING_VIEWS + SENTENCE_VIEWS
 SENTENCE_KINDS = ("classification", "regression")
+
+log = logging.getLogger(__name__)
 
 
 def aux_key(task_key: str, view: str) -> str:
@@ -143,6 +146,9 @@ def settings_from_config(
                 f"views: {TAGGING_VIEWS}, sentence views: {SENTENCE_VIEWS}"
             )
         per_task[td.key] = mine
+    unused = [v for v in views if not any(v in vs for vs in per_task.values())]
+    if unused:  # e.g. sentence views with only a tagging target: kept so configs can switch
+        log.info("cvt: views %s apply to none of the targets and are not used", unused)
     return Settings(per_task, float(c.span_fraction), float(c.subset_drop), float(c.no_self_rate))
 
 
