@@ -85,3 +85,32 @@ def test_head_gradients_are_zero_for_other_tasks(tiny_bert_dir):
     g = jax.grad(f)(nnx.to_pure_dict(st), _batch(1))
     assert not np.any(np.asarray(g["heads"]["builtin_sentiment"]["classifier"]["kernel"]))
     assert np.any(np.asarray(g["heads"]["builtin_ner"]["classifier"]["kernel"]))
+
+
+def test_bilstm_tagger_head_inside_the_task_switch(tiny_bert_dir):
+    """BERT's feature-based NER setup (a BiLSTM under the tagger) trains in the shared step:
+    the head's own nnx.scan must run inside the lax.switch branch."""
+    tds = _task_data(["builtin/sentiment", "builtin/ner"])
+    enc = models.from_pretrained(str(tiny_bert_dir)).model
+    cfg = __import__("configs.multitask", fromlist=["get_config"]).get_config()
+    cfg.unlock()
+    cfg.model.tagger_bilstm = 8
+    model = common.build_model(enc, tds, cfg)
+    graphdef, st = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(st)
+    assert "bilstm" in params["heads"]["builtin_ner"]
+    tx = optax.adam(1e-2)
+    f = step_lib.make_train_step(graphdef, common.multitask_loss(tds), tx)
+    state = step_lib.init_state(jax.tree.map(jax.numpy.array, params), tx, 0)
+    before = np.asarray(
+        params["heads"]["builtin_ner"]["bilstm"][0]["forward"]["cell"]["dense_i"]["kernel"]
+    )
+    state, m = f(state, _batch(1))
+    assert np.isfinite(float(m["loss"]))
+    after = np.asarray(
+        state.params["heads"]["builtin_ner"]["bilstm"][0]["forward"]["cell"]["dense_i"]["kernel"]
+    )
+    assert not np.array_equal(before, after)
+    predict = step_lib.make_eval_step(graphdef, common.multitask_predict(tds))
+    out = predict(state.params, _batch(1))
+    assert out["pred_tokens"].shape == (4, 16)

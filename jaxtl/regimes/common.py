@@ -212,14 +212,17 @@ def task_branch(
     hands task heads: the LM head was trained on it) with the encoder's tied embedding.
     """
 
+    head_def, head_state = nnx.split(model.heads[td.key])
+    embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
+
     def f(operands):
         feats, last = operands
-        head = model.heads[td.key]
+        # Rebuild the head inside the branch: NNX modules that run their own transforms (the
+        # BiLSTM under a tagger uses nnx.scan) cannot reach Variables across lax.switch's trace.
+        head = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))
         rngs = nnx.Rngs(dropout=head_dropout_key)
         if td.task.kind == "lm":
-            logits = head(
-                last, model.encoder.tied_embedding(), deterministic=not train_mode, rngs=rngs
-            )
+            logits = head(last, embedding, deterministic=not train_mode, rngs=rngs)
         else:
             logits = head(feats, batch["attention_mask"], deterministic=not train_mode, rngs=rngs)
         total, den = losses.LOSSES[td.task.kind](logits, batch)
@@ -269,12 +272,16 @@ def multitask_loss(task_list: Sequence[TaskData], weights: dict[str, float] | No
 def task_predict_branch(model: nnx.Module, td: TaskData, batch: dict):
     """The eval-time ``lax.switch`` branch of one task: ``f((feats, last)) -> predictions``."""
 
+    head_def, head_state = nnx.split(model.heads[td.key])
+    embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
+
     def f(operands):
         feats, last = operands
+        head = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))  # see task_branch
         if td.task.kind == "lm":
-            logits = model.heads[td.key](last, model.encoder.tied_embedding())
+            logits = head(last, embedding)
         else:
-            logits = model.heads[td.key](feats, batch["attention_mask"])
+            logits = head(feats, batch["attention_mask"])
         return losses.predictions(td.task.kind, logits, batch)
 
     return f
