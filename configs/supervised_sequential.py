@@ -7,6 +7,10 @@ to whom) for 200 steps; stage 2 adapts the same encoder to builtin/sentiment wit
 ``train.steps`` = 150 steps. Adaptation knobs apply to stage 2 (``--config.optim.strategy=
 gradual_unfreezing``, ``--config.optim.schedule=stlr`` …); stage 1 has ``source.optim``.
 Compare with ``--config.source.steps=0`` (no intermediate task) to see what the source buys.
+
+Measured with exactly this command on the shared 2-core CPU (3 min 7 s wall): source
+builtin/entailment accuracy 0.8875 after stage 1, target builtin/sentiment accuracy 1.0000
+after stage 2 (the synthetic sentiment task saturates; GLUE variant: supervised_sequential_glue).
 """
 
 from jaxtl import config as config_lib

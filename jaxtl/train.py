@@ -438,10 +438,13 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.results)
-        tasks = {n: es.task for st in self.stages for n, es in st.eval_sets.items()}
-        scored = [n for n in self.results if tasks[n].main_metric not in LOWER_IS_BETTER]
+        # The average is over the tasks the run ends on (a sequential run's targets, not its
+        # source tasks), GLUE-style, when there are at least two to average.
+        tasks = {n: es.task for n, es in self.stages[-1].eval_sets.items()}
+        final = {n: r for n, r in self.results.items() if n in tasks}
+        scored = [n for n in final if tasks[n].main_metric not in LOWER_IS_BETTER]
         if len(scored) > 1:
-            out["average"] = {"score": _average(self.results, tasks)}
+            out["average"] = {"score": _average(final, tasks)}
         report.write_json(self.workdir / "results.json", out)
         report.plot_run(self.workdir, self.metrics.records, self.plans)
         self.metrics.write(
