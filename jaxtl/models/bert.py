@@ -188,7 +188,11 @@ class BertEncoder(nnx.Module):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        pair_mask: jax.Array | None = None,
     ) -> base.EncoderOutput:
+        """``pair_mask`` (bool [B,1,T,T]: which keys each query may see) replaces the padding
+        mask built from ``attention_mask`` — restricted views such as left-context-only
+        attention (Cross-View Training) run through the same encoder."""
         cfg, emb = self.cfg, self.embeddings
         attention_mask = base.check_inputs(input_ids, attention_mask)
         x = emb.word(input_ids) + emb.position(position_ids(cfg, input_ids))
@@ -200,7 +204,7 @@ class BertEncoder(nnx.Module):
         x = base.dropout(x, cfg.hidden_dropout, deterministic=deterministic, rngs=rngs)
         if emb.project is not None:
             x = emb.project(x)
-        mask = base.padding_mask(attention_mask)
+        mask = base.padding_mask(attention_mask) if pair_mask is None else pair_mask
         states = [x]
         for layer in self.layers:
             x = layer(x, mask, deterministic=deterministic, rngs=rngs)

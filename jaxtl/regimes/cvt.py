@@ -59,7 +59,6 @@ import numpy as np
 from flax import nnx
 
 from jaxtl import models
-from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models import bert as bert_lib
 from jaxtl.models.bilstm import BiLSTMEncoder
@@ -204,25 +203,10 @@ def bert_hidden_states(
     deterministic: bool,
     rngs: nnx.Rngs | None,
 ) -> base.EncoderOutput:
-    """``BertEncoder.__call__`` with a per-query attention mask ``mask`` [B,1,T,T] in place of
-    the padding mask (the encoder takes only [B,T] masks). Same modules, same order; tests check
-    it equals the encoder under the padding mask."""
-    cfg, emb = encoder.cfg, encoder.embeddings
-    x = emb.word(input_ids) + emb.position(bert_lib.position_ids(cfg, input_ids))
-    if emb.token_type is not None:
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        x = x + emb.token_type(token_type_ids)
-    x = emb.norm(x)
-    x = base.dropout(x, cfg.hidden_dropout, deterministic=deterministic, rngs=rngs)
-    if emb.project is not None:
-        x = emb.project(x)
-    states = [x]
-    for layer in encoder.layers:
-        x = layer(x, mask, deterministic=deterministic, rngs=rngs)
-        x = constrain_batch(x)
-        states.append(x)
-    return base.EncoderOutput(tuple(states))
+    """The encoder with a per-query attention mask ``mask`` [B,1,T,T] instead of padding."""
+    return encoder(
+        input_ids, None, token_type_ids, deterministic=deterministic, rngs=rngs, pair_mask=mask
+    )
 
 
 def shift(x: jax.Array, attention_mask: jax.Array, by: int) -> jax.Array:
