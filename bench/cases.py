@@ -21,8 +21,6 @@ import numpy as np
 from bench.common import HEAD_KEY, REPO, TASK, Settings, alternate, median, model_dir
 
 STEP_STRATEGIES = ("full", "frozen", "bottom_half", "lora")
-# strategies whose frozen backward the unchanged jaxtl step still computes (see bench.variants)
-STOP_VARIANTS = ("frozen", "bottom_half", "lora")
 
 
 def _vocab(s: Settings) -> int:
@@ -42,17 +40,11 @@ def case_step(s: Settings) -> dict[str, Any]:
             model, _ = J.build_model(s, strategy, tokenizer=False)
             params = J.params_of(model)
             jx = J.train_setup(s, strategy, batch, model=model)
-            variant = None
-            if strategy in STOP_VARIANTS:
-                model2, _ = J.build_model(s, strategy, tokenizer=False)
-                variant = J.train_setup(s, strategy, batch, model=model2, stop_frozen=True)
             tx = T.train_setup(s, strategy, params, batch)
             for _ in range(s.warmup):
                 jx.run()
                 tx.run()
-                if variant is not None:
-                    variant.run()
-            timing = alternate(jx.run, tx.run, s.pairs, extra=variant.run if variant else None)
+            timing = alternate(jx.run, tx.run, s.pairs)
             row = {
                 "seq_len": t,
                 "batch_size": s.batch_size,
@@ -65,14 +57,11 @@ def case_step(s: Settings) -> dict[str, Any]:
                 "torch_opt_state_bytes": T.optimizer_state_bytes(tx.opt),
                 **timing,
             }
-            if variant is not None:
-                row["stop_frozen_flops"] = variant.flops
-                row["stop_frozen_compile_s"] = variant.compile_s
             rows.append(row)
             print(f"  step T={t} {strategy}: jaxtl {row['jaxtl_median_s']:.3f}s "
                   f"torch {row['torch_median_s']:.3f}s ratio {row['ratio_median']:.2f}",
                   flush=True)  # fmt: skip
-            del jx, tx, variant, model
+            del jx, tx, model
             gc.collect()
     return {"rows": rows, "derived": _step_derived(rows, s)}
 
@@ -95,9 +84,6 @@ def _step_derived(rows: list[dict], s: Settings) -> dict[str, Any]:
                 "torch_time_ratio": r["torch_median_s"] / full["torch_median_s"],
                 "jaxtl_flops_ratio": r["jaxtl_flops"] / full["jaxtl_flops"],
             }
-            if "extra_median_s" in r:
-                d[strat]["stop_frozen_time_ratio"] = r["extra_median_s"] / full["jaxtl_median_s"]
-                d[strat]["stop_frozen_flops_ratio"] = r["stop_frozen_flops"] / full["jaxtl_flops"]
         # Backward ~ 2x forward, so a step is ~1/3 forward, ~2/3 backward; freezing the bottom k
         # of L blocks (and the embeddings) removes their whole backward: (2/3)(k/L) of the step.
         d["bottom_half_predicted_saving"] = (2.0 / 3.0) * 0.5
@@ -309,16 +295,15 @@ def case_cache(s: Settings) -> dict[str, Any]:
     batches = [next(it) for _ in range(steps)]
 
     # Recompute: jaxtl's feature-extraction step over bucketed batches; one compiled program per
-    # bucket, compiled before timing. Both the unchanged step and the stop-gradient variant.
-    def recompute(stop_frozen: bool) -> dict[str, Any]:
+    # bucket, compiled before timing.
+    def recompute() -> dict[str, Any]:
         m, _ = J.build_model(s, "frozen", tokenizer=False)
         setups, compile_s = {}, 0.0
         state = None
         for b in batches:
             t = b["input_ids"].shape[1]
             if t not in setups:
-                st = J.train_setup(s, "frozen", b, model=m, total_steps=steps,
-                                   stop_frozen=stop_frozen)  # fmt: skip
+                st = J.train_setup(s, "frozen", b, model=m, total_steps=steps)
                 setups[t] = st
                 compile_s += st.compile_s
                 state = st.state if state is None else state
@@ -329,12 +314,8 @@ def case_cache(s: Settings) -> dict[str, Any]:
         return {"train_s": time.perf_counter() - t0, "compile_s": compile_s,
                 "final_loss": float(met["loss"])}  # fmt: skip
 
-    rec = recompute(True)
+    rec = recompute()
     gc.collect()
-    rec_asis_epoch = None
-    if s.cache_unchanged_epoch:
-        # the unchanged step over one epoch only (it recomputes the encoder's backward too)
-        rec_asis_epoch = _one_epoch_asis(s, batches[: it.batches_per_epoch()], J)
 
     # Cached: run the encoder once (jaxtl eval step), keep the [CLS] vectors.
     graphdef, pstate = nnx.split(model, nnx.Param)
@@ -408,7 +389,6 @@ def case_cache(s: Settings) -> dict[str, Any]:
         "cached_steps": len(hb),
         "recompute_train_s": rec["train_s"],
         "recompute_compile_s": rec["compile_s"],
-        "recompute_unchanged_step_one_epoch_s": rec_asis_epoch,
         "extract_s": extract_s,
         "extract_compile_s": compile_s,
         "cached_train_s": cached_train_s,
@@ -419,23 +399,6 @@ def case_cache(s: Settings) -> dict[str, Any]:
         "cached_final_loss": float(hm_["loss"]),
         "recompute_final_loss": rec["final_loss"],
     }
-
-
-def _one_epoch_asis(s: Settings, batches: list, J) -> float:
-    import jax
-
-    m, _ = J.build_model(s, "frozen", tokenizer=False)
-    setups, state = {}, None
-    for b in batches:
-        t = b["input_ids"].shape[1]
-        if t not in setups:
-            setups[t] = J.train_setup(s, "frozen", b, model=m)
-            state = setups[t].state if state is None else state
-    t0 = time.perf_counter()
-    for b in batches:
-        state, met = setups[b["input_ids"].shape[1]].step(state, jax.device_put(b))
-    jax.block_until_ready((state, met))
-    return time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------ 5/6. subprocesses

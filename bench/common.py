@@ -41,7 +41,6 @@ class Settings:
     padding_examples: int = 0  # padding: first N SST-2 training examples (0 = all)
     cache_examples: int = 4096  # feature caching: training examples
     cache_epochs: int = 5
-    cache_unchanged_epoch: bool = True  # also time one epoch of the unchanged frozen step
     memory_steps: int = 3
     scaling_devices: tuple[int, ...] = (1, 2, 4, 8)
     scaling_seq_len: int = 128
@@ -78,18 +77,14 @@ def alternate(
     a: Callable[[], Any],
     b: Callable[[], Any] | None,
     pairs: int,
-    *,
-    extra: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Time ``a`` (jaxtl) and ``b`` (PyTorch) alternately ``pairs`` times; each call blocks.
 
     Returns per-call seconds, their medians and the median of the per-pair ratios a/b. ``b``
-    None times ``a`` alone. ``extra`` (a jaxtl variant) joins each round, after ``a`` and before
-    ``b``, and gets its own times and ratio to ``b``.
+    None times ``a`` alone.
     """
     ta: list[float] = []
     tb: list[float] = []
-    te: list[float] = []
 
     def clock(fn: Callable[[], Any], into: list[float]) -> None:
         t0 = time.perf_counter()
@@ -98,8 +93,6 @@ def alternate(
 
     for _ in range(pairs):
         clock(a, ta)
-        if extra is not None:
-            clock(extra, te)
         if b is not None:
             clock(b, tb)
     out: dict[str, Any] = {"jaxtl_s": ta, "jaxtl_median_s": median(ta)}
@@ -107,11 +100,6 @@ def alternate(
         out["torch_s"] = tb
         out["torch_median_s"] = median(tb)
         out["ratio_median"] = median([x / y for x, y in zip(ta, tb)])
-    if extra is not None:
-        out["extra_s"] = te
-        out["extra_median_s"] = median(te)
-        if b is not None:
-            out["extra_ratio_median"] = median([x / y for x, y in zip(te, tb)])
     return out
 
 

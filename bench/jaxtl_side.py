@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bench import variants
 from bench.common import HEAD_KEY, TASK, Settings
 from jaxtl import models, partition, peft
 from jaxtl import step as step_lib
@@ -151,15 +150,14 @@ def train_setup(
     model: nnx.Module | None = None,
     total_steps: int = 1000,
     mesh: Any = None,
-    stop_frozen: bool = False,
     tokenizer: bool = True,
 ) -> TrainSetup:
     """Build and compile jaxtl's train step for ``strategy`` on ``batch``'s shape.
 
     With ``mesh`` the state and batch are placed as ``jaxtl.train.Trainer`` places them
     (parameters by their logical names, optimizer state like its parameters, batch over
-    ``(data, fsdp)``). ``stop_frozen`` applies :func:`bench.variants.stop_frozen` (frozen
-    parameters behind stop_gradient: what a trainable-only grad norm in jaxtl.step would cost).
+    ``(data, fsdp)``), and the phase's trainable mask goes to the step as the Trainer passes it
+    (frozen parameters enter as constants, so their backward work is not done).
     """
     from jaxtl import mesh as mesh_lib
 
@@ -173,8 +171,6 @@ def train_setup(
         total_steps=total_steps,
     )[0]  # fmt: skip
     loss_fn = regime_common.multitask_loss([task_data(s.data_dir)])
-    if stop_frozen:
-        loss_fn = variants.stop_frozen(loss_fn, phase.trainable_mask)
     kwargs: dict[str, Any] = {}
     if mesh is not None:
         logical = mesh_lib.logical_specs(pstate)
@@ -196,7 +192,9 @@ def train_setup(
     else:
         state = step_lib.init_state(params, phase.tx, s.seed)
         dev_batch = jax.device_put(batch)
-    step = step_lib.make_train_step(graphdef, loss_fn, phase.tx, **kwargs)
+    step = step_lib.make_train_step(
+        graphdef, loss_fn, phase.tx, trainable_mask=phase.trainable_mask, **kwargs
+    )
     t0 = time.perf_counter()
     compiled = step.lower(state, dev_batch).compile()
     compile_s = time.perf_counter() - t0

@@ -79,19 +79,15 @@ def step(res: dict, path: pathlib.Path) -> str:
         rows.append([
             r["seq_len"], r["strategy"], _f(r["jaxtl_median_s"]), _f(r["torch_median_s"]),
             _f(r["ratio_median"], 2), _f(r["jaxtl_flops"] / 1e9, 1),
-            _f(r.get("extra_median_s")), _f(r.get("extra_ratio_median"), 2),
-            _f(r["stop_frozen_flops"] / 1e9, 1) if "stop_frozen_flops" in r else "–",
             _f(r["jaxtl_compile_s"], 1), f"{r['jaxtl_trainable_params']:,}",
         ])  # fmt: skip
     header = ["T", "strategy", "jaxtl s", "PyTorch s", "jaxtl/PyTorch", "jaxtl GFLOP (XLA)",
-              "jaxtl + stop_gradient s", "(that)/PyTorch", "its GFLOP", "jaxtl compile s",
-              "trainable params"]  # fmt: skip
+              "jaxtl compile s", "trainable params"]  # fmt: skip
     lines = [
         f"B = {c['rows'][0]['batch_size']}, medians of {len(c['rows'][0]['jaxtl_s'])} "
-        "alternated pairs (jaxtl, jaxtl + stop_gradient, PyTorch in each round) after warm-up. "
-        "'jaxtl + stop_gradient' is the unchanged jaxtl step with the frozen parameters fed "
-        "through `stop_gradient` (bench/variants.py): what the step would cost with a grad "
-        "norm over trainable parameters only.",
+        "alternated pairs (jaxtl, PyTorch in each round) after warm-up; jaxtl's step is built "
+        "as the Trainer builds it (the phase's trainable mask: frozen parameters enter as "
+        "constants).",
         "",
         _table(header, rows),
         "",
@@ -102,13 +98,9 @@ def step(res: dict, path: pathlib.Path) -> str:
             goal = d["frozen_goal_ratio"]
             lines.append(
                 f"- T={t}, feature extraction / full step time: jaxtl {_f(fr['jaxtl_time_ratio'], 2)}"
-                f" (XLA FLOPs ratio {_f(fr['jaxtl_flops_ratio'], 2)}), jaxtl + stop_gradient "
-                f"{_f(fr.get('stop_frozen_time_ratio'), 2)} (FLOPs "
-                f"{_f(fr.get('stop_frozen_flops_ratio'), 2)}), PyTorch "
-                f"{_f(fr['torch_time_ratio'], 2)}. Goal ≤ {goal}: jaxtl as is "
+                f" (XLA FLOPs ratio {_f(fr['jaxtl_flops_ratio'], 2)}), PyTorch "
+                f"{_f(fr['torch_time_ratio'], 2)}. Goal ≤ {goal}: "
                 + _verdict(fr["jaxtl_time_ratio"], goal, lower=True)
-                + "; with stop_gradient "
-                + _verdict(fr.get("stop_frozen_time_ratio"), goal, lower=True)
                 + "."
             )
         bh = d.get("bottom_half")
@@ -117,16 +109,10 @@ def step(res: dict, path: pathlib.Path) -> str:
             lines.append(
                 f"- T={t}, bottom half frozen: saving 1 − t/t_full = jaxtl "
                 f"{_f(1 - bh['jaxtl_time_ratio'], 2)} (FLOPs {_f(1 - bh['jaxtl_flops_ratio'], 2)}),"
-                f" jaxtl + stop_gradient {_f(_sub1(bh.get('stop_frozen_time_ratio')), 2)} (FLOPs "
-                f"{_f(_sub1(bh.get('stop_frozen_flops_ratio')), 2)}), PyTorch "
-                f"{_f(1 - bh['torch_time_ratio'], 2)}; model (2/3)(k/L) = {pred:.2f}."
+                f" PyTorch {_f(1 - bh['torch_time_ratio'], 2)}; model (2/3)(k/L) = {pred:.2f}."
             )
     lines += ["", _source(res, path)]
     return "\n".join(lines)
-
-
-def _sub1(x: float | None) -> float | None:
-    return None if x is None else 1 - x
 
 
 def _verdict(x: float | None, goal: float, *, lower: bool) -> str:
@@ -191,7 +177,7 @@ def e2e(res: dict, path: pathlib.Path) -> str:
 def cache(res: dict, path: pathlib.Path) -> str:
     c = res["cases"]["cache"]
     rows = [
-        ["recompute frozen encoder every step (jaxtl step + stop_gradient)", c["recompute_steps"],
+        ["recompute frozen encoder every step (jaxtl step)", c["recompute_steps"],
          _f(c["recompute_train_s"], 2), _f(c["recompute_compile_s"], 1)],
         ["cached: encoder once (jaxtl eval step)", "–", _f(c["extract_s"], 2),
          _f(c["extract_compile_s"], 1)],
@@ -209,11 +195,6 @@ def cache(res: dict, path: pathlib.Path) -> str:
         f"- Including the one-time encoder pass: {_f(c['ratio_including_extraction'], 1)}× "
         f"({_verdict(c['ratio_including_extraction'], c['goal_ratio'], lower=False)}).",
     ]  # fmt: skip
-    if c.get("recompute_unchanged_step_one_epoch_s") is not None:
-        lines.append(
-            f"- The unchanged jaxtl feature-extraction step (no stop_gradient) takes "
-            f"{_f(c['recompute_unchanged_step_one_epoch_s'], 2)} s for one epoch."
-        )
     lines += ["", _source(res, path)]
     return "\n".join(lines)
 

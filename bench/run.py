@@ -40,7 +40,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         s.pairs = 3
         s.train_examples = 2048
         s.cache_examples = 512
-        s.cache_unchanged_epoch = False
         s.memory_steps = 1
         s.scaling_seq_len = 64
         s.scaling_steps = 2

@@ -64,8 +64,11 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
         assert _finite(r["ratio_median"]) and r["jaxtl_flops"] > 0
         # both systems train the same parameters
         assert r["jaxtl_trainable_params"] == r["torch_trainable_params"], r["strategy"]
+    # freezing removes backward work: fewer compiled FLOPs than full fine-tuning
+    full = {r["seq_len"]: r["jaxtl_flops"] for r in rows if r["strategy"] == "full"}
+    for r in rows:
         if r["strategy"] != "full":
-            assert r["stop_frozen_flops"] < r["jaxtl_flops"]
+            assert r["jaxtl_flops"] < full[r["seq_len"]], r["strategy"]
     assert {"frozen", "bottom_half"} <= set(c["step"]["derived"]["16"])
 
     assert {"jaxtl_median_s", "torch_median_s", "ratio_median", "jaxtl_flops"} <= set(c["forward"])
