@@ -444,5 +444,5 @@ def _factory(name: str) -> Callable[..., Task]:
 
 for _name in GENERATORS:
     register(f"builtin/{_name}")(_factory(_name))
-# The brief's alternative name for the pair task.
+# builtin/paraphrase is another name for the sentence-pair task.
 register("builtin/paraphrase")(_factory("entailment"))
