@@ -112,9 +112,9 @@ def case_forward(s: Settings) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ 3. end to end
 def _sst2(s: Settings):
-    from jaxtl.data import tasks
+    from jaxtl.data import get_task
 
-    task = tasks.get_task(TASK, s.data_dir)
+    task = get_task(TASK, s.data_dir)
     train = task.load("train")
     dev = task.load("dev")
     if s.train_examples:
@@ -533,10 +533,10 @@ def case_accelerator(s: Settings, run: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ 8. padding
 def case_padding(s: Settings) -> dict[str, Any]:
     """SST-2 train pad-token fraction: buckets 32/64/128 vs fixed 128 vs shuffled batch-max."""
-    from jaxtl.data import batching, tasks, tokenize
+    from jaxtl.data import batching, get_task, tokenize
     from jaxtl.models import hf
 
-    task = tasks.get_task(TASK, s.data_dir)
+    task = get_task(TASK, s.data_dir)
     train = task.load("train")
     if s.padding_examples:
         train = train[: s.padding_examples]

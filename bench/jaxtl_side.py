@@ -30,7 +30,7 @@ from flax import nnx
 from bench.common import HEAD_KEY, TASK, Settings
 from jaxtl import models, partition, peft
 from jaxtl import step as step_lib
-from jaxtl.data import tasks
+from jaxtl.data import get_task
 from jaxtl.regimes import common as regime_common
 
 STRATEGIES = ("full", "frozen", "bottom_half", "lora")
@@ -57,7 +57,7 @@ def optim_config(strategy: str, num_layers: int, s: Settings) -> Any:
 
 def task_data(data_dir: str) -> regime_common.TaskData:
     """The SST-2 task as the regimes see it (files are read only by the cases that need data)."""
-    task = tasks.get_task(TASK, data_dir or None)
+    task = get_task(TASK, data_dir or None)
     return regime_common.TaskData(task, 0, HEAD_KEY, 0, None, [], "dev")
 
 

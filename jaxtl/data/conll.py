@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 
-from jaxtl.data.readers import _split_files, read_lines, resolve
+from jaxtl.data.io import read_lines, resolve, split_files
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -189,7 +189,7 @@ def conll2003(
     if names is None:
         return conll_task(data_dir, path=os.path.join(root, "{split}.txt"), tag_column=tag_column)
     return _tagging_task(
-        "conll2003", _split_files(root, files, "conll2003"), files, names, True, on_bad_row,
+        "conll2003", split_files(root, files, "conll2003"), files, names, True, on_bad_row,
         tag_column=tag_column, width=4, scheme=scheme,
     )  # fmt: skip
 
@@ -210,7 +210,7 @@ def ud_pos(
         found = sorted(glob.glob(os.path.join(root, f"*-ud-{split}.conllu")))
         files[split] = os.path.basename(found[0]) if found else f"*-ud-{split}.conllu"
     names: Sequence[str] | None = UPOS_TAGS if column == 3 else None
-    path_for = _split_files(root, files, "ud_pos")
+    path_for = split_files(root, files, "ud_pos")
     if names is None:
         bad = BadRows(on_bad_row)
         train = read_conll(path_for("train"), bad, word_column=1, tag_column=column, iob=False,

@@ -14,9 +14,17 @@ and an empty file are always errors: skipping cannot repair them.
 ('classification', ('negative', 'positive'), True)
 
 Names: ``builtin/<name>`` (jaxtl.data.builtin, no files needed), GLUE ``sst2 cola mrpc rte stsb
-qnli mnli``, ``conll2003``, ``ud_pos``, ``wikitext``/``text``, ``multi30k``/``parallel``,
-``file`` (generic TSV/CSV/JSONL, see jaxtl.data.readers.file_task), ``conll`` (generic column
-files) and ``tfds:<name>`` (jaxtl.data.tfds_source).
+qnli mnli`` (jaxtl.data.glue), ``conll2003``, ``ud_pos``, ``conll`` (generic column files;
+jaxtl.data.conll), ``wikitext``/``text``, ``multi30k``/``parallel`` (jaxtl.data.text), ``file``
+(generic TSV/CSV/JSONL, jaxtl.data.files) and ``tfds:<name>`` (jaxtl.data.tfds_source).
+
+Imports run one way, so a reader can never be half-initialised when another needs it. This
+module holds only the types and the registry and imports no other jaxtl.data module; jaxtl.data.io
+(shared file reading) imports only this one; each reader module imports only these two and
+registers its tasks with :func:`register` when imported; jaxtl.data.catalogue imports every
+reader and defines ``get_task`` / ``task_names``. A new reader goes in its own module, is added
+to the catalogue's imports, and never imports the catalogue or another reader
+(``scripts/check_imports.py --package jaxtl/data`` fails on a cycle).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -126,40 +134,16 @@ class Task:
         return self.loader(split)
 
 
-_REGISTRY: dict[str, Callable[..., Task]] = {}
+# Name -> factory(data_dir, **options). Filled by the reader modules as they are imported; read
+# through jaxtl.data.catalogue, which imports them all first.
+REGISTRY: dict[str, Callable[..., Task]] = {}
 
 
 def register(name: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
     """Register ``factory(data_dir, **options) -> Task`` under ``name`` (lower case)."""
 
     def deco(factory: Callable[..., Task]) -> Callable[..., Task]:
-        _REGISTRY[name.lower()] = factory
+        REGISTRY[name.lower()] = factory
         return factory
 
     return deco
-
-
-def task_names() -> list[str]:
-    _import_readers()
-    return sorted(_REGISTRY)
-
-
-def get_task(name: str, data_dir: str | None = None, **options: Any) -> Task:
-    """Build the task called ``name``; ``options`` go to its factory (e.g. ``on_bad_row="skip"``).
-
-    ``tfds:<dataset>`` names read TFDS array_record data; ``builtin/<x>`` need no ``data_dir``.
-    """
-    _import_readers()
-    key = name.lower()
-    if key.startswith("tfds:"):
-        from jaxtl.data import tfds_source
-
-        return tfds_source.tfds_task(name[len("tfds:") :], data_dir, **options)
-    if key not in _REGISTRY:
-        raise KeyError(f"unknown task {name!r}; known: {sorted(_REGISTRY)} and 'tfds:<name>'")
-    return _REGISTRY[key](data_dir, **options)
-
-
-def _import_readers() -> None:
-    # Reader modules register their tasks on import; importing here avoids a cycle.
-    from jaxtl.data import builtin, conll, readers, text  # noqa: F401

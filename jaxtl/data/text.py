@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 
-from jaxtl.data.readers import _split_files, read_lines, resolve
+from jaxtl.data.io import read_lines, resolve, split_files
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 _HEADING = re.compile(r"^\s*=( =)*[^=].*=\s*$")
@@ -47,7 +47,7 @@ def wikitext(
     """WikiText ``wiki.{train,valid,test}.tokens`` (splits train/dev/test)."""
     root = resolve(data_dir, folder, "wikitext")
     files = {"train": "wiki.train.tokens", "dev": "wiki.valid.tokens", "test": "wiki.test.tokens"}
-    return _corpus_task("wikitext", _split_files(root, files, "wikitext"), files, drop_headings,
+    return _corpus_task("wikitext", split_files(root, files, "wikitext"), files, drop_headings,
                         on_bad_row)  # fmt: skip
 
 
@@ -120,7 +120,7 @@ def parallel(
         return os.path.join(root, f"{stem}.{lang}")
 
     src_files = {s: os.path.basename(pick(stem, src)) for s, stem in stems.items()}
-    src_for = _split_files(root, src_files, name)
+    src_for = split_files(root, src_files, name)
 
     def load(split: str) -> Loaded:
         sp = src_for(split)

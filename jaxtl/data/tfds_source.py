@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from jaxtl.data.io import DEFAULT_METRICS
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task
 
 DEFAULT_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
@@ -83,8 +84,6 @@ def tfds_task(
 ) -> Task:
     """A task over a prepared TFDS dataset (see the module docstring)."""
     import tensorflow_datasets as tfds
-
-    from jaxtl.data.readers import DEFAULT_METRICS
 
     folder = prepared_dir(name, os.fspath(data_dir) if data_dir else default_data_dir())
     builder = tfds.builder_from_directory(folder)

@@ -1,0 +1,178 @@
+"""The generic ``file`` task: the user's own TSV / CSV / JSONL files, columns mapped by options::
+
+    get_task("file", "/data", path="reviews/{split}.tsv", format="tsv",
+             text="sentence", label="label", kind="classification")
+
+- ``path``: file name, relative to ``data_dir`` unless absolute, with ``{split}`` standing for
+  the split name; or ``paths={"train": "a.csv", "dev": "b.csv"}`` to name each file.
+- ``format``: ``tsv`` | ``csv`` | ``jsonl``. ``header`` (default True) says whether the first
+  line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
+- ``text`` (required), ``text_pair`` (optional second segment), ``label`` (the target column;
+  absent for ``kind="lm"``), ``target`` (translation).
+- ``kind``: ``classification`` | ``regression`` | ``tagging`` (JSONL only: ``text`` holds a list
+  of words and ``label`` a list of tags) | ``lm`` | ``translation``.
+- ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
+  When omitted for classification / tagging it is read from the train split (sorted).
+- ``name``, ``metrics``, ``main_metric`` (defaults by kind), ``on_bad_row`` = error | skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from jaxtl.data.io import DEFAULT_METRICS, column, parse_label, read_lines, read_table, resolve
+from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+
+
+def _records(path: str, fmt: str, header: bool, bad: BadRows) -> Iterator[tuple[int, Any, Any]]:
+    """(line, names or None, record) where record is a list (tsv/csv) or a dict (jsonl)."""
+    if fmt == "jsonl":
+        for i, text in read_lines(path, bad):
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError as e:
+                bad(f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            if not isinstance(rec, dict):
+                bad(f"{path}:{i}", f"expected a JSON object, found {type(rec).__name__}")
+                continue
+            yield i, None, rec
+        return
+    if fmt not in ("tsv", "csv"):
+        raise DataError(f"{path}: format must be tsv, csv or jsonl, got {fmt!r}")
+    delimiter = "\t" if fmt == "tsv" else ","
+    names, rows = read_table(path, bad, delimiter=delimiter, header=header, quoting=fmt == "csv")
+    for i, fields in rows:
+        yield i, names, fields
+
+
+def _field(names: Sequence[str] | None, rec: Any, col: str | int | None, path: str) -> Any:
+    if col is None:
+        return None
+    if isinstance(rec, dict):
+        if col not in rec:
+            raise KeyError(col)
+        return rec[col]
+    return rec[column(names, col, path)]
+
+
+@register("file")
+def file_task(
+    data_dir: str | None = None,
+    *,
+    path: str | None = None,
+    paths: Mapping[str, str] | None = None,
+    format: str = "tsv",
+    header: bool = True,
+    text: str | int = "text",
+    text_pair: str | int | None = None,
+    label: str | int | None = "label",
+    target: str | int | None = None,
+    kind: str = "classification",
+    label_names: Sequence[str] | None = None,
+    name: str = "file",
+    metrics: Sequence[str] | None = None,
+    main_metric: str | None = None,
+    on_bad_row: str = "error",
+) -> Task:
+    """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
+    if (path is None) == (paths is None):
+        raise ValueError(
+            "file task: give exactly one of path='x/{split}.tsv' or paths={split: file}"
+        )
+    if paths is None:
+        assert path is not None
+        if "{split}" not in path:
+            raise ValueError(
+                f"file task: path {path!r} needs a '{{split}}' placeholder or use paths="
+            )
+        split_paths = {
+            s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")
+        }
+        split_paths = {s: p for s, p in split_paths.items() if os.path.isfile(p)} or split_paths
+    else:
+        split_paths = {s: resolve(data_dir, p, name) for s, p in paths.items()}
+    if kind == "tagging" and format != "jsonl":
+        raise ValueError("file task: tagging from a table is read with get_task('conll', ...)")
+    if kind in ("classification", "regression", "tagging") and label is None:
+        raise ValueError(f"file task: kind={kind!r} needs a label column")
+
+    def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
+        if split not in split_paths:
+            raise DataError(f"task {name!r} has no split {split!r}; splits: {list(split_paths)}")
+        p = split_paths[split]
+        if not os.path.isfile(p):
+            found = [s for s, q in split_paths.items() if os.path.isfile(q)]
+            raise DataError(f"{p}: file not found for split {split!r}; splits found: {found}")
+        bad = BadRows(on_bad_row)
+        out = []
+        for i, names, rec in _records(p, format, header, bad):
+            where = f"{p}:{i}"
+            try:
+                t = _field(names, rec, text, p)
+                pair = _field(names, rec, text_pair, p)
+                raw = _field(names, rec, label, p) if kind not in ("lm", "translation") else None
+                tgt = _field(names, rec, target, p)
+            except KeyError as e:
+                bad(where, f"missing field {e.args[0]!r}")
+                continue
+            except IndexError:
+                bad(where, "row has fewer columns than the mapping needs")
+                continue
+            if kind == "tagging":
+                if not (isinstance(t, list) and isinstance(raw, list) and len(t) == len(raw)):
+                    bad(where, "tagging needs equal-length lists of words and tags")
+                    continue
+                tags = tuple(str(x) for x in raw)
+                if names_map is not None:
+                    unknown = [x for x in tags if x not in names_map]
+                    if unknown:
+                        bad(where, f"tag {unknown[0]!r} is not one of {sorted(names_map)}")
+                        continue
+                words = tuple(str(w) for w in t)
+                out.append(Example(" ".join(words), None, tags, words=words, source=where))
+                continue
+            if not isinstance(t, str) or not t.strip():
+                bad(where, f"text field {text!r} is empty or not a string")
+                continue
+            value: Any = None
+            if kind == "classification":
+                value = str(raw).strip() if names_map is None else None
+                if names_map is not None:
+                    value = parse_label(str(raw), kind, names_map, where, bad)
+                    if value is None:
+                        continue
+            elif kind == "regression":
+                value = parse_label(str(raw), kind, None, where, bad)
+                if value is None:
+                    continue
+            out.append(Example(t.strip(), pair, value, target=tgt, source=where))
+        return bad.result(out, p)
+
+    names_tuple: tuple[str, ...] = tuple(str(x) for x in label_names or ())
+    if kind in ("classification", "tagging") and not names_tuple:
+        # Label set from the training split, sorted so the ids are stable across runs.
+        first = read("train" if "train" in split_paths else next(iter(split_paths)), None)
+        values = set()
+        for ex in first:
+            values.update(ex.label if kind == "tagging" else (ex.label,))
+        names_tuple = tuple(sorted(values))
+    label_map = {n: i for i, n in enumerate(names_tuple)}
+    default_metrics, default_main = DEFAULT_METRICS[kind]
+    mets = tuple(metrics or default_metrics)
+    return Task(
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        loader=lambda split: read(split, label_map if kind != "lm" else None),
+        splits=tuple(split_paths),
+        label_names=names_tuple,
+        text_fields=tuple(str(c) for c in (text, text_pair) if c is not None),
+        metrics=mets,
+        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
+        iob=kind == "tagging" and all(n == "O" or n[:2] in ("B-", "I-") for n in names_tuple),
+    )

@@ -1,0 +1,156 @@
+"""Shared file reading for the readers: paths, lines, delimited tables, columns and labels.
+
+Every file reader goes through :func:`read_lines`, which decodes line by line so that invalid
+UTF-8 is reported (or skipped) with its file and line, and refuses missing and empty files.
+
+This module sits below the readers (glue, files, conll, text, tfds_source) and imports only
+:mod:`jaxtl.data.tasks`; whatever more than one reader needs belongs here, so that no reader has
+to import another one.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from jaxtl.data.tasks import BadRows, DataError
+
+# Metrics (and the main one) of a task whose reader is told only its kind (file, tfds).
+DEFAULT_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
+    "classification": (("accuracy", "macro_f1"), "accuracy"),
+    "regression": (("pearson", "spearman"), "pearson"),
+    "tagging": (("span_f1", "token_accuracy"), "span_f1"),
+    "lm": (("perplexity",), "perplexity"),
+    "translation": (("bleu",), "bleu"),
+}
+
+
+def resolve(data_dir: str | os.PathLike | None, path: str | os.PathLike, task: str) -> str:
+    """``path`` under ``data_dir`` (or as is when absolute); a clear error when no dir given."""
+    path = os.fspath(path)
+    if os.path.isabs(path):
+        return path
+    if data_dir is None:
+        raise DataError(f"task {task!r} reads files: pass data_dir (the folder holding {path!r})")
+    return os.path.join(os.fspath(data_dir), path)
+
+
+def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without the newline) for each line of a UTF-8 (or .gz) file.
+
+    A line that is not valid UTF-8 goes to ``bad`` naming its line and byte; a leading BOM is
+    dropped; a missing or empty file is an error whatever ``bad`` says.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if not data.strip():
+        raise DataError(f"{path}: file is empty")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for i, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad(f"{path}:{i}", f"invalid UTF-8 at byte {e.start} of the line")
+            continue
+        if i == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        yield i, line.rstrip("\r")
+
+
+def read_table(
+    path: str, bad: BadRows, *, delimiter: str = "\t", header: bool = True, quoting: bool = False
+) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
+    """Header (or None) and the rows of a delimited file, rows with a wrong field count sent to
+    ``bad``. TSV is split on tabs with no quoting (GLUE sentences contain bare quotes); CSV uses
+    the csv module's quoting rules, one record per line."""
+    lines = read_lines(path, bad)
+
+    def split(text: str) -> list[str]:
+        if quoting:
+            return next(csv.reader(io.StringIO(text), delimiter=delimiter))
+        return text.split(delimiter)
+
+    names: list[str] | None = None
+    if header:
+        first = next(lines, None)
+        if first is None:
+            raise DataError(f"{path}: no header line")
+        names = [n.strip() for n in split(first[1])]
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        width = len(names) if names is not None else None
+        nonlocal_width = [width]
+        for i, text in lines:
+            if not text.strip():
+                continue
+            fields = split(text)
+            if nonlocal_width[0] is None:
+                nonlocal_width[0] = len(fields)
+            if len(fields) != nonlocal_width[0]:
+                bad(
+                    f"{path}:{i}",
+                    f"expected {nonlocal_width[0]} fields, found {len(fields)}",
+                )
+                continue
+            yield i, fields
+
+    return names, rows()
+
+
+def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
+    """Index of column ``col`` (a header name, or a 0-based integer)."""
+    if isinstance(col, int):
+        return col
+    if names is None:
+        raise DataError(f"{path}: file has no header, so column {col!r} must be an integer")
+    if col not in names:
+        raise DataError(f"{path}: no column {col!r} in header {names}")
+    return names.index(col)
+
+
+def parse_label(
+    raw: str, kind: str, label_map: Mapping[str, int] | None, where: str, bad: BadRows
+) -> int | float | None:
+    """A class id (via ``label_map``) or a finite float; None after reporting a bad value."""
+    raw = raw.strip()
+    if kind == "classification":
+        assert label_map is not None
+        if raw not in label_map:
+            bad(where, f"label {raw!r} is not one of {sorted(label_map)}")
+            return None
+        return label_map[raw]
+    try:
+        value = float(raw)
+    except ValueError:
+        bad(where, f"score {raw!r} is not a number")
+        return None
+    if not math.isfinite(value):
+        bad(where, f"score {raw!r} is not finite")
+        return None
+    return value
+
+
+def split_files(folder: str, files: Mapping[str, str], task: str) -> Callable[[str], str]:
+    """``path_for(split)``: the file ``files[split]`` in ``folder``, or a DataError that lists the
+    splits whose files do exist there."""
+
+    def path_for(split: str) -> str:
+        path = os.path.join(folder, files[split])
+        if not os.path.isfile(path):
+            found = [s for s, f in files.items() if os.path.isfile(os.path.join(folder, f))]
+            raise DataError(
+                f"{path}: file not found for split {split!r} of task {task!r}; "
+                f"splits found in {folder}: {found}"
+            )
+        return path
+
+    return path_for
