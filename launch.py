@@ -1,12 +1,14 @@
 """jaxtl's command line: parse, resolve and save the config, then hand over to a regime.
 
-    python launch.py --regime=REGIME [--config=configs/FILE.py[:ARG]] [--config.KEY=VALUE ...]
+    python launch.py --regime=REGIME [--config=configs/FILE.py[:tiny]] [--config.KEY=VALUE ...]
                      [--workdir=DIR]
 
 REGIME: self_supervised | unsupervised_sequential | multitask | supervised_sequential.
-Without --config, configs/REGIME.py is used. Re-running with the same --workdir resumes from its
-latest good checkpoint. On a TPU VM every worker runs the same command line (with
---config.distributed.enabled=True).
+Without --config, configs/REGIME.py is used. ``:tiny`` after the file name (passed to its
+``get_config``) runs the same stages and strategy at smoke-test size, about a minute on a 2-core
+CPU (sizes in configs/tiny.py): ``--config=configs/multitask.py:tiny``. Re-running with the same
+--workdir resumes from its latest good checkpoint. On a TPU VM every worker runs the same command
+line (with --config.distributed.enabled=True).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def main() -> None:
     from jaxtl.regimes import REGIMES
 
     flags.DEFINE_enum("regime", None, list(REGIMES), "Which transfer regime to run.")
-    config_flags.DEFINE_config_file("config", None, "Config file (default configs/REGIME.py).")
+    config_flags.DEFINE_config_file("config", None, "FILE.py[:tiny]; default configs/REGIME.py.")
     flags.DEFINE_string("workdir", None, "Output directory (default: a new folder under runs/).")
     flags.mark_flag_as_required("regime")
 

@@ -3,6 +3,12 @@
     python launch.py --regime=multitask --config=configs/multitask_glue.py \
         --config.data.dir=../shared/data [--config.train.steps=50]
 
+Smoke-test size, same stages and strategy (``:tiny``, sizes in ``configs/tiny.py``; 22 s wall with
+MiniLM on the shared 2-core CPU):
+
+    python launch.py --regime=multitask --config=configs/multitask_glue.py:tiny \
+        --config.data.dir=../shared/data
+
 SST-2, CoLA, MRPC, RTE (classification / sentence pairs) and STS-B (regression) share one
 encoder; tasks are drawn with temperature-2 sampling (p ∝ n^0.5), so the small tasks (RTE 2.5k,
 MRPC 3.7k) are seen far more often than their share of the data. Dev metrics per task: accuracy
@@ -10,11 +16,13 @@ MRPC 3.7k) are seen far more often than their share of the data. Dev metrics per
 their GLUE-style average. ``refine.steps > 0`` adds MT-DNN's per-task refinement.
 """
 
+from configs import tiny
 from jaxtl import config as config_lib
 from jaxtl.regimes import multitask
 
 
-def get_config():
+def get_config(arg=None):
+    tiny.check_arg(arg, __file__)
     c = config_lib.base_config()
     multitask.add_config(c)
     c.tasks.names = ("glue/sst2", "glue/cola", "glue/mrpc", "glue/rte", "glue/stsb")
@@ -26,4 +34,6 @@ def get_config():
     c.optim.lr = 5e-5
     c.optim.schedule = "linear"
     c.optim.warmup = 0.1
+    if arg == "tiny":
+        tiny.shrink(c)
     return config_lib.finalize(c)

@@ -2,6 +2,11 @@
 
     python launch.py --regime=self_supervised
 
+Smoke-test size, same stages and strategy (``:tiny``, sizes in ``configs/tiny.py``; 28 s wall with
+MiniLM on the shared 2-core CPU):
+
+    python launch.py --regime=self_supervised --config=configs/self_supervised.py:tiny
+
 One stage of ``train.steps`` = 150 steps alternating labelled builtin/sentiment batches with
 unlabelled builtin/corpus batches (``unlabelled.ratio`` = 1: every other step), with an auxiliary
 masked-LM loss on the unlabelled text (``objective=aux_lm``, weight 1, blocks of 64 tokens).
@@ -13,15 +18,19 @@ builtin/sentiment accuracy 1.0000 / macro-F1 1.0000; builtin/corpus dev MLM pseu
 85.53 (the auxiliary objective); batches drawn 75 labelled / 75 unlabelled.
 """
 
+from configs import tiny
 from jaxtl import config as config_lib
 from jaxtl.regimes import self_supervised
 
 
-def get_config():
+def get_config(arg=None):
+    tiny.check_arg(arg, __file__)
     c = config_lib.base_config()
     self_supervised.add_config(c)
     c.train.steps = 150
     c.train.batch_size = 16
     c.train.eval_every = 0
     c.optim.lr = 1e-4
+    if arg == "tiny":
+        tiny.shrink(c)
     return config_lib.finalize(c)

@@ -2,6 +2,11 @@
 
     python launch.py --regime=self_supervised --config=configs/self_supervised_cvt.py
 
+Smoke-test size, same stages and strategy (``:tiny``, sizes in ``configs/tiny.py``; 33 s wall with
+MiniLM on the shared 2-core CPU):
+
+    python launch.py --regime=self_supervised --config=configs/self_supervised_cvt.py:tiny
+
 One stage of ``train.steps`` = 120 steps alternating labelled builtin/ner batches with unlabelled
 builtin/corpus lines (``unlabelled.ratio`` = 1: every other step). On unlabelled steps four
 auxiliary tagging heads (``heads/builtin_ner__cvt_{forward,backward,future,past}/``) learn the
@@ -21,11 +26,13 @@ synthetic NER task is easy; the numbers show the objective runs and does not hur
 helps; a gain needs a harder target with less labelled data.)
 """
 
+from configs import tiny
 from jaxtl import config as config_lib
 from jaxtl.regimes import self_supervised
 
 
-def get_config():
+def get_config(arg=None):
+    tiny.check_arg(arg, __file__)
     c = config_lib.base_config()
     self_supervised.add_config(c)
     c.objective = "cvt"
@@ -35,4 +42,6 @@ def get_config():
     c.train.batch_size = 16
     c.train.eval_every = 0
     c.optim.lr = 1e-4
+    if arg == "tiny":
+        tiny.shrink(c)
     return config_lib.finalize(c)

@@ -2,6 +2,12 @@
 
     python launch.py --regime=unsupervised_sequential
 
+Smoke-test size, same stages and strategy (``:tiny``, sizes in ``configs/tiny.py``; 38 s wall with
+MiniLM on the shared 2-core CPU):
+
+    python launch.py --regime=unsupervised_sequential \
+        --config=configs/unsupervised_sequential.py:tiny
+
 Stage 1 continues masked-LM training of MiniLM on the unlabelled builtin/corpus text (blocks of
 64 tokens, 15% masking) for 100 steps — ULMFiT's target-domain LM fine-tuning; MiniLM ships
 without an MLM head, so a fresh one is trained on the tied embeddings. Stage 2 drops the LM head
@@ -17,11 +23,13 @@ builtin/sentiment accuracy 1.0000 / macro-F1 1.0000 after stage 2. The synthetic
 saturates; the perplexity is where pretraining settings show.
 """
 
+from configs import tiny
 from jaxtl import config as config_lib
 from jaxtl.regimes import unsupervised_sequential
 
 
-def get_config():
+def get_config(arg=None):
+    tiny.check_arg(arg, __file__)
     c = config_lib.base_config()
     unsupervised_sequential.add_config(c)
     c.pretrain.steps = 100
@@ -31,4 +39,6 @@ def get_config():
     c.train.batch_size = 16
     c.train.eval_every = 0
     c.optim.lr = 1e-4
+    if arg == "tiny":
+        tiny.shrink(c)
     return config_lib.finalize(c)

@@ -3,18 +3,28 @@
     python launch.py --regime=unsupervised_sequential \
         --config=configs/unsupervised_sequential_glue.py --config.data.dir=../shared/data
 
+Smoke-test size, same stages and strategy (``:tiny``, sizes in ``configs/tiny.py``; 85 s wall with
+MiniLM on the shared 2-core CPU, most of it compiling: gradual unfreezing recompiles the step at
+each of its 7 phases):
+
+    python launch.py --regime=unsupervised_sequential \
+        --config=configs/unsupervised_sequential_glue.py:tiny \
+        --config.data.dir=../shared/data
+
 Stage 1 continues masked-LM training of the encoder on the WikiText-103 subset in
 ``data.dir/wikitext-103-subset`` (128-token blocks, whole-word masking) for 1,000 steps; stage 2
 adapts it to GLUE SST-2 for 2,000 steps with ULMFiT's gradual unfreezing, discriminative learning
 rates (factor 1/2.6) and the slanted triangular schedule. Not timed here: at MiniLM size it is
-a CPU job of about an hour; use ``--config.data.max_train_examples`` for a quick look.
+a CPU job of about an hour; ``:tiny`` (above) is the quick look.
 """
 
+from configs import tiny
 from jaxtl import config as config_lib
 from jaxtl.regimes import unsupervised_sequential
 
 
-def get_config():
+def get_config(arg=None):
+    tiny.check_arg(arg, __file__)
     c = config_lib.base_config()
     unsupervised_sequential.add_config(c)
     c.pretrain.corpus = "wikitext"
@@ -29,4 +39,6 @@ def get_config():
     c.optim.schedule = "stlr"
     c.optim.discriminative = 1 / 2.6
     c.optim.lr = 1e-4
+    if arg == "tiny":
+        tiny.shrink(c)
     return config_lib.finalize(c)

@@ -1,0 +1,99 @@
+"""Every config file: the full run and ``:tiny`` both load locked, ``tiny`` keeps the run's shape
+at a fraction of its steps, a bad argument names itself; and each regime's default config file
+runs end to end through launch.py at ``:tiny`` size (on the tiny BERT fixture)."""
+
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from configs import tiny
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(
+    p.stem for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "tiny")
+)
+REGIMES = ("self_supervised", "unsupervised_sequential", "multitask", "supervised_sequential")
+
+
+def _load(name):
+    return importlib.import_module(f"configs.{name}")
+
+
+def _stage_steps(c) -> dict[str, int]:
+    """``steps`` of every top-level section that has one (train, source, pretrain, refine...)."""
+    return {
+        k: c[k].steps
+        for k in c.keys()
+        if isinstance(c[k], ml_collections.ConfigDict) and "steps" in c[k]
+    }
+
+
+def test_every_regime_has_its_default_config_file():
+    assert set(REGIMES) <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_full_and_tiny_configs_load_locked(name):
+    mod = _load(name)
+    full, tiny_c = mod.get_config(), mod.get_config("tiny")
+    assert full.is_locked and tiny_c.is_locked
+    assert mod.get_config("").to_dict() == full.to_dict()
+    with pytest.raises(AttributeError):  # locked: an unknown key is an error, not a new key
+        tiny_c.train.stepz = 1
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_tiny_keeps_the_run_shape_with_fewer_steps(name):
+    mod = _load(name)
+    full, small = mod.get_config(), mod.get_config("tiny")
+    full_steps, tiny_steps = _stage_steps(full), _stage_steps(small)
+    assert sum(tiny_steps.values()) < sum(full_steps.values())
+    # same stages: a stage that runs still runs (with enough steps for MiniLM's 7 or 9 phases),
+    # a stage that is off stays off
+    for k, n in full_steps.items():
+        assert tiny_steps[k] == (min(n, tiny.STEPS) if n > 0 else 0), k
+    assert tiny.STEPS >= 9  # chain_thaw on MiniLM (6 layers): L + 3 phases
+    # same regime shape: objective, tasks, strategy, schedule, model
+    for key in ("objective", "model.name", "tasks.names", "source.tasks", "target.tasks",
+                "optim.strategy", "optim.schedule", "pretrain.corpus", "unlabelled.corpus"):  # fmt: skip
+        head, *rest = key.split(".")
+        if head in full:
+            assert _get(small, key) == _get(full, key), key
+    assert small.train.batch_size <= 8 and small.data.max_length <= 64
+    assert max(small.data.buckets) >= small.data.max_length
+    assert 0 < small.data.max_train_examples <= 64 and 0 < small.data.max_eval_examples <= 32
+    assert small.train.eval_every == 0
+    for k in ("pretrain", "unlabelled"):
+        if k in small:
+            assert small[k].block_size == 32
+
+
+def _get(c, key):
+    for part in key.split("."):
+        c = c[part]
+    return c
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_bad_argument_names_the_value_the_file_and_the_valid_ones(name):
+    with pytest.raises(ValueError, match=rf"{name}\.py.*'huge'.*'tiny'"):
+        _load(name).get_config("huge")
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_launch_default_config_at_tiny_size(regime, tiny_bert_dir, tmp_path):
+    wd = tmp_path / "wd"
+    cmd = [sys.executable, str(REPO / "launch.py"), f"--regime={regime}",
+           f"--config={REPO / 'configs' / regime}.py:tiny", f"--config.model.name={tiny_bert_dir}",
+           f"--workdir={wd}"]  # fmt: skip
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (wd / "results.json").is_file()
+    assert json.loads((wd / "config.json").read_text())["train"]["steps"] == tiny.STEPS
