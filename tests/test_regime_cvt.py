@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtl import config as config_lib
+from configs import self_supervised_cvt as cvt_config
 from jaxtl import models, paths
 from jaxtl.data import mixture
 from jaxtl.models.bilstm import BiLSTMConfig, BiLSTMEncoder
@@ -25,35 +25,26 @@ ALL_VIEWS = cvt.TAGGING_VIEWS + cvt.SENTENCE_VIEWS
 
 
 def _config(model_dir, **extra):
-    c = config_lib.base_config()
-    self_supervised.add_config(c)
+    c = cvt_config.get_config("tiny")
     c.model.name = str(model_dir)
-    c.objective = "cvt"
     c.target.tasks = ("builtin/ner", "builtin/sentiment")
     c.cvt.views = ALL_VIEWS
-    c.train.batch_size = 8
-    c.data.max_train_examples = 64
-    c.data.max_eval_examples = 16
     for k, v in extra.items():
         node = c
         *parents, leaf = k.split(".")
         for p in parents:
             node = node[p]
         node[leaf] = v
-    return config_lib.finalize(c)
+    return c
 
 
 def test_launch_cvt_writes_contract_files_one_compilation(tiny_bert_dir, tmp_path):
     steps = 6
     wd = tmp_path / "wd"
     cmd = [sys.executable, str(REPO / "launch.py"), "--regime=self_supervised",
-           f"--workdir={wd}", f"--config.model.name={tiny_bert_dir}", "--config.objective=cvt",
-           "--config.target.tasks=('builtin/ner',)", f"--config.train.steps={steps}",
-           "--config.train.batch_size=8", "--config.train.log_every=1",
-           "--config.train.progress=False", "--config.train.eval_every=0",
-           "--config.checkpoint.every_steps=0", "--config.data.max_train_examples=64",
-           "--config.data.max_eval_examples=16", "--config.data.max_length=64",
-           "--config.data.buckets=(64,)", "--config.unlabelled.ratio=0.5"]  # fmt: skip
+           f"--workdir={wd}", f"--config={REPO / 'configs' / 'self_supervised_cvt.py'}:tiny",
+           f"--config.model.name={tiny_bert_dir}", f"--config.train.steps={steps}",
+           "--config.unlabelled.ratio=0.5"]  # fmt: skip
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtl import config as config_lib
+from configs import self_supervised as self_supervised_config
 from jaxtl import paths
 from jaxtl.data import mixture
 from jaxtl.regimes import self_supervised
@@ -23,32 +23,23 @@ STEPS = 12
 
 
 def _config(model_dir, **extra):
-    c = config_lib.base_config()
-    self_supervised.add_config(c)
+    c = self_supervised_config.get_config("tiny")
     c.model.name = str(model_dir)
-    c.train.batch_size = 8
-    c.data.max_train_examples = 200
-    c.data.max_eval_examples = 40
-    c.unlabelled.block_size = 32
     for k, v in extra.items():
         node = c
         *parents, leaf = k.split(".")
         for p in parents:
             node = node[p]
         node[leaf] = v
-    return config_lib.finalize(c)
+    return c
 
 
 def test_launch_aux_lm_writes_contract_files_and_alternates(tiny_bert_dir, tmp_path):
     wd = tmp_path / "wd"
     cmd = [sys.executable, str(REPO / "launch.py"), "--regime=self_supervised",
-           f"--workdir={wd}", f"--config.model.name={tiny_bert_dir}",
-           f"--config.train.steps={STEPS}", "--config.train.batch_size=8",
-           "--config.train.log_every=1", "--config.train.progress=False",
-           "--config.train.eval_every=0", "--config.checkpoint.every_steps=0",
-           "--config.data.max_train_examples=200", "--config.data.max_eval_examples=40",
-           "--config.unlabelled.block_size=32", "--config.unlabelled.ratio=0.5",
-           "--config.optim.lr=1e-3"]  # fmt: skip
+           f"--workdir={wd}", f"--config={REPO / 'configs' / 'self_supervised.py'}:tiny",
+           f"--config.model.name={tiny_bert_dir}", f"--config.train.steps={STEPS}",
+           "--config.unlabelled.ratio=0.5", "--config.optim.lr=1e-3"]  # fmt: skip
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]

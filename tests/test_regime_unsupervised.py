@@ -12,28 +12,21 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from configs import unsupervised_sequential as unsupervised_config
 from jaxtl import checkpoint as ckpt_lib
-from jaxtl import config as config_lib
 from jaxtl import paths
 from jaxtl.data.batch import IGNORE
-from jaxtl.regimes import common, lm, unsupervised_sequential
+from jaxtl.regimes import common, lm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRETRAIN, ADAPT = 30, 6
-OVERRIDES = {
+OVERRIDES = {  # on configs/unsupervised_sequential.py:tiny
     "pretrain.steps": PRETRAIN,
-    "pretrain.block_size": 32,
     "pretrain.eval_every": 15,
     "pretrain.optim.lr": 3e-3,
     "train.steps": ADAPT,
-    "train.batch_size": 8,
-    "train.eval_batch_size": 16,
-    "train.eval_every": 0,
-    "train.log_every": 1,
-    "train.progress": False,
+    # Checkpoints at stage ends only, so step PRETRAIN's is kept (keep=2) for the tests to load.
     "checkpoint.every_steps": 0,
-    "data.max_train_examples": 300,
-    "data.max_eval_examples": 40,
     "optim.lr": 1e-3,
     # Frozen encoder while adapting: its params at the end must be exactly stage 1's.
     "optim.strategy": "feature_extraction",
@@ -41,8 +34,7 @@ OVERRIDES = {
 
 
 def _config(model_dir, **extra):
-    c = config_lib.base_config()
-    unsupervised_sequential.add_config(c)
+    c = unsupervised_config.get_config("tiny")
     c.model.name = str(model_dir)
     for k, v in {**OVERRIDES, **extra}.items():
         node = c
@@ -50,14 +42,15 @@ def _config(model_dir, **extra):
         for p in parents:
             node = node[p]
         node[leaf] = v
-    return config_lib.finalize(c)
+    return c
 
 
 @pytest.fixture(scope="module")
 def launched(tiny_bert_dir, tmp_path_factory):
     wd = tmp_path_factory.mktemp("us") / "wd"
     cmd = [sys.executable, str(REPO / "launch.py"), "--regime=unsupervised_sequential",
-           f"--workdir={wd}", f"--config.model.name={tiny_bert_dir}"]  # fmt: skip
+           f"--workdir={wd}", f"--config={REPO / 'configs' / 'unsupervised_sequential.py'}:tiny",
+           f"--config.model.name={tiny_bert_dir}"]  # fmt: skip
     cmd += [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -38,18 +38,12 @@ class PoisonFeed:
 
 
 def _setup(tiny_bert_dir, names, steps=12):
-    c = multitask_config.get_config()
-    c.unlock()
+    c = multitask_config.get_config("tiny")
     c.model.name = str(tiny_bert_dir)
     c.tasks.names = tuple(names)
     c.train.steps = steps
-    c.train.batch_size = 8
     c.train.eval_every = 4
-    c.train.log_every = 1
-    c.train.progress = False
     c.checkpoint.every_steps = 4
-    c.data.max_train_examples = 100
-    c.data.max_eval_examples = 24
     pre = common.load_encoder(c)
     tds = common.prepare_tasks(c.tasks.names, c, pre.tokenizer)
     model = common.build_model(pre.model, tds, c)
