@@ -21,6 +21,7 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) scripts/check_deps.py
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
