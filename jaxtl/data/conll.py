@@ -227,20 +227,34 @@ def conll_task(
     data_dir: str | None = None,
     *,
     path: str,
-    word_column: int = 0,
-    tag_column: int = -1,
+    word_column: int | None = None,
+    tag_column: int | None = None,
     delimiter: str | None = None,
-    iob: bool = True,
+    iob: bool | None = None,
     scheme: str = "auto",
     label_names: Sequence[str] | None = None,
+    conllu: bool | None = None,
     name: str = "conll",
     on_bad_row: str = "error",
 ) -> Task:
     """Generic column files: ``path`` with a ``{split}`` placeholder (relative to ``data_dir``),
     whitespace-separated columns unless ``delimiter``; ``iob=False`` for plain tags such as POS.
-    The tag set is ``label_names`` or, when omitted, the sorted tags of the train split."""
+    The tag set is ``label_names`` or, when omitted, the sorted tags of the train split.
+
+    ``conllu`` (default: whether ``path`` ends in ``.conllu``) reads CoNLL-U: tab-separated,
+    ``#`` comments, multiword ranges and empty nodes skipped; its defaults are the UPOS tags
+    (``word_column=1``, ``tag_column=3``, ``iob=False``; ``tag_column=4`` for XPOS). Otherwise
+    the defaults are ``word_column=0``, ``tag_column=-1`` (the last column) and ``iob=True``."""
     if "{split}" not in path:
         raise ValueError(f"conll task: path {path!r} needs a '{{split}}' placeholder")
+    if conllu is None:
+        conllu = path.endswith((".conllu", ".conllu.gz"))
+    if word_column is None:
+        word_column = 1 if conllu else 0
+    if tag_column is None:
+        tag_column = 3 if conllu else -1
+    if iob is None:
+        iob = not conllu
     paths = {s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")}
     present = {s: p for s, p in paths.items() if os.path.isfile(p)}
     if not present:
@@ -251,7 +265,9 @@ def conll_task(
             raise DataError(f"{paths[split]}: file not found; splits found: {list(present)}")
         return present[split]
 
-    options = dict(word_column=word_column, tag_column=tag_column, delimiter=delimiter)
+    options: dict = dict(word_column=word_column, tag_column=tag_column, delimiter=delimiter)
+    if conllu:
+        options["conllu"] = True
     if iob:
         options["scheme"] = scheme
     if not label_names:

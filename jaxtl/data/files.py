@@ -3,6 +3,10 @@
     get_task("file", "/data", path="reviews/{split}.tsv", format="tsv",
              text="sentence", label="label", kind="classification")
 
+or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
+
+    get_task("file:name=reviews,path=reviews/{split}.tsv,text=sentence,label=label", "/data")
+
 - ``path``: file name, relative to ``data_dir`` unless absolute, with ``{split}`` standing for
   the split name; or ``paths={"train": "a.csv", "dev": "b.csv"}`` to name each file.
 - ``format``: ``tsv`` | ``csv`` | ``jsonl``. ``header`` (default True) says whether the first
@@ -14,17 +18,25 @@
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
   When omitted for classification / tagging it is read from the train split (sorted).
 - ``name``, ``metrics``, ``main_metric`` (defaults by kind), ``on_bad_row`` = error | skip.
+
+A split whose file has no ``label`` column at all (a TSV/CSV header without it, or no JSONL
+object with the key: typically an unlabelled test set) is read with ``label=None`` for every
+example, for prediction; the split that gives the label set (train) must have labels. A row
+without the label in a labelled file is still a bad row.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from jaxtl.data.io import DEFAULT_METRICS, column, parse_label, read_lines, read_table, resolve
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+
+log = logging.getLogger(__name__)
 
 
 def _records(path: str, fmt: str, header: bool, bad: BadRows) -> Iterator[tuple[int, Any, Any]]:
@@ -49,6 +61,28 @@ def _records(path: str, fmt: str, header: bool, bad: BadRows) -> Iterator[tuple[
     names, rows = read_table(path, bad, delimiter=delimiter, header=header, quoting=fmt == "csv")
     for i, fields in rows:
         yield i, names, fields
+
+
+class _Deferred(BadRows):
+    """Appends ``(None, where, reason)`` to ``events`` instead of deciding: replayed in order."""
+
+    def __init__(self, events: list[tuple[Any, Any, Any]]):
+        super().__init__("skip")
+        self.events = events
+
+    def __call__(self, where: str, reason: str) -> None:
+        self.events.append((None, where, reason))
+
+
+def _lacks_label(records: Sequence[tuple[int, Any, Any]], label: str | int | None) -> bool:
+    """Whether a whole file has no ``label`` column: a header without it (TSV/CSV), or no JSON
+    object with the key. Such a split is read unlabelled (``label=None``), e.g. a test set."""
+    if label is None or not records:
+        return False
+    names, rec = records[0][1], records[0][2]
+    if isinstance(rec, dict):
+        return all(label not in r for _, _, r in records)
+    return isinstance(label, str) and names is not None and label not in names
 
 
 def _field(names: Sequence[str] | None, rec: Any, col: str | int | None, path: str) -> Any:
@@ -111,12 +145,31 @@ def file_task(
             raise DataError(f"{p}: file not found for split {split!r}; splits found: {found}")
         bad = BadRows(on_bad_row)
         out = []
-        for i, names, rec in _records(p, format, header, bad):
+        # Read the whole file first (to know whether it has labels at all), keeping the lines
+        # that _records rejects in place so that bad rows are reported in file order.
+        events: list[tuple[Any, Any, Any]] = []
+        for record in _records(p, format, header, _Deferred(events)):
+            events.append(record)
+        records = [e for e in events if e[0] is not None]
+        labelled = kind in ("lm", "translation") or not _lacks_label(records, label)
+        if not labelled:
+            if split == "train" or names_map is None or kind == "tagging":
+                header_names = records[0][1]
+                where = f"header {header_names}" if header_names is not None else "any row"
+                raise DataError(
+                    f"{p}: no label column {label!r} in {where}; only a split other than the "
+                    f"one that trains or gives the label set may be unlabelled"
+                )
+            log.info("%s: no label column %r: split %r is unlabelled", p, label, split)
+        for i, names, rec in events:
+            if i is None:
+                bad(names, rec)  # (None, where, reason): a line _records rejected
+                continue
             where = f"{p}:{i}"
             try:
                 t = _field(names, rec, text, p)
                 pair = _field(names, rec, text_pair, p)
-                raw = _field(names, rec, label, p) if kind not in ("lm", "translation") else None
+                raw = _field(names, rec, label, p) if labelled else None
                 tgt = _field(names, rec, target, p)
             except KeyError as e:
                 bad(where, f"missing field {e.args[0]!r}")
@@ -141,7 +194,9 @@ def file_task(
                 bad(where, f"text field {text!r} is empty or not a string")
                 continue
             value: Any = None
-            if kind == "classification":
+            if not labelled:
+                pass
+            elif kind == "classification":
                 value = str(raw).strip() if names_map is None else None
                 if names_map is not None:
                     value = parse_label(str(raw), kind, names_map, where, bad)
@@ -158,7 +213,7 @@ def file_task(
     if kind in ("classification", "tagging") and not names_tuple:
         # Label set from the training split, sorted so the ids are stable across runs.
         first = read("train" if "train" in split_paths else next(iter(split_paths)), None)
-        values = set()
+        values: set[Any] = set()
         for ex in first:
             values.update(ex.label if kind == "tagging" else (ex.label,))
         names_tuple = tuple(sorted(values))

@@ -7,6 +7,7 @@ text pairs line i of the source file with line i of the target file (Multi30k la
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 
@@ -28,10 +29,14 @@ def read_corpus(path: str, bad: BadRows, *, drop_headings: bool = False) -> list
 
 
 def _corpus_task(name: str, path_for, splits, drop_headings: bool, on_bad_row: str) -> Task:
+    """``path_for(split)``: the split's file, or a list of files read one after the other."""
+
     def load(split: str) -> Loaded:
-        path = path_for(split)
+        found = path_for(split)
+        paths = [found] if isinstance(found, str) else list(found)
         bad = BadRows(on_bad_row)
-        return bad.result(read_corpus(path, bad, drop_headings=drop_headings), path)
+        examples = [ex for p in paths for ex in read_corpus(p, bad, drop_headings=drop_headings)]
+        return bad.result(examples, paths[0] if len(paths) == 1 else f"{len(paths)} files")
 
     return Task(name, "lm", load, tuple(splits), metrics=("perplexity",), main_metric="perplexity")
 
@@ -51,6 +56,46 @@ def wikitext(
                         on_bad_row)  # fmt: skip
 
 
+_GLOB = re.compile(r"[*?[]")
+CORPUS_SPLIT_FILES = {"train": "train.txt", "dev": "dev.txt", "test": "test.txt"}
+
+
+def corpus_files(data_dir: str | None, path: str, name: str) -> dict[str, list[str]]:
+    """The files of each split of a text corpus at ``path`` (relative to ``data_dir``):
+
+    - ``corpus/{split}.txt``: the splits whose file exists;
+    - a glob (``corpus/*.txt``): every match, sorted, concatenated as the train split;
+    - a folder: ``train.txt`` / ``dev.txt`` / ``test.txt`` when any is there, else every
+      ``*.txt`` in it, sorted, as the train split;
+    - a file: the train split.
+    """
+    if "{split}" in path:
+        paths = {s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")}
+        found = {s: [p] for s, p in paths.items() if os.path.isfile(p)}
+        if not found:
+            raise DataError(f"{path}: no file found for any of the splits train, dev, test")
+        return found
+    full = resolve(data_dir, path, name)
+    if _GLOB.search(path):
+        matches = sorted(p for p in glob.glob(full) if os.path.isfile(p))
+        if not matches:
+            raise DataError(f"{full}: no file matches the pattern")
+        return {"train": matches}
+    if os.path.isdir(full):
+        named = {
+            s: [os.path.join(full, f)]
+            for s, f in CORPUS_SPLIT_FILES.items()
+            if os.path.isfile(os.path.join(full, f))
+        }
+        if named:
+            return named
+        every = sorted(p for p in glob.glob(os.path.join(full, "*.txt")) if os.path.isfile(p))
+        if not every:
+            raise DataError(f"{full}: folder has no .txt file")
+        return {"train": every}
+    return {"train": [full]}
+
+
 @register("text")
 def text_corpus(
     data_dir: str | None = None,
@@ -60,17 +105,13 @@ def text_corpus(
     drop_headings: bool = False,
     on_bad_row: str = "error",
 ) -> Task:
-    """Any text files, one example per non-empty line: ``path`` with a ``{split}`` placeholder
-    (``corpus/{split}.txt``), or a single file used as the train split."""
-    if "{split}" in path:
-        paths = {s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")}
-        paths = {s: p for s, p in paths.items() if os.path.isfile(p)}
-        if not paths:
-            raise DataError(f"{path}: no file found for any of the splits train, dev, test")
-    else:
-        paths = {"train": resolve(data_dir, path, name)}
+    """Any text files, one example per non-empty line. ``path``: a ``{split}`` pattern
+    (``corpus/{split}.txt``), a glob (``corpus/*.txt``, all files as train), a folder
+    (``train.txt``/``dev.txt``/``test.txt`` when present, else all its ``*.txt`` as train) or a
+    single file used as the train split; see :func:`corpus_files`."""
+    paths = corpus_files(data_dir, path, name)
 
-    def path_for(split: str) -> str:
+    def path_for(split: str) -> list[str]:
         return paths[split]
 
     return _corpus_task(name, path_for, paths, drop_headings, on_bad_row)

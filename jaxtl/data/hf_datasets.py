@@ -1,0 +1,412 @@
+"""Hugging Face ``datasets`` as tasks, from local files only:
+``get_task("hf:name=sent,path=/data/sent,text=sentence,label=label")`` or ``get_task("hf", ...)``.
+
+``path`` (relative to ``data_dir`` unless absolute) is one of
+
+- a folder written by ``Dataset.save_to_disk`` (the train split) or ``DatasetDict.save_to_disk``
+  (split ``validation``/``valid`` → ``dev``; ``train``, ``test`` and any other name kept), read
+  with ``datasets.load_from_disk``;
+- data files: one ``.parquet`` / ``.arrow`` / ``.json`` / ``.jsonl`` / ``.csv`` file (the train
+  split), a ``{split}`` pattern (``sent/{split}.parquet``; ``dev`` also finds ``validation``) or a
+  glob (``shards/*.parquet``, all files as train), read file by file with
+  ``datasets.load_dataset(<parquet|arrow|json|csv>, data_files=...)``; ``format`` overrides the
+  builder taken from the extension. A folder holding ``train.<ext>`` / ``dev.<ext>`` /
+  ``validation.<ext>`` / ``test.<ext>`` files works too;
+- otherwise a hub dataset name (``subset`` picks its configuration), read with
+  ``datasets.load_dataset(name)`` in offline mode: only from the local Hugging Face cache. jaxtl
+  never downloads; a dataset that is not cached is a one-line error saying how to point at
+  local files instead.
+
+Options mirror the ``file`` task: ``text``, ``text_pair``, ``label`` (``label=`` empty for a corpus),
+``target``, ``kind`` (default from the label feature: ``ClassLabel`` → classification, float →
+regression, a list → tagging, no label → lm; strings and ints → classification), ``label_names``
+(default: a ``ClassLabel``'s names, so its ids stay the ids; for int labels ``0..max``; for
+strings the sorted labels of the train split), ``metrics``, ``main_metric``, ``splits`` (our split
+→ the dataset's split name, e.g. ``{"dev": "validation_matched"}``), ``on_bad_row``. Tagging:
+``text`` is a list-of-words column and ``label`` a list of tags (a list of ``ClassLabel`` gives
+the tag names).
+
+Each row becomes an :class:`~jaxtl.data.tasks.Example` whose ``source`` is ``<file or split
+folder>:<row>`` (row = the 0-based index in that file or split, as ``dataset[row]``). A row with an
+empty text, a missing value or a label outside the label set is a bad row (error naming path, row
+and column, or a counted skip with ``on_bad_row="skip"``); a column missing from a split is an
+error listing its columns, except a missing label column in a split other than train, which reads
+that split unlabelled (``label=None``); so does a ``ClassLabel`` split whose labels are all -1
+(the HF convention for unlabelled test sets). ``datasets`` is imported only when such a task is
+built (it is slow to import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from jaxtl.data.io import DEFAULT_METRICS, resolve
+from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+
+BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
+            ".csv": "csv"}  # fmt: skip
+SPLIT_NAMES = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
+_GLOB = re.compile(r"[*?[]")
+_IOB = re.compile(r"^(O|[BI]-\S+)$")
+
+# Per split: the (where, dataset) parts to read one after the other.
+Parts = list[tuple[str, Any]]
+
+
+def _cache_dir() -> str:
+    """The datasets cache as the environment says *now* (``datasets.config`` reads it once)."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return os.environ["HF_DATASETS_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return os.path.join(home, "datasets")
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """``HF_DATASETS_OFFLINE=1`` semantics while inside, whatever the environment said when
+    ``datasets`` was imported: nothing is fetched, only local files and the cache are read."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = True
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+def _extension(path: str) -> str:
+    base = path[:-3] if path.endswith(".gz") else path
+    return os.path.splitext(base)[1].lower()
+
+
+def _builder(path: str, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in ("parquet", "arrow", "json", "jsonl", "csv"):
+            raise ValueError(f"hf task: format must be parquet, arrow, json or csv, got {fmt!r}")
+        return "json" if fmt == "jsonl" else fmt
+    ext = _extension(path)
+    if ext not in BUILDERS:
+        raise DataError(f"{path}: cannot tell the file format from {ext!r}; pass format=")
+    return BUILDERS[ext]
+
+
+def _load_file(path: str, fmt: str | None) -> Any:
+    import datasets
+
+    with offline():
+        return datasets.load_dataset(
+            _builder(path, fmt), data_files={"train": [path]}, split="train",
+            cache_dir=_cache_dir(),
+        )  # fmt: skip
+
+
+def _files_parts(files: Sequence[str], fmt: str | None) -> Callable[[], Parts]:
+    return lambda: [(f, _load_file(f, fmt)) for f in files]
+
+
+def _dict_parts(dd: Mapping[str, Any], where: Callable[[str], str],
+                splits: Mapping[str, str] | None) -> dict[str, Callable[[], Parts]]:  # fmt: skip
+    """Our split → parts, from a DatasetDict (its split names mapped, or ``splits``)."""
+    if splits:
+        missing = [s for s in splits.values() if s not in dd]
+        if missing:
+            raise DataError(f"{where('')}: no split {missing[0]!r}; splits: {list(dd)}")
+        return {ours: _const([(where(theirs), dd[theirs])]) for ours, theirs in splits.items()}
+    out: dict[str, Callable[[], Parts]] = {}
+    for theirs in dd:
+        ours = SPLIT_NAMES.get(theirs, theirs)
+        if ours not in out:
+            out[ours] = _const([(where(theirs), dd[theirs])])
+    return out
+
+
+def _const(parts: Parts) -> Callable[[], Parts]:
+    return lambda: parts
+
+
+def _split_files(local_pattern: str) -> dict[str, list[str]]:
+    """``{split}`` pattern → existing files per split (``dev`` also as validation / valid)."""
+    found: dict[str, list[str]] = {}
+    for ours in ("train", "dev", "test"):
+        for theirs in (ours, "validation", "valid") if ours == "dev" else (ours,):
+            p = local_pattern.replace("{split}", theirs)
+            files = sorted(glob.glob(p)) if _GLOB.search(p) else [p] if os.path.isfile(p) else []
+            if files:
+                found[ours] = files
+                break
+    return found
+
+
+def _hub(name: str, subset: str | None, splits: Mapping[str, str] | None
+         ) -> dict[str, Callable[[], Parts]]:  # fmt: skip
+    import datasets
+
+    try:
+        with offline():
+            dd = datasets.load_dataset(name, subset, cache_dir=_cache_dir())
+    except Exception as e:  # offline misses surface as several exception types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"hf dataset {name!r} is not in the local Hugging Face cache ({_cache_dir()}) and "
+            f"jaxtl never downloads ({type(e).__name__}: {reason[:200]}); point at local files "
+            f"instead: hf:name=N,path=/dir/saved_with_save_to_disk or "
+            f"hf:name=N,path=/dir/{{split}}.parquet"
+        ) from None
+    if not isinstance(dd, Mapping):
+        dd = {"train": dd}
+    return _dict_parts(dd, lambda s: f"{name}[{s}]" if s else name, splits)
+
+
+def open_splits(
+    data_dir: str | None, path: str, *, name: str, fmt: str | None = None,
+    subset: str | None = None, splits: Mapping[str, str] | None = None,
+) -> dict[str, Callable[[], Parts]]:  # fmt: skip
+    """Our split name → a function giving its (where, Dataset) parts (see the module docstring)."""
+    local = resolve(data_dir, path, name) if data_dir is not None else path
+    if "{split}" in path:
+        found = _split_files(local)
+        if not found:
+            raise DataError(
+                f"{local}: no file found for any of the splits train, dev (or validation), test"
+            )
+        return {s: _files_parts(f, fmt) for s, f in found.items()}
+    if _GLOB.search(path):
+        files = sorted(p for p in glob.glob(local) if os.path.isfile(p))
+        if not files:
+            raise DataError(f"{local}: no file matches the pattern")
+        return {"train": _files_parts(files, fmt)}
+    if os.path.isdir(local):
+        import datasets
+
+        if os.path.isfile(os.path.join(local, "dataset_dict.json")) or os.path.isfile(
+            os.path.join(local, "state.json")
+        ):
+            loaded = datasets.load_from_disk(local)
+            if isinstance(loaded, datasets.DatasetDict):
+                return _dict_parts(loaded, lambda s: os.path.join(local, s), splits)
+            return {"train": _const([(local, loaded)])}
+        for ext in BUILDERS:
+            found = _split_files(os.path.join(local, "{split}" + ext))
+            if found:
+                return {s: _files_parts(f, fmt) for s, f in found.items()}
+        raise DataError(
+            f"{local}: not a folder written by save_to_disk (no dataset_dict.json or state.json) "
+            f"and no train/dev/validation/test data files ({', '.join(BUILDERS)}) in it"
+        )
+    if os.path.isfile(local):
+        return {"train": _files_parts([local], fmt)}
+    if os.path.isabs(path) or _extension(path) in BUILDERS or path.startswith("."):
+        raise DataError(f"{local}: file or folder not found")
+    return _hub(path, subset, splits)
+
+
+def _list_like(feature: Any) -> bool:
+    import datasets
+
+    return isinstance(feature, (list, datasets.List, datasets.LargeList)) or (
+        hasattr(datasets, "Sequence")
+        and isinstance(datasets.Sequence, type)
+        and isinstance(feature, datasets.Sequence)
+    )
+
+
+def _class_label(feature: Any) -> Any:
+    """The ClassLabel of a label feature (or of a list-of-labels feature), else None."""
+    import datasets
+
+    if isinstance(feature, datasets.ClassLabel):
+        return feature
+    inner = getattr(feature, "feature", None)
+    if _list_like(feature) and isinstance(inner, datasets.ClassLabel):
+        return inner
+    return None
+
+
+def _default_kind(feature: Any) -> str:
+    import datasets
+
+    if _list_like(feature):
+        return "tagging"
+    if isinstance(feature, datasets.ClassLabel):
+        return "classification"
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+        return "regression"
+    return "classification"
+
+
+@register("hf")
+def hf_task(
+    data_dir: str | None = None,
+    *,
+    path: str,
+    name: str = "hf",
+    text: str = "text",
+    text_pair: str | None = None,
+    label: str | None = "label",
+    target: str | None = None,
+    kind: str | None = None,
+    label_names: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    main_metric: str | None = None,
+    format: str | None = None,
+    subset: str | None = None,
+    splits: Mapping[str, str] | None = None,
+    on_bad_row: str = "error",
+) -> Task:
+    """A task over a local Hugging Face dataset (see the module docstring)."""
+    BadRows(on_bad_row)  # validates the policy now rather than at the first load
+    sources = open_splits(data_dir, path, name=name, fmt=format, subset=subset, splits=splits)
+    cache: dict[str, Parts] = {}
+
+    def parts(split: str) -> Parts:
+        if split not in cache:
+            cache[split] = sources[split]()
+        return cache[split]
+
+    first = "train" if "train" in sources else next(iter(sources))
+    where0, ds0 = parts(first)[0]
+    if label is not None and label not in ds0.column_names and kind not in ("lm", "translation"):
+        raise DataError(
+            f"{where0}: no label column {label!r}; columns: {ds0.column_names} "
+            "(label= empty for an unlabelled corpus)"
+        )
+    feature = ds0.features[label] if label is not None and label in ds0.column_names else None
+    if kind is None:
+        kind = "lm" if feature is None else _default_kind(feature)
+    if kind not in DEFAULT_METRICS:
+        raise ValueError(f"hf task: kind must be one of {list(DEFAULT_METRICS)}, got {kind!r}")
+    default_metrics, default_main = DEFAULT_METRICS[kind]
+    labelled_kind = kind in ("classification", "regression", "tagging")
+    class_label = _class_label(feature) if feature is not None else None
+
+    def _read(split_parts: Parts, split: str, lmap: Mapping[str, int] | None,
+              bad: BadRows | None) -> list[Example]:  # fmt: skip
+        return list(_examples(split_parts, split, lmap, bad or BadRows("skip")))
+
+    def _examples(split_parts: Parts, split: str, lmap: Mapping[str, int] | None,
+                  bad: BadRows) -> Iterator[Example]:  # fmt: skip
+        for where, ds in split_parts:
+            cols = ds.column_names
+            for col in (text, text_pair, target):
+                if col is not None and col not in cols:
+                    raise DataError(f"{where}: no column {col!r}; columns: {cols}")
+            labelled = labelled_kind and label is not None and label in cols
+            cl = _class_label(ds.features[label]) if labelled else None
+            texts = list(ds[text])
+            pairs = list(ds[text_pair]) if text_pair is not None else [None] * len(texts)
+            targets = list(ds[target]) if target is not None else [None] * len(texts)
+            raws = list(ds[label]) if labelled else [None] * len(texts)
+            if labelled and cl is not None and kind != "tagging" and all(r == -1 for r in raws):
+                labelled, raws = False, [None] * len(texts)  # ClassLabel -1 only: unlabelled
+            if labelled_kind and not labelled and split in ("train", first):
+                raise DataError(
+                    f"{where}: no labels in column {label!r} (columns: {cols}); only a split "
+                    "other than the one that trains or gives the label set may be unlabelled"
+                )
+            for i, (t, pair, tgt, raw) in enumerate(zip(texts, pairs, targets, raws)):
+                ex = _example(f"{where}:{i}", t, pair, tgt, raw, labelled, cl, lmap, bad)
+                if ex is not None:
+                    yield ex
+
+    def _example(where: str, t: Any, pair: Any, tgt: Any, raw: Any, labelled: bool, cl: Any,
+                 lmap: Mapping[str, int] | None, bad: BadRows) -> Example | None:  # fmt: skip
+        if kind == "tagging":
+            if not isinstance(t, list) or not t or not all(isinstance(w, str) for w in t):
+                bad(where, f"column {text!r}: expected a non-empty list of words, got {t!r:.80}")
+                return None
+            if not isinstance(raw, list) or len(raw) != len(t):
+                bad(where, f"column {label!r}: expected {len(t)} tags (one per word), got "
+                           f"{raw!r:.80}")  # fmt: skip
+                return None
+            tags = tuple(cl.int2str(x) if cl is not None else str(x) for x in raw)
+            if lmap is not None:
+                unknown = [x for x in tags if x not in lmap]
+                if unknown:
+                    bad(where, f"column {label!r}: tag {unknown[0]!r} is not one of {sorted(lmap)}")
+                    return None
+            words = tuple(t)
+            return Example(" ".join(words), None, tags, words=words, source=where)
+        if not isinstance(t, str) or not t.strip():
+            bad(where, f"column {text!r}: text is empty or not a string ({t!r:.80})")
+            return None
+        if text_pair is not None and (not isinstance(pair, str) or not pair.strip()):
+            bad(where, f"column {text_pair!r}: text is empty or not a string ({pair!r:.80})")
+            return None
+        value: Any = None
+        if labelled:
+            if raw is None or (cl is not None and raw == -1):
+                bad(where, f"column {label!r}: no label ({raw!r})")
+                return None
+            if kind == "regression":
+                try:
+                    value = float(raw)
+                except (TypeError, ValueError):
+                    bad(where, f"column {label!r}: score {raw!r} is not a number")
+                    return None
+                if not math.isfinite(value):
+                    bad(where, f"column {label!r}: score {raw!r} is not finite")
+                    return None
+            else:
+                key = cl.int2str(raw) if cl is not None else str(raw).strip()
+                if lmap is None:
+                    value = raw if isinstance(raw, int) and cl is None else key
+                elif key not in lmap:
+                    bad(where, f"column {label!r}: label {key!r} is not one of {sorted(lmap)}")
+                    return None
+                else:
+                    value = lmap[key]
+        return Example(t.strip(), pair, value, target=tgt, source=where)
+
+    names: tuple[str, ...] = tuple(str(x) for x in label_names or ())
+    if labelled_kind and kind != "regression" and not names:
+        if class_label is not None:
+            names = tuple(class_label.names)
+        else:
+            values: set[Any] = set()
+            for ex in _read(parts(first), first, None, None):
+                values.update(ex.label if kind == "tagging" else (ex.label,))  # type: ignore[arg-type]
+            ints = [v for v in values if isinstance(v, int)]
+            if ints and len(ints) == len(values) and min(ints) >= 0:
+                names = tuple(str(i) for i in range(max(ints) + 1))  # int labels stay the ids
+            else:
+                names = tuple(sorted(str(v) for v in values))
+    label_map = {n: i for i, n in enumerate(names)}
+
+    def load(split: str) -> Loaded:
+        if split not in sources:
+            raise DataError(f"task {name!r} has no split {split!r}; splits: {list(sources)}")
+        bad = BadRows(on_bad_row)
+        split_parts = parts(split)
+        lmap = label_map if kind in ("classification", "tagging") else None
+        examples = _read(split_parts, split, lmap, bad)
+        return bad.result(examples, split_parts[0][0] if split_parts else path)
+
+    if kind == "tagging":
+        iob = all(_IOB.match(n) for n in names)
+        mets = tuple(metrics or (default_metrics if iob else ("token_accuracy",)))
+    else:
+        iob = False
+        mets = tuple(metrics or default_metrics)
+    text_fields = (text, text_pair) if kind != "translation" else (text, target)
+    return Task(
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        loader=load,
+        splits=tuple(sources),
+        label_names=names,
+        text_fields=tuple(str(c) for c in text_fields if c is not None),
+        metrics=mets,
+        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
+        iob=iob,
+    )

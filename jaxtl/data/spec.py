@@ -1,0 +1,285 @@
+"""Task spec strings: a whole generic task, every option of its reader, as one task name.
+
+::
+
+    file:name=N,path=P,text=C[,text_pair=C][,label=C][,kind=K][,format=F][,header=1|0][,OPT=V...]
+    hf:name=N,path=P[,text=C][,label=C][,OPT=V...]
+
+is accepted wherever a task name is (``--config.tasks.names``, ``--config.pretrain.corpus``,
+``get_task``). ``name`` is the task's name (its head key and results key) and ``path`` its files,
+relative to ``data_dir`` unless absolute, ``{split}`` standing for train / dev / test. Both are
+required.
+
+Values: ``\\,`` is a comma inside a value (``\\|``, ``\\=``, ``\\:`` and ``\\\\`` likewise); booleans
+are ``1|0|true|false|yes|no``; a list is ``a|b|c`` (``label_names=neg|pos``, ``metrics=...``); a
+mapping is ``k:v|k:v`` (``paths=train:a.tsv|dev:b.tsv``, hf ``splits=dev:validation_matched``);
+with ``header=0`` the columns ``text``/``text_pair``/``label``/``target`` are 0-based integers;
+``delimiter=tab`` (or ``\\t``) / ``space`` / ``comma``; an empty value is None
+(``label=`` for no label column). What a value means, and which options exist, is whatever the
+reader's factory takes: the valid options are read from its signature, so an unknown option is
+an error that lists them.
+
+Which reader reads ``file:`` (``hf:`` always goes to :func:`jaxtl.data.hf_datasets.hf_task`):
+
+- ``format=tsv|csv|jsonl`` (the default when P ends so; ``.json`` is JSON lines; anything else
+  is tsv) → the ``file`` factory (:mod:`jaxtl.data.files`);
+- ``format=conll|conllu``, a ``.conll``/``.conllu`` path, or ``kind=tagging`` with a path that is
+  not JSON lines → the ``conll`` factory (:mod:`jaxtl.data.conll`; ``text``/``label`` may name its
+  ``word_column``/``tag_column``; CoNLL-U defaults to ``word_column=1``, ``tag_column=3``: UPOS);
+- ``kind=lm`` with ``format=txt``, a ``.txt``/``.tokens`` path or a path with no extension (a
+  folder), or ``format=txt`` → the ``text`` corpus factory (:mod:`jaxtl.data.text`: one file, a
+  ``{split}`` pattern, a glob or a folder).
+
+Options given to :func:`get_task` as keywords (the loader's ``on_bad_row``) merge with the
+spec's; the spec's win.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from jaxtl.data.tasks import REGISTRY, Task
+
+# Spec prefix -> the factories (registry names) it can route to, in the order their signatures
+# decide an option's type.
+SOURCES: dict[str, tuple[str, ...]] = {"file": ("file", "conll", "text"), "hf": ("hf",)}
+ROUTING = ("format", "kind")  # spec keys that choose the reader of file:
+CONLL_ALIASES = {"text": "word_column", "label": "tag_column"}
+COLUMNS = ("text", "text_pair", "label", "target")  # integers with header=0
+DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "semicolon": ";"}
+FORMATS = ("tsv", "csv", "jsonl", "conll", "conllu", "txt")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_ESCAPE = re.compile(r"\\([,|=:\\])")
+_GLOB = re.compile(r"[*?[]")
+
+
+def is_spec(name: str) -> bool:
+    """Whether ``name`` is a spec string (``file:...`` or ``hf:...``)."""
+    return name.split(":", 1)[0].lower() in SOURCES and ":" in name
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """``text`` split on ``sep`` where it is not escaped with a backslash (escapes kept)."""
+    parts, cur, i = [], [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            cur.append(text[i : i + 2])
+            i += 2
+            continue
+        if text[i] == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(text[i])
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPE.sub(r"\1", text)
+
+
+def factory_options(factory: str) -> list[str]:
+    """The keyword options of a registered factory (everything but ``data_dir``)."""
+    params = inspect.signature(REGISTRY[factory]).parameters
+    return [p for p in params if p != "data_dir"]
+
+
+def _annotation(source: str, key: str) -> str:
+    for factory in SOURCES[source]:
+        param = inspect.signature(REGISTRY[factory]).parameters.get(key)
+        if param is not None:
+            ann = param.annotation
+            return (ann if isinstance(ann, str) else str(ann)).replace(" ", "")
+    return "str"
+
+
+def valid_options(source: str) -> list[str]:
+    """Every option a ``source:`` spec may carry: the options of the factories it routes to."""
+    names = {o for factory in SOURCES[source] for o in factory_options(factory)}
+    if source == "file":
+        names.update(ROUTING)
+    return sorted(names)
+
+
+def _unknown(key: str, spec: str, valid: list[str], reader: str | None = None) -> ValueError:
+    by = f" (read by the {reader!r} reader)" if reader else ""
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(
+        f"unknown option {key!r}{hint} in task spec {spec!r}{by}; valid options: {', '.join(valid)}"
+    )
+
+
+def _bool(value: str, key: str, spec: str) -> bool:
+    v = value.lower()
+    if v in TRUE or v in FALSE:
+        return v in TRUE
+    raise ValueError(f"task spec {spec!r}: {key}={value!r} is not a boolean (1|0|true|false)")
+
+
+def _int(value: str, key: str, spec: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"task spec {spec!r}: {key}={value!r} is not an integer") from None
+
+
+def _convert(raw: str, ann: str, key: str, spec: str, header: bool) -> Any:
+    """The value of ``key=raw`` for a factory parameter annotated ``ann``."""
+    if raw == "" and "None" in ann:
+        return None
+    if "bool" in ann:
+        return _bool(raw, key, spec)
+    if "Mapping[" in ann or "dict[" in ann:
+        out = {}
+        for item in _split(raw, "|"):
+            pieces = _split(item, ":")
+            if len(pieces) < 2:
+                raise ValueError(
+                    f"task spec {spec!r}: {key}= takes key:value items separated by '|', "
+                    f"got {_unescape(item)!r}"
+                )
+            out[_unescape(pieces[0]).strip()] = _unescape(":".join(pieces[1:])).strip()
+        return out
+    if "Sequence[" in ann or "tuple[" in ann or "list[" in ann:
+        return [_unescape(x).strip() for x in _split(raw, "|")]
+    value = _unescape(raw)
+    if key == "delimiter":
+        return DELIMITERS.get(value.lower(), value)
+    if re.fullmatch(r"(str\|int|int\|str)(\|None)?", ann):
+        return int(value) if not header and re.fullmatch(r"-?\d+", value) else value
+    if re.fullmatch(r"int(\|None)?", ann):
+        return _int(value, key, spec)
+    if re.fullmatch(r"float(\|None)?", ann):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"task spec {spec!r}: {key}={value!r} is not a number") from None
+    return value
+
+
+def parse(spec: str) -> tuple[str, dict[str, Any]]:
+    """``("file" | "hf", options)`` of a spec string, values converted (see the module docstring).
+
+    ValueError (one line) on an unknown source or option, a duplicate or valueless option, a
+    value of the wrong type, or a missing ``name=`` / ``path=``.
+    """
+    source, sep, body = spec.partition(":")
+    source = source.strip().lower()
+    if not sep or source not in SOURCES:
+        raise ValueError(
+            f"task spec {spec!r} must start with one of {', '.join(s + ':' for s in SOURCES)}"
+        )
+    valid = valid_options(source)
+    raw: dict[str, str] = {}
+    for item in _split(body, ","):
+        if not item.strip():
+            continue
+        key, eq, value = item.partition("=")
+        key = _unescape(key).strip()
+        if not eq:
+            raise ValueError(f"task spec {spec!r}: option {key!r} has no value (write {key}=...)")
+        if key not in valid:
+            raise _unknown(key, spec, valid)
+        if key in raw:
+            raise ValueError(f"task spec {spec!r}: option {key!r} is given twice")
+        raw[key] = value.strip()
+    header = _bool(raw["header"], "header", spec) if "header" in raw else True
+    options = {k: _convert(v, _annotation(source, k), k, spec, header) for k, v in raw.items()}
+    missing = [k for k in ("name", "path") if not options.get(k)]
+    if missing == ["path"] and options.get("paths"):
+        missing = []
+    if missing:
+        what = " and ".join(f"{k}=" for k in missing)
+        raise ValueError(
+            f"task spec {spec!r} is missing {what}; the form is "
+            f"{source}:name=NAME,path=PATH,text=COLUMN[,label=COLUMN][,option=value...]"
+        )
+    return source, options
+
+
+def _extension(path: str) -> str:
+    base = path[:-3] if path.endswith(".gz") else path
+    return os.path.splitext(base)[1].lower()
+
+
+def _conll_column(value: Any, alias: str, spec: str) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    raise ValueError(
+        f"task spec {spec!r}: CoNLL columns are 0-based integers; {alias}={value!r} "
+        f"({CONLL_ALIASES[alias]}) is not one"
+    )
+
+
+def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[str, Any]]:
+    """The registry name of the factory that reads a spec, and the keyword options it gets."""
+    if source == "hf":
+        return "hf", dict(options)
+    o = dict(options)
+    fmt = o.pop("format", None)
+    fmt = fmt.lower() if isinstance(fmt, str) else fmt
+    kind = o.get("kind")
+    path = o.get("path") or next(iter((o.get("paths") or {}).values()), "")
+    ext = _extension(path)
+    if fmt is None:
+        if ext in (".conll", ".conllu"):
+            fmt = ext[1:]
+        elif kind == "lm" and ext in (".txt", ".tokens", ""):
+            fmt = "txt"
+        elif kind == "tagging" and ext not in (".jsonl", ".json"):
+            fmt = "conll"
+        elif ext in (".tsv", ".csv", ".jsonl"):
+            fmt = ext[1:]
+        elif ext == ".json":
+            fmt = "jsonl"
+        else:
+            fmt = "tsv"
+    if fmt in ("tsv", "csv", "jsonl"):
+        o["format"] = fmt
+        p = o.get("path")
+        if p is not None and "{split}" not in p and not _GLOB.search(p) and "paths" not in o:
+            o["paths"] = {"train": o.pop("path")}  # one file: the train split
+        return "file", o
+    if fmt in ("conll", "conllu"):
+        if kind not in (None, "tagging"):
+            raise ValueError(f"task spec {spec!r}: format={fmt} is tagging data, not kind={kind}")
+        o.pop("kind", None)
+        for alias, real in CONLL_ALIASES.items():
+            if alias in o:
+                if real in o:
+                    raise ValueError(f"task spec {spec!r}: give {alias}= or {real}=, not both")
+                o[real] = _conll_column(o.pop(alias), alias, spec)
+        if fmt == "conllu":
+            o.setdefault("conllu", True)
+        return "conll", o
+    if fmt == "txt":
+        if kind not in (None, "lm"):
+            raise ValueError(f"task spec {spec!r}: format=txt is a text corpus (kind=lm), "
+                             f"not kind={kind}")  # fmt: skip
+        o.pop("kind", None)
+        return "text", o
+    raise ValueError(f"task spec {spec!r}: format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+
+
+def get_task(spec: str, data_dir: str | os.PathLike | None = None, **options: Any) -> Task:
+    """The task a spec string describes; keyword ``options`` merge in (the spec's win)."""
+    source, spec_options = parse(spec)
+    factory, kwargs = route(source, {**options, **spec_options}, spec)
+    accepted = factory_options(factory)
+    for key in kwargs:
+        if key not in accepted:
+            extra = list(ROUTING) + list(CONLL_ALIASES) if factory == "conll" else []
+            extra += list(ROUTING) if factory == "text" else []
+            raise _unknown(key, spec, sorted(set(accepted) | set(extra)), factory)
+    build: Callable[..., Task] = REGISTRY[factory]
+    return build(None if data_dir is None else os.fspath(data_dir), **kwargs)

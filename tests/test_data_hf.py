@@ -1,0 +1,127 @@
+"""``hf:`` spec strings: Hugging Face datasets from save_to_disk folders and data files, offline."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from jaxtl.data import DataError, get_task
+
+datasets = pytest.importorskip("datasets")
+
+ROWS = {
+    "train": {"sentence": ["a fine film", "dull", "great fun"], "label": [1, 0, 1]},
+    "validation": {"sentence": ["not bad"], "label": [1]},
+    "test": {"sentence": ["who knows"], "label": [-1]},
+}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    # Data files are prepared into the datasets cache: keep it inside the test's folder.
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+
+
+def sentiment() -> "datasets.DatasetDict":
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    return datasets.DatasetDict(
+        {s: datasets.Dataset.from_dict(r, features=features) for s, r in ROWS.items()}
+    )
+
+
+def test_save_to_disk_folder(tmp_path):
+    sentiment().save_to_disk(str(tmp_path / "sent"))
+    task = get_task("hf:name=sent,path=sent,text=sentence,label=label", tmp_path)
+    assert task.name == "sent" and task.kind == "classification"
+    assert task.splits == ("train", "dev", "test")  # validation -> dev
+    assert task.label_names == ("neg", "pos")  # from the ClassLabel
+    train = task.load("train")
+    assert [(e.text, e.label) for e in train] == [("a fine film", 1), ("dull", 0), ("great fun", 1)]
+    assert train[1].source == f"{tmp_path / 'sent' / 'train'}:1"
+    assert [(e.text, e.label) for e in task.load("dev")] == [("not bad", 1)]
+    assert [e.label for e in task.load("test")] == [None]  # all -1: an unlabelled split
+    # A single Dataset is the train split; an absolute path needs no data_dir.
+    sentiment()["train"].save_to_disk(str(tmp_path / "one"))
+    one = get_task(f"hf:name=one,path={tmp_path / 'one'},text=sentence")
+    assert one.splits == ("train",) and len(one.load("train")) == 3
+    # label= empty: an unlabelled corpus (kind lm), e.g. for pretrain.corpus.
+    corpus = get_task(f"hf:name=c,path={tmp_path / 'one'},text=sentence,label=")
+    assert corpus.kind == "lm" and [e.label for e in corpus.load("train")] == [None] * 3
+
+
+def test_parquet_split_files(tmp_path):
+    for split, ds in sentiment().items():
+        ds.to_parquet(str(tmp_path / "pq" / f"{split}.parquet"))
+    task = get_task("hf:name=pq,path=pq/{split}.parquet,text=sentence,label=label", tmp_path)
+    assert task.splits == ("train", "dev", "test") and task.label_names == ("neg", "pos")
+    assert [(e.text, e.label) for e in task.load("train")] == [
+        ("a fine film", 1), ("dull", 0), ("great fun", 1)]  # fmt: skip
+    assert task.load("dev")[0].source == f"{tmp_path / 'pq' / 'validation.parquet'}:0"
+    # The same rows as JSON lines with string labels: sorted train labels, like the file task.
+    for split, r in ROWS.items():
+        rows = [{"s": s, "y": ["neg", "pos"][y]} for s, y in zip(r["sentence"], r["label"])]
+        datasets.Dataset.from_list(rows).to_json(str(tmp_path / "js" / f"{split}.jsonl"))
+    js = get_task("hf:name=js,path=js/*.jsonl,text=s,label=y", tmp_path)  # a glob: all as train
+    assert js.splits == ("train",) and js.label_names == ("neg", "pos")
+    assert len(js.load("train")) == 5
+
+
+def test_token_classification(tmp_path):
+    features = datasets.Features(
+        {
+            "tokens": datasets.List(datasets.Value("string")),
+            "ner_tags": datasets.List(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {"tokens": [["Ann", "Lee", "runs"], ["Bob"]], "ner_tags": [[1, 2, 0], [1]]},
+        features=features,
+    )
+    datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "ner"))
+    task = get_task("hf:name=ner,path=ner,text=tokens,label=ner_tags", tmp_path)
+    assert task.kind == "tagging" and task.iob and task.label_names == ("O", "B-PER", "I-PER")
+    first = task.load("dev")[0]
+    assert first.words == ("Ann", "Lee", "runs") and first.label == ("B-PER", "I-PER", "O")
+    assert task.metrics == ("span_f1", "token_accuracy")
+
+
+def test_hub_name_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_home"))
+    monkeypatch.delenv("HF_DATASETS_CACHE")
+    with pytest.raises(DataError) as e:
+        get_task("hf:name=imdb,path=stanfordnlp/imdb,text=text", tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "'stanfordnlp/imdb' is not in the local Hugging Face cache" in msg
+    assert str(tmp_path / "empty_home") in msg and "path=/dir/saved_with_save_to_disk" in msg
+
+
+def test_missing_column_and_bad_rows(tmp_path):
+    sentiment().save_to_disk(str(tmp_path / "sent"))
+    with pytest.raises(DataError, match=r"no column 'review'; columns: \['sentence', 'label'\]"):
+        get_task("hf:name=s,path=sent,text=review,label=label", tmp_path).load("train")
+    with pytest.raises(DataError, match=r"no label column 'stars'"):
+        get_task("hf:name=s,path=sent,text=sentence,label=stars", tmp_path)
+    rows = [{"s": "ok", "y": "pos"}, {"s": "", "y": "neg"}, {"s": "hm", "y": "meh"}]
+    train = rows[:2] + [{"s": "meh", "y": "neg"}]
+    datasets.Dataset.from_list(train).to_json(str(tmp_path / "j" / "train.json"))
+    dev = tmp_path / "j" / "dev.json"
+    datasets.Dataset.from_list(rows).to_json(str(dev))
+    task = get_task("hf:name=j,path=j/{split}.json,text=s,label=y,label_names=neg|pos", tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"{dev}:1: column 's': text is empty")):
+        task.load("dev")
+    skip = get_task("hf:name=j,path=j/{split}.json,text=s,label=y,on_bad_row=skip", tmp_path)
+    data = skip.load("dev")
+    assert [e.text for e in data] == ["ok"] and data.skipped == 2
+    assert f"{dev}:2: column 'y': label 'meh' is not one of ['neg', 'pos']" in data.skip_reasons[1]
+
+
+def test_importing_jaxtl_data_does_not_import_datasets():
+    code = "import sys, jaxtl.data, jaxtl.data.spec; print('datasets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,240 @@
+"""Task spec strings (``file:name=N,path=P,...``): every generic reader and option from one name."""
+
+import json
+import re
+
+import pytest
+
+from jaxtl.data import DataError, get_task
+from jaxtl.data.spec import parse
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_parse_values():
+    source, opts = parse(
+        r"file:name=x,path=d/{split}.tsv,text=0,label=1,header=0,label_names=neg|pos,"
+        r"delimiter=tab,metrics=accuracy|macro_f1,text_pair=a\,b"
+    )
+    assert source == "file"
+    assert opts == {
+        "name": "x", "path": "d/{split}.tsv", "text": 0, "label": 1, "header": False,
+        "label_names": ["neg", "pos"], "delimiter": "\t", "metrics": ["accuracy", "macro_f1"],
+        "text_pair": "a,b",
+    }  # fmt: skip
+    # With a header, a column called "0" is a name, not an index.
+    assert parse("file:name=x,path=p,text=0,header=true")[1]["text"] == "0"
+    assert parse("file:name=x,path=p,iob=false")[1]["iob"] is False
+    assert parse("file:name=x,paths=train:a.tsv|dev:b.tsv")[1]["paths"] == {
+        "train": "a.tsv", "dev": "b.tsv"}  # fmt: skip
+    assert parse("hf:name=s,path=/x,splits=dev:validation_matched")[1]["splits"] == {
+        "dev": "validation_matched"}  # fmt: skip
+    with pytest.raises(ValueError, match="header='maybe' is not a boolean"):
+        parse("file:name=x,path=p,header=maybe")
+    with pytest.raises(ValueError, match="'word_column' is given twice"):
+        parse("file:name=x,path=p,word_column=1,word_column=2")
+
+
+def test_classification_labels_from_train_and_name(tmp_path):
+    write(tmp_path / "mine" / "train.tsv", "sentence\tlabel\ngood film\tpos\nbad film\tneg\n")
+    write(tmp_path / "mine" / "dev.tsv", "sentence\tlabel\nfine\tpos\n")
+    task = get_task("file:name=mine,path=mine/{split}.tsv,text=sentence,label=label", tmp_path)
+    assert task.name == "mine" and task.kind == "classification"
+    assert task.label_names == ("neg", "pos") and task.splits == ("train", "dev")
+    assert [(e.text, e.label) for e in task.load("train")] == [("good film", 1), ("bad film", 0)]
+    assert [(e.text, e.label) for e in task.load("dev")] == [("fine", 1)]
+    # label_names from the spec fixes the order (and the ids).
+    fixed = get_task(
+        "file:name=m,path=mine/{split}.tsv,text=sentence,label_names=pos|neg", tmp_path
+    )
+    assert fixed.label_names == ("pos", "neg") and fixed.load("train")[0].label == 0
+    # A path without {split} is one file: the train split.
+    one = get_task("file:name=one,path=mine/train.tsv,text=sentence", tmp_path)
+    assert one.splits == ("train",) and len(one.load("train")) == 2
+
+
+def test_sentence_pair_csv_and_escape(tmp_path):
+    write(tmp_path / "pairs" / "train.csv", 'a,b,y\n"x, y",z,same\nq,r,diff\n')
+    task = get_task("file:name=pairs,path=pairs/{split}.csv,text=a,text_pair=b,label=y", tmp_path)
+    data = task.load("train")
+    assert [(e.text, e.text_pair, e.label) for e in data] == [("x, y", "z", 1), ("q", "r", 0)]
+    assert task.text_fields == ("a", "b")
+    # \, puts a comma in a value: here a column whose name has one.
+    write(tmp_path / "odd" / "train.csv", '"s,1",label\nhello,a\n')
+    odd = get_task(r"file:name=odd,path=odd/{split}.csv,text=s\,1", tmp_path)
+    assert odd.load("train")[0].text == "hello" and odd.text_fields == ("s,1",)
+
+
+def test_regression_jsonl(tmp_path):
+    rows = [{"s1": "a", "s2": "b", "score": 4.5}, {"s1": "c", "s2": "d", "score": 1}]
+    write(tmp_path / "sts" / "train.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    task = get_task(
+        "file:name=sts,path=sts/{split}.jsonl,text=s1,text_pair=s2,label=score,kind=regression",
+        tmp_path,
+    )
+    assert task.kind == "regression" and task.metrics == ("pearson", "spearman")
+    assert [e.label for e in task.load("train")] == [4.5, 1.0]
+
+
+def test_headerless_int_columns(tmp_path):
+    write(tmp_path / "h" / "train.tsv", "1\tthe film\tpos\n2\tno\tneg\n")
+    task = get_task("file:name=h,path=h/{split}.tsv,header=0,text=1,label=2", tmp_path)
+    assert [(e.text, e.label) for e in task.load("train")] == [("the film", 1), ("no", 0)]
+
+
+def test_conll_tagging(tmp_path):
+    write(tmp_path / "ner" / "train.conll", "Ann NNP B-PER\nruns VBZ O\n\nBob NNP I-PER\n")
+    task = get_task("file:name=ner,path=ner/{split}.conll", tmp_path)
+    assert task.name == "ner" and task.kind == "tagging" and task.iob
+    assert task.label_names == ("O", "B-PER", "I-PER")
+    assert [e.label for e in task.load("train")] == [("B-PER", "O"), ("B-PER",)]  # IOB1 -> 2
+    # kind=tagging routes a .txt path (CoNLL-2003's own naming) to the same reader; text= and
+    # label= name the word and tag columns.
+    write(tmp_path / "ner2" / "train.txt", "Ann NNP B-PER\nruns VBZ O\n")
+    chunk = get_task("file:name=pos,path=ner2/{split}.txt,kind=tagging,label=1,iob=0", tmp_path)
+    assert chunk.load("train")[0].label == ("NNP", "VBZ") and not chunk.iob
+
+
+CONLLU = """# sent_id = 1
+# text = Don't go.
+1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_
+1\tDo\tdo\tAUX\tVBP\t_\t3\taux\t_\t_
+2\tn't\tnot\tPART\tRB\t_\t3\tadvmod\t_\t_
+3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_
+4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t_\t_
+
+"""
+
+
+def test_conllu_upos(tmp_path):
+    write(tmp_path / "ud" / "train.conllu", CONLLU)
+    task = get_task("file:name=upos,path=ud/{split}.conllu,word_column=1", tmp_path)
+    ex = task.load("train")[0]
+    assert ex.words == ("Do", "n't", "go", ".") and ex.label == ("AUX", "PART", "VERB", "PUNCT")
+    assert not task.iob and task.metrics == ("token_accuracy",)
+    # The defaults are UPOS already; tag_column=4 gives XPOS.
+    assert get_task("file:name=u,path=ud/{split}.conllu", tmp_path).load("train")[0] == ex
+    xpos = get_task("file:name=x,path=ud/{split}.conllu,tag_column=4", tmp_path)
+    assert xpos.load("train")[0].label == ("VBP", "RB", "VB", ".")
+
+
+def test_txt_corpus_file_glob_folder(tmp_path):
+    write(tmp_path / "c" / "a.txt", "first line\n\nsecond\n")
+    write(tmp_path / "c" / "b.txt", "third\n")
+    one = get_task("file:name=c1,path=c/a.txt,kind=lm", tmp_path)
+    assert one.kind == "lm" and one.splits == ("train",)
+    assert [e.text for e in one.load("train")] == ["first line", "second"]
+    every = get_task("file:name=c2,path=c/*.txt,kind=lm", tmp_path)
+    assert [e.text for e in every.load("train")] == ["first line", "second", "third"]
+    folder = get_task("file:name=c3,path=c,kind=lm", tmp_path)
+    assert [e.text for e in folder.load("train")] == ["first line", "second", "third"]
+    write(tmp_path / "s" / "train.txt", "t\n")
+    write(tmp_path / "s" / "dev.txt", "d\n")
+    write(tmp_path / "s" / "notes.txt", "ignored when train.txt is there\n")
+    split = get_task("file:name=c4,path=s,kind=lm", tmp_path)
+    assert split.splits == ("train", "dev") and split.load("dev")[0].text == "d"
+    pattern = get_task("file:name=c5,path=s/{split}.txt,format=txt", tmp_path)
+    assert pattern.name == "c5" and pattern.splits == ("train", "dev")
+
+
+def test_unknown_option_lists_valid_ones(tmp_path):
+    spec = "file:name=x,path=x/{split}.tsv,text=s,colour=red"
+    with pytest.raises(ValueError) as e:
+        get_task(spec, tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "'colour'" in msg and spec in msg
+    for option in ("text_pair", "label_names", "on_bad_row", "word_column", "drop_headings"):
+        assert option in msg
+    # An option of another reader: named with the reader that does not take it.
+    write(tmp_path / "ner" / "train.conll", "Ann B-PER\n")
+    with pytest.raises(ValueError, match=r"unknown option 'text_pair'.*'conll' reader.*tag_column"):
+        get_task("file:name=n,path=ner/{split}.conll,text_pair=b", tmp_path)
+
+
+def test_missing_name_or_path():
+    with pytest.raises(ValueError, match=r"is missing name=;"):
+        get_task("file:path=a/{split}.tsv,text=s")
+    with pytest.raises(ValueError, match=r"is missing path=;"):
+        get_task("file:name=a,text=s")
+    with pytest.raises(ValueError, match=r"is missing name= and path="):
+        get_task("hf:text=s")
+
+
+def test_relative_path_against_data_dir_and_absolute(tmp_path):
+    f = write(tmp_path / "d" / "train.tsv", "text\tlabel\nhi\ta\n")
+    rel = get_task("file:name=r,path=d/{split}.tsv", tmp_path / "")
+    assert rel.load("train")[0].source == f"{f}:2"
+    absolute = get_task(f"file:name=a,path={tmp_path}/d/{{split}}.tsv", "/elsewhere")
+    assert absolute.load("train")[0].source == f"{f}:2"
+    with pytest.raises(DataError, match="pass data_dir"):
+        get_task("file:name=r,path=d/{split}.tsv")
+
+
+def test_bad_label_names_file_and_line(tmp_path):
+    write(tmp_path / "b" / "train.tsv", "text\tlabel\nok\tpos\nalso\tneg\n")
+    dev = write(tmp_path / "b" / "dev.tsv", "text\tlabel\nfine\tpos\nhuh\tmaybe\n")
+    task = get_task("file:name=b,path=b/{split}.tsv", tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"{dev}:3: label 'maybe' is not one of")):
+        task.load("dev")
+    # Options passed by the loader merge in; the spec's own win.
+    skipping = get_task("file:name=b,path=b/{split}.tsv", tmp_path, on_bad_row="skip")
+    assert skipping.load("dev").skipped == 1
+    strict = get_task(
+        "file:name=b,path=b/{split}.tsv,on_bad_row=error", tmp_path, on_bad_row="skip"
+    )
+    with pytest.raises(DataError):
+        strict.load("dev")
+
+
+def test_unlabelled_test_split(tmp_path):
+    write(tmp_path / "u" / "train.tsv", "sentence\tlabel\na\t0\nb\t1\n")
+    write(tmp_path / "u" / "test.tsv", "index\tsentence\n0\tc\n")
+    task = get_task("file:name=u,path=u/{split}.tsv,text=sentence", tmp_path)
+    assert [(e.text, e.label) for e in task.load("test")] == [("c", None)]
+    write(tmp_path / "v" / "train.tsv", "index\tsentence\n0\tc\n")
+    with pytest.raises(DataError, match="no label column 'label' in header"):
+        get_task("file:name=v,path=v/{split}.tsv,text=sentence", tmp_path)
+
+
+def test_prepare_tasks_end_to_end(tmp_path):
+    from conftest import minilm_dir
+    from transformers import AutoTokenizer
+
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import prepare_tasks
+    from jaxtl.regimes import multitask
+
+    rows = "".join(f"{w} film\t{lab}\n" for w, lab in [("good", "pos"), ("bad", "neg")] * 4)
+    write(tmp_path / "mine" / "train.tsv", "sentence\tlabel\n" + rows)
+    write(tmp_path / "mine" / "dev.tsv", "sentence\tlabel\n" + rows)
+    config = config_lib.base_config()
+    multitask.add_config(config)
+    config.data.dir = str(tmp_path)
+    config.train.batch_size = 4
+    config.train.eval_batch_size = 4
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    spec = "file:name=mine,path=mine/{split}.tsv,text=sentence,label=label"
+    (td,) = prepare_tasks([spec], config, tokenizer)
+    assert td.key == "mine" and td.task.name == "mine" and td.train_size == 8
+    assert td.task.label_names == ("neg", "pos") and td.eval_batches
+    assert (
+        sorted(int(x) for b in td.eval_batches for x in b["label"][b["example_weight"] > 0])
+        == [0] * 4 + [1] * 4
+    )
+
+
+def test_sst2_real_files(data_dir):
+    task = get_task(
+        "file:name=sst2_file,path=SST-2/{split}.tsv,text=sentence,label=label", data_dir
+    )
+    glue = get_task("sst2", data_dir)
+    train, dev = task.load("train"), task.load("dev")
+    assert (len(train), len(dev)) == (67349, 872)
+    # The raw labels 0/1 are the GLUE reader's ids (its names spell them negative/positive).
+    assert task.label_names == ("0", "1") and glue.num_labels == task.num_labels
+    assert [e.label for e in dev] == [e.label for e in glue.load("dev")]
+    assert [e.text for e in dev] == [e.text for e in glue.load("dev")]
