@@ -56,8 +56,7 @@ def main() -> None:
 
     def run(argv):
         del argv
-        from jaxtl import regimes, report
-        from jaxtl.regimes import common
+        from jaxtl import regimes, report, runtime
 
         logging.getLogger().setLevel(logging.INFO)
         logging.getLogger("absl").setLevel(logging.WARNING)
@@ -66,7 +65,7 @@ def main() -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         config = flags.FLAGS.config
         regime = flags.FLAGS.regime
-        common.init_distributed(config)  # before anything touches a JAX device
+        runtime.init_distributed(config)  # before anything touches a JAX device
         workdir = flags.FLAGS.workdir
         if not workdir:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -149,9 +149,11 @@ def case_e2e(s: Settings) -> dict[str, Any]:
 
 
 def _e2e_jaxtl(s: Settings, steps: int, n_train: int, n_dev: int) -> dict[str, Any]:
+    from jaxtl import assembly
     from jaxtl import config as config_lib
     from jaxtl.data import batching
-    from jaxtl.regimes import common, multitask
+    from jaxtl.data.prepare import prepare_tasks
+    from jaxtl.regimes import multitask
 
     c = config_lib.base_config()
     multitask.add_config(c)
@@ -178,8 +180,8 @@ def _e2e_jaxtl(s: Settings, steps: int, n_train: int, n_dev: int) -> dict[str, A
         with open(os.path.join(wd, "metrics.jsonl")) as f:
             events = [json.loads(x) for x in f]
     train_events = [e for e in events if e.get("split") == "train"]
-    pre = common.load_encoder(c)
-    td = common.prepare_tasks((TASK,), c, pre.tokenizer, with_eval=False)[0]
+    pre = assembly.load_encoder(c)
+    td = prepare_tasks((TASK,), c, pre.tokenizer, with_eval=False)[0]
     lengths = td.train_iter.encoded.lengths
     pad = batching.padding_fraction(
         lengths, batch_size=s.batch_size, buckets=tuple(c.data.buckets), seed=td.train_iter.seed

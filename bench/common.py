@@ -20,7 +20,7 @@ from typing import Any
 
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-HEAD_KEY = "glue_sst2"  # jaxtl.regimes.common.head_key("glue/sst2")
+HEAD_KEY = "glue_sst2"  # jaxtl.data.prepare.head_key("glue/sst2")
 TASK = "glue/sst2"
 
 

@@ -1,8 +1,8 @@
 """The jaxtl side of the benchmarks, built from jaxtl's own pieces.
 
 A classifier is ``TransferModel(encoder, {"glue_sst2": ClassificationHead})`` exactly as
-``jaxtl.regimes.common.build_model`` makes it, trained by ``jaxtl.step.make_train_step`` with
-``common.multitask_loss`` and the optimizer that ``jaxtl.partition.phases_from_config`` compiles
+``jaxtl.assembly.build_model`` makes it, trained by ``jaxtl.step.make_train_step`` with
+``jaxtl.objectives.switch_loss`` and the optimizer that ``jaxtl.partition.phases_from_config`` compiles
 from an ``optim`` config, so what is timed is the step every regime runs.
 
 Strategies (names used across the benchmark):
@@ -28,10 +28,10 @@ import numpy as np
 from flax import nnx
 
 from bench.common import HEAD_KEY, TASK, Settings
-from jaxtl import models, partition, peft
+from jaxtl import models, objectives, partition, peft
 from jaxtl import step as step_lib
 from jaxtl.data import get_task
-from jaxtl.regimes import common as regime_common
+from jaxtl.data.prepare import TaskData
 
 STRATEGIES = ("full", "frozen", "bottom_half", "lora")
 
@@ -55,10 +55,10 @@ def optim_config(strategy: str, num_layers: int, s: Settings) -> Any:
     return cfg
 
 
-def task_data(data_dir: str) -> regime_common.TaskData:
+def task_data(data_dir: str) -> TaskData:
     """The SST-2 task as the regimes see it (files are read only by the cases that need data)."""
     task = get_task(TASK, data_dir or None)
-    return regime_common.TaskData(task, 0, HEAD_KEY, 0, None, [], "dev")
+    return TaskData(task, 0, HEAD_KEY, 0, None, [], "dev")
 
 
 def load_encoder(name: str) -> nnx.Module:
@@ -170,7 +170,7 @@ def train_setup(
         optim_config(strategy, num_layers, s), params, num_layers=num_layers,
         total_steps=total_steps,
     )[0]  # fmt: skip
-    loss_fn = regime_common.multitask_loss([task_data(s.data_dir)])
+    loss_fn = objectives.switch_loss([task_data(s.data_dir)])
     kwargs: dict[str, Any] = {}
     if mesh is not None:
         logical = mesh_lib.logical_specs(pstate)

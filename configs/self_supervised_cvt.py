@@ -12,7 +12,7 @@ builtin/corpus lines (``unlabelled.ratio`` = 1: every other step). On unlabelled
 auxiliary tagging heads (``heads/builtin_ner__cvt_{forward,backward,future,past}/``) learn the
 primary NER head's stop-gradient predictions from restricted views: left context, right
 context, and the two shifted by one so that token t's own word is unseen (two extra masked
-encoder passes per unlabelled step; see :mod:`jaxtl.regimes.cvt`). ``--config.target.tasks=
+encoder passes per unlabelled step; see :mod:`jaxtl.objectives.cvt`). ``--config.target.tasks=
 "('builtin/sentiment',)"`` uses the sentence views (``span``, ``subset``) instead; add
 ``no_self`` to ``cvt.views`` for the masked-word tagging view.
 

@@ -10,12 +10,10 @@ trainer, one workdir.
 
 import sys
 
-from flax import nnx
-
 from jaxtl import config as config_lib
-from jaxtl import train
+from jaxtl import objectives, stages, train
 from jaxtl.data import feed
-from jaxtl.regimes import common
+from jaxtl.run import finish, prepare
 
 
 def main(workdir: str, model: str = "minilm", source_steps: int = 60, target_steps: int = 70):
@@ -24,38 +22,32 @@ def main(workdir: str, model: str = "minilm", source_steps: int = 60, target_ste
     c.train.progress = False
     c.data.max_train_examples = 600
     c.data.max_eval_examples = 200
-    mesh = common.setup_mesh(c)
-    pre = common.load_encoder(c)
-    source, target = common.prepare_tasks(
-        ["builtin/entailment", "builtin/sentiment"], c, pre.tokenizer
-    )
-    net = common.build_model(pre.model, [source, target], c)
-    params = nnx.to_pure_dict(nnx.state(net, nnx.Param))
+    first = config_lib.base_config().optim
+    first.lr = 1e-4
+    second = config_lib.base_config().optim
+    second.update(strategy="gradual_unfreezing", discriminative=1 / 2.6, schedule="stlr", lr=2e-4)
+
+    # Mesh, encoder, both tasks tokenised, one model with a head per task.
+    run = prepare(c, workdir, ["builtin/entailment", "builtin/sentiment"], optims=(first, second))
+    source, target = run.tasks
 
     def stage(name, td, optim, steps):
         return train.Stage(
             name=name,
             steps=steps,
             feed=feed.MixtureFeed([td.task.name], [td.train_iter], task_ids=[td.index]),
-            loss_fn=common.multitask_loss([source, target]),
-            predict_fn=common.multitask_predict([source, target]),
+            loss_fn=objectives.switch_loss(run.tasks),
+            predict_fn=objectives.switch_predict(run.tasks),
             optim=optim,
-            eval_sets=common.eval_sets([td]),
-            active_fn=common.heads_active_fn(params, [source, target]),
+            eval_sets=stages.eval_sets([td]),
+            active_fn=objectives.heads_active_fn(run.params, run.tasks),
         )
 
-    first = config_lib.base_config().optim
-    first.lr = 1e-4
-    second = config_lib.base_config().optim
-    second.update(strategy="gradual_unfreezing", discriminative=1 / 2.6, schedule="stlr", lr=2e-4)
-
-    stages = [
+    plan = [
         stage("source", source, first, source_steps),
         stage("target", target, second, target_steps),
     ]
-    results = common.run_stages(net, stages, c, workdir, mesh)
-    print(common.results_table(results))
-    return results
+    return finish(run, plan, "custom stages: dev results")
 
 
 if __name__ == "__main__":

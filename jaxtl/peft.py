@@ -16,9 +16,9 @@ projection and before the block's residual add and LayerNorm, as in the paper. I
 live at ``.../attention/output/adapter/{down,up}/...``; the projection's own weights keep their
 paths.
 
-Rule presets for jaxtl.partition (``optim.strategy = "lora"`` / ``"adapters"``):
-:func:`lora_rules` trains only ``lora_a``/``lora_b`` and the new params (heads, representation);
-:func:`adapter_rules` trains adapters, every encoder LayerNorm and the new params.
+The rule presets that train these weights (``optim.strategy = "lora"`` / ``"adapters"``) live in
+:mod:`jaxtl.partition.strategies`; :class:`jaxtl.strategy.Strategy` applies the surgery and the
+rules together, so ``optim.strategy`` is read in one place.
 
 Example::
 
@@ -36,16 +36,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtl.partition.rules import NEW, Rule, parse_rules
-
 ATTENTION_TARGETS = ("query", "key", "value", "qkv", "output")
 MLP_TARGETS = ("intermediate", "output")
 
-# Rule regexes: LoRA factors, adapter modules, LayerNorms (embeddings/norm, attention_norm,
-# mlp_norm, final_norm...: a path element ending in "norm").
-LORA = r"/lora_[ab]$"
-ADAPTER = r"/adapter/"
-ENCODER_NORMS = r"^encoder/(?:.*/)?[a-z_]*norm/"
 
 
 def _names(var: nnx.Variable) -> tuple[Any, Any]:
@@ -261,45 +254,10 @@ def _plain(m: LoRALinear) -> nnx.Linear:
     return lin
 
 
-# --- partition presets ---------------------------------------------------------------------------
+def has_lora(model: nnx.Module) -> bool:
+    """Whether ``model`` already carries LoRA factors (surgery is applied once)."""
+    return any(isinstance(m, LoRALinear) for _, m in model.iter_modules())
 
 
-def lora_rules() -> list[Rule]:
-    """Train LoRA factors and new params (heads, representation); freeze the rest."""
-    return parse_rules(
-        [
-            (LORA, {"name": "lora"}),
-            (NEW, {"name": "new", "optional": True}),
-            (r"^encoder/", {"frozen": True, "name": "encoder"}),
-        ],
-        where="lora_rules",
-    )
-
-
-def adapter_rules() -> list[Rule]:
-    """Train adapters, encoder LayerNorms and new params; freeze the rest (Houlsby)."""
-    return parse_rules(
-        [
-            (ADAPTER, {"name": "adapters"}),
-            (ENCODER_NORMS, {"name": "layer_norms"}),
-            (NEW, {"name": "new", "optional": True}),
-            (r"^encoder/", {"frozen": True, "name": "encoder"}),
-        ],
-        where="adapter_rules",
-    )
-
-
-def apply_from_config(model: nnx.Module, optim_cfg: Any, *, rngs: nnx.Rngs) -> nnx.Module:
-    """The surgery ``optim.strategy`` asks for (``lora`` / ``adapters``); else ``model`` as is."""
-    strategy = optim_cfg["strategy"]
-    if strategy == "lora":
-        return apply_lora(
-            model,
-            rank=int(optim_cfg["lora_rank"]),
-            alpha=float(optim_cfg["lora_alpha"]),
-            mlp=bool(optim_cfg["lora_mlp"]),
-            rngs=rngs,
-        )
-    if strategy == "adapters":
-        return apply_adapters(model, size=int(optim_cfg["adapter_size"]), rngs=rngs)
-    return model
+def has_adapters(model: nnx.Module) -> bool:
+    return any(isinstance(m, AdapterLinear) for _, m in model.iter_modules())

@@ -15,6 +15,11 @@ moments of parameters that stay trainable carry over inside a stage (``partition
 while a new stage starts from fresh moments (a new task and a new schedule: stale moments from a
 different loss would only bias the first updates).
 
+The loop is :meth:`Trainer.run` → :meth:`Trainer._run_stage` → :meth:`Trainer._run_phase`; after
+every step the hooks in ``Trainer.after_step`` run in order (log and non-finite check, evaluation
+and best-checkpoint selection, periodic checkpoint, early stop); research code may append its
+own (a hook gets a :class:`StepEvent` and may set ``event.stop``).
+
 Each step's dropout key is ``fold_in(seed key, global step)``, the data feeds restore their exact
 position and the mixture is a pure function of the step, so a resumed run continues bit-identically.
 """
@@ -36,8 +41,9 @@ from jax.experimental import multihost_utils
 
 from jaxtl import checkpoint as ckpt_lib
 from jaxtl import mesh as mesh_lib
-from jaxtl import partition, report
+from jaxtl import partition, report, selection
 from jaxtl import step as step_lib
+from jaxtl.strategy import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -100,22 +106,25 @@ def _num_layers(model: nnx.Module) -> int:
     return int(getattr(enc, "num_layers", 0))
 
 
-# Metrics where smaller is better; everything else (accuracy, F1, correlations) grows.
-LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
+@dataclasses.dataclass
+class StepEvent:
+    """What an after-step hook sees: the step just taken and where it sits."""
+
+    stage_index: int
+    stage: Stage
+    phase: partition.Phase
+    stage_start: int
+    stage_end: int
+    phase_start: int
+    phase_end: int
+    step: int  # global steps done
+    state: step_lib.TrainState
+    metrics: dict[str, Any]  # on device; hooks fetch what they need
+    task: str
+    stop: bool = False  # set by a hook to end the stage after this step
 
 
-def _average(results: dict[str, dict[str, float]], tasks: dict[str, Any]) -> float:
-    """GLUE-style mean of each task's main metric (lower-is-better metrics stay out of it)."""
-    vals = []
-    for name, res in results.items():
-        main = tasks[name].main_metric if name in tasks else ""
-        if main in res and main not in LOWER_IS_BETTER:
-            vals.append(float(res[main]))
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def _oriented(metric: str, value: float) -> float:
-    return -float(value) if metric in LOWER_IS_BETTER else float(value)
+Hook = Callable[[StepEvent], None]
 
 
 class Trainer:
@@ -157,9 +166,26 @@ class Trainer:
             self.plans = json.loads(plan_file.read_text()).get("phases", [])
         self.results: dict[str, dict[str, float]] = {}
         self._eval_steps: dict[int, Any] = {}
-        self.best: dict[str, dict[str, Any]] = {}
+        self.tracker = selection.BestTracker()
+        self.after_step: list[Hook] = [
+            self._log_hook,
+            self._eval_hook,
+            self._checkpoint_hook,
+            self._early_stop_hook,
+        ]
+        # Where the run is: global step, live state, the checkpoint still to resume from.
+        self._step = 0
+        self._state: step_lib.TrainState | None = None
+        self._resume: int | None = None
+        self._pbar: Any = None
+        self._evals_since_best = 0
+        self._last_log = time.time()
 
-    # ---------------------------------------------------------------- sharding helpers
+    @property
+    def best(self) -> dict[str, dict[str, Any]]:
+        return self.tracker.best
+
+    # ---------------------------------------------------------------- sharding and state
     def _state_shardings(self, opt_state_like: Any) -> step_lib.TrainState:
         rep = mesh_lib.replicated(self.mesh)
         return step_lib.TrainState(
@@ -180,6 +206,25 @@ class Trainer:
             abstract, self.params, self.param_shardings, self.mesh
         )
         return jax.jit(tx.init, out_shardings=shardings)(params)
+
+    def _build_state(self, phase: partition.Phase, prev_opt: Any):
+        """The phase's sharded train state (the one place a TrainState is made): fresh optimizer
+        state for its plan, Adam moments carried over from the previous phase of the stage."""
+        opt_state = self._init_opt(phase.tx, self.params)
+        if prev_opt is not None:
+            opt_state = partition.carry_over(prev_opt, opt_state)
+        if self._state is None:
+            rng = jax.random.key_data(jax.random.key(self.cfg.seed))
+        else:  # the previous state's buffers were donated to the step: take its live copy
+            rng = self._state.rng
+        state = step_lib.TrainState(
+            step=jnp.asarray(self._step, jnp.int32),
+            params=self.params,
+            opt_state=opt_state,
+            rng=rng,
+        )
+        shardings = self._state_shardings(state.opt_state)
+        return jax.device_put(state, shardings), shardings
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, stage: Stage, step: int) -> dict[str, dict[str, float]]:
@@ -206,206 +251,180 @@ class Trainer:
             results[name] = {k: float(v) for k, v in res.items()}
             self.metrics.write(step, "dev", name, results[name], stage=stage.name)
         if len(results) > 1:
-            avg = _average(results, {n: es.task for n, es in stage.eval_sets.items()})
+            avg = selection.average(results, {n: es.task for n, es in stage.eval_sets.items()})
             self.metrics.write(step, "dev", "average", {"score": avg}, stage=stage.name)
         return results
 
-    def _selection_score(self, stage: Stage, results: dict[str, dict[str, float]]) -> float:
-        """Higher is better: the mean over the selected tasks of their oriented main metric."""
-        names = list(results) if stage.select == "average" else [stage.select]
-        vals = []
-        for name in names:
-            main = stage.eval_sets[name].task.main_metric
-            if main in results.get(name, {}):
-                vals.append(_oriented(main, results[name][main]))
-        return float(np.mean(vals)) if vals else float("nan")
-
     def _save_best(self, stage_idx: int, stage: Stage, step: int, results) -> bool:
-        """Keep the best params of the stage (by its selection score) and per-task bests."""
-        improved = False
-        score = self._selection_score(stage, results)
-        key = f"{stage_idx}:{stage.name}"
-        prev = self.best.get(key)
-        if prev is None or score > prev["score"] or np.isnan(prev["score"]):
-            self.best[key] = {"score": score, "step": step, "results": results}
-            improved = True
+        """Track the stage's best evaluation (and per-task bests); save their params."""
+
+        def save(task: str | None) -> None:
             if self.cfg.save_best:
-                ckpt_lib.save_params(self.workdir / "best" / stage.name, step, self.params)
-        for name, res in results.items():
-            main = stage.eval_sets[name].task.main_metric
-            tkey = f"{key}:{name}"
-            if main not in res:
-                continue
-            tscore = _oriented(main, res[main])
-            if tkey not in self.best or tscore > self.best[tkey]["score"]:
-                self.best[tkey] = {"score": tscore, "step": step, "results": res}
-                if self.cfg.save_best and len(results) > 1:
-                    ckpt_lib.save_params(
-                        self.workdir / "best" / f"{stage.name}-{name}", step, self.params
-                    )
-        return improved
+                name = stage.name if task is None else f"{stage.name}-{task}"
+                ckpt_lib.save_params(self.workdir / "best" / name, step, self.params)
+
+        tasks = {n: es.task for n, es in stage.eval_sets.items()}
+        key = f"{stage_idx}:{stage.name}"
+        return self.tracker.update(key, stage.select, results, tasks, step, save)
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
-        total = sum(s.steps for s in self.stages)
-        resume_step = self.checkpointer.latest_step()
-        meta: dict[str, Any] | None = None
-        if resume_step is not None:
-            self.metrics.truncate_after(resume_step)
-            log.info("resuming %s from step %d", self.workdir, resume_step)
-
-        global_step = 0
-        state: step_lib.TrainState | None = None
-        rng = jax.random.key_data(jax.random.key(cfg.seed))
-        pbar = None
-        if cfg.progress and report.is_chief():
+        self._resume = self.checkpointer.latest_step()
+        if self._resume is not None:
+            self.metrics.truncate_after(self._resume)
+            log.info("resuming %s from step %d", self.workdir, self._resume)
+        if self.cfg.progress and report.is_chief():
             from tqdm.auto import tqdm
 
             # disable=None: a bar on a terminal, none in log files and CI output
-            pbar = tqdm(total=total, desc="train", dynamic_ncols=True, disable=None)
-
+            total = sum(s.steps for s in self.stages)
+            self._pbar = tqdm(total=total, desc="train", dynamic_ncols=True, disable=None)
         for si, stage in enumerate(self.stages):
-            stage_start = global_step
-            stage_end = global_step + stage.steps
-            if resume_step is not None and resume_step > stage_end:
-                global_step = stage_end  # finished before the interruption
-                if pbar:
-                    pbar.update(stage.steps)
-                continue
-            phases = partition.phases_from_config(
-                stage.optim,
-                self.params,
-                num_layers=_num_layers(self.model),
-                total_steps=stage.steps,
-            )
-            prev_opt = None
-            stage_results: dict[str, dict[str, float]] = {}
-            evals_since_best = 0
-            stopped_early = False
-            for phase in phases:
-                p_start = stage_start + phase.start_step
-                p_end = p_start + phase.steps
-                self._record_plan(stage, si, phase, p_start)
-                # A checkpoint at step s belongs to the phase with p_start < s <= p_end.
-                if resume_step is not None and resume_step > p_end:
-                    global_step = p_end
-                    if pbar:
-                        pbar.update(phase.steps)
-                    continue
-                opt_state = self._init_opt(phase.tx, self.params)
-                if prev_opt is not None:
-                    opt_state = partition.carry_over(prev_opt, opt_state)
-                state = step_lib.TrainState(
-                    step=jnp.asarray(global_step, jnp.int32),
-                    params=self.params,
-                    opt_state=opt_state,
-                    # the previous state's buffers were donated to the step: take its live copy
-                    rng=rng if state is None else state.rng,
-                )
-                shardings = self._state_shardings(state.opt_state)
-                state = jax.device_put(state, shardings)
-                if resume_step is not None:
-                    # The checkpoint falls inside this phase: restore everything from it.
-                    state, meta = self.checkpointer.restore(resume_step, state)
-                    stage.feed.restore(meta["feed"])
-                    self.best = meta.get("best", {})
-                    self.results = meta.get("results", {})
-                    global_step = int(state.step)
-                    if pbar:
-                        pbar.update(global_step - pbar.n)
-                    resume_step = None
-                train_step = None
-                bad_since = None
-                last_log = time.time()
-                while global_step < p_end:
-                    batch = stage.feed.next_batch(global_step)
-                    if train_step is None:
-                        train_step = step_lib.make_train_step(
-                            self.graphdef,
-                            stage.loss_fn,
-                            phase.tx,
-                            accum_steps=cfg.accum_steps,
-                            active_fn=stage.active_fn,
-                            trainable_mask=phase.trainable_mask,
-                            mesh=self.mesh,
-                            state_shardings=shardings,
-                            batch_shardings=self._batch_shardings(batch),
-                            counter=self.train_counter,
-                        )
-                    task = stage.feed.task_of(batch)
-                    state, m = train_step(state, mesh_lib.shard_batch(batch, self.mesh))
-                    global_step += 1
-                    self.params = state.params
-                    if pbar:
-                        pbar.update(1)
-                    log_now = global_step % cfg.log_every == 0 or global_step == p_end
-                    if log_now:
-                        m = jax.device_get(m)
-                        if float(m["finite"]) < 1.0:
-                            bad_since = global_step
-                        vals = {k: float(v) for k, v in m.items() if k not in ("finite",)}
-                        vals["lr"] = float(phase.schedule(global_step - p_start))
-                        dt = time.time() - last_log
-                        last_log = time.time()
-                        vals["steps_per_sec"] = cfg.log_every / max(dt, 1e-9)
-                        self.metrics.write(global_step, "train", task, vals, stage=stage.name)
-                        if pbar:
-                            pbar.set_postfix(loss=f"{vals['loss']:.4f}", task=task)
-                    else:
-                        # Cheap on-device check every step; a non-finite step is a no-op in
-                        # the step itself, so the state stays the last good one.
-                        if float(m["finite"]) < 1.0:
-                            bad_since = global_step
-                    if bad_since is not None:
-                        last = self.checkpointer.latest_step()
-                        raise NonFiniteLoss(
-                            f"stage {stage.name!r}: non-finite loss or gradient at step "
-                            f"{bad_since} (last good checkpoint: step {last}, in "
-                            f"{self.workdir / 'checkpoints'}); lower optim.lr or check the data"
-                        )
-                    evaluate_now = (
-                        stage.eval_every and (global_step - stage_start) % stage.eval_every == 0
-                    )
-                    if evaluate_now and global_step < stage_end:
-                        stage_results = self.evaluate(stage, global_step)
-                        if stage_results:
-                            if self._save_best(si, stage, global_step, stage_results):
-                                evals_since_best = 0
-                            else:
-                                evals_since_best += 1
-                    if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
-                        self._checkpoint(global_step, si, stage, state)
-                    if cfg.early_stop_patience and evals_since_best >= cfg.early_stop_patience:
-                        log.info("stage %s: early stop at step %d", stage.name, global_step)
-                        stopped_early = True
-                        break
-                prev_opt = state.opt_state
-                if stopped_early:
-                    break
-            # End of stage: final evaluation and a checkpoint.
-            if stopped_early:
-                global_step = stage_end
-                if state is not None:
-                    state = state.replace(step=jnp.asarray(global_step, jnp.int32))
-            stage_results = self.evaluate(stage, global_step)
-            if stage_results:
-                self._save_best(si, stage, global_step, stage_results)
-                for name, res in stage_results.items():
-                    self.results[name] = res
-            if state is not None:
-                self._checkpoint(global_step, si, stage, state)
-            log.info(
-                "stage %s done at step %d: %d train compilation(s), %d eval compilation(s)",
-                stage.name,
-                global_step,
-                self.train_counter.count,
-                self.eval_counter.count,
-            )
-        if pbar:
-            pbar.close()
+            self._run_stage(si, stage)
+        if self._pbar:
+            self._pbar.close()
         return self._finish()
 
+    def _advance(self, to_step: int, steps: int) -> None:
+        """Skip work finished before the interruption being resumed."""
+        self._step = to_step
+        if self._pbar:
+            self._pbar.update(steps)
+
+    def _run_stage(self, si: int, stage: Stage) -> None:
+        start, end = self._step, self._step + stage.steps
+        if self._resume is not None and self._resume > end:
+            return self._advance(end, stage.steps)  # finished before the interruption
+        phases = Strategy.of(stage.optim).phases(
+            self.params, num_layers=_num_layers(self.model), total_steps=stage.steps
+        )
+        self._evals_since_best = 0
+        prev_opt, stopped = None, False
+        for phase in phases:
+            outcome = self._run_phase(si, stage, phase, start, end, prev_opt)
+            if outcome == "skipped":
+                continue
+            prev_opt = self._state.opt_state
+            if outcome == "stopped":
+                stopped = True
+                break
+        if stopped:  # the stage's remaining steps are not taken; the step count jumps
+            self._step = end
+            if self._state is not None:
+                self._state = self._state.replace(step=jnp.asarray(end, jnp.int32))
+        self._end_stage(si, stage)
+
+    def _run_phase(self, si, stage, phase, stage_start, stage_end, prev_opt) -> str:
+        p_start = stage_start + phase.start_step
+        p_end = p_start + phase.steps
+        self._record_plan(stage, si, phase, p_start)
+        # A checkpoint at step s belongs to the phase with p_start < s <= p_end.
+        if self._resume is not None and self._resume > p_end:
+            self._advance(p_end, phase.steps)
+            return "skipped"
+        self._state, shardings = self._build_state(phase, prev_opt)
+        if self._resume is not None:
+            self._restore(stage)
+        train_step = None
+        self._last_log = time.time()
+        while self._step < p_end:
+            batch = stage.feed.next_batch(self._step)
+            if train_step is None:
+                train_step = step_lib.make_train_step(
+                    self.graphdef,
+                    stage.loss_fn,
+                    phase.tx,
+                    accum_steps=self.cfg.accum_steps,
+                    active_fn=stage.active_fn,
+                    trainable_mask=phase.trainable_mask,
+                    mesh=self.mesh,
+                    state_shardings=shardings,
+                    batch_shardings=self._batch_shardings(batch),
+                    counter=self.train_counter,
+                )
+            task = stage.feed.task_of(batch)
+            self._state, m = train_step(self._state, mesh_lib.shard_batch(batch, self.mesh))
+            self._step += 1
+            self.params = self._state.params
+            if self._pbar:
+                self._pbar.update(1)
+            event = StepEvent(si, stage, phase, stage_start, stage_end, p_start, p_end,
+                              self._step, self._state, m, task)  # fmt: skip
+            for hook in self.after_step:
+                hook(event)
+            if event.stop:
+                return "stopped"
+        return "done"
+
+    def _restore(self, stage: Stage) -> None:
+        """The checkpoint being resumed falls inside this phase: restore everything from it."""
+        self._state, meta = self.checkpointer.restore(self._resume, self._state)
+        stage.feed.restore(meta["feed"])
+        self.tracker.best = meta.get("best", {})
+        self.results = meta.get("results", {})
+        self._step = int(self._state.step)
+        if self._pbar:
+            self._pbar.update(self._step - self._pbar.n)
+        self._resume = None
+
+    def _end_stage(self, si: int, stage: Stage) -> None:
+        """Final evaluation of the stage, its results, and a checkpoint at its last step."""
+        results = self.evaluate(stage, self._step)
+        if results:
+            self._save_best(si, stage, self._step, results)
+            self.results.update(results)
+        if self._state is not None:
+            self._checkpoint(self._step, si, stage, self._state)
+        log.info(
+            "stage %s done at step %d: %d train compilation(s), %d eval compilation(s)",
+            stage.name, self._step, self.train_counter.count, self.eval_counter.count,
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------- after-step hooks
+    def _log_hook(self, ev: StepEvent) -> None:
+        """Log every ``log_every`` steps (and at phase ends); stop on a non-finite step. The
+        check runs every step (cheap, on device); a non-finite step was a no-op in the step
+        itself, so the state is still the last good one."""
+        every = self.cfg.log_every
+        if ev.step % every == 0 or ev.step == ev.phase_end:
+            m = jax.device_get(ev.metrics)
+            vals = {k: float(v) for k, v in m.items() if k != "finite"}
+            vals["lr"] = float(ev.phase.schedule(ev.step - ev.phase_start))
+            now = time.time()
+            vals["steps_per_sec"] = every / max(now - self._last_log, 1e-9)
+            self._last_log = now
+            self.metrics.write(ev.step, "train", ev.task, vals, stage=ev.stage.name)
+            if self._pbar:
+                self._pbar.set_postfix(loss=f"{vals['loss']:.4f}", task=ev.task)
+        if float(ev.metrics["finite"]) < 1.0:
+            last = self.checkpointer.latest_step()
+            raise NonFiniteLoss(
+                f"stage {ev.stage.name!r}: non-finite loss or gradient at step {ev.step} (last "
+                f"good checkpoint: step {last}, in {self.workdir / 'checkpoints'}); lower "
+                "optim.lr or check the data"
+            )
+
+    def _eval_hook(self, ev: StepEvent) -> None:
+        every = ev.stage.eval_every
+        if not every or (ev.step - ev.stage_start) % every or ev.step >= ev.stage_end:
+            return  # the stage's end evaluates anyway
+        results = self.evaluate(ev.stage, ev.step)
+        if results:
+            improved = self._save_best(ev.stage_index, ev.stage, ev.step, results)
+            self._evals_since_best = 0 if improved else self._evals_since_best + 1
+
+    def _checkpoint_hook(self, ev: StepEvent) -> None:
+        every = self.cfg.checkpoint_every
+        if every and ev.step % every == 0:
+            self._checkpoint(ev.step, ev.stage_index, ev.stage, ev.state)
+
+    def _early_stop_hook(self, ev: StepEvent) -> None:
+        patience = self.cfg.early_stop_patience
+        if patience and self._evals_since_best >= patience:
+            log.info("stage %s: early stop at step %d", ev.stage.name, ev.step)
+            ev.stop = True
+
+    # ---------------------------------------------------------------- files
     def _checkpoint(self, step: int, si: int, stage: Stage, state) -> None:
         if self.checkpointer.latest_step() == step:
             return  # already saved at this step (checkpoint_every landed on a stage end)
@@ -413,7 +432,7 @@ class Trainer:
             "stage": si,
             "stage_name": stage.name,
             "feed": stage.feed.state(),
-            "best": self.best,
+            "best": self.tracker.best,
             "results": self.results,  # earlier stages' final results survive a resume
         }
         self.checkpointer.save(step, state, meta)
@@ -442,9 +461,9 @@ class Trainer:
         # source tasks), GLUE-style, when there are at least two to average.
         tasks = {n: es.task for n, es in self.stages[-1].eval_sets.items()}
         final = {n: r for n, r in self.results.items() if n in tasks}
-        scored = [n for n in final if tasks[n].main_metric not in LOWER_IS_BETTER]
-        if len(scored) > 1:
-            out["average"] = {"score": _average(final, tasks)}
+        avg = selection.averaged(final, tasks)
+        if avg is not None:
+            out["average"] = avg
         report.write_json(self.workdir / "results.json", out)
         report.plot_run(self.workdir, self.metrics.records, self.plans)
         self.metrics.write(

@@ -59,3 +59,21 @@ def tiny_bert_dir(tmp_path_factory) -> pathlib.Path:
         if (src / f).exists():
             shutil.copy(src / f, out / f)
     return out
+
+
+def build_self_supervised(config):
+    """A self-supervised run's model, targets, unlabelled stream and loss/predict functions,
+    for tests that poke at one branch of the step."""
+    from jaxtl import objectives
+    from jaxtl.regimes import self_supervised
+    from jaxtl.run import prepare
+
+    objective = self_supervised.objective_from_config(config)
+    r = prepare(config, "unused-workdir", config.target.tasks, objective=objective)
+    return (
+        r.model,
+        r.tasks,
+        objective.data,
+        objectives.switch_loss(r.all_tasks, objective=objective),
+        objectives.switch_predict(r.all_tasks),
+    )

@@ -5,16 +5,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtl import models
+from jaxtl import assembly, models, objectives
 from jaxtl import step as step_lib
 from jaxtl.data import batch as batch_lib
-from jaxtl.data import tasks
-from jaxtl.regimes import common
+from jaxtl.data import get_task
+from jaxtl.data.prepare import TaskData, head_key
 
 
 def _task_data(names):
     return [
-        common.TaskData(tasks.get_task(n), i, common.head_key(n), 0, None, [], "dev")
+        TaskData(get_task(n), i, head_key(n), 0, None, [], "dev")
         for i, n in enumerate(names)
     ]
 
@@ -37,14 +37,14 @@ def test_each_head_learns_only_from_its_own_task(tiny_bert_dir):
     tds = _task_data(names)
     enc = models.from_pretrained(str(tiny_bert_dir)).model
     cfg = __import__("configs.multitask", fromlist=["get_config"]).get_config()
-    model = common.build_model(enc, tds, cfg)
+    model = assembly.build_model(enc, tds, cfg)
     graphdef, st = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(st)
-    loss_fn = common.multitask_loss(tds)
+    loss_fn = objectives.switch_loss(tds)
     tx = optax.adamw(1e-2)
     counter = step_lib.CompileCounter()
     f = step_lib.make_train_step(
-        graphdef, loss_fn, tx, active_fn=common.heads_active_fn(params, tds), counter=counter
+        graphdef, loss_fn, tx, active_fn=objectives.heads_active_fn(params, tds), counter=counter
     )
     state = step_lib.init_state(jax.tree.map(jax.numpy.array, params), tx, 0)
     for step, task_id in enumerate([0, 1, 2, 0, 2]):
@@ -75,9 +75,9 @@ def test_head_gradients_are_zero_for_other_tasks(tiny_bert_dir):
     tds = _task_data(["builtin/sentiment", "builtin/ner"])
     enc = models.from_pretrained(str(tiny_bert_dir)).model
     cfg = __import__("configs.multitask", fromlist=["get_config"]).get_config()
-    model = common.build_model(enc, tds, cfg)
+    model = assembly.build_model(enc, tds, cfg)
     graphdef, st = nnx.split(model, nnx.Param)
-    loss_fn = common.multitask_loss(tds)
+    loss_fn = objectives.switch_loss(tds)
 
     def f(p, batch):
         return loss_fn(nnx.merge(graphdef, p), batch, nnx.Rngs(dropout=0), True)[0]
@@ -95,12 +95,12 @@ def test_bilstm_tagger_head_inside_the_task_switch(tiny_bert_dir):
     cfg = __import__("configs.multitask", fromlist=["get_config"]).get_config()
     cfg.unlock()
     cfg.model.tagger_bilstm = 8
-    model = common.build_model(enc, tds, cfg)
+    model = assembly.build_model(enc, tds, cfg)
     graphdef, st = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(st)
     assert "bilstm" in params["heads"]["builtin_ner"]
     tx = optax.adam(1e-2)
-    f = step_lib.make_train_step(graphdef, common.multitask_loss(tds), tx)
+    f = step_lib.make_train_step(graphdef, objectives.switch_loss(tds), tx)
     state = step_lib.init_state(jax.tree.map(jax.numpy.array, params), tx, 0)
     before = np.asarray(
         params["heads"]["builtin_ner"]["bilstm"][0]["forward"]["cell"]["dense_i"]["kernel"]
@@ -111,6 +111,6 @@ def test_bilstm_tagger_head_inside_the_task_switch(tiny_bert_dir):
         state.params["heads"]["builtin_ner"]["bilstm"][0]["forward"]["cell"]["dense_i"]["kernel"]
     )
     assert not np.array_equal(before, after)
-    predict = step_lib.make_eval_step(graphdef, common.multitask_predict(tds))
+    predict = step_lib.make_eval_step(graphdef, objectives.switch_predict(tds))
     out = predict(state.params, _batch(1))
     assert out["pred_tokens"].shape == (4, 16)

@@ -11,6 +11,7 @@ from flax import nnx
 from jaxtl import paths, peft
 from jaxtl.models import BertConfig, BertEncoder
 from jaxtl.partition import default_optim_config, phases_from_config
+from jaxtl.strategy import Strategy
 
 TOL = 1e-5  # float32 forward passes of a tiny model
 
@@ -96,7 +97,7 @@ def test_lora_strategy_trains_only_lora_and_heads_and_surgery_errors():
     enc = tiny()
     cfg = default_optim_config()
     cfg.strategy = "lora"
-    peft.apply_from_config(enc, cfg, rngs=nnx.Rngs(0))
+    Strategy.of(cfg).surgery(enc, rngs=nnx.Rngs(0))
     params = {"encoder": nnx.to_pure_dict(nnx.state(enc, nnx.Param)), "heads": _head()}
     (phase,) = phases_from_config(cfg, params, num_layers=2, total_steps=4)
     trainable = {p for p, t in paths.flatten(phase.trainable_mask).items() if t}

@@ -12,13 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import build_self_supervised
 from flax import nnx
 
 from configs import self_supervised_cvt as cvt_config
-from jaxtl import models, paths
+from jaxtl import models, objectives, paths
 from jaxtl.data import mixture
 from jaxtl.models.bilstm import BiLSTMConfig, BiLSTMEncoder
-from jaxtl.regimes import cvt, self_supervised
+from jaxtl.objectives import cvt
+from jaxtl.regimes import self_supervised
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ALL_VIEWS = cvt.TAGGING_VIEWS + cvt.SENTENCE_VIEWS
@@ -74,7 +76,7 @@ def test_launch_cvt_writes_contract_files_one_compilation(tiny_bert_dir, tmp_pat
 
 @pytest.fixture(scope="module")
 def built(tiny_bert_dir):
-    return self_supervised.build(_config(tiny_bert_dir))
+    return build_self_supervised(_config(tiny_bert_dir))
 
 
 def test_cvt_unlabelled_loss_trains_encoder_and_aux_heads_not_primary(built):
@@ -216,9 +218,8 @@ def test_sentence_views_drop_a_span_or_subset_and_keep_specials():
     batch = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(am),
              "token_type_ids": jnp.zeros_like(jnp.asarray(ids)),
              "example_weight": jnp.ones((1,), jnp.float32)}  # fmt: skip
-    from jaxtl.regimes import lm
 
-    maskable = lm.real_token_mask(batch, specials)
+    maskable = objectives.real_token_mask(batch, specials)
     settings = cvt.Settings({}, span_fraction=0.3, subset_drop=0.5)
     for seed in range(5):
         keep = np.asarray(
@@ -240,9 +241,9 @@ def test_sentence_views_drop_a_span_or_subset_and_keep_specials():
 
 def test_cvt_config_errors_name_the_key(tiny_bert_dir):
     with pytest.raises(ValueError, match="cvt.views"):
-        self_supervised.build(_config(tiny_bert_dir, **{"cvt.views": ("forward", "sideways")}))
+        build_self_supervised(_config(tiny_bert_dir, **{"cvt.views": ("forward", "sideways")}))
     with pytest.raises(ValueError, match="no view for target builtin/sentiment"):
-        self_supervised.build(
+        build_self_supervised(
             _config(
                 tiny_bert_dir, **{"cvt.views": ("forward",), "target.tasks": ("builtin/sentiment",)}
             )

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import build_self_supervised
 from flax import nnx
 
 from configs import self_supervised as self_supervised_config
@@ -84,7 +85,7 @@ def _encoder_grad_norm(grads):
 
 
 def test_aux_lm_unlabelled_branch_trains_encoder_and_lm_head(tiny_bert_dir):
-    model, targets, unl, loss_fn, _ = self_supervised.build(_config(tiny_bert_dir))
+    model, targets, unl, loss_fn, _ = build_self_supervised(_config(tiny_bert_dir))
     batch = next(unl.train_iter)
     batch["task_id"][:] = unl.index
     loss, grads = _loss_and_grads(model, loss_fn, batch, True)
@@ -98,7 +99,7 @@ def test_aux_lm_unlabelled_branch_trains_encoder_and_lm_head(tiny_bert_dir):
 @pytest.fixture(scope="module")
 def consistency(tiny_bert_dir):
     return {
-        noise: self_supervised.build(
+        noise: build_self_supervised(
             _config(tiny_bert_dir, objective="consistency", **{"unlabelled.noise": noise})
         )
         for noise in (0.0, 0.3)

@@ -13,10 +13,12 @@ import pytest
 from flax import nnx
 
 from configs import unsupervised_sequential as unsupervised_config
+from jaxtl import assembly, objectives, paths
 from jaxtl import checkpoint as ckpt_lib
-from jaxtl import paths
 from jaxtl.data.batch import IGNORE
-from jaxtl.regimes import common, lm
+from jaxtl.data.masking import Masking
+from jaxtl.data.prepare import corpus_blocks, prepare_tasks
+from jaxtl.models import LM_KEY
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PRETRAIN, ADAPT = 30, 6
@@ -86,15 +88,15 @@ def _initial_perplexity(config) -> float:
     """Dev perplexity of the loaded model before any training (same data, masks and head)."""
     from jaxtl import metrics
 
-    lmm = lm.load_lm_model(config)
-    masking = lm.Masking.for_tokenizer(lmm.tokenizer, lmm.encoder.tied_embedding().shape[0])
-    td = lm.lm_task_data(
-        config, lmm.tokenizer, "builtin/corpus", index=1, objective="mlm",
+    lmm = assembly.load_lm_model(config)
+    masking = Masking.for_tokenizer(lmm.tokenizer, lmm.encoder.tied_embedding().shape[0])
+    td = corpus_blocks(
+        config, lmm.tokenizer, "builtin/corpus", index=1, key=LM_KEY, objective="mlm",
         block_size=config.pretrain.block_size, masking=masking, seed=config.seed * 1000 + 999,
     )  # fmt: skip
-    model = common.build_model(lmm.encoder, [], config, extra_heads={lm.LM_KEY: lmm.head})
+    model = assembly.build_model(lmm.encoder, [], config, extra_heads={LM_KEY: lmm.head})
     graphdef, params = nnx.split(model, nnx.Param)
-    predict = common.multitask_predict([td])
+    predict = objectives.switch_predict([td])
     step = jax.jit(lambda p, b: predict(nnx.merge(graphdef, p), b))
     outs = [jax.device_get(step(params, b)) for b in td.eval_batches]
     return metrics.score_task(td.task, outs, td.eval_batches)["perplexity"]
@@ -112,9 +114,9 @@ def test_mlm_pretraining_lowers_dev_perplexity(launched, tiny_bert_dir):
 def test_adapt_stage_starts_from_the_pretrained_encoder(launched, tiny_bert_dir):
     wd, _ = launched
     config = _config(tiny_bert_dir)
-    lmm = lm.load_lm_model(config)
-    targets = common.prepare_tasks(config.target.tasks, config, lmm.tokenizer, with_train=False)
-    model = common.build_model(lmm.encoder, targets, config, extra_heads={lm.LM_KEY: lmm.head})
+    lmm = assembly.load_lm_model(config)
+    targets = prepare_tasks(config.target.tasks, config, lmm.tokenizer, with_train=False)
+    model = assembly.build_model(lmm.encoder, targets, config, extra_heads={LM_KEY: lmm.head})
     start = paths.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     like = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     after_pretrain = paths.flatten(ckpt_lib.load_params(wd, like, step=PRETRAIN)[0])
@@ -133,12 +135,12 @@ def test_adapt_stage_starts_from_the_pretrained_encoder(launched, tiny_bert_dir)
 
 def test_masked_batches_are_identical_after_restore(tiny_bert_dir):
     config = _config(tiny_bert_dir)
-    lmm = lm.load_lm_model(config)
-    masking = lm.Masking.for_tokenizer(lmm.tokenizer, lmm.encoder.tied_embedding().shape[0])
+    lmm = assembly.load_lm_model(config)
+    masking = Masking.for_tokenizer(lmm.tokenizer, lmm.encoder.tied_embedding().shape[0])
 
     def make():
-        return lm.lm_task_data(
-            config, lmm.tokenizer, "builtin/corpus", index=0, objective="mlm", block_size=32,
+        return corpus_blocks(
+            config, lmm.tokenizer, "builtin/corpus", index=0, key=LM_KEY, objective="mlm", block_size=32,
             masking=masking, seed=7, with_eval=False,
         ).train_iter  # fmt: skip
 

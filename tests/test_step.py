@@ -8,10 +8,10 @@ from conftest import minilm_dir
 from flax import nnx
 
 from jaxtl import mesh as mesh_lib
-from jaxtl import models
+from jaxtl import models, objectives
 from jaxtl import step as step_lib
 from jaxtl.data import batch as batch_lib
-from jaxtl.regimes import common
+from jaxtl.data.prepare import TaskData
 
 
 def _batches(n, b, t, vocab, seed=0):
@@ -37,8 +37,8 @@ def _model_and_loss(name, seed=0):
     pre = models.from_pretrained(name)
     head = models.ClassificationHead(pre.model.hidden_size, 2, rngs=nnx.Rngs(seed))
     model = models.TransferModel(pre.model, {"t": head})
-    td = common.TaskData(_Task(), 0, "t", 0, None, [], "dev")
-    return model, common.multitask_loss([td])
+    td = TaskData(_Task(), 0, "t", 0, None, [], "dev")
+    return model, objectives.switch_loss([td])
 
 
 def _run(model, loss_fn, batches, mesh, tx, accum=1):
@@ -147,11 +147,11 @@ def test_bf16_compute_keeps_f32_params_and_optimizer(tiny_bert_dir):
     pre = models.from_pretrained(str(tiny_bert_dir), dtype=jnp.bfloat16)
     head = models.ClassificationHead(pre.model.hidden_size, 2, rngs=nnx.Rngs(0))
     model = models.TransferModel(pre.model, {"t": head})
-    td = common.TaskData(_Task(), 0, "t", 0, None, [], "dev")
+    td = TaskData(_Task(), 0, "t", 0, None, [], "dev")
     tx = optax.adamw(1e-3)
     graphdef, st = nnx.split(model, nnx.Param)
     state = step_lib.init_state(nnx.to_pure_dict(st), tx, 0)
-    f = step_lib.make_train_step(graphdef, common.multitask_loss([td]), tx)
+    f = step_lib.make_train_step(graphdef, objectives.switch_loss([td]), tx)
     feats = jax.eval_shape(
         lambda p, b: nnx.merge(graphdef, p).features(b["input_ids"], b["attention_mask"])[1],
         state.params,

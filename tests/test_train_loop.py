@@ -8,11 +8,13 @@ import pytest
 from flax import nnx
 
 from configs import multitask as multitask_config
+from jaxtl import assembly, train
 from jaxtl import checkpoint as ckpt_lib
 from jaxtl import mesh as mesh_lib
-from jaxtl import train
+from jaxtl import run as run_lib
 from jaxtl.data import feed
-from jaxtl.regimes import common, multitask
+from jaxtl.data.prepare import prepare_tasks
+from jaxtl.regimes import multitask
 
 
 class PoisonFeed:
@@ -44,9 +46,9 @@ def _setup(tiny_bert_dir, names, steps=12):
     c.train.steps = steps
     c.train.eval_every = 4
     c.checkpoint.every_steps = 4
-    pre = common.load_encoder(c)
-    tds = common.prepare_tasks(c.tasks.names, c, pre.tokenizer)
-    model = common.build_model(pre.model, tds, c)
+    pre = assembly.load_encoder(c)
+    tds = prepare_tasks(c.tasks.names, c, pre.tokenizer)
+    model = assembly.build_model(pre.model, tds, c)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     return c, tds, model, multitask.joint_stage(c, tds, params)
 
@@ -56,7 +58,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_bert_dir, tmp_
     stage.feed = PoisonFeed(stage.feed, at=6)  # step index 6 = the 7th step
     mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
-                            config=common.train_config(c))  # fmt: skip
+                            config=run_lib.train_config(c))  # fmt: skip
     with pytest.raises(train.NonFiniteLoss, match="step 7"):
         trainer.run()
     ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
@@ -76,7 +78,7 @@ def test_early_stop_and_best_checkpoint(tiny_bert_dir, tmp_path):
     stage.optim.lr = 0.0
     mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
-                            config=common.train_config(c))  # fmt: skip
+                            config=run_lib.train_config(c))  # fmt: skip
     results = trainer.run()
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     last_train = max(r["step"] for r in records if r["split"] == "train")

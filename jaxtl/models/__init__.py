@@ -12,12 +12,15 @@ from jaxtl.models.bilstm import BiLSTMConfig, BiLSTMEncoder
 from jaxtl.models.gpt2 import GPT2Config, GPT2Encoder
 from jaxtl.models.heads import ClassificationHead, CLMHead, MLMHead, TaggingHead
 from jaxtl.models.hf import Pretrained, build_encoder, from_pretrained, save_pretrained
+from jaxtl.models.lm import LM_KEY, LMModel, load_lm_model
 from jaxtl.models.registry import FAMILIES
 from jaxtl.models.representation import Representation
 from jaxtl.models.transfer import TransferModel
 
 __all__ = [
     "FAMILIES",
+    "LM_KEY",
+    "LMModel",
     "BertConfig",
     "BertEncoder",
     "BiLSTMConfig",
@@ -34,5 +37,6 @@ __all__ = [
     "TransferModel",
     "build_encoder",
     "from_pretrained",
+    "load_lm_model",
     "save_pretrained",
 ]

@@ -133,16 +133,36 @@ def _read_safetensors(files: Sequence[pathlib.Path]) -> dict[str, np.ndarray]:
     return out
 
 
+def _weight_map(index: pathlib.Path) -> dict[str, str]:
+    try:
+        return dict(json.loads(index.read_text())["weight_map"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{index}: expected JSON with a 'weight_map' object ({e})") from e
+
+
+def tensor_names(path: pathlib.Path) -> set[str] | None:
+    """The HF names of a checkpoint's tensors, without reading them (normalised like
+    :func:`read_tensors`); None for a pickle-only checkpoint (names unknown until loaded)."""
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(single), framework="numpy") as f:
+            names = set(f.keys())  # noqa: SIM118 (safe_open is not a Mapping)
+    elif index.is_file():
+        names = set(_weight_map(index))
+    else:
+        return None
+    return set(_normalise_names(dict.fromkeys(names)))
+
+
 def read_tensors(path: pathlib.Path, *, allow_pickle: bool = False) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint directory as numpy arrays (HF names)."""
     single, index = path / "model.safetensors", path / "model.safetensors.index.json"
     if single.is_file():
         return _read_safetensors([single])
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index}: expected JSON with a 'weight_map' object ({e})") from e
+        weight_map = _weight_map(index)
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (path / s).is_file()]
         if missing:

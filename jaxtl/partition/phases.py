@@ -121,7 +121,8 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg[key] if key in cfg else defaults[key]
 
 
-def _check(cfg: Any) -> None:
+def check(cfg: Any) -> None:
+    """Unknown optim keys and unknown strategy / schedule / optimizer values fail, naming them."""
     keys = list(cfg.keys()) if hasattr(cfg, "keys") else []
     unknown = sorted(set(keys) - set(OPTIM_KEYS))
     if unknown:
@@ -187,7 +188,7 @@ def phases_from_config(
     Phase budgets sum to ``total_steps``; ``Phase.tx`` already includes the schedule, per-group
     LR scales, weight decay, clipping, L2-SP and freezing.
     """
-    _check(optim_cfg)
+    check(optim_cfg)
     g = lambda k: _get(optim_cfg, k)  # noqa: E731
     l2sp_alpha, l2sp_beta = float(g("l2sp")), float(g("l2sp_beta"))
     specs = strategy_phases(

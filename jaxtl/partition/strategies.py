@@ -16,9 +16,12 @@ blocks ``0..L-1`` (other encoder params such as final norms join the top block) 
 - ``gradual_unfreezing`` (Howard & Ruder 2018): new params + the top block; then one more block
   per phase from the top down; the last phase adds the embeddings, so everything trains.
   ``L + 1`` phases.
-- ``lora`` / ``adapters``: one phase whose rules (from :mod:`jaxtl.peft`) freeze everything but
-  the LoRA / adapter parameters (+ LayerNorms for adapters) and the new parameters; the model
-  must already carry them (``jaxtl.peft.apply_lora`` / ``apply_adapters``).
+- ``lora`` / ``adapters``: one phase whose rules (:func:`lora_rules`, :func:`adapter_rules`)
+  freeze everything but the LoRA / adapter parameters (+ LayerNorms for adapters) and the new
+  parameters; the model must already carry them (the surgery is :mod:`jaxtl.peft`'s, applied by
+  :class:`jaxtl.strategy.Strategy`). Every other strategy freezes LoRA / adapter parameters that
+  an earlier stage's surgery left in the model (:func:`peft_frozen_rules`): a stage trains what
+  its own strategy names, never another stage's parameter-efficient weights.
 
 Discriminative fine-tuning (ULMFiT's ``lr_l = lr_{l+1} / 2.6``) is a per-unit LR multiplier
 ``d`` (``d = 1 / 2.6`` in the paper; ``d = 1.0`` turns it off): block ``l`` trains at
@@ -39,6 +42,7 @@ from jaxtl.partition.rules import (
     Group,
     Rule,
     layer,
+    parse_rules,
     top_unit,
 )
 
@@ -53,7 +57,54 @@ STRATEGIES = (
     "adapters",
 )
 
+PEFT_STRATEGIES = ("lora", "adapters")  # strategies that need model surgery first
+
 Unit = int | None  # -1 embeddings, 0..L-1 blocks, None new
+
+# Rule regexes for parameter-efficient weights: LoRA factors, adapter modules, and LayerNorms
+# (embeddings/norm, attention_norm, mlp_norm, final_norm...: a path element ending in "norm").
+LORA = r"/lora_[ab]$"
+ADAPTER = r"/adapter/"
+ENCODER_NORMS = r"^encoder/(?:.*/)?[a-z_]*norm/"
+
+
+def lora_rules() -> list[Rule]:
+    """Train LoRA factors and new params (heads, representation); freeze the rest."""
+    return parse_rules(
+        [
+            (LORA, {"name": "lora"}),
+            (NEW, {"name": "new", "optional": True}),
+            (r"^encoder/", {"frozen": True, "name": "encoder"}),
+        ],
+        where="lora_rules",
+    )
+
+
+def adapter_rules() -> list[Rule]:
+    """Train adapters, encoder LayerNorms and new params; freeze the rest (Houlsby)."""
+    return parse_rules(
+        [
+            (ADAPTER, {"name": "adapters"}),
+            (ENCODER_NORMS, {"name": "layer_norms"}),
+            (NEW, {"name": "new", "optional": True}),
+            (r"^encoder/", {"frozen": True, "name": "encoder"}),
+        ],
+        where="adapter_rules",
+    )
+
+
+def peft_frozen_rules(strategy: str) -> list[Rule]:
+    """Rules placed first in every stage of strategy ``strategy``: parameter-efficient weights
+    that are not this strategy's own are frozen (optional: most models carry none)."""
+    own = {"lora": LORA, "adapters": ADAPTER}.get(strategy)
+    return parse_rules(
+        [
+            (pattern, {"frozen": True, "optional": True, "name": f"{name}_not_this_stage"})
+            for name, pattern in (("lora", LORA), ("adapters", ADAPTER))
+            if pattern != own
+        ],
+        where="peft_frozen_rules",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,9 +201,6 @@ def strategy_phases(
         ]
         phases.append(phase("gradual_unfreezing/all", lambda u: True))
         return phases
-    if name in ("lora", "adapters"):
-        from jaxtl import peft  # noqa: PLC0415 - peft imports flax modules; only needed here
-
-        rules = peft.lora_rules() if name == "lora" else peft.adapter_rules()
-        return [PhaseSpec(name, rules)]
+    if name in PEFT_STRATEGIES:
+        return [PhaseSpec(name, lora_rules() if name == "lora" else adapter_rules())]
     raise ValueError(f"optim.strategy: unknown strategy {name!r}; allowed: {list(STRATEGIES)}")

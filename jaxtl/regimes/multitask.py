@@ -26,11 +26,11 @@ import logging
 from typing import Any
 
 import ml_collections
-from etils import epath
 
-from jaxtl import report, train
+from jaxtl import report, stages, train
 from jaxtl.data import mixture
-from jaxtl.regimes import common
+from jaxtl.data.prepare import TaskData, head_key
+from jaxtl.run import Run, finish, prepare, results_table
 
 log = logging.getLogger(__name__)
 
@@ -50,60 +50,37 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-def _mixture(config, task_list):
-    sizes = [td.train_size for td in task_list]
-    return mixture.Mixture(
-        sizes,
-        scheme=config.mixture.scheme,
-        temperature=config.mixture.temperature,
-        seed=config.seed,
-        total_steps=config.train.steps,
-    )
-
-
-def joint_stage(config, task_list, params) -> train.Stage:
+def joint_stage(config: ml_collections.ConfigDict, task_list: list[TaskData], params: Any,
+                name: str = "multitask") -> train.Stage:  # fmt: skip
+    """All tasks together, drawn by ``config.mixture``, weighted by ``tasks.weights``."""
     names = [td.task.name for td in task_list]
     weights = {k: float(v) for k, v in config.tasks.weights.items()}
     unknown = set(weights) - set(names)
     if unknown:
         raise ValueError(f"tasks.weights names {sorted(unknown)}, not in tasks.names {names}")
-    stage = common.mixture_stage(
-        "multitask", config.train.steps, task_list, task_list, params, config, config.optim,
+    mix = mixture.Mixture([td.train_size for td in task_list], scheme=config.mixture.scheme,
+                          temperature=config.mixture.temperature,
+                          total_steps=max(config.train.steps, 1))  # fmt: skip
+    log.info("mixture %s: %s", config.mixture.scheme,
+             {n: round(float(p), 4) for n, p in zip(names, mix.probabilities(0))})  # fmt: skip
+    return stages.mixture_stage(
+        name, config.train.steps, task_list, task_list, params, config, config.optim,
         eval_every=config.train.eval_every, weights=weights,
     )  # fmt: skip
-    probs = _mixture(config, task_list).probabilities(0)
-    log.info("mixture %s: %s", config.mixture.scheme,
-             {n: round(float(p), 4) for n, p in zip(names, probs)})  # fmt: skip
-    return stage
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    from flax import nnx
-
-    workdir = epath.Path(workdir)
-    mesh = common.setup_mesh(config)
-    pre = common.load_encoder(config)
-    task_list = common.prepare_tasks(config.tasks.names, config, pre.tokenizer)
-    model = common.build_model(pre.model, task_list, config)
-    if config.model.init_from:
-        rep = common.init_from_checkpoint(model, config.model.init_from, workdir)
-        log.info("init_from %s: %s", config.model.init_from, rep.summary())
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    stage = joint_stage(config, task_list, params)
-    results = common.run_stages(model, [stage], config, workdir, mesh)
-    counts = stage.feed.counts
-    report.write_json(workdir / "task_counts.json", counts)
-    out: dict[str, Any] = {"joint": results, "task_counts": counts}
-    if report.is_chief():
-        print(common.results_table({k: v for k, v in results.items()}, "multitask: dev results"))
-        print("batches drawn per task:", counts)
+    r = prepare(config, workdir, config.tasks.names)
+    results = finish(r, [joint_stage(config, r.tasks, r.params)], "multitask: dev results")
+    out: dict[str, Any] = {"joint": results}
     if config.refine.steps > 0:
-        out["refined"] = refine(config, workdir)
+        out["refined"] = refine(r)
     return out
 
 
-def refine(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, Any]:
+def refine(joint: Run) -> dict[str, Any]:
     """MT-DNN's second stage: fine-tune each task alone from the jointly trained model."""
+    config, workdir = joint.config, joint.workdir
     refined: dict[str, dict[str, float]] = {}
     for name in config.tasks.names:
         c = ml_collections.ConfigDict(config.to_dict())
@@ -112,21 +89,11 @@ def refine(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, 
         c.optim.lr = config.refine.lr
         c.refine.steps = 0
         c.model.init_from = str(workdir / "checkpoints")
-        sub = workdir / "refine" / common.head_key(name)
-        mesh = common.setup_mesh(c)
-        pre = common.load_encoder(c)
-        task_list = common.prepare_tasks(c.tasks.names, c, pre.tokenizer)
-        model = common.build_model(pre.model, task_list, c)
-        rep = common.init_from_checkpoint(model, c.model.init_from, sub)
-        log.info("refine %s from the joint model: %s", name, rep.summary())
-        from flax import nnx
-
-        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-        stage = joint_stage(c, task_list, params)
-        stage.name = f"refine-{common.head_key(name)}"
-        res = common.run_stages(model, [stage], c, sub, mesh)
+        r = prepare(c, workdir / "refine" / head_key(name), c.tasks.names)
+        stage = joint_stage(c, r.tasks, r.params, name=f"refine-{head_key(name)}")
+        res = finish(r, [stage], f"refine {name}: dev results")
         refined.update({k: v for k, v in res.items() if k != "average"})
     report.write_json(workdir / "results_refined.json", refined)
     if report.is_chief():
-        print(common.results_table(refined, "multitask + refinement: dev results"))
+        print(results_table(refined, "multitask + refinement: dev results"))
     return refined

@@ -26,17 +26,12 @@ stage 1).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import ml_collections
-from etils import epath
-from flax import nnx
 
-from jaxtl import partition, report
-from jaxtl.regimes import common
-
-log = logging.getLogger(__name__)
+from jaxtl import partition, stages
+from jaxtl.run import finish, prepare
 
 
 def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -56,51 +51,25 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    workdir = epath.Path(workdir)
     overlap = set(config.source.tasks) & set(config.target.tasks)
     if overlap:
         raise ValueError(f"source.tasks and target.tasks overlap: {sorted(overlap)}")
     if not config.target.tasks:
         raise ValueError("target.tasks is empty: name at least one target task")
-    mesh = common.setup_mesh(config)
-    pre = common.load_encoder(config)
-    names = list(config.source.tasks) + list(config.target.tasks)
-    task_list = common.prepare_tasks(names, config, pre.tokenizer)
+    with_source = config.source.steps > 0 and bool(config.source.tasks)
+    optims = ((config.source.optim,) if with_source else ()) + (config.optim,)
+    r = prepare(config, workdir, list(config.source.tasks) + list(config.target.tasks),
+                optims=optims)  # fmt: skip
     n_src = len(config.source.tasks)
-    source, target = task_list[:n_src], task_list[n_src:]
-    model = common.build_model(pre.model, task_list, config)
-    if config.model.init_from:
-        rep = common.init_from_checkpoint(model, config.model.init_from, workdir)
-        log.info("init_from %s: %s", config.model.init_from, rep.summary())
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-    stages = []
-    if config.source.steps > 0 and source:
-        stages.append(
-            common.mixture_stage(
-                "source",
-                config.source.steps,
-                source,
-                task_list,
-                params,
-                config,
-                config.source.optim,
-                eval_every=config.source.eval_every,
-            )  # fmt: skip
-        )
-    stages.append(
-        common.mixture_stage(
-            "target",
-            config.train.steps,
-            target,
-            task_list,
-            params,
-            config,
-            config.optim,
-            eval_every=config.train.eval_every,
-        )  # fmt: skip
-    )
-    results = common.run_stages(model, stages, config, workdir, mesh)
-    if report.is_chief():
-        print(common.results_table(results, "supervised sequential: dev results"))
-    return results
+    source, target = r.tasks[:n_src], r.tasks[n_src:]
+    plan = []
+    if with_source:
+        plan.append(stages.mixture_stage(
+            "source", config.source.steps, source, r.tasks, r.params, config,
+            config.source.optim, eval_every=config.source.eval_every,
+        ))  # fmt: skip
+    plan.append(stages.mixture_stage(
+        "target", config.train.steps, target, r.tasks, r.params, config, config.optim,
+        eval_every=config.train.eval_every,
+    ))  # fmt: skip
+    return finish(r, plan, "supervised sequential: dev results")

@@ -21,7 +21,9 @@ A run has two stages on one model (encoder + tied LM head + one head per target 
 
 ``results.json`` holds ``{corpus: {"perplexity": …}}`` after stage 1 and the target tasks'
 dev metrics after stage 2. With ``export_dir`` the adapted encoder is saved in Hugging Face
-layout (``models.save_pretrained``; loadable by ``transformers.AutoModel``).
+layout (``models.save_pretrained``; loadable by ``transformers.AutoModel``). The LM stage is the
+:class:`~jaxtl.objectives.LanguageModelling` objective, the same one the self-supervised
+regime's ``aux_lm`` uses.
 
 Research code::
 
@@ -31,19 +33,13 @@ Research code::
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import ml_collections
-from etils import epath
-from flax import nnx
 
-from jaxtl import checkpoint as ckpt_lib
-from jaxtl import models, partition, report, train
-from jaxtl.data import feed
-from jaxtl.regimes import common, lm
-
-log = logging.getLogger(__name__)
+from jaxtl import partition, stages
+from jaxtl.objectives import LanguageModelling
+from jaxtl.run import finish, prepare
 
 
 def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -68,94 +64,30 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-def pretrain_stage(config, lm_td: common.TaskData, targets, params) -> train.Stage:
-    others = [td.key for td in targets]
-    optim = common.freeze_rules(
-        config.pretrain.optim,
-        common.heads_pattern(others) + [r"^representation/"],
-        "unused_while_pretraining",
-    )
-    all_tasks = list(targets) + [lm_td]
-    return train.Stage(
-        name="pretrain",
-        steps=config.pretrain.steps,
-        feed=feed.MixtureFeed([lm_td.task.name], [lm_td.train_iter], task_ids=[lm_td.index]),
-        loss_fn=common.multitask_loss(all_tasks),
-        predict_fn=common.multitask_predict(all_tasks),
-        optim=optim,
-        eval_sets=common.eval_sets([lm_td]),
-        eval_every=config.pretrain.eval_every,
-        active_fn=common.heads_active_fn(params, all_tasks),
-    )
-
-
-def adapt_stage(config, lm_td: common.TaskData | None, targets, params) -> train.Stage:
-    """The target task(s) with the contract's adaptation keys; the LM head is dropped (frozen,
-    no optimizer state) — "remove the pretraining output layer and add task layers"."""
-    all_tasks = list(targets) + ([lm_td] if lm_td is not None else [])
-    return common.mixture_stage(
-        "adapt", config.train.steps, targets, all_tasks, params, config, config.optim,
-        eval_every=config.train.eval_every, frozen_name="lm_head_dropped",
-    )  # fmt: skip
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    workdir = epath.Path(workdir)
     if not config.target.tasks:
         raise ValueError("target.tasks is empty: name at least one target task")
     if config.pretrain.steps < 0:
         raise ValueError(f"pretrain.steps must be >= 0, got {config.pretrain.steps}")
-    mesh = common.setup_mesh(config)
-    lmm = lm.load_lm_model(config, from_scratch=config.pretrain.from_scratch)
-    targets = common.prepare_tasks(config.target.tasks, config, lmm.tokenizer)
-    lm_td = None
-    heads = {}
-    if config.pretrain.steps > 0:
-        objective = lm.objective_for(lmm.encoder, config.pretrain.objective)
-        masking = None
-        if objective == "mlm":
-            masking = lm.Masking.for_tokenizer(
-                lmm.tokenizer,
-                lmm.encoder.tied_embedding().shape[0],
-                prob=config.pretrain.mlm_prob,
-                whole_word=config.pretrain.whole_word,
-            )
-        lm_td = lm.lm_task_data(
-            config,
-            lmm.tokenizer,
-            config.pretrain.corpus,
-            index=len(targets),
-            objective=objective,
-            block_size=config.pretrain.block_size,
-            masking=masking,
-            seed=config.seed * 1000 + 999,
-        )
-        heads[lm.LM_KEY] = lmm.head
-    model = common.build_model(lmm.encoder, targets, config, extra_heads=heads)
-    if config.model.init_from:
-        rep = common.init_from_checkpoint(model, config.model.init_from, workdir)
-        log.info("init_from %s: %s", config.model.init_from, rep.summary())
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-    stages = []
-    if lm_td is not None:
-        stages.append(pretrain_stage(config, lm_td, targets, params))
-    stages.append(adapt_stage(config, lm_td, targets, params))
-    results = common.run_stages(model, stages, config, workdir, mesh)
-    if config.export_dir and report.is_chief():
-        export(model, params, workdir, config.export_dir, lmm)
-    if report.is_chief():
-        print(common.results_table(results, "unsupervised sequential: dev results"))
-    return results
-
-
-def export(model: nnx.Module, params: Any, workdir: epath.Path, out_dir: str, lmm) -> None:
-    """Save the adapted encoder (the run's last checkpoint) in Hugging Face layout."""
-    final, _ = ckpt_lib.load_params(workdir / "checkpoints", params)
-    state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, final)
-    nnx.update(model, state)
-    out = models.save_pretrained(
-        model.encoder, out_dir, tokenizer=lmm.tokenizer, hf_config=lmm.hf_config
-    )
-    log.info("adapted encoder exported to %s", out)
+    p = config.pretrain
+    lm = None
+    if p.steps > 0:
+        lm = LanguageModelling(p.corpus, kind=p.objective, block_size=p.block_size,
+                               mlm_prob=p.mlm_prob, whole_word=p.whole_word)  # fmt: skip
+    optims = ((p.optim,) if lm is not None else ()) + (config.optim,)
+    r = prepare(config, workdir, config.target.tasks, objective=lm, optims=optims, lm_head=True,
+                from_scratch=p.from_scratch)  # fmt: skip
+    plan = []
+    if lm is not None:
+        # Target heads and the representation are unused while pretraining: frozen, no state.
+        optim = stages.freeze_rules(p.optim, [r"^representation/"], "unused_while_pretraining")
+        plan.append(stages.mixture_stage(
+            "pretrain", p.steps, [lm.data], r.all_tasks, r.params, config, optim,
+            eval_every=p.eval_every, frozen_name="unused_while_pretraining",
+        ))  # fmt: skip
+    # "Remove the pretraining output layer and add task layers": the LM head is frozen.
+    plan.append(stages.mixture_stage(
+        "adapt", config.train.steps, r.tasks, r.all_tasks, r.params, config, config.optim,
+        eval_every=config.train.eval_every, frozen_name="lm_head_dropped",
+    ))  # fmt: skip
+    return finish(r, plan, "unsupervised sequential: dev results")

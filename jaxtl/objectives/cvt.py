@@ -43,7 +43,7 @@ lengths from the mask and GPT-2's last-token pooling assumes right padding.
 
 Auxiliary tagging heads are per-token linear classifiers (no BiLSTM under them even when the
 primary head has one: a BiLSTM over a left-context view would read the right context back in).
-Auxiliary sentence heads are built like the primary head (:func:`jaxtl.regimes.common.make_head`).
+Auxiliary sentence heads are built like the primary head (:func:`jaxtl.regimes.assembly.make_head`).
 """
 
 from __future__ import annotations
@@ -58,11 +58,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxtl import models
+from jaxtl import assembly, models
+from jaxtl.data import tokenize
+from jaxtl.data.prepare import TaskData, corpus_lines
 from jaxtl.models import base
 from jaxtl.models import bert as bert_lib
 from jaxtl.models.bilstm import BiLSTMEncoder
-from jaxtl.regimes import common, lm
+from jaxtl.objectives.base import Objective, divergence, kl, real_token_mask
+from jaxtl.objectives.consistency import UNLABELLED_KEY
 
 TAGGING_VIEWS = ("forward", "backward", "future", "past", "no_self")
 SENTENCE_VIEWS = ("span", "subset")
@@ -87,13 +90,6 @@ class Settings:
     no_self_rate: float = 0.15
 
 
-def kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
-    """KL(p || q) over the last axis, p the (stop-gradient) target prediction."""
-    logp = jax.nn.log_softmax(p_logits.astype(jnp.float32), -1)
-    logq = jax.nn.log_softmax(q_logits.astype(jnp.float32), -1)
-    return jnp.sum(jnp.exp(logp) * (logp - logq), -1)
-
-
 def _encoder_kind(encoder: nnx.Module) -> str:
     if isinstance(encoder, BiLSTMEncoder):
         return "bilstm"
@@ -104,7 +100,7 @@ def _encoder_kind(encoder: nnx.Module) -> str:
 
 def settings_from_config(
     config: ml_collections.ConfigDict,
-    targets: Sequence[common.TaskData],
+    targets: Sequence[TaskData],
     encoder: nnx.Module,
     mask_id: int | None,
 ) -> Settings:
@@ -153,7 +149,7 @@ def settings_from_config(
 
 def add_aux_heads(
     model: models.TransferModel,
-    targets: Sequence[common.TaskData],
+    targets: Sequence[TaskData],
     settings: Settings,
     config: ml_collections.ConfigDict,
 ) -> list[str]:
@@ -165,7 +161,7 @@ def add_aux_heads(
     for td in targets:
         for view in settings.views[td.key]:
             if view in SENTENCE_VIEWS:
-                head = common.make_head(td.task, full, config, rngs)
+                head = assembly.make_head(td.task, full, config, rngs)
             else:
                 size = full
                 if isinstance(enc, BiLSTMEncoder):
@@ -297,7 +293,7 @@ def tagging_views(
 
 def cvt_branch(
     model: models.TransferModel,
-    targets: Sequence[common.TaskData],
+    targets: Sequence[TaskData],
     batch: dict,
     hidden_states: tuple[jax.Array, ...],
     *,
@@ -323,7 +319,7 @@ def cvt_branch(
         am = batch["attention_mask"]
         w = batch["example_weight"]
         rows = w.sum()
-        positions = lm.real_token_mask(batch, special_ids)
+        positions = real_token_mask(batch, special_ids)
         head_rngs = lambda i: nnx.Rngs(dropout=jax.random.fold_in(dropout_key, i))  # noqa: E731
         wanted = {v for vs in settings.views.values() for v in vs}
         k_tag, k_sent = jax.random.split(view_key)
@@ -355,11 +351,47 @@ def cvt_branch(
                     continue
                 f_v, mask = sent[view]
                 q = head(f_v, mask, deterministic=not train_mode, rngs=head_rngs(n))
-                if td.task.kind == "regression":
-                    per = (p[..., 0] - q[..., 0]).astype(jnp.float32) ** 2
-                else:
-                    per = kl(p, q)
+                per = divergence(td.task.kind, p, q)
                 total += (per * w).sum() / jnp.maximum(rows, 1.0)
         return weight * total * rows, rows
 
     return f
+
+
+# ------------------------------------------------------------------------------------ objective
+class CrossView(Objective):
+    """CVT as an :class:`~jaxtl.objectives.base.Objective`: unlabelled lines, one auxiliary head
+    per (target, view), the loss of :func:`cvt_branch`; auxiliary heads update on unlabelled
+    steps only."""
+
+    name = "cvt"
+
+    def __init__(self, corpus: str, *, weight: float = 1.0):
+        self.corpus, self.weight = corpus, float(weight)
+
+    def setup(self, encoder, tokenizer, targets, config: ml_collections.ConfigDict) -> None:
+        super().setup(encoder, tokenizer, targets, config)
+        self.settings = settings_from_config(config, targets, encoder, tokenizer.mask_token_id)
+        self.special_ids = tokenize.special_ids(tokenizer)
+        self.mask_id = tokenizer.mask_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def stream(self, config, tokenizer, *, index: int, seed: int) -> TaskData:
+        self.data = corpus_lines(
+            config, tokenizer, self.corpus, index=index, key=UNLABELLED_KEY, seed=seed
+        )
+        return self.data
+
+    def extend(self, model, config: ml_collections.ConfigDict) -> None:
+        add_aux_heads(model, self.targets, self.settings, config)
+
+    def owners(self, params) -> dict[str, set[int]]:
+        return {key: {self.data.index} for key in params["heads"] if "__cvt_" in key}
+
+    def branch(self, model, batch, out, rngs, *, head_dropout_key, train_mode):
+        return cvt_branch(
+            model, self.targets, batch, out.hidden_states, settings=self.settings,
+            weight=self.weight, special_ids=self.special_ids, mask_id=self.mask_id,
+            pad_id=self.pad_id, view_key=rngs.dropout(), dropout_key=rngs.dropout(),
+            train_mode=train_mode,
+        )  # fmt: skip

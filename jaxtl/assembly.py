@@ -1,0 +1,107 @@
+"""The run's model: a pretrained encoder, a representation, one head per task, the surgery its
+stages' strategies need, and params-only initialisation from another run.
+
+The order is fixed (it decides which random numbers each part gets): the encoder is loaded, the
+optional :class:`~jaxtl.models.Representation` and the task heads are drawn from
+``nnx.Rngs(config.seed)`` in task order, then each stage strategy's surgery (LoRA, adapters)
+draws from the same stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+from etils import epath
+from flax import nnx
+
+from jaxtl import checkpoint as ckpt_lib
+from jaxtl import models, report, runtime
+from jaxtl.data import tasks
+from jaxtl.data.prepare import TaskData
+from jaxtl.strategy import Strategy
+
+
+def make_head(task: tasks.Task, in_size: int, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
+    m = config.model
+    if task.kind == "classification":
+        return models.ClassificationHead(
+            in_size, task.num_labels, m.pooling, m.head_hidden or None, m.dropout, rngs=rngs
+        )
+    if task.kind == "regression":
+        return models.ClassificationHead(
+            in_size, 1, m.pooling, m.head_hidden or None, m.dropout, rngs=rngs
+        )
+    if task.kind == "tagging":
+        return models.TaggingHead(
+            in_size, task.num_labels, m.tagger_bilstm or None, m.dropout, rngs=rngs
+        )
+    raise ValueError(f"task {task.name!r}: no head for kind {task.kind!r} in this regime")
+
+
+def load_encoder(config: ml_collections.ConfigDict) -> models.Pretrained:
+    return models.from_pretrained(
+        config.model.name,
+        allow_pickle=config.model.allow_pickle,
+        dtype=runtime.compute_dtype(config),
+    )
+
+
+def load_lm_model(config: ml_collections.ConfigDict, *, from_scratch: bool = False):
+    return models.load_lm_model(
+        config.model.name,
+        allow_pickle=config.model.allow_pickle,
+        dtype=runtime.compute_dtype(config),
+        seed=config.seed,
+        from_scratch=from_scratch,
+    )
+
+
+def build_model(
+    encoder: nnx.Module,
+    task_list: Sequence[TaskData],
+    config: ml_collections.ConfigDict,
+    *,
+    extra_heads: dict[str, nnx.Module] | None = None,
+    optims: Sequence[Any] = (),
+) -> models.TransferModel:
+    """Encoder + representation + one head per task + the surgery of each stage's strategy.
+
+    ``extra_heads`` are heads the caller built itself (an LM head tied to the encoder's
+    embeddings, keyed like its ``lm``-kind task); tasks whose key they name get no
+    :func:`make_head` head. ``optims``: every stage's ``optim`` block (default: the top-level
+    ``config.optim``), so a LoRA source stage gets its factors as well as a LoRA target stage.
+    """
+    rngs = nnx.Rngs(config.seed)
+    rep = None
+    if config.model.representation != "last":
+        rep = models.Representation(
+            config.model.representation, encoder.num_layers, encoder.hidden_size, rngs=rngs
+        )
+    in_size = rep.output_size if rep is not None else encoder.hidden_size
+    extra_heads = dict(extra_heads or {})
+    heads = {
+        td.key: make_head(td.task, in_size, config, rngs)
+        for td in task_list
+        if td.key not in extra_heads
+    }
+    heads.update(extra_heads)
+    model = models.TransferModel(encoder, heads, rep)
+    for optim in optims or (config.optim,):
+        model = Strategy.of(optim).surgery(model, rngs=rngs)
+    return model
+
+
+def init_from_checkpoint(
+    model: nnx.Module, source: str, workdir: epath.Path | None = None
+) -> ckpt_lib.TransferReport:
+    """Params-only initialisation from another run (different structure allowed)."""
+    state = nnx.state(model, nnx.Param)
+    params = nnx.to_pure_dict(state)
+    new_params, rep = ckpt_lib.load_params(source, params)
+    nnx.replace_by_pure_dict(state, new_params)
+    nnx.update(model, state)
+    if workdir is not None:
+        report.write_json(epath.Path(workdir) / "transfer_report.json", rep.to_json())
+    return rep

@@ -1,0 +1,83 @@
+"""Language modelling on unlabelled text: masked LM (BERT family) or causal LM (GPT-2).
+
+The pretraining stage of the unsupervised-sequential regime and the ``aux_lm`` objective of the
+self-supervised regime are this one objective: packed blocks of a corpus
+(:func:`jaxtl.data.prepare.corpus_blocks`; MLM masks drawn per batch, reproducibly), decoded by
+the LM head tied to the encoder's embeddings. MLM "perplexity" is exp(mean cross-entropy over the
+masked positions) — a pseudo-perplexity, comparable between runs with the same masking rate, not
+with a causal LM's perplexity; it is reported, never selected on (lower is better).
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from jaxtl.data.masking import Masking
+from jaxtl.data.prepare import TaskData, corpus_blocks
+from jaxtl.models.lm import LM_KEY
+from jaxtl.objectives.base import Objective
+from jaxtl.objectives.supervised import task_branch
+
+KINDS = ("auto", "mlm", "clm")
+
+
+def kind_for(encoder: nnx.Module, kind: str) -> str:
+    """``auto``: causal LM for GPT-2, masked LM for the BERT family."""
+    if kind not in KINDS:
+        raise ValueError(f"LM objective must be one of {KINDS}, got {kind!r}")
+    if kind == "auto":
+        return "clm" if encoder.family == "gpt2" else "mlm"
+    if kind == "mlm" and encoder.family == "gpt2":
+        raise ValueError("objective 'mlm' needs a bidirectional encoder; GPT-2 is causal: use clm")
+    if kind == "clm" and encoder.family != "gpt2":
+        raise ValueError(
+            f"objective 'clm' needs a causal encoder; {encoder.family!r} attends both ways "
+            "(a next-token loss would be trivial): use mlm"
+        )
+    return kind
+
+
+class LanguageModelling(Objective):
+    name = "lm"
+    needs_lm_head = True
+
+    def __init__(
+        self,
+        corpus: str,
+        *,
+        kind: str = "auto",
+        block_size: int = 128,
+        mlm_prob: float = 0.15,
+        whole_word: bool = False,
+        weight: float = 1.0,
+    ):
+        self.corpus, self.kind, self.block_size = corpus, kind, int(block_size)
+        self.mlm_prob, self.whole_word, self.weight = float(mlm_prob), bool(whole_word), weight
+        self.masking: Masking | None = None
+
+    def setup(self, encoder, tokenizer, targets, config) -> None:
+        super().setup(encoder, tokenizer, targets, config)
+        self.kind = kind_for(encoder, self.kind)
+        if self.kind == "mlm":
+            self.masking = Masking.for_tokenizer(
+                tokenizer, encoder.tied_embedding().shape[0], prob=self.mlm_prob,
+                whole_word=self.whole_word,
+            )  # fmt: skip
+
+    def stream(self, config, tokenizer, *, index: int, seed: int) -> TaskData:
+        self.data = corpus_blocks(
+            config, tokenizer, self.corpus, index=index, key=LM_KEY, objective=self.kind,
+            block_size=self.block_size, masking=self.masking, seed=seed,
+        )  # fmt: skip
+        return self.data
+
+    def heads(self, lm_head: nnx.Module | None) -> dict[str, nnx.Module]:
+        if lm_head is None:
+            raise ValueError("the LM objective needs the encoder's LM head")
+        return {LM_KEY: lm_head}
+
+    def branch(self, model, batch, out, rngs, *, head_dropout_key, train_mode):
+        return task_branch(
+            model, self.data, batch, head_dropout_key=head_dropout_key, train_mode=train_mode,
+            weight=self.weight,
+        )  # fmt: skip

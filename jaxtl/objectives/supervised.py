@@ -1,0 +1,159 @@
+"""The supervised loss and predictions over many tasks: the encoder runs once per batch and
+``lax.switch`` picks the batch's head.
+
+One compiled program serves every task (the switch index is data), and only the chosen branch
+runs, so a head gets gradients from its own task's batches only. An :class:`Objective` may own
+one of the task indices (its unlabelled or LM stream); its branch replaces the head loss there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxtl import losses, paths
+from jaxtl.data.prepare import TaskData
+from jaxtl.objectives.base import Objective
+
+
+def _features(model: nnx.Module, batch: dict, **kw: Any):
+    return model.features(
+        batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], **kw
+    )
+
+
+def task_branch(
+    model: nnx.Module,
+    td: TaskData,
+    batch: dict,
+    *,
+    head_dropout_key: jax.Array,
+    train_mode: bool,
+    weight: float = 1.0,
+):
+    """The ``lax.switch`` branch of one task: ``f((feats, last_hidden)) -> (loss_sum, den)``.
+
+    ``lm``-kind tasks decode the last hidden state (not the representation a frozen encoder
+    hands task heads: the LM head was trained on it) with the encoder's tied embedding.
+    """
+    head_def, head_state = nnx.split(model.heads[td.key])
+    embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
+
+    def f(operands):
+        feats, last = operands
+        # Rebuild the head inside the branch: NNX modules that run their own transforms (the
+        # BiLSTM under a tagger uses nnx.scan) cannot reach Variables across lax.switch's trace.
+        head = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))
+        rngs = nnx.Rngs(dropout=head_dropout_key)
+        if td.task.kind == "lm":
+            logits = head(last, embedding, deterministic=not train_mode, rngs=rngs)
+        else:
+            logits = head(feats, batch["attention_mask"], deterministic=not train_mode, rngs=rngs)
+        total, den = losses.LOSSES[td.task.kind](logits, batch)
+        return total * float(weight), den
+
+    return f
+
+
+def switch_loss(
+    task_list: Sequence[TaskData],
+    weights: dict[str, float] | None = None,
+    objective: Objective | None = None,
+):
+    """The step's loss over ``task_list`` (indices 0..n-1, in order); ``weights`` by task name.
+    With ``objective``, the task at ``objective.data.index`` is its stream and takes its branch."""
+    weights = weights or {}
+    if [td.index for td in task_list] != list(range(len(task_list))):
+        raise ValueError("task indices must be 0..n-1 in list order")
+    own = objective.data.index if objective is not None else -1
+
+    def loss_fn(model, batch, rngs, train_mode):
+        out, feats = _features(model, batch, deterministic=not train_mode, rngs=rngs)
+        # nnx.Rngs cannot be advanced inside a lax.switch branch (another trace level): draw
+        # the heads' dropout key here and give each branch its own Rngs.
+        head_dropout_key = rngs.dropout()
+        branches = []
+        for td in task_list:
+            if td.index == own:
+                branches.append(
+                    objective.branch(
+                        model, batch, out, rngs, head_dropout_key=head_dropout_key,
+                        train_mode=train_mode,
+                    )  # fmt: skip
+                )
+            else:
+                branches.append(
+                    task_branch(
+                        model, td, batch, head_dropout_key=head_dropout_key,
+                        train_mode=train_mode, weight=float(weights.get(td.task.name, 1.0)),
+                    )  # fmt: skip
+                )
+        idx = batch["task_id"][0]
+        total, den = jax.lax.switch(idx, branches, (feats, out.last_hidden_state))
+        return total, {"denominator": den}
+
+    return loss_fn
+
+
+def task_predict_branch(model: nnx.Module, td: TaskData, batch: dict):
+    """The eval-time ``lax.switch`` branch of one task: ``f((feats, last)) -> predictions``."""
+    head_def, head_state = nnx.split(model.heads[td.key])
+    embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
+
+    def f(operands):
+        feats, last = operands
+        head = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))  # see task_branch
+        if td.task.kind == "lm":
+            logits = head(last, embedding)
+        else:
+            logits = head(feats, batch["attention_mask"])
+        return losses.predictions(td.task.kind, logits, batch)
+
+    return f
+
+
+def switch_predict(task_list: Sequence[TaskData]):
+    """Predictions of the batch's task. A stream with no head of its own (consistency, CVT:
+    never evaluated) repeats the first headed task's branch so every branch has one shape."""
+
+    def predict_fn(model, batch):
+        out, feats = _features(model, batch)
+        headed = [td for td in task_list if td.key in model.heads]
+        branches = [
+            task_predict_branch(model, td if td.key in model.heads else headed[0], batch)
+            for td in task_list
+        ]
+        return jax.lax.switch(batch["task_id"][0], branches, (feats, out.last_hidden_state))
+
+    return predict_fn
+
+
+def heads_active_fn(
+    params: Any, task_list: Sequence[TaskData], owners: dict[str, set[int]] | None = None
+):
+    """Heads update only on batches of the task indices that own them; every other parameter
+    always updates. A head absent from the batch keeps its params and optimizer moments as they
+    are (as if it had no gradient, like PyTorch's skipped ``None`` grads).
+
+    By default a task's head is owned by that task alone; ``owners`` ({head key: task indices})
+    adds or overrides owners (consistency training trains the target heads on unlabelled batches).
+    """
+    owners = {td.key: {td.index} for td in task_list} | dict(owners or {})
+    flat = list(paths.flatten(params))
+
+    def active_fn(batch):
+        idx = batch["task_id"][0]
+        flags = {}
+        for p in flat:
+            parts = p.split("/")
+            if parts[0] == "heads" and parts[1] in owners:
+                flags[p] = jnp.any(jnp.asarray(sorted(owners[parts[1]]), jnp.int32) == idx)
+            else:
+                flags[p] = jnp.bool_(True)
+        return paths.unflatten(flags, params)
+
+    return active_fn

@@ -1,0 +1,109 @@
+"""Building a regime's stages: which tasks a stage draws from, its loss, its evaluation and the
+heads it must not touch.
+
+Every stage of a run shares one model whose heads cover all the run's tasks, and one loss that
+switches over all of them (so every stage has the same program structure); a stage draws
+batches only from its own tasks, and the heads of the other tasks are frozen in its plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+
+from jaxtl import metrics, train
+from jaxtl.data import feed, mixture
+from jaxtl.data.prepare import TaskData
+from jaxtl.objectives import Objective, heads_active_fn, switch_loss, switch_predict
+
+
+def heads_pattern(keys: Sequence[str]) -> list[str]:
+    """Partition-rule regexes matching the given heads (none for no keys)."""
+    return ["^heads/(" + "|".join(re.escape(k) for k in keys) + ")/"] if keys else []
+
+
+def freeze_rules(
+    optim: ml_collections.ConfigDict, patterns: Sequence[str], name: str
+) -> ml_collections.ConfigDict:
+    """A copy of ``optim`` whose first rules freeze ``patterns`` (e.g. heads the stage does not
+    train: the old task's head while adapting, task heads while pretraining). Optional, since a
+    head may have no parameters (GPT-2's tied CLM head)."""
+    out = ml_collections.ConfigDict(optim.to_dict())
+    frozen = tuple((p, {"frozen": True, "name": name, "optional": True}) for p in patterns)
+    out.rules = frozen + tuple(tuple(r) for r in optim.rules)
+    return out
+
+
+def eval_sets(task_list: Sequence[TaskData]) -> dict[str, train.EvalSet]:
+    return {
+        td.task.name: train.EvalSet(td.task, td.eval_batches, metrics.score_task)
+        for td in task_list
+        if td.eval_batches
+    }
+
+
+def mixture_stage(
+    name: str,
+    steps: int,
+    own: Sequence[TaskData],
+    all_tasks: Sequence[TaskData],
+    params: Any,
+    config: ml_collections.ConfigDict,
+    optim: ml_collections.ConfigDict,
+    *,
+    eval_every: int,
+    weights: dict[str, float] | None = None,
+    frozen_name: str = "other_tasks_heads",
+    objective: Objective | None = None,
+    stream_pattern: Sequence[str] = (),
+) -> train.Stage:
+    """A stage training the ``own`` tasks, drawn per step by ``config.mixture``, on a model
+    whose heads cover ``all_tasks``. Heads of other tasks are frozen in the plan.
+
+    With ``objective`` (whose stream is among ``all_tasks`` but not ``own``), the objective's
+    stream takes the steps that ``stream_pattern`` (:func:`jaxtl.data.mixture.ratio_pattern`)
+    marks ``unlabelled``; its batches update the heads :meth:`Objective.owners` names.
+    """
+    mix = mixture.Mixture(
+        [td.train_size for td in own],
+        scheme=config.mixture.scheme,
+        temperature=config.mixture.temperature,
+        seed=config.seed,
+        total_steps=max(steps, 1),
+    )
+    streams = list(own)
+    task_for_step: Callable[[int], int] = mix.task_for_step
+    owners = None
+    if objective is not None:
+        streams.append(objective.data)
+        n = len(own)
+
+        def task_for_step(step: int) -> int:
+            if mixture.stream_for_step(step, stream_pattern) == "unlabelled":
+                return n
+            return mix.task_for_step(step)
+
+        owners = objective.owners(params)
+    trained = {td.key for td in streams} | set(owners or {})
+    others = [td.key for td in all_tasks if td.key not in trained]
+    evals = [td for td in streams if td.eval_batches]
+    return train.Stage(
+        name=name,
+        steps=steps,
+        feed=feed.MixtureFeed(
+            [td.task.name for td in streams],
+            [td.train_iter for td in streams],
+            task_for_step,
+            task_ids=[td.index for td in streams],
+        ),
+        loss_fn=switch_loss(all_tasks, weights, objective),
+        predict_fn=switch_predict(all_tasks),
+        optim=freeze_rules(optim, heads_pattern(others), frozen_name),
+        eval_sets=eval_sets(evals),
+        eval_every=eval_every,
+        active_fn=heads_active_fn(params, all_tasks, owners),
+        select="average",
+    )
