@@ -20,11 +20,55 @@ from jaxtl import checkpoint as ckpt_lib
 from jaxtl import models, report, runtime
 from jaxtl.data import tasks
 from jaxtl.data.prepare import TaskData
+from jaxtl.models import hf_heads
 from jaxtl.strategy import Strategy
 
+HEADS = ("auto", "linear")
 
-def make_head(task: tasks.Task, in_size: int, config: ml_collections.ConfigDict, rngs: nnx.Rngs):
+
+def make_head(
+    task: tasks.Task,
+    in_size: int,
+    config: ml_collections.ConfigDict,
+    rngs: nnx.Rngs,
+    *,
+    encoder: nnx.Module | None = None,
+):
+    """The task's head. ``model.head=auto`` (default) builds the encoder family's transformers
+    head (:class:`jaxtl.models.family.HeadSpec`: BERT's pooler + classifier, RoBERTa's and
+    ELECTRA's ``classifier.{dense,out_proj}``, GPT-2's ``score`` on the last token; per-token
+    ``classifier`` for tagging), so that :mod:`jaxtl.export` writes a model transformers loads
+    exactly; its pretrained weights (BERT's pooler) are loaded by :func:`build_model`. Without
+    ``encoder``, or for a family with no transformers heads (BiLSTM), ``auto`` is the linear
+    head. ``model.head=linear`` is jaxtl's linear classifier on the pooled representation
+    (``model.pooling``, ``model.head_hidden``). ``model.tagger_bilstm > 0`` puts a BiLSTM under
+    either tagging head (no transformers class has one: export says so).
+    """
     m = config.model
+    choice = m.get("head", "auto")
+    if choice not in HEADS:
+        raise ValueError(f"model.head={choice!r}; expected one of {HEADS}")
+    spec = None
+    if choice == "auto" and encoder is not None:
+        spec = hf_heads.head_spec(encoder, task.kind)
+    if spec is not None and task.kind in hf_heads.SENTENCE_KINDS:
+        if m.pooling != "cls" or m.head_hidden:
+            raise ValueError(
+                f"model.pooling={m.pooling!r} / model.head_hidden={m.head_hidden} shape the "
+                "linear head: with model.head=auto the head is the model family's own "
+                f"({spec.architecture}). Set model.head=linear to use them"
+            )
+        return models.ClassificationHead(
+            in_size,
+            task.num_labels if task.kind == "classification" else 1,
+            spec.pooling,
+            in_size if spec.dense else None,
+            m.dropout if spec.dropout else 0.0,
+            activation=spec.activation,
+            input_dropout=spec.input_dropout,
+            use_bias=spec.bias,
+            rngs=rngs,
+        )
     if task.kind == "classification":
         return models.ClassificationHead(
             in_size, task.num_labels, m.pooling, m.head_hidden or None, m.dropout, rngs=rngs
@@ -72,6 +116,12 @@ def build_model(
     embeddings, keyed like its ``lm``-kind task); tasks whose key they name get no
     :func:`make_head` head. ``optims``: every stage's ``optim`` block (default: the top-level
     ``config.optim``), so a LoRA source stage gets its factors as well as a LoRA target stage.
+
+    An encoder loaded from a Hugging Face directory (``encoder.checkpoint``) gives its task heads
+    what that checkpoint has for them (:func:`jaxtl.models.hf_heads.hf_head_init`: BERT's
+    pretrained pooler; a ``*ForSequenceClassification`` / ``*ForTokenClassification`` head when
+    its labels fit the task); the decisions are logged and kept as ``model.init_report``
+    (``.to_json()``), for the caller to write.
     """
     rngs = nnx.Rngs(config.seed)
     rep = None
@@ -82,12 +132,16 @@ def build_model(
     in_size = rep.output_size if rep is not None else encoder.hidden_size
     extra_heads = dict(extra_heads or {})
     heads = {
-        td.key: make_head(td.task, in_size, config, rngs)
+        td.key: make_head(td.task, in_size, config, rngs, encoder=encoder)
         for td in task_list
         if td.key not in extra_heads
     }
     heads.update(extra_heads)
     model = models.TransferModel(encoder, heads, rep)
+    checkpoint = getattr(encoder, "checkpoint", None)
+    if checkpoint:  # loaded from HF: its pooler / task head where they fit (draws no RNG)
+        own = [td for td in task_list if td.key not in extra_heads]
+        model.init_report = hf_heads.InitReport(hf_heads.hf_head_init(model, own, checkpoint))
     for optim in optims or (config.optim,):
         model = Strategy.of(optim).surgery(model, rngs=rngs)
     return model

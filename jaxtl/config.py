@@ -22,8 +22,13 @@ def base_config() -> ml_collections.ConfigDict:
     # What the encoder hands the heads: embeddings | last | second_to_last | sum_last_four |
     # concat_last_four | scalar_mix.
     c.model.representation = "last"
-    c.model.pooling = "cls"  # sentence heads: cls | mean
-    c.model.head_hidden = 0  # >0: a tanh dense layer of this width before the classifier
+    # Task heads: auto = the encoder family's transformers head (BERT: pretrained pooler +
+    # classifier; RoBERTa / ELECTRA: classifier.dense + out_proj; GPT-2: score on the last
+    # token; tagging: a linear classifier per token), so export to transformers is exact;
+    # linear = jaxtl's linear head, shaped by pooling and head_hidden.
+    c.model.head = "auto"
+    c.model.pooling = "cls"  # model.head=linear: cls | mean | last
+    c.model.head_hidden = 0  # model.head=linear: >0 adds a tanh dense layer of this width
     c.model.tagger_bilstm = 0  # >0: BiLSTM (this hidden size) under the tagging head
     c.model.dropout = 0.1  # head dropout
     c.model.compute_dtype = "auto"  # auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16

@@ -164,3 +164,65 @@ def test_jitted_split_merge_forward_matches_eager():
 
     eager = model.heads["sst2"](model.features(ids, mask, None)[1], mask)
     np.testing.assert_allclose(forward(params, ids, mask), eager, atol=1e-5)
+
+
+FAMILY_CONFIGS = {
+    "bert": dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=32, max_position_embeddings=16),
+    "gpt2": dict(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "family, pooling, activation, input_dropout, dense, bias",
+    [
+        ("bert", "cls", "tanh", False, True, True),  # pooler + classifier
+        ("roberta", "cls", "tanh", True, True, True),  # classifier.dense + out_proj
+        ("electra", "cls", "gelu", True, True, True),
+        ("gpt2", "last", "tanh", False, False, False),  # score
+    ],
+)
+def test_make_head_auto_is_the_family_transformers_head(
+    family, pooling, activation, input_dropout, dense, bias
+):
+    from jaxtl import assembly
+    from jaxtl import config as config_lib
+    from jaxtl.data.tasks import Task
+    from jaxtl.models import hf_heads
+
+    enc = models.build_encoder(family, FAMILY_CONFIGS.get(family, FAMILY_CONFIGS["bert"]),
+                               rngs=nnx.Rngs(0))  # fmt: skip
+    c = config_lib.base_config()
+    sent = Task("s", "classification", loader=None, label_names=("a", "b", "c"))
+    tags = Task("t", "tagging", loader=None, label_names=("O", "B-X"))
+    head = assembly.make_head(sent, 16, c, nnx.Rngs(1), encoder=enc)
+    assert isinstance(head, ClassificationHead)
+    assert (head.pooling, head.activation, head.input_dropout) == (pooling, activation,
+                                                                  input_dropout)  # fmt: skip
+    assert (head.dense is not None, head.use_bias) == (dense, bias)
+    assert head.dropout == (0.0 if family == "gpt2" else c.model.dropout)
+    tagger = assembly.make_head(tags, 16, c, nnx.Rngs(1), encoder=enc)
+    assert isinstance(tagger, TaggingHead) and tagger.bilstm is None
+    model = TransferModel(enc, {"s": head, "t": tagger})
+    assert hf_heads.head_problem(model, "s", "classification") is None
+    assert hf_heads.head_problem(model, "t", "tagging") is None
+    specs = paths.flatten(nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(model, nnx.Param))))
+    assert tuple(specs["heads/s/classifier/kernel"]) == ("embed", "labels")
+    if dense:
+        assert tuple(specs["heads/s/dense/kernel"]) == ("embed", "mlp")
+    ids, mask = inputs()
+    _, feats = model.features(ids, mask, None)
+    assert head(feats, mask).shape == (2, 3) and tagger(feats, mask).shape == (2, 6, 2)
+
+    # model.head=linear: today's head (pooling / head_hidden), not a transformers head.
+    c.model.head, c.model.pooling, c.model.head_hidden = "linear", "mean", 8
+    linear = assembly.make_head(sent, 16, c, nnx.Rngs(1), encoder=enc)
+    assert (linear.pooling, linear.hidden, linear.input_dropout) == ("mean", 8, False)
+    model.heads["s"] = linear
+    assert "pooling 'mean'" in hf_heads.head_problem(model, "s", "classification")
+    # ...and those keys with model.head=auto are a mistake, said so.
+    c.model.head = "auto"
+    with pytest.raises(ValueError, match="model.head=linear"):
+        assembly.make_head(sent, 16, c, nnx.Rngs(1), encoder=enc)
+    # No encoder at hand (CVT's auxiliary heads): the linear head.
+    assert assembly.make_head(sent, 16, c, nnx.Rngs(1)).pooling == "mean"

@@ -26,7 +26,7 @@ from flax import nnx
 
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
-from jaxtl.models.family import Family, reject, require
+from jaxtl.models.family import Family, HeadSpec, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 VARIANTS = ("bert", "roberta", "electra")
@@ -324,7 +324,29 @@ def _roberta_mlm_map(cfg: BertConfig) -> list[Rule]:
     )
 
 
-# Known tensors the encoder does not use. Pretraining heads are loaded only with load_lm_head.
+# Task heads, as transformers builds them (jaxtl.models.heads computes the same; see HeadSpec).
+# BertForSequenceClassification: the pretrained pooler (dense + tanh on [CLS], inside the base
+# model), dropout, ``classifier``. RoBERTa / ELECTRA: ``classifier.dense`` on <s> (tanh / exact
+# GELU) and ``classifier.out_proj``, dropout before each. *ForTokenClassification: dropout and
+# ``classifier`` on every token.
+def _classifier(cfg: BertConfig) -> list[Rule]:
+    return linear("classifier", "classifier")
+
+
+def _pooler(cfg: BertConfig) -> list[Rule]:
+    return linear("pooler.dense", "dense")
+
+
+def _classifier_dense_out_proj(cfg: BertConfig) -> list[Rule]:
+    return linear("classifier.dense", "dense") + linear("classifier.out_proj", "classifier")
+
+
+def _token_head(name: str) -> HeadSpec:
+    return HeadSpec(f"{name}ForTokenClassification", _classifier)
+
+
+# Known tensors the encoder does not use. Pretraining heads are loaded only with load_lm_head;
+# the pooler is BERT's sequence head's pretrained layer (loaded when task heads are built).
 _COMMON_IGNORE = (r"(^|\.)position_ids$", r"^(bert\.|roberta\.|electra\.)?pooler\.")
 
 BERT = Family(
@@ -341,6 +363,10 @@ BERT = Family(
     lm_architecture="BertForMaskedLM",
     # The decoder is tied to the word embeddings (and its bias to cls.predictions.bias).
     lm_ignore=(r"^cls\.predictions\.decoder\.", r"^cls\.seq_relationship\."),
+    sequence_head=HeadSpec(
+        "BertForSequenceClassification", _classifier, base_key_map=_pooler, dense=True
+    ),
+    token_head=_token_head("Bert"),
 )
 
 ROBERTA = Family(
@@ -356,6 +382,13 @@ ROBERTA = Family(
     lm_key_map=_roberta_mlm_map,
     lm_architecture="RobertaForMaskedLM",
     lm_ignore=(r"^lm_head\.decoder\.",),
+    sequence_head=HeadSpec(
+        "RobertaForSequenceClassification",
+        _classifier_dense_out_proj,
+        dense=True,
+        input_dropout=True,
+    ),  # fmt: skip
+    token_head=_token_head("Roberta"),
 )
 
 ELECTRA = Family(
@@ -368,4 +401,12 @@ ELECTRA = Family(
     prefixes=("electra.",),
     # The discriminator's replaced-token head and a generator's LM head are pretraining-only.
     ignore=_COMMON_IGNORE + (r"^discriminator_predictions\.", r"^generator_"),
+    sequence_head=HeadSpec(
+        "ElectraForSequenceClassification",
+        _classifier_dense_out_proj,
+        dense=True,
+        activation="gelu",
+        input_dropout=True,
+    ),  # fmt: skip
+    token_head=_token_head("Electra"),
 )

@@ -11,6 +11,41 @@ from flax import nnx
 from jaxtl.models.keymap import Rule
 
 
+def _no_rules(cfg: Any) -> list[Rule]:
+    return []
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One transformers task head in jaxtl terms: the :class:`~jaxtl.models.heads.ClassificationHead`
+    / :class:`~jaxtl.models.heads.TaggingHead` arguments that compute it, and its key map.
+
+    architecture:  the transformers class (``BertForSequenceClassification``), written to
+                   ``architectures`` on export.
+    key_map:       cfg -> Rules from top-level HF names (``classifier.out_proj.weight``) to paths
+                   inside the jaxtl head (``classifier/kernel``).
+    base_key_map:  cfg -> Rules for head tensors HF keeps inside the base model (BERT's
+                   ``pooler.dense``): exported under the encoder's prefix (``bert.pooler...``),
+                   loaded from whichever prefix the checkpoint's encoder has. They are the
+                   pretrained part of the head: loaded whenever present, even when the
+                   classifier itself is not reused.
+    pooling, dense, activation, input_dropout, dropout, bias: how the head computes (sequence
+                   heads): which token it reads (``cls`` | ``last``), whether a dense layer of
+                   the model width with ``activation`` comes first, dropout before that layer /
+                   before the classifier, whether the classifier has a bias.
+    """
+
+    architecture: str
+    key_map: Callable[[Any], list[Rule]]
+    base_key_map: Callable[[Any], list[Rule]] = _no_rules
+    pooling: str = "cls"
+    dense: bool = False
+    activation: str = "tanh"
+    input_dropout: bool = False
+    dropout: bool = True
+    bias: bool = True
+
+
 @dataclass(frozen=True)
 class Family:
     """Everything family-specific about HF weights in and out.
@@ -26,6 +61,9 @@ class Family:
     architecture:  ``architectures`` entry written on export of the bare encoder.
     lm_head:       optional (cfg, rngs) -> tied LM head module; ``lm_key_map`` its Rules
                    (full HF names), ``lm_architecture`` the export name with that head.
+    sequence_head: the family's transformers sequence-classification head
+                   (``*ForSequenceClassification``), ``token_head`` its token-classification head
+                   (``*ForTokenClassification``); None: the family has none (jaxtl's BiLSTM).
     """
 
     model_type: str
@@ -40,6 +78,27 @@ class Family:
     lm_key_map: Callable[[Any], list[Rule]] | None = None
     lm_architecture: str | None = None
     lm_ignore: tuple[str, ...] = field(default=())
+    sequence_head: HeadSpec | None = None
+    token_head: HeadSpec | None = None
+
+    def task_head(self, kind: str) -> HeadSpec | None:
+        """The transformers head for a task kind (classification / regression / tagging)."""
+        if kind in ("classification", "regression"):
+            return self.sequence_head
+        if kind == "tagging":
+            return self.token_head
+        return None
+
+    def head_tensor_names(self, cfg: Any) -> set[str]:
+        """HF names of every task-head tensor this family knows (without the encoder prefix for
+        those HF keeps inside the base model): a task checkpoint's head is used when the task
+        heads are built (``jaxtl.models.hf_heads.hf_head_init``), not by the encoder loader."""
+        names: set[str] = set()
+        for spec in (self.sequence_head, self.token_head):
+            if spec is not None:
+                names |= {r.hf for r in spec.key_map(cfg)}
+                names |= {p + r.hf for r in spec.base_key_map(cfg) for p in ("",) + self.prefixes}
+        return names
 
 
 def require(hf: Mapping[str, Any], key: str, model_type: str) -> Any:

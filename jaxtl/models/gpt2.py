@@ -30,7 +30,7 @@ from flax import nnx
 
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
-from jaxtl.models.family import Family, reject, require
+from jaxtl.models.family import Family, HeadSpec, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 
@@ -248,6 +248,18 @@ def _clm_head(cfg: GPT2Config, *, rngs: nnx.Rngs) -> nnx.Module:
     return CLMHead(rngs=rngs)
 
 
+# GPT2ForSequenceClassification: ``score`` (no bias, no dropout) on the last real token (HF:
+# the rightmost token that is not ``pad_token_id``; jaxtl batches are right-padded, so the same);
+# GPT2ForTokenClassification: dropout and ``classifier`` on every token.
+SEQUENCE_HEAD = HeadSpec(
+    "GPT2ForSequenceClassification",
+    lambda cfg: linear("score", "classifier", bias=False),
+    pooling="last",
+    dropout=False,
+    bias=False,
+)
+TOKEN_HEAD = HeadSpec("GPT2ForTokenClassification", lambda cfg: linear("classifier", "classifier"))
+
 GPT2 = Family(
     model_type="gpt2",
     config_from_hf=config_from_hf,
@@ -262,4 +274,6 @@ GPT2 = Family(
     lm_key_map=lambda cfg: [],
     lm_architecture="GPT2LMHeadModel",
     lm_ignore=(r"^lm_head\.weight$",),  # tied to wte
+    sequence_head=SEQUENCE_HEAD,
+    token_head=TOKEN_HEAD,
 )

@@ -36,7 +36,12 @@ def pool(features: jax.Array, attention_mask: jax.Array, how: str) -> jax.Array:
 class ClassificationHead(nnx.Module):
     """Sequence (or sentence-pair) classification; ``num_labels=1`` is regression.
 
-    ``hidden`` adds a tanh dense layer before the classifier, like BERT's pooler.
+    ``pool`` -> [dropout, if ``input_dropout``] -> [``dense`` + ``activation``, if ``hidden``] ->
+    dropout -> ``classifier``. The arguments cover the transformers heads (see
+    :class:`jaxtl.models.family.HeadSpec`): BERT's pooler + classifier (``hidden`` = model width,
+    tanh), RoBERTa's and ELECTRA's ``classifier.{dense,out_proj}`` (``input_dropout``, tanh /
+    gelu), GPT-2's ``score`` (``pooling="last"``, no dropout, ``use_bias=False``); and jaxtl's
+    linear head (``model.head=linear``: any pooling, an optional tanh layer of any width).
     """
 
     def __init__(
@@ -47,21 +52,44 @@ class ClassificationHead(nnx.Module):
         hidden: int | None = None,
         dropout: float = 0.1,
         *,
+        activation: str = "tanh",
+        input_dropout: bool = False,
+        use_bias: bool = True,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+        self.in_size, self.num_labels, self.hidden = in_size, num_labels, hidden or None
         self.pooling = pooling
         self.dropout = dropout
+        self.activation = activation
+        self.act = base.activation(activation, where="head activation")
+        self.input_dropout = input_dropout
+        self.use_bias = use_bias
         self.dense = (
             base.linear(in_size, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
             if hidden
             else None
         )
         self.classifier = base.linear(
-            hidden or in_size, num_labels, ("embed", "labels"), dtype=dtype, rngs=rngs
-        )
+            hidden or in_size, num_labels, ("embed", "labels"), use_bias=use_bias, dtype=dtype,
+            rngs=rngs,
+        )  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        """The constructor arguments (JSON): rebuilds this head's structure."""
+        return {
+            "class": "ClassificationHead",
+            "in_size": self.in_size,
+            "num_labels": self.num_labels,
+            "pooling": self.pooling,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "input_dropout": self.input_dropout,
+            "use_bias": self.use_bias,
+        }
 
     def __call__(
         self,
@@ -71,16 +99,21 @@ class ClassificationHead(nnx.Module):
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
+        drop = lambda y: base.dropout(  # noqa: E731
+            y, self.dropout, deterministic=deterministic, rngs=rngs
+        )
         x = pool(features, attention_mask, self.pooling)
+        if self.input_dropout:
+            x = drop(x)
         if self.dense is not None:
-            x = jnp.tanh(self.dense(x))
-        x = base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
-        return self.classifier(x)
+            x = self.act(self.dense(x))
+        return self.classifier(drop(x))
 
 
 class TaggingHead(nnx.Module):
-    """Per-token tags [B,T,num_tags], optionally through a BiLSTM stack first (BERT's
-    feature-based NER experiment: two BiLSTM layers on frozen features)."""
+    """Per-token tags [B,T,num_tags]: dropout + linear ``classifier`` (every transformers
+    ``*ForTokenClassification``), optionally through a BiLSTM stack first (BERT's feature-based
+    NER experiment: two BiLSTM layers on frozen features; no transformers class has that)."""
 
     def __init__(
         self,
@@ -93,6 +126,8 @@ class TaggingHead(nnx.Module):
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
+        self.in_size, self.num_labels = in_size, num_tags
+        self.bilstm_hidden, self.bilstm_layers = bilstm_hidden or None, bilstm_layers
         self.dropout = dropout
         sizes = [in_size] + [2 * (bilstm_hidden or 0)] * (bilstm_layers - 1)
         self.bilstm = (
@@ -102,6 +137,17 @@ class TaggingHead(nnx.Module):
         )
         width = 2 * bilstm_hidden if bilstm_hidden else in_size
         self.classifier = base.linear(width, num_tags, ("embed", "labels"), dtype=dtype, rngs=rngs)
+
+    def describe(self) -> dict[str, Any]:
+        """The constructor arguments (JSON): rebuilds this head's structure."""
+        return {
+            "class": "TaggingHead",
+            "in_size": self.in_size,
+            "num_tags": self.num_labels,
+            "bilstm_hidden": self.bilstm_hidden,
+            "dropout": self.dropout,
+            "bilstm_layers": self.bilstm_layers,
+        }
 
     def __call__(
         self,
@@ -118,6 +164,18 @@ class TaggingHead(nnx.Module):
                           attention_mask)  # fmt: skip
         x = base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
         return self.classifier(x)
+
+
+def from_description(desc: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
+    """The head a :meth:`ClassificationHead.describe` / :meth:`TaggingHead.describe` dict names
+    (random values: fill its parameters afterwards)."""
+    args = dict(desc)
+    cls = {"ClassificationHead": ClassificationHead, "TaggingHead": TaggingHead}.get(
+        args.pop("class", None)
+    )
+    if cls is None:
+        raise ValueError(f"unknown head description {desc!r}")
+    return cls(**args, rngs=rngs)
 
 
 class MLMHead(nnx.Module):

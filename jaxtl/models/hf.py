@@ -6,7 +6,10 @@
 all-MiniLM-L6-v2). Conversion is strict: every tensor the family's key map names must be present
 with the right shape, and every tensor in the checkpoint must be used or match the family's
 documented ignore list (``position_ids`` buffers, poolers, pretraining heads unless
-``load_lm_head=True``, GPT-2's attention-mask buffers) or the caller's ``ignore`` patterns.
+``load_lm_head=True``, GPT-2's attention-mask buffers) or the caller's ``ignore`` patterns. The
+family's transformers task-head tensors (``classifier.*``, ``score.*``, BERT's pooler) are not
+encoder weights either: the loaded encoder remembers its directory (``encoder.checkpoint``) and
+:func:`jaxtl.models.hf_heads.hf_head_init` reuses them when the task heads are built.
 Config attributes whose values the encoder does not implement are refused by name.
 
 The tokenizer is optional: a directory with no tokenizer files (a tiny test model, a BiLSTM)
@@ -185,6 +188,30 @@ def read_tensors(path: pathlib.Path, *, allow_pickle: bool = False) -> dict[str,
     )
 
 
+def read_named_tensors(
+    path: pathlib.Path, names: Sequence[str], *, allow_pickle: bool = False
+) -> dict[str, np.ndarray]:
+    """Those of ``names`` that the checkpoint has (the others are left out), reading only them
+    from safetensors files."""
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file():
+        files = {n: single for n in names}
+    elif index.is_file():
+        weight_map = _weight_map(index)
+        files = {n: path / weight_map[n] for n in names if n in weight_map}
+    else:
+        tensors = read_tensors(path, allow_pickle=allow_pickle)
+        return {n: tensors[n] for n in names if n in tensors}
+    from safetensors import safe_open
+
+    out: dict[str, np.ndarray] = {}
+    for file in sorted(set(files.values())):
+        with safe_open(str(file), framework="numpy") as f:
+            have = set(f.keys())  # noqa: SIM118 (safe_open is not a Mapping)
+            out.update({n: f.get_tensor(n) for n, fl in files.items() if fl == file and n in have})
+    return out
+
+
 def _normalise_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Old TF-converted checkpoints name LayerNorm parameters gamma/beta (HF renames them too)."""
     out = {}
@@ -290,7 +317,11 @@ def convert(
         )  # fmt: skip
         model = TransferModel(encoder, {LM_HEAD: head})
         patterns = [p for p in patterns if not _is_lm_pattern(p, fam)] + list(fam.lm_ignore)
-    unused = [n for n in tensors if n not in used and not any(re.search(p, n) for p in patterns)]
+    heads = fam.head_tensor_names(cfg)  # a task checkpoint's head: read when heads are built
+    unused = [
+        n for n in tensors
+        if n not in used and n not in heads and not any(re.search(p, n) for p in patterns)
+    ]  # fmt: skip
     if unused:
         raise ValueError(
             f"{where}: checkpoint has tensor(s) the {fam.model_type!r} converter does not use: "
@@ -341,6 +372,9 @@ def from_pretrained(
     cfg = dataclasses.replace(cfg, dtype=dtype)
     tensors = read_tensors(path, allow_pickle=allow_pickle)
     model = convert(fam, cfg, tensors, load_lm_head=load_lm_head, ignore=ignore, where=path)
+    # Static (not a parameter): where the encoder came from, so that building task heads can
+    # read the checkpoint's pooler / task head (jaxtl.models.hf_heads.hf_head_init).
+    setattr(_split_model(model)[0], "checkpoint", str(path))  # noqa: B010 (not a declared field)
     return Pretrained(model, load_tokenizer(path), config, path)
 
 
@@ -379,38 +413,53 @@ def save_pretrained(
     keeps attributes jaxtl does not model (tokenizer ids, labels); the architecture's own
     attributes always come from the model.
     """
-    from safetensors.numpy import save_file
-
     encoder, head = _split_model(model)
     fam = get_family(encoder.family, where="save_pretrained")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     prefix = fam.prefixes[0] if head is not None and fam.prefixes else ""
-    tensors: dict[str, np.ndarray] = {}
+    tensors = hf_tensors(encoder, fam.key_map(encoder.cfg), prefix)
+    config = encoder_config(encoder, hf_config)
+    if head is not None:
+        if fam.lm_key_map is None:
+            raise ValueError(f"model_type {fam.model_type!r} has no LM head export")
+        tensors.update(hf_tensors(head, fam.lm_key_map(encoder.cfg), ""))
+        config["architectures"] = [fam.lm_architecture]
+        config["tie_word_embeddings"] = True
+    write_checkpoint(out, tensors, config, tokenizer)
+    return out
 
-    def add(module: nnx.Module, rules: Sequence, prefix: str) -> None:
-        flat = paths.flatten(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
-        missing = set(flat) - {r.path for r in rules}
-        if missing:
-            raise AssertionError(f"key map does not cover parameters {sorted(missing)[:10]}")
-        for rule in rules:
-            tensors[prefix + rule.hf] = rule.to_hf(np.asarray(flat[rule.path], np.float32))
 
-    add(encoder, fam.key_map(encoder.cfg), prefix)
+def hf_tensors(module: nnx.Module, rules: Sequence, prefix: str = "") -> dict[str, np.ndarray]:
+    """A module's parameters under their HF names (``prefix`` + rule name); every parameter must
+    be covered by ``rules``."""
+    flat = paths.flatten(nnx.to_pure_dict(nnx.state(module, nnx.Param)))
+    missing = set(flat) - {r.path for r in rules}
+    if missing:
+        raise AssertionError(f"key map does not cover parameters {sorted(missing)[:10]}")
+    return {prefix + r.hf: r.to_hf(np.asarray(flat[r.path], np.float32)) for r in rules}
+
+
+def encoder_config(encoder: Any, hf_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config.json`` of the bare encoder: the loaded config's extras (tokenizer ids...) under
+    the attributes the encoder implements; never a pointer to remote code."""
+    fam = get_family(encoder.family, where="save_pretrained")
     config = dict(hf_config or {})
     config.pop("auto_map", None)  # never point at remote code
     config.update(fam.config_to_hf(encoder.cfg))
     config["architectures"] = [fam.architecture]
-    if head is not None:
-        if fam.lm_key_map is None:
-            raise ValueError(f"model_type {fam.model_type!r} has no LM head export")
-        add(head, fam.lm_key_map(encoder.cfg), "")
-        config["architectures"] = [fam.lm_architecture]
-        config["tie_word_embeddings"] = True
     config["dtype"] = "float32"
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return config
+
+
+def write_checkpoint(
+    out: pathlib.Path, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], tokenizer: Any
+) -> None:
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(dict(tensors), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
-    return out

@@ -5,7 +5,11 @@ config dataclass, an encoder ``Encoder(cfg, *, rngs)`` returning ``EncoderOutput
 ``layers``, embeddings under ``embeddings``, attribute ``family`` = the model_type), the
 ``config_from_hf`` / ``config_to_hf`` pair, a ``key_map(cfg) -> list[Rule]`` and a
 ``jaxtl.models.family.Family`` value; then add that value to ``FAMILIES`` below. Loading, saving,
-strict key checking and ``build_encoder`` then work for it unchanged.
+strict key checking and ``build_encoder`` then work for it unchanged. Give the family its
+transformers task heads as ``HeadSpec`` values (``sequence_head``, ``token_head``: how the head
+computes, and its key map) and ``model.head=auto`` builds them, ``jaxtl.export`` writes
+``*ForSequenceClassification`` / ``*ForTokenClassification`` models transformers loads exactly,
+and task checkpoints' heads are reused (``jaxtl.models.hf_heads``); copy ``tests/test_export.py``.
 """
 
 from __future__ import annotations
