@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -129,6 +129,9 @@ def score_task(
         raise ValueError(f"score_task: {len(outputs)} outputs for {len(batches)} batches")
     kind = task.kind
     results: dict[str, float] = {}
+    gold: Any
+    pred: Any
+    table: Mapping[str, Callable[..., float]]
     if kind == "classification":
         gold = np.concatenate(_rows(batches, outputs, "label", "batch"))
         pred = np.concatenate(_rows(batches, outputs, "pred_label", "out"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
@@ -45,6 +45,10 @@ class TrainState:
     params: Any  # pure nested dict of arrays
     opt_state: Any
     rng: jax.Array  # uint32[2] raw key data; dropout keys are fold_in(rng, step)
+
+    if TYPE_CHECKING:  # flax.struct.dataclass adds it; declared for the type checker
+
+        def replace(self, **changes: Any) -> TrainState: ...
 
 
 @dataclasses.dataclass

@@ -38,7 +38,7 @@ def assign_buckets(lengths: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
 
 
 def make_batch(
-    enc: Encoded, rows: Sequence[int], seq_len: int, batch_size: int, pad_id: int
+    enc: Encoded, rows: Sequence[int] | np.ndarray, seq_len: int, batch_size: int, pad_id: int
 ) -> dict[str, np.ndarray]:
     """A batch of ``batch_size`` rows padded to ``seq_len``; ``rows`` with -1 are padding rows."""
     out = layout.empty(batch_size, seq_len, pad_id)

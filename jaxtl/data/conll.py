@@ -189,7 +189,7 @@ def conll2003(
     if names is None:
         return conll_task(data_dir, path=os.path.join(root, "{split}.txt"), tag_column=tag_column)
     return _tagging_task(
-        "conll2003", split_files(root, files, "conll2003"), files, names, True, on_bad_row,
+        "conll2003", split_files(root, files, "conll2003"), tuple(files), names, True, on_bad_row,
         tag_column=tag_column, width=4, scheme=scheme,
     )  # fmt: skip
 
@@ -215,9 +215,9 @@ def ud_pos(
         bad = BadRows(on_bad_row)
         train = read_conll(path_for("train"), bad, word_column=1, tag_column=column, iob=False,
                            width=10, conllu=True)  # fmt: skip
-        names = sorted({t for ex in train for t in ex.label})
+        names = sorted({t for ex in train for t in ex.label})  # type: ignore[union-attr]
     return _tagging_task(
-        "ud_pos", path_for, files, names, False, on_bad_row,
+        "ud_pos", path_for, tuple(files), names, False, on_bad_row,
         word_column=1, tag_column=column, width=10, conllu=True,
     )  # fmt: skip
 
@@ -273,7 +273,8 @@ def conll_task(
     if not label_names:
         bad = BadRows(on_bad_row)
         first = "train" if "train" in present else next(iter(present))
-        tags = {t for ex in read_conll(path_for(first), bad, iob=iob, **options) for t in ex.label}
+        rows = read_conll(path_for(first), bad, iob=iob, **options)
+        tags = {t for ex in rows for t in ex.label}  # type: ignore[union-attr]  # tag tuples
         label_names = sorted(tags)
         if iob:
             types = sorted({t[2:] for t in tags if t != "O"})

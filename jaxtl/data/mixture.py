@@ -87,7 +87,7 @@ class Mixture:
         rng = np.random.default_rng([self.seed, int(step)])
         # Inverse CDF on one uniform draw: cheap and the same on every platform.
         cdf = np.cumsum(self.probabilities(step))
-        return int(min(np.searchsorted(cdf, rng.random(), side="right"), len(cdf) - 1))
+        return min(int(np.searchsorted(cdf, rng.random(), side="right")), len(cdf) - 1)
 
 
 def ratio_pattern(**counts: int) -> tuple[str, ...]:

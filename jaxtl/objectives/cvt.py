@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -155,7 +156,7 @@ def add_aux_heads(
 ) -> list[str]:
     """Adds one auxiliary head per (target, view) to ``model.heads``; returns their keys."""
     rngs = nnx.Rngs(config.seed + 7919)
-    enc = model.encoder
+    enc: Any = model.encoder
     full = model.representation.output_size if model.representation else enc.hidden_size
     keys = []
     for td in targets:
@@ -259,7 +260,7 @@ def tagging_views(
 ) -> dict[str, tuple[jax.Array, jax.Array]]:
     """{view: (features [B,T,H], positions bool [B,T] where its KL counts)}."""
     am = batch["attention_mask"]
-    enc = model.encoder
+    enc: Any = model.encoder
     out: dict[str, tuple[jax.Array, jax.Array]] = {}
     if isinstance(enc, BiLSTMEncoder):
         h = enc.cfg.hidden_size

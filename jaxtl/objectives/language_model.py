@@ -10,6 +10,8 @@ with a causal LM's perplexity; it is reported, never selected on (lower is bette
 
 from __future__ import annotations
 
+from typing import Any
+
 from flax import nnx
 
 from jaxtl.data.masking import Masking
@@ -21,7 +23,7 @@ from jaxtl.objectives.supervised import task_branch
 KINDS = ("auto", "mlm", "clm")
 
 
-def kind_for(encoder: nnx.Module, kind: str) -> str:
+def kind_for(encoder: Any, kind: str) -> str:
     """``auto``: causal LM for GPT-2, masked LM for the BERT family."""
     if kind not in KINDS:
         raise ValueError(f"LM objective must be one of {KINDS}, got {kind!r}")

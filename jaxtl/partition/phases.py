@@ -140,7 +140,7 @@ def check(cfg: Any) -> None:
 
 def _rule_items(raw: Any) -> list[Any]:
     """Config rules may arrive as ConfigDicts / lists from the command line."""
-    items = []
+    items: list[Any] = []
     for item in raw or ():
         if isinstance(item, Rule):
             items.append(item)

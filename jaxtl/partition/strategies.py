@@ -189,14 +189,14 @@ def strategy_phases(
         phases = [phase("chain_thaw/new", lambda u: u is None)]
         phases.append(phase("chain_thaw/embeddings", lambda u: u == -1))
         phases += [
-            phase(f"chain_thaw/layer_{i}", lambda u, i=i: u is not None and u == i)
+            phase(f"chain_thaw/layer_{i}", lambda u, i=i: u is not None and u == i)  # type: ignore[misc]
             for i in range(L)
         ]
         phases.append(phase("chain_thaw/all", lambda u: True))
         return phases
     if name == "gradual_unfreezing":
         phases = [
-            phase(f"gradual_unfreezing/top_{j + 1}", lambda u, j=j: u is None or u >= L - 1 - j)
+            phase(f"gradual_unfreezing/top_{j + 1}", lambda u, j=j: u is None or u >= L - 1 - j)  # type: ignore[misc]
             for j in range(L)
         ]
         phases.append(phase("gradual_unfreezing/all", lambda u: True))
