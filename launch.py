@@ -2,6 +2,9 @@
 
     python launch.py --regime=REGIME [--config=configs/FILE.py[:tiny]] [--config.KEY=VALUE ...]
                      [--workdir=DIR]
+    python launch.py --predict --workdir=DIR --input=FILE [--output=OUT.jsonl] [--task=NAME]
+                     [--input_format=auto|lines|jsonl|task]
+    python launch.py --export --workdir=DIR --output=FOLDER
 
 REGIME: self_supervised | unsupervised_sequential | multitask | supervised_sequential.
 Without --config, configs/REGIME.py is used. ``:tiny`` after the file name (passed to its
@@ -42,7 +45,44 @@ def _default_config_arg(argv: list[str]) -> list[str]:
     return argv[:1] + [f"--config={HERE / 'configs' / f'{regime}.py'}"] + argv[1:]
 
 
+def predict_main(argv: list[str]) -> None:
+    """``--predict``: run a finished workdir's selected model on a file; ``--export``: write it
+    in Hugging Face layout. No regime, no config: both read the workdir."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="launch.py --predict | --export")
+    parser.add_argument("--predict", action="store_true")
+    parser.add_argument("--export", action="store_true", help="export to --output (a folder)")
+    parser.add_argument("--workdir", required=True, help="a finished run's workdir")
+    parser.add_argument("--input", help="input file ('-' = stdin)")
+    parser.add_argument("--output", default="-", help="output JSONL ('-' = stdout)")
+    parser.add_argument("--task", default=None, help="task name, when the run has several")
+    parser.add_argument("--input_format", default="auto",
+                        help="auto | lines (one text per line; tab = pair) | jsonl | task")
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on params-only restores
+    from jaxtl.predictor import load, predict_command
+
+    try:
+        if args.export:
+            if args.output == "-":
+                raise ValueError("--export needs --output=FOLDER")
+            written = load(args.workdir).export(args.output)
+            print(f"jaxtl: exported {', '.join(sorted(written))} to {args.output}")
+            return
+        if not args.input:
+            raise ValueError("--predict needs --input=FILE (or - for stdin)")
+        n = predict_command(args.workdir, args.input, args.output, args.task, args.input_format)
+    except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
+        sys.exit(f"launch.py: {e}")
+    if args.output != "-":
+        print(f"jaxtl: {n} predictions written to {args.output}")
+
+
 def main() -> None:
+    if "--predict" in sys.argv[1:] or "--export" in sys.argv[1:]:
+        return predict_main(sys.argv)
     sys.argv = _default_config_arg(sys.argv)
     from absl import app, flags
     from ml_collections import config_flags

@@ -13,3 +13,11 @@ import flax
 flax.config.update("flax_always_shard_variable", False)
 
 __version__ = "0.1.0"
+
+
+def load(workdir, **kwargs):
+    """A finished run's trained model, ready to predict (:class:`jaxtl.predictor.Predictor`):
+    ``jaxtl.load("runs/mine").predict(["some text"])``."""
+    from jaxtl.predictor import load as _load  # lazily: importing jaxtl stays light
+
+    return _load(workdir, **kwargs)

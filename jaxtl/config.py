@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.on_bad_row = "error"  # error | skip (counted and reported)
     c.data.max_train_examples = 0  # >0: use only the first N training examples of each task
     c.data.max_eval_examples = 0
+    c.data.holdout_fraction = 0.1  # a task without a dev split selects on this share of train
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300
@@ -50,7 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.accum_steps = 1  # micro-batches per step (batch_size must divide evenly)
     c.train.early_stop_patience = 0
-    c.train.save_best = True
+    c.train.save_best = True  # keep the best params per stage in best/ (the selected model)
+    c.train.restore_best = False  # a later stage (and MT-DNN refinement) starts from them
     c.train.progress = True
 
     c.checkpoint = ml_collections.ConfigDict()
@@ -69,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed.process_id = -1
 
     c.optim = partition.default_optim_config()
+    # Export the selected model here: the encoder (AutoModel) at the root, one transformers task
+    # model per task in <export_dir>/<task>/, a PEFT adapter for LoRA (jaxtl.export.export_run).
+    c.export_dir = ""
     return c
 
 

@@ -44,10 +44,15 @@ LOSSES = {
 }
 
 
-def predictions(kind: str, logits: jax.Array, batch: dict) -> dict[str, jax.Array]:
-    """The eval step's outputs (same keys for every kind so one program serves all tasks)."""
+def predictions(
+    kind: str, logits: jax.Array, batch: dict, num_probs: int = 1
+) -> dict[str, jax.Array]:
+    """The eval step's outputs (same keys and shapes for every kind so one program serves all
+    tasks). ``pred_probs`` [B, num_probs]: class probabilities of a classification task,
+    zero-padded to ``num_probs`` (the most classes of any task in the run)."""
     b, t = batch["input_ids"].shape
     out = {
+        "pred_probs": jnp.zeros((b, num_probs), jnp.float32),
         "pred_label": jnp.zeros((b,), jnp.int32),
         "pred_score": jnp.zeros((b,), jnp.float32),
         "pred_tokens": jnp.zeros((b, t), jnp.int32),
@@ -56,6 +61,8 @@ def predictions(kind: str, logits: jax.Array, batch: dict) -> dict[str, jax.Arra
     }
     if kind == "classification":
         out["pred_label"] = jnp.argmax(logits, -1).astype(jnp.int32)
+        probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+        out["pred_probs"] = jnp.pad(probs, ((0, 0), (0, num_probs - probs.shape[-1])))
     elif kind == "regression":
         out["pred_score"] = logits[..., 0].astype(jnp.float32)
     elif kind in ("tagging", "lm"):

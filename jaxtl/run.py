@@ -8,8 +8,13 @@
 one), tokenises the tasks and the objective's stream, builds the model (heads, the surgery of
 every stage's strategy), applies ``model.init_from`` and takes the starting params.
 :func:`finish` trains the stages with the one :class:`~jaxtl.train.Trainer`, writes
-``task_counts.json`` (batches drawn per stream of the last stage), exports the encoder when
-``export_dir`` is set, and prints the results table.
+``task_counts.json`` (batches drawn per stream of the last stage), evaluates each stage's
+*selected* params (its best dev evaluation, ``best/<stage>``) on the test splits
+(``results_test.json``), writes ``predictions/<task>/<split>.jsonl`` for dev and test and
+``selection.json`` (which stage, step, metric and value chose the params), exports the selected
+model when ``export_dir`` is set (:func:`jaxtl.export.export_run`: the encoder, one transformers
+task model per task, PEFT adapters for LoRA), and prints the results tables. ``results.json`` holds the dev results
+of the same selected params.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
-from jaxtl import assembly, models, report, runtime, train
+from jaxtl import assembly, export, metrics, models, predictions, report, runtime, selection, train
 from jaxtl.data.prepare import TaskData, prepare_tasks
 from jaxtl.objectives import Objective
 
@@ -83,13 +88,37 @@ def prepare(
         objective.stream(config, tokenizer, index=len(tasks), seed=config.seed * 1000 + 999)
         heads = objective.heads(lm.head if lm is not None else None)
     model = assembly.build_model(encoder, tasks, config, extra_heads=heads, optims=optims)
+    init = getattr(model, "init_report", None)  # a HF task checkpoint's head: reused or dropped
+    if init is not None:
+        report.write_json(workdir / "head_init.json", init.to_json())
     if objective is not None:
         objective.extend(model, config)
     if config.model.init_from:
         rep = assembly.init_from_checkpoint(model, config.model.init_from, workdir)
         log.info("init_from %s: %s", config.model.init_from, rep.summary())
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    # What jaxtl.load needs to rebuild this model later (also when called from research code).
+    report.write_json(workdir / "config.json", config.to_dict())
+    report.write_json(workdir / "tasks.json", task_manifest(tasks, task_names, objective, lm))
     return Run(config, workdir, mesh, model, tokenizer, hf_config, tasks, objective, params)
+
+
+def task_manifest(tasks, task_names, objective, lm) -> dict[str, Any]:
+    """What ``jaxtl.load`` needs to rebuild the model without the training data: each labelled
+    task's spec (as named in the config), kind, labels and head key."""
+    return {
+        "tasks": [
+            {
+                "name": td.task.name, "spec": spec, "key": td.key, "index": td.index,
+                "kind": td.task.kind, "label_names": list(td.task.label_names),
+                "text_fields": list(td.task.text_fields), "iob": td.task.iob,
+                "metrics": list(td.task.metrics), "main_metric": td.task.main_metric,
+            }  # fmt: skip
+            for td, spec in zip(tasks, task_names)
+        ],
+        "lm_head": lm is not None,
+        "objective": objective.name if objective is not None else None,
+    }
 
 
 def train_config(config: ml_collections.ConfigDict) -> train.TrainConfig:
@@ -102,6 +131,7 @@ def train_config(config: ml_collections.ConfigDict) -> train.TrainConfig:
         accum_steps=t.accum_steps,
         early_stop_patience=t.early_stop_patience,
         save_best=t.save_best,
+        restore_best=t.restore_best,
         progress=t.progress,
     )
 
@@ -112,30 +142,58 @@ def finish(run: Run, stages: Sequence[train.Stage], title: str) -> dict[str, Any
         run.model, stages, workdir=run.workdir, mesh=run.mesh, config=train_config(run.config)
     )
     results = trainer.run()
-    counts = dict(stages[-1].feed.counts) if stages else {}
+    test_results = evaluate_selected(run, trainer, stages)
+    counts = dict(getattr(stages[-1].feed, "counts", {})) if stages else {}
     if len(counts) > 1:
         report.write_json(run.workdir / "task_counts.json", counts)
     if run.config.get("export_dir") and report.is_chief():
-        export_encoder(run, run.config.export_dir)
+        params, _ = trainer.selected(len(stages) - 1, stages[-1])
+        exported = export.export_run(run, jax.device_get(params), run.config.export_dir)
+        report.write_json(epath.Path(run.config.export_dir) / "export_report.json", exported)
+        log.info("exported to %s: %s", run.config.export_dir, sorted(exported))
     if report.is_chief():
         print(results_table(results, title))
+        if test_results:
+            print(results_table(test_results, title.replace("dev results", "test results")))
         if len(counts) > 1:
             print("batches drawn per stream:", counts)
     return results
 
 
-def export_encoder(run: Run, out_dir: str) -> None:
-    """Save the trained encoder (the run's last checkpoint) in Hugging Face layout."""
-    from jaxtl import checkpoint as ckpt_lib
-
-    final, _ = ckpt_lib.load_params(run.workdir / "checkpoints", run.params)
-    state = nnx.state(run.model, nnx.Param)
-    nnx.replace_by_pure_dict(state, final)
-    nnx.update(run.model, state)
-    out = models.save_pretrained(
-        run.model.encoder, out_dir, tokenizer=run.tokenizer, hf_config=run.hf_config
-    )
-    log.info("encoder exported to %s", out)
+def evaluate_selected(
+    run: Run, trainer: train.Trainer, stages: Sequence[train.Stage]
+) -> dict[str, dict[str, float]]:
+    """With each stage's selected params: predictions for its tasks' dev and test splits, the
+    test splits scored (labelled ones), ``selection.json``. A task belongs to the last stage that
+    evaluates it. Returns the test results (also written to ``results_test.json``)."""
+    by_name = {td.task.name: td for td in run.all_tasks}
+    owner = {n: si for si, st in enumerate(stages) for n in st.eval_sets}
+    chosen, test = [], {}
+    for si, stage in enumerate(stages):
+        names = [n for n in stage.eval_sets if owner[n] == si and n in by_name]
+        if not names:
+            continue
+        params, info = trainer.selected(si, stage)
+        info["dev_splits"] = {n: by_name[n].eval_split for n in names}
+        chosen.append(info)
+        for name in names:
+            td = by_name[name]
+            for split, sd in td.splits.items():
+                outs, full = trainer.predict(stage, sd.batches, params)
+                if split == "test" and sd.labelled:
+                    test[name] = {k: float(v) for k, v in metrics.score_task(td.task, outs, full).items()}
+                if td.task.kind in predictions.KINDS and report.is_chief():
+                    rows = predictions.records(td.task, sd.examples, sd.encoded, sd.buckets,
+                                               outs, full, labelled=sd.labelled)  # fmt: skip
+                    predictions.write_jsonl(
+                        run.workdir / "predictions" / name / f"{split}.jsonl", rows
+                    )
+    final = {n: es.task for n, es in stages[-1].eval_sets.items()} if stages else {}
+    avg = selection.averaged({n: r for n, r in test.items() if n in final}, final)
+    if test:
+        report.write_json(run.workdir / "results_test.json", test | ({"average": avg} if avg else {}))
+    report.write_json(run.workdir / "selection.json", {"stages": chosen})
+    return test
 
 
 def results_table(results: dict[str, dict[str, float]], title: str = "dev results") -> str:

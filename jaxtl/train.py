@@ -94,6 +94,7 @@ class TrainConfig:
     accum_steps: int = 1
     early_stop_patience: int = 0  # evaluations without improvement before a stage stops; 0 = off
     save_best: bool = True
+    restore_best: bool = False  # a later stage starts from the previous stage's best params
     progress: bool = True
 
 
@@ -180,14 +181,16 @@ class Trainer:
         self._pbar: Any = None
         self._evals_since_best = 0
         self._last_log = time.time()
+        self._starts_from = "the initial params"  # what the next stage starts from (plan.json)
 
     @property
     def best(self) -> dict[str, dict[str, Any]]:
         return self.tracker.best
 
     # ---------------------------------------------------------------- sharding and state
-    def _state_shardings(self, opt_state_like: Any) -> step_lib.TrainState:
-        rep = mesh_lib.replicated(self.mesh)
+    def _state_shardings(self, opt_state_like: Any) -> Any:
+        """A TrainState-shaped tree of shardings (for jit's in/out_shardings)."""
+        rep: Any = mesh_lib.replicated(self.mesh)
         return step_lib.TrainState(
             step=rep,
             params=self.param_shardings,
@@ -227,26 +230,35 @@ class Trainer:
         return jax.device_put(state, shardings), shardings
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, stage: Stage, step: int) -> dict[str, dict[str, float]]:
-        if not stage.eval_sets:
-            return {}
+    def _eval_step(self, stage: Stage):
         eval_step = self._eval_steps.get(id(stage))
         if eval_step is None:  # one jitted function per stage: no recompiles per evaluation
             eval_step = step_lib.make_eval_step(
                 self.graphdef, stage.predict_fn, mesh=self.mesh, counter=self.eval_counter
             )
             self._eval_steps[id(stage)] = eval_step
+        return eval_step
+
+    def predict(self, stage: Stage, batches: Sequence[dict], params: Any = None):
+        """Host outputs of ``stage.predict_fn`` on ``batches`` (all processes' rows, gathered)
+        and the matching full batches; ``params`` default to the current ones."""
+        eval_step = self._eval_step(stage)
+        params = self.params if params is None else params
+        outputs, full_batches = [], []
+        for b in batches:
+            gb = mesh_lib.shard_batch(b, self.mesh)
+            out = eval_step(params, gb)
+            if jax.process_count() > 1:
+                out = multihost_utils.process_allgather(out, tiled=True)
+                b = multihost_utils.process_allgather(gb, tiled=True)
+            outputs.append(jax.tree.map(np.asarray, out))
+            full_batches.append(jax.tree.map(np.asarray, b))
+        return outputs, full_batches
+
+    def evaluate(self, stage: Stage, step: int) -> dict[str, dict[str, float]]:
         results = {}
         for name, es in stage.eval_sets.items():
-            outputs, full_batches = [], []
-            for b in es.batches:
-                gb = mesh_lib.shard_batch(b, self.mesh)
-                out = eval_step(self.params, gb)
-                if jax.process_count() > 1:
-                    out = multihost_utils.process_allgather(out, tiled=True)
-                    b = multihost_utils.process_allgather(gb, tiled=True)
-                outputs.append(jax.tree.map(np.asarray, out))
-                full_batches.append(jax.tree.map(np.asarray, b))
+            outputs, full_batches = self.predict(stage, es.batches)
             res = es.score(es.task, outputs, full_batches)
             results[name] = {k: float(v) for k, v in res.items()}
             self.metrics.write(step, "dev", name, results[name], stage=stage.name)
@@ -254,6 +266,20 @@ class Trainer:
             avg = selection.average(results, {n: es.task for n, es in stage.eval_sets.items()})
             self.metrics.write(step, "dev", "average", {"score": avg}, stage=stage.name)
         return results
+
+    def selected(self, si: int, stage: Stage) -> tuple[Any, dict[str, Any]]:
+        """The stage's selected params (its best evaluation, from ``best/<stage>``; the last
+        params when no best was kept) and a record of the choice for ``selection.json``."""
+        best = self.tracker.best.get(f"{si}:{stage.name}")
+        where = self.workdir / "best" / stage.name
+        info: dict[str, Any] = {"stage": stage.name, "select": stage.select}
+        if best is None or not self.cfg.save_best or not where.exists():
+            info.update(params="last", step=self._step, reason="no best params kept")
+            return self.params, info
+        host, _ = ckpt_lib.load_params(where, jax.device_get(self.params))
+        info.update(params=f"best/{stage.name}", step=int(best["step"]),
+                    score=float(best["score"]), results=best["results"])  # fmt: skip
+        return jax.device_put(host, self.param_shardings), info
 
     def _save_best(self, stage_idx: int, stage: Stage, step: int, results) -> bool:
         """Track the stage's best evaluation (and per-task bests); save their params."""
@@ -304,6 +330,7 @@ class Trainer:
             outcome = self._run_phase(si, stage, phase, start, end, prev_opt)
             if outcome == "skipped":
                 continue
+            assert self._state is not None  # the phase ran, so it built a state
             prev_opt = self._state.opt_state
             if outcome == "stopped":
                 stopped = True
@@ -358,6 +385,7 @@ class Trainer:
 
     def _restore(self, stage: Stage) -> None:
         """The checkpoint being resumed falls inside this phase: restore everything from it."""
+        assert self._resume is not None and self._state is not None
         self._state, meta = self.checkpointer.restore(self._resume, self._state)
         stage.feed.restore(meta["feed"])
         self.tracker.best = meta.get("best", {})
@@ -375,6 +403,13 @@ class Trainer:
             self.results.update(results)
         if self._state is not None:
             self._checkpoint(self._step, si, stage, self._state)
+        self._starts_from = f"last params of stage {stage.name!r} (step {self._step})"
+        if self.cfg.restore_best and si + 1 < len(self.stages):
+            params, info = self.selected(si, stage)
+            if info["params"] != "last":
+                self.params = params
+                self._starts_from = f"best params of stage {stage.name!r} (step {info['step']})"
+            log.info("stage %s: the next stage starts from %s", stage.name, self._starts_from)
         log.info(
             "stage %s done at step %d: %d train compilation(s), %d eval compilation(s)",
             stage.name, self._step, self.train_counter.count, self.eval_counter.count,
@@ -444,6 +479,7 @@ class Trainer:
             "phase": phase.name,
             "start_step": start,
             "steps": phase.steps,
+            "starts_from": self._starts_from if phase.start_step == 0 else "the previous phase",
         }
         entry.update(phase.plan.to_json())
         entry.setdefault("trainable_params", phase.plan.trainable_params)
@@ -455,12 +491,22 @@ class Trainer:
         report.write_json(self.workdir / "plan.json", {"phases": self.plans})
         log.info("stage %s phase %s: %s", stage.name, phase.name, phase.plan.summary())
 
+    def selected_results(self) -> dict[str, dict[str, float]]:
+        """Each task's dev results at its stage's selected (best) evaluation: what the selected
+        params score (the last evaluation's when a stage kept no best)."""
+        out = dict(self.results)
+        for si, stage in enumerate(self.stages):
+            best = self.tracker.best.get(f"{si}:{stage.name}")
+            if best is not None and self.cfg.save_best:
+                out.update({n: r for n, r in best["results"].items() if n in stage.eval_sets})
+        return out
+
     def _finish(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.results)
+        out: dict[str, Any] = self.selected_results()
         # The average is over the tasks the run ends on (a sequential run's targets, not its
         # source tasks), GLUE-style, when there are at least two to average.
         tasks = {n: es.task for n, es in self.stages[-1].eval_sets.items()}
-        final = {n: r for n, r in self.results.items() if n in tasks}
+        final = {n: r for n, r in out.items() if n in tasks}
         avg = selection.averaged(final, tasks)
         if avg is not None:
             out["average"] = avg

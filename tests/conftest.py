@@ -64,12 +64,14 @@ def tiny_bert_dir(tmp_path_factory) -> pathlib.Path:
 def build_self_supervised(config):
     """A self-supervised run's model, targets, unlabelled stream and loss/predict functions,
     for tests that poke at one branch of the step."""
+    import tempfile
+
     from jaxtl import objectives
     from jaxtl.regimes import self_supervised
     from jaxtl.run import prepare
 
     objective = self_supervised.objective_from_config(config)
-    r = prepare(config, "unused-workdir", config.target.tasks, objective=objective)
+    r = prepare(config, tempfile.mkdtemp(), config.target.tasks, objective=objective)
     return (
         r.model,
         r.tasks,

@@ -28,6 +28,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
+class SplitData:
+    """One evaluation split, tokenised: its examples (input order), encoding and batches
+    (bucket order; :func:`jaxtl.data.batching.eval_order` maps rows back to examples)."""
+
+    name: str  # "dev", "test", or "train[holdout]" when dev is carved out of train
+    examples: Sequence[Any]
+    encoded: tokenize.Encoded
+    batches: list[dict[str, np.ndarray]]
+    labelled: bool  # False: predicted, never scored (e.g. a test split without labels)
+    buckets: tuple[int, ...]
+
+
+@dataclasses.dataclass
 class TaskData:
     """One task of a run, tokenised: its train iterator and its evaluation batches."""
 
@@ -36,8 +49,10 @@ class TaskData:
     key: str  # head key
     train_size: int
     train_iter: Any  # batching.TrainBatches (or a wrapper with the same state API), or None
-    eval_batches: list[dict[str, np.ndarray]]
+    eval_batches: list[dict[str, np.ndarray]]  # the selection split's batches (dev)
     eval_split: str
+    # Every evaluation split by role: "dev" (selection) and, when the task has one, "test".
+    splits: dict[str, SplitData] = dataclasses.field(default_factory=dict)
 
 
 def head_key(task_name: str) -> str:
@@ -100,6 +115,31 @@ def _need_tokenizer(tokenizer: Any, config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model {config.model.name!r} has no tokenizer files; tasks need one")
 
 
+def split_data(
+    name: str, task: Task, examples: Sequence[Any], config: ml_collections.ConfigDict,
+    tokenizer: Any, *, index: int,
+) -> SplitData:  # fmt: skip
+    """Tokenise and batch an evaluation split; a split with no labels is marked unlabelled."""
+    labelled = all(ex.label is not None for ex in examples)
+    enc = tokenize.encode(task, examples, tokenizer, max_length=config.data.max_length,
+                          task_id=index, labelled=labelled)  # fmt: skip
+    buckets = tuple(config.data.buckets)
+    batches = eval_batches(enc, config, tokenizer, buckets=buckets)
+    return SplitData(name, examples, enc, batches, labelled, buckets)
+
+
+def holdout(examples: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """(train, held out): a seeded random ``fraction`` of ``examples`` set aside for selection
+    when a task has no dev split (at least one example; the rest keep their order)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.holdout_fraction must be in (0, 1), got {fraction}")
+    n = len(examples)
+    k = min(max(1, round(fraction * n)), n - 1)
+    held = set(np.random.default_rng([seed, 7741]).permutation(n)[:k].tolist())
+    return ([e for i, e in enumerate(examples) if i not in held],
+            [e for i, e in enumerate(examples) if i in held])  # fmt: skip
+
+
 def prepare_tasks(
     names: Sequence[str],
     config: ml_collections.ConfigDict,
@@ -111,26 +151,49 @@ def prepare_tasks(
     with_eval: bool = True,
     first_index: int = 0,
 ) -> list[TaskData]:
-    """Labelled tasks ``names`` as TaskData with indices ``first_index``, ``first_index + 1``…"""
+    """Labelled tasks ``names`` as TaskData with indices ``first_index``, ``first_index + 1``…
+
+    Selection uses ``eval_split`` (dev); a task without one holds out ``data.holdout_fraction``
+    of its training examples (seeded) instead. A ``test`` split, when the task has one, is
+    tokenised too (``TaskData.splits["test"]``): the run scores it with the selected params.
+    """
     _need_tokenizer(tokenizer, config)
     buckets, max_length = tuple(config.data.buckets), config.data.max_length
     out = []
     for i, name in enumerate(names, start=first_index):
         task = load_task(name, config)
+        has_dev = eval_split in task.splits
+        train_ex: Sequence[Any] = []
+        if with_train or (with_eval and not has_dev):
+            train_ex = limit(task.load(train_split), config.data.max_train_examples)
+        dev_name, dev_ex = eval_split, None
+        if with_eval and has_dev:
+            dev_ex = limit(task.load(eval_split), config.data.max_eval_examples)
+        elif with_eval:
+            frac = float(config.data.holdout_fraction)
+            train_ex, dev_ex = holdout(train_ex, frac, config.seed * 1000 + i)
+            dev_ex = limit(dev_ex, config.data.max_eval_examples)
+            dev_name = f"{train_split}[holdout {frac:g}]"
+            log.info("task %s has no %s split: %d of its %s examples held out for selection "
+                     "(seed %d)", task.name, eval_split, len(dev_ex), train_split,
+                     config.seed)  # fmt: skip
         train_iter, n_train = None, 0
         if with_train:
-            ex = limit(task.load(train_split), config.data.max_train_examples)
-            enc = tokenize.encode(task, ex, tokenizer, max_length=max_length, task_id=i)
+            enc = tokenize.encode(task, train_ex, tokenizer, max_length=max_length, task_id=i)
             n_train = len(enc)
             seed = config.seed * 1000 + i
             train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed)
-        ev: list[dict[str, np.ndarray]] = []
-        if with_eval and eval_split in task.splits:
-            ex = limit(task.load(eval_split), config.data.max_eval_examples)
-            enc = tokenize.encode(task, ex, tokenizer, max_length=max_length, task_id=i)
-            ev = eval_batches(enc, config, tokenizer, buckets=buckets)
-        out.append(TaskData(task, i, head_key(task.name), n_train, train_iter, ev, eval_split))
-        log.info("task %s: %d train examples, %d eval batches", task.name, n_train, len(ev))
+        splits = {}
+        if dev_ex is not None:
+            splits["dev"] = split_data(dev_name, task, dev_ex, config, tokenizer, index=i)
+        if with_eval and "test" in task.splits and eval_split != "test":
+            test_ex = limit(task.load("test"), config.data.max_eval_examples)
+            splits["test"] = split_data("test", task, test_ex, config, tokenizer, index=i)
+        ev = splits["dev"].batches if "dev" in splits else []
+        out.append(TaskData(task, i, head_key(task.name), n_train, train_iter, ev, dev_name,
+                            splits))  # fmt: skip
+        log.info("task %s: %d train examples, %d eval batches%s", task.name, n_train, len(ev),
+                 ", a test split" if "test" in splits else "")  # fmt: skip
     return out
 
 

@@ -88,18 +88,21 @@ def encode(
     task_id: int = 0,
     truncation: str = "longest_first",
     target_tokenizer: Any = None,
+    labelled: bool = True,
 ) -> Encoded:
     """Tokenise ``examples`` of ``task`` (see the module docstring for the label layout).
 
     ``truncation``: a Hugging Face strategy (``longest_first``, ``only_first``, ``only_second``)
     for pairs; single sentences are cut at ``max_length``. ``target_tokenizer`` tokenises
-    translation targets (default: ``tokenizer``).
+    translation targets (default: ``tokenizer``). ``labelled=False``: examples without labels
+    (a test split to predict): labels are 0 (tagging: tag 0 on each word's first sub-token, so
+    predictions still align with words) and nothing is checked.
     """
     n = len(examples)
     label = np.zeros(n, np.int32)
     score = np.zeros(n, np.float32)
     if task.kind == "tagging":
-        return _encode_tagging(task, examples, tokenizer, max_length, task_id)
+        return _encode_tagging(task, examples, tokenizer, max_length, task_id, labelled)
     texts = [ex.text for ex in examples]
     pairs = [ex.text_pair for ex in examples]
     has_pair = [p is not None for p in pairs]
@@ -114,13 +117,15 @@ def encode(
         return_token_type_ids=True,
         return_attention_mask=False,
     )
-    if task.kind == "classification":
+    if not labelled:
+        pass
+    elif task.kind == "classification":
         for ex in examples:
             if not isinstance(ex.label, (int, np.integer)) or not 0 <= ex.label < task.num_labels:
                 raise DataError(f"{ex.source}: label {ex.label!r} is not a class id of {task.name}")
-        label[:] = [ex.label for ex in examples]
+        label[:] = np.asarray([ex.label for ex in examples])
     elif task.kind == "regression":
-        score[:] = [ex.label for ex in examples]
+        score[:] = np.asarray([ex.label for ex in examples], np.float32)
     target_ids = None
     if task.kind == "translation":
         tok = target_tokenizer or tokenizer
@@ -137,8 +142,9 @@ def encode(
 
 
 def _encode_tagging(
-    task: Task, examples: Sequence[Example], tokenizer: Any, max_length: int, task_id: int
-) -> Encoded:
+    task: Task, examples: Sequence[Example], tokenizer: Any, max_length: int, task_id: int,
+    labelled: bool = True,
+) -> Encoded:  # fmt: skip
     tag_id = {t: i for i, t in enumerate(task.label_names)}
     words = [list(ex.words or ex.text.split()) for ex in examples]
     enc = tokenizer(
@@ -151,7 +157,7 @@ def _encode_tagging(
     )
     labels, word_ids = [], []
     for i, ex in enumerate(examples):
-        tags = ex.label
+        tags = ex.label if labelled else (task.label_names[0],) * len(words[i])
         if not isinstance(tags, tuple) or len(tags) != len(words[i]):
             raise DataError(f"{ex.source}: tagging example needs one tag per word")
         wid = np.array([-1 if w is None else w for w in enc.word_ids(i)], np.int32)

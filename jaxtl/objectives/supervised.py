@@ -20,14 +20,14 @@ from jaxtl.data.prepare import TaskData
 from jaxtl.objectives.base import Objective
 
 
-def _features(model: nnx.Module, batch: dict, **kw: Any):
+def _features(model: Any, batch: dict, **kw: Any):
     return model.features(
         batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], **kw
     )
 
 
 def task_branch(
-    model: nnx.Module,
+    model: Any,
     td: TaskData,
     batch: dict,
     *,
@@ -99,7 +99,7 @@ def switch_loss(
     return loss_fn
 
 
-def task_predict_branch(model: nnx.Module, td: TaskData, batch: dict):
+def task_predict_branch(model: Any, td: TaskData, batch: dict, num_probs: int = 1):
     """The eval-time ``lax.switch`` branch of one task: ``f((feats, last)) -> predictions``."""
     head_def, head_state = nnx.split(model.heads[td.key])
     embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
@@ -111,7 +111,7 @@ def task_predict_branch(model: nnx.Module, td: TaskData, batch: dict):
             logits = head(last, embedding)
         else:
             logits = head(feats, batch["attention_mask"])
-        return losses.predictions(td.task.kind, logits, batch)
+        return losses.predictions(td.task.kind, logits, batch, num_probs)
 
     return f
 
@@ -120,11 +120,16 @@ def switch_predict(task_list: Sequence[TaskData]):
     """Predictions of the batch's task. A stream with no head of its own (consistency, CVT:
     never evaluated) repeats the first headed task's branch so every branch has one shape."""
 
+    num_probs = max([td.task.num_labels for td in task_list if td.task.kind == "classification"]
+                    or [1])  # fmt: skip
+
     def predict_fn(model, batch):
         out, feats = _features(model, batch)
         headed = [td for td in task_list if td.key in model.heads]
         branches = [
-            task_predict_branch(model, td if td.key in model.heads else headed[0], batch)
+            task_predict_branch(
+                model, td if td.key in model.heads else headed[0], batch, num_probs
+            )
             for td in task_list
         ]
         return jax.lax.switch(batch["task_id"][0], branches, (feats, out.last_hidden_state))

@@ -29,7 +29,7 @@ import ml_collections
 
 from jaxtl import report, stages, train
 from jaxtl.data import mixture
-from jaxtl.data.prepare import TaskData, head_key
+from jaxtl.data.prepare import TaskData
 from jaxtl.run import Run, finish, prepare, results_table
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The multitask keys, added to ``jaxtl.config.base_config()``."""
     c.tasks = ml_collections.ConfigDict()
     c.tasks.names = ("builtin/sentiment", "builtin/similarity", "builtin/ner")
-    c.tasks.weights = ml_collections.ConfigDict()  # {task name: loss weight}, default 1.0
+    c.tasks.weights = ""  # per-task loss weights "NAME=W,NAME=W" (task or spec name), default 1
     c.mixture = ml_collections.ConfigDict()
     # proportional | temperature | uniform | round_robin | annealed
     c.mixture.scheme = "temperature"
@@ -50,14 +50,28 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def parse_weights(text: str, names: list[str]) -> dict[str, float]:
+    """``tasks.weights`` ("glue/rte=2,mine=0.5") as {task name: weight}, checked."""
+    weights = {}
+    for item in filter(None, (x.strip() for x in str(text).split(","))):
+        name, sep, value = item.rpartition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"tasks.weights: {item!r} is not NAME=WEIGHT (e.g. glue/rte=2)")
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise ValueError(f"tasks.weights names {sorted(unknown)}, not in the run's tasks {names}")
+    return weights
+
+
 def joint_stage(config: ml_collections.ConfigDict, task_list: list[TaskData], params: Any,
                 name: str = "multitask") -> train.Stage:  # fmt: skip
     """All tasks together, drawn by ``config.mixture``, weighted by ``tasks.weights``."""
     names = [td.task.name for td in task_list]
-    weights = {k: float(v) for k, v in config.tasks.weights.items()}
-    unknown = set(weights) - set(names)
-    if unknown:
-        raise ValueError(f"tasks.weights names {sorted(unknown)}, not in tasks.names {names}")
+    weights = parse_weights(config.tasks.weights, names)
     mix = mixture.Mixture([td.train_size for td in task_list], scheme=config.mixture.scheme,
                           temperature=config.mixture.temperature,
                           total_steps=max(config.train.steps, 1))  # fmt: skip
@@ -82,16 +96,19 @@ def refine(joint: Run) -> dict[str, Any]:
     """MT-DNN's second stage: fine-tune each task alone from the jointly trained model."""
     config, workdir = joint.config, joint.workdir
     refined: dict[str, dict[str, float]] = {}
-    for name in config.tasks.names:
+    for td, name in zip(joint.tasks, config.tasks.names):
         c = ml_collections.ConfigDict(config.to_dict())
-        c.tasks.names = (name,)
+        c.tasks.names = (name,)  # the task as named in the config (a spec string stays one)
         c.train.steps = config.refine.steps
         c.optim.lr = config.refine.lr
         c.refine.steps = 0
-        c.model.init_from = str(workdir / "checkpoints")
-        r = prepare(c, workdir / "refine" / head_key(name), c.tasks.names)
-        stage = joint_stage(c, r.tasks, r.params, name=f"refine-{head_key(name)}")
-        res = finish(r, [stage], f"refine {name}: dev results")
+        # The joint model to refine: its selected (best) params with train.restore_best.
+        best = workdir / "best" / "multitask"
+        c.model.init_from = str(best if config.train.restore_best and best.exists()
+                                else workdir / "checkpoints")  # fmt: skip
+        r = prepare(c, workdir / "refine" / td.key, c.tasks.names)
+        stage = joint_stage(c, r.tasks, r.params, name=f"refine-{td.key}")
+        res = finish(r, [stage], f"refine {td.task.name}: dev results")
         refined.update({k: v for k, v in res.items() if k != "average"})
     report.write_json(workdir / "results_refined.json", refined)
     if report.is_chief():

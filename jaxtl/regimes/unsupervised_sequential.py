@@ -20,8 +20,8 @@ A run has two stages on one model (encoder + tied LM head + one head per target 
    pretrained encoder: "remove the pretraining output layer and add task-specific layers".
 
 ``results.json`` holds ``{corpus: {"perplexity": …}}`` after stage 1 and the target tasks'
-dev metrics after stage 2. With ``export_dir`` the adapted encoder is saved in Hugging Face
-layout (``models.save_pretrained``; loadable by ``transformers.AutoModel``). The LM stage is the
+dev metrics after stage 2. With ``export_dir`` (every regime) the adapted encoder is saved in
+Hugging Face layout (loadable by ``transformers.AutoModel``) with one task model per target. The LM stage is the
 :class:`~jaxtl.objectives.LanguageModelling` objective, the same one the self-supervised
 regime's ``aux_lm`` uses.
 
@@ -60,7 +60,6 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.mixture = ml_collections.ConfigDict()  # how several target tasks share the adapt stage
     c.mixture.scheme = "proportional"
     c.mixture.temperature = 2.0
-    c.export_dir = ""  # save the adapted encoder here in HF layout (config.json + safetensors)
     return c
 
 

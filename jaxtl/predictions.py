@@ -1,0 +1,103 @@
+"""Prediction records: what a model says about each input row, in input order.
+
+One JSON object per row: ``id`` (the row's index in its split), ``text`` (and ``text_pair``),
+then by task kind — classification: ``label`` (the class name) and ``probs`` (class
+probabilities, in the order of the task's label names, i.e. ``id2label``); regression: ``score``;
+tagging: ``words`` and ``tags`` (one per input word; null for a word cut off by
+``data.max_length``). Rows of a labelled split also carry ``gold``. The run writes them to
+``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
+lines for any input file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from etils import epath
+
+from jaxtl.data import batching
+
+KINDS = ("classification", "regression", "tagging")
+
+
+def _rows(outputs: Sequence[Mapping], batches: Sequence[Mapping], key: str, src: str) -> list:
+    """Per real row (weight > 0) values of ``key`` from outputs or batches, in batch order."""
+    out: list = []
+    for o, b in zip(outputs, batches):
+        keep = np.asarray(b["example_weight"]) > 0
+        out.extend(np.asarray((o if src == "out" else b)[key])[keep])
+    return out
+
+
+def records(
+    task: Any,
+    examples: Sequence[Any],
+    encoded: Any,
+    buckets: Sequence[int],
+    outputs: Sequence[Mapping],
+    batches: Sequence[Mapping],
+    *,
+    labelled: bool,
+) -> list[dict[str, Any]]:
+    """The prediction record of every example (see the module docstring), in input order."""
+    if task.kind not in KINDS:
+        raise ValueError(f"task {task.name!r}: no prediction records for kind {task.kind!r}")
+    order = batching.eval_order(encoded, buckets=buckets)  # example index of each output row
+    if len(order) != len(examples):
+        raise ValueError(f"{task.name}: {len(order)} encoded rows for {len(examples)} examples")
+    names = list(task.label_names)
+    out: list[dict[str, Any]] = [{} for _ in examples]
+    if task.kind == "classification":
+        probs = _rows(outputs, batches, "pred_probs", "out")
+        for i, p in zip(order, probs):
+            p = [float(x) for x in p[: len(names)]]
+            out[i] = {"label": names[int(np.argmax(p))], "probs": p}
+    elif task.kind == "regression":
+        for i, sc in zip(order, _rows(outputs, batches, "pred_score", "out")):
+            out[i] = {"score": float(sc)}
+    else:
+        preds = _rows(outputs, batches, "pred_tokens", "out")
+        for i, pred in zip(order, preds):
+            out[i] = {"tags": word_tags(encoded.word_ids[i], pred, names, _words(examples[i]))}
+    for i, ex in enumerate(examples):
+        head: dict[str, Any] = {"id": i, "text": ex.text}
+        if ex.text_pair is not None:
+            head["text_pair"] = ex.text_pair
+        if task.kind == "tagging":
+            head["words"] = _words(ex)
+        if labelled and ex.label is not None:
+            gold = ex.label
+            head["gold"] = (names[gold] if task.kind == "classification" else
+                            list(gold) if task.kind == "tagging" else float(gold))  # fmt: skip
+        out[i] = head | out[i]
+    return out
+
+
+def _words(ex: Any) -> list[str]:
+    return list(ex.words or ex.text.split())
+
+
+def word_tags(
+    word_ids: np.ndarray, pred: np.ndarray, names: Sequence[str], words: Sequence[str]
+) -> list[str | None]:
+    """One predicted tag per word: the prediction at the word's first sub-token."""
+    wid = np.asarray(word_ids)
+    tags: list[str | None] = [None] * len(words)
+    first = (wid >= 0) & (wid != np.concatenate([[-1], wid[:-1]]))
+    for pos in np.flatnonzero(first):
+        if pos < len(pred):
+            tags[int(wid[pos])] = names[int(np.clip(pred[pos], 0, len(names) - 1))]
+    return tags
+
+
+def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One JSON object per line, written whole to a temporary file and renamed into place."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    tmp.rename(path)
+

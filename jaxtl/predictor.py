@@ -1,0 +1,261 @@
+"""Run a trained model on new text: ``jaxtl.load(workdir).predict([...])`` and
+``python launch.py --predict``.
+
+:func:`load` rebuilds the run's model from ``config.json`` and ``tasks.json`` (no training data
+needed), loads the *selected* params of each task's stage (``selection.json``: its best dev
+evaluation; the last checkpoint when none was kept) and predicts in batches and length buckets.
+Records are those of :mod:`jaxtl.predictions` (``label`` + ``probs``, ``score`` or ``tags``).
+
+    >>> predictor = jaxtl.load("runs/mine")                     # doctest: +SKIP
+    >>> predictor.predict(["a gripping, funny film"])           # doctest: +SKIP
+    [{'id': 0, 'text': 'a gripping, funny film', 'label': 'positive', 'probs': [0.03, 0.97]}]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from jaxtl import assembly, checkpoint, objectives, predictions
+from jaxtl import step as step_lib
+from jaxtl.data import batching, tokenize
+from jaxtl.data.prepare import TaskData
+from jaxtl.data.tasks import REGISTRY, DataError, Example, Task
+
+log = logging.getLogger(__name__)
+
+INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
+
+
+def _read_json(path: epath.Path, what: str) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; is {path.parent} a finished jaxtl workdir? "
+                                f"({what})")  # fmt: skip
+    return json.loads(path.read_text())
+
+
+def _optims(config: ml_collections.ConfigDict) -> list[Any]:
+    """Every stage's optim block a regime may have used (their surgery shapes the params)."""
+    found = [config.optim]
+    for stage in ("source", "pretrain"):
+        if stage in config and "optim" in config[stage]:
+            found.insert(0, config[stage].optim)
+    return found
+
+
+class Predictor:
+    """A trained run's model, ready to predict; see :func:`load`."""
+
+    def __init__(self, workdir: str | epath.Path, *, batch_size: int = 64):
+        self.workdir = epath.Path(workdir)
+        self.config = ml_collections.ConfigDict(
+            _read_json(self.workdir / "config.json", "config")
+        )
+        manifest = _read_json(self.workdir / "tasks.json", "tasks")
+        self.batch_size = int(batch_size)
+        pre = assembly.load_encoder(self.config)
+        if pre.tokenizer is None:
+            raise ValueError(f"model {self.config.model.name!r} has no tokenizer files")
+        self.tokenizer: Any = pre.tokenizer
+        self.tasks = [self._task_data(t) for t in manifest["tasks"]]
+        self.specs = {t["name"]: t["spec"] for t in manifest["tasks"]}
+        model = assembly.build_model(pre.model, self.tasks, self.config, optims=_optims(self.config))
+        self.model, self.hf_config = model, pre.hf_config
+        self.graphdef, params = nnx.split(model, nnx.Param)
+        self.like = nnx.to_pure_dict(params)
+        self._params: dict[str, Any] = {}
+        self._stage_of = self._stages()
+        self.eval_step = step_lib.make_eval_step(self.graphdef, objectives.switch_predict(self.tasks))
+
+    @staticmethod
+    def _task_data(t: dict[str, Any]) -> TaskData:
+        def no_files(split: str):
+            raise DataError(f"task {t['name']!r}: loaded from tasks.json, it reads no files")
+
+        task = Task(t["name"], t["kind"], no_files, label_names=tuple(t["label_names"]),
+                    text_fields=tuple(t["text_fields"]), metrics=tuple(t["metrics"]),
+                    main_metric=t["main_metric"], iob=t["iob"])  # fmt: skip
+        return TaskData(task, t["index"], t["key"], 0, None, [], "dev")
+
+    def _stages(self) -> dict[str, str]:
+        """task name -> params directory of the stage that selected it."""
+        sel = self.workdir / "selection.json"
+        out = {}
+        if sel.exists():
+            for st in json.loads(sel.read_text())["stages"]:
+                where = st["params"] if st["params"] != "last" else "checkpoints"
+                for name in st.get("dev_splits", {}):
+                    out[name] = where
+        return out
+
+    def params_for(self, task: str) -> Any:
+        return self._load(self._stage_of.get(task, "checkpoints"))
+
+    def _load(self, where: str) -> Any:
+        if where not in self._params:
+            host, rep = checkpoint.load_params(self.workdir / where, self.like)
+            log.info("params from %s: %s", where, rep.summary())
+            self._params[where] = host
+        return self._params[where]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [td.task.name for td in self.tasks]
+
+    def task(self, name: str | None) -> TaskData:
+        if name is None:
+            if len(self.tasks) != 1:
+                raise ValueError(f"this run has several tasks; name one with task= (--task): "
+                                 f"{self.task_names}")  # fmt: skip
+            return self.tasks[0]
+        for td in self.tasks:
+            if td.task.name == name or td.key == name:
+                return td
+        raise ValueError(f"unknown task {name!r}; this run's tasks: {self.task_names}")
+
+    def predict(self, inputs: Iterable[Any], task: str | None = None, *, progress: bool = False):
+        """Prediction records for ``inputs``: strings, (text, text_pair) pairs, word lists
+        (tagging) or :class:`~jaxtl.data.tasks.Example` objects."""
+        td = self.task(task)
+        examples = [self._example(x, td.task, i) for i, x in enumerate(inputs)]
+        return self.predict_examples(examples, td, progress=progress)
+
+    @staticmethod
+    def _example(x: Any, task: Task, i: int) -> Example:
+        if isinstance(x, Example):
+            return x
+        if isinstance(x, str):
+            words = tuple(x.split()) if task.kind == "tagging" else None
+            return Example(x, words=words, source=f"input:{i + 1}")
+        if isinstance(x, (list, tuple)) and task.kind == "tagging":
+            return Example(" ".join(x), words=tuple(x), source=f"input:{i + 1}")
+        if isinstance(x, (list, tuple)) and len(x) == 2:
+            return Example(str(x[0]), text_pair=str(x[1]), source=f"input:{i + 1}")
+        raise ValueError(f"input {i + 1}: expected a string or a (text, text_pair) pair, got "
+                         f"{type(x).__name__}")  # fmt: skip
+
+    def predict_examples(self, examples: Sequence[Example], td: TaskData, *, progress=False):
+        if not examples:
+            return []
+        labelled = all(ex.label is not None for ex in examples)
+        buckets = tuple(self.config.data.buckets)
+        enc = tokenize.encode(td.task, examples, self.tokenizer,
+                              max_length=self.config.data.max_length, task_id=td.index,
+                              labelled=labelled)  # fmt: skip
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        batches = batching.eval_batches(enc, batch_size=self.batch_size, buckets=buckets,
+                                        pad_id=pad)  # fmt: skip
+        params = self.params_for(td.task.name)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches_iter = tqdm(batches, desc=f"predict {td.task.name}", disable=None)
+        else:
+            batches_iter = batches
+        outputs = [jax.tree.map(np.asarray, self.eval_step(params, b)) for b in batches_iter]
+        return predictions.records(td.task, examples, enc, buckets, outputs, batches,
+                                   labelled=labelled)  # fmt: skip
+
+    def read_input(self, path: str, td: TaskData, input_format: str = "auto") -> list[Example]:
+        """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates
+        a sentence pair), ``jsonl`` (objects with ``text``, ``text_pair``, ``words``), or
+        ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks). ``auto``: ``task`` for
+        a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of a spec task, ``jsonl`` for .jsonl/.json,
+        else ``lines``."""
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"--input_format={input_format!r}: choose one of {INPUT_FORMATS}")
+        if input_format == "auto":  # by extension: a table or CoNLL file is the task's format
+            spec = self.specs.get(td.task.name, "")
+            ext = os.path.splitext(str(path))[1].lower()
+            own = ext in (".tsv", ".csv", ".conll", ".conllu", ".parquet", ".arrow")
+            input_format = ("task" if own and spec.startswith(("file:", "hf:")) else
+                            "jsonl" if ext in (".jsonl", ".json") else "lines")  # fmt: skip
+        if input_format == "task":
+            return self._read_task_format(path, td)
+        import sys
+
+        text = sys.stdin.read() if path == "-" else epath.Path(path).read_text()
+        out = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            if input_format == "jsonl":
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{where}: invalid JSON ({e.msg})") from None
+                if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):
+                    raise DataError(f"{where}: expected an object with 'text' (or 'words')")
+                words = tuple(rec["words"]) if "words" in rec else None
+                text_ = rec.get("text") or " ".join(words or ())
+                out.append(Example(text_, text_pair=rec.get("text_pair"), words=words,
+                                   source=where))  # fmt: skip
+            else:
+                first, _, second = line.rstrip("\n").partition("\t")
+                words = tuple(first.split()) if td.task.kind == "tagging" else None
+                out.append(Example(first, text_pair=second or None, words=words, source=where))
+        return out
+
+    def _read_task_format(self, path: str, td: TaskData) -> list[Example]:
+        from jaxtl.data import spec as spec_lib
+
+        spec = self.specs.get(td.task.name, "")
+        if not spec.startswith(("file:", "hf:")):
+            raise ValueError(f"task {td.task.name!r} ({spec}) has no file format of its own; use "
+                             "--input_format=lines or jsonl")  # fmt: skip
+        source, opts = spec_lib.parse(spec)
+        opts.pop("path", None)
+        # The file is a "test" split: it may lack the label column; labels are the trained ones.
+        opts["paths"] = {"test": os.path.abspath(path)}
+        if td.task.kind in ("classification", "tagging"):
+            opts["label_names"] = tuple(td.task.label_names)  # the trained label set
+        factory, kwargs = spec_lib.route(source, opts, spec)
+        task = REGISTRY[factory](None, **kwargs)
+        return list(task.load(task.splits[0]))
+
+
+    def export(self, out_dir: str | epath.Path) -> dict[str, Any]:
+        """What ``export_dir`` writes at the end of a run, for a finished workdir: the encoder,
+        one transformers task model per task, a PEFT adapter for LoRA (the final stage's
+        selected params)."""
+        from jaxtl import export
+        from jaxtl.run import Run
+
+        stages = json.loads((self.workdir / "selection.json").read_text())["stages"]
+        where = stages[-1]["params"] if stages and stages[-1]["params"] != "last" else "checkpoints"
+        run = Run(self.config, self.workdir, None, self.model, self.tokenizer, self.hf_config,
+                  self.tasks, None, self.like)  # type: ignore[arg-type]  # fmt: skip
+        return export.export_run(run, self._load(where), out_dir)
+
+
+def load(workdir: str | epath.Path, **kwargs: Any) -> Predictor:
+    """The trained model of a finished run, for :meth:`Predictor.predict`."""
+    return Predictor(workdir, **kwargs)
+
+
+def predict_command(workdir: str, input_path: str, output: str, task: str | None,
+                    input_format: str = "auto") -> int:  # fmt: skip
+    """``launch.py --predict``: records for every row of ``input_path`` to ``output`` ("-" =
+    stdout); returns the number of rows."""
+    p = load(workdir)
+    td = p.task(task)
+    examples = p.read_input(input_path, td, input_format)
+    rows = p.predict_examples(examples, td, progress=True)
+    if output == "-":
+        import sys
+
+        for r in rows:
+            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
+    else:
+        predictions.write_jsonl(output, rows)
+    return len(rows)

@@ -1,0 +1,150 @@
+"""The user path: the selected (best) params give results.json, results_test.json and the
+predictions; a task without dev selects on held-out train; launch.py --predict and jaxtl.load
+reproduce the run's own predictions."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import jaxtl
+from jaxtl import config as config_lib
+from jaxtl.regimes import multitask, supervised_sequential
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _small(c, model_dir, **extra):
+    c.model.name = str(model_dir)
+    c.train.batch_size = 8
+    c.train.log_every = 5
+    c.train.progress = False
+    c.data.max_train_examples = 96
+    c.data.max_eval_examples = 40
+    c.data.buckets = (32,)
+    c.checkpoint.every_steps = 0
+    for k, v in extra.items():
+        node = c
+        *parents, leaf = k.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = v
+    return config_lib.finalize(c)
+
+
+def _jsonl(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_bert_dir, tmp_path_factory):
+    """Sentiment + NER, 24 steps at a high LR evaluated every 4: the best dev evaluation is
+    not the last one, so using the last params instead of the selected ones shows."""
+    c = multitask.add_config(config_lib.base_config())
+    _small(c, tiny_bert_dir, **{"tasks.names": ("builtin/sentiment", "builtin/ner"),
+                                "train.steps": 24, "train.eval_every": 4, "optim.lr": 3e-3})  # fmt: skip
+    wd = tmp_path_factory.mktemp("user_path") / "run"
+    multitask.run(c, str(wd))
+    return wd
+
+
+def _accuracy(rows):
+    return float(np.mean([r["label"] == r["gold"] for r in rows]))
+
+
+def test_results_and_test_scores_come_from_the_selected_params(run_dir):
+    records = _jsonl(run_dir / "metrics.jsonl")
+    dev = [r for r in records if r["split"] == "dev" and r["task"] == "average"]
+    best = max(dev, key=lambda r: r["score"])  # first of equals, as the tracker keeps it
+    assert best["step"] == min(r["step"] for r in dev if r["score"] == best["score"])
+    (sel,) = json.loads((run_dir / "selection.json").read_text())["stages"]
+    assert sel["step"] == best["step"] and sel["params"] == "best/multitask"
+    assert best["step"] != 24, "fixture should make the last evaluation not the best"
+    results = json.loads((run_dir / "results.json").read_text())
+    at_best = {r["task"]: r for r in records if r["split"] == "dev" and r["step"] == best["step"]}
+    assert results["builtin/sentiment"]["accuracy"] == at_best["builtin/sentiment"]["accuracy"]
+    # The run's own predictions are those of the selected params: they reproduce its scores.
+    dev_rows = _jsonl(run_dir / "predictions/builtin/sentiment/dev.jsonl")
+    assert _accuracy(dev_rows) == pytest.approx(results["builtin/sentiment"]["accuracy"], abs=1e-9)
+    test = json.loads((run_dir / "results_test.json").read_text())
+    test_rows = _jsonl(run_dir / "predictions/builtin/sentiment/test.jsonl")
+    assert _accuracy(test_rows) == pytest.approx(test["builtin/sentiment"]["accuracy"], abs=1e-9)
+    assert "span_f1" in test["builtin/ner"]
+
+
+def test_prediction_records_shape_and_order(run_dir):
+    rows = _jsonl(run_dir / "predictions/builtin/sentiment/dev.jsonl")
+    assert [r["id"] for r in rows] == list(range(len(rows))) and len(rows) == 40
+    for r in rows[:5]:
+        assert r["label"] in ("negative", "positive") and len(r["probs"]) == 2
+        assert abs(sum(r["probs"]) - 1) < 1e-5
+        assert r["label"] == ("negative", "positive")[int(np.argmax(r["probs"]))]
+    tags = _jsonl(run_dir / "predictions/builtin/ner/test.jsonl")
+    assert all(len(r["tags"]) == len(r["words"]) == len(r["gold"]) for r in tags)
+
+
+def test_predict_command_and_python_api_match_the_run(run_dir, tmp_path):
+    rows = _jsonl(run_dir / "predictions/builtin/sentiment/dev.jsonl")[:6]
+    inp = tmp_path / "new.txt"
+    inp.write_text("".join(r["text"] + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "launch.py", "--predict", f"--workdir={run_dir}", f"--input={inp}",
+           f"--output={out}", "--task=builtin/sentiment"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = _jsonl(out)
+    assert [g["label"] for g in got] == [r["label"] for r in rows]
+    np.testing.assert_allclose([g["probs"] for g in got], [r["probs"] for r in rows], atol=1e-5)
+    api = jaxtl.load(run_dir).predict([r["text"] for r in rows], task="builtin/sentiment")
+    np.testing.assert_allclose([a["probs"] for a in api], [r["probs"] for r in rows], atol=1e-5)
+    # Several tasks and none named: one line naming them, no traceback.
+    p = subprocess.run(cmd[:-1], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "builtin/ner" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_restore_best_is_stated_in_the_plan(tiny_bert_dir, tmp_path):
+    c = supervised_sequential.add_config(config_lib.base_config())
+    _small(c, tiny_bert_dir, **{"source.steps": 8, "source.eval_every": 4, "train.steps": 4,
+                                "train.restore_best": True})  # fmt: skip
+    wd = tmp_path / "run"
+    supervised_sequential.run(c, str(wd))
+    phases = json.loads((wd / "plan.json").read_text())["phases"]
+    (target,) = [p for p in phases if p["stage"] == "target"]
+    sel = json.loads((wd / "selection.json").read_text())["stages"]
+    step = [s for s in sel if s["stage"] == "source"][0]["step"]
+    assert target["starts_from"] == f"best params of stage 'source' (step {step})"
+
+
+def test_task_weights_from_the_command_line():
+    assert multitask.parse_weights("glue/rte=2, mine=0.5", ["glue/rte", "mine"]) == {
+        "glue/rte": 2.0, "mine": 0.5}  # fmt: skip
+    with pytest.raises(ValueError, match="not in the run's tasks"):
+        multitask.parse_weights("other=2", ["mine"])
+    with pytest.raises(ValueError, match="NAME=WEIGHT"):
+        multitask.parse_weights("mine", ["mine"])
+
+
+def test_task_without_dev_selects_on_a_seeded_holdout_of_train(tmp_path):
+    from conftest import minilm_dir
+    from transformers import AutoTokenizer
+
+    from jaxtl.data.prepare import prepare_tasks
+
+    rows = [f"sentence {i} is {'good' if i % 2 else 'bad'}\t{'pos' if i % 2 else 'neg'}"
+            for i in range(50)]  # fmt: skip
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    c = multitask.add_config(config_lib.base_config())
+    c.data.dir = str(tmp_path)
+    spec = "file:name=nodev,path={split}.tsv,text=sentence,label=label"
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    (td,) = prepare_tasks([spec], c, tok)
+    assert td.eval_split == "train[holdout 0.1]" and td.task.name == "nodev"
+    dev = td.splits["dev"].examples
+    assert len(dev) == 5 and td.train_size == 45
+    again = prepare_tasks([spec], c, tok)[0].splits["dev"].examples
+    assert [ex.text for ex in again] == [ex.text for ex in dev]  # seeded: the same rows
+    c.seed = 1
+    (other,) = prepare_tasks([spec], c, tok)
+    assert {ex.text for ex in other.splits["dev"].examples} != {ex.text for ex in dev}

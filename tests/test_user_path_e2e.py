@@ -1,0 +1,164 @@
+"""The whole user path from the command line, on files the test writes itself: own TSV /
+CoNLL / CSV tasks (spec strings only) -> test predictions -> launch.py --predict on a new file ->
+export -> transformers loads each task model and agrees with jaxtl (labels equal, probabilities /
+scores within 1e-4); HF `datasets` folder and parquet tasks train through the CLI too."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+POS = ["a great , moving film", "funny , warm and clever", "the best film this year",
+       "a moving , clever story", "warm and wonderful", "clever and great fun"]  # fmt: skip
+NEG = ["boring and far too long", "not worth the ticket", "clumsy , dull and tired",
+       "dull , slow and tired", "a long , boring mess", "tired and clumsy"]  # fmt: skip
+
+
+def _launch(*args, timeout=600):
+    p = subprocess.run([sys.executable, "launch.py", *args], cwd=REPO, capture_output=True,
+                       text=True, timeout=timeout)  # fmt: skip
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
+
+
+def _jsonl(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _write_own_data(d):
+    rows = [(s, "pos") for s in POS] + [(s, "neg") for s in NEG]
+    table = "sentence\tlabel\n" + "".join(f"{s}\t{lab}\n" for s, lab in rows)
+    for split in ("train", "dev"):
+        (d / f"{split}.tsv").write_text(table)
+    (d / "test.tsv").write_text("sentence\n" + "".join(f"{s}\n" for s in POS[:2] + NEG[:2]))
+    conll = "".join(
+        f"{w} {'B-LOC' if w[0].isupper() else 'O'}\n" + ("\n" if w == "." else "")
+        for sent in ("Anna flew to Paris .", "the film opened in Rome .", "Lima is far .")
+        for w in sent.split()
+    )
+    for split in ("train", "dev", "test"):
+        (d / f"{split}.conll").write_text(conll)
+    csv = "sentence1,sentence2,score\n" + "".join(
+        f'"{a}","{b}",{(i % 5) / 4:.2f}\n' for i, (a, b) in enumerate(zip(POS + NEG, NEG + POS))
+    )
+    for split in ("train", "dev"):
+        (d / f"{split}.csv").write_text(csv)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("own")
+    _write_own_data(d)
+    specs = (
+        f"file:name=mine,path={d}/{{split}}.tsv,text=sentence,label=label",
+        f"file:name=ner,path={d}/{{split}}.conll",
+        f"file:name=sts,path={d}/{{split}}.csv,text=sentence1,text_pair=sentence2,label=score,"
+        "kind=regression",
+    )
+    wd, out = d / "run", d / "export"
+    _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={specs!r}",
+            "--config.optim.lr=1e-3", f"--config.export_dir={out}", f"--workdir={wd}")  # fmt: skip
+    return d, wd, out
+
+
+def test_own_files_give_test_predictions_and_predict_matches(trained, tmp_path):
+    d, wd, _ = trained
+    test = _jsonl(wd / "predictions/mine/test.jsonl")
+    assert [r["text"] for r in test] == POS[:2] + NEG[:2]  # unlabelled test: predicted
+    assert all(r["label"] in ("neg", "pos") and "gold" not in r for r in test)
+    assert "mine" not in json.loads((wd / "results_test.json").read_text())  # not scored
+    assert "span_f1" in json.loads((wd / "results_test.json").read_text())["ner"]
+    new = tmp_path / "new.txt"
+    new.write_text("".join(r["text"] + "\n" for r in test))
+    out = tmp_path / "new.jsonl"
+    _launch("--predict", f"--workdir={wd}", f"--input={new}", f"--output={out}", "--task=mine")
+    got = _jsonl(out)
+    assert [g["label"] for g in got] == [r["label"] for r in test]
+    np.testing.assert_allclose([g["probs"] for g in got], [r["probs"] for r in test], atol=1e-5)
+
+
+def test_exported_classifier_runs_in_a_transformers_pipeline(trained):
+    from transformers import pipeline
+
+    _, wd, out = trained
+    rows = _jsonl(wd / "predictions/mine/dev.jsonl")
+    clf = pipeline("text-classification", model=str(out / "mine"), top_k=None, device="cpu")
+    for r, scores in zip(rows, clf([r["text"] for r in rows])):
+        by_label = {s["label"]: s["score"] for s in scores}
+        assert max(by_label, key=by_label.get) == r["label"]
+        np.testing.assert_allclose([by_label["neg"], by_label["pos"]], r["probs"], atol=1e-4)
+
+
+def test_exported_tagger_and_regressor_agree_with_jaxtl(trained):
+    import torch
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    _, wd, out = trained
+    rows = _jsonl(wd / "predictions/ner/dev.jsonl")
+    tagger = pipeline("token-classification", model=str(out / "ner"), device="cpu")
+    for r in rows:
+        tokens = tagger(r["text"])  # one entry per sub-token not tagged O
+        firsts = {}
+        for t in tokens:
+            firsts.setdefault(t["start"], t["entity"])
+        offset, want = 0, {}
+        for w, tag in zip(r["words"], r["tags"]):
+            start = r["text"].index(w, offset)
+            offset = start + len(w)
+            if tag != "O":
+                want[start] = tag
+        assert firsts == want, (r["text"], tokens, r["tags"])
+    rows = _jsonl(wd / "predictions/sts/dev.jsonl")
+    model = AutoModelForSequenceClassification.from_pretrained(str(out / "sts")).eval()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out / "sts"))
+    enc = tok([r["text"] for r in rows], [r["text_pair"] for r in rows], padding=True,
+              return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        scores = model(**enc).logits[:, 0].numpy()
+    np.testing.assert_allclose(scores, [r["score"] for r in rows], atol=1e-4)
+
+
+def test_hf_datasets_folder_and_parquet_train_from_the_cli(tiny_bert_dir, tmp_path):
+    import datasets
+
+    feats = datasets.Features({"sentence": datasets.Value("string"),
+                               "label": datasets.ClassLabel(names=["neg", "pos"])})  # fmt: skip
+    rows = {"sentence": POS + NEG, "label": [1] * len(POS) + [0] * len(NEG)}
+    ds = datasets.Dataset.from_dict(rows, features=feats)
+    datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "saved"))
+    for split in ("train", "dev"):
+        ds.to_parquet(str(tmp_path / f"{split}.parquet"))
+    specs = (
+        f"hf:name=saved,path={tmp_path}/saved,text=sentence,label=label",
+        f"hf:name=pq,path={tmp_path}/{{split}}.parquet,text=sentence,label=label",
+    )
+    wd = tmp_path / "run"
+    _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={specs!r}",
+            f"--workdir={wd}")  # fmt: skip
+    results = json.loads((wd / "results.json").read_text())
+    assert "accuracy" in results["saved"] and "accuracy" in results["pq"]
+    assert len(_jsonl(wd / "predictions/pq/dev.jsonl")) == len(POS + NEG)
+
+
+def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tmp_path):
+    from safetensors.numpy import load_file
+
+    _, wd, out = trained
+    again = tmp_path / "again"
+    _launch("--export", f"--workdir={wd}", f"--output={again}")
+    for task in ("mine", "ner", "sts"):
+        a, b = load_file(str(out / task / "model.safetensors")), load_file(
+            str(again / task / "model.safetensors"))  # fmt: skip
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{task}: {k}")
+        cfg = json.loads((again / task / "config.json").read_text())
+        if task == "mine":
+            assert cfg["id2label"] == {"0": "neg", "1": "pos"}
