@@ -103,7 +103,7 @@ def load_lm_model(config: ml_collections.ConfigDict, *, from_scratch: bool = Fal
 
 
 def build_model(
-    encoder: nnx.Module,
+    encoder: Any,  # an NNX encoder, used by attribute (.num_layers, .hidden_size, .checkpoint)
     task_list: Sequence[TaskData],
     config: ml_collections.ConfigDict,
     *,
@@ -141,7 +141,11 @@ def build_model(
     checkpoint = getattr(encoder, "checkpoint", None)
     if checkpoint:  # loaded from HF: its pooler / task head where they fit (draws no RNG)
         own = [td for td in task_list if td.key not in extra_heads]
-        model.init_report = hf_heads.InitReport(hf_heads.hf_head_init(model, own, checkpoint))
+        # Set only on models whose encoder came from an HF checkpoint, so TransferModel does not
+        # declare it; run.py reads it with getattr(model, "init_report", None).
+        model.init_report = hf_heads.InitReport(  # type: ignore[attr-defined]
+            hf_heads.hf_head_init(model, own, checkpoint)
+        )
     for optim in optims or (config.optim,):
         model = Strategy.of(optim).surgery(model, rngs=rngs)
     return model

@@ -182,7 +182,7 @@ def export_task_model(
     t, key = _task_and_key(task)
     if t.kind not in hf_heads.HEAD_KINDS:
         raise ValueError(f"task {t.name!r}: no task-model export for kind {t.kind!r}")
-    m = with_params(model, params)
+    m: Any = with_params(model, params)  # a TransferModel, used by attribute (.heads, .encoder)
     if peft.has_lora(m):
         m = peft.merge_lora(m)
     if key not in m.heads:
@@ -389,7 +389,7 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
 
     path = pathlib.Path(path)
     pre = hf.from_pretrained(path)
-    enc = pre.model
+    enc: Any = pre.model  # the encoder, used by attribute (.hidden_size, .cfg)
     rngs = nnx.Rngs(0)
     desc_file = path / HEAD_JSON
     if desc_file.is_file():
@@ -423,9 +423,13 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
     else:
         raise ValueError(f"{path}: architectures={config.get('architectures')} is no task model")
     fam = hf_heads.family_of(enc)
+    assert fam is not None  # hf.from_pretrained built the encoder from a registered family
     spec = fam.task_head(kind)
+    if spec is None:
+        raise ValueError(f"{path}: model_type {fam.model_type!r} has no transformers {kind} head")
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     h = enc.hidden_size
+    head: heads_lib.TaggingHead | heads_lib.ClassificationHead
     if kind == "tagging":
         head = heads_lib.TaggingHead(h, len(labels), rngs=rngs)
     else:
@@ -512,7 +516,7 @@ def export_peft_adapter(
     from safetensors.numpy import save_file
 
     t, key = _task_and_key(task)
-    m = with_params(model, params)
+    m: Any = with_params(model, params)  # a TransferModel, used by attribute (.heads, .encoder)
     enc = m.encoder
     lora = _lora_modules(enc)
     if not lora:
@@ -524,8 +528,11 @@ def export_peft_adapter(
     problem = hf_heads.head_problem(m, key, t.kind)
     if problem is not None:
         raise ValueError(f"task {t.name!r}: {problem}; a PEFT adapter needs a transformers head")
+    # head_problem returned None: the encoder's family has a transformers head for this kind.
     fam = hf_heads.family_of(enc)
+    assert fam is not None
     spec = fam.task_head(t.kind)
+    assert spec is not None
     prefix = fam.prefixes[0]
     enc_rules = fam.key_map(enc.cfg)
     by_path = {r.path: r for r in enc_rules}
@@ -556,7 +563,7 @@ def export_peft_adapter(
     name_or_path = base_model_name_or_path or (
         str(base_dir) if base_dir is not None else (base_hf_config or {}).get("_name_or_path")
     )
-    config = {
+    config: dict[str, Any] = {  # adapter_config.json
         "peft_type": "LORA",
         "task_type": TASK_TYPES[t.kind],
         "base_model_name_or_path": name_or_path,
@@ -673,8 +680,8 @@ def export_run(run: Any, params: Any | None, out_dir: str | pathlib.Path) -> dic
     ``"(encoder)"``: the bare encoder's.
     """
     out = pathlib.Path(out_dir)
-    m = with_params(run.model, params)
-    plain = _plain_encoder(m)
+    m: Any = with_params(run.model, params)  # a TransferModel, used by attribute (.heads, .encoder)
+    plain: Any = _plain_encoder(m)
     hf.save_pretrained(plain.encoder, out, tokenizer=run.tokenizer, hf_config=run.hf_config)
     size = _adapter_size(m)
     report: dict[str, Any] = {

@@ -30,7 +30,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -154,7 +154,12 @@ class AdapterLinear(nnx.Module):
 # --- surgery -----------------------------------------------------------------------------------
 
 
-def _encoder(model: nnx.Module) -> nnx.Module:
+# Surgery works in place and returns the model it was given, so callers keep its type.
+_M = TypeVar("_M", bound=nnx.Module)
+
+
+def _encoder(model: nnx.Module) -> Any:
+    """The encoder (duck-typed NNX module: its blocks are ``.layers``, checked here)."""
     enc = getattr(model, "encoder", model)
     if not hasattr(enc, "layers"):
         raise ValueError(f"{type(model).__name__}: expected an encoder with `layers` (or .encoder)")
@@ -162,11 +167,11 @@ def _encoder(model: nnx.Module) -> nnx.Module:
 
 
 def _replace(
-    model: nnx.Module,
+    model: _M,
     where: Sequence[tuple[str, Sequence[str]]],
     wrap: Callable[[nnx.Linear], nnx.Module],
     what: str,
-) -> nnx.Module:
+) -> _M:
     enc = _encoder(model)
     for i, layer in enumerate(enc.layers):
         n = 0
@@ -186,14 +191,14 @@ def _replace(
 
 
 def apply_lora(
-    model: nnx.Module,
+    model: _M,
     *,
     rank: int = 8,
     alpha: float = 16.0,
     mlp: bool = False,
     attention_targets: Sequence[str] = ATTENTION_TARGETS,
     rngs: nnx.Rngs,
-) -> nnx.Module:
+) -> _M:
     """Wrap attention (and with ``mlp``, MLP) projections of every block in LoRA, in place.
 
     Targets that a family lacks are skipped (GPT-2 has a fused ``qkv``); a block with none of them
@@ -207,7 +212,7 @@ def apply_lora(
     )
 
 
-def apply_adapters(model: nnx.Module, *, size: int = 64, rngs: nnx.Rngs) -> nnx.Module:
+def apply_adapters(model: _M, *, size: int = 64, rngs: nnx.Rngs) -> _M:
     """Houlsby adapters after every block's attention output and MLP output, in place."""
     return _replace(
         model,
@@ -250,6 +255,7 @@ def _plain(m: LoRALinear) -> nnx.Linear:
     )
     lin.kernel.value = (m.kernel[...] + m.delta()).astype(m.kernel[...].dtype)
     if m.bias is not None:
+        assert lin.bias is not None  # built with use_bias=True just above
         lin.bias.value = m.bias[...]
     return lin
 

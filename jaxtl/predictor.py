@@ -233,8 +233,18 @@ class Predictor:
 
         stages = json.loads((self.workdir / "selection.json").read_text())["stages"]
         where = stages[-1]["params"] if stages and stages[-1]["params"] != "last" else "checkpoints"
-        run = Run(self.config, self.workdir, None, self.model, self.tokenizer, self.hf_config,
-                  self.tasks, None, self.like)  # type: ignore[arg-type]  # fmt: skip
+        run = Run(
+            config=self.config,
+            workdir=self.workdir,
+            # A Predictor has no device mesh, and export_run never reads run.mesh.
+            mesh=None,  # type: ignore[arg-type]
+            model=self.model,
+            tokenizer=self.tokenizer,
+            hf_config=self.hf_config,
+            tasks=self.tasks,
+            objective=None,
+            params=self.like,
+        )
         return export.export_run(run, self._load(where), out_dir)
 
 

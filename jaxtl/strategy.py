@@ -17,7 +17,7 @@ exactly what its own ``plan.json`` entry says.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import ml_collections
 from flax import nnx
@@ -25,6 +25,9 @@ from flax import nnx
 from jaxtl import partition, peft
 from jaxtl.partition import phases as phases_lib
 from jaxtl.partition import strategies
+
+# Surgery works in place and returns the model it was given, so callers keep its type.
+_M = TypeVar("_M", bound=nnx.Module)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Strategy:
     def name(self) -> str:
         return str(self.optim.get("strategy", "finetune"))
 
-    def surgery(self, model: nnx.Module, *, rngs: nnx.Rngs) -> nnx.Module:
+    def surgery(self, model: _M, *, rngs: nnx.Rngs) -> _M:
         """Add the parameters this strategy trains (once: a second LoRA stage reuses them)."""
         o = self.optim
         if self.name == "lora" and not peft.has_lora(model):

@@ -104,7 +104,10 @@ class BiLSTMLayer(nnx.Module):
 
 class BiLSTMEmbeddings(nnx.Module):
     def __init__(self, cfg: BiLSTMConfig, *, rngs: nnx.Rngs):
-        kw = {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
+        kw: dict[str, Any] = {
+            "dtype": jnp.dtype(cfg.dtype),
+            "param_dtype": jnp.dtype(cfg.param_dtype),
+        }
         width = 2 * cfg.hidden_size
         self.word = base.embed(cfg.vocab_size, cfg.embed_size, ("vocab", "embed"), std=0.1,
                                rngs=rngs, **kw)  # fmt: skip

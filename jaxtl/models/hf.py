@@ -30,7 +30,7 @@ import os
 import pathlib
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -212,7 +212,10 @@ def read_named_tensors(
     return out
 
 
-def _normalise_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+_V = TypeVar("_V")
+
+
+def _normalise_names(tensors: dict[str, _V]) -> dict[str, _V]:
     """Old TF-converted checkpoints name LayerNorm parameters gamma/beta (HF renames them too)."""
     out = {}
     for name, value in tensors.items():
@@ -309,11 +312,12 @@ def convert(
     patterns = list(fam.ignore) + list(ignore)
     model: nnx.Module = encoder
     if load_lm_head:
-        if fam.lm_head is None or fam.lm_key_map is None:
+        lm_head, lm_key_map = fam.lm_head, fam.lm_key_map  # locals: narrowed inside the lambda
+        if lm_head is None or lm_key_map is None:
             raise ValueError(f"load_lm_head=True, but model_type {fam.model_type!r} has no LM head")
         head = _fill(
-            nnx.eval_shape(lambda: fam.lm_head(cfg, rngs=nnx.Rngs(0))),
-            fam.lm_key_map(cfg), tensors, "", used, where,
+            nnx.eval_shape(lambda: lm_head(cfg, rngs=nnx.Rngs(0))),
+            lm_key_map(cfg), tensors, "", used, where,
         )  # fmt: skip
         model = TransferModel(encoder, {LM_HEAD: head})
         patterns = [p for p in patterns if not _is_lm_pattern(p, fam)] + list(fam.lm_ignore)
@@ -389,7 +393,9 @@ def load_tokenizer(path: pathlib.Path) -> Any | None:
 # --- export ------------------------------------------------------------------------------------
 
 
-def _split_model(model: nnx.Module) -> tuple[nnx.Module, nnx.Module | None]:
+def _split_model(model: nnx.Module) -> tuple[Any, nnx.Module | None]:
+    """(encoder, its LM head or None); the encoder is an NNX module used by attribute
+    (``.family``, ``.cfg``)."""
     if isinstance(model, TransferModel):
         head = model.heads[LM_HEAD] if LM_HEAD in model.heads else None
         if head is not None and not isinstance(head, MLMHead | CLMHead):

@@ -52,6 +52,7 @@ def load_lm_model(
             "be pretrained on unlabelled text here (use a bert/roberta/gpt2 checkpoint)"
         )
     rngs = nnx.Rngs(seed)
+    encoder: Any  # an NNX encoder, used by attribute (.cfg)
     if from_scratch:
         encoder = hf.build_encoder(fam.model_type, hf_config, rngs=rngs, dtype=dtype)
         head = fam.lm_head(encoder.cfg, rngs=rngs)
@@ -62,7 +63,8 @@ def load_lm_model(
     has_head = names is None or all(w in names for w in wanted)
     pre = hf.from_pretrained(path, allow_pickle=allow_pickle, dtype=dtype, load_lm_head=has_head)
     if has_head:
-        encoder, head = pre.model.encoder, pre.model.heads[LM_KEY]
+        model: Any = pre.model  # load_lm_head=True: TransferModel(encoder, {"lm": head})
+        encoder, head = model.encoder, model.heads[LM_KEY]
     else:
         encoder = pre.model
         head = fam.lm_head(encoder.cfg, rngs=rngs)

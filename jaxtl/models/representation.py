@@ -56,7 +56,8 @@ class Representation(nnx.Module):
         if k == "second_to_last":
             return hidden_states[-2]
         if k == "sum_last_four":
-            return sum(hidden_states[-4:])
+            h = hidden_states  # num_layers >= 3 (checked in __init__): four entries at least
+            return h[-4] + h[-3] + h[-2] + h[-1]
         if k == "concat_last_four":
             return jnp.concatenate(hidden_states[-4:], axis=-1)
         w = jax.nn.softmax(self.weights[...])
