@@ -3,11 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Modules under the type checker (basic mode, [tool.mypy] in pyproject.toml): the lower layers
-# that are stable; add a module once `$(PY) -m mypy MODULE` is clean.
-TYPED := jaxtl/step.py jaxtl/checkpoint.py jaxtl/mesh.py jaxtl/metrics.py jaxtl/losses.py \
-	jaxtl/paths.py jaxtl/models jaxtl/partition/rules.py jaxtl/partition/schedules.py \
-	jaxtl/partition/optimizer.py jaxtl/partition/carry.py jaxtl/partition/l2sp.py
+# What the type checker covers (basic mode, [tool.mypy] in pyproject.toml): the whole package.
+TYPED := jaxtl
 
 .PHONY: setup run test lint format typecheck bench
 
@@ -27,9 +24,9 @@ run: setup
 # CI (.ci/run): lint, format, declared dependencies, types, then the tests.
 test: setup
 	$(PY) -m ruff check .
-#	$(PY) -m ruff format --check .  # enabled at the end of the restructure
+	$(PY) -m ruff format --check .
 	$(PY) scripts/check_deps.py
-#	$(PY) -m mypy $(TYPED)  # enabled at the end of the restructure
+	$(PY) -m mypy $(TYPED)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup

@@ -57,8 +57,11 @@ def predict_main(argv: list[str]) -> None:
     parser.add_argument("--input", help="input file ('-' = stdin)")
     parser.add_argument("--output", default="-", help="output JSONL ('-' = stdout)")
     parser.add_argument("--task", default=None, help="task name, when the run has several")
-    parser.add_argument("--input_format", default="auto",
-                        help="auto | lines (one text per line; tab = pair) | jsonl | task")
+    parser.add_argument(
+        "--input_format",
+        default="auto",
+        help="auto | lines (one text per line; tab = pair) | jsonl | task",
+    )
     args = parser.parse_args(argv[1:])
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on params-only restores

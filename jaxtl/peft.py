@@ -40,7 +40,6 @@ ATTENTION_TARGETS = ("query", "key", "value", "qkv", "output")
 MLP_TARGETS = ("intermediate", "output")
 
 
-
 def _names(var: nnx.Variable) -> tuple[Any, Any]:
     names = var.get_metadata().get("out_sharding") or (None, None)
     return tuple(names)

@@ -57,9 +57,7 @@ class Predictor:
 
     def __init__(self, workdir: str | epath.Path, *, batch_size: int = 64):
         self.workdir = epath.Path(workdir)
-        self.config = ml_collections.ConfigDict(
-            _read_json(self.workdir / "config.json", "config")
-        )
+        self.config = ml_collections.ConfigDict(_read_json(self.workdir / "config.json", "config"))
         manifest = _read_json(self.workdir / "tasks.json", "tasks")
         self.batch_size = int(batch_size)
         pre = assembly.load_encoder(self.config)
@@ -68,13 +66,17 @@ class Predictor:
         self.tokenizer: Any = pre.tokenizer
         self.tasks = [self._task_data(t) for t in manifest["tasks"]]
         self.specs = {t["name"]: t["spec"] for t in manifest["tasks"]}
-        model = assembly.build_model(pre.model, self.tasks, self.config, optims=_optims(self.config))
+        model = assembly.build_model(
+            pre.model, self.tasks, self.config, optims=_optims(self.config)
+        )
         self.model, self.hf_config = model, pre.hf_config
         self.graphdef, params = nnx.split(model, nnx.Param)
         self.like = nnx.to_pure_dict(params)
         self._params: dict[str, Any] = {}
         self._stage_of = self._stages()
-        self.eval_step = step_lib.make_eval_step(self.graphdef, objectives.switch_predict(self.tasks))
+        self.eval_step = step_lib.make_eval_step(
+            self.graphdef, objectives.switch_predict(self.tasks)
+        )
 
     @staticmethod
     def _task_data(t: dict[str, Any]) -> TaskData:
@@ -222,7 +224,6 @@ class Predictor:
         factory, kwargs = spec_lib.route(source, opts, spec)
         task = REGISTRY[factory](None, **kwargs)
         return list(task.load(task.splits[0]))
-
 
     def export(self, out_dir: str | epath.Path) -> dict[str, Any]:
         """What ``export_dir`` writes at the end of a run, for a finished workdir: the encoder,

@@ -109,11 +109,17 @@ def task_manifest(tasks, task_names, objective, lm) -> dict[str, Any]:
     return {
         "tasks": [
             {
-                "name": td.task.name, "spec": spec, "key": td.key, "index": td.index,
-                "kind": td.task.kind, "label_names": list(td.task.label_names),
-                "text_fields": list(td.task.text_fields), "iob": td.task.iob,
-                "metrics": list(td.task.metrics), "main_metric": td.task.main_metric,
-            }  # fmt: skip
+                "name": td.task.name,
+                "spec": spec,
+                "key": td.key,
+                "index": td.index,
+                "kind": td.task.kind,
+                "label_names": list(td.task.label_names),
+                "text_fields": list(td.task.text_fields),
+                "iob": td.task.iob,
+                "metrics": list(td.task.metrics),
+                "main_metric": td.task.main_metric,
+            }
             for td, spec in zip(tasks, task_names)
         ],
         "lm_head": lm is not None,
@@ -181,7 +187,9 @@ def evaluate_selected(
             for split, sd in td.splits.items():
                 outs, full = trainer.predict(stage, sd.batches, params)
                 if split == "test" and sd.labelled:
-                    test[name] = {k: float(v) for k, v in metrics.score_task(td.task, outs, full).items()}
+                    test[name] = {
+                        k: float(v) for k, v in metrics.score_task(td.task, outs, full).items()
+                    }
                 if td.task.kind in predictions.KINDS and report.is_chief():
                     rows = predictions.records(td.task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled)  # fmt: skip
@@ -191,7 +199,9 @@ def evaluate_selected(
     final = {n: es.task for n, es in stages[-1].eval_sets.items()} if stages else {}
     avg = selection.averaged({n: r for n, r in test.items() if n in final}, final)
     if test:
-        report.write_json(run.workdir / "results_test.json", test | ({"average": avg} if avg else {}))
+        report.write_json(
+            run.workdir / "results_test.json", test | ({"average": avg} if avg else {})
+        )
     report.write_json(run.workdir / "selection.json", {"stages": chosen})
     return test
 

@@ -41,7 +41,9 @@ class Strategy:
         if isinstance(optim, Strategy):
             return optim
         phases_lib.check(optim)  # unknown keys / values fail here, before any model work
-        return cls(ml_collections.ConfigDict(optim.to_dict() if hasattr(optim, "to_dict") else optim))
+        return cls(
+            ml_collections.ConfigDict(optim.to_dict() if hasattr(optim, "to_dict") else optim)
+        )
 
     @property
     def name(self) -> str:

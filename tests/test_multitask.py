@@ -13,10 +13,7 @@ from jaxtl.data.prepare import TaskData, head_key
 
 
 def _task_data(names):
-    return [
-        TaskData(get_task(n), i, head_key(n), 0, None, [], "dev")
-        for i, n in enumerate(names)
-    ]
+    return [TaskData(get_task(n), i, head_key(n), 0, None, [], "dev") for i, n in enumerate(names)]
 
 
 def _batch(task_id, b=4, t=16, seed=0):

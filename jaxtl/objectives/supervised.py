@@ -81,16 +81,24 @@ def switch_loss(
             if td.index == own:
                 branches.append(
                     objective.branch(
-                        model, batch, out, rngs, head_dropout_key=head_dropout_key,
+                        model,
+                        batch,
+                        out,
+                        rngs,
+                        head_dropout_key=head_dropout_key,
                         train_mode=train_mode,
-                    )  # fmt: skip
+                    )
                 )
             else:
                 branches.append(
                     task_branch(
-                        model, td, batch, head_dropout_key=head_dropout_key,
-                        train_mode=train_mode, weight=float(weights.get(td.task.name, 1.0)),
-                    )  # fmt: skip
+                        model,
+                        td,
+                        batch,
+                        head_dropout_key=head_dropout_key,
+                        train_mode=train_mode,
+                        weight=float(weights.get(td.task.name, 1.0)),
+                    )
                 )
         idx = batch["task_id"][0]
         total, den = jax.lax.switch(idx, branches, (feats, out.last_hidden_state))
@@ -127,9 +135,7 @@ def switch_predict(task_list: Sequence[TaskData]):
         out, feats = _features(model, batch)
         headed = [td for td in task_list if td.key in model.heads]
         branches = [
-            task_predict_branch(
-                model, td if td.key in model.heads else headed[0], batch, num_probs
-            )
+            task_predict_branch(model, td if td.key in model.heads else headed[0], batch, num_probs)
             for td in task_list
         ]
         return jax.lax.switch(batch["task_id"][0], branches, (feats, out.last_hidden_state))

@@ -53,9 +53,13 @@ from jaxtl.run import finish, prepare
 # objective name -> its object, from the config's unlabelled.* keys
 OBJECTIVES: dict[str, Callable[[ml_collections.ConfigDict], Objective]] = {
     "aux_lm": lambda u: LanguageModelling(
-        u.corpus, kind=u.lm_objective, block_size=u.block_size, mlm_prob=u.mlm_prob,
-        whole_word=u.whole_word, weight=u.weight,
-    ),  # fmt: skip
+        u.corpus,
+        kind=u.lm_objective,
+        block_size=u.block_size,
+        mlm_prob=u.mlm_prob,
+        whole_word=u.whole_word,
+        weight=u.weight,
+    ),
     "consistency": lambda u: Consistency(u.corpus, noise=u.noise, weight=u.weight),
     "cvt": lambda u: CrossView(u.corpus, weight=u.weight),
 }
