@@ -74,6 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Export the selected model here: the encoder (AutoModel) at the root, one transformers task
     # model per task in <export_dir>/<task>/, a PEFT adapter for LoRA (jaxtl.export.export_run).
     c.export_dir = ""
+    # Persistent XLA compilation cache: auto (~/.cache/jaxtl/xla) | off | a folder.
+    c.compile_cache = "auto"
     return c
 
 

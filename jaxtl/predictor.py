@@ -25,7 +25,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from jaxtl import assembly, checkpoint, objectives, predictions
+from jaxtl import assembly, checkpoint, objectives, predictions, runtime
 from jaxtl import step as step_lib
 from jaxtl.data import batching, tokenize
 from jaxtl.data.prepare import TaskData
@@ -60,6 +60,7 @@ class Predictor:
         self.config = ml_collections.ConfigDict(_read_json(self.workdir / "config.json", "config"))
         manifest = _read_json(self.workdir / "tasks.json", "tasks")
         self.batch_size = int(batch_size)
+        runtime.enable_compile_cache(self.config)
         pre = assembly.load_encoder(self.config)
         if pre.tokenizer is None:
             raise ValueError(f"model {self.config.model.name!r} has no tokenizer files")

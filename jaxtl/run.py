@@ -74,6 +74,9 @@ def prepare(
     """
     workdir = epath.Path(workdir)
     mesh = runtime.setup_mesh(config)
+    folder = runtime.enable_compile_cache(config)
+    runtime.listen_to_compiles()
+    log.info("compilation cache: %s", folder or "off")
     lm = None
     if lm_head or (objective is not None and objective.needs_lm_head):
         lm = assembly.load_lm_model(config, from_scratch=from_scratch)

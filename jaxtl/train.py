@@ -41,7 +41,7 @@ from jax.experimental import multihost_utils
 
 from jaxtl import checkpoint as ckpt_lib
 from jaxtl import mesh as mesh_lib
-from jaxtl import partition, report, selection
+from jaxtl import partition, report, runtime, selection
 from jaxtl import step as step_lib
 from jaxtl.strategy import Strategy
 
@@ -182,6 +182,7 @@ class Trainer:
         self._evals_since_best = 0
         self._last_log = time.time()
         self._starts_from = "the initial params"  # what the next stage starts from (plan.json)
+        self._compiles_before = runtime.listen_to_compiles().snapshot()
 
     @property
     def best(self) -> dict[str, dict[str, Any]]:
@@ -512,12 +513,17 @@ class Trainer:
             out["average"] = avg
         report.write_json(self.workdir / "results.json", out)
         report.plot_run(self.workdir, self.metrics.records, self.plans)
+        compiled = runtime.STATS.snapshot(since=self._compiles_before)
         self.metrics.write(
             int(sum(s.steps for s in self.stages)),
             "run",
             "compilations",
-            {"train": self.train_counter.count, "eval": self.eval_counter.count},
+            {"train": self.train_counter.count, "eval": self.eval_counter.count} | compiled,
         )
+        log.info("compiled %d train and %d eval programs: %.1f s of XLA compilation, %d "
+                 "persistent-cache hits, %d misses", self.train_counter.count,
+                 self.eval_counter.count, compiled["compile_seconds"], compiled["cache_hits"],
+                 compiled["cache_misses"])  # fmt: skip
         self.metrics.close()
         self.checkpointer.close()
         return out
