@@ -95,11 +95,12 @@ def main() -> None:
     flags.DEFINE_enum("regime", None, list(REGIMES), "Which transfer regime to run.")
     config_flags.DEFINE_config_file("config", None, "FILE.py[:tiny]; default configs/REGIME.py.")
     flags.DEFINE_string("workdir", None, "Output directory (default: a new folder under runs/).")
+    flags.DEFINE_bool("debug", False, "Show the full traceback of user errors.")
     flags.mark_flag_as_required("regime")
 
     def run(argv):
         del argv
-        from jaxtl import regimes, report, runtime
+        from jaxtl import regimes, runtime
 
         logging.getLogger().setLevel(logging.INFO)
         logging.getLogger("absl").setLevel(logging.WARNING)
@@ -114,9 +115,21 @@ def main() -> None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             workdir = os.fspath(HERE / "runs" / f"{regime}-{stamp}")
         module = regimes.get(regime)
-        report.write_json(pathlib.Path(workdir) / "config.json", config.to_dict())
+        # config.json is written by the run itself (jaxtl.run.prepare), after it has checked
+        # that a workdir being resumed was not started with another config.
         print(f"jaxtl: regime={regime} workdir={workdir}")
-        module.run(config, workdir)
+        from jaxtl.train import Preempted
+
+        try:
+            module.run(config, workdir)
+        except Preempted as e:  # SIGTERM / Ctrl-C: a clean stop, resumable
+            print(f"jaxtl: {e}")
+            sys.exit(0)
+        except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+            if flags.FLAGS.debug:
+                raise
+            # A user error (bad value, file, workdir in use, non-finite loss): one line.
+            sys.exit(f"jaxtl: error: {type(e).__name__}: {e} (--debug shows the traceback)")
         print(f"jaxtl: done; results in {workdir}/results.json")
 
     app.run(run)

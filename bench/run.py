@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     from bench import torch_side
 
     torch_threads = torch_side.set_threads()
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     results: dict = {
         "command": " ".join(["python bench/run.py", *argv]),
         "date": started.isoformat(timespec="seconds"),

@@ -216,6 +216,11 @@ def save_params(directory: str | epath.Path, step: int, params: Any) -> None:
             max_to_keep=1, create=True, enable_async_checkpointing=False
         ),
     )
+    if step in mgr.all_steps():
+        # A resumed run re-evaluating the step it stopped at derives the same params again
+        # (resume is bit-identical): the saved ones stand, and orbax refuses to overwrite a step.
+        mgr.close()
+        return
     mgr.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave({"params": params})), force=True
     )

@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.export_dir = ""
     # Persistent XLA compilation cache: auto (~/.cache/jaxtl/xla) | off | a folder.
     c.compile_cache = "auto"
+    # Resuming a workdir with a config that changes the experiment is refused unless this is set
+    # (jaxtl.workdir.check_resume lists the keys that may change freely).
+    c.allow_config_change = False
     return c
 
 
@@ -83,3 +86,53 @@ def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Lock the key set (unknown override keys become errors) and return the config."""
     c.lock()
     return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Check enumerated keys, numeric ranges and every stage's ``optim`` block right after
+    parsing, before any model or data is loaded: one-line errors naming the key, the value and
+    the valid choices."""
+    import math
+
+    from jaxtl.data.mixture import SCHEMES
+    from jaxtl.models.representation import KINDS as REPRESENTATIONS
+    from jaxtl.partition.phases import check as check_optim
+
+    def choice(key: str, value: object, allowed: tuple) -> None:
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r}: choose one of {', '.join(map(str, allowed))}")
+
+    choice("model.representation", c.model.representation, REPRESENTATIONS)
+    choice("model.head", c.model.head, ("auto", "linear"))
+    choice("model.pooling", c.model.pooling, ("cls", "mean", "last"))
+    choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))
+    choice("data.on_bad_row", c.data.on_bad_row, ("error", "skip"))
+    if "mixture" in c:
+        choice("mixture.scheme", c.mixture.scheme, SCHEMES)
+    for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",
+                "train.eval_every", "checkpoint.every_steps", "train.early_stop_patience"):  # fmt: skip
+        section, name = key.split(".")
+        if int(c[section][name]) < 0:
+            raise ValueError(f"{key}={c[section][name]}: must be >= 0")
+    t = c.train
+    for key, value in (("train.batch_size", t.batch_size), ("train.eval_batch_size",
+                       t.eval_batch_size), ("train.accum_steps", t.accum_steps),
+                       ("train.log_every", t.log_every), ("data.max_length", c.data.max_length)):  # fmt: skip
+        if int(value) < 1:
+            raise ValueError(f"{key}={value}: must be >= 1")
+    if t.batch_size % t.accum_steps:
+        raise ValueError(
+            f"train.batch_size={t.batch_size} is not divisible by train.accum_steps={t.accum_steps}"
+        )
+    for where in ("optim", "source.optim", "pretrain.optim"):
+        section, _, leaf = where.rpartition(".")
+        if section and section not in c:
+            continue
+        block = c[section] if section else c
+        optim = block[leaf]
+        try:
+            check_optim(optim)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if not (math.isfinite(float(optim.lr)) and float(optim.lr) >= 0):
+            raise ValueError(f"{where}.lr={optim.lr}: must be finite and >= 0")

@@ -99,4 +99,4 @@ def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / (path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.rename(path)
+    tmp.replace(path)

@@ -50,6 +50,29 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def read_jsonl_repairing(path: epath.Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; a torn *last* line (a kill during the append) is
+    dropped with a warning and the file rewritten without it. A bad line elsewhere is an error
+    naming the file and line: that is not a torn write, and guessing would lose data."""
+    lines = path.read_text().splitlines()
+    records = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if any(rest.strip() for rest in lines[n:]):
+                raise ValueError(
+                    f"{path}:{n}: not a JSON object ({e.msg}); fix or remove it"
+                ) from None
+            log.warning("%s:%d: torn last line (an interrupted write) dropped", path, n)
+            tmp = path.parent / f".{path.name}.tmp"
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+            tmp.replace(path)
+    return records
+
+
 class MetricsLog:
     """metrics.jsonl + TensorBoard: one JSON object per logged event."""
 
@@ -62,9 +85,7 @@ class MetricsLog:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if line.strip():
-                    self.records.append(json.loads(line))
+            self.records = read_jsonl_repairing(self.path)
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter

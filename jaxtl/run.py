@@ -19,6 +19,7 @@ of the same selected params.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from etils import epath
 from flax import nnx
 
 from jaxtl import assembly, export, metrics, models, predictions, report, runtime, selection, train
+from jaxtl import config as config_lib
+from jaxtl import workdir as workdir_lib
 from jaxtl.data.prepare import TaskData, prepare_tasks
 from jaxtl.objectives import Objective
 
@@ -73,6 +76,11 @@ def prepare(
     an LM objective (so ``from_scratch`` applies).
     """
     workdir = epath.Path(workdir)
+    config_lib.validate(config)  # bad values fail here, before anything heavy
+    if report.is_chief():
+        workdir_lib.check_resume(config, workdir)  # before anything is loaded or overwritten
+        lock = workdir_lib.Lock(workdir).acquire()
+        atexit.register(lock.release)
     mesh = runtime.setup_mesh(config)
     folder = runtime.enable_compile_cache(config)
     runtime.listen_to_compiles()
@@ -166,6 +174,7 @@ def finish(run: Run, stages: Sequence[train.Stage], title: str) -> dict[str, Any
             print(results_table(test_results, title.replace("dev results", "test results")))
         if len(counts) > 1:
             print("batches drawn per stream:", counts)
+    workdir_lib.Lock(run.workdir).release()
     return results
 
 

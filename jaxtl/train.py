@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -102,6 +104,11 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class Preempted(RuntimeError):
+    """SIGTERM / SIGINT stopped the run after a checkpoint at a step boundary; running the same
+    command again resumes from it (launch.py exits 0 with this message)."""
+
+
 def _num_layers(model: nnx.Module) -> int:
     enc = getattr(model, "encoder", model)
     return int(getattr(enc, "num_layers", 0))
@@ -164,7 +171,10 @@ class Trainer:
         if plan_file.exists():
             import json
 
-            self.plans = json.loads(plan_file.read_text()).get("phases", [])
+            try:
+                self.plans = json.loads(plan_file.read_text()).get("phases", [])
+            except json.JSONDecodeError:  # torn by a kill: rebuilt phase by phase as they run
+                log.warning("%s is torn; it is rewritten as the stages run", plan_file)
         self.results: dict[str, dict[str, float]] = {}
         self._eval_steps: dict[int, Any] = {}
         self.tracker = selection.BestTracker()
@@ -173,7 +183,9 @@ class Trainer:
             self._eval_hook,
             self._checkpoint_hook,
             self._early_stop_hook,
+            self._signal_hook,
         ]
+        self._signal: int | None = None  # a SIGTERM / SIGINT received, handled at the step end
         # Where the run is: global step, live state, the checkpoint still to resume from.
         self._step = 0
         self._state: step_lib.TrainState | None = None
@@ -306,11 +318,31 @@ class Trainer:
             # disable=None: a bar on a terminal, none in log files and CI output
             total = sum(s.steps for s in self.stages)
             self._pbar = tqdm(total=total, desc="train", dynamic_ncols=True, disable=None)
-        for si, stage in enumerate(self.stages):
-            self._run_stage(si, stage)
-        if self._pbar:
-            self._pbar.close()
+        previous = self._catch_signals()
+        try:
+            for si, stage in enumerate(self.stages):
+                self._run_stage(si, stage)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if self._pbar:
+                self._pbar.close()
         return self._finish()
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """SIGTERM (a preempted VM) and SIGINT (Ctrl-C) end the run at the next step boundary,
+        after a checkpoint; a second Ctrl-C stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._signal = signum
+            log.warning("%s received: checkpointing at the end of this step, then stopping",
+                        signal.Signals(signum).name)  # fmt: skip
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def _advance(self, to_step: int, steps: int) -> None:
         """Skip work finished before the interruption being resumed."""
@@ -459,6 +491,17 @@ class Trainer:
         if patience and self._evals_since_best >= patience:
             log.info("stage %s: early stop at step %d", ev.stage.name, ev.step)
             ev.stop = True
+
+    def _signal_hook(self, ev: StepEvent) -> None:
+        if self._signal is None:
+            return
+        self._checkpoint(ev.step, ev.stage_index, ev.stage, ev.state)
+        self.checkpointer.close()  # waits until the checkpoint is on disk
+        self.metrics.close()
+        raise Preempted(
+            f"stopped by {signal.Signals(self._signal).name} at step {ev.step}; checkpoint saved in "
+            f"{self.workdir / 'checkpoints'}: run the same command to resume"
+        )
 
     # ---------------------------------------------------------------- files
     def _checkpoint(self, step: int, si: int, stage: Stage, state) -> None:

@@ -1,0 +1,140 @@
+"""A workdir belongs to one run: a lock against a second live run, and no silent config drift.
+
+- :class:`Lock`: ``<workdir>/.jaxtl.lock`` holds the owner's host and pid. A second run on a
+  live workdir stops with a message naming them; a lock whose process is gone (a kill -9, a
+  preempted VM) is taken over, so a dead owner never leaves the workdir stuck.
+- :func:`check_resume`: a run resuming a workdir (it has checkpoints) must have the config the
+  workdir's ``config.json`` records, except for keys that do not change the experiment (more or
+  fewer steps, logging, checkpointing cadence, the mesh, paths). Other differences are refused
+  with the list of keys, old and new values, unless ``allow_config_change=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+from etils import epath
+
+log = logging.getLogger(__name__)
+
+# Keys (or key prefixes ending in ".") that may differ when resuming.
+RESUMABLE_CHANGES = (
+    "train.steps",
+    "train.progress",
+    "train.log_every",
+    "train.eval_batch_size",
+    "checkpoint.",
+    "mesh.",
+    "distributed.",
+    "export_dir",
+    "compile_cache",
+    "data.dir",
+    "model.allow_pickle",
+    "allow_config_change",
+)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _norm(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))  # tuples -> lists, as config.json has them
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for every key whose value differs and is not a resumable change."""
+    a, b = _flat(_norm(old)), _flat(_norm(new))
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") == b.get(key, "<absent>"):
+            continue
+        if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUMABLE_CHANGES):
+            continue
+        out.append((key, a.get(key, "<absent>"), b.get(key, "<absent>")))
+    return out
+
+
+def has_checkpoints(workdir: epath.Path) -> bool:
+    ckpt = workdir / "checkpoints"
+    return ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+
+def check_resume(config: Any, workdir: epath.Path) -> None:
+    """Refuse to resume ``workdir`` with a config that changes the experiment (module doc)."""
+    saved = workdir / "config.json"
+    if not (saved.exists() and has_checkpoints(workdir)):
+        return
+    try:
+        old = json.loads(saved.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is torn; resuming without the config check", saved)
+        return
+    changes = config_changes(old, config.to_dict())
+    allowed = [k for k in _flat(_norm(config.to_dict())) if k == "allow_config_change"]
+    if changes and not (allowed and config.allow_config_change):
+        listed = "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in changes)
+        raise ValueError(
+            f"{workdir} holds a run with another config ({listed}); resuming would mix two "
+            "experiments: use a new --workdir, or pass --config.allow_config_change=True"
+        )
+    for k, o, n in changes:
+        log.warning("resuming %s with %s changed: %r -> %r (allow_config_change)", workdir, k, o, n)
+
+
+class Lock:
+    """``<workdir>/.jaxtl.lock`` for the life of a run (see the module docstring)."""
+
+    def __init__(self, workdir: str | epath.Path):
+        self.path = epath.Path(workdir) / ".jaxtl.lock"
+        self.mine = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    def acquire(self) -> Lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            try:
+                owner = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, OSError):
+                owner = {}
+            if owner and owner != self.mine and _alive(owner):
+                raise RuntimeError(
+                    f"{self.path.parent} is in use by pid {owner.get('pid')} on "
+                    f"{owner.get('host')}; wait for that run to end or use another --workdir"
+                )
+            if owner and owner != self.mine:
+                log.warning("%s: taking over the lock of pid %s on %s (no longer running)",
+                            self.path.parent, owner.get("pid"), owner.get("host"))  # fmt: skip
+        tmp = self.path.parent / f".jaxtl.lock.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(self.mine))
+        tmp.replace(self.path)
+        return self
+
+    def release(self) -> None:
+        try:
+            if json.loads(self.path.read_text()) == self.mine:
+                self.path.unlink()
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    """Whether the lock's owner still runs: on this host, ask the OS; on another host (a shared
+    filesystem), assume so."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True

@@ -1,0 +1,132 @@
+"""Nothing lost, nobody fooled: SIGTERM checkpoints and exits 0 and the resume equals an
+uninterrupted run; a finished workdir re-runs cleanly; a changed config on resume is refused
+naming the keys; a live run's workdir is locked, a dead one's lock taken over; a torn last line
+of metrics.jsonl is repaired."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jaxtl import config as config_lib
+from jaxtl import report, workdir
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _cmd(model_dir, wd, *extra):
+    return [sys.executable, "launch.py", "--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={model_dir}", "--config.tasks.names=('builtin/sentiment',)",
+            "--config.train.steps=12", "--config.checkpoint.every_steps=0",
+            f"--workdir={wd}", *extra]  # fmt: skip
+
+
+def _run(cmd):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def _losses(wd):
+    rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_bert_dir, tmp_path_factory):
+    wd = tmp_path_factory.mktemp("rel") / "done"
+    p = _run(_cmd(tiny_bert_dir, wd))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return wd
+
+
+def test_sigterm_checkpoints_exits_0_and_the_resume_is_exact(tiny_bert_dir, finished, tmp_path):
+    wd = tmp_path / "stopped"
+    proc = subprocess.Popen(_cmd(tiny_bert_dir, wd), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (wd / "metrics.jsonl").exists() and len(_losses(wd)) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopped by SIGTERM" in out and "run the same command to resume" in out
+    stopped_at = workdir.has_checkpoints(wd) and max(
+        int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert 3 <= stopped_at < 12
+    p = _run(_cmd(tiny_bert_dir, wd))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert _losses(wd) == _losses(finished)  # every logged step, bit for bit
+
+
+def test_rerunning_a_finished_workdir_prints_results_and_exits_0(tiny_bert_dir, finished):
+    before = json.loads((finished / "results.json").read_text())
+    p = _run(_cmd(tiny_bert_dir, finished))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "builtin/sentiment" in p.stdout
+    assert json.loads((finished / "results.json").read_text()) == before
+
+
+def test_a_changed_config_on_resume_is_refused_naming_the_keys(tiny_bert_dir, finished):
+    p = _run(_cmd(tiny_bert_dir, finished, "--config.optim.lr=0.5", "--config.seed=3"))
+    assert p.returncode != 0
+    assert "optim.lr: 0.0001 -> 0.5" in p.stderr and "seed: 0 -> 3" in p.stderr
+    assert "allow_config_change" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_config_changes_ignore_what_does_not_change_the_experiment():
+    c = config_lib.base_config()
+    old = c.to_dict()
+    c.train.steps, c.train.log_every, c.mesh.fsdp = 999, 1, 2
+    assert workdir.config_changes(old, c.to_dict()) == []
+    c.optim.strategy = "lora"
+    assert workdir.config_changes(old, c.to_dict()) == [("optim.strategy", "finetune", "lora")]
+
+
+def test_a_live_runs_workdir_is_locked_and_a_dead_runs_lock_taken_over(tiny_bert_dir, tmp_path):
+    wd = tmp_path / "locked"
+    wd.mkdir()
+    lock = wd / ".jaxtl.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    p = _run(_cmd(tiny_bert_dir, wd))
+    assert p.returncode != 0 and f"in use by pid {os.getpid()}" in p.stderr
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
+    owner = workdir.Lock(wd).acquire()
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    owner.release()
+    assert not lock.exists()
+
+
+def test_a_torn_last_line_of_metrics_is_repaired_and_a_bad_middle_line_named(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert report.read_jsonl_repairing(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    assert path.read_text().endswith('"loss": 1.5}\n')
+    path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+        report.read_jsonl_repairing(path)
+
+
+def test_bad_values_fail_before_any_heavy_work_in_one_line(tmp_path):
+    c = config_lib.base_config()
+    c.optim.strategy = "foo"
+    with pytest.raises(ValueError, match="optim.strategy: unknown value 'foo'"):
+        config_lib.validate(c)
+    c = config_lib.base_config()
+    c.train.batch_size, c.train.accum_steps = 30, 4
+    with pytest.raises(ValueError, match="not divisible"):
+        config_lib.validate(c)
+    cmd = [sys.executable, "launch.py", "--regime=multitask", "--config.optim.strategy=foo",
+           f"--workdir={tmp_path / 'x'}"]  # fmt: skip
+    p = _run(cmd)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("jaxtl: error: ValueError: optim:")
+    assert not (tmp_path / "x" / "config.json").exists()  # nothing was written
