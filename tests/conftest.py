@@ -79,3 +79,23 @@ def build_self_supervised(config):
         objectives.switch_loss(r.all_tasks, objective=objective),
         objectives.switch_predict(r.all_tasks),
     )
+
+
+def small_config(c, model_dir, **overrides):
+    """A regime config shrunk for in-process tests on the tiny model: batch 8, one 32-token
+    bucket, no periodic checkpoints or progress bar; ``overrides`` by dotted key
+    (``**{"train.steps": 4}``). Returns it finalized (locked)."""
+    from jaxtl import config as config_lib
+
+    c.model.name = str(model_dir)
+    c.train.batch_size = 8
+    c.train.progress = False
+    c.data.buckets = (32,)
+    c.checkpoint.every_steps = 0
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config_lib.finalize(c)

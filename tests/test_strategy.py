@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import small_config
 from flax import nnx
 
 from jaxtl import checkpoint as ckpt_lib
@@ -16,15 +17,8 @@ from jaxtl.strategy import Strategy
 
 
 def _small(c, model_dir):
-    c.model.name = str(model_dir)
-    c.train.batch_size = 8
-    c.train.log_every = 2
-    c.train.progress = False
-    c.data.max_train_examples = 64
-    c.data.max_eval_examples = 16
-    c.data.buckets = (32,)
-    c.checkpoint.every_steps = 0
-    return c
+    sizes = {"train.log_every": 2, "data.max_train_examples": 64, "data.max_eval_examples": 16}
+    return small_config(c, model_dir, **sizes)
 
 
 def _stage_rows(wd, stage):

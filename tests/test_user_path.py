@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import small_config
 
 import jaxtl
 from jaxtl import config as config_lib
@@ -17,21 +18,8 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def _small(c, model_dir, **extra):
-    c.model.name = str(model_dir)
-    c.train.batch_size = 8
-    c.train.log_every = 5
-    c.train.progress = False
-    c.data.max_train_examples = 96
-    c.data.max_eval_examples = 40
-    c.data.buckets = (32,)
-    c.checkpoint.every_steps = 0
-    for k, v in extra.items():
-        node = c
-        *parents, leaf = k.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = v
-    return config_lib.finalize(c)
+    sizes = {"train.log_every": 5, "data.max_train_examples": 96, "data.max_eval_examples": 40}
+    return small_config(c, model_dir, **(sizes | extra))
 
 
 def _jsonl(path):
