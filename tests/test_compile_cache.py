@@ -1,5 +1,5 @@
 """The persistent compilation cache: a second identical run compiles from the cache (hits, no
-misses) and reports its compile seconds apart from training; compile_cache=off uses none."""
+misses) and reports its compile seconds apart from training; compile_cache=off turns it off."""
 
 import json
 import subprocess
@@ -26,5 +26,20 @@ def test_second_run_compiles_from_the_cache(tiny_bert_dir, tmp_path):
     second = _run(tiny_bert_dir, tmp_path / "b", cache)
     assert second["cache_hits"] >= first["cache_misses"] and second["cache_misses"] == 0
     assert second["compile_seconds"] < first["compile_seconds"]
-    off = _run(tiny_bert_dir, tmp_path / "c", "off")
-    assert off["cache_hits"] == 0 and off["cache_misses"] == 0
+
+
+def test_compile_cache_off_and_its_default_folder(monkeypatch, tmp_path):
+    import jax
+    import ml_collections
+
+    from jaxtl import runtime
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert runtime.cache_dir("auto") == str(tmp_path / "jaxtl" / "xla")
+    assert runtime.cache_dir("off") is None
+    c = ml_collections.ConfigDict({"compile_cache": "off"})
+    try:
+        assert runtime.enable_compile_cache(c) is None
+        assert not jax.config.jax_enable_compilation_cache
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)

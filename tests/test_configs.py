@@ -86,6 +86,9 @@ def test_bad_argument_names_the_value_the_file_and_the_valid_ones(name):
         _load(name).get_config("huge")
 
 
+# Slow (about two minutes for the four): every regime's launch path is also exercised in CI by
+# its own test_regime_* launch test; this checks the config files' :tiny argument end to end.
+@pytest.mark.slow
 @pytest.mark.parametrize("regime", REGIMES)
 def test_launch_default_config_at_tiny_size(regime, tiny_bert_dir, tmp_path):
     wd = tmp_path / "wd"
