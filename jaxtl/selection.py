@@ -38,7 +38,10 @@ def average(results: Results, tasks: Mapping[str, Any]) -> float:
 
 def averaged(results: Results, tasks: Mapping[str, Any]) -> dict[str, float] | None:
     """``{"score": average}`` when at least two tasks have an averageable main metric."""
-    scored = [n for n in results if n in tasks and tasks[n].main_metric not in LOWER_IS_BETTER]
+    scored = [
+        n for n in results
+        if n in tasks and tasks[n].main_metric and tasks[n].main_metric not in LOWER_IS_BETTER
+    ]  # fmt: skip
     return {"score": average(results, tasks)} if len(scored) > 1 else None
 
 
