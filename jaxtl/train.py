@@ -422,6 +422,7 @@ class Trainer:
         self._state, meta = self.checkpointer.restore(self._resume, self._state)
         stage.feed.restore(meta["feed"])
         self.tracker.best = meta.get("best", {})
+        self._evals_since_best = int(meta.get("evals_since_best", 0))
         self.results = meta.get("results", {})
         self._step = int(self._state.step)
         if self._pbar:
@@ -457,7 +458,8 @@ class Trainer:
         if ev.step % every == 0 or ev.step == ev.phase_end:
             m = jax.device_get(ev.metrics)
             vals = {k: float(v) for k, v in m.items() if k != "finite"}
-            vals["lr"] = float(ev.phase.schedule(ev.step - ev.phase_start))
+            # The LR the step just taken used (step ev.step - 1 of the run, counted from 0).
+            vals["lr"] = float(ev.phase.schedule(ev.step - 1 - ev.phase_start))
             now = time.time()
             vals["steps_per_sec"] = every / max(now - self._last_log, 1e-9)
             self._last_log = now
@@ -512,6 +514,7 @@ class Trainer:
             "stage_name": stage.name,
             "feed": stage.feed.state(),
             "best": self.tracker.best,
+            "evals_since_best": self._evals_since_best,  # early-stopping patience survives
             "results": self.results,  # earlier stages' final results survive a resume
         }
         self.checkpointer.save(step, state, meta)

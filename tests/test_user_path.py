@@ -136,3 +136,12 @@ def test_task_without_dev_selects_on_a_seeded_holdout_of_train(tmp_path):
     c.seed = 1
     (other,) = prepare_tasks([spec], c, tok)
     assert {ex.text for ex in other.splits["dev"].examples} != {ex.text for ex in dev}
+
+
+def test_logged_lr_is_the_one_the_step_used(run_dir):
+    from jaxtl.partition import make_schedule
+
+    sched = make_schedule("linear", lr=3e-3, total_steps=24, warmup=0.1)
+    rows = [r for r in _jsonl(run_dir / "metrics.jsonl") if r["split"] == "train"]
+    for r in rows:  # the step logged as N is the N-th update, which used schedule(N - 1)
+        assert r["lr"] == pytest.approx(float(sched(r["step"] - 1)), rel=1e-6), r["step"]
