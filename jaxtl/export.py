@@ -224,8 +224,8 @@ def _write_transformers(m, key, task, out, tokenizer, hf_config, description, ba
         config["problem_type"] = (
             "regression" if task.kind == "regression" else "single_label_classification"
         )
-    if spec.dropout:
-        config["classifier_dropout"] = float(head.dropout)
+    if spec.dropout and spec.dropout_attr:
+        config[spec.dropout_attr] = float(head.dropout)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (HEAD_JSON, HEAD_WEIGHTS, NOTE):  # an earlier jaxtl-format export there
         (out / stale).unlink(missing_ok=True)
@@ -433,7 +433,8 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
     if kind == "tagging":
         head = heads_lib.TaggingHead(h, len(labels), rngs=rngs)
     else:
-        dropout = float(config.get("classifier_dropout") or 0.1) if spec.dropout else 0.0
+        attr = spec.dropout_attr or "classifier_dropout"
+        dropout = float(config.get(attr) or 0.1) if spec.dropout else 0.0
         head = heads_lib.ClassificationHead(
             h, len(labels), spec.pooling, h if spec.dense else None, dropout,
             activation=spec.activation, input_dropout=spec.input_dropout, use_bias=spec.bias,

@@ -29,7 +29,9 @@ from jaxtl.data.tasks import Task  # noqa: E402
 TOL = 1e-4
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=40)  # fmt: skip
-PAD = {"bert": 0, "roberta": 1, "electra": 0, "gpt2": 0}
+PAD = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 0, "distilbert": 0, "gpt2": 0}
+ARCH = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "electra": "Electra",
+        "distilbert": "DistilBert", "gpt2": "GPT2"}  # fmt: skip
 NLI = ("entailment", "neutral", "contradiction")
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 
@@ -39,9 +41,14 @@ def hf_base(family: str, path: pathlib.Path) -> pathlib.Path:
     torch.manual_seed(0)
     if family == "bert":
         model = transformers.BertModel(transformers.BertConfig(**TINY))
-    elif family == "roberta":
-        cfg = transformers.RobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1)
-        model = transformers.RobertaModel(cfg)
+    elif family in ("roberta", "xlm-roberta"):
+        cls = ARCH[family]
+        cfg = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
+        model = getattr(transformers, f"{cls}Model")(cfg)
+    elif family == "distilbert":
+        cfg = transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4,
+                                            hidden_dim=64, max_position_embeddings=40)  # fmt: skip
+        model = transformers.DistilBertModel(cfg)
     elif family == "electra":
         model = transformers.ElectraModel(transformers.ElectraConfig(**TINY, embedding_size=16))
     else:
@@ -125,7 +132,8 @@ def max_diff(a, b, mask=None):
     return float(np.abs(a - b).max())
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "electra", "distilbert",
+                                    "gpt2"])  # fmt: skip
 def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path, family):
     td = task("classification", NLI)
     model, tok, hf_config = build(base_dirs(family), [td])
@@ -133,14 +141,17 @@ def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path
     rep = export.export_task_model(model, params, td, tmp_path / "out", tokenizer=tok,
                                    hf_config=hf_config, family=family,
                                    description="perturbed for a test")  # fmt: skip
-    arch = {"bert": "Bert", "roberta": "Roberta", "electra": "Electra", "gpt2": "GPT2"}[family]
     assert rep["format"] == "transformers" and rep["reason"] is None
-    assert rep["architecture"] == f"{arch}ForSequenceClassification"
+    assert rep["architecture"] == f"{ARCH[family]}ForSequenceClassification"
     assert {"config.json", "model.safetensors", "README.md"} <= set(rep["files"])
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
     assert type(hf).__name__ == rep["architecture"]
     assert hf.config.id2label == dict(enumerate(NLI))
     assert hf.config.problem_type == "single_label_classification"
+    if family != "gpt2":  # the head's dropout, under the attribute the transformers head reads
+        written = json.loads((tmp_path / "out" / "config.json").read_text())
+        attr = "seq_classif_dropout" if family == "distilbert" else "classifier_dropout"
+        assert written[attr] == model.heads[td.key].dropout
     ids, mask, tt = padded(family)
     ours = jaxtl_logits(model, params, td.key, ids, mask, tt)
     assert max_diff(ours, hf_logits(hf, ids, mask, tt)) <= TOL
@@ -148,7 +159,7 @@ def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path
     assert "perturbed for a test" in card and "contradiction" in card
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta", "distilbert", "gpt2"])
 def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
     td = task("tagging", TAGS)
     model, tok, hf_config = build(base_dirs(family), [td])
@@ -156,6 +167,7 @@ def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
     rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=hf_config)
     assert rep["format"] == "transformers"
     hf = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "out")
+    assert type(hf).__name__ == f"{ARCH[family]}ForTokenClassification"
     assert hf.config.id2label == dict(enumerate(TAGS))
     ids, mask, tt = padded(family)
     ours = jaxtl_logits(model, params, td.key, ids, mask, tt)

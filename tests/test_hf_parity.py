@@ -1,4 +1,5 @@
-"""jaxtl encoders against the PyTorch reference (transformers), in and out.
+"""jaxtl encoders against the PyTorch reference (transformers), in and out: BERT, RoBERTa,
+XLM-RoBERTa, ELECTRA, DistilBERT, GPT-2 (and the BiLSTM's own round trip).
 
 Tiny random HF models are built with torch, saved as safetensors, loaded with
 ``jaxtl.models.from_pretrained`` and compared layer by layer (real-token positions only, since
@@ -135,11 +136,13 @@ def test_dtype_bfloat16_runs_close(tmp_path):
     assert np.abs(a[real] - np.asarray(b, np.float32)[real]).max() < 0.1
 
 
-def test_roberta_parity_left_and_right_padding(tmp_path):
-    config = transformers.RobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1)
-    ref = save_tiny(transformers.RobertaModel, config, tmp_path)
+@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta"])
+def test_roberta_parity_left_and_right_padding(tmp_path, cls):
+    """XLM-RoBERTa (its own config class, model_type "xlm-roberta") runs RoBERTa's encoder."""
+    config = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
+    ref = save_tiny(getattr(transformers, f"{cls}Model"), config, tmp_path)
     enc = models.from_pretrained(tmp_path).model
-    assert enc.family == "roberta"
+    assert enc.family == config.model_type
     # RoBERTa positions skip padding, so left padding must give the same answer as HF's.
     for left in (False, True):
         ids, mask, _ = batch(1, left=left, token_types=False)
@@ -155,7 +158,10 @@ def test_electra_parity_with_embedding_projection(tmp_path):
     assert_states_close(jax_states(enc, ids, mask, tt), torch_states(ref, ids, mask, tt)[0], mask)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
+ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
 def test_export_round_trip_to_transformers(tmp_path, family):
     """jaxtl -> save_pretrained -> transformers.AutoModel: same outputs."""
     hf_config = dict(TINY, num_hidden_layers=2, type_vocab_size=2, pad_token_id=1)
@@ -163,8 +169,9 @@ def test_export_round_trip_to_transformers(tmp_path, family):
     out = models.save_pretrained(enc, tmp_path / "export", hf_config=hf_config)
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == family
-    assert config["architectures"] == [{"bert": "BertModel", "roberta": "RobertaModel"}[family]]
+    assert config["architectures"] == [ARCHITECTURES[family]]
     ref = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert type(ref).__name__ == ARCHITECTURES[family]
     ids, mask, tt = batch(1)
     theirs = torch_states(ref, ids, mask, tt)[0]
     assert_states_close(jax_states(enc, ids, mask, tt), theirs, mask)
@@ -250,17 +257,105 @@ def test_bert_mlm_head_matches_bert_for_masked_lm(tmp_path):
     assert np.abs(ours[real] - theirs2[real]).max() <= TOL
 
 
-def test_roberta_mlm_head_matches(tmp_path):
-    config = transformers.RobertaConfig(**TINY, type_vocab_size=1, pad_token_id=1)
-    ref = save_tiny(transformers.RobertaForMaskedLM, config, tmp_path)
+def mlm_logits(ref, ids, mask):
+    with torch.no_grad():
+        return ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+
+
+@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta"])
+def test_roberta_mlm_head_matches(tmp_path, cls):
+    config = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
+    ref = save_tiny(getattr(transformers, f"{cls}ForMaskedLM"), config, tmp_path)
     model = models.from_pretrained(tmp_path, load_lm_head=True).model
     ids, mask, _ = batch(1, token_types=False)
     _, feats = model.features(jnp.asarray(ids), jnp.asarray(mask))
     ours = np.asarray(model.heads["lm"](feats, model.encoder.tied_embedding()))
-    with torch.no_grad():
-        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
     real = mask.astype(bool)
-    assert np.abs(ours[real] - theirs.numpy()[real]).max() <= TOL
+    assert np.abs(ours[real] - mlm_logits(ref, ids, mask)[real]).max() <= TOL
+    if cls == "XLMRoberta":  # export with the head: XLMRobertaForMaskedLM reloads
+        out = models.save_pretrained(model, tmp_path / "export")
+        again = transformers.AutoModelForMaskedLM.from_pretrained(str(out)).eval()
+        assert type(again).__name__ == "XLMRobertaForMaskedLM"
+        assert np.abs(ours[real] - mlm_logits(again, ids, mask)[real]).max() <= TOL
+
+
+# --- DistilBERT: BERT's encoder under other names, no token types ------------------------------
+
+DISTIL_TINY = dict(vocab_size=100, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
+                   max_position_embeddings=40)  # fmt: skip
+
+
+def jitter(model, seed=1, scale=0.05):
+    """Noise on every parameter: freshly initialised biases and LayerNorms are 0 / 1, which would
+    hide a tensor mapped to the wrong place."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return model
+
+
+def save_jittered(cls, config, path):
+    torch.manual_seed(0)
+    model = jitter(cls(config)).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    return model
+
+
+@pytest.mark.parametrize("sinusoidal,act", [(False, "gelu"), (True, "relu")])
+def test_distilbert_parity_ignores_token_types(tmp_path, sinusoidal, act):
+    config = transformers.DistilBertConfig(**DISTIL_TINY, sinusoidal_pos_embds=sinusoidal,
+                                           activation=act)  # fmt: skip
+    ref = save_jittered(transformers.DistilBertModel, config, tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.family == "distilbert" and enc.embeddings.token_type is None
+    assert enc.cfg.sinusoidal_positions is sinusoidal and enc.cfg.hidden_act == act
+    ids, mask, tt = batch(0)  # non-zero token types: accepted and dropped
+    theirs = torch_states(ref, ids, mask)[0]
+    assert_states_close(jax_states(enc, ids, mask, tt), theirs, mask)
+    assert_states_close(jax_states(enc, ids, mask), theirs, mask)
+
+
+def test_distilbert_export_round_trip_with_sinusoidal_positions(tmp_path):
+    hf_config = dict(DISTIL_TINY, n_layers=2, sinusoidal_pos_embds=True)
+    enc = models.build_encoder("distilbert", hf_config, rngs=nnx.Rngs(7))
+    # A fresh encoder's position table is transformers' own sinusoidal initialisation.
+    fresh = transformers.DistilBertModel(transformers.DistilBertConfig(**hf_config))
+    table = fresh.embeddings.position_embeddings.weight.detach().numpy()
+    np.testing.assert_allclose(np.asarray(enc.embeddings.position.embedding[...]), table, atol=1e-7)
+    out = models.save_pretrained(enc, tmp_path / "export", hf_config=hf_config)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "distilbert" and config["architectures"] == ["DistilBertModel"]
+    assert config["dim"] == 32 and config["sinusoidal_pos_embds"] is True
+    ref = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert type(ref).__name__ == "DistilBertModel"
+    ids, mask, _ = batch(0, token_types=False)
+    theirs = torch_states(ref, ids, mask)[0]
+    assert_states_close(jax_states(enc, ids, mask), theirs, mask)
+    again = models.from_pretrained(out).model
+    assert again.cfg == enc.cfg
+    assert_states_close(jax_states(again, ids, mask), theirs, mask)
+
+
+def test_distilbert_mlm_head_matches_and_exports(tmp_path):
+    config = transformers.DistilBertConfig(**DISTIL_TINY)
+    ref = save_jittered(transformers.DistilBertForMaskedLM, config, tmp_path)
+    model = models.from_pretrained(tmp_path, load_lm_head=True).model
+    assert isinstance(model.heads["lm"], models.MLMHead)
+    ids, mask, _ = batch(0, token_types=False)
+    _, feats = model.features(jnp.asarray(ids), jnp.asarray(mask))
+    ours = np.asarray(model.heads["lm"](feats, model.encoder.tied_embedding()))
+    real = mask.astype(bool)
+    assert np.abs(ours[real] - mlm_logits(ref, ids, mask)[real]).max() <= TOL
+    out = models.save_pretrained(model, tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["architectures"] == [
+        "DistilBertForMaskedLM"
+    ]
+    again = transformers.AutoModelForMaskedLM.from_pretrained(str(out)).eval()
+    assert type(again).__name__ == "DistilBertForMaskedLM"
+    assert np.abs(ours[real] - mlm_logits(again, ids, mask)[real]).max() <= TOL
+    # Without load_lm_head the MLM head's tensors are known and skipped.
+    assert models.from_pretrained(tmp_path).model.family == "distilbert"
 
 
 def test_gpt2_clm_head_matches_lm_head_model(tmp_path):

@@ -1,11 +1,18 @@
-"""BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa and the ELECTRA discriminator.
+"""BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa, XLM-RoBERTa, the ELECTRA
+discriminator and DistilBERT.
 
-The three differ only in the input embeddings:
+They differ only in the input embeddings (and in their HF names):
 
 * BERT / MiniLM: word + absolute position (0..T-1) + token type, LayerNorm.
-* RoBERTa: positions start at ``pad_token_id + 1`` and skip padding tokens, as HF's
-  ``create_position_ids_from_input_ids`` (so a left-padded sentence sees the same positions as an
-  unpadded one); usually a single token type.
+* RoBERTa and XLM-RoBERTa (the same architecture with its own config class and SentencePiece
+  tokenizer; ``XLM_ROBERTA`` below is RoBERTa's family under other class names): positions start
+  at ``pad_token_id + 1`` and skip padding tokens, as HF's ``create_position_ids_from_input_ids``
+  (so a left-padded sentence sees the same positions as an unpadded one); usually a single token
+  type.
+* DistilBERT (``jaxtl/models/distilbert.py`` maps its names): no token types
+  (``type_vocab_size=0``: ``token_type_ids`` are accepted and dropped), and no dropout after the
+  attention output projection. ``sinusoidal_positions`` only sets how a fresh encoder's position
+  table is initialised; the table is a parameter either way, as in transformers.
 * ELECTRA: the embedding width may be smaller than the model width; ``embeddings/project``
   (HF ``embeddings_project``) maps it up. It lives under ``embeddings`` so that every rule about
   "the embeddings" (freezing, learning rates) covers it.
@@ -22,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxtl.mesh import constrain_batch
@@ -29,7 +37,8 @@ from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
-VARIANTS = ("bert", "roberta", "electra")
+VARIANTS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
+ROBERTA_LIKE = ("roberta", "xlm-roberta")  # positions skip padding; lm_head uses exact GELU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +57,8 @@ class BertConfig:
     pad_token_id: int = 0
     embedding_size: int | None = None  # ELECTRA: None means hidden_size
     initializer_range: float = 0.02
-    variant: str = "bert"  # "bert" | "roberta" | "electra"
+    variant: str = "bert"  # one of VARIANTS: the HF model_type (the family's registry key)
+    sinusoidal_positions: bool = False  # initialise the position table with sinusoids
     dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
     param_dtype: str = "float32"
 
@@ -72,13 +82,35 @@ def _kw(cfg: BertConfig) -> dict[str, Any]:
     return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
 
 
+def sinusoids(num: int, dim: int) -> np.ndarray:
+    """[num, dim] fixed position encodings (DistilBERT's ``create_sinusoidal_embeddings``):
+    even columns sin(pos / 10000^(2(j//2)/dim)), odd columns cos of the same."""
+    pos = np.arange(num, dtype=np.float64)[:, None]
+    angle = pos / np.power(10000, 2 * (np.arange(dim) // 2) / dim)[None, :]
+    out = np.empty((num, dim), np.float64)
+    out[:, 0::2] = np.sin(angle[:, 0::2])
+    out[:, 1::2] = np.cos(angle[:, 1::2])
+    return out.astype(np.float32)
+
+
+def _sinusoid_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    del key
+    return jnp.asarray(sinusoids(*shape), dtype)
+
+
 class BertEmbeddings(nnx.Module):
     def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
         e, std, kw = cfg.embed_size, cfg.initializer_range, _kw(cfg)
         self.word = base.embed(cfg.vocab_size, e, ("vocab", "embed"), std=std, rngs=rngs, **kw)
-        self.position = base.embed(
-            cfg.max_position_embeddings, e, (None, "embed"), std=std, rngs=rngs, **kw
-        )
+        if cfg.sinusoidal_positions:
+            self.position = nnx.Embed(
+                cfg.max_position_embeddings, e, **kw, rngs=rngs,
+                embedding_init=nnx.with_partitioning(_sinusoid_init, (None, "embed")),
+            )  # fmt: skip
+        else:
+            self.position = base.embed(
+                cfg.max_position_embeddings, e, (None, "embed"), std=std, rngs=rngs, **kw
+            )
         self.token_type = (
             base.embed(cfg.type_vocab_size, e, (None, "embed"), std=std, rngs=rngs, **kw)
             if cfg.type_vocab_size > 0
@@ -138,6 +170,8 @@ class BertLayer(nnx.Module):
         self.mlp_norm = base.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs=rngs, **kw)
         self.hidden_dropout = cfg.hidden_dropout
         self.attention_dropout = cfg.attention_dropout
+        # DistilBERT's out_lin has no dropout after it (BERT's attention.output.dense has).
+        self.attention_output_dropout = cfg.variant != "distilbert"
 
     def __call__(self, x, mask, *, deterministic: bool, rngs) -> jax.Array:
         drop = lambda y: base.dropout(  # noqa: E731
@@ -146,20 +180,20 @@ class BertLayer(nnx.Module):
         a = self.attention(
             x, mask, rate=self.attention_dropout, deterministic=deterministic, rngs=rngs
         )
-        x = self.attention_norm(x + drop(a))
+        x = self.attention_norm(x + (drop(a) if self.attention_output_dropout else a))
         return self.mlp_norm(x + drop(self.mlp(x)))
 
 
 def position_ids(cfg: BertConfig, input_ids: jax.Array) -> jax.Array:
     t = input_ids.shape[1]
-    if cfg.variant == "roberta":
+    if cfg.variant in ROBERTA_LIKE:
         real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
         return jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
     return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], input_ids.shape)
 
 
 class BertEncoder(nnx.Module):
-    """BERT / MiniLM / RoBERTa / ELECTRA-discriminator encoder.
+    """BERT / MiniLM / RoBERTa / XLM-R / ELECTRA-discriminator / DistilBERT encoder.
 
     >>> enc = BertEncoder(BertConfig(vocab_size=100, hidden_size=32, num_layers=2,
     ...                              num_heads=4, intermediate_size=64), rngs=nnx.Rngs(0))
@@ -240,7 +274,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
         layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        pad_token_id=hf.get("pad_token_id", 1 if model_type == "roberta" else 0) or 0,
+        pad_token_id=hf.get("pad_token_id", 1 if model_type in ROBERTA_LIKE else 0) or 0,
         embedding_size=hf.get("embedding_size") if model_type == "electra" else None,
         initializer_range=hf.get("initializer_range", 0.02),
         variant=model_type,
@@ -290,11 +324,13 @@ def key_map(cfg: BertConfig) -> list[Rule]:
     return rules
 
 
-def _mlm_head(cfg: BertConfig, *, rngs: nnx.Rngs) -> nnx.Module:
+def mlm_head(cfg: BertConfig, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The tied MLM head: BERT's ``cls.predictions``, RoBERTa's ``lm_head``, DistilBERT's
+    ``vocab_transform`` / ``vocab_layer_norm`` / ``vocab_projector``."""
     from jaxtl.models.heads import MLMHead
 
-    # RoBERTa's lm_head always uses exact GELU; BERT's transform follows hidden_act.
-    act = "gelu" if cfg.variant == "roberta" else cfg.hidden_act
+    # RoBERTa's lm_head always uses exact GELU; BERT's / DistilBERT's follow the encoder's act.
+    act = "gelu" if cfg.variant in ROBERTA_LIKE else cfg.hidden_act
     return MLMHead(
         cfg.hidden_size,
         cfg.embed_size,
@@ -329,7 +365,7 @@ def _roberta_mlm_map(cfg: BertConfig) -> list[Rule]:
 # model), dropout, ``classifier``. RoBERTa / ELECTRA: ``classifier.dense`` on <s> (tanh / exact
 # GELU) and ``classifier.out_proj``, dropout before each. *ForTokenClassification: dropout and
 # ``classifier`` on every token.
-def _classifier(cfg: BertConfig) -> list[Rule]:
+def classifier(cfg: BertConfig) -> list[Rule]:
     return linear("classifier", "classifier")
 
 
@@ -342,7 +378,7 @@ def _classifier_dense_out_proj(cfg: BertConfig) -> list[Rule]:
 
 
 def _token_head(name: str) -> HeadSpec:
-    return HeadSpec(f"{name}ForTokenClassification", _classifier)
+    return HeadSpec(f"{name}ForTokenClassification", classifier)
 
 
 # Known tensors the encoder does not use. Pretraining heads are loaded only with load_lm_head;
@@ -358,16 +394,26 @@ BERT = Family(
     architecture="BertModel",
     prefixes=("bert.",),
     ignore=_COMMON_IGNORE + (r"^cls\.",),
-    lm_head=_mlm_head,
+    lm_head=mlm_head,
     lm_key_map=_bert_mlm_map,
     lm_architecture="BertForMaskedLM",
     # The decoder is tied to the word embeddings (and its bias to cls.predictions.bias).
     lm_ignore=(r"^cls\.predictions\.decoder\.", r"^cls\.seq_relationship\."),
     sequence_head=HeadSpec(
-        "BertForSequenceClassification", _classifier, base_key_map=_pooler, dense=True
+        "BertForSequenceClassification", classifier, base_key_map=_pooler, dense=True
     ),
     token_head=_token_head("Bert"),
 )
+
+
+def _roberta_sequence_head(name: str) -> HeadSpec:
+    return HeadSpec(
+        f"{name}ForSequenceClassification",
+        _classifier_dense_out_proj,
+        dense=True,
+        input_dropout=True,
+    )
+
 
 ROBERTA = Family(
     model_type="roberta",
@@ -378,17 +424,23 @@ ROBERTA = Family(
     architecture="RobertaModel",
     prefixes=("roberta.",),
     ignore=_COMMON_IGNORE + (r"^lm_head\.",),
-    lm_head=_mlm_head,
+    lm_head=mlm_head,
     lm_key_map=_roberta_mlm_map,
     lm_architecture="RobertaForMaskedLM",
     lm_ignore=(r"^lm_head\.decoder\.",),
-    sequence_head=HeadSpec(
-        "RobertaForSequenceClassification",
-        _classifier_dense_out_proj,
-        dense=True,
-        input_dropout=True,
-    ),  # fmt: skip
+    sequence_head=_roberta_sequence_head("Roberta"),
     token_head=_token_head("Roberta"),
+)
+
+# XLM-RoBERTa is RoBERTa's architecture, tensor names and heads under XLMRoberta* class names
+# (its own config class and SentencePiece tokenizer); task checkpoints keep the "roberta." prefix.
+XLM_ROBERTA = dataclasses.replace(
+    ROBERTA,
+    model_type="xlm-roberta",
+    architecture="XLMRobertaModel",
+    lm_architecture="XLMRobertaForMaskedLM",
+    sequence_head=_roberta_sequence_head("XLMRoberta"),
+    token_head=_token_head("XLMRoberta"),
 )
 
 ELECTRA = Family(

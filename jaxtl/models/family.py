@@ -33,6 +33,9 @@ class HeadSpec:
                    heads): which token it reads (``cls`` | ``last``), whether a dense layer of
                    the model width with ``activation`` comes first, dropout before that layer /
                    before the classifier, whether the classifier has a bias.
+    dropout_attr:  the HF config attribute holding the head's dropout rate, written on export
+                   (``classifier_dropout``; DistilBERT's ``seq_classif_dropout``); None: the
+                   transformers head takes the encoder's rate, so none is written.
     """
 
     architecture: str
@@ -44,6 +47,7 @@ class HeadSpec:
     input_dropout: bool = False
     dropout: bool = True
     bias: bool = True
+    dropout_attr: str | None = "classifier_dropout"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtl import paths
+from jaxtl.models import distilbert
 from jaxtl.models.family import Family
 from jaxtl.models.heads import CLMHead, MLMHead
 from jaxtl.models.registry import family as get_family
@@ -337,7 +338,7 @@ def convert(
 
 def _is_lm_pattern(pattern: str, fam: Family) -> bool:
     """Ignore patterns for the pretraining head stop applying once the head is being loaded."""
-    return pattern in (r"^cls\.", r"^lm_head\.")
+    return pattern in (r"^cls\.", r"^lm_head\.", distilbert.LM_PATTERN)
 
 
 def from_pretrained(

@@ -10,16 +10,22 @@ transformers task heads as ``HeadSpec`` values (``sequence_head``, ``token_head`
 computes, and its key map) and ``model.head=auto`` builds them, ``jaxtl.export`` writes
 ``*ForSequenceClassification`` / ``*ForTokenClassification`` models transformers loads exactly,
 and task checkpoints' heads are reused (``jaxtl.models.hf_heads``); copy ``tests/test_export.py``.
+A family that is an existing architecture under other names reuses that encoder: XLM-RoBERTa is
+RoBERTa's ``Family`` with other class names (``jaxtl/models/bert.py``), DistilBERT a BERT
+configuration with its own key map and heads (``jaxtl/models/distilbert.py``).
 """
 
 from __future__ import annotations
 
-from jaxtl.models.bert import BERT, ELECTRA, ROBERTA
+from jaxtl.models.bert import BERT, ELECTRA, ROBERTA, XLM_ROBERTA
 from jaxtl.models.bilstm import BILSTM
+from jaxtl.models.distilbert import DISTILBERT
 from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, ELECTRA, GPT2, BILSTM)}
+FAMILIES: dict[str, Family] = {
+    f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, GPT2, BILSTM)
+}
 
 
 def family(model_type: str, *, where: str = "config.json") -> Family:
