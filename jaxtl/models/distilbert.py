@@ -25,9 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jaxtl.models import base
 from jaxtl.models.bert import BertConfig, BertEncoder, classifier, mlm_head
-from jaxtl.models.family import Family, HeadSpec, reject, require
+from jaxtl.models.family import Family, HeadSpec, activation_name, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 MODEL_TYPE = "distilbert"
@@ -41,12 +40,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
     why = "the jaxtl DistilBERT encoder is an encoder-only stack"
     reject(hf, "is_decoder", (False,), why)
     reject(hf, "add_cross_attention", (False,), why)
-    act = hf.get("activation", "gelu")
-    if act not in base.ACTIVATIONS:
-        raise ValueError(
-            f"unsupported config attribute activation={act!r}; "
-            f"supported: {sorted(base.ACTIVATIONS)}"
-        )
+    act = activation_name(hf, "activation", "gelu")
     dim, heads = get("dim"), get("n_heads")
     if dim % heads:
         raise ValueError(f"config attribute dim={dim} is not divisible by n_heads={heads}")

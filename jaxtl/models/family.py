@@ -8,6 +8,7 @@ from typing import Any
 
 from flax import nnx
 
+from jaxtl.models.base import ACTIVATIONS
 from jaxtl.models.keymap import Rule
 
 
@@ -109,6 +110,17 @@ def require(hf: Mapping[str, Any], key: str, model_type: str) -> Any:
     if key not in hf:
         raise ValueError(f"config.json of a {model_type!r} model lacks required attribute {key!r}")
     return hf[key]
+
+
+def activation_name(hf: Mapping[str, Any], key: str, default: str) -> str:
+    """The config's activation (``key``, else ``default``); an error naming it when jaxtl has none
+    of that name."""
+    act = hf.get(key, default)
+    if act not in ACTIVATIONS:
+        raise ValueError(
+            f"unsupported config attribute {key}={act!r}; supported: {sorted(ACTIVATIONS)}"
+        )
+    return act
 
 
 def reject(hf: Mapping[str, Any], key: str, allowed: tuple[Any, ...], why: str) -> None:

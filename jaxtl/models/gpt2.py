@@ -30,7 +30,7 @@ from flax import nnx
 
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
-from jaxtl.models.family import Family, HeadSpec, reject, require
+from jaxtl.models.family import Family, HeadSpec, activation_name, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 
@@ -186,12 +186,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> GPT2Config:
     reject(hf, "scale_attn_weights", (True,), why)
     reject(hf, "scale_attn_by_inverse_layer_idx", (False,), why)
     reject(hf, "add_cross_attention", (False,), why)
-    act = hf.get("activation_function", "gelu_new")
-    if act not in base.ACTIVATIONS:
-        raise ValueError(
-            f"unsupported config attribute activation_function={act!r}; "
-            f"supported: {sorted(base.ACTIVATIONS)}"
-        )
+    act = activation_name(hf, "activation_function", "gelu_new")
     get = lambda k: require(hf, k, "gpt2")  # noqa: E731
     return GPT2Config(
         vocab_size=get("vocab_size"),
