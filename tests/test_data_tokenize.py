@@ -105,3 +105,66 @@ def test_causal_labels_and_packing(tok):
     # Concatenation loses nothing but the last partial block.
     total = sum(len(tok(e.text, add_special_tokens=False)["input_ids"]) + 1 for e in examples)
     assert len(clm) == total // 64
+
+
+def _sentencepiece_tokenizer():
+    """A real XLMRobertaTokenizer (SentencePiece-style Unigram) over a few word pieces, offline."""
+    import string
+
+    import transformers
+
+    pieces = ["\u2581Al", "ice", "\u2581met", "\u2581Bob", "\u2581in", "\u2581Par", "is", "\u2581"]
+    chars = [c for c in string.printable if not c.isspace()]
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(p, -1.0) for p in pieces] + [(c, -10.0) for c in chars] + [("<mask>", 0.0)]
+    return transformers.XLMRobertaTokenizer(vocab=vocab)
+
+
+def _byte_level_bpe_tokenizer():
+    """A byte-level BPE (GPT-2/RoBERTa style) trained offline on a few sentences."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    bpe.train_from_iterator(["met Bob in the town", "Bob met them in town"] * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", mask_token="<mask>")  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece", "byte_level_bpe"])
+def test_whole_word_masking_for_each_tokenizer_kind(kind, tok):
+    from jaxtl.data.tokenize import tokenizer_kind
+
+    tokenizer = {"wordpiece": lambda: tok, "sentencepiece": _sentencepiece_tokenizer,
+                 "byte_level_bpe": _byte_level_bpe_tokenizer}[kind]()  # fmt: skip
+    assert tokenizer_kind(tokenizer) == kind
+    text = "Schwarzenegger met Bob in Leicestershire"
+    enc = tokenizer([text] * 64, return_tensors="np")
+    word_of = np.array([-1 if w is None else w for w in enc.word_ids(0)])
+    assert np.bincount(word_of[word_of >= 0]).max() > 1  # some word has several pieces
+    specials = np.asarray(tokenizer.all_special_ids, np.int32)
+    batch = {"input_ids": enc["input_ids"].astype(np.int32),
+             "attention_mask": enc["attention_mask"].astype(np.int32)}  # fmt: skip
+    out = mask_tokens(batch, np.random.default_rng(0), mask_id=tokenizer.mask_token_id,
+                      vocab_size=len(tokenizer), special_ids=specials, prob=0.3, whole_word=True,
+                      continuation=continuation_table(tokenizer))  # fmt: skip
+    chosen = out["token_labels"] != IGNORE
+    assert chosen.any() and not chosen.all()
+    for w in range(word_of.max() + 1):  # every piece of a word shares the word's decision
+        cols = chosen[:, word_of == w]
+        assert (cols == cols[:, :1]).all(), (kind, w)
+
+
+def test_whole_word_masking_refuses_a_tokenizer_without_word_markers():
+    from jaxtl.data.tokenize import tokenizer_kind
+
+    class Plain:
+        def get_vocab(self):
+            return {"a": 0, "b": 1}
+
+    with pytest.raises(ValueError, match="marks no word boundaries"):
+        tokenizer_kind(Plain())

@@ -198,12 +198,38 @@ def special_ids(tokenizer: Any) -> np.ndarray:
     return np.asarray(sorted(set(tokenizer.all_special_ids)), np.int32)
 
 
-def continuation_table(tokenizer: Any) -> np.ndarray:
-    """bool[vocab]: True for WordPiece continuation pieces ("##ing"), for whole-word masking."""
+# How each tokenizer kind marks words: WordPiece marks a continuation ("##ing"); SentencePiece
+# ("▁word") and byte-level BPE ("Ġword") mark a piece that starts a word after a space.
+WORD_MARKERS = {"wordpiece": "##", "sentencepiece": "\u2581", "byte_level_bpe": "\u0120"}
+
+
+def tokenizer_kind(tokenizer: Any) -> str:
+    """``wordpiece`` | ``sentencepiece`` | ``byte_level_bpe``: the marker most vocabulary pieces
+    carry. A vocabulary with none cannot show word boundaries: an error, rather than whole-word
+    masking silently becoming token masking."""
     vocab = tokenizer.get_vocab()
+    counts = {k: sum(t.startswith(m) for t in vocab) for k, m in WORD_MARKERS.items()}
+    kind = max(counts, key=lambda k: counts[k])
+    if counts[kind] == 0:
+        raise ValueError(
+            f"whole-word masking: {type(tokenizer).__name__} marks no word boundaries in its "
+            "vocabulary (no '##', '\u2581' or '\u0120' pieces); use pretrain.whole_word=False"
+        )
+    return kind
+
+
+def continuation_table(tokenizer: Any) -> np.ndarray:
+    """bool[vocab]: True for pieces that continue the previous piece's word, for whole-word
+    masking: WordPiece "##ing"; for SentencePiece and byte-level BPE every piece without the
+    word-start marker ("ing", and punctuation attached to a word, as fairseq's whole-word masking
+    treats it). Special tokens are never continuations."""
+    vocab = tokenizer.get_vocab()
+    kind = tokenizer_kind(tokenizer)
+    marker = WORD_MARKERS[kind]
     table = np.zeros(max(vocab.values()) + 1, bool)
     for tok, i in vocab.items():
-        table[i] = tok.startswith("##")
+        table[i] = tok.startswith(marker) if kind == "wordpiece" else not tok.startswith(marker)
+    table[list(getattr(tokenizer, "all_special_ids", []) or [])] = False
     return table
 
 

@@ -50,7 +50,7 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.pretrain.objective = "auto"  # auto (clm for GPT-2, else mlm) | mlm | clm
     c.pretrain.block_size = 128  # tokens per packed LM block (MLM: including [CLS]/[SEP])
     c.pretrain.mlm_prob = 0.15
-    c.pretrain.whole_word = False  # whole-word masking (WordPiece "##" continuations)
+    c.pretrain.whole_word = False  # whole-word masking (WordPiece ##, SentencePiece ▁, BPE Ġ)
     c.pretrain.from_scratch = False  # random encoder from the checkpoint's config.json
     c.pretrain.eval_every = 0  # 0 = dev perplexity at the end of the stage only
     c.pretrain.optim = partition.default_optim_config()
