@@ -156,7 +156,8 @@ def test_multitask_smoke(tmp_path, family):
     c = multitask.add_config(config_lib.base_config())
     c.tasks.names = ("builtin/sentiment", "builtin/ner")
     # max_length 32 too: the XLM-R tokenizer here is character-level, so sentences run long.
-    c = small_config(c, model_dir, **{"train.steps": 3, "data.max_length": 32})
+    # FSDP over the 8 fake CPU devices (data 4 x fsdp 2): parameters and moments sharded.
+    c = small_config(c, model_dir, **{"train.steps": 3, "data.max_length": 32, "mesh.fsdp": 2})
     multitask.run(c, str(tmp_path / "work"))
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert {"builtin/sentiment", "builtin/ner"} <= set(results), results
