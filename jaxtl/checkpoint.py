@@ -56,6 +56,44 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def verify(self, step: int) -> str | None:
+        """None when checkpoint ``step`` reads back whole (every array and the metadata, to
+        host memory), else what failed. Catches truncated or missing files; a flipped bit
+        inside an array that still decodes is beyond what the files let us check."""
+        try:
+            self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # any read failure means this step cannot be resumed from
+            return f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        return None
+
+    def latest_good_step(self) -> int | None:
+        """The newest checkpoint that reads back whole. Unreadable newer ones (a torn write, a
+        damaged disk) are moved aside to ``<workdir>/corrupt_checkpoints/`` — never deleted —
+        with a warning naming them and the step the run falls back to."""
+        if jax.process_count() > 1:
+            return self.latest_step()  # moving files needs all hosts to agree: not attempted
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            problem = self.verify(step)
+            if problem is None:
+                return step
+            aside = self.directory.parent / "corrupt_checkpoints" / str(step)
+            n = 1
+            while aside.exists():
+                aside = aside.parent / f"{step}.{n}"
+                n += 1
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(step)).rename(aside)
+            self.manager.reload()
+            log.warning("checkpoint step %d in %s is unreadable (%s); moved it to %s and will "
+                        "resume from the previous good checkpoint, if any", step,
+                        self.directory, problem, aside)  # fmt: skip
+        return None
+
     def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
         self.manager.save(
             step,

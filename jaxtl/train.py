@@ -308,7 +308,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
-        self._resume = self.checkpointer.latest_step()
+        self._resume = self.checkpointer.latest_good_step()
         if self._resume is not None:
             self.metrics.truncate_after(self._resume)
             log.info("resuming %s from step %d", self.workdir, self._resume)

@@ -1,7 +1,8 @@
 """Nothing lost, nobody fooled: SIGTERM checkpoints and exits 0 and the resume equals an
-uninterrupted run; a finished workdir re-runs cleanly; a changed config on resume is refused
-naming the keys; a live run's workdir is locked, a dead one's lock taken over; a torn last line
-of metrics.jsonl is repaired."""
+uninterrupted run; a torn latest checkpoint is moved aside and the previous one resumed, again
+equal to the uninterrupted run; a finished workdir re-runs cleanly; a changed config on resume
+is refused naming the keys; a live run's workdir is locked, a dead one's lock taken over; a torn
+last line of metrics.jsonl is repaired."""
 
 import json
 import os
@@ -22,7 +23,7 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 def _cmd(model_dir, wd, *extra):
     return [sys.executable, "launch.py", "--regime=multitask", "--config=configs/multitask.py:tiny",
             f"--config.model.name={model_dir}", "--config.tasks.names=('builtin/sentiment',)",
-            "--config.train.steps=12", "--config.checkpoint.every_steps=0",
+            "--config.train.steps=12", "--config.checkpoint.every_steps=4",
             f"--workdir={wd}", *extra]  # fmt: skip
 
 
@@ -130,3 +131,25 @@ def test_bad_values_fail_before_any_heavy_work_in_one_line(tmp_path):
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("jaxtl: error: ValueError: optim:")
     assert not (tmp_path / "x" / "config.json").exists()  # nothing was written
+
+
+def test_a_torn_latest_checkpoint_is_moved_aside_and_the_previous_one_resumed(
+    tiny_bert_dir, finished, tmp_path
+):
+    import shutil
+
+    wd = tmp_path / "torn"
+    shutil.copytree(finished, wd)
+    (wd / ".jaxtl.lock").unlink(missing_ok=True)
+    # The finished run keeps its last two checkpoints (steps 8 and 12): tear the latest.
+    steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(steps) >= 2, steps
+    latest = wd / "checkpoints" / str(steps[-1])
+    for f in latest.rglob("*"):
+        if f.is_file() and "ocdbt.process_0/d" in str(f):
+            f.write_bytes(f.read_bytes()[:10])  # a torn write: every array chunk truncated
+    p = _run(_cmd(tiny_bert_dir, wd))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "unreadable" in p.stderr and f"resuming {wd} from step {steps[-2]}" in p.stderr
+    assert (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir()  # moved aside, not deleted
+    assert _losses(wd) == _losses(finished)
