@@ -289,9 +289,11 @@ class Trainer:
         if best is None or not self.cfg.save_best or not where.exists():
             info.update(params="last", step=self._step, reason="no best params kept")
             return self.params, info
-        host, _ = ckpt_lib.load_params(where, jax.device_get(self.params))
         info.update(params=f"best/{stage.name}", step=int(best["step"]),
                     score=float(best["score"]), results=best["results"])  # fmt: skip
+        if info["step"] == self._step:  # the best are the params in memory: no need to read them
+            return self.params, info
+        host, _ = ckpt_lib.load_params(where, jax.device_get(self.params))
         return jax.device_put(host, self.param_shardings), info
 
     def _save_best(self, stage_idx: int, stage: Stage, step: int, results) -> bool:
