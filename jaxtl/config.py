@@ -88,6 +88,14 @@ def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def stage_optims(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+    """Every stage's ``optim`` block in a config, keyed by where it sits, earlier stages first
+    (the order the regimes apply their strategies' surgery in)."""
+    out = {f"{s}.optim": c[s].optim for s in ("source", "pretrain") if s in c and "optim" in c[s]}
+    out["optim"] = c.optim
+    return out
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Check enumerated keys, numeric ranges and every stage's ``optim`` block right after
     parsing, before any model or data is loaded: one-line errors naming the key, the value and
@@ -124,12 +132,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"train.batch_size={t.batch_size} is not divisible by train.accum_steps={t.accum_steps}"
         )
-    for where in ("optim", "source.optim", "pretrain.optim"):
-        section, _, leaf = where.rpartition(".")
-        if section and section not in c:
-            continue
-        block = c[section] if section else c
-        optim = block[leaf]
+    for where, optim in stage_optims(c).items():
         try:
             check_optim(optim)
         except ValueError as e:

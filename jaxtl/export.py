@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtl import paths, peft
+from jaxtl.data import tokenize
 from jaxtl.data.prepare import head_key
 from jaxtl.models import heads as heads_lib
 from jaxtl.models import hf, hf_heads
@@ -146,12 +147,6 @@ def _save_tokenizer(tokenizer: Any, out: pathlib.Path) -> Any:
     return tokenizer.pad_token_id
 
 
-def _pad_id(tokenizer: Any) -> int:
-    if tokenizer is None or tokenizer.pad_token_id is None:
-        return 0
-    return int(tokenizer.pad_token_id)
-
-
 # --- task models -------------------------------------------------------------------------------
 
 
@@ -231,7 +226,7 @@ def _write_transformers(m, key, task, out, tokenizer, hf_config, description, ba
         (out / stale).unlink(missing_ok=True)
     pad = _save_tokenizer(tokenizer, out)
     if fam.model_type == "gpt2":  # GPT2ForSequenceClassification finds the last non-pad token
-        config["pad_token_id"] = pad if pad is not None else _pad_id(tokenizer)
+        config["pad_token_id"] = pad if pad is not None else tokenize.pad_id(tokenizer)
     config["jaxtl_task"] = {"name": task.name, "kind": task.kind, "head_key": key}
     hf.write_checkpoint(out, tensors, config, None)
     rep = {

@@ -91,7 +91,11 @@ SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
 TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
 
 
-def _rows(batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str, src: str) -> list:
+def real_rows(
+    batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str, src: str
+) -> list[np.ndarray]:
+    """Per batch, ``key`` of its real rows (example_weight > 0) from the outputs (``src="out"``)
+    or the batch (``src="batch"``), in batch order."""
     out = []
     for b, o in zip(batches, outputs, strict=True):
         keep = np.asarray(b["example_weight"]) > 0
@@ -106,8 +110,8 @@ def tag_sequences(
     names = np.asarray(label_names)
     gold, pred = [], []
     for labels, preds in zip(
-        _rows(batches, outputs, "token_labels", "batch"),
-        _rows(batches, outputs, "pred_tokens", "out"),
+        real_rows(batches, outputs, "token_labels", "batch"),
+        real_rows(batches, outputs, "pred_tokens", "out"),
     ):
         for lab, p in zip(labels, preds):
             words = lab != IGNORE
@@ -133,12 +137,12 @@ def score_task(
     pred: Any
     table: Mapping[str, Callable[..., float]]
     if kind == "classification":
-        gold = np.concatenate(_rows(batches, outputs, "label", "batch"))
-        pred = np.concatenate(_rows(batches, outputs, "pred_label", "out"))
+        gold = np.concatenate(real_rows(batches, outputs, "label", "batch"))
+        pred = np.concatenate(real_rows(batches, outputs, "pred_label", "out"))
         table = CLASS_METRICS
     elif kind == "regression":
-        gold = np.concatenate(_rows(batches, outputs, "score", "batch"))
-        pred = np.concatenate(_rows(batches, outputs, "pred_score", "out"))
+        gold = np.concatenate(real_rows(batches, outputs, "score", "batch"))
+        pred = np.concatenate(real_rows(batches, outputs, "pred_score", "out"))
         table = SCORE_METRICS
     elif kind == "tagging":
         gold, pred = tag_sequences(task.label_names, batches, outputs)

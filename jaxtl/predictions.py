@@ -19,17 +19,15 @@ import numpy as np
 from etils import epath
 
 from jaxtl.data import batching
+from jaxtl.metrics import real_rows
 
 KINDS = ("classification", "regression", "tagging")
 
 
-def _rows(outputs: Sequence[Mapping], batches: Sequence[Mapping], key: str, src: str) -> list:
-    """Per real row (weight > 0) values of ``key`` from outputs or batches, in batch order."""
-    out: list = []
-    for o, b in zip(outputs, batches):
-        keep = np.asarray(b["example_weight"]) > 0
-        out.extend(np.asarray((o if src == "out" else b)[key])[keep])
-    return out
+def _per_row(batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str) -> list:
+    """The output ``key`` of every real row, in batch order (rows of differently bucketed
+    batches differ in length, so they are listed, not concatenated)."""
+    return [row for arr in real_rows(batches, outputs, key, "out") for row in arr]
 
 
 def records(
@@ -51,15 +49,15 @@ def records(
     names = list(task.label_names)
     out: list[dict[str, Any]] = [{} for _ in examples]
     if task.kind == "classification":
-        probs = _rows(outputs, batches, "pred_probs", "out")
+        probs = _per_row(batches, outputs, "pred_probs")
         for i, p in zip(order, probs):
             p = [float(x) for x in p[: len(names)]]
             out[i] = {"label": names[int(np.argmax(p))], "probs": p}
     elif task.kind == "regression":
-        for i, sc in zip(order, _rows(outputs, batches, "pred_score", "out")):
+        for i, sc in zip(order, _per_row(batches, outputs, "pred_score")):
             out[i] = {"score": float(sc)}
     else:
-        preds = _rows(outputs, batches, "pred_tokens", "out")
+        preds = _per_row(batches, outputs, "pred_tokens")
         for i, pred in zip(order, preds):
             out[i] = {"tags": word_tags(encoded.word_ids[i], pred, names, _words(examples[i]))}
     for i, ex in enumerate(examples):

@@ -26,10 +26,11 @@ from etils import epath
 from flax import nnx
 
 from jaxtl import assembly, checkpoint, objectives, predictions, runtime
+from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl.data import batching, tokenize
 from jaxtl.data.prepare import TaskData
-from jaxtl.data.tasks import REGISTRY, DataError, Example, Task
+from jaxtl.data.tasks import DataError, Example, Task
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,6 @@ def _read_json(path: epath.Path, what: str) -> Any:
         raise FileNotFoundError(f"{path}: missing; is {path.parent} a finished jaxtl workdir? "
                                 f"({what})")  # fmt: skip
     return json.loads(path.read_text())
-
-
-def _optims(config: ml_collections.ConfigDict) -> list[Any]:
-    """Every stage's optim block a regime may have used (their surgery shapes the params)."""
-    found = [config.optim]
-    for stage in ("source", "pretrain"):
-        if stage in config and "optim" in config[stage]:
-            found.insert(0, config[stage].optim)
-    return found
 
 
 class Predictor:
@@ -68,13 +60,16 @@ class Predictor:
         self.tasks = [self._task_data(t) for t in manifest["tasks"]]
         self.specs = {t["name"]: t["spec"] for t in manifest["tasks"]}
         model = assembly.build_model(
-            pre.model, self.tasks, self.config, optims=_optims(self.config)
+            pre.model,
+            self.tasks,
+            self.config,
+            optims=list(config_lib.stage_optims(self.config).values()),
         )
         self.model, self.hf_config = model, pre.hf_config
         self.graphdef, params = nnx.split(model, nnx.Param)
         self.like = nnx.to_pure_dict(params)
         self._params: dict[str, Any] = {}
-        self._stage_of = self._stages()
+        self._stage_of, self._final_params = self._stages()
         self.eval_step = step_lib.make_eval_step(
             self.graphdef, objectives.switch_predict(self.tasks)
         )
@@ -89,16 +84,17 @@ class Predictor:
                     main_metric=t["main_metric"], iob=t["iob"])  # fmt: skip
         return TaskData(task, t["index"], t["key"], 0, None, [], "dev")
 
-    def _stages(self) -> dict[str, str]:
-        """task name -> params directory of the stage that selected it."""
+    def _stages(self) -> tuple[dict[str, str], str]:
+        """task name -> params directory of the stage that selected it (``selection.json``),
+        and the final stage's (what an export writes)."""
         sel = self.workdir / "selection.json"
-        out = {}
+        out, final = {}, "checkpoints"
         if sel.exists():
             for st in json.loads(sel.read_text())["stages"]:
-                where = st["params"] if st["params"] != "last" else "checkpoints"
+                final = st["params"] if st["params"] != "last" else "checkpoints"
                 for name in st.get("dev_splits", {}):
-                    out[name] = where
-        return out
+                    out[name] = final
+        return out, final
 
     def params_for(self, task: str) -> Any:
         return self._load(self._stage_of.get(task, "checkpoints"))
@@ -154,7 +150,7 @@ class Predictor:
         enc = tokenize.encode(td.task, examples, self.tokenizer,
                               max_length=self.config.data.max_length, task_id=td.index,
                               labelled=labelled)  # fmt: skip
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pad = tokenize.pad_id(self.tokenizer)
         batches = batching.eval_batches(enc, batch_size=self.batch_size, buckets=buckets,
                                         pad_id=pad)  # fmt: skip
         params = self.params_for(td.task.name)
@@ -216,14 +212,15 @@ class Predictor:
         if not spec.startswith(("file:", "hf:")):
             raise ValueError(f"task {td.task.name!r} ({spec}) has no file format of its own; use "
                              "--input_format=lines or jsonl")  # fmt: skip
-        source, opts = spec_lib.parse(spec)
-        opts.pop("path", None)
-        # The file is a "test" split: it may lack the label column; labels are the trained ones.
-        opts["paths"] = {"test": os.path.abspath(path)}
+        # A file task reads the file as a "test" split, which may lack the label column; an hf
+        # task reads it as its one split. Labels are the trained ones either way.
+        file = os.path.abspath(path)
+        replace: dict[str, Any] = (
+            {"path": file} if spec.startswith("hf:") else {"path": None, "paths": {"test": file}}
+        )
         if td.task.kind in ("classification", "tagging"):
-            opts["label_names"] = tuple(td.task.label_names)  # the trained label set
-        factory, kwargs = spec_lib.route(source, opts, spec)
-        task = REGISTRY[factory](None, **kwargs)
+            replace["label_names"] = tuple(td.task.label_names)
+        task = spec_lib.get_task(spec, replace=replace)
         return list(task.load(task.splits[0]))
 
     def export(self, out_dir: str | epath.Path) -> dict[str, Any]:
@@ -233,8 +230,6 @@ class Predictor:
         from jaxtl import export
         from jaxtl.run import Run
 
-        stages = json.loads((self.workdir / "selection.json").read_text())["stages"]
-        where = stages[-1]["params"] if stages and stages[-1]["params"] != "last" else "checkpoints"
         run = Run(
             config=self.config,
             workdir=self.workdir,
@@ -247,7 +242,7 @@ class Predictor:
             objective=None,
             params=self.like,
         )
-        return export.export_run(run, self._load(where), out_dir)
+        return export.export_run(run, self._load(self._final_params), out_dir)
 
 
 def load(workdir: str | epath.Path, **kwargs: Any) -> Predictor:

@@ -80,8 +80,7 @@ def check_resume(config: Any, workdir: epath.Path) -> None:
         log.warning("%s is torn; resuming without the config check", saved)
         return
     changes = config_changes(old, config.to_dict())
-    allowed = [k for k in _flat(_norm(config.to_dict())) if k == "allow_config_change"]
-    if changes and not (allowed and config.allow_config_change):
+    if changes and not config.get("allow_config_change", False):
         listed = "; ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in changes)
         raise ValueError(
             f"{workdir} holds a run with another config ({listed}); resuming would mix two "

@@ -76,10 +76,6 @@ def load_task(name: str, config: ml_collections.ConfigDict) -> Task:
     return get_task(name, config.data.dir or None, **opts)
 
 
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-
 def train_batches(
     enc: tokenize.Encoded, config: ml_collections.ConfigDict, tokenizer: Any, *,
     buckets: Sequence[int], seed: int,
@@ -90,7 +86,7 @@ def train_batches(
         batch_size=config.train.batch_size,
         buckets=tuple(buckets),
         seed=seed,
-        pad_id=_pad_id(tokenizer),
+        pad_id=tokenize.pad_id(tokenizer),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -104,7 +100,7 @@ def eval_batches(
         enc,
         batch_size=config.train.eval_batch_size,
         buckets=tuple(buckets),
-        pad_id=_pad_id(tokenizer),
+        pad_id=tokenize.pad_id(tokenizer),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )

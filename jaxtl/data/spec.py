@@ -40,7 +40,7 @@ import difflib
 import inspect
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxtl.data.tasks import REGISTRY, Task
@@ -271,10 +271,24 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     raise ValueError(f"task spec {spec!r}: format must be one of {', '.join(FORMATS)}; got {fmt!r}")
 
 
-def get_task(spec: str, data_dir: str | os.PathLike | None = None, **options: Any) -> Task:
-    """The task a spec string describes; keyword ``options`` merge in (the spec's win)."""
+def get_task(
+    spec: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    replace: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Task:
+    """The task a spec string describes; keyword ``options`` merge in (the spec's win), then
+    ``replace`` overrides the spec (a None value removes the option): e.g. the same task read
+    from another file, ``replace={"path": None, "paths": {"test": file}}``."""
     source, spec_options = parse(spec)
-    factory, kwargs = route(source, {**options, **spec_options}, spec)
+    merged = {**options, **spec_options}
+    for key, value in (replace or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    factory, kwargs = route(source, merged, spec)
     accepted = factory_options(factory)
     for key in kwargs:
         if key not in accepted:

@@ -193,6 +193,14 @@ def causal_labels(input_ids: np.ndarray, attention_mask: np.ndarray | None = Non
     return out
 
 
+def pad_id(tokenizer: Any) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else 0 (GPT-2 has none; the
+    attention mask hides padding either way)."""
+    if tokenizer is None or tokenizer.pad_token_id is None:
+        return 0
+    return int(tokenizer.pad_token_id)
+
+
 def special_ids(tokenizer: Any) -> np.ndarray:
     """int32 ids of the tokenizer's special tokens ([CLS], [SEP], [PAD], [MASK], [UNK], ...)."""
     return np.asarray(sorted(set(tokenizer.all_special_ids)), np.int32)

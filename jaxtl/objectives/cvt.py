@@ -375,7 +375,7 @@ class CrossView(Objective):
         self.settings = settings_from_config(config, targets, encoder, tokenizer.mask_token_id)
         self.special_ids = tokenize.special_ids(tokenizer)
         self.mask_id = tokenizer.mask_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = tokenize.pad_id(tokenizer)
 
     def stream(self, config, tokenizer, *, index: int, seed: int) -> TaskData:
         self.data = corpus_lines(
