@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from jaxtl.models.bert import BERT, ELECTRA, ROBERTA, XLM_ROBERTA
 from jaxtl.models.bilstm import BILSTM
+from jaxtl.models.deberta import DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
 from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
 
 FAMILIES: dict[str, Family] = {
-    f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, GPT2, BILSTM)
+    f.model_type: f
+    for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, DEBERTA_V2, GPT2, BILSTM)
 }
 
 
