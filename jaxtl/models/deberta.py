@@ -208,10 +208,10 @@ class DebertaEmbeddings(nnx.Module):
             if cfg.relative_attention
             else None
         )
+        # transformers builds this LayerNorm from norm_rel_ebd alone; without relative
+        # attention it is kept (and exported) but unused.
         self.relative_norm = (
-            base.layer_norm(h, cfg.layer_norm_eps, rngs=rngs, **kw)
-            if cfg.relative_attention and cfg.norm_rel_ebd
-            else None
+            base.layer_norm(h, cfg.layer_norm_eps, rngs=rngs, **kw) if cfg.norm_rel_ebd else None
         )
 
 
@@ -507,8 +507,8 @@ def key_map(cfg: DebertaConfig) -> list[Rule]:
     rules += norm("embeddings.LayerNorm", "embeddings/norm")
     if cfg.relative_attention:
         rules += embedding("encoder.rel_embeddings", "embeddings/relative")
-        if cfg.norm_rel_ebd:
-            rules += norm("encoder.LayerNorm", "embeddings/relative_norm")
+    if cfg.norm_rel_ebd:
+        rules += norm("encoder.LayerNorm", "embeddings/relative_norm")
     separate = cfg.relative_attention and not cfg.share_att_key
     for i in range(cfg.num_layers):
         hf, me = f"encoder.layer.{i}", f"layers/{i}"
