@@ -238,6 +238,35 @@ def test_token_classification_export_reloads_in_transformers(base_dir, tmp_path)
     assert max_diff(ours, hf_logits(hf, ids, mask, None), mask) <= TOL
 
 
+def test_lora_merged_export_and_peft_adapter(base_dir, tmp_path):
+    """LoRA on every projection (with shared keys the query/key LoRA also moves the relative
+    table's projections, in transformers + PEFT as here): the merged task model and the PEFT
+    adapter on the base checkpoint both give jaxtl's logits."""
+    peft_lib = pytest.importorskip("peft")
+    td = task("classification", NLI)
+    c = config_lib.base_config()
+    c.optim.strategy = "lora"
+    c.optim.lora_rank, c.optim.lora_alpha, c.optim.lora_mlp = 4, 8.0, True
+    enc, _, cfg, _ = models.from_pretrained(base_dir)
+    model = assembly.build_model(enc, [td], c)
+    params = perturbed(model, seed=4, where=lambda p: "lora_" in p or p.startswith("heads/"))
+    ids, mask, _ = long_batch()
+    ours = jaxtl_logits(model, params, td.key, ids, mask, None)
+    heads_only = perturbed(model, seed=4, where=lambda p: p.startswith("heads/"))
+    assert max_diff(ours, jaxtl_logits(model, heads_only, td.key, ids, mask, None)) > 1e-3
+    export.export_task_model(model, params, td, tmp_path / "merged", hf_config=cfg)
+    merged = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
+    assert max_diff(ours, hf_logits(merged, ids, mask, None)) <= TOL
+    export.export_peft_adapter(model, params, td, tmp_path / "adapter", base_hf_config=cfg,
+                               base_dir=base_dir)  # fmt: skip
+    written = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert "attention.self.query_proj" in written["target_modules"], written
+    assert written["modules_to_save"] == ["classifier", "pooler"]
+    base = transformers.AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=3)
+    loaded = peft_lib.PeftModel.from_pretrained(base, tmp_path / "adapter")
+    assert max_diff(ours, hf_logits(loaded, ids, mask, None)) <= TOL
+
+
 def test_task_checkpoint_loads_and_its_head_is_reused(tmp_path):
     """A DebertaV2ForSequenceClassification checkpoint ("deberta." prefix, top-level
     ``pooler.dense`` and ``classifier``): the encoder loads and the default head *is* its head."""
@@ -282,6 +311,20 @@ def test_unsupported_checkpoint_config_is_refused_on_load(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "conv_kernel_size": 3}))
     with pytest.raises(ValueError, match="conv_kernel_size=3"):
         models.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_sharded_half_precision_checkpoint_loads(tmp_path, dtype):
+    """A checkpoint saved in fp16 / bf16 and sharded (``model.safetensors.index.json``) loads
+    into float32 parameters and matches the same weights in transformers."""
+    torch.manual_seed(0)
+    ref = jitter(transformers.DebertaV2Model(hf_config())).eval().to(getattr(torch, dtype))
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.embeddings.relative.embedding[...].dtype == jnp.float32
+    ids, mask, _ = long_batch()
+    assert_states_close(jax_states(enc, ids, mask), torch_states(ref.float(), ids, mask)[0], mask)
 
 
 def test_parameter_paths_and_logical_axes():
