@@ -162,6 +162,30 @@ def test_pair_mask_is_honoured_like_a_3d_attention_mask(tmp_path):
     assert np.abs(full[0, :-1] - np.asarray(out.last_hidden_state)[0, :-1]).max() > 1e-2
 
 
+@pytest.mark.parametrize("variant", ["v3", "separate-keys"])
+def test_packed_row_equals_each_example_alone(tmp_path, variant):
+    """Two examples packed in one row (a block-diagonal ``pair_mask``, ``position_ids``
+    restarting at 0): relative positions are index differences, so each example's states equal
+    transformers' on the example alone (absolute positions too, through ``position_ids``)."""
+    cfg = transformers.DebertaV2Config(**VARIANTS[variant])
+    ref = save_jittered(transformers.DebertaV2Model, cfg, tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(3, 100, 7), rng.integers(3, 100, 9)
+    ids = np.zeros((1, 20), np.int64)
+    ids[0, :16] = np.concatenate([a, b])
+    seg = np.array([[1] * 7 + [2] * 9 + [0] * 4])
+    pos = np.array([list(range(7)) + list(range(9)) + [0] * 4])
+    pm = (seg[:, :, None] == seg[:, None, :]) & (seg > 0)[:, None, :] | np.eye(20, dtype=bool)
+    out = enc(jnp.asarray(ids), jnp.asarray((seg > 0).astype(np.int64)),
+              pair_mask=jnp.asarray(pm[:, None]), position_ids=jnp.asarray(pos))  # fmt: skip
+    ours = [np.asarray(h)[0] for h in out.hidden_states]
+    for x, sl in ((a, slice(0, 7)), (b, slice(7, 16))):
+        alone = torch_states(ref, x[None], np.ones((1, len(x)), np.int64))[0]
+        diff = max(np.abs(o[sl] - t[0]).max() for o, t in zip(ours, alone))
+        assert diff <= TOL, f"packed example differs by {diff:.2e}"
+
+
 def test_save_pretrained_round_trip_loads_in_transformers(tmp_path):
     enc = models.build_encoder("deberta-v2", VARIANTS["separate-keys"], rngs=nnx.Rngs(3))
     out = models.save_pretrained(enc, tmp_path / "out", hf_config=VARIANTS["separate-keys"])
