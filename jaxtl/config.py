@@ -76,6 +76,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.export_dir = ""
     # Persistent XLA compilation cache: auto (~/.cache/jaxtl/xla) | off | a folder.
     c.compile_cache = "auto"
+
+    # A stage whose encoder is frozen (optim.strategy=feature_extraction) runs it without dropout
+    # and computes its features once (jaxtl.features): auto (on disk where the stage can use a
+    # cache) | disk | memory | off (the encoder runs every step).
+    c.features = ml_collections.ConfigDict()
+    c.features.cache = "auto"
+    c.features.dir = ""  # disk cache folder; "" = <workdir>/features
+    c.features.encoder_dropout = False  # True: a frozen encoder keeps its dropout (no cache)
     # Resuming a workdir with a config that changes the experiment is refused unless this is set
     # (jaxtl.workdir.check_resume lists the keys that may change freely).
     c.allow_config_change = False
@@ -112,6 +120,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     choice("model.representation", c.model.representation, REPRESENTATIONS)
     choice("model.head", c.model.head, ("auto", "linear"))
+    from jaxtl.features import validate as check_features
     choice("model.pooling", c.model.pooling, ("cls", "mean", "last"))
     choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))
     choice("data.on_bad_row", c.data.on_bad_row, ("error", "skip"))
@@ -139,3 +148,4 @@ def validate(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{where}: {e}") from None
         if not (math.isfinite(float(optim.lr)) and float(optim.lr) >= 0):
             raise ValueError(f"{where}.lr={optim.lr}: must be finite and >= 0")
+    check_features(c)

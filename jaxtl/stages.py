@@ -14,7 +14,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxtl import metrics, train
+from jaxtl import features, metrics, train
 from jaxtl.data import feed, mixture
 from jaxtl.data.prepare import TaskData
 from jaxtl.objectives import Objective, heads_active_fn, switch_loss, switch_predict
@@ -90,6 +90,11 @@ def mixture_stage(
     trained = {td.key for td in streams} | set(owners or {})
     others = [td.key for td in all_tasks if td.key not in trained]
     evals = [td for td in streams if td.eval_batches]
+    optim = freeze_rules(optim, heads_pattern(others), frozen_name)
+    # A frozen encoder runs without dropout and, where it can, from a feature cache.
+    frozen = features.encoder_frozen(optim, params, steps)
+    cache = features.stage_cache(name, streams, config, frozen=frozen, objective=objective)
+    dropout = features.encoder_dropout(config, frozen)
     return train.Stage(
         name=name,
         steps=steps,
@@ -99,11 +104,12 @@ def mixture_stage(
             task_for_step,
             task_ids=[td.index for td in streams],
         ),
-        loss_fn=switch_loss(all_tasks, weights, objective),
+        loss_fn=switch_loss(all_tasks, weights, objective, encoder_dropout=dropout),
         predict_fn=switch_predict(all_tasks),
-        optim=freeze_rules(optim, heads_pattern(others), frozen_name),
+        optim=optim,
         eval_sets=eval_sets(evals),
         eval_every=eval_every,
         active_fn=heads_active_fn(params, all_tasks, owners),
         select="average",
+        features=cache,
     )

@@ -62,6 +62,15 @@ class Feed(Protocol):
     def task_of(self, batch: dict[str, np.ndarray]) -> str: ...
 
 
+class Features(Protocol):
+    """A stage's frozen-encoder features (:class:`jaxtl.features.FeatureCache`): prepared with
+    the params the stage starts from, then attached to every batch its steps take."""
+
+    def prepare(self, graphdef: Any, params: Any, workdir: Any) -> None: ...
+
+    def attach(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
 @dataclasses.dataclass
 class EvalSet:
     """One task's evaluation split as fixed-shape batches (this process's rows)."""
@@ -85,6 +94,7 @@ class Stage:
     # The score that picks the stage's best checkpoint: "average" (of each task's main metric)
     # or a task name (that task's main metric).
     select: str = "average"
+    features: Features | None = None  # cached encoder features (a frozen encoder), if any
 
 
 @dataclasses.dataclass
@@ -257,9 +267,13 @@ class Trainer:
         and the matching full batches; ``params`` default to the current ones."""
         eval_step = self._eval_step(stage)
         params = self.params if params is None else params
+        if stage.features is not None:  # no-op once the stage has prepared it
+            stage.features.prepare(self.graphdef, params, self.workdir)
         outputs, full_batches = [], []
         for b in batches:
-            gb = mesh_lib.shard_batch(b, self.mesh)
+            # The cached features go to the step only; the batch returned is the one given.
+            gb = mesh_lib.shard_batch(b if stage.features is None else stage.features.attach(b),
+                                      self.mesh)  # fmt: skip
             out = eval_step(params, gb)
             if jax.process_count() > 1:
                 out = multihost_utils.process_allgather(out, tiled=True)
@@ -387,10 +401,14 @@ class Trainer:
         self._state, shardings = self._build_state(phase, prev_opt)
         if self._resume is not None:
             self._restore(stage)
+        if stage.features is not None:  # with the params this phase really starts from
+            stage.features.prepare(self.graphdef, self._state.params, self.workdir)
         train_step = None
         self._last_log = time.time()
         while self._step < p_end:
             batch = stage.feed.next_batch(self._step)
+            if stage.features is not None:
+                batch = stage.features.attach(batch)
             if train_step is None:
                 train_step = step_lib.make_train_step(
                     self.graphdef,

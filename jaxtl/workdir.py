@@ -32,6 +32,8 @@ RESUMABLE_CHANGES = (
     "distributed.",
     "export_dir",
     "compile_cache",
+    "features.cache",  # where frozen-encoder features are kept changes no number
+    "features.dir",
     "data.dir",
     "model.allow_pickle",
     "allow_config_change",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxtl.models.base import EncoderOutput
@@ -43,3 +44,23 @@ class TransferModel(nnx.Module):
         if self.representation is None:
             return out, out.last_hidden_state
         return out, self.representation(out.hidden_states)
+
+    def cache_layers(self, out: EncoderOutput) -> jax.Array:
+        """What a feature cache (:mod:`jaxtl.features`) stores of a frozen encoder's output,
+        [B,T,K,H']: the representation itself (K = 1) when it has no parameters (one layer, the
+        sum or the concatenation of the last four), every hidden state (K = L + 1) when it mixes
+        them with trained weights (``scalar_mix``)."""
+        rep = self.representation
+        if rep is None:
+            return out.last_hidden_state[:, :, None]
+        if rep.kind in ("scalar_mix", "elmo"):  # weights trained over the layers
+            return jnp.stack(out.hidden_states, axis=2)
+        return rep(out.hidden_states)[:, :, None]
+
+    def cached_features(self, stored: jax.Array) -> jax.Array:
+        """:meth:`features`' second output from what :meth:`cache_layers` stored: the encoder
+        does not run; ``scalar_mix`` mixes the stored layers with its current weights."""
+        rep = self.representation
+        if rep is not None and rep.kind in ("scalar_mix", "elmo"):
+            return rep(tuple(stored[:, :, k] for k in range(stored.shape[2])))
+        return stored[:, :, 0]

@@ -20,7 +20,17 @@ from jaxtl.data.prepare import TaskData
 from jaxtl.objectives.base import Objective
 
 
+def _idle_branch(operands):
+    """A branch no batch of a cached stage takes (an LM stream: the cache holds no last hidden
+    state for it); it only has to trace."""
+    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+
 def _features(model: Any, batch: dict, **kw: Any):
+    """(encoder output, features). A batch that carries a frozen encoder's cached output
+    (``batch["features"]``, :mod:`jaxtl.features`) skips the encoder: (None, features)."""
+    if "features" in batch:
+        return None, model.cached_features(batch["features"])
     return model.features(
         batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], **kw
     )
@@ -63,22 +73,30 @@ def switch_loss(
     task_list: Sequence[TaskData],
     weights: dict[str, float] | None = None,
     objective: Objective | None = None,
+    *,
+    encoder_dropout: bool = True,
 ):
     """The step's loss over ``task_list`` (indices 0..n-1, in order); ``weights`` by task name.
-    With ``objective``, the task at ``objective.data.index`` is its stream and takes its branch."""
+    With ``objective``, the task at ``objective.data.index`` is its stream and takes its branch.
+    ``encoder_dropout=False`` runs the encoder deterministically in training too (a frozen
+    encoder: its features are then a fixed function of the input, as a feature cache stores)."""
     weights = weights or {}
     if [td.index for td in task_list] != list(range(len(task_list))):
         raise ValueError("task indices must be 0..n-1 in list order")
     own = objective.data.index if objective is not None else -1
 
     def loss_fn(model, batch, rngs, train_mode):
-        out, feats = _features(model, batch, deterministic=not train_mode, rngs=rngs)
+        out, feats = _features(
+            model, batch, deterministic=not (train_mode and encoder_dropout), rngs=rngs
+        )
         # nnx.Rngs cannot be advanced inside a lax.switch branch (another trace level): draw
         # the heads' dropout key here and give each branch its own Rngs.
         head_dropout_key = rngs.dropout()
         branches = []
         for td in task_list:
-            if td.index == own:
+            if out is None and (td.index == own or td.task.kind == "lm"):
+                branches.append(_idle_branch)
+            elif td.index == own:
                 branches.append(
                     objective.branch(
                         model,
@@ -101,7 +119,8 @@ def switch_loss(
                     )
                 )
         idx = batch["task_id"][0]
-        total, den = jax.lax.switch(idx, branches, (feats, out.last_hidden_state))
+        last = feats if out is None else out.last_hidden_state
+        total, den = jax.lax.switch(idx, branches, (feats, last))
         return total, {"denominator": den}
 
     return loss_fn
@@ -138,7 +157,13 @@ def switch_predict(task_list: Sequence[TaskData]):
             task_predict_branch(model, td if td.key in model.heads else headed[0], batch, num_probs)
             for td in task_list
         ]
-        return jax.lax.switch(batch["task_id"][0], branches, (feats, out.last_hidden_state))
+        if out is None:  # cached features: an LM stream's branch is never taken (see _idle_branch)
+            zeros = jnp.zeros(feats.shape[:1] + (1,))
+            idle = lambda ops: losses.predictions("regression", zeros, batch, num_probs)  # noqa: E731
+            branches = [idle if td.task.kind == "lm" else br
+                        for td, br in zip(task_list, branches)]  # fmt: skip
+        last = feats if out is None else out.last_hidden_state
+        return jax.lax.switch(batch["task_id"][0], branches, (feats, last))
 
     return predict_fn
 
