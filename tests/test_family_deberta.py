@@ -11,7 +11,7 @@ the bucketing are exercised. Tolerance: 1e-5 absolute (fp32) at real positions.
 from __future__ import annotations
 
 import json
-import shutil
+import string
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,12 +21,13 @@ from flax import nnx
 torch = pytest.importorskip("torch", reason="transformers (torch) is the reference")
 transformers = pytest.importorskip("transformers")
 
-from conftest import minilm_dir, small_config  # noqa: E402
+from conftest import small_config  # noqa: E402
 from test_export import hf_logits, jaxtl_logits, max_diff, perturbed, task  # noqa: E402
 from test_hf_parity import assert_states_close, jax_states, jitter, torch_states  # noqa: E402
 
 from jaxtl import assembly, export, mesh, models  # noqa: E402
 from jaxtl import config as config_lib  # noqa: E402
+from jaxtl.data import tokenize  # noqa: E402
 from jaxtl.models import deberta  # noqa: E402
 from jaxtl.objectives import cvt  # noqa: E402
 from jaxtl.regimes import multitask  # noqa: E402
@@ -381,23 +382,48 @@ def test_bfloat16_compute(tmp_path):
     assert np.abs(a[-1][real] - np.asarray(out.last_hidden_state, np.float32)[real]).max() < 0.1
 
 
-# --- one multitask run -------------------------------------------------------------------------
+# --- the tokenizer and one multitask run ------------------------------------------------------
+
+
+def deberta_dir(path):
+    """A tiny DeBERTa-v3 with a real DebertaV2Tokenizer (fast; SentencePiece-style Unigram) built
+    offline over characters: [PAD] [CLS] [SEP] [UNK], "▁", printable characters, [MASK]."""
+    pieces = ["▁"] + [c for c in string.printable if not c.isspace()]
+    vocab = [("[PAD]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[UNK]", 0.0)]
+    vocab += [(p, -1.0) for p in pieces] + [("[MASK]", 0.0)]
+    tok = transformers.DebertaV2Tokenizer(vocab=vocab)
+    cfg = dict(V3, vocab_size=len(vocab), max_position_embeddings=64)
+    enc = models.build_encoder("deberta-v2", cfg, rngs=nnx.Rngs(0))
+    models.save_pretrained(enc, path, tokenizer=tok, hf_config=cfg)
+    return path
+
+
+def test_sentencepiece_tokenizer_round_trip(tmp_path):
+    """The model dir's DebertaV2Tokenizer loads back as one, is a SentencePiece tokenizer for
+    whole-word masking, and sentence pairs (with token_type_ids, dropped by a model with no
+    token-type table, as in transformers) match transformers."""
+    pre = models.from_pretrained(deberta_dir(tmp_path))
+    tok = pre.tokenizer
+    assert type(tok).__name__ == "DebertaV2Tokenizer" and tok.is_fast
+    assert (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) == (0, 1, 2)
+    assert tokenize.tokenizer_kind(tok) == "sentencepiece"
+    ref = transformers.AutoModel.from_pretrained(str(tmp_path)).eval()
+    b = tok(["Alice met Bob.", "ok"], ["In Paris", "no"], padding=True, return_tensors="np")
+    assert b["token_type_ids"].max() == 1
+    theirs = torch_states(ref, b["input_ids"], b["attention_mask"], b["token_type_ids"])[0]
+    ours = jax_states(pre.model, b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    assert_states_close(ours, theirs, b["attention_mask"])
 
 
 def test_multitask_smoke_fsdp(tmp_path):
-    """Classification + tagging through the multitask regime on a tiny DeBERTa-v3 with MiniLM's
-    real (WordPiece) tokenizer, FSDP over the 8 fake CPU devices (data 4 x fsdp 2)."""
-    path = tmp_path / "model"
-    cfg = dict(V3, vocab_size=30522, max_position_embeddings=512, position_buckets=16)
-    enc = models.build_encoder("deberta-v2", cfg, rngs=nnx.Rngs(0))
-    models.save_pretrained(enc, path, hf_config=cfg)
-    src = minilm_dir()
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / f).exists():
-            shutil.copy(src / f, path / f)
+    """Classification + tagging through the multitask regime on a tiny DeBERTa-v3 with its own
+    kind of tokenizer, FSDP over the 8 fake CPU devices (data 4 x fsdp 2): parameters and
+    moments sharded."""
+    path = deberta_dir(tmp_path / "model")
     c = multitask.add_config(config_lib.base_config())
     c.tasks.names = ("builtin/sentiment", "builtin/ner")
-    c = small_config(c, path, **{"train.steps": 3, "mesh.fsdp": 2})
+    # max_length 32 too: the tokenizer here is character-level, so sentences run long.
+    c = small_config(c, path, **{"train.steps": 3, "data.max_length": 32, "mesh.fsdp": 2})
     multitask.run(c, str(tmp_path / "work"))
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert {"builtin/sentiment", "builtin/ner"} <= set(results), results
