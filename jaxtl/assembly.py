@@ -26,6 +26,12 @@ from jaxtl.strategy import Strategy
 HEADS = ("auto", "linear")
 
 
+def default_pooling(encoder: Any) -> str:
+    """``model.pooling=auto``: the last real token for a causal encoder (``encoder.causal``:
+    GPT-2, Llama; only it has seen the whole sequence), the first token otherwise."""
+    return "last" if getattr(encoder, "causal", False) else "cls"
+
+
 def make_head(
     task: tasks.Task,
     in_size: int,
@@ -41,8 +47,9 @@ def make_head(
     exactly; its pretrained weights (BERT's pooler) are loaded by :func:`build_model`. Without
     ``encoder``, or for a family with no transformers heads (BiLSTM), ``auto`` is the linear
     head. ``model.head=linear`` is jaxtl's linear classifier on the pooled representation
-    (``model.pooling``, ``model.head_hidden``). ``model.tagger_bilstm > 0`` puts a BiLSTM under
-    either tagging head (no transformers class has one: export says so).
+    (``model.pooling``, :func:`default_pooling` for ``auto``; ``model.head_hidden``).
+    ``model.tagger_bilstm > 0`` puts a BiLSTM under either tagging head (no transformers class
+    has one: export says so).
     """
     m = config.model
     choice = m.get("head", "auto")
@@ -52,27 +59,33 @@ def make_head(
     if choice == "auto" and encoder is not None:
         spec = hf_heads.head_spec(encoder, task.kind)
     if spec is not None and task.kind in hf_heads.SENTENCE_KINDS:
-        if m.pooling != "cls" or m.head_hidden:
+        # "cls" was the default before "auto": configs written then still build.
+        if m.pooling not in ("auto", "cls", spec.pooling) or m.head_hidden:
             raise ValueError(
                 f"model.pooling={m.pooling!r} / model.head_hidden={m.head_hidden} shape the "
                 "linear head: with model.head=auto the head is the model family's own "
                 f"({spec.architecture}). Set model.head=linear to use them"
             )
-        n = task.num_labels if task.kind == "classification" else 1
-        return hf_heads.build_head(spec, task.kind, in_size, n, m.dropout, rngs=rngs)
+        return models.ClassificationHead(
+            in_size,
+            task.num_labels if task.kind == "classification" else 1,
+            spec.pooling,
+            in_size if spec.dense else None,
+            m.dropout if spec.dropout else 0.0,
+            activation=spec.activation,
+            input_dropout=spec.input_dropout,
+            use_bias=spec.bias,
+            rngs=rngs,
+        )
+    pooling = default_pooling(encoder) if m.pooling == "auto" else m.pooling
     if task.kind == "classification":
         return models.ClassificationHead(
-            in_size, task.num_labels, m.pooling, m.head_hidden or None, m.dropout, rngs=rngs
+            in_size, task.num_labels, pooling, m.head_hidden or None, m.dropout, rngs=rngs
         )
     if task.kind == "regression":
         return models.ClassificationHead(
-            in_size, 1, m.pooling, m.head_hidden or None, m.dropout, rngs=rngs
+            in_size, 1, pooling, m.head_hidden or None, m.dropout, rngs=rngs
         )
-    if task.kind == "tagging" and spec is not None:
-        return hf_heads.build_head(
-            spec, task.kind, in_size, task.num_labels, m.dropout,
-            bilstm_hidden=m.tagger_bilstm or None, rngs=rngs,
-        )  # fmt: skip
     if task.kind == "tagging":
         return models.TaggingHead(
             in_size, task.num_labels, m.tagger_bilstm or None, m.dropout, rngs=rngs

@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
     # token; tagging: a linear classifier per token), so export to transformers is exact;
     # linear = jaxtl's linear head, shaped by pooling and head_hidden.
     c.model.head = "auto"
-    c.model.pooling = "cls"  # model.head=linear: cls | mean | last
+    # model.head=linear: auto (the last real token for causal encoders such as GPT-2 and Llama,
+    # the first token otherwise) | cls | mean | last
+    c.model.pooling = "auto"
     c.model.head_hidden = 0  # model.head=linear: >0 adds a tanh dense layer of this width
     c.model.tagger_bilstm = 0  # >0: BiLSTM (this hidden size) under the tagging head
     c.model.dropout = 0.1  # head dropout
@@ -121,7 +123,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("model.representation", c.model.representation, REPRESENTATIONS)
     choice("model.head", c.model.head, ("auto", "linear"))
     from jaxtl.features import validate as check_features
-    choice("model.pooling", c.model.pooling, ("cls", "mean", "last"))
+    choice("model.pooling", c.model.pooling, ("auto", "cls", "mean", "last"))
     choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))
     choice("data.on_bad_row", c.data.on_bad_row, ("error", "skip"))
     if "mixture" in c:

@@ -37,7 +37,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 ATTENTION_TARGETS = ("query", "key", "value", "qkv", "output")
-MLP_TARGETS = ("intermediate", "output")
+# "gate": a gated MLP's gate projection (Llama's SwiGLU; up_proj is "intermediate").
+MLP_TARGETS = ("gate", "intermediate", "output")
 
 
 def _names(var: nnx.Variable) -> tuple[Any, Any]:

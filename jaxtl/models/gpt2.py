@@ -141,6 +141,8 @@ def causal_mask(attention_mask: jax.Array) -> jax.Array:
 
 
 class GPT2Encoder(nnx.Module):
+    causal = True  # each position sees itself and earlier ones: CLM, last-token pooling
+
     def __init__(self, cfg: GPT2Config, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.family = "gpt2"

@@ -21,14 +21,16 @@ POOLINGS = ("cls", "mean", "last")
 
 def pool(features: jax.Array, attention_mask: jax.Array, how: str) -> jax.Array:
     """[B,T,H] -> [B,H]: first token ("cls"), mean of real tokens, or last real token ("last",
-    for causal encoders such as GPT-2, assuming right padding)."""
+    for causal encoders such as GPT-2 and Llama: the rightmost position the mask marks real, so
+    left and right padding alike; position 0 for a row with no real token)."""
     if how == "cls":
         return features[:, 0]
     mask = attention_mask.astype(features.dtype)[..., None]
     if how == "mean":
         return (features * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
     if how == "last":
-        idx = jnp.maximum(attention_mask.astype(jnp.int32).sum(1) - 1, 0)
+        positions = jnp.arange(attention_mask.shape[1], dtype=jnp.int32)[None]
+        idx = jnp.max(jnp.where(attention_mask.astype(bool), positions, 0), axis=1)
         return jnp.take_along_axis(features, idx[:, None, None], axis=1)[:, 0]
     raise ValueError(f"unknown pooling {how!r}; expected one of {POOLINGS}")
 
@@ -36,14 +38,12 @@ def pool(features: jax.Array, attention_mask: jax.Array, how: str) -> jax.Array:
 class ClassificationHead(nnx.Module):
     """Sequence (or sentence-pair) classification; ``num_labels=1`` is regression.
 
-    ``pool`` -> [dropout, if ``input_dropout``] -> [``dense`` + ``activation`` (+ LayerNorm
-    ``norm``, if ``norm_eps``), if ``hidden``] -> dropout -> ``classifier``. The arguments cover the
-    transformers heads (see :class:`jaxtl.models.family.HeadSpec`): BERT's pooler + classifier
-    (``hidden`` = model width, tanh), RoBERTa's and ELECTRA's ``classifier.{dense,out_proj}``
-    (``input_dropout``, tanh / gelu), GPT-2's ``score`` (``pooling="last"``, no dropout,
-    ``use_bias=False``), ModernBERT's ``head.{dense,norm}`` + ``classifier`` (``norm_eps``, cls or
-    mean pooling, ``dense_bias``/``norm_bias`` from its config); and jaxtl's linear head
-    (``model.head=linear``: any pooling, an optional tanh layer of any width).
+    ``pool`` -> [dropout, if ``input_dropout``] -> [``dense`` + ``activation``, if ``hidden``] ->
+    dropout -> ``classifier``. The arguments cover the transformers heads (see
+    :class:`jaxtl.models.family.HeadSpec`): BERT's pooler + classifier (``hidden`` = model width,
+    tanh), RoBERTa's and ELECTRA's ``classifier.{dense,out_proj}`` (``input_dropout``, tanh /
+    gelu), GPT-2's ``score`` (``pooling="last"``, no dropout, ``use_bias=False``); and jaxtl's
+    linear head (``model.head=linear``: any pooling, an optional tanh layer of any width).
     """
 
     def __init__(
@@ -57,9 +57,6 @@ class ClassificationHead(nnx.Module):
         activation: str = "tanh",
         input_dropout: bool = False,
         use_bias: bool = True,
-        dense_bias: bool = True,
-        norm_eps: float | None = None,
-        norm_bias: bool = True,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -72,12 +69,13 @@ class ClassificationHead(nnx.Module):
         self.act = base.activation(activation, where="head activation")
         self.input_dropout = input_dropout
         self.use_bias = use_bias
-        pooled = 3 * in_size if pooling == "concat" else in_size  # concat: [last; max; mean]
-        self.dense, self.norm = _transform(
-            pooled, hidden, dense_bias, norm_eps, norm_bias, dtype=dtype, rngs=rngs
+        self.dense = (
+            base.linear(in_size, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+            if hidden
+            else None
         )
         self.classifier = base.linear(
-            hidden or pooled, num_labels, ("embed", "labels"), use_bias=use_bias, dtype=dtype,
+            hidden or in_size, num_labels, ("embed", "labels"), use_bias=use_bias, dtype=dtype,
             rngs=rngs,
         )  # fmt: skip
 
@@ -93,7 +91,6 @@ class ClassificationHead(nnx.Module):
             "activation": self.activation,
             "input_dropout": self.input_dropout,
             "use_bias": self.use_bias,
-            **_transform_description(self.dense, self.norm),
         }
 
     def __call__(
@@ -112,50 +109,13 @@ class ClassificationHead(nnx.Module):
             x = drop(x)
         if self.dense is not None:
             x = self.act(self.dense(x))
-            if self.norm is not None:
-                x = self.norm(x)
         return self.classifier(drop(x))
-
-
-def _transform(
-    in_size: int,
-    hidden: int | None,
-    dense_bias: bool,
-    norm_eps: float | None,
-    norm_bias: bool,
-    *,
-    dtype: Any,
-    rngs: nnx.Rngs,
-) -> tuple[nnx.Linear | None, nnx.LayerNorm | None]:
-    """A head's optional hidden layer: ``dense`` [in, hidden] and, with ``norm_eps``, a LayerNorm
-    ``norm`` after its activation (ModernBERT's prediction head)."""
-    if not hidden:
-        return None, None
-    dense = base.linear(
-        in_size, hidden, ("embed", "mlp"), use_bias=dense_bias, dtype=dtype, rngs=rngs
-    )
-    norm = (
-        base.layer_norm(hidden, norm_eps, use_bias=norm_bias, dtype=dtype, rngs=rngs)
-        if norm_eps is not None
-        else None
-    )
-    return dense, norm
-
-
-def _transform_description(dense: nnx.Linear | None, norm: nnx.LayerNorm | None) -> dict:
-    return {
-        "dense_bias": dense is None or dense.bias is not None,
-        "norm_eps": None if norm is None else float(norm.epsilon),
-        "norm_bias": norm is None or norm.bias is not None,
-    }
 
 
 class TaggingHead(nnx.Module):
     """Per-token tags [B,T,num_tags]: dropout + linear ``classifier`` (every transformers
     ``*ForTokenClassification``), optionally through a BiLSTM stack first (BERT's feature-based
-    NER experiment: two BiLSTM layers on frozen features; no transformers class has that).
-    ``hidden``: a ``dense`` + ``activation`` (+ LayerNorm ``norm``, with ``norm_eps``) layer
-    before the dropout, as ModernBERT's ``head`` (see :class:`ClassificationHead`)."""
+    NER experiment: two BiLSTM layers on frozen features; no transformers class has that)."""
 
     def __init__(
         self,
@@ -165,11 +125,6 @@ class TaggingHead(nnx.Module):
         dropout: float = 0.1,
         *,
         bilstm_layers: int = 2,
-        hidden: int | None = None,
-        activation: str = "gelu",
-        dense_bias: bool = True,
-        norm_eps: float | None = None,
-        norm_bias: bool = True,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -183,14 +138,7 @@ class TaggingHead(nnx.Module):
             else None
         )
         width = 2 * bilstm_hidden if bilstm_hidden else in_size
-        self.hidden, self.activation = hidden or None, activation
-        self.act = base.activation(activation, where="head activation")
-        self.dense, self.norm = _transform(
-            width, hidden, dense_bias, norm_eps, norm_bias, dtype=dtype, rngs=rngs
-        )
-        self.classifier = base.linear(
-            hidden or width, num_tags, ("embed", "labels"), dtype=dtype, rngs=rngs
-        )
+        self.classifier = base.linear(width, num_tags, ("embed", "labels"), dtype=dtype, rngs=rngs)
 
     def describe(self) -> dict[str, Any]:
         """The constructor arguments (JSON): rebuilds this head's structure."""
@@ -201,9 +149,6 @@ class TaggingHead(nnx.Module):
             "bilstm_hidden": self.bilstm_hidden,
             "dropout": self.dropout,
             "bilstm_layers": self.bilstm_layers,
-            "hidden": self.hidden,
-            "activation": self.activation,
-            **_transform_description(self.dense, self.norm),
         }
 
     def __call__(
@@ -219,10 +164,6 @@ class TaggingHead(nnx.Module):
             for layer in self.bilstm:
                 x = layer(base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs),
                           attention_mask)  # fmt: skip
-        if self.dense is not None:
-            x = self.act(self.dense(x))
-            if self.norm is not None:
-                x = self.norm(x)
         x = base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
         return self.classifier(x)
 
@@ -241,9 +182,7 @@ def from_description(desc: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
 
 class MLMHead(nnx.Module):
     """BERT's ``cls.predictions``: dense + activation + LayerNorm, then the decoder tied to the
-    word embeddings plus a per-token bias. Loadable from HF (``load_lm_head=True``).
-    ``transform_bias`` / ``norm_bias`` / ``decoder_bias`` drop those biases (ModernBERT's
-    ``classifier_bias`` / ``norm_bias`` / ``decoder_bias``)."""
+    word embeddings plus a per-token bias. Loadable from HF (``load_lm_head=True``)."""
 
     def __init__(
         self,
@@ -253,9 +192,6 @@ class MLMHead(nnx.Module):
         *,
         activation: str = "gelu",
         layer_norm_eps: float = 1e-12,
-        transform_bias: bool = True,
-        norm_bias: bool = True,
-        decoder_bias: bool = True,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -263,14 +199,10 @@ class MLMHead(nnx.Module):
         kw = {"dtype": jnp.dtype(dtype), "param_dtype": jnp.dtype(param_dtype)}
         self.activation = activation
         self.act = base.activation(activation)
-        self.transform = base.linear(
-            hidden_size, embed_size, ("embed", "embed"), use_bias=transform_bias, rngs=rngs, **kw
-        )
-        self.norm = base.layer_norm(embed_size, layer_norm_eps, use_bias=norm_bias, rngs=rngs, **kw)
-        self.bias = (
-            nnx.Param(jnp.zeros((vocab_size,), jnp.dtype(param_dtype)), sharding_names=("vocab",))
-            if decoder_bias
-            else None
+        self.transform = base.linear(hidden_size, embed_size, ("embed", "embed"), rngs=rngs, **kw)
+        self.norm = base.layer_norm(embed_size, layer_norm_eps, rngs=rngs, **kw)
+        self.bias = nnx.Param(
+            jnp.zeros((vocab_size,), jnp.dtype(param_dtype)), sharding_names=("vocab",)
         )
 
     def __call__(
@@ -283,8 +215,7 @@ class MLMHead(nnx.Module):
     ) -> jax.Array:
         """features [B,T,H], embedding [V,E] -> logits [B,T,V]."""
         x = self.norm(self.act(self.transform(features)))
-        logits = x @ embedding.astype(x.dtype).T
-        return logits if self.bias is None else logits + self.bias[...].astype(x.dtype)
+        return x @ embedding.astype(x.dtype).T + self.bias[...].astype(x.dtype)
 
 
 class CLMHead(nnx.Module):
@@ -302,3 +233,35 @@ class CLMHead(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
         return features @ embedding.astype(features.dtype).T
+
+
+class UntiedCLMHead(CLMHead):
+    """A causal LM head with its own output matrix (Llama's ``lm_head`` when
+    ``tie_word_embeddings=False``): logits = features @ ``decoder``. It is called like the tied
+    heads, with the embedding matrix, and ignores it."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        vocab_size: int,
+        *,
+        std: float = 0.02,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.decoder = base.linear(
+            hidden_size, vocab_size, ("embed", "vocab"), std=std, use_bias=False,
+            dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), rngs=rngs,
+        )  # fmt: skip
+
+    def __call__(
+        self,
+        features: jax.Array,
+        embedding: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jax.Array:
+        del embedding  # untied: the head's own matrix decodes
+        return self.decoder(features)

@@ -354,8 +354,9 @@ def from_pretrained(
 
     ``dtype`` is the compute dtype (parameters stay float32). ``load_lm_head`` also loads the
     pretraining LM head (BERT ``cls.predictions``, RoBERTa ``lm_head``, GPT-2's tied
-    ``lm_head``) and returns ``TransferModel(encoder, {"lm": head})``. ``ignore`` adds regexes
-    of checkpoint tensors to skip (e.g. ``[r"^classifier\\."]`` for a fine-tuned checkpoint).
+    ``lm_head``, Llama's tied or untied ``lm_head``) and returns
+    ``TransferModel(encoder, {"lm": head})``. ``ignore`` adds regexes of checkpoint tensors to
+    skip (e.g. ``[r"^classifier\\."]`` for a fine-tuned checkpoint).
     ``rngs`` is accepted for symmetry with ``build_encoder``; every parameter comes from the
     checkpoint, so it does not change the result.
 
@@ -369,7 +370,9 @@ def from_pretrained(
         cfg = fam.config_from_hf(config)
     except ValueError as e:
         raise ValueError(f"{path / 'config.json'}: {e}") from e
-    if load_lm_head and config.get("tie_word_embeddings", True) is False:
+    # A family whose config models the tie (Llama) builds an untied head with its own weights.
+    untied_ok = hasattr(cfg, "tie_word_embeddings")
+    if load_lm_head and config.get("tie_word_embeddings", True) is False and not untied_ok:
         raise ValueError(
             f"{path / 'config.json'}: unsupported config attribute tie_word_embeddings=False "
             "with load_lm_head=True (jaxtl LM heads are tied to the input embeddings)"
@@ -415,10 +418,10 @@ def save_pretrained(
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) in HF layout.
 
     ``model`` is an encoder, or a TransferModel whose ``heads["lm"]`` (an MLM/CLM head) is then
-    exported too, as ``BertForMaskedLM`` / ``RobertaForMaskedLM`` / ``GPT2LMHeadModel``; other
-    heads are not part of an HF checkpoint and are left out. ``hf_config`` (the loaded config)
-    keeps attributes jaxtl does not model (tokenizer ids, labels); the architecture's own
-    attributes always come from the model.
+    exported too, as ``BertForMaskedLM`` / ``RobertaForMaskedLM`` / ``GPT2LMHeadModel`` /
+    ``LlamaForCausalLM``; other heads are not part of an HF checkpoint and are left out.
+    ``hf_config`` (the loaded config) keeps attributes jaxtl does not model (tokenizer ids,
+    labels); the architecture's own attributes always come from the model.
     """
     encoder, head = _split_model(model)
     fam = get_family(encoder.family, where="save_pretrained")
@@ -433,7 +436,7 @@ def save_pretrained(
             raise ValueError(f"model_type {fam.model_type!r} has no LM head export")
         tensors.update(hf_tensors(head, fam.lm_key_map(encoder.cfg), ""))
         config["architectures"] = [fam.lm_architecture]
-        config["tie_word_embeddings"] = True
+        config["tie_word_embeddings"] = bool(getattr(encoder.cfg, "tie_word_embeddings", True))
     write_checkpoint(out, tensors, config, tokenizer)
     return out
 

@@ -1,4 +1,4 @@
-"""Language modelling on unlabelled text: masked LM (BERT family) or causal LM (GPT-2).
+"""Language modelling on unlabelled text: masked LM (BERT family) or causal LM (GPT-2, Llama).
 
 The pretraining stage of the unsupervised-sequential regime and the ``aux_lm`` objective of the
 self-supervised regime are this one objective: packed blocks of a corpus
@@ -24,14 +24,18 @@ KINDS = ("auto", "mlm", "clm")
 
 
 def kind_for(encoder: Any, kind: str) -> str:
-    """``auto``: causal LM for GPT-2, masked LM for the BERT family."""
+    """``auto``: causal LM for a causal encoder (``encoder.causal``: GPT-2, Llama), masked LM for
+    the BERT family."""
     if kind not in KINDS:
         raise ValueError(f"LM objective must be one of {KINDS}, got {kind!r}")
+    causal = bool(getattr(encoder, "causal", False))
     if kind == "auto":
-        return "clm" if encoder.family == "gpt2" else "mlm"
-    if kind == "mlm" and encoder.family == "gpt2":
-        raise ValueError("objective 'mlm' needs a bidirectional encoder; GPT-2 is causal: use clm")
-    if kind == "clm" and encoder.family != "gpt2":
+        return "clm" if causal else "mlm"
+    if kind == "mlm" and causal:
+        raise ValueError(
+            f"objective 'mlm' needs a bidirectional encoder; {encoder.family!r} is causal: use clm"
+        )
+    if kind == "clm" and not causal:
         raise ValueError(
             f"objective 'clm' needs a causal encoder; {encoder.family!r} attends both ways "
             "(a next-token loss would be trivial): use mlm"
