@@ -66,17 +66,8 @@ def make_head(
                 "linear head: with model.head=auto the head is the model family's own "
                 f"({spec.architecture}). Set model.head=linear to use them"
             )
-        return models.ClassificationHead(
-            in_size,
-            task.num_labels if task.kind == "classification" else 1,
-            spec.pooling,
-            in_size if spec.dense else None,
-            m.dropout if spec.dropout else 0.0,
-            activation=spec.activation,
-            input_dropout=spec.input_dropout,
-            use_bias=spec.bias,
-            rngs=rngs,
-        )
+        n = task.num_labels if task.kind == "classification" else 1
+        return hf_heads.build_head(spec, task.kind, in_size, n, m.dropout, rngs=rngs)
     pooling = default_pooling(encoder) if m.pooling == "auto" else m.pooling
     if task.kind == "classification":
         return models.ClassificationHead(
@@ -86,6 +77,11 @@ def make_head(
         return models.ClassificationHead(
             in_size, 1, pooling, m.head_hidden or None, m.dropout, rngs=rngs
         )
+    if task.kind == "tagging" and spec is not None:
+        return hf_heads.build_head(
+            spec, task.kind, in_size, task.num_labels, m.dropout,
+            bilstm_hidden=m.tagger_bilstm or None, rngs=rngs,
+        )  # fmt: skip
     if task.kind == "tagging":
         return models.TaggingHead(
             in_size, task.num_labels, m.tagger_bilstm or None, m.dropout, rngs=rngs

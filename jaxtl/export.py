@@ -206,7 +206,7 @@ def export_task_model(
 def _write_transformers(m, key, task, out, tokenizer, hf_config, description, base_model):
     enc, head = m.encoder, m.heads[key]
     fam = hf_heads.family_of(enc)
-    spec = fam.task_head(task.kind)
+    spec = fam.task_head(task.kind, enc.cfg)
     prefix = fam.prefixes[0]
     tensors = hf.hf_tensors(enc, fam.key_map(enc.cfg), prefix)
     tensors.update(hf.hf_tensors(head, hf_heads.hf_head_rules(spec, enc.cfg, prefix)))
@@ -419,22 +419,15 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
         raise ValueError(f"{path}: architectures={config.get('architectures')} is no task model")
     fam = hf_heads.family_of(enc)
     assert fam is not None  # hf.from_pretrained built the encoder from a registered family
-    spec = fam.task_head(kind)
+    spec = fam.task_head(kind, enc.cfg)
     if spec is None:
         raise ValueError(f"{path}: model_type {fam.model_type!r} has no transformers {kind} head")
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     h = enc.hidden_size
-    head: heads_lib.TaggingHead | heads_lib.ClassificationHead
-    if kind == "tagging":
-        head = heads_lib.TaggingHead(h, len(labels), rngs=rngs)
-    else:
-        attr = spec.dropout_attr or "classifier_dropout"
-        dropout = float(config.get(attr) or 0.1) if spec.dropout else 0.0
-        head = heads_lib.ClassificationHead(
-            h, len(labels), spec.pooling, h if spec.dense else None, dropout,
-            activation=spec.activation, input_dropout=spec.input_dropout, use_bias=spec.bias,
-            rngs=rngs,
-        )  # fmt: skip
+    dropout = 0.1
+    if kind != "tagging":
+        dropout = float(config.get(spec.dropout_attr or "classifier_dropout") or 0.1)
+    head = hf_heads.build_head(spec, kind, h, len(labels), dropout, rngs=rngs)
     key = jt.get("head_key") or "task"
     model = TransferModel(enc, {key: head})
     rules = hf_heads.hf_head_rules(spec, enc.cfg, fam.prefixes[0])

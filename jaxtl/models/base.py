@@ -110,13 +110,16 @@ def layer_norm(
     features: int,
     eps: float,
     *,
+    use_bias: bool = True,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
     rngs: nnx.Rngs,
 ) -> nnx.LayerNorm:
+    """``use_bias=False``: scale only (ModernBERT's ``norm_bias=False``)."""
     return nnx.LayerNorm(
         features,
         epsilon=eps,
+        use_bias=use_bias,
         dtype=dtype,
         param_dtype=param_dtype,
         scale_init=nnx.with_partitioning(jax.nn.initializers.ones, ("norm",)),

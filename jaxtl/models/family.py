@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flax import nnx
@@ -34,6 +34,12 @@ class HeadSpec:
                    heads): which token it reads (``cls`` | ``last``), whether a dense layer of
                    the model width with ``activation`` comes first, dropout before that layer /
                    before the classifier, whether the classifier has a bias.
+    dense_bias, norm, norm_eps, norm_bias: whether that dense layer has a bias, and whether a
+                   LayerNorm (``norm_eps``, with or without bias) follows its activation
+                   (ModernBERT's ``head``; in a token head too: then ``dense`` applies there).
+    configure:     cfg -> overrides of the fields above for one model's config (ModernBERT reads
+                   ``classifier_pooling``, ``classifier_activation``, ``classifier_bias``,
+                   ``norm_eps``, ``norm_bias`` from it); :meth:`for_config` applies them.
     dropout_attr:  the HF config attribute holding the head's dropout rate, written on export
                    (``classifier_dropout``; DistilBERT's ``seq_classif_dropout``); None: the
                    transformers head takes the encoder's rate, so none is written.
@@ -49,6 +55,17 @@ class HeadSpec:
     dropout: bool = True
     bias: bool = True
     dropout_attr: str | None = "classifier_dropout"
+    dense_bias: bool = True
+    norm: bool = False
+    norm_eps: float = 1e-5
+    norm_bias: bool = True
+    configure: Callable[[Any], Mapping[str, Any]] | None = None
+
+    def for_config(self, cfg: Any) -> HeadSpec:
+        """This head as a model of config ``cfg`` has it (``configure``'s overrides applied)."""
+        if self.configure is None or cfg is None:
+            return self
+        return replace(self, **self.configure(cfg), configure=None)
 
 
 @dataclass(frozen=True)
@@ -86,13 +103,15 @@ class Family:
     sequence_head: HeadSpec | None = None
     token_head: HeadSpec | None = None
 
-    def task_head(self, kind: str) -> HeadSpec | None:
-        """The transformers head for a task kind (classification / regression / tagging)."""
+    def task_head(self, kind: str, cfg: Any = None) -> HeadSpec | None:
+        """The transformers head for a task kind (classification / regression / tagging), as a
+        model of config ``cfg`` (the encoder's) has it."""
+        spec = None
         if kind in ("classification", "regression"):
-            return self.sequence_head
-        if kind == "tagging":
-            return self.token_head
-        return None
+            spec = self.sequence_head
+        elif kind == "tagging":
+            spec = self.token_head
+        return None if spec is None else spec.for_config(cfg)
 
     def head_tensor_names(self, cfg: Any) -> set[str]:
         """HF names of every task-head tensor this family knows (without the encoder prefix for

@@ -38,12 +38,14 @@ def pool(features: jax.Array, attention_mask: jax.Array, how: str) -> jax.Array:
 class ClassificationHead(nnx.Module):
     """Sequence (or sentence-pair) classification; ``num_labels=1`` is regression.
 
-    ``pool`` -> [dropout, if ``input_dropout``] -> [``dense`` + ``activation``, if ``hidden``] ->
-    dropout -> ``classifier``. The arguments cover the transformers heads (see
-    :class:`jaxtl.models.family.HeadSpec`): BERT's pooler + classifier (``hidden`` = model width,
-    tanh), RoBERTa's and ELECTRA's ``classifier.{dense,out_proj}`` (``input_dropout``, tanh /
-    gelu), GPT-2's ``score`` (``pooling="last"``, no dropout, ``use_bias=False``); and jaxtl's
-    linear head (``model.head=linear``: any pooling, an optional tanh layer of any width).
+    ``pool`` -> [dropout, if ``input_dropout``] -> [``dense`` + ``activation`` (+ LayerNorm
+    ``norm``, if ``norm_eps``), if ``hidden``] -> dropout -> ``classifier``. The arguments cover the
+    transformers heads (see :class:`jaxtl.models.family.HeadSpec`): BERT's pooler + classifier
+    (``hidden`` = model width, tanh), RoBERTa's and ELECTRA's ``classifier.{dense,out_proj}``
+    (``input_dropout``, tanh / gelu), GPT-2's ``score`` (``pooling="last"``, no dropout,
+    ``use_bias=False``), ModernBERT's ``head.{dense,norm}`` + ``classifier`` (``norm_eps``, cls or
+    mean pooling, ``dense_bias``/``norm_bias`` from its config); and jaxtl's linear head
+    (``model.head=linear``: any pooling, an optional tanh layer of any width).
     """
 
     def __init__(
@@ -57,6 +59,9 @@ class ClassificationHead(nnx.Module):
         activation: str = "tanh",
         input_dropout: bool = False,
         use_bias: bool = True,
+        dense_bias: bool = True,
+        norm_eps: float | None = None,
+        norm_bias: bool = True,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -69,13 +74,12 @@ class ClassificationHead(nnx.Module):
         self.act = base.activation(activation, where="head activation")
         self.input_dropout = input_dropout
         self.use_bias = use_bias
-        self.dense = (
-            base.linear(in_size, hidden, ("embed", "mlp"), dtype=dtype, rngs=rngs)
-            if hidden
-            else None
+        pooled = 3 * in_size if pooling == "concat" else in_size  # concat: [last; max; mean]
+        self.dense, self.norm = _transform(
+            pooled, hidden, dense_bias, norm_eps, norm_bias, dtype=dtype, rngs=rngs
         )
         self.classifier = base.linear(
-            hidden or in_size, num_labels, ("embed", "labels"), use_bias=use_bias, dtype=dtype,
+            hidden or pooled, num_labels, ("embed", "labels"), use_bias=use_bias, dtype=dtype,
             rngs=rngs,
         )  # fmt: skip
 
@@ -91,6 +95,7 @@ class ClassificationHead(nnx.Module):
             "activation": self.activation,
             "input_dropout": self.input_dropout,
             "use_bias": self.use_bias,
+            **_transform_description(self.dense, self.norm),
         }
 
     def __call__(
@@ -109,13 +114,50 @@ class ClassificationHead(nnx.Module):
             x = drop(x)
         if self.dense is not None:
             x = self.act(self.dense(x))
+            if self.norm is not None:
+                x = self.norm(x)
         return self.classifier(drop(x))
+
+
+def _transform(
+    in_size: int,
+    hidden: int | None,
+    dense_bias: bool,
+    norm_eps: float | None,
+    norm_bias: bool,
+    *,
+    dtype: Any,
+    rngs: nnx.Rngs,
+) -> tuple[nnx.Linear | None, nnx.LayerNorm | None]:
+    """A head's optional hidden layer: ``dense`` [in, hidden] and, with ``norm_eps``, a LayerNorm
+    ``norm`` after its activation (ModernBERT's prediction head)."""
+    if not hidden:
+        return None, None
+    dense = base.linear(
+        in_size, hidden, ("embed", "mlp"), use_bias=dense_bias, dtype=dtype, rngs=rngs
+    )
+    norm = (
+        base.layer_norm(hidden, norm_eps, use_bias=norm_bias, dtype=dtype, rngs=rngs)
+        if norm_eps is not None
+        else None
+    )
+    return dense, norm
+
+
+def _transform_description(dense: nnx.Linear | None, norm: nnx.LayerNorm | None) -> dict:
+    return {
+        "dense_bias": dense is None or dense.bias is not None,
+        "norm_eps": None if norm is None else float(norm.epsilon),
+        "norm_bias": norm is None or norm.bias is not None,
+    }
 
 
 class TaggingHead(nnx.Module):
     """Per-token tags [B,T,num_tags]: dropout + linear ``classifier`` (every transformers
     ``*ForTokenClassification``), optionally through a BiLSTM stack first (BERT's feature-based
-    NER experiment: two BiLSTM layers on frozen features; no transformers class has that)."""
+    NER experiment: two BiLSTM layers on frozen features; no transformers class has that).
+    ``hidden``: a ``dense`` + ``activation`` (+ LayerNorm ``norm``, with ``norm_eps``) layer
+    before the dropout, as ModernBERT's ``head`` (see :class:`ClassificationHead`)."""
 
     def __init__(
         self,
@@ -125,6 +167,11 @@ class TaggingHead(nnx.Module):
         dropout: float = 0.1,
         *,
         bilstm_layers: int = 2,
+        hidden: int | None = None,
+        activation: str = "gelu",
+        dense_bias: bool = True,
+        norm_eps: float | None = None,
+        norm_bias: bool = True,
         dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -138,7 +185,14 @@ class TaggingHead(nnx.Module):
             else None
         )
         width = 2 * bilstm_hidden if bilstm_hidden else in_size
-        self.classifier = base.linear(width, num_tags, ("embed", "labels"), dtype=dtype, rngs=rngs)
+        self.hidden, self.activation = hidden or None, activation
+        self.act = base.activation(activation, where="head activation")
+        self.dense, self.norm = _transform(
+            width, hidden, dense_bias, norm_eps, norm_bias, dtype=dtype, rngs=rngs
+        )
+        self.classifier = base.linear(
+            hidden or width, num_tags, ("embed", "labels"), dtype=dtype, rngs=rngs
+        )
 
     def describe(self) -> dict[str, Any]:
         """The constructor arguments (JSON): rebuilds this head's structure."""
@@ -149,6 +203,9 @@ class TaggingHead(nnx.Module):
             "bilstm_hidden": self.bilstm_hidden,
             "dropout": self.dropout,
             "bilstm_layers": self.bilstm_layers,
+            "hidden": self.hidden,
+            "activation": self.activation,
+            **_transform_description(self.dense, self.norm),
         }
 
     def __call__(
@@ -164,6 +221,10 @@ class TaggingHead(nnx.Module):
             for layer in self.bilstm:
                 x = layer(base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs),
                           attention_mask)  # fmt: skip
+        if self.dense is not None:
+            x = self.act(self.dense(x))
+            if self.norm is not None:
+                x = self.norm(x)
         x = base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
         return self.classifier(x)
 
@@ -182,7 +243,9 @@ def from_description(desc: dict[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
 
 class MLMHead(nnx.Module):
     """BERT's ``cls.predictions``: dense + activation + LayerNorm, then the decoder tied to the
-    word embeddings plus a per-token bias. Loadable from HF (``load_lm_head=True``)."""
+    word embeddings plus a per-token bias. Loadable from HF (``load_lm_head=True``).
+    ``transform_bias`` / ``norm_bias`` / ``decoder_bias`` drop those biases (ModernBERT's
+    ``classifier_bias`` / ``norm_bias`` / ``decoder_bias``)."""
 
     def __init__(
         self,
@@ -192,6 +255,9 @@ class MLMHead(nnx.Module):
         *,
         activation: str = "gelu",
         layer_norm_eps: float = 1e-12,
+        transform_bias: bool = True,
+        norm_bias: bool = True,
+        decoder_bias: bool = True,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -199,10 +265,14 @@ class MLMHead(nnx.Module):
         kw = {"dtype": jnp.dtype(dtype), "param_dtype": jnp.dtype(param_dtype)}
         self.activation = activation
         self.act = base.activation(activation)
-        self.transform = base.linear(hidden_size, embed_size, ("embed", "embed"), rngs=rngs, **kw)
-        self.norm = base.layer_norm(embed_size, layer_norm_eps, rngs=rngs, **kw)
-        self.bias = nnx.Param(
-            jnp.zeros((vocab_size,), jnp.dtype(param_dtype)), sharding_names=("vocab",)
+        self.transform = base.linear(
+            hidden_size, embed_size, ("embed", "embed"), use_bias=transform_bias, rngs=rngs, **kw
+        )
+        self.norm = base.layer_norm(embed_size, layer_norm_eps, use_bias=norm_bias, rngs=rngs, **kw)
+        self.bias = (
+            nnx.Param(jnp.zeros((vocab_size,), jnp.dtype(param_dtype)), sharding_names=("vocab",))
+            if decoder_bias
+            else None
         )
 
     def __call__(
@@ -215,7 +285,8 @@ class MLMHead(nnx.Module):
     ) -> jax.Array:
         """features [B,T,H], embedding [V,E] -> logits [B,T,V]."""
         x = self.norm(self.act(self.transform(features)))
-        return x @ embedding.astype(x.dtype).T + self.bias[...].astype(x.dtype)
+        logits = x @ embedding.astype(x.dtype).T
+        return logits if self.bias is None else logits + self.bias[...].astype(x.dtype)
 
 
 class CLMHead(nnx.Module):

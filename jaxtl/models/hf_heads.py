@@ -43,7 +43,35 @@ def family_of(encoder: Any) -> Family | None:
 def head_spec(encoder: Any, kind: str) -> HeadSpec | None:
     """The encoder family's transformers head for a task kind, or None (BiLSTM, lm tasks)."""
     fam = family_of(encoder)
-    return fam.task_head(kind) if fam is not None else None
+    return fam.task_head(kind, getattr(encoder, "cfg", None)) if fam is not None else None
+
+
+def build_head(
+    spec: HeadSpec,
+    kind: str,
+    in_size: int,
+    num_labels: int,
+    dropout: float,
+    *,
+    bilstm_hidden: int | None = None,
+    rngs: nnx.Rngs,
+) -> ClassificationHead | TaggingHead:
+    """The jaxtl head that computes ``spec``'s transformers head for a task kind (``dropout``:
+    the head's rate where ``spec`` has dropout; ``bilstm_hidden``: jaxtl's BiLSTM tagger below
+    a token head, which no transformers class has)."""
+    hidden = in_size if spec.dense else None
+    norm_eps = spec.norm_eps if spec.norm else None
+    rate = dropout if spec.dropout else 0.0
+    if kind == "tagging":
+        return TaggingHead(
+            in_size, num_labels, bilstm_hidden, rate, hidden=hidden, activation=spec.activation,
+            dense_bias=spec.dense_bias, norm_eps=norm_eps, norm_bias=spec.norm_bias, rngs=rngs,
+        )  # fmt: skip
+    return ClassificationHead(
+        in_size, num_labels, spec.pooling, hidden, rate, activation=spec.activation,
+        input_dropout=spec.input_dropout, use_bias=spec.bias, dense_bias=spec.dense_bias,
+        norm_eps=norm_eps, norm_bias=spec.norm_bias, rngs=rngs,
+    )  # fmt: skip
 
 
 def hf_head_rules(spec: HeadSpec, cfg: Any, base_prefix: str) -> list[Rule]:
@@ -64,7 +92,7 @@ def mismatch(head: nnx.Module, spec: HeadSpec, hidden_size: int) -> str | None:
             return f"a BiLSTM tagger (model.tagger_bilstm={head.bilstm_hidden}); {what} has none"
         if head.in_size != hidden_size:
             return f"head input width {head.in_size} != model width {hidden_size}"
-        return None
+        return "; ".join(_transform_problems(head, spec, hidden_size)) or None
     if not isinstance(head, ClassificationHead):
         return f"{type(head).__name__} is not a sequence-classification head"
     problems = []
@@ -72,6 +100,17 @@ def mismatch(head: nnx.Module, spec: HeadSpec, hidden_size: int) -> str | None:
         problems.append(f"pooling {head.pooling!r} ({what} reads the {spec.pooling!r} token)")
     if head.in_size != hidden_size:
         problems.append(f"input width {head.in_size} != model width {hidden_size}")
+    problems += _transform_problems(head, spec, hidden_size)
+    if head.use_bias != spec.bias:
+        problems.append(f"classifier bias={head.use_bias} ({what}: bias={spec.bias})")
+    return "; ".join(problems) or None
+
+
+def _transform_problems(
+    head: ClassificationHead | TaggingHead, spec: HeadSpec, hidden_size: int
+) -> list[str]:
+    """How the head's hidden layer (dense, activation, LayerNorm) differs from ``spec``'s."""
+    what, problems = spec.architecture, []
     if spec.dense and head.dense is None:
         problems.append(f"no hidden layer ({what} has a {spec.activation} layer first)")
     if not spec.dense and head.dense is not None:
@@ -81,9 +120,19 @@ def mismatch(head: nnx.Module, spec: HeadSpec, hidden_size: int) -> str | None:
             problems.append(f"hidden layer width {head.hidden} != model width {hidden_size}")
         if head.activation != spec.activation:
             problems.append(f"{head.activation} hidden layer ({what}: {spec.activation})")
-    if head.use_bias != spec.bias:
-        problems.append(f"classifier bias={head.use_bias} ({what}: bias={spec.bias})")
-    return "; ".join(problems) or None
+        if (head.dense.bias is not None) != spec.dense_bias:
+            problems.append(f"hidden layer bias={head.dense.bias is not None} ({what}: "
+                            f"{spec.dense_bias})")  # fmt: skip
+        norm = head.norm
+        if spec.norm != (norm is not None):
+            problems.append(f"LayerNorm after the hidden layer: {norm is not None} ({what}: "
+                            f"{spec.norm})")  # fmt: skip
+        elif norm is not None and (
+            float(norm.epsilon) != spec.norm_eps or (norm.bias is not None) != spec.norm_bias
+        ):
+            problems.append(f"LayerNorm eps={norm.epsilon}, bias={norm.bias is not None} "
+                            f"({what}: eps={spec.norm_eps}, bias={spec.norm_bias})")  # fmt: skip
+    return problems
 
 
 def head_problem(model: Any, key: str, kind: str) -> str | None:
@@ -224,7 +273,7 @@ def hf_head_init(
     prefix = _encoder_prefix(fam, enc.cfg, names)
     for td in task_list:
         kind, name = td.task.kind, td.task.name
-        spec = fam.task_head(kind)
+        spec = fam.task_head(kind, enc.cfg)
         if spec is None or td.key not in model.heads:
             continue
         head = model.heads[td.key]

@@ -40,8 +40,11 @@ def linear(hf: str, path: str, *, bias: bool = True, conv1d: bool = False) -> li
     return rules
 
 
-def norm(hf: str, path: str) -> list[Rule]:
-    return [Rule(f"{hf}.weight", f"{path}/scale"), Rule(f"{hf}.bias", f"{path}/bias")]
+def norm(hf: str, path: str, *, bias: bool = True) -> list[Rule]:
+    rules = [Rule(f"{hf}.weight", f"{path}/scale")]
+    if bias:
+        rules.append(Rule(f"{hf}.bias", f"{path}/bias"))
+    return rules
 
 
 def embedding(hf: str, path: str) -> list[Rule]:
