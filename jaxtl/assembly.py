@@ -18,9 +18,9 @@ from flax import nnx
 
 from jaxtl import checkpoint as ckpt_lib
 from jaxtl import models, report, runtime
-from jaxtl.data import tasks
+from jaxtl.data import tasks, tokenize
 from jaxtl.data.prepare import TaskData
-from jaxtl.models import hf_heads
+from jaxtl.models import hf_heads, seq2seq
 from jaxtl.strategy import Strategy
 
 HEADS = ("auto", "linear")
@@ -39,6 +39,7 @@ def make_head(
     rngs: nnx.Rngs,
     *,
     encoder: nnx.Module | None = None,
+    tokenizer: Any = None,
 ):
     """The task's head. ``model.head=auto`` (default) builds the encoder family's transformers
     head (:class:`jaxtl.models.family.HeadSpec`: BERT's pooler + classifier, RoBERTa's and
@@ -86,7 +87,36 @@ def make_head(
         return models.TaggingHead(
             in_size, task.num_labels, m.tagger_bilstm or None, m.dropout, rngs=rngs
         )
+    if task.kind == "translation":
+        return decoder_head(config, encoder, tokenizer, rngs)
     raise ValueError(f"task {task.name!r}: no head for kind {task.kind!r} in this regime")
+
+
+def decoder_head(config: ml_collections.ConfigDict, encoder: Any, tokenizer: Any, rngs: nnx.Rngs):
+    """A translation task's head: the decoder ``model.decoder`` describes
+    (:mod:`jaxtl.models.seq2seq`), over the encoder's last hidden states, predicting the
+    tokenizer's vocabulary; BOS/EOS are the tokenizer's CLS/SEP (or BOS/EOS) tokens, which
+    tokenised targets start and end with."""
+    if tokenizer is None or encoder is None:
+        raise ValueError("a translation task's decoder needs the encoder and its tokenizer")
+    bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if bos is None or eos is None or bos == eos:
+        raise ValueError(f"{type(tokenizer).__name__}: a translation task needs distinct start "
+                         "(CLS/BOS) and end (SEP/EOS) tokens around its targets")  # fmt: skip
+    d = config.model.decoder
+    if d.kind == "lstm":
+        sizes = {"embed_size": d.embed_size, "hidden_size": d.hidden_size,
+                 "num_layers": d.num_layers}  # fmt: skip
+    else:
+        sizes = {"hidden_size": d.hidden_size, "num_layers": d.num_layers,
+                 "num_heads": d.num_heads, "intermediate_size": d.intermediate_size,
+                 "max_positions": max(config.data.max_length, *config.data.buckets)}  # fmt: skip
+    return seq2seq.build_decoder(
+        d.kind, len(tokenizer), encoder.hidden_size, bos_id=int(bos), eos_id=int(eos),
+        pad_id=tokenize.pad_id(tokenizer), dropout=d.dropout, beam=d.beam, alpha=d.alpha,
+        rngs=rngs, **sizes,
+    )  # fmt: skip
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> models.Pretrained:
@@ -114,6 +144,7 @@ def build_model(
     *,
     extra_heads: dict[str, nnx.Module] | None = None,
     optims: Sequence[Any] = (),
+    tokenizer: Any = None,
 ) -> models.TransferModel:
     """Encoder + representation + one head per task + the surgery of each stage's strategy.
 
@@ -137,7 +168,7 @@ def build_model(
     in_size = rep.output_size if rep is not None else encoder.hidden_size
     extra_heads = dict(extra_heads or {})
     heads = {
-        td.key: make_head(td.task, in_size, config, rngs, encoder=encoder)
+        td.key: make_head(td.task, in_size, config, rngs, encoder=encoder, tokenizer=tokenizer)
         for td in task_list
         if td.key not in extra_heads
     }

@@ -33,6 +33,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.head_hidden = 0  # model.head=linear: >0 adds a tanh dense layer of this width
     c.model.tagger_bilstm = 0  # >0: BiLSTM (this hidden size) under the tagging head
     c.model.dropout = 0.1  # head dropout
+    # A translation task's head: the decoder of an encoder-decoder (jaxtl.models.seq2seq) over
+    # the encoder's last hidden states. lstm = attentional LSTM (CoVe), transformer (MASS);
+    # evaluation decodes greedily (beam=1) or by beam search, length-normalised by alpha.
+    c.model.decoder = ml_collections.ConfigDict()
+    c.model.decoder.kind = "lstm"  # lstm | transformer
+    c.model.decoder.embed_size = 300  # lstm: target word embeddings
+    c.model.decoder.hidden_size = 300
+    c.model.decoder.num_layers = 2
+    c.model.decoder.num_heads = 4  # transformer
+    c.model.decoder.intermediate_size = 1024  # transformer
+    c.model.decoder.dropout = 0.1
+    c.model.decoder.beam = 1
+    c.model.decoder.alpha = 1.0
     c.model.compute_dtype = "auto"  # auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16
     c.model.init_from = ""  # a jaxtl workdir/checkpoint: params-only init where paths/shapes agree
 
@@ -122,6 +135,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
     choice("model.representation", c.model.representation, REPRESENTATIONS)
     choice("model.head", c.model.head, ("auto", "linear"))
+    choice("model.decoder.kind", c.model.decoder.kind, ("lstm", "transformer"))
+    if int(c.model.decoder.beam) < 1:
+        raise ValueError(f"model.decoder.beam={c.model.decoder.beam}: must be >= 1")
     from jaxtl.features import validate as check_features
     choice("model.pooling", c.model.pooling, ("auto", "cls", "mean", "last"))
     choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))

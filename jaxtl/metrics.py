@@ -121,7 +121,10 @@ def tag_sequences(
 
 
 def score_task(
-    task: Any, outputs: Sequence[Mapping], batches: Sequence[Mapping]
+    task: Any,
+    outputs: Sequence[Mapping],
+    batches: Sequence[Mapping],
+    detokenize: Callable[[Any], list[str]] | None = None,
 ) -> dict[str, float]:
     """Every metric of ``task`` from eval outputs and their batches (rows with weight > 0).
 
@@ -152,8 +155,14 @@ def score_task(
         count = sum(float(np.sum(o["token_count"])) for o in outputs)
         return {m: perplexity(nll, count) for m in task.metrics if m == "perplexity"}
     elif kind == "translation":
-        hyp = [h for o in outputs for h in o["hypotheses"]]
-        ref = [r for o in outputs for r in o["references"]]
+        if detokenize is not None:  # decoded token rows (jaxtl.objectives.seq2seq) -> text
+            hyp = [h for rows in real_rows(batches, outputs, "pred_tokens", "out")
+                   for h in detokenize(rows)]  # fmt: skip
+            ref = [r for rows in real_rows(batches, outputs, "target_ids", "batch")
+                   for r in detokenize(rows)]  # fmt: skip
+        else:
+            hyp = [h for o in outputs for h in o["hypotheses"]]
+            ref = [r for o in outputs for r in o["references"]]
         return {"bleu": bleu(hyp, ref)}
     else:
         raise ValueError(f"score_task: unknown task kind {kind!r}")

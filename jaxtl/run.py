@@ -33,6 +33,7 @@ from flax import nnx
 from jaxtl import assembly, export, metrics, models, predictions, report, runtime, selection, train
 from jaxtl import config as config_lib
 from jaxtl import workdir as workdir_lib
+from jaxtl.data import tokenize
 from jaxtl.data.prepare import TaskData, prepare_tasks
 from jaxtl.objectives import Objective
 
@@ -93,12 +94,16 @@ def prepare(
         pre = assembly.load_encoder(config)
         encoder, tokenizer, hf_config = pre.model, pre.tokenizer, pre.hf_config
     tasks = prepare_tasks(task_names, config, tokenizer)
+    for td in tasks:  # BLEU reads text: the decoder's tokens and the targets, detokenised
+        if td.task.kind == "translation":
+            td.detokenize = tokenize.detokenizer(tokenizer)
     heads: dict[str, nnx.Module] = {}
     if objective is not None:
         objective.setup(encoder, tokenizer, tasks, config)
         objective.stream(config, tokenizer, index=len(tasks), seed=config.seed * 1000 + 999)
         heads = objective.heads(lm.head if lm is not None else None)
-    model = assembly.build_model(encoder, tasks, config, extra_heads=heads, optims=optims)
+    model = assembly.build_model(encoder, tasks, config, extra_heads=heads, optims=optims,
+                                 tokenizer=tokenizer)  # fmt: skip
     init = getattr(model, "init_report", None)  # a HF task checkpoint's head: reused or dropped
     if init is not None:
         report.write_json(workdir / "head_init.json", init.to_json())
@@ -199,9 +204,8 @@ def evaluate_selected(
             for split, sd in td.splits.items():
                 outs, full = trainer.predict(stage, sd.batches, params)
                 if split == "test" and sd.labelled:
-                    test[name] = {
-                        k: float(v) for k, v in metrics.score_task(td.task, outs, full).items()
-                    }
+                    scores = metrics.score_task(td.task, outs, full, td.detokenize)
+                    test[name] = {k: float(v) for k, v in scores.items()}
                 if td.task.kind in predictions.KINDS and report.is_chief():
                     rows = predictions.records(td.task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled)  # fmt: skip

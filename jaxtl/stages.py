@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import ml_collections
@@ -38,8 +39,11 @@ def freeze_rules(
 
 
 def eval_sets(task_list: Sequence[TaskData]) -> dict[str, train.EvalSet]:
+    """Each task's dev batches and scorer (a translation task's detokenises for BLEU)."""
     return {
-        td.task.name: train.EvalSet(td.task, td.eval_batches, metrics.score_task)
+        td.task.name: train.EvalSet(
+            td.task, td.eval_batches, partial(metrics.score_task, detokenize=td.detokenize)
+        )
         for td in task_list
         if td.eval_batches
     }

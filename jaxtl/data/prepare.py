@@ -53,6 +53,8 @@ class TaskData:
     eval_split: str
     # Every evaluation split by role: "dev" (selection) and, when the task has one, "test".
     splits: dict[str, SplitData] = dataclasses.field(default_factory=dict)
+    # translation: token rows -> text (tokenize.detokenizer), for BLEU; set by the run.
+    detokenize: Any = None
 
 
 def head_key(task_name: str) -> str:
@@ -116,7 +118,8 @@ def split_data(
     tokenizer: Any, *, index: int,
 ) -> SplitData:  # fmt: skip
     """Tokenise and batch an evaluation split; a split with no labels is marked unlabelled."""
-    labelled = all(ex.label is not None for ex in examples)
+    gold = (lambda ex: ex.target) if task.kind == "translation" else (lambda ex: ex.label)
+    labelled = all(gold(ex) is not None for ex in examples)
     enc = tokenize.encode(task, examples, tokenizer, max_length=config.data.max_length,
                           task_id=index, labelled=labelled)  # fmt: skip
     buckets = tuple(config.data.buckets)

@@ -201,6 +201,23 @@ def pad_id(tokenizer: Any) -> int:
     return int(tokenizer.pad_token_id)
 
 
+def detokenizer(tokenizer: Any):
+    """``rows -> texts`` for decoder outputs and targets (``[BOS] y … [EOS] pad``): the tokens
+    after position 0 up to the first EOS (SEP), decoded without special tokens."""
+    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+
+    def detokenize(rows: Any) -> list[str]:
+        out = []
+        for row in rows:
+            ids = [int(i) for i in np.asarray(row)[1:]]
+            if eos in ids:
+                ids = ids[: ids.index(eos)]
+            out.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        return out
+
+    return detokenize
+
+
 def special_ids(tokenizer: Any) -> np.ndarray:
     """int32 ids of the tokenizer's special tokens ([CLS], [SEP], [PAD], [MASK], [UNK], ...)."""
     return np.asarray(sorted(set(tokenizer.all_special_ids)), np.int32)

@@ -3,7 +3,9 @@
 BERT's feature-based CoNLL-2003 experiment ranks these choices (dev F1): concatenation of the last
 four layers 96.1 > weighted sum of the last four 95.9 > second-to-last 95.6 > last 94.9 >
 embeddings 91.0. ``scalar_mix`` is ELMo's learned mix over *all* layers:
-``gamma * sum_j softmax(w)_j * h_j``.
+``gamma * sum_j softmax(w)_j * h_j``. ``cove`` is CoVe's input to a target model (McCann et al.
+2017): ``[h_0 ; h_L]``, the input embeddings next to the top layer of an encoder trained as a
+translation encoder (``configs/supervised_sequential_cove.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-KINDS = ("embeddings", "last", "second_to_last", "sum_last_four", "concat_last_four", "scalar_mix")
+KINDS = (
+    "embeddings",
+    "last",
+    "second_to_last",
+    "sum_last_four",
+    "concat_last_four",
+    "scalar_mix",
+    "cove",
+)
 
 
 class Representation(nnx.Module):
@@ -31,7 +41,8 @@ class Representation(nnx.Module):
             raise ValueError(f"representation {kind!r} needs at least {needed} encoder layers")
         self.kind = kind
         self.num_layers = num_layers
-        self.output_size = 4 * hidden_size if kind == "concat_last_four" else hidden_size
+        widths = {"concat_last_four": 4, "cove": 2}
+        self.output_size = widths.get(kind, 1) * hidden_size
         if kind == "scalar_mix":
             self.weights = nnx.Param(jnp.zeros((num_layers + 1,)), sharding_names=(None,))
             self.gamma = nnx.Param(jnp.ones(()), sharding_names=())
@@ -60,6 +71,8 @@ class Representation(nnx.Module):
             return h[-4] + h[-3] + h[-2] + h[-1]
         if k == "concat_last_four":
             return jnp.concatenate(hidden_states[-4:], axis=-1)
+        if k == "cove":
+            return jnp.concatenate([hidden_states[0], hidden_states[-1]], axis=-1)
         w = jax.nn.softmax(self.weights[...])
         stacked = jnp.stack(hidden_states, axis=0)
         return self.gamma[...] * jnp.tensordot(w.astype(stacked.dtype), stacked, axes=1)

@@ -17,6 +17,7 @@ from flax import nnx
 
 from jaxtl import losses, paths
 from jaxtl.data.prepare import TaskData
+from jaxtl.objectives import seq2seq
 from jaxtl.objectives.base import Objective
 
 
@@ -50,6 +51,9 @@ def task_branch(
     ``lm``-kind tasks decode the last hidden state (not the representation a frozen encoder
     hands task heads: the LM head was trained on it) with the encoder's tied embedding.
     """
+    if td.task.kind == "translation":  # the head is a decoder: jaxtl.objectives.seq2seq
+        return seq2seq.loss_branch(model, td, batch, head_dropout_key=head_dropout_key,
+                                   train_mode=train_mode, weight=weight)  # fmt: skip
     head_def, head_state = nnx.split(model.heads[td.key])
     embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
 
@@ -128,6 +132,10 @@ def switch_loss(
 
 def task_predict_branch(model: Any, td: TaskData, batch: dict, num_probs: int = 1):
     """The eval-time ``lax.switch`` branch of one task: ``f((feats, last)) -> predictions``."""
+    if td.task.kind == "translation":  # decoded tokens (jaxtl.objectives.seq2seq)
+        b = batch["input_ids"].shape[0]
+        blank = losses.predictions("regression", jnp.zeros((b, 1)), batch, num_probs)
+        return seq2seq.predict_branch(model, td, batch, blank)
     head_def, head_state = nnx.split(model.heads[td.key])
     embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
 

@@ -1,0 +1,75 @@
+"""The ``translation`` task kind in the shared switch loss: the task's head is a decoder
+(:mod:`jaxtl.models.seq2seq`) over the encoder's last hidden states.
+
+Training is teacher forcing on the batch's ``target_ids`` (``[BOS] y … [EOS]``, see
+:mod:`jaxtl.data.batch`): the decoder reads ``target_ids[:, :-1]`` and is scored on
+``target_ids[:, 1:]`` where ``target_mask`` is 1 — the step's "sum + denominator" convention, so
+accumulation and the loss log work unchanged. Evaluation decodes (greedy, or beam search when the
+head's ``beam`` > 1) up to the batch's length and also reports the teacher-forced NLL; the
+task's scorer (:func:`jaxtl.metrics.score_task` with the run's detokenizer) turns the tokens into
+text and computes sacrebleu BLEU against the detokenised references.
+
+The decoder attends to the encoder's *last* hidden state, not the run's representation: CoVe's
+decoder is trained on the top BiLSTM layer, and a target stage may hand its own heads another mix
+(``model.representation=embeddings_and_last``) without changing what the decoder saw.
+
+A run may mix a translation task with tasks whose batches carry no decoder targets (CoVe's target
+classifier). ``lax.switch`` traces every branch on every batch structure, so on such a batch this
+task's branch (never taken: the batch's ``task_id`` is another task's) returns zeros of the right
+shape instead of reading keys that are not there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxtl.data.prepare import TaskData
+from jaxtl.models import seq2seq
+
+
+def loss_branch(
+    model: Any, td: TaskData, batch: dict, *, head_dropout_key: jax.Array, train_mode: bool,
+    weight: float = 1.0,
+):  # fmt: skip
+    """The translation task's ``lax.switch`` branch: ``f((feats, last)) -> (loss_sum, den)``."""
+    if "target_ids" not in batch:
+        return lambda operands: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+    head_def, head_state = nnx.split(model.heads[td.key])
+
+    def f(operands):
+        _, last = operands
+        decoder = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))
+        dec_in, labels, valid = seq2seq.shift(batch["target_ids"], batch["target_mask"])
+        valid &= batch["example_weight"][:, None] > 0
+        logits = decoder(last, batch["attention_mask"], dec_in, deterministic=not train_mode,
+                         rngs=nnx.Rngs(dropout=head_dropout_key))  # fmt: skip
+        total, den = seq2seq.token_nll(logits, labels, valid)
+        return total * float(weight), den
+
+    return f
+
+
+def predict_branch(model: Any, td: TaskData, batch: dict, blank: dict):
+    """Eval branch: ``pred_tokens`` [B,T] decoded (BOS first), ``nll_sum`` / ``token_count``
+    teacher-forced; every other key as ``blank`` (the shared prediction layout)."""
+    if "target_ids" not in batch:
+        return lambda operands: blank
+    head_def, head_state = nnx.split(model.heads[td.key])
+
+    def f(operands):
+        _, last = operands
+        decoder = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))
+        mask = batch["attention_mask"]
+        max_len = batch["input_ids"].shape[1]
+        tokens = seq2seq.generate(decoder, last, mask, max_len, beam=int(decoder.beam),
+                                  alpha=float(decoder.alpha))  # fmt: skip
+        dec_in, labels, valid = seq2seq.shift(batch["target_ids"], batch["target_mask"])
+        valid &= batch["example_weight"][:, None] > 0
+        nll, count = seq2seq.token_nll(decoder(last, mask, dec_in), labels, valid)
+        return blank | {"pred_tokens": tokens, "nll_sum": nll, "token_count": count}
+
+    return f
