@@ -534,8 +534,9 @@ def case_accelerator(s: Settings, run: bool) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ 8. padding
 def case_padding(s: Settings) -> dict[str, Any]:
-    """SST-2 train pad-token fraction: buckets 32/64/128 vs fixed 128 vs shuffled batch-max."""
-    from jaxtl.data import batching, get_task, tokenize
+    """SST-2 train pad-token fraction: packed (jaxtl's default) vs buckets 32/64/128 vs fixed 128
+    vs shuffled batch-max."""
+    from jaxtl.data import batching, get_task, packing, tokenize
     from jaxtl.models import hf
 
     task = get_task(TASK, s.data_dir)
@@ -547,6 +548,7 @@ def case_padding(s: Settings) -> dict[str, Any]:
     lengths = enc.lengths
     b = s.batch_size
     bucketed = batching.padding_fraction(lengths, batch_size=b, buckets=(32, 64, 128), seed=s.seed)
+    packed = packing.padding_fraction(lengths, batch_size=b, buckets=(32, 64, 128), seed=s.seed)
     fixed = batching.padding_fraction(lengths, batch_size=b, buckets=(128,), seed=s.seed)
     perm = np.random.default_rng(s.seed).permutation(len(lengths))
     real = total = 0
@@ -559,10 +561,12 @@ def case_padding(s: Settings) -> dict[str, Any]:
         "batch_size": b,
         "mean_tokens": float(lengths.mean()),
         "max_tokens": int(lengths.max()),
+        "pad_fraction_packed_32_64_128": packed,
         "pad_fraction_buckets_32_64_128": bucketed,
         "pad_fraction_fixed_128": fixed,
         "pad_fraction_batch_max_shuffled": 1.0 - real / total,
         "token_slots_ratio_buckets_vs_fixed": (1 - fixed) / (1 - bucketed),
+        "token_slots_ratio_packed_vs_buckets": (1 - bucketed) / (1 - packed),
     }
 
 

@@ -255,7 +255,8 @@ def accelerator(res: dict, path: pathlib.Path) -> str:
 def padding(res: dict, path: pathlib.Path) -> str:
     c = res["cases"]["padding"]
     rows = [
-        ["buckets 32/64/128 (jaxtl)", _f(c["pad_fraction_buckets_32_64_128"])],
+        ["packed, rows of 128 (jaxtl, data.packing=True)", _f(c["pad_fraction_packed_32_64_128"])],
+        ["buckets 32/64/128 (jaxtl, data.packing=False)", _f(c["pad_fraction_buckets_32_64_128"])],
         ["fixed 128", _f(c["pad_fraction_fixed_128"])],
         ["batch-max, shuffled (DataCollatorWithPadding)", _f(c["pad_fraction_batch_max_shuffled"])],
     ]  # fmt: skip
@@ -266,7 +267,8 @@ def padding(res: dict, path: pathlib.Path) -> str:
         _table(["padding", "pad-token fraction"], rows),
         "",
         f"- Token slots processed with buckets, relative to fixed 128: "
-        f"{_f(c['token_slots_ratio_buckets_vs_fixed'], 2)}×.",
+        f"{_f(c['token_slots_ratio_buckets_vs_fixed'], 2)}×; packed, relative to buckets: "
+        f"{_f(c['token_slots_ratio_packed_vs_buckets'], 2)}×.",
         "", _source(res, path),
     ])  # fmt: skip
 

@@ -9,6 +9,7 @@ draws from the same stream.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,10 @@ from jaxtl import models, report, runtime
 from jaxtl.data import tasks, tokenize
 from jaxtl.data.prepare import TaskData
 from jaxtl.models import hf_heads, seq2seq
+from jaxtl.models.base import supports_packing
 from jaxtl.strategy import Strategy
+
+log = logging.getLogger(__name__)
 
 HEADS = ("auto", "linear")
 
@@ -117,6 +121,28 @@ def decoder_head(config: ml_collections.ConfigDict, encoder: Any, tokenizer: Any
         pad_id=tokenize.pad_id(tokenizer), dropout=d.dropout, beam=d.beam, alpha=d.alpha,
         rngs=rngs, **sizes,
     )  # fmt: skip
+
+
+def packing(config: ml_collections.ConfigDict, encoder: Any, *, joint_stream: bool = False) -> bool:
+    """Whether the run's labelled tasks are packed, several examples per row
+    (:mod:`jaxtl.data.packing`): ``data.packing`` (default True) where packing is exact, else
+    padded batches with a log line saying why, never an error. Exact needs an encoder whose call
+    takes ``pair_mask`` and ``position_ids`` (not the BiLSTM), no BiLSTM under a tagging head
+    (it would read across examples) and no stage that draws the tasks together with an
+    objective's unpacked stream (``joint_stream``: self-supervised joint training)."""
+    if not config.data.get("packing", False):
+        return False
+    why = ""
+    if not supports_packing(encoder):
+        name = getattr(encoder, "family", type(encoder).__name__)
+        why = f"the {name} encoder takes no pair_mask/position_ids"
+    elif config.model.get("tagger_bilstm", 0):
+        why = "model.tagger_bilstm: a BiLSTM under the tagging head reads across examples"
+    elif joint_stream:
+        why = "the objective's unlabelled stream shares the stage and is not packed"
+    if why:
+        log.info("data.packing: off (%s); batches are padded to their bucket", why)
+    return not why
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> models.Pretrained:

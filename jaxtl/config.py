@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.dir = ""  # root of real datasets (GLUE layout etc.); builtin/* tasks need none
     c.data.max_length = 128
     c.data.buckets = (32, 64, 128)
+    # Several examples per row (jaxtl.data.packing; train.batch_size then counts rows) where the
+    # encoder runs them exactly; padded batches for the BiLSTM family and other inexact cases.
+    c.data.packing = True
     c.data.on_bad_row = "error"  # error | skip (counted and reported)
     c.data.max_train_examples = 0  # >0: use only the first N training examples of each task
     c.data.max_eval_examples = 0
@@ -142,6 +145,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("model.pooling", c.model.pooling, ("auto", "cls", "mean", "last"))
     choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))
     choice("data.on_bad_row", c.data.on_bad_row, ("error", "skip"))
+    choice("data.packing", c.data.packing, (True, False))
     if "mixture" in c:
         choice("mixture.scheme", c.mixture.scheme, SCHEMES)
     for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",

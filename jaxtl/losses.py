@@ -4,6 +4,10 @@ Each function takes the head's output for a batch in the layout of ``jaxtl.data.
 returns ``(loss_sum, denominator)``: the summed loss over the terms that count (real examples,
 or real labelled tokens for tagging and LMs) and how many terms that is. Padding rows
 (``example_weight`` 0) and ignored tokens (``IGNORE``) contribute nothing.
+
+Packed batches (:mod:`jaxtl.data.packing`) need nothing of their own: sentence heads give one
+row of logits per segment ([B,S,C] against ``label``/``score``/``example_weight`` [B,S]) and
+token losses read ``token_labels`` as always.
 """
 
 from __future__ import annotations
@@ -27,10 +31,16 @@ def regression(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     return (err * err * w).sum(), w.sum()
 
 
+def row_weight(batch: dict) -> jax.Array:
+    """[B]: a row's weight, > 0 when it holds a real example (any, for a packed row)."""
+    w = batch["example_weight"]
+    return w if w.ndim == 1 else w.max(axis=-1)
+
+
 def token_classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Tagging, MLM and CLM alike: cross-entropy on tokens whose label is not IGNORE."""
     labels = batch["token_labels"]
-    valid = (labels != IGNORE) & (batch["example_weight"][:, None] > 0)
+    valid = (labels != IGNORE) & (row_weight(batch)[:, None] > 0)
     safe = jnp.where(valid, labels, 0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
     return jnp.where(valid, ce, 0.0).sum(), valid.sum().astype(jnp.float32)
@@ -51,10 +61,11 @@ def predictions(
     tasks). ``pred_probs`` [B, num_probs]: class probabilities of a classification task,
     zero-padded to ``num_probs`` (the most classes of any task in the run)."""
     b, t = batch["input_ids"].shape
+    rows = tuple(batch["label"].shape)  # (B,), or (B, S) for a packed batch
     out = {
-        "pred_probs": jnp.zeros((b, num_probs), jnp.float32),
-        "pred_label": jnp.zeros((b,), jnp.int32),
-        "pred_score": jnp.zeros((b,), jnp.float32),
+        "pred_probs": jnp.zeros(rows + (num_probs,), jnp.float32),
+        "pred_label": jnp.zeros(rows, jnp.int32),
+        "pred_score": jnp.zeros(rows, jnp.float32),
         "pred_tokens": jnp.zeros((b, t), jnp.int32),
         "nll_sum": jnp.zeros((), jnp.float32),
         "token_count": jnp.zeros((), jnp.float32),
@@ -62,7 +73,8 @@ def predictions(
     if kind == "classification":
         out["pred_label"] = jnp.argmax(logits, -1).astype(jnp.int32)
         probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
-        out["pred_probs"] = jnp.pad(probs, ((0, 0), (0, num_probs - probs.shape[-1])))
+        pad = ((0, 0),) * (probs.ndim - 1) + ((0, num_probs - probs.shape[-1]),)
+        out["pred_probs"] = jnp.pad(probs, pad)
     elif kind == "regression":
         out["pred_score"] = logits[..., 0].astype(jnp.float32)
     elif kind in ("tagging", "lm"):

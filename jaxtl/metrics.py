@@ -91,15 +91,26 @@ SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
 TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
 
 
+# Per-token keys: in a packed batch (jaxtl.data.packing) an example is a slice of its row.
+TOKEN_KEYS = ("token_labels", "pred_tokens", "input_ids", "token_type_ids", "attention_mask")
+
+
 def real_rows(
     batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str, src: str
-) -> list[np.ndarray]:
-    """Per batch, ``key`` of its real rows (example_weight > 0) from the outputs (``src="out"``)
-    or the batch (``src="batch"``), in batch order."""
-    out = []
+) -> list[Any]:
+    """Per batch, ``key`` of its real examples (example_weight > 0) from the outputs
+    (``src="out"``) or the batch (``src="batch"``), in batch order. A packed batch gives its
+    examples row by row, slot by slot; a per-token key then gives each example's own tokens (a
+    list of arrays of different lengths)."""
+    out: list[Any] = []
     for b, o in zip(batches, outputs, strict=True):
-        keep = np.asarray(b["example_weight"]) > 0
-        out.append(np.asarray((o if src == "out" else b)[key])[keep])
+        w = np.asarray(b["example_weight"])
+        arr = np.asarray((o if src == "out" else b)[key])
+        if w.ndim == 2 and key in TOKEN_KEYS:
+            seg = np.asarray(b["segment_ids"])
+            out.append([arr[r][seg[r] == s + 1] for r, s in zip(*np.nonzero(w > 0))])
+        else:
+            out.append(arr[w > 0])
     return out
 
 

@@ -43,7 +43,10 @@ def records(
     """The prediction record of every example (see the module docstring), in input order."""
     if task.kind not in KINDS:
         raise ValueError(f"task {task.name!r}: no prediction records for kind {task.kind!r}")
-    order = batching.eval_order(encoded, buckets=buckets)  # example index of each output row
+    if batches and "example_index" in batches[0]:  # packed: each slot names its example
+        order = np.concatenate(real_rows(batches, batches, "example_index", "batch"))
+    else:
+        order = batching.eval_order(encoded, buckets=buckets)  # example of each output row
     if len(order) != len(examples):
         raise ValueError(f"{task.name}: {len(order)} encoded rows for {len(examples)} examples")
     names = list(task.label_names)

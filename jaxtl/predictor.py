@@ -28,7 +28,7 @@ from flax import nnx
 from jaxtl import assembly, checkpoint, objectives, predictions, runtime
 from jaxtl import config as config_lib
 from jaxtl import step as step_lib
-from jaxtl.data import batching, tokenize
+from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.prepare import TaskData
 from jaxtl.data.tasks import DataError, Example, Task
 
@@ -70,6 +70,7 @@ class Predictor:
         self.like = nnx.to_pure_dict(params)
         self._params: dict[str, Any] = {}
         self._stage_of, self._final_params = self._stages()
+        self.packed = assembly.packing(self.config, pre.model)  # exact: same records either way
         self.eval_step = step_lib.make_eval_step(
             self.graphdef, objectives.switch_predict(self.tasks)
         )
@@ -151,8 +152,8 @@ class Predictor:
                               max_length=self.config.data.max_length, task_id=td.index,
                               labelled=labelled)  # fmt: skip
         pad = tokenize.pad_id(self.tokenizer)
-        batches = batching.eval_batches(enc, batch_size=self.batch_size, buckets=buckets,
-                                        pad_id=pad)  # fmt: skip
+        make = packing.eval_batches if self.packed else batching.eval_batches
+        batches = make(enc, batch_size=self.batch_size, buckets=buckets, pad_id=pad)
         params = self.params_for(td.task.name)
         if progress:
             from tqdm.auto import tqdm

@@ -69,12 +69,15 @@ def prepare(
     optims: Sequence[Any] = (),
     lm_head: bool = False,
     from_scratch: bool = False,
+    joint_stream: bool = False,
 ) -> Run:
     """Mesh, encoder, tasks, model, init and params of a run (see the module docstring).
 
     ``optims``: every stage's ``optim`` block (each strategy's surgery is applied; default the
     top-level ``config.optim``). ``lm_head``: load the encoder through the LM loader even without
-    an LM objective (so ``from_scratch`` applies).
+    an LM objective (so ``from_scratch`` applies). ``joint_stream``: a stage draws the
+    objective's stream together with the tasks, so the tasks are not packed
+    (:func:`jaxtl.assembly.packing`).
     """
     workdir = epath.Path(workdir)
     config_lib.validate(config)  # bad values fail here, before anything heavy
@@ -93,7 +96,8 @@ def prepare(
     else:
         pre = assembly.load_encoder(config)
         encoder, tokenizer, hf_config = pre.model, pre.tokenizer, pre.hf_config
-    tasks = prepare_tasks(task_names, config, tokenizer)
+    packed = assembly.packing(config, encoder, joint_stream=joint_stream)
+    tasks = prepare_tasks(task_names, config, tokenizer, packed=packed)
     for td in tasks:  # BLEU reads text: the decoder's tokens and the targets, detokenised
         if td.task.kind == "translation":
             td.detokenize = tokenize.detokenizer(tokenizer)

@@ -20,6 +20,9 @@ task_id             int32[B]     index of the example's task in the run's task l
 ==================  ===========  ===============================================================
 
 Padding rows (example_weight 0) let evaluation cover every example exactly once with fixed B.
+Packed batches (several examples per row) add ``segment_ids``/``position_ids`` [B,T] and widen
+``label``/``score``/``example_weight`` to [B,S] plus ``example_index`` [B,S]: see
+:mod:`jaxtl.data.packing`.
 For decoder targets (translation as in CoVe) ``target_ids``/``target_mask`` int32[B,T] are added
 by the tasks that need them; a run only mixes tasks with the same keys.
 """

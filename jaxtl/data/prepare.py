@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxtl.data import batching, tokenize
+from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.catalogue import get_task
 from jaxtl.data.masking import MaskedBatches, Masking
 from jaxtl.data.tasks import Task
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class SplitData:
     """One evaluation split, tokenised: its examples (input order), encoding and batches
-    (bucket order; :func:`jaxtl.data.batching.eval_order` maps rows back to examples)."""
+    (bucket order; :func:`jaxtl.data.batching.eval_order` maps rows back to examples, or, when
+    packed, each slot's ``example_index``)."""
 
     name: str  # "dev", "test", or "train[holdout]" when dev is carved out of train
     examples: Sequence[Any]
@@ -48,7 +49,7 @@ class TaskData:
     index: int  # position in the run's task list (= batch["task_id"])
     key: str  # head key
     train_size: int
-    train_iter: Any  # batching.TrainBatches (or a wrapper with the same state API), or None
+    train_iter: Any  # batching.TrainBatches, packing.PackedTrainBatches (same state API), None
     eval_batches: list[dict[str, np.ndarray]]  # the selection split's batches (dev)
     eval_split: str
     # Every evaluation split by role: "dev" (selection) and, when the task has one, "test".
@@ -80,10 +81,11 @@ def load_task(name: str, config: ml_collections.ConfigDict) -> Task:
 
 def train_batches(
     enc: tokenize.Encoded, config: ml_collections.ConfigDict, tokenizer: Any, *,
-    buckets: Sequence[int], seed: int,
-) -> batching.TrainBatches:  # fmt: skip
-    """This process's rows of the shuffled, bucketed training batches."""
-    return batching.TrainBatches(
+    buckets: Sequence[int], seed: int, packed: bool = False,
+) -> batching.TrainBatches | packing.PackedTrainBatches:  # fmt: skip
+    """This process's rows of the shuffled, bucketed (``packed``: packed) training batches."""
+    make = packing.PackedTrainBatches if packed else batching.TrainBatches
+    return make(
         enc,
         batch_size=config.train.batch_size,
         buckets=tuple(buckets),
@@ -96,9 +98,10 @@ def train_batches(
 
 def eval_batches(
     enc: tokenize.Encoded, config: ml_collections.ConfigDict, tokenizer: Any, *,
-    buckets: Sequence[int],
+    buckets: Sequence[int], packed: bool = False,
 ) -> list[dict[str, np.ndarray]]:  # fmt: skip
-    return batching.eval_batches(
+    make = packing.eval_batches if packed else batching.eval_batches
+    return make(
         enc,
         batch_size=config.train.eval_batch_size,
         buckets=tuple(buckets),
@@ -115,7 +118,7 @@ def _need_tokenizer(tokenizer: Any, config: ml_collections.ConfigDict) -> None:
 
 def split_data(
     name: str, task: Task, examples: Sequence[Any], config: ml_collections.ConfigDict,
-    tokenizer: Any, *, index: int,
+    tokenizer: Any, *, index: int, packed: bool = False,
 ) -> SplitData:  # fmt: skip
     """Tokenise and batch an evaluation split; a split with no labels is marked unlabelled."""
     gold = (lambda ex: ex.target) if task.kind == "translation" else (lambda ex: ex.label)
@@ -123,7 +126,7 @@ def split_data(
     enc = tokenize.encode(task, examples, tokenizer, max_length=config.data.max_length,
                           task_id=index, labelled=labelled)  # fmt: skip
     buckets = tuple(config.data.buckets)
-    batches = eval_batches(enc, config, tokenizer, buckets=buckets)
+    batches = eval_batches(enc, config, tokenizer, buckets=buckets, packed=packed)
     return SplitData(name, examples, enc, batches, labelled, buckets)
 
 
@@ -149,12 +152,15 @@ def prepare_tasks(
     with_train: bool = True,
     with_eval: bool = True,
     first_index: int = 0,
+    packed: bool = False,
 ) -> list[TaskData]:
     """Labelled tasks ``names`` as TaskData with indices ``first_index``, ``first_index + 1``…
 
     Selection uses ``eval_split`` (dev); a task without one holds out ``data.holdout_fraction``
     of its training examples (seeded) instead. A ``test`` split, when the task has one, is
     tokenised too (``TaskData.splits["test"]``): the run scores it with the selected params.
+    ``packed``: several examples per row (:mod:`jaxtl.data.packing`; the caller checks that the
+    model runs them exactly, :func:`jaxtl.assembly.packing`).
     """
     _need_tokenizer(tokenizer, config)
     buckets, max_length = tuple(config.data.buckets), config.data.max_length
@@ -181,13 +187,16 @@ def prepare_tasks(
             enc = tokenize.encode(task, train_ex, tokenizer, max_length=max_length, task_id=i)
             n_train = len(enc)
             seed = config.seed * 1000 + i
-            train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed)
+            train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed,
+                                       packed=packed)  # fmt: skip
         splits = {}
         if dev_ex is not None:
-            splits["dev"] = split_data(dev_name, task, dev_ex, config, tokenizer, index=i)
+            splits["dev"] = split_data(dev_name, task, dev_ex, config, tokenizer, index=i,
+                                       packed=packed)  # fmt: skip
         if with_eval and "test" in task.splits and eval_split != "test":
             test_ex = limit(task.load("test"), config.data.max_eval_examples)
-            splits["test"] = split_data("test", task, test_ex, config, tokenizer, index=i)
+            splits["test"] = split_data("test", task, test_ex, config, tokenizer, index=i,
+                                        packed=packed)  # fmt: skip
         ev = splits["dev"].batches if "dev" in splits else []
         out.append(TaskData(task, i, head_key(task.name), n_train, train_iter, ev, dev_name,
                             splits))  # fmt: skip
@@ -216,7 +225,8 @@ def corpus_blocks(
     seed: int,
     with_eval: bool = True,
 ) -> TaskData:
-    """A corpus task as packed LM blocks (train iterator masked per batch; fixed-mask dev)."""
+    """A corpus task as packed LM blocks (train iterator masked per batch; fixed-mask dev).
+    ``corpus``: a corpus name or spec, or an ``lm``-kind Task built by the caller."""
     _need_tokenizer(tokenizer, config)
     if objective == "mlm" and masking is None:
         raise ValueError("objective 'mlm' needs masking settings")

@@ -173,6 +173,28 @@ def padding_mask(attention_mask: jax.Array) -> jax.Array:
     return attention_mask.astype(bool)[:, None, None, :]
 
 
+def segment_mask(segment_ids: jax.Array) -> jax.Array:
+    """[B,T] segment ids of a packed batch (0 = padding) -> boolean [B,1,T,T]: a token sees only
+    the tokens of its own example. The diagonal is always visible so a padding query never has
+    an empty row; real queries are unaffected. Causal encoders AND their causal mask onto it."""
+    t = segment_ids.shape[1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    keys = (segment_ids > 0)[:, None, :]
+    return ((same & keys) | jnp.eye(t, dtype=bool))[:, None]
+
+
+def supports_packing(encoder: Any) -> bool:
+    """Whether ``encoder`` can run packed batches exactly: its call takes ``pair_mask`` (which keys
+    each query may see) and ``position_ids`` (each token's index within its own example)."""
+    import inspect
+
+    try:
+        params = inspect.signature(encoder.__call__).parameters
+    except (TypeError, ValueError):
+        return False
+    return "pair_mask" in params and "position_ids" in params
+
+
 def check_inputs(input_ids: jax.Array, attention_mask: jax.Array | None) -> jax.Array:
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")

@@ -184,7 +184,13 @@ class BertLayer(nnx.Module):
         return self.mlp_norm(x + drop(self.mlp(x)))
 
 
-def position_ids(cfg: BertConfig, input_ids: jax.Array) -> jax.Array:
+def table_positions(
+    cfg: BertConfig, input_ids: jax.Array, within: jax.Array | None = None
+) -> jax.Array:
+    """Rows of the position table: ``within`` (each token's index within its own example, as
+    a packed batch gives) plus RoBERTa's ``pad_token_id + 1`` offset; without it, counted here."""
+    if within is not None:
+        return within + (cfg.pad_token_id + 1 if cfg.variant in ROBERTA_LIKE else 0)
     t = input_ids.shape[1]
     if cfg.variant in ROBERTA_LIKE:
         real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
@@ -223,13 +229,17 @@ class BertEncoder(nnx.Module):
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
         pair_mask: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
     ) -> base.EncoderOutput:
         """``pair_mask`` (bool [B,1,T,T]: which keys each query may see) replaces the padding
         mask built from ``attention_mask`` — restricted views such as left-context-only
-        attention (Cross-View Training) run through the same encoder."""
+        attention (Cross-View Training) run through the same encoder. ``position_ids`` [B,T]:
+        each token's index within its own example (packed batches, ``jaxtl.data.packing``);
+        the family's offset is added here."""
         cfg, emb = self.cfg, self.embeddings
         attention_mask = base.check_inputs(input_ids, attention_mask)
-        x = emb.word(input_ids) + emb.position(position_ids(cfg, input_ids))
+        positions = table_positions(cfg, input_ids, position_ids)
+        x = emb.word(input_ids) + emb.position(positions)
         if emb.token_type is not None:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)

@@ -165,12 +165,23 @@ class GPT2Encoder(nnx.Module):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        pair_mask: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
     ) -> base.EncoderOutput:
+        """``pair_mask`` (bool [B,1,T,T]) replaces the padding part of the mask; causality is
+        always applied on top. ``position_ids`` [B,T]: each token's index within its own
+        example (packed batches); default: real tokens counted from 0."""
         attention_mask = base.check_inputs(input_ids, attention_mask)
-        positions = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+        positions = position_ids
+        if positions is None:
+            positions = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
         x = self.embeddings.word(input_ids) + self.embeddings.position(positions)
         x = base.dropout(x, self.cfg.embedding_dropout, deterministic=deterministic, rngs=rngs)
-        mask = causal_mask(attention_mask)
+        if pair_mask is None:
+            mask = causal_mask(attention_mask)
+        else:
+            t = input_ids.shape[1]
+            mask = pair_mask & jnp.tril(jnp.ones((t, t), bool))[None, None]
         states = [x]
         for layer in self.layers:
             x = layer(x, mask, deterministic=deterministic, rngs=rngs)

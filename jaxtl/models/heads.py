@@ -35,6 +35,38 @@ def pool(features: jax.Array, attention_mask: jax.Array, how: str) -> jax.Array:
     raise ValueError(f"unknown pooling {how!r}; expected one of {POOLINGS}")
 
 
+def pool_segments(
+    features: jax.Array, segment_ids: jax.Array, how: str, num_segments: int
+) -> jax.Array:
+    """[B,T,H] of a packed batch -> [B,S,H]: :func:`pool` of each segment (``segment_ids`` 1..S;
+    0 is padding): its first token ("cls"), the mean of its tokens, its last token, or those
+    with the max ("concat", [B,S,3H]). An empty slot gets the row's first token or zeros (its
+    weight is 0, so it never counts)."""
+    if how not in POOLINGS:
+        raise ValueError(f"unknown pooling {how!r}; expected one of {POOLINGS}")
+    b, t, h = features.shape
+    if how == "concat":
+        # Max per segment without a [B,T,S,H] tensor: one segment_max over (row, slot) ids.
+        ids = segment_ids + jnp.arange(b, dtype=segment_ids.dtype)[:, None] * (num_segments + 1)
+        top = jax.ops.segment_max(
+            features.reshape(b * t, h), ids.reshape(-1), num_segments=b * (num_segments + 1)
+        ).reshape(b, num_segments + 1, h)[:, 1:]
+        top = jnp.where(jnp.isfinite(top), top, 0.0)  # an empty slot's max is -inf
+        parts = [pool_segments(features, segment_ids, k, num_segments) for k in ("last", "mean")]
+        return jnp.concatenate([parts[0], top, parts[1]], axis=-1)
+    slots = jnp.arange(1, num_segments + 1, dtype=segment_ids.dtype)
+    member = segment_ids[:, :, None] == slots[None, None, :]  # [B,T,S]
+    if how == "mean":
+        m = member.astype(features.dtype)
+        return jnp.einsum("bts,bth->bsh", m, features) / jnp.maximum(m.sum(1), 1.0)[..., None]
+    if how == "cls":
+        idx = jnp.argmax(member, axis=1)  # first token of each segment
+    else:
+        idx = t - 1 - jnp.argmax(member[:, ::-1], axis=1)  # its last token
+        idx = jnp.where(member.any(1), idx, 0)
+    return jnp.take_along_axis(features, idx[..., None], axis=1)
+
+
 class ClassificationHead(nnx.Module):
     """Sequence (or sentence-pair) classification; ``num_labels=1`` is regression.
 
@@ -105,11 +137,18 @@ class ClassificationHead(nnx.Module):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        segment_ids: jax.Array | None = None,
+        num_segments: int = 0,
     ) -> jax.Array:
+        """[B,num_labels]; a packed batch (``segment_ids`` [B,T], ``num_segments`` slots per
+        row; :mod:`jaxtl.data.packing`) gives [B,S,num_labels], one row per segment."""
         drop = lambda y: base.dropout(  # noqa: E731
             y, self.dropout, deterministic=deterministic, rngs=rngs
         )
-        x = pool(features, attention_mask, self.pooling)
+        if segment_ids is None:
+            x = pool(features, attention_mask, self.pooling)
+        else:
+            x = pool_segments(features, segment_ids, self.pooling, num_segments)
         if self.input_dropout:
             x = drop(x)
         if self.dense is not None:
@@ -215,7 +254,13 @@ class TaggingHead(nnx.Module):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        segment_ids: jax.Array | None = None,
+        num_segments: int = 0,
     ) -> jax.Array:
+        """Per token, so a packed batch needs nothing of its own (``segment_ids`` and
+        ``num_segments`` are accepted for the shared call); a BiLSTM under the head would read
+        across segments, so runs with one do not pack (:func:`jaxtl.assembly.packing`)."""
+        del segment_ids, num_segments
         x = features
         if self.bilstm is not None:
             for layer in self.bilstm:

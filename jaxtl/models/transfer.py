@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtl.models.base import EncoderOutput
+from jaxtl.models.base import EncoderOutput, segment_mask
 from jaxtl.models.representation import Representation
 
 
@@ -36,11 +36,20 @@ class TransferModel(nnx.Module):
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
+        pair_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
     ) -> tuple[EncoderOutput, jax.Array]:
-        """(encoder output, features [B,T,H']): the representation, or the last hidden state."""
+        """(encoder output, features [B,T,H']): the representation, or the last hidden state.
+        ``pair_mask`` (bool [B,1,T,T], BERT family only) replaces the padding mask: which keys
+        each query may see (UNILM's unidirectional and sequence-to-sequence masks)."""
+        extra: dict[str, jax.Array | None] = {} if pair_mask is None else {"pair_mask": pair_mask}
+        if segment_ids is not None:  # a packed batch (jaxtl.data.packing): examples kept apart
+            extra = {"pair_mask": segment_mask(segment_ids), "position_ids": position_ids}
         out = self.encoder(
-            input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs
-        )
+            input_ids, attention_mask, token_type_ids, deterministic=deterministic, rngs=rngs,
+            **extra,
+        )  # fmt: skip
         if self.representation is None:
             return out, out.last_hidden_state
         return out, self.representation(out.hidden_states)

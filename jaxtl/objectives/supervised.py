@@ -21,6 +21,14 @@ from jaxtl.objectives import seq2seq
 from jaxtl.objectives.base import Objective
 
 
+def segment_kw(batch: dict) -> dict[str, Any]:
+    """What a sentence head needs of a packed batch (``jaxtl.data.packing``): its segments and
+    how many slots a row has; nothing for an unpacked batch."""
+    if "segment_ids" not in batch:
+        return {}
+    return {"segment_ids": batch["segment_ids"], "num_segments": batch["label"].shape[1]}
+
+
 def _idle_branch(operands):
     """A branch no batch of a cached stage takes (an LM stream: the cache holds no last hidden
     state for it); it only has to trace."""
@@ -32,6 +40,11 @@ def _features(model: Any, batch: dict, **kw: Any):
     (``batch["features"]``, :mod:`jaxtl.features`) skips the encoder: (None, features)."""
     if "features" in batch:
         return None, model.cached_features(batch["features"])
+    if "segment_ids" in batch:  # packed: block-diagonal attention, positions per example
+        kw["segment_ids"], kw["position_ids"] = batch["segment_ids"], batch["position_ids"]
+    # A stream may carry its own attention pattern (UNILM's masks: jaxtl.objectives.unilm).
+    if "pair_mask" in batch:
+        kw["pair_mask"] = batch["pair_mask"]
     return model.features(
         batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], **kw
     )
@@ -66,7 +79,8 @@ def task_branch(
         if td.task.kind == "lm":
             logits = head(last, embedding, deterministic=not train_mode, rngs=rngs)
         else:
-            logits = head(feats, batch["attention_mask"], deterministic=not train_mode, rngs=rngs)
+            logits = head(feats, batch["attention_mask"], deterministic=not train_mode, rngs=rngs,
+                          **segment_kw(batch))  # fmt: skip
         total, den = losses.LOSSES[td.task.kind](logits, batch)
         return total * float(weight), den
 
@@ -145,7 +159,7 @@ def task_predict_branch(model: Any, td: TaskData, batch: dict, num_probs: int = 
         if td.task.kind == "lm":
             logits = head(last, embedding)
         else:
-            logits = head(feats, batch["attention_mask"])
+            logits = head(feats, batch["attention_mask"], **segment_kw(batch))
         return losses.predictions(td.task.kind, logits, batch, num_probs)
 
     return f

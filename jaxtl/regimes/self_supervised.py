@@ -116,7 +116,7 @@ def objective_from_config(config: ml_collections.ConfigDict) -> Objective:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     objective = objective_from_config(config)
-    r = prepare(config, workdir, config.target.tasks, objective=objective)
+    r = prepare(config, workdir, config.target.tasks, objective=objective, joint_stream=True)
     stage = stages.mixture_stage(
         "joint", config.train.steps, r.tasks, r.all_tasks, r.params, config, config.optim,
         eval_every=config.train.eval_every, objective=objective,
