@@ -12,37 +12,21 @@ mean ± std over seeds, are written to EXPERIMENTS.md (between markers) and
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import platform
-import re
-import shutil
-import subprocess
-import sys
 import time
 
+import common
 import numpy as np
+from common import REPO
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TASKS = ("glue/sst2", "glue/cola", "glue/mrpc", "glue/rte", "glue/stsb")
 MAIN = {"sst2": "accuracy", "cola": "matthews", "mrpc": "f1", "rte": "accuracy", "stsb": "pearson"}
 
 
 def launch(workdir: pathlib.Path, overrides: list[str]) -> dict:
-    results = workdir / "results.json"
-    if not results.exists():  # finished runs are kept: the experiment resumes where it stopped
-        cmd = [sys.executable, str(REPO / "launch.py"), "--regime=multitask",
-               "--config=" + str(REPO / "configs" / "multitask_glue.py"),
-               f"--workdir={workdir}", "--config.train.progress=False", *overrides]  # fmt: skip
-        print(" ".join(cmd[1:]), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        # Only the metrics matter here; checkpoints (~270 MB each for MiniLM + Adam) would fill
-        # the disk over dozens of runs. Refinement has already read the joint checkpoint.
-        for sub in [workdir, *sorted((workdir / "refine").glob("*"))]:
-            shutil.rmtree(sub / "checkpoints", ignore_errors=True)
-    return json.loads(results.read_text())
+    return common.launch("multitask", "multitask_glue.py", workdir, overrides)
 
 
 def main() -> None:
@@ -109,37 +93,18 @@ def main() -> None:
         avg = float(np.mean(means))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg:.1f} |")
         summary[name] = {s: per_task[s] for s in shorts}
-    cmd = "python experiments/multitask_vs_single.py " + " ".join(f"{a}" for a in sys.argv[1:])
-    block = "\n".join(
-        [
-            "<!-- multitask-vs-single:start -->",
-            f"Command: `{cmd}`  ",
-            f"Date: {datetime.date.today()}, machine: {platform.machine()} {os.cpu_count()} cores (CPU), "
-            f"wall time {elapsed / 60:.0f} min. MiniLM-L6 (packaged), batch {args.batch_size}, "
-            f"max length {args.max_length}, AdamW lr {args.lr}, linear schedule with 10% warm-up; "
-            f"single-task: {args.steps} steps per task; multitask: {args.steps * len(TASKS)} steps "
-            f"(temperature-2 sampling); refinement: {args.refine} steps per task. Seeds {args.seeds}. "
-            "Dev metrics ×100, mean ± sample std over seeds.",
-            "",
-            *lines,
-            "<!-- multitask-vs-single:end -->",
-        ]
+    details = (
+        f"MiniLM-L6 (packaged), batch {args.batch_size}, max length {args.max_length}, AdamW lr "
+        f"{args.lr}, linear schedule with 10% warm-up; single-task: {args.steps} steps per task; "
+        f"multitask: {args.steps * len(TASKS)} steps (temperature-2 sampling); refinement: "
+        f"{args.refine} steps per task. Seeds {args.seeds}. Dev metrics ×100, mean ± sample std "
+        "over seeds."
     )
-    res_dir = REPO / "experiments" / "results"
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "multitask_vs_single.json").write_text(
-        json.dumps({"args": vars(args), "elapsed_s": elapsed, "results": summary}, indent=2) + "\n"
+    common.write(
+        "multitask-vs-single",
+        [*common.header("multitask_vs_single.py", elapsed, details), "", *lines],
+        {"args": vars(args), "elapsed_s": elapsed, "results": summary},
     )
-    doc = REPO / "EXPERIMENTS.md"
-    text = doc.read_text() if doc.exists() else "# Experiments\n"
-    pat = re.compile(r"<!-- multitask-vs-single:start -->.*?<!-- multitask-vs-single:end -->", re.S)
-    text = (
-        pat.sub(lambda _: block, text)
-        if pat.search(text)
-        else text.rstrip() + "\n\n" + block + "\n"
-    )
-    doc.write_text(text)
-    print(block)
 
 
 if __name__ == "__main__":

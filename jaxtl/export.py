@@ -520,7 +520,7 @@ def export_peft_adapter(
     # head_problem returned None: the encoder's family has a transformers head for this kind.
     fam = hf_heads.family_of(enc)
     assert fam is not None
-    spec = fam.task_head(t.kind)
+    spec = fam.task_head(t.kind, enc.cfg)
     assert spec is not None
     prefix = fam.prefixes[0]
     enc_rules = fam.key_map(enc.cfg)

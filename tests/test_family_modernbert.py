@@ -296,3 +296,52 @@ def test_multitask_smoke_fsdp(tmp_path):
         files,
         sorted(p.name for p in (tmp_path / "export").rglob("*")),
     )
+
+
+def test_lora_merged_export_and_peft_adapter(tmp_path):
+    """LoRA on the fused ``Wqkv`` / ``Wo`` and the GeGLU ``Wi`` / ``Wo``: the merged export and a
+    PEFT adapter over the base checkpoint both give jaxtl's logits in transformers."""
+    peft_lib = pytest.importorskip("peft")
+    base = tmp_path / "base"
+    save("ModernBertModel", base, classifier_pooling="mean")
+    td = task("classification", NLI)
+    c = config_lib.base_config()
+    c.optim.strategy = "lora"
+    c.optim.lora_rank, c.optim.lora_alpha, c.optim.lora_mlp = 4, 8.0, True
+    pre = models.from_pretrained(base)
+    model = assembly.build_model(pre.model, [td], c)
+    params = perturbed(model, where=lambda p: "lora_" in p or p.startswith("heads/"))
+    ids, mask = padded(7)
+    m = export.with_params(model, params)
+    _, feats = m.features(jnp.asarray(ids), jnp.asarray(mask))
+    mine = np.asarray(m.heads[td.key](feats, jnp.asarray(mask)))
+
+    def logits(hf):
+        with torch.no_grad():
+            return hf.eval()(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+
+    export.export_task_model(model, params, td, tmp_path / "merged", hf_config=pre.hf_config)
+    merged = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
+    assert float(np.abs(mine - logits(merged).numpy()).max()) <= TOL
+    rep = export.export_peft_adapter(
+        model, params, td, tmp_path / "adapter", base_hf_config=pre.hf_config, base_dir=base
+    )
+    assert rep["target_modules"] == ["attn.Wo", "attn.Wqkv", "mlp.Wi", "mlp.Wo"]
+    assert rep["modules_to_save"] == ["classifier", "head"]
+    hf_base = transformers.AutoModelForSequenceClassification.from_pretrained(base, num_labels=3)
+    loaded = peft_lib.PeftModel.from_pretrained(hf_base, tmp_path / "adapter")
+    assert float(np.abs(mine - logits(loaded).numpy()).max()) <= TOL
+
+
+def test_sharded_bfloat16_checkpoint_loads(tmp_path):
+    """A bf16 checkpoint in several safetensors shards (with its index) loads in float32 and
+    matches transformers running the same bf16-rounded weights in float32."""
+    torch.manual_seed(0)
+    model = jitter(transformers.ModernBertModel(hf_config())).to(torch.bfloat16)
+    model.save_pretrained(tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ref = transformers.ModernBertModel.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.layers[1].attention.qkv.kernel[...].dtype == jnp.float32
+    ids, mask = padded(8)
+    assert max_diff(ours(enc, ids, mask)[-1], theirs(ref, ids, mask).last_hidden_state, mask) <= TOL

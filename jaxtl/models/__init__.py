@@ -10,8 +10,9 @@ from jaxtl.models.base import EncoderOutput
 from jaxtl.models.bert import BertConfig, BertEncoder
 from jaxtl.models.bilstm import BiLSTMConfig, BiLSTMEncoder
 from jaxtl.models.gpt2 import GPT2Config, GPT2Encoder
-from jaxtl.models.heads import ClassificationHead, CLMHead, MLMHead, TaggingHead
+from jaxtl.models.heads import ClassificationHead, CLMHead, MLMHead, TaggingHead, UntiedCLMHead
 from jaxtl.models.hf import Pretrained, build_encoder, from_pretrained, save_pretrained
+from jaxtl.models.llama import LlamaConfig, LlamaEncoder
 from jaxtl.models.lm import LM_KEY, LMModel, load_lm_model
 from jaxtl.models.registry import FAMILIES
 from jaxtl.models.representation import Representation
@@ -30,11 +31,14 @@ __all__ = [
     "EncoderOutput",
     "GPT2Config",
     "GPT2Encoder",
+    "LlamaConfig",
+    "LlamaEncoder",
     "MLMHead",
     "Pretrained",
     "Representation",
     "TaggingHead",
     "TransferModel",
+    "UntiedCLMHead",
     "build_encoder",
     "from_pretrained",
     "load_lm_model",

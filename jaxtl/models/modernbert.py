@@ -337,7 +337,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> ModernBertConfig:
         layer_types=_layer_types(hf, num_layers),
         global_rope_theta=_rope_theta(hf, GLOBAL, "global_rope_theta"),
         local_rope_theta=_rope_theta(hf, LOCAL, "local_rope_theta"),
-        local_attention=get("local_attention") if "local_attention" in hf else 128,
+        local_attention=hf.get("local_attention", 128),
         pad_token_id=hf.get("pad_token_id", 0) or 0,
         initializer_range=hf.get("initializer_range", 0.02),
         classifier_pooling=hf.get("classifier_pooling", "cls"),

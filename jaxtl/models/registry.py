@@ -23,12 +23,14 @@ from jaxtl.models.deberta import DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
 from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
+from jaxtl.models.llama import LLAMA
 from jaxtl.models.modernbert import MODERNBERT
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, DEBERTA_V2, GPT2, BILSTM)
 }
+FAMILIES[LLAMA.model_type] = LLAMA
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
 
 

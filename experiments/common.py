@@ -1,0 +1,124 @@
+"""What every experiment script shares: running ``launch.py`` once per setting and seed (finished
+runs are kept, so an interrupted experiment resumes where it stopped), summarising seeds as
+mean ± sample std, significance tests, and writing its table into EXPERIMENTS.md between markers
+and its raw numbers into ``experiments/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+DOC = REPO / "EXPERIMENTS.md"
+
+
+def launch(regime: str, config: str, workdir: pathlib.Path, overrides: Sequence[str]) -> dict:
+    """``results.json`` of one ``launch.py`` run (run unless it already finished)."""
+    results = workdir / "results.json"
+    if not results.exists():
+        cmd = [sys.executable, str(REPO / "launch.py"), f"--regime={regime}",
+               "--config=" + str(REPO / "configs" / config), f"--workdir={workdir}",
+               "--config.train.progress=False", *overrides]  # fmt: skip
+        print(" ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # Only metrics and predictions matter here; a MiniLM checkpoint with Adam moments is
+        # ~270 MB and dozens of runs would fill the disk.
+        for ckpt in workdir.rglob("checkpoints"):
+            shutil.rmtree(ckpt, ignore_errors=True)
+        shutil.rmtree(workdir / "best", ignore_errors=True)
+    return json.loads(results.read_text())
+
+
+def predictions(workdir: pathlib.Path, task: str, split: str = "dev") -> list[dict]:
+    path = workdir / "predictions" / task / f"{split}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def correct(workdir: pathlib.Path, task: str, split: str = "dev") -> np.ndarray:
+    """Per-example 0/1 correctness of a classification run's predictions (in dev order)."""
+    rows = sorted(predictions(workdir, task, split), key=lambda r: r["id"])
+    return np.asarray([float(r["label"] == r["gold"]) for r in rows])
+
+
+def mean_std(values: Sequence[float], scale: float = 100.0) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    std = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{v.mean():.1f} ± {std:.1f}"
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) between two sets of seeds."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, samples: int = 10_000, seed: int = 0
+) -> float:
+    """One-sided p-value that system ``a`` is not better than ``b`` on the same examples:
+    the share of bootstrap resamples of the examples where mean(a) - mean(b) <= 0 (Koehn 2004;
+    Berg-Kirkpatrick et al. 2012). ``a`` and ``b`` are per-example scores, e.g. 0/1 correctness,
+    already averaged over seeds if there are several."""
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    idx = rng.integers(0, n, size=(samples, n))
+    diff = a[idx].mean(axis=1) - b[idx].mean(axis=1)
+    return float((diff <= 0).mean())
+
+
+def machine() -> str:
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores (CPU)"
+
+
+def command(script: str) -> str:
+    return f"python experiments/{script} " + " ".join(sys.argv[1:])
+
+
+def header(script: str, elapsed_s: float, details: str) -> list[str]:
+    return [
+        f"Command: `{command(script).strip()}`  ",
+        f"Date: {datetime.date.today()}, machine: {machine()}, wall time "
+        f"{elapsed_s / 60:.0f} min. {details}",
+    ]
+
+
+def write(name: str, block_lines: Sequence[str], raw: dict[str, Any]) -> str:
+    """Put ``block_lines`` between ``<!-- name:start/end -->`` in EXPERIMENTS.md (appended when
+    the markers are absent) and ``raw`` into experiments/results/<name>.json."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(raw, indent=2, default=float) + "\n")
+    block = "\n".join([f"<!-- {name}:start -->", *block_lines, f"<!-- {name}:end -->"])
+    text = DOC.read_text() if DOC.exists() else "# Experiments\n"
+    pat = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    text = (
+        pat.sub(lambda _: block, text)
+        if pat.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
+    DOC.write_text(text)
+    print(block)
+    return block

@@ -1,0 +1,119 @@
+"""Unsupervised sequential transfer, domain- and task-adaptive (Gururangan et al. 2020; ULMFiT's
+target-LM stage): does continuing masked-LM training — on the target task's own training text, or
+on general text (WikiText) — before fine-tuning help a small task?
+
+For RTE and MRPC: (a) fine-tune directly; (b) MLM on the task's own train sentences (labels
+unused), then fine-tune; (c) MLM on the WikiText-103 subset, then fine-tune — the
+unsupervised_sequential regime, ``pretrain`` then ``adapt``, same steps for (b) and (c) and the
+same fine-tuning for all three. The packaged all-MiniLM-L6-v2 ships without an MLM head, so (b)
+and (c) train a fresh tied head from scratch together with the encoder: part of the MLM budget
+goes to the head, a handicap the paper's BERT/RoBERTa did not have. No model selection (the last
+step is evaluated; dev is held out).
+
+    python experiments/dapt.py --data-dir ../shared/data --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import pathlib
+import time
+
+from common import REPO, header, launch, mean_std, welch, write
+
+TASKS = {  # short -> (task, GLUE folder, text columns of train.tsv, metric)
+    "rte": ("glue/rte", "RTE", (1, 2), "accuracy"),
+    "mrpc": ("glue/mrpc", "MRPC", (3, 4), "f1"),
+}
+SETTINGS = ("fine-tune directly", "MLM on task text, then fine-tune",
+            "MLM on WikiText, then fine-tune")  # fmt: skip
+
+
+def task_text(data_dir: str, folder: str, cols: tuple[int, ...], out: pathlib.Path) -> str:
+    """The task's train sentences, one per line (labels dropped): the TAPT corpus."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(pathlib.Path(data_dir) / folder / "train.tsv", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        out.write_text("\n".join(r[c] for r in rows for c in cols if len(r) > c) + "\n")
+    return str(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data-dir", default=os.environ.get("JAXTL_DATA_DIR", "../shared/data"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--pretrain-steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=250, help="fine-tuning steps")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--mlm-lr", type=float, default=1e-4)
+    ap.add_argument("--out", default=str(REPO / "runs" / "exp-dapt"))
+    args = ap.parse_args()
+    out = pathlib.Path(args.out)
+    data_dir = os.path.abspath(args.data_dir)
+    common = [
+        f"--config.data.dir={data_dir}",
+        f"--config.train.batch_size={args.batch_size}",
+        f"--config.data.max_length={args.max_length}",
+        f"--config.data.buckets=(64,{args.max_length})",
+        f"--config.train.steps={args.steps}",
+        "--config.train.eval_every=0",
+        "--config.pretrain.eval_every=0",
+        "--config.checkpoint.every_steps=0",
+        "--config.train.save_best=False",
+        # The fine-tuning recipe of the other experiments, not the config's ULMFiT one.
+        "--config.optim.strategy=finetune",
+        "--config.optim.schedule=linear",
+        "--config.optim.discriminative=1.0",
+        f"--config.optim.lr={args.lr}",
+        f"--config.pretrain.optim.lr={args.mlm_lr}",
+        "--config.pretrain.block_size=128",
+        "--config.pretrain.whole_word=True",
+    ]
+    t0 = time.time()
+    scores: dict[str, dict[str, list[float]]] = {}
+    for short, (task, folder, cols, metric) in TASKS.items():
+        text = task_text(data_dir, folder, cols, out / f"{short}_train_text.txt")
+        corpora = {
+            SETTINGS[0]: None,
+            SETTINGS[1]: f"file:name={short}_text,kind=lm,path={text}",
+            SETTINGS[2]: "wikitext",
+        }
+        for setting, corpus in corpora.items():
+            for seed in args.seeds:
+                slug = {None: "direct", "wikitext": "wiki"}.get(corpus, "task")
+                pre = ["--config.pretrain.steps=0"] if corpus is None else [
+                    f"--config.pretrain.steps={args.pretrain_steps}",
+                    f"--config.pretrain.corpus={corpus}"]  # fmt: skip
+                r = launch("unsupervised_sequential", "unsupervised_sequential_glue.py",
+                           out / f"{short}-{slug}-s{seed}", common + pre + [
+                               f"--config.seed={seed}", f"--config.target.tasks=('{task}',)"])  # fmt: skip
+                scores.setdefault(setting, {}).setdefault(short, []).append(r[short][metric])
+    elapsed = time.time() - t0
+
+    lines = ["| setting | RTE acc | Welch p vs direct | MRPC F1 | Welch p vs direct |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for s in SETTINGS:
+        cells = []
+        for short in TASKS:
+            v = scores[s][short]
+            p = "—" if s == SETTINGS[0] else f"{welch(v, scores[SETTINGS[0]][short]):.3f}"
+            cells += [mean_std(v), p]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    details = (
+        f"MiniLM-L6 (packaged, fresh MLM head); MLM: {args.pretrain_steps} steps of 128-token "
+        f"blocks, whole-word masking, lr {args.mlm_lr}; fine-tuning: {args.steps} steps, batch "
+        f"{args.batch_size}, max length {args.max_length}, AdamW lr {args.lr}, linear schedule with "
+        f"10% warm-up; seeds {args.seeds}; last-step params, no selection. Dev metric ×100, mean ± "
+        "sample std over seeds; Welch's t-test (two-sided, over seeds) against direct fine-tuning."
+    )
+    write("dapt", [*header("dapt.py", elapsed, details), "", *lines],
+          {"args": vars(args), "elapsed_s": elapsed, "scores": scores})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

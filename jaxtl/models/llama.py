@@ -1,0 +1,462 @@
+"""Llama-architecture decoders (Llama 2/3, SmolLM, TinyLlama ...): a causal pre-norm transformer
+with RMSNorm, rotary positions (RoPE), a SwiGLU MLP and grouped-query attention.
+
+Names: ``embeddings/word`` (HF ``embed_tokens``), ``layers/<i>/{attention_norm, attention/{query,
+key,value,output}, mlp_norm, mlp/{gate,intermediate,output}}`` (``input_layernorm``,
+``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm``, ``mlp.{gate,up,down}_proj``) and
+``final_norm`` (``norm``). The attention projections carry BERT's names so that LoRA targets,
+adapters and freezing rules written for ``attention/query`` ... apply unchanged; the MLP's
+``up_proj`` is ``intermediate`` and ``down_proj`` is ``output`` for the same reason, and
+``gate`` is the SwiGLU gate (``mlp.output = down(act(gate(x)) * intermediate(x))``).
+
+Grouped-query attention: ``num_kv_heads`` key/value heads, each shared by
+``num_heads / num_kv_heads`` consecutive query heads (HF's ``repeat_kv``).
+
+Padding: the attention mask combines causality with the padding mask (as GPT-2's), so left or
+right padding both work. Position ids count real tokens (``cumsum(mask) - 1``), so a left-padded
+sequence gets the same positions, and outputs, as the unpadded one; HF ``LlamaModel`` uses
+``arange(T)`` unless given ``position_ids`` (with right padding the two agree). A caller may
+pass ``position_ids`` itself (packed sequences restart them per segment).
+
+``hidden_states`` follow HF's ``output_hidden_states``: the embedding output, each block's
+output, with the final RMSNorm applied to the LAST entry only (it equals HF's
+``last_hidden_state``), exactly as GPT-2's.
+
+RoPE: ``rope_theta`` and the ``rope_type`` values ``default``, ``linear`` and ``llama3`` (Llama
+3.1+'s frequency-dependent scaling) are implemented; any other type, and
+``partial_rotary_factor != 1``, is refused naming the attribute. Both config layouts are read:
+transformers 5's ``rope_parameters`` dict and the older ``rope_theta`` + ``rope_scaling``.
+
+LM head: ``tie_word_embeddings=True`` decodes with the input embedding matrix (no parameters of
+its own, like GPT-2's); ``False`` (Llama's default) has its own ``lm_head.weight``.
+
+``token_type_ids`` are accepted for the shared signature and ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxtl.mesh import constrain_batch
+from jaxtl.models import base
+from jaxtl.models.family import Family, HeadSpec, activation_name, require
+from jaxtl.models.gpt2 import causal_mask
+from jaxtl.models.keymap import Rule, embedding, linear
+
+MODEL_TYPE = "llama"
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int | None = None  # None = num_heads (no grouping)
+    head_dim: int | None = None  # None = hidden_size // num_heads
+    activation: str = "silu"
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    rope_type: str = "default"  # one of ROPE_TYPES
+    rope_factor: float = 1.0  # linear / llama3
+    rope_low_freq_factor: float = 1.0  # llama3
+    rope_high_freq_factor: float = 4.0  # llama3
+    rope_original_max_position_embeddings: int | None = None  # llama3
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    attention_dropout: float = 0.0
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_heads} (and no head_dim is given)"
+            )
+        if self.kv_heads < 1 or self.num_heads % self.kv_heads:
+            raise ValueError(
+                f"num_key_value_heads={self.kv_heads} must divide "
+                f"num_attention_heads={self.num_heads}"
+            )
+        if self.dim_per_head % 2:
+            raise ValueError(f"head_dim={self.dim_per_head} must be even for rotary positions")
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(f"unsupported rope_type={self.rope_type!r}; supported: {ROPE_TYPES}")
+        base.activation(self.activation, where="hidden_act")
+        # Canonical: a config that spells out the defaults equals one that leaves them out.
+        object.__setattr__(self, "num_kv_heads", self.kv_heads)
+        object.__setattr__(self, "head_dim", self.dim_per_head)
+        object.__setattr__(self, "dtype", base.dtype_name(self.dtype))
+        object.__setattr__(self, "param_dtype", base.dtype_name(self.param_dtype))
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+
+def _kw(cfg: LlamaConfig) -> dict[str, Any]:
+    return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
+
+
+class RMSNorm(nnx.Module):
+    """HF's ``LlamaRMSNorm``: normalise in float32, cast back to the compute dtype, then scale."""
+
+    def __init__(self, features: int, eps: float, *, dtype: Any, param_dtype: Any, rngs):
+        init = nnx.with_partitioning(jax.nn.initializers.ones, ("norm",))
+        self.scale = nnx.Param(init(rngs.params(), (features,), param_dtype))
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return y.astype(self.dtype) * self.scale[...].astype(self.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def inverse_frequencies(cfg: LlamaConfig) -> np.ndarray:
+    """[head_dim / 2] float32 RoPE inverse frequencies, as transformers computes them."""
+    d = cfg.dim_per_head
+    inv = (1.0 / cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / d)).astype(np.float32)
+    if cfg.rope_type == "linear":
+        return (inv / np.float32(cfg.rope_factor)).astype(np.float32)
+    if cfg.rope_type == "llama3":
+        # Long wavelengths are divided by ``factor``, short ones kept, the band between
+        # interpolated (transformers' _compute_llama3_parameters).
+        old = cfg.rope_original_max_position_embeddings or cfg.max_position_embeddings
+        lo, hi, f = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor, cfg.rope_factor
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > old / lo, inv / f, inv)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * scaled / f + smooth * scaled
+        medium = ~(wavelen < old / hi) & ~(wavelen > old / lo)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv
+
+
+def rotary(cfg: LlamaConfig, positions: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin) [B,T,1,head_dim] for integer positions [B,T] (float32 math, then ``dtype``)."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inverse_frequencies(cfg))
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B,T,N,D]: ``x cos + rotate_half(x) sin`` with rotate_half = (-x2, x1)."""
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+class LlamaEmbeddings(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.word = base.embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"),
+                               std=cfg.initializer_range, rngs=rngs, **_kw(cfg))  # fmt: skip
+
+
+class LlamaAttention(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        h, d, std, kw = cfg.hidden_size, cfg.dim_per_head, cfg.initializer_range, _kw(cfg)
+        self.num_heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.kv_heads, d
+        bias = cfg.attention_bias
+
+        def lin(i: int, o: int, names: tuple[str, str]) -> nnx.Linear:
+            return base.linear(i, o, names, std=std, use_bias=bias, rngs=rngs, **kw)
+
+        self.query = lin(h, cfg.num_heads * d, ("embed", "heads"))
+        self.key = lin(h, cfg.kv_heads * d, ("embed", "heads"))
+        self.value = lin(h, cfg.kv_heads * d, ("embed", "heads"))
+        self.output = lin(cfg.num_heads * d, h, ("heads", "embed"))
+
+    def __call__(self, x, cos, sin, mask, *, rate: float, deterministic: bool, rngs) -> jax.Array:
+        b, t, _ = x.shape
+        q = self.query(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.key(x).reshape(b, t, self.kv_heads, self.head_dim)
+        v = self.value(x).reshape(b, t, self.kv_heads, self.head_dim)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        group = self.num_heads // self.kv_heads
+        if group > 1:  # kv head j serves query heads j*group .. (j+1)*group-1 (HF repeat_kv)
+            k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+        out = base.attention(q, k, v, mask, rate=rate, deterministic=deterministic, rngs=rngs)
+        return self.output(out.reshape(b, t, self.num_heads * self.head_dim))
+
+
+class LlamaMlp(nnx.Module):
+    """SwiGLU: ``output(act(gate(x)) * intermediate(x))``."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        h, m, std, kw = cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range, _kw(cfg)
+        bias = cfg.mlp_bias
+        self.gate = base.linear(h, m, ("embed", "mlp"), std=std, use_bias=bias, rngs=rngs, **kw)
+        self.intermediate = base.linear(h, m, ("embed", "mlp"), std=std, use_bias=bias, rngs=rngs,
+                                        **kw)  # fmt: skip
+        self.output = base.linear(m, h, ("mlp", "embed"), std=std, use_bias=bias, rngs=rngs, **kw)
+        self.act = base.activation(cfg.activation, where="hidden_act")
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.output(self.act(self.gate(x)) * self.intermediate(x))
+
+
+class LlamaLayer(nnx.Module):
+    """Pre-norm block: x + attn(RMSNorm(x)), then + mlp(RMSNorm(.)); no dropout on the residual
+    stream (transformers' Llama has none), attention dropout only."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        kw = _kw(cfg)
+        self.attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, **kw)
+        self.attention = LlamaAttention(cfg, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, **kw)
+        self.mlp = LlamaMlp(cfg, rngs=rngs)
+        self.attention_dropout = cfg.attention_dropout
+
+    def __call__(self, x, cos, sin, mask, *, deterministic: bool, rngs) -> jax.Array:
+        x = x + self.attention(
+            self.attention_norm(x), cos, sin, mask,
+            rate=self.attention_dropout, deterministic=deterministic, rngs=rngs,
+        )  # fmt: skip
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LlamaEncoder(nnx.Module):
+    """The Llama decoder stack, called like every jaxtl encoder.
+
+    >>> enc = LlamaEncoder(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
+    ...                                num_layers=2, num_heads=4, num_kv_heads=2),
+    ...                    rngs=nnx.Rngs(0))
+    >>> ids = jnp.ones((2, 5), jnp.int32)
+    >>> enc(ids, jnp.ones_like(ids)).last_hidden_state.shape
+    (2, 5, 32)
+    """
+
+    causal = True  # each position sees itself and earlier ones: CLM, last-token pooling
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.family = MODEL_TYPE
+        self.num_layers = cfg.num_layers
+        self.hidden_size = cfg.hidden_size
+        self.embeddings = LlamaEmbeddings(cfg, rngs=rngs)
+        self.layers = nnx.List([LlamaLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, **_kw(cfg))
+
+    def tied_embedding(self) -> jax.Array:
+        return self.embeddings.word.embedding[...]
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+        pair_mask: jax.Array | None = None,
+        position_ids: jax.Array | None = None,
+    ) -> base.EncoderOutput:
+        """``pair_mask`` (bool [B,1,T,T]: which keys each query may see) replaces the padding
+        mask built from ``attention_mask``, as in the BERT encoder, and is ANDed with causality
+        (a packed batch's segment mask: each token sees the earlier tokens of its own example);
+        ``position_ids`` [B,T] replace the real-token count (packing restarts it per segment)."""
+        cfg = self.cfg
+        attention_mask = base.check_inputs(input_ids, attention_mask)
+        if position_ids is None:
+            position_ids = jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+        elif position_ids.shape != input_ids.shape:
+            raise ValueError(
+                f"position_ids shape {position_ids.shape} != input_ids shape {input_ids.shape}"
+            )
+        x = self.embeddings.word(input_ids)
+        cos, sin = rotary(cfg, position_ids, x.dtype)
+        if pair_mask is None:
+            mask = causal_mask(attention_mask)
+        else:
+            t = input_ids.shape[1]
+            mask = pair_mask & jnp.tril(jnp.ones((t, t), bool))[None, None]
+        states = [x]
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, deterministic=deterministic, rngs=rngs)
+            x = constrain_batch(x)
+            states.append(x)
+        states[-1] = self.final_norm(x)  # as HF: the final norm only on the last hidden state
+        return base.EncoderOutput(tuple(states))
+
+
+# --- Hugging Face conversion -------------------------------------------------------------------
+
+
+def _rope(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """RoPE settings from either config layout; unsupported ones are refused by name."""
+    legacy = hf.get("rope_scaling")
+    where = "rope_scaling" if legacy else "rope_parameters"
+    rope = dict(legacy or hf.get("rope_parameters") or {})
+    if rope and all(isinstance(v, Mapping) for v in rope.values()):
+        raise ValueError(
+            f"unsupported config attribute {where}={rope!r}: per-layer-type RoPE is not Llama's"
+        )
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind not in ROPE_TYPES:
+        raise ValueError(
+            f"unsupported config attribute {where}.rope_type={kind!r} (supported: {ROPE_TYPES})"
+        )
+    partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if partial not in (None, 1, 1.0):
+        raise ValueError(
+            f"unsupported config attribute partial_rotary_factor={partial!r} (supported: 1.0); "
+            "the jaxtl Llama rotates every head dimension"
+        )
+    out: dict[str, Any] = {
+        "rope_theta": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        "rope_type": kind,
+    }
+    if kind in ("linear", "llama3"):
+        if "factor" not in rope:
+            raise ValueError(f"config attribute {where} of rope_type {kind!r} lacks 'factor'")
+        out["rope_factor"] = float(rope["factor"])
+    if kind == "llama3":
+        out["rope_low_freq_factor"] = float(rope.get("low_freq_factor", 1.0))
+        out["rope_high_freq_factor"] = float(rope.get("high_freq_factor", 4.0))
+        out["rope_original_max_position_embeddings"] = rope.get("original_max_position_embeddings")
+    return out
+
+
+def config_from_hf(hf: Mapping[str, Any]) -> LlamaConfig:
+    get = lambda k: require(hf, k, MODEL_TYPE)  # noqa: E731
+    act = activation_name(hf, "hidden_act", "silu")
+    heads = get("num_attention_heads")
+    kv = hf.get("num_key_value_heads") or heads
+    if kv < 1 or heads % kv:
+        raise ValueError(
+            f"config attribute num_key_value_heads={kv} does not divide num_attention_heads={heads}"
+        )
+    return LlamaConfig(
+        vocab_size=get("vocab_size"),
+        hidden_size=get("hidden_size"),
+        intermediate_size=get("intermediate_size"),
+        num_layers=get("num_hidden_layers"),
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=hf.get("head_dim"),
+        activation=act,
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+        max_position_embeddings=hf.get("max_position_embeddings", 2048),
+        attention_bias=bool(hf.get("attention_bias", False)),
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        attention_dropout=float(hf.get("attention_dropout") or 0.0),
+        # transformers' LlamaConfig default is untied
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        initializer_range=hf.get("initializer_range", 0.02),
+        **_rope(hf),
+    )
+
+
+def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
+    rope: dict[str, Any] = {"rope_type": cfg.rope_type, "rope_theta": cfg.rope_theta}
+    if cfg.rope_type in ("linear", "llama3"):
+        rope["factor"] = cfg.rope_factor
+    if cfg.rope_type == "llama3":
+        rope["low_freq_factor"] = cfg.rope_low_freq_factor
+        rope["high_freq_factor"] = cfg.rope_high_freq_factor
+        rope["original_max_position_embeddings"] = (
+            cfg.rope_original_max_position_embeddings or cfg.max_position_embeddings
+        )
+    return {
+        "model_type": MODEL_TYPE,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.dim_per_head,
+        "hidden_act": cfg.activation,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "attention_bias": cfg.attention_bias,
+        "mlp_bias": cfg.mlp_bias,
+        "attention_dropout": cfg.attention_dropout,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "initializer_range": cfg.initializer_range,
+        # transformers 5 reads rope_parameters (but lets a non-empty rope_scaling override it);
+        # 4.x reads rope_theta + rope_scaling. All three say the same.
+        "rope_parameters": rope,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": dict(rope) if cfg.rope_type != "default" else None,
+    }
+
+
+def key_map(cfg: LlamaConfig) -> list[Rule]:
+    ab, mb = cfg.attention_bias, cfg.mlp_bias
+    rules = embedding("embed_tokens", "embeddings/word")
+    for i in range(cfg.num_layers):
+        hf, me = f"layers.{i}", f"layers/{i}"
+        rules.append(Rule(f"{hf}.input_layernorm.weight", f"{me}/attention_norm/scale"))
+        for theirs, ours in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"),
+                             ("o_proj", "output")):  # fmt: skip
+            rules += linear(f"{hf}.self_attn.{theirs}", f"{me}/attention/{ours}", bias=ab)
+        rules.append(Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/mlp_norm/scale"))
+        for theirs, ours in (("gate_proj", "gate"), ("up_proj", "intermediate"),
+                             ("down_proj", "output")):  # fmt: skip
+            rules += linear(f"{hf}.mlp.{theirs}", f"{me}/mlp/{ours}", bias=mb)
+    return rules + [Rule("norm.weight", "final_norm/scale")]
+
+
+def _lm_head(cfg: LlamaConfig, *, rngs: nnx.Rngs) -> nnx.Module:
+    from jaxtl.models.heads import CLMHead, UntiedCLMHead
+
+    if cfg.tie_word_embeddings:
+        return CLMHead(rngs=rngs)
+    return UntiedCLMHead(cfg.hidden_size, cfg.vocab_size, std=cfg.initializer_range,
+                         rngs=rngs, **_kw(cfg))  # fmt: skip
+
+
+def _lm_key_map(cfg: LlamaConfig) -> list[Rule]:
+    return [] if cfg.tie_word_embeddings else linear("lm_head", "decoder", bias=False)
+
+
+# LlamaForSequenceClassification (transformers' generic head): ``score`` (no bias, no dropout) on
+# the rightmost token that is not ``pad_token_id``; jaxtl pools the last real token by the mask,
+# which is that token for left and right padding alike. LlamaForTokenClassification: dropout
+# (``classifier_dropout``) and ``score`` (with bias) on every token.
+SEQUENCE_HEAD = HeadSpec(
+    "LlamaForSequenceClassification",
+    lambda cfg: linear("score", "classifier", bias=False),
+    pooling="last",
+    dropout=False,
+    bias=False,
+)
+TOKEN_HEAD = HeadSpec("LlamaForTokenClassification", lambda cfg: linear("score", "classifier"))
+
+LLAMA = Family(
+    model_type=MODEL_TYPE,
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    encoder=LlamaEncoder,
+    key_map=key_map,
+    architecture="LlamaModel",
+    prefixes=("model.",),
+    # Older checkpoints store RoPE's inverse frequencies as a buffer; they come from the config.
+    ignore=(r"(^|\.)rotary_emb\.inv_freq$", r"^lm_head\."),
+    lm_head=_lm_head,
+    lm_key_map=_lm_key_map,
+    lm_architecture="LlamaForCausalLM",
+    lm_ignore=(r"^lm_head\.weight$",),  # tied checkpoints may still carry the copy
+    sequence_head=SEQUENCE_HEAD,
+    token_head=TOKEN_HEAD,
+)
