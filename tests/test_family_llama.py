@@ -248,6 +248,22 @@ def test_bfloat16_compute(tmp_path):
     assert np.abs(a[real] - np.asarray(out.last_hidden_state, np.float32)[real]).max() < 0.1
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_sharded_half_precision_checkpoint_loads(tmp_path, dtype):
+    """A checkpoint saved in fp16 / bf16 and sharded (``model.safetensors.index.json``), as Hub
+    Llamas are, loads into float32 parameters and matches the same weights in transformers."""
+    torch.manual_seed(0)
+    ref = jitter(transformers.LlamaModel(transformers.LlamaConfig(**TINY)))
+    ref.to(getattr(torch, dtype)).save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.layers[0].mlp.gate.kernel[...].dtype == jnp.float32
+    # Reloaded in float32 (not ref.float()): .to(bfloat16) also rounds RoPE's inv_freq buffer.
+    ref = transformers.LlamaModel.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    ids, mask = padded()
+    assert_close(ours(enc, ids, mask), hf_states(ref, ids, mask, False), mask)
+
+
 @pytest.mark.parametrize(
     "edit,message",
     [
