@@ -83,12 +83,12 @@ def save_jittered(cls, config, path, seed=0):
 
 
 def long_batch(*, seed: int = 0, length: int = 20, token_types: bool = False):
-    """Right-padded batch: lengths 20, 11, 3 (ids 3..99, never the pad id 0)."""
+    """Right-padded batch: lengths 20, 11, 3 cut to ``length`` (ids 3..99, never the pad id 0)."""
     rng = np.random.default_rng(seed)
     ids = np.zeros((3, length), np.int64)
     mask = np.zeros((3, length), np.int64)
     tt = np.zeros((3, length), np.int64)
-    for i, n in enumerate([length, 11, 3]):
+    for i, n in enumerate([length, min(11, length), min(3, length)]):
         ids[i, :n] = rng.integers(3, 100, n)
         mask[i, :n] = 1
         if token_types:
@@ -122,6 +122,11 @@ def test_every_hidden_state_matches_debertav2model(tmp_path, variant):
     theirs = torch_states(ref, ids, mask, tt_arg)[0]
     assert len(theirs) == 3
     assert_states_close(jax_states(enc, ids, mask, tt_arg), theirs, mask)
+    # A short batch reaches only the middle rows of the relative table (the encoder slices it)
+    ids5, mask5, tt5 = long_batch(length=5, token_types=True)
+    tt5_arg = tt5 if cfg.type_vocab_size > 0 else None
+    theirs5 = torch_states(ref, ids5, mask5, tt5_arg)[0]
+    assert_states_close(jax_states(enc, ids5, mask5, tt5_arg), theirs5, mask5)
     if cfg.position_biased_input:  # explicit position_ids index the absolute table
         pos = np.broadcast_to((np.arange(20) + 5) % 40, ids.shape).copy()
         theirs = torch_states(ref, ids, mask, tt_arg, position_ids=torch.tensor(pos))[0]
