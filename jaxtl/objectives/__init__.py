@@ -7,6 +7,8 @@
 - :mod:`~jaxtl.objectives.language_model`: masked / causal LM (pretraining, ``aux_lm``).
 - :mod:`~jaxtl.objectives.consistency`: UDA-style consistency under token noise.
 - :mod:`~jaxtl.objectives.cvt`: Cross-View Training.
+- :mod:`~jaxtl.objectives.unilm`: UNILM's masked LM under bidirectional, seq2seq and
+  unidirectional attention masks.
 """
 
 from jaxtl.objectives.base import Objective, divergence, kl, real_token_mask
@@ -14,6 +16,7 @@ from jaxtl.objectives.consistency import Consistency
 from jaxtl.objectives.cvt import CrossView
 from jaxtl.objectives.language_model import LanguageModelling
 from jaxtl.objectives.supervised import heads_active_fn, switch_loss, switch_predict
+from jaxtl.objectives.unilm import Unilm
 
 __all__ = [
     "Consistency",
@@ -26,4 +29,5 @@ __all__ = [
     "real_token_mask",
     "switch_loss",
     "switch_predict",
+    "Unilm",
 ]

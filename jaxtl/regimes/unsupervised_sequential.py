@@ -6,7 +6,9 @@ A run has two stages on one model (encoder + tied LM head + one head per target 
    ``builtin/corpus``; ``wikitext`` or ``text`` with ``data.dir``), packed into blocks of
    ``pretrain.block_size`` tokens — masked LM for the BERT family (15% of tokens, 80/10/10,
    ``pretrain.whole_word`` for whole-word masking, fresh masks every batch) or causal LM for
-   GPT-2 (``pretrain.objective``: auto | mlm | clm). It starts from the checkpoint's own LM head
+   GPT-2 (``pretrain.objective``: auto | mlm | clm), or UNILM (``unilm``: one encoder under
+   bidirectional, seq2seq and left-to-right / right-to-left attention masks, mixed per batch by
+   ``pretrain.unilm``; :mod:`jaxtl.objectives.unilm`). It starts from the checkpoint's own LM head
    when it has one and from a fresh head otherwise; with a pretrained checkpoint this is
    ULMFiT's "LM fine-tuning on target-domain text". ``pretrain.from_scratch=True`` starts from
    a random encoder built from the checkpoint's config instead, to show what pretraining buys.
@@ -38,7 +40,8 @@ from typing import Any
 import ml_collections
 
 from jaxtl import partition, stages
-from jaxtl.objectives import LanguageModelling
+from jaxtl.objectives import LanguageModelling, Objective
+from jaxtl.objectives.unilm import PAPER_MIX, Unilm
 from jaxtl.run import finish, prepare
 
 
@@ -47,7 +50,9 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.corpus = "builtin/corpus"  # an lm-kind task: builtin/corpus | wikitext | text
     c.pretrain.steps = 200  # 0 = no LM stage (adapt the checkpoint as it is)
-    c.pretrain.objective = "auto"  # auto (clm for GPT-2, else mlm) | mlm | clm
+    c.pretrain.objective = "auto"  # auto (clm for GPT-2, else mlm) | mlm | clm | unilm
+    # objective=unilm: weights of its attention-mask kinds per batch (the paper's by default)
+    c.pretrain.unilm = ml_collections.ConfigDict(dict(PAPER_MIX))
     c.pretrain.block_size = 128  # tokens per packed LM block (MLM: including [CLS]/[SEP])
     c.pretrain.mlm_prob = 0.15
     c.pretrain.whole_word = False  # whole-word masking (WordPiece ##, SentencePiece ▁, BPE Ġ)
@@ -69,8 +74,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.pretrain.steps < 0:
         raise ValueError(f"pretrain.steps must be >= 0, got {config.pretrain.steps}")
     p = config.pretrain
-    lm = None
-    if p.steps > 0:
+    lm: Objective | None = None
+    if p.steps > 0 and p.objective == "unilm":  # jaxtl.objectives.unilm
+        lm = Unilm(p.corpus, block_size=p.block_size, mlm_prob=p.mlm_prob,
+                   whole_word=p.whole_word, mix=p.unilm.to_dict())  # fmt: skip
+    elif p.steps > 0:
         lm = LanguageModelling(p.corpus, kind=p.objective, block_size=p.block_size,
                                mlm_prob=p.mlm_prob, whole_word=p.whole_word)  # fmt: skip
     optims = ((p.optim,) if lm is not None else ()) + (config.optim,)
