@@ -99,7 +99,7 @@ def main() -> None:
     from jaxtl.models.hf import resolve
 
     t0 = time.time()
-    sts_before = sts_zero_shot(resolve("sentence-transformers/all-MiniLM-L6-v2"), data_dir)
+    sts_before = sts_zero_shot(resolve("minilm"), data_dir)
     scores: dict[str, dict[str, list[float]]] = {}
     sts: dict[str, dict[str, list[float]]] = {}
     for name, overrides in STRATEGIES.items():
