@@ -298,6 +298,33 @@ def test_rope_settings_read_from_both_config_layouts():
     assert fam.config_from_hf({**TINY, **out}) == new
 
 
+@pytest.mark.parametrize("kind", ["classification", "tagging"])
+def test_packed_rows_give_each_example_its_unpacked_logits(kind):
+    """Several examples per row (jaxtl.data.packing: a segment pair mask ANDed with causality,
+    positions restarting per example, the head pooling each segment's last token) give each
+    example the logits it gets alone, to 1e-5."""
+    from conftest import minilm_dir
+    from test_packing import _logits, _per_example
+
+    from jaxtl.data import batching, get_task, packing, tokenize
+    from jaxtl.models import hf
+
+    task = get_task({"classification": "builtin/sentiment", "tagging": "builtin/ner"}[kind])
+    examples = task.load("dev")[:12]
+    enc = tokenize.encode(task, examples, hf.load_tokenizer(minilm_dir()), max_length=32)
+    encoder = models.build_encoder("llama", dict(TINY, vocab_size=30522), rngs=nnx.Rngs(0))
+    head = assembly.make_head(task, 32, config_lib.base_config(), nnx.Rngs(1), encoder=encoder)
+    model = models.TransferModel(encoder, {"t": head})
+    flat = batching.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
+    packed = packing.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
+    assert max(int((b["example_weight"] > 0).sum(1).max()) for b in packed) >= 2
+    token = kind == "tagging"
+    a = _per_example(flat, [_logits(model, b) for b in flat], enc, token, (32, 64))
+    b = _per_example(packed, [_logits(model, b) for b in packed], enc, token, (32, 64))
+    assert sorted(a) == sorted(b) == list(range(len(examples)))
+    assert max(float(np.max(np.abs(a[i] - b[i]))) for i in a) <= TOL
+
+
 # --- one multitask run -------------------------------------------------------------------------
 
 
