@@ -166,6 +166,12 @@ def score_task(
         count = sum(float(np.sum(o["token_count"])) for o in outputs)
         return {m: perplexity(nll, count) for m in task.metrics if m == "perplexity"}
     elif kind == "translation":
+        if "perplexity" in task.metrics:  # a seq2seq stream scored by its targets' NLL (MASS)
+            nll = sum(float(np.sum(o["nll_sum"])) for o in outputs)
+            count = sum(float(np.sum(o["token_count"])) for o in outputs)
+            results["perplexity"] = perplexity(nll, count)
+        if "bleu" not in task.metrics:
+            return results
         if detokenize is not None:  # decoded token rows (jaxtl.objectives.seq2seq) -> text
             hyp = [h for rows in real_rows(batches, outputs, "pred_tokens", "out")
                    for h in detokenize(rows)]  # fmt: skip
@@ -174,7 +180,7 @@ def score_task(
         else:
             hyp = [h for o in outputs for h in o["hypotheses"]]
             ref = [r for o in outputs for r in o["references"]]
-        return {"bleu": bleu(hyp, ref)}
+        return results | {"bleu": bleu(hyp, ref)}
     else:
         raise ValueError(f"score_task: unknown task kind {kind!r}")
     for m in task.metrics:

@@ -9,6 +9,9 @@ head's ``beam`` > 1) up to the batch's length and also reports the teacher-force
 task's scorer (:func:`jaxtl.metrics.score_task` with the run's detokenizer) turns the tokens into
 text and computes sacrebleu BLEU against the detokenised references.
 
+MASS batches (:mod:`jaxtl.objectives.mass`) go through the same branch with their decoder inputs
+given explicitly (:func:`decoder_inputs`).
+
 The decoder attends to the encoder's *last* hidden state, not the run's representation: CoVe's
 decoder is trained on the top BiLSTM layer, and a target stage may hand its own heads another mix
 (``model.representation=embeddings_and_last``) without changing what the decoder saw.
@@ -27,27 +30,44 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtl.data.batch import IGNORE
 from jaxtl.data.prepare import TaskData
 from jaxtl.models import seq2seq
+
+
+def decoder_inputs(batch: dict):
+    """(decoder inputs, positions or None, labels, valid) of a seq2seq batch, or None for a
+    batch with no decoder side. Translation batches carry ``target_ids`` (shifted here for
+    teacher forcing); MASS batches (:mod:`jaxtl.objectives.mass`) carry the decoder's inputs,
+    positions and labels explicitly."""
+    if "decoder_input_ids" in batch:
+        labels = batch["decoder_labels"]
+        return batch["decoder_input_ids"], batch["decoder_positions"], labels, labels != IGNORE
+    if "target_ids" in batch:
+        dec_in, labels, valid = seq2seq.shift(batch["target_ids"], batch["target_mask"])
+        return dec_in, None, labels, valid
+    return None
 
 
 def loss_branch(
     model: Any, td: TaskData, batch: dict, *, head_dropout_key: jax.Array, train_mode: bool,
     weight: float = 1.0,
 ):  # fmt: skip
-    """The translation task's ``lax.switch`` branch: ``f((feats, last)) -> (loss_sum, den)``."""
-    if "target_ids" not in batch:
+    """A seq2seq task's ``lax.switch`` branch: ``f((feats, last)) -> (loss_sum, den)``."""
+    inputs = decoder_inputs(batch)
+    if inputs is None:
         return lambda operands: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+    dec_in, positions, labels, valid = inputs
     head_def, head_state = nnx.split(model.heads[td.key])
 
     def f(operands):
         _, last = operands
         decoder = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))
-        dec_in, labels, valid = seq2seq.shift(batch["target_ids"], batch["target_mask"])
-        valid &= batch["example_weight"][:, None] > 0
-        logits = decoder(last, batch["attention_mask"], dec_in, deterministic=not train_mode,
+        ok = valid & (batch["example_weight"][:, None] > 0)
+        logits = decoder(last, batch["attention_mask"], dec_in, positions,
+                         deterministic=not train_mode,
                          rngs=nnx.Rngs(dropout=head_dropout_key))  # fmt: skip
-        total, den = seq2seq.token_nll(logits, labels, valid)
+        total, den = seq2seq.token_nll(logits, labels, ok)
         return total * float(weight), den
 
     return f
@@ -55,10 +75,23 @@ def loss_branch(
 
 def predict_branch(model: Any, td: TaskData, batch: dict, blank: dict):
     """Eval branch: ``pred_tokens`` [B,T] decoded (BOS first), ``nll_sum`` / ``token_count``
-    teacher-forced; every other key as ``blank`` (the shared prediction layout)."""
-    if "target_ids" not in batch:
+    teacher-forced; every other key as ``blank`` (the shared prediction layout). A batch with
+    explicit decoder inputs (MASS) gets the teacher-forced NLL only."""
+    inputs = decoder_inputs(batch)
+    if inputs is None:
         return lambda operands: blank
     head_def, head_state = nnx.split(model.heads[td.key])
+    if "target_ids" not in batch:
+        dec_in, positions, labels, valid = inputs
+
+        def nll_only(operands):
+            decoder = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))
+            logits = decoder(operands[1], batch["attention_mask"], dec_in, positions)
+            ok = valid & (batch["example_weight"][:, None] > 0)
+            nll, count = seq2seq.token_nll(logits, labels, ok)
+            return blank | {"nll_sum": nll, "token_count": count}
+
+        return nll_only
 
     def f(operands):
         _, last = operands

@@ -147,8 +147,8 @@ def switch_loss(
 def task_predict_branch(model: Any, td: TaskData, batch: dict, num_probs: int = 1):
     """The eval-time ``lax.switch`` branch of one task: ``f((feats, last)) -> predictions``."""
     if td.task.kind == "translation":  # decoded tokens (jaxtl.objectives.seq2seq)
-        b = batch["input_ids"].shape[0]
-        blank = losses.predictions("regression", jnp.zeros((b, 1)), batch, num_probs)
+        rows = batch["label"].shape  # (B,), or (B, S) for a packed batch
+        blank = losses.predictions("regression", jnp.zeros(rows + (1,)), batch, num_probs)
         return seq2seq.predict_branch(model, td, batch, blank)
     head_def, head_state = nnx.split(model.heads[td.key])
     embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None

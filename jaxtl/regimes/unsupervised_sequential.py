@@ -8,8 +8,10 @@ A run has two stages on one model (encoder + tied LM head + one head per target 
    ``pretrain.whole_word`` for whole-word masking, fresh masks every batch) or causal LM for
    GPT-2 (``pretrain.objective``: auto | mlm | clm), or UNILM (``unilm``: one encoder under
    bidirectional, seq2seq and left-to-right / right-to-left attention masks, mixed per batch by
-   ``pretrain.unilm``; :mod:`jaxtl.objectives.unilm`). It starts from the checkpoint's own LM head
-   when it has one and from a fresh head otherwise; with a pretrained checkpoint this is
+   ``pretrain.unilm``; :mod:`jaxtl.objectives.unilm`), or MASS (``mass``: a span of
+   ``pretrain.mass_span`` of each line's words masked for the encoder and predicted by a
+   Transformer decoder, ``model.decoder``; :mod:`jaxtl.objectives.mass`). It starts from the
+   checkpoint's own LM head when it has one and from a fresh head otherwise; with a pretrained checkpoint this is
    ULMFiT's "LM fine-tuning on target-domain text". ``pretrain.from_scratch=True`` starts from
    a random encoder built from the checkpoint's config instead, to show what pretraining buys.
    Optimisation: ``pretrain.optim`` (a full ``optim`` block); the target heads are frozen.
@@ -41,6 +43,7 @@ import ml_collections
 
 from jaxtl import partition, stages
 from jaxtl.objectives import LanguageModelling, Objective
+from jaxtl.objectives.mass import Mass
 from jaxtl.objectives.unilm import PAPER_MIX, Unilm
 from jaxtl.run import finish, prepare
 
@@ -55,6 +58,7 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.pretrain.unilm = ml_collections.ConfigDict(dict(PAPER_MIX))
     c.pretrain.block_size = 128  # tokens per packed LM block (MLM: including [CLS]/[SEP])
     c.pretrain.mlm_prob = 0.15
+    c.pretrain.mass_span = 0.5  # objective=mass: share of each sentence's words masked as a span
     c.pretrain.whole_word = False  # whole-word masking (WordPiece ##, SentencePiece ▁, BPE Ġ)
     c.pretrain.from_scratch = False  # random encoder from the checkpoint's config.json
     c.pretrain.eval_every = 0  # 0 = dev perplexity at the end of the stage only
@@ -78,6 +82,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if p.steps > 0 and p.objective == "unilm":  # jaxtl.objectives.unilm
         lm = Unilm(p.corpus, block_size=p.block_size, mlm_prob=p.mlm_prob,
                    whole_word=p.whole_word, mix=p.unilm.to_dict())  # fmt: skip
+    elif p.steps > 0 and p.objective == "mass":  # masked-span seq2seq: jaxtl.objectives.mass
+        lm = Mass(p.corpus, span=p.mass_span)
     elif p.steps > 0:
         lm = LanguageModelling(p.corpus, kind=p.objective, block_size=p.block_size,
                                mlm_prob=p.mlm_prob, whole_word=p.whole_word)  # fmt: skip
