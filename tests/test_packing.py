@@ -6,6 +6,7 @@ import pathlib
 import signal
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from conftest import minilm_dir, small_config
@@ -255,3 +256,21 @@ def test_packed_multitask_run_resumes_bit_identically_and_matches_unpacked(
         if name != "average":
             main = next(iter(task))
             assert ref["joint"][name][main] == pytest.approx(task[main], abs=0.1), name
+
+
+def test_packing_is_on_where_exact_and_falls_back_to_padding_elsewhere():
+    bert = models.build_encoder("bert", dict(FAMILIES["bert"], vocab_size=64), rngs=nnx.Rngs(0))
+    lstm = models.BiLSTMEncoder(models.BiLSTMConfig(vocab_size=64, embed_size=8, hidden_size=4),
+                                rngs=nnx.Rngs(0))  # fmt: skip
+    c = config_lib.base_config()
+    assert c.data.packing and assembly.packing(c, bert)
+    assert not assembly.packing(c, lstm)  # a recurrent encoder reads across examples
+    assert not assembly.packing(c, bert, joint_stream=True)  # unlabelled stream, same stage
+    c.model.tagger_bilstm = 8
+    assert not assembly.packing(c, bert)
+    c.model.tagger_bilstm, c.data.packing = 0, False
+    assert not assembly.packing(c, bert)
+    d = c.to_dict()  # a config read back from JSON with a bad value
+    d["data"]["packing"] = "yes"
+    with pytest.raises(ValueError, match="data.packing='yes'"):
+        config_lib.validate(ml_collections.ConfigDict(d))

@@ -40,6 +40,7 @@ from jaxtl.data.batching import _local_rows, assign_buckets, epoch_plan
 from jaxtl.data.tokenize import Encoded
 
 TOKENS_PER_SEGMENT = 4  # S = T // 4: an example has at least [CLS] x [SEP]; S stays small
+KINDS = ("classification", "regression", "tagging")  # the task kinds a packed batch holds
 
 
 def num_segments(buckets: Sequence[int]) -> int:

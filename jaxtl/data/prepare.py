@@ -160,13 +160,19 @@ def prepare_tasks(
     of its training examples (seeded) instead. A ``test`` split, when the task has one, is
     tokenised too (``TaskData.splits["test"]``): the run scores it with the selected params.
     ``packed``: several examples per row (:mod:`jaxtl.data.packing`; the caller checks that the
-    model runs them exactly, :func:`jaxtl.assembly.packing`).
+    model runs them exactly, :func:`jaxtl.assembly.packing`); a run with a task of another kind
+    than :data:`jaxtl.data.packing.KINDS` (translation) pads every task, since all batches of a
+    run share one layout.
     """
     _need_tokenizer(tokenizer, config)
     buckets, max_length = tuple(config.data.buckets), config.data.max_length
+    loaded = [load_task(name, config) for name in names]
+    other = sorted({t.kind for t in loaded} - set(packing.KINDS))
+    if packed and other:
+        log.info("data.packing: off (a %s task is not packed); batches are padded", other[0])
+        packed = False
     out = []
-    for i, name in enumerate(names, start=first_index):
-        task = load_task(name, config)
+    for i, task in enumerate(loaded, start=first_index):
         has_dev = eval_split in task.splits
         train_ex: Sequence[Any] = []
         if with_train or (with_eval and not has_dev):
