@@ -129,7 +129,8 @@ def packing(config: ml_collections.ConfigDict, encoder: Any, *, joint_stream: bo
     padded batches with a log line saying why, never an error. Exact needs an encoder whose call
     takes ``pair_mask`` and ``position_ids`` (not the BiLSTM), no BiLSTM under a tagging head
     (it would read across examples) and no stage that draws the tasks together with an
-    objective's unpacked stream (``joint_stream``: self-supervised joint training)."""
+    objective's unpacked stream, nor an objective branch that cannot read packed batches
+    (``joint_stream``: self-supervised joint training, :attr:`Objective.packs`)."""
     if not config.data.get("packing", False):
         return False
     why = ""
@@ -139,7 +140,7 @@ def packing(config: ml_collections.ConfigDict, encoder: Any, *, joint_stream: bo
     elif config.model.get("tagger_bilstm", 0):
         why = "model.tagger_bilstm: a BiLSTM under the tagging head reads across examples"
     elif joint_stream:
-        why = "the objective's unlabelled stream shares the stage and is not packed"
+        why = "the objective's stream or branch does not take packed batches"
     if why:
         log.info("data.packing: off (%s); batches are padded to their bucket", why)
     return not why

@@ -96,7 +96,8 @@ def prepare(
     else:
         pre = assembly.load_encoder(config)
         encoder, tokenizer, hf_config = pre.model, pre.tokenizer, pre.hf_config
-    packed = assembly.packing(config, encoder, joint_stream=joint_stream)
+    mixed = joint_stream or (objective is not None and not objective.packs)
+    packed = assembly.packing(config, encoder, joint_stream=mixed)
     tasks = prepare_tasks(task_names, config, tokenizer, packed=packed)
     for td in tasks:  # BLEU reads text: the decoder's tokens and the targets, detokenised
         if td.task.kind == "translation":

@@ -36,6 +36,9 @@ class Objective:
 
     name = "objective"
     needs_lm_head = False  # the encoder is loaded with its tied LM head (jaxtl.models.lm)
+    # The switch traces every branch on every stage's batches: an objective whose branch reads
+    # packed task batches (jaxtl.data.packing) lets the tasks pack.
+    packs = False
     data: TaskData  # set by stream()
 
     def setup(

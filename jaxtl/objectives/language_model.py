@@ -46,6 +46,7 @@ def kind_for(encoder: Any, kind: str) -> str:
 class LanguageModelling(Objective):
     name = "lm"
     needs_lm_head = True
+    packs = True  # its branch is the LM task branch: per token, packed or not
 
     def __init__(
         self,
