@@ -64,6 +64,7 @@ class Predictor:
             self.tasks,
             self.config,
             optims=list(config_lib.stage_optims(self.config).values()),
+            tokenizer=pre.tokenizer,  # a translation task's decoder predicts its vocabulary
         )
         self.model, self.hf_config = model, pre.hf_config
         self.graphdef, params = nnx.split(model, nnx.Param)
