@@ -21,7 +21,7 @@ from jaxtl import checkpoint as ckpt_lib
 from jaxtl import models, report, runtime
 from jaxtl.data import tasks, tokenize
 from jaxtl.data.prepare import TaskData
-from jaxtl.models import hf_heads, seq2seq
+from jaxtl.models import hf_heads, scratch, seq2seq
 from jaxtl.models.base import supports_packing
 from jaxtl.strategy import Strategy
 
@@ -147,6 +147,12 @@ def packing(config: ml_collections.ConfigDict, encoder: Any, *, joint_stream: bo
 
 
 def load_encoder(config: ml_collections.ConfigDict) -> models.Pretrained:
+    """``model.name``'s encoder: a checkpoint, or a random one for a ``new:`` name
+    (:mod:`jaxtl.models.scratch`)."""
+    if scratch.is_spec(config.model.name):
+        return scratch.pretrained(
+            config.model.name, seed=config.seed, dtype=runtime.compute_dtype(config)
+        )
     return models.from_pretrained(
         config.model.name,
         allow_pickle=config.model.allow_pickle,

@@ -46,11 +46,35 @@ def token_classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax
     return jnp.where(valid, ce, 0.0).sum(), valid.sum().astype(jnp.float32)
 
 
+def previous_token_labels(batch: dict) -> jax.Array:
+    """A backward LM's targets for [B,T] ids: ``labels[t] = ids[t-1]``; the first token, padding
+    and a token after padding are IGNORE (the mirror of the causal ``token_labels``)."""
+    ids, real = batch["input_ids"], batch["attention_mask"] > 0
+    prev = jnp.pad(ids[:, :-1], ((0, 0), (1, 0)))
+    ok = real & jnp.pad(real[:, :-1], ((0, 0), (1, 0)))
+    return jnp.where(ok, prev, IGNORE).astype(jnp.int32)
+
+
+def lm(logits: jax.Array | tuple[jax.Array, jax.Array], batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Masked / causal LM: :func:`token_classification`. A (forward, backward) pair of logits
+    (ELMo's biLM, :class:`jaxtl.models.bilstm.BiLMHead`) scores the forward ones on the batch's
+    next-token labels and the backward ones on :func:`previous_token_labels`: one sum over both
+    directions, so the loss is the mean of the two directions' losses (equal token counts)."""
+    if not isinstance(logits, tuple):
+        return token_classification(logits, batch)
+    fwd, bwd = logits
+    f_sum, f_den = token_classification(fwd, batch)
+    b_sum, b_den = token_classification(
+        bwd, {**batch, "token_labels": previous_token_labels(batch)}
+    )
+    return f_sum + b_sum, f_den + b_den
+
+
 LOSSES = {
     "classification": classification,
     "regression": regression,
     "tagging": token_classification,
-    "lm": token_classification,
+    "lm": lm,
 }
 
 
@@ -78,9 +102,11 @@ def predictions(
     elif kind == "regression":
         out["pred_score"] = logits[..., 0].astype(jnp.float32)
     elif kind in ("tagging", "lm"):
-        out["pred_tokens"] = jnp.argmax(logits, -1).astype(jnp.int32)
+        # a biLM's pair: the forward direction's predictions (both count in the perplexity)
+        first = logits[0] if isinstance(logits, tuple) else logits
+        out["pred_tokens"] = jnp.argmax(first, -1).astype(jnp.int32)
         if kind == "lm":
-            nll, count = token_classification(logits, batch)
+            nll, count = lm(logits, batch)
             out["nll_sum"], out["token_count"] = nll, count
     else:
         raise ValueError(f"no predictions for task kind {kind!r}")

@@ -7,6 +7,14 @@ such as ELMo's scalar mix add layers together), ``hidden_states[0]`` is the word
 through ``embeddings/project`` when ``embed_size != 2 * hidden_size``; with equal sizes it is the
 embedding itself.
 
+ELMo's bidirectional language model (``independent_directions=True``): the forward and backward
+LSTM stacks never read each other's states — layer ``l``'s forward LSTM reads layer ``l-1``'s
+forward half, its backward LSTM the backward half; both read the context-free token layer
+``hidden_states[0]`` — so the forward states at ``t`` see tokens ``<= t`` only and the backward
+states tokens ``>= t`` only. :class:`BiLMHead` decodes both halves through one softmax tied to
+the word embeddings (forward: the next token; backward: the previous one). The default
+(``False``) feeds each layer both halves of the layer below, as CoVe and taggers do.
+
 Padding: sequences must be right-padded (real tokens first, as jaxtl batches are). Lengths come
 from ``attention_mask`` and the backward direction starts at each sequence's real last token, so
 padding never leaks into real positions. Outputs at padded positions are not meaningful.
@@ -40,6 +48,7 @@ class BiLSTMConfig:
     hidden_size: int = 150  # per direction
     num_layers: int = 2
     dropout: float = 0.1
+    independent_directions: bool = False  # ELMo's biLM: separate forward and backward stacks
     pad_token_id: int = 0
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -47,6 +56,7 @@ class BiLSTMConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", base.dtype_name(self.dtype))
         object.__setattr__(self, "param_dtype", base.dtype_name(self.param_dtype))
+        object.__setattr__(self, "independent_directions", bool(self.independent_directions))
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> BiLSTMConfig:
@@ -88,7 +98,11 @@ class BiLSTMLayer(nnx.Module):
         self.forward = _cell(in_size, hidden_size, dtype, param_dtype, rngs)
         self.backward = _cell(in_size, hidden_size, dtype, param_dtype, rngs)
 
-    def __call__(self, x: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, attention_mask: jax.Array, backward_input: jax.Array | None = None
+    ) -> jax.Array:
+        """``backward_input``: what the backward LSTM reads instead of ``x`` (ELMo's separate
+        stacks)."""
         lengths = attention_mask.astype(jnp.int32).sum(axis=1)
         # A zero (c, h) carry, built here because the cells keep no RNG to build one.
         zeros = jnp.zeros((x.shape[0], self.hidden_size), x.dtype)
@@ -97,7 +111,11 @@ class BiLSTMLayer(nnx.Module):
         # reverse + keep_order with seq_lengths flips only each row's real prefix, so the backward
         # direction starts at the real last token and its outputs line up with the inputs.
         bwd = self.backward(
-            x, initial_carry=carry, seq_lengths=lengths, reverse=True, keep_order=True
+            x if backward_input is None else backward_input,
+            initial_carry=carry,
+            seq_lengths=lengths,
+            reverse=True,
+            keep_order=True,
         )
         return jnp.concatenate([fwd, bwd], axis=-1)
 
@@ -128,12 +146,19 @@ class BiLSTMEncoder(nnx.Module):
         self.hidden_size = 2 * cfg.hidden_size
         kw = {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
         self.embeddings = BiLSTMEmbeddings(cfg, rngs=rngs)
+        # Separate stacks: above the token layer each direction reads its own half only.
+        sizes = [
+            cfg.hidden_size if cfg.independent_directions and i > 0 else self.hidden_size
+            for i in range(cfg.num_layers)
+        ]
         self.layers = nnx.List(
-            [
-                BiLSTMLayer(self.hidden_size, cfg.hidden_size, rngs=rngs, **kw)
-                for _ in range(cfg.num_layers)
-            ]
+            [BiLSTMLayer(size, cfg.hidden_size, rngs=rngs, **kw) for size in sizes]
         )
+
+    @property
+    def bilm(self) -> bool:
+        """ELMo's biLM (``jaxtl.objectives.language_model.kind_for`` picks ``bilm``)."""
+        return bool(self.cfg.independent_directions)
 
     def tied_embedding(self) -> jax.Array:
         return self.embeddings.word.embedding[...]
@@ -155,11 +180,61 @@ class BiLSTMEncoder(nnx.Module):
         if self.embeddings.project is not None:
             x = self.embeddings.project(x)
         states = [x]
-        for layer in self.layers:
-            x = layer(drop(x), attention_mask)
+        h = self.cfg.hidden_size
+        for i, layer in enumerate(self.layers):
+            if self.cfg.independent_directions and i > 0:
+                x = drop(x)
+                x = layer(x[..., :h], attention_mask, backward_input=x[..., h:])
+            else:
+                x = layer(drop(x), attention_mask)
             x = constrain_batch(x)
             states.append(x)
         return base.EncoderOutput(tuple(states))
+
+
+class BiLMHead(nnx.Module):
+    """ELMo's softmax, shared by both directions and tied to the word embeddings: features
+    [B,T,2H] -> (forward logits, backward logits), each [B,T,V]. The forward half at ``t``
+    predicts token ``t+1``, the backward half token ``t-1`` (:func:`jaxtl.losses.lm` scores the
+    pair). ``project`` maps a direction's ``H`` states to the embedding width when they differ."""
+
+    def __init__(self, cfg: BiLSTMConfig, *, rngs: nnx.Rngs):
+        if not cfg.independent_directions:
+            raise ValueError(
+                "a jaxtl_bilstm with independent_directions=False is no language model (each "
+                "direction reads the other's states above layer 0, so it sees the tokens it "
+                "would predict): build it with independent_directions=1 (ELMo's biLM)"
+            )
+        kw: dict[str, Any] = {
+            "dtype": jnp.dtype(cfg.dtype),
+            "param_dtype": jnp.dtype(cfg.param_dtype),
+        }
+        self.hidden, self.dropout = cfg.hidden_size, cfg.dropout
+        self.project = (
+            base.linear(cfg.hidden_size, cfg.embed_size, ("mlp", "embed"), rngs=rngs, **kw)
+            if cfg.hidden_size != cfg.embed_size
+            else None
+        )
+        self.bias = nnx.Param(
+            jnp.zeros((cfg.vocab_size,), jnp.dtype(cfg.param_dtype)), sharding_names=("vocab",)
+        )
+
+    def __call__(
+        self,
+        features: jax.Array,
+        embedding: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        x = base.dropout(features, self.dropout, deterministic=deterministic, rngs=rngs)
+
+        def decode(half: jax.Array) -> jax.Array:
+            if self.project is not None:
+                half = self.project(half)
+            return half @ embedding.astype(half.dtype).T + self.bias[...].astype(half.dtype)
+
+        return decode(x[..., : self.hidden]), decode(x[..., self.hidden :])
 
 
 # --- save / restore (jaxtl's own format through the same registry) -----------------------------
@@ -184,6 +259,13 @@ def key_map(cfg: BiLSTMConfig) -> list[Rule]:
     return [Rule(p, p) for p in paths.iter_paths(state)]
 
 
+def lm_key_map(cfg: BiLSTMConfig) -> list[Rule]:
+    """The biLM head's tensors, stored as ``lm_head.<jaxtl path>``."""
+    abstract = nnx.eval_shape(lambda: BiLMHead(cfg, rngs=nnx.Rngs(0)))
+    state = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+    return [Rule(f"lm_head.{p}", p) for p in paths.iter_paths(state)]
+
+
 BILSTM = Family(
     model_type="jaxtl_bilstm",
     config_from_hf=config_from_hf,
@@ -191,4 +273,7 @@ BILSTM = Family(
     encoder=BiLSTMEncoder,
     key_map=key_map,
     architecture="JaxtlBiLSTM",
+    lm_head=BiLMHead,
+    lm_key_map=lm_key_map,
+    lm_architecture="JaxtlBiLM",
 )

@@ -16,7 +16,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtl.models import hf
+from jaxtl.models import hf, scratch
 from jaxtl.models.registry import family as get_family
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,15 @@ def load_lm_model(
     from_scratch: bool = False,
 ) -> LMModel:
     """The encoder of ``name`` with a tied LM head (see the module docstring)."""
-    path = hf.resolve(name)
-    hf_config = hf.read_config(path)
-    fam = get_family(hf_config["model_type"], where=str(path / "config.json"))
+    new = None
+    if scratch.is_spec(name):  # a "new:" model: random encoder, fresh head (from scratch)
+        new = scratch.build(str(name), seed=seed, dtype=dtype)
+        hf_config = new[2]
+        fam = get_family(hf_config["model_type"], where=f"model.name={str(name)!r}")
+    else:
+        path = hf.resolve(name)
+        hf_config = hf.read_config(path)
+        fam = get_family(hf_config["model_type"], where=str(path / "config.json"))
     if fam.lm_head is None or fam.lm_key_map is None:
         raise ValueError(
             f"model.name={str(name)!r}: model_type {fam.model_type!r} has no LM head, so it cannot "
@@ -53,6 +59,11 @@ def load_lm_model(
         )
     rngs = nnx.Rngs(seed)
     encoder: Any  # an NNX encoder, used by attribute (.cfg)
+    if new is not None:
+        encoder, tokenizer = new[0], new[1]
+        head = fam.lm_head(encoder.cfg, rngs=rngs)
+        log.info("%s: random encoder and LM head (a new model)", name)
+        return LMModel(encoder, head, tokenizer, hf_config, False, True)
     if from_scratch:
         encoder = hf.build_encoder(fam.model_type, hf_config, rngs=rngs, dtype=dtype)
         head = fam.lm_head(encoder.cfg, rngs=rngs)

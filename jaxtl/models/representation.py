@@ -3,9 +3,11 @@
 BERT's feature-based CoNLL-2003 experiment ranks these choices (dev F1): concatenation of the last
 four layers 96.1 > weighted sum of the last four 95.9 > second-to-last 95.6 > last 94.9 >
 embeddings 91.0. ``scalar_mix`` is ELMo's learned mix over *all* layers:
-``gamma * sum_j softmax(w)_j * h_j``. ``cove`` is CoVe's input to a target model (McCann et al.
-2017): ``[h_0 ; h_L]``, the input embeddings next to the top layer of an encoder trained as a
-translation encoder (``configs/supervised_sequential_cove.py``).
+``gamma * sum_j softmax(w)_j * h_j``. ``elmo`` is how ELMo feeds a target model: that scalar mix
+concatenated with the token layer ``h_0`` (the model's context-free word embeddings),
+``[gamma * sum_j softmax(w)_j * h_j ; h_0]``, twice the width. ``cove`` is CoVe's input to a
+target model (McCann et al. 2017): ``[h_0 ; h_L]``, the input embeddings next to the top layer of
+an encoder trained as a translation encoder (``configs/supervised_sequential_cove.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ KINDS = (
     "sum_last_four",
     "concat_last_four",
     "scalar_mix",
+    "elmo",
     "cove",
 )
 
@@ -41,9 +44,9 @@ class Representation(nnx.Module):
             raise ValueError(f"representation {kind!r} needs at least {needed} encoder layers")
         self.kind = kind
         self.num_layers = num_layers
-        widths = {"concat_last_four": 4, "cove": 2}
+        widths = {"concat_last_four": 4, "elmo": 2, "cove": 2}
         self.output_size = widths.get(kind, 1) * hidden_size
-        if kind == "scalar_mix":
+        if kind in ("scalar_mix", "elmo"):
             self.weights = nnx.Param(jnp.zeros((num_layers + 1,)), sharding_names=(None,))
             self.gamma = nnx.Param(jnp.ones(()), sharding_names=())
 
@@ -75,4 +78,5 @@ class Representation(nnx.Module):
             return jnp.concatenate([hidden_states[0], hidden_states[-1]], axis=-1)
         w = jax.nn.softmax(self.weights[...])
         stacked = jnp.stack(hidden_states, axis=0)
-        return self.gamma[...] * jnp.tensordot(w.astype(stacked.dtype), stacked, axes=1)
+        mix = self.gamma[...] * jnp.tensordot(w.astype(stacked.dtype), stacked, axes=1)
+        return jnp.concatenate([mix, hidden_states[0]], axis=-1) if k == "elmo" else mix
