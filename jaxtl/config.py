@@ -28,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
     # linear = jaxtl's linear head, shaped by pooling and head_hidden.
     c.model.head = "auto"
     # model.head=linear: auto (the last real token for causal encoders such as GPT-2 and Llama,
-    # the first token otherwise) | cls | mean | last
+    # the first token otherwise) | cls | mean | last | concat (ULMFiT: [last; max; mean])
     c.model.pooling = "auto"
     c.model.head_hidden = 0  # model.head=linear: >0 adds a tanh dense layer of this width
     c.model.tagger_bilstm = 0  # >0: BiLSTM (this hidden size) under the tagging head
@@ -117,7 +117,11 @@ def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def stage_optims(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
     """Every stage's ``optim`` block in a config, keyed by where it sits, earlier stages first
     (the order the regimes apply their strategies' surgery in)."""
-    out = {f"{s}.optim": c[s].optim for s in ("source", "pretrain") if s in c and "optim" in c[s]}
+    out = {
+        f"{s}.optim": c[s].optim
+        for s in ("source", "pretrain", "lm_finetune")
+        if s in c and "optim" in c[s]
+    }
     out["optim"] = c.optim
     return out
 
@@ -142,7 +146,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if int(c.model.decoder.beam) < 1:
         raise ValueError(f"model.decoder.beam={c.model.decoder.beam}: must be >= 1")
     from jaxtl.features import validate as check_features
-    choice("model.pooling", c.model.pooling, ("auto", "cls", "mean", "last"))
+    choice("model.pooling", c.model.pooling, ("auto", "cls", "mean", "last", "concat"))
     choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))
     choice("data.on_bad_row", c.data.on_bad_row, ("error", "skip"))
     choice("data.packing", c.data.packing, (True, False))

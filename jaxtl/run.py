@@ -53,11 +53,16 @@ class Run:
     tasks: list[TaskData]  # the labelled tasks, indices 0..n-1
     objective: Objective | None  # its stream is task index n
     params: Any  # the starting params (pure dict): partition rules resolve against them
+    # Streams a regime adds after prepare, indices after the objective's (ULMFiT's target-text
+    # LM stream, decoded by the objective's LM head).
+    streams: list[TaskData] = dataclasses.field(default_factory=list)
 
     @property
     def all_tasks(self) -> list[TaskData]:
-        """What the loss switches over: the labelled tasks, then the objective's stream."""
-        return self.tasks + ([self.objective.data] if self.objective is not None else [])
+        """What the loss switches over: the labelled tasks, the objective's stream, then the
+        regime's further streams."""
+        own = [self.objective.data] if self.objective is not None else []
+        return self.tasks + own + self.streams
 
 
 def prepare(

@@ -221,7 +221,7 @@ def _corpus(name: str, config: ml_collections.ConfigDict) -> Task:
 def corpus_blocks(
     config: ml_collections.ConfigDict,
     tokenizer: Any,
-    corpus: str,
+    corpus: str | Task,
     *,
     index: int,
     key: str,
@@ -236,14 +236,14 @@ def corpus_blocks(
     _need_tokenizer(tokenizer, config)
     if objective == "mlm" and masking is None:
         raise ValueError("objective 'mlm' needs masking settings")
-    task = _corpus(corpus, config)
+    task = _corpus(corpus, config) if isinstance(corpus, str) else corpus
     lines = limit(task.load("train"), config.data.max_train_examples)
     enc = tokenize.pack_corpus(
         lines, tokenizer, block_size=block_size, objective=objective, task_id=index
     )
     if len(enc) == 0:
         raise ValueError(
-            f"corpus {corpus!r}: {len(lines)} training lines give no full block of "
+            f"corpus {task.name!r}: {len(lines)} training lines give no full block of "
             f"{block_size} tokens; lower the block size or use more text"
         )
     it: Any = train_batches(enc, config, tokenizer, buckets=(block_size,), seed=seed)
@@ -263,7 +263,7 @@ def corpus_blocks(
                 for i, b in enumerate(ev)
             ]
     log.info("corpus %s: %d train blocks of %d tokens, %d dev batches (%s)",
-             corpus, len(enc), block_size, len(ev), objective)  # fmt: skip
+             task.name, len(enc), block_size, len(ev), objective)  # fmt: skip
     return TaskData(report_only(task), index, key, len(enc), it, ev, "dev")
 
 

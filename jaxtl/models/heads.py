@@ -16,13 +16,23 @@ from flax import nnx
 from jaxtl.models import base
 from jaxtl.models.bilstm import BiLSTMLayer
 
-POOLINGS = ("cls", "mean", "last")
+POOLINGS = ("cls", "mean", "last", "concat")
 
 
 def pool(features: jax.Array, attention_mask: jax.Array, how: str) -> jax.Array:
     """[B,T,H] -> [B,H]: first token ("cls"), mean of real tokens, or last real token ("last",
     for causal encoders such as GPT-2 and Llama: the rightmost position the mask marks real, so
-    left and right padding alike; position 0 for a row with no real token)."""
+    left and right padding alike; position 0 for a row with no real token), or ULMFiT's concat
+    pooling ("concat", [B,3H]: the last real token, the max and the mean over real tokens)."""
+    if how == "concat":
+        real = attention_mask.astype(bool)[..., None]
+        top = jnp.where(real.any(1), jnp.max(jnp.where(real, features, -jnp.inf), axis=1), 0.0)
+        parts = (
+            pool(features, attention_mask, "last"),
+            top,
+            pool(features, attention_mask, "mean"),
+        )
+        return jnp.concatenate(parts, axis=-1)
     if how == "cls":
         return features[:, 0]
     mask = attention_mask.astype(features.dtype)[..., None]

@@ -17,6 +17,7 @@ configuration with its own key map and heads (``jaxtl/models/distilbert.py``).
 
 from __future__ import annotations
 
+from jaxtl.models.awd_lstm import AWD_LSTM
 from jaxtl.models.bert import BERT, ELECTRA, ROBERTA, XLM_ROBERTA
 from jaxtl.models.bilstm import BILSTM
 from jaxtl.models.deberta import DEBERTA_V2
@@ -32,6 +33,7 @@ FAMILIES: dict[str, Family] = {
 }
 FAMILIES[LLAMA.model_type] = LLAMA
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
+FAMILIES[AWD_LSTM.model_type] = AWD_LSTM
 
 
 def family(model_type: str, *, where: str = "config.json") -> Family:

@@ -10,27 +10,38 @@ with a causal LM's perplexity; it is reported, never selected on (lower is bette
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flax import nnx
 
 from jaxtl.data.masking import Masking
 from jaxtl.data.prepare import TaskData, corpus_blocks
+from jaxtl.data.tasks import Example, Loaded, Task
 from jaxtl.models.lm import LM_KEY
 from jaxtl.objectives.base import Objective
 from jaxtl.objectives.supervised import task_branch
 
-KINDS = ("auto", "mlm", "clm")
+KINDS = ("auto", "mlm", "clm", "bilm")
+TARGET_TEXT = ""  # corpus name meaning: the target tasks' own input text (ULMFiT's stage 2)
 
 
 def kind_for(encoder: Any, kind: str) -> str:
-    """``auto``: causal LM for a causal encoder (``encoder.causal``: GPT-2, Llama), masked LM for
-    the BERT family."""
+    """``auto``: causal LM for a causal encoder (``encoder.causal``: GPT-2, Llama, AWD-LSTM),
+    ELMo's bidirectional LM for a biLM (``encoder.bilm``: separate forward and backward stacks),
+    masked LM for the BERT family."""
     if kind not in KINDS:
         raise ValueError(f"LM objective must be one of {KINDS}, got {kind!r}")
     causal = bool(getattr(encoder, "causal", False))
+    bilm = bool(getattr(encoder, "bilm", False))
     if kind == "auto":
-        return "clm" if causal else "mlm"
+        return "bilm" if bilm else "clm" if causal else "mlm"
+    if (kind == "bilm") != bilm:
+        raise ValueError(
+            f"objective {kind!r} on a {encoder.family!r} encoder that is "
+            f"{'' if bilm else 'not '}a bidirectional LM (separate forward and backward stacks): "
+            "use auto"
+        )
     if kind == "mlm" and causal:
         raise ValueError(
             f"objective 'mlm' needs a bidirectional encoder; {encoder.family!r} is causal: use clm"
@@ -41,6 +52,30 @@ def kind_for(encoder: Any, kind: str) -> str:
             "(a next-token loss would be trivial): use mlm"
         )
     return kind
+
+
+def target_text(targets: Sequence[TaskData]) -> Task:
+    """The target tasks' own input text as an unlabelled corpus (ULMFiT's target-domain LM
+    fine-tuning, domain-adaptive MLM): one line per example and text field (a pair's two
+    sentences are two lines), labels dropped; the splits the tasks have (dev: dev perplexity)."""
+    if not targets:
+        raise ValueError("the target-text corpus needs at least one target task")
+    tasks = [td.task for td in targets]
+
+    def load(split: str) -> Loaded:
+        out = [
+            Example(text, source=ex.source)
+            for t in tasks
+            if split in t.splits
+            for ex in t.load(split)
+            for text in (ex.text, ex.text_pair)
+            if text
+        ]
+        return Loaded(out)
+
+    splits = tuple(s for s in ("train", "dev", "test") if any(s in t.splits for t in tasks))
+    name = "+".join(t.name for t in tasks) + "/text"
+    return Task(name, "lm", load, splits, metrics=("perplexity",), main_metric="perplexity")
 
 
 class LanguageModelling(Objective):
@@ -72,8 +107,12 @@ class LanguageModelling(Objective):
             )  # fmt: skip
 
     def stream(self, config, tokenizer, *, index: int, seed: int) -> TaskData:
+        # A biLM reads causal blocks: next-token labels; the backward ones come from the ids
+        # (jaxtl.losses.previous_token_labels).
+        packing = "clm" if self.kind == "bilm" else self.kind
+        corpus = self.corpus if self.corpus != TARGET_TEXT else target_text(self.targets)
         self.data = corpus_blocks(
-            config, tokenizer, self.corpus, index=index, key=LM_KEY, objective=self.kind,
+            config, tokenizer, corpus, index=index, key=LM_KEY, objective=packing,
             block_size=self.block_size, masking=self.masking, seed=seed,
         )  # fmt: skip
         return self.data

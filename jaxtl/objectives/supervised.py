@@ -199,8 +199,12 @@ def heads_active_fn(
 
     By default a task's head is owned by that task alone; ``owners`` ({head key: task indices})
     adds or overrides owners (consistency training trains the target heads on unlabelled batches).
+    Streams sharing a head (two LM corpora through one LM head) each update it.
     """
-    owners = {td.key: {td.index} for td in task_list} | dict(owners or {})
+    own: dict[str, set[int]] = {}
+    for td in task_list:
+        own.setdefault(td.key, set()).add(td.index)
+    owners = own | dict(owners or {})
     flat = list(paths.flatten(params))
 
     def active_fn(batch):

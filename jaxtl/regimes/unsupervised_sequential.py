@@ -1,6 +1,7 @@
 """Unsupervised pretraining, then adaptation (ELMo, ULMFiT, GPT, BERT): LM on text, then the target.
 
-A run has two stages on one model (encoder + tied LM head + one head per target task):
+A run has two stages (three with ``lm_finetune``) on one model (encoder + tied LM head + one
+head per target task):
 
 1. ``pretrain``: language modelling on the unlabelled corpus ``pretrain.corpus`` (default
    ``builtin/corpus``; ``wikitext`` or ``text`` with ``data.dir``), packed into blocks of
@@ -16,7 +17,16 @@ A run has two stages on one model (encoder + tied LM head + one head per target 
    a random encoder built from the checkpoint's config instead, to show what pretraining buys.
    Optimisation: ``pretrain.optim`` (a full ``optim`` block); the target heads are frozen.
    Dev (pseudo-)perplexity on the corpus' dev split is logged and reported.
-   ``pretrain.steps=0`` skips the stage: load the HF weights, then adapt.
+   ``pretrain.steps=0`` skips the stage: load the HF weights, then adapt. ELMo's biLM
+   (``jaxtl_bilstm`` with ``independent_directions``) trains as ``bilm`` (forward and backward
+   LM losses, one tied softmax) and ULMFiT's AWD-LSTM as ``clm``, both chosen by ``auto``
+   (``configs/unsupervised_sequential_{elmo,ulmfit}.py``; ``model.name="new:…"`` builds them,
+   :mod:`jaxtl.models.scratch`).
+1b. ``lm_finetune`` (only when ``lm_finetune.steps > 0``): the same LM objective and LM head on
+   target-domain text — ``lm_finetune.corpus``, by default (``""``) the target tasks' own input
+   text (train lines; dev lines for dev perplexity) — with its own ``lm_finetune.optim``
+   (ULMFiT: discriminative LRs + STLR). ULMFiT's stage 2, or domain-adaptive MLM for a BERT
+   checkpoint (with ``pretrain.steps=0``).
 2. ``adapt``: the target task(s) ``target.tasks`` for ``train.steps`` with the contract's
    adaptation keys at the top level (``optim.strategy``, ``optim.lr``, ``optim.schedule``,
    ``optim.discriminative``, ``model.representation`` …). The LM head is dropped from the loss
@@ -43,6 +53,7 @@ import ml_collections
 
 from jaxtl import partition, stages
 from jaxtl.objectives import LanguageModelling, Objective
+from jaxtl.objectives.language_model import KINDS as LM_KINDS
 from jaxtl.objectives.mass import Mass
 from jaxtl.objectives.unilm import PAPER_MIX, Unilm
 from jaxtl.run import finish, prepare
@@ -64,6 +75,15 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.pretrain.eval_every = 0  # 0 = dev perplexity at the end of the stage only
     c.pretrain.optim = partition.default_optim_config()
     c.pretrain.optim.lr = 1e-4
+    # Optional middle stage: LM fine-tuning on target-domain text (ULMFiT's stage 2; domain-
+    # adaptive MLM), same LM objective and head as pretrain; off with steps=0.
+    c.lm_finetune = ml_collections.ConfigDict()
+    c.lm_finetune.steps = 0
+    c.lm_finetune.corpus = ""  # "" = the target tasks' own input text; else any lm corpus
+    c.lm_finetune.block_size = 128
+    c.lm_finetune.eval_every = 0
+    c.lm_finetune.optim = partition.default_optim_config()
+    c.lm_finetune.optim.lr = 1e-4
     c.target = ml_collections.ConfigDict()
     c.target.tasks = ("builtin/sentiment",)
     c.mixture = ml_collections.ConfigDict()  # how several target tasks share the adapt stage
@@ -77,7 +97,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         raise ValueError("target.tasks is empty: name at least one target task")
     if config.pretrain.steps < 0:
         raise ValueError(f"pretrain.steps must be >= 0, got {config.pretrain.steps}")
-    p = config.pretrain
+    if config.lm_finetune.steps < 0:
+        raise ValueError(f"lm_finetune.steps must be >= 0, got {config.lm_finetune.steps}")
+    p, f = config.pretrain, config.lm_finetune
     lm: Objective | None = None
     if p.steps > 0 and p.objective == "unilm":  # jaxtl.objectives.unilm
         lm = Unilm(p.corpus, block_size=p.block_size, mlm_prob=p.mlm_prob,
@@ -87,9 +109,23 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     elif p.steps > 0:
         lm = LanguageModelling(p.corpus, kind=p.objective, block_size=p.block_size,
                                mlm_prob=p.mlm_prob, whole_word=p.whole_word)  # fmt: skip
-    optims = ((p.optim,) if lm is not None else ()) + (config.optim,)
-    r = prepare(config, workdir, config.target.tasks, objective=lm, optims=optims, lm_head=True,
-                from_scratch=p.from_scratch)  # fmt: skip
+    ft = None
+    if f.steps > 0 and p.steps > 0 and p.objective == "mass":
+        raise ValueError(
+            "lm_finetune.steps > 0 needs an LM head; pretrain.objective=mass trains a decoder "
+            "instead: set lm_finetune.steps=0"
+        )
+    if f.steps > 0:  # the same LM (UNILM fine-tunes as its masked LM) on target-domain text
+        kind = p.objective if p.objective in LM_KINDS else "auto"
+        ft = LanguageModelling(f.corpus, kind=kind, block_size=f.block_size,
+                               mlm_prob=p.mlm_prob, whole_word=p.whole_word)  # fmt: skip
+    optims = tuple(o.optim for o, on in ((p, lm), (f, ft)) if on is not None) + (config.optim,)
+    r = prepare(config, workdir, config.target.tasks, objective=lm or ft, optims=optims,
+                lm_head=True, from_scratch=p.from_scratch)  # fmt: skip
+    if ft is not None and lm is not None:  # a second stream through the same LM head
+        ft.setup(r.model.encoder, r.tokenizer, r.tasks, config)
+        r.streams.append(ft.stream(config, r.tokenizer, index=len(r.all_tasks),
+                                   seed=config.seed * 1000 + 998))  # fmt: skip
     plan = []
     if lm is not None:
         # Target heads and the representation are unused while pretraining: frozen, no state.
@@ -97,6 +133,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         plan.append(stages.mixture_stage(
             "pretrain", p.steps, [lm.data], r.all_tasks, r.params, config, optim,
             eval_every=p.eval_every, frozen_name="unused_while_pretraining",
+        ))  # fmt: skip
+    if ft is not None:
+        optim = stages.freeze_rules(f.optim, [r"^representation/"], "unused_while_pretraining")
+        plan.append(stages.mixture_stage(
+            "lm_finetune", f.steps, [ft.data], r.all_tasks, r.params, config, optim,
+            eval_every=f.eval_every, frozen_name="unused_while_pretraining",
         ))  # fmt: skip
     # "Remove the pretraining output layer and add task layers": the LM head is frozen.
     plan.append(stages.mixture_stage(
