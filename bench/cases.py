@@ -151,7 +151,7 @@ def case_e2e(s: Settings) -> dict[str, Any]:
 def _e2e_jaxtl(s: Settings, steps: int, n_train: int, n_dev: int) -> dict[str, Any]:
     from jaxtl import assembly
     from jaxtl import config as config_lib
-    from jaxtl.data import batching
+    from jaxtl.data import batching, packing
     from jaxtl.data.prepare import prepare_tasks
     from jaxtl.regimes import multitask
 
@@ -173,6 +173,20 @@ def _e2e_jaxtl(s: Settings, steps: int, n_train: int, n_dev: int) -> dict[str, A
     c.checkpoint.every_steps = 0
     c.optim.lr = s.lr
     config_lib.finalize(c)
+    # The same recipe as the Trainer's, one epoch: packed rows (data.packing, on for MiniLM)
+    # hold several examples each, so an epoch is fewer steps of batch_size rows.
+    pre = assembly.load_encoder(c)
+    packed = assembly.packing(c, pre.model)
+    td = prepare_tasks((TASK,), c, pre.tokenizer, with_eval=False, packed=packed)[0]
+    if packed:
+        c.train.steps = c.train.log_every = steps = td.train_iter.batches_per_epoch()
+    lengths, name = td.train_iter.encoded.lengths, td.task.name
+    fraction = packing.padding_fraction if packed else batching.padding_fraction
+    pad = fraction(
+        lengths, batch_size=s.batch_size, buckets=tuple(c.data.buckets), seed=td.train_iter.seed
+    )
+    del pre, td
+    gc.collect()
     with tempfile.TemporaryDirectory() as wd:
         t0 = time.perf_counter()
         res = multitask.run(c, wd)
@@ -180,15 +194,11 @@ def _e2e_jaxtl(s: Settings, steps: int, n_train: int, n_dev: int) -> dict[str, A
         with open(os.path.join(wd, "metrics.jsonl")) as f:
             events = [json.loads(x) for x in f]
     train_events = [e for e in events if e.get("split") == "train"]
-    pre = assembly.load_encoder(c)
-    td = prepare_tasks((TASK,), c, pre.tokenizer, with_eval=False)[0]
-    lengths = td.train_iter.encoded.lengths
-    pad = batching.padding_fraction(
-        lengths, batch_size=s.batch_size, buckets=tuple(c.data.buckets), seed=td.train_iter.seed
-    )
     return {
         "wall_s": wall,
-        "accuracy": float(res["joint"][td.task.name]["accuracy"]),
+        "accuracy": float(res["joint"][name]["accuracy"]),
+        "packed": packed,
+        "steps": steps,
         "pad_fraction": pad,
         "buckets": list(c.data.buckets),
         "last_train_log": train_events[-1] if train_events else None,

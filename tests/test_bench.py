@@ -103,6 +103,8 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
     assert c["accelerator"]["available"] is False and c["accelerator"]["reason"]
     assert PADDING <= set(c["padding"])
     assert c["padding"]["pad_fraction_buckets_32_64_128"] < c["padding"]["pad_fraction_fixed_128"]
+    pad = c["padding"]
+    assert pad["pad_fraction_packed_32_64_128"] < pad["pad_fraction_buckets_32_64_128"]
 
     text = md.read_text()
     assert "prose kept" in text and "\nold\n" not in text
