@@ -39,8 +39,9 @@ class Settings:
     train_examples: int = 0  # e2e: first N SST-2 training examples (0 = all)
     dev_examples: int = 0  # e2e: first N dev examples (0 = all)
     padding_examples: int = 0  # padding: first N SST-2 training examples (0 = all)
-    cache_examples: int = 4096  # feature caching: training examples
-    cache_epochs: int = 5
+    cache_examples: int = 0  # feature extraction: first N SST-2 training examples (0 = all)
+    cache_epochs: int = 5  # head epochs
+    cache_lr: float = 1e-3  # the head alone trains: a head's learning rate
     memory_steps: int = 3
     scaling_devices: tuple[int, ...] = (1, 2, 4, 8)
     scaling_seq_len: int = 128

@@ -4,8 +4,9 @@
                         [--data-dir DIR] [--accelerator]
 
 Cases: step (train-step time per freezing strategy, with XLA FLOPs), forward (jitted encoder
-forward), e2e (SST-2, jaxtl regime vs HF Trainer), cache (cached frozen features vs recomputing
-the encoder), memory (optimizer state and peak RSS, one process each), scaling (FSDP over 1-8
+forward), e2e (SST-2, jaxtl regime vs HF Trainer), cache (SST-2 head epochs on cached
+frozen-encoder features, encoder pass included, vs recomputing the encoder; --full: all of
+train), memory (optimizer state and peak RSS, one process each), scaling (FSDP over 1-8
 fake CPU devices), accelerator (BERT-base tokens/s and MFU; only with --accelerator on a GPU/TPU),
 padding (SST-2 pad-token fraction). Installs nothing; needs torch and accelerate (test extras).
 
@@ -39,7 +40,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         # Same shapes as the full run, fewer repetitions and smaller data subsets.
         s.pairs = 3
         s.train_examples = 2048
-        s.cache_examples = 512
+        s.cache_examples = 2048
         s.memory_steps = 1
         s.scaling_seq_len = 64
         s.scaling_steps = 2
@@ -49,6 +50,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         v = getattr(args, name)
         if v is not None:
             setattr(s, name, v)
+    if args.full:
+        s.cache_examples = 0  # feature extraction on all of SST-2 train (the case)
     if args.seq_lens:
         s.seq_lens = tuple(int(x) for x in args.seq_lens.split(","))
     if args.scaling_devices:
@@ -59,6 +62,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions, data subsets")
+    p.add_argument("--full", action="store_true",
+                   help="the cache case on all of SST-2 train, also with --quick")  # fmt: skip
     p.add_argument("--cases", default=",".join(cases.CASES), help="comma-separated case names")
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<date>.json)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding SST-2/")

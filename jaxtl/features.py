@@ -238,7 +238,8 @@ class FeatureCache:
                              f"{type(head).__name__} is not a sentence or tagging head")  # fmt: skip
         ids, types, index = self._inputs(td)
         lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-        plan = self._plan(lengths)
+        slots = _slots(td, self.config)
+        plan = self._plan(lengths, slots)
         h = hashlib.blake2b(digest_size=16)
         for x, y in zip(ids, types):
             h.update(_key(x, y))
@@ -253,11 +254,11 @@ class FeatureCache:
             "stored": "tokens" if how is None else f"pooled:{how}",
             "max_length": int(self.config.data.max_length),
             "compute_dtype": str(self.config.model.compute_dtype),
-            "plan": [len(b) for b in plan],
+            "plan": hashlib.blake2b(repr(plan).encode(), digest_size=8).hexdigest(),
         }
         digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8)
         where_dir = folder / td.key / digest.hexdigest()
-        fn = step_lib.make_eval_step(graphdef, _extractor(how))
+        fn = step_lib.make_eval_step(graphdef, _extractor(how, slots))
         shard_of = [plan[i : i + SHARD_BATCHES] for i in range(0, len(plan), SHARD_BATCHES)]
         shards: list[np.ndarray] = []
         where = np.zeros((len(ids), 3), np.int64)
@@ -268,22 +269,21 @@ class FeatureCache:
         for si, batches in enumerate(shard_of):
             path = where_dir / f"shard_{si:05d}.npy"
             data = self._load(path) if disk else None
-            expected = sum(int(lengths[u]) if how is None else 1 for b in batches for u in b)
+            expected = sum(int(lengths[u]) if how is None else 1 for u in _members(batches))
             if data is None or data.shape[0] != expected:
                 if complete:
                     log.warning("%s: shard %d unreadable; recomputing it", where_dir, si)
-                data = self._compute(fn, params, ids, types, lengths, batches, how)
+                data = self._compute(fn, params, ids, types, lengths, batches, how, slots)
                 if disk:
                     _save_atomic(path, lambda fh, d=data: np.save(fh, _savable(d)))
                     self.stats["written_shards"] += 1
             else:
                 self.stats["loaded_shards"] += 1
             start = 0
-            for b in batches:
-                for u in b:
-                    n = int(lengths[u]) if how is None else 1
-                    where[u] = (si, start, n)
-                    start += n
+            for u in _members(batches):
+                n = int(lengths[u]) if how is None else 1
+                where[u] = (si, start, n)
+                start += n
             shards.append(data)
         if disk and not complete:
             manifest = {**key, "shards": len(shard_of), "task": td.task.name}
@@ -310,40 +310,64 @@ class FeatureCache:
                     types.append(np.asarray(y, np.int32))
         return ids, types, index
 
-    def _plan(self, lengths: np.ndarray) -> list[np.ndarray]:
-        """Extraction batches of input ids: by length bucket, then input order."""
+    def _plan(self, lengths: np.ndarray, slots: int) -> list[list[list[int]]]:
+        """Extraction batches of rows of input ids. Unpacked (``slots`` 0): one input per row,
+        by length bucket, then input order. Packed: inputs shortest first, each row filled
+        until the next does not fit or it holds ``slots`` (next fit on sorted lengths: rows
+        of like lengths, little padding), rows of the largest bucket: one program."""
+        size = int(self.config.train.eval_batch_size)
         buckets = np.asarray(sorted(self.config.data.buckets))
+        if slots:
+            cap = int(buckets[-1])
+            rows: list[list[int]] = []
+            fill = cap
+            for u in np.argsort(lengths, kind="stable").tolist():
+                if fill + int(lengths[u]) > cap or len(rows[-1]) >= slots:
+                    rows.append([])
+                    fill = 0
+                rows[-1].append(u)
+                fill += int(lengths[u])
+            return [rows[i : i + size] for i in range(0, len(rows), size)]
         which = np.minimum(np.searchsorted(buckets, lengths, side="left"), len(buckets) - 1)
         order = np.argsort(which, kind="stable")
-        size = int(self.config.train.eval_batch_size)
         plan = []
         for b in range(len(buckets)):
-            members = order[which[order] == b]
-            plan += [members[i : i + size] for i in range(0, len(members), size)]
+            members = order[which[order] == b].tolist()
+            plan += [[[u] for u in members[i : i + size]] for i in range(0, len(members), size)]
         return plan
 
-    def _compute(self, fn, params, ids, types, lengths, batches, how) -> np.ndarray:
+    def _compute(self, fn, params, ids, types, lengths, batches, how, slots) -> np.ndarray:
         buckets = sorted(self.config.data.buckets)
         size = int(self.config.train.eval_batch_size)
         out = []
         for rows in batches:
-            longest = int(max(lengths[u] for u in rows))
-            t = next((b for b in buckets if b >= longest), longest)
-            batch = {
-                "input_ids": np.zeros((size, t), np.int32),
-                "attention_mask": np.zeros((size, t), np.int32),
-                "token_type_ids": np.zeros((size, t), np.int32),
-            }
-            for r, u in enumerate(rows):
-                n = int(lengths[u])
-                batch["input_ids"][r, :n] = ids[u]
-                batch["token_type_ids"][r, :n] = types[u]
-                batch["attention_mask"][r, :n] = 1
+            longest = max(sum(int(lengths[u]) for u in row) for row in rows)
+            t = buckets[-1] if slots else next((b for b in buckets if b >= longest), longest)
+            batch = {k: np.zeros((size, t), np.int32) for k in
+                     ("input_ids", "attention_mask", "token_type_ids", "segment_ids",
+                      "position_ids")}  # fmt: skip
+            for r, row in enumerate(rows):
+                start = 0
+                for s, u in enumerate(row):
+                    n = int(lengths[u])
+                    batch["input_ids"][r, start : start + n] = ids[u]
+                    batch["token_type_ids"][r, start : start + n] = types[u]
+                    batch["attention_mask"][r, start : start + n] = 1
+                    batch["segment_ids"][r, start : start + n] = s + 1
+                    batch["position_ids"][r, start : start + n] = np.arange(n)
+                    start += n
+            if not slots:
+                del batch["segment_ids"], batch["position_ids"]
             got = np.asarray(fn(params, batch))
-            if how is None:
-                out += [got[r, : int(lengths[u])] for r, u in enumerate(rows)]
-            else:
-                out.append(got[: len(rows)])
+            for r, row in enumerate(rows):
+                start = 0
+                for s, u in enumerate(row):
+                    n = int(lengths[u])
+                    if how is None:
+                        out.append(got[r, start : start + n])
+                    else:  # one pooled vector per row (unpacked) or per slot (packed)
+                        out.append(got[r, s : s + 1] if slots else got[r : r + 1])
+                    start += n
             self.stats["computed_batches"] += 1
         return np.concatenate(out, axis=0)
 
@@ -452,22 +476,46 @@ def _one_position(batch: dict, feats: np.ndarray, b: int, t: int) -> dict:
     return out
 
 
-def _extractor(how: str | None):
+def _extractor(how: str | None, slots: int):
     """The eval-step function computing what a cache stores for a batch: [B,T,K,H'] per token
-    (``how`` None) or [B,K,H'] pooled ``how``."""
-    from jaxtl.models.heads import pool
+    (``how`` None) or pooled ``how``: [B,K,H'] per row, or [B,S,K,H'] per slot of a packed row
+    (``slots`` S; block-diagonal attention, positions restarting per input)."""
+    from jaxtl.models import heads
 
     def fn(model, batch):
+        kw = {}
+        if slots:
+            kw = {"segment_ids": batch["segment_ids"], "position_ids": batch["position_ids"]}
         out, _ = model.features(
-            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], **kw
         )
         stored = model.cache_layers(out)
         if how is None:
             return stored
         b, t, k, h = stored.shape
-        return pool(stored.reshape(b, t, k * h), batch["attention_mask"], how).reshape(b, k, h)
+        flat = stored.reshape(b, t, k * h)
+        if slots:
+            pooled = heads.pool_segments(flat, batch["segment_ids"], how, slots)
+            return pooled.reshape(b, slots, k, h)
+        return heads.pool(flat, batch["attention_mask"], how).reshape(b, k, h)
 
     return fn
+
+
+def _members(batches: list[list[list[int]]]) -> list[int]:
+    """Input ids in the order a shard stores them: batch, row, slot."""
+    return [u for rows in batches for row in rows for u in row]
+
+
+def _slots(td: TaskData, config: ml_collections.ConfigDict) -> int:
+    """Examples per row when the task's batches are packed (:mod:`jaxtl.data.packing`): the
+    cache packs its encoder pass the same way (no padding to speak of); 0 when unpacked."""
+    for b in list(td.eval_batches[:1]) + [s.batches[0] for s in td.splits.values() if s.batches]:
+        if "segment_ids" in b:
+            return int(b["label"].shape[1])
+    if td.train_iter is not None and hasattr(td.train_iter, "num_segments"):
+        return int(td.train_iter.num_segments)
+    return 0
 
 
 def _savable(a: np.ndarray) -> np.ndarray:

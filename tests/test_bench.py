@@ -17,8 +17,7 @@ STEP_ROW = {"seq_len", "strategy", "jaxtl_median_s", "torch_median_s", "ratio_me
             "jaxtl_flops", "jaxtl_compile_s", "jaxtl_opt_state_bytes", "torch_opt_state_bytes",
             "jaxtl_trainable_params", "torch_trainable_params"}  # fmt: skip
 E2E_SIDE = {"wall_s", "accuracy", "pad_fraction"}
-CACHE = {"recompute_train_s", "extract_s", "cached_train_s", "ratio_train_only",
-         "ratio_including_extraction"}  # fmt: skip
+CACHE = {"ratio", "ratio_without_compile", "accuracy_gap_points", "steps"}
 MEMORY_ROW = {"system", "strategy", "opt_state_bytes", "peak_rss_mib", "trainable_params"}
 SCALING_ROW = {"devices", "step_median_s", "compile_s", "per_device_bytes",
                "per_device_param_bytes", "per_device_opt_bytes"}  # fmt: skip

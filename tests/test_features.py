@@ -170,7 +170,7 @@ def test_disk_cache_hits_resumes_and_rebuilds(tiny_bert_dir, tmp_path, monkeypat
     def build(**over):
         cfg = config(tiny_bert_dir, **{"tasks.names": (spec,), "data.dir": str(tmp_path),
                                        "features.cache": "disk", "features.dir": str(cache_dir),
-                                       **over})  # fmt: skip
+                                       "data.packing": False, **over})  # fmt: skip
         r, stage = stage_of(cfg, tmp_path / "wd")
         graphdef, state = nnx.split(r.model, nnx.Param)
         stage.features.prepare(graphdef, nnx.to_pure_dict(state), tmp_path / "wd")
