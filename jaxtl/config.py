@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
     # evaluation decodes greedily (beam=1) or by beam search, length-normalised by alpha.
     c.model.decoder = ml_collections.ConfigDict()
     c.model.decoder.kind = "lstm"  # lstm | transformer
+    # Target vocabulary: 0 = the model's tokenizer; N > 0 = a cased WordPiece of N pieces trained
+    # on the translation tasks' training targets, kept in <workdir>/target_tokenizer.
+    c.model.decoder.vocab_size = 0
     c.model.decoder.embed_size = 300  # lstm: target word embeddings
     c.model.decoder.hidden_size = 300
     c.model.decoder.num_layers = 2

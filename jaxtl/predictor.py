@@ -31,6 +31,7 @@ from jaxtl import step as step_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.prepare import TaskData
 from jaxtl.data.tasks import DataError, Example, Task
+from jaxtl.objectives import seq2seq as seq2seq_objective
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class Predictor:
             self.tasks,
             self.config,
             optims=list(config_lib.stage_optims(self.config).values()),
-            tokenizer=pre.tokenizer,  # a translation task's decoder predicts its vocabulary
+            # a translation task's decoder predicts its target vocabulary
+            tokenizer=seq2seq_objective.saved_target_tokenizer(self.workdir) or pre.tokenizer,
         )
         self.model, self.hf_config = model, pre.hf_config
         self.graphdef, params = nnx.split(model, nnx.Param)

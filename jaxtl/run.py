@@ -35,7 +35,7 @@ from jaxtl import config as config_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import tokenize
 from jaxtl.data.prepare import TaskData, prepare_tasks
-from jaxtl.objectives import Objective
+from jaxtl.objectives import Objective, seq2seq
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +103,20 @@ def prepare(
         encoder, tokenizer, hf_config = pre.model, pre.tokenizer, pre.hf_config
     mixed = joint_stream or (objective is not None and not objective.packs)
     packed = assembly.packing(config, encoder, joint_stream=mixed)
-    tasks = prepare_tasks(task_names, config, tokenizer, packed=packed)
+    # A translation task's target side: the model's tokenizer, or one trained on its targets.
+    target_tok = seq2seq.target_tokenizer(config, workdir, task_names, tokenizer)
+    tasks = prepare_tasks(task_names, config, tokenizer, packed=packed,
+                          target_tokenizer=target_tok)  # fmt: skip
     for td in tasks:  # BLEU reads text: the decoder's tokens and the targets, detokenised
         if td.task.kind == "translation":
-            td.detokenize = tokenize.detokenizer(tokenizer)
+            td.detokenize = tokenize.detokenizer(target_tok)
     heads: dict[str, nnx.Module] = {}
     if objective is not None:
         objective.setup(encoder, tokenizer, tasks, config)
         objective.stream(config, tokenizer, index=len(tasks), seed=config.seed * 1000 + 999)
         heads = objective.heads(lm.head if lm is not None else None)
     model = assembly.build_model(encoder, tasks, config, extra_heads=heads, optims=optims,
-                                 tokenizer=tokenizer)  # fmt: skip
+                                 tokenizer=target_tok)  # fmt: skip
     init = getattr(model, "init_report", None)  # a HF task checkpoint's head: reused or dropped
     if init is not None:
         report.write_json(workdir / "head_init.json", init.to_json())

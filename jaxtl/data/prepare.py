@@ -118,13 +118,15 @@ def _need_tokenizer(tokenizer: Any, config: ml_collections.ConfigDict) -> None:
 
 def split_data(
     name: str, task: Task, examples: Sequence[Any], config: ml_collections.ConfigDict,
-    tokenizer: Any, *, index: int, packed: bool = False,
+    tokenizer: Any, *, index: int, packed: bool = False, target_tokenizer: Any = None,
 ) -> SplitData:  # fmt: skip
-    """Tokenise and batch an evaluation split; a split with no labels is marked unlabelled."""
+    """Tokenise and batch an evaluation split; a split with no labels is marked unlabelled.
+    ``target_tokenizer``: a translation task's target side (default: ``tokenizer``)."""
     gold = (lambda ex: ex.target) if task.kind == "translation" else (lambda ex: ex.label)
     labelled = all(gold(ex) is not None for ex in examples)
     enc = tokenize.encode(task, examples, tokenizer, max_length=config.data.max_length,
-                          task_id=index, labelled=labelled)  # fmt: skip
+                          task_id=index, labelled=labelled,
+                          target_tokenizer=target_tokenizer)  # fmt: skip
     buckets = tuple(config.data.buckets)
     batches = eval_batches(enc, config, tokenizer, buckets=buckets, packed=packed)
     return SplitData(name, examples, enc, batches, labelled, buckets)
@@ -153,8 +155,10 @@ def prepare_tasks(
     with_eval: bool = True,
     first_index: int = 0,
     packed: bool = False,
+    target_tokenizer: Any = None,
 ) -> list[TaskData]:
     """Labelled tasks ``names`` as TaskData with indices ``first_index``, ``first_index + 1``…
+    (``target_tokenizer``: a translation task's target side; default ``tokenizer``).
 
     Selection uses ``eval_split`` (dev); a task without one holds out ``data.holdout_fraction``
     of its training examples (seeded) instead. A ``test`` split, when the task has one, is
@@ -190,7 +194,8 @@ def prepare_tasks(
                      config.seed)  # fmt: skip
         train_iter, n_train = None, 0
         if with_train:
-            enc = tokenize.encode(task, train_ex, tokenizer, max_length=max_length, task_id=i)
+            enc = tokenize.encode(task, train_ex, tokenizer, max_length=max_length, task_id=i,
+                                  target_tokenizer=target_tokenizer)  # fmt: skip
             n_train = len(enc)
             seed = config.seed * 1000 + i
             train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed,
@@ -198,11 +203,11 @@ def prepare_tasks(
         splits = {}
         if dev_ex is not None:
             splits["dev"] = split_data(dev_name, task, dev_ex, config, tokenizer, index=i,
-                                       packed=packed)  # fmt: skip
+                                       packed=packed, target_tokenizer=target_tokenizer)  # fmt: skip
         if with_eval and "test" in task.splits and eval_split != "test":
             test_ex = limit(task.load("test"), config.data.max_eval_examples)
             splits["test"] = split_data("test", task, test_ex, config, tokenizer, index=i,
-                                        packed=packed)  # fmt: skip
+                                        packed=packed, target_tokenizer=target_tokenizer)  # fmt: skip
         ev = splits["dev"].batches if "dev" in splits else []
         out.append(TaskData(task, i, head_key(task.name), n_train, train_iter, ev, dev_name,
                             splits))  # fmt: skip

@@ -218,6 +218,32 @@ def detokenizer(tokenizer: Any):
     return detokenize
 
 
+def train_wordpiece(texts: Sequence[str], vocab_size: int) -> Any:
+    """A cased BERT-style WordPiece tokenizer (``[PAD]`` = 0, ``[UNK] [CLS] [SEP] [MASK]``;
+    ``[CLS] … [SEP]`` around each text) of at most ``vocab_size`` pieces trained on ``texts``
+    with Hugging Face ``tokenizers``: a translation task's target vocabulary."""
+    import tokenizers as tk
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = tk.Tokenizer(tk.models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = tk.normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tok.pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
+    tok.decoder = tk.decoders.WordPiece()
+    tok.train_from_iterator(
+        list(texts), tk.trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
+    )
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = tk.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )  # fmt: skip
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+    )  # fmt: skip
+
+
 def special_ids(tokenizer: Any) -> np.ndarray:
     """int32 ids of the tokenizer's special tokens ([CLS], [SEP], [PAD], [MASK], [UNK], ...)."""
     return np.asarray(sorted(set(tokenizer.all_special_ids)), np.int32)

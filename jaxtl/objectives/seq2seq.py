@@ -24,15 +24,60 @@ shape instead of reading keys that are not there.
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtl.data import tokenize
 from jaxtl.data.batch import IGNORE
-from jaxtl.data.prepare import TaskData
+from jaxtl.data.prepare import TaskData, limit, load_task
 from jaxtl.models import seq2seq
+
+log = logging.getLogger(__name__)
+TARGET_TOKENIZER = "target_tokenizer"  # <workdir>/target_tokenizer: a trained target vocabulary
+
+
+def saved_target_tokenizer(workdir: Any) -> Any:
+    """The target tokenizer a run trained (``model.decoder.vocab_size > 0``), or None."""
+    path = os.path.join(str(workdir), TARGET_TOKENIZER)
+    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def target_tokenizer(config: Any, workdir: Any, task_names: Sequence[str], tokenizer: Any) -> Any:
+    """The tokenizer of translation targets: ``tokenizer`` when ``model.decoder.vocab_size`` is
+    0; else a cased WordPiece of that many pieces trained on the translation tasks' training
+    targets (:func:`jaxtl.data.tokenize.train_wordpiece`) and saved in the workdir, which a
+    resumed run and ``jaxtl.load`` read back instead of training again."""
+    size = int(config.model.decoder.get("vocab_size", 0))
+    if size < 0:
+        raise ValueError(f"model.decoder.vocab_size={size}: must be >= 0")
+    if size == 0:
+        return tokenizer
+    saved = saved_target_tokenizer(workdir)
+    if saved is not None:
+        return saved
+    texts = []
+    for name in task_names:
+        task = load_task(name, config)
+        if task.kind == "translation":
+            train = limit(task.load("train"), config.data.max_train_examples)
+            texts += [ex.target for ex in train if ex.target]
+    if not texts:
+        return tokenizer  # no translation task: nothing to train on, nothing to decode
+    tok = tokenize.train_wordpiece(texts, size)
+    tok.save_pretrained(os.path.join(str(workdir), TARGET_TOKENIZER))
+    log.info("target tokenizer: WordPiece of %d pieces from %d training targets", len(tok),
+             len(texts))  # fmt: skip
+    return tok
 
 
 def decoder_inputs(batch: dict):
