@@ -56,7 +56,10 @@ class Classifier(nn.Module):
         super().__init__()
         from transformers import AutoModel
 
-        self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        try:  # BERT-like models build a pooler unless told not to; others have no such argument
+            self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        except TypeError:
+            self.encoder = AutoModel.from_pretrained(path)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.encoder.config.hidden_size, num_labels)
 
@@ -80,9 +83,8 @@ def build_model(s: Settings, strategy: str, jax_params: dict) -> Classifier:
     with torch.no_grad():
         model.classifier.weight.copy_(torch.from_numpy(np.asarray(head["kernel"]).T.copy()))
         model.classifier.bias.copy_(torch.from_numpy(np.array(head["bias"], np.float32)))
-    layers = model.encoder.encoder.layer
     if strategy == "lora":
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(model.encoder.encoder.layer):  # BERT-family layout
             att = layer.attention.self
             jl = jax_params["encoder"]["layers"][i]["attention"]
             att.query = LoRALinear(att.query, np.asarray(jl["query"]["lora_a"]), s.lora_rank,
