@@ -3,11 +3,12 @@
     python launch.py --regime=unsupervised_sequential \
         --config=configs/unsupervised_sequential_unilm.py --config.data.dir=../shared/data
 
-Smoke-test size, same stages (``:tiny``, sizes in ``configs/tiny.py``; offline: the built-in
-corpus and sentiment task, no ``data.dir``):
+Smoke-test size, same stages and data (``:tiny``, sizes in ``configs/tiny.py``; the real data
+still needs ``data.dir``; ``--config.pretrain.corpus=builtin/corpus
+--config.target.tasks="('builtin/sentiment',)"`` runs it offline):
 
     python launch.py --regime=unsupervised_sequential \
-        --config=configs/unsupervised_sequential_unilm.py:tiny
+        --config=configs/unsupervised_sequential_unilm.py:tiny --config.data.dir=../shared/data
 
 Stage 1 (``pretrain``, ``pretrain.objective=unilm``, :mod:`jaxtl.objectives.unilm`) trains the
 encoder and its tied MLM head on rows ``[CLS] source [SEP] target [SEP]`` made of consecutive
@@ -19,11 +20,17 @@ is measured on the corpus' dev split under the same mixture. Stage 2 (``adapt``)
 head and fine-tunes the pretrained encoder (in memory, the stage-1 params; also saved as the
 stage-1 checkpoint, usable by a later run through ``model.init_from``) with a new classifier.
 
+Measured with exactly the ``:tiny`` command on the shared 2-core CPU (117 s wall with other jobs
+running, 54 s of it XLA compilation): UNILM training loss 10.26 at step 1 -> 7.61 at step 10
+(MiniLM ships without an MLM head: a fresh one); WikiText dev pseudo-perplexity 4285.75 under
+the mask mixture; SST-2 dev accuracy 0.5625 after 10 adaptation steps at lr 1e-4 (a smoke test:
+too few steps to learn the task).
+
 The full run pretrains for 1,000 steps on the WikiText-103 subset in ``data.dir`` (the
 ``wikitext`` corpus task: its dev split is the WikiText-103/-2 validation articles; WikiText-2's
 own train split is not in ``../shared/data``, see its SOURCES.md) with 128-token rows, then
 adapts to GLUE SST-2 for 1,000 steps. Not timed here (a CPU job of about an hour at MiniLM
-size); ``:tiny`` uses the offline built-in corpus and ``builtin/sentiment`` instead.
+size).
 """
 
 from configs import tiny
@@ -47,8 +54,5 @@ def get_config(arg=None):
     c.train.eval_every = 500
     c.optim.lr = 1e-4
     if arg == "tiny":
-        # Offline, like the other regimes' default configs: no data.dir needed.
-        c.pretrain.corpus = "builtin/corpus"
-        c.target.tasks = ("builtin/sentiment",)
         tiny.shrink(c)
     return config_lib.finalize(c)
