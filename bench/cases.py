@@ -21,6 +21,7 @@ import numpy as np
 from bench.common import HEAD_KEY, REPO, TASK, Settings, alternate, median, model_dir
 
 STEP_STRATEGIES = ("full", "frozen", "bottom_half", "lora")
+KERAS_STRATEGIES = ("full", "frozen", "lora")  # KerasHub has no partial freezing preset
 
 
 def _vocab(s: Settings) -> int:
@@ -31,8 +32,13 @@ def _vocab(s: Settings) -> int:
 def case_step(s: Settings) -> dict[str, Any]:
     """Train-step time per strategy and length, jaxtl vs PyTorch alternated, plus XLA FLOPs."""
     from bench import jaxtl_side as J
+    from bench import keras_side as K
     from bench import torch_side as T
 
+    why_not = K.available() if s.keras else "off (--no-keras)"
+    keras = why_not is None
+    if not keras:
+        print(f"  step: KerasHub left out: {why_not}", flush=True)
     rows = []
     for t in s.seq_lens:
         batch = J.random_batch(_vocab(s), s.batch_size, t, s.seed)
@@ -41,10 +47,19 @@ def case_step(s: Settings) -> dict[str, Any]:
             params = J.params_of(model)
             jx = J.train_setup(s, strategy, batch, model=model)
             tx = T.train_setup(s, strategy, params, batch)
+            kx = (
+                K.train_setup(s, strategy, batch)
+                if keras and strategy in KERAS_STRATEGIES
+                else None
+            )
             for _ in range(s.warmup):
                 jx.run()
                 tx.run()
-            timing = alternate(jx.run, tx.run, s.pairs)
+                if kx is not None:
+                    kx.run()
+            timing = alternate(jx.run, tx.run, s.pairs, kx.run if kx is not None else None)
+            if kx is not None:
+                timing["keras_trainable_params"] = kx.trainable_params
             row = {
                 "seq_len": t,
                 "batch_size": s.batch_size,
@@ -59,9 +74,10 @@ def case_step(s: Settings) -> dict[str, Any]:
             }
             rows.append(row)
             print(f"  step T={t} {strategy}: jaxtl {row['jaxtl_median_s']:.3f}s "
-                  f"torch {row['torch_median_s']:.3f}s ratio {row['ratio_median']:.2f}",
-                  flush=True)  # fmt: skip
-            del jx, tx, model
+                  f"torch {row['torch_median_s']:.3f}s ratio {row['ratio_median']:.2f}"
+                  + (f" keras {row['keras_median_s']:.3f}s ratio {row['ratio_keras_median']:.2f}"
+                     if kx is not None else ""), flush=True)  # fmt: skip
+            del jx, tx, kx, model
             gc.collect()
     return {"rows": rows, "derived": _step_derived(rows, s)}
 
@@ -561,6 +577,13 @@ def case_padding(s: Settings) -> dict[str, Any]:
     }
 
 
-CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding")
+def case_families(s: Settings) -> dict[str, Any]:
+    from bench.families import case_families as run
+
+    return run(s)
+
+
+CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding",
+         "families")  # fmt: skip
 
 __all__ = ["CASES", "median"]

@@ -48,6 +48,7 @@ class Settings:
     scaling_steps: int = 3
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    keras: bool = True  # step case: KerasHub as the third system when keras-hub imports
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -78,14 +79,17 @@ def alternate(
     a: Callable[[], Any],
     b: Callable[[], Any] | None,
     pairs: int,
+    c: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
-    """Time ``a`` (jaxtl) and ``b`` (PyTorch) alternately ``pairs`` times; each call blocks.
+    """Time ``a`` (jaxtl), ``b`` (PyTorch) and ``c`` (KerasHub) in turn ``pairs`` times; each
+    call blocks.
 
-    Returns per-call seconds, their medians and the median of the per-pair ratios a/b. ``b``
-    None times ``a`` alone.
+    Returns per-call seconds, their medians and the medians of the per-round ratios a/b and a/c.
+    ``b`` / ``c`` None leave that system out.
     """
     ta: list[float] = []
     tb: list[float] = []
+    tc: list[float] = []
 
     def clock(fn: Callable[[], Any], into: list[float]) -> None:
         t0 = time.perf_counter()
@@ -96,11 +100,17 @@ def alternate(
         clock(a, ta)
         if b is not None:
             clock(b, tb)
+        if c is not None:
+            clock(c, tc)
     out: dict[str, Any] = {"jaxtl_s": ta, "jaxtl_median_s": median(ta)}
     if b is not None:
         out["torch_s"] = tb
         out["torch_median_s"] = median(tb)
         out["ratio_median"] = median([x / y for x, y in zip(ta, tb)])
+    if c is not None:
+        out["keras_s"] = tc
+        out["keras_median_s"] = median(tc)
+        out["ratio_keras_median"] = median([x / y for x, y in zip(ta, tc)])
     return out
 
 

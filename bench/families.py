@@ -20,12 +20,12 @@ from bench.common import Settings, alternate
 SHAPE = dict(hidden=256, layers=4, heads=4, mlp=1024, vocab=30522, positions=512)
 
 
-def hf_configs() -> dict[str, Any]:
-    """model_type -> a transformers config of the common shape."""
+def hf_configs(shape: dict[str, int] = SHAPE) -> dict[str, Any]:
+    """model_type -> a transformers config of ``shape``."""
     import transformers as tr
 
     h, n, a, f, v, p = (
-        SHAPE[k] for k in ("hidden", "layers", "heads", "mlp", "vocab", "positions")
+        shape[k] for k in ("hidden", "layers", "heads", "mlp", "vocab", "positions")
     )
     bert = dict(vocab_size=v, hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
                 intermediate_size=f, max_position_embeddings=p)  # fmt: skip
@@ -54,8 +54,11 @@ def hf_configs() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def case_families(s: Settings) -> dict[str, Any]:
-    """Per family: jaxtl and PyTorch full-step medians (alternated), their ratio, params."""
+def case_families(
+    s: Settings, shape: dict[str, int] = SHAPE, only: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Per family (``only`` those, if given): jaxtl and PyTorch full-step medians (alternated),
+    their ratio, params."""
     import torch
     import transformers as tr
 
@@ -65,9 +68,9 @@ def case_families(s: Settings) -> dict[str, Any]:
 
     rows = []
     t = max(s.seq_lens)
-    batch = J.random_batch(SHAPE["vocab"], s.batch_size, t, s.seed)
-    for model_type, cfg in hf_configs().items():
-        if model_type not in FAMILIES:  # a family this checkout does not have yet
+    batch = J.random_batch(shape["vocab"], s.batch_size, t, s.seed)
+    for model_type, cfg in hf_configs(shape).items():
+        if model_type not in FAMILIES or (only and model_type not in only):
             continue
         with tempfile.TemporaryDirectory() as d:
             torch.manual_seed(s.seed)
@@ -92,7 +95,7 @@ def case_families(s: Settings) -> dict[str, Any]:
     bert = next((r for r in rows if r["family"] == "bert"), None)
     for r in rows:
         r["vs_bert"] = r["jaxtl_median_s"] / bert["jaxtl_median_s"] if bert else float("nan")
-    return {"rows": rows, "shape": SHAPE}
+    return {"rows": rows, "shape": shape}
 
 
 def render_families(res: dict[str, Any]) -> list[str]:

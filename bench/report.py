@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 SECTIONS = ("meta", "step", "forward", "e2e", "cache", "memory", "scaling", "accelerator",
-            "padding")  # fmt: skip
+            "padding", "families")  # fmt: skip
 
 TITLES = {
     "meta": "Run",
+    "families": "10. Every model family at one shape",
     "step": "1. Train-step time (MiniLM-L6)",
     "forward": "2. Jitted forward",
     "e2e": "3. End to end, SST-2",
@@ -76,16 +77,22 @@ def step(res: dict, path: pathlib.Path) -> str:
     c = res["cases"]["step"]
     rows = []
     for r in c["rows"]:
+        keras = (
+            [_f(r["keras_median_s"]), _f(r["ratio_keras_median"], 2)]
+            if "keras_s" in r
+            else ["—", "—"]
+        )
         rows.append([
             r["seq_len"], r["strategy"], _f(r["jaxtl_median_s"]), _f(r["torch_median_s"]),
-            _f(r["ratio_median"], 2), _f(r["jaxtl_flops"] / 1e9, 1),
+            _f(r["ratio_median"], 2), *keras, _f(r["jaxtl_flops"] / 1e9, 1),
             _f(r["jaxtl_compile_s"], 1), f"{r['jaxtl_trainable_params']:,}",
         ])  # fmt: skip
-    header = ["T", "strategy", "jaxtl s", "PyTorch s", "jaxtl/PyTorch", "jaxtl GFLOP (XLA)",
-              "jaxtl compile s", "trainable params"]  # fmt: skip
+    header = ["T", "strategy", "jaxtl s", "PyTorch s", "jaxtl/PyTorch", "KerasHub s",
+              "jaxtl/KerasHub", "jaxtl GFLOP (XLA)", "jaxtl compile s", "trainable params"]  # fmt: skip
     lines = [
         f"B = {c['rows'][0]['batch_size']}, medians of {len(c['rows'][0]['jaxtl_s'])} "
-        "alternated pairs (jaxtl, PyTorch in each round) after warm-up; jaxtl's step is built "
+        "alternated rounds (jaxtl, PyTorch, KerasHub in each round; KerasHub's BERT uses the "
+        "tanh GELU and its pooled output, see bench/keras_side.py) after warm-up; jaxtl's step is built "
         "as the Trainer builds it (the phase's trainable mask: frozen parameters enter as "
         "constants).",
         "",
@@ -276,9 +283,16 @@ def padding(res: dict, path: pathlib.Path) -> str:
     ])  # fmt: skip
 
 
+def families(res: dict, path: pathlib.Path) -> str:
+    from bench.families import render_families
+
+    return "\n".join([*render_families(res["cases"]["families"]), "", _source(res, path)])
+
+
 RENDER: dict[str, Callable[[dict, pathlib.Path], str]] = {
     "meta": meta, "step": step, "forward": forward, "e2e": e2e, "cache": cache,
     "memory": memory, "scaling": scaling, "accelerator": accelerator, "padding": padding,
+    "families": families,
 }  # fmt: skip
 
 HEADER = """# Benchmarks: jaxtl vs transformers + PyTorch

@@ -50,6 +50,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         v = getattr(args, name)
         if v is not None:
             setattr(s, name, v)
+    s.keras = args.keras
     if args.full:
         s.cache_examples = 0  # feature extraction on all of SST-2 train (the case)
     if args.seq_lens:
@@ -68,6 +69,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<date>.json)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding SST-2/")
     p.add_argument("--accelerator", action="store_true", help="run the BERT-base GPU/TPU case")
+    p.add_argument("--no-keras", dest="keras", action="store_false",
+                   help="leave KerasHub out of the step case")  # fmt: skip
     p.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"),
                    help="file whose tables to regenerate ('' = none)")  # fmt: skip
     p.add_argument("--render", default=None, metavar="RESULTS_JSON",

@@ -40,7 +40,8 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
         "--seq-lens", "16", "--pairs", "2", "--train-examples", "16", "--dev-examples", "8",
         "--cache-examples", "8", "--padding-examples", "256", "--cache-epochs", "2", "--memory-steps", "1",
         "--scaling-devices", "2", "--scaling-seq-len", "16", "--scaling-steps", "1",
-        "--out", str(out), "--markdown", str(md),
+        "--out", str(out), "--markdown", str(md), "--no-keras",
+        "--cases", "step,forward,e2e,cache,memory,scaling,accelerator,padding",
     ]  # fmt: skip
     # The command itself, in a fresh process (one CPU device, as users run it). XLA's backend
     # optimisation is off here: it cuts compile time ~2.5x and this test asserts no speed.
@@ -111,3 +112,49 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
                  "padding"):  # fmt: skip
         assert f"<!-- bench:{name}:start -->" in text and f"<!-- bench:{name}:end -->" in text
     assert res["command"] in text
+
+
+def test_families_case_times_each_family_and_renders():
+    """Two families at a tiny shape (the full case runs every registered family at hidden 256)."""
+    from bench.common import Settings
+    from bench.families import case_families, render_families
+
+    shape = dict(hidden=32, layers=2, heads=4, mlp=64, vocab=1100, positions=64)
+    res = case_families(Settings(batch_size=2, seq_lens=(8,), pairs=2, warmup=0), shape,
+                        only=("bert", "llama"))  # fmt: skip
+    assert [r["family"] for r in res["rows"]] == ["bert", "llama"]
+    for r in res["rows"]:
+        assert _finite(r["jaxtl_median_s"]) and _finite(r["torch_median_s"]) and r["params"] > 0
+    assert res["rows"][0]["vs_bert"] == 1.0
+    table = "\n".join(render_families(res))
+    assert "| llama |" in table and "jaxtl / PyTorch" in table
+
+
+def test_keras_side_steps_when_keras_hub_is_installed(tmp_path):
+    """KerasHub (optional ``bench`` extra) trains an HF BERT checkpoint: full, frozen and LoRA."""
+    from bench import keras_side as K
+
+    why = K.available()
+    if why is not None:
+        import pytest
+
+        pytest.skip(why)
+    import transformers
+
+    from bench import jaxtl_side as J
+    from bench.common import Settings
+
+    cfg = transformers.BertConfig(vocab_size=1100, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64)  # fmt: skip
+    transformers.BertModel(cfg).save_pretrained(tmp_path)  # with the pooler KerasHub reads
+    s = Settings(model=str(tmp_path), batch_size=2)
+    batch = J.random_batch(1100, 2, 8, 0)
+    counts = {}
+    for strategy in ("full", "frozen", "lora"):
+        k = K.train_setup(s, strategy, batch)
+        before = [w.numpy().copy() for w in k.model.backbone.weights[:1]]
+        k.run()
+        counts[strategy] = k.trainable_params
+        changed = any((w.numpy() != b).any() for w, b in zip(k.model.backbone.weights[:1], before))
+        assert changed == (strategy == "full"), strategy
+    assert counts["frozen"] < counts["lora"] < counts["full"]
