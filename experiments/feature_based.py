@@ -87,7 +87,7 @@ def main() -> None:
         f"MiniLM-L6 (packaged). Feature-based: frozen encoder, features cached once per "
         f"representation, BiLSTM tagger ({args.bilstm} per direction) + linear layer, "
         f"{args.steps} steps, lr {args.lr}. Fine-tuning: linear tagging head, "
-        f"{args.finetune_steps} steps, lr {args.finetune_lr}. Batch {args.batch_size}, max length "
+        f"{args.finetune_steps} steps, lr {args.finetune_lr}. Batch {args.batch_size} rows (data.packing: several examples per row), max length "
         f"{args.max_length}, AdamW, linear schedule with 10% warm-up; seeds {args.seeds}; "
         "last-step params, no selection. Dev span F1 ×100 (seqeval), mean ± sample std over seeds."
     )

@@ -132,7 +132,7 @@ def main() -> None:
         lines.append(f"| {name} | {mean_std(s['sst2'])} | {mean_std(s['mrpc'])} | "
                      f"{mean_std(z['sst2'])} | {mean_std(z['mrpc'])} |")  # fmt: skip
     details = (
-        f"MiniLM-L6 (packaged); {args.steps} steps per run, batch {args.batch_size}, max length "
+        f"MiniLM-L6 (packaged); {args.steps} steps per run, batch {args.batch_size} rows (data.packing: several examples per row), max length "
         f"{args.max_length}, peak LR {args.lr} (head only: 1e-3), linear schedule with 10% warm-up "
         f"unless STLR; seeds {args.seeds}; last-step params, no selection. Task columns: dev "
         "metric ×100; STS-B columns: zero-shot Spearman ×100 of the fine-tuned encoder's mean-pooled "

@@ -128,7 +128,7 @@ def main() -> None:
             lines.append(f"| {short} ({n_labels}) | {setting} | {metric} {mean_std(v)} | {p} |")
     details = (
         f"MiniLM-L6 (packaged); {args.steps} labelled steps per run (joint runs: {2 * args.steps} "
-        f"steps, every other one unlabelled), batch {args.batch_size}, max length "
+        f"steps, every other one unlabelled), batch {args.batch_size} rows (data.packing: several examples per row), max length "
         f"{args.max_length}, AdamW lr {args.lr}, linear schedule with 10% warm-up; seeds "
         f"{args.seeds}; last-step params, no selection. Dev metric ×100, mean ± sample std over "
         "seeds; Welch's t-test (two-sided, over seeds) against supervised only."

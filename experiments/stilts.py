@@ -93,7 +93,7 @@ def main() -> None:
         lines.append(f"| {name} | {mean_std(acc[name])} | {delta:+.1f} | {pw:.3f} | {pb:.3f} |")
     details = (
         f"MiniLM-L6 (packaged); source stage {args.source_steps} steps, RTE {args.target_steps} "
-        f"steps; batch {args.batch_size}, max length {args.max_length}, AdamW lr {args.lr}, linear "
+        f"steps; batch {args.batch_size} rows (data.packing: several examples per row), max length {args.max_length}, AdamW lr {args.lr}, linear "
         f"schedule with 10% warm-up; seeds {args.seeds}; last-step params, no selection. "
         "Dev accuracy ×100, mean ± sample std over seeds; p-values against RTE alone (Welch: "
         "two-sided over seeds; bootstrap: one-sided over dev examples, 10,000 resamples)."
