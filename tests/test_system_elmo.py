@@ -200,3 +200,23 @@ def test_plan_and_results_of_the_tiny_run(data_dir, tmp_path):
     params = {q["path"] for q in phases[1]["params"] if q["trainable"]}
     assert {"representation/weights", "representation/gamma"} <= params
     assert not any(q.startswith("encoder/") for q in params)
+
+
+@pytest.mark.slow  # three launches: a few minutes on 2 shared cores
+def test_kill_and_resume_continues_bit_identically(tmp_path):
+    """kill -9 after the biLM's step-5 checkpoint, re-run: the same losses at every step of
+    both stages as the uninterrupted run (offline: the built-in corpus and NER task)."""
+    from test_system_ulmfit import _train_losses, kill_and_resume
+
+    ref = tmp_path / "ref"
+    cmd = [sys.executable, str(REPO / "launch.py"), "--regime=unsupervised_sequential",
+           f"--config={REPO / 'configs' / 'unsupervised_sequential_elmo.py'}:tiny",
+           f"--workdir={ref}", "--config.pretrain.corpus=builtin/corpus",
+           "--config.target.tasks=('builtin/ner',)", "--config.pretrain.steps=8",
+           "--config.train.steps=4", "--config.model.name=new:jaxtl_bilstm,embed_size=16,"
+           "hidden_size=16,independent_directions=1"]  # fmt: skip
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(_train_losses(ref)) == 12
+    kill_and_resume(cmd, ref, tmp_path / "wd", after=5)

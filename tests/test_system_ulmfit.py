@@ -5,9 +5,11 @@ classifier with gradual unfreezing, discriminative LRs and STLR — as plan.json
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -194,3 +196,50 @@ def test_tiny_config_end_to_end_through_launch(data_dir, tmp_path):
     assert {"wikitext", "sst2/text", "sst2"} <= set(results), results
     stages = [ph["stage"] for ph in json.loads((wd / "plan.json").read_text())["phases"]]
     assert stages[:2] == ["pretrain", "lm_finetune"] and set(stages[2:]) == {"adapt"}
+
+
+def _train_losses(work: pathlib.Path) -> dict[int, tuple[str, str, float]]:
+    rows = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["stage"], r["task"], r["loss"]) for r in rows if r["split"] == "train"}
+
+
+def kill_and_resume(cmd: list[str], ref: pathlib.Path, work: pathlib.Path, after: int) -> None:
+    """Run ``cmd`` into ``work``, kill -9 it once a checkpoint at step >= ``after`` exists, run it
+    again: every step's stage, stream and loss equal the uninterrupted run's in ``ref``."""
+    cmd = [c if not c.startswith("--workdir=") else f"--workdir={work}" for c in cmd]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, ckpt = time.time() + 900, work / "checkpoints"
+    while time.time() < deadline:
+        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
+        if any(s.isdigit() and int(s) >= after for s in steps):
+            break
+        if proc.poll() is not None:
+            pytest.fail("run ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (work / "results.json").exists(), "the killed run must not have finished"
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    got, want = _train_losses(work), _train_losses(ref)
+    assert sorted(got) == sorted(want)
+    assert got == want  # exact: the same batches, dropout masks and DropConnect masks
+
+
+@pytest.mark.slow  # three launches of the three-stage run: a few minutes on 2 shared cores
+def test_kill_and_resume_continues_bit_identically(tmp_path):
+    """kill -9 inside the target-text LM stage (after its step-10 checkpoint), re-run: the same
+    losses at every step of all three stages (AWD-LSTM dropouts drawn identically)."""
+    ref = tmp_path / "ref"
+    cmd = [sys.executable, str(REPO / "launch.py"), "--regime=unsupervised_sequential",
+           f"--config={REPO / 'configs' / 'unsupervised_sequential_ulmfit.py'}:tiny",
+           f"--workdir={ref}", "--config.pretrain.corpus=builtin/corpus",
+           "--config.target.tasks=('builtin/sentiment',)", "--config.pretrain.steps=6",
+           "--config.lm_finetune.steps=6", "--config.train.steps=6",
+           "--config.model.name=new:jaxtl_awd_lstm,embed_size=8,hidden_size=12,num_layers=2"]  # fmt: skip
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert len(_train_losses(ref)) == 18
+    kill_and_resume(cmd, ref, tmp_path / "wd", after=10)
