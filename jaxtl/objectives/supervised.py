@@ -180,7 +180,7 @@ def switch_predict(task_list: Sequence[TaskData]):
             for td in task_list
         ]
         if out is None:  # cached features: an LM stream's branch is never taken (see _idle_branch)
-            zeros = jnp.zeros(feats.shape[:1] + (1,))
+            zeros = jnp.zeros(batch["label"].shape + (1,))  # a row per example, packed or not
             idle = lambda ops: losses.predictions("regression", zeros, batch, num_probs)  # noqa: E731
             branches = [idle if td.task.kind == "lm" else br
                         for td, br in zip(task_list, branches)]  # fmt: skip
