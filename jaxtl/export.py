@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,7 +36,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxtl import paths, peft
+from jaxtl import fileio, paths, peft
 from jaxtl.data import tokenize
 from jaxtl.data.prepare import head_key
 from jaxtl.models import heads as heads_lib
@@ -659,16 +660,29 @@ def _run_description(run: Any) -> str:
     return "\n".join(lines)
 
 
-def export_run(run: Any, params: Any | None, out_dir: str | pathlib.Path) -> dict[str, Any]:
+def export_run(run: Any, params: Any | None, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Export a trained :class:`jaxtl.run.Run` with ``params`` (e.g. the selected best).
 
     Writes ``out_dir/`` (the bare encoder, LoRA merged: ``transformers.AutoModel`` loads it),
     ``out_dir/<task name>/`` for every labelled task (:func:`export_task_model`) and, for a
     LoRA model, ``out_dir/<task name>/adapter/`` (:func:`export_peft_adapter`, over the
     checkpoint the encoder was loaded from). Returns ``{task name: its report}`` plus
-    ``"(encoder)"``: the bare encoder's.
+    ``"(encoder)"``: the bare encoder's. ``out_dir`` may be any ``epath`` URL (``gs://``):
+    transformers, tokenizers and safetensors write local folders, so the export is then
+    written to a local temporary folder and copied up.
     """
-    out = pathlib.Path(out_dir)
+    dest = os.fspath(out_dir)
+    with fileio.local_dir_for(dest) as local:
+        report = _export_run(run, params, pathlib.Path(local))
+        if local != dest:  # cards and reports name the destination, not the temporary folder
+            for f in pathlib.Path(local).rglob("*"):
+                if f.suffix in (".md", ".json") and local in (text := f.read_text()):
+                    f.write_text(text.replace(local, dest))
+            report = json.loads(json.dumps(report).replace(local, dest))
+    return report
+
+
+def _export_run(run: Any, params: Any | None, out: pathlib.Path) -> dict[str, Any]:
     m: Any = with_params(run.model, params)  # a TransferModel, used by attribute (.heads, .encoder)
     plain: Any = _plain_encoder(m)
     hf.save_pretrained(plain.encoder, out, tokenizer=run.tokenizer, hf_config=run.hf_config)

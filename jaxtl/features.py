@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -52,7 +52,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from jaxtl import paths
+from jaxtl import fileio, paths
 from jaxtl import step as step_lib
 from jaxtl.data.batch import IGNORE
 from jaxtl.data.prepare import TaskData
@@ -176,11 +176,12 @@ class _Store:
 
 def _save_atomic(path: epath.Path, write) -> None:
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
+    with tmp.open("wb") as fh:  # epath: a gs:// features folder works too
         write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+        if fileio.is_local(path):
+            fh.flush()
+            os.fsync(fh.fileno())
+    tmp.replace(path)
 
 
 class FeatureCache:
@@ -377,7 +378,7 @@ class FeatureCache:
         plan_file = where_dir / "key.json"
         text = json.dumps(key, sort_keys=True)
         if where_dir.exists() and (not plan_file.exists() or plan_file.read_text() != text):
-            shutil.rmtree(where_dir)
+            where_dir.rmtree()
         if not where_dir.exists():
             where_dir.mkdir(parents=True, exist_ok=True)
             _save_atomic(plan_file, lambda fh: fh.write(text.encode()))
@@ -390,6 +391,8 @@ class FeatureCache:
         if not path.exists():
             return None
         try:
+            if not fileio.is_local(path):  # no memory map over an object store: read it whole
+                return _loaded(np.load(io.BytesIO(path.read_bytes())))
             return _loaded(np.load(str(path), mmap_mode="r"))
         except (ValueError, OSError, EOFError):
             return None

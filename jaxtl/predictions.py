@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from jaxtl import fileio
 from jaxtl.data import batching
 from jaxtl.metrics import real_rows
 
@@ -96,8 +97,4 @@ def word_tags(
 
 def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """One JSON object per line, written whole to a temporary file and renamed into place."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.replace(path)
+    fileio.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

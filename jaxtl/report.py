@@ -11,11 +11,16 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 from etils import epath
+
+from jaxtl import fileio
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +33,7 @@ def write_json(path: str | epath.Path, obj: Any) -> None:
     """Atomic JSON write (temp file + rename)."""
     if not is_chief():
         return
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    tmp.replace(path)
+    fileio.write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
 def _jsonable(x: Any) -> Any:
@@ -67,20 +68,30 @@ def read_jsonl_repairing(path: epath.Path) -> list[dict[str, Any]]:
                     f"{path}:{n}: not a JSON object ({e.msg}); fix or remove it"
                 ) from None
             log.warning("%s:%d: torn last line (an interrupted write) dropped", path, n)
-            tmp = path.parent / f".{path.name}.tmp"
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-            tmp.replace(path)
+            fileio.write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     return records
 
 
 class MetricsLog:
-    """metrics.jsonl + TensorBoard: one JSON object per logged event."""
+    """metrics.jsonl + TensorBoard: one JSON object per logged event.
+
+    On a local workdir each event is appended as it comes. Object stores (``gs://``) cannot
+    append, so there the file is rewritten whole (atomically) at most every ``SYNC_S`` seconds
+    and at every :meth:`flush` — the trainer flushes before each checkpoint, so a resume (which
+    cuts the file back to the checkpoint's step) never misses a line. TensorBoard events go to a
+    local folder copied to ``<workdir>/tensorboard`` on flush.
+    """
+
+    SYNC_S = 30.0
 
     def __init__(self, workdir: str | epath.Path, *, tensorboard: bool = True):
         self.workdir = epath.Path(workdir)
         self.path = self.workdir / "metrics.jsonl"
         self.records: list[dict[str, Any]] = []
         self._tb = None
+        self._local = fileio.is_local(self.workdir)
+        self._synced = time.monotonic()
+        self._tb_dir: str | None = None
         if not is_chief():
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +101,11 @@ class MetricsLog:
             try:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.fspath(self.workdir / "tensorboard"))
+                if self._local:
+                    self._tb = SummaryWriter(os.fspath(self.workdir / "tensorboard"))
+                else:
+                    self._tb_dir = tempfile.mkdtemp(prefix="jaxtl-tb-")
+                    self._tb = SummaryWriter(self._tb_dir)
             except Exception as e:  # the run is worth more than its event files
                 log.warning("TensorBoard writer unavailable: %s", e)
 
@@ -101,9 +116,11 @@ class MetricsLog:
         kept = [r for r in self.records if int(r.get("step", 0)) <= step]
         if len(kept) != len(self.records):
             self.records = kept
-            tmp = self.path.parent / ".metrics.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.path)
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        fileio.write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._synced = time.monotonic()
 
     def write(self, step: int, split: str, task: str, values: Mapping[str, Any], **extra) -> None:
         if not is_chief():
@@ -112,17 +129,35 @@ class MetricsLog:
         rec.update({k: _clean(v) for k, v in extra.items()})
         rec.update({k: _clean(v) for k, v in values.items()})
         self.records.append(rec)
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if self._local:
+            with self.path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+        elif time.monotonic() - self._synced > self.SYNC_S:
+            self._rewrite()
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and math.isfinite(float(v)):
                     self._tb.add_scalar(f"{split}/{task}/{k}", float(v), int(step))
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Everything logged so far is in the workdir (a no-op for appends to a local file)."""
+        if not is_chief():
+            return
+        if not self._local:
+            self._rewrite()
         if self._tb is not None:
             self._tb.flush()
+            if self._tb_dir is not None:
+                fileio.copy_tree(self._tb_dir, self.workdir / "tensorboard")
+
+    def close(self) -> None:
+        self.flush()
+        if self._tb is not None:
             self._tb.close()
+            self._tb = None
+        if self._tb_dir is not None:
+            shutil.rmtree(self._tb_dir, ignore_errors=True)
+            self._tb_dir = None
 
 
 def plot_run(workdir: str | epath.Path, records: list[dict], plans: list[dict]) -> list[str]:
@@ -150,7 +185,7 @@ def plot_run(workdir: str | epath.Path, records: list[dict], plans: list[dict]) 
         ax.set_yscale("log")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(os.fspath(workdir / "loss.png"), dpi=100)
+        _savefig(fig, workdir / "loss.png")
         plt.close(fig)
         written.append("loss.png")
     dev = [r for r in records if r["split"] == "dev"]
@@ -169,7 +204,7 @@ def plot_run(workdir: str | epath.Path, records: list[dict], plans: list[dict]) 
             ax.set_xlabel("step")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(os.fspath(workdir / "dev_metrics.png"), dpi=100)
+        _savefig(fig, workdir / "dev_metrics.png")
         plt.close(fig)
         written.append("dev_metrics.png")
     if plans:
@@ -188,7 +223,13 @@ def plot_run(workdir: str | epath.Path, records: list[dict], plans: list[dict]) 
         ax.set_xlabel("step")
         ax.set_title("training plan (colour: trainable fraction)", fontsize=9)
         fig.tight_layout()
-        fig.savefig(os.fspath(workdir / "plan.png"), dpi=100)
+        _savefig(fig, workdir / "plan.png")
         plt.close(fig)
         written.append("plan.png")
     return written
+
+
+def _savefig(fig: Any, path: epath.Path) -> None:
+    """matplotlib writes local files only: a local temporary PNG, copied to ``path`` whole."""
+    with fileio.local_file_for(path) as local:
+        fig.savefig(local, dpi=100, format="png")

@@ -41,7 +41,8 @@ def enable_compile_cache(config: ml_collections.ConfigDict) -> str | None:
     if folder is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    os.makedirs(folder, exist_ok=True)
+    if "://" not in folder:  # JAX writes a gs:// cache itself; a local one must exist
+        os.makedirs(folder, exist_ok=True)
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

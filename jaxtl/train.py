@@ -537,6 +537,7 @@ class Trainer:
             "evals_since_best": self._evals_since_best,  # early-stopping patience survives
             "results": self.results,  # earlier stages' final results survive a resume
         }
+        self.metrics.flush()  # a non-local metrics.jsonl is rewritten, not appended: sync it first
         self.checkpointer.save(step, state, meta)
 
     def _record_plan(self, stage: Stage, si: int, phase, start: int) -> None:

@@ -25,14 +25,15 @@ shape instead of reading keys that are not there.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 from flax import nnx
 
+from jaxtl import fileio
 from jaxtl.data import tokenize
 from jaxtl.data.batch import IGNORE
 from jaxtl.data.prepare import TaskData, limit, load_task
@@ -44,19 +45,22 @@ TARGET_TOKENIZER = "target_tokenizer"  # <workdir>/target_tokenizer: a trained t
 
 def saved_target_tokenizer(workdir: Any) -> Any:
     """The target tokenizer a run trained (``model.decoder.vocab_size > 0``), or None."""
-    path = os.path.join(str(workdir), TARGET_TOKENIZER)
-    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+    path = epath.Path(workdir) / TARGET_TOKENIZER
+    if not (path / "tokenizer.json").exists():
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    with fileio.local_dir_from(path) as local:  # tokenizers read local folders only
+        return AutoTokenizer.from_pretrained(local)
 
 
 def target_tokenizer(config: Any, workdir: Any, task_names: Sequence[str], tokenizer: Any) -> Any:
     """The tokenizer of translation targets: ``tokenizer`` when ``model.decoder.vocab_size`` is
     0; else a cased WordPiece of that many pieces trained on the translation tasks' training
     targets (:func:`jaxtl.data.tokenize.train_wordpiece`) and saved in the workdir, which a
-    resumed run and ``jaxtl.load`` read back instead of training again."""
+    resumed run and ``jaxtl.load`` read back instead of training again. (The ``tokenizers``
+    trainer breaks frequency ties differently from process to process, so two fresh runs may
+    learn slightly different vocabularies; a run and its resumptions share one.)"""
     size = int(config.model.decoder.get("vocab_size", 0))
     if size < 0:
         raise ValueError(f"model.decoder.vocab_size={size}: must be >= 0")
@@ -74,7 +78,8 @@ def target_tokenizer(config: Any, workdir: Any, task_names: Sequence[str], token
     if not texts:
         return tokenizer  # no translation task: nothing to train on, nothing to decode
     tok = tokenize.train_wordpiece(texts, size)
-    tok.save_pretrained(os.path.join(str(workdir), TARGET_TOKENIZER))
+    with fileio.local_dir_for(epath.Path(workdir) / TARGET_TOKENIZER) as local:
+        tok.save_pretrained(local)
     log.info("target tokenizer: WordPiece of %d pieces from %d training targets", len(tok),
              len(texts))  # fmt: skip
     return tok

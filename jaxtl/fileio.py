@@ -1,0 +1,111 @@
+"""Files on any filesystem etils ``epath`` reaches: a local folder or a ``gs://`` URL alike.
+
+Everything a run writes goes through here or through ``epath``/orbax directly, never through
+``open``/``os``/``pathlib`` on ``str(path)`` (which turns ``gs://B/r`` into the local folder
+``gs:/B/r``). Libraries that can only write a local file (matplotlib, safetensors, tokenizers,
+the TensorBoard writer) write into a local temporary file or folder that is then copied to the
+destination; contract files are written whole to a temporary name and renamed, so a kill or a
+full disk never leaves a half-written one (on GCS, where a rename is a copy, the object appears
+whole or not at all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from etils import epath
+
+
+def is_local(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is on the local filesystem (no ``scheme://``)."""
+    return "://" not in os.fspath(path)
+
+
+def write_atomic(path: str | epath.Path, data: str | bytes) -> None:
+    """Write ``data`` whole to ``path``: a temporary file next to it, then a rename. On any
+    failure (ENOSPC included) the temporary file is removed and ``path`` keeps its old content."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
+        tmp.replace(path)
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(path: epath.Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the original error is the one worth reporting
+
+
+def copy_file(src: str | os.PathLike, dst: str | epath.Path) -> None:
+    """Copy one file between any two filesystems, atomically at ``dst``."""
+    write_atomic(dst, epath.Path(src).read_bytes())
+
+
+def copy_tree(src: str | epath.Path, dst: str | epath.Path) -> None:
+    """Copy a folder's files (recursively) between any two filesystems, each file atomically."""
+    src, dst = epath.Path(src), epath.Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for child in src.iterdir():
+        if child.is_dir():
+            copy_tree(child, dst / child.name)
+        else:
+            copy_file(child, dst / child.name)
+
+
+@contextlib.contextmanager
+def local_file_for(dest: str | epath.Path) -> Iterator[str]:
+    """A local file name for a library that writes only local files; when the block ends
+    without error its bytes are written to ``dest`` atomically (for a local ``dest`` too: a
+    temporary file and a rename)."""
+    dest = epath.Path(dest)
+    fd, tmp = tempfile.mkstemp(suffix=dest.suffix, prefix=".jaxtl-")
+    os.close(fd)
+    try:
+        yield tmp
+        copy_file(tmp, dest)
+    finally:
+        os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def local_dir_for(dest: str | epath.Path) -> Iterator[str]:
+    """A local folder for a library that writes only local folders: ``dest`` itself when it is
+    local, else a temporary folder copied to ``dest`` when the block ends without error."""
+    if is_local(dest):
+        os.makedirs(dest, exist_ok=True)
+        yield os.fspath(dest)
+        return
+    tmp = tempfile.mkdtemp(prefix="jaxtl-")
+    try:
+        yield tmp
+        copy_tree(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_dir_from(src: str | epath.Path) -> Iterator[str]:
+    """A local folder holding ``src``'s files, for a library that reads only local folders:
+    ``src`` itself when local, else a temporary copy removed when the block ends."""
+    if is_local(src):
+        yield os.fspath(src)
+        return
+    tmp = tempfile.mkdtemp(prefix="jaxtl-")
+    try:
+        copy_tree(src, tmp)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
