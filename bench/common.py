@@ -42,6 +42,7 @@ class Settings:
     cache_examples: int = 0  # feature extraction: first N SST-2 training examples (0 = all)
     cache_epochs: int = 5  # head epochs
     cache_lr: float = 1e-3  # the head alone trains: a head's learning rate
+    cache_pairs: int = 1  # cached/recomputed run pairs, order alternating (median ratio)
     memory_steps: int = 3
     scaling_devices: tuple[int, ...] = (1, 2, 4, 8)
     scaling_seq_len: int = 128

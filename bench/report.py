@@ -199,7 +199,9 @@ def cache(res: dict, path: pathlib.Path) -> str:
         "",
         _table(["path", "wall s", "compile s", "encoder pass s", "dev accuracy", "loss"], rows),
         "",
-        f"- Recompute / cached wall time: {_f(c['ratio'], 2)}× "
+        f"- Recompute / cached wall time (median of {c.get('pairs', 1)} pair(s), order "
+        f"alternating; each: {', '.join(_f(x, 2) for x in c.get('ratio_each', [c['ratio']]))}): "
+        f"{_f(c['ratio'], 2)}× "
         f"(goal ≥ {c['goal_ratio']:.0f}× on all of SST-2 train: "
         f"{_verdict(c['ratio'], c['goal_ratio'], lower=False)}); without compile time "
         f"{_f(c['ratio_without_compile'], 2)}×.",

@@ -45,7 +45,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         s.scaling_seq_len = 64
         s.scaling_steps = 2
     for name in ("model", "batch_size", "pairs", "train_examples", "dev_examples",
-                 "padding_examples", "cache_examples", "cache_epochs", "memory_steps", "scaling_seq_len",
+                 "padding_examples", "cache_examples", "cache_epochs", "cache_pairs", "memory_steps", "scaling_seq_len",
                  "scaling_steps", "warmup"):  # fmt: skip
         v = getattr(args, name)
         if v is not None:
@@ -85,6 +85,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--padding-examples", type=int, default=None)
     p.add_argument("--cache-examples", type=int, default=None)
     p.add_argument("--cache-epochs", type=int, default=None)
+    p.add_argument("--cache-pairs", type=int, default=None, help="cache: run pairs, ABBA")
     p.add_argument("--memory-steps", type=int, default=None)
     p.add_argument("--scaling-devices", default=None, help="e.g. 1,2,4,8")
     p.add_argument("--scaling-seq-len", type=int, default=None)

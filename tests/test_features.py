@@ -204,34 +204,46 @@ def test_disk_cache_hits_resumes_and_rebuilds(tiny_bert_dir, tmp_path, monkeypat
     assert len(list((cache_dir / "mine").iterdir())) == 3
 
 
-def test_second_run_never_runs_the_encoder(tiny_bert_dir, tmp_path, monkeypatch):
+def test_second_run_and_resume_never_run_the_encoder(tiny_bert_dir, tmp_path, monkeypatch):
     """A multitask run with feature extraction: the first run computes the cache (the encoder
-    runs only there); a second run on the same cache traces no encoder call at all, in training,
-    evaluation or prediction, and gives the same results."""
+    runs only there). A second run on the same cache, stopped by SIGTERM after step 2 and
+    resumed from its checkpoint, traces no encoder call at all (training, evaluation,
+    predictions) and ends with the first run's results."""
+    import signal
+
+    from jaxtl import train
     from jaxtl.models import bert
     from jaxtl.regimes import multitask
 
     calls = []
-    enc_cls = bert.BertEncoder
-    original = enc_cls.__call__
+    original = bert.BertEncoder.__call__
 
     def counted(self, *a, **k):
         calls.append(1)
         return original(self, *a, **k)
 
-    monkeypatch.setattr(enc_cls, "__call__", counted)
-    cache_dir = tmp_path / "cache"
-    results = []
-    for i in range(2):
-        cfg = config(tiny_bert_dir, **{"features.cache": "auto", "features.dir": str(cache_dir),
-                                       "train.steps": 3, "checkpoint.every_steps": 2})  # fmt: skip
-        calls.clear()
-        results.append(multitask.run(cfg, str(tmp_path / f"wd{i}"))["joint"])
-        if i == 0:
-            assert calls, "the first run extracts the features"
-        else:
-            assert not calls, "the encoder ran although every feature was cached"
-    assert results[0] == results[1]
+    monkeypatch.setattr(bert.BertEncoder, "__call__", counted)
+    stop_at = [0]
+    signal_hook = train.Trainer._signal_hook
+
+    def preempt(self, ev):
+        if ev.step == stop_at[0]:
+            self._signal = signal.SIGTERM
+        return signal_hook(self, ev)
+
+    monkeypatch.setattr(train.Trainer, "_signal_hook", preempt)
+    cfg = config(tiny_bert_dir, **{"features.cache": "auto", "features.dir": str(tmp_path / "c"),
+                                   "checkpoint.every_steps": 2})  # fmt: skip
+    first = multitask.run(cfg, str(tmp_path / "wd0"))["joint"]
+    assert calls, "the first run extracts the features"
+    calls.clear()
+    stop_at[0] = 2
+    with pytest.raises(train.Preempted):
+        multitask.run(cfg, str(tmp_path / "wd1"))
+    stop_at[0] = 0
+    resumed = multitask.run(cfg, str(tmp_path / "wd1"))["joint"]
+    assert not calls, "the encoder ran although every feature was cached"
+    assert resumed == first
 
 
 @pytest.mark.slow  # about 70 s on the shared 2-core CPU: launch.py start-up and two stages
