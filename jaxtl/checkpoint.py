@@ -7,8 +7,12 @@ A checkpoint is one orbax step directory with two items:
 - ``meta``: JSON — stage index, phase, data-iterator state, and anything the loop needs to continue
   bit-identically.
 
-Orbax writes into a temporary directory and renames it when complete, so a run killed mid-save
-leaves the previous checkpoint as the latest good one.
+Orbax writes into a temporary directory and renames it when complete (on GCS: writes a commit
+file last), so a run killed mid-save leaves the previous checkpoint as the latest good one. Once
+orbax has finished, ``<step>/jaxtl_checksums.json`` records a SHA-256 of every saved array and of
+the metadata (written atomically); a resume recomputes them from what it reads back, so a flipped
+bit that still decodes (orbax's zstd chunks carry no checksum of their own) is caught like a torn
+file.
 
 ``load_params`` is the transfer path: it restores only parameters, into a model whose structure may
 differ from the one saved (a new head, one more layer), and reports which parameters were loaded,
@@ -18,6 +22,8 @@ which are new, and which had a different shape.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from typing import Any
 
@@ -26,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxtl import paths
+from jaxtl import fileio, paths
 from jaxtl.step import TrainState
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,37 @@ def _state_dict(state: TrainState) -> dict[str, Any]:
         "opt_state": state.opt_state,
         "rng": state.rng,
     }
+
+
+CHECKSUMS = "jaxtl_checksums.json"
+
+
+def _key_name(k: Any) -> str:
+    """One path entry, named the same for the saved tree (dicts, lists, optax NamedTuples) and
+    the tree orbax reads back without a target (dicts and lists)."""
+    for attr in ("key", "idx", "name"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def checksums(state: Any, meta: Any) -> dict[str, str]:
+    """SHA-256 of each array of ``state`` (its dtype, shape and bytes), by path, and of ``meta``
+    as JSON. Same values whatever the device layout, so a checkpoint saved on 8 devices checks
+    on 1."""
+    out = {}
+    for path, x in jax.tree_util.tree_leaves_with_path(state):
+        if x is None:
+            continue
+        if jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        a = np.ascontiguousarray(np.asarray(jax.device_get(x)))
+        h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+        out["/".join(_key_name(k) for k in path)] = h.hexdigest()
+    text = json.dumps(json.loads(json.dumps(meta, default=str)), sort_keys=True)
+    out["(meta)"] = hashlib.sha256(text.encode()).hexdigest()
+    return out
 
 
 class Checkpointer:
@@ -58,10 +95,12 @@ class Checkpointer:
 
     def verify(self, step: int) -> str | None:
         """None when checkpoint ``step`` reads back whole (every array and the metadata, to
-        host memory), else what failed. Catches truncated or missing files; a flipped bit
-        inside an array that still decodes is beyond what the files let us check."""
+        host memory) and, where it has ``jaxtl_checksums.json``, every array and the metadata
+        hash as when saved; else what failed. A step without checksums (saved before they
+        existed, or killed between orbax's commit and the checksum write) gets the read-back
+        check only."""
         try:
-            self.manager.restore(
+            out = self.manager.restore(
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
@@ -69,6 +108,19 @@ class Checkpointer:
             )
         except Exception as e:  # any read failure means this step cannot be resumed from
             return f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        sums = self.directory / str(step) / CHECKSUMS
+        if not sums.exists():
+            return None
+        try:
+            expected = json.loads(sums.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return f"{sums} is damaged"
+        got = checksums(out["state"], out["meta"])
+        bad = sorted(k for k, v in expected.items() if got.get(k) != v)
+        if bad:
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            return (f"checksum mismatch in {bad[0]}{more}: its bytes changed after the "
+                    "checkpoint was written")  # fmt: skip
         return None
 
     def latest_good_step(self) -> int | None:
@@ -89,8 +141,8 @@ class Checkpointer:
             aside.parent.mkdir(parents=True, exist_ok=True)
             (self.directory / str(step)).rename(aside)
             self.manager.reload()
-            log.warning("checkpoint step %d in %s is unreadable (%s); moved it to %s and will "
-                        "resume from the previous good checkpoint, if any", step,
+            log.warning("checkpoint step %d in %s is unreadable or damaged (%s); moved it to %s "
+                        "and will resume from the previous good checkpoint, if any", step,
                         self.directory, problem, aside)  # fmt: skip
         return None
 
@@ -104,6 +156,11 @@ class Checkpointer:
             force=True,
         )
         self.manager.wait_until_finished()
+        if jax.process_count() == 1:  # every array is addressable here: hash what was saved
+            fileio.write_atomic(
+                self.directory / str(step) / CHECKSUMS,
+                json.dumps(checksums(_state_dict(state), meta), indent=0) + "\n",
+            )
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """Restore onto ``target``'s structure and shardings (arrays or ShapeDtypeStructs)."""

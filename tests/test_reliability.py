@@ -153,3 +153,29 @@ def test_a_torn_latest_checkpoint_is_moved_aside_and_the_previous_one_resumed(
     assert "unreadable" in p.stderr and f"resuming {wd} from step {steps[-2]}" in p.stderr
     assert (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir()  # moved aside, not deleted
     assert _losses(wd) == _losses(finished)
+
+
+def test_a_flipped_bit_that_still_decodes_is_caught_by_the_checksum(
+    tiny_bert_dir, finished, tmp_path
+):
+    import shutil
+
+    wd = tmp_path / "flipped"
+    shutil.copytree(finished, wd)
+    (wd / ".jaxtl.lock").unlink(missing_ok=True)
+    steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+    latest = wd / "checkpoints" / str(steps[-1])
+    assert (latest / "jaxtl_checksums.json").is_file()
+    # One bit in the middle of the largest array chunk (the word embeddings): orbax's zstd
+    # chunks carry no checksum, so this reads back as a slightly different embedding.
+    chunk = max((f for f in latest.rglob("*") if f.is_file() and "ocdbt.process_0/d" in str(f)),
+                key=lambda f: f.stat().st_size)  # fmt: skip
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    p = _run(_cmd(tiny_bert_dir, wd))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "checksum mismatch in params/encoder/embeddings/word/embedding" in p.stderr
+    assert f"resuming {wd} from step {steps[-2]}" in p.stderr
+    assert (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir()
+    assert _losses(wd) == _losses(finished)
