@@ -17,6 +17,7 @@ line (with --config.distributed.enabled=True).
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import os
 import pathlib
@@ -130,6 +131,20 @@ def main() -> None:
                 raise
             # A user error (bad value, file, workdir in use, non-finite loss): one line.
             sys.exit(f"jaxtl: error: {type(e).__name__}: {e} (--debug shows the traceback)")
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or flags.FLAGS.debug:
+                raise
+            # A full disk: files are written whole or not at all and a checkpoint is committed
+            # only when complete, so what is on disk is consistent and the next run resumes.
+            print(f"jaxtl: error: no space left on device writing {e.filename or '?'}; the "
+                  "files written before are whole and the last good checkpoint is kept: free "
+                  "space and run the same command to resume", file=sys.stderr, flush=True)  # fmt: skip
+            from jaxtl import workdir as workdir_lib
+
+            workdir_lib.Lock(workdir).release()
+            # Orbax's writer threads, cut short by the full disk, would print tracebacks about
+            # their closed event loop at interpreter exit: leave now, the message last.
+            os._exit(1)
         print(f"jaxtl: done; results in {workdir}/results.json")
 
     app.run(run)

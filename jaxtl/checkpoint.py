@@ -86,7 +86,12 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+                max_to_keep=max_to_keep,
+                create=True,
+                enable_async_checkpointing=False,
+                # A save cut short (kill -9, full disk) leaves an uncommitted temporary step:
+                # never resumed from, and removed when the next run opens the folder.
+                cleanup_tmp_directories=True,
             ),
         )
 

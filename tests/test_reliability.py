@@ -179,3 +179,29 @@ def test_a_flipped_bit_that_still_decodes_is_caught_by_the_checksum(
     assert f"resuming {wd} from step {steps[-2]}" in p.stderr
     assert (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir()
     assert _losses(wd) == _losses(finished)
+
+
+def test_a_full_disk_mid_checkpoint_stops_in_one_line_keeps_the_good_one_and_resumes(
+    tiny_bert_dir, finished, tmp_path
+):
+    from jaxtl import checkpoint
+
+    wd = tmp_path / "full"
+    # From orbax's third file of step 8 on (mid-save: its array data is being written), every
+    # write through epath gets half its bytes, then ENOSPC.
+    p = _run(
+        [sys.executable, "scripts/full_disk.py", "checkpoints/8", "3", *_cmd(tiny_bert_dir, wd)[1:]]
+    )
+    assert p.returncode == 1
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("jaxtl: error: no space left on device writing ") and "resume" in last
+    assert [f.name for f in (wd / "checkpoints").iterdir() if "tmp" in f.name]  # the cut save
+    ckpt = checkpoint.Checkpointer(wd / "checkpoints")  # opening the folder removes it
+    assert ckpt.manager.all_steps() == [4] and ckpt.verify(4) is None  # the good one stands
+    ckpt.close()
+    assert not [f for f in wd.rglob("*") if ".tmp-" in f.name]  # no half-written jaxtl file
+    assert not (wd / ".jaxtl.lock").exists()
+    p = _run(_cmd(tiny_bert_dir, wd))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resuming {wd} from step 4" in p.stderr
+    assert _losses(wd) == _losses(finished)
