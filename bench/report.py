@@ -207,6 +207,10 @@ def cache(res: dict, path: pathlib.Path) -> str:
         f"{_f(c['ratio_without_compile'], 2)}×.",
         f"- Dev accuracy gap: {_f(c['accuracy_gap_points'], 2)} points.",
     ]
+    m = res["machine"]
+    load = m.get("load_average_at_start") or []
+    lines += ["", f"Machine: {m.get('cpu_model')}, {m.get('nproc')} cores, load average at start "
+              f"{', '.join(_f(x, 2) for x in load[:3])}."]  # fmt: skip
     lines += ["", _source(res, path)]
     return "\n".join(lines)
 
