@@ -3,11 +3,16 @@
     python launch.py --regime=supervised_sequential --config=configs/supervised_sequential_cove.py \\
         --config.data.dir=../shared/data
 
-Smoke-test size, same stages (``:tiny``, sizes in ``configs/tiny.py`` plus a tiny BiLSTM and
-decoder; about a minute on the shared 2-core CPU):
+Smoke-test size, same stages (``:tiny``, sizes in ``configs/tiny.py`` plus a tiny BiLSTM,
+decoder and target vocabulary):
 
     python launch.py --regime=supervised_sequential \\
         --config=configs/supervised_sequential_cove.py:tiny --config.data.dir=../shared/data
+
+Measured with exactly this command: 1 min 51 s wall on the shared 2-core CPU with other jobs
+running (load average about 14; 20 s of CPU time); 10 MT steps give dev BLEU 0.15 and test BLEU
+0.37 (an untrained decoder: the smoke test shows the stages run, not translation), then SST-2
+dev accuracy 0.5625 with the frozen encoder.
 
 Stage 1 (``source``): machine translation on Multi30k en→de (``multi30k``: train 29k pairs, dev
 ``val``, test ``test_2016_flickr``). The encoder is a new two-layer BiLSTM

@@ -8,6 +8,11 @@ Smoke-test size, same stages (``:tiny``, sizes in ``configs/tiny.py`` plus a tin
     python launch.py --regime=unsupervised_sequential \\
         --config=configs/unsupervised_sequential_mass.py:tiny --config.data.dir=../shared/data
 
+Measured with exactly this command: 1 min 59 s wall on the shared 2-core CPU with other jobs
+running (load average about 14; 21 s of CPU time); after 10 MASS steps the dev span perplexity
+is 30,600 (about the vocabulary size: the new decoder has barely moved), then SST-2 dev accuracy
+0.5625.
+
 Stage 1 (``pretrain``, ``pretrain.objective=mass``, :mod:`jaxtl.objectives.mass`): each WikiText
 line (``wikitext``: the wikitext-103 subset, cut to ``data.max_length`` tokens) loses a contiguous
 span of half its words (``pretrain.mass_span``) to [MASK]; the packaged MiniLM encoder reads the

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -117,11 +119,12 @@ def mass_run(tmp_path_factory):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return work
+    return work, cmd
 
 
 @pytest.mark.slow
 def test_tiny_config_pretrains_then_adapts_from_the_pretrain_checkpoint(mass_run):
+    mass_run, _ = mass_run
     import orbax.checkpoint as ocp
 
     from jaxtl import paths
@@ -143,3 +146,37 @@ def test_tiny_config_pretrains_then_adapts_from_the_pretrain_checkpoint(mass_run
     assert decoder and all(np.array_equal(before[k], after[k]) for k in decoder)  # frozen
     encoder = [k for k in before if k.startswith("encoder/")]
     assert any(not np.array_equal(before[k], after[k]) for k in encoder)  # fine-tuned
+
+
+def _train_losses(work: pathlib.Path) -> dict[int, tuple[str, float]]:
+    rows = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["task"], r["loss"]) for r in rows if r["split"] == "train"}
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continues_bit_identically(mass_run, tmp_path):
+    """kill -9 after the step-5 checkpoint of MASS pretraining, re-run the same command: the
+    same loss at every step of both stages as the uninterrupted run (the same spans too)."""
+    ref, cmd = mass_run
+    work = tmp_path / "wd"
+    cmd = [c if not c.startswith("--workdir=") else f"--workdir={work}" for c in cmd]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 600
+    ckpt = work / "checkpoints"
+    while time.time() < deadline:
+        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
+        if any(s.isdigit() and int(s) >= 5 for s in steps):
+            break
+        if proc.poll() is not None:
+            pytest.fail("run ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (work / "results.json").exists(), "the killed run must not have finished"
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    got, want = _train_losses(work), _train_losses(ref)
+    assert sorted(got) == sorted(want) and len(got) == 20
+    assert got == want  # exact: the same batches (and MASS spans), the same losses
