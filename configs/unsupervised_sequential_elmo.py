@@ -29,7 +29,12 @@ BiLSTM layers, concatenated with the token layer, the model's own context-free e
 ``--config.model.representation=embeddings`` (static embeddings only) or ``=scalar_mix``. The
 stage-1 params are the stage-1 checkpoint, which a later run can start from with
 ``--config.model.init_from=<workdir>`` and ``--config.pretrain.steps=0``. Sized for about 45
-minutes on 2 CPU cores; not yet timed.
+minutes on 2 CPU cores; the full run is not yet timed.
+
+Measured with the ``:tiny`` command above on the shared 2-core CPU (other jobs running; cold
+compilation cache, 54 s compiling): 2 min 44 s wall, 41 s user. After 10 steps: WikiText dev
+perplexity 29,834 (both directions; a smoke test, not a language model yet), CoNLL-2003 token
+accuracy 0.765 dev / 0.843 test, span F1 0.000.
 """
 
 from configs import tiny
@@ -61,8 +66,8 @@ def get_config(arg=None):
     c.train.steps = 600
     c.train.batch_size = 32
     c.train.eval_every = 200
-    c.data.max_length = 64
-    c.data.buckets = (32, 64)
+    c.data.max_length = 128  # CoNLL sentences: no word cut off
+    c.data.buckets = (32, 64, 128)
     if arg == "tiny":
         tiny.shrink(c)
     return config_lib.finalize(c)
