@@ -528,7 +528,7 @@ def _savable(a: np.ndarray) -> np.ndarray:
 
 def _loaded(a: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint16:
-        import ml_dtypes
+        import jax.numpy as jnp  # jnp.bfloat16 is the numpy dtype (ml_dtypes') jax ships
 
-        return a.view(ml_dtypes.bfloat16)
+        return a.view(jnp.bfloat16)
     return a
