@@ -63,6 +63,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_train_examples = 0  # >0: use only the first N training examples of each task
     c.data.max_eval_examples = 0
     c.data.holdout_fraction = 0.1  # a task without a dev split selects on this share of train
+    # Tokenised training splits of token_cache_min_rows examples or more are kept on disk and
+    # read by row (jaxtl.data.token_cache): auto (~/.cache/jaxtl/tokens) | off | a folder.
+    c.data.token_cache = "auto"
+    c.data.token_cache_min_rows = 100_000
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300
@@ -156,6 +160,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if "mixture" in c:
         choice("mixture.scheme", c.mixture.scheme, SCHEMES)
     for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",
+                "data.token_cache_min_rows",
                 "train.eval_every", "checkpoint.every_steps", "train.early_stop_patience"):  # fmt: skip
         section, name = key.split(".")
         if int(c[section][name]) < 0:

@@ -35,6 +35,8 @@ RESUMABLE_CHANGES = (
     "features.cache",  # where frozen-encoder features are kept changes no number
     "features.dir",
     "data.dir",
+    "data.token_cache",  # where tokenised splits are kept, and from what size, changes no number
+    "data.token_cache_min_rows",
     "model.allow_pickle",
     "allow_config_change",
 )

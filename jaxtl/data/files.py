@@ -230,4 +230,5 @@ def file_task(
         metrics=mets,
         main_metric=main_metric or (default_main if default_main in mets else mets[0]),
         iob=kind == "tagging" and all(n == "O" or n[:2] in ("B-", "I-") for n in names_tuple),
+        files=lambda split: (split_paths[split],),
     )

@@ -8,7 +8,7 @@ row is a bad row (see :mod:`jaxtl.data.tasks`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jaxtl.data.io import column, parse_label, read_table, resolve, split_files
@@ -46,16 +46,13 @@ def _glue_factory(key: str) -> Callable[..., Task]:
         raw = spec.get("raw", ())
         label_map = {r: i for i, r in enumerate(raw)}
 
-        def load(split: str) -> Loaded:
-            path = path_for(split)
-            bad = BadRows(on_bad_row)
+        def rows(path: str, bad: BadRows) -> Iterator[Example]:
             header = spec.get("header", True)
-            names, rows = read_table(path, bad, header=header)
+            names, table = read_table(path, bad, header=header)
             cols = [column(names, c, path) for c in spec["text"]]
             lcol = column(names, spec["label"], path)
             width = len(names) if names else spec["width"]
-            out = []
-            for i, fields in rows:
+            for i, fields in table:
                 where = f"{path}:{i}"
                 if len(fields) != width:
                     bad(where, f"expected {width} fields, found {len(fields)}")
@@ -67,8 +64,16 @@ def _glue_factory(key: str) -> Callable[..., Task]:
                     bad(where, f"similarity score {label} outside [0, 5]")
                     continue
                 pair = fields[cols[1]] if len(cols) > 1 else None
-                out.append(Example(fields[cols[0]].strip(), pair, label, source=where))
-            return bad.result(out, path)
+                yield Example(fields[cols[0]].strip(), pair, label, source=where)
+
+        def load(split: str) -> Loaded:
+            path, bad = path_for(split), BadRows(on_bad_row)
+            return bad.result(rows(path, bad), path)
+
+        def stream(split: str) -> Iterator[Example]:
+            path, bad = path_for(split), BadRows(on_bad_row)
+            yield from rows(path, bad)
+            bad.result((), path)  # logs the skipped rows, as load does
 
         metrics = spec["metrics"]
         return Task(
@@ -80,6 +85,8 @@ def _glue_factory(key: str) -> Callable[..., Task]:
             text_fields=tuple(str(c) for c in spec["text"]),
             metrics=metrics,
             main_metric=metrics[0],
+            files=lambda split: (path_for(split),),
+            stream=stream,
         )
 
     return factory

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,13 +50,21 @@ def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: file not found")
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
-        data = f.read()
-    if not data.strip():
-        raise DataError(f"{path}: file is empty")
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for i, raw in enumerate(lines, start=1):
+        # Streamed line by line (a corpus may be larger than memory); the blank lines before the
+        # first text are held back so that an empty (or all-blank) file fails before any line.
+        lead: list[bytes] = []
+        for raw in f:
+            lead.append(raw)
+            if raw.strip():
+                break
+        else:
+            raise DataError(f"{path}: file is empty")
+        yield from _decoded(path, itertools.chain(lead, f), bad)
+
+
+def _decoded(path: str, raws: Iterator[bytes], bad: BadRows) -> Iterator[tuple[int, str]]:
+    for i, raw in enumerate(raws, start=1):
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:

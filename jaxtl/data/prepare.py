@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxtl.data import batching, packing, tokenize
+from jaxtl.data import batching, packing, token_cache, tokenize
 from jaxtl.data.catalogue import get_task
 from jaxtl.data.masking import MaskedBatches, Masking
 from jaxtl.data.tasks import Task
@@ -132,6 +132,23 @@ def split_data(
     return SplitData(name, examples, enc, batches, labelled, buckets)
 
 
+def cached_split(
+    task: Task, name: str, split: str, config: ml_collections.ConfigDict, tokenizer: Any, *,
+    index: int, target_tokenizer: Any = None,
+) -> tokenize.Encoded | None:  # fmt: skip
+    """``split`` tokenised through the on-disk token cache (``data.token_cache``): memory-mapped
+    when it has ``data.token_cache_min_rows`` examples or more, in memory when fewer; None when
+    the cache is off or cannot key the split (then the caller tokenises as before)."""
+    return token_cache.encode_split(
+        task, split, tokenizer, max_length=config.data.max_length,
+        root=token_cache.cache_root(str(config.data.get("token_cache", "auto"))),
+        task_id=index, target_tokenizer=target_tokenizer,
+        limit=int(config.data.max_train_examples),
+        min_rows=int(config.data.get("token_cache_min_rows", token_cache.DEFAULT_MIN_ROWS)),
+        spec=f"{name}|on_bad_row={config.data.on_bad_row}",
+    )  # fmt: skip
+
+
 def holdout(examples: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
     """(train, held out): a seeded random ``fraction`` of ``examples`` set aside for selection
     when a task has no dev split (at least one example; the rest keep their order)."""
@@ -176,10 +193,14 @@ def prepare_tasks(
         log.info("data.packing: off (a %s task is not packed); batches are padded", other[0])
         packed = False
     out = []
-    for i, task in enumerate(loaded, start=first_index):
+    for i, (name, task) in enumerate(zip(names, loaded), start=first_index):
         has_dev = eval_split in task.splits
+        cached = None
+        if with_train and (has_dev or not with_eval):
+            cached = cached_split(task, name, train_split, config, tokenizer, index=i,
+                                  target_tokenizer=target_tokenizer)  # fmt: skip
         train_ex: Sequence[Any] = []
-        if with_train or (with_eval and not has_dev):
+        if (with_train and cached is None) or (with_eval and not has_dev):
             train_ex = limit(task.load(train_split), config.data.max_train_examples)
         dev_name, dev_ex = eval_split, None
         if with_eval and has_dev:
@@ -194,8 +215,10 @@ def prepare_tasks(
                      config.seed)  # fmt: skip
         train_iter, n_train = None, 0
         if with_train:
-            enc = tokenize.encode(task, train_ex, tokenizer, max_length=max_length, task_id=i,
-                                  target_tokenizer=target_tokenizer)  # fmt: skip
+            enc = cached if cached is not None else tokenize.encode(
+                task, train_ex, tokenizer, max_length=max_length, task_id=i,
+                target_tokenizer=target_tokenizer,
+            )  # fmt: skip
             n_train = len(enc)
             seed = config.seed * 1000 + i
             train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,15 @@ class Task:
     main_metric: str = ""
     # IOB2 span tags (scored with seqeval) vs plain tags such as POS (token accuracy).
     iob: bool = False
+    # ``files(split)``: the files a split is read from, so a cache of its tokens can be keyed by
+    # them (jaxtl.data.token_cache); ``stream(split)``: its examples one at a time, the same as
+    # ``load`` without holding them all (a corpus larger than memory). None: not known / load().
+    files: Callable[[str], tuple[str, ...]] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    stream: Callable[[str], Iterator[Example]] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -132,6 +141,12 @@ class Task:
                 f"task {self.name!r} has no split {split!r}; splits that exist: {list(self.splits)}"
             )
         return self.loader(split)
+
+    def iterate(self, split: str) -> Iterator[Example]:
+        """The split's examples as :meth:`load` gives them, streamed when the reader can."""
+        if self.stream is None or split not in self.splits:
+            return iter(self.load(split))
+        return self.stream(split)
 
 
 # Name -> factory(data_dir, **options). Filled by the reader modules as they are imported; read

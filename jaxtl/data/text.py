@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Iterator
 
 from jaxtl.data.io import read_lines, resolve, split_files
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
@@ -19,13 +20,16 @@ _HEADING = re.compile(r"^\s*=( =)*[^=].*=\s*$")
 
 def read_corpus(path: str, bad: BadRows, *, drop_headings: bool = False) -> list[Example]:
     """One Example per non-blank line; WikiText ``= Title =`` lines dropped if asked."""
-    out = []
+    return list(iter_corpus(path, bad, drop_headings=drop_headings))
+
+
+def iter_corpus(path: str, bad: BadRows, *, drop_headings: bool = False) -> Iterator[Example]:
+    """:func:`read_corpus`, one line at a time."""
     for i, line in read_lines(path, bad):
         text = line.strip()
         if not text or (drop_headings and _HEADING.match(line)):
             continue
-        out.append(Example(text, source=f"{path}:{i}"))
-    return out
+        yield Example(text, source=f"{path}:{i}")
 
 
 def _corpus_task(name: str, path_for, splits, drop_headings: bool, on_bad_row: str) -> Task:
@@ -38,7 +42,18 @@ def _corpus_task(name: str, path_for, splits, drop_headings: bool, on_bad_row: s
         examples = [ex for p in paths for ex in read_corpus(p, bad, drop_headings=drop_headings)]
         return bad.result(examples, paths[0] if len(paths) == 1 else f"{len(paths)} files")
 
-    return Task(name, "lm", load, tuple(splits), metrics=("perplexity",), main_metric="perplexity")
+    def files(split: str) -> tuple[str, ...]:
+        found = path_for(split)
+        return (found,) if isinstance(found, str) else tuple(found)
+
+    def stream(split: str) -> Iterator[Example]:
+        paths, bad = files(split), BadRows(on_bad_row)
+        for p in paths:
+            yield from iter_corpus(p, bad, drop_headings=drop_headings)
+        bad.result((), paths[0] if len(paths) == 1 else f"{len(paths)} files")
+
+    return Task(name, "lm", load, tuple(splits), metrics=("perplexity",), main_metric="perplexity",
+                files=files, stream=stream)  # fmt: skip
 
 
 @register("wikitext")

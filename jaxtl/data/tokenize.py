@@ -42,14 +42,15 @@ class Encoded:
     ``target_ids`` only for translation (decoder targets).
     """
 
-    input_ids: list[np.ndarray]
-    token_type_ids: list[np.ndarray]
+    # Lists of arrays, or jaxtl.data.token_cache.Ragged rows read by index from its files.
+    input_ids: Sequence[np.ndarray]
+    token_type_ids: Sequence[np.ndarray]
     label: np.ndarray  # int32[N]
     score: np.ndarray  # float32[N]
     task_id: int = 0
-    token_labels: list[np.ndarray] | None = None
-    word_ids: list[np.ndarray] | None = None
-    target_ids: list[np.ndarray] | None = None
+    token_labels: Sequence[np.ndarray] | None = None
+    word_ids: Sequence[np.ndarray] | None = None
+    target_ids: Sequence[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -57,10 +58,9 @@ class Encoded:
     @property
     def lengths(self) -> np.ndarray:
         """int32[N]: tokens per example (the longer of source and target for translation)."""
-        n = np.fromiter((len(x) for x in self.input_ids), np.int32, len(self.input_ids))
+        n = _lengths(self.input_ids)
         if self.target_ids is not None:
-            t = np.fromiter((len(x) for x in self.target_ids), np.int32, len(self.target_ids))
-            n = np.maximum(n, t)
+            n = np.maximum(n, _lengths(self.target_ids))
         return n
 
     def subset(self, index: Sequence[int]) -> Encoded:
@@ -73,6 +73,14 @@ class Encoded:
             None if self.word_ids is None else pick(self.word_ids),
             None if self.target_ids is None else pick(self.target_ids),
         )  # fmt: skip
+
+
+def _lengths(rows: Sequence[np.ndarray]) -> np.ndarray:
+    # Rows of the on-disk token cache know their lengths without being read.
+    known = getattr(rows, "lengths", None)
+    if known is not None:
+        return known
+    return np.fromiter((len(x) for x in rows), np.int32, len(rows))
 
 
 def _arrays(rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
@@ -117,15 +125,8 @@ def encode(
         return_token_type_ids=True,
         return_attention_mask=False,
     )
-    if not labelled:
-        pass
-    elif task.kind == "classification":
-        for ex in examples:
-            if not isinstance(ex.label, (int, np.integer)) or not 0 <= ex.label < task.num_labels:
-                raise DataError(f"{ex.source}: label {ex.label!r} is not a class id of {task.name}")
-        label[:] = np.asarray([ex.label for ex in examples])
-    elif task.kind == "regression":
-        score[:] = np.asarray([ex.label for ex in examples], np.float32)
+    if labelled:
+        label, score = example_labels(task, examples)
     target_ids = None
     if task.kind == "translation":
         tok = target_tokenizer or tokenizer
@@ -139,6 +140,22 @@ def encode(
         task_id,
         target_ids=target_ids,
     )
+
+
+def example_labels(task: Task, examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 class ids, float32 scores) of sentence-level examples, each checked against the
+    task; zeros where the kind has none."""
+    n = len(examples)
+    label = np.zeros(n, np.int32)
+    score = np.zeros(n, np.float32)
+    if task.kind == "classification":
+        for ex in examples:
+            if not isinstance(ex.label, (int, np.integer)) or not 0 <= ex.label < task.num_labels:
+                raise DataError(f"{ex.source}: label {ex.label!r} is not a class id of {task.name}")
+        label[:] = np.asarray([ex.label for ex in examples])
+    elif task.kind == "regression":
+        score[:] = np.asarray([ex.label for ex in examples], np.float32)
+    return label, score
 
 
 def _encode_tagging(

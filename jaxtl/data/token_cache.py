@@ -1,0 +1,531 @@
+"""A tokenised split on disk, written once and reused: corpora larger than memory.
+
+A large training split is tokenised once, streamed in chunks through the tokenizer's batch call
+(the Hugging Face fast tokenizer encodes a batch on all cores in Rust, while a reader thread
+parses the next chunk), and its token ids are written to flat numpy files (raw arrays that
+``np.memmap`` opens) that every later run reads instead of tokenising again:
+
+==================  ==========  ===========================================================
+offsets             int64[N+1]  example i's tokens are ``flat[offsets[i]:offsets[i+1]]``
+input_ids           int32[T]    token ids of all examples, one after the other
+token_type_ids      uint8[T]    segment ids (0/1); not read when all zero
+token_labels        int32[T]    per-token targets (tagging), when the kind has them
+word_ids            int32[T]    each token's word (tagging)
+target_offsets,     int64[N+1], decoder targets (translation)
+target_ids          int32[T']
+label, score        [N]         class id / regression target per example
+==================  ==========  ===========================================================
+
+:func:`open_entry` turns an entry into a :class:`jaxtl.data.tokenize.Encoded` whose token fields
+are :class:`Ragged` rows read from the files by index, so the batchers (bucketed or packed) build
+their plans from ``Encoded.lengths`` (``np.diff(offsets)``) and read only the rows of the batch
+at hand: a run holds its corpus's per-example arrays (offsets, lengths, labels: 20 bytes an
+example) and its batcher's index arrays, never its tokens.
+
+The entry's key hashes everything that decides its contents: the tokenizer (its serialized
+vocabulary, normalizer and templates, minus the per-call truncation state), the target tokenizer,
+each data file (absolute path, size, modification time), the task (spec, kind, labels),
+``max_length``, the truncation policy and the example limit. Entries are written to a temporary
+folder and renamed into place, so a crashed build leaves nothing that looks finished; every
+file's size and CRC-32 are checked on open and an entry that fails is rebuilt, never trusted.
+
+Splits under ``min_rows`` examples are tokenised in memory as before (the cache would only add
+files); the decision is made while streaming, without counting the file first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxtl.data import tokenize
+from jaxtl.data.tasks import Example, Task
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+CHUNK_ROWS = 16384  # examples per tokenizer batch call while building
+DEFAULT_MIN_ROWS = 100_000
+
+# field -> dtype on disk; the token fields are read back as int32, the layout's dtype.
+DTYPES = {
+    "offsets": np.int64, "input_ids": np.int32, "token_type_ids": np.uint8,
+    "token_labels": np.int32, "word_ids": np.int32, "target_offsets": np.int64,
+    "target_ids": np.int32, "label": np.int32, "score": np.float32,
+}  # fmt: skip
+
+
+def cache_root(setting: str) -> str | None:
+    """The cache folder for ``data.token_cache`` (``auto`` | ``off`` | a path)."""
+    if setting == "off":
+        return None
+    if setting in ("", "auto"):
+        root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(root, "jaxtl", "tokens")
+    return os.path.expanduser(setting)
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str | None:
+    """A hash of what a tokenizer does, or None when it cannot be serialized (no cache then).
+
+    The fast tokenizer's JSON holds vocabulary, normalizer, pre-tokenizer, model and
+    post-processor; its ``truncation``/``padding`` entries are per-call state that a batch call
+    sets, so they are left out, and the Python-side class and special tokens are added."""
+    if tokenizer is None:
+        return "none"
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    extra = [type(tokenizer).__name__, repr(sorted(tokenizer.special_tokens_map.items()))]
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    h.update(json.dumps(extra).encode())
+    return h.hexdigest()
+
+
+def file_identity(path: str) -> dict[str, Any]:
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def entry_key(
+    task: Task, split: str, tokenizer: Any, *, max_length: int, truncation: str = "longest_first",
+    target_tokenizer: Any = None, limit: int = 0, spec: str = "",
+) -> tuple[str, dict[str, Any]] | None:  # fmt: skip
+    """(hex key, the inputs it hashes), or None when the split cannot be keyed (a task without
+    files, a tokenizer that cannot be serialized)."""
+    if task.files is None or not all(os.path.isfile(p) for p in task.files(split)):
+        return None  # the reader names a missing file better than a cache key can
+    tok = tokenizer_fingerprint(tokenizer)
+    target = tokenizer_fingerprint(target_tokenizer) if target_tokenizer is not None else "same"
+    if tok is None or target is None:
+        return None
+    inputs = {
+        "version": VERSION, "task": spec or task.name, "split": split, "kind": task.kind,
+        "labels": list(task.label_names), "text_fields": list(task.text_fields),
+        "files": [file_identity(p) for p in task.files(split)], "tokenizer": tok,
+        "target_tokenizer": target, "max_length": int(max_length), "truncation": truncation,
+        "limit": int(limit),
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32], inputs
+
+
+class Ragged(Sequence[np.ndarray]):
+    """Example i's row of a flat token file, as int32, read on demand with ``pread``.
+
+    Rows are read into fresh buffers rather than through a memory map: on kernels that keep
+    the page cache in large folios, one random page fault maps up to 2 MB of the file into the
+    process, so a shuffled epoch through a mapped file would grow the resident set towards the
+    file's size. ``pread`` copies only the row, and the page cache stays the kernel's.
+    :meth:`array` gives the whole file as a read-only ``np.memmap`` for sequential use."""
+
+    def __init__(self, path: str | None, dtype: Any, offsets: np.ndarray):
+        self.path, self.dtype, self.offsets = path, np.dtype(dtype), offsets
+        self._fd = os.open(path, os.O_RDONLY) if path is not None else -1
+        self._lengths: np.ndarray | None = None
+
+    def __reduce__(self) -> Any:  # copies and pickles open their own file descriptor
+        return (Ragged, (self.path, self.dtype, self.offsets))
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        if self._fd < 0:  # a field that is zero everywhere (single-sentence token types)
+            return np.zeros(end - start, np.int32)
+        size = self.dtype.itemsize
+        buf = os.pread(self._fd, (end - start) * size, start * size)
+        if len(buf) != (end - start) * size:
+            raise OSError(f"{self.path}: short read at row {i} (file changed since it was checked)")
+        return np.frombuffer(buf, self.dtype).astype(np.int32)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def array(self) -> np.ndarray:
+        """All rows' tokens, one after the other, memory-mapped read-only."""
+        if self.path is None:
+            return np.zeros(int(self.offsets[-1]), self.dtype)
+        return np.memmap(self.path, self.dtype, "r")
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int32[N] tokens per example, from the offsets alone."""
+        if self._lengths is None:
+            self._lengths = np.diff(self.offsets).astype(np.int32)
+        return self._lengths
+
+
+@dataclasses.dataclass
+class Flat:
+    """A chunk of single-sentence examples tokenised straight into flat arrays."""
+
+    lengths: np.ndarray  # int64[n]
+    input_ids: np.ndarray  # int32[sum(lengths)]
+    token_type_ids: np.ndarray  # uint8[sum(lengths)]
+    label: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def flat_encoder(
+    task: Task, tokenizer: Any, *, max_length: int
+) -> Callable[[list[Example]], Flat] | None:
+    """A faster :func:`jaxtl.data.tokenize.encode` for single sentences (classification,
+    regression, lm) straight into flat arrays: the fast tokenizer's Rust batch call, then only
+    the ids of each encoding are read, with no per-example dict of lists. None where it does not
+    apply (pairs are found per chunk and fall back; tagging, translation, no fast tokenizer).
+    :func:`encode_split` checks it against ``encode`` on the first rows before using it."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or task.kind not in ("classification", "regression", "lm"):
+        return None
+
+    def encode(chunk: list[Example]) -> Flat:
+        if any(ex.text_pair is not None for ex in chunk):
+            raise _NotFlat
+        # What the tokenizer's own call sets before its batch call: truncation, no padding.
+        backend.enable_truncation(max_length, stride=0, strategy="longest_first",
+                                  direction=getattr(tokenizer, "truncation_side", "right"))  # fmt: skip
+        backend.no_padding()
+        encs = backend.encode_batch([ex.text for ex in chunk], add_special_tokens=True)
+        ids = [e.ids for e in encs]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+        # A single-sentence template gives every text token one type id and each special token
+        # its own, in every row: all zero in the sampled rows means all zero everywhere.
+        sample = encs[:64]
+        if all(not any(e.type_ids) for e in sample) and any(
+            0 in e.special_tokens_mask for e in sample
+        ):
+            types = np.zeros(len(flat), np.uint8)
+        else:
+            types = np.fromiter(
+                itertools.chain.from_iterable(e.type_ids for e in encs), np.uint8, len(flat)
+            )
+        label, score = tokenize.example_labels(task, chunk)
+        return Flat(lengths, flat, types, label, score)
+
+    return encode
+
+
+class _NotFlat(Exception):
+    """A chunk the flat encoder does not handle (sentence pairs)."""
+
+
+class _Writer:
+    """Appends chunks of an Encoded to the flat files of a new entry, with running CRCs."""
+
+    def __init__(self, folder: str, fields: Sequence[str]):
+        self.folder = folder
+        self.files = {f: open(os.path.join(folder, f + ".bin"), "wb") for f in fields}
+        self.crc = dict.fromkeys(fields, 0)
+        self.zero = dict.fromkeys(fields, True)
+        self.count = dict.fromkeys(fields, 0)
+        self.tokens = {"offsets": 0, "target_offsets": 0}
+        self.rows = 0
+        for f in ("offsets", "target_offsets"):
+            if f in self.files:
+                self._put(f, np.zeros(1, np.int64))
+
+    def _put(self, field: str, arr: np.ndarray) -> None:
+        data = np.ascontiguousarray(arr, DTYPES[field]).tobytes()
+        self.files[field].write(data)
+        self.crc[field] = zlib.crc32(data, self.crc[field])
+        self.zero[field] = self.zero[field] and not arr.any()
+        self.count[field] += len(arr)
+
+    def _ragged(self, field: str, offsets: str, rows: Sequence[np.ndarray]) -> None:
+        lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+        self._put(field, np.concatenate(rows) if len(rows) else np.zeros(0, np.int32))
+        if offsets in self.files and field in ("input_ids", "target_ids"):
+            self._put(offsets, self.tokens[offsets] + np.cumsum(lengths))
+            self.tokens[offsets] += int(lengths.sum())
+
+    def add(self, enc: tokenize.Encoded | Flat) -> None:
+        if isinstance(enc, Flat):
+            self._put("input_ids", enc.input_ids)
+            self._put("token_type_ids", enc.token_type_ids)
+            self._put("offsets", self.tokens["offsets"] + np.cumsum(enc.lengths))
+            self.tokens["offsets"] += int(enc.lengths.sum())
+            self._put("label", enc.label)
+            self._put("score", enc.score)
+            self.rows += len(enc.lengths)
+            return
+        self._ragged("input_ids", "offsets", enc.input_ids)
+        self._ragged("token_type_ids", "offsets", enc.token_type_ids)
+        if enc.token_labels is not None:
+            self._ragged("token_labels", "offsets", enc.token_labels)
+        if enc.word_ids is not None:
+            self._ragged("word_ids", "offsets", enc.word_ids)
+        if enc.target_ids is not None:
+            self._ragged("target_ids", "target_offsets", enc.target_ids)
+        self._put("label", enc.label)
+        self._put("score", enc.score)
+        self.rows += len(enc)
+
+    def close(self, inputs: dict[str, Any]) -> None:
+        for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        meta = {
+            "version": VERSION, "rows": self.rows, "inputs": inputs,
+            "fields": {f: {"dtype": np.dtype(DTYPES[f]).str, "count": self.count[f],
+                           "crc32": self.crc[f], "zero": self.zero[f]} for f in self.files},
+        }  # fmt: skip
+        with open(os.path.join(self.folder, "meta.json"), "w") as fh:
+            json.dump(meta, fh, indent=1)
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def check_entry(folder: str) -> dict[str, Any] | None:
+    """The entry's meta when every file is there with its recorded size and CRC-32, else None
+    (with the reason logged): a truncated or altered shard is never read."""
+    try:
+        with open(os.path.join(folder, "meta.json")) as fh:
+            meta = json.load(fh)
+        if meta.get("version") != VERSION:
+            raise ValueError(f"version {meta.get('version')} != {VERSION}")
+        for f, info in meta["fields"].items():
+            path = os.path.join(folder, f + ".bin")
+            size = int(info["count"]) * np.dtype(info["dtype"]).itemsize
+            if os.path.getsize(path) != size:
+                raise ValueError(f"{f}.bin has {os.path.getsize(path)} bytes, expected {size}")
+            if _crc32(path) != int(info["crc32"]):
+                raise ValueError(f"{f}.bin fails its CRC-32")
+        return meta
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("token cache %s is not usable (%s): rebuilding it", folder, e)
+        return None
+
+
+def open_entry(folder: str, meta: dict[str, Any], task_id: int = 0) -> tokenize.Encoded:
+    """The entry as an Encoded: per-example arrays (offsets, labels, scores: 16 bytes an
+    example) in memory, token rows read from their files by index (:class:`Ragged`)."""
+    fields = meta["fields"]
+
+    def path(field: str) -> str:
+        return os.path.join(folder, field + ".bin")
+
+    def load(field: str) -> np.ndarray:
+        return np.fromfile(path(field), fields[field]["dtype"])
+
+    offsets = load("offsets")
+
+    def ragged(field: str, offs: np.ndarray = offsets) -> Ragged | None:
+        if field not in fields:
+            return None
+        zero = bool(fields[field].get("zero", False))
+        return Ragged(None if zero else path(field), fields[field]["dtype"], offs)
+
+    ids, types = ragged("input_ids"), ragged("token_type_ids")
+    assert ids is not None and types is not None
+    target = ragged("target_ids", load("target_offsets")) if "target_ids" in fields else None
+    return tokenize.Encoded(
+        ids, types, load("label"), load("score"), task_id,
+        token_labels=ragged("token_labels"), word_ids=ragged("word_ids"), target_ids=target,
+    )  # fmt: skip
+
+
+def _chunks(examples: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(examples)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _prefetched(chunks: Iterator[list[Any]], depth: int = 2) -> Iterator[list[Any]]:
+    """``chunks`` read ahead by a thread: the reader parses the next chunk while the Rust
+    tokenizer, which releases the GIL, encodes this one. A reader error is raised here."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:  # handed to the consumer, which raises it
+            q.put(e)
+
+    thread = threading.Thread(target=read, daemon=True, name="token-cache-reader")
+    thread.start()
+    try:
+        while (item := q.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def build_entry(
+    folder: str, examples: Iterable[Any], encode: Callable[[list[Any]], tokenize.Encoded],
+    inputs: dict[str, Any], *, total: int | None = None, progress: bool | None = None,
+) -> None:  # fmt: skip
+    """Tokenise ``examples`` chunk by chunk into a new entry at ``folder`` (atomically: written
+    beside it, then renamed; an existing, unusable entry is replaced)."""
+    from tqdm.auto import tqdm
+
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".building-", dir=parent)
+    try:
+        writer: _Writer | None = None
+        bar = tqdm(total=total, unit=" examples", desc="tokenising", disable=progress is False,
+                   mininterval=2.0, unit_scale=True)  # fmt: skip
+        with bar:
+            for chunk in _prefetched(_chunks(examples, CHUNK_ROWS)):
+                enc = encode(chunk)
+                if writer is None:
+                    fields = ["offsets", "input_ids", "token_type_ids", "label", "score"]
+                    extra = ("token_labels", "word_ids", "target_ids")
+                    fields += [f for f in extra if getattr(enc, f, None) is not None]
+                    if "target_ids" in fields:
+                        fields.insert(-1, "target_offsets")
+                    writer = _Writer(tmp, fields)
+                writer.add(enc)
+                bar.update(len(chunk))
+        if writer is None:
+            raise ValueError(f"token cache: no examples to write for {inputs.get('task')}")
+        writer.close(inputs)
+        if os.path.isdir(folder):  # a stale or corrupt entry: move it away, then replace it
+            trash = tempfile.mkdtemp(prefix=".stale-", dir=parent)
+            os.rename(folder, os.path.join(trash, "entry"))
+            shutil.rmtree(trash, ignore_errors=True)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if check_entry(folder) is None:  # another process finished first; keep a good one
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def encode_split(
+    task: Task, split: str, tokenizer: Any, *, max_length: int, root: str | None,
+    task_id: int = 0, truncation: str = "longest_first", target_tokenizer: Any = None,
+    limit: int = 0, min_rows: int = DEFAULT_MIN_ROWS, spec: str = "",
+    progress: bool | None = None,
+) -> tokenize.Encoded | None:  # fmt: skip
+    """``split`` of ``task`` tokenised like :func:`jaxtl.data.tokenize.encode`, from the cache
+    under ``root`` when its entry is there and sound, else streamed from the task's files and
+    written there (splits of at least ``min_rows`` examples; smaller ones are encoded in memory).
+    None when the split cannot be cached (``root`` None, no files, a tokenizer without JSON):
+    the caller tokenises as before."""
+    if root is None:
+        return None
+    keyed = entry_key(task, split, tokenizer, max_length=max_length, truncation=truncation,
+                      target_tokenizer=target_tokenizer, limit=limit, spec=spec)  # fmt: skip
+    if keyed is None:
+        return None
+    key, inputs = keyed
+    folder = os.path.join(root, key)
+    if os.path.isdir(folder):
+        meta = check_entry(folder)
+        if meta is not None:
+            log.info("token cache hit: %s split %s, %d examples (%s)", task.name, split,
+                     meta["rows"], folder)  # fmt: skip
+            return open_entry(folder, meta, task_id)
+
+    def encode(chunk: list[Example]) -> tokenize.Encoded:
+        return tokenize.encode(task, chunk, tokenizer, max_length=max_length, task_id=task_id,
+                               truncation=truncation, target_tokenizer=target_tokenizer)  # fmt: skip
+
+    flat = flat_encoder(task, tokenizer, max_length=max_length)
+
+    stream = task.iterate(split)
+    if limit > 0:
+        stream = itertools.islice(stream, limit)
+    head = list(itertools.islice(stream, min_rows))
+    if len(head) < min_rows:
+        return encode(head)
+    log.info("token cache miss: tokenising %s split %s into %s", task.name, split, folder)
+    build_entry(folder, itertools.chain(head, stream), encode if flat is None else
+                _either(flat, encode), inputs, total=limit or None, progress=progress)  # fmt: skip
+    del head
+    meta = check_entry(folder)
+    if meta is None:
+        raise RuntimeError(f"token cache: the entry just written at {folder} does not check")
+    return open_entry(folder, meta, task_id)
+
+
+def _same(flat: Callable[[list[Example]], Flat], encode: Callable, sample: list[Example]) -> bool:
+    """Whether the flat encoder gives ``encode``'s tokens and labels on ``sample``."""
+    try:
+        a = flat(sample)
+    except _NotFlat:
+        return True  # pairs: every chunk falls back to encode
+    b = encode(sample)
+    same = (
+        np.array_equal(a.lengths, b.lengths)
+        and np.array_equal(a.input_ids, np.concatenate(b.input_ids))
+        and np.array_equal(a.token_type_ids, np.concatenate(b.token_type_ids))
+        and np.array_equal(a.label, b.label)
+        and np.array_equal(a.score, b.score)
+    )
+    if not same:
+        log.warning("token cache: the flat encoder differs from tokenize.encode for this "
+                    "tokenizer; using encode")  # fmt: skip
+    return same
+
+
+def _either(flat: Callable[[list[Example]], Flat], encode: Callable) -> Callable:
+    """The flat encoder once it matches ``encode`` on the first chunk's first rows, else
+    ``encode``; ``encode`` for any chunk with pairs."""
+    use_flat: list[bool] = []
+
+    def run(chunk: list[Example]) -> Any:
+        if not use_flat:
+            use_flat.append(_same(flat, encode, chunk[:256]))
+        if use_flat[0]:
+            try:
+                return flat(chunk)
+            except _NotFlat:
+                pass
+        return encode(chunk)
+
+    return run

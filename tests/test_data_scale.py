@@ -1,0 +1,268 @@
+"""The on-disk token cache (jaxtl.data.token_cache): same batches as tokenising in memory, hit on
+the second run, rebuilt when its inputs change or a shard is damaged, resumable, and read from
+memory maps without loading the corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from conftest import minilm_dir
+
+from jaxtl.data import batching, get_task, packing, token_cache, tokenize
+from jaxtl.data.tasks import Example
+
+WORDS = "good bad film plot actors tedious charming slow wonderful dull story script".split()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_dir())
+
+
+def write_sst2(root: pathlib.Path, rows: int, seed: int = 0) -> pathlib.Path:
+    """A GLUE-layout SST-2 folder of synthetic sentences (lengths 1..40 words)."""
+    rng = np.random.default_rng(seed)
+    lines = ["sentence\tlabel"]
+    for _ in range(rows):
+        n = int(rng.integers(1, 40))
+        lines.append(" ".join(rng.choice(WORDS, n)) + f"\t{int(rng.integers(0, 2))}")
+    folder = root / "SST-2"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text("\n".join(lines) + "\n")
+    (folder / "dev.tsv").write_text("\n".join(lines[:20]) + "\n")
+    return root
+
+
+def cached(task, tok, cache, **kw):
+    kw.setdefault("max_length", 64)
+    return token_cache.encode_split(task, "train", tok, root=str(cache), min_rows=0,
+                                    progress=False, **kw)  # fmt: skip
+
+
+def entries(cache: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+
+
+def same_batches(a, b, n: int) -> None:
+    for _ in range(n):
+        x, y = next(a), next(b)
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
+
+
+def test_cached_batches_equal_uncached(tmp_path, tok):
+    data = write_sst2(tmp_path / "data", 1500)
+    task = get_task("sst2", str(data))
+    enc = cached(task, tok, tmp_path / "cache")
+    ref = tokenize.encode(task, task.load("train"), tok, max_length=64)
+    assert isinstance(enc.input_ids, token_cache.Ragged)
+    assert isinstance(enc.input_ids.array(), np.memmap)
+    assert np.array_equal(enc.input_ids.array(), np.concatenate(ref.input_ids))
+    assert len(enc) == len(ref) == 1500
+    assert np.array_equal(enc.lengths, ref.lengths)
+    assert all(np.array_equal(enc.input_ids[i], ref.input_ids[i]) for i in range(len(ref)))
+    assert np.array_equal(enc.label, ref.label) and np.array_equal(enc.score, ref.score)
+    for make in (batching.TrainBatches, packing.PackedTrainBatches):
+        kw = dict(batch_size=16, buckets=(16, 32, 64), seed=5, pad_id=0)
+        a, b = make(enc, **kw), make(ref, **kw)
+        same_batches(a, b, a.batches_per_epoch() + 7)  # into the second epoch
+    for ev in (batching.eval_batches, packing.eval_batches):
+        for x, y in zip(ev(enc, batch_size=16, buckets=(16, 32, 64)),
+                        ev(ref, batch_size=16, buckets=(16, 32, 64)), strict=True):  # fmt: skip
+            assert all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def test_flat_encoder_falls_back_for_pairs_and_tagging(tmp_path, tok):
+    # Pairs (RTE layout) and tagging go through tokenize.encode chunk by chunk: same result.
+    rows = ["index\tsentence1\tsentence2\tlabel"] + [
+        f"{i}\tthe film was good number {i}\tit was {'bad' if i % 2 else 'good'}\t"
+        f"{'entailment' if i % 3 else 'not_entailment'}"
+        for i in range(300)
+    ]
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "RTE" / "dev.tsv").write_text("\n".join(rows[:5]) + "\n")
+    task = get_task("rte", str(tmp_path))
+    enc = cached(task, tok, tmp_path / "cache")
+    ref = tokenize.encode(task, task.load("train"), tok, max_length=64)
+    assert isinstance(enc.input_ids, token_cache.Ragged)
+    for i in range(len(ref)):
+        assert np.array_equal(enc.input_ids[i], ref.input_ids[i])
+        assert np.array_equal(enc.token_type_ids[i], ref.token_type_ids[i])
+    assert np.array_equal(enc.label, ref.label)
+
+
+def test_hit_then_rebuilt_when_file_tokenizer_or_length_changes(tmp_path, tok, monkeypatch):
+    data = write_sst2(tmp_path / "data", 400)
+    cache = tmp_path / "cache"
+    task = get_task("sst2", str(data))
+    first = cached(task, tok, cache)
+    assert len(entries(cache)) == 1
+
+    # Second run: a hit, no tokenisation at all.
+    def boom(*a, **k):
+        raise AssertionError("tokenised on a cache hit")
+
+    with monkeypatch.context() as m:
+        m.setattr(tokenize, "encode", boom)
+        m.setattr(token_cache, "flat_encoder", boom)
+        again = cached(task, tok, cache)
+    assert np.array_equal(again.lengths, first.lengths) and len(entries(cache)) == 1
+
+    # max_length, then the tokenizer (lower-casing off), then the file itself: new entries.
+    short = cached(task, tok, cache, max_length=16)
+    assert len(entries(cache)) == 2 and short.lengths.max() <= 16 < first.lengths.max()
+    from transformers import AutoTokenizer
+
+    cased = AutoTokenizer.from_pretrained(minilm_dir())
+    spec = json.loads(cased.backend_tokenizer.to_str())
+    spec["normalizer"]["lowercase"] = False
+    from tokenizers import Tokenizer
+
+    cased._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    assert token_cache.tokenizer_fingerprint(cased) != token_cache.tokenizer_fingerprint(tok)
+    cached(task, cased, cache)
+    assert len(entries(cache)) == 3
+    # The fingerprint ignores the truncation a tokenizer call leaves behind.
+    fp = token_cache.tokenizer_fingerprint(tok)
+    tok(["a b c"], truncation=True, max_length=7)
+    assert token_cache.tokenizer_fingerprint(tok) == fp
+    train = data / "SST-2" / "train.tsv"
+    train.write_text(train.read_text() + "a new sentence\t1\n")
+    grown = cached(task, tok, cache)
+    assert len(grown) == 401 and len(entries(cache)) == 4
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "meta"])
+def test_damaged_entry_is_rebuilt(tmp_path, tok, damage, caplog):
+    data = write_sst2(tmp_path / "data", 300)
+    cache = tmp_path / "cache"
+    task = get_task("sst2", str(data))
+    good = cached(task, tok, cache)
+    ids = [np.array(good.input_ids[i]) for i in range(len(good))]
+    (key,) = entries(cache)
+    del good
+    shard = cache / key / "input_ids.bin"
+    raw = bytearray(shard.read_bytes())
+    if damage == "truncate":
+        shard.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif damage == "flip":
+        raw[len(raw) // 3] ^= 0xFF
+        shard.write_bytes(bytes(raw))
+    else:
+        (cache / key / "meta.json").write_text("{not json")
+    assert token_cache.check_entry(str(cache / key)) is None
+    with caplog.at_level("WARNING"):
+        again = cached(task, tok, cache)
+    assert "rebuilding" in caplog.text
+    assert entries(cache) == [key] and token_cache.check_entry(str(cache / key)) is not None
+    assert all(np.array_equal(again.input_ids[i], ids[i]) for i in range(len(ids)))
+
+
+def test_resume_mid_epoch_from_cache_is_bit_identical(tmp_path, tok):
+    data = write_sst2(tmp_path / "data", 700)
+    task = get_task("sst2", str(data))
+    for make in (batching.TrainBatches, packing.PackedTrainBatches):
+        kw = dict(batch_size=8, buckets=(16, 32, 64), seed=11, pad_id=0)
+        it = make(cached(task, tok, tmp_path / "cache"), **kw)
+        for _ in range(it.batches_per_epoch() // 2):
+            next(it)
+        state = json.loads(json.dumps(it.state()))  # as a checkpoint holds it
+        # A new process: the entry opened again from disk, the iterator restored.
+        resumed = make(cached(task, tok, tmp_path / "cache"), **kw)
+        resumed.restore(state)
+        same_batches(it, resumed, it.batches_per_epoch())
+
+
+def test_small_split_stays_in_memory_and_builtin_is_not_cached(tmp_path, tok):
+    data = write_sst2(tmp_path / "data", 50)
+    task = get_task("sst2", str(data))
+    cache = tmp_path / "cache"
+    enc = token_cache.encode_split(task, "train", tok, max_length=64, root=str(cache),
+                                   min_rows=100)  # fmt: skip
+    assert enc is not None and isinstance(enc.input_ids, list) and len(enc) == 50
+    assert not cache.exists() or entries(cache) == []
+    builtin = get_task("builtin/sentiment")
+    assert token_cache.encode_split(builtin, "train", tok, max_length=64, root=str(cache)) is None
+    assert token_cache.encode_split(task, "train", tok, max_length=64, root=None) is None
+
+
+def test_prepare_tasks_reads_train_from_the_cache(tmp_path, tok):
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import prepare_tasks
+    from jaxtl.regimes import multitask
+
+    data = write_sst2(tmp_path / "data", 600)
+    config = config_lib.base_config()
+    multitask.add_config(config)
+    config.data.dir = str(data)
+    config.data.max_length = 64
+    config.data.buckets = (16, 32, 64)
+    config.train.batch_size = 8
+    config.data.token_cache = str(tmp_path / "cache")
+    config.data.token_cache_min_rows = 100
+    config.data.max_train_examples = 500
+    (td,) = prepare_tasks(["sst2"], config, tok, packed=True)
+    assert td.train_size == 500 and isinstance(td.train_iter.encoded.input_ids, token_cache.Ragged)
+    config.data.token_cache = "off"
+    (ref,) = prepare_tasks(["sst2"], config, tok, packed=True)
+    assert isinstance(ref.train_iter.encoded.input_ids, list)
+    same_batches(td.train_iter, ref.train_iter, 30)
+
+
+def test_batching_from_memmap_does_not_load_the_corpus(tmp_path):
+    """200k rows of 128 tokens (128 MB of ids and types) batched for 3,000 steps: the resident
+    set grows by the index arrays and a bounded window of pages, not by the corpus."""
+    rows, length = 200_000, 128
+    rng = np.random.default_rng(0)
+    block = rng.integers(1000, 30000, (4096, length), dtype=np.int32)
+
+    def encode(chunk: list[int]) -> tokenize.Encoded:
+        n = len(chunk)
+        ids = [block[i % 4096] for i in chunk]
+        return tokenize.Encoded(ids, [np.zeros(length, np.int32)] * n, np.zeros(n, np.int32),
+                                np.zeros(n, np.float32))  # fmt: skip
+
+    folder = str(tmp_path / "entry")
+    token_cache.build_entry(folder, range(rows), encode, {"task": "synthetic"}, progress=False)
+    meta = token_cache.check_entry(folder)
+    assert meta is not None and meta["rows"] == rows
+    data_mib = os.path.getsize(os.path.join(folder, "input_ids.bin")) / 2**20
+    assert data_mib > 95
+
+    def rss_mib() -> float:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    base = rss_mib()
+    enc = token_cache.open_entry(folder, meta)
+    assert isinstance(enc.input_ids.array(), np.memmap)
+    it = batching.TrainBatches(enc, batch_size=32, buckets=(128,), seed=0)
+    peak = 0.0
+    for step in range(3000):  # 96k random rows: through a memory map, most of the file
+        batch = next(it)
+        if step % 50 == 0:
+            peak = max(peak, rss_mib() - base)
+    assert batch["input_ids"].shape == (32, 128)
+    # Per-example and index arrays of 200k rows (~10 MB) and one batch, not the 98 MB of ids.
+    assert peak < 30, f"resident set grew by {peak:.0f} MiB over a {data_mib:.0f} MiB corpus"
+
+
+def test_streamed_reader_matches_load(tmp_path):
+    data = write_sst2(tmp_path, 120)
+    task = get_task("sst2", str(data))
+    assert list(task.iterate("train")) == list(task.load("train"))
+    assert task.files("train") == (str(data / "SST-2" / "train.tsv"),)
+    (data / "SST-2" / "dev.tsv").write_text("\n  \n")
+    with pytest.raises(ValueError, match="file is empty"):
+        next(task.iterate("dev"))
+    assert isinstance(next(task.iterate("train")), Example)
