@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 SECTIONS = ("meta", "step", "forward", "e2e", "cache", "memory", "scaling", "accelerator",
-            "padding", "families")  # fmt: skip
+            "padding", "families", "data_scale")  # fmt: skip
 
 TITLES = {
     "meta": "Run",
@@ -27,6 +27,7 @@ TITLES = {
     "scaling": "6. Scaling shape (FSDP over fake CPU devices)",
     "accelerator": "7. GPU/TPU",
     "padding": "8. Padding waste",
+    "data_scale": "11. Data at scale: tokenise and batch",
 }
 
 
@@ -298,8 +299,15 @@ def families(res: dict, path: pathlib.Path) -> str:
 RENDER: dict[str, Callable[[dict, pathlib.Path], str]] = {
     "meta": meta, "step": step, "forward": forward, "e2e": e2e, "cache": cache,
     "memory": memory, "scaling": scaling, "accelerator": accelerator, "padding": padding,
-    "families": families,
+    "families": families, "data_scale": lambda res, path: _data_scale(res, path),
 }  # fmt: skip
+
+
+def _data_scale(res: dict, path: pathlib.Path) -> str:
+    from bench.data_scale import render
+
+    return render({**res["cases"]["data_scale"], "command": res["command"]}, _rel(path))
+
 
 HEADER = """# Benchmarks: jaxtl vs transformers + PyTorch
 
@@ -311,7 +319,7 @@ the rest is prose). Every number comes from the command written under its table.
 def update_markdown(md: pathlib.Path, res: dict, results_path: pathlib.Path) -> None:
     text = md.read_text() if md.exists() else HEADER
     # A partial run (--cases) rewrites only its own sections; each names its command and file.
-    full_run = all(n in res["cases"] for n in SECTIONS if n != "meta")
+    full_run = all(n in res["cases"] for n in SECTIONS if n not in ("meta", "data_scale"))
     present = [*(["meta"] if full_run else []), *[n for n in SECTIONS if n in res["cases"]]]
     for name in present:
         body = RENDER[name](res, results_path)

@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[bench] updated {args.markdown} from {path}")
         return res
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(names) - set(cases.CASES))
+    known = [*cases.CASES, "data_scale"]  # data_scale: bench/data_scale.py, not in the default
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise SystemExit(f"--cases: unknown {unknown}; known: {list(cases.CASES)}")
+        raise SystemExit(f"--cases: unknown {unknown}; known: {known}")
     s = settings_from(args)
     needs_data = {"e2e", "cache", "padding", "step", "forward"} & set(names)
     if needs_data and not (pathlib.Path(s.data_dir) / "SST-2").is_dir():
@@ -129,6 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         if name == "accelerator":
             results["cases"][name] = cases.case_accelerator(s, args.accelerator)
+        elif name == "data_scale":
+            from bench import data_scale
+
+            results["cases"][name] = data_scale.case_data_scale(s, quick=args.quick)
         else:
             results["cases"][name] = getattr(cases, f"case_{name}")(s)
         results["case_wall_s"][name] = time.perf_counter() - t0

@@ -137,6 +137,7 @@ class Ragged(Sequence[np.ndarray]):
     def __init__(self, path: str | None, dtype: Any, offsets: np.ndarray):
         self.path, self.dtype, self.offsets = path, np.dtype(dtype), offsets
         self._fd = os.open(path, os.O_RDONLY) if path is not None else -1
+        self._n = len(offsets) - 1
         self._lengths: np.ndarray | None = None
 
     def __reduce__(self) -> Any:  # copies and pickles open their own file descriptor
@@ -148,15 +149,15 @@ class Ragged(Sequence[np.ndarray]):
             self._fd = -1
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return self._n
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+            return [self[j] for j in range(*i.indices(self._n))]
         i = int(i)
-        if not -len(self) <= i < len(self):
+        if not -self._n <= i < self._n:
             raise IndexError(i)
-        i %= len(self)
+        i %= self._n
         start, end = int(self.offsets[i]), int(self.offsets[i + 1])
         if self._fd < 0:  # a field that is zero everywhere (single-sentence token types)
             return np.zeros(end - start, np.int32)
