@@ -18,8 +18,13 @@ fresh on the transferred encoder, and ``plan.json`` shows the old one as frozen 
 optimizer state. ``results.json`` reports the source tasks' dev metrics after stage 1 and the
 target tasks' after stage 2.
 
-Sources with a different structure (a translation encoder as in CoVe, or a checkpoint of another
-jaxtl run) come in through ``model.init_from`` (params-only, structure may differ; see
+A source may be a translation task (CoVe, ``configs/supervised_sequential_cove.py``): its head
+is a decoder (``model.decoder``, :mod:`jaxtl.models.seq2seq`) over the encoder's last layer,
+selected on dev BLEU; the target stage then reads the encoder, typically frozen
+(``optim.strategy=feature_extraction``) with ``model.representation=cove``.
+
+Sources with a different structure (a checkpoint of another jaxtl run) come in through
+``model.init_from`` (params-only, structure may differ; see
 ``transfer_report.json``), then this regime's stages run as usual (``source.steps=0`` skips
 stage 1).
 """
