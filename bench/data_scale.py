@@ -287,7 +287,22 @@ def render(res: dict[str, Any], path: pathlib.Path | None = None) -> str:
         lines.append(f"- jaxtl / datasets throughput at {int(n):,} rows, {phase}: {v:.2f}×")
     if res.get("command"):
         lines += ["", f"Command: `{res['command']}`" + (f" → `{path}`" if path else "")]
+    for cmd, where in res.get("commands", []):
+        lines += ["", f"Command: `{cmd}` → `{where}`"]
     return "\n".join(lines)
+
+
+def merged(paths: list[str]) -> dict[str, Any]:
+    """Several results files as one table (each run keeps its command and file)."""
+    out: dict[str, Any] = {"runs": [], "ratios": {}, "commands": []}
+    for p in paths:
+        res = json.loads(pathlib.Path(p).read_text())
+        for k in ("machine", "batch_size", "max_length"):
+            out.setdefault(k, res[k])
+        out["runs"] += res["runs"]
+        out["ratios"].update(res.get("ratios", {}))
+        out["commands"].append((res.get("command", "?"), p))
+    return out
 
 
 def case_data_scale(s: Any = None, *, quick: bool = False) -> dict[str, Any]:
@@ -318,7 +333,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="", help=argparse.SUPPRESS)
     p.add_argument("--cache", default="", help=argparse.SUPPRESS)
     p.add_argument("--batches", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--render", default="", help="results JSON files (comma-separated) to render")
     args = p.parse_args(argv)
+    if args.render:
+        body = render(merged(args.render.split(",")))
+        print(body)
+        if args.markdown:
+            update_section(pathlib.Path(args.markdown), body)
+        return None
     if args.worker:
         args.rows = int(args.rows)
         return _worker(args)

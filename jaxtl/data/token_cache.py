@@ -433,6 +433,8 @@ def build_entry(
         if writer is None:
             raise ValueError(f"token cache: no examples to write for {inputs.get('task')}")
         writer.close(inputs)
+        if os.path.isdir(folder) and check_entry(folder) is not None:
+            return  # another process (a host of the same run) finished a sound entry first
         if os.path.isdir(folder):  # a stale or corrupt entry: move it away, then replace it
             trash = tempfile.mkdtemp(prefix=".stale-", dir=parent)
             os.rename(folder, os.path.join(trash, "entry"))
