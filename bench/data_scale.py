@@ -125,7 +125,7 @@ def work_jaxtl(rows: int, data: str, cache: str, batches: int) -> dict[str, Any]
     t2 = time.perf_counter()
     return {"tokenise_s": t1 - t0, "batch_s": t2 - t1, "wall_s": t2 - t0, "batches": batches,
             "examples_batched": real, "rss_after_tokenise_mib": tok_rss,
-            "memmap": type(enc.label).__name__, "peak_rss_mib": rss.stop()}  # fmt: skip
+            "peak_rss_mib": rss.stop()}  # fmt: skip
 
 
 def work_datasets(rows: int, data: str, cache: str, batches: int) -> dict[str, Any]:
@@ -300,7 +300,8 @@ def merged(paths: list[str]) -> dict[str, Any]:
         for k in ("machine", "batch_size", "max_length"):
             out.setdefault(k, res[k])
         out["runs"] += res["runs"]
-        out["ratios"].update(res.get("ratios", {}))
+        out["ratios"].update({f"{k} ({pathlib.Path(p).name})": v
+                              for k, v in res.get("ratios", {}).items()})  # fmt: skip
         out["commands"].append((res.get("command", "?"), p))
     return out
 

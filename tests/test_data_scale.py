@@ -57,7 +57,8 @@ def same_batches(a, b, n: int) -> None:
             assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
 
 
-def test_cached_batches_equal_uncached(tmp_path, tok):
+def test_cached_batches_equal_uncached(tmp_path, tok, monkeypatch):
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 128)  # 12 chunks, encoded two at a time
     data = write_sst2(tmp_path / "data", 1500)
     task = get_task("sst2", str(data))
     enc = cached(task, tok, tmp_path / "cache")
@@ -79,7 +80,8 @@ def test_cached_batches_equal_uncached(tmp_path, tok):
             assert all(np.array_equal(x[k], y[k]) for k in x)
 
 
-def test_flat_encoder_falls_back_for_pairs_and_tagging(tmp_path, tok):
+def test_flat_encoder_falls_back_for_pairs_and_tagging(tmp_path, tok, monkeypatch):
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 64)
     # Pairs (RTE layout) and tagging go through tokenize.encode chunk by chunk: same result.
     rows = ["index\tsentence1\tsentence2\tlabel"] + [
         f"{i}\tthe film was good number {i}\tit was {'bad' if i % 2 else 'good'}\t"

@@ -35,6 +35,8 @@ files); the decision is made while streaming, without counting the file first.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
@@ -213,11 +215,19 @@ def flat_encoder(
     def encode(chunk: list[Example]) -> Flat:
         if any(ex.text_pair is not None for ex in chunk):
             raise _NotFlat
-        # What the tokenizer's own call sets before its batch call: truncation, no padding.
-        backend.enable_truncation(max_length, stride=0, strategy="longest_first",
-                                  direction=getattr(tokenizer, "truncation_side", "right"))  # fmt: skip
-        backend.no_padding()
-        encs = backend.encode_batch([ex.text for ex in chunk], add_special_tokens=True)
+        # What the tokenizer's own call sets before its batch call: truncation, no padding; set
+        # only when different, so chunks encoded at the same time never write the tokenizer.
+        side = getattr(tokenizer, "truncation_side", "right")
+        target = {"max_length": max_length, "stride": 0, "strategy": "longest_first",
+                  "direction": side}  # fmt: skip
+        if backend.truncation != target:
+            backend.enable_truncation(max_length, stride=0, strategy="longest_first",
+                                      direction=side)  # fmt: skip
+        if backend.padding is not None:
+            backend.no_padding()
+        # encode_batch_fast skips the character offsets, which the cache does not keep.
+        encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        encs = encode_batch([ex.text for ex in chunk], add_special_tokens=True)
         ids = [e.ids for e in encs]
         lengths = np.fromiter(map(len, ids), np.int64, len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
@@ -403,9 +413,37 @@ def _prefetched(chunks: Iterator[list[Any]], depth: int = 2) -> Iterator[list[An
         stop.set()
 
 
+def _encoded(
+    chunks: Iterator[list[Any]], encode: Callable[[list[Any]], Any], workers: int
+) -> Iterator[tuple[int, Any]]:
+    """(rows, encode(chunk)) in order. With ``workers`` > 1, chunks are encoded by a thread
+    pool, so one chunk's Python work overlaps the next one's Rust batch call (which releases
+    the GIL); the first chunk is encoded alone, so whatever ``encode`` decides on it is settled
+    before two calls run at once."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    yield len(first), encode(first)
+    if workers <= 1:
+        for chunk in chunks:
+            yield len(chunk), encode(chunk)
+        return
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending: collections.deque = collections.deque()
+        for chunk in chunks:
+            pending.append((len(chunk), pool.submit(encode, chunk)))
+            if len(pending) > workers:
+                n, fut = pending.popleft()
+                yield n, fut.result()
+        while pending:
+            n, fut = pending.popleft()
+            yield n, fut.result()
+
+
 def build_entry(
-    folder: str, examples: Iterable[Any], encode: Callable[[list[Any]], tokenize.Encoded],
+    folder: str, examples: Iterable[Any], encode: Callable[[list[Any]], Any],
     inputs: dict[str, Any], *, total: int | None = None, progress: bool | None = None,
+    workers: int = 1,
 ) -> None:  # fmt: skip
     """Tokenise ``examples`` chunk by chunk into a new entry at ``folder`` (atomically: written
     beside it, then renamed; an existing, unusable entry is replaced)."""
@@ -419,8 +457,8 @@ def build_entry(
         bar = tqdm(total=total, unit=" examples", desc="tokenising", disable=progress is False,
                    mininterval=2.0, unit_scale=True)  # fmt: skip
         with bar:
-            for chunk in _prefetched(_chunks(examples, CHUNK_ROWS)):
-                enc = encode(chunk)
+            chunks = _prefetched(_chunks(examples, CHUNK_ROWS))
+            for rows, enc in _encoded(chunks, encode, workers):
                 if writer is None:
                     fields = ["offsets", "input_ids", "token_type_ids", "label", "score"]
                     extra = ("token_labels", "word_ids", "target_ids")
@@ -429,7 +467,7 @@ def build_entry(
                         fields.insert(-1, "target_offsets")
                     writer = _Writer(tmp, fields)
                 writer.add(enc)
-                bar.update(len(chunk))
+                bar.update(rows)
         if writer is None:
             raise ValueError(f"token cache: no examples to write for {inputs.get('task')}")
         writer.close(inputs)
@@ -488,7 +526,8 @@ def encode_split(
         return encode(head)
     log.info("token cache miss: tokenising %s split %s into %s", task.name, split, folder)
     build_entry(folder, itertools.chain(head, stream), encode if flat is None else
-                _either(flat, encode), inputs, total=limit or None, progress=progress)  # fmt: skip
+                _either(flat, encode), inputs, total=limit or None, progress=progress,
+                workers=1 if flat is None else 2)  # fmt: skip
     del head
     meta = check_entry(folder)
     if meta is None:
