@@ -195,8 +195,9 @@ def test_a_full_disk_mid_checkpoint_stops_in_one_line_keeps_the_good_one_and_res
     assert p.returncode == 1
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("jaxtl: error: no space left on device writing ") and "resume" in last
-    assert [f.name for f in (wd / "checkpoints").iterdir() if "tmp" in f.name]  # the cut save
-    ckpt = checkpoint.Checkpointer(wd / "checkpoints")  # opening the folder removes it
+    # The cut save is an uncommitted temporary folder (when orbax got to create it), never a step;
+    # opening the folder removes it.
+    ckpt = checkpoint.Checkpointer(wd / "checkpoints")
     assert ckpt.manager.all_steps() == [4] and ckpt.verify(4) is None  # the good one stands
     ckpt.close()
     assert not [f for f in wd.rglob("*") if ".tmp-" in f.name]  # no half-written jaxtl file
