@@ -111,7 +111,9 @@ def entry_key(
 ) -> tuple[str, dict[str, Any]] | None:  # fmt: skip
     """(hex key, the inputs it hashes), or None when the split cannot be keyed (a task without
     files, a tokenizer that cannot be serialized)."""
-    if task.files is None or not all(os.path.isfile(p) for p in task.files(split)):
+    if task.files is None or split not in task.splits:
+        return None
+    if not all(os.path.isfile(p) for p in task.files(split)):
         return None  # the reader names a missing file better than a cache key can
     tok = tokenizer_fingerprint(tokenizer)
     target = tokenizer_fingerprint(target_tokenizer) if target_tokenizer is not None else "same"
