@@ -42,6 +42,22 @@ def launch(regime: str, config: str, workdir: pathlib.Path, overrides: Sequence[
     return json.loads(results.read_text())
 
 
+def run_overrides(data_dir: str, batch_size: int, max_length: int) -> list[str]:
+    """The overrides every experiment run shares: data, shapes, and no selection — evaluation
+    only at the end of each stage and no best-params copy, so the last step is what is scored
+    (dev is never used to choose), and no periodic checkpoints (the runs are short)."""
+    buckets = (max_length // 2, max_length) if max_length > 32 else (max_length,)
+    return [
+        f"--config.data.dir={os.path.abspath(data_dir)}",
+        f"--config.train.batch_size={batch_size}",
+        f"--config.data.max_length={max_length}",
+        f"--config.data.buckets={buckets}",
+        "--config.train.eval_every=0",
+        "--config.checkpoint.every_steps=0",
+        "--config.train.save_best=False",
+    ]
+
+
 def predictions(workdir: pathlib.Path, task: str, split: str = "dev") -> list[dict]:
     path = workdir / "predictions" / task / f"{split}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

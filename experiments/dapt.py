@@ -21,7 +21,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, welch, write
+from common import REPO, header, launch, mean_std, run_overrides, welch, write
 
 TASKS = {  # short -> (task, GLUE folder, text columns of train.tsv, metric)
     "rte": ("glue/rte", "RTE", (1, 2), "accuracy"),
@@ -56,15 +56,9 @@ def main() -> None:
     out = pathlib.Path(args.out)
     data_dir = os.path.abspath(args.data_dir)
     common = [
-        f"--config.data.dir={data_dir}",
-        f"--config.train.batch_size={args.batch_size}",
-        f"--config.data.max_length={args.max_length}",
-        f"--config.data.buckets=(64,{args.max_length})",
+        *run_overrides(data_dir, args.batch_size, args.max_length),
         f"--config.train.steps={args.steps}",
-        "--config.train.eval_every=0",
         "--config.pretrain.eval_every=0",
-        "--config.checkpoint.every_steps=0",
-        "--config.train.save_best=False",
         # The fine-tuning recipe of the other experiments, not the config's ULMFiT one.
         "--config.optim.strategy=finetune",
         "--config.optim.schedule=linear",

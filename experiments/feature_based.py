@@ -19,7 +19,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, write
+from common import REPO, header, launch, mean_std, run_overrides, write
 
 SETTINGS = {  # name -> representation (None: fine-tuning)
     "fine-tune (linear head)": None,
@@ -49,14 +49,8 @@ def main() -> None:
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     common = [
-        f"--config.data.dir={os.path.abspath(args.data_dir)}",
+        *run_overrides(args.data_dir, args.batch_size, args.max_length),
         "--config.tasks.names=('conll2003',)",
-        f"--config.train.batch_size={args.batch_size}",
-        f"--config.data.max_length={args.max_length}",
-        f"--config.data.buckets=({args.max_length},)",
-        "--config.train.eval_every=0",
-        "--config.checkpoint.every_steps=0",
-        "--config.train.save_best=False",
     ]
     t0 = time.time()
     f1: dict[str, list[float]] = {}

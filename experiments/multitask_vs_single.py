@@ -17,7 +17,7 @@ import os
 import pathlib
 import time
 
-import common
+import common as common_lib
 import numpy as np
 from common import REPO
 
@@ -26,7 +26,7 @@ MAIN = {"sst2": "accuracy", "cola": "matthews", "mrpc": "f1", "rte": "accuracy",
 
 
 def launch(workdir: pathlib.Path, overrides: list[str]) -> dict:
-    return common.launch("multitask", "multitask_glue.py", workdir, overrides)
+    return common_lib.launch("multitask", "multitask_glue.py", workdir, overrides)
 
 
 def main() -> None:
@@ -42,16 +42,8 @@ def main() -> None:
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     common = [
-        f"--config.data.dir={os.path.abspath(args.data_dir)}",
-        f"--config.train.batch_size={args.batch_size}",
-        f"--config.data.max_length={args.max_length}",
-        f"--config.data.buckets=(32,{args.max_length})"
-        if args.max_length > 32
-        else "--config.data.buckets=(32,)",
+        *common_lib.run_overrides(args.data_dir, args.batch_size, args.max_length),
         f"--config.optim.lr={args.lr}",
-        "--config.train.eval_every=0",
-        "--config.checkpoint.every_steps=0",
-        "--config.train.save_best=False",
     ]
     t0 = time.time()
     rows: dict[str, dict[str, list[float]]] = {
@@ -100,9 +92,9 @@ def main() -> None:
         f"{args.refine} steps per task. Seeds {args.seeds}. Dev metrics ×100, mean ± sample std "
         "over seeds."
     )
-    common.write(
+    common_lib.write(
         "multitask-vs-single",
-        [*common.header("multitask_vs_single.py", elapsed, details), "", *lines],
+        [*common_lib.header("multitask_vs_single.py", elapsed, details), "", *lines],
         {"args": vars(args), "elapsed_s": elapsed, "results": summary},
     )
 

@@ -28,7 +28,7 @@ import shutil
 import time
 
 import numpy as np
-from common import REPO, header, launch, mean_std, write
+from common import REPO, header, launch, mean_std, run_overrides, write
 
 STRATEGIES = {
     "head only (feature extraction)": ["--config.optim.strategy=feature_extraction",
@@ -86,15 +86,9 @@ def main() -> None:
     out = pathlib.Path(args.out)
     data_dir = os.path.abspath(args.data_dir)
     common = [
-        f"--config.data.dir={data_dir}",
-        f"--config.train.batch_size={args.batch_size}",
-        f"--config.data.max_length={args.max_length}",
-        f"--config.data.buckets=({args.max_length},)",
+        *run_overrides(data_dir, args.batch_size, args.max_length),
         f"--config.optim.lr={args.lr}",
         f"--config.train.steps={args.steps}",
-        "--config.train.eval_every=0",
-        "--config.checkpoint.every_steps=0",
-        "--config.train.save_best=False",
     ]
     from jaxtl.models.hf import resolve
 

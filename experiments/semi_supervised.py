@@ -26,7 +26,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, welch, write
+from common import REPO, header, launch, mean_std, run_overrides, welch, write
 
 
 def conll_unlabelled(data_dir: str, skip: int, out: pathlib.Path) -> str:
@@ -73,14 +73,8 @@ def main() -> None:
     out = pathlib.Path(args.out)
     data_dir = os.path.abspath(args.data_dir)
     common = [
-        f"--config.data.dir={data_dir}",
-        f"--config.train.batch_size={args.batch_size}",
-        f"--config.data.max_length={args.max_length}",
-        f"--config.data.buckets=({args.max_length},)",
+        *run_overrides(data_dir, args.batch_size, args.max_length),
         f"--config.optim.lr={args.lr}",
-        "--config.train.eval_every=0",
-        "--config.checkpoint.every_steps=0",
-        "--config.train.save_best=False",
     ]
     experiments = {  # task -> (metric, labels, unlabelled corpus, {setting: objective or None})
         "conll2003": ("span_f1", args.ner_labels,

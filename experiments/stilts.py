@@ -20,7 +20,17 @@ import pathlib
 import time
 
 import numpy as np
-from common import REPO, correct, header, launch, mean_std, paired_bootstrap, welch, write
+from common import (
+    REPO,
+    correct,
+    header,
+    launch,
+    mean_std,
+    paired_bootstrap,
+    run_overrides,
+    welch,
+    write,
+)
 
 SOURCES = {
     "none (RTE alone)": (),
@@ -44,19 +54,11 @@ def main() -> None:
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     common = [
-        f"--config.data.dir={os.path.abspath(args.data_dir)}",
-        f"--config.train.batch_size={args.batch_size}",
-        f"--config.data.max_length={args.max_length}",
-        f"--config.data.buckets=(64,{args.max_length})"
-        if args.max_length > 64
-        else f"--config.data.buckets=({args.max_length},)",
+        *run_overrides(args.data_dir, args.batch_size, args.max_length),
         f"--config.optim.lr={args.lr}",
         f"--config.source.optim.lr={args.lr}",
         f"--config.train.steps={args.target_steps}",
-        "--config.train.eval_every=0",
         "--config.source.eval_every=0",
-        "--config.checkpoint.every_steps=0",
-        "--config.train.save_best=False",
     ]
     t0 = time.time()
     acc: dict[str, list[float]] = {}
