@@ -99,3 +99,28 @@ def small_config(c, model_dir, **overrides):
             node = node[part]
         node[leaf] = value
     return config_lib.finalize(c)
+
+
+def kill_after_checkpoint(cmd, workdir, after: int, *, env=None, cwd=None, timeout: float = 600):
+    """Start ``cmd`` (a run writing to ``workdir``), kill -9 it as soon as a checkpoint of step
+    >= ``after`` exists, and check that the killed run had not finished: the first half of every
+    kill-and-resume test (the caller then re-runs ``cmd`` and compares with an uninterrupted run)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline, ckpt = time.time() + timeout, pathlib.Path(workdir) / "checkpoints"
+    while time.time() < deadline:
+        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
+        if any(s.isdigit() and int(s) >= after for s in steps):
+            break
+        if proc.poll() is not None:
+            pytest.fail("run ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (pathlib.Path(workdir) / "results.json").exists(), (
+        "killed run must not have finished"
+    )

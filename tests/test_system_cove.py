@@ -7,14 +7,13 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import kill_after_checkpoint  # noqa: E402
 from flax import nnx
 
 from jaxtl import paths
@@ -108,20 +107,7 @@ def test_kill_and_resume_continues_bit_identically(cove_run, tmp_path):
     shutil.copytree(ref / "target_tokenizer", work / "target_tokenizer")
     cmd = [c if not c.startswith("--workdir=") else f"--workdir={work}" for c in cmd]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 600
-    ckpt = work / "checkpoints"
-    while time.time() < deadline:
-        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
-        if any(s.isdigit() and int(s) >= 5 for s in steps):
-            break
-        if proc.poll() is not None:
-            pytest.fail("run ended before it could be killed")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (work / "results.json").exists(), "the killed run must not have finished"
+    kill_after_checkpoint(cmd, work, 5, env=env, cwd=ROOT)
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     got, want = _train_losses(work), _train_losses(ref)

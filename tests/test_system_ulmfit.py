@@ -5,16 +5,14 @@ classifier with gradual unfreezing, discriminative LRs and STLR — as plan.json
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_config
+from conftest import kill_after_checkpoint, small_config
 from flax import nnx
 
 from configs import unsupervised_sequential_ulmfit as ulmfit_config
@@ -208,18 +206,7 @@ def kill_and_resume(cmd: list[str], ref: pathlib.Path, work: pathlib.Path, after
     again: every step's stage, stream and loss equal the uninterrupted run's in ``ref``."""
     cmd = [c if not c.startswith("--workdir=") else f"--workdir={work}" for c in cmd]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, ckpt = time.time() + 900, work / "checkpoints"
-    while time.time() < deadline:
-        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
-        if any(s.isdigit() and int(s) >= after for s in steps):
-            break
-        if proc.poll() is not None:
-            pytest.fail("run ended before it could be killed")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (work / "results.json").exists(), "the killed run must not have finished"
+    kill_after_checkpoint(cmd, work, after, env=env, timeout=900)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     got, want = _train_losses(work), _train_losses(ref)

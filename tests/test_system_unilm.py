@@ -6,17 +6,15 @@ through launch.py, its adapt stage starting from the pretrained encoder."""
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import minilm_dir
+from conftest import kill_after_checkpoint, minilm_dir
 from flax import nnx
 
 from configs import unsupervised_sequential_unilm as unilm_config
@@ -400,20 +398,7 @@ def test_kill_and_resume_replays_the_same_kinds_and_masks(
     wd = tmp_path / "wd"
     cmd = _launch_cmd(wd, tiny_bert_dir, data_dir, {**OVERRIDES, "checkpoint.every_steps": 4})
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    ckpt = wd / "checkpoints"
-    while time.time() < deadline:
-        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
-        if any(s.isdigit() and int(s) >= 4 for s in steps):
-            break
-        if proc.poll() is not None:
-            pytest.fail("run ended before it could be killed")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (wd / "results.json").exists(), "killed run must not have finished"
+    kill_after_checkpoint(cmd, wd, 4, env=env, cwd=REPO, timeout=300)
     p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     got, ref = _train_losses(wd), _train_losses(launched)

@@ -3,12 +3,11 @@
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import kill_after_checkpoint  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -83,20 +82,7 @@ def test_kill_and_resume_continues_bit_identically(uninterrupted, tiny_bert_dir,
     """kill -9 after a checkpoint, re-run the same command: identical losses at every step."""
     ref_wd, _ = uninterrupted
     wd = tmp_path / "wd"
-    proc = subprocess.Popen(_cmd(wd, tiny_bert_dir), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    ckpt = wd / "checkpoints"
-    while time.time() < deadline:
-        steps = [d.name for d in ckpt.iterdir()] if ckpt.exists() else []
-        if any(s.isdigit() and int(s) >= 8 for s in steps):
-            break
-        if proc.poll() is not None:
-            pytest.fail("run ended before it could be killed")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (wd / "results.json").exists(), "killed run must not have finished"
+    kill_after_checkpoint(_cmd(wd, tiny_bert_dir), wd, 8, env=_env(), timeout=300)
     p = subprocess.run(_cmd(wd, tiny_bert_dir), env=_env(), capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     ref = _train_losses(ref_wd)
