@@ -136,14 +136,17 @@ def main() -> None:
                 raise
             # A full disk: files are written whole or not at all and a checkpoint is committed
             # only when complete, so what is on disk is consistent and the next run resumes.
-            print(f"jaxtl: error: no space left on device writing {e.filename or '?'}; the "
-                  "files written before are whole and the last good checkpoint is kept: free "
-                  "space and run the same command to resume", file=sys.stderr, flush=True)  # fmt: skip
             from jaxtl import workdir as workdir_lib
 
             workdir_lib.Lock(workdir).release()
-            # Orbax's writer threads, cut short by the full disk, would print tracebacks about
-            # their closed event loop at interpreter exit: leave now, the message last.
+            # Orbax's writer threads, cut short by the full disk, go on printing tracebacks about
+            # their closed event loop: silence stderr for them, write the message last, leave.
+            sys.stderr.flush()
+            real = os.dup(2)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            os.write(real, (f"jaxtl: error: no space left on device writing {e.filename or '?'}; "
+                            "the files written before are whole and the last good checkpoint is "
+                            "kept: free space and run the same command to resume\n").encode())  # fmt: skip
             os._exit(1)
         print(f"jaxtl: done; results in {workdir}/results.json")
 

@@ -1,6 +1,7 @@
-"""Fault injection for jaxtl runs: kill -9 at random moments, SIGTERM, a torn checkpoint, and bad
-inputs — every interrupted run must end equal to an uninterrupted one at every logged step, and
-every bad input must be refused in one line. Writes the figures to a JSON file and, with
+"""Fault injection for jaxtl runs: kill -9 at random moments, SIGTERM, a torn checkpoint, a
+flipped bit in a checkpoint, a full disk (mid-checkpoint, metrics, results), and bad inputs —
+every interrupted run must end equal to an uninterrupted one at every logged step, and every bad
+input must be refused in one line. Writes the figures to a JSON file and, with
 --render, RELIABILITY.md's table.
 
     python scripts/fault_injection.py [--kills 8] [--seed 0] [--out reliability/results.json]
@@ -117,6 +118,47 @@ def torn_checkpoint_case(model, root, baseline, done: pathlib.Path) -> dict:
             "survived": int(ok)}  # fmt: skip
 
 
+def flipped_bit_case(model, root, baseline, done: pathlib.Path) -> dict:
+    """One bit flipped in the middle of the latest checkpoint's largest array chunk: it still
+    decodes (zstd chunks carry no checksum), so only jaxtl's checksums can catch it."""
+    wd = root / "flipped"
+    shutil.copytree(done, wd)
+    steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
+    latest = wd / "checkpoints" / str(steps[-1])
+    chunk = max((f for f in latest.rglob("*") if f.is_file() and "ocdbt.process_0/d" in str(f)),
+                key=lambda f: f.stat().st_size)  # fmt: skip
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    p = run(command(model, wd))
+    ok = (p.returncode == 0 and losses(wd) == baseline and "checksum mismatch" in p.stderr
+          and (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir())  # fmt: skip
+    return {"case": "one bit flipped in the latest checkpoint's array data: checksum mismatch, "
+            "moved aside, previous one resumed", "injected": 1, "survived": int(ok)}  # fmt: skip
+
+
+def full_disk_case(model, root, baseline, what: str, pattern: str, nth: int) -> dict:
+    """The disk fills up while ``pattern`` is written (scripts/full_disk.py: half a write, then
+    ENOSPC for every later write): the run must stop with one line, leave no half-written jaxtl
+    file and keep its good checkpoints; the next run (disk freed) must end equal to the
+    uninterrupted run."""
+    wd = root / f"full_disk_{len(list(root.glob('full_disk_*')))}"  # PATTERN must not match it
+    full = [sys.executable, "scripts/full_disk.py", pattern, str(nth), *command(model, wd)[1:]]
+    p = run(full)
+    last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+    one_line = p.returncode == 1 and last.startswith("jaxtl: error: no space left on device")
+    no_tmp = not [f for f in wd.rglob("*") if ".tmp-" in f.name]
+    good = [int(c.name) for c in (wd / "checkpoints").iterdir() if c.name.isdigit()]
+    p = run(command(model, wd))
+    ok = one_line and no_tmp and bool(good) and p.returncode == 0 and losses(wd) == baseline
+    out = {"case": f"disk full while writing {what}: one-line error, no half-written file, "
+           "good checkpoints kept, then resume", "injected": 1, "survived": int(ok)}  # fmt: skip
+    if not ok:
+        out["error"] = {"last_line": last, "no_tmp": no_tmp, "good_steps": good,
+                        "resume": p.stderr.strip().splitlines()[-1:]}  # fmt: skip
+    return out
+
+
 def torn_metrics_case(model, root, baseline, done: pathlib.Path) -> dict:
     wd = root / "torn_metrics"
     shutil.copytree(done, wd)
@@ -170,15 +212,25 @@ def main(argv: list[str]) -> int:
     try:
         model = tiny_model(root / "model")
         done = root / "baseline"
-        start = time.time()
         p = run(command(model, done))
         assert p.returncode == 0, p.stderr[-2000:]
-        wall = time.time() - start
         baseline = losses(done)
+        # Kill moments are drawn over a warm run's length (compiled programs cached, as for every
+        # run after the first): the cold baseline is longer, and kills drawn past a run's end
+        # would mostly hit re-runs of a finished workdir.
+        start = time.time()
+        p = run(command(model, root / "warm"))
+        assert p.returncode == 0 and losses(root / "warm") == baseline, p.stderr[-2000:]
+        wall = time.time() - start
         faults = [kill9_case(model, root, baseline, wall, args.kills, rng),
                   sigterm_case(model, root, baseline),
                   torn_checkpoint_case(model, root, baseline, done),
-                  torn_metrics_case(model, root, baseline, done)]  # fmt: skip
+                  flipped_bit_case(model, root, baseline, done),
+                  torn_metrics_case(model, root, baseline, done),
+                  full_disk_case(model, root, baseline, "a checkpoint",
+                                 f"checkpoints/{STEPS // 2}", 3),
+                  full_disk_case(model, root, baseline, "metrics.jsonl", "metrics.jsonl", 6),
+                  full_disk_case(model, root, baseline, "results.json", "results.json", 1)]  # fmt: skip
         bad = bad_inputs(model, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
