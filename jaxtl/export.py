@@ -137,13 +137,18 @@ def _plain_encoder(model: nnx.Module) -> nnx.Module:
 
 
 def _save_tokenizer(tokenizer: Any, out: pathlib.Path) -> Any:
-    """Save the tokenizer; one with no pad token (GPT-2) gets jaxtl's padding id 0 as its pad
-    token, so transformers pads as jaxtl did. Returns the saved pad id (None: no tokenizer)."""
+    """Save the tokenizer; one with no pad token (GPT-2, Llama 3) gets its end-of-sequence token
+    as pad token (the usual choice; id 0 when it has none either). Returns the saved pad id
+    (None: no tokenizer). The exported config's ``pad_token_id`` is this id: transformers'
+    last-token classifiers find the last token that is not it, so it must not be a word —
+    id 0 is "!" in the GPT-2 and Llama 3 vocabularies, and a sentence ending in "!" would then be
+    pooled one token early; an end-of-sequence token does not end ordinary input."""
     if tokenizer is None:
         return None
     if tokenizer.pad_token_id is None:
         tokenizer = copy.deepcopy(tokenizer)
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)
+        eos = tokenizer.eos_token
+        tokenizer.pad_token = eos if eos is not None else tokenizer.convert_ids_to_tokens(0)
     tokenizer.save_pretrained(str(out))
     return tokenizer.pad_token_id
 

@@ -322,3 +322,18 @@ def test_export_run_writes_encoder_task_models_and_adapters(tiny_bert_dir, tmp_p
     cfg = json.loads((out / "toy/ner/adapter/adapter_config.json").read_text())
     assert cfg["task_type"] == "TOKEN_CLS" and cfg["base_model_name_or_path"] == str(tiny_bert_dir)
     assert "toy/ner (tagging)" in (out / "toy/nli" / "README.md").read_text()
+
+
+def test_a_tokenizer_without_pad_exports_its_eos_as_pad(tmp_path):
+    """GPT-2 / Llama 3 tokenizers have no pad token. The export gives them their end-of-sequence
+    token as pad (what the exported config's pad_token_id says), never id 0: that is "!" in
+    those vocabularies, and transformers' last-token heads skip every trailing pad id."""
+    from test_family_llama import byte_level_tokenizer
+
+    from jaxtl import export
+
+    tok = byte_level_tokenizer()
+    assert tok.pad_token_id is None and tok.eos_token_id == 1
+    assert export._save_tokenizer(tok, tmp_path) == 1
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path).pad_token_id == 1
+    assert tok.pad_token_id is None  # the run's own tokenizer is left as it was
