@@ -105,7 +105,23 @@ def init_distributed(config: ml_collections.ConfigDict) -> None:
 
 def setup_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
     init_distributed(config)
-    return mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    # Every batch is split over (data, fsdp): say so before any model or data is loaded, rather
+    # than let the first device_put fail with a sharding error.
+    shards = int(mesh.shape["data"] * mesh.shape["fsdp"])
+    t = config.train
+    for key, rows in (("train.batch_size", t.batch_size // max(1, t.accum_steps)),
+                      ("train.eval_batch_size", t.eval_batch_size)):  # fmt: skip
+        if rows % shards:
+            what = (
+                "rows per micro-batch " if key == "train.batch_size" and t.accum_steps > 1 else ""
+            )
+            raise ValueError(
+                f"{key}={rows} {what}is not divisible by the {shards} batch shards "
+                f"(mesh data×fsdp = {mesh.shape['data']}×{mesh.shape['fsdp']} over "
+                f"{jax.device_count()} devices): use a multiple of {shards}"
+            )
+    return mesh
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:

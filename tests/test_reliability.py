@@ -206,3 +206,24 @@ def test_a_full_disk_mid_checkpoint_stops_in_one_line_keeps_the_good_one_and_res
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"resuming {wd} from step 4" in p.stderr
     assert _losses(wd) == _losses(finished)
+
+
+def test_a_batch_the_mesh_cannot_split_is_refused_before_any_loading():
+    """8 devices split every batch 8 ways: a batch of 4 rows is a config error naming the key,
+    not a sharding failure at the first step."""
+    import jax
+
+    from jaxtl import config as config_lib
+    from jaxtl import runtime
+
+    assert jax.device_count() == 8  # tests run on 8 fake CPU devices (conftest)
+    c = config_lib.base_config()
+    c.train.batch_size, c.train.eval_batch_size = 4, 16
+    with pytest.raises(ValueError, match=r"train.batch_size=4 is not divisible by the 8 batch"):
+        runtime.setup_mesh(c)
+    c.train.batch_size, c.train.eval_batch_size = 16, 12
+    with pytest.raises(ValueError, match=r"train.eval_batch_size=12 is not divisible"):
+        runtime.setup_mesh(c)
+    c.train.eval_batch_size, c.mesh.data, c.mesh.fsdp = 12, 2, 1  # 2 shards x 4-way tensor
+    c.mesh.tensor = 4
+    assert runtime.setup_mesh(c).shape["tensor"] == 4
