@@ -6,6 +6,7 @@ and its raw numbers into ``experiments/results/<name>.json``.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -42,15 +43,42 @@ def launch(regime: str, config: str, workdir: pathlib.Path, overrides: Sequence[
     return json.loads(results.read_text())
 
 
-def run_overrides(data_dir: str, batch_size: int, max_length: int) -> list[str]:
-    """The overrides every experiment run shares: data, shapes, and no selection — evaluation
-    only at the end of each stage and no best-params copy, so the last step is what is scored
-    (dev is never used to choose), and no periodic checkpoints (the runs are short)."""
-    buckets = (max_length // 2, max_length) if max_length > 32 else (max_length,)
+def parse(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The script's arguments plus the ones every experiment takes: ``--model`` (a local model
+    directory instead of the packaged MiniLM), ``--max-train-examples`` / ``--max-eval-examples``
+    and ``--report-dir``
+    (where EXPERIMENTS.md and results/ are written: the repository by default; tests run a
+    script end to end on a tiny model into a temporary folder)."""
+    global DOC, RESULTS
+    ap.add_argument("--model", default="minilm", help="model.name of every run")
+    ap.add_argument(
+        "--max-train-examples",
+        type=int,
+        default=0,
+        help="0 = all (a script's own label budget, e.g. SST-2 1k, still applies)",
+    )
+    ap.add_argument("--max-eval-examples", type=int, default=0, help="0 = whole dev sets")
+    ap.add_argument("--report-dir", default=str(REPO), help="EXPERIMENTS.md + results/ here")
+    args = ap.parse_args()
+    if pathlib.Path(args.report_dir).resolve() != REPO:
+        DOC = pathlib.Path(args.report_dir) / "EXPERIMENTS.md"
+        RESULTS = pathlib.Path(args.report_dir) / "results"
+    return args
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides every experiment run shares: model, data, shapes, and no selection —
+    evaluation only at the end of each stage and no best-params copy, so the last step is what
+    is scored (dev is never used to choose), and no periodic checkpoints (the runs are short)."""
+    length = args.max_length
+    buckets = (length // 2, length) if length > 32 else (length,)
     return [
-        f"--config.data.dir={os.path.abspath(data_dir)}",
-        f"--config.train.batch_size={batch_size}",
-        f"--config.data.max_length={max_length}",
+        f"--config.model.name={args.model}",
+        f"--config.data.dir={os.path.abspath(args.data_dir)}",
+        f"--config.data.max_train_examples={args.max_train_examples}",
+        f"--config.data.max_eval_examples={args.max_eval_examples}",
+        f"--config.train.batch_size={args.batch_size}",
+        f"--config.data.max_length={length}",
         f"--config.data.buckets={buckets}",
         "--config.train.eval_every=0",
         "--config.checkpoint.every_steps=0",

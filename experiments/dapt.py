@@ -21,7 +21,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, run_overrides, welch, write
+from common import REPO, header, launch, mean_std, parse, run_overrides, welch, write
 
 TASKS = {  # short -> (task, GLUE folder, text columns of train.tsv, metric)
     "rte": ("glue/rte", "RTE", (1, 2), "accuracy"),
@@ -52,11 +52,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--mlm-lr", type=float, default=1e-4)
     ap.add_argument("--out", default=str(REPO / "runs" / "exp-dapt"))
-    args = ap.parse_args()
+    args = parse(ap)
     out = pathlib.Path(args.out)
     data_dir = os.path.abspath(args.data_dir)
     common = [
-        *run_overrides(data_dir, args.batch_size, args.max_length),
+        *run_overrides(args),
         f"--config.train.steps={args.steps}",
         "--config.pretrain.eval_every=0",
         # The fine-tuning recipe of the other experiments, not the config's ULMFiT one.

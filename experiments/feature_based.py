@@ -19,7 +19,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, run_overrides, write
+from common import REPO, header, launch, mean_std, parse, run_overrides, write
 
 SETTINGS = {  # name -> representation (None: fine-tuning)
     "fine-tune (linear head)": None,
@@ -45,16 +45,20 @@ def main() -> None:
     ap.add_argument("--bilstm", type=int, default=128, help="BiLSTM hidden size per direction")
     ap.add_argument("--lr", type=float, default=1e-3, help="tagger LR (feature-based)")
     ap.add_argument("--finetune-lr", type=float, default=5e-5)
+    ap.add_argument("--only", default="", help="comma-separated representations to run "
+                    "(finetune for fine-tuning); default all")  # fmt: skip
     ap.add_argument("--out", default=str(REPO / "runs" / "exp-feature-based"))
-    args = ap.parse_args()
+    args = parse(ap)
     out = pathlib.Path(args.out)
     common = [
-        *run_overrides(args.data_dir, args.batch_size, args.max_length),
+        *run_overrides(args),
         "--config.tasks.names=('conll2003',)",
     ]
     t0 = time.time()
     f1: dict[str, list[float]] = {}
-    for name, rep in SETTINGS.items():
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    settings = {n: r for n, r in SETTINGS.items() if not only or (r or "finetune") in only}
+    for name, rep in settings.items():
         if rep is None:
             setting = [f"--config.train.steps={args.finetune_steps}",
                        f"--config.optim.lr={args.finetune_lr}"]  # fmt: skip
@@ -74,7 +78,7 @@ def main() -> None:
     elapsed = time.time() - t0
 
     lines = ["| setting | dev span F1 (ours) | BERT-base dev F1 (paper) |", "|---|---|---|"]
-    for name in SETTINGS:
+    for name in settings:
         paper = PAPER.get(name)
         lines.append(f"| {name} | {mean_std(f1[name])} | {paper if paper else '—'} |")
     details = (

@@ -39,10 +39,10 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--out", default=str(REPO / "runs" / "exp-multitask"))
-    args = ap.parse_args()
+    args = common_lib.parse(ap)
     out = pathlib.Path(args.out)
     common = [
-        *common_lib.run_overrides(args.data_dir, args.batch_size, args.max_length),
+        *common_lib.run_overrides(args),
         f"--config.optim.lr={args.lr}",
     ]
     t0 = time.time()

@@ -28,7 +28,7 @@ import shutil
 import time
 
 import numpy as np
-from common import REPO, header, launch, mean_std, run_overrides, write
+from common import REPO, header, launch, mean_std, parse, run_overrides, write
 
 STRATEGIES = {
     "head only (feature extraction)": ["--config.optim.strategy=feature_extraction",
@@ -82,18 +82,18 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--out", default=str(REPO / "runs" / "exp-schedules"))
-    args = ap.parse_args()
+    args = parse(ap)
     out = pathlib.Path(args.out)
     data_dir = os.path.abspath(args.data_dir)
     common = [
-        *run_overrides(data_dir, args.batch_size, args.max_length),
+        *run_overrides(args),
         f"--config.optim.lr={args.lr}",
         f"--config.train.steps={args.steps}",
     ]
     from jaxtl.models.hf import resolve
 
     t0 = time.time()
-    sts_before = sts_zero_shot(resolve("minilm"), data_dir)
+    sts_before = sts_zero_shot(resolve(args.model), data_dir)
     scores: dict[str, dict[str, list[float]]] = {}
     sts: dict[str, dict[str, list[float]]] = {}
     for name, overrides in STRATEGIES.items():

@@ -26,7 +26,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, run_overrides, welch, write
+from common import REPO, header, launch, mean_std, parse, run_overrides, welch, write
 
 
 def conll_unlabelled(data_dir: str, skip: int, out: pathlib.Path) -> str:
@@ -69,11 +69,11 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--out", default=str(REPO / "runs" / "exp-semi"))
-    args = ap.parse_args()
+    args = parse(ap)
     out = pathlib.Path(args.out)
     data_dir = os.path.abspath(args.data_dir)
     common = [
-        *run_overrides(data_dir, args.batch_size, args.max_length),
+        *run_overrides(args),
         f"--config.optim.lr={args.lr}",
     ]
     experiments = {  # task -> (metric, labels, unlabelled corpus, {setting: objective or None})

@@ -27,6 +27,7 @@ from common import (
     launch,
     mean_std,
     paired_bootstrap,
+    parse,
     run_overrides,
     welch,
     write,
@@ -51,10 +52,10 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--out", default=str(REPO / "runs" / "exp-stilts"))
-    args = ap.parse_args()
+    args = parse(ap)
     out = pathlib.Path(args.out)
     common = [
-        *run_overrides(args.data_dir, args.batch_size, args.max_length),
+        *run_overrides(args),
         f"--config.optim.lr={args.lr}",
         f"--config.source.optim.lr={args.lr}",
         f"--config.train.steps={args.target_steps}",

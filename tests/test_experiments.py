@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 
@@ -41,3 +42,36 @@ def test_write_replaces_its_block_and_keeps_the_rest(tmp_path, monkeypatch):
     assert "old" not in text and "<!-- a:start -->\nnew table\n<!-- a:end -->" in text
     assert text.index("tail") < text.index("<!-- b:start -->")
     assert json.loads((tmp_path / "results" / "a.json").read_text()) == {"x": [1.0]}
+
+
+SCRIPTS = {  # script -> the arguments that make it tiny (mechanics only, no claim)
+    "stilts.py": ["--seeds", "0", "1", "--source-steps", "2", "--target-steps", "2"],
+    "schedules.py": ["--seeds", "0", "--steps", "6"],  # chain-thaw: L + 3 = 5 phases
+    "dapt.py": ["--seeds", "0", "--pretrain-steps", "2", "--steps", "2"],
+    "semi_supervised.py": ["--seeds", "0", "--steps", "2", "--ner-labels", "16",
+                           "--sst2-labels", "16"],
+    "feature_based.py": ["--seeds", "0", "--steps", "2", "--finetune-steps", "2", "--bilstm", "8",
+                         "--only", "finetune,last,scalar_mix,embeddings"],  # the last four need 4 layers
+    "multitask_vs_single.py": ["--seeds", "0", "--steps", "2", "--refine", "1"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_bert_dir, data_dir, tmp_path):
+    """Each experiment's one command, on the tiny BERT and a few examples: every run finishes,
+    and the table and raw results are written (to a temporary report folder)."""
+    import subprocess
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(repo / "experiments" / script), "--data-dir", str(data_dir),
+           "--model", str(tiny_bert_dir), "--max-train-examples", "32", "--max-eval-examples",
+           "16", "--batch-size", "4", "--max-length", "32", "--out", str(tmp_path / "runs"),
+           "--report-dir", str(tmp_path), *SCRIPTS[script]]  # fmt: skip
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")  # as users run
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    name = script.removesuffix(".py").replace("_", "-")
+    text = (tmp_path / "EXPERIMENTS.md").read_text()
+    assert "± " in text and "Command: `python experiments/" in text
+    assert list((tmp_path / "results").glob("*.json")), name
