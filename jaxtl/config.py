@@ -153,6 +153,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if int(c.model.decoder.beam) < 1:
         raise ValueError(f"model.decoder.beam={c.model.decoder.beam}: must be >= 1")
     from jaxtl.features import validate as check_features
+
     choice("model.pooling", c.model.pooling, ("auto", "cls", "mean", "last", "concat"))
     choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))
     choice("data.on_bad_row", c.data.on_bad_row, ("error", "skip"))
