@@ -102,7 +102,25 @@ def epoch_plan(
     return [plan[i] for i in order]
 
 
-class TrainBatches:
+class EpochPosition:
+    """Where a deterministic training iterator is: (epoch, position) under its seed. Its batches
+    are a pure function of (data, seed, epoch), so this is all a checkpoint needs to resume."""
+
+    seed: int
+    epoch: int
+    position: int
+
+    def state(self) -> dict[str, int]:
+        """JSON-able position; the seed and data are the caller's to keep the same."""
+        return {"epoch": int(self.epoch), "position": int(self.position), "seed": int(self.seed)}
+
+    def restore(self, state: dict[str, int]) -> None:
+        if "seed" in state and int(state["seed"]) != self.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, iterator has {self.seed}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class TrainBatches(EpochPosition):
     """Infinite, deterministic, resumable bucketed training batches (this process's rows).
 
     >>> it = TrainBatches(enc, batch_size=32, seed=0, pad_id=0)  # doctest: +SKIP
@@ -159,15 +177,6 @@ class TrainBatches:
 
     def batches_per_epoch(self) -> int:
         return len(self._epoch_plan(self.epoch))
-
-    def state(self) -> dict[str, int]:
-        """JSON-able position; the seed and data are the caller's to keep the same."""
-        return {"epoch": int(self.epoch), "position": int(self.position), "seed": int(self.seed)}
-
-    def restore(self, state: dict[str, int]) -> None:
-        if "seed" in state and int(state["seed"]) != self.seed:
-            raise ValueError(f"state was saved with seed {state['seed']}, iterator has {self.seed}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
 def eval_batches(

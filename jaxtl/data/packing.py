@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from jaxtl.data import batch as layout
-from jaxtl.data.batching import _local_rows, assign_buckets, epoch_plan
+from jaxtl.data.batching import EpochPosition, _local_rows, assign_buckets, epoch_plan
 from jaxtl.data.tokenize import Encoded
 
 TOKENS_PER_SEGMENT = 4  # S = T // 4: an example has at least [CLS] x [SEP]; S stays small
@@ -155,7 +155,7 @@ def train_plan(
                             drop_remainder=drop_remainder)  # fmt: skip
 
 
-class PackedTrainBatches:
+class PackedTrainBatches(EpochPosition):
     """Infinite, deterministic, resumable packed training batches (this process's rows); the
     same constructor and state API as :class:`jaxtl.data.batching.TrainBatches`, and
     ``batch_size`` counts rows, each holding several examples."""
@@ -212,14 +212,6 @@ class PackedTrainBatches:
 
     def batches_per_epoch(self) -> int:
         return len(self._epoch_plan(self.epoch)[1])
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": int(self.epoch), "position": int(self.position), "seed": int(self.seed)}
-
-    def restore(self, state: dict[str, int]) -> None:
-        if "seed" in state and int(state["seed"]) != self.seed:
-            raise ValueError(f"state was saved with seed {state['seed']}, iterator has {self.seed}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
 def eval_batches(
