@@ -141,10 +141,12 @@ def main() -> None:
             workdir_lib.Lock(workdir).release()
             # Orbax's writer threads, cut short by the full disk, go on printing tracebacks about
             # their closed event loop: silence stderr for them, write the message last, leave.
+            # The message starts a line of its own: a thread may have written part of a line
+            # before stderr was silenced.
             sys.stderr.flush()
             real = os.dup(2)
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-            os.write(real, (f"jaxtl: error: no space left on device writing {e.filename or '?'}; "
+            os.write(real, (f"\njaxtl: error: no space left on device writing {e.filename or '?'}; "
                             "the files written before are whole and the last good checkpoint is "
                             "kept: free space and run the same command to resume\n").encode())  # fmt: skip
             os._exit(1)
