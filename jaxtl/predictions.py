@@ -4,7 +4,9 @@ One JSON object per row: ``id`` (the row's index in its split), ``text`` (and ``
 then by task kind — classification: ``label`` (the class name) and ``probs`` (class
 probabilities, in the order of the task's label names, i.e. ``id2label``); regression: ``score``;
 tagging: ``words`` and ``tags`` (one per input word; null for a word cut off by
-``data.max_length``). Rows of a labelled split also carry ``gold``. The run writes them to
+``data.max_length``); translation: ``translation`` (the decoded output, greedy or beam as the
+decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
+reference). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
 lines for any input file.
 """
@@ -22,7 +24,7 @@ from jaxtl import fileio
 from jaxtl.data import batching
 from jaxtl.metrics import real_rows
 
-KINDS = ("classification", "regression", "tagging")
+KINDS = ("classification", "regression", "tagging", "translation")
 
 
 def _per_row(batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str) -> list:
@@ -40,10 +42,14 @@ def records(
     batches: Sequence[Mapping],
     *,
     labelled: bool,
+    detokenize: Any = None,
 ) -> list[dict[str, Any]]:
-    """The prediction record of every example (see the module docstring), in input order."""
+    """The prediction record of every example (see the module docstring), in input order.
+    ``detokenize``: decoded token rows -> texts (a translation task's, ``TaskData.detokenize``)."""
     if task.kind not in KINDS:
         raise ValueError(f"task {task.name!r}: no prediction records for kind {task.kind!r}")
+    if task.kind == "translation" and detokenize is None:
+        raise ValueError(f"task {task.name!r}: translation records need a detokenizer")
     if batches and "example_index" in batches[0]:  # packed: each slot names its example
         order = np.concatenate(real_rows(batches, batches, "example_index", "batch"))
     else:
@@ -60,6 +66,11 @@ def records(
     elif task.kind == "regression":
         for i, sc in zip(order, _per_row(batches, outputs, "pred_score")):
             out[i] = {"score": float(sc)}
+    elif task.kind == "translation":
+        hyps = [h for rows in real_rows(batches, outputs, "pred_tokens", "out")
+                for h in detokenize(rows)]  # fmt: skip
+        for i, hyp in zip(order, hyps):
+            out[i] = {"translation": hyp}
     else:
         preds = _per_row(batches, outputs, "pred_tokens")
         for i, pred in zip(order, preds):
@@ -70,7 +81,9 @@ def records(
             head["text_pair"] = ex.text_pair
         if task.kind == "tagging":
             head["words"] = _words(ex)
-        if labelled and ex.label is not None:
+        if labelled and task.kind == "translation" and ex.target is not None:
+            head["gold"] = ex.target
+        elif labelled and ex.label is not None:
             gold = ex.label
             head["gold"] = (names[gold] if task.kind == "classification" else
                             list(gold) if task.kind == "tagging" else float(gold))  # fmt: skip

@@ -60,13 +60,16 @@ class Predictor:
         self.tokenizer: Any = pre.tokenizer
         self.tasks = [self._task_data(t) for t in manifest["tasks"]]
         self.specs = {t["name"]: t["spec"] for t in manifest["tasks"]}
+        # a translation task's decoder predicts its target vocabulary
+        self.target_tokenizer = (
+            seq2seq_objective.saved_target_tokenizer(self.workdir) or pre.tokenizer
+        )
         model = assembly.build_model(
             pre.model,
             self.tasks,
             self.config,
             optims=list(config_lib.stage_optims(self.config).values()),
-            # a translation task's decoder predicts its target vocabulary
-            tokenizer=seq2seq_objective.saved_target_tokenizer(self.workdir) or pre.tokenizer,
+            tokenizer=self.target_tokenizer,
         )
         self.model, self.hf_config = model, pre.hf_config
         self.graphdef, params = nnx.split(model, nnx.Param)
@@ -149,13 +152,15 @@ class Predictor:
     def predict_examples(self, examples: Sequence[Example], td: TaskData, *, progress=False):
         if not examples:
             return []
-        labelled = all(ex.label is not None for ex in examples)
+        translation = td.task.kind == "translation"
+        labelled = all((ex.target if translation else ex.label) is not None for ex in examples)
         buckets = tuple(self.config.data.buckets)
         enc = tokenize.encode(td.task, examples, self.tokenizer,
                               max_length=self.config.data.max_length, task_id=td.index,
-                              labelled=labelled)  # fmt: skip
+                              labelled=labelled, target_tokenizer=self.target_tokenizer)  # fmt: skip
         pad = tokenize.pad_id(self.tokenizer)
-        make = packing.eval_batches if self.packed else batching.eval_batches
+        packed = self.packed and td.task.kind in packing.KINDS  # decoder targets: padded
+        make = packing.eval_batches if packed else batching.eval_batches
         batches = make(enc, batch_size=self.batch_size, buckets=buckets, pad_id=pad)
         params = self.params_for(td.task.name)
         if progress:
@@ -165,12 +170,14 @@ class Predictor:
         else:
             batches_iter = batches
         outputs = [jax.tree.map(np.asarray, self.eval_step(params, b)) for b in batches_iter]
+        detok = tokenize.detokenizer(self.target_tokenizer) if translation else None
         return predictions.records(td.task, examples, enc, buckets, outputs, batches,
-                                   labelled=labelled)  # fmt: skip
+                                   labelled=labelled, detokenize=detok)  # fmt: skip
 
     def read_input(self, path: str, td: TaskData, input_format: str = "auto") -> list[Example]:
         """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates
-        a sentence pair), ``jsonl`` (objects with ``text``, ``text_pair``, ``words``), or
+        a sentence pair, or a translation source from its reference), ``jsonl`` (objects with
+        ``text``, ``text_pair``, ``words``, ``target``), or
         ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks). ``auto``: ``task`` for
         a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of a spec task, ``jsonl`` for .jsonl/.json,
         else ``lines``."""
@@ -202,10 +209,13 @@ class Predictor:
                 words = tuple(rec["words"]) if "words" in rec else None
                 text_ = rec.get("text") or " ".join(words or ())
                 out.append(Example(text_, text_pair=rec.get("text_pair"), words=words,
-                                   source=where))  # fmt: skip
+                                   target=rec.get("target"), source=where))  # fmt: skip
             else:
                 first, _, second = line.rstrip("\n").partition("\t")
                 words = tuple(first.split()) if td.task.kind == "tagging" else None
+                if td.task.kind == "translation":  # source<TAB>reference
+                    out.append(Example(first, target=second or None, source=where))
+                    continue
                 out.append(Example(first, text_pair=second or None, words=words, source=where))
         return out
 

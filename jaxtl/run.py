@@ -221,7 +221,8 @@ def evaluate_selected(
                     test[name] = {k: float(v) for k, v in scores.items()}
                 if td.task.kind in predictions.KINDS and report.is_chief():
                     rows = predictions.records(td.task, sd.examples, sd.encoded, sd.buckets,
-                                               outs, full, labelled=sd.labelled)  # fmt: skip
+                                               outs, full, labelled=sd.labelled,
+                                               detokenize=td.detokenize)  # fmt: skip
                     predictions.write_jsonl(
                         run.workdir / "predictions" / name / f"{split}.jsonl", rows
                     )

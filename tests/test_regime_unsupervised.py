@@ -82,6 +82,11 @@ def test_launch_writes_contract_files_and_results(launched):
     dev_ppl = [r for r in records if r["split"] == "dev" and r["task"] == "builtin/corpus"]
     assert [r["step"] for r in dev_ppl] == [15, 30] and all("perplexity" in r for r in dev_ppl)
     assert "builtin/corpus" in stdout and "perplexity" in stdout
+    # The corpus's test split is scored once, with the pretraining stage's final params: held-out
+    # text the dev perplexity never saw, so the two numbers differ.
+    test = json.loads((wd / "results_test.json").read_text())
+    assert 1.0 < test["builtin/corpus"]["perplexity"] < float("inf")
+    assert test["builtin/corpus"]["perplexity"] != results["builtin/corpus"]["perplexity"]
 
 
 def _initial_perplexity(config) -> float:

@@ -213,3 +213,29 @@ def test_translation_task_trains_sharded_through_the_regime(tiny_bert_dir, tmp_p
     losses = [r["loss"] for r in rows if r["split"] == "train" and r["stage"] == "source"]
     assert len(losses) == 12 and all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert (work / "target_tokenizer" / "tokenizer.json").is_file()
+    # The test split's predictions file holds every decoded translation with its reference,
+    # and scoring that file with sacrebleu reproduces the run's test BLEU.
+    import sacrebleu
+
+    preds = [
+        json.loads(x) for x in (work / "predictions/toy_mt/test.jsonl").read_text().splitlines()
+    ]
+    refs = [json.loads(x)["de"] for x in (tmp_path / "test.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == list(range(16))
+    assert [p["gold"] for p in preds] == refs and all(
+        isinstance(p["translation"], str) for p in preds
+    )
+    assert any(p["translation"] for p in preds)  # decoded text, not empty rows
+    file_bleu = sacrebleu.corpus_bleu([p["translation"] for p in preds], [refs]).score
+    assert abs(file_bleu - test["toy_mt"]["bleu"]) < 1e-6, (file_bleu, test)
+    # A trained translation model predicts from the command line's input formats too: a
+    # "source<TAB>reference" line gives the same translation as the run's test prediction.
+    import jaxtl
+
+    predictor = jaxtl.load(str(work))
+    src = tmp_path / "src.tsv"
+    src.write_text(f"{preds[0]['text']}\t{refs[0]}\n{preds[1]['text']}\n")
+    td = predictor.task("toy_mt")
+    rows = predictor.predict_examples(predictor.read_input(str(src), td, "lines"), td)
+    assert rows[0]["translation"] == preds[0]["translation"] and "gold" not in rows[0]
+    assert rows[1]["translation"] == preds[1]["translation"]

@@ -277,22 +277,28 @@ def corpus_blocks(
     it: Any = train_batches(enc, config, tokenizer, buckets=(block_size,), seed=seed)
     if masking is not None:
         it = MaskedBatches(it, masking, seed)
-    ev: list[dict[str, np.ndarray]] = []
-    if with_eval and "dev" in task.splits:
-        dev = limit(task.load("dev"), config.data.max_eval_examples)
-        denc = tokenize.pack_corpus(
-            dev, tokenizer, block_size=block_size, objective=objective, task_id=index,
+    splits: dict[str, SplitData] = {}
+    for n, split in enumerate(("dev", "test")):
+        if not with_eval or split not in task.splits:
+            continue
+        held = limit(task.load(split), config.data.max_eval_examples)
+        henc = tokenize.pack_corpus(
+            held, tokenizer, block_size=block_size, objective=objective, task_id=index,
             drop_last=False,
         )  # fmt: skip
-        ev = eval_batches(denc, config, tokenizer, buckets=(block_size,))
-        if masking is not None:
+        ev = eval_batches(henc, config, tokenizer, buckets=(block_size,))
+        if masking is not None:  # one fixed mask per batch, so perplexities stay comparable
             ev = [
-                masking.apply(b, np.random.default_rng([seed, 104729, jax.process_index(), i]))
+                masking.apply(b, np.random.default_rng([seed, 104729, jax.process_index(), i]
+                                                       + [n] * n))  # dev: the original key
                 for i, b in enumerate(ev)
-            ]
-    log.info("corpus %s: %d train blocks of %d tokens, %d dev batches (%s)",
-             task.name, len(enc), block_size, len(ev), objective)  # fmt: skip
-    return TaskData(report_only(task), index, key, len(enc), it, ev, "dev")
+            ]  # fmt: skip
+        splits[split] = SplitData(split, held, henc, ev, True, (block_size,))
+    ev = splits["dev"].batches if "dev" in splits else []
+    log.info("corpus %s: %d train blocks of %d tokens, %d dev batches (%s)%s",
+             task.name, len(enc), block_size, len(ev), objective,
+             ", a test split" if "test" in splits else "")  # fmt: skip
+    return TaskData(report_only(task), index, key, len(enc), it, ev, "dev", splits)
 
 
 def corpus_lines(
