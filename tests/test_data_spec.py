@@ -164,14 +164,20 @@ def test_missing_name_or_path():
         get_task("hf:text=s")
 
 
-def test_relative_path_against_data_dir_and_absolute(tmp_path):
+def test_relative_path_against_data_dir_cwd_and_absolute(tmp_path, monkeypatch):
     f = write(tmp_path / "d" / "train.tsv", "text\tlabel\nhi\ta\n")
     rel = get_task("file:name=r,path=d/{split}.tsv", tmp_path / "")
     assert rel.load("train")[0].source == f"{f}:2"
     absolute = get_task(f"file:name=a,path={tmp_path}/d/{{split}}.tsv", "/elsewhere")
     assert absolute.load("train")[0].source == f"{f}:2"
-    with pytest.raises(DataError, match="pass data_dir"):
-        get_task("file:name=r,path=d/{split}.tsv")
+    # Without data.dir a relative path is relative to the current directory, as on any command
+    # line; a missing file names the absolute path that was tried.
+    monkeypatch.chdir(tmp_path)
+    here = get_task("file:name=r,path=d/{split}.tsv")
+    assert here.load("train")[0].source == f"{f}:2"
+    monkeypatch.chdir(tmp_path / "d")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}/d/d/train.tsv")):
+        get_task("file:name=r,path=d/{split}.tsv").load("train")
 
 
 def test_bad_label_names_file_and_line(tmp_path):

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 
-from jaxtl.data.io import read_lines, resolve, split_files
+from jaxtl.data.io import read_lines, resolve, split_files, user_path
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -255,7 +255,7 @@ def conll_task(
         tag_column = 3 if conllu else -1
     if iob is None:
         iob = not conllu
-    paths = {s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")}
+    paths = {s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")}
     present = {s: p for s, p in paths.items() if os.path.isfile(p)}
     if not present:
         raise DataError(f"{path}: no file found for any of the splits train, dev, test")

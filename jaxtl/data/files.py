@@ -33,7 +33,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from jaxtl.data.io import DEFAULT_METRICS, column, parse_label, read_lines, read_table, resolve
+from jaxtl.data.io import DEFAULT_METRICS, column, parse_label, read_lines, read_table, user_path
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 log = logging.getLogger(__name__)
@@ -126,11 +126,11 @@ def file_task(
                 f"file task: path {path!r} needs a '{{split}}' placeholder or use paths="
             )
         split_paths = {
-            s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")
+            s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")
         }
         split_paths = {s: p for s, p in split_paths.items() if os.path.isfile(p)} or split_paths
     else:
-        split_paths = {s: resolve(data_dir, p, name) for s, p in paths.items()}
+        split_paths = {s: user_path(data_dir, p) for s, p in paths.items()}
     if kind == "tagging" and format != "jsonl":
         raise ValueError("file task: tagging from a table is read with get_task('conll', ...)")
     if kind in ("classification", "regression", "tagging") and label is None:

@@ -40,6 +40,15 @@ def resolve(data_dir: str | os.PathLike | None, path: str | os.PathLike, task: s
     return os.path.join(os.fspath(data_dir), path)
 
 
+def user_path(data_dir: str | os.PathLike | None, path: str) -> str:
+    """A spec task's file (``file:...,path=P``): under ``data_dir`` when one is set and ``P`` is
+    relative; otherwise ``P`` as written, relative to the current directory like any
+    command-line path (made absolute so errors name the real place)."""
+    if data_dir is None or os.path.isabs(path):
+        return os.path.abspath(path)
+    return os.path.join(os.fspath(data_dir), path)
+
+
 def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without the newline) for each line of a UTF-8 (or .gz) file.
 

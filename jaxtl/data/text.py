@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from jaxtl.data.io import read_lines, resolve, split_files
+from jaxtl.data.io import read_lines, resolve, split_files, user_path
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 _HEADING = re.compile(r"^\s*=( =)*[^=].*=\s*$")
@@ -85,12 +85,12 @@ def corpus_files(data_dir: str | None, path: str, name: str) -> dict[str, list[s
     - a file: the train split.
     """
     if "{split}" in path:
-        paths = {s: resolve(data_dir, path.format(split=s), name) for s in ("train", "dev", "test")}
+        paths = {s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")}
         found = {s: [p] for s, p in paths.items() if os.path.isfile(p)}
         if not found:
             raise DataError(f"{path}: no file found for any of the splits train, dev, test")
         return found
-    full = resolve(data_dir, path, name)
+    full = user_path(data_dir, path)
     if _GLOB.search(path):
         matches = sorted(p for p in glob.glob(full) if os.path.isfile(p))
         if not matches:
