@@ -25,6 +25,12 @@ def is_local(path: str | os.PathLike) -> bool:
     return "://" not in os.fspath(path)
 
 
+def workdir(path: str | os.PathLike) -> epath.Path:
+    """A run's folder as an ``epath.Path``; a local one made absolute (orbax refuses relative
+    checkpoint paths, and a relative ``--workdir=runs/x`` is what a user types)."""
+    return epath.Path(os.path.abspath(path) if is_local(path) else os.fspath(path))
+
+
 def write_atomic(path: str | epath.Path, data: str | bytes) -> None:
     """Write ``data`` whole to ``path``: a temporary file next to it, then a rename. On any
     failure (ENOSPC included) the temporary file is removed and ``path`` keeps its old content."""

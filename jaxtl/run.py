@@ -30,7 +30,18 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
-from jaxtl import assembly, export, metrics, models, predictions, report, runtime, selection, train
+from jaxtl import (
+    assembly,
+    export,
+    fileio,
+    metrics,
+    models,
+    predictions,
+    report,
+    runtime,
+    selection,
+    train,
+)
 from jaxtl import config as config_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import tokenize
@@ -84,7 +95,7 @@ def prepare(
     objective's stream together with the tasks, so the tasks are not packed
     (:func:`jaxtl.assembly.packing`).
     """
-    workdir = epath.Path(workdir)
+    workdir = fileio.workdir(workdir)
     config_lib.validate(config)  # bad values fail here, before anything heavy
     if report.is_chief():
         workdir_lib.check_resume(config, workdir)  # before anything is loaded or overwritten

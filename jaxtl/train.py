@@ -42,8 +42,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from jaxtl import checkpoint as ckpt_lib
+from jaxtl import fileio, partition, report, runtime, selection
 from jaxtl import mesh as mesh_lib
-from jaxtl import partition, report, runtime, selection
 from jaxtl import step as step_lib
 from jaxtl.strategy import Strategy
 
@@ -159,7 +159,7 @@ class Trainer:
     ):
         self.model = model
         self.stages = list(stages)
-        self.workdir = epath.Path(workdir)
+        self.workdir = fileio.workdir(workdir)
         self.mesh = mesh
         self.cfg = config or TrainConfig()
         self.graphdef, params_state = nnx.split(model, nnx.Param)

@@ -92,12 +92,15 @@ def test_predict_command_and_python_api_match_the_run(run_dir, tmp_path):
     assert p.returncode != 0 and "builtin/ner" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_restore_best_is_stated_in_the_plan(tiny_bert_dir, tmp_path):
+def test_restore_best_is_stated_in_the_plan(tiny_bert_dir, tmp_path, monkeypatch):
     c = supervised_sequential.add_config(config_lib.base_config())
     _small(c, tiny_bert_dir, **{"source.steps": 8, "source.eval_every": 4, "train.steps": 4,
                                 "train.restore_best": True})  # fmt: skip
-    wd = tmp_path / "run"
-    supervised_sequential.run(c, str(wd))
+    # A relative workdir, as a user types it (--workdir=runs/x): orbax refuses relative
+    # checkpoint paths, so the run must resolve it before saving best params.
+    monkeypatch.chdir(tmp_path)
+    supervised_sequential.run(c, "runs/run")
+    wd = tmp_path / "runs" / "run"
     phases = json.loads((wd / "plan.json").read_text())["phases"]
     (target,) = [p for p in phases if p["stage"] == "target"]
     sel = json.loads((wd / "selection.json").read_text())["stages"]
