@@ -25,7 +25,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from jaxtl import assembly, checkpoint, objectives, predictions, runtime
+from jaxtl import assembly, checkpoint, fileio, objectives, predictions, runtime
 from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl.data import batching, packing, tokenize
@@ -49,7 +49,7 @@ class Predictor:
     """A trained run's model, ready to predict; see :func:`load`."""
 
     def __init__(self, workdir: str | epath.Path, *, batch_size: int = 64):
-        self.workdir = epath.Path(workdir)
+        self.workdir = fileio.workdir(workdir)
         self.config = ml_collections.ConfigDict(_read_json(self.workdir / "config.json", "config"))
         manifest = _read_json(self.workdir / "tasks.json", "tasks")
         self.batch_size = int(batch_size)

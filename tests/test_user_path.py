@@ -78,9 +78,10 @@ def test_predict_command_and_python_api_match_the_run(run_dir, tmp_path):
     inp = tmp_path / "new.txt"
     inp.write_text("".join(r["text"] + "\n" for r in rows))
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "launch.py", "--predict", f"--workdir={run_dir}", f"--input={inp}",
-           f"--output={out}", "--task=builtin/sentiment"]  # fmt: skip
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    # The workdir as a user in its parent folder types it: relative.
+    cmd = [sys.executable, str(REPO / "launch.py"), "--predict", f"--workdir={run_dir.name}",
+           f"--input={inp}", f"--output={out}", "--task=builtin/sentiment"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=run_dir.parent, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     got = _jsonl(out)
     assert [g["label"] for g in got] == [r["label"] for r in rows]
@@ -88,7 +89,7 @@ def test_predict_command_and_python_api_match_the_run(run_dir, tmp_path):
     api = jaxtl.load(run_dir).predict([r["text"] for r in rows], task="builtin/sentiment")
     np.testing.assert_allclose([a["probs"] for a in api], [r["probs"] for r in rows], atol=1e-5)
     # Several tasks and none named: one line naming them, no traceback.
-    p = subprocess.run(cmd[:-1], cwd=REPO, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd[:-1], cwd=run_dir.parent, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0 and "builtin/ner" in p.stderr and "Traceback" not in p.stderr
 
 
