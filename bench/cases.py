@@ -161,6 +161,20 @@ def case_e2e(s: Settings) -> dict[str, Any]:
     out["ratio"] = out["jaxtl"]["wall_s"] / out["torch"]["wall_s"]
     out["accuracy_gap_points"] = 100 * abs(out["jaxtl"]["accuracy"] - out["torch"]["accuracy"])
     out["ratio_counts"] = out["accuracy_gap_points"] <= 0.5
+    from bench import keras_side as K
+
+    why_not = K.available() if s.keras else "off (--no-keras)"
+    if why_not is None:
+        gc.collect()
+        out["keras"] = K.e2e(s, list(train), list(dev))
+        print(f"  e2e keras: {out['keras']['wall_s']:.1f}s acc {out['keras']['accuracy']:.4f}",
+              flush=True)  # fmt: skip
+        out["ratio_keras"] = out["jaxtl"]["wall_s"] / out["keras"]["wall_s"]
+        gap = 100 * abs(out["jaxtl"]["accuracy"] - out["keras"]["accuracy"])
+        out["accuracy_gap_keras_points"] = gap
+        out["ratio_keras_counts"] = gap <= 0.5
+    else:
+        print(f"  e2e: KerasHub left out: {why_not}", flush=True)
     return out
 
 

@@ -159,18 +159,28 @@ def e2e(res: dict, path: pathlib.Path) -> str:
     c = res["cases"]["e2e"]
     j, t = c["jaxtl"], c["torch"]
     rows = [
-        ["jaxtl (multitask regime, buckets 32/64/128)", _f(j["wall_s"], 1), _f(100 * j["accuracy"], 2),
+        [f"jaxtl (multitask regime, {'packed rows' if j.get('packed') else 'buckets 32/64/128'})",
+         _f(j["wall_s"], 1), _f(100 * j["accuracy"], 2),
          _f(j["pad_fraction"], 3)],
         ["HF Trainer + DataCollatorWithPadding", _f(t["wall_s"], 1), _f(100 * t["accuracy"], 2),
          _f(t["pad_fraction"], 3)],
     ]  # fmt: skip
+    k = c.get("keras")
+    if k is not None:
+        rows.append([f"KerasHub BertTextClassifier.fit (fixed length {k['sequence_length']})",
+                     _f(k["wall_s"], 1), _f(100 * k["accuracy"], 2), _f(k["pad_fraction"], 3)])  # fmt: skip
     counts = (
         "counts" if c["ratio_counts"] else "does NOT count (accuracies differ by more than 0.5)"
     )
+    keras_line = []
+    if k is not None:
+        kc = "counts" if c["ratio_keras_counts"] else "does NOT count (accuracies differ by >0.5)"
+        keras_line = [f"- Ratio jaxtl/KerasHub wall time: {_f(c['ratio_keras'], 2)}; accuracy gap "
+                      f"{_f(c['accuracy_gap_keras_points'], 2)} points, so the ratio {kc}."]  # fmt: skip
     return "\n".join([
         f"{c['train_examples']} training examples (the first ones of SST-2 train), "
         f"{c['dev_examples']} dev examples, {c['steps']} steps of batch {c['batch_size']}, "
-        f"LR {c['lr']} linear with 10% warm-up, AdamW (wd 0.01), clip 1.0, for both. Wall time "
+        f"LR {c['lr']} linear with 10% warm-up, AdamW (wd 0.01), clip 1.0, for every system. Wall time "
         "from model load and tokenisation to dev accuracy, compilation included; HF's optimizer: "
         f"`{t['optimizer']}`.",
         "",
@@ -178,6 +188,7 @@ def e2e(res: dict, path: pathlib.Path) -> str:
         "",
         f"- Ratio jaxtl/Trainer wall time: {_f(c['ratio'], 2)}; accuracy gap "
         f"{_f(c['accuracy_gap_points'], 2)} points, so the ratio {counts}.",
+        *keras_line,
         f"- Trainer's own `train_runtime`: {_f(t['train_runtime_s'], 1)} s.",
         "", _source(res, path),
     ])  # fmt: skip

@@ -4,7 +4,8 @@
                         [--data-dir DIR] [--accelerator]
 
 Cases: step (train-step time per freezing strategy, with XLA FLOPs), forward (jitted encoder
-forward), e2e (SST-2, jaxtl regime vs HF Trainer), cache (SST-2 head epochs on cached
+forward), e2e (SST-2, jaxtl regime vs HF Trainer vs KerasHub; --full-epoch: one epoch of all of
+train, the e2e case alone), cache (SST-2 head epochs on cached
 frozen-encoder features, encoder pass included, vs recomputing the encoder; --full: all of
 train), memory (optimizer state and peak RSS, one process each), scaling (FSDP over 1-8
 fake CPU devices), accelerator (BERT-base tokens/s and MFU; only with --accelerator on a GPU/TPU),
@@ -51,6 +52,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if v is not None:
             setattr(s, name, v)
     s.keras = args.keras
+    if args.full_epoch:
+        s.train_examples = 0  # all 67,349 SST-2 training examples, one epoch, every system
     if args.full:
         s.cache_examples = 0  # feature extraction on all of SST-2 train (the case)
     if args.seq_lens:
@@ -66,6 +69,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--full", action="store_true",
                    help="the cache case on all of SST-2 train, also with --quick")  # fmt: skip
     p.add_argument("--cases", default=",".join(cases.CASES), help="comma-separated case names")
+    p.add_argument("--full-epoch", action="store_true",
+                   help="the e2e case alone, one epoch of all of SST-2 train")  # fmt: skip
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<date>.json)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding SST-2/")
     p.add_argument("--accelerator", action="store_true", help="run the BERT-base GPU/TPU case")
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[bench] updated {args.markdown} from {path}")
         return res
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.full_epoch:
+        names = ["e2e"]
     known = [*cases.CASES, "data_scale"]  # data_scale: bench/data_scale.py, not in the default
     unknown = sorted(set(names) - set(known))
     if unknown:

@@ -158,3 +158,36 @@ def test_keras_side_steps_when_keras_hub_is_installed(tmp_path):
         changed = any((w.numpy() != b).any() for w, b in zip(k.model.backbone.weights[:1], before))
         assert changed == (strategy == "full"), strategy
     assert counts["frozen"] < counts["lora"] < counts["full"]
+
+
+def test_keras_side_end_to_end_fits_one_epoch(tmp_path):
+    """KerasHub's e2e side: one epoch of ``fit`` at one fixed length (the longest example
+    rounded up to 8), then dev accuracy; the step count is the epoch's."""
+    from bench import keras_side as K
+
+    why = K.available()
+    if why is not None:
+        import pytest
+
+        pytest.skip(why)
+    import shutil
+
+    import transformers
+    from conftest import minilm_dir
+
+    from bench.common import Settings
+    from jaxtl.data.tasks import Example
+
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64)  # fmt: skip
+    transformers.BertModel(cfg).save_pretrained(tmp_path)  # with the pooler KerasHub reads
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm_dir() / f).exists():
+            shutil.copy(minilm_dir() / f, tmp_path / f)
+    words = ["good", "bad", "fine", "awful", "nice", "poor"]
+    train = [Example(" ".join(words[: 1 + i % 6]), label=i % 2) for i in range(18)]
+    dev = [Example(w, label=i % 2) for i, w in enumerate(words)]
+    res = K.e2e(Settings(model=str(tmp_path), batch_size=4), train, dev)
+    assert res["steps"] == 5 and res["sequence_length"] == 8  # [CLS] + 6 words + [SEP] -> 8
+    assert 0.0 <= res["accuracy"] <= 1.0 and 0.0 < res["pad_fraction"] < 1.0
+    assert res["wall_s"] > 0
