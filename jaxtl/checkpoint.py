@@ -220,8 +220,9 @@ class TransferReport:
 
 
 def _find_state_dir(path: epath.Path, step: int | None) -> tuple[epath.Path, int]:
-    """Accept a workdir, its checkpoints/ folder, or one step folder."""
-    path = epath.Path(path)
+    """Accept a workdir, its checkpoints/ folder, or one step folder (a relative local path is
+    taken from the current directory: orbax reads only absolute ones)."""
+    path = fileio.workdir(path)
     for cand in (path / "checkpoints", path):
         if (cand / "state").exists():
             return cand, -1

@@ -66,7 +66,7 @@ def test_restore_8_devices_to_1_and_back(tiny_bert_dir, tmp_path):
     assert "fsdp" in str(k8.sharding.spec)
 
 
-def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_path):
+def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_path, monkeypatch):
     tx = optax.adamw(1e-3)
     one = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     src = _sharded_state(_model(tiny_bert_dir), one, tx)
@@ -96,3 +96,11 @@ def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_p
     )
     assert out["heads"]["a"]["classifier"]["kernel"].shape[-1] == 3
     assert rep.summary().startswith(f"loaded {len(rep.loaded)}")
+    # model.init_from as a user types it, relative to the current directory, and naming one
+    # step's folder: the same params.
+    monkeypatch.chdir(tmp_path)
+    again, rep2 = ckpt_lib.load_params("run/checkpoints/5", target_params)
+    assert rep2.loaded == rep.loaded
+    assert np.array_equal(
+        np.asarray(again["encoder"]["layers"][1]["attention"]["query"]["kernel"]), src_q
+    )
