@@ -230,7 +230,9 @@ def evaluate_selected(
                 if split == "test" and sd.labelled:
                     scores = metrics.score_task(td.task, outs, full, td.detokenize)
                     test[name] = {k: float(v) for k, v in scores.items()}
-                if td.task.kind in predictions.KINDS and report.is_chief():
+                # MASS's span stream is "translation" without text to decode: no records.
+                decodable = td.task.kind != "translation" or td.detokenize is not None
+                if td.task.kind in predictions.KINDS and decodable and report.is_chief():
                     rows = predictions.records(td.task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled,
                                                detokenize=td.detokenize)  # fmt: skip

@@ -130,6 +130,11 @@ def test_tiny_config_pretrains_then_adapts_from_the_pretrain_checkpoint(mass_run
 
     results = json.loads((mass_run / "results.json").read_text())
     assert results["wikitext"]["perplexity"] > 1.0 and "accuracy" in results["sst2"]
+    # The WikiText test articles, span-masked like dev, scored once with the stage's params;
+    # a span stream has no text to decode, so no predictions file.
+    test = json.loads((mass_run / "results_test.json").read_text())
+    assert 1.0 < test["wikitext"]["perplexity"] != results["wikitext"]["perplexity"]
+    assert not (mass_run / "predictions" / "wikitext").exists()
     losses = [json.loads(line) for line in (mass_run / "metrics.jsonl").read_text().splitlines()]
     pre = [m for m in losses if m.get("split") == "train" and m.get("stage") == "pretrain"]
     assert pre and all(np.isfinite(m["loss"]) and m["denominator"] > 0 for m in pre)

@@ -357,6 +357,8 @@ def test_tiny_config_runs_both_stages_and_adapts_the_pretrained_encoder(
     assert json.loads((wd / "tasks.json").read_text())["objective"] == "unilm"
     results = json.loads((wd / "results.json").read_text())
     assert results["wikitext"]["perplexity"] > 1.0  # WikiText-103 subset, its dev split
+    test = json.loads((wd / "results_test.json").read_text())  # and its test articles
+    assert 1.0 < test["wikitext"]["perplexity"] != results["wikitext"]["perplexity"]
     assert "accuracy" in results["sst2"]
     records = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]

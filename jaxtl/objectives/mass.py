@@ -33,7 +33,7 @@ from flax import nnx
 
 from jaxtl.data import tokenize
 from jaxtl.data.batch import IGNORE
-from jaxtl.data.prepare import TaskData, corpus_lines, eval_batches, limit
+from jaxtl.data.prepare import SplitData, TaskData, corpus_lines, eval_batches, limit
 from jaxtl.models import seq2seq
 from jaxtl.objectives import seq2seq as seq2seq_objective
 from jaxtl.objectives.base import Objective
@@ -113,26 +113,36 @@ class Mass(Objective):
     def stream(self, config, tokenizer, *, index: int, seed: int) -> TaskData:
         lines = corpus_lines(config, tokenizer, self.corpus, index=index, key=KEY, seed=seed)
         mask_id = int(tokenizer.mask_token_id)
-        # Dev: the corpus' dev lines, masked once with fixed seeds (comparable evaluations).
-        ev: list[dict[str, np.ndarray]] = []
-        if "dev" in lines.task.splits:
-            dev = limit(lines.task.load("dev"), config.data.max_eval_examples)
-            enc = tokenize.encode(lines.task, dev, tokenizer, max_length=config.data.max_length,
+        # Dev and test: the corpus' held-out lines, masked once with fixed seeds (comparable
+        # evaluations; dev keeps its original seeds).
+        splits: dict[str, SplitData] = {}
+        for n, split in enumerate(("dev", "test")):
+            if split not in lines.task.splits:
+                continue
+            held = limit(lines.task.load(split), config.data.max_eval_examples)
+            enc = tokenize.encode(lines.task, held, tokenizer, max_length=config.data.max_length,
                                   task_id=index)  # fmt: skip
-            ev = [
+            batches = [
                 mass_mask(
-                    b, np.random.default_rng([seed, 104729, i]), mask_id=mask_id, span=self.span
+                    b,
+                    np.random.default_rng([seed, 104729, i] + [n] * n),
+                    mask_id=mask_id,
+                    span=self.span,
                 )  # fmt: skip
                 for i, b in enumerate(
                     eval_batches(enc, config, tokenizer, buckets=config.data.buckets)
                 )  # fmt: skip
             ]
+            splits[split] = SplitData(split, held, enc, batches, True,
+                                      tuple(config.data.buckets))  # fmt: skip
+        ev = splits["dev"].batches if "dev" in splits else []
         # A seq2seq stream: kind "translation" sends its batches to the seq2seq branches; it is
         # scored by the span's perplexity (reported, never selected on).
         task = dataclasses.replace(lines.task, kind="translation", metrics=("perplexity",),
                                    main_metric="")  # fmt: skip
         it = MassBatches(lines.train_iter, mask_id, self.span, seed)
-        self.data = dataclasses.replace(lines, task=task, train_iter=it, eval_batches=ev)
+        self.data = dataclasses.replace(lines, task=task, train_iter=it, eval_batches=ev,
+                                        splits=splits)  # fmt: skip
         return self.data
 
     def heads(self, lm_head: nnx.Module | None) -> dict[str, nnx.Module]:

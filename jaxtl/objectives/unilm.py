@@ -50,6 +50,7 @@ from flax import nnx
 from jaxtl.data import tokenize
 from jaxtl.data.masking import Masking
 from jaxtl.data.prepare import (
+    SplitData,
     TaskData,
     eval_batches,
     limit,
@@ -253,16 +254,25 @@ def unilm_stream(
         train_batches(enc, config, tokenizer, buckets=(block_size,), seed=seed), masking, probs,
         seed, segment_types=segment_types,
     )  # fmt: skip
-    ev: list[dict[str, np.ndarray]] = []
-    if with_eval and "dev" in task.splits:
-        dev = [ex.text for ex in limit(task.load("dev"), config.data.max_eval_examples)]
-        denc = encode_pairs(dev, tokenizer, block_size=block_size, task_id=index)
-        if len(denc):
-            for i, b in enumerate(eval_batches(denc, config, tokenizer, buckets=(block_size,))):
-                kind = draw_kind(probs, np.random.default_rng([seed, 104729, i, _KIND_STREAM]))
-                rng = np.random.default_rng([seed, 104729, jax.process_index(), i])
+    splits: dict[str, SplitData] = {}
+    for n, split in enumerate(("dev", "test")):  # held-out text, kinds and masks fixed per batch
+        if not with_eval or split not in task.splits:
+            continue
+        held = limit(task.load(split), config.data.max_eval_examples)
+        henc = encode_pairs([ex.text for ex in held], tokenizer, block_size=block_size,
+                            task_id=index)  # fmt: skip
+        ev: list[dict[str, np.ndarray]] = []
+        if len(henc):
+            for i, b in enumerate(eval_batches(henc, config, tokenizer, buckets=(block_size,))):
+                tag = [n] * n  # dev keeps its original seeds
+                kind = draw_kind(
+                    probs, np.random.default_rng([seed, 104729, i, _KIND_STREAM, *tag])
+                )
+                rng = np.random.default_rng([seed, 104729, jax.process_index(), i, *tag])
                 ev.append(apply(b, kind, masking, rng, segment_types=segment_types))
-    return TaskData(report_only(task), index, LM_KEY, len(enc), it, ev, "dev")
+        splits[split] = SplitData(split, held, henc, ev, True, (block_size,))
+    ev = splits["dev"].batches if "dev" in splits else []
+    return TaskData(report_only(task), index, LM_KEY, len(enc), it, ev, "dev", splits)
 
 
 # ------------------------------------------------------------------------------------ objective
