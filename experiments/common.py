@@ -26,8 +26,12 @@ RESULTS = REPO / "experiments" / "results"
 DOC = REPO / "EXPERIMENTS.md"
 
 
-def launch(regime: str, config: str, workdir: pathlib.Path, overrides: Sequence[str]) -> dict:
-    """``results.json`` of one ``launch.py`` run (run unless it already finished)."""
+def launch(
+    regime: str, config: str, workdir: pathlib.Path, overrides: Sequence[str], *,
+    keep_checkpoints: bool = False,
+) -> dict:  # fmt: skip
+    """``results.json`` of one ``launch.py`` run (run unless it already finished).
+    ``keep_checkpoints``: a run that later runs start from (``model.init_from``)."""
     results = workdir / "results.json"
     if not results.exists():
         cmd = [sys.executable, str(REPO / "launch.py"), f"--regime={regime}",
@@ -37,7 +41,7 @@ def launch(regime: str, config: str, workdir: pathlib.Path, overrides: Sequence[
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         # Only metrics and predictions matter here; a MiniLM checkpoint with Adam moments is
         # ~270 MB and dozens of runs would fill the disk.
-        for ckpt in workdir.rglob("checkpoints"):
+        for ckpt in [] if keep_checkpoints else workdir.rglob("checkpoints"):
             shutil.rmtree(ckpt, ignore_errors=True)
         shutil.rmtree(workdir / "best", ignore_errors=True)
     return json.loads(results.read_text())
