@@ -230,17 +230,28 @@ def cache(res: dict, path: pathlib.Path) -> str:
 
 def memory(res: dict, path: pathlib.Path) -> str:
     c = res["cases"]["memory"]
+
+    def phase(r: dict, name: str) -> str:
+        v = r.get("peak_rss_by_phase_mib", {}).get(name)
+        return "—" if v is None else _f(v, 0)
+
     rows = [[r["strategy"], r["system"], f"{r['trainable_params']:,}", _mib(r["opt_state_bytes"]),
+             phase(r, "imports"), phase(r, "model"), phase(r, "compile"),
+             _mib(r["xla_temp_bytes"]) if "xla_temp_bytes" in r else "—",
              _f(r["peak_rss_mib"], 0)] for r in c["rows"]]  # fmt: skip
     return "\n".join([
         f"One process per row, B = {c['batch_size']}, T = {c['seq_len']}, "
         f"{c['rows'][0]['steps']} train step(s); peak RSS = `VmHWM` of /proc/self/status (the "
         "process's own high-water mark; `getrusage(RUSAGE_SELF).ru_maxrss`, also in the JSON, "
         "inherits the parent's peak across fork+exec on Linux, so it reads the same for every "
-        "worker started by the benchmark process).",
+        "worker started by the benchmark process). The phase columns are the peak after "
+        "imports, after building the model, and after compiling the step (jaxtl); `XLA temp` is "
+        "the compiled step's temporary buffers (`memory_analysis().temp_size_in_bytes`: "
+        "activations, gradients, intermediates), allocated on top of the donated state.",
         "",
-        _table(["strategy", "system", "trainable params", "optimizer state MiB", "peak RSS MiB"],
-               rows),
+        _table(["strategy", "system", "trainable params", "optimizer state MiB",
+                "peak after imports", "after model", "after compile", "XLA temp MiB",
+                "peak RSS MiB"], rows),
         "", _source(res, path),
     ])  # fmt: skip
 

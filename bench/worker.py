@@ -54,12 +54,24 @@ def memory(system: str, strategy: str, s: Settings) -> dict[str, Any]:
     t = max(s.seq_lens)
     batch = _random_batch(s, t)
     base_rss = peak_rss_mib()
+    phases: dict[str, float] = {}  # peak RSS (VmHWM) after each phase, MiB
+    extra: dict[str, Any] = {}
     if system == "jaxtl":
         from bench import jaxtl_side as J
 
-        st = J.train_setup(s, strategy, batch, tokenizer=False)
+        phases["imports"] = peak_rss_mib()
+        model, _ = J.build_model(s, strategy, tokenizer=False)
+        phases["model"] = peak_rss_mib()
+        st = J.train_setup(s, strategy, batch, model=model, tokenizer=False)
+        phases["compile"] = peak_rss_mib()
+        # XLA's own account of the step: its temporary buffers (activations, gradients,
+        # intermediates) on top of the donated state.
+        ma = st.step.memory_analysis()
+        extra["xla_temp_bytes"] = int(getattr(ma, "temp_size_in_bytes", 0))
+        extra["xla_argument_bytes"] = int(getattr(ma, "argument_size_in_bytes", 0))
         for _ in range(s.memory_steps):
             st.run()
+        phases["steps"] = peak_rss_mib()
         opt_bytes, trainable = st.opt_state_bytes, st.trainable_params
         if "torch" in sys.modules:
             raise RuntimeError("the jaxtl memory worker imported torch; its RSS would include it")
@@ -67,12 +79,15 @@ def memory(system: str, strategy: str, s: Settings) -> dict[str, Any]:
         from bench import torch_side as T
 
         T.set_threads()
+        phases["imports"] = peak_rss_mib()
         # Head/LoRA init values do not change memory; zeros of the right shapes stand in for the
         # jaxtl params this twin would otherwise copy (so jax is never imported here).
         params = _zero_head_params(s, strategy)
         st = T.train_setup(s, strategy, params, batch)
+        phases["model"] = peak_rss_mib()
         for _ in range(s.memory_steps):
             st.run()
+        phases["steps"] = peak_rss_mib()
         opt_bytes, trainable = T.optimizer_state_bytes(st.opt), st.trainable_params
     else:
         raise ValueError(f"unknown system {system!r}; expected jaxtl or torch")
@@ -86,7 +101,9 @@ def memory(system: str, strategy: str, s: Settings) -> dict[str, Any]:
         "opt_state_bytes": int(opt_bytes),
         "rss_before_model_mib": base_rss,
         "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_by_phase_mib": phases,
         "ru_maxrss_mib": ru_maxrss_mib(),
+        **extra,
     }
 
 

@@ -87,6 +87,11 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
     }
     for r in mem:
         assert MEMORY_ROW <= set(r) and r["peak_rss_mib"] > 0
+        phases = r["peak_rss_by_phase_mib"]  # high-water marks only grow, phase by phase
+        order = [phases[k] for k in ("imports", "model", "compile", "steps") if k in phases]
+        assert len(order) >= 3 and order == sorted(order) and order[-1] <= r["peak_rss_mib"]
+        if r["system"] == "jaxtl":  # XLA's temporaries of a train step: activations at least
+            assert r["xla_temp_bytes"] > 0 and r["xla_argument_bytes"] > 0
     by = {(r["system"], r["strategy"]): r for r in mem}
     # Adam keeps two moments per trainable parameter in both systems
     for k in ("full", "frozen", "lora"):
