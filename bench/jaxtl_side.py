@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from bench.common import HEAD_KEY, TASK, Settings
-from jaxtl import models, objectives, partition, peft
+from jaxtl import models, objectives, partition, peft, runtime
 from jaxtl import step as step_lib
 from jaxtl.data import get_task
 from jaxtl.data.prepare import TaskData
@@ -192,9 +192,11 @@ def train_setup(
     else:
         state = step_lib.init_state(params, phase.tx, s.seed)
         dev_batch = jax.device_put(batch)
+    # The run's default dropout generator for this device count (prng_partitionable=auto).
     step = step_lib.make_train_step(
-        graphdef, loss_fn, phase.tx, trainable_mask=phase.trainable_mask, **kwargs
-    )
+        graphdef, loss_fn, phase.tx, trainable_mask=phase.trainable_mask,
+        partitionable_rng=runtime.partitionable_rng(), **kwargs,
+    )  # fmt: skip
     t0 = time.perf_counter()
     compiled = step.lower(state, dev_batch).compile()
     compile_s = time.perf_counter() - t0

@@ -101,6 +101,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.export_dir = ""
     # Persistent XLA compilation cache: auto (~/.cache/jaxtl/xla) | off | a folder.
     c.compile_cache = "auto"
+    # Dropout's random bits: auto (JAX's partitionable threefry when the run has several
+    # devices, the classic, cheaper one on a single device) | true | false. The two draw other
+    # bits; jaxtl.runtime.partitionable_rng.
+    c.prng_partitionable = "auto"
 
     # A stage whose encoder is frozen (optim.strategy=feature_extraction) runs it without dropout
     # and computes its features once (jaxtl.features): auto (on disk where the stage can use a
@@ -158,6 +162,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("model.compute_dtype", c.model.compute_dtype, ("auto", "float32", "bfloat16"))
     choice("data.on_bad_row", c.data.on_bad_row, ("error", "skip"))
     choice("data.packing", c.data.packing, (True, False))
+    choice("prng_partitionable", str(c.get("prng_partitionable", "auto")).lower(),
+           ("auto", "true", "false"))  # fmt: skip
     if "mixture" in c:
         choice("mixture.scheme", c.mixture.scheme, SCHEMES)
     for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",

@@ -179,6 +179,7 @@ def train_config(config: ml_collections.ConfigDict) -> train.TrainConfig:
         save_best=t.save_best,
         restore_best=t.restore_best,
         progress=t.progress,
+        partitionable_rng=runtime.partitionable_rng(config.get("prng_partitionable", "auto")),
     )
 
 

@@ -50,6 +50,19 @@ def enable_compile_cache(config: ml_collections.ConfigDict) -> str | None:
     return folder
 
 
+def partitionable_rng(setting: str = "auto") -> bool:
+    """Whether train steps draw dropout bits with JAX's partitionable threefry
+    (``prng_partitionable``: ``auto`` | ``true`` | ``false``). ``auto``: only when there is more
+    than one device — partitionable bits avoid gathering random state across shards, but on a
+    single device they cost about twice the hashing of the classic generator for nothing. A
+    resumed run keeps the setting (``check_resume``); ``auto`` on another device count draws
+    other bits, as re-sharding also changes the arithmetic."""
+    value = str(setting).lower()
+    if value not in ("auto", "true", "false"):
+        raise ValueError(f"prng_partitionable={setting!r}: choose one of auto, true, false")
+    return jax.device_count() > 1 if value == "auto" else value == "true"
+
+
 @dataclasses.dataclass
 class CompileStats:
     """Compile seconds and persistent-cache hits/misses seen since :meth:`start` (process-wide:

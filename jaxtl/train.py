@@ -108,6 +108,7 @@ class TrainConfig:
     save_best: bool = True
     restore_best: bool = False  # a later stage starts from the previous stage's best params
     progress: bool = True
+    partitionable_rng: bool = True  # jaxtl.runtime.partitionable_rng
 
 
 class NonFiniteLoss(RuntimeError):
@@ -418,6 +419,7 @@ class Trainer:
                     active_fn=stage.active_fn,
                     trainable_mask=phase.trainable_mask,
                     mesh=self.mesh,
+                    partitionable_rng=self.cfg.partitionable_rng,
                     state_shardings=shardings,
                     batch_shardings=self._batch_shardings(batch),
                     counter=self.train_counter,
