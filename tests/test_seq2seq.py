@@ -239,3 +239,35 @@ def test_translation_task_trains_sharded_through_the_regime(tiny_bert_dir, tmp_p
     rows = predictor.predict_examples(predictor.read_input(str(src), td, "lines"), td)
     assert rows[0]["translation"] == preds[0]["translation"] and "gold" not in rows[0]
     assert rows[1]["translation"] == preds[1]["translation"]
+
+
+def test_translation_records_follow_each_example_through_bucketed_batches():
+    """Prediction records put each decoded row back on its own example although eval batches
+    group rows by length bucket (the decoded row here is the example's first source word, so a
+    misplaced row shows)."""
+    from conftest import minilm_dir
+    from transformers import AutoTokenizer
+
+    from jaxtl import predictions
+    from jaxtl.data import batching, tokenize
+    from jaxtl.data.tasks import Example, Task
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    words = ["red", "blue", "green", "small", "big", "dog", "cat", "runs", "sleeps", "house"]
+    # alternately short and long sources: buckets (8, 32) reorder the rows
+    examples = [Example(" ".join([w] + ["the"] * (1 if i % 2 else 12)), target=f"ref {i}")
+                for i, w in enumerate(words)]  # fmt: skip
+    task = Task("mt", "translation", lambda split: examples, metrics=("bleu",))
+    enc = tokenize.encode(task, examples, tok, max_length=32, labelled=True)
+    buckets = (8, 32)
+    batches = batching.eval_batches(enc, batch_size=3, buckets=buckets, pad_id=0)
+    # a "decoder" that outputs [BOS, first source word piece, EOS] for every row
+    outputs = [{"pred_tokens": np.stack([np.asarray([tok.cls_token_id, row[1], tok.sep_token_id])
+                                         for row in b["input_ids"]])} for b in batches]  # fmt: skip
+    assert batching.eval_order(enc, buckets=buckets).tolist() != list(range(len(words)))
+    rows = predictions.records(task, examples, enc, buckets, outputs, batches, labelled=True,
+                               detokenize=tokenize.detokenizer(tok))  # fmt: skip
+    assert [r["translation"] for r in rows] == words
+    assert [r["gold"] for r in rows] == [f"ref {i}" for i in range(len(words))]
+    with pytest.raises(ValueError, match="translation records need a detokenizer"):
+        predictions.records(task, examples, enc, buckets, outputs, batches, labelled=True)
