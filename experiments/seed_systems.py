@@ -97,6 +97,12 @@ def score(results: dict, task: str, metric: str) -> float | None:
     return None
 
 
+def test_results(workdir: pathlib.Path) -> dict:
+    """``results_test.json`` of a finished run ({} when no task had a test split)."""
+    path = workdir / "results_test.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_system(key: str, sys_: System, args: argparse.Namespace, out: pathlib.Path) -> dict:
     config = sys_.config + (":tiny" if args.tiny else "")
     common = [
@@ -129,8 +135,7 @@ def run_system(key: str, sys_: System, args: argparse.Namespace, out: pathlib.Pa
     r1 = launch(sys_.regime, config, first, common + stage1_steps + no_ft + [
         f"--config.seed={args.seeds[0]}", "--config.train.steps=1",
         "--config.optim.strategy=finetune"], keep_checkpoints=True)  # fmt: skip
-    t1 = json.loads((first / "results_test.json").read_text()) if (
-        first / "results_test.json").exists() else {}  # fmt: skip
+    t1 = test_results(first)
     steps1 = int(json.loads((first / "config.json").read_text())[sys_.stage1]["steps"])
     init = first / "checkpoints" / str(steps1)
     if not (init / "state").exists():
@@ -144,9 +149,7 @@ def run_system(key: str, sys_: System, args: argparse.Namespace, out: pathlib.Pa
             r = launch(sys_.regime, config, out / f"{key}-{slug}-s{seed}", common + target + [
                 f"--config.{sys_.stage1}.steps=0", f"--config.seed={seed}", *start,
                 *(overrides or [])])  # fmt: skip
-            wd = out / f"{key}-{slug}-s{seed}"
-            test = json.loads((wd / "results_test.json").read_text()) if (
-                wd / "results_test.json").exists() else {}  # fmt: skip
+            test = test_results(out / f"{key}-{slug}-s{seed}")
             got = scores.setdefault(setting, {"dev": [], "test": []})
             got["dev"].append(score(r, *sys_.target))
             t = score(test, *sys_.target)
