@@ -209,12 +209,19 @@ def _e2e_jaxtl(s: Settings, steps: int, n_train: int, n_dev: int) -> dict[str, A
     packed = assembly.packing(c, pre.model)
     td = prepare_tasks((TASK,), c, pre.tokenizer, with_eval=False, packed=packed)[0]
     if packed:
+        # train.batch_size counts packed rows, each holding several examples: take as many rows
+        # as hold about s.batch_size examples, so every system sees the same examples per update
+        # (and about as many updates per epoch) — the same recipe, not a larger batch.
+        per_row = n_train / td.train_iter.rows_per_epoch()
+        c.train.batch_size = max(1, round(s.batch_size / per_row))
+        td = prepare_tasks((TASK,), c, pre.tokenizer, with_eval=False, packed=packed)[0]
         c.train.steps = c.train.log_every = steps = td.train_iter.batches_per_epoch()
     lengths, name = td.train_iter.encoded.lengths, td.task.name
     fraction = packing.padding_fraction if packed else batching.padding_fraction
     pad = fraction(
-        lengths, batch_size=s.batch_size, buckets=tuple(c.data.buckets), seed=td.train_iter.seed
-    )
+        lengths, batch_size=c.train.batch_size, buckets=tuple(c.data.buckets),
+        seed=td.train_iter.seed,
+    )  # fmt: skip
     del pre, td
     gc.collect()
     with tempfile.TemporaryDirectory() as wd:
@@ -229,6 +236,8 @@ def _e2e_jaxtl(s: Settings, steps: int, n_train: int, n_dev: int) -> dict[str, A
         "accuracy": float(res["joint"][name]["accuracy"]),
         "packed": packed,
         "steps": steps,
+        "row_batch_size": int(c.train.batch_size),
+        "examples_per_step": n_train / steps,
         "pad_fraction": pad,
         "buckets": list(c.data.buckets),
         "last_train_log": train_events[-1] if train_events else None,

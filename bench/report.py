@@ -182,7 +182,10 @@ def e2e(res: dict, path: pathlib.Path) -> str:
         f"{c['dev_examples']} dev examples, {c['steps']} steps of batch {c['batch_size']}, "
         f"LR {c['lr']} linear with 10% warm-up, AdamW (wd 0.01), clip 1.0, for every system. Wall time "
         "from model load and tokenisation to dev accuracy, compilation included; HF's optimizer: "
-        f"`{t['optimizer']}`.",
+        f"`{t['optimizer']}`."
+        + (f" jaxtl packs several examples per row: {j['row_batch_size']} rows per step "
+           f"(≈ {j['examples_per_step']:.1f} examples, the others' batch), {j['steps']} steps."
+           if "row_batch_size" in j else ""),
         "",
         _table(["system", "wall s", "dev acc %", "pad-token fraction (train)"], rows),
         "",

@@ -177,6 +177,10 @@ def test_packing_is_deterministic_and_covers_every_example_once_per_epoch(tokeni
     for batches in a:  # every example once per epoch
         idx = np.concatenate([x["example_index"][x["example_weight"] > 0] for x in batches])
         assert sorted(idx.tolist()) == list(range(len(enc)))
+    # rows_per_epoch counts the epoch's packed rows: the real (non-padding) rows of its batches.
+    it = packing.PackedTrainBatches(enc, batch_size=4, buckets=(32, 64), seed=0)
+    real_rows = sum(int((x["segment_ids"] > 0).any(axis=1).sum()) for x in a[0])
+    assert it.rows_per_epoch() == real_rows and len(enc) / real_rows > 1.5  # several per row
     # A new epoch repacks: other rows; another seed, other batches.
     assert not np.array_equal(a[0][0]["input_ids"], a[1][0]["input_ids"])
     c = epochs(1, 1)

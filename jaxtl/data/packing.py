@@ -213,6 +213,11 @@ class PackedTrainBatches(EpochPosition):
     def batches_per_epoch(self) -> int:
         return len(self._epoch_plan(self.epoch)[1])
 
+    def rows_per_epoch(self) -> int:
+        """Packed rows in this epoch (every process's): examples / rows is how many a row holds,
+        e.g. to pick a row batch that matches an unpacked batch's examples per step."""
+        return len(self._epoch_plan(self.epoch)[0])
+
 
 def eval_batches(
     encoded: Encoded,
