@@ -24,11 +24,17 @@ from jaxtl import mesh as mesh_lib
 log = logging.getLogger(__name__)
 
 
+OFF = ("off", "false", "no", "none", "0")
+ON = ("on", "true", "yes", "1")
+
+
 def cache_dir(setting: str) -> str | None:
-    """The compilation cache folder for ``compile_cache`` (``auto`` | ``off`` | a path)."""
-    if setting == "off":
+    """The compilation cache folder for ``compile_cache`` (``auto`` | ``off`` | a path). The
+    spellings a flag user reaches for mean on/off, not a folder named "False" in the cwd."""
+    word = setting.strip().lower()
+    if word in OFF:
         return None
-    if setting in ("", "auto"):
+    if word in ("", "auto", *ON):
         root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         return os.path.join(root, "jaxtl", "xla")
     return os.path.expanduser(setting)

@@ -37,6 +37,11 @@ def test_compile_cache_off_and_its_default_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert runtime.cache_dir("auto") == str(tmp_path / "jaxtl" / "xla")
     assert runtime.cache_dir("off") is None
+    # what --config.compile_cache=False or =none passes: off, not a folder named "False"
+    for word in ("False", "false", "none", "0", "No"):
+        assert runtime.cache_dir(word) is None, word
+    assert runtime.cache_dir("True") == runtime.cache_dir("auto")
+    assert runtime.cache_dir(str(tmp_path / "mine")) == str(tmp_path / "mine")
     c = ml_collections.ConfigDict({"compile_cache": "off"})
     try:
         assert runtime.enable_compile_cache(c) is None
