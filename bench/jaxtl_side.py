@@ -161,6 +161,7 @@ def train_setup(
     """
     from jaxtl import mesh as mesh_lib
 
+    runtime.listen_to_compiles()  # as jaxtl.run does: compile stats, compiler memory handed back
     if model is None:
         model, _ = build_model(s, strategy, tokenizer=tokenizer)
     num_layers = model.encoder.num_layers

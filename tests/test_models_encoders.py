@@ -96,3 +96,25 @@ def test_config_errors_name_the_field():
         models.BertConfig(vocab_size=10, hidden_act="mish")
     with pytest.raises(ValueError, match="unknown model_type 't5'"):
         models.build_encoder("t5", {}, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    "name,approximate", [("gelu", False), ("gelu_new", True), ("gelu_pytorch_tanh", True)]
+)
+def test_gelu_keeps_only_its_input_for_backward_and_matches_autodiff(name, approximate, capsys):
+    """The encoders' GELU has a hand-written backward (less activation memory); its values and
+    gradients must equal jax.nn.gelu's (tolerance 1e-6, f32) and it must save nothing but x."""
+    from jax.ad_checkpoint import print_saved_residuals
+
+    act = base.activation(name)
+    x = jnp.linspace(-6.0, 6.0, 241, dtype=jnp.float32).reshape(1, -1) * jnp.ones((3, 1))
+    ref = lambda y: jax.nn.gelu(y, approximate=approximate)  # noqa: E731
+    np.testing.assert_allclose(act(x), ref(x), atol=1e-6, rtol=0)
+    weights = jnp.cos(x)  # a non-uniform cotangent
+    ours = jax.grad(lambda y: (act(y) * weights).sum())(x)
+    theirs = jax.grad(lambda y: (ref(y) * weights).sum())(x)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
+    capsys.readouterr()
+    print_saved_residuals(lambda y: act(y).sum(), x)
+    saved = [line for line in capsys.readouterr().out.splitlines() if "[3,241]" in line]
+    assert len(saved) == 1 and "argument" in saved[0], saved

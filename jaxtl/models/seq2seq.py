@@ -201,7 +201,7 @@ class _DecoderBlock(nnx.Module):
         kw = {"rate": rate, "deterministic": deterministic, "rngs": rngs}
         x = self.self_norm(x + drop(self.self_attention(x, x, self_mask, **kw)))
         x = self.cross_norm(x + drop(self.cross_attention(x, memory, cross_mask, **kw)))
-        h = self.mlp_output(jax.nn.gelu(self.intermediate(x), approximate=False))
+        h = self.mlp_output(base.gelu_exact(self.intermediate(x)))
         return self.mlp_norm(x + drop(h))
 
 
