@@ -111,8 +111,7 @@ def listen_to_compiles() -> CompileStats:
                 STATS.backend_seconds += duration_secs
                 # The compiler's working memory is freed by now but glibc keeps it mapped, and
                 # the program's buffers are mapped afresh on top of it: hand it back before the
-                # program runs (MiniLM's train step: peak RSS about 150 MiB lower, BENCHMARKS.md
-                # section 5).
+                # program runs (BENCHMARKS.md section 5).
                 release_freed_memory()
 
         def on_event(event: str, **kwargs: str | int) -> None:

@@ -118,3 +118,19 @@ def test_gelu_keeps_only_its_input_for_backward_and_matches_autodiff(name, appro
     print_saved_residuals(lambda y: act(y).sum(), x)
     saved = [line for line in capsys.readouterr().out.splitlines() if "[3,241]" in line]
     assert len(saved) == 1 and "argument" in saved[0], saved
+
+
+def test_dropout_draws_8_bit_masks_and_keeps_the_expectation():
+    """Masks compare 8-bit integers with round(keep * 256): for rate 0.1 the realised keep
+    fraction is 230/256 = 0.8984 (not 0.9), and the scale uses it, so E[dropout(x)] = x. On 2^23
+    draws the standard error of the fraction is ~1e-4, so 5e-4 separates 0.8984 from 0.9."""
+    x = jnp.ones((1 << 23,), jnp.float32)
+    y = base.dropout(x, 0.1, deterministic=False, rngs=nnx.Rngs(dropout=0))
+    kept = float((y != 0).mean())
+    assert abs(kept - 230 / 256) < 5e-4, kept
+    assert abs(float(y.mean()) - 1.0) < 5e-4  # inverted dropout: expectation preserved
+    np.testing.assert_allclose(float(y.max()), 256 / 230, rtol=1e-6)
+    again = base.dropout(x, 0.1, deterministic=False, rngs=nnx.Rngs(dropout=0))
+    assert bool((again == y).all())  # a key gives one mask
+    tiny = base.dropout(x[:64], 0.001, deterministic=False, rngs=nnx.Rngs(dropout=0))
+    assert bool((tiny == 1.0).all())  # below half a level (1/512) nothing is dropped

@@ -35,9 +35,8 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 # GELU with a hand-written backward that keeps only its input. Autodiff of jax.nn.gelu keeps
 # three (erf form) or five (tanh form) full [tokens, intermediate] arrays per layer for the
-# backward pass; recomputing them there from x is a few elementwise ops, and on MiniLM at
-# B=32 T=128 it cuts the train step's XLA temporaries from 1774 to 1486 MiB (BENCHMARKS.md
-# section 5). Values and gradients equal jax.nn.gelu's (tests/test_models.py).
+# backward pass; recomputing them there from x is a few elementwise ops (BENCHMARKS.md
+# section 5). Values and gradients equal jax.nn.gelu's (tests/test_models_encoders.py).
 @jax.custom_vjp
 def gelu_exact(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
@@ -176,15 +175,27 @@ def layer_norm(
     )
 
 
+DROPOUT_LEVELS = 256  # dropout masks are drawn as 8-bit integers (see dropout)
+
+
 def dropout(x: jax.Array, rate: float, *, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
     """Inverted dropout with call-time RNGs, so modules hold parameters only."""
     if deterministic or rate == 0.0:
         return x
     if rngs is None:
         raise ValueError("deterministic=False needs rngs=nnx.Rngs(dropout=...) at call time")
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(rngs.dropout(), keep, x.shape)
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+    # The mask compares 8-bit random integers with round(keep * 256), as FlashAttention draws its
+    # dropout: a quarter of the threefry hashing of 32-bit uniforms and a quarter of the bytes the
+    # backward pass keeps (with the GELU below, MiniLM's step at B=32 T=128 went from 1774 to
+    # 1302 MiB of XLA temporaries: BENCHMARKS.md section 5). The realised rate is within 1/512
+    # of ``rate`` and the scale uses it, so the expectation stays exact.
+    keep_levels = round((1.0 - rate) * DROPOUT_LEVELS)
+    if keep_levels >= DROPOUT_LEVELS:
+        return x
+    if keep_levels <= 0:
+        return jnp.zeros_like(x)
+    mask = jax.random.bits(rngs.dropout(), x.shape, jnp.uint8) < keep_levels
+    return jnp.where(mask, x * (DROPOUT_LEVELS / keep_levels), jnp.zeros_like(x))
 
 
 def attention(
