@@ -37,41 +37,30 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # three (erf form) or five (tanh form) full [tokens, intermediate] arrays per layer for the
 # backward pass; recomputing them there from x is a few elementwise ops (BENCHMARKS.md
 # section 5). Values and gradients equal jax.nn.gelu's (tests/test_models_encoders.py).
-@jax.custom_vjp
-def gelu_exact(x: jax.Array) -> jax.Array:
-    return jax.nn.gelu(x, approximate=False)
+def _keeping_only_input(
+    f: Callable[[jax.Array], jax.Array], df: Callable[[jax.Array], jax.Array]
+) -> Callable[[jax.Array], jax.Array]:
+    """``f`` whose backward pass keeps only its input and computes the derivative ``df`` there."""
+    g = jax.custom_vjp(f)
+    g.defvjp(lambda x: (f(x), x), lambda x, ct: ((ct * df(x)).astype(x.dtype),))
+    return g
 
 
-def _gelu_exact_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return gelu_exact(x), x
-
-
-def _gelu_exact_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+def _d_gelu_exact(x: jax.Array) -> jax.Array:
     cdf = 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
     pdf = jnp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
-    return ((g * (cdf + x * pdf)).astype(x.dtype),)
+    return cdf + x * pdf
 
 
-gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)
+def _d_gelu_tanh(x: jax.Array) -> jax.Array:
+    t = jnp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (
+        1.0 + 3 * 0.044715 * x * x
+    )
 
 
-@jax.custom_vjp
-def gelu_tanh(x: jax.Array) -> jax.Array:
-    return jax.nn.gelu(x, approximate=True)
-
-
-def _gelu_tanh_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return gelu_tanh(x), x
-
-
-def _gelu_tanh_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-    inner = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
-    t = jnp.tanh(inner)
-    d_inner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)
-    return ((g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * d_inner)).astype(x.dtype),)
-
-
-gelu_tanh.defvjp(_gelu_tanh_fwd, _gelu_tanh_bwd)
+gelu_exact = _keeping_only_input(lambda x: jax.nn.gelu(x, approximate=False), _d_gelu_exact)
+gelu_tanh = _keeping_only_input(lambda x: jax.nn.gelu(x, approximate=True), _d_gelu_tanh)
 
 
 # Hugging Face activation names -> functions. "gelu" is HF's exact erf GELU; jax's default is the
