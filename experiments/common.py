@@ -146,6 +146,17 @@ def command(script: str) -> str:
     return f"python experiments/{script} " + " ".join(sys.argv[1:])
 
 
+def test_results(workdir: pathlib.Path) -> dict:
+    """``results_test.json`` of a finished run ({} when no task had a test split)."""
+    path = workdir / "results_test.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_seconds(workdir: pathlib.Path) -> float:
+    """A finished run's wall time: from its config.json (written first) to its results.json."""
+    return (workdir / "results.json").stat().st_mtime - (workdir / "config.json").stat().st_mtime
+
+
 def header(script: str, elapsed_s: float, details: str) -> list[str]:
     return [
         f"Command: `{command(script).strip()}`  ",

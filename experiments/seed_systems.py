@@ -37,7 +37,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, parse, welch, write
+from common import REPO, header, launch, mean_std, parse, test_results, welch, write
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +95,6 @@ def score(results: dict, task: str, metric: str) -> float | None:
         if (name == task or name.split("/")[-1] == task) and metric in scores:
             return float(scores[metric])
     return None
-
-
-def test_results(workdir: pathlib.Path) -> dict:
-    """``results_test.json`` of a finished run ({} when no task had a test split)."""
-    path = workdir / "results_test.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def run_system(key: str, sys_: System, args: argparse.Namespace, out: pathlib.Path) -> dict:
