@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import logging
 import os
 from typing import Any
@@ -94,11 +95,18 @@ _listening = False
 def release_freed_memory() -> bool:
     """Return heap memory that is freed but still held by the allocator to the OS (glibc's
     ``malloc_trim``); False where there is no glibc (macOS, musl), which is harmless."""
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+@functools.cache
+def _glibc() -> Any:
+    """glibc, loaded once (every compile calls release_freed_memory); None without it."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def listen_to_compiles() -> CompileStats:
