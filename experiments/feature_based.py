@@ -15,7 +15,6 @@ evaluated; dev is held out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 
@@ -46,10 +45,14 @@ PAPER = {"fine-tune (linear head)": 96.4, "concat last four": 96.1, "sum last fo
 
 def words_per_step(workdir: pathlib.Path) -> float:
     """Mean labelled words per train step of a finished run (its metrics' ``denominator``)."""
-    path = workdir / "metrics.jsonl"
+    from etils import epath
+
+    from jaxtl.report import read_jsonl_repairing
+
+    path = epath.Path(workdir) / "metrics.jsonl"
     if not path.exists():  # the setting was not run (--only)
         return float("nan")
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = read_jsonl_repairing(path)
     counts = [r["denominator"] for r in rows if r.get("split") == "train" and "denominator" in r]
     return sum(counts) / len(counts) if counts else float("nan")
 
@@ -110,11 +113,10 @@ def main() -> None:
         paper = PAPER.get(name)
         test = mean_std(f1_test[name]) if name in f1_test else "—"
         lines.append(f"| {name} | {mean_std(f1[name])} | {test} | {paper if paper else '—'} |")
-    words = {  # labelled words per train step, first seed: what "equal steps" means in data
-        kind: words_per_step(out / f"{rep}-s{args.seeds[0]}")
-        for kind, rep in (("finetune", "finetune"), ("tagger", next(
-            (r for r in settings.values() if r), "last")))
-    }  # fmt: skip
+    # labelled words per train step at the first seed: what "equal steps" means in data
+    tagger = next((r for r in settings.values() if r), "last")
+    words = {kind: words_per_step(out / f"{rep}-s{args.seeds[0]}")
+             for kind, rep in (("finetune", "finetune"), ("tagger", tagger))}  # fmt: skip
     details = (
         f"MiniLM-L6 (packaged). Feature-based: frozen encoder, features cached once per "
         f"representation, BiLSTM tagger ({args.bilstm} per direction) + linear layer, "
