@@ -150,7 +150,21 @@ def make_train_step(
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(grad_norm)
 
-        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        # A non-finite step changes nothing: the loop stops on it and the state stays good. The
+        # optimizer runs under a cond rather than both outcomes being computed and selected with
+        # where(): then the new parameters read the optimizer's new moments instead of recomputing
+        # them from the old ones, so the donated moments have one reader and are updated in place.
+        # With where(), XLA copied every Adam moment at the start of the step to keep the old
+        # values for the second reader: 2 x the parameters' size held through the whole backward
+        # (MiniLM B=32 T=128: XLA temporaries 1302 -> 1226 MiB; BENCHMARKS.md section 5).
+        def optimize() -> tuple[Any, Any]:
+            return tx.update(grads, state.opt_state, state.params)
+
+        def skip() -> tuple[Any, Any]:
+            shapes = jax.eval_shape(optimize)[0]
+            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), state.opt_state
+
+        updates, new_opt = jax.lax.cond(finite, optimize, skip)
         new_params = optax.apply_updates(state.params, updates)
         if active_fn is not None:
             active = active_fn(batch)
@@ -161,9 +175,8 @@ def make_train_step(
             new_opt = jax.tree.map(
                 lambda a, n, o: jnp.where(a, n, o), opt_active, new_opt, state.opt_state
             )
-        # A non-finite step changes nothing: the loop stops on it and the state stays good.
+        # Exactly the old parameters on a non-finite step (p + 0 would turn -0.0 into +0.0).
         new_params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_params, state.params)
-        new_opt = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_opt, state.opt_state)
 
         out = _scale_metrics({k: v for k, v in metrics.items() if k != "loss_sum"}, den)
         out["loss"] = metrics["loss_sum"] / den

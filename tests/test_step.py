@@ -1,5 +1,7 @@
 """The shared step: sharding invariance, FSDP/tensor placement, gradient accumulation, masks."""
 
+import re
+
 import jax
 import numpy as np
 import optax
@@ -147,11 +149,35 @@ def test_nonfinite_step_leaves_state_unchanged(tiny_bert_dir):
     graphdef, st = nnx.split(model, nnx.Param)
     params = jax.tree.map(np.asarray, nnx.to_pure_dict(st))
     state = step_lib.init_state(jax.tree.map(jax.numpy.asarray, params), tx, 0)
+    # A good step first, so the moments are non-zero and a skipped update would show.
+    good = step_lib.make_train_step(graphdef, loss_fn, tx, mesh=one)
+    state, _ = good(state, _batches(1, 4, 16, 30522)[0])
+    params = jax.tree.map(np.asarray, state.params)
+    opt = jax.tree.map(np.asarray, state.opt_state)
     f = step_lib.make_train_step(graphdef, bad_loss, tx, mesh=one)
-    state, m = f(state, _batches(1, 4, 16, 30522)[0])
+    state, m = f(state, _batches(1, 4, 16, 30522, seed=1)[0])
     assert float(m["finite"]) == 0.0
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
         assert np.array_equal(np.asarray(a), b)
+    for a, b in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(opt), strict=True):
+        assert np.array_equal(np.asarray(a), b)
+
+
+def test_adam_moments_are_updated_in_place(tiny_bert_dir):
+    """The donated Adam moments are read once, so XLA updates them in place. When the update was
+    computed unconditionally and selected with where(finite, ...), the new parameters recomputed
+    the new moments from the old ones, and XLA copied every moment at the start of the step to
+    keep the old values: 2x the parameters' memory held through the whole backward."""
+    tx = optax.adamw(1e-3)
+    model, loss_fn = _model_and_loss(str(tiny_bert_dir))
+    graphdef, st = nnx.split(model, nnx.Param)
+    state = step_lib.init_state(nnx.to_pure_dict(st), tx, 0)
+    f = step_lib.make_train_step(graphdef, loss_fn, tx)
+    hlo = f.lower(state, _batches(1, 4, 16, 30522)[0]).compile().as_text()
+    moments = re.findall(r"%(\S*_(?:mu|nu)_\S*) = f32\[[^\]]*\]\S* parameter\(", hlo)
+    assert len(moments) == 2 * len(jax.tree.leaves(state.params)), moments[:4]
+    copied = [m for m in moments if re.search(rf"copy\(%{re.escape(m)}\)", hlo)]
+    assert not copied, f"{len(copied)} of {len(moments)} moments copied, e.g. {copied[:2]}"
 
 
 def test_compiles_once_per_shape(tiny_bert_dir):
