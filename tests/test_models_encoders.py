@@ -134,3 +134,30 @@ def test_dropout_draws_8_bit_masks_and_keeps_the_expectation():
     assert bool((again == y).all())  # a key gives one mask
     tiny = base.dropout(x[:64], 0.001, deterministic=False, rngs=nnx.Rngs(dropout=0))
     assert bool((tiny == 1.0).all())  # below half a level (1/512) nothing is dropped
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_embedding_lookup_gradient_equals_autodiff_of_take(dtype):
+    """base.Embed's hand-written backward (zeros made from the cotangent, so XLA cannot create
+    them at the start of the step) gives take's gradient: repeated ids accumulate, others 0."""
+    emb = base.embed(50, 8, ("vocab", "embed"), dtype=dtype, rngs=nnx.Rngs(0))
+    assert isinstance(emb, base.Embed)
+    table = emb.embedding[...]
+    ids = jnp.array([[3, 7, 3, 0], [49, 3, 7, 7]], jnp.int32)
+    w = jax.random.normal(jax.random.key(1), (2, 4, 8))
+
+    def ours(e):
+        return jnp.sum(e(ids).astype(jnp.float32) * w)
+
+    def reference(t):
+        return jnp.sum(jnp.take(t.astype(dtype), ids, axis=0).astype(jnp.float32) * w)
+
+    np.testing.assert_array_equal(
+        np.asarray(emb(ids)), np.asarray(jnp.take(table, ids, axis=0).astype(dtype))
+    )
+    (g_ours,) = jax.tree.leaves(nnx.grad(ours)(emb))
+    g_ref = jax.grad(reference)(table)
+    assert g_ours.dtype == g_ref.dtype == jnp.float32
+    # float32: exact; bfloat16: the same bf16 sums, so exact as well (tolerance 0).
+    np.testing.assert_array_equal(np.asarray(g_ours), np.asarray(g_ref))
+    assert np.count_nonzero(np.abs(np.asarray(g_ours)).sum(-1)) == 4  # ids 0, 3, 7, 49

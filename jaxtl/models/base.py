@@ -120,6 +120,44 @@ def linear(
     )
 
 
+@jax.custom_vjp
+def _lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
+    return jnp.take(table, ids, axis=0)
+
+
+def _lookup_fwd(table: jax.Array, ids: jax.Array) -> tuple[jax.Array, tuple]:
+    # A zero-size array carries the table's shape and dtype as a valid residual.
+    return _lookup(table, ids), (ids, jnp.zeros((0, *table.shape), table.dtype))
+
+
+def _lookup_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, None]:
+    ids, like = res
+    shape, dtype = like.shape[1:], like.dtype
+    # The gradient is a scatter-add into a zero table, as autodiff of take builds it, but the
+    # zeros are derived from g (0 * its first element) so they cannot exist before g does.
+    # Autodiff's constant zeros were created by XLA's scheduler at the start of the step and
+    # held through the whole backward pass: a vocab x width buffer (MiniLM: 45 MiB) at the peak.
+    # A non-finite g makes the whole gradient non-finite, and such a step is skipped anyway.
+    zero = (g.reshape(-1)[0] * 0).astype(dtype)
+    table = jnp.broadcast_to(zero, shape)
+    return table.at[ids.reshape(-1)].add(g.reshape(-1, shape[-1]).astype(dtype)), None
+
+
+_lookup.defvjp(_lookup_fwd, _lookup_bwd)
+
+
+class Embed(nnx.Embed):
+    """``nnx.Embed`` whose backward pass allocates the table's gradient only when it is needed."""
+
+    def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
+        if out_sharding is not None or self.num_embeddings == 1:
+            return super().__call__(inputs, out_sharding)
+        if not jnp.issubdtype(inputs.dtype, jnp.integer):
+            raise ValueError("Input type must be an integer or unsigned integer.")
+        (table,) = self.promote_dtype((self.embedding[...],), dtype=self.dtype, inexact=False)
+        return _lookup(table, inputs)
+
+
 def embed(
     num: int,
     features: int,
@@ -130,7 +168,7 @@ def embed(
     param_dtype: Any = jnp.float32,
     rngs: nnx.Rngs,
 ) -> nnx.Embed:
-    return nnx.Embed(
+    return Embed(
         num,
         features,
         dtype=dtype,
