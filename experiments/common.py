@@ -157,6 +157,11 @@ def run_seconds(workdir: pathlib.Path) -> float:
     return (workdir / "results.json").stat().st_mtime - (workdir / "config.json").stat().st_mtime
 
 
+def model_label(args: argparse.Namespace) -> str:
+    """How a table names the encoder its runs started from."""
+    return "MiniLM-L6 (packaged)" if args.model == "minilm" else f"model {args.model}"
+
+
 def header(script: str, elapsed_s: float, details: str) -> list[str]:
     return [
         f"Command: `{command(script).strip()}`  ",

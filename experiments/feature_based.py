@@ -23,6 +23,7 @@ from common import (
     header,
     launch,
     mean_std,
+    model_label,
     parse,
     run_overrides,
     run_seconds,
@@ -118,7 +119,7 @@ def main() -> None:
     words = {kind: words_per_step(out / f"{rep}-s{args.seeds[0]}")
              for kind, rep in (("finetune", "finetune"), ("tagger", tagger))}  # fmt: skip
     details = (
-        f"MiniLM-L6 (packaged). Feature-based: frozen encoder, features cached once per "
+        f"{model_label(args)}. Feature-based: frozen encoder, features cached once per "
         f"representation, BiLSTM tagger ({args.bilstm} per direction) + linear layer, "
         f"{args.steps} steps, lr {args.lr}. Fine-tuning: linear tagging head, "
         f"{args.finetune_steps} steps, lr {args.finetune_lr}. Batch {args.batch_size} rows: "

@@ -19,7 +19,7 @@ import time
 
 import common as common_lib
 import numpy as np
-from common import REPO
+from common import REPO, model_label
 
 TASKS = ("glue/sst2", "glue/cola", "glue/mrpc", "glue/rte", "glue/stsb")
 MAIN = {"sst2": "accuracy", "cola": "matthews", "mrpc": "f1", "rte": "accuracy", "stsb": "pearson"}
@@ -86,7 +86,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg:.1f} |")
         summary[name] = {s: per_task[s] for s in shorts}
     details = (
-        f"MiniLM-L6 (packaged), batch {args.batch_size}, max length {args.max_length}, AdamW lr "
+        f"{model_label(args)}, batch {args.batch_size}, max length {args.max_length}, AdamW lr "
         f"{args.lr}, linear schedule with 10% warm-up; single-task: {args.steps} steps per task; "
         f"multitask: {args.steps * len(TASKS)} steps (temperature-2 sampling); refinement: "
         f"{args.refine} steps per task. Seeds {args.seeds}. Dev metrics ×100, mean ± sample std "

@@ -26,7 +26,7 @@ import os
 import pathlib
 import time
 
-from common import REPO, header, launch, mean_std, parse, run_overrides, welch, write
+from common import REPO, header, launch, mean_std, model_label, parse, run_overrides, welch, write
 
 
 def conll_unlabelled(data_dir: str, skip: int, out: pathlib.Path) -> str:
@@ -121,7 +121,7 @@ def main() -> None:
             p = "—" if setting == "supervised only" else f"{welch(v, base):.3f}"
             lines.append(f"| {short} ({n_labels}) | {setting} | {metric} {mean_std(v)} | {p} |")
     details = (
-        f"MiniLM-L6 (packaged); {args.steps} labelled steps per run (joint runs: {2 * args.steps} "
+        f"{model_label(args)}; {args.steps} labelled steps per run (joint runs: {2 * args.steps} "
         f"steps, every other one unlabelled), batch {args.batch_size} rows (data.packing: several examples per row), max length "
         f"{args.max_length}, AdamW lr {args.lr}, linear schedule with 10% warm-up; seeds "
         f"{args.seeds}; last-step params, no selection. Dev metric ×100, mean ± sample std over "

@@ -26,6 +26,7 @@ from common import (
     header,
     launch,
     mean_std,
+    model_label,
     paired_bootstrap,
     parse,
     run_overrides,
@@ -95,7 +96,7 @@ def main() -> None:
         raw["tests"][name] = {"delta": delta, "welch_p": pw, "bootstrap_p": pb}
         lines.append(f"| {name} | {mean_std(acc[name])} | {delta:+.1f} | {pw:.3f} | {pb:.3f} |")
     details = (
-        f"MiniLM-L6 (packaged); source stage {args.source_steps} steps, RTE {args.target_steps} "
+        f"{model_label(args)}; source stage {args.source_steps} steps, RTE {args.target_steps} "
         f"steps; batch {args.batch_size} rows (data.packing: several examples per row), max length {args.max_length}, AdamW lr {args.lr}, linear "
         f"schedule with 10% warm-up; seeds {args.seeds}; last-step params, no selection. "
         "Dev accuracy ×100, mean ± sample std over seeds; p-values against RTE alone (Welch: "

@@ -76,4 +76,5 @@ def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_bert_dir, data_dir,
     name = script.removesuffix(".py").replace("_", "-")
     text = (tmp_path / "EXPERIMENTS.md").read_text()
     assert "± " in text and "Command: `python experiments/" in text
+    assert "MiniLM-L6 (packaged)" not in text, "the table must name the model the runs used"
     assert list((tmp_path / "results").glob("*.json")), name
