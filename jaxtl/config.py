@@ -105,6 +105,10 @@ def base_config() -> ml_collections.ConfigDict:
     # devices, the classic, cheaper one on a single device) | true | false. The two draw other
     # bits; jaxtl.runtime.partitionable_rng.
     c.prng_partitionable = "auto"
+    # CPU kernels of jaxtl's steps: xla (XLA's own fused loops and Eigen's matmul; faster for
+    # MiniLM on the CPUs measured) | ynnpack (the YNNPACK library fusions jaxlib enables by
+    # default). No effect on GPU/TPU; jaxtl.runtime.compiler_options.
+    c.cpu_kernels = "xla"
 
     # A stage whose encoder is frozen (optim.strategy=feature_extraction) runs it without dropout
     # and computes its features once (jaxtl.features): auto (on disk where the stage can use a
@@ -164,6 +168,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("data.packing", c.data.packing, (True, False))
     choice("prng_partitionable", str(c.get("prng_partitionable", "auto")).lower(),
            ("auto", "true", "false"))  # fmt: skip
+    choice("cpu_kernels", str(c.get("cpu_kernels", "xla")).lower(), ("xla", "ynnpack"))
     if "mixture" in c:
         choice("mixture.scheme", c.mixture.scheme, SCHEMES)
     for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",

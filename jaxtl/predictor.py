@@ -54,6 +54,7 @@ class Predictor:
         manifest = _read_json(self.workdir / "tasks.json", "tasks")
         self.batch_size = int(batch_size)
         runtime.enable_compile_cache(self.config)
+        runtime.set_cpu_kernels(self.config.get("cpu_kernels", "xla"))
         pre = assembly.load_encoder(self.config)
         if pre.tokenizer is None:
             raise ValueError(f"model {self.config.model.name!r} has no tokenizer files")

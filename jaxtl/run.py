@@ -103,6 +103,7 @@ def prepare(
         atexit.register(lock.release)
     mesh = runtime.setup_mesh(config)
     folder = runtime.enable_compile_cache(config)
+    runtime.set_cpu_kernels(config.get("cpu_kernels", "xla"))
     runtime.listen_to_compiles()
     log.info("compilation cache: %s", folder or "off")
     lm = None

@@ -30,7 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxtl import mesh as mesh_lib
-from jaxtl import paths
+from jaxtl import paths, runtime
 
 LossFn = Callable[[nnx.Module, dict, nnx.Rngs, bool], tuple[jax.Array, dict[str, jax.Array]]]
 PredictFn = Callable[[nnx.Module, dict], dict[str, jax.Array]]
@@ -185,7 +185,10 @@ def make_train_step(
         new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt)
         return new_state, out
 
-    kwargs: dict[str, Any] = {"donate_argnums": (0,)}
+    kwargs: dict[str, Any] = {
+        "donate_argnums": (0,),
+        "compiler_options": runtime.compiler_options(),
+    }
     if state_shardings is not None:
         kwargs["in_shardings"] = (state_shardings, batch_shardings)
         kwargs["out_shardings"] = (state_shardings, None)
@@ -210,7 +213,7 @@ def make_eval_step(
             model = nnx.merge(graphdef, params)
             return predict_fn(model, batch)
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"compiler_options": runtime.compiler_options()}
     if params_shardings is not None:
         kwargs["in_shardings"] = (params_shardings, batch_shardings)
     return jax.jit(eval_step, **kwargs)

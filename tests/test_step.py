@@ -180,6 +180,48 @@ def test_adam_moments_are_updated_in_place(tiny_bert_dir):
     assert not copied, f"{len(copied)} of {len(moments)} moments copied, e.g. {copied[:2]}"
 
 
+def test_cpu_kernels_choose_xla_or_ynnpack_and_agree(tiny_bert_dir, monkeypatch):
+    """cpu_kernels=xla (the default) compiles the train step without YNNPACK's library fusions;
+    ynnpack keeps jaxlib's default, which fuses the matmuls through YNNPACK. Only summation order
+    differs: the losses agree to rtol 1e-5 and the parameters after one AdamW step (lr 1e-3) to
+    atol 1e-5, 1% of the step (Adam divides by the gradient's size, so a gradient near zero
+    shows its rounding in the update: 2e-6 was the largest difference seen)."""
+    from jaxtl import runtime
+
+    if jax.default_backend() != "cpu" or not runtime._option_known(runtime._YNN_OPTION, ""):
+        pytest.skip("needs XLA:CPU with the YNNPACK fusion option")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # a user's own setting would win
+    tx = optax.adamw(1e-3)
+    model, loss_fn = _model_and_loss(str(tiny_bert_dir))
+    graphdef, st = nnx.split(model, nnx.Param)
+    host = jax.tree.map(np.asarray, nnx.to_pure_dict(st))  # each step donates its own copy
+    batch = _batches(1, 4, 16, 30522)[0]
+    out = {}
+    for kernels in ("xla", "ynnpack"):
+        monkeypatch.setattr(runtime, "_cpu_kernels", kernels)
+        f = step_lib.make_train_step(graphdef, loss_fn, tx)
+        state = step_lib.init_state(jax.tree.map(jax.numpy.asarray, host), tx, 0)
+        hlo = f.lower(state, batch).compile().as_text()
+        out[kernels] = (hlo.count("ynn_fusion"), *f(state, batch))
+    assert out["xla"][0] == 0 and out["ynnpack"][0] > 0, (out["xla"][0], out["ynnpack"][0])
+    (_, s_x, m_x), (_, s_y, m_y) = out["xla"], out["ynnpack"]
+    np.testing.assert_allclose(m_x["loss"], m_y["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s_x.params), jax.tree.leaves(s_y.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_cpu_kernels_setting_is_checked():
+    from jaxtl import config as config_lib
+    from jaxtl import runtime
+
+    with pytest.raises(ValueError, match="cpu_kernels='eigen': choose one of xla, ynnpack"):
+        runtime.set_cpu_kernels("eigen")
+    c = config_lib.base_config()
+    c.cpu_kernels = "eigen"
+    with pytest.raises(ValueError, match="cpu_kernels"):
+        config_lib.validate(c)
+
+
 def test_compiles_once_per_shape(tiny_bert_dir):
     tx = optax.adamw(1e-3)
     model, loss_fn = _model_and_loss(str(tiny_bert_dir))
