@@ -126,9 +126,9 @@ def main() -> None:
                 sts.setdefault(name, {}).setdefault(short, []).append(float(done.read_text()))
     elapsed = time.time() - t0
 
-    label = {"sst2": "SST-2 1k acc", "mrpc": "MRPC F1"}
-    after = {"sst2": "after SST-2", "mrpc": "after MRPC"}
-    cols = [label[t] for t in args.tasks] + [f"STS-B zero-shot {after[t]}" for t in args.tasks]
+    name_of = {"sst2": ("SST-2", "SST-2 1k acc"), "mrpc": ("MRPC", "MRPC F1")}
+    cols = [name_of[t][1] for t in args.tasks]
+    cols += [f"STS-B zero-shot after {name_of[t][0]}" for t in args.tasks]
     lines = [
         "| strategy | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxtl import partition
+from jaxtl import partition, runtime
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -168,7 +168,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("data.packing", c.data.packing, (True, False))
     choice("prng_partitionable", str(c.get("prng_partitionable", "auto")).lower(),
            ("auto", "true", "false"))  # fmt: skip
-    choice("cpu_kernels", str(c.get("cpu_kernels", "xla")).lower(), ("xla", "ynnpack"))
+    choice("cpu_kernels", str(c.get("cpu_kernels", "xla")).lower(), runtime.CPU_KERNELS)
     if "mixture" in c:
         choice("mixture.scheme", c.mixture.scheme, SCHEMES)
     for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",

@@ -53,8 +53,7 @@ class Predictor:
         self.config = ml_collections.ConfigDict(_read_json(self.workdir / "config.json", "config"))
         manifest = _read_json(self.workdir / "tasks.json", "tasks")
         self.batch_size = int(batch_size)
-        runtime.enable_compile_cache(self.config)
-        runtime.set_cpu_kernels(self.config.get("cpu_kernels", "xla"))
+        runtime.configure_compiler(self.config)
         pre = assembly.load_encoder(self.config)
         if pre.tokenizer is None:
             raise ValueError(f"model {self.config.model.name!r} has no tokenizer files")

@@ -102,8 +102,7 @@ def prepare(
         lock = workdir_lib.Lock(workdir).acquire()
         atexit.register(lock.release)
     mesh = runtime.setup_mesh(config)
-    folder = runtime.enable_compile_cache(config)
-    runtime.set_cpu_kernels(config.get("cpu_kernels", "xla"))
+    folder = runtime.configure_compiler(config)
     runtime.listen_to_compiles()
     log.info("compilation cache: %s", folder or "off")
     lm = None

@@ -75,6 +75,14 @@ def set_cpu_kernels(setting: str) -> None:
     _cpu_kernels = value
 
 
+def configure_compiler(config: ml_collections.ConfigDict) -> str | None:
+    """Apply a config's compiler settings, as every entry point (a run, a predictor) does: the
+    persistent cache (``compile_cache``, returns its folder or None) and ``cpu_kernels``."""
+    folder = enable_compile_cache(config)
+    set_cpu_kernels(config.get("cpu_kernels", "xla"))
+    return folder
+
+
 def compiler_options() -> dict[str, Any]:
     """XLA options for jaxtl's own steps (``jax.jit(..., compiler_options=...)``).
 
