@@ -5,7 +5,7 @@
   preempted VM) is taken over, so a dead owner never leaves the workdir stuck.
 - :func:`check_resume`: a run resuming a workdir (it has checkpoints) must have the config the
   workdir's ``config.json`` records, except for keys that do not change the experiment (more or
-  fewer steps, logging, checkpointing cadence, the mesh, paths). Other differences are refused
+  fewer steps, logging, checkpointing cadence, the mesh and CPU kernels, paths). Other differences are refused
   with the list of keys, old and new values, unless ``allow_config_change=True``.
 """
 
@@ -30,6 +30,9 @@ RESUMABLE_CHANGES = (
     "checkpoint.",
     "mesh.",
     "distributed.",
+    # Which CPU kernels XLA compiles: like the mesh, it moves numbers only at rounding level
+    # (tests/test_step.py bounds it at 1e-5) and does not change the experiment.
+    "cpu_kernels",
     "export_dir",
     "compile_cache",
     "features.cache",  # where frozen-encoder features are kept changes no number
