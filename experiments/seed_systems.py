@@ -204,6 +204,8 @@ def main() -> None:
             f"`configs/{sys_.config}`{' :tiny' if args.tiny else ''} as it stands"
             + (f", stage 1 {args.stage1_steps} steps" if args.stage1_steps else "")
             + (f", target {args.steps} steps" if args.steps else "")
+            + (f", batch {args.batch_size}" if args.batch_size else "")
+            + (f", max_length {args.max_length}" if args.max_length else "")
             + f"; seeds {args.seeds} (stage 1 once, seed {args.seeds[0]}); last-step params, no "
             f"selection. {task} {metric} ×100, mean ± sample std over seeds; Welch's t-test "
             "(two-sided, over seeds) against the first row."
