@@ -10,6 +10,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -611,6 +612,54 @@ def case_padding(s: Settings) -> dict[str, Any]:
     }
 
 
+def case_compile(s: Settings) -> dict[str, Any]:
+    """The persistent compilation cache: the same ``launch.py`` command twice, the first with an
+    empty cache folder, each a fresh process. Compile seconds, hits and misses are the run's own
+    ``compilations`` event in ``metrics.jsonl`` (JAX's monitoring events; on a hit the seconds
+    are loading the cached executable, not compiling it)."""
+    folder = tempfile.mkdtemp(prefix="jaxtl-bench-compile-")
+    cache = os.path.join(folder, "xla")
+    cmd = [sys.executable, str(REPO / "launch.py"), "--regime=multitask",
+           f"--config={REPO / 'configs' / 'multitask.py'}:tiny", f"--config.compile_cache={cache}",
+           "--config.train.progress=False"]  # fmt: skip
+    if s.model != "minilm":
+        cmd.append(f"--config.model.name={model_dir(s.model)}")
+    runs = []
+    try:
+        for i in (1, 2):
+            workdir = os.path.join(folder, f"run{i}")
+            t0 = time.perf_counter()
+            p = subprocess.run([*cmd, f"--workdir={workdir}"], capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if p.returncode != 0:
+                raise RuntimeError(f"compile case, run {i}: {p.stderr.strip()[-2000:]}")
+            with open(os.path.join(workdir, "metrics.jsonl")) as f:
+                event = [r for r in map(json.loads, f) if r.get("task") == "compilations"][-1]
+            files = [os.path.join(cache, n) for n in os.listdir(cache)]
+            runs.append({
+                "run": i, "wall_s": wall, "compile_seconds": event["compile_seconds"],
+                "cache_hits": event["cache_hits"], "cache_misses": event["cache_misses"],
+                "train_programs": event["train"], "eval_programs": event["eval"],
+                "cache_files": len(files), "cache_bytes": sum(map(os.path.getsize, files)),
+            })  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    first, second = runs
+    return {
+        "command": " ".join(
+            [
+                "launch.py",
+                *(a.replace(cache, "<cache>").replace(str(REPO) + os.sep, "") for a in cmd[2:]),
+                "--workdir=<run>",
+            ]
+        ),
+        "runs": runs,
+        "compile_ratio": first["compile_seconds"] / max(second["compile_seconds"], 1e-9),
+        "wall_ratio": first["wall_s"] / second["wall_s"],
+        "load_avg": os.getloadavg(),
+    }
+
+
 def case_families(s: Settings) -> dict[str, Any]:
     from bench.families import case_families as run
 
@@ -618,6 +667,6 @@ def case_families(s: Settings) -> dict[str, Any]:
 
 
 CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding",
-         "families")  # fmt: skip
+         "families", "compile")  # fmt: skip
 
 __all__ = ["CASES", "median"]

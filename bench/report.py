@@ -14,8 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 SECTIONS = ("meta", "step", "forward", "e2e", "cache", "memory", "scaling", "accelerator",
-            "padding", "families", "data_scale")  # fmt: skip
-OWN_RUN = ("families", "data_scale")  # sections not needed for a run to count as the full one
+            "padding", "compile", "families", "data_scale")  # fmt: skip
+OWN_RUN = (
+    "families",
+    "data_scale",
+    "compile",
+)  # sections not needed for a run to count as the full one
 
 TITLES = {
     "meta": "Run",
@@ -28,6 +32,7 @@ TITLES = {
     "scaling": "6. Scaling shape (FSDP over fake CPU devices)",
     "accelerator": "7. GPU/TPU",
     "padding": "8. Padding waste",
+    "compile": "9. Persistent compilation cache",
     "data_scale": "11. Data at scale: tokenise and batch",
 }
 
@@ -316,6 +321,32 @@ def padding(res: dict, path: pathlib.Path) -> str:
     ])  # fmt: skip
 
 
+def compile_cache(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["compile"]
+    rows = [
+        [("first (empty cache)" if r["run"] == 1 else "second (identical)"),
+         f"{r['compile_seconds']:.2f}", f"{r['cache_hits']} / {r['cache_misses']}",
+         f"{r['train_programs']} / {r['eval_programs']}", f"{r['cache_files']}",
+         f"{r['cache_bytes'] / 2**20:.1f}", f"{r['wall_s']:.1f}"]
+        for r in c["runs"]
+    ]  # fmt: skip
+    goal = "met" if c["compile_ratio"] >= 10 else "missed"
+    return "\n".join([
+        f"The same command twice, each a fresh process, the first with an empty cache folder: "
+        f"`python {c['command']}`. Compile seconds, hits and misses are the run's own "
+        "`compilations` event in `metrics.jsonl` (on a hit, the seconds are loading the cached "
+        "executable).",
+        "",
+        _table(["run", "XLA compile s", "cache hits / misses", "train / eval programs",
+                "cache files", "cache MiB", "wall s"], rows),
+        "",
+        f"- Compile seconds, first / second: {c['compile_ratio']:.1f}× (goal ≥ 10×: {goal}); "
+        f"wall: {c['wall_ratio']:.2f}×.",
+        f"- Load average after the runs: {', '.join(f'{x:.2f}' for x in c['load_avg'])}.",
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
 def families(res: dict, path: pathlib.Path) -> str:
     from bench.families import render_families
 
@@ -325,7 +356,7 @@ def families(res: dict, path: pathlib.Path) -> str:
 RENDER: dict[str, Callable[[dict, pathlib.Path], str]] = {
     "meta": meta, "step": step, "forward": forward, "e2e": e2e, "cache": cache,
     "memory": memory, "scaling": scaling, "accelerator": accelerator, "padding": padding,
-    "families": families, "data_scale": lambda res, path: _data_scale(res, path),
+    "families": families, "compile": compile_cache, "data_scale": lambda res, path: _data_scale(res, path),
 }  # fmt: skip
 
 

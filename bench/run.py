@@ -9,7 +9,9 @@ train, the e2e case alone), cache (SST-2 head epochs on cached
 frozen-encoder features, encoder pass included, vs recomputing the encoder; --full: all of
 train), memory (optimizer state and peak RSS, one process each), scaling (FSDP over 1-8
 fake CPU devices), accelerator (BERT-base tokens/s and MFU; only with --accelerator on a GPU/TPU),
-padding (SST-2 pad-token fraction). Installs nothing; needs torch and accelerate (test extras).
+padding (SST-2 pad-token fraction),
+compile (the same launch twice on an empty persistent compilation cache: compile seconds,
+hits and misses of each). Installs nothing; needs torch and accelerate (test extras).
 
 The settings flags (--model, --batch-size, ...) exist for the tiny configuration of
 tests/test_bench.py; the tables in BENCHMARKS.md come from the defaults or --quick.

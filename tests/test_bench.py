@@ -11,6 +11,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 STEP_ROW = {"seq_len", "strategy", "jaxtl_median_s", "torch_median_s", "ratio_median",
@@ -196,3 +198,24 @@ def test_keras_side_end_to_end_fits_one_epoch(tmp_path):
     assert res["steps"] == 5 and res["sequence_length"] == 8  # [CLS] + 6 words + [SEP] -> 8
     assert 0.0 <= res["accuracy"] <= 1.0 and 0.0 < res["pad_fraction"] < 1.0
     assert res["wall_s"] > 0
+
+
+@pytest.mark.slow  # two launches (~45 s alone); the cache itself is tests/test_compile_cache.py's
+def test_compile_case_reuses_the_cache_on_the_second_run(tiny_bert_dir, monkeypatch):
+    """Two fresh processes on one cache folder: the first fills it (misses, no hits), the second
+    loads every program from it (hits, no misses) and spends less time on XLA. Backend
+    optimisation off, as in the harness test: it asserts no speed, only less compile work."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    from bench.cases import case_compile
+    from bench.common import Settings
+    from bench.report import compile_cache
+
+    res = case_compile(Settings(model=str(tiny_bert_dir)))
+    first, second = res["runs"]
+    assert first["cache_misses"] > 0 and first["cache_hits"] == 0
+    assert second["cache_misses"] == 0 and second["cache_hits"] == first["cache_misses"]
+    assert first["cache_files"] == second["cache_files"] > 0  # the second run wrote nothing new
+    assert second["compile_seconds"] < first["compile_seconds"] and res["compile_ratio"] > 1
+    text = compile_cache({"cases": {"compile": res}, "command": "x", "date": "d"},
+                         pathlib.Path("r.json"))  # fmt: skip
+    assert "| second (identical) |" in text and "goal ≥ 10×" in text
