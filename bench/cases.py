@@ -619,17 +619,20 @@ def case_compile(s: Settings) -> dict[str, Any]:
     are loading the cached executable, not compiling it)."""
     folder = tempfile.mkdtemp(prefix="jaxtl-bench-compile-")
     cache = os.path.join(folder, "xla")
-    cmd = [sys.executable, str(REPO / "launch.py"), "--regime=multitask",
-           f"--config={REPO / 'configs' / 'multitask.py'}:tiny", f"--config.compile_cache={cache}",
-           "--config.train.progress=False"]  # fmt: skip
+    # Run from the repository, so the command reads as a user types it; "<cache>" in the shown
+    # command stands for the fresh folder.
+    args = ["--regime=multitask", "--config=configs/multitask.py:tiny",
+            "--config.compile_cache=<cache>", "--config.train.progress=False"]  # fmt: skip
     if s.model != "minilm":
-        cmd.append(f"--config.model.name={model_dir(s.model)}")
+        args.append(f"--config.model.name={model_dir(s.model)}")
+    cmd = [sys.executable, "launch.py", *(a.replace("<cache>", cache) for a in args)]
     runs = []
     try:
         for i in (1, 2):
             workdir = os.path.join(folder, f"run{i}")
             t0 = time.perf_counter()
-            p = subprocess.run([*cmd, f"--workdir={workdir}"], capture_output=True, text=True)
+            p = subprocess.run([*cmd, f"--workdir={workdir}"], cwd=REPO, capture_output=True,
+                               text=True)  # fmt: skip
             wall = time.perf_counter() - t0
             if p.returncode != 0:
                 raise RuntimeError(f"compile case, run {i}: {p.stderr.strip()[-2000:]}")
@@ -646,13 +649,7 @@ def case_compile(s: Settings) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
     first, second = runs
     return {
-        "command": " ".join(
-            [
-                "launch.py",
-                *(a.replace(cache, "<cache>").replace(str(REPO) + os.sep, "") for a in cmd[2:]),
-                "--workdir=<run>",
-            ]
-        ),
+        "command": " ".join(["launch.py", *args, "--workdir=<run>"]),
         "runs": runs,
         "compile_ratio": first["compile_seconds"] / max(second["compile_seconds"], 1e-9),
         "wall_ratio": first["wall_s"] / second["wall_s"],
