@@ -204,6 +204,9 @@ class Trainer:
         self._pbar: Any = None
         self._evals_since_best = 0
         self._last_log = time.time()
+        # task -> (step, metrics on device, stage name, phase, phase start) of that task's
+        # latest step since the last log row (see _log_hook)
+        self._unlogged: dict[str, tuple[int, Any, str, partition.Phase, int]] = {}
         self._starts_from = "the initial params"  # what the next stage starts from (plan.json)
         self._compiles_before = runtime.listen_to_compiles().snapshot()
 
@@ -406,6 +409,7 @@ class Trainer:
             stage.features.prepare(self.graphdef, self._state.params, self.workdir)
         train_step = None
         self._last_log = time.time()
+        self._unlogged = {}
         while self._step < p_end:
             batch = stage.feed.next_batch(self._step)
             if stage.features is not None:
@@ -475,17 +479,30 @@ class Trainer:
     def _log_hook(self, ev: StepEvent) -> None:
         """Log every ``log_every`` steps (and at phase ends); stop on a non-finite step. The
         check runs every step (cheap, on device); a non-finite step was a no-op in the step
-        itself, so the state is still the last good one."""
+        itself, so the state is still the last good one.
+
+        A log point writes one row per task that stepped since the last one (its latest step),
+        not only the task of the step that lands on it: in an alternating mixture (labelled /
+        unlabelled every other step) an even ``log_every`` would otherwise never show the
+        labelled loss."""
+        # The metrics stay on device until a log point; not the event itself, which would keep
+        # its step's state alive.
+        self._unlogged[ev.task] = (ev.step, ev.metrics, ev.stage.name, ev.phase, ev.phase_start)
         every = self.cfg.log_every
         if ev.step % every == 0 or ev.step == ev.phase_end:
-            m = jax.device_get(ev.metrics)
-            vals = {k: float(v) for k, v in m.items() if k != "finite"}
-            # The LR the step just taken used (step ev.step - 1 of the run, counted from 0).
-            vals["lr"] = float(ev.phase.schedule(ev.step - 1 - ev.phase_start))
             now = time.time()
-            vals["steps_per_sec"] = every / max(now - self._last_log, 1e-9)
+            steps_per_sec = every / max(now - self._last_log, 1e-9)
             self._last_log = now
-            self.metrics.write(ev.step, "train", ev.task, vals, stage=ev.stage.name)
+            rows = sorted(self._unlogged.items(), key=lambda kv: kv[1][0])
+            self._unlogged = {}
+            fetched = jax.device_get([row[1] for _, row in rows])
+            vals: dict[str, float] = {}
+            for (task, (step, _, stage_name, phase, phase_start)), m in zip(rows, fetched):
+                vals = {k: float(v) for k, v in m.items() if k != "finite"}
+                # The LR that step used (step `step - 1` of the run, counted from 0).
+                vals["lr"] = float(phase.schedule(step - 1 - phase_start))
+                vals["steps_per_sec"] = steps_per_sec
+                self.metrics.write(step, "train", task, vals, stage=stage_name)
             if self._pbar:
                 self._pbar.set_postfix(loss=f"{vals['loss']:.4f}", task=ev.task)
         if float(ev.metrics["finite"]) < 1.0:

@@ -46,7 +46,7 @@ def test_launch_cvt_writes_contract_files_one_compilation(tiny_bert_dir, tmp_pat
     cmd = [sys.executable, str(REPO / "launch.py"), "--regime=self_supervised",
            f"--workdir={wd}", f"--config={REPO / 'configs' / 'self_supervised_cvt.py'}:tiny",
            f"--config.model.name={tiny_bert_dir}", f"--config.train.steps={steps}",
-           "--config.unlabelled.ratio=0.5"]  # fmt: skip
+           "--config.unlabelled.ratio=0.5", "--config.train.log_every=2"]  # fmt: skip
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -62,10 +62,19 @@ def test_launch_cvt_writes_contract_files_one_compilation(tiny_bert_dir, tmp_pat
     records = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
     train = {r["step"]: r for r in records if r["split"] == "train"}
     pattern = self_supervised.stream_pattern(0.5)
-    assert sorted(train) == list(range(1, steps + 1))
-    for step, r in train.items():  # the record of step s is the batch drawn at s - 1
+
+    def task_of(step):  # the record of step s is the batch drawn at s - 1
         stream = mixture.stream_for_step(step - 1, pattern)
-        assert r["task"] == ("builtin/corpus" if stream == "unlabelled" else "builtin/ner")
+        return "builtin/corpus" if stream == "unlabelled" else "builtin/ner"
+
+    # Every 2 steps, one row per task that stepped in those 2 (its latest step), so the
+    # labelled loss shows even when the log step itself is an unlabelled one.
+    logged = set()
+    for end in range(2, steps + 1, 2):
+        logged |= set({task_of(s): s for s in (end - 1, end)}.values())
+    assert sorted(train) == sorted(logged) and len(logged) > steps // 2
+    for step, r in train.items():
+        assert r["task"] == task_of(step)
         assert np.isfinite(r["loss"]) and r["loss"] > 0
     # one program for both streams: the views are inside the unlabelled switch branch
     comp = [r for r in records if r["split"] == "run" and r["task"] == "compilations"][-1]
