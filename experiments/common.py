@@ -47,6 +47,18 @@ def launch(
     return json.loads(results.read_text())
 
 
+def add_tasks_argument(ap: argparse.ArgumentParser, tasks: Sequence[str]) -> None:
+    """``--tasks``: which of a script's tasks to run (all by default); a script whose table has
+    columns per task runs one task at a time where all at once would not fit an hour."""
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=list(tasks),
+        default=list(tasks),
+        help="which tasks to run (the table has columns per task run)",
+    )
+
+
 def parse(ap: argparse.ArgumentParser) -> argparse.Namespace:
     """The script's arguments plus the ones every experiment takes: ``--model`` (a local model
     directory instead of the packaged MiniLM), ``--max-train-examples`` / ``--max-eval-examples``

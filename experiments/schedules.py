@@ -31,7 +31,17 @@ import shutil
 import time
 
 import numpy as np
-from common import REPO, header, launch, mean_std, model_label, parse, run_overrides, write
+from common import (
+    REPO,
+    add_tasks_argument,
+    header,
+    launch,
+    mean_std,
+    model_label,
+    parse,
+    run_overrides,
+    write,
+)
 
 STRATEGIES = {
     "head only (feature extraction)": ["--config.optim.strategy=feature_extraction",
@@ -84,13 +94,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument(
-        "--tasks",
-        nargs="+",
-        choices=list(TASKS),
-        default=list(TASKS),
-        help="which of the two tasks to run (the table has a column pair per task)",
-    )
+    add_tasks_argument(ap, TASKS)
     ap.add_argument("--out", default=str(REPO / "runs" / "exp-schedules"))
     args = parse(ap)
     out = pathlib.Path(args.out)
