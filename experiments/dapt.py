@@ -13,9 +13,9 @@ step is evaluated; dev is held out).
     python experiments/dapt.py --data-dir ../shared/data --seeds 0 1 2
 
 ``--tasks mrpc`` (or ``rte``) runs one task; the table has a column pair per metric of each task
-run. Cost on a 2-core CPU (the EXPERIMENTS.md table: ``--tasks mrpc --pretrain-steps 100
---steps 150``): a direct run took ~7 min, one with its MLM stage ~11.5 min, so one task's nine
-runs take about an hour and a half; RTE's five seeds more.
+run. Cost on a 2-core CPU with ``--tasks mrpc --pretrain-steps 100 --steps 150``: a direct run
+took ~7 min, one with MLM on the task text ~11.5 min, on WikiText ~14 min (its dev perplexity
+is scored too), so one task's nine runs take over an hour and a half; RTE's five seeds more.
 """
 
 from __future__ import annotations
