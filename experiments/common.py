@@ -174,12 +174,66 @@ def model_label(args: argparse.Namespace) -> str:
     return "MiniLM-L6 (packaged)" if args.model == "minilm" else f"model {args.model}"
 
 
-def header(script: str, elapsed_s: float, details: str) -> list[str]:
+def seeds_label(raw: dict[str, Any], tasks: Sequence[str], names: dict[str, str]) -> str:
+    """The seeds of a table whose tasks may have been run with different ones
+    (``keep_earlier_tasks``): "seeds [0, 1, 2]", or per task when they differ."""
+    per_task = {t: raw["seeds"][t] for t in tasks}
+    if len({tuple(s) for s in per_task.values()}) == 1:
+        return f"seeds {per_task[tasks[0]]}"
+    return "seeds " + ", ".join(f"{names[t]} {s}" for t, s in per_task.items())
+
+
+def header(script: str, elapsed_s: float, details: str, commands: Sequence[str] = ()) -> list[str]:
+    """The lines above a table: the command(s) that produced it, date, machine and wall time.
+    ``commands``: when the table merges tasks run by several commands (``keep_earlier_tasks``)."""
+    shown = list(commands) or [command(script).strip()]
     return [
-        f"Command: `{command(script).strip()}`  ",
+        *(f"Command: `{c}`  " for c in shown),
         f"Date: {datetime.date.today()}, machine: {machine()}, wall time "
         f"{elapsed_s / 60:.0f} min. {details}",
     ]
+
+
+def keep_earlier_tasks(
+    name: str, args: argparse.Namespace, raw: dict[str, Any], per_task: Sequence[str],
+    elapsed_s: dict[str, float], order: Sequence[str],
+) -> list[str]:  # fmt: skip
+    """Tasks a script ran earlier with ``--tasks`` stay in its table when it runs the others.
+
+    A script whose runs do not fit an hour runs one task at a time; each run rewrites
+    experiments/results/<name>.json, so without this the second task's table would drop the
+    first. When the earlier JSON was made with the same arguments (all but ``--tasks``,
+    ``--seeds``, ``--out`` and ``--report-dir``: a noisy task may need more seeds), the tasks it
+    has and this run has not are copied into ``raw`` under each key of ``per_task``
+    (``{setting: {task: ...}}`` dicts), along with their seeds, wall time and command.
+    ``elapsed_s``: this run's wall time per task. ``raw`` gets ``args.tasks`` as the union, and
+    ``seeds``, ``elapsed_s`` and ``commands`` per task.
+    Returns the table's tasks in ``order``."""
+    ran = list(args.tasks)
+    raw["seeds"] = {t: list(args.seeds) for t in ran}
+    raw["elapsed_s"] = dict(elapsed_s)
+    raw["commands"] = {t: command(f"{name}.py").strip() for t in ran}
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    ignore = {"tasks", "seeds", "out", "report_dir"}
+
+    def settings(a: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in a.items() if k not in ignore}
+
+    earlier = [t for t in old.get("args", {}).get("tasks", []) if t not in ran]
+    if earlier and settings(old["args"]) != settings(vars(args)):
+        print(f"{path}: tasks {earlier} were run with other arguments; this table drops them")
+        earlier = []
+    for key in per_task:
+        for setting, by_task in old.get(key, {}).items() if earlier else ():
+            raw[key].setdefault(setting, {}).update({t: by_task[t] for t in earlier})
+    for t in earlier:
+        raw["seeds"][t] = old["seeds"][t]
+        raw["elapsed_s"][t] = old["elapsed_s"][t]
+        raw["commands"][t] = old["commands"][t]
+    tasks = [t for t in order if t in ran or t in earlier]
+    raw["args"] = {**vars(args), "tasks": tasks}
+    return tasks
 
 
 def write(name: str, block_lines: Sequence[str], raw: dict[str, Any]) -> str:

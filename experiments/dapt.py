@@ -12,10 +12,12 @@ step is evaluated; dev is held out).
 
     python experiments/dapt.py --data-dir ../shared/data --seeds 0 1 2
 
-``--tasks mrpc`` (or ``rte``) runs one task; the table has a column pair per metric of each task
-run. Cost on a 2-core CPU with ``--tasks mrpc --pretrain-steps 100 --steps 150``: a direct run
-took ~7 min, one with MLM on the task text ~11.5 min, on WikiText ~14 min (its dev perplexity
-is scored too), so one task's nine runs take over an hour and a half; RTE's five seeds more.
+``--tasks mrpc`` (or ``rte``) runs one task; the table has a column pair per metric of each task,
+and keeps a task run earlier with the same arguments but the seeds (from
+experiments/results/dapt.json), so RTE can take five seeds after MRPC's three. Cost on a
+2-core CPU with ``--tasks mrpc --pretrain-steps 100 --steps 150``: a direct run took ~7 min,
+one with MLM on the task text ~11.5 min, on WikiText ~14 min (its dev perplexity is scored too),
+so one task's nine runs take over an hour and a half; RTE's five seeds more.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from common import (
     REPO,
     add_tasks_argument,
     header,
+    keep_earlier_tasks,
     launch,
     mean_std,
     model_label,
     parse,
     run_overrides,
     run_seconds,
+    seeds_label,
     welch,
     write,
 )
@@ -88,7 +92,7 @@ def main() -> None:
         "--config.pretrain.whole_word=True",
     ]
     scores: dict[str, dict[str, dict[str, list[float]]]] = {}  # setting -> task -> metric
-    runs = []
+    elapsed = dict.fromkeys(args.tasks, 0.0)
     for short in args.tasks:
         task, folder, cols, metrics = TASKS[short]
         text = task_text(data_dir, folder, cols, out / f"{short}_train_text.txt")
@@ -107,15 +111,16 @@ def main() -> None:
                 r = launch("unsupervised_sequential", "unsupervised_sequential_glue.py", wd,
                            common + pre + [
                                f"--config.seed={seed}", f"--config.target.tasks=('{task}',)"])  # fmt: skip
-                runs.append(wd)
+                elapsed[short] += run_seconds(wd)
                 for metric in metrics:
                     scores.setdefault(setting, {}).setdefault(short, {}).setdefault(
                         metric, []).append(r[short][metric])  # fmt: skip
     # The script resumes finished runs, so its own elapsed time can be any fraction of the work:
     # report the runs' own wall times, summed.
-    elapsed = sum(run_seconds(wd) for wd in runs)
+    raw = {"args": vars(args), "scores": scores}
+    tasks = keep_earlier_tasks("dapt", args, raw, ("scores",), elapsed, TASKS)
 
-    columns = [(t, m) for t in args.tasks for m in TASKS[t][3]]
+    columns = [(t, m) for t in tasks for m in TASKS[t][3]]
     lines = ["| setting | " + " | ".join(f"{TASKS[t][1]} {METRIC_NAMES[m]} | Welch p vs direct"
                                          for t, m in columns) + " |",
              "|---|" + "---|---|" * len(columns)]  # fmt: skip
@@ -126,16 +131,18 @@ def main() -> None:
             base = scores[SETTINGS[0]][short][metric]
             cells += [mean_std(v), "—" if s == SETTINGS[0] else f"{welch(v, base):.3f}"]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    seeds = seeds_label(raw, tasks, {t: TASKS[t][1] for t in tasks})
     details = (
         f"{model_label(args)} with a fresh MLM head; MLM: {args.pretrain_steps} steps of 128-token "
         f"blocks, whole-word masking, lr {args.mlm_lr}; fine-tuning: {args.steps} steps, batch "
         f"{args.batch_size}, max length {args.max_length}, AdamW lr {args.lr}, linear schedule with "
-        f"10% warm-up; seeds {args.seeds}; last-step params, no selection. Dev metric ×100, mean ± "
+        f"10% warm-up; {seeds}; last-step params, no selection. Dev metric ×100, mean ± "
         "sample std over seeds; Welch's t-test (two-sided, over seeds) against direct fine-tuning. "
         "Wall time: the runs' own durations, summed."
     )
-    write("dapt", [*header("dapt.py", elapsed, details), "", *lines],
-          {"args": vars(args), "elapsed_s": elapsed, "scores": scores})  # fmt: skip
+    total = sum(raw["elapsed_s"].values())
+    commands = [raw["commands"][t] for t in tasks]
+    write("dapt", [*header("dapt.py", total, details, commands), "", *lines], raw)
 
 
 if __name__ == "__main__":

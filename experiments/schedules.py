@@ -19,7 +19,8 @@ strategy destroyed.
     python experiments/schedules.py --data-dir ../shared/data --seeds 0 1 2
 
 ``--tasks sst2`` (or ``mrpc``) runs one task: each fine-tuning run of MiniLM is several minutes
-on a 2-core CPU, and 42 of them do not fit an hour.
+on a 2-core CPU, and 42 of them do not fit an hour. The table keeps a task run earlier with the
+same arguments (from experiments/results/schedules.json), so running the other task completes it.
 """
 
 from __future__ import annotations
@@ -28,18 +29,20 @@ import argparse
 import os
 import pathlib
 import shutil
-import time
 
 import numpy as np
 from common import (
     REPO,
     add_tasks_argument,
     header,
+    keep_earlier_tasks,
     launch,
     mean_std,
     model_label,
     parse,
     run_overrides,
+    run_seconds,
+    seeds_label,
     write,
 )
 
@@ -106,10 +109,10 @@ def main() -> None:
     ]
     from jaxtl.models.hf import resolve
 
-    t0 = time.time()
     sts_before = sts_zero_shot(resolve(args.model), data_dir)
     scores: dict[str, dict[str, list[float]]] = {}
     sts: dict[str, dict[str, list[float]]] = {}
+    elapsed = dict.fromkeys(args.tasks, 0.0)  # the runs' own wall times: finished runs are reused
     for name, overrides in STRATEGIES.items():
         slug = name.split(" (")[0].replace(" ", "_").replace("+", "").replace(".", "")
         for short in args.tasks:
@@ -122,40 +125,45 @@ def main() -> None:
                     f"--config.data.max_train_examples={n_train}",
                     f"--config.export_dir={export}",
                 ])  # fmt: skip
+                elapsed[short] += run_seconds(wd)
                 scores.setdefault(name, {}).setdefault(short, []).append(r[short][metric])
                 done = wd / "sts_zero_shot.txt"
                 if not done.exists():
                     done.write_text(str(sts_zero_shot(export / short, data_dir)))
                     shutil.rmtree(export, ignore_errors=True)
                 sts.setdefault(name, {}).setdefault(short, []).append(float(done.read_text()))
-    elapsed = time.time() - t0
+    raw = {"args": vars(args), "scores": scores, "sts_zero_shot": sts,
+           "sts_zero_shot_pretrained": sts_before}  # fmt: skip
+    tasks = keep_earlier_tasks("schedules", args, raw, ("scores", "sts_zero_shot"), elapsed, TASKS)
 
     name_of = {"sst2": ("SST-2", "SST-2 1k acc"), "mrpc": ("MRPC", "MRPC F1")}
-    cols = [name_of[t][1] for t in args.tasks]
-    cols += [f"STS-B zero-shot after {name_of[t][0]}" for t in args.tasks]
+    cols = [name_of[t][1] for t in tasks]
+    cols += [f"STS-B zero-shot after {name_of[t][0]}" for t in tasks]
     lines = [
         "| strategy | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
         "| (pretrained encoder, untouched) | "
-        + " | ".join(["—"] * len(args.tasks))
-        + f" | {sts_before * 100:.1f}" * len(args.tasks)
+        + " | ".join(["—"] * len(tasks))
+        + f" | {sts_before * 100:.1f}" * len(tasks)
         + " |",
     ]
     for name in STRATEGIES:
         s, z = scores[name], sts[name]
-        cells = [mean_std(s[t]) for t in args.tasks] + [mean_std(z[t]) for t in args.tasks]
+        cells = [mean_std(s[t]) for t in tasks] + [mean_std(z[t]) for t in tasks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    seeds = seeds_label(raw, tasks, {t: name_of[t][0] for t in tasks})
     details = (
-        f"{model_label(args)}; {args.steps} steps per run, batch {args.batch_size} rows (data.packing: several examples per row), max length "
-        f"{args.max_length}, peak LR {args.lr} (head only: 1e-3), linear schedule with 10% warm-up "
-        f"unless STLR; seeds {args.seeds}; last-step params, no selection. Task columns: dev "
-        "metric ×100; STS-B columns: zero-shot Spearman ×100 of the fine-tuned encoder's mean-pooled "
-        "embeddings on STS-B dev (forgetting of the pretrained similarity skill); mean ± sample std "
-        "over seeds."
+        f"{model_label(args)}; {args.steps} steps per run, batch {args.batch_size} rows "
+        f"(data.packing: several examples per row), max length {args.max_length}, peak LR "
+        f"{args.lr} (head only: 1e-3), linear schedule with 10% warm-up unless STLR; {seeds}; "
+        "last-step params, no selection. Task columns: dev metric ×100; STS-B columns: zero-shot "
+        "Spearman ×100 of the fine-tuned encoder's mean-pooled embeddings on STS-B dev (forgetting "
+        "of the pretrained similarity skill); mean ± sample std over seeds. Wall time: the runs' "
+        "own durations, summed (finished runs are reused)."
     )
-    raw = {"args": vars(args), "elapsed_s": elapsed, "scores": scores, "sts_zero_shot": sts,
-           "sts_zero_shot_pretrained": sts_before}  # fmt: skip
-    write("schedules", [*header("schedules.py", elapsed, details), "", *lines], raw)
+    total = sum(raw["elapsed_s"].values())
+    commands = [raw["commands"][t] for t in tasks]
+    write("schedules", [*header("schedules.py", total, details, commands), "", *lines], raw)
 
 
 if __name__ == "__main__":

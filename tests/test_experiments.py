@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -43,6 +44,38 @@ def test_write_replaces_its_block_and_keeps_the_rest(tmp_path, monkeypatch):
     assert text.index("tail") < text.index("<!-- b:start -->")
     assert json.loads((tmp_path / "results" / "a.json").read_text()) == {"x": [1.0]}
 
+
+def test_keep_earlier_tasks_merges_a_task_run_earlier_with_the_same_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["s.py", "--tasks", "mrpc"])
+    args = argparse.Namespace(steps=200, tasks=["sst2"], seeds=[0, 1], out="/a", report_dir="/r")
+    first = {"scores": {"full": {"sst2": [0.8]}}}
+    assert common.keep_earlier_tasks("s", args, first, ("scores",), {"sst2": 60.0}, ORDER) == [
+        "sst2"
+    ]
+    (tmp_path / "s.json").write_text(json.dumps(first))
+    # the other task, same settings, more seeds, another output folder: both tasks in the table
+    args = argparse.Namespace(steps=200, tasks=["mrpc"], seeds=[0, 1, 2], out="/b", report_dir="/r")
+    raw = {"scores": {"full": {"mrpc": [0.7]}}}
+    assert common.keep_earlier_tasks("s", args, raw, ("scores",), {"mrpc": 30.0}, ORDER) == [
+        "sst2",
+        "mrpc",
+    ]
+    assert raw["scores"] == {"full": {"mrpc": [0.7], "sst2": [0.8]}}
+    assert raw["elapsed_s"] == {"sst2": 60.0, "mrpc": 30.0}
+    assert raw["commands"]["mrpc"].endswith("s.py --tasks mrpc")
+    assert raw["args"]["tasks"] == ["sst2", "mrpc"]
+    names = {"sst2": "SST-2", "mrpc": "MRPC"}
+    assert common.seeds_label(raw, ["sst2", "mrpc"], names) == "seeds SST-2 [0, 1], MRPC [0, 1, 2]"
+    assert common.seeds_label(raw, ["mrpc"], names) == "seeds [0, 1, 2]"
+    # other settings: the earlier task is dropped, not mixed into a table it was not run for
+    args = argparse.Namespace(steps=100, tasks=["mrpc"], seeds=[0, 1], out="/b", report_dir="/r")
+    raw = {"scores": {"full": {"mrpc": [0.7]}}}
+    assert common.keep_earlier_tasks("s", args, raw, ("scores",), {"mrpc": 30.0}, ORDER) == ["mrpc"]
+    assert raw["scores"] == {"full": {"mrpc": [0.7]}}
+
+
+ORDER = ("sst2", "rte", "mrpc")
 
 SCRIPTS = {  # script -> the arguments that make it tiny (mechanics only, no claim)
     "stilts.py": ["--seeds", "0", "1", "--source-steps", "2", "--target-steps", "2"],
