@@ -226,7 +226,9 @@ def keep_earlier_tasks(
         earlier = []
     for key in per_task:
         for setting, by_task in old.get(key, {}).items() if earlier else ():
-            raw[key].setdefault(setting, {}).update({t: by_task[t] for t in earlier})
+            raw[key].setdefault(setting, {}).update(
+                {t: by_task[t] for t in earlier if t in by_task}
+            )
     for t in earlier:
         raw["seeds"][t] = old["seeds"][t]
         raw["elapsed_s"][t] = old["elapsed_s"][t]
