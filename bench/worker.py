@@ -2,6 +2,7 @@
 
     python -m bench.worker memory  jaxtl|torch  full|frozen|lora  SETTINGS_JSON
     python -m bench.worker scaling N_DEVICES  SETTINGS_JSON   (XLA_FLAGS sets the device count)
+    python -m bench.worker e2e STEPS N_TRAIN N_DEV CACHE_DIR  SETTINGS_JSON
 
 Prints one JSON object on its last stdout line. The memory worker of one system never imports
 the other system's framework, so its peak RSS is its own.
@@ -171,6 +172,11 @@ def main(argv: list[str]) -> None:
         out = memory(argv[1], argv[2], _settings(argv[3]))
     elif argv[0] == "scaling" and len(argv) == 3:
         out = scaling(int(argv[1]), _settings(argv[2]))
+    elif argv[0] == "e2e" and len(argv) == 6:
+        from bench.cases import e2e_jaxtl
+
+        steps, n_train, n_dev = map(int, argv[1:4])
+        out = e2e_jaxtl(_settings(argv[5]), steps, n_train, n_dev, compile_cache=argv[4])
     else:
         raise SystemExit(f"bad arguments {argv}\n{__doc__}")
     print(json.dumps(out), flush=True)

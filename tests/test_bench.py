@@ -79,7 +79,12 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
     assert E2E_SIDE <= set(e["jaxtl"]) and E2E_SIDE <= set(e["torch"])
     assert e["train_examples"] == 16 and e["dev_examples"] == 8 and e["steps"] == 2
     assert 0.0 <= e["jaxtl"]["accuracy"] <= 1.0 and 0.0 <= e["torch"]["accuracy"] <= 1.0
-    assert {"ratio", "accuracy_gap_points", "ratio_counts"} <= set(e)
+    assert {"ratio", "accuracy_gap_points", "ratio_counts", "ratio_warm"} <= set(e)
+    # jaxtl's two runs share one new compile-cache folder: the first compiles every program
+    # into it, the second loads every one of them
+    cold, warm = e["jaxtl"], e["jaxtl_warm"]
+    assert cold["cache_misses"] > 0 and cold["cache_hits"] == 0, cold
+    assert warm["cache_hits"] == cold["cache_misses"] and warm["cache_misses"] == 0, warm
 
     assert CACHE <= set(c["cache"]) and all(_finite(c["cache"][k]) for k in CACHE)
 
