@@ -165,8 +165,11 @@ def test_results(workdir: pathlib.Path) -> dict:
 
 
 def run_seconds(workdir: pathlib.Path) -> float:
-    """A finished run's wall time: from its config.json (written first) to its results.json."""
-    return (workdir / "results.json").stat().st_mtime - (workdir / "config.json").stat().st_mtime
+    """A finished run's wall time: from its config.json (written first) to the last file it
+    wrote (results_test.json and predictions come after results.json: scoring a corpus's test
+    perplexity takes minutes)."""
+    last = max(p.stat().st_mtime for p in workdir.rglob("*") if p.is_file())
+    return last - (workdir / "config.json").stat().st_mtime
 
 
 def model_label(args: argparse.Namespace) -> str:

@@ -75,6 +75,14 @@ def test_keep_earlier_tasks_merges_a_task_run_earlier_with_the_same_settings(tmp
     assert raw["scores"] == {"full": {"mrpc": [0.7]}}
 
 
+def test_run_seconds_counts_up_to_the_last_file_a_run_wrote(tmp_path):
+    for name, t in (("config.json", 100), ("results.json", 160), ("predictions/x.jsonl", 400)):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("{}")
+        os.utime(tmp_path / name, (t, t))
+    assert common.run_seconds(tmp_path) == 300
+
+
 ORDER = ("sst2", "rte", "mrpc")
 
 SCRIPTS = {  # script -> the arguments that make it tiny (mechanics only, no claim)
