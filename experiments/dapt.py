@@ -15,9 +15,9 @@ step is evaluated; dev is held out).
 ``--tasks mrpc`` (or ``rte``) runs one task; the table has a column pair per metric of each task,
 and keeps a task run earlier with the same arguments but the seeds (from
 experiments/results/dapt.json), so RTE can take five seeds after MRPC's three. Cost on a
-2-core CPU with ``--tasks mrpc --pretrain-steps 100 --steps 150``: a direct run took ~7 min,
-one with MLM on the task text ~11.5 min, on WikiText ~14 min (its dev perplexity is scored too),
-so one task's nine runs take over an hour and a half; RTE's five seeds more.
+2-core CPU with ``--tasks mrpc --pretrain-steps 100 --steps 150``: a direct run took 4-6 min,
+one with MLM on the task text 9-10 min, on WikiText 14-15 min (its test perplexity is scored
+too), 86 min for one task's nine runs; RTE's fifteen (five seeds) about two hours.
 """
 
 from __future__ import annotations
