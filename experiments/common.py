@@ -227,18 +227,27 @@ def keep_earlier_tasks(
     if earlier and settings(old["args"]) != settings(vars(args)):
         print(f"{path}: tasks {earlier} were run with other arguments; this table drops them")
         earlier = []
-    for key in per_task:
-        for setting, by_task in old.get(key, {}).items() if earlier else ():
-            raw[key].setdefault(setting, {}).update(
-                {t: by_task[t] for t in earlier if t in by_task}
-            )
-    for t in earlier:
-        raw["seeds"][t] = old["seeds"][t]
-        raw["elapsed_s"][t] = old["elapsed_s"][t]
-        raw["commands"][t] = old["commands"][t]
+    if earlier:
+        for key in per_task:
+            for setting, by_task in old.get(key, {}).items():
+                raw[key].setdefault(setting, {}).update(
+                    {t: by_task[t] for t in earlier if t in by_task}
+                )
+        for field in ("seeds", "elapsed_s", "commands"):
+            raw[field].update({t: old[field][t] for t in earlier})
     tasks = [t for t in order if t in ran or t in earlier]
     raw["args"] = {**vars(args), "tasks": tasks}
     return tasks
+
+
+def write_tasks_table(
+    name: str, raw: dict[str, Any], tasks: Sequence[str], details: str, lines: Sequence[str]
+) -> str:
+    """``write`` for a table merged by ``keep_earlier_tasks``: the header shows each task's
+    command and the tasks' wall times summed."""
+    total = sum(raw["elapsed_s"][t] for t in tasks)
+    commands = [raw["commands"][t] for t in tasks]
+    return write(name, [*header(f"{name}.py", total, details, commands), "", *lines], raw)
 
 
 def write(name: str, block_lines: Sequence[str], raw: dict[str, Any]) -> str:

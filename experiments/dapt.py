@@ -30,7 +30,6 @@ import pathlib
 from common import (
     REPO,
     add_tasks_argument,
-    header,
     keep_earlier_tasks,
     launch,
     mean_std,
@@ -40,7 +39,7 @@ from common import (
     run_seconds,
     seeds_label,
     welch,
-    write,
+    write_tasks_table,
 )
 
 TASKS = {  # short -> (task, GLUE folder, text columns of train.tsv, metrics in the table)
@@ -92,6 +91,8 @@ def main() -> None:
         "--config.pretrain.whole_word=True",
     ]
     scores: dict[str, dict[str, dict[str, list[float]]]] = {}  # setting -> task -> metric
+    # The script resumes finished runs, so its own elapsed time can be any fraction of the work:
+    # report the runs' own wall times, summed.
     elapsed = dict.fromkeys(args.tasks, 0.0)
     for short in args.tasks:
         task, folder, cols, metrics = TASKS[short]
@@ -115,8 +116,6 @@ def main() -> None:
                 for metric in metrics:
                     scores.setdefault(setting, {}).setdefault(short, {}).setdefault(
                         metric, []).append(r[short][metric])  # fmt: skip
-    # The script resumes finished runs, so its own elapsed time can be any fraction of the work:
-    # report the runs' own wall times, summed.
     raw = {"args": vars(args), "scores": scores}
     tasks = keep_earlier_tasks("dapt", args, raw, ("scores",), elapsed, TASKS)
 
@@ -140,9 +139,7 @@ def main() -> None:
         "sample std over seeds; Welch's t-test (two-sided, over seeds) against direct fine-tuning. "
         "Wall time: the runs' own durations, summed."
     )
-    total = sum(raw["elapsed_s"].values())
-    commands = [raw["commands"][t] for t in tasks]
-    write("dapt", [*header("dapt.py", total, details, commands), "", *lines], raw)
+    write_tasks_table("dapt", raw, tasks, details, lines)
 
 
 if __name__ == "__main__":

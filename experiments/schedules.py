@@ -34,7 +34,6 @@ import numpy as np
 from common import (
     REPO,
     add_tasks_argument,
-    header,
     keep_earlier_tasks,
     launch,
     mean_std,
@@ -43,7 +42,7 @@ from common import (
     run_overrides,
     run_seconds,
     seeds_label,
-    write,
+    write_tasks_table,
 )
 
 STRATEGIES = {
@@ -176,9 +175,7 @@ def main() -> None:
         "of the pretrained similarity skill); mean ± sample std over seeds. Wall time: the runs' "
         "own durations, summed (finished runs are reused)."
     )
-    total = sum(raw["elapsed_s"].values())
-    commands = [raw["commands"][t] for t in tasks]
-    write("schedules", [*header("schedules.py", total, details, commands), "", *lines], raw)
+    write_tasks_table("schedules", raw, tasks, details, lines)
 
 
 if __name__ == "__main__":
