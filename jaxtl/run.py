@@ -226,14 +226,20 @@ def evaluate_selected(
         chosen.append(info)
         for name in names:
             td = by_name[name]
+            # MASS's span stream is "translation" without text to decode: no records.
+            decodable = td.task.kind != "translation" or td.detokenize is not None
+            records = td.task.kind in predictions.KINDS and decodable
             for split, sd in td.splits.items():
+                scored = split == "test" and sd.labelled
+                # An LM corpus's dev split: no records, and scored in training. (Every process
+                # decides alike: predicting is collective.)
+                if not (scored or records):
+                    continue
                 outs, full = trainer.predict(stage, sd.batches, params)
-                if split == "test" and sd.labelled:
+                if scored:
                     scores = metrics.score_task(td.task, outs, full, td.detokenize)
                     test[name] = {k: float(v) for k, v in scores.items()}
-                # MASS's span stream is "translation" without text to decode: no records.
-                decodable = td.task.kind != "translation" or td.detokenize is not None
-                if td.task.kind in predictions.KINDS and decodable and report.is_chief():
+                if records and report.is_chief():
                     rows = predictions.records(td.task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled,
                                                detokenize=td.detokenize)  # fmt: skip

@@ -94,6 +94,47 @@ def test_mlm_head_uses_the_embedding_passed_in():
     np.testing.assert_allclose(logits, x @ emb.T, atol=1e-5)
 
 
+@pytest.mark.parametrize("labels_per_row", [(3, 0, 5, 1), (3, 30, 5, 1)])  # fits / overflows
+def test_sparse_mlm_loss_equals_decoding_every_position(labels_per_row):
+    """Decoding only the masked positions gives the dense loss, gradients and predictions
+    (rtol 1e-5); a row with more labels than slots takes the dense path and still agrees."""
+    from jaxtl import losses
+    from jaxtl.data.batch import IGNORE
+    from jaxtl.objectives.supervised import masked_positions_cap, sparse_lm
+
+    b, t, h, v = len(labels_per_row), 32, 16, 50
+    assert masked_positions_cap(t, 0.15) == 16  # the second case's 30 labels overflow it
+    rng = np.random.default_rng(0)
+    labels = np.full((b, t), IGNORE, np.int32)
+    for r, n in enumerate(labels_per_row):
+        labels[r, rng.choice(t, n, replace=False)] = rng.integers(0, v, n)
+    batch = {"token_labels": jnp.asarray(labels), "example_weight": jnp.asarray([1, 1, 1, 0.0])}
+    head = MLMHead(h, h, v, rngs=nnx.Rngs(0))
+    last = jax.random.normal(jax.random.key(0), (b, t, h))
+    emb = jax.random.normal(jax.random.key(1), (v, h))
+
+    def dense(last, emb):
+        total, den = losses.lm(head(last, emb), batch)
+        return total, den
+
+    def sparse(last, emb):
+        total, den, _ = sparse_lm(head, last, emb, batch, 0.15)
+        return total, den
+
+    (d_total, d_den), (s_total, s_den) = dense(last, emb), sparse(last, emb)
+    assert float(s_den) == float(d_den) == sum(labels_per_row[:3])  # the last row weighs 0
+    np.testing.assert_allclose(s_total, d_total, rtol=1e-5)
+    d_grads = jax.grad(lambda *a: dense(*a)[0], argnums=(0, 1))(last, emb)
+    s_grads = jax.grad(lambda *a: sparse(*a)[0], argnums=(0, 1))(last, emb)
+    for d, s in zip(d_grads, s_grads):
+        np.testing.assert_allclose(s, d, rtol=1e-5, atol=1e-6)
+    _, _, pred = sparse_lm(head, last, emb, batch, 0.15)
+    want = np.argmax(np.asarray(head(last, emb)), -1)
+    labelled = (labels != IGNORE) & (np.arange(b) < 3)[:, None]
+    np.testing.assert_array_equal(np.asarray(pred)[labelled], want[labelled])
+    assert not np.asarray(pred)[~labelled].any()
+
+
 def make_model(kind="concat_last_four"):
     enc = BertEncoder(TINY, rngs=nnx.Rngs(0))
     rep = Representation(kind, enc.num_layers, enc.hidden_size, rngs=nnx.Rngs(1))

@@ -169,3 +169,32 @@ def test_masked_batches_are_identical_after_restore(tiny_bert_dir):
     )
     masked = b["input_ids"][chosen] == masking.mask_id
     assert 0.6 < masked.mean() < 0.95  # ~80% of chosen tokens become [MASK]
+
+
+def test_an_lm_corpus_dev_split_is_not_predicted_again_after_training(tmp_path):
+    """After training, a corpus's test split is scored with the selected params, but its dev
+    split (already scored in training, and an LM stream writes no prediction records) is not
+    run through the model again: on WikiText that pass cost as long as scoring test."""
+    from types import SimpleNamespace
+
+    from jaxtl import run as run_lib
+    from jaxtl.data.prepare import SplitData, TaskData
+    from jaxtl.data.tasks import Task
+
+    task = Task("corpus", "lm", lambda split: [], ("train", "dev", "test"),
+                metrics=("perplexity",), main_metric="perplexity")  # fmt: skip
+    splits = {s: SplitData(s, [], None, [{"split": s}], True, (8,)) for s in ("dev", "test")}
+    td = TaskData(task, 0, "corpus", 1, None, splits["dev"].batches, "dev", splits)
+    predicted = []
+
+    def predict(stage, batches, params):
+        predicted.append(batches[0]["split"])
+        return [{"nll_sum": np.float32(2.0), "token_count": np.float32(1.0)}], batches
+
+    trainer = SimpleNamespace(selected=lambda si, stage: ({}, {}), predict=predict)
+    stage = SimpleNamespace(eval_sets={"corpus": SimpleNamespace(task=task)})
+    run = SimpleNamespace(all_tasks=[td], workdir=tmp_path)
+    test = run_lib.evaluate_selected(run, trainer, [stage])
+    assert predicted == ["test"]
+    assert test["corpus"]["perplexity"] == pytest.approx(np.exp(2.0))
+    assert json.loads((tmp_path / "results_test.json").read_text())["corpus"] == test["corpus"]

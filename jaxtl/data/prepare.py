@@ -56,6 +56,9 @@ class TaskData:
     splits: dict[str, SplitData] = dataclasses.field(default_factory=dict)
     # translation: token rows -> text (tokenize.detokenizer), for BLEU; set by the run.
     detokenize: Any = None
+    # The expected share of a row's tokens that carry a label: below 1 (MLM: the masking
+    # probability) the LM loss decodes only the labelled positions (objectives.supervised).
+    label_fraction: float = 1.0
 
 
 def head_key(task_name: str) -> str:
@@ -298,7 +301,10 @@ def corpus_blocks(
     log.info("corpus %s: %d train blocks of %d tokens, %d dev batches (%s)%s",
              task.name, len(enc), block_size, len(ev), objective,
              ", a test split" if "test" in splits else "")  # fmt: skip
-    return TaskData(report_only(task), index, key, len(enc), it, ev, "dev", splits)
+    return TaskData(
+        report_only(task), index, key, len(enc), it, ev, "dev", splits,
+        label_fraction=masking.prob if masking is not None else 1.0,
+    )  # fmt: skip
 
 
 def corpus_lines(
