@@ -680,6 +680,47 @@ def case_compile(s: Settings) -> dict[str, Any]:
     }
 
 
+def case_mlm(s: Settings) -> dict[str, Any]:
+    """Masked-LM train step, B x T (the longest ``--seq-lens``), 15% of positions masked: jaxtl
+    decoding only the masked positions (what a run does), jaxtl decoding every position, and
+    transformers' BertForMaskedLM (decodes every position), alternated. Both jaxtl variants
+    start from the same parameters and dropout key, so their first losses must agree."""
+    from bench import jaxtl_side as J
+    from bench import torch_side as T
+
+    t = max(s.seq_lens)
+    cfg = json.loads((model_dir(s.model) / "config.json").read_text())
+    tok = json.loads((model_dir(s.model) / "tokenizer.json").read_text())
+    mask_id = next(a["id"] for a in tok["added_tokens"] if a["content"] in ("[MASK]", "<mask>"))
+    batch = J.mlm_batch(int(cfg["vocab_size"]), s.batch_size, t, s.seed, mask_id=mask_id,
+                        prob=0.15)  # fmt: skip
+    sparse = J.mlm_setup(s, batch, masked_only=True)
+    dense = J.mlm_setup(s, batch, masked_only=False)
+    loss_sparse, loss_dense = sparse.loss(), dense.loss()  # also the warm-up step
+    tx = T.mlm_setup(s, batch)
+    for _ in range(s.warmup):
+        tx.run()
+    # alternate()'s third system is named "keras" in its keys: here it is jaxtl decoding all.
+    timing = alternate(sparse.run, tx.run, s.pairs, dense.run)
+    row = {
+        "batch_size": s.batch_size, "seq_len": t, "masked": int((batch["token_labels"] >= 0).sum()),
+        "vocab_size": int(cfg["vocab_size"]), "loss_masked_only": loss_sparse,
+        "loss_every_position": loss_dense,
+        "jaxtl_flops": sparse.flops, "jaxtl_every_position_flops": dense.flops,
+        "jaxtl_s": timing["jaxtl_s"], "jaxtl_median_s": timing["jaxtl_median_s"],
+        "torch_s": timing["torch_s"], "torch_median_s": timing["torch_median_s"],
+        "ratio_median": timing["ratio_median"],
+        "jaxtl_every_position_s": timing["keras_s"],
+        "jaxtl_every_position_median_s": timing["keras_median_s"],
+        "ratio_vs_every_position_median": timing["ratio_keras_median"],
+        "load_avg": os.getloadavg(),
+    }  # fmt: skip
+    print(f"  mlm B={s.batch_size} T={t}: jaxtl {row['jaxtl_median_s']:.3f}s, every position "
+          f"{row['jaxtl_every_position_median_s']:.3f}s, torch {row['torch_median_s']:.3f}s "
+          f"(ratio {row['ratio_median']:.2f})", flush=True)  # fmt: skip
+    return row
+
+
 def case_families(s: Settings) -> dict[str, Any]:
     from bench.families import case_families as run
 
@@ -687,6 +728,6 @@ def case_families(s: Settings) -> dict[str, Any]:
 
 
 CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding",
-         "families", "compile")  # fmt: skip
+         "families", "compile", "mlm")  # fmt: skip
 
 __all__ = ["CASES", "median"]

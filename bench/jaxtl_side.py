@@ -115,6 +115,33 @@ def random_batch(vocab: int, b: int, t: int, seed: int) -> dict[str, np.ndarray]
     return out
 
 
+def mlm_batch(vocab: int, b: int, t: int, seed: int, *, mask_id: int, prob: float) -> dict:
+    """:func:`random_batch` masked as BERT's MLM data is: each position but [CLS] is chosen with
+    probability ``prob``, its id becomes the label and ``mask_id`` the input."""
+    from jaxtl.data.batch import IGNORE
+
+    out = random_batch(vocab, b, t, seed)
+    chosen = np.random.default_rng(seed + 1).random((b, t)) < prob
+    chosen[:, 0] = False
+    out["token_labels"][:] = np.where(chosen, out["input_ids"], IGNORE)
+    out["input_ids"][chosen] = mask_id
+    return out
+
+
+def mlm_setup(s: Settings, batch: dict[str, np.ndarray], *, masked_only: bool) -> TrainSetup:
+    """jaxtl's masked-LM train step (encoder + tied MLM head, the unsupervised_sequential
+    regime's ``pretrain`` stage): ``masked_only`` decodes the masked positions alone, as a run
+    does (``TaskData.label_fraction`` = the masking probability); False decodes every position."""
+    from jaxtl.data.tasks import Task
+    from jaxtl.models.lm import LM_KEY, load_lm_model
+
+    lm = load_lm_model(s.model, seed=s.seed)
+    model = models.TransferModel(lm.encoder, {LM_KEY: lm.head})
+    task = Task("corpus", "lm", lambda split: [], ("train",), metrics=("perplexity",))
+    td = TaskData(task, 0, LM_KEY, 0, None, [], "dev", label_fraction=0.15 if masked_only else 1.0)
+    return train_setup(s, "full", batch, model=model, tasks=[td])
+
+
 def cost_flops(compiled: Any) -> float:
     """FLOPs XLA counts for a compiled program (cost_analysis is a dict, or a list of one)."""
     cost = compiled.cost_analysis()
@@ -141,6 +168,11 @@ class TrainSetup:
         self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready((self.state, m))
 
+    def loss(self) -> float:
+        """One step, returning its loss (the state advances, as in :meth:`run`)."""
+        self.state, m = self.step(self.state, self.batch)
+        return float(m["loss"])
+
 
 def train_setup(
     s: Settings,
@@ -151,8 +183,10 @@ def train_setup(
     total_steps: int = 1000,
     mesh: Any = None,
     tokenizer: bool = True,
+    tasks: list[TaskData] | None = None,
 ) -> TrainSetup:
-    """Build and compile jaxtl's train step for ``strategy`` on ``batch``'s shape.
+    """Build and compile jaxtl's train step for ``strategy`` on ``batch``'s shape (``tasks``:
+    what the loss switches over, SST-2 by default).
 
     With ``mesh`` the state and batch are placed as ``jaxtl.train.Trainer`` places them
     (parameters by their logical names, optimizer state like its parameters, batch over
@@ -171,7 +205,7 @@ def train_setup(
         optim_config(strategy, num_layers, s), params, num_layers=num_layers,
         total_steps=total_steps,
     )[0]  # fmt: skip
-    loss_fn = objectives.switch_loss([task_data(s.data_dir)])
+    loss_fn = objectives.switch_loss(tasks or [task_data(s.data_dir)])
     kwargs: dict[str, Any] = {}
     if mesh is not None:
         logical = mesh_lib.logical_specs(pstate)

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 SECTIONS = ("meta", "step", "forward", "e2e", "cache", "memory", "scaling", "accelerator",
-            "padding", "compile", "families", "data_scale")  # fmt: skip
+            "padding", "compile", "families", "data_scale", "mlm")  # fmt: skip
 OWN_RUN = (
     "families",
     "data_scale",
     "compile",
+    "mlm",
 )  # sections not needed for a run to count as the full one
 
 TITLES = {
@@ -34,6 +35,7 @@ TITLES = {
     "padding": "8. Padding waste",
     "compile": "9. Persistent compilation cache",
     "data_scale": "11. Data at scale: tokenise and batch",
+    "mlm": "12. Masked-LM train step",
 }
 
 
@@ -365,6 +367,34 @@ def compile_cache(res: dict, path: pathlib.Path) -> str:
     ])  # fmt: skip
 
 
+def mlm(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["mlm"]
+    rows = [
+        ["jaxtl (decodes the masked positions)", f"{c['jaxtl_median_s']:.3f}", "1.00",
+         f"{c['jaxtl_flops'] / 1e9:.0f}"],
+        ["jaxtl decoding every position", f"{c['jaxtl_every_position_median_s']:.3f}",
+         f"{1 / c['ratio_vs_every_position_median']:.2f}",
+         f"{c['jaxtl_every_position_flops'] / 1e9:.0f}"],
+        ["transformers BertForMaskedLM (PyTorch)", f"{c['torch_median_s']:.3f}",
+         f"{1 / c['ratio_median']:.2f}", "—"],
+    ]  # fmt: skip
+    return "\n".join([
+        f"One full fine-tuning step of encoder + tied MLM head, B = {c['batch_size']}, "
+        f"T = {c['seq_len']}, {c['masked']:,} of {c['batch_size'] * c['seq_len']:,} positions "
+        f"masked (15%), vocabulary {c['vocab_size']:,}; median of alternated steps.",
+        "",
+        _table(["system", "step s (median)", "time / jaxtl's", "XLA GFLOPs"], rows),
+        "",
+        f"- jaxtl / PyTorch: {c['ratio_median']:.2f}× (median of per-round ratios); decoding "
+        f"the masked positions only vs every position: {c['ratio_vs_every_position_median']:.2f}×.",
+        f"- First-step loss, masked positions only / every position: "
+        f"{c['loss_masked_only']:.6f} / {c['loss_every_position']:.6f} (same parameters, batch "
+        "and dropout key).",
+        f"- Load average after the case: {', '.join(f'{x:.2f}' for x in c['load_avg'])}.",
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
 def families(res: dict, path: pathlib.Path) -> str:
     from bench.families import render_families
 
@@ -374,7 +404,7 @@ def families(res: dict, path: pathlib.Path) -> str:
 RENDER: dict[str, Callable[[dict, pathlib.Path], str]] = {
     "meta": meta, "step": step, "forward": forward, "e2e": e2e, "cache": cache,
     "memory": memory, "scaling": scaling, "accelerator": accelerator, "padding": padding,
-    "families": families, "compile": compile_cache, "data_scale": lambda res, path: _data_scale(res, path),
+    "families": families, "compile": compile_cache, "mlm": mlm, "data_scale": lambda res, path: _data_scale(res, path),
 }  # fmt: skip
 
 

@@ -175,6 +175,20 @@ def train_setup(s: Settings, strategy: str, jax_params: dict, batch: dict) -> Tr
     )
 
 
+def mlm_setup(s: Settings, batch: dict) -> TrainSetup:
+    """transformers' ``BertForMaskedLM`` on the same directory (the packaged MiniLM has no MLM
+    head: it is initialised, as the jaxtl side's is) and the same masked batch; its loss decodes
+    every position and ignores the unmasked ones (label -100), as an HF MLM user trains."""
+    from transformers import AutoModelForMaskedLM
+
+    torch.manual_seed(s.seed)
+    model = AutoModelForMaskedLM.from_pretrained(str(model_dir(s.model)))
+    opt, sched, trainable = make_optimizer(model, s)
+    tb = torch_batch(batch)
+    tb["labels"] = torch.from_numpy(batch["token_labels"].astype(np.int64))  # IGNORE is -100
+    return TrainSetup(model, opt, sched, trainable, tb, int(sum(p.numel() for p in trainable)))
+
+
 @dataclasses.dataclass
 class ForwardSetup:
     encoder: nn.Module

@@ -272,7 +272,9 @@ def unilm_stream(
                 ev.append(apply(b, kind, masking, rng, segment_types=segment_types))
         splits[split] = SplitData(split, held, henc, ev, True, (block_size,))
     ev = splits["dev"].batches if "dev" in splits else []
-    return TaskData(report_only(task), index, LM_KEY, len(enc), it, ev, "dev", splits)
+    # Every kind masks (at most) masking.prob of a row's tokens: the LM loss decodes those only.
+    return TaskData(report_only(task), index, LM_KEY, len(enc), it, ev, "dev", splits,
+                    label_fraction=masking.prob)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ objective
