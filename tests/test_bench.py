@@ -228,8 +228,8 @@ def test_compile_case_reuses_the_cache_on_the_second_run(tiny_bert_dir, monkeypa
 
 def test_mlm_case_decodes_masked_positions_with_the_same_loss(tiny_bert_dir):
     """jaxtl's masked-only MLM step and the every-position one start from the same parameters,
-    batch and dropout key: their first losses agree (rtol 1e-5), the masked-only program counts
-    fewer FLOPs, and the case renders. No speed is asserted."""
+    batch and dropout key: their first losses agree (rtol 1e-5), and the case renders. No speed
+    is asserted."""
     from bench.cases import case_mlm
     from bench.common import Settings
     from bench.report import mlm
@@ -237,7 +237,6 @@ def test_mlm_case_decodes_masked_positions_with_the_same_loss(tiny_bert_dir):
     res = case_mlm(Settings(model=str(tiny_bert_dir), batch_size=4, seq_lens=(32,), pairs=2))
     assert res["masked"] > 0 and res["loss_masked_only"] > 0
     assert res["loss_masked_only"] == pytest.approx(res["loss_every_position"], rel=1e-5)
-    assert res["jaxtl_flops"] < res["jaxtl_every_position_flops"]
     assert all(_finite(x) for x in (res["jaxtl_median_s"], res["torch_median_s"],
                                     res["jaxtl_every_position_median_s"]))  # fmt: skip
     text = mlm({"cases": {"mlm": res}, "command": "x", "date": "d"}, pathlib.Path("r.json"))
