@@ -687,15 +687,13 @@ def case_mlm(s: Settings) -> dict[str, Any]:
     start from the same parameters and dropout key, so their first losses must agree."""
     from bench import jaxtl_side as J
     from bench import torch_side as T
+    from jaxtl.models import hf
 
-    t = max(s.seq_lens)
-    cfg = json.loads((model_dir(s.model) / "config.json").read_text())
-    tok = json.loads((model_dir(s.model) / "tokenizer.json").read_text())
-    mask_id = next(a["id"] for a in tok["added_tokens"] if a["content"] in ("[MASK]", "<mask>"))
-    batch = J.mlm_batch(int(cfg["vocab_size"]), s.batch_size, t, s.seed, mask_id=mask_id,
-                        prob=0.15)  # fmt: skip
-    sparse = J.mlm_setup(s, batch, masked_only=True)
-    dense = J.mlm_setup(s, batch, masked_only=False)
+    t, prob = max(s.seq_lens), 0.15
+    mask_id = hf.load_tokenizer(model_dir(s.model)).mask_token_id
+    batch = J.mlm_batch(_vocab(s), s.batch_size, t, s.seed, mask_id=mask_id, prob=prob)
+    sparse = J.mlm_setup(s, batch, label_fraction=prob)
+    dense = J.mlm_setup(s, batch, label_fraction=1.0)
     loss_sparse, loss_dense = sparse.loss(), dense.loss()  # also the warm-up step
     tx = T.mlm_setup(s, batch)
     for _ in range(s.warmup):
@@ -704,7 +702,7 @@ def case_mlm(s: Settings) -> dict[str, Any]:
     timing = alternate(sparse.run, tx.run, s.pairs, dense.run)
     row = {
         "batch_size": s.batch_size, "seq_len": t, "masked": int((batch["token_labels"] >= 0).sum()),
-        "vocab_size": int(cfg["vocab_size"]), "loss_masked_only": loss_sparse,
+        "vocab_size": _vocab(s), "loss_masked_only": loss_sparse,
         "loss_every_position": loss_dense,
         "jaxtl_s": timing["jaxtl_s"], "jaxtl_median_s": timing["jaxtl_median_s"],
         "torch_s": timing["torch_s"], "torch_median_s": timing["torch_median_s"],

@@ -128,17 +128,17 @@ def mlm_batch(vocab: int, b: int, t: int, seed: int, *, mask_id: int, prob: floa
     return out
 
 
-def mlm_setup(s: Settings, batch: dict[str, np.ndarray], *, masked_only: bool) -> TrainSetup:
+def mlm_setup(s: Settings, batch: dict[str, np.ndarray], *, label_fraction: float) -> TrainSetup:
     """jaxtl's masked-LM train step (encoder + tied MLM head, the unsupervised_sequential
-    regime's ``pretrain`` stage): ``masked_only`` decodes the masked positions alone, as a run
-    does (``TaskData.label_fraction`` = the masking probability); False decodes every position."""
+    regime's ``pretrain`` stage). ``label_fraction``: the masking probability decodes the masked
+    positions alone, as a run does (``TaskData.label_fraction``); 1.0 decodes every position."""
     from jaxtl.data.tasks import Task
     from jaxtl.models.lm import LM_KEY, load_lm_model
 
     lm = load_lm_model(s.model, seed=s.seed)
     model = models.TransferModel(lm.encoder, {LM_KEY: lm.head})
     task = Task("corpus", "lm", lambda split: [], ("train",), metrics=("perplexity",))
-    td = TaskData(task, 0, LM_KEY, 0, None, [], "dev", label_fraction=0.15 if masked_only else 1.0)
+    td = TaskData(task, 0, LM_KEY, 0, None, [], "dev", label_fraction=label_fraction)
     return train_setup(s, "full", batch, model=model, tasks=[td])
 
 

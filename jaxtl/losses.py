@@ -37,10 +37,15 @@ def row_weight(batch: dict) -> jax.Array:
     return w if w.ndim == 1 else w.max(axis=-1)
 
 
+def labelled_tokens(batch: dict) -> jax.Array:
+    """[B,T]: the tokens a token-level loss counts (label not IGNORE, in a row that weighs)."""
+    return (batch["token_labels"] != IGNORE) & (row_weight(batch)[:, None] > 0)
+
+
 def token_classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Tagging, MLM and CLM alike: cross-entropy on tokens whose label is not IGNORE."""
     labels = batch["token_labels"]
-    valid = (labels != IGNORE) & (row_weight(batch)[:, None] > 0)
+    valid = labelled_tokens(batch)
     safe = jnp.where(valid, labels, 0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
     return jnp.where(valid, ce, 0.0).sum(), valid.sum().astype(jnp.float32)

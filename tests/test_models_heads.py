@@ -128,7 +128,7 @@ def test_sparse_mlm_loss_equals_decoding_every_position(labels_per_row):
     s_grads = jax.grad(lambda *a: sparse(*a)[0], argnums=(0, 1))(last, emb)
     for d, s in zip(d_grads, s_grads):
         np.testing.assert_allclose(s, d, rtol=1e-5, atol=1e-6)
-    _, _, pred = sparse_lm(head, last, emb, batch, 0.15)
+    _, _, pred = sparse_lm(head, last, emb, batch, 0.15, with_predictions=True)
     want = np.argmax(np.asarray(head(last, emb)), -1)
     labelled = (labels != IGNORE) & (np.arange(b) < 3)[:, None]
     np.testing.assert_array_equal(np.asarray(pred)[labelled], want[labelled])

@@ -18,7 +18,6 @@ import optax
 from flax import nnx
 
 from jaxtl import losses, paths
-from jaxtl.data.batch import IGNORE
 from jaxtl.data.prepare import TaskData
 from jaxtl.objectives import seq2seq
 from jaxtl.objectives.base import Objective
@@ -52,12 +51,25 @@ def masked_positions_cap(length: int, fraction: float) -> int:
     return min(int(length), int(np.ceil(1.5 * fraction * length)) + 8)
 
 
+def decodes_masked_only(td: TaskData) -> bool:
+    """Whether an LM stream's loss decodes only its labelled positions (:func:`sparse_lm`)."""
+    return td.task.kind == "lm" and td.label_fraction < SPARSE_LABELS_BELOW
+
+
 def sparse_lm(
-    head: Any, last: jax.Array, embedding: jax.Array, batch: dict, fraction: float, **head_kw: Any
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    head: Any,
+    last: jax.Array,
+    embedding: jax.Array,
+    batch: dict,
+    fraction: float,
+    *,
+    with_predictions: bool = False,
+    **head_kw: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """A masked LM's loss decoding only the labelled positions: ``(nll_sum, count,
-    pred_tokens)``, the same values as decoding every position (:func:`losses.lm`; argmax
-    predictions at labelled positions, 0 elsewhere).
+    pred_tokens)``, the same values as decoding every position (:func:`losses.lm`).
+    ``with_predictions``: argmax predictions at labelled positions, 0 elsewhere (eval); else
+    None, so a train step computes no argmax.
 
     The vocabulary projection is most of an MLM step (MiniLM: 384 x 30,522 per token, about as
     many FLOPs as the six encoder layers), and only the ~15% masked tokens have a label. Each
@@ -67,8 +79,7 @@ def sparse_lm(
     b, t, h = last.shape
     cap = masked_positions_cap(t, fraction)
     labels = batch["token_labels"]
-    valid = (labels != IGNORE) & (losses.row_weight(batch)[:, None] > 0)
-    count = valid.sum()
+    valid = losses.labelled_tokens(batch)
     rows = jnp.arange(b)[:, None]
 
     def gathered(_):
@@ -84,19 +95,30 @@ def sparse_lm(
         logits = head(x, embedding, **head_kw).astype(jnp.float32)
         lab = jnp.where(keep, jnp.take_along_axis(labels, at, axis=1), 0)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, lab)
+        nll = jnp.where(keep, ce, 0.0).sum()
+        if not with_predictions:
+            return nll
         pred = jnp.where(keep, jnp.argmax(logits, -1), 0).astype(jnp.int32)
-        dense_pred = jnp.zeros((b, t), jnp.int32).at[rows, pos].set(pred, mode="drop")
-        return jnp.where(keep, ce, 0.0).sum(), dense_pred
+        return nll, jnp.zeros((b, t), jnp.int32).at[rows, pos].set(pred, mode="drop")
 
     def dense(_):
-        logits = head(last, embedding, **head_kw).astype(jnp.float32)
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
-        pred = jnp.where(valid, jnp.argmax(logits, -1), 0).astype(jnp.int32)
-        return jnp.where(valid, ce, 0.0).sum(), pred
+        logits = head(last, embedding, **head_kw)
+        nll, _ = losses.token_classification(logits, batch)
+        if not with_predictions:
+            return nll
+        return nll, jnp.where(valid, jnp.argmax(logits, -1), 0).astype(jnp.int32)
 
     fits = jnp.all(valid.sum(axis=1) <= cap)
-    nll, pred = jax.lax.cond(fits, gathered, dense, None)
-    return nll, count.astype(jnp.float32), pred
+    out = jax.lax.cond(fits, gathered, dense, None)
+    nll, pred = out if with_predictions else (out, None)
+    return nll, valid.sum().astype(jnp.float32), pred
+
+
+def blank_predictions(batch: dict, num_probs: int) -> dict[str, jax.Array]:
+    """The eval step's outputs with every key zero (the shared layout, see
+    :func:`losses.predictions`): a branch fills in the keys it produces."""
+    zeros = jnp.zeros(batch["label"].shape + (1,))  # a row per example, packed or not
+    return losses.predictions("regression", zeros, batch, num_probs)
 
 
 def _features(model: Any, batch: dict, **kw: Any):
@@ -140,7 +162,7 @@ def task_branch(
         # BiLSTM under a tagger uses nnx.scan) cannot reach Variables across lax.switch's trace.
         head = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))
         rngs = nnx.Rngs(dropout=head_dropout_key)
-        if td.task.kind == "lm" and td.label_fraction < SPARSE_LABELS_BELOW:
+        if decodes_masked_only(td):
             total, den, _ = sparse_lm(head, last, embedding, batch, td.label_fraction,
                                       deterministic=not train_mode, rngs=rngs)  # fmt: skip
             return total * float(weight), den
@@ -215,19 +237,17 @@ def switch_loss(
 def task_predict_branch(model: Any, td: TaskData, batch: dict, num_probs: int = 1):
     """The eval-time ``lax.switch`` branch of one task: ``f((feats, last)) -> predictions``."""
     if td.task.kind == "translation":  # decoded tokens (jaxtl.objectives.seq2seq)
-        rows = batch["label"].shape  # (B,), or (B, S) for a packed batch
-        blank = losses.predictions("regression", jnp.zeros(rows + (1,)), batch, num_probs)
-        return seq2seq.predict_branch(model, td, batch, blank)
+        return seq2seq.predict_branch(model, td, batch, blank_predictions(batch, num_probs))
     head_def, head_state = nnx.split(model.heads[td.key])
     embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
 
     def f(operands):
         feats, last = operands
         head = nnx.merge(head_def, jax.tree.map(jnp.asarray, head_state))  # see task_branch
-        if td.task.kind == "lm" and td.label_fraction < SPARSE_LABELS_BELOW:
-            nll, count, pred = sparse_lm(head, last, embedding, batch, td.label_fraction)
-            blank = losses.predictions("regression", jnp.zeros(batch["label"].shape + (1,)),
-                                       batch, num_probs)  # fmt: skip
+        if decodes_masked_only(td):
+            nll, count, pred = sparse_lm(head, last, embedding, batch, td.label_fraction,
+                                         with_predictions=True)  # fmt: skip
+            blank = blank_predictions(batch, num_probs)
             return blank | {"pred_tokens": pred, "nll_sum": nll, "token_count": count}
         if td.task.kind == "lm":
             logits = head(last, embedding)
@@ -253,8 +273,7 @@ def switch_predict(task_list: Sequence[TaskData]):
             for td in task_list
         ]
         if out is None:  # cached features: an LM stream's branch is never taken (see _idle_branch)
-            zeros = jnp.zeros(batch["label"].shape + (1,))  # a row per example, packed or not
-            idle = lambda ops: losses.predictions("regression", zeros, batch, num_probs)  # noqa: E731
+            idle = lambda ops: blank_predictions(batch, num_probs)  # noqa: E731
             branches = [idle if td.task.kind == "lm" else br
                         for td, br in zip(task_list, branches)]  # fmt: skip
         last = feats if out is None else out.last_hidden_state
