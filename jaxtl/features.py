@@ -31,7 +31,10 @@ manifest last, so a killed build resumes from its finished shards.
 Batches are matched to stored examples by content (the row's real token ids and segment ids),
 so the data pipeline needs no change: any batch of the stage's tasks, from training, evaluation
 or prediction, in any order, finds its examples. A batch packed with several examples per row
-(:mod:`jaxtl.data.packing`) gets one slot per example.
+(:mod:`jaxtl.data.packing`) gets one slot per example. The encoder pass that fills the cache packs
+its inputs too (block-diagonal attention, positions restarting per input) wherever the encoder
+runs packed rows exactly, also when the task's own batches are one example per row (the BiLSTM
+tagger's), so the pass computes little padding.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from jaxtl import fileio, paths
 from jaxtl import step as step_lib
 from jaxtl.data.batch import IGNORE
 from jaxtl.data.prepare import TaskData
+from jaxtl.models.base import supports_packing
 from jaxtl.models.heads import ClassificationHead, TaggingHead
 from jaxtl.partition.rules import LAYER_INDEX
 from jaxtl.strategy import Strategy
@@ -66,6 +70,9 @@ MODES = ("auto", "memory", "disk", "off")
 KINDS = ("classification", "regression", "tagging")  # task kinds a cache serves
 FORMAT = 1  # bump when what a shard holds changes: old caches then miss
 SHARD_BATCHES = 32  # extraction batches per shard file (the unit a killed build resumes from)
+# Inputs per row of the cache's own encoder pass when the task's batches are not packed (the
+# BiLSTM tagger turns packing off for its head; the frozen encoder can still run packed rows).
+PACK_SLOTS = 16
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -239,7 +246,7 @@ class FeatureCache:
                              f"{type(head).__name__} is not a sentence or tagging head")  # fmt: skip
         ids, types, index = self._inputs(td)
         lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
-        slots = _slots(td, self.config)
+        slots = _slots(td, self.config, model.encoder)
         plan = self._plan(lengths, slots)
         h = hashlib.blake2b(digest_size=16)
         for x, y in zip(ids, types):
@@ -510,15 +517,18 @@ def _members(batches: list[list[list[int]]]) -> list[int]:
     return [u for rows in batches for row in rows for u in row]
 
 
-def _slots(td: TaskData, config: ml_collections.ConfigDict) -> int:
-    """Examples per row when the task's batches are packed (:mod:`jaxtl.data.packing`): the
-    cache packs its encoder pass the same way (no padding to speak of); 0 when unpacked."""
+def _slots(td: TaskData, config: ml_collections.ConfigDict, encoder: Any) -> int:
+    """Inputs per row of the cache's encoder pass: the task's own when its batches are packed
+    (:mod:`jaxtl.data.packing`), else :data:`PACK_SLOTS` where the encoder runs packed rows
+    exactly — a frozen encoder's output for an input does not depend on how its pass is batched,
+    even where the head needs one input per row (the BiLSTM tagger) — so the pass computes
+    little padding; 0 (one input per row, by length bucket) for an encoder that cannot."""
     for b in list(td.eval_batches[:1]) + [s.batches[0] for s in td.splits.values() if s.batches]:
         if "segment_ids" in b:
             return int(b["label"].shape[1])
     if td.train_iter is not None and hasattr(td.train_iter, "num_segments"):
         return int(td.train_iter.num_segments)
-    return 0
+    return PACK_SLOTS if supports_packing(encoder) else 0
 
 
 def _savable(a: np.ndarray) -> np.ndarray:

@@ -163,6 +163,7 @@ def write_data(folder, extra=""):
 
 def test_disk_cache_hits_resumes_and_rebuilds(tiny_bert_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(features, "SHARD_BATCHES", 1)  # one shard per batch of 8
+    monkeypatch.setattr(features, "PACK_SLOTS", 0)  # one input per row: three batches
     write_data(tmp_path / "mine")
     spec = "file:name=mine,path=mine/{split}.tsv,text=sentence,label=label"
     cache_dir = tmp_path / "cache"
@@ -202,6 +203,32 @@ def test_disk_cache_hits_resumes_and_rebuilds(tiny_bert_dir, tmp_path, monkeypat
     other, _ = build(**{"model.representation": "scalar_mix"})
     assert other.stats["computed_batches"] == 3
     assert len(list((cache_dir / "mine").iterdir())) == 3
+
+
+def test_encoder_pass_packs_inputs_when_the_batches_do_not(tiny_bert_dir, tmp_path, monkeypatch):
+    """The BiLSTM tagger's batches are one sentence per row, yet the cache's encoder pass packs
+    its inputs (block-diagonal attention): every input's stored features equal those of a pass
+    with one input per row (<= 1e-5), from fewer extraction batches."""
+    stores, batches = {}, {}
+    packing = features.PACK_SLOTS
+    for slots in (packing, 0):
+        monkeypatch.setattr(features, "PACK_SLOTS", slots)
+        cfg = config(tiny_bert_dir, **{"model.representation": "scalar_mix",
+                                       "model.tagger_bilstm": 8, "model.head": "linear",
+                                       "model.pooling": "mean",
+                                       "data.packing": False})  # fmt: skip
+        r, stage = stage_of(cfg, tmp_path / str(slots))
+        assert all("segment_ids" not in td.eval_batches[0] for td in r.tasks)
+        graphdef, state = nnx.split(r.model, nnx.Param)
+        stage.features.prepare(graphdef, nnx.to_pure_dict(state), tmp_path / str(slots))
+        stores[slots] = {td.task.name: stage.features.stores[td.index] for td in r.tasks}
+        batches[slots] = stage.features.stats["computed_batches"]
+    packed, unpacked = stores[packing], stores[0]
+    assert batches[packing] < batches[0]
+    for name, store in unpacked.items():
+        assert store.index == packed[name].index
+        for uid in store.index.values():
+            np.testing.assert_allclose(packed[name].rows(uid), store.rows(uid), atol=TOL, rtol=0)
 
 
 def test_second_run_and_resume_never_run_the_encoder(tiny_bert_dir, tmp_path, monkeypatch):
