@@ -241,3 +241,33 @@ def test_mlm_case_decodes_masked_positions_with_the_same_loss(tiny_bert_dir):
                                     res["jaxtl_every_position_median_s"]))  # fmt: skip
     text = mlm({"cases": {"mlm": res}, "command": "x", "date": "d"}, pathlib.Path("r.json"))
     assert "| transformers BertForMaskedLM (PyTorch) |" in text
+
+
+def test_full_epoch_runs_e2e_on_all_of_train_into_a_table_of_its_own(
+    data_dir, tmp_path, monkeypatch
+):
+    """``--full-epoch`` runs the e2e case on every training example (``train_examples=0``) as the
+    ``e2e_full`` case, whose table sits beside the quick e2e table instead of replacing it."""
+    from bench import cases, run
+
+    quick = json.loads((REPO / "bench/results/2026-12-02-e2e-cold-warm.json").read_text())
+    quick_e2e = quick["cases"]["e2e"]
+    seen = {}
+
+    def fake_e2e(s):
+        seen["train_examples"] = s.train_examples
+        # the full epoch has no second (compile-cache-warm) jaxtl run
+        return {k: v for k, v in quick_e2e.items() if k not in ("jaxtl_warm", "ratio_warm")}
+
+    monkeypatch.setattr(cases, "case_e2e", fake_e2e)
+    md = tmp_path / "BENCH.md"
+    md.write_text("<!-- bench:e2e:start -->\nquick table\n<!-- bench:e2e:end -->\n")
+    res = run.main(["--full-epoch", "--quick", "--data-dir", str(data_dir),
+                    "--out", str(tmp_path / "r.json"), "--markdown", str(md)])  # fmt: skip
+    assert seen == {"train_examples": 0}  # --quick's 2,048-example subset does not apply
+    assert list(res["cases"]) == ["e2e_full"]
+    text = md.read_text()
+    assert "quick table" in text  # the quick case's table is kept
+    full = text.split("<!-- bench:e2e_full:start -->")[1].split("<!-- bench:e2e_full:end -->")[0]
+    assert "all of SST-2 train, one epoch" in full and "second run" not in full
+    assert "--full-epoch" in full
