@@ -205,7 +205,7 @@ def test_keras_side_end_to_end_fits_one_epoch(tmp_path):
     assert res["wall_s"] > 0
 
 
-@pytest.mark.slow  # two launches (~45 s alone); the cache itself is tests/test_compile_cache.py's
+@pytest.mark.slow  # four launches (~90 s alone); the cache itself is tests/test_compile_cache.py's
 def test_compile_case_reuses_the_cache_on_the_second_run(tiny_bert_dir, monkeypatch):
     """Two fresh processes on one cache folder: the first fills it (misses, no hits), the second
     loads every program from it (hits, no misses) and spends less time on XLA. Backend
@@ -216,14 +216,17 @@ def test_compile_case_reuses_the_cache_on_the_second_run(tiny_bert_dir, monkeypa
     from bench.report import compile_cache
 
     res = case_compile(Settings(model=str(tiny_bert_dir)))
-    first, second = res["runs"]
-    assert first["cache_misses"] > 0 and first["cache_hits"] == 0
-    assert second["cache_misses"] == 0 and second["cache_hits"] == first["cache_misses"]
-    assert first["cache_files"] == second["cache_files"] > 0  # the second run wrote nothing new
-    assert second["compile_seconds"] < first["compile_seconds"] and res["compile_ratio"] > 1
+    assert [k["name"] for k in res["configs"]] == ["tiny", "default shapes"]
+    for k in res["configs"]:
+        first, second = k["runs"]
+        assert first["cache_misses"] > 0 and first["cache_hits"] == 0
+        assert second["cache_misses"] == 0 and second["cache_hits"] == first["cache_misses"]
+        assert first["cache_files"] == second["cache_files"] > 0  # the second wrote nothing new
+        assert second["compile_seconds"] < first["compile_seconds"] and k["compile_ratio"] > 1
     text = compile_cache({"cases": {"compile": res}, "command": "x", "date": "d"},
                          pathlib.Path("r.json"))  # fmt: skip
-    assert "| second (identical) |" in text and "goal ≥ 10×" in text
+    assert "| `default shapes` | second (identical) |" in text and "goal ≥ 10×" in text
+    assert "--config.train.steps=2" in text
 
 
 def test_mlm_case_decodes_masked_positions_with_the_same_loss(tiny_bert_dir):
