@@ -107,6 +107,10 @@ def run_system(key: str, sys_: System, args: argparse.Namespace, out: pathlib.Pa
         f"--config.{sys_.stage1}.eval_every=0",
         "--config.checkpoint.every_steps=0",  # checkpoints at stage ends only
         "--config.train.save_best=False",
+        # A frozen encoder's cached features (ELMo's biLM, CoVe's MT encoder) are keyed by its
+        # weights and the representation: every seed of a setting starts from the same stage-1
+        # checkpoint, so they compute them once and share them.
+        f"--config.features.dir={out / f'{key}-features'}",
         *sys_.extra,
     ]
     if args.batch_size:

@@ -119,3 +119,6 @@ def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_bert_dir, data_dir,
     assert "± " in text and "Command: `python experiments/" in text
     assert "MiniLM-L6 (packaged)" not in text, "the table must name the model the runs used"
     assert list((tmp_path / "results").glob("*.json")), name
+    if script == "seed_systems.py":  # the frozen encoders' features: one folder per system
+        for key in ("elmo", "cove"):
+            assert list((tmp_path / "runs" / f"{key}-features").rglob("manifest.json")), key
