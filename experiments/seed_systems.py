@@ -21,8 +21,9 @@ Each system runs its own config (``configs/<regime>_<system>.py``) in two steps:
    - MASS, UNILM: the encoder after the pretraining stage vs MiniLM as packaged, fine-tuned the
      same way on SST-2.
 
-Seeds vary the target stage (head initialisation, data order, dropout); stage 1 runs once per
-system, with the first seed. No model selection (the last step is evaluated; dev is held out and
+Seeds vary the target stage (head initialisation, data order, dropout): a target run loads the
+stage-1 checkpoint except its target head (``model.init_from_skip``), which each seed initialises
+itself; stage 1 runs once per system, with the first seed. No model selection (the last step is evaluated; dev is held out and
 the CoNLL test split is reported beside it). Welch's t-test over seeds compares the two settings.
 
     python experiments/seed_systems.py --data-dir ../shared/data --seeds 0 1 2 [--only elmo,cove]
@@ -143,7 +144,12 @@ def run_system(key: str, sys_: System, args: argparse.Namespace, out: pathlib.Pa
     for setting, overrides in sys_.settings.items():
         slug = "control" if overrides is None else str(list(sys_.settings).index(setting))
         for seed in args.seeds:
-            start = [] if overrides is None else [f"--config.model.init_from={init}"]
+            # The stage-1 checkpoint holds the target head as the first seed initialised it;
+            # every seed starts its own (init_from_skip), so seeds vary the head's
+            # initialisation here as they do in the control.
+            start = [] if overrides is None else [
+                f"--config.model.init_from={init}",
+                f"--config.model.init_from_skip=('heads/{sys_.target[0]}/',)"]  # fmt: skip
             r = launch(sys_.regime, config, out / f"{key}-{slug}-s{seed}", common + target + [
                 f"--config.{sys_.stage1}.steps=0", f"--config.seed={seed}", *start,
                 *(overrides or [])])  # fmt: skip

@@ -221,12 +221,14 @@ def build_model(
 
 
 def init_from_checkpoint(
-    model: nnx.Module, source: str, workdir: epath.Path | None = None
-) -> ckpt_lib.TransferReport:
-    """Params-only initialisation from another run (different structure allowed)."""
+    model: nnx.Module, source: str, workdir: epath.Path | None = None,
+    skip: Sequence[str] = (),
+) -> ckpt_lib.TransferReport:  # fmt: skip
+    """Params-only initialisation from another run (different structure allowed); parameters
+    whose path matches a ``skip`` pattern keep their fresh initialisation."""
     state = nnx.state(model, nnx.Param)
     params = nnx.to_pure_dict(state)
-    new_params, rep = ckpt_lib.load_params(source, params)
+    new_params, rep = ckpt_lib.load_params(source, params, skip=skip)
     nnx.replace_by_pure_dict(state, new_params)
     nnx.update(model, state)
     if workdir is not None:

@@ -25,6 +25,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -201,11 +203,14 @@ class TransferReport:
     new: list[str]  # in the target model, not in the checkpoint: freshly initialised
     mismatched: list[tuple[str, tuple, tuple]]  # (path, checkpoint shape, target shape): kept new
     unused: list[str]  # in the checkpoint, not in the target (e.g. a discarded head)
+    # in both, left freshly initialised on request (``model.init_from_skip``)
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"loaded {len(self.loaded)}, new {len(self.new)}, "
             f"shape-mismatched {len(self.mismatched)}, unused {len(self.unused)}"
+            + (f", skipped {len(self.skipped)}" if self.skipped else "")
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -216,6 +221,7 @@ class TransferReport:
                 {"path": p, "checkpoint": list(a), "target": list(b)} for p, a, b in self.mismatched
             ],
             "unused": self.unused,
+            "skipped": self.skipped,
         }
 
 
@@ -236,12 +242,16 @@ def _find_state_dir(path: epath.Path, step: int | None) -> tuple[epath.Path, int
 
 
 def load_params(
-    path: str | epath.Path, target_params: Any, *, step: int | None = None
-) -> tuple[Any, TransferReport]:
+    path: str | epath.Path, target_params: Any, *, step: int | None = None,
+    skip: Sequence[str] = (),
+) -> tuple[Any, TransferReport]:  # fmt: skip
     """Initialise ``target_params`` from a checkpoint's params where path and shape agree.
 
     ``target_params`` is a pure dict of arrays (the freshly initialised model); the result has its
-    structure, with every parameter the checkpoint holds in the same shape replaced by the saved one.
+    structure, with every parameter the checkpoint holds in the same shape replaced by the saved one,
+    except those whose path matches one of the ``skip`` regular expressions (``re.match``, from the
+    start of the path, e.g. ``heads/rte/``): they keep their fresh values. A pattern that matches no
+    parameter of either side is a ValueError (a typo would otherwise load everything).
     """
     step_dir, _ = _find_state_dir(epath.Path(path), step)
     handler = ocp.PyTreeCheckpointer()
@@ -251,10 +261,20 @@ def load_params(
     saved = paths.flatten(tree["params"])
     target = paths.flatten(target_params)
 
-    loaded, new, mismatched = [], [], []
+    patterns = [re.compile(x) for x in skip]
+    for pat in patterns:
+        if not any(pat.match(p) for p in (*target, *saved)):
+            groups = sorted({"/".join(p.split("/")[:2]) + "/" for p in (*target, *saved)})
+            raise ValueError(
+                f"model.init_from_skip: {pat.pattern!r} matches no parameter of the model or of "
+                f"{path}; its paths start with {', '.join(groups)}"
+            )
+    loaded, new, mismatched, skipped = [], [], [], []
     wanted: dict[str, Any] = {}
     for p, x in target.items():
-        if p not in saved:
+        if p in saved and any(pat.match(p) for pat in patterns):
+            skipped.append(p)
+        elif p not in saved:
             new.append(p)
         elif tuple(saved[p].shape) != tuple(x.shape):
             mismatched.append((p, tuple(saved[p].shape), tuple(x.shape)))
@@ -280,7 +300,8 @@ def load_params(
     handler.close()
 
     result = paths.map_with_path(lambda p, x: restored.get(p, x), target_params)
-    report = TransferReport(loaded=loaded, new=new, mismatched=mismatched, unused=unused)
+    report = TransferReport(loaded=loaded, new=new, mismatched=mismatched, unused=unused,
+                            skipped=skipped)  # fmt: skip
     log.info("params-only init from %s: %s", path, report.summary())
     return result, report
 

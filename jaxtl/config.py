@@ -7,6 +7,8 @@ that names it (ml_collections raises it), instead of a silently ignored typo.
 
 from __future__ import annotations
 
+import re
+
 import ml_collections
 
 from jaxtl import partition, runtime
@@ -51,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.decoder.alpha = 1.0
     c.model.compute_dtype = "auto"  # auto (bf16 on GPU/TPU, f32 on CPU) | float32 | bfloat16
     c.model.init_from = ""  # a jaxtl workdir/checkpoint: params-only init where paths/shapes agree
+    # Parameter paths (regular expressions matched from the start, e.g. "heads/rte/") that
+    # init_from leaves freshly initialised: a new head per seed on a shared checkpoint.
+    c.model.init_from_skip = ()
 
     c.data = ml_collections.ConfigDict()
     c.data.dir = ""  # root of real datasets (GLUE layout etc.); builtin/* tasks need none
@@ -156,6 +161,20 @@ def validate(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{key}={value!r}: choose one of {', '.join(map(str, allowed))}")
 
     choice("model.representation", c.model.representation, REPRESENTATIONS)
+    skip = c.model.get("init_from_skip", ())
+    if isinstance(skip, str):
+        raise ValueError(f"model.init_from_skip={skip!r}: give a tuple of patterns, e.g. "
+                         f"({skip!r},)")  # fmt: skip
+    if skip and not c.model.init_from:
+        raise ValueError(f"model.init_from_skip={tuple(skip)!r}: set model.init_from as well "
+                         "(the skip names what not to load from it)")  # fmt: skip
+    for pattern in skip:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as e:
+            raise ValueError(
+                f"model.init_from_skip: {pattern!r} is not a regular expression: {e}"
+            ) from None
     choice("model.head", c.model.head, ("auto", "linear"))
     choice("model.decoder.kind", c.model.decoder.kind, ("lstm", "transformer"))
     if int(c.model.decoder.beam) < 1:

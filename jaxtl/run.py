@@ -134,7 +134,8 @@ def prepare(
     if objective is not None:
         objective.extend(model, config)
     if config.model.init_from:
-        rep = assembly.init_from_checkpoint(model, config.model.init_from, workdir)
+        rep = assembly.init_from_checkpoint(model, config.model.init_from, workdir,
+                                            skip=tuple(config.model.get("init_from_skip", ())))  # fmt: skip
         log.info("init_from %s: %s", config.model.init_from, rep.summary())
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     # What jaxtl.load needs to rebuild this model later (also when called from research code).

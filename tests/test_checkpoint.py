@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from jaxtl import checkpoint as ckpt_lib
@@ -104,3 +105,47 @@ def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_p
     assert np.array_equal(
         np.asarray(again["encoder"]["layers"][1]["attention"]["query"]["kernel"]), src_q
     )
+
+
+def test_params_only_init_skips_the_paths_asked_to_stay_fresh(tiny_bert_dir, tmp_path):
+    """``model.init_from_skip``: a head the checkpoint holds in the same shape keeps the new
+    model's own (seeded) initialisation, so seeds on a shared checkpoint get their own heads."""
+    tx = optax.adamw(1e-3)
+    one = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    src = _sharded_state(_model(tiny_bert_dir), one, tx)
+    ck = ckpt_lib.Checkpointer(tmp_path / "run" / "checkpoints")
+    ck.save(5, src, {})
+    ck.close()
+    target = _model(tiny_bert_dir, seed=7)
+    target_params = nnx.to_pure_dict(nnx.state(target, nnx.Param))
+    out, rep = ckpt_lib.load_params(tmp_path / "run", target_params, skip=("heads/a/",))
+    assert sorted(rep.skipped) == ["heads/a/classifier/bias", "heads/a/classifier/kernel"]
+    assert not any(p.startswith("heads/") for p in rep.loaded)
+    assert "encoder/layers/0/attention/query/kernel" in rep.loaded
+    fresh = np.asarray(target_params["heads"]["a"]["classifier"]["kernel"])
+    saved = np.asarray(src.params["heads"]["a"]["classifier"]["kernel"])
+    assert not np.array_equal(fresh, saved)  # the two seeds' heads differ to begin with
+    assert np.array_equal(np.asarray(out["heads"]["a"]["classifier"]["kernel"]), fresh)
+    assert np.array_equal(
+        np.asarray(out["encoder"]["layers"][0]["attention"]["query"]["kernel"]),
+        np.asarray(src.params["encoder"]["layers"][0]["attention"]["query"]["kernel"]),
+    )
+    assert rep.to_json()["skipped"] == rep.skipped and "skipped 2" in rep.summary()
+    # a pattern that matches nothing is a typo, not a silent full load
+    with pytest.raises(ValueError, match=r"init_from_skip: 'heads/b/' matches no parameter"):
+        ckpt_lib.load_params(tmp_path / "run", target_params, skip=("heads/b/",))
+
+
+def test_init_from_skip_must_be_a_tuple_of_regular_expressions():
+    from jaxtl import config as config_lib
+
+    c = config_lib.base_config()
+    c.model.init_from_skip = ("heads/rte/",)
+    with pytest.raises(ValueError, match=r"init_from_skip=\('heads/rte/',\): set model.init_from"):
+        config_lib.validate(c)
+    c.model.init_from = "runs/source"
+    c.model.init_from_skip = ("heads/[rte/",)
+    with pytest.raises(ValueError, match=r"model.init_from_skip: 'heads/\[rte/' is not a regular"):
+        config_lib.validate(c)
+    c.model.init_from_skip = ("heads/rte/",)
+    config_lib.validate(c)

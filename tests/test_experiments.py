@@ -122,3 +122,11 @@ def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_bert_dir, data_dir,
     if script == "seed_systems.py":  # the frozen encoders' features: one folder per system
         for key in ("elmo", "cove"):
             assert list((tmp_path / "runs" / f"{key}-features").rglob("manifest.json")), key
+        # every target run on the stage-1 checkpoint starts its own target head
+        reports = list((tmp_path / "runs").glob("*-[0-9]-s0/transfer_report.json"))
+        assert len(reports) >= 5, reports
+        for path in reports:
+            rep = json.loads(path.read_text())
+            assert rep["skipped"] and all(p.startswith("heads/") for p in rep["skipped"]), path
+            head = "/".join(rep["skipped"][0].split("/")[:2]) + "/"  # heads/<target task>/
+            assert not any(p.startswith(head) for p in rep["loaded"]), path

@@ -106,6 +106,7 @@ def refine(joint: Run) -> dict[str, Any]:
         best = workdir / "best" / "multitask"
         c.model.init_from = str(best if config.train.restore_best and best.exists()
                                 else workdir / "checkpoints")  # fmt: skip
+        c.model.init_from_skip = ()  # the joint model whole: the user's skip was for stage 1
         r = prepare(c, workdir / "refine" / td.key, c.tasks.names)
         stage = joint_stage(c, r.tasks, r.params, name=f"refine-{td.key}")
         res = finish(r, [stage], f"refine {td.task.name}: dev results")
