@@ -67,13 +67,18 @@ def test_restore_8_devices_to_1_and_back(tiny_bert_dir, tmp_path):
     assert "fsdp" in str(k8.sharding.spec)
 
 
-def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_path, monkeypatch):
-    tx = optax.adamw(1e-3)
+def _saved_run(tiny_bert_dir, workdir):
+    """A run's step-5 checkpoint of the tiny model (seed 0): the source of a params-only init."""
     one = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    src = _sharded_state(_model(tiny_bert_dir), one, tx)
-    ck = ckpt_lib.Checkpointer(tmp_path / "run" / "checkpoints")
+    src = _sharded_state(_model(tiny_bert_dir), one, optax.adamw(1e-3))
+    ck = ckpt_lib.Checkpointer(workdir / "checkpoints")
     ck.save(5, src, {})
     ck.close()
+    return src
+
+
+def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_path, monkeypatch):
+    src = _saved_run(tiny_bert_dir, tmp_path / "run")
 
     # a head with 3 labels instead of 2 and one more encoder layer
     target = _model(tiny_bert_dir, head_labels=3, extra_layer=True, seed=5)
@@ -110,12 +115,7 @@ def test_params_only_init_reports_head_swap_and_extra_layer(tiny_bert_dir, tmp_p
 def test_params_only_init_skips_the_paths_asked_to_stay_fresh(tiny_bert_dir, tmp_path):
     """``model.init_from_skip``: a head the checkpoint holds in the same shape keeps the new
     model's own (seeded) initialisation, so seeds on a shared checkpoint get their own heads."""
-    tx = optax.adamw(1e-3)
-    one = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    src = _sharded_state(_model(tiny_bert_dir), one, tx)
-    ck = ckpt_lib.Checkpointer(tmp_path / "run" / "checkpoints")
-    ck.save(5, src, {})
-    ck.close()
+    src = _saved_run(tiny_bert_dir, tmp_path / "run")
     target = _model(tiny_bert_dir, seed=7)
     target_params = nnx.to_pure_dict(nnx.state(target, nnx.Param))
     out, rep = ckpt_lib.load_params(tmp_path / "run", target_params, skip=("heads/a/",))
