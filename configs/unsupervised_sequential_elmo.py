@@ -31,11 +31,12 @@ stage-1 params are the stage-1 checkpoint, which a later run can start from with
 ``--config.model.init_from=<workdir>`` and ``--config.pretrain.steps=0``.
 
 Measured at full size through ``python experiments/seed_systems.py --data-dir ../shared/data
---seeds 0 1 2 --only elmo`` (EXPERIMENTS.md, ELMo; this config, stage 1 once, six tagger runs)
-on a shared 2-core CPU: stage 1 took 31 min (0.3 steps/s) and ends at WikiText dev perplexity
-980.2, test 982.0; each tagger run about 6 min. CoNLL-2003 dev span F1 after 600 steps, 3 seeds:
-29.3 ± 0.8 with ``representation=elmo``, 29.2 ± 0.5 with ``=embeddings`` (test 31.6 / 31.3): at
-this budget the biLM is too little trained for its layers to help.
+--seeds 0 1 2 --only elmo`` (EXPERIMENTS.md, ELMo; this config, stage 1 once, six tagger runs,
+each seed with its own tagger initialisation) on an idle 2-core CPU: 42 min in all; stage 1
+took 23 min and ends at WikiText dev perplexity 980.2, test 982.0; the six tagger runs 19 min.
+CoNLL-2003 dev span F1 after 600 steps, 3 seeds: 29.7 ± 0.5 with ``representation=elmo``,
+28.9 ± 0.2 with ``=embeddings`` (test 31.6 / 31.2; Welch p = 0.12): at this budget the biLM is
+too little trained for its layers to help clearly.
 
 Measured with the ``:tiny`` command above on the shared 2-core CPU (other jobs running; cold
 compilation cache, 54 s compiling): 2 min 44 s wall, 41 s user. After 10 steps: WikiText dev
