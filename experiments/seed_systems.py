@@ -23,8 +23,9 @@ Each system runs its own config (``configs/<regime>_<system>.py``) in two steps:
 
 Seeds vary the target stage (head initialisation, data order, dropout): a target run loads the
 stage-1 checkpoint except its target head (``model.init_from_skip``), which each seed initialises
-itself; stage 1 runs once per system, with the first seed. No model selection (the last step is evaluated; dev is held out and
-the CoNLL test split is reported beside it). Welch's t-test over seeds compares the two settings.
+itself; stage 1 runs once per system, with the first seed. No model selection (the last step is
+evaluated; dev is held out and the CoNLL test split is reported beside it). Welch's t-test over
+seeds compares the two settings.
 
     python experiments/seed_systems.py --data-dir ../shared/data --seeds 0 1 2 [--only elmo,cove]
 """

@@ -161,10 +161,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{key}={value!r}: choose one of {', '.join(map(str, allowed))}")
 
     choice("model.representation", c.model.representation, REPRESENTATIONS)
+    # A tuple (ml_collections refuses a str here; on the command line one pattern is a 1-tuple).
     skip = c.model.get("init_from_skip", ())
-    if isinstance(skip, str):
-        raise ValueError(f"model.init_from_skip={skip!r}: give a tuple of patterns, e.g. "
-                         f"({skip!r},)")  # fmt: skip
     if skip and not c.model.init_from:
         raise ValueError(f"model.init_from_skip={tuple(skip)!r}: set model.init_from as well "
                          "(the skip names what not to load from it)")  # fmt: skip
