@@ -268,3 +268,23 @@ def test_streamed_reader_matches_load(tmp_path):
     with pytest.raises(ValueError, match="file is empty"):
         next(task.iterate("dev"))
     assert isinstance(next(task.iterate("train")), Example)
+
+
+def test_ragged_alive_at_interpreter_exit_closes_quietly(tmp_path):
+    """A Ragged held in a script's global is collected after module globals are cleared; its
+    file must still close without an "Exception ignored in __del__" on stderr."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "ids.bin"
+    np.arange(6, dtype=np.int32).tofile(data)
+    script = (
+        "import numpy as np\n"
+        "from jaxtl.data import token_cache\n"
+        f"r = token_cache.Ragged({str(data)!r}, np.int32, np.array([0, 2, 6]))\n"
+        "assert list(r[1]) == [2, 3, 4, 5]\n"
+    )
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo)
+    assert p.returncode == 0, p.stderr
+    assert "Exception ignored" not in p.stderr, p.stderr

@@ -147,9 +147,11 @@ class Ragged(Sequence[np.ndarray]):
     def __reduce__(self) -> Any:  # copies and pickles open their own file descriptor
         return (Ragged, (self.path, self.dtype, self.offsets))
 
-    def __del__(self) -> None:
+    # os.close bound at definition: a Ragged still alive at interpreter exit (a script's global)
+    # is collected after module globals such as ``os`` are cleared.
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
         if getattr(self, "_fd", -1) >= 0:
-            os.close(self._fd)
+            _close(self._fd)
             self._fd = -1
 
     def __len__(self) -> int:
