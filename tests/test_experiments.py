@@ -130,3 +130,17 @@ def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_bert_dir, data_dir,
             assert rep["skipped"] and all(p.startswith("heads/") for p in rep["skipped"]), path
             head = "/".join(rep["skipped"][0].split("/")[:2]) + "/"  # heads/<target task>/
             assert not any(p.startswith(head) for p in rep["loaded"]), path
+    if script == "stilts.py":  # one source stage per source, shared by every seed's RTE run
+        runs = tmp_path / "runs"
+        assert sorted(p.name for p in runs.glob("*-source")) == [
+            "mrpc-source",
+            "mrpc-stsb-sst2-source",
+            "sst2-source",
+            "stsb-source",
+        ]
+        for path in runs.glob("*-s[01]/transfer_report.json"):
+            rep = json.loads(path.read_text())
+            assert rep["skipped"] and all(p.startswith("heads/rte/") for p in rep["skipped"]), path
+            assert any(p.startswith("encoder/") for p in rep["loaded"]), path
+        assert len(list(runs.glob("*-s[01]/transfer_report.json"))) == 8
+        assert not (runs / "alone-s0" / "transfer_report.json").exists()
