@@ -72,6 +72,29 @@ def read_jsonl_repairing(path: epath.Path) -> list[dict[str, Any]]:
     return records
 
 
+def _summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported without importing torch.
+
+    ``tensorboardX.writer`` tries ``import torch`` at import time only to accept torch tensors
+    as values (jaxtl logs Python floats), which costs a process that never runs torch about a
+    second and ~180 MiB where torch is installed. A ``None`` entry in ``sys.modules`` makes that
+    one import fail as if torch were absent (tensorboardX then takes numpy arrays only); it is
+    removed again at once, and a process that has already imported torch is left as it is."""
+    import sys
+
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricsLog:
     """metrics.jsonl + TensorBoard: one JSON object per logged event.
 
@@ -99,8 +122,7 @@ class MetricsLog:
             self.records = read_jsonl_repairing(self.path)
         if tensorboard:
             try:
-                from tensorboardX import SummaryWriter
-
+                SummaryWriter = _summary_writer_class()
                 if self._local:
                     self._tb = SummaryWriter(os.fspath(self.workdir / "tensorboard"))
                 else:

@@ -1,10 +1,13 @@
 """Tokenisation: pairs and token types, tagging alignment, MLM masking statistics, CLM, packing."""
 
+import pathlib
+
 import numpy as np
 import pytest
+from conftest import minilm_dir
 from test_data_glue import minilm_tokenizer
 
-from jaxtl.data import get_task
+from jaxtl.data import get_task, tokenize
 from jaxtl.data.batch import IGNORE
 from jaxtl.data.batching import eval_batches
 from jaxtl.data.tasks import Example
@@ -168,3 +171,38 @@ def test_whole_word_masking_refuses_a_tokenizer_without_word_markers():
 
     with pytest.raises(ValueError, match="marks no word boundaries"):
         tokenizer_kind(Plain())
+
+
+def _wordpiece_tokenizer():
+    return tokenize.train_wordpiece(["Alice met Bob in Paris", "a dull slow movie"] * 10, 120)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [_sentencepiece_tokenizer, _byte_level_bpe_tokenizer, _wordpiece_tokenizer, None],
+    ids=["xlmr-sentencepiece", "byte-level-bpe", "wordpiece", "minilm"],
+)
+def test_load_tokenizer_matches_auto_tokenizer(build, tmp_path):
+    """``hf.load_tokenizer`` takes the class tokenizer_config.json names straight from
+    transformers; it must give what ``AutoTokenizer.from_pretrained(use_fast=True)`` gives:
+    the same class, special tokens, sides, length limit and encodings (single and pair)."""
+    from transformers import AutoTokenizer
+
+    from jaxtl.models import hf
+
+    if build is None:
+        path = minilm_dir()
+    else:
+        path = tmp_path / "tok"
+        build().save_pretrained(str(path))
+    ours = hf.load_tokenizer(pathlib.Path(path))
+    ref = AutoTokenizer.from_pretrained(str(path), use_fast=True)
+    assert type(ours) is type(ref) and ours.is_fast
+    assert ours.special_tokens_map == ref.special_tokens_map
+    assert ours.all_special_ids == ref.all_special_ids
+    assert (ours.padding_side, ours.truncation_side, ours.model_max_length) == (
+        ref.padding_side, ref.truncation_side, ref.model_max_length)  # fmt: skip
+    texts = ["Alice met Bob in Paris.", "a dull, slow movie!", "ünïcode café"]
+    for kw in ({}, {"text_pair": texts[::-1], "truncation": True, "max_length": 8}):
+        assert ours(texts, **kw).data == ref(texts, **kw).data
+

@@ -387,11 +387,43 @@ def from_pretrained(
 
 
 def load_tokenizer(path: pathlib.Path) -> Any | None:
+    """The folder's tokenizer as ``AutoTokenizer.from_pretrained(path, use_fast=True)`` loads it.
+
+    The class ``tokenizer_config.json`` names is taken from transformers directly where it has
+    one: ``AutoTokenizer`` itself imports transformers' model-config machinery, and with it
+    torch where torch is installed (about a second and ~180 MiB in a process that never runs
+    torch). Folders that name no class, or one transformers lacks, go through AutoTokenizer.
+    Remote code is never run either way."""
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         return None
+    cls = _named_tokenizer_class(path)
+    if cls is not None:
+        return cls.from_pretrained(str(path))
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=False)
+
+
+def _named_tokenizer_class(path: pathlib.Path) -> type | None:
+    """The fast tokenizer class ``tokenizer_config.json``'s ``tokenizer_class`` names (its
+    ``…Fast`` form first, as ``use_fast=True`` picks), or None."""
+    try:
+        name = json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str) or not name.isidentifier():
+        return None
+    import transformers
+
+    base = name.removesuffix("Fast")
+    for candidate in (base + "Fast", base):
+        try:
+            cls = getattr(transformers, candidate)
+        except (AttributeError, ImportError):  # not in this transformers, or a missing backend
+            continue
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase):
+            return cls
+    return None
 
 
 # --- export ------------------------------------------------------------------------------------

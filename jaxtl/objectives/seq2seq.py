@@ -48,10 +48,12 @@ def saved_target_tokenizer(workdir: Any) -> Any:
     path = epath.Path(workdir) / TARGET_TOKENIZER
     if not (path / "tokenizer.json").exists():
         return None
-    from transformers import AutoTokenizer
+    import pathlib
+
+    from jaxtl.models import hf
 
     with fileio.local_dir_from(path) as local:  # tokenizers read local folders only
-        return AutoTokenizer.from_pretrained(local)
+        return hf.load_tokenizer(pathlib.Path(local))
 
 
 def target_tokenizer(config: Any, workdir: Any, task_names: Sequence[str], tokenizer: Any) -> Any:
