@@ -9,7 +9,7 @@ end-of-stage checkpoint with an RTE head of its own (``model.init_from`` +
 ``model.init_from_skip``), so seeds vary the target fine-tuning (head initialisation, dropout,
 data order) given one intermediate model, and the sources cost one run each rather than one per
 seed; ``--source-per-seed`` trains the source stage again for every seed (seeds then also vary
-the source stage; about twice the time). No model selection (the last step's params are
+the source stage, at the cost of a source stage per run). No model selection (the last step's params are
 evaluated, so dev is not used to choose anything and is reported as held out). Significance:
 Welch's t-test over seeds and a paired bootstrap over the 277 dev examples (per-example
 correctness averaged over seeds) against RTE alone.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import time
 
 import numpy as np
 from common import (
@@ -35,6 +34,7 @@ from common import (
     paired_bootstrap,
     parse,
     run_overrides,
+    run_seconds,
     welch,
     write,
 )
@@ -88,7 +88,7 @@ def main() -> None:
         "--config.source.eval_every=0",
     ]
     target = [f"--config.train.steps={args.target_steps}"]
-    t0 = time.time()
+    runs: list[pathlib.Path] = []
     acc: dict[str, list[float]] = {}
     per_example: dict[str, np.ndarray] = {}
     for name, tasks in SOURCES.items():
@@ -98,8 +98,10 @@ def main() -> None:
         start: list[str] = []
         if tasks and not args.source_per_seed:
             start = source_checkpoint(out / f"{slug}-source", common + sources, args)
+            runs.append(out / f"{slug}-source")
         for seed in args.seeds:
             wd = out / f"{slug}-s{seed}"
+            runs.append(wd)
             steps = args.source_steps if tasks and not start else 0
             r = launch("supervised_sequential", "supervised_sequential_glue.py", wd, common + target + [
                 f"--config.seed={seed}", f"--config.source.steps={steps}", *sources, *start,
@@ -107,7 +109,8 @@ def main() -> None:
             acc.setdefault(name, []).append(r["rte"]["accuracy"])
             hits.append(correct(wd, "rte"))
         per_example[name] = np.mean(hits, axis=0)
-    elapsed = time.time() - t0
+    # The runs' own durations, summed: an interrupted command resumes with its finished runs.
+    elapsed = sum(run_seconds(wd) for wd in runs)
 
     base = "none (RTE alone)"
     lines = [
@@ -136,7 +139,8 @@ def main() -> None:
         f"{model_label(args)}; source stage {args.source_steps} steps ({once}), RTE {args.target_steps} steps; batch {args.batch_size} rows (data.packing: several examples per row), max length {args.max_length}, AdamW lr {args.lr}, linear "
         f"schedule with 10% warm-up; seeds {args.seeds}; last-step params, no selection. "
         "Dev accuracy ×100, mean ± sample std over seeds; p-values against RTE alone (Welch: "
-        "two-sided over seeds; bootstrap: one-sided over dev examples, 10,000 resamples)."
+        "two-sided over seeds; bootstrap: one-sided over dev examples, 10,000 resamples). Wall time: "
+        "the runs' own durations, summed (finished runs are reused)."
     )
     write("stilts", [*header("stilts.py", elapsed, details), "", *lines], raw)
 
