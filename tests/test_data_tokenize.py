@@ -205,4 +205,3 @@ def test_load_tokenizer_matches_auto_tokenizer(build, tmp_path):
     texts = ["Alice met Bob in Paris.", "a dull, slow movie!", "ünïcode café"]
     for kw in ({}, {"text_pair": texts[::-1], "truncation": True, "max_length": 8}):
         assert ours(texts, **kw).data == ref(texts, **kw).data
-
