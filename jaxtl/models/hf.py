@@ -404,7 +404,7 @@ def load_tokenizer(path: pathlib.Path) -> Any | None:
     return AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=False)
 
 
-def _named_tokenizer_class(path: pathlib.Path) -> type | None:
+def _named_tokenizer_class(path: pathlib.Path) -> Any | None:
     """The fast tokenizer class ``tokenizer_config.json``'s ``tokenizer_class`` names (its
     ``…Fast`` form first, as ``use_fast=True`` picks), or None."""
     try:
