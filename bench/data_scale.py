@@ -262,23 +262,29 @@ def measure(
 def render(res: dict[str, Any], path: pathlib.Path | None = None) -> str:
     """The BENCHMARKS.md section (between the ``bench:data_scale`` markers)."""
     m = res["machine"]
+    # Merged files can come from different machines: then each row names its CPU.
+    cpus = {r.get("cpu", m["cpu_model"]) for r in res["runs"]}
+    per_row = len(cpus) > 1
     rows = []
     for r in res["runs"]:
+        cpu = f" {r.get('cpu', m['cpu_model'])} |" if per_row else ""
         rows.append(
-            f"| {r['system']} | {r['rows']:,} | {r['phase']}{' (tiled)' if r.get('tiled') else ''}"
+            f"| {r['system']} | {r['rows']:,} |{cpu} {r['phase']}"
+            f"{' (tiled)' if r.get('tiled') else ''}"
             f" | {r['batches']:,} | {r['examples_per_s']:,.0f} | {r['wall_s']:.1f} | {r['tokenise_s']:.1f} | "
             f"{r['batch_s']:.1f} | {r['rss_after_tokenise_mib']:,.0f} | {r['peak_rss_mib']:,.0f} "
             f"| {r['load_average']:.1f} |"
         )
+    where = "CPU per row" if per_row else f"CPU: {m['cpu_model']}"
     lines = [
-        f"CPU: {m['cpu_model']} ({m['nproc']} cores), shared; batch {res['batch_size']}, "
+        f"{where} ({m['nproc']} cores), shared; batch {res['batch_size']}, "
         f"max_length {res['max_length']}, the packaged MiniLM tokenizer; one epoch of "
         "`ceil(rows / 32)` batches. Peak RSS is the process tree's (datasets' map workers "
         "count); `cold` = empty cache, `warm` = second run of the same config.",
         "",
-        "| system | rows | run | batches | examples/s | wall s | tokenise s | batch s | RSS after "
-        "tokenise MiB | peak RSS MiB | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| system | rows |{' CPU |' if per_row else ''} run | batches | examples/s | wall s | "
+        "tokenise s | batch s | RSS after tokenise MiB | peak RSS MiB | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if per_row else ""),
         *rows,
         "",
     ]
@@ -299,7 +305,7 @@ def merged(paths: list[str]) -> dict[str, Any]:
         res = json.loads(pathlib.Path(p).read_text())
         for k in ("machine", "batch_size", "max_length"):
             out.setdefault(k, res[k])
-        out["runs"] += res["runs"]
+        out["runs"] += [{"cpu": res["machine"]["cpu_model"], **r} for r in res["runs"]]
         out["ratios"].update({f"{k} ({pathlib.Path(p).name})": v
                               for k, v in res.get("ratios", {}).items()})  # fmt: skip
         out["commands"].append((res.get("command", "?"), p))
