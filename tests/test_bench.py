@@ -274,3 +274,27 @@ def test_full_epoch_runs_e2e_on_all_of_train_into_a_table_of_its_own(
     full = text.split("<!-- bench:e2e_full:start -->")[1].split("<!-- bench:e2e_full:end -->")[0]
     assert "all of SST-2 train, one epoch" in full and "second run" not in full
     assert "--full-epoch" in full
+
+
+def test_data_scale_render_names_the_cpu_per_row_only_when_files_differ(tmp_path):
+    from bench import data_scale
+
+    def result(cpu, examples_per_s):
+        run = {"system": "jaxtl", "rows": 10, "phase": "cold", "batches": 1, "wall_s": 1.0,
+               "examples_per_s": examples_per_s, "tokenise_s": 0.5, "batch_s": 0.5,
+               "rss_after_tokenise_mib": 1.0, "peak_rss_mib": 2.0, "load_average": 0.1}  # fmt: skip
+        return {"machine": {"cpu_model": cpu, "nproc": 2}, "batch_size": 32, "max_length": 128,
+                "runs": [run], "command": f"cmd {cpu}"}  # fmt: skip
+
+    paths = []
+    for name, cpu, eps in (("a.json", "AMD EPYC", 11.0), ("b.json", "Intel Xeon", 22.0)):
+        (tmp_path / name).write_text(json.dumps(result(cpu, eps)))
+        paths.append(str(tmp_path / name))
+    mixed = data_scale.render(data_scale.merged(paths))
+    assert "CPU per row" in mixed and "| jaxtl | 10 | AMD EPYC | cold |" in mixed
+    assert "| jaxtl | 10 | Intel Xeon | cold |" in mixed and "| 22 |" in mixed
+    header = next(line for line in mixed.splitlines() if line.startswith("| system"))
+    rule = next(line for line in mixed.splitlines() if line.startswith("|---"))
+    assert header.count("|") == rule.count("|") == 13
+    same = data_scale.render(data_scale.merged(paths[:1]))
+    assert same.startswith("CPU: AMD EPYC") and "| jaxtl | 10 | cold |" in same
