@@ -95,6 +95,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scaling-devices", default=None, help="e.g. 1,2,4,8")
     p.add_argument("--scaling-seq-len", type=int, default=None)
     p.add_argument("--scaling-steps", type=int, default=None)
+    p.add_argument("--cpu-kernels", default=None, choices=("xla", "ynnpack"),
+                   help="jaxtl's CPU kernels (config key cpu_kernels; default xla)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -120,6 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     if needs_data and not (pathlib.Path(s.data_dir) / "SST-2").is_dir():
         raise SystemExit(f"--data-dir {s.data_dir!r}: no SST-2/ folder there")
 
+    if args.cpu_kernels:  # per program: KerasHub in the same process keeps jaxlib's default
+        from jaxtl import runtime
+
+        runtime.set_cpu_kernels(args.cpu_kernels)
     from bench import torch_side
 
     torch_threads = torch_side.set_threads()
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": bool(args.quick),
         "machine": {**machine(), "torch_threads": torch_threads},
         "settings": s.to_json(),
+        "cpu_kernels": args.cpu_kernels or "xla",
         "cases": {},
         "case_wall_s": {},
     }
