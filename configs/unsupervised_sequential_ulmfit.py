@@ -47,8 +47,8 @@ an idle 2-core Intel Xeon: 37 min; stage 1 took 12 min for 300 steps and ends at
 perplexity 1,380 (test 1,400); each target run with LM fine-tuning 6.4-8 min, without about
 1.5 min. SST-2 dev accuracy 50.9 in every run (the majority class), while the same classifier
 from a random AWD-LSTM (``--config.pretrain.steps=0 --config.lm_finetune.steps=0``) reaches
-60.7 +- 0.9: at this budget the LM's features are worse than random ones. Measured with the ``:tiny``
-command above on the shared 2-core CPU (other jobs running, its 6 train and 3 eval programs
+60.7 +- 0.9: at this budget the LM's features are worse than random ones. Measured with the
+``:tiny`` command above on the shared 2-core CPU (other jobs running, its 6 train and 3 eval programs
 already in the compilation cache): 65 s wall, 22 s user (a cold cache adds about 150 s of
 compilation on this loaded machine); WikiText dev perplexity 27,043, SST-2 text 20,744, SST-2
 dev accuracy 0.5625 after 10 steps per stage (a smoke test). Differences from the paper: a smaller LSTM, the

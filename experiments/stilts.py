@@ -9,8 +9,8 @@ end-of-stage checkpoint with an RTE head of its own (``model.init_from`` +
 ``model.init_from_skip``), so seeds vary the target fine-tuning (head initialisation, dropout,
 data order) given one intermediate model, and the sources cost one run each rather than one per
 seed; ``--source-per-seed`` trains the source stage again for every seed (seeds then also vary
-the source stage, at the cost of a source stage per run). No model selection (the last step's params are
-evaluated, so dev is not used to choose anything and is reported as held out). Significance:
+the source stage, at the cost of a source stage per run). No model selection (the last step's
+params are evaluated, so dev is not used to choose anything and is reported as held out). Significance:
 Welch's t-test over seeds and a paired bootstrap over the 277 dev examples (per-example
 correctness averaged over seeds) against RTE alone.
 
