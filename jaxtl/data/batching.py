@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from jaxtl.data import batch as layout
-from jaxtl.data.tokenize import Encoded
+from jaxtl.data.tokenize import Encoded, take
 
 
 def assign_buckets(lengths: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
@@ -40,29 +40,43 @@ def assign_buckets(lengths: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
 def make_batch(
     enc: Encoded, rows: Sequence[int] | np.ndarray, seq_len: int, batch_size: int, pad_id: int
 ) -> dict[str, np.ndarray]:
-    """A batch of ``batch_size`` rows padded to ``seq_len``; ``rows`` with -1 are padding rows."""
+    """A batch of ``batch_size`` rows padded to ``seq_len``; ``rows`` with -1 are padding rows.
+
+    Each field's examples are read in one call (:func:`jaxtl.data.tokenize.take`) and scattered
+    through one mask, rather than row by row: the per-example Python work was most of the cost
+    of batching a large corpus (BENCHMARKS.md section 11)."""
     out = layout.empty(batch_size, seq_len, pad_id)
     if enc.target_ids is not None:
         out["target_ids"] = np.full((batch_size, seq_len), pad_id, np.int32)
         out["target_mask"] = np.zeros((batch_size, seq_len), np.int32)
     out["task_id"][:] = enc.task_id
-    for r, i in enumerate(rows):
-        if i < 0:
-            continue
-        ids = enc.input_ids[i]
-        n = len(ids)
-        out["input_ids"][r, :n] = ids
-        out["attention_mask"][r, :n] = 1
-        out["token_type_ids"][r, :n] = enc.token_type_ids[i]
-        if enc.token_labels is not None:
-            out["token_labels"][r, :n] = enc.token_labels[i]
-        out["label"][r] = enc.label[i]
-        out["score"][r] = enc.score[i]
-        out["example_weight"][r] = 1.0
-        if enc.target_ids is not None:
-            t = enc.target_ids[i]
-            out["target_ids"][r, : len(t)] = t
-            out["target_mask"][r, : len(t)] = 1
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    at = np.flatnonzero(rows >= 0)  # batch rows that hold an example
+    ex = rows[at]
+    ids, n = take(enc.input_ids, ex)
+    if len(n) and n.max() > seq_len:
+        r = int(at[np.argmax(n)])
+        raise ValueError(
+            f"example {rows[r]} has {int(n.max())} tokens, more than seq_len {seq_len}"
+        )
+    lengths = np.zeros(batch_size, np.int64)
+    lengths[at] = n
+    mask = np.arange(seq_len) < lengths[:, None]
+    out["input_ids"][mask] = ids
+    out["attention_mask"][mask] = 1
+    out["token_type_ids"][mask] = take(enc.token_type_ids, ex)[0]
+    if enc.token_labels is not None:
+        out["token_labels"][mask] = take(enc.token_labels, ex)[0]
+    out["label"][at] = enc.label[ex]
+    out["score"][at] = enc.score[ex]
+    out["example_weight"][at] = 1.0
+    if enc.target_ids is not None:
+        targets, tn = take(enc.target_ids, ex)
+        tlengths = np.zeros(batch_size, np.int64)
+        tlengths[at] = tn
+        tmask = np.arange(seq_len) < tlengths[:, None]
+        out["target_ids"][tmask] = targets
+        out["target_mask"][tmask] = 1
     return out
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxtl.data import batch as layout
 from jaxtl.data.batching import EpochPosition, _local_rows, assign_buckets, epoch_plan
-from jaxtl.data.tokenize import Encoded
+from jaxtl.data.tokenize import Encoded, take
 
 TOKENS_PER_SEGMENT = 4  # S = T // 4: an example has at least [CLS] x [SEP]; S stays small
 KINDS = ("classification", "regression", "tagging")  # the task kinds a packed batch holds
@@ -101,23 +101,34 @@ def make_batch(
     out["example_weight"] = np.zeros((b, num_slots), np.float32)
     out["example_index"] = np.full((b, num_slots), -1, np.int32)
     out["task_id"][:] = enc.task_id
-    for r, members in enumerate(rows):
-        start = 0
-        for s, i in enumerate(members or ()):
-            ids = enc.input_ids[i]
-            end = start + len(ids)
-            out["input_ids"][r, start:end] = ids
-            out["attention_mask"][r, start:end] = 1
-            out["token_type_ids"][r, start:end] = enc.token_type_ids[i]
-            if enc.token_labels is not None:
-                out["token_labels"][r, start:end] = enc.token_labels[i]
-            out["segment_ids"][r, start:end] = s + 1
-            out["position_ids"][r, start:end] = np.arange(len(ids))
-            out["label"][r, s] = enc.label[i]
-            out["score"][r, s] = enc.score[i]
-            out["example_weight"][r, s] = 1.0
-            out["example_index"][r, s] = i
-            start = end
+    # Every example of the batch in row order, with its row and slot; then each field is read
+    # in one call and scattered by (row, column) in one assignment (tokenize.take).
+    row_of = [r for r, members in enumerate(rows) for _ in members or ()]
+    slot_of = [s for members in rows for s in range(len(members or ()))]
+    ex = np.asarray([i for members in rows for i in members or ()], np.int64)
+    row, slot = np.asarray(row_of, np.int64), np.asarray(slot_of, np.int64)
+    ids, n = take(enc.input_ids, ex)
+    # Where each example starts in its row (the lengths of the row's earlier examples summed)
+    # and where its tokens start in ``ids``.
+    first = np.cumsum(n) - n
+    row_start = first - first[np.searchsorted(row, row, side="left")] if len(ex) else first
+    if len(ex) and (row_start + n).max() > seq_len:
+        r = int(row[np.argmax(row_start + n)])
+        raise ValueError(f"packed row {r} holds {int((row_start + n).max())} tokens, more than "
+                         f"seq_len {seq_len}")  # fmt: skip
+    position = np.arange(len(ids)) - np.repeat(first, n)
+    tok_row, tok_col = np.repeat(row, n), np.repeat(row_start, n) + position
+    out["input_ids"][tok_row, tok_col] = ids
+    out["attention_mask"][tok_row, tok_col] = 1
+    out["token_type_ids"][tok_row, tok_col] = take(enc.token_type_ids, ex)[0]
+    if enc.token_labels is not None:
+        out["token_labels"][tok_row, tok_col] = take(enc.token_labels, ex)[0]
+    out["segment_ids"][tok_row, tok_col] = np.repeat(slot + 1, n)
+    out["position_ids"][tok_row, tok_col] = position
+    out["label"][row, slot] = enc.label[ex]
+    out["score"][row, slot] = enc.score[ex]
+    out["example_weight"][row, slot] = 1.0
+    out["example_index"][row, slot] = ex
     return out
 
 

@@ -83,6 +83,21 @@ def _lengths(rows: Sequence[np.ndarray]) -> np.ndarray:
     return np.fromiter((len(x) for x in rows), np.int32, len(rows))
 
 
+def take(rows: Sequence[np.ndarray], index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows at ``index`` one after the other as int32, their int64 lengths): what a batcher
+    scatters into its padded arrays in one assignment instead of one per example. Rows of the
+    on-disk token cache read themselves (:meth:`jaxtl.data.token_cache.Ragged.take`)."""
+    own = getattr(rows, "take", None)
+    if own is not None:
+        flat, lengths = own(index)
+        return flat, lengths
+    parts = [rows[i] for i in np.asarray(index).tolist()]
+    lengths = np.fromiter(map(len, parts), np.int64, len(parts))
+    if not parts:
+        return np.zeros(0, np.int32), lengths
+    return np.concatenate(parts).astype(np.int32, copy=False), lengths
+
+
 def _arrays(rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
     return [np.asarray(r, np.int32) for r in rows]
 
