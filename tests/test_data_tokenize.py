@@ -205,3 +205,22 @@ def test_load_tokenizer_matches_auto_tokenizer(build, tmp_path):
     texts = ["Alice met Bob in Paris.", "a dull, slow movie!", "ünïcode café"]
     for kw in ({}, {"text_pair": texts[::-1], "truncation": True, "max_length": 8}):
         assert ours(texts, **kw).data == ref(texts, **kw).data
+
+
+@pytest.mark.parametrize("bad", [2, -1, 1.0, None, "1", (0,), 10**30])
+def test_example_labels_name_the_first_example_that_is_not_a_class_id(bad):
+    task = get_task("builtin/sentiment")
+    examples = [Example(f"t{i}", label=i % 2, source=f"f.tsv:{i + 2}") for i in range(50)]
+    examples[17] = Example("x", label=bad, source="f.tsv:19")
+    with pytest.raises(tokenize.DataError, match=r"^f\.tsv:19: label .* is not a class id"):
+        tokenize.example_labels(task, examples)
+
+
+def test_example_labels_take_python_numpy_and_bool_ids():
+    task = get_task("builtin/sentiment")
+    labels = [0, np.int64(1), True, np.int32(0), False]
+    label, score = tokenize.example_labels(task, [Example("t", label=x) for x in labels])
+    assert label.dtype == np.int32 and label.tolist() == [0, 1, 1, 0, 0]
+    assert not score.any()
+    empty, _ = tokenize.example_labels(task, [])
+    assert empty.shape == (0,)
