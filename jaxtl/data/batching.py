@@ -59,9 +59,7 @@ def make_batch(
         raise ValueError(
             f"example {rows[r]} has {int(n.max())} tokens, more than seq_len {seq_len}"
         )
-    lengths = np.zeros(batch_size, np.int64)
-    lengths[at] = n
-    mask = np.arange(seq_len) < lengths[:, None]
+    mask = _leading(at, n, batch_size, seq_len)
     out["input_ids"][mask] = ids
     out["attention_mask"][mask] = 1
     out["token_type_ids"][mask] = take(enc.token_type_ids, ex)[0]
@@ -72,12 +70,18 @@ def make_batch(
     out["example_weight"][at] = 1.0
     if enc.target_ids is not None:
         targets, tn = take(enc.target_ids, ex)
-        tlengths = np.zeros(batch_size, np.int64)
-        tlengths[at] = tn
-        tmask = np.arange(seq_len) < tlengths[:, None]
+        tmask = _leading(at, tn, batch_size, seq_len)
         out["target_ids"][tmask] = targets
         out["target_mask"][tmask] = 1
     return out
+
+
+def _leading(rows: np.ndarray, lengths: np.ndarray, batch_size: int, seq_len: int) -> np.ndarray:
+    """bool[batch_size, seq_len]: the first ``lengths[k]`` positions of row ``rows[k]``, in the
+    row-major order in which a batch's rows, read one after the other, fill them."""
+    per_row = np.zeros(batch_size, np.int64)
+    per_row[rows] = lengths
+    return np.arange(seq_len) < per_row[:, None]
 
 
 def _local_rows(batch_size: int, process_index: int, process_count: int) -> slice:

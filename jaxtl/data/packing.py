@@ -103,15 +103,13 @@ def make_batch(
     out["task_id"][:] = enc.task_id
     # Every example of the batch in row order, with its row and slot; then each field is read
     # in one call and scattered by (row, column) in one assignment (tokenize.take).
-    row_of = [r for r, members in enumerate(rows) for _ in members or ()]
-    slot_of = [s for members in rows for s in range(len(members or ()))]
-    ex = np.asarray([i for members in rows for i in members or ()], np.int64)
-    row, slot = np.asarray(row_of, np.int64), np.asarray(slot_of, np.int64)
+    placed = [(r, s, i) for r, members in enumerate(rows) for s, i in enumerate(members or ())]
+    row, slot, ex = np.asarray(placed, np.int64).reshape(-1, 3).T
     ids, n = take(enc.input_ids, ex)
     # Where each example starts in its row (the lengths of the row's earlier examples summed)
     # and where its tokens start in ``ids``.
     first = np.cumsum(n) - n
-    row_start = first - first[np.searchsorted(row, row, side="left")] if len(ex) else first
+    row_start = first - first[np.searchsorted(row, row, side="left")]
     if len(ex) and (row_start + n).max() > seq_len:
         r = int(row[np.argmax(row_start + n)])
         raise ValueError(f"packed row {r} holds {int((row_start + n).max())} tokens, more than "

@@ -160,18 +160,7 @@ class Ragged(Sequence[np.ndarray]):
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self._n))]
-        i = int(i)
-        if not -self._n <= i < self._n:
-            raise IndexError(i)
-        i %= self._n
-        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
-        if self._fd < 0:  # a field that is zero everywhere (single-sentence token types)
-            return np.zeros(end - start, np.int32)
-        size = self.dtype.itemsize
-        buf = os.pread(self._fd, (end - start) * size, start * size)
-        if len(buf) != (end - start) * size:
-            raise OSError(f"{self.path}: short read at row {i} (file changed since it was checked)")
-        return np.frombuffer(buf, self.dtype).astype(np.int32)
+        return self.take(np.asarray([int(i)]))[0]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(len(self)))
@@ -186,7 +175,7 @@ class Ragged(Sequence[np.ndarray]):
         starts, ends = self.offsets[index], self.offsets[index + 1]
         lengths = (ends - starts).astype(np.int64)
         total = int(lengths.sum())
-        if self._fd < 0:
+        if self._fd < 0:  # a field that is zero everywhere (single-sentence token types)
             return np.zeros(total, np.int32), lengths
         size, fd = self.dtype.itemsize, self._fd
         buf = b"".join([os.pread(fd, (e - s) * size, s * size)

@@ -89,8 +89,7 @@ def take(rows: Sequence[np.ndarray], index: np.ndarray) -> tuple[np.ndarray, np.
     on-disk token cache read themselves (:meth:`jaxtl.data.token_cache.Ragged.take`)."""
     own = getattr(rows, "take", None)
     if own is not None:
-        flat, lengths = own(index)
-        return flat, lengths
+        return own(index)
     parts = [rows[i] for i in np.asarray(index).tolist()]
     lengths = np.fromiter(map(len, parts), np.int64, len(parts))
     if not parts:
