@@ -99,7 +99,7 @@ def make_train_step(
     good state survives) and the loss function's own metrics.
     """
 
-    def loss_and_grads(params, batch, key):
+    def loss_and_grads(params, batch, key, normalize: bool):
         def f(p):
             if trainable_mask is not None:
                 # Frozen parameters enter as constants: their weight gradients are never
@@ -111,9 +111,16 @@ def make_train_step(
             model = nnx.merge(graphdef, p)
             rngs = nnx.Rngs(dropout=key)
             total, metrics = loss_fn(model, batch, rngs, True)
-            return total, metrics
+            if not normalize:
+                return total, (total, metrics)
+            # The denominator depends on the batch alone, so d(total/den) = d(total)/den: the
+            # backward pass starts from 1/den and the gradients come out divided, instead of a
+            # separate pass over every gradient (for MiniLM's word embeddings alone, 47 MB read
+            # and written again each step).
+            den = jax.lax.stop_gradient(jnp.maximum(metrics["denominator"], 1.0))
+            return total / den, (total, metrics)
 
-        (total, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
+        (_, (total, metrics)), grads = jax.value_and_grad(f, has_aux=True)(params)
         metrics = dict(metrics)
         metrics["loss_sum"] = total
         return grads, metrics
@@ -127,7 +134,7 @@ def make_train_step(
     def _step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         if accum_steps == 1:
-            grads, metrics = loss_and_grads(state.params, batch, key)
+            grads, metrics = loss_and_grads(state.params, batch, key, True)
         else:
             micro = jax.tree.map(
                 lambda x: x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:]), batch
@@ -135,18 +142,21 @@ def make_train_step(
 
             def body(carry, xs):
                 i, mb = xs
-                g, m = loss_and_grads(state.params, mb, jax.random.fold_in(key, i))
+                g, m = loss_and_grads(state.params, mb, jax.random.fold_in(key, i), False)
                 carry = jax.tree.map(jnp.add, carry, (g, m))
                 return carry, None
 
             g0, m0 = jax.eval_shape(
-                loss_and_grads, state.params, jax.tree.map(lambda x: x[0], micro), key
+                lambda p, mb: loss_and_grads(p, mb, key, False),
+                state.params,
+                jax.tree.map(lambda x: x[0], micro),
             )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g0, m0))
             (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
+            # Micro-batches sum their gradients; the step divides once by the total count.
+            grads = jax.tree.map(lambda g: g / jnp.maximum(metrics["denominator"], 1.0), grads)
 
         den = jnp.maximum(metrics["denominator"], 1.0)
-        grads = jax.tree.map(lambda g: g / den, grads)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(grad_norm)
 
@@ -156,27 +166,36 @@ def make_train_step(
         # them from the old ones, so the donated moments have one reader and are updated in place.
         # With where(), XLA copied every Adam moment at the start of the step to keep the old
         # values for the second reader: 2 x the parameters' size held through the whole backward
-        # (MiniLM B=32 T=128: XLA temporaries 1302 -> 1226 MiB; BENCHMARKS.md section 5).
+        # (MiniLM B=32 T=128: XLA temporaries 1302 -> 1226 MiB; BENCHMARKS.md section 5). The new
+        # parameters are formed inside the cond as well, so each one is computed in the same loop
+        # as its update (a cond's outputs are materialised: applying the updates outside it read
+        # and wrote every parameter-sized array once more), and the skip branch returns the old
+        # state exactly.
         def optimize() -> tuple[Any, Any]:
-            return tx.update(grads, state.opt_state, state.params)
+            # The step's own global norm goes to jaxtl's clip (jaxtl.partition.optimizer), which
+            # then does not take it a second time. Only with a trainable mask: frozen gradients
+            # are then exact zeros, so this norm is the norm of the trainable gradients the clip
+            # would have taken.
+            extra = {"global_norm": grad_norm} if trainable_mask is not None else {}
+            updates, new_opt = optax.with_extra_args_support(tx).update(
+                grads, state.opt_state, state.params, **extra
+            )
+            new_params = optax.apply_updates(state.params, updates)
+            if active_fn is not None:
+                active = active_fn(batch)
+                new_params = jax.tree.map(
+                    lambda a, n, o: jnp.where(a, n, o), active, new_params, state.params
+                )
+                opt_active = paths.map_param_values(new_opt, state.params, active, True)
+                new_opt = jax.tree.map(
+                    lambda a, n, o: jnp.where(a, n, o), opt_active, new_opt, state.opt_state
+                )
+            return new_params, new_opt
 
         def skip() -> tuple[Any, Any]:
-            shapes = jax.eval_shape(optimize)[0]
-            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), state.opt_state
+            return state.params, state.opt_state
 
-        updates, new_opt = jax.lax.cond(finite, optimize, skip)
-        new_params = optax.apply_updates(state.params, updates)
-        if active_fn is not None:
-            active = active_fn(batch)
-            new_params = jax.tree.map(
-                lambda a, n, o: jnp.where(a, n, o), active, new_params, state.params
-            )
-            opt_active = paths.map_param_values(new_opt, state.params, active, True)
-            new_opt = jax.tree.map(
-                lambda a, n, o: jnp.where(a, n, o), opt_active, new_opt, state.opt_state
-            )
-        # Exactly the old parameters on a non-finite step (p + 0 would turn -0.0 into +0.0).
-        new_params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_params, state.params)
+        new_params, new_opt = jax.lax.cond(finite, optimize, skip)
 
         out = _scale_metrics({k: v for k, v in metrics.items() if k != "loss_sum"}, den)
         out["loss"] = metrics["loss_sum"] / den

@@ -199,3 +199,20 @@ def test_works_on_abstract_params():
     assert state_bytes(state) <= 2 * 4 * phase.plan.trainable_params + BOOKKEEPING_BYTES
     assert isinstance(jax.tree.leaves(phase.trainable_mask)[0], bool)
     assert jnp.isfinite(phase.schedule(0))
+
+
+def test_clip_by_global_norm_matches_optax_and_takes_a_given_norm():
+    """jaxtl's clip equals optax's (rtol 1e-6) under and over the limit; a norm passed by the
+    caller (the train step's) is used instead of taking it again."""
+    from jaxtl.partition.optimizer import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    tree = {"a": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32), "b": jnp.ones(4)}
+    norm = float(optax.global_norm(tree))
+    for limit in (norm / 3, norm * 3):
+        ours, _ = clip_by_global_norm(limit).update(tree, ())
+        ref, _ = optax.clip_by_global_norm(limit).update(tree, optax.EmptyState())
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    half, _ = clip_by_global_norm(norm).update(tree, (), global_norm=jnp.asarray(2 * norm))
+    np.testing.assert_allclose(np.asarray(half["b"]), 0.5, rtol=1e-6)

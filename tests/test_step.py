@@ -292,3 +292,80 @@ def test_frozen_parameters_cost_no_backward_flops(tiny_bert_dir):
         for a, b in zip(enc_new, jax.tree.leaves(before["encoder"]))
     )
     assert np.isfinite(float(m["grad_norm"])) and float(m["grad_norm"]) > 0
+
+
+def _squares_of_shape(jaxpr, shape) -> int:
+    """Squaring ops (x*x, x**2, square) whose result has ``shape``, through every nested jaxpr
+    (pjit, cond branches, custom derivatives)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if tuple(getattr(eqn.outvars[0].aval, "shape", ())) == shape:
+            if name in ("square", "integer_pow") or (
+                name == "mul" and eqn.invars[0] is eqn.invars[1]
+            ):
+                n += 1
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (list, tuple)) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    n += _squares_of_shape(inner, shape)
+    return n
+
+
+def test_clip_reuses_the_steps_global_norm(tiny_bert_dir):
+    """Gradient clipping adds no pass over the gradients: the step hands the global norm it takes
+    for its log to jaxtl's clip. Counted as squaring ops on the word-embedding gradient in the
+    step's jaxpr: clipping with a trainable mask adds none; without a mask the clip must take the
+    norm itself and adds its squares (what optax's clip always did)."""
+    from jaxtl.partition.optimizer import clip_by_global_norm
+
+    model, loss_fn = _model_and_loss(str(tiny_bert_dir))
+    graphdef, st = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(st)
+    shape = tuple(params["encoder"]["embeddings"]["word"]["embedding"].shape)
+    mask = jax.tree.map(lambda _: True, params)
+    batch = _batches(1, 4, 16, 30522)[0]
+
+    def squares(tx, trainable_mask):
+        state = step_lib.init_state(params, tx, 0)
+        f = step_lib.make_train_step(graphdef, loss_fn, tx, trainable_mask=trainable_mask)
+        return _squares_of_shape(f.trace(state, batch).jaxpr.jaxpr, shape)
+
+    clipped = optax.chain(clip_by_global_norm(1.0), optax.adamw(1e-3))
+    assert squares(clipped, mask) == squares(optax.adamw(1e-3), mask)
+    assert squares(clipped, None) > squares(optax.adamw(1e-3), None)
+
+
+def test_clipped_update_matches_optax(tiny_bert_dir):
+    """The step's AdamW moments after one clipped step equal optax's reference chain
+    (clip_by_global_norm + adamw on gradients of the mean loss, same dropout key) to rtol 1e-5
+    (plus 1e-5 of the largest moment, for gradients that cancel to about zero, like the attention
+    key biases', which are zero in exact arithmetic),
+    with the clip active (limit 1e-3) and inactive (limit 1e6)."""
+    from jaxtl.partition.optimizer import clip_by_global_norm
+
+    model, loss_fn = _model_and_loss(str(tiny_bert_dir))
+    graphdef, st = nnx.split(model, nnx.Param)
+    host = jax.tree.map(np.asarray, nnx.to_pure_dict(st))
+    mask = jax.tree.map(lambda _: True, host)
+    batch = _batches(1, 4, 16, 30522)[0]
+    for limit in (1e-3, 1e6):
+        tx = optax.chain(clip_by_global_norm(limit), optax.adamw(1e-3))
+        state = step_lib.init_state(jax.tree.map(jax.numpy.asarray, host), tx, 0)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def mean_loss(p, key=key):
+            total, m = loss_fn(nnx.merge(graphdef, p), batch, nnx.Rngs(dropout=key), True)
+            return total / m["denominator"]
+
+        grads = jax.grad(mean_loss)(jax.tree.map(jax.numpy.asarray, host))
+        ref = optax.chain(optax.clip_by_global_norm(limit), optax.adamw(1e-3))
+        _, ref_state = ref.update(grads, ref.init(host), host)
+        f = step_lib.make_train_step(graphdef, loss_fn, tx, trainable_mask=mask)
+        new, m = f(state, batch)
+        assert (float(m["grad_norm"]) > limit) == (limit < 1)
+        mu, ref_mu = new.opt_state[1][0].mu, ref_state[1][0].mu
+        scale = max(float(np.abs(b).max()) for b in jax.tree.leaves(ref_mu))
+        for a, b in zip(jax.tree.leaves(mu), jax.tree.leaves(ref_mu), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * scale)
