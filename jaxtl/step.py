@@ -153,10 +153,11 @@ def make_train_step(
             )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g0, m0))
             (grads, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
-            # Micro-batches sum their gradients; the step divides once by the total count.
-            grads = jax.tree.map(lambda g: g / jnp.maximum(metrics["denominator"], 1.0), grads)
 
         den = jnp.maximum(metrics["denominator"], 1.0)
+        if accum_steps > 1:
+            # Micro-batches sum their gradients; the step divides once by the total count.
+            grads = jax.tree.map(lambda g: g / den, grads)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(grad_norm)
 
