@@ -212,6 +212,7 @@ def e2e_jaxtl(
     from jaxtl.regimes import multitask
 
     c = config_lib.base_config()
+    c.cpu_kernels = s.cpu_kernels
     multitask.add_config(c)
     c.seed = s.seed
     c.model.name = s.model
@@ -416,6 +417,7 @@ def _cache_config(s: Settings, n_train: int, n_dev: int, *, steps: int, mode: st
     from jaxtl.regimes import multitask
 
     c = config_lib.base_config()
+    c.cpu_kernels = s.cpu_kernels
     multitask.add_config(c)
     c.seed = s.seed
     c.model.name = s.model

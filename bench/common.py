@@ -50,6 +50,8 @@ class Settings:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     keras: bool = True  # step case: KerasHub as the third system when keras-hub imports
+    # jaxtl's CPU kernels (config key cpu_kernels), in this process and in every worker process
+    cpu_kernels: str = "xla"
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:

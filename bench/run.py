@@ -54,6 +54,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if v is not None:
             setattr(s, name, v)
     s.keras = args.keras
+    if args.cpu_kernels:
+        s.cpu_kernels = args.cpu_kernels
     if args.full:
         s.cache_examples = 0  # feature extraction on all of SST-2 train (the case)
     if args.seq_lens:
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cpu_kernels:  # per program: KerasHub in the same process keeps jaxlib's default
         from jaxtl import runtime
 
-        runtime.set_cpu_kernels(args.cpu_kernels)
+        runtime.set_cpu_kernels(args.cpu_kernels)  # workers: Settings.cpu_kernels
     from bench import torch_side
 
     torch_threads = torch_side.set_threads()
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": bool(args.quick),
         "machine": {**machine(), "torch_threads": torch_threads},
         "settings": s.to_json(),
-        "cpu_kernels": args.cpu_kernels or "xla",
+        "cpu_kernels": s.cpu_kernels,
         "cases": {},
         "case_wall_s": {},
     }

@@ -59,7 +59,9 @@ def memory(system: str, strategy: str, s: Settings) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if system == "jaxtl":
         from bench import jaxtl_side as J
+        from jaxtl import runtime
 
+        runtime.set_cpu_kernels(s.cpu_kernels)
         phases["imports"] = peak_rss_mib()
         model, _ = J.build_model(s, strategy, tokenizer=False)
         phases["model"] = peak_rss_mib()
@@ -130,7 +132,9 @@ def scaling(n: int, s: Settings) -> dict[str, Any]:
 
     from bench import jaxtl_side as J
     from jaxtl import mesh as mesh_lib
+    from jaxtl import runtime
 
+    runtime.set_cpu_kernels(s.cpu_kernels)
     if jax.device_count() != n:
         raise RuntimeError(
             f"expected {n} devices, found {jax.device_count()}: set "

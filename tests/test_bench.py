@@ -298,3 +298,42 @@ def test_data_scale_render_names_the_cpu_per_row_only_when_files_differ(tmp_path
     assert header.count("|") == rule.count("|") == 13
     same = data_scale.render(data_scale.merged(paths[:1]))
     assert same.startswith("CPU: AMD EPYC") and "| jaxtl | 10 | cold |" in same
+
+
+def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tmp_path):
+    from bench import step_variants
+
+    out = tmp_path / "v.json"
+    step_variants.main([
+        "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "2",
+        "--seq-len", "16", "--variants", "base,sgd,no_dropout,ynn_reduce", "--rounds", "2",
+        "--out", str(out),
+    ])  # fmt: skip
+    res = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert list(rows) == ["base", "sgd", "no_dropout", "ynn_reduce"]
+    for r in rows.values():
+        assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
+        assert r["minor_faults_per_step"] >= 0 and _finite(r["system_cpu_ms_per_step"])
+    assert rows["base"]["ratio_to_first_median"] == 1.0
+    # The first step's loss comes before any update: the optimizer and the kernels used must
+    # not change it (other kernels round differently: rtol 1e-5); dropout off must.
+    base = rows["base"]["first_loss"]
+    assert rows["sgd"]["first_loss"] == base
+    assert rows["ynn_reduce"]["first_loss"] == pytest.approx(base, rel=1e-5)
+    assert rows["no_dropout"]["first_loss"] != pytest.approx(base, rel=1e-5)
+    with pytest.raises(SystemExit):
+        step_variants.main(["--variants", "base,nope"])
+
+
+def test_cpu_kernels_reach_the_worker_processes_configs():
+    """``--cpu-kernels`` is jaxtl's setting in the bench process and, through Settings, in the
+    configs the e2e and cache workers run (fresh processes that read it from their config)."""
+    from bench import cases
+    from bench.run import parse, settings_from
+
+    assert settings_from(parse([])).cpu_kernels == "xla"
+    s = settings_from(parse(["--cpu-kernels", "ynnpack"]))
+    assert s.cpu_kernels == "ynnpack"
+    c = cases._cache_config(s, 8, 8, steps=1, mode="off")
+    assert c.cpu_kernels == "ynnpack"

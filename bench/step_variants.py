@@ -1,0 +1,201 @@
+"""What a piece of MiniLM's train step costs: the step compiled in several variants, timed in one
+process with the variants alternated, so machine noise hits them alike.
+
+    python -m bench.step_variants --batch-size 3 --seq-len 128 --rounds 12
+    python -m bench.step_variants --batch-size 32 --variants base,ynn_reduce --rounds 6
+
+Variants (``base`` is the step ``jaxtl.train`` runs for ``--strategy``, full fine-tuning by
+default: AdamW + clip, dropout):
+
+- ``no_dropout``: the encoder runs deterministically (``switch_loss(encoder_dropout=False)``).
+- ``sgd``: plain SGD instead of the AdamW chain (what the optimizer's passes over every
+  parameter cost).
+- ``ynn_reduce``: reductions through jaxlib's YNNPACK library
+  (``xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE``), XLA's own kernels for
+  the rest; ``ynnpack``: every YNNPACK fusion jaxlib enables by default (CPU only).
+- ``rows_half``: twice the rows of half the length (the same tokens a step).
+
+Every row reports the median and minimum step time, the median of the per-round ratios to
+``base``, and the minor page faults and system CPU time per step (``getrusage``: the compiled
+step's temporaries are mapped afresh on each call). Batches are random tokens without padding,
+as in ``bench/run.py``'s step case; the first step's loss is printed so variants that should
+agree can be checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "rows_half")
+_YNN = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def _build(
+    name: str, batch_size: int, seq_len: int, settings: Any, strategy: str = "full"
+) -> Callable[[], Any]:
+    """A closure running one step of variant ``name`` on its own state (donated each call)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from bench import jaxtl_side as J
+    from jaxtl import objectives, partition, runtime
+    from jaxtl import step as step_lib
+
+    b, t = (batch_size * 2, seq_len // 2) if name == "rows_half" else (batch_size, seq_len)
+    model, _ = J.build_model(settings, strategy, tokenizer=False)
+    vocab = int(model.encoder.tied_embedding().shape[0])
+    batch = jax.device_put(J.random_batch(vocab, b, t, settings.seed))
+    layers = model.encoder.num_layers
+    graphdef, pstate = nnx.split(model, nnx.Param)
+    params = jax.tree.map(np.asarray, nnx.to_pure_dict(pstate))
+    phase = partition.phases_from_config(
+        J.optim_config(strategy, layers, settings), params, num_layers=layers, total_steps=1000
+    )[0]
+    tx = optax.sgd(settings.lr) if name == "sgd" else phase.tx
+    loss_fn = objectives.switch_loss(
+        [J.task_data(settings.data_dir)], encoder_dropout=name != "no_dropout"
+    )
+    options = {"ynn_reduce": {_YNN: "LIBRARY_FUSION_TYPE_REDUCE"}, "ynnpack": {}}
+    saved = runtime.compiler_options
+    if name in options:  # the step reads jaxtl's options when it is built
+        runtime.compiler_options = lambda: options[name]
+    try:
+        step = step_lib.make_train_step(
+            graphdef, loss_fn, tx, trainable_mask=phase.trainable_mask, partitionable_rng=False
+        )
+        state = step_lib.init_state(jax.tree.map(jnp.asarray, params), tx, 0)
+        compiled = step.lower(state, batch).compile()
+    finally:
+        runtime.compiler_options = saved
+    box = [state]
+
+    def run() -> Any:
+        box[0], metrics = compiled(box[0], batch)
+        jax.block_until_ready(metrics)
+        return metrics
+
+    return run
+
+
+def measure(
+    variants: list[str],
+    batch_size: int,
+    seq_len: int,
+    rounds: int,
+    *,
+    warmup: int = 2,
+    model: str = "minilm",
+    data_dir: str | None = None,
+    strategy: str = "full",
+) -> dict[str, Any]:
+    from bench.common import Settings
+
+    settings = Settings(batch_size=batch_size, seq_lens=(seq_len,), model=model)
+    if data_dir:
+        settings.data_dir = data_dir
+    runs, first_loss = {}, {}
+    for name in variants:
+        runs[name] = _build(name, batch_size, seq_len, settings, strategy)
+        first_loss[name] = float(runs[name]()["loss"])
+        for _ in range(warmup - 1):
+            runs[name]()
+    times: dict[str, list[float]] = {n: [] for n in variants}
+    faults: dict[str, list[int]] = {n: [] for n in variants}
+    system: dict[str, list[float]] = {n: [] for n in variants}
+    for _ in range(rounds):
+        for name in variants:
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            faults[name].append(r1.ru_minflt - r0.ru_minflt)
+            system[name].append(r1.ru_stime - r0.ru_stime)
+    base = variants[0]
+    rows = []
+    for name in variants:
+        ts = np.array(times[name])
+        rows.append({
+            "variant": name,
+            "median_ms": float(np.median(ts) * 1e3),
+            "min_ms": float(ts.min() * 1e3),
+            "ratio_to_first_median": float(np.median(ts / np.array(times[base]))),
+            "minor_faults_per_step": float(np.median(faults[name])),
+            "system_cpu_ms_per_step": float(np.median(system[name]) * 1e3),
+            "first_loss": first_loss[name],
+            "times_s": times[name],
+        })  # fmt: skip
+    return {
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "rounds": rounds,
+        "model": model,
+        "strategy": strategy,
+        "machine": {
+            "cpu_model": _cpu_model(),
+            "nproc": os.cpu_count(),
+            "load_average_at_end": list(os.getloadavg()),
+            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        },
+        "rows": rows,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch-size", type=int, default=3, help="rows per step (3 = the full epoch)")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--strategy", default="full", choices=("full", "frozen", "bottom_half", "lora"),
+                    help="what trains, as in bench/run.py's step case")  # fmt: skip
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated, the first is the reference; of {', '.join(VARIANTS)}")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--model", default="minilm", help="minilm (packaged) or a local HF BERT dir")
+    ap.add_argument("--data-dir", default=None, help="where SST-2/ is (the task's label set)")
+    ap.add_argument("--out", help="write the results JSON here")
+    args = ap.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        ap.error(f"--variants: unknown {unknown or '(none given)'}; choose from {VARIANTS}")
+    res = measure(variants, args.batch_size, args.seq_len, args.rounds, model=args.model,
+                  data_dir=args.data_dir, strategy=args.strategy)  # fmt: skip
+    print(f"{args.strategy}, B={args.batch_size} T={args.seq_len}, {args.rounds} alternated rounds, "
+          f"{res['machine']['cpu_model']}, load at end {res['machine']['load_average_at_end']}")  # fmt: skip
+    print("| variant | median ms | min ms | / first (median of rounds) | minor faults/step "
+          "| system CPU ms/step | first loss |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in res["rows"]:
+        print(f"| {r['variant']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
+              f"{r['ratio_to_first_median']:.3f} | {r['minor_faults_per_step']:.0f} | "
+              f"{r['system_cpu_ms_per_step']:.0f} | {r['first_loss']:.6f} |")  # fmt: skip
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
