@@ -90,7 +90,10 @@ def compiler_options() -> dict[str, Any]:
     enables by default, so matmuls, reductions and element-wise work are XLA's own fused loops
     and Eigen's matmul: MiniLM's full train step (B=32, T=128) took 4.19 s and 4.30 s against
     4.71 s and 4.73 s with YNNPACK, medians of two alternated runs on a 2-core AMD EPYC
-    (BENCHMARKS.md section 1). Nothing changes on GPU/TPU, when the user's ``XLA_FLAGS`` already
+    (BENCHMARKS.md section 1). On a 2-core Intel Xeon it is the other way round for full
+    fine-tuning (the step took 0.86-0.95x as long with YNNPACK) but not for LoRA or a frozen
+    encoder (1.24x and 1.10x as long at B=32), so the default stays; ``python -m
+    bench.step_variants`` measures a machine. Nothing changes on GPU/TPU, when the user's ``XLA_FLAGS`` already
     sets the option, or when this jaxlib does not know it. Only jaxtl's programs are affected:
     other code in the process keeps jaxlib's defaults."""
     if _cpu_kernels != "xla" or jax.default_backend() != "cpu":
