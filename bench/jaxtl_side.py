@@ -184,9 +184,12 @@ def train_setup(
     mesh: Any = None,
     tokenizer: bool = True,
     tasks: list[TaskData] | None = None,
+    loss_fn: step_lib.LossFn | None = None,
+    tx: Any = None,
 ) -> TrainSetup:
     """Build and compile jaxtl's train step for ``strategy`` on ``batch``'s shape (``tasks``:
-    what the loss switches over, SST-2 by default).
+    what the loss switches over, SST-2 by default; ``loss_fn`` and ``tx`` replace the loss
+    over them and the phase's optimizer, for variants of the step).
 
     With ``mesh`` the state and batch are placed as ``jaxtl.train.Trainer`` places them
     (parameters by their logical names, optimizer state like its parameters, batch over
@@ -205,15 +208,16 @@ def train_setup(
         optim_config(strategy, num_layers, s), params, num_layers=num_layers,
         total_steps=total_steps,
     )[0]  # fmt: skip
-    loss_fn = objectives.switch_loss(tasks or [task_data(s.data_dir)])
+    loss_fn = loss_fn or objectives.switch_loss(tasks or [task_data(s.data_dir)])
+    tx = tx or phase.tx
     kwargs: dict[str, Any] = {}
     if mesh is not None:
         logical = mesh_lib.logical_specs(pstate)
         p_sh = mesh_lib.param_shardings(params, logical, mesh)
         params = jax.device_put(params, p_sh)
-        abstract = jax.eval_shape(phase.tx.init, params)
+        abstract = jax.eval_shape(tx.init, params)
         o_sh = mesh_lib.like_params_shardings(abstract, params, p_sh, mesh)
-        opt = jax.jit(phase.tx.init, out_shardings=o_sh)(params)
+        opt = jax.jit(tx.init, out_shardings=o_sh)(params)
         rep = mesh_lib.replicated(mesh)
         state = step_lib.TrainState(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=opt,
@@ -225,11 +229,11 @@ def train_setup(
         dev_batch = mesh_lib.shard_batch(batch, mesh)
         kwargs = dict(mesh=mesh, state_shardings=shardings, batch_shardings=b_sh)
     else:
-        state = step_lib.init_state(params, phase.tx, s.seed)
+        state = step_lib.init_state(params, tx, s.seed)
         dev_batch = jax.device_put(batch)
     # The run's default dropout generator for this device count (prng_partitionable=auto).
     step = step_lib.make_train_step(
-        graphdef, loss_fn, phase.tx, trainable_mask=phase.trainable_mask,
+        graphdef, loss_fn, tx, trainable_mask=phase.trainable_mask,
         partitionable_rng=runtime.partitionable_rng(), **kwargs,
     )  # fmt: skip
     t0 = time.perf_counter()

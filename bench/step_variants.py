@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,53 +37,31 @@ VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "rows_half")
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 
 
-def _build(
-    name: str, batch_size: int, seq_len: int, settings: Any, strategy: str = "full"
-) -> Callable[[], Any]:
-    """A closure running one step of variant ``name`` on its own state (donated each call)."""
-    import jax
-    import jax.numpy as jnp
+def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: str) -> Any:
+    """Variant ``name`` of the step, compiled on its own state (``bench.jaxtl_side.TrainSetup``:
+    ``run()`` takes one step, ``loss()`` one step returning its loss)."""
     import optax
-    from flax import nnx
 
     from bench import jaxtl_side as J
-    from jaxtl import objectives, partition, runtime
-    from jaxtl import step as step_lib
+    from jaxtl import objectives, runtime
 
     b, t = (batch_size * 2, seq_len // 2) if name == "rows_half" else (batch_size, seq_len)
     model, _ = J.build_model(settings, strategy, tokenizer=False)
-    vocab = int(model.encoder.tied_embedding().shape[0])
-    batch = jax.device_put(J.random_batch(vocab, b, t, settings.seed))
-    layers = model.encoder.num_layers
-    graphdef, pstate = nnx.split(model, nnx.Param)
-    params = jax.tree.map(np.asarray, nnx.to_pure_dict(pstate))
-    phase = partition.phases_from_config(
-        J.optim_config(strategy, layers, settings), params, num_layers=layers, total_steps=1000
-    )[0]
-    tx = optax.sgd(settings.lr) if name == "sgd" else phase.tx
-    loss_fn = objectives.switch_loss(
-        [J.task_data(settings.data_dir)], encoder_dropout=name != "no_dropout"
-    )
+    batch = J.random_batch(int(model.encoder.tied_embedding().shape[0]), b, t, settings.seed)
+    loss_fn = None
+    if name == "no_dropout":
+        loss_fn = objectives.switch_loss([J.task_data(settings.data_dir)], encoder_dropout=False)
     options = {"ynn_reduce": {_YNN: "LIBRARY_FUSION_TYPE_REDUCE"}, "ynnpack": {}}
     saved = runtime.compiler_options
     if name in options:  # the step reads jaxtl's options when it is built
         runtime.compiler_options = lambda: options[name]
     try:
-        step = step_lib.make_train_step(
-            graphdef, loss_fn, tx, trainable_mask=phase.trainable_mask, partitionable_rng=False
-        )
-        state = step_lib.init_state(jax.tree.map(jnp.asarray, params), tx, 0)
-        compiled = step.lower(state, batch).compile()
+        return J.train_setup(
+            settings, strategy, batch, model=model, tokenizer=False, loss_fn=loss_fn,
+            tx=optax.sgd(settings.lr) if name == "sgd" else None,
+        )  # fmt: skip
     finally:
         runtime.compiler_options = saved
-    box = [state]
-
-    def run() -> Any:
-        box[0], metrics = compiled(box[0], batch)
-        jax.block_until_ready(metrics)
-        return metrics
-
-    return run
 
 
 def measure(
@@ -99,7 +75,7 @@ def measure(
     data_dir: str | None = None,
     strategy: str = "full",
 ) -> dict[str, Any]:
-    from bench.common import Settings
+    from bench.common import Settings, machine
 
     settings = Settings(batch_size=batch_size, seq_lens=(seq_len,), model=model)
     if data_dir:
@@ -107,9 +83,9 @@ def measure(
     runs, first_loss = {}, {}
     for name in variants:
         runs[name] = _build(name, batch_size, seq_len, settings, strategy)
-        first_loss[name] = float(runs[name]()["loss"])
+        first_loss[name] = runs[name].loss()
         for _ in range(warmup - 1):
-            runs[name]()
+            runs[name].run()
     times: dict[str, list[float]] = {n: [] for n in variants}
     faults: dict[str, list[int]] = {n: [] for n in variants}
     system: dict[str, list[float]] = {n: [] for n in variants}
@@ -117,7 +93,7 @@ def measure(
         for name in variants:
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
-            runs[name]()
+            runs[name].run()
             times[name].append(time.perf_counter() - t0)
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             faults[name].append(r1.ru_minflt - r0.ru_minflt)
@@ -143,24 +119,12 @@ def measure(
         "model": model,
         "strategy": strategy,
         "machine": {
-            "cpu_model": _cpu_model(),
-            "nproc": os.cpu_count(),
+            **machine(),
             "load_average_at_end": list(os.getloadavg()),
             "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         },
         "rows": rows,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:
