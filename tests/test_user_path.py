@@ -149,3 +149,46 @@ def test_logged_lr_is_the_one_the_step_used(run_dir):
     rows = [r for r in _jsonl(run_dir / "metrics.jsonl") if r["split"] == "train"]
     for r in rows:  # the step logged as N is the N-th update, which used schedule(N - 1)
         assert r["lr"] == pytest.approx(float(sched(r["step"] - 1)), rel=1e-6), r["step"]
+
+
+def test_selected_last_params_reuse_the_final_evaluation(tiny_bert_dir, tmp_path, monkeypatch):
+    """When the selected params are the last ones, the run's dev predictions are the stage-end
+    evaluation's outputs, not a second pass of the model over dev; the test split is still run
+    once. (With best != last, test_results_and_test_scores_come_from_the_selected_params checks
+    the records come from the best params, which a reuse would get wrong.)"""
+    from jaxtl import step as step_lib
+
+    calls = {"n": 0}
+    make = step_lib.make_eval_step
+
+    def counting(*a, **k):
+        fn = make(*a, **k)
+
+        def run(params, batch):
+            calls["n"] += 1
+            return fn(params, batch)
+
+        return run
+
+    monkeypatch.setattr(step_lib, "make_eval_step", counting)
+    from jaxtl import train
+
+    asked, predict = [], train.Trainer.predict
+
+    def recording(self, stage, batches, params=None):
+        asked.append(len(batches))
+        return predict(self, stage, batches, params)
+
+    monkeypatch.setattr(train.Trainer, "predict", recording)
+    c = multitask.add_config(config_lib.base_config())
+    _small(c, tiny_bert_dir, **{"tasks.names": ("builtin/sentiment",), "train.steps": 4,
+                                "train.eval_every": 0, "train.save_best": False})  # fmt: skip
+    multitask.run(c, str(tmp_path / "run"))
+    dev_rows = _jsonl(tmp_path / "run/predictions/builtin/sentiment/dev.jsonl")
+    test_rows = _jsonl(tmp_path / "run/predictions/builtin/sentiment/test.jsonl")
+    results = json.loads((tmp_path / "run/results.json").read_text())
+    assert _accuracy(dev_rows) == pytest.approx(results["builtin/sentiment"]["accuracy"], abs=1e-9)
+    assert test_rows
+    # Asked for: dev at the stage's end, dev and test for the selected params. Run: dev once.
+    assert len(asked) == 3 and asked[0] == asked[1]
+    assert calls["n"] == asked[0] + asked[2]
