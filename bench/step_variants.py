@@ -12,7 +12,12 @@ default: AdamW + clip, dropout):
   parameter cost).
 - ``ynn_reduce``: reductions through jaxlib's YNNPACK library
   (``xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE``), XLA's own kernels for
-  the rest; ``ynnpack``: every YNNPACK fusion jaxlib enables by default (CPU only).
+  the rest; ``ynnpack``: every YNNPACK fusion jaxlib enables by default (CPU only);
+  ``ynn=TYPE+TYPE...``: exactly these YNNPACK fusion types (of ``dot``, ``individual_dot``,
+  ``eltwise``, ``reduce``), XLA's kernels for the rest.
+- ``xla:NAME=VALUE;NAME=VALUE``: jaxtl's step compiled with exactly these XLA options (for
+  instance ``xla:xla_cpu_prefer_vector_width=512``); values ``true``/``false`` and integers are
+  passed as such.
 - ``rows_half``: twice the rows of half the length (the same tokens a step).
 
 Every row reports the median and minimum step time, the median of the per-round ratios to
@@ -35,6 +40,39 @@ import numpy as np
 
 VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "rows_half")
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
+YNN_TYPES = ("dot", "individual_dot", "eltwise", "reduce")
+
+
+def _ynn_types(name: str) -> list[str] | None:
+    """The fusion types a ``ynn=a+b`` variant names (None for any other variant); raises
+    ValueError for a type this bench does not know."""
+    if not name.startswith("ynn="):
+        return None
+    types = [t for t in name[len("ynn=") :].split("+") if t]
+    bad = [t for t in types if t not in YNN_TYPES]
+    if bad or not types:
+        raise ValueError(f"{name}: fusion types are {'+'.join(YNN_TYPES)} (got {bad or 'none'})")
+    return types
+
+
+def _xla_option(item: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` as a compiler option (booleans and integers typed; raises ValueError)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.startswith("xla_"):
+        raise ValueError(f"{item!r}: an XLA option is xla_NAME=VALUE")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    return key, int(value) if value.lstrip("-").isdigit() else value
+
+
+def _options(name: str) -> dict[str, str] | None:
+    """The XLA options variant ``name`` compiles with (None: jaxtl's own)."""
+    if name.startswith("xla:"):
+        return dict(_xla_option(item) for item in name[len("xla:") :].split(";") if item)
+    types = _ynn_types(name)
+    if types is not None:  # XLA takes the repeated enum as a comma-separated list
+        return {_YNN: ",".join(f"LIBRARY_FUSION_TYPE_{t.upper()}" for t in types)}
+    return {"ynn_reduce": {_YNN: "LIBRARY_FUSION_TYPE_REDUCE"}, "ynnpack": {}}.get(name)
 
 
 def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: str) -> Any:
@@ -51,10 +89,10 @@ def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: st
     loss_fn = None
     if name == "no_dropout":
         loss_fn = objectives.switch_loss([J.task_data(settings.data_dir)], encoder_dropout=False)
-    options = {"ynn_reduce": {_YNN: "LIBRARY_FUSION_TYPE_REDUCE"}, "ynnpack": {}}
+    options = _options(name)
     saved = runtime.compiler_options
-    if name in options:  # the step reads jaxtl's options when it is built
-        runtime.compiler_options = lambda: options[name]
+    if options is not None:  # the step reads jaxtl's options when it is built
+        runtime.compiler_options = lambda: options
     try:
         return J.train_setup(
             settings, strategy, batch, model=model, tokenizer=False, loss_fn=loss_fn,
@@ -134,16 +172,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--strategy", default="full", choices=("full", "frozen", "bottom_half", "lora"),
                     help="what trains, as in bench/run.py's step case")  # fmt: skip
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"comma-separated, the first is the reference; of {', '.join(VARIANTS)}")  # fmt: skip
+                    help=f"comma-separated, the first is the reference; of {', '.join(VARIANTS)}, "
+                         "ynn=TYPE+TYPE, xla:NAME=VALUE;NAME=VALUE")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--model", default="minilm", help="minilm (packaged) or a local HF BERT dir")
     ap.add_argument("--data-dir", default=None, help="where SST-2/ is (the task's label set)")
     ap.add_argument("--out", help="write the results JSON here")
     args = ap.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in VARIANTS and not v.startswith(("ynn=", "xla:"))]
     if unknown or not variants:
-        ap.error(f"--variants: unknown {unknown or '(none given)'}; choose from {VARIANTS}")
+        ap.error(f"--variants: unknown {unknown or '(none given)'}; choose from {VARIANTS} "
+                 f"or ynn=TYPE+TYPE (of {'+'.join(YNN_TYPES)}) or xla:NAME=VALUE;...")  # fmt: skip
+    try:
+        [_options(v) for v in variants]
+    except ValueError as e:
+        ap.error(f"--variants: {e}")
     res = measure(variants, args.batch_size, args.seq_len, args.rounds, model=args.model,
                   data_dir=args.data_dir, strategy=args.strategy)  # fmt: skip
     print(f"{args.strategy}, B={args.batch_size} T={args.seq_len}, {args.rounds} alternated rounds, "

@@ -306,12 +306,13 @@ def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tm
     out = tmp_path / "v.json"
     step_variants.main([
         "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "2",
-        "--seq-len", "16", "--variants", "base,sgd,no_dropout,ynn_reduce", "--rounds", "2",
+        "--seq-len", "16", "--variants", "base,sgd,no_dropout,ynn_reduce,ynn=individual_dot+reduce",
+        "--rounds", "2",
         "--out", str(out),
     ])  # fmt: skip
     res = json.loads(out.read_text())
     rows = {r["variant"]: r for r in res["rows"]}
-    assert list(rows) == ["base", "sgd", "no_dropout", "ynn_reduce"]
+    assert list(rows) == ["base", "sgd", "no_dropout", "ynn_reduce", "ynn=individual_dot+reduce"]
     for r in rows.values():
         assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
         assert r["minor_faults_per_step"] >= 0 and _finite(r["system_cpu_ms_per_step"])
@@ -321,9 +322,25 @@ def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tm
     base = rows["base"]["first_loss"]
     assert rows["sgd"]["first_loss"] == base
     assert rows["ynn_reduce"]["first_loss"] == pytest.approx(base, rel=1e-5)
+    assert rows["ynn=individual_dot+reduce"]["first_loss"] == pytest.approx(base, rel=1e-5)
     assert rows["no_dropout"]["first_loss"] != pytest.approx(base, rel=1e-5)
-    with pytest.raises(SystemExit):
-        step_variants.main(["--variants", "base,nope"])
+    for bad in ("base,nope", "ynn=dot+nope", "ynn=", "xla:cpu_thing=1", "xla:xla_cpu_ftz"):
+        with pytest.raises(SystemExit):
+            step_variants.main(["--variants", bad])
+
+
+def test_step_variants_name_the_xla_options_they_compile_with():
+    """``ynn=a+b`` is XLA's repeated fusion-type option as a comma-separated list of its enum
+    names; ``xla:k=v;k=v`` passes options typed (booleans, integers, strings)."""
+    from bench.step_variants import _YNN, _options
+
+    assert _options("ynn=individual_dot+reduce") == {
+        _YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    }
+    assert _options("xla:xla_cpu_prefer_vector_width=512;xla_cpu_use_xnnpack=false;"
+                    f"{_YNN}=") == {"xla_cpu_prefer_vector_width": 512,
+                                   "xla_cpu_use_xnnpack": False, _YNN: ""}  # fmt: skip
+    assert _options("ynnpack") == {} and _options("base") is None
 
 
 def test_cpu_kernels_reach_the_worker_processes_configs():
