@@ -20,6 +20,13 @@ default: AdamW + clip, dropout):
   passed as such.
 - ``rows_half``: twice the rows of half the length (the same tokens a step).
 
+With ``--profile N``, N more steps of each variant run under ``jax.profiler`` and the row gets
+``kernels``: the XLA CPU runtime's time per step by kind of operation (its kernel names without
+their numeric suffix: ``dot``, ``wrapped_reduce-window``, ``multiply_add_fusion``...), most
+first. Dots and other thunks run on the intra-op thread pool, so kinds can overlap and their sum
+is not the step's wall time; what counts is the share one kind takes and how it moves between
+variants.
+
 Every row reports the median and minimum step time, the median of the per-round ratios to
 ``base``, and the minor page faults and system CPU time per step (``getrusage``: the compiled
 step's temporaries are mapped afresh on each call). Batches are random tokens without padding,
@@ -30,9 +37,14 @@ agree can be checked.
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
+import re
 import resource
+import tempfile
 import time
 from typing import Any
 
@@ -102,6 +114,39 @@ def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: st
         runtime.compiler_options = saved
 
 
+# Trace events of the runtime itself rather than of one kernel.
+_NOT_KERNELS = ("$", "ThunkExecutor", "PjitFunction", "end: ", "CommonPjRt", "ParseArguments")
+
+
+def kernel_times(run: Any, steps: int, top: int = 12) -> list[dict[str, Any]]:
+    """``steps`` calls of ``run()`` under ``jax.profiler``: milliseconds per step and kernels per
+    step for each kind of kernel in the trace (its name without the numeric suffix), most first."""
+    import jax
+
+    with tempfile.TemporaryDirectory() as folder:
+        jax.profiler.start_trace(folder)
+        try:
+            for _ in range(steps):
+                run()
+        finally:
+            jax.profiler.stop_trace()
+        (trace,) = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(trace) as f:
+            events = json.load(f)["traceEvents"]
+    us: collections.Counter[str] = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("ph") != "X" or str(e.get("name", "")).startswith(_NOT_KERNELS):
+            continue
+        kind = re.sub(r"\.\d+$", "", e["name"])
+        us[kind] += e["dur"]
+        count[kind] += 1
+    return [
+        {"kind": k, "ms_per_step": v / steps / 1e3, "per_step": count[k] / steps}
+        for k, v in us.most_common(top)
+    ]
+
+
 def measure(
     variants: list[str],
     batch_size: int,
@@ -112,6 +157,7 @@ def measure(
     model: str = "minilm",
     data_dir: str | None = None,
     strategy: str = "full",
+    profile: int = 0,
 ) -> dict[str, Any]:
     from bench.common import Settings, machine
 
@@ -150,6 +196,8 @@ def measure(
             "first_loss": first_loss[name],
             "times_s": times[name],
         })  # fmt: skip
+        if profile:
+            rows[-1]["kernels"] = kernel_times(runs[name].run, profile)
     return {
         "batch_size": batch_size,
         "seq_len": seq_len,
@@ -175,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"comma-separated, the first is the reference; of {', '.join(VARIANTS)}, "
                          "ynn=TYPE+TYPE, xla:NAME=VALUE;NAME=VALUE")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="then trace N steps of each variant: kernel time by kind")  # fmt: skip
     ap.add_argument("--model", default="minilm", help="minilm (packaged) or a local HF BERT dir")
     ap.add_argument("--data-dir", default=None, help="where SST-2/ is (the task's label set)")
     ap.add_argument("--out", help="write the results JSON here")
@@ -189,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         ap.error(f"--variants: {e}")
     res = measure(variants, args.batch_size, args.seq_len, args.rounds, model=args.model,
-                  data_dir=args.data_dir, strategy=args.strategy)  # fmt: skip
+                  data_dir=args.data_dir, strategy=args.strategy,
+                  profile=args.profile)  # fmt: skip
     print(f"{args.strategy}, B={args.batch_size} T={args.seq_len}, {args.rounds} alternated rounds, "
           f"{res['machine']['cpu_model']}, load at end {res['machine']['load_average_at_end']}")  # fmt: skip
     print("| variant | median ms | min ms | / first (median of rounds) | minor faults/step "
@@ -199,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['variant']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
               f"{r['ratio_to_first_median']:.3f} | {r['minor_faults_per_step']:.0f} | "
               f"{r['system_cpu_ms_per_step']:.0f} | {r['first_loss']:.6f} |")  # fmt: skip
+    for r in res["rows"]:
+        if "kernels" in r:
+            print(f"\n{r['variant']}: kernel time by kind (ms/step, kernels/step)")
+            for k in r["kernels"]:
+                print(f"  {k['ms_per_step']:9.2f}  {k['per_step']:6.0f}  {k['kind']}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)

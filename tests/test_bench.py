@@ -307,8 +307,7 @@ def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tm
     step_variants.main([
         "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "2",
         "--seq-len", "16", "--variants", "base,sgd,no_dropout,ynn_reduce,ynn=individual_dot+reduce",
-        "--rounds", "2",
-        "--out", str(out),
+        "--rounds", "2", "--profile", "1", "--out", str(out),
     ])  # fmt: skip
     res = json.loads(out.read_text())
     rows = {r["variant"]: r for r in res["rows"]}
@@ -317,6 +316,10 @@ def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tm
         assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
         assert r["minor_faults_per_step"] >= 0 and _finite(r["system_cpu_ms_per_step"])
     assert rows["base"]["ratio_to_first_median"] == 1.0
+    # --profile: the traced step's kernels by kind; XLA's own kernels do the default's matmuls.
+    kinds = {k["kind"]: k for k in rows["base"]["kernels"]}
+    assert "dot" in kinds and kinds["dot"]["per_step"] >= 1 and kinds["dot"]["ms_per_step"] > 0
+    assert all(len(r["kernels"]) > 0 for r in rows.values())
     # The first step's loss comes before any update: the optimizer and the kernels used must
     # not change it (other kernels round differently: rtol 1e-5); dropout off must.
     base = rows["base"]["first_loss"]
