@@ -278,3 +278,38 @@ def test_packing_is_on_where_exact_and_falls_back_to_padding_elsewhere():
     d["data"]["packing"] = "yes"
     with pytest.raises(ValueError, match="data.packing='yes'"):
         config_lib.validate(ml_collections.ConfigDict(d))
+
+
+def _num_batches(bucket_of, num_buckets, batch_size):
+    return sum(-(-int(c) // batch_size) for c in np.bincount(bucket_of, minlength=num_buckets))
+
+
+def test_eval_moves_partial_batches_up_into_free_padding_rows():
+    """fold_remainders: rows only move up, a batch count never grows, a bucket's partial batch
+    moves only when the next bucket in use has that many padding rows free."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        nb, bs = int(rng.integers(1, 4)), int(rng.integers(1, 9))
+        before = rng.integers(0, nb, int(rng.integers(0, 40)))
+        after = packing.fold_remainders(before, nb, bs)
+        assert (after >= before).all()
+        assert _num_batches(after, nb, bs) <= _num_batches(before, nb, bs)
+    # 2 rows left in bucket 0; bucket 2's last batch (5 of 8) has 3 free rows: they move.
+    got = packing.fold_remainders(np.array([0, 2, 2, 0, 2, 2, 2]), 3, 8)
+    assert got.tolist() == [2] * 7
+    # 4 left over, 3 free: they stay.
+    got = packing.fold_remainders(np.array([0, 0, 0, 0, 2, 2, 2, 2, 2]), 3, 8)
+    assert got.tolist() == [0, 0, 0, 0, 2, 2, 2, 2, 2]
+
+
+def test_sst2_dev_packs_into_one_shape_with_every_example_once(tokenizer):
+    """SST-2 dev packed at the default eval batch: the light rows packing leaves at the end join
+    the last 128-token batch instead of a padded batch (and a compiled program) of their own."""
+    task = get_task("glue/sst2", str(DATA))
+    enc = tokenize.encode(task, task.load("dev"), tokenizer, max_length=128)
+    batches = packing.eval_batches(enc, batch_size=64, buckets=(32, 64, 128))
+    assert {b["input_ids"].shape for b in batches} == {(64, 128)}
+    seen = np.concatenate([b["example_index"][b["example_index"] >= 0] for b in batches])
+    assert sorted(seen.tolist()) == list(range(len(enc)))
+    rows = sum(int((b["segment_ids"] > 0).any(axis=1).sum()) for b in batches)
+    assert len(batches) == -(-rows // 64)  # no batch more than the rows need

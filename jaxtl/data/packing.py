@@ -23,6 +23,9 @@ unchanged. So a packed batch gives each example the logits it gets alone (tests/
 Packing is best-fit into rows of the largest bucket length, at most ``S = T // 4`` examples per
 row; each row then goes to the smallest bucket that holds its tokens and batches are cut within
 buckets, so a run compiles one program per (bucket, S) as before, usually only the largest.
+Evaluation moves a bucket's partial last batch into the padding rows of the next larger one
+when they have room (:func:`fold_remainders`): SST-2's dev split packs into 64-row batches of
+128 tokens only, with no batch or program for the few light rows packing leaves at the end.
 Training repacks every epoch from a seeded permutation: the plan is a pure function of
 (seed, epoch), and the iterator state is the same ``{"epoch", "position", "seed"}`` as
 unpacked batching, so a resumed run replays the identical batches. Evaluation packs longest
@@ -130,17 +133,44 @@ def make_batch(
     return out
 
 
+def fold_remainders(bucket_of: np.ndarray, num_buckets: int, batch_size: int) -> np.ndarray:
+    """Evaluation's bucket of each row, with a bucket's last partial batch moved up into the next
+    larger bucket in use when its padding rows have room for them.
+
+    Each bucket's last batch is filled with padding rows, so moving rows into those slots costs
+    nothing, while it saves the smaller bucket's padded batch, and its compiled program too when
+    that was the bucket's only batch (packed rows are nearly all full: the few light rows
+    packing leaves at the end otherwise cost a batch and a compilation of their own). Only
+    rows move up, to a bucket at least as long; the number of batches never grows. The last
+    rows of a bucket (in ``bucket_of``'s order) are the ones moved."""
+    out = np.asarray(bucket_of).copy()
+    counts = np.bincount(out, minlength=num_buckets)
+    for b in range(num_buckets - 1):
+        extra = int(counts[b]) % batch_size
+        above = [u for u in range(b + 1, num_buckets) if counts[u]]
+        if not extra or not above:
+            continue
+        u = above[0]
+        if extra <= (-int(counts[u])) % batch_size:  # the free rows of u's last batch
+            out[np.flatnonzero(out == b)[-extra:]] = u
+            counts[b] -= extra
+            counts[u] += extra
+    return out
+
+
 def _rows_plan(
     rows: list[list[int]], lengths: np.ndarray, buckets: tuple[int, ...], batch_size: int,
     seed: int, epoch: int, *, shuffle: bool, drop_remainder: bool = False,
 ) -> list[tuple[int, np.ndarray]]:  # fmt: skip
     """Batches of row indices: each row in the smallest bucket holding its tokens, batches cut
-    within buckets (shuffled for training; in row order for evaluation), the last batch of a
-    bucket filled with -1 (padding rows)."""
+    within buckets (shuffled for training; in row order for evaluation, where
+    :func:`fold_remainders` first moves partial batches up), the last batch of a bucket filled
+    with -1 (padding rows)."""
     fill = np.asarray([int(lengths[r].sum()) for r in rows], np.int64)
     bucket_of = assign_buckets(fill, buckets)
     if shuffle:
         return epoch_plan(bucket_of, len(buckets), batch_size, seed, epoch, drop_remainder)
+    bucket_of = fold_remainders(bucket_of, len(buckets), batch_size)
     plan = []
     for b in range(len(buckets)):
         members = np.flatnonzero(bucket_of == b)
