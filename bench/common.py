@@ -51,7 +51,7 @@ class Settings:
     lora_alpha: float = 16.0
     keras: bool = True  # step case: KerasHub as the third system when keras-hub imports
     # jaxtl's CPU kernels (config key cpu_kernels), in this process and in every worker process
-    cpu_kernels: str = "xla"
+    cpu_kernels: str = "auto"
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:

@@ -97,8 +97,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scaling-devices", default=None, help="e.g. 1,2,4,8")
     p.add_argument("--scaling-seq-len", type=int, default=None)
     p.add_argument("--scaling-steps", type=int, default=None)
-    p.add_argument("--cpu-kernels", default=None, choices=("xla", "ynnpack"),
-                   help="jaxtl's CPU kernels (config key cpu_kernels; default xla)")  # fmt: skip
+    p.add_argument("--cpu-kernels", default=None, choices=("auto", "xla", "ynnpack"),
+                   help="jaxtl's CPU kernels (config key cpu_kernels; default auto)")  # fmt: skip
     return p.parse_args(argv)
 
 

@@ -13,6 +13,8 @@ default: AdamW + clip, dropout):
 - ``ynn_reduce``: reductions through jaxlib's YNNPACK library
   (``xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE``), XLA's own kernels for
   the rest; ``ynnpack``: every YNNPACK fusion jaxlib enables by default (CPU only);
+  ``xla_kernels``: none of them (``cpu_kernels=xla``; ``base`` follows the run's default,
+  ``auto``, which takes YNNPACK's for full fine-tuning on Intel CPUs);
   ``ynn=TYPE+TYPE...``: exactly these YNNPACK fusion types (of ``dot``, ``individual_dot``,
   ``eltwise``, ``reduce``), XLA's kernels for the rest.
 - ``xla:NAME=VALUE;NAME=VALUE``: jaxtl's step compiled with exactly these XLA options (for
@@ -50,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "rows_half")
+VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "xla_kernels", "rows_half")
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 YNN_TYPES = ("dot", "individual_dot", "eltwise", "reduce")
 
@@ -84,7 +86,12 @@ def _options(name: str) -> dict[str, str] | None:
     types = _ynn_types(name)
     if types is not None:  # XLA takes the repeated enum as a comma-separated list
         return {_YNN: ",".join(f"LIBRARY_FUSION_TYPE_{t.upper()}" for t in types)}
-    return {"ynn_reduce": {_YNN: "LIBRARY_FUSION_TYPE_REDUCE"}, "ynnpack": {}}.get(name)
+    named = {
+        "ynn_reduce": {_YNN: "LIBRARY_FUSION_TYPE_REDUCE"},
+        "ynnpack": {},
+        "xla_kernels": {_YNN: ""},
+    }
+    return named.get(name)
 
 
 def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: str) -> Any:
@@ -104,7 +111,7 @@ def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: st
     options = _options(name)
     saved = runtime.compiler_options
     if options is not None:  # the step reads jaxtl's options when it is built
-        runtime.compiler_options = lambda: options
+        runtime.compiler_options = lambda *_: options
     try:
         return J.train_setup(
             settings, strategy, batch, model=model, tokenizer=False, loss_fn=loss_fn,

@@ -110,11 +110,11 @@ def base_config() -> ml_collections.ConfigDict:
     # devices, the classic, cheaper one on a single device) | true | false. The two draw other
     # bits; jaxtl.runtime.partitionable_rng.
     c.prng_partitionable = "auto"
-    # CPU kernels of jaxtl's steps: xla (XLA's own fused loops and Eigen's matmul; faster for
-    # MiniLM's full step on an AMD EPYC and its frozen and LoRA steps on an Intel Xeon) |
-    # ynnpack (the YNNPACK library fusions jaxlib enables by default; faster for full
-    # fine-tuning on that Intel Xeon). No effect on GPU/TPU; jaxtl.runtime.compiler_options.
-    c.cpu_kernels = "xla"
+    # CPU kernels of jaxtl's steps: auto (YNNPACK's for train steps that update every
+    # parameter, XLA's own for everything else: what measured faster on Intel and AMD CPUs) |
+    # xla (XLA's own fused loops and Eigen's matmul) | ynnpack (the YNNPACK library fusions
+    # jaxlib enables by default). No effect on GPU/TPU; jaxtl.runtime.compiler_options.
+    c.cpu_kernels = "auto"
 
     # A stage whose encoder is frozen (optim.strategy=feature_extraction) runs it without dropout
     # and computes its features once (jaxtl.features): auto (on disk where the stage can use a
@@ -186,7 +186,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     choice("data.packing", c.data.packing, (True, False))
     choice("prng_partitionable", str(c.get("prng_partitionable", "auto")).lower(),
            ("auto", "true", "false"))  # fmt: skip
-    choice("cpu_kernels", str(c.get("cpu_kernels", "xla")).lower(), runtime.CPU_KERNELS)
+    choice("cpu_kernels", str(c.get("cpu_kernels", "auto")).lower(), runtime.CPU_KERNELS)
     if "mixture" in c:
         choice("mixture.scheme", c.mixture.scheme, SCHEMES)
     for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",

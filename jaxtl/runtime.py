@@ -58,16 +58,20 @@ def enable_compile_cache(config: ml_collections.ConfigDict) -> str | None:
     return folder
 
 
-CPU_KERNELS = ("xla", "ynnpack")
-# XLA:CPU's option naming the YNNPACK library fusions (dots, reductions, element-wise ops) that
-# jaxlib 0.10 enables by default; an empty value hands them back to XLA's own code generator.
+CPU_KERNELS = ("auto", "xla", "ynnpack")
+# XLA:CPU's option naming the YNNPACK library fusions (jaxlib 0.10: individual dots and
+# reductions) that jaxlib enables by default; an empty value hands them back to XLA's own code
+# generator.
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-_cpu_kernels = "xla"
+_cpu_kernels = "auto"
+# What a compiled program is, for cpu_kernels=auto: a train step that updates every parameter,
+# any other train step (LoRA, frozen or partly frozen encoders), anything else (eval, features).
+PROGRAMS = ("full_train", "train", "other")
 
 
 def set_cpu_kernels(setting: str) -> None:
     """Choose the CPU kernels of the train, eval and feature steps compiled from now on
-    (``cpu_kernels``: ``xla`` | ``ynnpack``); see :func:`compiler_options`."""
+    (``cpu_kernels``: ``auto`` | ``xla`` | ``ynnpack``); see :func:`compiler_options`."""
     global _cpu_kernels
     value = str(setting).lower()
     if value not in CPU_KERNELS:
@@ -79,24 +83,37 @@ def configure_compiler(config: ml_collections.ConfigDict) -> str | None:
     """Apply a config's compiler settings, as every entry point (a run, a predictor) does: the
     persistent cache (``compile_cache``, returns its folder or None) and ``cpu_kernels``."""
     folder = enable_compile_cache(config)
-    set_cpu_kernels(config.get("cpu_kernels", "xla"))
+    set_cpu_kernels(config.get("cpu_kernels", "auto"))
     return folder
 
 
-def compiler_options() -> dict[str, Any]:
-    """XLA options for jaxtl's own steps (``jax.jit(..., compiler_options=...)``).
+def cpu_kernels_for(program: str = "other") -> str:
+    """The kernels (``xla`` or ``ynnpack``) a ``program`` of :data:`PROGRAMS` compiles with."""
+    if program not in PROGRAMS:
+        raise ValueError(f"program={program!r}: one of {', '.join(PROGRAMS)}")
+    if _cpu_kernels != "auto":
+        return _cpu_kernels
+    return "ynnpack" if program == "full_train" else "xla"
 
-    On CPU, ``cpu_kernels=xla`` (the default) turns off the YNNPACK library fusions jaxlib
-    enables by default, so matmuls, reductions and element-wise work are XLA's own fused loops
-    and Eigen's matmul: MiniLM's full train step (B=32, T=128) took 4.19 s and 4.30 s against
-    4.71 s and 4.73 s with YNNPACK, medians of two alternated runs on a 2-core AMD EPYC
-    (BENCHMARKS.md section 1). On a 2-core Intel Xeon it is the other way round for full
-    fine-tuning (the step took 0.86-0.95x as long with YNNPACK) but not for LoRA or a frozen
-    encoder (1.24x and 1.10x as long at B=32), so the default stays; ``python -m
-    bench.step_variants`` measures a machine. Nothing changes on GPU/TPU, when the user's ``XLA_FLAGS`` already
-    sets the option, or when this jaxlib does not know it. Only jaxtl's programs are affected:
-    other code in the process keeps jaxlib's defaults."""
-    if _cpu_kernels != "xla" or jax.default_backend() != "cpu":
+
+def compiler_options(program: str = "other") -> dict[str, Any]:
+    """XLA options for jaxtl's own steps (``jax.jit(..., compiler_options=...)``); ``program``
+    is one of :data:`PROGRAMS`.
+
+    On CPU the choice is which kernels do the matmuls and reductions: XLA's own fused loops and
+    Eigen's matmul (``xla``), or the YNNPACK library fusions jaxlib enables by default
+    (``ynnpack``, which this then leaves alone). ``auto``, the default, takes YNNPACK for train
+    steps that update every parameter and XLA's kernels for everything else, as measured on
+    2-core machines (BENCHMARKS.md, Findings; ``python -m bench.step_variants`` measures
+    another): with YNNPACK the packed full MiniLM step (3 rows of 128) took 0.89x as long on an
+    Intel Xeon and 0.89-0.91x on an AMD EPYC (its reductions replace XLA's reduce-window
+    kernels), the SST-2 epoch 0.85x (Xeon) and 8,192 examples 0.88-0.96x (EPYC); LoRA and
+    frozen-encoder steps took 1.24x and 1.10x as long at 32 rows on the Xeon, and LoRA 1.01x at
+    3 rows on the EPYC, and the eval forward pass (32 rows) 1.15x on the EPYC. Unpacked full steps of 32 rows went both ways (0.95x Xeon, 1.04-1.17x
+    EPYC): ``cpu_kernels=xla`` for those on AMD. Nothing changes on GPU/TPU, when the user's
+    ``XLA_FLAGS`` already sets the option, or when this jaxlib does not know
+    it. Only jaxtl's programs are affected: other code in the process keeps jaxlib's defaults."""
+    if cpu_kernels_for(program) != "xla" or jax.default_backend() != "cpu":
         return {}
     if _YNN_OPTION in os.environ.get("XLA_FLAGS", "") or not _option_known(_YNN_OPTION, ""):
         return {}

@@ -205,9 +205,11 @@ def make_train_step(
         new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt)
         return new_state, out
 
+    # Every parameter trains (full fine-tuning) or not: the CPU kernels may differ (runtime).
+    full = trainable_mask is None or all(jax.tree.leaves(trainable_mask))
     kwargs: dict[str, Any] = {
         "donate_argnums": (0,),
-        "compiler_options": runtime.compiler_options(),
+        "compiler_options": runtime.compiler_options("full_train" if full else "train"),
     }
     if state_shardings is not None:
         kwargs["in_shardings"] = (state_shardings, batch_shardings)
@@ -233,7 +235,7 @@ def make_eval_step(
             model = nnx.merge(graphdef, params)
             return predict_fn(model, batch)
 
-    kwargs: dict[str, Any] = {"compiler_options": runtime.compiler_options()}
+    kwargs: dict[str, Any] = {"compiler_options": runtime.compiler_options("other")}
     if params_shardings is not None:
         kwargs["in_shardings"] = (params_shardings, batch_shardings)
     return jax.jit(eval_step, **kwargs)

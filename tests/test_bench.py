@@ -352,7 +352,7 @@ def test_cpu_kernels_reach_the_worker_processes_configs():
     from bench import cases
     from bench.run import parse, settings_from
 
-    assert settings_from(parse([])).cpu_kernels == "xla"
+    assert settings_from(parse([])).cpu_kernels == "auto"
     s = settings_from(parse(["--cpu-kernels", "ynnpack"]))
     assert s.cpu_kernels == "ynnpack"
     c = cases._cache_config(s, 8, 8, steps=1, mode="off")

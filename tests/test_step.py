@@ -181,7 +181,7 @@ def test_adam_moments_are_updated_in_place(tiny_bert_dir):
 
 
 def test_cpu_kernels_choose_xla_or_ynnpack_and_agree(tiny_bert_dir, monkeypatch):
-    """cpu_kernels=xla (the default) compiles the train step without YNNPACK's library fusions;
+    """cpu_kernels=xla compiles the train step without YNNPACK's library fusions;
     ynnpack keeps jaxlib's default, which fuses the matmuls through YNNPACK. Only summation order
     differs: the losses agree to rtol 1e-5 and the parameters after one AdamW step (lr 1e-3) to
     atol 1e-5, 1% of the step (Adam divides by the gradient's size, so a gradient near zero
@@ -214,12 +214,57 @@ def test_cpu_kernels_setting_is_checked():
     from jaxtl import config as config_lib
     from jaxtl import runtime
 
-    with pytest.raises(ValueError, match="cpu_kernels='eigen': choose one of xla, ynnpack"):
+    with pytest.raises(ValueError, match="cpu_kernels='eigen': choose one of auto, xla, ynnpack"):
         runtime.set_cpu_kernels("eigen")
     c = config_lib.base_config()
     c.cpu_kernels = "eigen"
     with pytest.raises(ValueError, match="cpu_kernels"):
         config_lib.validate(c)
+
+
+def test_auto_cpu_kernels_take_ynnpack_for_full_fine_tuning_only(monkeypatch):
+    """cpu_kernels=auto (the default): YNNPACK's kernels for a train step that updates every
+    parameter, XLA's own for other train steps and for eval; xla and ynnpack are the same for
+    every program."""
+    from jaxtl import config as config_lib
+    from jaxtl import runtime
+
+    assert config_lib.base_config().cpu_kernels == "auto"
+    monkeypatch.setattr(runtime, "_cpu_kernels", "auto")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # a user's own setting would win
+    assert runtime.cpu_kernels_for("full_train") == "ynnpack"
+    assert runtime.cpu_kernels_for("train") == runtime.cpu_kernels_for("other") == "xla"
+    if jax.default_backend() == "cpu" and runtime._option_known(runtime._YNN_OPTION, ""):
+        assert runtime.compiler_options("full_train") == {}
+        assert runtime.compiler_options("train") == {runtime._YNN_OPTION: ""}
+    for fixed in ("xla", "ynnpack"):
+        monkeypatch.setattr(runtime, "_cpu_kernels", fixed)
+        assert {runtime.cpu_kernels_for(p) for p in runtime.PROGRAMS} == {fixed}
+    with pytest.raises(ValueError, match="program='predict'"):
+        runtime.cpu_kernels_for("predict")
+
+
+def test_train_step_names_full_fine_tuning_to_the_compiler(tiny_bert_dir, monkeypatch):
+    """make_train_step asks for full_train options when every parameter trains (no mask, or an
+    all-True one) and for train options when any is frozen; eval steps for other."""
+    from jaxtl import runtime
+
+    asked = []
+    monkeypatch.setattr(
+        runtime, "compiler_options", lambda program="other": asked.append(program) or {}
+    )
+    model, loss_fn = _model_and_loss(str(tiny_bert_dir))
+    graphdef, st = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(st)
+    tx = optax.sgd(1e-3)
+    all_true = jax.tree.map(lambda _: True, params)
+    one_frozen = jax.tree.map(lambda _: True, params)
+    leaf_path = jax.tree_util.tree_leaves_with_path(one_frozen)[0][0]
+    one_frozen = jax.tree_util.tree_map_with_path(lambda p, v: v and p != leaf_path, one_frozen)
+    for mask in (None, all_true, one_frozen):
+        step_lib.make_train_step(graphdef, loss_fn, tx, trainable_mask=mask)
+    step_lib.make_eval_step(graphdef, lambda m, b: m.encoder(b["input_ids"]).last_hidden_state)
+    assert asked == ["full_train", "full_train", "train", "other"]
 
 
 def test_compiles_once_per_shape(tiny_bert_dir):
