@@ -111,7 +111,8 @@ def base_config() -> ml_collections.ConfigDict:
     # bits; jaxtl.runtime.partitionable_rng.
     c.prng_partitionable = "auto"
     # CPU kernels of jaxtl's steps: auto (YNNPACK's for train steps that update every
-    # parameter, XLA's own for everything else: what measured faster on Intel and AMD CPUs) |
+    # parameter on at most runtime.YNNPACK_MAX_TOKENS tokens, XLA's own for everything else:
+    # what measured faster on Intel and AMD CPUs) |
     # xla (XLA's own fused loops and Eigen's matmul) | ynnpack (the YNNPACK library fusions
     # jaxlib enables by default). No effect on GPU/TPU; jaxtl.runtime.compiler_options.
     c.cpu_kernels = "auto"

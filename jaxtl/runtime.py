@@ -67,6 +67,10 @@ _cpu_kernels = "auto"
 # What a compiled program is, for cpu_kernels=auto: a train step that updates every parameter,
 # any other train step (LoRA, frozen or partly frozen encoders), anything else (eval, features).
 PROGRAMS = ("full_train", "train", "other")
+# cpu_kernels=auto takes YNNPACK's kernels for full fine-tuning steps of at most this many tokens
+# (rows x length of one micro-batch): measured faster there on Intel and AMD CPUs, while larger
+# steps were slower on AMD and needed more memory on both (compiler_options).
+YNNPACK_MAX_TOKENS = 1024
 
 
 def set_cpu_kernels(setting: str) -> None:
@@ -87,33 +91,37 @@ def configure_compiler(config: ml_collections.ConfigDict) -> str | None:
     return folder
 
 
-def cpu_kernels_for(program: str = "other") -> str:
-    """The kernels (``xla`` or ``ynnpack``) a ``program`` of :data:`PROGRAMS` compiles with."""
+def cpu_kernels_for(program: str = "other", tokens: int | None = None) -> str:
+    """The kernels (``xla`` or ``ynnpack``) a ``program`` of :data:`PROGRAMS` compiles with;
+    ``tokens``: rows x length of the (micro-)batch it is compiled for, where known."""
     if program not in PROGRAMS:
         raise ValueError(f"program={program!r}: one of {', '.join(PROGRAMS)}")
     if _cpu_kernels != "auto":
         return _cpu_kernels
-    return "ynnpack" if program == "full_train" else "xla"
+    small = tokens is not None and tokens <= YNNPACK_MAX_TOKENS
+    return "ynnpack" if program == "full_train" and small else "xla"
 
 
-def compiler_options(program: str = "other") -> dict[str, Any]:
+def compiler_options(program: str = "other", tokens: int | None = None) -> dict[str, Any]:
     """XLA options for jaxtl's own steps (``jax.jit(..., compiler_options=...)``); ``program``
-    is one of :data:`PROGRAMS`.
+    is one of :data:`PROGRAMS`, ``tokens`` as for :func:`cpu_kernels_for`.
 
     On CPU the choice is which kernels do the matmuls and reductions: XLA's own fused loops and
     Eigen's matmul (``xla``), or the YNNPACK library fusions jaxlib enables by default
     (``ynnpack``, which this then leaves alone). ``auto``, the default, takes YNNPACK for train
-    steps that update every parameter and XLA's kernels for everything else, as measured on
-    2-core machines (BENCHMARKS.md, Findings; ``python -m bench.step_variants`` measures
-    another): with YNNPACK the packed full MiniLM step (3 rows of 128) took 0.89x as long on an
-    Intel Xeon and 0.89-0.91x on an AMD EPYC (its reductions replace XLA's reduce-window
-    kernels), the SST-2 epoch 0.85x (Xeon) and 8,192 examples 0.88-0.96x (EPYC); LoRA and
-    frozen-encoder steps took 1.24x and 1.10x as long at 32 rows on the Xeon, and LoRA 1.01x at
-    3 rows on the EPYC, and the eval forward pass (32 rows) 1.15x on the EPYC. Unpacked full steps of 32 rows went both ways (0.95x Xeon, 1.04-1.17x
-    EPYC): ``cpu_kernels=xla`` for those on AMD. Nothing changes on GPU/TPU, when the user's
-    ``XLA_FLAGS`` already sets the option, or when this jaxlib does not know
+    steps that update every parameter on at most :data:`YNNPACK_MAX_TOKENS` tokens (the packed
+    rows of a sentence task's usual recipe) and XLA's kernels for everything else, as measured
+    on 2-core machines (BENCHMARKS.md, Findings; ``python -m bench.step_variants`` measures
+    another). With YNNPACK the full MiniLM step of 3 rows of 128 took 0.89x as long on an Intel
+    Xeon and 0.89-0.91x on an AMD EPYC (its reductions replace XLA's reduce-window kernels), the
+    SST-2 epoch 0.85x (Xeon) and 8,192 examples 0.88-0.96x (EPYC); at 8 and 16 rows 0.99x
+    (EPYC); at 32 rows 0.95x (Xeon) but 1.04-1.17x (EPYC), with 216 MiB more XLA temporaries.
+    LoRA and frozen-encoder steps took 1.24x and 1.10x as long at 32 rows on the Xeon, LoRA
+    1.01x at 3 rows on the EPYC, and the eval forward pass (32 rows) 1.15x on the EPYC. Nothing
+    changes on GPU/TPU, when the user's ``XLA_FLAGS`` already sets the option, or when this
+    jaxlib does not know
     it. Only jaxtl's programs are affected: other code in the process keeps jaxlib's defaults."""
-    if cpu_kernels_for(program) != "xla" or jax.default_backend() != "cpu":
+    if cpu_kernels_for(program, tokens) != "xla" or jax.default_backend() != "cpu":
         return {}
     if _YNN_OPTION in os.environ.get("XLA_FLAGS", "") or not _option_known(_YNN_OPTION, ""):
         return {}

@@ -205,16 +205,53 @@ def make_train_step(
         new_state = state.replace(step=state.step + 1, params=new_params, opt_state=new_opt)
         return new_state, out
 
-    # Every parameter trains (full fine-tuning) or not: the CPU kernels may differ (runtime).
-    full = trainable_mask is None or all(jax.tree.leaves(trainable_mask))
-    kwargs: dict[str, Any] = {
-        "donate_argnums": (0,),
-        "compiler_options": runtime.compiler_options("full_train" if full else "train"),
-    }
+    kwargs: dict[str, Any] = {"donate_argnums": (0,)}
     if state_shardings is not None:
         kwargs["in_shardings"] = (state_shardings, batch_shardings)
         kwargs["out_shardings"] = (state_shardings, None)
-    return jax.jit(step, **kwargs)
+    # Every parameter trains (full fine-tuning) or not: the CPU kernels may differ, and for full
+    # fine-tuning with the batch's size too (runtime.cpu_kernels_for).
+    full = trainable_mask is None or all(jax.tree.leaves(trainable_mask))
+    return KernelsByShape(step, kwargs, "full_train" if full else "train", accum_steps)
+
+
+def batch_tokens(batch: Any) -> int:
+    """Rows x length of a batch: the largest leading two-dimensional extent among its arrays
+    (the token ids of every task kind), or its rows where no array has two dimensions."""
+    leaves = [x for x in jax.tree.leaves(batch) if hasattr(x, "shape") and x.ndim >= 1]
+    if not leaves:
+        return 0
+    two = [x.shape[0] * x.shape[1] for x in leaves if x.ndim >= 2]
+    return max(two) if two else max(x.shape[0] for x in leaves)
+
+
+class KernelsByShape:
+    """A jitted train step whose XLA compiler options are chosen per batch shape
+    (:func:`jaxtl.runtime.compiler_options` of the program kind and the micro-batch's tokens):
+    one ``jax.jit`` per distinct set of options, each compiling its shapes as usual. Called,
+    lowered and traced like the jitted function."""
+
+    def __init__(self, fn: Callable, jit_kwargs: dict[str, Any], program: str, accum_steps: int):
+        self._fn, self._kwargs = fn, jit_kwargs
+        self._program, self._accum = program, max(1, accum_steps)
+        self._jitted: dict[tuple, Any] = {}
+
+    def jitted_for(self, batch: Any) -> Any:
+        """The jitted step that runs ``batch`` (a batch of arrays or of shape structs)."""
+        options = runtime.compiler_options(self._program, batch_tokens(batch) // self._accum)
+        key = tuple(sorted(options.items()))
+        if key not in self._jitted:
+            self._jitted[key] = jax.jit(self._fn, compiler_options=options, **self._kwargs)
+        return self._jitted[key]
+
+    def __call__(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        return self.jitted_for(batch)(state, batch)
+
+    def lower(self, state: Any, batch: Any) -> Any:
+        return self.jitted_for(batch).lower(state, batch)
+
+    def trace(self, state: Any, batch: Any) -> Any:
+        return self.jitted_for(batch).trace(state, batch)
 
 
 def make_eval_step(

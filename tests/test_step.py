@@ -222,37 +222,47 @@ def test_cpu_kernels_setting_is_checked():
         config_lib.validate(c)
 
 
-def test_auto_cpu_kernels_take_ynnpack_for_full_fine_tuning_only(monkeypatch):
+def test_auto_cpu_kernels_take_ynnpack_for_small_full_fine_tuning_steps_only(monkeypatch):
     """cpu_kernels=auto (the default): YNNPACK's kernels for a train step that updates every
-    parameter, XLA's own for other train steps and for eval; xla and ynnpack are the same for
-    every program."""
+    parameter on at most YNNPACK_MAX_TOKENS tokens, XLA's own for larger ones, other train steps
+    and eval; xla and ynnpack are the same for every program and size."""
     from jaxtl import config as config_lib
     from jaxtl import runtime
 
     assert config_lib.base_config().cpu_kernels == "auto"
     monkeypatch.setattr(runtime, "_cpu_kernels", "auto")
     monkeypatch.delenv("XLA_FLAGS", raising=False)  # a user's own setting would win
-    assert runtime.cpu_kernels_for("full_train") == "ynnpack"
-    assert runtime.cpu_kernels_for("train") == runtime.cpu_kernels_for("other") == "xla"
+    limit = runtime.YNNPACK_MAX_TOKENS
+    assert runtime.cpu_kernels_for("full_train", 3 * 128) == "ynnpack"
+    assert runtime.cpu_kernels_for("full_train", limit) == "ynnpack"
+    assert runtime.cpu_kernels_for("full_train", limit + 1) == "xla"
+    assert runtime.cpu_kernels_for("full_train") == "xla"  # size unknown
+    assert runtime.cpu_kernels_for("train", 8) == runtime.cpu_kernels_for("other", 8) == "xla"
     if jax.default_backend() == "cpu" and runtime._option_known(runtime._YNN_OPTION, ""):
-        assert runtime.compiler_options("full_train") == {}
-        assert runtime.compiler_options("train") == {runtime._YNN_OPTION: ""}
+        assert runtime.compiler_options("full_train", 384) == {}
+        assert runtime.compiler_options("full_train", 32 * 128) == {runtime._YNN_OPTION: ""}
+        assert runtime.compiler_options("train", 384) == {runtime._YNN_OPTION: ""}
     for fixed in ("xla", "ynnpack"):
         monkeypatch.setattr(runtime, "_cpu_kernels", fixed)
-        assert {runtime.cpu_kernels_for(p) for p in runtime.PROGRAMS} == {fixed}
+        kinds = {runtime.cpu_kernels_for(p, n) for p in runtime.PROGRAMS for n in (8, 10**6)}
+        assert kinds == {fixed}
     with pytest.raises(ValueError, match="program='predict'"):
         runtime.cpu_kernels_for("predict")
 
 
-def test_train_step_names_full_fine_tuning_to_the_compiler(tiny_bert_dir, monkeypatch):
+def test_train_step_names_its_program_and_tokens_to_the_compiler(tiny_bert_dir, monkeypatch):
     """make_train_step asks for full_train options when every parameter trains (no mask, or an
-    all-True one) and for train options when any is frozen; eval steps for other."""
+    all-True one) and for train options when any is frozen, with the tokens of one micro-batch;
+    a new set of options gets its own jit, the same set shares one; eval steps ask for other."""
     from jaxtl import runtime
 
     asked = []
-    monkeypatch.setattr(
-        runtime, "compiler_options", lambda program="other": asked.append(program) or {}
-    )
+
+    def options(program="other", tokens=None):
+        asked.append((program, tokens))
+        return {} if tokens is None or tokens <= 16 else {"xla_cpu_enable_fast_math": False}
+
+    monkeypatch.setattr(runtime, "compiler_options", options)
     model, loss_fn = _model_and_loss(str(tiny_bert_dir))
     graphdef, st = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(st)
@@ -261,10 +271,23 @@ def test_train_step_names_full_fine_tuning_to_the_compiler(tiny_bert_dir, monkey
     one_frozen = jax.tree.map(lambda _: True, params)
     leaf_path = jax.tree_util.tree_leaves_with_path(one_frozen)[0][0]
     one_frozen = jax.tree_util.tree_map_with_path(lambda p, v: v and p != leaf_path, one_frozen)
-    for mask in (None, all_true, one_frozen):
-        step_lib.make_train_step(graphdef, loss_fn, tx, trainable_mask=mask)
+    small = {"input_ids": np.zeros((2, 8), np.int32), "label": np.zeros((2,), np.int32)}
+    large = {"input_ids": np.zeros((4, 8), np.int32), "label": np.zeros((4,), np.int32)}
+    steps = [step_lib.make_train_step(graphdef, loss_fn, tx, trainable_mask=m)
+             for m in (None, all_true, one_frozen)]  # fmt: skip
+    assert asked == []  # options are chosen per batch shape, when a step first meets one
+    for step in steps:
+        step.jitted_for(small)
     step_lib.make_eval_step(graphdef, lambda m, b: m.encoder(b["input_ids"]).last_hidden_state)
-    assert asked == ["full_train", "full_train", "train", "other"]
+    assert asked == [("full_train", 16), ("full_train", 16), ("train", 16), ("other", None)]
+    assert steps[0].jitted_for(large) is not steps[0].jitted_for(small)
+    assert steps[0].jitted_for(dict(small, input_ids=np.zeros((1, 16), np.int32))) is (
+        steps[0].jitted_for(small)
+    )
+    accum = step_lib.make_train_step(graphdef, loss_fn, tx, accum_steps=2)
+    asked.clear()
+    accum.jitted_for(large)
+    assert asked == [("full_train", 16)]  # each of the 2 micro-batches holds 2 x 8 tokens
 
 
 def test_compiles_once_per_shape(tiny_bert_dir):
