@@ -119,8 +119,8 @@ def compiler_options(program: str = "other", tokens: int | None = None) -> dict[
     LoRA and frozen-encoder steps took 1.24x and 1.10x as long at 32 rows on the Xeon, LoRA
     1.01x at 3 rows on the EPYC, and the eval forward pass (32 rows) 1.15x on the EPYC. Nothing
     changes on GPU/TPU, when the user's ``XLA_FLAGS`` already sets the option, or when this
-    jaxlib does not know
-    it. Only jaxtl's programs are affected: other code in the process keeps jaxlib's defaults."""
+    jaxlib does not know it. Only jaxtl's programs are affected: other code in the process
+    keeps jaxlib's defaults."""
     if cpu_kernels_for(program, tokens) != "xla" or jax.default_backend() != "cpu":
         return {}
     if _YNN_OPTION in os.environ.get("XLA_FLAGS", "") or not _option_known(_YNN_OPTION, ""):

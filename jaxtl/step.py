@@ -234,15 +234,19 @@ class KernelsByShape:
     def __init__(self, fn: Callable, jit_kwargs: dict[str, Any], program: str, accum_steps: int):
         self._fn, self._kwargs = fn, jit_kwargs
         self._program, self._accum = program, max(1, accum_steps)
-        self._jitted: dict[tuple, Any] = {}
+        self._jitted: dict[tuple, Any] = {}  # by compiler options
+        self._by_tokens: dict[int, Any] = {}  # by micro-batch tokens: options asked once each
 
     def jitted_for(self, batch: Any) -> Any:
         """The jitted step that runs ``batch`` (a batch of arrays or of shape structs)."""
-        options = runtime.compiler_options(self._program, batch_tokens(batch) // self._accum)
-        key = tuple(sorted(options.items()))
-        if key not in self._jitted:
-            self._jitted[key] = jax.jit(self._fn, compiler_options=options, **self._kwargs)
-        return self._jitted[key]
+        tokens = batch_tokens(batch) // self._accum
+        if tokens not in self._by_tokens:
+            options = runtime.compiler_options(self._program, tokens)
+            key = tuple(sorted(options.items()))
+            if key not in self._jitted:
+                self._jitted[key] = jax.jit(self._fn, compiler_options=options, **self._kwargs)
+            self._by_tokens[tokens] = self._jitted[key]
+        return self._by_tokens[tokens]
 
     def __call__(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         return self.jitted_for(batch)(state, batch)
