@@ -13,6 +13,7 @@ import importlib.util
 import os
 import pathlib
 import platform
+import shlex
 import statistics
 import time
 from collections.abc import Callable
@@ -115,6 +116,12 @@ def alternate(
         out["keras_median_s"] = median(tc)
         out["ratio_keras_median"] = median([x / y for x, y in zip(ta, tc)])
     return out
+
+
+def command_line(program: str, argv: list[str]) -> str:
+    """The command a results file records, quoted so it can be pasted back into a shell (an
+    empty ``--markdown ''`` stays visible)."""
+    return " ".join([program, shlex.join(argv)]) if argv else program
 
 
 def cpu_model() -> str:

@@ -357,7 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     tile = [int(r) for r in args.tile.split(",") if r]
     res = measure(rows, args.systems.split(","), root, warm=args.warm.split(","), tile=tile,
                   check_rows=args.check_rows, max_batches=args.max_batches)  # fmt: skip
-    res["command"] = "python -m bench.data_scale " + " ".join(argv or sys.argv[1:])
+    from bench.common import command_line
+
+    res["command"] = command_line("python -m bench.data_scale", list(argv or sys.argv[1:]))
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(render(res))

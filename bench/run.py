@@ -34,7 +34,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench import cases, report  # noqa: E402
-from bench.common import BENCH_DIR, REPO, Settings, default_data_dir, machine  # noqa: E402
+from bench.common import (  # noqa: E402
+    BENCH_DIR,
+    REPO,
+    Settings,
+    command_line,
+    default_data_dir,
+    machine,
+)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch_threads = torch_side.set_threads()
     started = datetime.datetime.now(datetime.UTC)
     results: dict = {
-        "command": " ".join(["python bench/run.py", *argv]),
+        "command": command_line("python bench/run.py", argv),
         "date": started.isoformat(timespec="seconds"),
         "quick": bool(args.quick),
         "machine": {**machine(), "torch_threads": torch_threads},

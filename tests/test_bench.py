@@ -357,3 +357,12 @@ def test_cpu_kernels_reach_the_worker_processes_configs():
     assert s.cpu_kernels == "ynnpack"
     c = cases._cache_config(s, 8, 8, steps=1, mode="off")
     assert c.cpu_kernels == "ynnpack"
+
+
+def test_recorded_commands_can_be_pasted_back_into_a_shell():
+    """A results file's command keeps an empty argument and quotes what the shell would split."""
+    from bench.common import command_line
+
+    line = command_line("python bench/run.py", ["--markdown", "", "--out", "a b.json"])
+    assert line == "python bench/run.py --markdown '' --out 'a b.json'"
+    assert command_line("python bench/run.py", []) == "python bench/run.py"
