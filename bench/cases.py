@@ -560,7 +560,8 @@ BERT_BASE = {
 
 
 def case_accelerator(s: Settings, run: bool) -> dict[str, Any]:
-    """BERT-base (random init), T=128, bf16 compute: tokens/s and MFU on a GPU/TPU."""
+    """BERT-base (random init), T=128, bf16 compute: jaxtl's full train step against
+    transformers + PyTorch (bf16 autocast) on the same GPU, tokens/s and MFU per batch size."""
     import jax
 
     backend = jax.default_backend()
@@ -572,38 +573,92 @@ def case_accelerator(s: Settings, run: bool) -> dict[str, Any]:
             if backend == "cpu"
             else "--accelerator not given",
         }
+    rows = [
+        accelerator_row(s, BERT_BASE, b, s.accelerator_seq_len) for b in s.accelerator_batch_sizes
+    ]
+    return {
+        "available": True,
+        "backend": backend,
+        "device_kind": jax.devices()[0].device_kind,
+        "steps_per_sample": s.accelerator_steps,
+        "rows": rows,
+    }
+
+
+def train_flops(hf_config: dict, b: int, t: int) -> float:
+    """Model FLOPs of one BERT train step (forward + backward, the usual 3x the forward):
+    the matmuls of every layer (6 x weights x tokens), attention's two [T,T] products
+    (12 x layers x B x T^2 x hidden) and the head; embeddings are lookups. What MFU is taken
+    against, whatever the system actually executes (recomputation, dropout, padding)."""
+    h, f, n = (
+        hf_config["hidden_size"],
+        hf_config["intermediate_size"],
+        hf_config["num_hidden_layers"],
+    )
+    per_layer = 4 * h * h + 2 * h * f
+    tokens = b * t
+    return float(6 * n * per_layer * tokens + 12 * n * b * t * t * h + 6 * h * 2 * b)
+
+
+def accelerator_row(s: Settings, hf_config: dict, b: int, t: int) -> dict[str, Any]:
+    """jaxtl and PyTorch full fine-tuning of a random ``hf_config`` BERT at B=``b``, T=``t``,
+    timed alternately, ``s.accelerator_steps`` steps a sample. PyTorch runs on CUDA when JAX
+    runs on a GPU, else on the CPU (the tiny test configuration); not at all beside a TPU."""
+    import jax
     import jax.numpy as jnp
     from flax import nnx
 
     from bench import jaxtl_side as J
     from jaxtl import models
 
-    enc = models.build_encoder("bert", BERT_BASE, rngs=nnx.Rngs(s.seed), dtype=jnp.bfloat16)
-    head = models.ClassificationHead(768, 2, "cls", None, 0.1, rngs=nnx.Rngs(s.seed))
+    backend = jax.default_backend()
+    enc = models.build_encoder("bert", hf_config, rngs=nnx.Rngs(s.seed), dtype=jnp.bfloat16)
+    hidden = hf_config["hidden_size"]
+    head = models.ClassificationHead(hidden, 2, "cls", None, 0.1, rngs=nnx.Rngs(s.seed))
     model = models.TransferModel(enc, {HEAD_KEY: head})
-    batch = J.random_batch(BERT_BASE["vocab_size"], s.batch_size, 128, s.seed)
+    batch = J.random_batch(hf_config["vocab_size"], b, t, s.seed)
     st = J.train_setup(s, "full", batch, model=model)
-    for _ in range(max(1, s.warmup)):
-        st.run()
-    timing = alternate(st.run, None, max(5, s.pairs))
-    dt = timing["jaxtl_median_s"]
+    n = s.accelerator_steps
+    st.run_many(max(1, s.warmup))
+    peer = None
+    if backend in ("gpu", "cpu"):
+        from bench import torch_side
+
+        peer = torch_side.accelerator_setup(
+            s, hf_config, batch, "cuda" if backend == "gpu" else "cpu"
+        )
+        peer.run_many(max(1, s.warmup))
+    timing = alternate(lambda: st.run_many(n), (lambda: peer.run_many(n)) if peer else None,
+                       max(3, s.pairs))  # fmt: skip
+    model_flops = train_flops(hf_config, b, t)
     kind = jax.devices()[0].device_kind
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k.lower() in kind.lower()), None)
-    achieved = st.flops / dt
-    return {
-        "available": True,
-        "backend": backend,
-        "device_kind": kind,
-        "batch_size": s.batch_size,
-        "seq_len": 128,
-        "step_median_s": dt,
-        "tokens_per_s": s.batch_size * 128 / dt,
-        "flops_per_step": st.flops,
-        "achieved_tflops": achieved / 1e12,
+
+    def side(seconds: float) -> dict[str, Any]:
+        step_s = seconds / n
+        return {
+            "step_median_s": step_s,
+            "tokens_per_s": b * t / step_s,
+            "achieved_tflops": model_flops / step_s / 1e12,
+            "mfu": model_flops / step_s / (peak * 1e12) if peak else None,
+        }
+
+    stats = jax.devices()[0].memory_stats() or {}
+    row: dict[str, Any] = {
+        "batch_size": b,
+        "seq_len": t,
+        "model_flops_per_step": model_flops,
+        "xla_flops_per_step": st.flops,
         "peak_bf16_tflops": peak,
-        "mfu": achieved / (peak * 1e12) if peak else None,
         "compile_s": st.compile_s,
+        "jaxtl": {**side(timing["jaxtl_median_s"]), "peak_bytes": stats.get("peak_bytes_in_use")},
+        "jaxtl_s": timing["jaxtl_s"],
     }
+    if peer is not None:
+        row["torch"] = {**side(timing["torch_median_s"]), "peak_bytes": peer.peak_bytes()}
+        row["torch_s"] = timing["torch_s"]
+        row["ratio_median"] = timing["ratio_median"]
+    return row
 
 
 # ------------------------------------------------------------------------------ 8. padding

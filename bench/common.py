@@ -50,6 +50,11 @@ class Settings:
     scaling_steps: int = 3
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    # accelerator: BERT-base train steps at these batch sizes (T = accelerator_seq_len); each
+    # timed sample is accelerator_steps steps back to back (one step is milliseconds on a GPU)
+    accelerator_batch_sizes: tuple[int, ...] = (32, 256)
+    accelerator_seq_len: int = 128
+    accelerator_steps: int = 10
     keras: bool = True  # step case: KerasHub as the third system when keras-hub imports
     # jaxtl's CPU kernels (config key cpu_kernels), in this process and in every worker process
     cpu_kernels: str = "auto"

@@ -168,6 +168,14 @@ class TrainSetup:
         self.state, m = self.step(self.state, self.batch)
         jax.block_until_ready((self.state, m))
 
+    def run_many(self, n: int) -> None:
+        """``n`` steps dispatched back to back, then one wait (an accelerator's steps are short
+        enough that a wait per step would time the host round trip)."""
+        m = None
+        for _ in range(n):
+            self.state, m = self.step(self.state, self.batch)
+        jax.block_until_ready((self.state, m))
+
     def loss(self) -> float:
         """One step, returning its loss (the state advances, as in :meth:`run`)."""
         self.state, m = self.step(self.state, self.batch)

@@ -313,12 +313,32 @@ def accelerator(res: dict, path: pathlib.Path) -> str:
             "fills this section with BERT-base (random init, T = 128, bf16 compute) tokens/s "
             "and MFU; no numbers are given until it runs there."
         )
-    rows = [[c["device_kind"], c["batch_size"], c["seq_len"], _f(c["step_median_s"], 4),
-             f"{c['tokens_per_s']:,.0f}", _f(c["achieved_tflops"], 1),
-             _f(c["peak_bf16_tflops"], 0), _f(c["mfu"], 3)]]  # fmt: skip
+
+    def gib(x: Any) -> str:
+        return _f(x / 2**30, 1) if isinstance(x, (int, float)) else "n/a"
+
+    rows = []
+    for r in c["rows"]:
+        for name, key in (("jaxtl", "jaxtl"), ("transformers + PyTorch", "torch")):
+            if key not in r:
+                continue
+            x = r[key]
+            rows.append([name, r["batch_size"], r["seq_len"], _f(x["step_median_s"] * 1e3, 1),
+                         f"{x['tokens_per_s']:,.0f}", _f(x["achieved_tflops"], 1),
+                         _f(x["mfu"], 3), gib(x.get("peak_bytes")),
+                         _f(r["ratio_median"], 2) if key == "jaxtl" and "ratio_median" in r
+                         else ""])  # fmt: skip
+    peak = c["rows"][0]["peak_bf16_tflops"] if c["rows"] else None
     return "\n".join([
-        _table(["device", "B", "T", "step s", "tokens/s", "TFLOP/s", "peak bf16 TFLOP/s", "MFU"],
-               rows),
+        f"Device: {c['device_kind']} (JAX backend `{c['backend']}`); BERT-base, random init, "
+        f"full fine-tuning, bf16 compute over fp32 weights in both systems (jaxtl "
+        f"`dtype=bfloat16`; PyTorch `torch.autocast(bfloat16)` as `Trainer(bf16=True)`), AdamW, "
+        f"dropout 0.1. Each sample is {c['steps_per_sample']} steps back to back; medians of "
+        f"alternated samples. MFU = model FLOPs (6 x weights x tokens + attention) / step time "
+        f"/ the dense bf16 peak ({_f(peak, 0)} TFLOP/s, data sheet).",
+        "",
+        _table(["system", "B", "T", "step ms", "tokens/s", "TFLOP/s", "MFU", "peak GiB",
+                "jaxtl/PyTorch"], rows),
         "", _source(res, path),
     ])  # fmt: skip
 

@@ -67,6 +67,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         s.cache_examples = 0  # feature extraction on all of SST-2 train (the case)
     if args.seq_lens:
         s.seq_lens = tuple(int(x) for x in args.seq_lens.split(","))
+    if args.accelerator_batch_sizes:
+        s.accelerator_batch_sizes = tuple(int(x) for x in args.accelerator_batch_sizes.split(","))
     if args.scaling_devices:
         s.scaling_devices = tuple(int(x) for x in args.scaling_devices.split(","))
     return s
@@ -83,6 +85,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<date>.json)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding SST-2/")
     p.add_argument("--accelerator", action="store_true", help="run the BERT-base GPU/TPU case")
+    p.add_argument("--accelerator-batch-sizes", default=None,
+                   help="accelerator case batch sizes, e.g. 32,256 (the default)")  # fmt: skip
     p.add_argument("--no-keras", dest="keras", action="store_false",
                    help="leave KerasHub out of the step case")  # fmt: skip
     p.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"),

@@ -52,14 +52,25 @@ class LoRALinear(nn.Module):
 class Classifier(nn.Module):
     """BertModel -> [CLS] -> dropout -> linear; returns ``{"loss", "logits"}`` like HF heads."""
 
-    def __init__(self, path: str, num_labels: int = 2, dropout: float = 0.1):
+    def __init__(
+        self,
+        path: str | None,
+        num_labels: int = 2,
+        dropout: float = 0.1,
+        *,
+        encoder: nn.Module | None = None,
+    ):
+        """From the pretrained directory ``path``, or around ``encoder`` when it is given."""
         super().__init__()
         from transformers import AutoModel
 
-        try:  # BERT-like models build a pooler unless told not to; others have no such argument
-            self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
-        except TypeError:
-            self.encoder = AutoModel.from_pretrained(path)
+        if encoder is not None:
+            self.encoder = encoder
+        else:
+            try:  # BERT-like models build a pooler unless told not to; others have no such one
+                self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            except TypeError:
+                self.encoder = AutoModel.from_pretrained(path)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.encoder.config.hidden_size, num_labels)
 
@@ -165,6 +176,50 @@ class TrainSetup:
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.opt.step()
         self.sched.step()
+
+
+@dataclasses.dataclass
+class AcceleratorSetup:
+    """Full fine-tuning on ``device`` as an HF user trains on a GPU: fp32 weights, bf16 autocast
+    around forward and loss (what ``Trainer(bf16=True)`` does), fused AdamW, clipping at 1.0."""
+
+    step: TrainSetup
+    device: Any
+
+    def run_many(self, n: int) -> None:
+        """``n`` steps back to back, then one wait for the device."""
+        st = self.step
+        st.model.train()
+        for _ in range(n):
+            st.opt.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                loss = st.model(**st.batch)["loss"]
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(st.trainable, 1.0)
+            st.opt.step()
+            st.sched.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def peak_bytes(self) -> int | None:
+        return int(torch.cuda.max_memory_allocated()) if self.device.type == "cuda" else None
+
+
+def accelerator_setup(s: Settings, hf_config: dict, batch: dict, device: str) -> AcceleratorSetup:
+    """transformers' ``BertModel`` built from ``hf_config`` (random init, no pooler, its default
+    attention implementation) with the linear head, on ``device``."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(s.seed)
+    dev = torch.device(device)
+    if dev.type == "cuda":  # the peak of this setup alone (an earlier batch size used less)
+        torch.cuda.reset_peak_memory_stats(dev)
+    encoder = BertModel(BertConfig(**hf_config), add_pooling_layer=False)
+    model = Classifier(None, encoder=encoder).to(dev)
+    opt, sched, trainable = make_optimizer(model, s)
+    tb = {k: v.to(dev) for k, v in torch_batch(batch).items()}
+    n = int(sum(p.numel() for p in trainable))
+    return AcceleratorSetup(TrainSetup(model, opt, sched, trainable, tb, n), dev)
 
 
 def train_setup(s: Settings, strategy: str, jax_params: dict, batch: dict) -> TrainSetup:

@@ -366,3 +366,53 @@ def test_recorded_commands_can_be_pasted_back_into_a_shell():
     line = command_line("python bench/run.py", ["--markdown", "", "--out", "a b.json"])
     assert line == "python bench/run.py --markdown '' --out 'a b.json'"
     assert command_line("python bench/run.py", []) == "python bench/run.py"
+
+
+TINY_BERT = {
+    "vocab_size": 2000, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 64, "max_position_embeddings": 64, "type_vocab_size": 2,
+    "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+}  # fmt: skip
+
+
+def test_accelerator_row_times_jaxtl_against_pytorch_and_renders(tmp_path):
+    """The GPU case's row on the CPU with a tiny BERT: both systems train (bf16 compute), each
+    sample is several steps, MFU is taken against the analytic model FLOPs, and the table has
+    a line per system. On a GPU the same code runs PyTorch on CUDA."""
+    from bench import report
+    from bench.cases import accelerator_row, train_flops
+    from bench.common import Settings
+
+    s = Settings(accelerator_steps=2, pairs=3, warmup=1)
+    row = accelerator_row(s, TINY_BERT, 2, 16)
+    assert row["batch_size"] == 2 and row["seq_len"] == 16
+    assert len(row["jaxtl_s"]) == 3 and len(row["torch_s"]) == 3
+    for side in ("jaxtl", "torch"):
+        x = row[side]
+        assert x["step_median_s"] > 0 and math.isclose(
+            x["tokens_per_s"], 2 * 16 / x["step_median_s"], rel_tol=1e-9
+        )
+        assert x["mfu"] is None  # no bf16 peak is known for a CPU
+    assert _finite(row["ratio_median"]) and row["xla_flops_per_step"] > 0
+    assert row["model_flops_per_step"] == train_flops(TINY_BERT, 2, 16)
+
+    res = {
+        "command": "python bench/run.py --cases accelerator --accelerator",
+        "date": "2026-12-04T00:00:00+00:00",
+        "machine": {"cpu_model": "x", "nproc": 1},
+        "cases": {"accelerator": {"available": True, "backend": "gpu", "device_kind": "NVIDIA H200",
+                                  "steps_per_sample": 2, "rows": [{**row, "peak_bf16_tflops": 989.0}]}},
+    }  # fmt: skip
+    text = report.accelerator(res, tmp_path / "r.json")
+    assert "NVIDIA H200" in text and "| jaxtl | 2 | 16 |" in text
+    assert "| transformers + PyTorch | 2 | 16 |" in text
+
+
+def test_train_flops_are_six_per_weight_per_token_plus_attention():
+    """BERT-base at B=32, T=128: 6 x 85M layer weights x 4,096 tokens + 12 x L x B x T^2 x H."""
+    from bench.cases import BERT_BASE, train_flops
+
+    layer_weights = 12 * (4 * 768 * 768 + 2 * 768 * 3072)  # 84.9M (biases and norms left out)
+    expected = 6 * layer_weights * 32 * 128 + 12 * 12 * 32 * 128**2 * 768 + 12 * 768 * 32
+    assert train_flops(BERT_BASE, 32, 128) == expected
+    assert 2.0e12 < expected < 2.3e12  # ~2.2 TFLOP a step
