@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
     # read by row (jaxtl.data.token_cache): auto (~/.cache/jaxtl/tokens) | off | a folder.
     c.data.token_cache = "auto"
     c.data.token_cache_min_rows = 100_000
+    # Processes that tokenise such a split (single sentences): 0 = one per CPU core; 1 = the
+    # run's own process alone (jaxtl.data.tokenize_worker says why processes).
+    c.data.tokenize_processes = 0
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300
@@ -191,7 +194,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if "mixture" in c:
         choice("mixture.scheme", c.mixture.scheme, SCHEMES)
     for key in ("train.steps", "data.max_train_examples", "data.max_eval_examples",
-                "data.token_cache_min_rows",
+                "data.token_cache_min_rows", "data.tokenize_processes",
                 "train.eval_every", "checkpoint.every_steps", "train.early_stop_patience"):  # fmt: skip
         section, name = key.split(".")
         if int(c[section][name]) < 0:

@@ -196,10 +196,17 @@ def test_small_split_stays_in_memory_and_builtin_is_not_cached(tmp_path, tok):
     assert token_cache.encode_split(task, "train", tok, max_length=64, root=None) is None
 
 
-def test_prepare_tasks_reads_train_from_the_cache(tmp_path, tok):
+def test_prepare_tasks_reads_train_from_the_cache(tmp_path, tok, monkeypatch):
     from jaxtl import config as config_lib
+    from jaxtl.data import tokenize_worker
     from jaxtl.data.prepare import prepare_tasks
     from jaxtl.regimes import multitask
+
+    asked = []  # data.tokenize_processes reaches the build: 1 = no worker processes
+    init = tokenize_worker.Workers.__init__
+    monkeypatch.setattr(tokenize_worker.Workers, "__init__",
+                        lambda self, *a, **k: (asked.append(k["processes"]), init(self, *a, **k))[1])  # fmt: skip
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 100)
 
     data = write_sst2(tmp_path / "data", 600)
     config = config_lib.base_config()
@@ -211,8 +218,17 @@ def test_prepare_tasks_reads_train_from_the_cache(tmp_path, tok):
     config.data.token_cache = str(tmp_path / "cache")
     config.data.token_cache_min_rows = 100
     config.data.max_train_examples = 500
+    config.data.tokenize_processes = 1
+    (one,) = prepare_tasks(["sst2"], config, tok, packed=True)
+    assert asked == [] and isinstance(one.train_iter.encoded.input_ids, token_cache.Ragged)
+    config.data.token_cache = str(tmp_path / "cache2")
+    config.data.tokenize_processes = 3
     (td,) = prepare_tasks(["sst2"], config, tok, packed=True)
+    assert asked == [3]
     assert td.train_size == 500 and isinstance(td.train_iter.encoded.input_ids, token_cache.Ragged)
+    a, b = one.train_iter.encoded, td.train_iter.encoded
+    assert np.array_equal(a.input_ids.array(), b.input_ids.array())
+    assert np.array_equal(a.lengths, b.lengths) and np.array_equal(a.label, b.label)
     config.data.token_cache = "off"
     (ref,) = prepare_tasks(["sst2"], config, tok, packed=True)
     assert isinstance(ref.train_iter.encoded.input_ids, list)
@@ -288,3 +304,100 @@ def test_ragged_alive_at_interpreter_exit_closes_quietly(tmp_path):
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo)
     assert p.returncode == 0, p.stderr
     assert "Exception ignored" not in p.stderr, p.stderr
+
+
+def _files(folder: pathlib.Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_worker_processes_build_the_same_entry_as_this_process(tmp_path, tok, monkeypatch):
+    """Chunks tokenised by two worker processes give the entry (every shard and its metadata)
+    that tokenising in this process gives, byte for byte, and the workers really ran."""
+    from jaxtl.data import tokenize_worker
+
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 100)  # 9 chunks: 1 here, 8 in the workers
+    data = write_sst2(tmp_path / "data", 900)
+    task = get_task("sst2", str(data))
+    handed = []
+    submit = tokenize_worker.Workers.submit
+    monkeypatch.setattr(tokenize_worker.Workers, "submit",
+                        lambda self, texts: (handed.append(len(texts)), submit(self, texts))[1])  # fmt: skip
+    here = cached(task, tok, tmp_path / "here", processes=1)
+    assert handed == []
+    there = cached(task, tok, tmp_path / "there", processes=2)
+    # the sample check on the first chunk's first rows, then the 8 later chunks
+    assert handed == [100] + [100] * 8
+    (a,) = entries(tmp_path / "here")
+    (b,) = entries(tmp_path / "there")
+    assert a == b and _files(tmp_path / "here" / a) == _files(tmp_path / "there" / b)
+    assert np.array_equal(here.lengths, there.lengths)
+    ref = tokenize.encode(task, task.load("train"), tok, max_length=64)
+    assert np.array_equal(there.input_ids.array(), np.concatenate(ref.input_ids))
+    assert np.array_equal(there.label, ref.label)
+
+
+def test_a_worker_that_dies_fails_the_build_and_leaves_no_entry(tmp_path, tok, monkeypatch):
+    """A worker killed mid-build: a one-line error naming the worker, no entry in the cache
+    (a later run builds it afresh), and no worker process left behind."""
+    from jaxtl.data import tokenize_worker
+
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 100)
+    data = write_sst2(tmp_path / "data", 600)
+    task = get_task("sst2", str(data))
+    started = []
+    init = tokenize_worker.Workers.__init__
+
+    def spy(self, *a, **k):
+        init(self, *a, **k)
+        started.extend(self.procs)
+
+    result = tokenize_worker.Workers.result
+    calls = []
+
+    def killing(self):
+        calls.append(1)
+        if len(calls) == 2:  # after the sample check: the first real chunk's worker dies
+            self.procs[self.taken % len(self.procs)].kill()
+        return result(self)
+
+    monkeypatch.setattr(tokenize_worker.Workers, "__init__", spy)
+    monkeypatch.setattr(tokenize_worker.Workers, "result", killing)
+    cache = tmp_path / "cache"
+    with pytest.raises(tokenize_worker.WorkerError, match=r"tokenizer worker \d+ stopped"):
+        cached(task, tok, cache, processes=2)
+    assert entries(cache) == [] and started and all(p.poll() is not None for p in started)
+    monkeypatch.undo()
+    assert len(cached(task, tok, cache, processes=2)) == 600
+
+
+def test_workers_that_disagree_with_this_process_are_not_used(tmp_path, tok, monkeypatch, caplog):
+    from jaxtl.data import tokenize_worker
+
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 100)
+    data = write_sst2(tmp_path / "data", 300)
+    task = get_task("sst2", str(data))
+    result = tokenize_worker.Workers.result
+
+    def off_by_one(self):
+        lengths, ids, types = result(self)
+        return lengths, ids + 1, types
+
+    monkeypatch.setattr(tokenize_worker.Workers, "result", off_by_one)
+    with caplog.at_level("WARNING"):
+        enc = cached(task, tok, tmp_path / "cache", processes=2)
+    assert "differ from this process" in caplog.text
+    ref = tokenize.encode(task, task.load("train"), tok, max_length=64)
+    assert np.array_equal(enc.input_ids.array(), np.concatenate(ref.input_ids))
+
+
+def test_worker_frames_round_trip_any_text_and_segment_ids():
+    from jaxtl.data import tokenize_worker as w
+
+    texts = ["", "plain", "tab\tand\nnewline", "ünïcödé ✓ 漢字", "\udcff lone surrogate"]
+    assert w.unpack_texts(w.pack_texts(texts)) == texts
+    lengths = np.array([3, 0, 2], np.int64)
+    ids = np.array([101, 7, 102, 101, 102], np.int32)
+    for types in (np.zeros(5, np.uint8), np.array([0, 0, 0, 1, 1], np.uint8)):
+        out = w.unpack_arrays(w.pack_arrays(lengths, ids, types))
+        assert all(np.array_equal(x, y) and x.dtype == y.dtype
+                   for x, y in zip(out, (lengths, ids, types), strict=True))  # fmt: skip

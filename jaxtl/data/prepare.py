@@ -149,6 +149,7 @@ def cached_split(
         limit=int(config.data.max_train_examples),
         min_rows=int(config.data.get("token_cache_min_rows", token_cache.DEFAULT_MIN_ROWS)),
         spec=f"{name}|on_bad_row={config.data.on_bad_row}",
+        processes=int(config.data.get("tokenize_processes", 0)),
     )  # fmt: skip
 
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxtl.data import tokenize
+from jaxtl.data import tokenize, tokenize_worker
 from jaxtl.data.tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 VERSION = 1
 CHUNK_ROWS = 16384  # examples per tokenizer batch call while building
 DEFAULT_MIN_ROWS = 100_000
+SAMPLE_ROWS = 256  # rows of the first chunk on which the flat encoder and workers are checked
 
 # field -> dtype on disk; the token fields are read back as int32, the layout's dtype.
 DTYPES = {
@@ -212,52 +213,55 @@ class Flat:
         return len(self.lengths)
 
 
-def flat_encoder(
-    task: Task, tokenizer: Any, *, max_length: int
-) -> Callable[[list[Example]], Flat] | None:
+class FlatEncoder:
     """A faster :func:`jaxtl.data.tokenize.encode` for single sentences (classification,
     regression, lm) straight into flat arrays: the fast tokenizer's Rust batch call, then only
-    the ids of each encoding are read, with no per-example dict of lists. None where it does not
-    apply (pairs are found per chunk and fall back; tagging, translation, no fast tokenizer).
-    :func:`encode_split` checks it against ``encode`` on the first rows before using it."""
+    the ids of each encoding are read, with no per-example dict of lists. Sentence pairs are
+    found per chunk and raise ``_NotFlat`` (the caller falls back to ``encode``).
+    :func:`encode_split` checks it against ``encode`` on the first rows before using it, and its
+    worker processes (:mod:`jaxtl.data.tokenize_worker`) against it."""
+
+    def __init__(self, task: Task, tokenizer: Any, backend: Any, max_length: int):
+        self.task, self.tokenizer, self.backend = task, tokenizer, backend
+        self.max_length = max_length
+        self.direction = getattr(tokenizer, "truncation_side", "right")
+
+    def texts(self, chunk: list[Example]) -> list[str]:
+        if any(ex.text_pair is not None for ex in chunk):
+            raise _NotFlat
+        return [ex.text for ex in chunk]
+
+    def configure(self) -> None:
+        """What the tokenizer's own call sets before its batch call: truncation, no padding;
+        set only when different, so chunks encoded at the same time never write the
+        tokenizer."""
+        b = self.backend
+        target = {"max_length": self.max_length, "stride": 0, "strategy": "longest_first",
+                  "direction": self.direction}  # fmt: skip
+        if b.truncation != target:
+            b.enable_truncation(self.max_length, stride=0, strategy="longest_first",
+                                direction=self.direction)  # fmt: skip
+        if b.padding is not None:
+            b.no_padding()
+
+    def flat(self, chunk: list[Example], arrays: tuple[np.ndarray, ...]) -> Flat:
+        lengths, ids, types = arrays
+        label, score = tokenize.example_labels(self.task, chunk)
+        return Flat(lengths, ids, types, label, score)
+
+    def __call__(self, chunk: list[Example]) -> Flat:
+        texts = self.texts(chunk)
+        self.configure()
+        return self.flat(chunk, tokenize_worker.encode_batch(self.backend, texts))
+
+
+def flat_encoder(task: Task, tokenizer: Any, *, max_length: int) -> FlatEncoder | None:
+    """A :class:`FlatEncoder`, or None where it does not apply (tagging, translation, no fast
+    tokenizer)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or task.kind not in ("classification", "regression", "lm"):
         return None
-
-    def encode(chunk: list[Example]) -> Flat:
-        if any(ex.text_pair is not None for ex in chunk):
-            raise _NotFlat
-        # What the tokenizer's own call sets before its batch call: truncation, no padding; set
-        # only when different, so chunks encoded at the same time never write the tokenizer.
-        side = getattr(tokenizer, "truncation_side", "right")
-        target = {"max_length": max_length, "stride": 0, "strategy": "longest_first",
-                  "direction": side}  # fmt: skip
-        if backend.truncation != target:
-            backend.enable_truncation(max_length, stride=0, strategy="longest_first",
-                                      direction=side)  # fmt: skip
-        if backend.padding is not None:
-            backend.no_padding()
-        # encode_batch_fast skips the character offsets, which the cache does not keep.
-        encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        encs = encode_batch([ex.text for ex in chunk], add_special_tokens=True)
-        ids = [e.ids for e in encs]
-        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
-        # A single-sentence template gives every text token one type id and each special token
-        # its own, in every row: all zero in the sampled rows means all zero everywhere.
-        sample = encs[:64]
-        if all(not any(e.type_ids) for e in sample) and any(
-            0 in e.special_tokens_mask for e in sample
-        ):
-            types = np.zeros(len(flat), np.uint8)
-        else:
-            types = np.fromiter(
-                itertools.chain.from_iterable(e.type_ids for e in encs), np.uint8, len(flat)
-            )
-        label, score = tokenize.example_labels(task, chunk)
-        return Flat(lengths, flat, types, label, score)
-
-    return encode
+    return FlatEncoder(task, tokenizer, backend, max_length)
 
 
 class _NotFlat(Exception):
@@ -426,16 +430,24 @@ def _prefetched(chunks: Iterator[list[Any]], depth: int = 2) -> Iterator[list[An
 
 
 def _encoded(
-    chunks: Iterator[list[Any]], encode: Callable[[list[Any]], Any], workers: int
-) -> Iterator[tuple[int, Any]]:
-    """(rows, encode(chunk)) in order. With ``workers`` > 1, chunks are encoded by a thread
-    pool, so one chunk's Python work overlaps the next one's Rust batch call (which releases
-    the GIL); the first chunk is encoded alone, so whatever ``encode`` decides on it is settled
-    before two calls run at once."""
+    chunks: Iterator[list[Any]], encode: Callable[[list[Any]], Any], workers: int,
+    offload: Callable[[], tuple[FlatEncoder, tokenize_worker.Workers] | None] | None = None,
+) -> Iterator[tuple[int, Any]]:  # fmt: skip
+    """(rows, encode(chunk)) in order. The first chunk is encoded alone, so whatever ``encode``
+    decides on it is settled before two calls run at once. Then, when ``offload()`` gives a
+    flat encoder and worker processes, single-sentence chunks are tokenised there (see
+    :func:`_offloaded`); otherwise with ``workers`` > 1 a thread pool encodes them, so one
+    chunk's Python work overlaps the next one's Rust batch call (which releases the GIL)."""
     first = next(chunks, None)
     if first is None:
         return
     yield len(first), encode(first)
+    off = offload() if offload is not None else None
+    if off is not None:
+        flat, procs = off
+        with procs:
+            yield from _offloaded(chunks, encode, flat, procs)
+        return
     if workers <= 1:
         for chunk in chunks:
             yield len(chunk), encode(chunk)
@@ -452,10 +464,44 @@ def _encoded(
             yield n, fut.result()
 
 
+def _offloaded(
+    chunks: Iterator[list[Any]], encode: Callable[[list[Any]], Any], flat: FlatEncoder,
+    procs: tokenize_worker.Workers,
+) -> Iterator[tuple[int, Any]]:  # fmt: skip
+    """(rows, Flat) in order, each chunk's texts tokenised by the next worker process while this
+    one reads, labels and writes; a chunk with sentence pairs is encoded here by ``encode``.
+    Labels are checked when a chunk is handed out, so a bad one fails before its tokens."""
+    pending: collections.deque = collections.deque()  # (rows, labels, or an encoded chunk)
+
+    def oldest() -> tuple[int, Any]:
+        rows, labels, done = pending.popleft()
+        if labels is None:
+            return rows, done
+        lengths, ids, types = procs.result()
+        return rows, Flat(lengths, ids, types, *labels)
+
+    for chunk in chunks:
+        try:
+            texts = flat.texts(chunk)
+        except _NotFlat:
+            pending.append((len(chunk), None, encode(chunk)))
+        else:
+            labels = tokenize.example_labels(flat.task, chunk)
+            while procs.busy():
+                yield oldest()
+            procs.submit(texts)
+            pending.append((len(chunk), labels, None))
+        while pending and pending[0][1] is None:  # encoded here: ready
+            yield oldest()
+    while pending:
+        yield oldest()
+
+
 def build_entry(
     folder: str, examples: Iterable[Any], encode: Callable[[list[Any]], Any],
     inputs: dict[str, Any], *, total: int | None = None, progress: bool | None = None,
     workers: int = 1,
+    offload: Callable[[], tuple[FlatEncoder, tokenize_worker.Workers] | None] | None = None,
 ) -> None:  # fmt: skip
     """Tokenise ``examples`` chunk by chunk into a new entry at ``folder`` (atomically: written
     beside it, then renamed; an existing, unusable entry is replaced)."""
@@ -470,7 +516,7 @@ def build_entry(
                    mininterval=2.0, unit_scale=True)  # fmt: skip
         with bar:
             chunks = _prefetched(_chunks(examples, CHUNK_ROWS))
-            for rows, enc in _encoded(chunks, encode, workers):
+            for rows, enc in _encoded(chunks, encode, workers, offload):
                 if writer is None:
                     fields = ["offsets", "input_ids", "token_type_ids", "label", "score"]
                     extra = ("token_labels", "word_ids", "target_ids")
@@ -502,13 +548,15 @@ def encode_split(
     task: Task, split: str, tokenizer: Any, *, max_length: int, root: str | None,
     task_id: int = 0, truncation: str = "longest_first", target_tokenizer: Any = None,
     limit: int = 0, min_rows: int = DEFAULT_MIN_ROWS, spec: str = "",
-    progress: bool | None = None,
+    progress: bool | None = None, processes: int = 0,
 ) -> tokenize.Encoded | None:  # fmt: skip
     """``split`` of ``task`` tokenised like :func:`jaxtl.data.tokenize.encode`, from the cache
     under ``root`` when its entry is there and sound, else streamed from the task's files and
     written there (splits of at least ``min_rows`` examples; smaller ones are encoded in memory).
     None when the split cannot be cached (``root`` None, no files, a tokenizer without JSON):
-    the caller tokenises as before."""
+    the caller tokenises as before. ``processes``: tokenizer worker processes for single
+    sentences (:mod:`jaxtl.data.tokenize_worker`); 0 = one per core, 1 = none (this process
+    tokenises, its Rust batch call still on every core)."""
     if root is None:
         return None
     keyed = entry_key(task, split, tokenizer, max_length=max_length, truncation=truncation,
@@ -537,9 +585,11 @@ def encode_split(
     if len(head) < min_rows:
         return encode(head)
     log.info("token cache miss: tokenising %s split %s into %s", task.name, split, folder)
-    build_entry(folder, itertools.chain(head, stream), encode if flat is None else
-                _either(flat, encode), inputs, total=limit or None, progress=progress,
-                workers=1 if flat is None else 2)  # fmt: skip
+    either = None if flat is None else _Either(flat, encode)
+    procs = tokenize_worker.default_processes() if processes <= 0 else processes
+    build_entry(folder, itertools.chain(head, stream), either or encode, inputs,
+                total=limit or None, progress=progress, workers=1 if flat is None else 2,
+                offload=None if either is None else (lambda: either.workers(procs)))  # fmt: skip
     del head
     meta = check_entry(folder)
     if meta is None:
@@ -547,7 +597,7 @@ def encode_split(
     return open_entry(folder, meta, task_id)
 
 
-def _same(flat: Callable[[list[Example]], Flat], encode: Callable, sample: list[Example]) -> bool:
+def _same(flat: FlatEncoder, encode: Callable, sample: list[Example]) -> bool:
     """Whether the flat encoder gives ``encode``'s tokens and labels on ``sample``."""
     try:
         a = flat(sample)
@@ -567,19 +617,54 @@ def _same(flat: Callable[[list[Example]], Flat], encode: Callable, sample: list[
     return same
 
 
-def _either(flat: Callable[[list[Example]], Flat], encode: Callable) -> Callable:
+class _Either:
     """The flat encoder once it matches ``encode`` on the first chunk's first rows, else
     ``encode``; ``encode`` for any chunk with pairs."""
-    use_flat: list[bool] = []
 
-    def run(chunk: list[Example]) -> Any:
-        if not use_flat:
-            use_flat.append(_same(flat, encode, chunk[:256]))
-        if use_flat[0]:
+    def __init__(self, flat: FlatEncoder, encode: Callable):
+        self.flat, self.encode = flat, encode
+        self.use_flat: bool | None = None
+        self.sample: list[Example] = []
+
+    def __call__(self, chunk: list[Example]) -> Any:
+        if self.use_flat is None:
+            self.sample = chunk[:SAMPLE_ROWS]
+            self.use_flat = _same(self.flat, self.encode, self.sample)
+        if self.use_flat:
             try:
-                return flat(chunk)
+                return self.flat(chunk)
             except _NotFlat:
                 pass
-        return encode(chunk)
+        return self.encode(chunk)
 
-    return run
+    def workers(self, processes: int) -> tuple[FlatEncoder, tokenize_worker.Workers] | None:
+        """Once the first chunk is encoded: ``processes`` tokenizer workers and the flat
+        encoder, when the flat encoder is in use, there is more than one process to use, and
+        the workers give the flat encoder's arrays on the first chunk's sample; else None (the
+        build goes on in this process)."""
+        if processes <= 1 or not self.use_flat or not self.sample:
+            return None
+        try:
+            texts = self.flat.texts(self.sample)
+        except _NotFlat:
+            return None  # sentence pairs: encode handles every chunk
+        self.flat.configure()
+        want = tokenize_worker.encode_batch(self.flat.backend, texts)
+        procs = None
+        try:
+            procs = tokenize_worker.Workers(self.flat.backend, max_length=self.flat.max_length,
+                                            direction=self.flat.direction, processes=processes)  # fmt: skip
+            procs.submit(texts)
+            got = procs.result()
+        except (OSError, tokenize_worker.WorkerError) as e:
+            log.warning("token cache: tokenizer worker processes failed (%s); tokenising in "
+                        "this process", e)  # fmt: skip
+            if procs is not None:
+                procs.close()
+            return None
+        if not all(np.array_equal(a, b) for a, b in zip(want, got, strict=True)):
+            log.warning("token cache: tokenizer worker processes differ from this process's "
+                        "tokenizer; tokenising in this process")  # fmt: skip
+            procs.close()
+            return None
+        return self.flat, procs
