@@ -401,3 +401,31 @@ def test_worker_frames_round_trip_any_text_and_segment_ids():
         out = w.unpack_arrays(w.pack_arrays(lengths, ids, types))
         assert all(np.array_equal(x, y) and x.dtype == y.dtype
                    for x, y in zip(out, (lengths, ids, types), strict=True))  # fmt: skip
+
+
+def test_a_failed_write_stops_the_workers_at_once(tmp_path, tok, monkeypatch):
+    """The build fails in this process (as a full disk would) while workers hold chunks: they
+    are stopped before the error reaches the caller, and no entry is left."""
+    from jaxtl.data import tokenize_worker
+
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 100)
+    data = write_sst2(tmp_path / "data", 800)
+    task = get_task("sst2", str(data))
+    started = []
+    init = tokenize_worker.Workers.__init__
+    monkeypatch.setattr(tokenize_worker.Workers, "__init__",
+                        lambda self, *a, **k: (init(self, *a, **k), started.extend(self.procs))[0])  # fmt: skip
+    add = token_cache._Writer.add
+
+    def full_disk(self, enc):
+        if self.rows >= 300:
+            raise OSError(28, "No space left on device")
+        add(self, enc)
+
+    monkeypatch.setattr(token_cache._Writer, "add", full_disk)
+    with pytest.raises(OSError, match="No space left") as failed:
+        cached(task, tok, tmp_path / "cache", processes=2)
+    # while the error (and its traceback, which holds the build's frames) is still alive
+    assert failed.value.errno == 28
+    assert started and all(p.poll() is not None for p in started)
+    assert entries(tmp_path / "cache") == []

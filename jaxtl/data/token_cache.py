@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -48,7 +49,7 @@ import shutil
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -396,7 +397,7 @@ def _chunks(examples: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _prefetched(chunks: Iterator[list[Any]], depth: int = 2) -> Iterator[list[Any]]:
+def _prefetched(chunks: Iterator[list[Any]], depth: int = 2) -> Generator[list[Any], None, None]:
     """``chunks`` read ahead by a thread: the reader parses the next chunk while the Rust
     tokenizer, which releases the GIL, encodes this one. A reader error is raised here."""
     q: queue.Queue = queue.Queue(depth)
@@ -432,7 +433,7 @@ def _prefetched(chunks: Iterator[list[Any]], depth: int = 2) -> Iterator[list[An
 def _encoded(
     chunks: Iterator[list[Any]], encode: Callable[[list[Any]], Any], workers: int,
     offload: Callable[[], tuple[FlatEncoder, tokenize_worker.Workers] | None] | None = None,
-) -> Iterator[tuple[int, Any]]:  # fmt: skip
+) -> Generator[tuple[int, Any], None, None]:  # fmt: skip
     """(rows, encode(chunk)) in order. The first chunk is encoded alone, so whatever ``encode``
     decides on it is settled before two calls run at once. Then, when ``offload()`` gives a
     flat encoder and worker processes, single-sentence chunks are tokenised there (see
@@ -514,9 +515,11 @@ def build_entry(
         writer: _Writer | None = None
         bar = tqdm(total=total, unit=" examples", desc="tokenising", disable=progress is False,
                    mininterval=2.0, unit_scale=True)  # fmt: skip
-        with bar:
-            chunks = _prefetched(_chunks(examples, CHUNK_ROWS))
-            for rows, enc in _encoded(chunks, encode, workers, offload):
+        # closing: a failure here (a full disk, say) stops the reader thread and the tokenizer
+        # workers at once, not when the traceback that holds this frame is freed
+        with bar, contextlib.closing(_prefetched(_chunks(examples, CHUNK_ROWS))) as chunks, \
+                contextlib.closing(_encoded(chunks, encode, workers, offload)) as encoded:  # fmt: skip
+            for rows, enc in encoded:
                 if writer is None:
                     fields = ["offsets", "input_ids", "token_type_ids", "label", "score"]
                     extra = ("token_labels", "word_ids", "target_ids")
