@@ -429,3 +429,12 @@ def test_a_failed_write_stops_the_workers_at_once(tmp_path, tok, monkeypatch):
     assert failed.value.errno == 28
     assert started and all(p.poll() is not None for p in started)
     assert entries(tmp_path / "cache") == []
+
+
+def test_default_worker_count_is_one_per_core_up_to_eight(monkeypatch):
+    from jaxtl.data import tokenize_worker
+
+    for cores, want in ((1, 1), (2, 2), (8, 8), (224, 8)):
+        monkeypatch.setattr(tokenize_worker.os, "sched_getaffinity", lambda _, n=cores: set(range(n)),
+                            raising=False)  # fmt: skip
+        assert tokenize_worker.default_processes() == want

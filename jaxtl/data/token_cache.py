@@ -558,8 +558,8 @@ def encode_split(
     written there (splits of at least ``min_rows`` examples; smaller ones are encoded in memory).
     None when the split cannot be cached (``root`` None, no files, a tokenizer without JSON):
     the caller tokenises as before. ``processes``: tokenizer worker processes for single
-    sentences (:mod:`jaxtl.data.tokenize_worker`); 0 = one per core, 1 = none (this process
-    tokenises, its Rust batch call still on every core)."""
+    sentences (:mod:`jaxtl.data.tokenize_worker`); 0 = one per core (at most 8), 1 = none
+    (this process tokenises, its Rust batch call still on every core)."""
     if root is None:
         return None
     keyed = entry_key(task, split, tokenizer, max_length=max_length, truncation=truncation,
