@@ -60,7 +60,16 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _source(res: dict, path: pathlib.Path) -> str:
-    return f"Command: `{res['command']}` — results: `{_rel(path)}` ({res['date']})."
+    """The command, its results file and when and where it ran (CPU model, load at the start:
+    ratios differ between CPUs and with load)."""
+    m = res.get("machine", {})
+    where = ""
+    if m.get("cpu_model"):
+        where = f'; CPU "{m["cpu_model"]}", {m.get("nproc", "?")} cores'
+        load = m.get("load_average_at_start")
+        if load:
+            where += f", load {load[0]:.2f} at the start"
+    return f"Command: `{res['command']}` — results: `{_rel(path)}` ({res['date']}{where})."
 
 
 def _rel(path: pathlib.Path) -> str:

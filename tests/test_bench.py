@@ -406,6 +406,7 @@ def test_accelerator_row_times_jaxtl_against_pytorch_and_renders(tmp_path):
     text = report.accelerator(res, tmp_path / "r.json")
     assert "NVIDIA H200" in text and "| jaxtl | 2 | 16 |" in text
     assert "| transformers + PyTorch | 2 | 16 |" in text
+    assert 'CPU "x", 1 cores' in text  # every table names where it ran
 
 
 def test_train_flops_are_six_per_weight_per_token_plus_attention():
