@@ -147,6 +147,8 @@ class Workers:
     while the parent waits on another."""
 
     def __init__(self, backend: Any, *, max_length: int, direction: str, processes: int):
+        if not sys.executable:  # an embedded interpreter: no Python to start
+            raise WorkerError("no Python executable to start tokenizer workers with")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}  # one core each
         self.procs = [
             # -P: this file's folder is not put on sys.path (its io.py and tokenize.py would
@@ -241,6 +243,11 @@ def default_processes() -> int:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the parent handles it and closes the pipes, which
+    # ends this loop; a worker of its own would only print a second traceback per worker.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         serve(sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:  # the parent stopped reading (it failed or was interrupted)
