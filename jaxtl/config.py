@@ -72,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
     # read by row (jaxtl.data.token_cache): auto (~/.cache/jaxtl/tokens) | off | a folder.
     c.data.token_cache = "auto"
     c.data.token_cache_min_rows = 100_000
-    # Processes that tokenise such a split (single sentences): 0 = one per CPU core, at most 8;
+    # Processes that tokenise such a split (sentences, pairs): 0 = one per CPU core, at most 8;
     # 1 = the run's own process alone (jaxtl.data.tokenize_worker says why processes).
     c.data.tokenize_processes = 0
 

@@ -80,11 +80,28 @@ def test_cached_batches_equal_uncached(tmp_path, tok, monkeypatch):
             assert all(np.array_equal(x[k], y[k]) for k in x)
 
 
-def test_flat_encoder_falls_back_for_pairs_and_tagging(tmp_path, tok, monkeypatch):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_pairs_through_the_flat_encoder_and_workers_match_encode(
+    tmp_path, tok, monkeypatch, processes
+):
+    """Sentence pairs (RTE layout) take the flat encoder, in this process or in the workers,
+    with segment ids and the pair truncation strategy: the same rows as tokenize.encode."""
+    from jaxtl.data import tokenize_worker
+
     monkeypatch.setattr(token_cache, "CHUNK_ROWS", 64)
-    # Pairs (RTE layout) and tagging go through tokenize.encode chunk by chunk: same result.
+    submitted = []
+    submit = tokenize_worker.Workers.submit
+    monkeypatch.setattr(tokenize_worker.Workers, "submit",
+                        lambda self, texts, pairs=None: (submitted.append(pairs is not None),
+                                                         submit(self, texts, pairs))[1])  # fmt: skip
+    flat_calls = []
+    call = token_cache.FlatEncoder.__call__
+    monkeypatch.setattr(token_cache.FlatEncoder, "__call__",
+                        lambda self, chunk: (flat_calls.append(1), call(self, chunk))[1])  # fmt: skip
+    long = " ".join(["word"] * 40)  # pairs longer than max_length: truncation decides the rows
     rows = ["index\tsentence1\tsentence2\tlabel"] + [
-        f"{i}\tthe film was good number {i}\tit was {'bad' if i % 2 else 'good'}\t"
+        f"{i}\tthe film was good number {i} {long if i % 5 == 0 else ''}\t"
+        f"it was {'bad' if i % 2 else 'good'} {long if i % 7 == 0 else ''}\t"
         f"{'entailment' if i % 3 else 'not_entailment'}"
         for i in range(300)
     ]
@@ -92,13 +109,20 @@ def test_flat_encoder_falls_back_for_pairs_and_tagging(tmp_path, tok, monkeypatc
     (tmp_path / "RTE" / "train.tsv").write_text("\n".join(rows) + "\n")
     (tmp_path / "RTE" / "dev.tsv").write_text("\n".join(rows[:5]) + "\n")
     task = get_task("rte", str(tmp_path))
-    enc = cached(task, tok, tmp_path / "cache")
-    ref = tokenize.encode(task, task.load("train"), tok, max_length=64)
-    assert isinstance(enc.input_ids, token_cache.Ragged)
-    for i in range(len(ref)):
-        assert np.array_equal(enc.input_ids[i], ref.input_ids[i])
-        assert np.array_equal(enc.token_type_ids[i], ref.token_type_ids[i])
-    assert np.array_equal(enc.label, ref.label)
+    for truncation in ("longest_first", "only_second"):
+        enc = cached(task, tok, tmp_path / f"cache-{truncation}", truncation=truncation,
+                     processes=processes)  # fmt: skip
+        ref = tokenize.encode(task, task.load("train"), tok, max_length=64,
+                              truncation=truncation)  # fmt: skip
+        assert isinstance(enc.input_ids, token_cache.Ragged)
+        assert enc.lengths.max() == 64  # some rows were cut
+        for i in range(len(ref)):
+            assert np.array_equal(enc.input_ids[i], ref.input_ids[i]), (truncation, i)
+            assert np.array_equal(enc.token_type_ids[i], ref.token_type_ids[i])
+        assert np.array_equal(enc.label, ref.label)
+    assert flat_calls  # the first chunk of each build
+    # with workers every later chunk of both builds went to them as pairs (plus each sample)
+    assert submitted == ([] if processes == 1 else [True] * 10)
 
 
 def test_hit_then_rebuilt_when_file_tokenizer_or_length_changes(tmp_path, tok, monkeypatch):
@@ -321,7 +345,8 @@ def test_worker_processes_build_the_same_entry_as_this_process(tmp_path, tok, mo
     handed = []
     submit = tokenize_worker.Workers.submit
     monkeypatch.setattr(tokenize_worker.Workers, "submit",
-                        lambda self, texts: (handed.append(len(texts)), submit(self, texts))[1])  # fmt: skip
+                        lambda self, texts, pairs=None: (handed.append(len(texts)),
+                                                         submit(self, texts, pairs))[1])  # fmt: skip
     here = cached(task, tok, tmp_path / "here", processes=1)
     assert handed == []
     there = cached(task, tok, tmp_path / "there", processes=2)
@@ -394,7 +419,9 @@ def test_worker_frames_round_trip_any_text_and_segment_ids():
     from jaxtl.data import tokenize_worker as w
 
     texts = ["", "plain", "tab\tand\nnewline", "ünïcödé ✓ 漢字", "\udcff lone surrogate"]
-    assert w.unpack_texts(w.pack_texts(texts)) == texts
+    assert w.unpack_texts(w.pack_texts(texts)) == (texts, None)
+    seconds = texts[::-1]
+    assert w.unpack_texts(w.pack_texts(texts, seconds)) == (texts, seconds)
     lengths = np.array([3, 0, 2], np.int64)
     ids = np.array([101, 7, 102, 101, 102], np.int32)
     for types in (np.zeros(5, np.uint8), np.array([0, 0, 0, 1, 1], np.uint8)):

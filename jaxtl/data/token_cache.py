@@ -202,7 +202,7 @@ class Ragged(Sequence[np.ndarray]):
 
 @dataclasses.dataclass
 class Flat:
-    """A chunk of single-sentence examples tokenised straight into flat arrays."""
+    """A chunk of sentence (or sentence-pair) examples tokenised straight into flat arrays."""
 
     lengths: np.ndarray  # int64[n]
     input_ids: np.ndarray  # int32[sum(lengths)]
@@ -214,36 +214,36 @@ class Flat:
         return len(self.lengths)
 
 
-class FlatEncoder:
-    """A faster :func:`jaxtl.data.tokenize.encode` for single sentences (classification,
-    regression, lm) straight into flat arrays: the fast tokenizer's Rust batch call, then only
-    the ids of each encoding are read, with no per-example dict of lists. Sentence pairs are
-    found per chunk and raise ``_NotFlat`` (the caller falls back to ``encode``).
-    :func:`encode_split` checks it against ``encode`` on the first rows before using it, and its
-    worker processes (:mod:`jaxtl.data.tokenize_worker`) against it."""
+Texts = tuple[list[str], list[str] | None]  # a chunk's texts and, for sentence pairs, seconds
 
-    def __init__(self, task: Task, tokenizer: Any, backend: Any, max_length: int):
+
+class FlatEncoder:
+    """A faster :func:`jaxtl.data.tokenize.encode` for single sentences and sentence pairs
+    (classification, regression, lm) straight into flat arrays: the fast tokenizer's Rust batch
+    call, then only the ids (and segment ids) of each encoding are read, with no per-example
+    dict of lists. A chunk that mixes singles and pairs raises ``_NotFlat`` (``encode`` then
+    names the row). :func:`encode_split` checks it against ``encode`` on the first rows before
+    using it, and its worker processes (:mod:`jaxtl.data.tokenize_worker`) against it."""
+
+    def __init__(self, task: Task, tokenizer: Any, backend: Any, max_length: int, truncation: str):
         self.task, self.tokenizer, self.backend = task, tokenizer, backend
         self.max_length = max_length
+        self.truncation = truncation  # pairs' strategy; single sentences are cut at the end
         self.direction = getattr(tokenizer, "truncation_side", "right")
 
-    def texts(self, chunk: list[Example]) -> list[str]:
-        if any(ex.text_pair is not None for ex in chunk):
+    def texts(self, chunk: list[Example]) -> Texts:
+        pairs = [ex.text_pair for ex in chunk]
+        n = sum(x is not None for x in pairs)
+        if 0 < n < len(chunk):
             raise _NotFlat
-        return [ex.text for ex in chunk]
+        return [ex.text for ex in chunk], (pairs if n else None)  # type: ignore[return-value]
 
-    def configure(self) -> None:
+    def configure(self, pairs: bool) -> None:
         """What the tokenizer's own call sets before its batch call: truncation, no padding;
         set only when different, so chunks encoded at the same time never write the
         tokenizer."""
-        b = self.backend
-        target = {"max_length": self.max_length, "stride": 0, "strategy": "longest_first",
-                  "direction": self.direction}  # fmt: skip
-        if b.truncation != target:
-            b.enable_truncation(self.max_length, stride=0, strategy="longest_first",
-                                direction=self.direction)  # fmt: skip
-        if b.padding is not None:
-            b.no_padding()
+        tokenize_worker.configure(self.backend, self.max_length, self.direction,
+                                  self.truncation if pairs else "longest_first")  # fmt: skip
 
     def flat(self, chunk: list[Example], arrays: tuple[np.ndarray, ...]) -> Flat:
         lengths, ids, types = arrays
@@ -251,22 +251,24 @@ class FlatEncoder:
         return Flat(lengths, ids, types, label, score)
 
     def __call__(self, chunk: list[Example]) -> Flat:
-        texts = self.texts(chunk)
-        self.configure()
-        return self.flat(chunk, tokenize_worker.encode_batch(self.backend, texts))
+        texts, pairs = self.texts(chunk)
+        self.configure(pairs is not None)
+        return self.flat(chunk, tokenize_worker.encode_batch(self.backend, texts, pairs))
 
 
-def flat_encoder(task: Task, tokenizer: Any, *, max_length: int) -> FlatEncoder | None:
+def flat_encoder(
+    task: Task, tokenizer: Any, *, max_length: int, truncation: str = "longest_first"
+) -> FlatEncoder | None:
     """A :class:`FlatEncoder`, or None where it does not apply (tagging, translation, no fast
     tokenizer)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or task.kind not in ("classification", "regression", "lm"):
         return None
-    return FlatEncoder(task, tokenizer, backend, max_length)
+    return FlatEncoder(task, tokenizer, backend, max_length, truncation)
 
 
 class _NotFlat(Exception):
-    """A chunk the flat encoder does not handle (sentence pairs)."""
+    """A chunk the flat encoder does not handle (single sentences and pairs mixed)."""
 
 
 class _Writer:
@@ -436,7 +438,7 @@ def _encoded(
 ) -> Generator[tuple[int, Any], None, None]:  # fmt: skip
     """(rows, encode(chunk)) in order. The first chunk is encoded alone, so whatever ``encode``
     decides on it is settled before two calls run at once. Then, when ``offload()`` gives a
-    flat encoder and worker processes, single-sentence chunks are tokenised there (see
+    flat encoder and worker processes, its chunks are tokenised there (see
     :func:`_offloaded`); otherwise with ``workers`` > 1 a thread pool encodes them, so one
     chunk's Python work overlaps the next one's Rust batch call (which releases the GIL)."""
     first = next(chunks, None)
@@ -483,14 +485,14 @@ def _offloaded(
 
     for chunk in chunks:
         try:
-            texts = flat.texts(chunk)
+            texts, pairs = flat.texts(chunk)
         except _NotFlat:
             pending.append((len(chunk), None, encode(chunk)))
         else:
             labels = tokenize.example_labels(flat.task, chunk)
             while procs.busy():
                 yield oldest()
-            procs.submit(texts)
+            procs.submit(texts, pairs)
             pending.append((len(chunk), labels, None))
         while pending and pending[0][1] is None:  # encoded here: ready
             yield oldest()
@@ -557,9 +559,9 @@ def encode_split(
     under ``root`` when its entry is there and sound, else streamed from the task's files and
     written there (splits of at least ``min_rows`` examples; smaller ones are encoded in memory).
     None when the split cannot be cached (``root`` None, no files, a tokenizer without JSON):
-    the caller tokenises as before. ``processes``: tokenizer worker processes for single
-    sentences (:mod:`jaxtl.data.tokenize_worker`); 0 = one per core (at most 8), 1 = none
-    (this process tokenises, its Rust batch call still on every core)."""
+    the caller tokenises as before. ``processes``: tokenizer worker processes for sentences
+    and pairs (:mod:`jaxtl.data.tokenize_worker`); 0 = one per core (at most 8), 1 = none (this
+    process tokenises, its Rust batch call still on every core)."""
     if root is None:
         return None
     keyed = entry_key(task, split, tokenizer, max_length=max_length, truncation=truncation,
@@ -579,7 +581,7 @@ def encode_split(
         return tokenize.encode(task, chunk, tokenizer, max_length=max_length, task_id=task_id,
                                truncation=truncation, target_tokenizer=target_tokenizer)  # fmt: skip
 
-    flat = flat_encoder(task, tokenizer, max_length=max_length)
+    flat = flat_encoder(task, tokenizer, max_length=max_length, truncation=truncation)
 
     stream = task.iterate(split)
     if limit > 0:
@@ -605,7 +607,7 @@ def _same(flat: FlatEncoder, encode: Callable, sample: list[Example]) -> bool:
     try:
         a = flat(sample)
     except _NotFlat:
-        return True  # pairs: every chunk falls back to encode
+        return True  # singles and pairs mixed: encode reports the row
     b = encode(sample)
     same = (
         np.array_equal(a.lengths, b.lengths)
@@ -648,16 +650,18 @@ class _Either:
         if processes <= 1 or not self.use_flat or not self.sample:
             return None
         try:
-            texts = self.flat.texts(self.sample)
+            texts, pairs = self.flat.texts(self.sample)
         except _NotFlat:
-            return None  # sentence pairs: encode handles every chunk
-        self.flat.configure()
-        want = tokenize_worker.encode_batch(self.flat.backend, texts)
+            return None  # singles and pairs mixed: encode handles (and reports) such chunks
+        self.flat.configure(pairs is not None)
+        want = tokenize_worker.encode_batch(self.flat.backend, texts, pairs)
         procs = None
         try:
             procs = tokenize_worker.Workers(self.flat.backend, max_length=self.flat.max_length,
-                                            direction=self.flat.direction, processes=processes)  # fmt: skip
-            procs.submit(texts)
+                                            direction=self.flat.direction,
+                                            pair_truncation=self.flat.truncation,
+                                            processes=processes)  # fmt: skip
+            procs.submit(texts, pairs)
             got = procs.result()
         except (OSError, tokenize_worker.WorkerError) as e:
             log.warning("token cache: tokenizer worker processes failed (%s); tokenising in "

@@ -12,7 +12,8 @@ package: it imports only the standard library, numpy and ``tokenizers`` (no JAX;
 takes a fraction of a second), and nothing of the parent's ``__main__`` is re-imported, so a
 research script without a ``__main__`` guard is safe. Parent and worker talk over the worker's
 stdin/stdout in length-prefixed frames of raw arrays (no pickle): the tokenizer's JSON once,
-then per chunk the texts as UTF-8 with offsets, answered with lengths, ids and segment ids.
+then per chunk the texts (and a pair's second sentences) as UTF-8 with offsets, answered with
+lengths, ids and segment ids.
 
 :func:`flat_arrays` is also the in-process flat encoder's core (``jaxtl.data.token_cache``), so
 both paths make the same arrays from the same encodings.
@@ -50,11 +51,26 @@ def flat_arrays(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.nd
     return lengths, flat, types
 
 
-def encode_batch(backend: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``texts`` through the Rust batch call with special tokens, as flat arrays.
-    ``encode_batch_fast`` skips the character offsets, which the cache does not keep."""
+def configure(backend: Any, max_length: int, direction: str, strategy: str) -> None:
+    """Truncation as a transformers tokenizer call sets it before its batch call (``strategy``:
+    ``longest_first`` for single sentences, the run's strategy for pairs), no padding; written
+    only when different, so threads encoding at the same time never write the tokenizer."""
+    target = {"max_length": max_length, "stride": 0, "strategy": strategy, "direction": direction}
+    if backend.truncation != target:
+        backend.enable_truncation(max_length, stride=0, strategy=strategy, direction=direction)
+    if backend.padding is not None:
+        backend.no_padding()
+
+
+def encode_batch(
+    backend: Any, texts: list[str], pairs: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``texts`` (with their ``pairs``' second sentences) through the Rust batch call with
+    special tokens, as flat arrays. ``encode_batch_fast`` skips the character offsets, which
+    the cache does not keep."""
     call = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return flat_arrays(call(texts, add_special_tokens=True))
+    inputs: list[Any] = texts if pairs is None else list(zip(texts, pairs, strict=True))
+    return flat_arrays(call(inputs, add_special_tokens=True))
 
 
 # ------------------------------------------------------------------------------------- framing
@@ -78,21 +94,36 @@ def _receive(inp: IO[bytes]) -> bytes | None:
     return data
 
 
-def pack_texts(texts: list[str]) -> bytes:
+def _pack_strings(texts: list[str]) -> bytes:
     blobs = [t.encode("utf-8", "surrogatepass") for t in texts]
     offsets = np.zeros(len(blobs) + 1, np.int64)
     np.cumsum([len(b) for b in blobs], out=offsets[1:])
-    return _FRAME.pack(len(blobs)) + offsets.tobytes() + b"".join(blobs)
+    body = b"".join(blobs)
+    return _FRAME.pack(len(blobs)) + offsets.tobytes() + _FRAME.pack(len(body)) + body
 
 
-def unpack_texts(data: bytes) -> list[str]:
-    (n,) = _FRAME.unpack_from(data)
-    offsets = np.frombuffer(data, np.int64, n + 1, _FRAME.size).tolist()
-    base = _FRAME.size + 8 * (n + 1)
-    return [
+def _unpack_strings(data: bytes, at: int) -> tuple[list[str], int]:
+    (n,) = _FRAME.unpack_from(data, at)
+    offsets = np.frombuffer(data, np.int64, n + 1, at + 8).tolist()
+    at += 8 + 8 * (n + 1)
+    (size,) = _FRAME.unpack_from(data, at)
+    base = at + 8
+    texts = [
         data[base + a : base + b].decode("utf-8", "surrogatepass")
         for a, b in zip(offsets, offsets[1:])
     ]
+    return texts, base + size
+
+
+def pack_texts(texts: list[str], pairs: list[str] | None = None) -> bytes:
+    """A chunk's texts (and its pairs' second sentences) as one frame's payload."""
+    head = bytes([pairs is not None])
+    return head + _pack_strings(texts) + (b"" if pairs is None else _pack_strings(pairs))
+
+
+def unpack_texts(data: bytes) -> tuple[list[str], list[str] | None]:
+    texts, at = _unpack_strings(data, 1)
+    return texts, (_unpack_strings(data, at)[0] if data[0] == 1 else None)
 
 
 def pack_arrays(lengths: np.ndarray, ids: np.ndarray, types: np.ndarray) -> bytes:
@@ -125,13 +156,13 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     setup = _receive(inp)
     if setup is None:
         return
-    max_length, direction, tokenizer_json = setup.decode("utf-8").split("\n", 2)
+    max_length, direction, pair_truncation, tokenizer_json = setup.decode("utf-8").split("\n", 3)
     backend = Tokenizer.from_str(tokenizer_json)
-    backend.enable_truncation(int(max_length), stride=0, strategy="longest_first",
-                              direction=direction)  # fmt: skip
-    backend.no_padding()
     while (data := _receive(inp)) is not None:
-        _send(out, pack_arrays(*encode_batch(backend, unpack_texts(data))))
+        texts, pairs = unpack_texts(data)
+        strategy = "longest_first" if pairs is None else pair_truncation
+        configure(backend, int(max_length), direction, strategy)
+        _send(out, pack_arrays(*encode_batch(backend, texts, pairs)))
 
 
 # -------------------------------------------------------------------------------------- parent
@@ -146,7 +177,10 @@ class Workers:
     the order the chunks went out; each worker holds at most one chunk, so no pipe can fill up
     while the parent waits on another."""
 
-    def __init__(self, backend: Any, *, max_length: int, direction: str, processes: int):
+    def __init__(
+        self, backend: Any, *, max_length: int, direction: str, processes: int,
+        pair_truncation: str = "longest_first",
+    ):  # fmt: skip
         if not sys.executable:  # an embedded interpreter: no Python to start
             raise WorkerError("no Python executable to start tokenizer workers with")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}  # one core each
@@ -161,7 +195,7 @@ class Workers:
             )  # fmt: skip
             for _ in range(max(1, processes))
         ]
-        setup = f"{max_length}\n{direction}\n{backend.to_str()}".encode()
+        setup = f"{max_length}\n{direction}\n{pair_truncation}\n{backend.to_str()}".encode()
         self.sent = self.taken = 0
         try:
             for p in self.procs:
@@ -178,13 +212,13 @@ class Workers:
         """Whether every worker holds a chunk (take a result before submitting)."""
         return self.sent - self.taken >= len(self.procs)
 
-    def submit(self, texts: list[str]) -> None:
+    def submit(self, texts: list[str], pairs: list[str] | None = None) -> None:
         if self.busy():
             raise RuntimeError("every worker holds a chunk: take a result first")
         p = self.procs[self.sent % len(self.procs)]
         assert p.stdin is not None
         try:
-            _send(p.stdin, pack_texts(texts))
+            _send(p.stdin, pack_texts(texts, pairs))
         except OSError as e:
             raise WorkerError(f"tokenizer worker {p.pid} stopped (exit {p.poll()}): {e}") from e
         self.sent += 1
