@@ -77,11 +77,13 @@ class TreeRss:
         return self.peak / 2**20
 
 
-def write_corpus(rows: int, root: pathlib.Path, source: pathlib.Path = SST2) -> pathlib.Path:
-    """``root/rows-N`` holding SST-2/{train,dev}.tsv with ``rows`` train rows (SST-2 repeated);
-    written once."""
+def write_corpus(
+    rows: int, root: pathlib.Path, source: pathlib.Path = SST2, folder: str = "SST-2"
+) -> pathlib.Path:
+    """``root/rows-N`` holding ``folder``/{train,dev}.tsv with ``rows`` train rows (``source``'s
+    train repeated, SST-2 by default); written once."""
     data = root / f"rows-{rows}"
-    train = data / "SST-2" / "train.tsv"
+    train = data / folder / "train.tsv"
     if train.is_file():
         return data
     lines = (source / "train.tsv").read_text().splitlines(keepends=True)
@@ -96,7 +98,7 @@ def write_corpus(rows: int, root: pathlib.Path, source: pathlib.Path = SST2) -> 
             f.write(block)
         f.write("".join(body[:part]))
     os.replace(tmp, train)
-    shutil.copy(source / "dev.tsv", data / "SST-2" / "dev.tsv")
+    shutil.copy(source / "dev.tsv", data / folder / "dev.tsv")
     return data
 
 

@@ -26,20 +26,6 @@ RTE = REPO.parent / "shared" / "data" / "RTE"
 MODES = ("encode", "flat", "workers")
 
 
-def write_corpus(rows: int, root: pathlib.Path) -> pathlib.Path:
-    data = root / f"rte-{rows}"
-    train = data / "RTE" / "train.tsv"
-    if train.is_file():
-        return data
-    lines = (RTE / "train.tsv").read_text().splitlines(keepends=True)
-    header, body = lines[0], lines[1:]
-    train.parent.mkdir(parents=True, exist_ok=True)
-    full, part = divmod(rows, len(body))
-    train.write_text(header + "".join(body) * full + "".join(body[:part]))
-    shutil.copy(RTE / "dev.tsv", data / "RTE" / "dev.tsv")
-    return data
-
-
 def work(mode: str, data: str, cache: str) -> dict:
     """One build in this process (``python -m bench.pair_tokenise --work MODE DATA CACHE``)."""
     sys.path.insert(0, str(REPO))
@@ -75,9 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(work(*args.work)))
         return {}
     from bench.common import command_line, machine
+    from bench.data_scale import write_corpus
 
     root = pathlib.Path(args.root)
-    data = write_corpus(args.rows, root)
+    data = write_corpus(args.rows, root / "rte", RTE, folder="RTE")
     runs = []
     for mode in args.modes.split(","):
         if mode not in MODES:
