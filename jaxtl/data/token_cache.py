@@ -226,7 +226,7 @@ class FlatEncoder:
     using it, and its worker processes (:mod:`jaxtl.data.tokenize_worker`) against it."""
 
     def __init__(self, task: Task, tokenizer: Any, backend: Any, max_length: int, truncation: str):
-        self.task, self.tokenizer, self.backend = task, tokenizer, backend
+        self.task, self.backend = task, backend
         self.max_length = max_length
         self.truncation = truncation  # pairs' strategy; single sentences are cut at the end
         self.direction = getattr(tokenizer, "truncation_side", "right")
@@ -245,15 +245,11 @@ class FlatEncoder:
         tokenize_worker.configure(self.backend, self.max_length, self.direction,
                                   self.truncation if pairs else "longest_first")  # fmt: skip
 
-    def flat(self, chunk: list[Example], arrays: tuple[np.ndarray, ...]) -> Flat:
-        lengths, ids, types = arrays
-        label, score = tokenize.example_labels(self.task, chunk)
-        return Flat(lengths, ids, types, label, score)
-
     def __call__(self, chunk: list[Example]) -> Flat:
         texts, pairs = self.texts(chunk)
         self.configure(pairs is not None)
-        return self.flat(chunk, tokenize_worker.encode_batch(self.backend, texts, pairs))
+        arrays = tokenize_worker.encode_batch(self.backend, texts, pairs)
+        return Flat(*arrays, *tokenize.example_labels(self.task, chunk))
 
 
 def flat_encoder(
@@ -472,8 +468,9 @@ def _offloaded(
     procs: tokenize_worker.Workers,
 ) -> Iterator[tuple[int, Any]]:  # fmt: skip
     """(rows, Flat) in order, each chunk's texts tokenised by the next worker process while this
-    one reads, labels and writes; a chunk with sentence pairs is encoded here by ``encode``.
-    Labels are checked when a chunk is handed out, so a bad one fails before its tokens."""
+    one reads, labels and writes; a chunk that mixes single sentences and pairs goes to
+    ``encode`` here (which reports it). Labels are checked when a chunk is handed out, so a bad
+    one fails before its tokens."""
     pending: collections.deque = collections.deque()  # (rows, labels, or an encoded chunk)
 
     def oldest() -> tuple[int, Any]:
@@ -602,12 +599,11 @@ def encode_split(
     return open_entry(folder, meta, task_id)
 
 
-def _same(flat: FlatEncoder, encode: Callable, sample: list[Example]) -> bool:
-    """Whether the flat encoder gives ``encode``'s tokens and labels on ``sample``."""
-    try:
-        a = flat(sample)
-    except _NotFlat:
-        return True  # singles and pairs mixed: encode reports the row
+def _same(a: Flat | None, encode: Callable, sample: list[Example]) -> bool:
+    """Whether ``a``, the flat encoder's output on ``sample``, is ``encode``'s tokens and
+    labels; None (singles and pairs mixed) counts as the same: ``encode`` reports the row."""
+    if a is None:
+        return True
     b = encode(sample)
     same = (
         np.array_equal(a.lengths, b.lengths)
@@ -624,17 +620,22 @@ def _same(flat: FlatEncoder, encode: Callable, sample: list[Example]) -> bool:
 
 class _Either:
     """The flat encoder once it matches ``encode`` on the first chunk's first rows, else
-    ``encode``; ``encode`` for any chunk with pairs."""
+    ``encode``; ``encode`` for any chunk that mixes single sentences and pairs."""
 
     def __init__(self, flat: FlatEncoder, encode: Callable):
         self.flat, self.encode = flat, encode
         self.use_flat: bool | None = None
         self.sample: list[Example] = []
+        self.sample_flat: Flat | None = None  # the flat encoder's output on the sample
 
     def __call__(self, chunk: list[Example]) -> Any:
         if self.use_flat is None:
             self.sample = chunk[:SAMPLE_ROWS]
-            self.use_flat = _same(self.flat, self.encode, self.sample)
+            try:
+                self.sample_flat = self.flat(self.sample)
+            except _NotFlat:
+                self.sample_flat = None
+            self.use_flat = _same(self.sample_flat, self.encode, self.sample)
         if self.use_flat:
             try:
                 return self.flat(chunk)
@@ -647,14 +648,10 @@ class _Either:
         encoder, when the flat encoder is in use, there is more than one process to use, and
         the workers give the flat encoder's arrays on the first chunk's sample; else None (the
         build goes on in this process)."""
-        if processes <= 1 or not self.use_flat or not self.sample:
-            return None
-        try:
-            texts, pairs = self.flat.texts(self.sample)
-        except _NotFlat:
-            return None  # singles and pairs mixed: encode handles (and reports) such chunks
-        self.flat.configure(pairs is not None)
-        want = tokenize_worker.encode_batch(self.flat.backend, texts, pairs)
+        want = self.sample_flat
+        if processes <= 1 or not self.use_flat or want is None:
+            return None  # (None: singles and pairs mixed, which encode handles and reports)
+        texts, pairs = self.flat.texts(self.sample)
         procs = None
         try:
             procs = tokenize_worker.Workers(self.flat.backend, max_length=self.flat.max_length,
@@ -669,7 +666,8 @@ class _Either:
             if procs is not None:
                 procs.close()
             return None
-        if not all(np.array_equal(a, b) for a, b in zip(want, got, strict=True)):
+        mine = (want.lengths, want.input_ids, want.token_type_ids)
+        if not all(np.array_equal(a, b) for a, b in zip(mine, got, strict=True)):
             log.warning("token cache: tokenizer worker processes differ from this process's "
                         "tokenizer; tokenising in this process")  # fmt: skip
             procs.close()

@@ -205,9 +205,6 @@ class Workers:
             self.close()
             raise WorkerError(f"tokenizer worker did not start: {e}") from e
 
-    def __len__(self) -> int:
-        return len(self.procs)
-
     def busy(self) -> bool:
         """Whether every worker holds a chunk (take a result before submitting)."""
         return self.sent - self.taken >= len(self.procs)
