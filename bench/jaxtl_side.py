@@ -165,8 +165,7 @@ class TrainSetup:
     param_bytes: int
 
     def run(self) -> None:
-        self.state, m = self.step(self.state, self.batch)
-        jax.block_until_ready((self.state, m))
+        self.run_many(1)
 
     def run_many(self, n: int) -> None:
         """``n`` steps dispatched back to back, then one wait (an accelerator's steps are short

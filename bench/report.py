@@ -324,7 +324,7 @@ def accelerator(res: dict, path: pathlib.Path) -> str:
         )
 
     def gib(x: Any) -> str:
-        return _f(x / 2**30, 1) if isinstance(x, (int, float)) else "n/a"
+        return _f(x / 2**30, 1) if isinstance(x, (int, float)) else "n/a"  # None: a CPU peer
 
     rows = []
     for r in c["rows"]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -168,10 +169,12 @@ class TrainSetup:
     batch: dict
     trainable_params: int
 
-    def run(self) -> None:
+    def run(self, autocast: str | None = None) -> None:
+        """One step; ``autocast``: a device type whose bf16 autocast wraps forward and loss."""
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss = self.model(**self.batch)["loss"]
+        with torch.autocast(autocast, dtype=torch.bfloat16) if autocast else nullcontext():
+            loss = self.model(**self.batch)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.opt.step()
@@ -188,16 +191,8 @@ class AcceleratorSetup:
 
     def run_many(self, n: int) -> None:
         """``n`` steps back to back, then one wait for the device."""
-        st = self.step
-        st.model.train()
         for _ in range(n):
-            st.opt.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                loss = st.model(**st.batch)["loss"]
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(st.trainable, 1.0)
-            st.opt.step()
-            st.sched.step()
+            self.step.run(autocast=self.device.type)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
