@@ -161,3 +161,56 @@ def test_embedding_lookup_gradient_equals_autodiff_of_take(dtype):
     # float32: exact; bfloat16: the same bf16 sums, so exact as well (tolerance 0).
     np.testing.assert_array_equal(np.asarray(g_ours), np.asarray(g_ref))
     assert np.count_nonzero(np.abs(np.asarray(g_ours)).sum(-1)) == 4  # ids 0, 3, 7, 49
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("rows", [2, base.FEW_ROWS])
+def test_a_few_rows_table_takes_its_gradient_without_a_scatter(dtype, rows):
+    """Token types (every token of a single-sentence batch looks up row 0): the gradient is one
+    masked float32 sum per row, not a scatter-add (atomics on one row serialise on a GPU). The
+    sums are those of take's gradient in float64 to float32 rounding (rtol 1e-5), or to one
+    bf16 rounding of the float32 sum (rtol 2^-8) for a bf16 table; ids out of range add
+    nothing, as with the scatter."""
+    emb = base.embed(rows, 8, (None, "embed"), dtype=dtype, rngs=nnx.Rngs(0))
+    ids = jax.random.randint(jax.random.key(2), (6, 40), 0, rows).at[0, :30].set(0)
+    ids = ids.at[1, 0].set(rows)  # out of range: its gradient is dropped, as the scatter drops it
+    w = jax.random.normal(jax.random.key(3), (6, 40, 8))
+
+    def loss(e):
+        return jnp.sum(e(ids).astype(jnp.float32) * w)
+
+    (g,) = jax.tree.leaves(nnx.grad(loss)(emb))
+    assert "scatter-add" not in str(jax.make_jaxpr(nnx.grad(loss))(emb))
+    w_seen = np.asarray(w.astype(dtype).astype(jnp.float32), np.float64)
+    truth = np.zeros((rows, 8))
+    flat_ids, flat_w = np.asarray(ids).reshape(-1), w_seen.reshape(-1, 8)
+    for r in range(rows):
+        truth[r] = flat_w[flat_ids == r].sum(0)
+    rtol = 1e-5 if dtype == jnp.float32 else 2.0**-8
+    np.testing.assert_allclose(np.asarray(g, np.float64), truth, rtol=rtol, atol=1e-5)
+
+
+def test_bert_positions_counted_here_are_one_lookup_for_the_batch():
+    """Without ``position_ids`` BERT looks its positions up once, [1,T] (the gradient then sums
+    over the batch before the scatter); outputs equal those of the explicit [B,T] ids exactly,
+    and the gradients to float32 summation order (rtol 1e-5)."""
+    from jaxtl.models import bert
+
+    cfg = models.BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2,
+                            intermediate_size=32)  # fmt: skip
+    enc = models.BertEncoder(cfg, rngs=nnx.Rngs(0))
+    ids = jax.random.randint(jax.random.key(0), (3, 7), 1, 50)
+    assert bert.table_positions(enc.cfg, ids).shape == (1, 7)
+    explicit = jnp.broadcast_to(jnp.arange(7), ids.shape)
+
+    def loss(e, position_ids):
+        return jnp.sum(e(ids, position_ids=position_ids).last_hidden_state ** 2)
+
+    np.testing.assert_array_equal(
+        np.asarray(enc(ids).last_hidden_state),
+        np.asarray(enc(ids, position_ids=explicit).last_hidden_state),
+    )
+    g_here = nnx.to_pure_dict(nnx.state(nnx.grad(loss)(enc, None)))
+    g_explicit = nnx.to_pure_dict(nnx.state(nnx.grad(loss)(enc, explicit)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 g_here, g_explicit)  # fmt: skip

@@ -188,14 +188,17 @@ def table_positions(
     cfg: BertConfig, input_ids: jax.Array, within: jax.Array | None = None
 ) -> jax.Array:
     """Rows of the position table: ``within`` (each token's index within its own example, as
-    a packed batch gives) plus RoBERTa's ``pad_token_id + 1`` offset; without it, counted here."""
+    a packed batch gives) plus RoBERTa's ``pad_token_id + 1`` offset; without it, counted here.
+    [B,T], or [1,T] when every row counts 0..T-1: the lookup then runs once for the batch, and
+    its gradient sums over the batch before the scatter-add instead of adding B rows into each
+    table row (atomics on the same addresses, which a GPU serialises)."""
     if within is not None:
         return within + (cfg.pad_token_id + 1 if cfg.variant in ROBERTA_LIKE else 0)
     t = input_ids.shape[1]
     if cfg.variant in ROBERTA_LIKE:
         real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
         return jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
-    return jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], input_ids.shape)
+    return jnp.arange(t, dtype=jnp.int32)[None]
 
 
 class BertEncoder(nnx.Module):

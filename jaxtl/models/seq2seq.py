@@ -274,7 +274,7 @@ class TransformerDecoder(nnx.Module):
         memory, cross_mask = ctx
         t = target_in.shape[1]
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(t), target_in.shape)
+            positions = jnp.arange(t)[None]  # one lookup for the batch (bert.table_positions)
         x = self.embed_norm(self.embed(target_in) + self.positions(positions))
         x = base.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
         # Causal: query i sees keys j <= i. Right padding sits after every real token, so real
