@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import HEAD_KEY, REPO, TASK, Settings, alternate, median, model_dir
+from bench.common import REPO, TASK, Settings, alternate, median, model_dir
 
 STEP_STRATEGIES = ("full", "frozen", "bottom_half", "lora")
 KERAS_STRATEGIES = ("full", "frozen", "lora")  # KerasHub has no partial freezing preset
@@ -605,17 +605,11 @@ def accelerator_row(s: Settings, hf_config: dict, b: int, t: int) -> dict[str, A
     timed alternately, ``s.accelerator_steps`` steps a sample. PyTorch runs on CUDA when JAX
     runs on a GPU, else on the CPU (the tiny test configuration); not at all beside a TPU."""
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
     from bench import jaxtl_side as J
-    from jaxtl import models
 
     backend = jax.default_backend()
-    enc = models.build_encoder("bert", hf_config, rngs=nnx.Rngs(s.seed), dtype=jnp.bfloat16)
-    hidden = hf_config["hidden_size"]
-    head = models.ClassificationHead(hidden, 2, "cls", None, 0.1, rngs=nnx.Rngs(s.seed))
-    model = models.TransferModel(enc, {HEAD_KEY: head})
+    model, _ = J.build_model(s, "full", encoder=J.random_bert(hf_config, s.seed))
     batch = J.random_batch(hf_config["vocab_size"], b, t, s.seed)
     st = J.train_setup(s, "full", batch, model=model)
     n = s.accelerator_steps

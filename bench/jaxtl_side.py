@@ -72,14 +72,25 @@ def load_encoder(name: str) -> nnx.Module:
     return hf.convert(fam, cfg, hf.read_tensors(path), load_lm_head=False, ignore=(), where=path)
 
 
+def random_bert(hf_config: dict, seed: int) -> nnx.Module:
+    """A BERT encoder of ``hf_config``'s shape with random weights and bf16 compute over fp32
+    weights (the accelerator case: no checkpoint to carry, the same programs as trained ones)."""
+    import jax.numpy as jnp
+
+    return models.build_encoder("bert", hf_config, rngs=nnx.Rngs(seed), dtype=jnp.bfloat16)
+
+
 def build_model(
-    s: Settings, strategy: str, *, tokenizer: bool = True
+    s: Settings, strategy: str, *, tokenizer: bool = True, encoder: nnx.Module | None = None
 ) -> tuple[models.TransferModel, Any]:
     """(model, Pretrained or None) for ``strategy``; head (and LoRA) seeded by ``s.seed``.
 
-    ``tokenizer=False`` loads the encoder without the tokenizer (and returns None for it).
+    ``tokenizer=False`` loads the encoder without the tokenizer (and returns None for it);
+    ``encoder`` is used as it is instead of loading ``s.model``.
     """
-    if tokenizer:
+    if encoder is not None:
+        pre, enc = None, encoder
+    elif tokenizer:
         pre = models.from_pretrained(s.model)
         enc = pre.model
     else:

@@ -22,13 +22,23 @@ default: AdamW + clip, dropout):
   instance ``xla:xla_cpu_prefer_vector_width=512``); values ``true``/``false`` and integers are
   passed as such.
 - ``rows_half``: twice the rows of half the length (the same tokens a step).
+- ``padded``: the last 30% of each row padding (pad id 0, masked), the second half of each
+  row's real tokens of type 1 (a sentence pair): what repeated ids cost the embeddings'
+  gradients.
+
+``--model bert-base`` is the accelerator case's model (``bench/run.py --cases accelerator``):
+BERT-base with random weights and bf16 compute, no checkpoint needed. On a GPU one step is a
+few milliseconds: ``--steps N`` times N steps back to back per sample (one wait at the end).
 
 With ``--profile N``, N more steps of each variant run under ``jax.profiler`` and the row gets
-``kernels``: the XLA CPU runtime's time per step by kind of operation (its kernel names without
-their numeric suffix: ``dot``, ``wrapped_reduce-window``, ``multiply_add_fusion``...), most
-first. Dots and other thunks run on the intra-op thread pool, so kinds can overlap and their sum
-is not the step's wall time; what counts is the share one kind takes and how it moves between
-variants.
+``kernels``: the time per step by kind of operation (kernel names without their numeric suffix:
+``dot``, ``wrapped_reduce-window``, ``multiply_add_fusion``...), most first; on a GPU or TPU the
+device's kernels only, not the host's. On the CPU, dots and other thunks run on the intra-op
+thread pool, so kinds can overlap and their sum is not the step's wall time; what counts is the
+share one kind takes and how it moves between variants.
+
+    python -m bench.step_variants --model bert-base --batch-size 256 --steps 10 \
+        --variants base,no_dropout,padded --rounds 4 --profile 3
 
 Every row reports the median and minimum step time, the median of the per-round ratios to
 ``base``, and the minor page faults and system CPU time per step (``getrusage``: the compiled
@@ -53,7 +63,11 @@ from typing import Any
 
 import numpy as np
 
-VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "xla_kernels", "rows_half")
+VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "xla_kernels", "rows_half",
+            "padded")  # fmt: skip
+# --model names built here with random weights rather than loaded (the accelerator case's).
+RANDOM_MODELS = {"bert-base": "BERT_BASE"}
+PADDED_FRACTION = 0.3
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 YNN_TYPES = ("dot", "individual_dot", "eltwise", "reduce")
 
@@ -104,8 +118,19 @@ def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: st
     from jaxtl import objectives, runtime
 
     b, t = (batch_size * 2, seq_len // 2) if name == "rows_half" else (batch_size, seq_len)
-    model, _ = J.build_model(settings, strategy, tokenizer=False)
+    encoder = None
+    if settings.model in RANDOM_MODELS:
+        from bench import cases
+
+        hf_config = getattr(cases, RANDOM_MODELS[settings.model])
+        encoder = J.random_bert(hf_config, settings.seed)
+    model, _ = J.build_model(settings, strategy, tokenizer=False, encoder=encoder)
     batch = J.random_batch(int(model.encoder.tied_embedding().shape[0]), b, t, settings.seed)
+    if name == "padded":
+        real = t - int(t * PADDED_FRACTION)
+        batch["input_ids"][:, real:] = 0
+        batch["attention_mask"][:, real:] = 0
+        batch["token_type_ids"][:, real // 2 : real] = 1
     loss_fn = None
     if name == "no_dropout":
         loss_fn = objectives.switch_loss([J.task_data(settings.data_dir)], encoder_dropout=False)
@@ -128,7 +153,8 @@ _NOT_KERNELS = ("$", "ThunkExecutor", "PjitFunction", "end: ", "CommonPjRt", "Pa
 
 def kernel_times(run: Any, steps: int, top: int = 12) -> list[dict[str, Any]]:
     """``steps`` calls of ``run()`` under ``jax.profiler``: milliseconds per step and kernels per
-    step for each kind of kernel in the trace (its name without the numeric suffix), most first."""
+    step for each kind of kernel in the trace (its name without the numeric suffix), most first;
+    where the trace has a device (``/device:GPU:0``...), that device's events only."""
     import jax
 
     with tempfile.TemporaryDirectory() as folder:
@@ -141,10 +167,21 @@ def kernel_times(run: Any, steps: int, top: int = 12) -> list[dict[str, Any]]:
         (trace,) = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
         with gzip.open(trace) as f:
             events = json.load(f)["traceEvents"]
+    return kernels_by_kind(events, steps, top)
+
+
+def kernels_by_kind(events: list[dict], steps: int, top: int = 12) -> list[dict[str, Any]]:
+    """A trace's complete events summed by kind (name without its numeric suffix) per step,
+    most first; a device's events only where the trace has a device process (``/device:...``),
+    else every event that is not the runtime's own."""
+    devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+               and str(e["args"].get("name", "")).startswith("/device:")}  # fmt: skip
     us: collections.Counter[str] = collections.Counter()
     count: collections.Counter[str] = collections.Counter()
     for e in events:
         if e.get("ph") != "X" or str(e.get("name", "")).startswith(_NOT_KERNELS):
+            continue
+        if devices and e.get("pid") not in devices:
             continue
         kind = re.sub(r"\.\d+$", "", e["name"])
         us[kind] += e["dur"]
@@ -166,6 +203,7 @@ def measure(
     data_dir: str | None = None,
     strategy: str = "full",
     profile: int = 0,
+    steps: int = 1,
 ) -> dict[str, Any]:
     from bench.common import Settings, machine
 
@@ -185,8 +223,8 @@ def measure(
         for name in variants:
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
-            runs[name].run()
-            times[name].append(time.perf_counter() - t0)
+            runs[name].run_many(steps)
+            times[name].append((time.perf_counter() - t0) / steps)
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             faults[name].append(r1.ru_minflt - r0.ru_minflt)
             system[name].append(r1.ru_stime - r0.ru_stime)
@@ -199,8 +237,8 @@ def measure(
             "median_ms": float(np.median(ts) * 1e3),
             "min_ms": float(ts.min() * 1e3),
             "ratio_to_first_median": float(np.median(ts / np.array(times[base]))),
-            "minor_faults_per_step": float(np.median(faults[name])),
-            "system_cpu_ms_per_step": float(np.median(system[name]) * 1e3),
+            "minor_faults_per_step": float(np.median(faults[name]) / steps),
+            "system_cpu_ms_per_step": float(np.median(system[name]) * 1e3 / steps),
             "first_loss": first_loss[name],
             "times_s": times[name],
         })  # fmt: skip
@@ -210,6 +248,7 @@ def measure(
         "batch_size": batch_size,
         "seq_len": seq_len,
         "rounds": rounds,
+        "steps_per_sample": steps,
         "model": model,
         "strategy": strategy,
         "machine": {
@@ -233,7 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="then trace N steps of each variant: kernel time by kind")  # fmt: skip
-    ap.add_argument("--model", default="minilm", help="minilm (packaged) or a local HF BERT dir")
+    ap.add_argument("--model", default="minilm",
+                    help="minilm (packaged), a local HF BERT dir, or bert-base (random weights, "
+                         "bf16 compute: the accelerator case's model)")  # fmt: skip
+    ap.add_argument("--steps", type=int, default=1,
+                    help="steps back to back per timed sample (a GPU's step is milliseconds)")  # fmt: skip
     ap.add_argument("--data-dir", default=None, help="where SST-2/ is (the task's label set)")
     ap.add_argument("--out", help="write the results JSON here")
     args = ap.parse_args(argv)
@@ -242,14 +285,17 @@ def main(argv: list[str] | None = None) -> None:
     if unknown or not variants:
         ap.error(f"--variants: unknown {unknown or '(none given)'}; choose from {VARIANTS} "
                  f"or ynn=TYPE+TYPE (of {'+'.join(YNN_TYPES)}) or xla:NAME=VALUE;...")  # fmt: skip
+    if args.steps < 1:
+        ap.error(f"--steps: {args.steps}; at least 1")
     try:
         [_options(v) for v in variants]
     except ValueError as e:
         ap.error(f"--variants: {e}")
     res = measure(variants, args.batch_size, args.seq_len, args.rounds, model=args.model,
                   data_dir=args.data_dir, strategy=args.strategy,
-                  profile=args.profile)  # fmt: skip
-    print(f"{args.strategy}, B={args.batch_size} T={args.seq_len}, {args.rounds} alternated rounds, "
+                  profile=args.profile, steps=args.steps)  # fmt: skip
+    print(f"{args.strategy}, B={args.batch_size} T={args.seq_len}, {args.rounds} alternated rounds "
+          f"of {args.steps} step(s), "
           f"{res['machine']['cpu_model']}, load at end {res['machine']['load_average_at_end']}")  # fmt: skip
     print("| variant | median ms | min ms | / first (median of rounds) | minor faults/step "
           "| system CPU ms/step | first loss |")  # fmt: skip

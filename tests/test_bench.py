@@ -4,6 +4,7 @@ noise at this size); what must hold is the shape of the results."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -330,6 +331,50 @@ def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tm
     for bad in ("base,nope", "ynn=dot+nope", "ynn=", "xla:cpu_thing=1", "xla:xla_cpu_ftz"):
         with pytest.raises(SystemExit):
             step_variants.main(["--variants", bad])
+
+
+def test_step_variants_run_the_accelerator_model_several_steps_a_sample(
+    data_dir, tmp_path, monkeypatch
+):
+    """``--model bert-base`` builds the accelerator case's random bf16 BERT (here shrunk to
+    TINY_BERT's shape), ``--steps`` times several steps a sample, and ``padded`` changes the
+    batch (so its first loss), not the model."""
+    from bench import cases, step_variants
+
+    monkeypatch.setattr(cases, "BERT_BASE", TINY_BERT)
+    out = tmp_path / "v.json"
+    step_variants.main([
+        "--model", "bert-base", "--data-dir", str(data_dir), "--batch-size", "2",
+        "--seq-len", "16", "--variants", "base,padded", "--steps", "3", "--rounds", "2",
+        "--profile", "1", "--out", str(out),
+    ])  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["steps_per_sample"] == 3 and res["model"] == "bert-base"
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert list(rows) == ["base", "padded"]
+    assert all(len(r["times_s"]) == 2 and len(r["kernels"]) > 0 for r in rows.values())
+    assert rows["padded"]["first_loss"] != pytest.approx(rows["base"]["first_loss"], rel=1e-5)
+    with pytest.raises(SystemExit):
+        step_variants.main(["--steps", "0"])
+
+
+def test_kernels_of_a_gpu_trace_are_the_devices_own():
+    """The H200 trace of three BERT-base steps before the token-type change (BENCHMARKS.md
+    section 7): only the GPU's kernels count, the host's Python and runtime events do not, and
+    the token-type gradient's scatter is the top kind at 137.57 ms / 3 steps (to 0.01 ms)."""
+    from bench.step_variants import kernels_by_kind
+
+    trace = REPO / "bench" / "results" / "2026-12-04-h200-trace-before.json.gz"
+    with gzip.open(trace) as f:
+        events = json.load(f)["traceEvents"]
+    kinds = kernels_by_kind(events, steps=3, top=400)
+    top = kinds[0]
+    assert top["kind"] == "input_scatter_fusion_1" and top["per_step"] == 1
+    assert top["ms_per_step"] == pytest.approx(137.57 / 3, abs=0.01)
+    names = {k["kind"] for k in kinds}
+    assert not names & {"command_buffer_1", "cuGraphLaunch (CudaGraph:316)", "ParseArguments"}
+    gpu_ms = sum(k["ms_per_step"] for k in kinds)
+    assert gpu_ms == pytest.approx(309.80 / 3, abs=0.01)
 
 
 def test_step_variants_name_the_xla_options_they_compile_with():
