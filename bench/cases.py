@@ -652,6 +652,12 @@ def accelerator_row(s: Settings, hf_config: dict, b: int, t: int) -> dict[str, A
         row["torch"] = {**side(timing["torch_median_s"]), "peak_bytes": peer.peak_bytes()}
         row["torch_s"] = timing["torch_s"]
         row["ratio_median"] = timing["ratio_median"]
+    if s.accelerator_profile_steps:
+        # Where jaxtl's step time goes, in the same call: the first GPU run of this case was
+        # 3.4x PyTorch until a trace showed one kernel taking 45% of it (BENCHMARKS.md §7).
+        from bench.step_variants import kernel_times
+
+        row["jaxtl_kernels"] = kernel_times(st.run, s.accelerator_profile_steps, top=8)
     return row
 
 

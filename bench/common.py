@@ -55,6 +55,7 @@ class Settings:
     accelerator_batch_sizes: tuple[int, ...] = (32, 256)
     accelerator_seq_len: int = 128
     accelerator_steps: int = 10
+    accelerator_profile_steps: int = 3  # then traced: jaxtl's top kernels per step (0 = none)
     keras: bool = True  # step case: KerasHub as the third system when keras-hub imports
     # jaxtl's CPU kernels (config key cpu_kernels), in this process and in every worker process
     cpu_kernels: str = "auto"

@@ -348,6 +348,10 @@ def accelerator(res: dict, path: pathlib.Path) -> str:
         "",
         _table(["system", "B", "T", "step ms", "tokens/s", "TFLOP/s", "MFU", "peak GiB",
                 "jaxtl/PyTorch"], rows),
+        *[line for r in c["rows"] if r.get("jaxtl_kernels") for line in (
+            "", f"jaxtl's top kernels at B = {r['batch_size']} (ms a step, from a trace of "
+            "a few steps; a GPU's own kernels): " + "; ".join(
+                f"`{k['kind']}` {_f(k['ms_per_step'], 2)}" for k in r["jaxtl_kernels"]) + ".")],
         "", _source(res, path),
     ])  # fmt: skip
 

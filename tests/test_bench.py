@@ -440,6 +440,9 @@ def test_accelerator_row_times_jaxtl_against_pytorch_and_renders(tmp_path):
         assert x["mfu"] is None  # no bf16 peak is known for a CPU
     assert _finite(row["ratio_median"]) and row["xla_flops_per_step"] > 0
     assert row["model_flops_per_step"] == train_flops(TINY_BERT, 2, 16)
+    # The traced steps: jaxtl's kernels by kind, most time first.
+    times = [k["ms_per_step"] for k in row["jaxtl_kernels"]]
+    assert 0 < len(times) <= 8 and times == sorted(times, reverse=True) and times[0] > 0
 
     res = {
         "command": "python bench/run.py --cases accelerator --accelerator",
@@ -451,6 +454,7 @@ def test_accelerator_row_times_jaxtl_against_pytorch_and_renders(tmp_path):
     text = report.accelerator(res, tmp_path / "r.json")
     assert "NVIDIA H200" in text and "| jaxtl | 2 | 16 |" in text
     assert "| transformers + PyTorch | 2 | 16 |" in text
+    assert "jaxtl's top kernels at B = 2" in text and f"`{row['jaxtl_kernels'][0]['kind']}`" in text
     assert 'CPU "x", 1 cores' in text  # every table names where it ran
 
 
