@@ -16,9 +16,12 @@ while a new stage starts from fresh moments (a new task and a new schedule: stal
 different loss would only bias the first updates).
 
 The loop is :meth:`Trainer.run` → :meth:`Trainer._run_stage` → :meth:`Trainer._run_phase`; after
-every step the hooks in ``Trainer.after_step`` run in order (log and non-finite check, evaluation
-and best-checkpoint selection, periodic checkpoint, early stop); research code may append its
-own (a hook gets a :class:`StepEvent` and may set ``event.stop``).
+every step the hooks in ``Trainer.after_step`` run in order (log, evaluation and best-checkpoint
+selection, periodic checkpoint, early stop); research code may append its own (a hook gets a
+:class:`StepEvent` and may set ``event.stop``). A step's non-finite flag is read once the next
+step is queued, or before anything is evaluated or saved, whichever comes first: reading it at
+once would make the host wait for every step, and an accelerator would sit idle while the host
+builds and dispatches the next one.
 
 Each step's dropout key is ``fold_in(seed key, global step)``, the data feeds restore their exact
 position and the mixture is a pure function of the step, so a resumed run continues bit-identically.
@@ -202,6 +205,8 @@ class Trainer:
             self._signal_hook,
         ]
         self._signal: int | None = None  # a SIGTERM / SIGINT received, handled at the step end
+        # The last step whose finite flag is not read yet: (step, stage name, flag on device).
+        self._unchecked: tuple[int, str, Any] | None = None
         # Where the run is: global step, live state, the checkpoint still to resume from.
         self._step = 0
         self._state: step_lib.TrainState | None = None
@@ -310,6 +315,7 @@ class Trainer:
         return outputs, full_batches
 
     def evaluate(self, stage: Stage, step: int) -> dict[str, dict[str, float]]:
+        self._check_finite()
         results = {}
         for name, es in stage.eval_sets.items():
             outputs, full_batches = self.predict(stage, es.batches)
@@ -453,7 +459,10 @@ class Trainer:
                 )
             task = stage.feed.task_of(batch)
             self._state, m = train_step(self._state, mesh_lib.shard_batch(batch, self.mesh))
+            # The previous step's flag: this step is queued behind it, so the device stays busy.
+            self._check_finite()
             self._step += 1
+            self._unchecked = (self._step, stage.name, m["finite"])
             self.params = self._state.params
             if self._pbar:
                 self._pbar.update(1)
@@ -462,7 +471,9 @@ class Trainer:
             for hook in self.after_step:
                 hook(event)
             if event.stop:
+                self._check_finite()
                 return "stopped"
+        self._check_finite()
         return "done"
 
     def _restore(self, stage: Stage) -> None:
@@ -499,10 +510,24 @@ class Trainer:
         )  # fmt: skip
 
     # ---------------------------------------------------------------- after-step hooks
+    def _check_finite(self) -> None:
+        """NonFiniteLoss if the last unchecked step was not finite (its flag is read here). A
+        non-finite step was a no-op in the step itself, so the state is still the last good one;
+        called before anything is evaluated or saved, so nothing after such a step is."""
+        if self._unchecked is None:
+            return
+        step, stage_name, flag = self._unchecked
+        self._unchecked = None
+        if float(flag) < 1.0:
+            last = self.checkpointer.latest_step()
+            raise NonFiniteLoss(
+                f"stage {stage_name!r}: non-finite loss or gradient at step {step} (last "
+                f"good checkpoint: step {last}, in {self.workdir / 'checkpoints'}); lower "
+                "optim.lr or check the data"
+            )
+
     def _log_hook(self, ev: StepEvent) -> None:
-        """Log every ``log_every`` steps (and at phase ends); stop on a non-finite step. The
-        check runs every step (cheap, on device); a non-finite step was a no-op in the step
-        itself, so the state is still the last good one.
+        """Log every ``log_every`` steps (and at phase ends).
 
         A log point writes one row per task that stepped since the last one (its latest step),
         not only the task of the step that lands on it: in an alternating mixture (labelled /
@@ -528,13 +553,6 @@ class Trainer:
                 self.metrics.write(step, "train", task, vals, stage=stage_name)
             if self._pbar:
                 self._pbar.set_postfix(loss=f"{vals['loss']:.4f}", task=ev.task)
-        if float(ev.metrics["finite"]) < 1.0:
-            last = self.checkpointer.latest_step()
-            raise NonFiniteLoss(
-                f"stage {ev.stage.name!r}: non-finite loss or gradient at step {ev.step} (last "
-                f"good checkpoint: step {last}, in {self.workdir / 'checkpoints'}); lower "
-                "optim.lr or check the data"
-            )
 
     def _eval_hook(self, ev: StepEvent) -> None:
         every = ev.stage.eval_every
@@ -569,6 +587,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- files
     def _checkpoint(self, step: int, si: int, stage: Stage, state) -> None:
+        self._check_finite()
         if self.checkpointer.latest_step() == step:
             return  # already saved at this step (checkpoint_every landed on a stage end)
         meta = {

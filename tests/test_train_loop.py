@@ -71,6 +71,26 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_bert_dir, tmp_
     assert train_recs[-1]["loss"] == "nan" and np.isfinite(train_recs[-2]["loss"])
 
 
+def test_a_nonfinite_step_on_a_checkpoint_step_is_caught_before_anything_is_saved(
+    tiny_bert_dir, tmp_path
+):
+    """A step's finite flag is read once the next step is queued, so the host need not wait
+    for every step; but a step that evaluates or checkpoints reads it first: poisoned from the
+    8th step, where an evaluation and a checkpoint fall, the run stops at step 8 with step 4 its
+    last checkpoint and no dev record for step 8."""
+    c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/similarity"])
+    stage.feed = PoisonFeed(stage.feed, at=7)  # step index 7 = the 8th step
+    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
+                            config=run_lib.train_config(c))  # fmt: skip
+    with pytest.raises(train.NonFiniteLoss, match="step 8"):
+        trainer.run()
+    assert ckpt_lib.Checkpointer(tmp_path / "checkpoints").latest_step() == 4
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "dev"] == [4]
+    assert max(r["step"] for r in records if r["split"] == "train") == 8
+
+
 def test_early_stop_and_best_checkpoint(tiny_bert_dir, tmp_path):
     c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/sentiment"], steps=40)
     # an absurd learning rate stalls the dev metric, so patience 1 stops the stage early
