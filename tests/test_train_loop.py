@@ -53,19 +53,27 @@ def _setup(tiny_bert_dir, names, steps=12):
     return c, tds, model, multitask.joint_stage(c, tds, params)
 
 
-def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_bert_dir, tmp_path):
+def _poisoned_run(tiny_bert_dir, tmp_path, at: int, stops_at: int):
+    """Train builtin/similarity (checkpoint and eval every 4 steps) with NaN targets from step
+    index ``at`` on; the run must stop with NonFiniteLoss naming step ``stops_at``. Returns the
+    model and the metrics.jsonl records."""
     c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/similarity"])
-    stage.feed = PoisonFeed(stage.feed, at=6)  # step index 6 = the 7th step
+    stage.feed = PoisonFeed(stage.feed, at=at)
     mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
                             config=run_lib.train_config(c))  # fmt: skip
-    with pytest.raises(train.NonFiniteLoss, match="step 7"):
+    with pytest.raises(train.NonFiniteLoss, match=f"step {stops_at}"):
         trainer.run()
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    return model, records
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_bert_dir, tmp_path):
+    model, records = _poisoned_run(tiny_bert_dir, tmp_path, at=6, stops_at=7)  # the 7th step
     ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
     assert ck.latest_step() == 4
     params = ckpt_lib.load_params(tmp_path, nnx.to_pure_dict(nnx.state(model, nnx.Param)))[0]
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
-    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train_recs] == list(range(1, 8))
     assert train_recs[-1]["loss"] == "nan" and np.isfinite(train_recs[-2]["loss"])
@@ -78,15 +86,8 @@ def test_a_nonfinite_step_on_a_checkpoint_step_is_caught_before_anything_is_save
     for every step; but a step that evaluates or checkpoints reads it first: poisoned from the
     8th step, where an evaluation and a checkpoint fall, the run stops at step 8 with step 4 its
     last checkpoint and no dev record for step 8."""
-    c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/similarity"])
-    stage.feed = PoisonFeed(stage.feed, at=7)  # step index 7 = the 8th step
-    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
-                            config=run_lib.train_config(c))  # fmt: skip
-    with pytest.raises(train.NonFiniteLoss, match="step 8"):
-        trainer.run()
+    _, records = _poisoned_run(tiny_bert_dir, tmp_path, at=7, stops_at=8)
     assert ckpt_lib.Checkpointer(tmp_path / "checkpoints").latest_step() == 4
-    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "dev"] == [4]
     assert max(r["step"] for r in records if r["split"] == "train") == 8
 
