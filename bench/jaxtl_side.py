@@ -75,8 +75,6 @@ def load_encoder(name: str) -> nnx.Module:
 def random_bert(hf_config: dict, seed: int) -> nnx.Module:
     """A BERT encoder of ``hf_config``'s shape with random weights and bf16 compute over fp32
     weights (the accelerator case: no checkpoint to carry, the same programs as trained ones)."""
-    import jax.numpy as jnp
-
     return models.build_encoder("bert", hf_config, rngs=nnx.Rngs(seed), dtype=jnp.bfloat16)
 
 

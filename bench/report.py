@@ -338,6 +338,12 @@ def accelerator(res: dict, path: pathlib.Path) -> str:
                          _f(r["ratio_median"], 2) if key == "jaxtl" and "ratio_median" in r
                          else ""])  # fmt: skip
     peak = c["rows"][0]["peak_bf16_tflops"] if c["rows"] else None
+    kernels = []  # jaxtl's top kernels per batch size, where the run traced them
+    for r in c["rows"]:
+        if r.get("jaxtl_kernels"):
+            top = "; ".join(f"`{k['kind']}` {_f(k['ms_per_step'], 2)}" for k in r["jaxtl_kernels"])
+            kernels += ["", f"jaxtl's top kernels at B = {r['batch_size']} (ms a step, from a "
+                        f"trace of a few steps; a GPU's own kernels): {top}."]  # fmt: skip
     return "\n".join([
         f"Device: {c['device_kind']} (JAX backend `{c['backend']}`); BERT-base, random init, "
         f"full fine-tuning, bf16 compute over fp32 weights in both systems (jaxtl "
@@ -348,10 +354,7 @@ def accelerator(res: dict, path: pathlib.Path) -> str:
         "",
         _table(["system", "B", "T", "step ms", "tokens/s", "TFLOP/s", "MFU", "peak GiB",
                 "jaxtl/PyTorch"], rows),
-        *[line for r in c["rows"] if r.get("jaxtl_kernels") for line in (
-            "", f"jaxtl's top kernels at B = {r['batch_size']} (ms a step, from a trace of "
-            "a few steps; a GPU's own kernels): " + "; ".join(
-                f"`{k['kind']}` {_f(k['ms_per_step'], 2)}" for k in r["jaxtl_kernels"]) + ".")],
+        *kernels,
         "", _source(res, path),
     ])  # fmt: skip
 

@@ -65,8 +65,7 @@ import numpy as np
 
 VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "xla_kernels", "rows_half",
             "padded")  # fmt: skip
-# --model names built here with random weights rather than loaded (the accelerator case's).
-RANDOM_MODELS = {"bert-base": "BERT_BASE"}
+RANDOM_BERT_BASE = "bert-base"  # --model: the accelerator case's random BERT-base, not loaded
 PADDED_FRACTION = 0.3
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 YNN_TYPES = ("dot", "individual_dot", "eltwise", "reduce")
@@ -119,11 +118,10 @@ def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: st
 
     b, t = (batch_size * 2, seq_len // 2) if name == "rows_half" else (batch_size, seq_len)
     encoder = None
-    if settings.model in RANDOM_MODELS:
+    if settings.model == RANDOM_BERT_BASE:
         from bench import cases
 
-        hf_config = getattr(cases, RANDOM_MODELS[settings.model])
-        encoder = J.random_bert(hf_config, settings.seed)
+        encoder = J.random_bert(cases.BERT_BASE, settings.seed)
     model, _ = J.build_model(settings, strategy, tokenizer=False, encoder=encoder)
     batch = J.random_batch(int(model.encoder.tied_embedding().shape[0]), b, t, settings.seed)
     if name == "padded":

@@ -439,6 +439,7 @@ class Trainer:
         train_step = None
         self._last_log = time.time()
         self._unlogged = {}
+        outcome = "done"
         while self._step < p_end:
             batch = stage.feed.next_batch(self._step)
             if stage.features is not None:
@@ -471,10 +472,10 @@ class Trainer:
             for hook in self.after_step:
                 hook(event)
             if event.stop:
-                self._check_finite()
-                return "stopped"
-        self._check_finite()
-        return "done"
+                outcome = "stopped"
+                break
+        self._check_finite()  # the phase's last step
+        return outcome
 
     def _restore(self, stage: Stage) -> None:
         """The checkpoint being resumed falls inside this phase: restore everything from it."""
