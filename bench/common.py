@@ -57,9 +57,13 @@ class Settings:
     accelerator_steps: int = 10
     accelerator_profile_steps: int = 3  # then traced: jaxtl's top kernels per step (0 = none)
     keras: bool = True  # step case: KerasHub as the third system when keras-hub imports
+    torch: bool = True  # e2e cases: the HF Trainer as a system (--no-torch leaves it out)
     # jaxtl's CPU kernels (config key cpu_kernels), in this process and in every worker process
     cpu_kernels: str = "auto"
     seed: int = 0
+    # e2e cases: one run of every system per seed, ratios and accuracies on the means (empty:
+    # one run at ``seed``)
+    seeds: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,3 +192,52 @@ def ru_maxrss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# The e2e cases' rule: a wall-time ratio counts when the dev accuracies are this close (points).
+ACCURACY_RULE_POINTS = 0.5
+
+
+def equal_accuracy(gap_points: float) -> bool:
+    """Whether an accuracy gap (points) is within :data:`ACCURACY_RULE_POINTS`; compared at
+    the 1e-6 point a table can show, so a gap of 0.5 (``100 * (0.77 - 0.775)``) counts."""
+    return round(abs(gap_points), 6) <= ACCURACY_RULE_POINTS
+
+
+# The e2e cases' systems: jaxtl (first run, compile cache empty), jaxtl again (cache warm; the
+# quick case only), the HF Trainer, KerasHub.
+E2E_SYSTEMS = ("jaxtl", "jaxtl_warm", "torch", "keras")
+
+
+def seed_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means and standard deviations (n - 1) over seeds of each system's wall time and dev
+    accuracy, and jaxtl's ratios to the others on those means: ``ratio`` / ``ratio_keras``
+    (mean wall times; ``ratio_warm``: jaxtl's cache-warm runs to the Trainer), the accuracy
+    difference jaxtl - other in points (``accuracy_diff_points``, ``..._keras_points``), its
+    size (``accuracy_gap_points``, ...) and whether the ratio counts (gap within 0.5 points)."""
+    out: dict[str, Any] = {"summary": {}}
+    for name in E2E_SYSTEMS:
+        if not runs or not all(name in r for r in runs):
+            continue
+        wall = [r[name]["wall_s"] for r in runs]
+        acc = [r[name]["accuracy"] for r in runs]
+        out["summary"][name] = {
+            "wall_mean_s": statistics.fmean(wall),
+            "wall_std_s": statistics.stdev(wall) if len(wall) > 1 else 0.0,
+            "accuracy_mean": statistics.fmean(acc),
+            "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+        }
+    means = out["summary"]
+    for name, suffix in (("torch", ""), ("keras", "_keras")):
+        if name not in means:
+            continue
+        diff = 100 * (means["jaxtl"]["accuracy_mean"] - means[name]["accuracy_mean"])
+        out[f"ratio{suffix}"] = means["jaxtl"]["wall_mean_s"] / means[name]["wall_mean_s"]
+        out[f"ratio{suffix}_each"] = [r["jaxtl"]["wall_s"] / r[name]["wall_s"] for r in runs]
+        out[f"accuracy_diff{suffix}_points"] = diff
+        out[f"accuracy_gap{suffix}_points"] = abs(diff)
+        out[f"ratio{suffix}_counts"] = equal_accuracy(diff)
+    if "torch" in means and "jaxtl_warm" in means:
+        out["ratio_warm"] = means["jaxtl_warm"]["wall_mean_s"] / means["torch"]["wall_mean_s"]
+        out["ratio_warm_each"] = [r["jaxtl_warm"]["wall_s"] / r["torch"]["wall_s"] for r in runs]
+    return out

@@ -173,9 +173,81 @@ def forward(res: dict, path: pathlib.Path) -> str:
     ])  # fmt: skip
 
 
+def _recipe(c: dict, name: str, optimizer: str | None) -> str:
+    """The e2e table's opening sentence: the data and the recipe every system trains with."""
+    return (
+        f"{c['train_examples']} training examples "
+        f"({'all of SST-2 train, one epoch' if name == 'e2e_full' else 'the first ones of SST-2 train'}), "
+        f"{c['dev_examples']} dev examples, {c['steps']} steps of batch {c['batch_size']}, "
+        f"LR {c['lr']} linear with 10% warm-up, AdamW (wd 0.01), clip 1.0, for every system. Wall time "
+        "from model load and tokenisation to dev accuracy, compilation included"
+        + (f"; HF's optimizer: `{optimizer}`." if optimizer else ".")
+    )  # fmt: skip
+
+
+def _e2e_seeds(res: dict, path: pathlib.Path, name: str) -> str:
+    """The e2e table of a run over several seeds: a row per system and seed, then the means
+    (taken here from the per-seed rows, as the run took them)."""
+    from bench.common import seed_summary
+
+    c = res["cases"][name]
+    c = {**c, **seed_summary(c["runs"])}
+    names = {"jaxtl": "jaxtl (multitask regime, packed rows)",
+             "jaxtl_warm": "jaxtl, second run (compile cache warm)",
+             "torch": "HF Trainer + DataCollatorWithPadding",
+             "keras": "KerasHub BertTextClassifier.fit (fixed length)"}  # fmt: skip
+    length = next((r["keras"]["sequence_length"] for r in c["runs"] if "keras" in r), None)
+    if length is not None:
+        names["keras"] = f"KerasHub BertTextClassifier.fit (fixed length {length})"
+    rows, optimizer = [], None
+    for system, label in names.items():
+        for r in c["runs"]:
+            if system not in r:
+                continue
+            x = r[system]
+            optimizer = x.get("optimizer", optimizer)
+            compiled = (f"{_f(x['compile_seconds'], 1)} ({x['cache_hits']} / {x['cache_misses']})"
+                        if "compile_seconds" in x else "–")  # fmt: skip
+            rows.append([label, r["seed"], _f(x["wall_s"], 1), compiled,
+                         _f(100 * x["accuracy"], 2), _f(x["pad_fraction"], 3)])  # fmt: skip
+    n = len(c["runs"])
+    lines = [f"- {names[system]}: wall {_f(m['wall_mean_s'], 1)} ± {_f(m['wall_std_s'], 1)} s, "
+             f"dev accuracy {_f(100 * m['accuracy_mean'], 2)} ± {_f(100 * m['accuracy_std'], 2)} "
+             f"% (mean ± std over {n} seeds)."
+             for system, m in c["summary"].items()]  # fmt: skip
+    for other, suffix in (("Trainer", ""), ("KerasHub", "_keras")):
+        if f"ratio{suffix}" not in c:
+            continue
+        verdict = ("counts" if c[f"ratio{suffix}_counts"]
+                   else "does NOT count (mean accuracies differ by more than 0.5)")  # fmt: skip
+        each = ", ".join(_f(x, 2) for x in c[f"ratio{suffix}_each"])
+        lines.append(f"- Ratio jaxtl/{other} of mean wall times: {_f(c[f'ratio{suffix}'], 2)} "
+                     f"(per seed {each}); mean dev accuracy jaxtl − {other} "
+                     f"{c[f'accuracy_diff{suffix}_points']:+.2f} points, so by the ±0.5 rule "
+                     f"the ratio {verdict}.")  # fmt: skip
+    if "ratio_warm" in c:
+        each = ", ".join(_f(x, 2) for x in c["ratio_warm_each"])
+        lines.append(f"- Ratio jaxtl/Trainer, jaxtl's second run (compile cache warm): "
+                     f"{_f(c['ratio_warm'], 2)} (per seed {each}).")  # fmt: skip
+    warm = (" jaxtl runs twice a seed, each in a fresh process sharing that seed's new "
+            "compile-cache folder: first with it empty, then after the other systems."
+            if "jaxtl_warm" in c["summary"] else "")  # fmt: skip
+    return "\n".join([
+        _recipe(c, name, optimizer) + f" Every system once per seed ({', '.join(map(str, c['seeds']))}), "
+        "seed by seed, the systems in turn; each seed's jaxtl run starts with an empty compile "
+        "cache." + warm,
+        "",
+        _table(["system", "seed", "wall s", "XLA compile s (cache hits / misses)", "dev acc %",
+                "pad-token fraction (train)"], rows),
+        "", *lines, "", _source(res, path),
+    ])  # fmt: skip
+
+
 def e2e(res: dict, path: pathlib.Path, name: str = "e2e") -> str:
     c = res["cases"][name]
-    j, t, w = c["jaxtl"], c["torch"], c.get("jaxtl_warm")
+    if "runs" in c:
+        return _e2e_seeds(res, path, name)
+    j, t, w = c["jaxtl"], c.get("torch"), c.get("jaxtl_warm")
 
     def compiled(r: dict) -> str:
         if "compile_seconds" not in r:  # results from before the cold/warm split
@@ -191,28 +263,37 @@ def e2e(res: dict, path: pathlib.Path, name: str = "e2e") -> str:
         rows.append([f"jaxtl (multitask regime, {kind}), second run: compile cache warm",
                      _f(w["wall_s"], 1), compiled(w), _f(100 * w["accuracy"], 2),
                      _f(w["pad_fraction"], 3)])  # fmt: skip
-    rows.append(["HF Trainer + DataCollatorWithPadding", _f(t["wall_s"], 1), "–",
-                 _f(100 * t["accuracy"], 2), _f(t["pad_fraction"], 3)])  # fmt: skip
+    if t is not None:
+        rows.append(["HF Trainer + DataCollatorWithPadding", _f(t["wall_s"], 1), "–",
+                     _f(100 * t["accuracy"], 2), _f(t["pad_fraction"], 3)])  # fmt: skip
     k = c.get("keras")
     if k is not None:
         rows.append([f"KerasHub BertTextClassifier.fit (fixed length {k['sequence_length']})",
                      _f(k["wall_s"], 1), "–", _f(100 * k["accuracy"], 2),
                      _f(k["pad_fraction"], 3)])  # fmt: skip
-    counts = (
-        "counts" if c["ratio_counts"] else "does NOT count (accuracies differ by more than 0.5)"
-    )
-    keras_line = []
+    lines = []
+    if t is not None:
+        counts = (
+            "counts" if c["ratio_counts"] else "does NOT count (accuracies differ by more than 0.5)"
+        )
+        lines.append(f"- Ratio jaxtl/Trainer wall time{' (compile cache empty)' if w else ''}: "
+                     f"{_f(c['ratio'], 2)}; accuracy gap {_f(c['accuracy_gap_points'], 2)} points, "
+                     f"so the ratio {counts}.")  # fmt: skip
+        if w is not None:
+            lines.append("- Ratio jaxtl/Trainer wall time, second run (compile cache warm): "
+                         f"{_f(c['ratio_warm'], 2)}.")  # fmt: skip
     if k is not None:
         kc = "counts" if c["ratio_keras_counts"] else "does NOT count (accuracies differ by >0.5)"
-        keras_line = [f"- Ratio jaxtl/KerasHub wall time: {_f(c['ratio_keras'], 2)}; accuracy gap "
-                      f"{_f(c['accuracy_gap_keras_points'], 2)} points, so the ratio {kc}."]  # fmt: skip
+        lines.append(f"- Ratio jaxtl/KerasHub wall time: {_f(c['ratio_keras'], 2)}; accuracy gap "
+                     f"{_f(c['accuracy_gap_keras_points'], 2)} points, so the ratio {kc}.")  # fmt: skip
+    if t is not None:
+        lines.append(f"- Trainer's own `train_runtime`: {_f(t['train_runtime_s'], 1)} s.")
+    if "seed" in c:
+        lines.append(
+            f"- Seed {c['seed']} (jaxtl's head and data order, the Trainer's and KerasHub's seeds)."
+        )
     return "\n".join([
-        f"{c['train_examples']} training examples "
-        f"({'all of SST-2 train, one epoch' if name == 'e2e_full' else 'the first ones of SST-2 train'}), "
-        f"{c['dev_examples']} dev examples, {c['steps']} steps of batch {c['batch_size']}, "
-        f"LR {c['lr']} linear with 10% warm-up, AdamW (wd 0.01), clip 1.0, for every system. Wall time "
-        "from model load and tokenisation to dev accuracy, compilation included; HF's optimizer: "
-        f"`{t['optimizer']}`."
+        _recipe(c, name, t["optimizer"] if t is not None else None)
         + (f" jaxtl packs several examples per row: {j['row_batch_size']} rows per step "
            f"(≈ {j['examples_per_step']:.1f} examples, the others' batch), {j['steps']} steps."
            if "row_batch_size" in j else "")
@@ -223,13 +304,7 @@ def e2e(res: dict, path: pathlib.Path, name: str = "e2e") -> str:
         _table(["system", "wall s", "XLA compile s (cache hits / misses)", "dev acc %",
                 "pad-token fraction (train)"], rows),
         "",
-        f"- Ratio jaxtl/Trainer wall time{' (compile cache empty)' if w else ''}: "
-        f"{_f(c['ratio'], 2)}; accuracy gap {_f(c['accuracy_gap_points'], 2)} points, so the "
-        f"ratio {counts}.",
-        *([f"- Ratio jaxtl/Trainer wall time, second run (compile cache warm): "
-           f"{_f(c['ratio_warm'], 2)}."] if w else []),
-        *keras_line,
-        f"- Trainer's own `train_runtime`: {_f(t['train_runtime_s'], 1)} s.",
+        *lines,
         "", _source(res, path),
     ])  # fmt: skip
 

@@ -5,7 +5,8 @@
 
 Cases: step (train-step time per freezing strategy, with XLA FLOPs), forward (jitted encoder
 forward), e2e (SST-2, jaxtl regime vs HF Trainer vs KerasHub; --full-epoch: one epoch of all of
-train, the e2e case alone), cache (SST-2 head epochs on cached
+train, the e2e case alone; --seeds 0,1,2: every system once per seed, judged on the means;
+--no-torch / --no-keras leave a system out), cache (SST-2 head epochs on cached
 frozen-encoder features, encoder pass included, vs recomputing the encoder; --full: all of
 train), memory (optimizer state and peak RSS, one process each), scaling (FSDP over 1-8
 fake CPU devices), accelerator (BERT-base tokens/s and MFU; only with --accelerator on a GPU/TPU),
@@ -61,6 +62,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         if v is not None:
             setattr(s, name, v)
     s.keras = args.keras
+    s.torch = args.torch
+    if args.seeds:
+        s.seeds = tuple(int(x) for x in args.seeds.split(","))
     if args.cpu_kernels:
         s.cpu_kernels = args.cpu_kernels
     if args.full:
@@ -88,11 +92,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--accelerator-batch-sizes", default=None,
                    help="accelerator case batch sizes, e.g. 32,256 (the default)")  # fmt: skip
     p.add_argument("--no-keras", dest="keras", action="store_false",
-                   help="leave KerasHub out of the step case")  # fmt: skip
+                   help="leave KerasHub out of the step and e2e cases")  # fmt: skip
     p.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"),
                    help="file whose tables to regenerate ('' = none)")  # fmt: skip
     p.add_argument("--render", default=None, metavar="RESULTS_JSON",
                    help="only regenerate the markdown tables from an earlier results file")  # fmt: skip
+    p.add_argument(
+        "--no-torch", dest="torch", action="store_false", help="e2e cases: leave the HF Trainer out"
+    )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="e2e cases: comma-separated seeds, every system once per seed "
+        "(ratios and accuracies on the means)",
+    )
     p.add_argument("--model", default=None, help="'minilm' (default) or a local HF directory")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seq-lens", default=None, help="e.g. 128,64")

@@ -22,6 +22,7 @@ def _settings(raw: str) -> Settings:
     d = json.loads(raw)
     d["seq_lens"] = tuple(d["seq_lens"])
     d["scaling_devices"] = tuple(d["scaling_devices"])
+    d["seeds"] = tuple(d.get("seeds", ()))
     return Settings(**d)
 
 

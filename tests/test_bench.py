@@ -479,3 +479,81 @@ def test_pair_tokenise_builds_the_same_entry_by_every_path(tmp_path):
     assert [r["mode"] for r in res["runs"]] == ["encode", "flat", "workers"]
     assert all(r["rows"] == 20000 and r["seconds"] > 0 for r in res["runs"])
     assert res["same_entry"] and json.loads((tmp_path / "r.json").read_text())["same_entry"]
+
+
+def test_e2e_over_seeds_runs_every_system_per_seed_and_judges_the_means(
+    data_dir, tmp_path, monkeypatch
+):
+    """``--seeds 3,4`` runs one e2e round per seed (that seed in every system's settings) and
+    takes the ratios and the 0.5-point accuracy rule on the means over seeds; ``--no-torch``
+    leaves the Trainer out. The table has a row per system and seed and the means below it."""
+    from bench import cases, run
+
+    walls = {"jaxtl": (10.0, 14.0), "keras": (40.0, 44.0)}
+    accs = {3: {"jaxtl": 0.890, "keras": 0.880}, 4: {"jaxtl": 0.884, "keras": 0.886}}
+    seen = []
+
+    def fake_once(s, steps, train, dev):
+        seen.append((s.seed, s.torch))
+        i = len(seen) - 1
+        return {name: {"wall_s": walls[name][i], "accuracy": accs[s.seed][name],
+                       "pad_fraction": 0.01, "sequence_length": 64}
+                for name in ("jaxtl", "keras")}  # fmt: skip
+
+    monkeypatch.setattr(cases, "_e2e_once", fake_once)
+    md = tmp_path / "BENCH.md"
+    md.write_text("")
+    res = run.main(["--cases", "e2e", "--seeds", "3,4", "--no-torch", "--train-examples", "8",
+                    "--dev-examples", "4", "--data-dir", str(data_dir),
+                    "--out", str(tmp_path / "r.json"), "--markdown", str(md)])  # fmt: skip
+    assert seen == [(3, False), (4, False)]
+    c = res["cases"]["e2e"]
+    assert [r["seed"] for r in c["runs"]] == [3, 4]
+    jx, kh = c["summary"]["jaxtl"], c["summary"]["keras"]
+    assert jx["wall_mean_s"] == pytest.approx(12.0) and kh["wall_mean_s"] == pytest.approx(42.0)
+    assert jx["wall_std_s"] == pytest.approx(2 * math.sqrt(2))  # stdev, n - 1
+    assert jx["accuracy_mean"] == pytest.approx(0.887) and kh["accuracy_mean"] == pytest.approx(
+        0.883
+    )
+    assert c["ratio_keras"] == pytest.approx(12.0 / 42.0)
+    assert c["ratio_keras_each"] == pytest.approx([10.0 / 40.0, 14.0 / 44.0])
+    # one seed alone differs by 1.0 point; the means by 0.4, inside the rule
+    assert c["accuracy_gap_keras_points"] == pytest.approx(0.4) and c["ratio_keras_counts"]
+    assert c["accuracy_diff_keras_points"] == pytest.approx(0.4)  # jaxtl - KerasHub, signed
+    assert "ratio" not in c and "torch" not in c["summary"]
+    text = md.read_text()
+    assert "| jaxtl (multitask regime, packed rows) | 4 | 14.0 |" in text
+    assert "| KerasHub BertTextClassifier.fit (fixed length 64) | 3 | 40.0 |" in text
+    assert "mean ± std over 2 seeds" in text and "jaxtl − KerasHub +0.40 points" in text
+    assert "the ratio counts" in text
+    assert "Trainer" not in text
+
+
+def test_seed_summary_takes_the_trainer_and_the_warm_runs_on_their_means():
+    from bench.common import seed_summary
+
+    def side(wall, acc):
+        return {"wall_s": wall, "accuracy": acc}
+
+    runs = [
+        {
+            "seed": 0,
+            "jaxtl": side(30.0, 0.78),
+            "jaxtl_warm": side(20.0, 0.78),
+            "torch": side(50.0, 0.77),
+        },
+        {
+            "seed": 1,
+            "jaxtl": side(40.0, 0.76),
+            "jaxtl_warm": side(30.0, 0.76),
+            "torch": side(50.0, 0.78),
+        },
+    ]
+    out = seed_summary(runs)
+    assert out["ratio"] == pytest.approx(35.0 / 50.0)
+    assert out["ratio_warm"] == pytest.approx(25.0 / 50.0)
+    assert out["ratio_warm_each"] == pytest.approx([0.4, 0.6])
+    # jaxtl 0.77, Trainer 0.775: jaxtl half a point lower, still within the rule
+    assert out["accuracy_diff_points"] == pytest.approx(-0.5)
+    assert out["ratio_counts"] and "ratio_keras" not in out
+    assert out["summary"]["torch"]["accuracy_std"] == pytest.approx(0.01 / math.sqrt(2))
