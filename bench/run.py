@@ -45,6 +45,17 @@ from bench.common import (  # noqa: E402
 )
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    """A comma-separated list of integers (``--seeds 0,1,2``); anything else is a usage error
+    naming the value, not a traceback."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     s = Settings(data_dir=args.data_dir)
     if args.quick:
@@ -64,17 +75,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     s.keras = args.keras
     s.torch = args.torch
     if args.seeds:
-        s.seeds = tuple(int(x) for x in args.seeds.split(","))
+        if len(set(args.seeds)) != len(args.seeds):  # a repeated seed would shrink the spread
+            raise SystemExit(f"--seeds {','.join(map(str, args.seeds))}: a seed appears twice")
+        s.seeds = args.seeds
     if args.cpu_kernels:
         s.cpu_kernels = args.cpu_kernels
     if args.full:
         s.cache_examples = 0  # feature extraction on all of SST-2 train (the issue's case)
     if args.seq_lens:
-        s.seq_lens = tuple(int(x) for x in args.seq_lens.split(","))
+        s.seq_lens = args.seq_lens
     if args.accelerator_batch_sizes:
-        s.accelerator_batch_sizes = tuple(int(x) for x in args.accelerator_batch_sizes.split(","))
+        s.accelerator_batch_sizes = args.accelerator_batch_sizes
     if args.scaling_devices:
-        s.scaling_devices = tuple(int(x) for x in args.scaling_devices.split(","))
+        s.scaling_devices = args.scaling_devices
     return s
 
 
@@ -89,7 +102,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results JSON (default bench/results/<date>.json)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding SST-2/")
     p.add_argument("--accelerator", action="store_true", help="run the BERT-base GPU/TPU case")
-    p.add_argument("--accelerator-batch-sizes", default=None,
+    p.add_argument("--accelerator-batch-sizes", default=None, type=int_list,
                    help="accelerator case batch sizes, e.g. 32,256 (the default)")  # fmt: skip
     p.add_argument("--no-keras", dest="keras", action="store_false",
                    help="leave KerasHub out of the step and e2e cases")  # fmt: skip
@@ -103,12 +116,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--seeds",
         default=None,
+        type=int_list,
         help="e2e cases: comma-separated seeds, every system once per seed "
         "(ratios and accuracies on the means)",
     )
     p.add_argument("--model", default=None, help="'minilm' (default) or a local HF directory")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seq-lens", default=None, help="e.g. 128,64")
+    p.add_argument("--seq-lens", default=None, type=int_list, help="e.g. 128,64")
     p.add_argument("--pairs", type=int, default=None, help="timed A/B pairs per case")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--train-examples", type=int, default=None)
@@ -118,7 +132,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-epochs", type=int, default=None)
     p.add_argument("--cache-pairs", type=int, default=None, help="cache: run pairs, ABBA")
     p.add_argument("--memory-steps", type=int, default=None)
-    p.add_argument("--scaling-devices", default=None, help="e.g. 1,2,4,8")
+    p.add_argument("--scaling-devices", default=None, type=int_list, help="e.g. 1,2,4,8")
     p.add_argument("--scaling-seq-len", type=int, default=None)
     p.add_argument("--scaling-steps", type=int, default=None)
     p.add_argument("--cpu-kernels", default=None, choices=("auto", "xla", "ynnpack"),

@@ -557,3 +557,17 @@ def test_seed_summary_takes_the_trainer_and_the_warm_runs_on_their_means():
     assert out["accuracy_diff_points"] == pytest.approx(-0.5)
     assert out["ratio_counts"] and "ratio_keras" not in out
     assert out["summary"]["torch"]["accuracy_std"] == pytest.approx(0.01 / math.sqrt(2))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [("--seeds", "0,x", "'0,x' is not a comma-separated list of integers"),
+     ("--seq-lens", "128;64", "'128;64' is not a comma-separated list of integers"),
+     ("--seeds", "1,2,1", "--seeds 1,2,1: a seed appears twice")],
+)  # fmt: skip
+def test_bench_list_flags_refuse_bad_values_in_one_line(flag, value, says, capsys):
+    from bench import run
+
+    with pytest.raises(SystemExit) as e:
+        run.main([flag, value, "--cases", "padding", "--markdown", ""])
+    assert says in f"{e.value}{capsys.readouterr().err}"
