@@ -185,6 +185,13 @@ def _recipe(c: dict, name: str, optimizer: str | None) -> str:
     )  # fmt: skip
 
 
+def _compiled(r: dict) -> str:
+    """A jaxtl e2e run's compile seconds and cache hits / misses."""
+    if "compile_seconds" not in r:  # results from before the cold/warm split
+        return "–"
+    return f"{_f(r['compile_seconds'], 1)} ({r['cache_hits']} / {r['cache_misses']})"
+
+
 def _e2e_seeds(res: dict, path: pathlib.Path, name: str) -> str:
     """The e2e table of a run over several seeds: a row per system and seed, then the means
     (taken here from the per-seed rows, as the run took them)."""
@@ -206,9 +213,7 @@ def _e2e_seeds(res: dict, path: pathlib.Path, name: str) -> str:
                 continue
             x = r[system]
             optimizer = x.get("optimizer", optimizer)
-            compiled = (f"{_f(x['compile_seconds'], 1)} ({x['cache_hits']} / {x['cache_misses']})"
-                        if "compile_seconds" in x else "–")  # fmt: skip
-            rows.append([label, r["seed"], _f(x["wall_s"], 1), compiled,
+            rows.append([label, r["seed"], _f(x["wall_s"], 1), _compiled(x),
                          _f(100 * x["accuracy"], 2), _f(x["pad_fraction"], 3)])  # fmt: skip
     n = len(c["runs"])
     lines = [f"- {names[system]}: wall {_f(m['wall_mean_s'], 1)} ± {_f(m['wall_std_s'], 1)} s, "
@@ -249,19 +254,14 @@ def e2e(res: dict, path: pathlib.Path, name: str = "e2e") -> str:
         return _e2e_seeds(res, path, name)
     j, t, w = c["jaxtl"], c.get("torch"), c.get("jaxtl_warm")
 
-    def compiled(r: dict) -> str:
-        if "compile_seconds" not in r:  # results from before the cold/warm split
-            return "–"
-        return f"{_f(r['compile_seconds'], 1)} ({r['cache_hits']} / {r['cache_misses']})"
-
     kind = "packed rows" if j.get("packed") else "buckets 32/64/128"
     rows = [
         [f"jaxtl (multitask regime, {kind}){', compile cache empty' if w else ''}",
-         _f(j["wall_s"], 1), compiled(j), _f(100 * j["accuracy"], 2), _f(j["pad_fraction"], 3)],
+         _f(j["wall_s"], 1), _compiled(j), _f(100 * j["accuracy"], 2), _f(j["pad_fraction"], 3)],
     ]  # fmt: skip
     if w is not None:
         rows.append([f"jaxtl (multitask regime, {kind}), second run: compile cache warm",
-                     _f(w["wall_s"], 1), compiled(w), _f(100 * w["accuracy"], 2),
+                     _f(w["wall_s"], 1), _compiled(w), _f(100 * w["accuracy"], 2),
                      _f(w["pad_fraction"], 3)])  # fmt: skip
     if t is not None:
         rows.append(["HF Trainer + DataCollatorWithPadding", _f(t["wall_s"], 1), "–",
