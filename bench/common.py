@@ -204,6 +204,15 @@ def equal_accuracy(gap_points: float) -> bool:
     return round(abs(gap_points), 6) <= ACCURACY_RULE_POINTS
 
 
+# The e2e cases' goals: jaxtl's wall time at most this fraction of each named peer's, and
+# whether the goal asks for equal accuracy (the full epoch: "at equal dev accuracy (±0.5)"; the
+# 2,048-example quick case: a time ratio to the Trainer only).
+E2E_GOALS = {
+    "e2e": {"ratio": 0.8, "peers": ("torch",), "equal_accuracy": False},
+    "e2e_full": {"ratio": 0.5, "peers": ("torch", "keras"), "equal_accuracy": True},
+}
+
+
 # The e2e cases' systems: jaxtl (first run, compile cache empty), jaxtl again (cache warm; the
 # quick case only), the HF Trainer, KerasHub.
 E2E_SYSTEMS = ("jaxtl", "jaxtl_warm", "torch", "keras")

@@ -192,6 +192,48 @@ def _compiled(r: dict) -> str:
     return f"{_f(r['compile_seconds'], 1)} ({r['cache_hits']} / {r['cache_misses']})"
 
 
+def _e2e_goal(c: dict, name: str) -> list[str]:
+    """The goal line of an e2e case (``bench.common.E2E_GOALS``): each peer's wall-time ratio
+    against the goal, on the means when the run has several seeds; for the full epoch a ratio
+    meets it only while the dev accuracies are equal (±0.5)."""
+    from bench.common import ACCURACY_RULE_POINTS, E2E_GOALS
+
+    goal = E2E_GOALS.get(name)
+    if goal is None:
+        return []
+    peers = {
+        "torch": ("Trainer", "", "the Trainer's"),
+        "keras": ("KerasHub", "_keras", "KerasHub's"),
+    }
+    parts, met = [], []
+    for peer in goal["peers"]:
+        other, suffix, _ = peers[peer]
+        ratio = c.get(f"ratio{suffix}")
+        if ratio is None:
+            parts.append(f"{other} not run")
+            met.append(False)
+            continue
+        on_time = ratio <= goal["ratio"]
+        equal = c[f"ratio{suffix}_counts"] or not goal["equal_accuracy"]
+        if on_time and not equal:
+            state = f"{ratio:.2f}, but the accuracies differ by more than {ACCURACY_RULE_POINTS}"
+        else:
+            state = _verdict(ratio, goal["ratio"], lower=True)
+        parts.append(f"{other} {state}")
+        met.append(on_time and equal)
+    whom = " and ".join(f"≤ {goal['ratio']}× {peers[p][2]}" for p in goal["peers"])
+    condition = (
+        f" at equal dev accuracy (±{ACCURACY_RULE_POINTS})"
+        if goal["equal_accuracy"]
+        else " (a time ratio only: this case's goal has no accuracy condition)"
+    )
+    means = " on the means over seeds" if "runs" in c else ""
+    return [
+        f"- Goal: jaxtl's wall time {whom}{condition}: {'met' if all(met) else 'not met'}"
+        f"{means} ({'; '.join(parts)})."
+    ]
+
+
 def _e2e_seeds(res: dict, path: pathlib.Path, name: str) -> str:
     """The e2e table of a run over several seeds: a row per system and seed, then the means
     (taken here from the per-seed rows, as the run took them)."""
@@ -244,7 +286,7 @@ def _e2e_seeds(res: dict, path: pathlib.Path, name: str) -> str:
         "",
         _table(["system", "seed", "wall s", "XLA compile s (cache hits / misses)", "dev acc %",
                 "pad-token fraction (train)"], rows),
-        "", *lines, "", _source(res, path),
+        "", *lines, *_e2e_goal(c, name), "", _source(res, path),
     ])  # fmt: skip
 
 
@@ -305,6 +347,7 @@ def e2e(res: dict, path: pathlib.Path, name: str = "e2e") -> str:
                 "pad-token fraction (train)"], rows),
         "",
         *lines,
+        *_e2e_goal(c, name),
         "", _source(res, path),
     ])  # fmt: skip
 

@@ -526,7 +526,31 @@ def test_e2e_over_seeds_runs_every_system_per_seed_and_judges_the_means(
     assert "| KerasHub BertTextClassifier.fit (fixed length 64) | 3 | 40.0 |" in text
     assert "mean ± std over 2 seeds" in text and "jaxtl − KerasHub +0.40 points" in text
     assert "the ratio counts" in text
-    assert "Trainer" not in text
+    # the quick case's goal is a ratio to the Trainer, which this run left out
+    assert "- Goal: jaxtl's wall time ≤ 0.8× the Trainer's" in text
+    assert "not met on the means over seeds (Trainer not run)" in text
+    assert "Trainer +" not in text and "Trainer −" not in text
+
+
+def test_e2e_goal_lines_hold_the_full_epoch_not_the_quick_case_to_equal_accuracy():
+    """The quick case's goal is ≤ 0.8× the Trainer's wall time; the full epoch's ≤ 0.5× the
+    Trainer's and KerasHub's at equal dev accuracy (±0.5), so a fast ratio with a 1.4-point
+    gap meets the first and not the second."""
+    from bench import report
+
+    fast_but_apart = {"ratio": 0.46, "ratio_counts": False, "ratio_keras": 0.21,
+                      "ratio_keras_counts": True}  # fmt: skip
+    (quick,) = report._e2e_goal(fast_but_apart, "e2e")
+    assert quick.endswith(": met (Trainer met (0.46)).")
+    (full,) = report._e2e_goal(fast_but_apart, "e2e_full")
+    assert ": not met (Trainer 0.46, but the accuracies differ by more than 0.5; " in full
+    assert "KerasHub met (0.21))." in full
+    slow = {**fast_but_apart, "ratio_counts": True, "ratio_keras": 0.55, "runs": [{}, {}]}
+    (full,) = report._e2e_goal(slow, "e2e_full")
+    assert "not met on the means over seeds (Trainer met (0.46); KerasHub missed by 0.05" in full
+    both = {**slow, "ratio_keras": 0.5}
+    assert "): met on the means over seeds (" in report._e2e_goal(both, "e2e_full")[0]
+    assert report._e2e_goal(both, "step") == []
 
 
 def test_seed_summary_takes_the_trainer_and_the_warm_runs_on_their_means():
