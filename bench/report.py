@@ -192,6 +192,14 @@ def _compiled(r: dict) -> str:
     return f"{_f(r['compile_seconds'], 1)} ({r['cache_hits']} / {r['cache_misses']})"
 
 
+# jaxtl's e2e peers: the name in a results file -> (the name in a table, the suffix of its
+# keys in seed_summary's output, the possessive a goal line uses).
+_PEERS = {
+    "torch": ("Trainer", "", "the Trainer's"),
+    "keras": ("KerasHub", "_keras", "KerasHub's"),
+}
+
+
 def _e2e_goal(c: dict, name: str) -> list[str]:
     """The goal line of an e2e case (``bench.common.E2E_GOALS``): each peer's wall-time ratio
     against the goal, on the means when the run has several seeds; for the full epoch a ratio
@@ -201,13 +209,9 @@ def _e2e_goal(c: dict, name: str) -> list[str]:
     goal = E2E_GOALS.get(name)
     if goal is None:
         return []
-    peers = {
-        "torch": ("Trainer", "", "the Trainer's"),
-        "keras": ("KerasHub", "_keras", "KerasHub's"),
-    }
     parts, met = [], []
     for peer in goal["peers"]:
-        other, suffix, _ = peers[peer]
+        other, suffix, _ = _PEERS[peer]
         ratio = c.get(f"ratio{suffix}")
         if ratio is None:
             parts.append(f"{other} not run")
@@ -221,7 +225,7 @@ def _e2e_goal(c: dict, name: str) -> list[str]:
             state = _verdict(ratio, goal["ratio"], lower=True)
         parts.append(f"{other} {state}")
         met.append(on_time and equal)
-    whom = " and ".join(f"≤ {goal['ratio']}× {peers[p][2]}" for p in goal["peers"])
+    whom = " and ".join(f"≤ {goal['ratio']}× {_PEERS[p][2]}" for p in goal["peers"])
     condition = (
         f" at equal dev accuracy (±{ACCURACY_RULE_POINTS})"
         if goal["equal_accuracy"]
@@ -262,7 +266,7 @@ def _e2e_seeds(res: dict, path: pathlib.Path, name: str) -> str:
              f"dev accuracy {_f(100 * m['accuracy_mean'], 2)} ± {_f(100 * m['accuracy_std'], 2)} "
              f"% (mean ± std over {n} seeds)."
              for system, m in c["summary"].items()]  # fmt: skip
-    for other, suffix in (("Trainer", ""), ("KerasHub", "_keras")):
+    for other, suffix, _ in _PEERS.values():
         if f"ratio{suffix}" not in c:
             continue
         verdict = ("counts" if c[f"ratio{suffix}_counts"]

@@ -301,9 +301,14 @@ def test_data_scale_render_names_the_cpu_per_row_only_when_files_differ(tmp_path
     assert same.startswith("CPU: AMD EPYC") and "| jaxtl | 10 | cold |" in same
 
 
-def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tmp_path):
+def test_step_variants_time_one_step_in_each_variant(
+    tiny_bert_dir, data_dir, tmp_path, monkeypatch
+):
     from bench import step_variants
 
+    # glibc reads its tunables at process start, so this only tests that the result records
+    # them (hugetlb=0 is glibc's default either way).
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
     out = tmp_path / "v.json"
     step_variants.main([
         "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "2",
@@ -311,6 +316,7 @@ def test_step_variants_time_one_step_in_each_variant(tiny_bert_dir, data_dir, tm
         "--rounds", "2", "--profile", "1", "--out", str(out),
     ])  # fmt: skip
     res = json.loads(out.read_text())
+    assert res["machine"]["malloc_env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
     rows = {r["variant"]: r for r in res["rows"]}
     assert list(rows) == ["base", "sgd", "no_dropout", "ynn_reduce", "ynn=individual_dot+reduce"]
     for r in rows.values():
