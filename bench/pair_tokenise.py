@@ -22,7 +22,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-RTE = REPO.parent / "shared" / "data" / "RTE"
 MODES = ("encode", "flat", "workers")
 
 
@@ -55,16 +54,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--modes", default="encode,flat,workers,workers,flat,encode")
     p.add_argument("--root", default="/tmp/pair-tokenise")
     p.add_argument("--out", default=None)
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding RTE/ (default: $JAXTL_DATA_DIR or ../shared/data)")  # fmt: skip
     p.add_argument("--work", nargs=3, metavar=("MODE", "DATA", "CACHE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.work:
         print(json.dumps(work(*args.work)))
         return {}
-    from bench.common import command_line, machine
+    from bench.common import command_line, default_data_dir, machine
     from bench.data_scale import write_corpus
 
     root = pathlib.Path(args.root)
-    data = write_corpus(args.rows, root / "rte", RTE, folder="RTE")
+    rte = pathlib.Path(args.data_dir or default_data_dir()) / "RTE"
+    data = write_corpus(args.rows, root / "rte", rte, folder="RTE")
     runs = []
     for mode in args.modes.split(","):
         if mode not in MODES:

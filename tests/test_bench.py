@@ -474,14 +474,15 @@ def test_train_flops_are_six_per_weight_per_token_plus_attention():
     assert 2.0e12 < expected < 2.3e12  # ~2.2 TFLOP a step
 
 
-def test_pair_tokenise_builds_the_same_entry_by_every_path(tmp_path):
+def test_pair_tokenise_builds_the_same_entry_by_every_path(data_dir, tmp_path):
     """bench.pair_tokenise on 20,000 RTE pairs (two chunks, the second in a worker): the
     transformers call, the flat encoder here and in two workers write one entry (the
     benchmark's correctness check), and say so."""
     from bench import pair_tokenise
 
     res = pair_tokenise.main(["--rows", "20000", "--modes", "encode,flat,workers",
-                              "--root", str(tmp_path), "--out", str(tmp_path / "r.json")])  # fmt: skip
+                              "--root", str(tmp_path), "--out", str(tmp_path / "r.json"),
+                              "--data-dir", str(data_dir)])  # fmt: skip
     assert [r["mode"] for r in res["runs"]] == ["encode", "flat", "workers"]
     assert all(r["rows"] == 20000 and r["seconds"] > 0 for r in res["runs"])
     assert res["same_entry"] and json.loads((tmp_path / "r.json").read_text())["same_entry"]

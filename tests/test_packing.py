@@ -21,7 +21,6 @@ from jaxtl.models.heads import POOLINGS
 from jaxtl.objectives import switch_loss, switch_predict
 from jaxtl.objectives.supervised import segment_kw
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 TOL = 1e-5  # fp32: packed and unpacked differ only in summation order
 
 FAMILIES = {
@@ -206,9 +205,8 @@ def test_resumed_iterator_replays_the_identical_batches(tokenizer):
         assert all(np.array_equal(x[k], y[k]) for k in x)
 
 
-@pytest.mark.skipif(not (DATA / "SST-2" / "train.tsv").exists(), reason="no GLUE SST-2 data")
-def test_sst2_train_pad_fraction_is_under_five_percent(tokenizer):
-    task = get_task("glue/sst2", str(DATA))
+def test_sst2_train_pad_fraction_is_under_five_percent(tokenizer, data_dir):
+    task = get_task("glue/sst2", str(data_dir))
     train = task.load("train")[:20000]
     lengths = tokenize.encode(task, train, tokenizer, max_length=128).lengths
     kw = {"batch_size": 32, "buckets": (32, 64, 128), "seed": 0}
@@ -302,10 +300,10 @@ def test_eval_moves_partial_batches_up_into_free_padding_rows():
     assert got.tolist() == [0, 0, 0, 0, 2, 2, 2, 2, 2]
 
 
-def test_sst2_dev_packs_into_one_shape_with_every_example_once(tokenizer):
+def test_sst2_dev_packs_into_one_shape_with_every_example_once(tokenizer, data_dir):
     """SST-2 dev packed at the default eval batch: the light rows packing leaves at the end join
     the last 128-token batch instead of a padded batch (and a compiled program) of their own."""
-    task = get_task("glue/sst2", str(DATA))
+    task = get_task("glue/sst2", str(data_dir))
     enc = tokenize.encode(task, task.load("dev"), tokenizer, max_length=128)
     batches = packing.eval_batches(enc, batch_size=64, buckets=(32, 64, 128))
     assert {b["input_ids"].shape for b in batches} == {(64, 128)}
