@@ -323,7 +323,10 @@ def test_step_variants_time_one_step_in_each_variant(
         assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
         assert r["minor_faults_per_step"] >= 0 and _finite(r["system_cpu_ms_per_step"])
     assert rows["base"]["ratio_to_first_median"] == 1.0
-    # --profile: the traced step's kernels by kind; XLA's own kernels do the default's matmuls.
+    # --profile: the traced step's kernels by kind, every kind (the tiny model's dots rank
+    # anywhere from 8th to 12th with the load, so a top-N cut would drop them at random);
+    # XLA's own kernels do the default's matmuls.
+    assert len(rows["base"]["kernels"]) > step_variants.PRINTED_KINDS
     kinds = {k["kind"]: k for k in rows["base"]["kernels"]}
     assert "dot" in kinds and kinds["dot"]["per_step"] >= 1 and kinds["dot"]["ms_per_step"] > 0
     assert all(len(r["kernels"]) > 0 for r in rows.values())
@@ -373,7 +376,8 @@ def test_kernels_of_a_gpu_trace_are_the_devices_own():
     trace = REPO / "bench" / "results" / "2026-12-04-h200-trace-before.json.gz"
     with gzip.open(trace) as f:
         events = json.load(f)["traceEvents"]
-    kinds = kernels_by_kind(events, steps=3, top=400)
+    kinds = kernels_by_kind(events, steps=3)
+    assert kernels_by_kind(events, steps=3, top=2) == kinds[:2]
     top = kinds[0]
     assert top["kind"] == "input_scatter_fusion_1" and top["per_step"] == 1
     assert top["ms_per_step"] == pytest.approx(137.57 / 3, abs=0.01)
