@@ -99,6 +99,28 @@ def test_conll_tagging(tmp_path):
     assert chunk.load("train")[0].label == ("NNP", "VBZ") and not chunk.iob
 
 
+def test_conll_one_file_paths_and_words_only_splits(tmp_path):
+    write(tmp_path / "ner" / "all.conll", "Ann B-PER\nruns O\n\nBob B-PER\n")
+    write(tmp_path / "ner" / "new.conll", "Cy\nsat\n\nDee\n")
+    # One file without {split} is the train split, as for table files.
+    one = get_task("file:name=ner,path=ner/all.conll", tmp_path)
+    assert one.splits == ("train",) and one.load("train")[1].label == ("B-PER",)
+    # paths= names a file per split; a split of words alone (no tag column) that neither trains
+    # nor gave the tag set is read unlabelled.
+    task = get_task("file:name=ner,paths=train:ner/all.conll|test:ner/new.conll", tmp_path)
+    assert task.splits == ("train", "test") and task.label_names == ("O", "B-PER", "I-PER")
+    new = task.load("test")
+    assert [(e.words, e.label) for e in new] == [(("Cy", "sat"), None), (("Dee",), None)]
+    # A train split of words alone is an error naming its file and line, not words read as tags.
+    with pytest.raises(DataError, match=r"new\.conll:1: one column, a word without a tag"):
+        get_task("file:name=ner,path=ner/new.conll", tmp_path)
+    # A column the file does not have is named too.
+    with pytest.raises(
+        DataError, match=r"all\.conll:1: 2 columns: no word column 0 or tag column 3"
+    ):
+        get_task("file:name=ner,path=ner/all.conll,tag_column=3", tmp_path)
+
+
 CONLLU = """# sent_id = 1
 # text = Don't go.
 1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_

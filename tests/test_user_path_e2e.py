@@ -81,6 +81,29 @@ def test_own_files_give_test_predictions_and_predict_matches(trained, tmp_path):
     np.testing.assert_allclose([g["probs"] for g in got], [r["probs"] for r in test], atol=1e-5)
 
 
+def test_predict_reads_conll_files_with_and_without_tags(trained, tmp_path):
+    """``--predict`` on a CoNLL task reads the task's own format: a tagged file (gold kept) and
+    a file of words alone (read unlabelled), both tagged as the run tagged its test split."""
+    d, wd, _ = trained
+    test = _jsonl(wd / "predictions/ner/test.jsonl")
+    tagged = tmp_path / "tagged.jsonl"
+    _launch("--predict", f"--workdir={wd}", f"--input={d / 'test.conll'}", f"--output={tagged}",
+            "--task=ner")  # fmt: skip
+    got = _jsonl(tagged)
+    assert [(g["words"], g["tags"], g["gold"]) for g in got] == [
+        (r["words"], r["tags"], r["gold"]) for r in test
+    ]
+    words_only = tmp_path / "words.conll"
+    words_only.write_text("\n".join(w.split()[0] if w.strip() else "" for w in
+                                    (d / "test.conll").read_text().splitlines()) + "\n")  # fmt: skip
+    plain = tmp_path / "plain.jsonl"
+    _launch("--predict", f"--workdir={wd}", f"--input={words_only}", f"--output={plain}",
+            "--task=ner")  # fmt: skip
+    got = _jsonl(plain)
+    assert all("gold" not in g for g in got)
+    assert [(g["words"], g["tags"]) for g in got] == [(r["words"], r["tags"]) for r in test]
+
+
 def test_exported_classifier_runs_in_a_transformers_pipeline(trained):
     from transformers import pipeline
 

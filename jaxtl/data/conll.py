@@ -13,9 +13,9 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from jaxtl.data.io import read_lines, resolve, split_files, user_path
+from jaxtl.data.io import read_lines, resolve, spec_split_paths, split_files
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -81,14 +81,18 @@ def read_conll(
     scheme: str = "auto",
     label_names: Sequence[str] | None = None,
     conllu: bool = False,
+    tags_optional: bool = False,
 ) -> list[Example]:
     """Sentences of a column file as tagging Examples (``words`` and ``label`` = tags).
 
     ``width``: the exact number of columns per token line (None: that of the file's first token
     line). ``conllu``: CoNLL-U rules (tab-separated, ``#`` comments, multiword-token ranges
     ``1-2`` and empty nodes ``1.1`` skipped). ``label_names``: the allowed tag set.
+    ``tags_optional``: a file of words alone (one column; e.g. a test set to predict) is read
+    unlabelled (``label=None``); otherwise such a file is an error, as its words are no tags.
     """
     allowed = set(label_names) if label_names else None
+    words_only = False
     out: list[Example] = []
     for block in _sentences(path, bad, "#" if conllu else None):
         first = block[0][0]
@@ -102,6 +106,16 @@ def read_conll(
                 break
             if width is None:
                 width = len(fields)
+                if width == 1 and not conllu:
+                    if not tags_optional:
+                        error = (i, "one column, a word without a tag; only a split other than "
+                                    "the one that trains or gives the tag set may be unlabelled")  # fmt: skip
+                        break
+                    words_only = True
+                elif not (-width <= word_column < width and -width <= tag_column < width):
+                    error = (i, f"{width} columns: no word column {word_column} or tag column "
+                                f"{tag_column}")  # fmt: skip
+                    break
             if len(fields) != width:
                 error = (i, f"expected {width} columns, found {len(fields)}")
                 break
@@ -110,6 +124,10 @@ def read_conll(
                     continue  # multiword token range or empty node: not a word of its own
                 error = (i, f"token id {fields[0]!r} is not an integer, range or decimal")
                 break
+            if words_only:
+                words.append(fields[0])
+                line_of.append(i)
+                continue
             word, tag = fields[word_column], fields[tag_column]
             if iob and not _IOB_TAG.match(tag):
                 error = (i, f"tag {tag!r} is not O, B-<type> or I-<type>")
@@ -128,6 +146,10 @@ def read_conll(
             bad(f"{path}:{error[0]}", error[1])
             continue
         if not words:
+            continue
+        if words_only:
+            out.append(Example(" ".join(words), None, None, words=tuple(words),
+                               source=f"{path}:{first}"))  # fmt: skip
             continue
         if iob:
             try:
@@ -150,12 +172,16 @@ def _tagging_task(
     label_names: Sequence[str],
     iob: bool,
     on_bad_row: str,
+    label_split: str | None = None,
     **read_options,
 ) -> Task:
     def load(split: str) -> Loaded:
         path = files_for(split)
         bad = BadRows(on_bad_row)
-        examples = read_conll(path, bad, iob=iob, label_names=label_names, **read_options)
+        # As for table files: a split that neither trains nor gave the tag set may be words
+        # alone (a test set to predict), read unlabelled.
+        examples = read_conll(path, bad, iob=iob, label_names=label_names,
+                              tags_optional=split not in ("train", label_split), **read_options)  # fmt: skip
         return bad.result(examples, path)
 
     metrics = ("span_f1", "token_accuracy") if iob else ("token_accuracy",)
@@ -226,7 +252,8 @@ def ud_pos(
 def conll_task(
     data_dir: str | None = None,
     *,
-    path: str,
+    path: str | None = None,
+    paths: Mapping[str, str] | None = None,
     word_column: int | None = None,
     tag_column: int | None = None,
     delimiter: str | None = None,
@@ -237,7 +264,8 @@ def conll_task(
     name: str = "conll",
     on_bad_row: str = "error",
 ) -> Task:
-    """Generic column files: ``path`` with a ``{split}`` placeholder (relative to ``data_dir``),
+    """Generic column files: ``path`` with a ``{split}`` placeholder (relative to ``data_dir``) or
+    ``paths``, a file per split (a spec's one file without ``{split}`` is the train split);
     whitespace-separated columns unless ``delimiter``; ``iob=False`` for plain tags such as POS.
     The tag set is ``label_names`` or, when omitted, the sorted tags of the train split.
 
@@ -245,24 +273,24 @@ def conll_task(
     ``#`` comments, multiword ranges and empty nodes skipped; its defaults are the UPOS tags
     (``word_column=1``, ``tag_column=3``, ``iob=False``; ``tag_column=4`` for XPOS). Otherwise
     the defaults are ``word_column=0``, ``tag_column=-1`` (the last column) and ``iob=True``."""
-    if "{split}" not in path:
-        raise ValueError(f"conll task: path {path!r} needs a '{{split}}' placeholder")
+    split_paths = spec_split_paths(data_dir, path, paths, "conll")
     if conllu is None:
-        conllu = path.endswith((".conllu", ".conllu.gz"))
+        conllu = next(iter(split_paths.values())).endswith((".conllu", ".conllu.gz"))
     if word_column is None:
         word_column = 1 if conllu else 0
     if tag_column is None:
         tag_column = 3 if conllu else -1
     if iob is None:
         iob = not conllu
-    paths = {s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")}
-    present = {s: p for s, p in paths.items() if os.path.isfile(p)}
+    present = {s: p for s, p in split_paths.items() if os.path.isfile(p)}
     if not present:
-        raise DataError(f"{path}: no file found for any of the splits train, dev, test")
+        raise DataError(f"{path or dict(paths or {})}: no file found for any of the splits "
+                        f"{', '.join(split_paths)}")  # fmt: skip
 
     def path_for(split: str) -> str:
         if split not in present:
-            raise DataError(f"{paths[split]}: file not found; splits found: {list(present)}")
+            where = split_paths.get(split, f"split {split!r}")
+            raise DataError(f"{where}: file not found; splits found: {list(present)}")
         return present[split]
 
     options: dict = dict(word_column=word_column, tag_column=tag_column, delimiter=delimiter)
@@ -279,4 +307,6 @@ def conll_task(
         if iob:
             types = sorted({t[2:] for t in tags if t != "O"})
             label_names = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
+        return _tagging_task(name, path_for, tuple(present), label_names, iob, on_bad_row,
+                             label_split=first, **options)  # fmt: skip
     return _tagging_task(name, path_for, tuple(present), label_names, iob, on_bad_row, **options)

@@ -33,7 +33,14 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from jaxtl.data.io import DEFAULT_METRICS, column, parse_label, read_lines, read_table, user_path
+from jaxtl.data.io import (
+    DEFAULT_METRICS,
+    column,
+    parse_label,
+    read_lines,
+    read_table,
+    spec_split_paths,
+)
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 log = logging.getLogger(__name__)
@@ -115,22 +122,7 @@ def file_task(
     on_bad_row: str = "error",
 ) -> Task:
     """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
-    if (path is None) == (paths is None):
-        raise ValueError(
-            "file task: give exactly one of path='x/{split}.tsv' or paths={split: file}"
-        )
-    if paths is None:
-        assert path is not None
-        if "{split}" not in path:
-            raise ValueError(
-                f"file task: path {path!r} needs a '{{split}}' placeholder or use paths="
-            )
-        split_paths = {
-            s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")
-        }
-        split_paths = {s: p for s, p in split_paths.items() if os.path.isfile(p)} or split_paths
-    else:
-        split_paths = {s: user_path(data_dir, p) for s, p in paths.items()}
+    split_paths = spec_split_paths(data_dir, path, paths, "file")
     if kind == "tagging" and format != "jsonl":
         raise ValueError("file task: tagging from a table is read with get_task('conll', ...)")
     if kind in ("classification", "regression", "tagging") and label is None:

@@ -49,6 +49,28 @@ def user_path(data_dir: str | os.PathLike | None, path: str) -> str:
     return os.path.join(os.fspath(data_dir), path)
 
 
+def spec_split_paths(
+    data_dir: str | os.PathLike | None,
+    path: str | None,
+    paths: Mapping[str, str] | None,
+    reader: str,
+) -> dict[str, str]:
+    """A spec task's file per split: ``path`` with a ``{split}`` placeholder (the splits among
+    train, dev and test whose files exist; all three when none does, so that reading names the
+    missing file) or ``paths``, a file per split name as given (``{"test": "new.conll"}``)."""
+    if (path is None) == (paths is None):
+        raise ValueError(f"{reader} task: give exactly one of path='x/{{split}}.ext' or "
+                         "paths={split: file}")  # fmt: skip
+    if paths is not None:
+        return {s: user_path(data_dir, p) for s, p in paths.items()}
+    assert path is not None
+    if "{split}" not in path:
+        raise ValueError(f"{reader} task: path {path!r} needs a '{{split}}' placeholder or use "
+                         "paths=")  # fmt: skip
+    every = {s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")}
+    return {s: p for s, p in every.items() if os.path.isfile(p)} or every
+
+
 def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without the newline) for each line of a UTF-8 (or .gz) file.
 

@@ -221,6 +221,13 @@ def _conll_column(value: Any, alias: str, spec: str) -> int:
     )
 
 
+def _one_file_is_train(o: dict[str, Any]) -> None:
+    """A ``path`` with neither ``{split}`` nor a glob names one file: the train split."""
+    p = o.get("path")
+    if p is not None and "{split}" not in p and not _GLOB.search(p) and "paths" not in o:
+        o["paths"] = {"train": o.pop("path")}
+
+
 def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[str, Any]]:
     """The registry name of the factory that reads a spec, and the keyword options it gets."""
     if source == "hf":
@@ -246,9 +253,7 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
             fmt = "tsv"
     if fmt in ("tsv", "csv", "jsonl"):
         o["format"] = fmt
-        p = o.get("path")
-        if p is not None and "{split}" not in p and not _GLOB.search(p) and "paths" not in o:
-            o["paths"] = {"train": o.pop("path")}  # one file: the train split
+        _one_file_is_train(o)
         return "file", o
     if fmt in ("conll", "conllu"):
         if kind not in (None, "tagging"):
@@ -261,6 +266,7 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
                 o[real] = _conll_column(o.pop(alias), alias, spec)
         if fmt == "conllu":
             o.setdefault("conllu", True)
+        _one_file_is_train(o)
         return "conll", o
     if fmt == "txt":
         if kind not in (None, "lm"):
