@@ -57,6 +57,14 @@ def test_jsonl_classification_and_tagging(tmp_path):
     ner = get_task("file", tmp_path, paths={"train": "ner.jsonl"}, format="jsonl", text="w",
                    label="t", kind="tagging")  # fmt: skip
     assert ner.iob and ner.load("train")[0].label == ("B-PER", "O")
+    # A test split of words alone is read unlabelled; a train split without tags is an error.
+    (tmp_path / "new.jsonl").write_text(json.dumps({"w": ["Bob", "sat"]}) + "\n")
+    both = get_task("file", tmp_path, paths={"train": "ner.jsonl", "test": "new.jsonl"},
+                    format="jsonl", text="w", label="t", kind="tagging")  # fmt: skip
+    assert [(e.words, e.label) for e in both.load("test")] == [(("Bob", "sat"), None)]
+    with pytest.raises(DataError, match=r"new\.jsonl: no label column 't'"):
+        get_task("file", tmp_path, paths={"train": "new.jsonl"}, format="jsonl", text="w",
+                 label="t", kind="tagging")  # fmt: skip
 
 
 def test_text_corpus_and_wikitext_headings(tmp_path):

@@ -20,9 +20,9 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
 - ``name``, ``metrics``, ``main_metric`` (defaults by kind), ``on_bad_row`` = error | skip.
 
 A split whose file has no ``label`` column at all (a TSV/CSV header without it, or no JSONL
-object with the key: typically an unlabelled test set) is read with ``label=None`` for every
-example, for prediction; the split that gives the label set (train) must have labels. A row
-without the label in a labelled file is still a bad row.
+object with the key: typically an unlabelled test set; for tagging, words alone) is read with
+``label=None`` for every example, for prediction; the split that gives the label set (train)
+must have labels. A row without the label in a labelled file is still a bad row.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def file_task(
         records = [e for e in events if e[0] is not None]
         labelled = kind in ("lm", "translation") or not _lacks_label(records, label)
         if not labelled:
-            if split == "train" or names_map is None or kind == "tagging":
+            if split == "train" or names_map is None:
                 header_names = records[0][1]
                 where = f"header {header_names}" if header_names is not None else "any row"
                 raise DataError(
@@ -170,6 +170,13 @@ def file_task(
                 bad(where, "row has fewer columns than the mapping needs")
                 continue
             if kind == "tagging":
+                if not labelled:  # words alone (a test set to predict)
+                    if not (isinstance(t, list) and t):
+                        bad(where, f"tagging needs a non-empty list of words in {text!r}")
+                        continue
+                    words = tuple(str(w) for w in t)
+                    out.append(Example(" ".join(words), None, None, words=words, source=where))
+                    continue
                 if not (isinstance(t, list) and isinstance(raw, list) and len(t) == len(raw)):
                     bad(where, "tagging needs equal-length lists of words and tags")
                     continue
