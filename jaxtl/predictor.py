@@ -38,6 +38,28 @@ log = logging.getLogger(__name__)
 INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
 
 
+def _takes_pairs(task: Task) -> bool:
+    """A sentence-pair task: it was trained on two text fields (``text`` and ``text_pair``)."""
+    return task.kind in ("classification", "regression") and len(task.text_fields) == 2
+
+
+def _check_inputs(examples: Sequence[Example], task: Task) -> None:
+    """Inputs the model was not trained on stop with the first one's place: a single sentence
+    for a sentence-pair task (or a pair for a single-sentence one) would be scored silently
+    with the wrong token types."""
+    if task.kind not in ("classification", "regression"):
+        return
+    pairs = _takes_pairs(task)
+    for ex in examples:
+        if pairs and ex.text_pair is None:
+            raise DataError(f"{ex.source}: task {task.name!r} takes sentence pairs "
+                            f"({', '.join(task.text_fields)}); this input has one sentence "
+                            "(lines: a tab between the two; jsonl: 'text_pair')")  # fmt: skip
+        if not pairs and ex.text_pair is not None:
+            raise DataError(f"{ex.source}: task {task.name!r} takes single sentences; this "
+                            "input has a second one (text_pair)")  # fmt: skip
+
+
 def _read_json(path: epath.Path, what: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; is {path.parent} a finished jaxtl workdir? "
@@ -152,6 +174,7 @@ class Predictor:
     def predict_examples(self, examples: Sequence[Example], td: TaskData, *, progress=False):
         if not examples:
             return []
+        _check_inputs(examples, td.task)
         translation = td.task.kind == "translation"
         labelled = all((ex.target if translation else ex.label) is not None for ex in examples)
         buckets = tuple(self.config.data.buckets)
@@ -198,7 +221,7 @@ class Predictor:
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{n}"
+            where = f"{'<stdin>' if path == '-' else path}:{n}"
             if input_format == "jsonl":
                 try:
                     rec = json.loads(line)
@@ -206,17 +229,30 @@ class Predictor:
                     raise DataError(f"{where}: invalid JSON ({e.msg})") from None
                 if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):
                     raise DataError(f"{where}: expected an object with 'text' (or 'words')")
+                for key in ("text", "text_pair", "target"):
+                    if rec.get(key) is not None and not isinstance(rec[key], str):
+                        raise DataError(f"{where}: {key!r} must be a string, got "
+                                        f"{type(rec[key]).__name__} {rec[key]!r}")  # fmt: skip
+                if "words" in rec and not (
+                    isinstance(rec["words"], list) and all(isinstance(w, str) for w in rec["words"])
+                ):
+                    raise DataError(f"{where}: 'words' must be a list of strings")
                 words = tuple(rec["words"]) if "words" in rec else None
                 text_ = rec.get("text") or " ".join(words or ())
                 out.append(Example(text_, text_pair=rec.get("text_pair"), words=words,
                                    target=rec.get("target"), source=where))  # fmt: skip
             else:
-                first, _, second = line.rstrip("\n").partition("\t")
-                words = tuple(first.split()) if td.task.kind == "tagging" else None
+                line = line.rstrip("\n")
                 if td.task.kind == "translation":  # source<TAB>reference
+                    first, _, second = line.partition("\t")
                     out.append(Example(first, target=second or None, source=where))
-                    continue
-                out.append(Example(first, text_pair=second or None, words=words, source=where))
+                elif td.task.kind == "tagging":
+                    out.append(Example(line, words=tuple(line.split()), source=where))
+                elif _takes_pairs(td.task):  # sentence<TAB>sentence
+                    first, _, second = line.partition("\t")
+                    out.append(Example(first, text_pair=second or None, source=where))
+                else:  # a tab in a single sentence is part of it
+                    out.append(Example(line, source=where))
         return out
 
     def _read_task_format(self, path: str, td: TaskData) -> list[Example]:

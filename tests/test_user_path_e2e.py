@@ -104,6 +104,31 @@ def test_predict_reads_conll_files_with_and_without_tags(trained, tmp_path):
     assert [(g["words"], g["tags"]) for g in got] == [(r["words"], r["tags"]) for r in test]
 
 
+def test_predict_inputs_must_fit_the_task(trained, tmp_path):
+    """A single sentence for the pair task (or a pair for the single-sentence one) stops with
+    its place instead of being scored with the wrong token types; in ``lines`` input, a tab
+    splits a pair only for a pair task."""
+    import jaxtl
+    from jaxtl.data import DataError
+
+    _, wd, _ = trained
+    predictor = jaxtl.load(wd)
+    with pytest.raises(DataError, match=r"input:2: task 'sts' takes sentence pairs"):
+        predictor.predict([("a moving film", "a dull film"), "a moving film"], task="sts")
+    with pytest.raises(DataError, match=r"input:1: task 'mine' takes single sentences"):
+        predictor.predict([("a moving film", "a dull film")], task="mine")
+    lines = tmp_path / "in.txt"
+    lines.write_text("a moving\tfilm\n")
+    (mine,) = predictor.read_input(str(lines), predictor.task("mine"), "lines")
+    assert mine.text == "a moving\tfilm" and mine.text_pair is None
+    (sts,) = predictor.read_input(str(lines), predictor.task("sts"), "lines")
+    assert (sts.text, sts.text_pair) == ("a moving", "film")
+    bad = tmp_path / "in.jsonl"
+    bad.write_text(json.dumps({"text": "a", "text_pair": 3}) + "\n")
+    with pytest.raises(DataError, match=r"in\.jsonl:1: 'text_pair' must be a string, got int 3"):
+        predictor.read_input(str(bad), predictor.task("sts"), "jsonl")
+
+
 def test_exported_classifier_runs_in_a_transformers_pipeline(trained):
     from transformers import pipeline
 
