@@ -152,7 +152,42 @@ def main() -> None:
             os._exit(1)
         print(f"jaxtl: done; results in {workdir}/results.json")
 
-    app.run(run)
+    def parse_flags(argv: list[str]) -> list[str]:
+        # A bad --config file, argument or override stops with one line (--debug: traceback);
+        # absl prints a parse error with a nested traceback, ml_collections raises its own.
+        try:
+            args = flags.FLAGS(argv)
+            # A config file that failed to load raises only when first read.
+            flags.FLAGS.config.get("train")
+            return args
+        except Exception as e:  # noqa: BLE001 - every parse failure is the user's input
+            if any(a.lower() in ("--debug", "--debug=true", "--debug=1") for a in argv):
+                raise
+            sys.exit(f"launch.py: {flag_error(e, argv)}")
+
+    app.run(run, flags_parser=parse_flags)
+
+
+def flag_error(e: BaseException, argv: list[str]) -> str:
+    """One line for a command-line parse failure: the flag, then the innermost reason."""
+    if isinstance(e, (AttributeError, KeyError)):
+        # ml_collections: an override of a key the config lacks, as a KeyError (inside an
+        # AttributeError) whose message is "'stepz'\nDid you mean "steps" instead of "stepz"?".
+        inner: BaseException = e
+        while inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+        raw = str(inner.args[0]) if inner.args else ""
+        key, _, hint = raw.strip().partition("\n")
+        key = key.strip("'\"")
+        flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
+                     and key in a.split("=")[0].split(".")[1:]), "--config")  # fmt: skip
+        return f"{flag}: the config has no key {key!r}" + (f" ({hint.strip()})" if hint else "")
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    if not lines:
+        return type(e).__name__
+    if "Failed loading config file" in str(e):  # ml_collections: the file itself
+        return f"--config: {lines[-1]}"
+    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
 
 
 if __name__ == "__main__":

@@ -86,6 +86,28 @@ def test_bad_argument_names_the_value_the_file_and_the_valid_ones(name):
         _load(name).get_config("huge")
 
 
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--config.train.stepz=3", "--config.train.stepz: the config has no key 'stepz' "
+                                   '(Did you mean "steps" instead of "stepz"?)'),
+        ("--config.trian.steps=3", "--config.trian.steps: the config has no key 'trian'"),
+        ("--config.train.steps=abc", "flag --config.train.steps=abc: invalid literal for int()"),
+        ("--config=configs/nope.py", "--config: [Errno 2] No such file or directory: "
+                                     "'configs/nope.py'"),
+        ("--config=configs/multitask.py:huge", "unknown config argument 'huge'"),
+    ],
+)  # fmt: skip
+def test_a_bad_command_line_config_stops_with_one_line(flag, message, tmp_path):
+    cmd = [sys.executable, str(REPO / "launch.py"), "--regime=multitask", flag,
+           f"--workdir={tmp_path / 'wd'}"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("launch.py: ") and message in line, line
+    assert not (tmp_path / "wd").exists()
+
+
 # Slow (about two minutes for the four): every regime's launch path is also exercised in CI by
 # its own test_regime_* launch test; this checks the config files' :tiny argument end to end.
 @pytest.mark.slow
