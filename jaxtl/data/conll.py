@@ -298,15 +298,15 @@ def conll_task(
         options["conllu"] = True
     if iob:
         options["scheme"] = scheme
+    label_split = None  # the split the tag set is read from, when it is not given
     if not label_names:
         bad = BadRows(on_bad_row)
-        first = "train" if "train" in present else next(iter(present))
-        rows = read_conll(path_for(first), bad, iob=iob, **options)
+        label_split = "train" if "train" in present else next(iter(present))
+        rows = read_conll(path_for(label_split), bad, iob=iob, **options)
         tags = {t for ex in rows for t in ex.label}  # type: ignore[union-attr]  # tag tuples
         label_names = sorted(tags)
         if iob:
             types = sorted({t[2:] for t in tags if t != "O"})
             label_names = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
-        return _tagging_task(name, path_for, tuple(present), label_names, iob, on_bad_row,
-                             label_split=first, **options)  # fmt: skip
-    return _tagging_task(name, path_for, tuple(present), label_names, iob, on_bad_row, **options)
+    return _tagging_task(name, path_for, tuple(present), label_names, iob, on_bad_row,
+                         label_split=label_split, **options)  # fmt: skip
