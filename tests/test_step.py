@@ -68,23 +68,24 @@ def _run(model, loss_fn, batches, mesh, tx, accum=1, partitionable_rng=True):
     return np.array(losses), state
 
 
+def _minilm_trajectory(mesh):
+    """20 fine-tuning steps of the packaged MiniLM on ``mesh``: (losses, final state)."""
+    minilm_dir()
+    model, loss_fn = _model_and_loss("minilm")
+    return _run(model, loss_fn, _batches(20, 8, 32, 30522), mesh, optax.adamw(5e-5))
+
+
 @pytest.fixture(scope="module")
 def minilm_one_device_losses():
     """The one-device reference trajectory of the test below, computed once for both meshes."""
-    minilm_dir()
-    model, loss_fn = _model_and_loss("minilm")
-    one = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    l1, _ = _run(model, loss_fn, _batches(20, 8, 32, 30522), one, optax.adamw(5e-5))
-    return l1
+    return _minilm_trajectory(mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1]))[0]
 
 
 @pytest.mark.parametrize("shape", [(4, 2, 1), (2, 2, 2)])
 def test_minilm_loss_trajectory_same_on_1_and_8_devices(shape, minilm_one_device_losses):
     """20 fine-tuning steps of the packaged MiniLM (dropout on): relative difference <= 1e-5."""
     l1 = minilm_one_device_losses
-    model, loss_fn = _model_and_loss("minilm")
-    l8, s8 = _run(model, loss_fn, _batches(20, 8, 32, 30522), mesh_lib.make_mesh(*shape),
-                  optax.adamw(5e-5))  # fmt: skip
+    l8, s8 = _minilm_trajectory(mesh_lib.make_mesh(*shape))
     assert np.all(np.isfinite(l1))
     np.testing.assert_allclose(l8, l1, rtol=1e-5)
     # FSDP really shards: the big kernels and their Adam moments are split over fsdp (and
