@@ -202,10 +202,12 @@ def train_setup(
     tasks: list[TaskData] | None = None,
     loss_fn: step_lib.LossFn | None = None,
     tx: Any = None,
+    partitionable_rng: bool | None = None,
 ) -> TrainSetup:
     """Build and compile jaxtl's train step for ``strategy`` on ``batch``'s shape (``tasks``:
     what the loss switches over, SST-2 by default; ``loss_fn`` and ``tx`` replace the loss
-    over them and the phase's optimizer, for variants of the step).
+    over them and the phase's optimizer, for variants of the step; ``partitionable_rng``, the
+    dropout generator, by default the run's for this device count).
 
     With ``mesh`` the state and batch are placed as ``jaxtl.train.Trainer`` places them
     (parameters by their logical names, optimizer state like its parameters, batch over
@@ -247,10 +249,12 @@ def train_setup(
     else:
         state = step_lib.init_state(params, tx, s.seed)
         dev_batch = jax.device_put(batch)
-    # The run's default dropout generator for this device count (prng_partitionable=auto).
+    # By default the run's dropout generator for this device count (prng_partitionable=auto).
+    if partitionable_rng is None:
+        partitionable_rng = runtime.partitionable_rng()
     step = step_lib.make_train_step(
         graphdef, loss_fn, tx, trainable_mask=phase.trainable_mask,
-        partitionable_rng=runtime.partitionable_rng(), **kwargs,
+        partitionable_rng=partitionable_rng, **kwargs,
     )  # fmt: skip
     t0 = time.perf_counter()
     compiled = step.lower(state, dev_batch).compile()

@@ -8,6 +8,9 @@ Variants (``base`` is the step ``jaxtl.train`` runs for ``--strategy``, full fin
 default: AdamW + clip, dropout):
 
 - ``no_dropout``: the encoder runs deterministically (``switch_loss(encoder_dropout=False)``).
+- ``partitionable_rng`` / ``classic_rng``: dropout's bits from JAX's partitionable threefry (a
+  run's default on several devices) / the classic one (its default on one); ``base`` takes the
+  run's default for this device count (``jaxtl.runtime.partitionable_rng``).
 - ``sgd``: plain SGD instead of the AdamW chain (what the optimizer's passes over every
   parameter cost).
 - ``ynn_reduce``: reductions through jaxlib's YNNPACK library
@@ -64,8 +67,8 @@ from typing import Any
 
 import numpy as np
 
-VARIANTS = ("base", "no_dropout", "sgd", "ynn_reduce", "ynnpack", "xla_kernels", "rows_half",
-            "padded")  # fmt: skip
+VARIANTS = ("base", "no_dropout", "partitionable_rng", "classic_rng", "sgd", "ynn_reduce",
+            "ynnpack", "xla_kernels", "rows_half", "padded")  # fmt: skip
 RANDOM_BERT_BASE = "bert-base"  # --model: the accelerator case's random BERT-base, not loaded
 PADDED_FRACTION = 0.3
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
@@ -141,6 +144,7 @@ def _build(name: str, batch_size: int, seq_len: int, settings: Any, strategy: st
         return J.train_setup(
             settings, strategy, batch, model=model, tokenizer=False, loss_fn=loss_fn,
             tx=optax.sgd(settings.lr) if name == "sgd" else None,
+            partitionable_rng={"partitionable_rng": True, "classic_rng": False}.get(name),
         )  # fmt: skip
     finally:
         runtime.compiler_options = saved

@@ -333,13 +333,13 @@ def test_step_variants_time_one_step_in_each_variant(
     out = tmp_path / "v.json"
     step_variants.main([
         "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "2",
-        "--seq-len", "16", "--variants", "base,sgd,no_dropout,ynn=individual_dot+reduce",
+        "--seq-len", "16", "--variants", "base,sgd,no_dropout,classic_rng,ynn=individual_dot+reduce",
         "--rounds", "2", "--profile", "1", "--out", str(out),
     ])  # fmt: skip
     res = json.loads(out.read_text())
     assert res["machine"]["malloc_env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
     rows = {r["variant"]: r for r in res["rows"]}
-    assert list(rows) == ["base", "sgd", "no_dropout", "ynn=individual_dot+reduce"]
+    assert list(rows) == ["base", "sgd", "no_dropout", "classic_rng", "ynn=individual_dot+reduce"]
     for r in rows.values():
         assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
         assert r["minor_faults_per_step"] >= 0 and _finite(r["system_cpu_ms_per_step"])
@@ -352,11 +352,13 @@ def test_step_variants_time_one_step_in_each_variant(
     assert "dot" in kinds and kinds["dot"]["per_step"] >= 1 and kinds["dot"]["ms_per_step"] > 0
     assert all(len(r["kernels"]) > 0 for r in rows.values())
     # The first step's loss comes before any update: the optimizer and the kernels used must
-    # not change it (other kernels round differently: rtol 1e-5); dropout off must.
+    # not change it (other kernels round differently: rtol 1e-5); dropout off must, and so must
+    # the classic generator's other bits (the tests' eight devices make base partitionable).
     base = rows["base"]["first_loss"]
     assert rows["sgd"]["first_loss"] == base
     assert rows["ynn=individual_dot+reduce"]["first_loss"] == pytest.approx(base, rel=1e-5)
     assert rows["no_dropout"]["first_loss"] != pytest.approx(base, rel=1e-5)
+    assert rows["classic_rng"]["first_loss"] != pytest.approx(base, rel=1e-5)
     for bad in ("base,nope", "ynn=dot+nope", "ynn=", "xla:cpu_thing=1", "xla:xla_cpu_ftz"):
         with pytest.raises(SystemExit):
             step_variants.main(["--variants", bad])
