@@ -22,10 +22,10 @@ run: setup
 	$(PY) launch.py --regime=multitask
 
 # Test worker processes (pytest-xdist). The suite is mostly compilation and launch.py
-# subprocesses, single-threaded, so two workers keep two cores busy: 383 s against 1063 s for
-# one process on a 2-core AMD EPYC. --dist loadscope keeps a module's tests, and so its
-# module-scoped fixtures (trained runs), in one worker. Each worker peaks near 5 GiB: raise
-# TEST_WORKERS with the memory, 0 runs in this process.
+# subprocesses, single-threaded, so two workers keep two cores busy: 383 and 373 s against
+# 1063 s for one process on a 2-core AMD EPYC. --dist loadscope keeps a module's tests, and so
+# its module-scoped fixtures (trained runs), in one worker. The largest process of a run peaked
+# at 6.4 GiB RSS (sampled each second): raise TEST_WORKERS with the memory; 0 = one process.
 TEST_WORKERS ?= 2
 
 # CI (.ci/run): lint, format, declared dependencies, types, then the tests.
