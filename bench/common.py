@@ -134,14 +134,52 @@ def command_line(program: str, argv: list[str]) -> str:
     return " ".join([program, shlex.join(argv)]) if argv else program
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo (None off Linux)."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+# Environment variables that change which kernels run or how memory is mapped: XLA's flags,
+# PyTorch's ATen/oneDNN/MKL ISA caps and threads, glibc's allocator (MALLOC_*, and
+# GLIBC_TUNABLES' hugetlb, which changes the step's page faults).
+_TIMING_ENV = ("XLA_FLAGS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+               "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS", "GLIBC_TUNABLES")  # fmt: skip
+
+
+def timing_env() -> dict[str, str]:
+    """The variables of :data:`_TIMING_ENV` (and ``MALLOC_*``) this process runs with."""
+    return {
+        k: v for k, v in sorted(os.environ.items()) if k in _TIMING_ENV or k.startswith("MALLOC_")
+    }
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
+
+
+# Vector extensions that decide which kernels XLA and PyTorch's oneDNN pick (a virtual machine
+# may report every generation as plain "AMD EPYC": the ISA tells them apart).
+_ISA_EXTRAS = (("avx512_bf16", "bf16"), ("avx512_vnni", "vnni"), ("amx_tile", "amx"))
+
+
+def cpu_isa(flags: str | None = None) -> str:
+    """The widest SIMD the CPU reports, e.g. ``AVX-512 (bf16, vnni)`` or ``AVX2``, from
+    /proc/cpuinfo's ``flags`` (or the string given); ``unknown`` without them."""
+    flags = _cpuinfo("flags") if flags is None else flags
+    have = set((flags or "").split())
+    if "avx512f" in have:
+        extras = [name for flag, name in _ISA_EXTRAS if flag in have]
+        return "AVX-512" + (f" ({', '.join(extras)})" if extras else "")
+    for flag, name in (("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"), ("asimd", "NEON")):
+        if flag in have:
+            return name
+    return "unknown"
 
 
 def machine() -> dict[str, Any]:
@@ -154,9 +192,11 @@ def machine() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "env": timing_env(),
         "versions": {
             p: version(p)
             for p in ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "accelerate")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -65,11 +66,18 @@ def _source(res: dict, path: pathlib.Path) -> str:
     m = res.get("machine", {})
     where = ""
     if m.get("cpu_model"):
-        where = f'; CPU "{m["cpu_model"]}", {m.get("nproc", "?")} cores'
+        isa = f", {m['cpu_isa']}" if m.get("cpu_isa") else ""
+        where = f'; CPU "{m["cpu_model"]}"{isa}, {m.get("nproc", "?")} cores'
         load = m.get("load_average_at_start")
         if load:
             where += f", load {load[0]:.2f} at the start"
-    return f"Command: `{res['command']}` — results: `{_rel(path)}` ({res['date']}{where})."
+    return f"Command: `{_env_prefix(m)}{res['command']}` — results: `{_rel(path)}` ({res['date']}{where})."
+
+
+def _env_prefix(machine: dict) -> str:
+    """``NAME=value `` for each timing-relevant variable the run had (``bench.common.timing_env``),
+    so the command as printed reproduces it."""
+    return "".join(f"{k}={shlex.quote(v)} " for k, v in machine.get("env", {}).items())
 
 
 def _rel(path: pathlib.Path) -> str:
@@ -84,9 +92,9 @@ def meta(res: dict, path: pathlib.Path) -> str:
     v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
     load = m.get("load_average_at_start")
     return "\n".join([
-        f"- Command: `{res['command']}`",
+        f"- Command: `{_env_prefix(m)}{res['command']}`",
         f"- Date (UTC): {res['date']}; total wall time {res['total_wall_s']:.0f} s",
-        f"- Machine: `nproc` = {m['nproc']}, CPU: {m['cpu_model']}, {m['platform']}",
+        f"- Machine: `nproc` = {m['nproc']}, CPU: {m['cpu_model']}, {m.get('cpu_isa', 'ISA not recorded')}, {m['platform']}",
         f"- Load average at start (1/5/15 min): {load}; torch threads = {m['torch_threads']}",
         f"- Versions: Python {m['python']}, {v}",
         f"- Results file: `{_rel(path)}`",

@@ -264,13 +264,6 @@ def measure(
         "machine": {
             **machine(),
             "load_average_at_end": list(os.getloadavg()),
-            # glibc's allocator settings (MALLOC_* and GLIBC_TUNABLES, e.g. its hugetlb
-            # tunable) change the step's page faults: a result records the ones it ran with.
-            "malloc_env": {
-                k: v
-                for k, v in os.environ.items()
-                if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"
-            },
         },
         "rows": rows,
     }

@@ -32,6 +32,19 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+def test_cpu_isa_names_the_widest_vector_extension():
+    """Two machines both called "AMD EPYC" differ in what their kernels can use: the results
+    record the widest SIMD and, for AVX-512, the extensions oneDNN and XLA have kernels for."""
+    from bench.common import cpu_isa
+
+    assert cpu_isa("fpu sse4_2 avx avx2 fma") == "AVX2"
+    assert cpu_isa("avx2 avx512f avx512bw avx512_vnni avx512_bf16") == "AVX-512 (bf16, vnni)"
+    assert cpu_isa("avx2 avx512f avx512dq") == "AVX-512"
+    assert cpu_isa("fp asimd aes") == "NEON" and cpu_isa("") == "unknown"
+    if pathlib.Path("/proc/cpuinfo").exists():  # this machine's own flags (Linux x86 or ARM)
+        assert cpu_isa() != "unknown"
+
+
 HARNESS_CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding")
 
 
@@ -60,12 +73,22 @@ def _harness(tiny_bert_dir, data_dir, tmp_path, cases):
     res = json.loads(out.read_text())
     assert res["command"].startswith("python bench/run.py --model")
     assert res["machine"]["nproc"] >= 1 and res["machine"]["cpu_model"]
+    from bench import common
+
+    isa = common.cpu_isa()
+    assert (
+        res["machine"]["cpu_isa"] == isa
+        and f'"{res["machine"]["cpu_model"]}", {isa},' in md.read_text()
+    )
     assert set(res["cases"]) == set(cases)
     text = md.read_text()
     assert "prose kept" in text and "\nold\n" not in text
     for name in cases:
         assert f"<!-- bench:{name}:start -->" in text and f"<!-- bench:{name}:end -->" in text
     assert res["command"] in text
+    # The XLA flags it ran with are recorded and printed before the command, so it reproduces.
+    assert res["machine"]["env"]["XLA_FLAGS"] == env["XLA_FLAGS"]
+    assert f"`XLA_FLAGS={env['XLA_FLAGS']} {res['command']}`" in text
     # The run block (machine, command) is written by a run of every case only.
     assert ("<!-- bench:meta:start -->" in text) == (set(cases) == set(HARNESS_CASES))
     return res
@@ -337,7 +360,7 @@ def test_step_variants_time_one_step_in_each_variant(
         "--rounds", "2", "--profile", "1", "--out", str(out),
     ])  # fmt: skip
     res = json.loads(out.read_text())
-    assert res["machine"]["malloc_env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+    assert res["machine"]["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
     rows = {r["variant"]: r for r in res["rows"]}
     assert list(rows) == ["base", "sgd", "no_dropout", "classic_rng", "ynn=individual_dot+reduce"]
     for r in rows.values():
