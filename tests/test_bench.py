@@ -73,15 +73,12 @@ def _harness(tiny_bert_dir, data_dir, tmp_path, cases):
     res = json.loads(out.read_text())
     assert res["command"].startswith("python bench/run.py --model")
     assert res["machine"]["nproc"] >= 1 and res["machine"]["cpu_model"]
+    assert set(res["cases"]) == set(cases)
+    text = md.read_text()
     from bench import common
 
     isa = common.cpu_isa()
-    assert (
-        res["machine"]["cpu_isa"] == isa
-        and f'"{res["machine"]["cpu_model"]}", {isa},' in md.read_text()
-    )
-    assert set(res["cases"]) == set(cases)
-    text = md.read_text()
+    assert res["machine"]["cpu_isa"] == isa and f'"{res["machine"]["cpu_model"]}", {isa},' in text
     assert "prose kept" in text and "\nold\n" not in text
     for name in cases:
         assert f"<!-- bench:{name}:start -->" in text and f"<!-- bench:{name}:end -->" in text
