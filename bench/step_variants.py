@@ -214,6 +214,7 @@ def measure(
 ) -> dict[str, Any]:
     from bench.common import Settings, machine
 
+    at_start = machine()  # its load average is the one before anything compiles or runs
     settings = Settings(batch_size=batch_size, seq_lens=(seq_len,), model=model)
     if data_dir:
         settings.data_dir = data_dir
@@ -262,7 +263,7 @@ def measure(
         "model": model,
         "strategy": strategy,
         "machine": {
-            **machine(),
+            **at_start,
             "load_average_at_end": list(os.getloadavg()),
         },
         "rows": rows,

@@ -350,6 +350,8 @@ def test_step_variants_time_one_step_in_each_variant(
     # glibc reads its tunables at process start, so this only tests that the result records
     # them (hugetlb=0 is glibc's default either way).
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    calls = iter(range(1, 1000))  # each read of the load average a later "time"
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(next(calls)),) * 3)
     out = tmp_path / "v.json"
     step_variants.main([
         "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "2",
@@ -358,6 +360,8 @@ def test_step_variants_time_one_step_in_each_variant(
     ])  # fmt: skip
     res = json.loads(out.read_text())
     assert res["machine"]["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+    # The load before the variants compile, and the one after they ran.
+    assert res["machine"]["load_average_at_start"][0] < res["machine"]["load_average_at_end"][0]
     rows = {r["variant"]: r for r in res["rows"]}
     assert list(rows) == ["base", "sgd", "no_dropout", "classic_rng", "ynn=individual_dot+reduce"]
     for r in rows.values():
