@@ -17,7 +17,7 @@ default: AdamW + clip, dropout):
   (``xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_REDUCE``), XLA's own kernels for
   the rest; ``ynnpack``: every YNNPACK fusion jaxlib enables by default (CPU only);
   ``xla_kernels``: none of them (``cpu_kernels=xla``; ``base`` follows the run's default,
-  ``auto``, which takes YNNPACK's for full fine-tuning steps of at most
+  ``auto``, which takes YNNPACK's for train steps of at most
   ``jaxtl.runtime.YNNPACK_MAX_TOKENS`` tokens);
   ``ynn=TYPE+TYPE...``: exactly these YNNPACK fusion types (of ``dot``, ``individual_dot``,
   ``eltwise``, ``reduce``), XLA's kernels for the rest.

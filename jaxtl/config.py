@@ -113,9 +113,9 @@ def base_config() -> ml_collections.ConfigDict:
     # devices, the classic, cheaper one on a single device) | true | false. The two draw other
     # bits; jaxtl.runtime.partitionable_rng.
     c.prng_partitionable = "auto"
-    # CPU kernels of jaxtl's steps: auto (YNNPACK's for train steps that update every
-    # parameter on at most runtime.YNNPACK_MAX_TOKENS tokens, XLA's own for everything else:
-    # what measured faster on Intel and AMD CPUs) |
+    # CPU kernels of jaxtl's steps: auto (YNNPACK's for train steps on at most
+    # runtime.YNNPACK_MAX_TOKENS tokens, XLA's own for everything else: what measured faster
+    # on Intel and AMD CPUs) |
     # xla (XLA's own fused loops and Eigen's matmul) | ynnpack (the YNNPACK library fusions
     # jaxlib enables by default). No effect on GPU/TPU; jaxtl.runtime.compiler_options.
     c.cpu_kernels = "auto"

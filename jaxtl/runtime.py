@@ -66,11 +66,14 @@ _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 _cpu_kernels = "auto"
 # What a compiled program is, for cpu_kernels=auto: a train step that updates every parameter,
 # any other train step (LoRA, frozen or partly frozen encoders), anything else (eval, features).
+# The two train kinds share one rule today, but were measured apart and have differed (at 32
+# rows of 128, YNNPACK took 0.96x for the full step and 1.09x for LoRA on an AVX-512 EPYC).
 PROGRAMS = ("full_train", "train", "other")
-# cpu_kernels=auto takes YNNPACK's kernels for full fine-tuning steps of at most this many tokens
-# (rows x length of one micro-batch): measured faster there on Intel and AMD CPUs, while larger
-# steps were slower on AMD and needed more memory on both (compiler_options).
-YNNPACK_MAX_TOKENS = 1024
+# cpu_kernels=auto takes YNNPACK's kernels for train steps of at most this many tokens (rows x
+# length of one micro-batch): measured faster there on Intel and AMD CPUs (full and LoRA steps of
+# B=32 T=64 on an AVX-512 EPYC: 0.91x, 0.93x), while larger steps were slower on some and needed
+# more memory on all (compiler_options).
+YNNPACK_MAX_TOKENS = 2048
 
 
 def set_cpu_kernels(setting: str) -> None:
@@ -99,7 +102,7 @@ def cpu_kernels_for(program: str = "other", tokens: int | None = None) -> str:
     if _cpu_kernels != "auto":
         return _cpu_kernels
     small = tokens is not None and tokens <= YNNPACK_MAX_TOKENS
-    return "ynnpack" if program == "full_train" and small else "xla"
+    return "ynnpack" if program != "other" and small else "xla"
 
 
 def compiler_options(program: str = "other", tokens: int | None = None) -> dict[str, Any]:
@@ -109,15 +112,19 @@ def compiler_options(program: str = "other", tokens: int | None = None) -> dict[
     On CPU the choice is which kernels do the matmuls and reductions: XLA's own fused loops and
     Eigen's matmul (``xla``), or the YNNPACK library fusions jaxlib enables by default
     (``ynnpack``, which this then leaves alone). ``auto``, the default, takes YNNPACK for train
-    steps that update every parameter on at most :data:`YNNPACK_MAX_TOKENS` tokens (the packed
-    rows of a sentence task's usual recipe) and XLA's kernels for everything else, as measured
-    on 2-core machines (BENCHMARKS.md, Findings; ``python -m bench.step_variants`` measures
-    another). With YNNPACK the full MiniLM step of 3 rows of 128 took 0.89x as long on an Intel
-    Xeon and 0.89-0.91x on an AMD EPYC (its reductions replace XLA's reduce-window kernels), the
-    SST-2 epoch 0.85x (Xeon) and 8,192 examples 0.88-0.96x (EPYC); at 8 and 16 rows 0.99x
-    (EPYC); at 32 rows 0.95x (Xeon) but 1.04-1.17x (EPYC), with 216 MiB more XLA temporaries.
-    LoRA and frozen-encoder steps took 1.24x and 1.10x as long at 32 rows on the Xeon, LoRA
-    1.01x at 3 rows on the EPYC, and the eval forward pass (32 rows) 1.15x on the EPYC. Nothing
+    steps (full, LoRA, frozen or partly frozen) on at most :data:`YNNPACK_MAX_TOKENS` tokens (the
+    packed rows of a sentence task's usual recipe, or 32 rows of 64) and XLA's kernels for
+    everything else, as measured on 2-core machines (BENCHMARKS.md, Findings; ``python -m
+    bench.step_variants`` measures another). With YNNPACK the full MiniLM step of 3 rows of 128
+    took 0.89x as long on an Intel Xeon and 0.89-0.91x on an AMD EPYC (its reductions replace
+    XLA's reduce-window kernels), the SST-2 epoch 0.85x (Xeon) and 8,192 examples 0.88-0.96x
+    (EPYC); at 8 and 16 rows 0.99x (EPYC); at 32 rows 0.95x (Xeon) but 1.04-1.17x (EPYC), with
+    216 MiB more XLA temporaries. On an EPYC with AVX-512 (YNNPACK's matmuls use it, the Eigen
+    matmul jaxlib was built with does not), 2,048 tokens (16 rows of 128, 32 of 64) took 0.91x
+    with 56 MiB more peak RSS, and 32 rows of 128 0.96x with 216 MiB more, above PyTorch's
+    peak: hence the limit of 2,048. LoRA steps took 0.92-0.93x at 3 rows of 128 and 32 of 64 on
+    that EPYC, 0.99-1.01x at 3 rows on the Xeon and the other EPYC, but 1.09-1.24x at 32 rows
+    of 128; the eval forward pass (32 rows of 128) 1.15-1.23x on both EPYCs. Nothing
     changes on GPU/TPU, when the user's ``XLA_FLAGS`` already sets the option, or when this
     jaxlib does not know it. Only jaxtl's programs are affected: other code in the process
     keeps jaxlib's defaults."""

@@ -209,8 +209,8 @@ def make_train_step(
     if state_shardings is not None:
         kwargs["in_shardings"] = (state_shardings, batch_shardings)
         kwargs["out_shardings"] = (state_shardings, None)
-    # Every parameter trains (full fine-tuning) or not: the CPU kernels may differ, and for full
-    # fine-tuning with the batch's size too (runtime.cpu_kernels_for).
+    # Every parameter trains (full fine-tuning) or not, and the batch's size: the CPU kernels
+    # may differ with both (runtime.cpu_kernels_for).
     full = trainable_mask is None or all(jax.tree.leaves(trainable_mask))
     return KernelsByShape(step, kwargs, "full_train" if full else "train", accum_steps)
 
