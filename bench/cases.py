@@ -76,6 +76,7 @@ def case_step(s: Settings) -> dict[str, Any]:
                 "strategy": strategy,
                 "jaxtl_compile_s": jx.compile_s,
                 "jaxtl_flops": jx.flops,
+                "jaxtl_cpu_kernels": jx.cpu_kernels,
                 "jaxtl_trainable_params": jx.trainable_params,
                 "torch_trainable_params": tx.trainable_params,
                 "jaxtl_opt_state_bytes": jx.opt_state_bytes,

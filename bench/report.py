@@ -113,16 +113,19 @@ def step(res: dict, path: pathlib.Path) -> str:
         rows.append([
             r["seq_len"], r["strategy"], _f(r["jaxtl_median_s"]), _f(r["torch_median_s"]),
             _f(r["ratio_median"], 2), *keras, _f(r["jaxtl_flops"] / 1e9, 1),
-            _f(r["jaxtl_compile_s"], 1), f"{r['jaxtl_trainable_params']:,}",
+            _f(r["jaxtl_compile_s"], 1), r.get("jaxtl_cpu_kernels", "not recorded"),
+            f"{r['jaxtl_trainable_params']:,}",
         ])  # fmt: skip
     header = ["T", "strategy", "jaxtl s", "PyTorch s", "jaxtl/PyTorch", "KerasHub s",
-              "jaxtl/KerasHub", "jaxtl GFLOP (XLA)", "jaxtl compile s", "trainable params"]  # fmt: skip
+              "jaxtl/KerasHub", "jaxtl GFLOP (XLA)", "jaxtl compile s", "jaxtl CPU kernels",
+              "trainable params"]  # fmt: skip
     lines = [
         f"B = {c['rows'][0]['batch_size']}, medians of {len(c['rows'][0]['jaxtl_s'])} "
         "alternated rounds (jaxtl, PyTorch, KerasHub in each round; KerasHub's BERT uses the "
         "tanh GELU and its pooled output, see bench/keras_side.py) after warm-up; jaxtl's step is built "
         "as the Trainer builds it (the phase's trainable mask: frozen parameters enter as "
-        "constants).",
+        "constants). jaxtl CPU kernels: read from the compiled step, `ynnpack` where it holds "
+        "YNNPACK library fusions, else `xla` (`cpu_kernels=auto` picks per shape).",
         "",
         _table(header, rows),
         "",

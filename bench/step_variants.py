@@ -248,6 +248,7 @@ def measure(
             "minor_faults_per_step": float(np.median(faults[name]) / steps),
             "system_cpu_ms_per_step": float(np.median(system[name]) * 1e3 / steps),
             "first_loss": first_loss[name],
+            "cpu_kernels": runs[name].cpu_kernels,  # read from the compiled step
             "times_s": times[name],
         })  # fmt: skip
         if profile:
@@ -307,13 +308,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.strategy}, B={args.batch_size} T={args.seq_len}, {args.rounds} alternated rounds "
           f"of {args.steps} step(s), "
           f"{res['machine']['cpu_model']}, load at end {res['machine']['load_average_at_end']}")  # fmt: skip
-    print("| variant | median ms | min ms | / first (median of rounds) | minor faults/step "
-          "| system CPU ms/step | first loss |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | CPU kernels | median ms | min ms | / first (median of rounds) "
+          "| minor faults/step | system CPU ms/step | first loss |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for r in res["rows"]:
-        print(f"| {r['variant']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
-              f"{r['ratio_to_first_median']:.3f} | {r['minor_faults_per_step']:.0f} | "
-              f"{r['system_cpu_ms_per_step']:.0f} | {r['first_loss']:.6f} |")  # fmt: skip
+        print(f"| {r['variant']} | {r['cpu_kernels']} | {r['median_ms']:.1f} | "
+              f"{r['min_ms']:.1f} | {r['ratio_to_first_median']:.3f} | "
+              f"{r['minor_faults_per_step']:.0f} | {r['system_cpu_ms_per_step']:.0f} | "
+              f"{r['first_loss']:.6f} |")  # fmt: skip
     for r in res["rows"]:
         if "kernels" in r:
             print(f"\n{r['variant']}: kernel time by kind (ms/step, kernels/step), "

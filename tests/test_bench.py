@@ -91,6 +91,27 @@ def _harness(tiny_bert_dir, data_dir, tmp_path, cases):
     return res
 
 
+def test_compiled_cpu_kernels_are_read_from_the_program():
+    """The step table's kernels column names what the compiled program holds: YNNPACK library
+    fusions under jaxlib's default options, none once they are handed back to XLA."""
+    import jax
+    import jax.numpy as jnp
+
+    from bench.jaxtl_side import compiled_cpu_kernels
+    from jaxtl import runtime
+
+    if jax.default_backend() != "cpu" or not runtime._option_known(runtime._YNN_OPTION, ""):
+        pytest.skip("YNNPACK fusions are a CPU option of this jaxlib")
+
+    def f(a, b):
+        return jnp.tanh(a @ b).sum()
+
+    a, b = jnp.ones((256, 64)), jnp.ones((64, 64))
+    lowered = jax.jit(jax.grad(f)).lower(a, b)
+    assert compiled_cpu_kernels(lowered.compile()) == "ynnpack"
+    assert compiled_cpu_kernels(lowered.compile({runtime._YNN_OPTION: ""})) == "xla"
+
+
 def test_harness_renders_the_cases_it_runs(tiny_bert_dir, data_dir, tmp_path):
     """The default run's check of the harness: three cheap cases (no training, no peers)
     through the command, the results file and the Markdown blocks; every case runs in the slow
@@ -115,6 +136,8 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
         assert _finite(r["ratio_median"]) and r["jaxtl_flops"] > 0
         # both systems train the same parameters
         assert r["jaxtl_trainable_params"] == r["torch_trainable_params"], r["strategy"]
+        # 8 rows of 16 tokens: cpu_kernels=auto gives every train step YNNPACK's kernels
+        assert r["jaxtl_cpu_kernels"] == "ynnpack", r["strategy"]
     # freezing removes backward work: fewer compiled FLOPs than full fine-tuning
     full = {r["seq_len"]: r["jaxtl_flops"] for r in rows if r["strategy"] == "full"}
     for r in rows:
@@ -355,7 +378,8 @@ def test_step_variants_time_one_step_in_each_variant(
     out = tmp_path / "v.json"
     step_variants.main([
         "--model", str(tiny_bert_dir), "--data-dir", str(data_dir), "--batch-size", "2",
-        "--seq-len", "16", "--variants", "base,sgd,no_dropout,classic_rng,ynn=individual_dot+reduce",
+        "--seq-len", "16", "--variants",
+        "base,sgd,no_dropout,classic_rng,ynn=individual_dot+reduce,xla_kernels",
         "--rounds", "2", "--profile", "1", "--out", str(out),
     ])  # fmt: skip
     res = json.loads(out.read_text())
@@ -363,11 +387,16 @@ def test_step_variants_time_one_step_in_each_variant(
     # The load before the variants compile, and the one after they ran.
     assert res["machine"]["load_average_at_start"][0] < res["machine"]["load_average_at_end"][0]
     rows = {r["variant"]: r for r in res["rows"]}
-    assert list(rows) == ["base", "sgd", "no_dropout", "classic_rng", "ynn=individual_dot+reduce"]
+    assert list(rows) == ["base", "sgd", "no_dropout", "classic_rng", "ynn=individual_dot+reduce",
+                          "xla_kernels"]  # fmt: skip
     for r in rows.values():
         assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
         assert r["minor_faults_per_step"] >= 0 and _finite(r["system_cpu_ms_per_step"])
     assert rows["base"]["ratio_to_first_median"] == 1.0
+    # 2 rows of 16 tokens: the run's default (cpu_kernels=auto) and the named fusions are
+    # YNNPACK's; the variant that hands them all back to XLA reads xla.
+    assert rows["base"]["cpu_kernels"] == rows["ynn=individual_dot+reduce"]["cpu_kernels"]
+    assert rows["base"]["cpu_kernels"] == "ynnpack" and rows["xla_kernels"]["cpu_kernels"] == "xla"
     # --profile: the traced step's kernels by kind, every kind (the tiny model's dots rank
     # anywhere from 8th to 12th with the load, so a top-N cut would drop them at random);
     # XLA's own kernels do the default's matmuls.
