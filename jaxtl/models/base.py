@@ -250,8 +250,8 @@ def random_bytes(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     a quarter as long and splitting each into its bytes gives the same distribution from a
     quarter of the hashing, and stays partitionable: only the last axis is reinterpreted, so
     a sharded batch axis is untouched. (At B=32 T=128, MiniLM's masks for one step took 250 ms
-    as bytes and 63 ms as words: BENCHMARKS.md, "Dropout's bits on several devices".) A last axis that is not a multiple
-    of four takes the per-byte draw."""
+    as bytes and 63 ms as words: BENCHMARKS.md, "Dropout's bits on several devices".) A last
+    axis that is not a multiple of four takes the per-byte draw."""
     if not shape or shape[-1] % 4:
         return jax.random.bits(key, shape, jnp.uint8)
     words = jax.random.bits(key, (*shape[:-1], shape[-1] // 4), jnp.uint32)
