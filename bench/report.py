@@ -196,6 +196,20 @@ def _recipe(c: dict, name: str, optimizer: str | None) -> str:
     )  # fmt: skip
 
 
+def _packing(jaxtl_runs: list[dict]) -> str:
+    """The sentence saying how jaxtl's packed rows make up a step, when its runs were packed:
+    once when every seed packed alike (packing does not depend on the seed), else per run."""
+    said = [
+        f"{j['row_batch_size']} rows per step (≈ {j['examples_per_step']:.1f} examples, the "
+        f"others' batch), {j['steps']} steps"
+        for j in jaxtl_runs
+        if "row_batch_size" in j
+    ]
+    if not said:
+        return ""
+    return f" jaxtl packs several examples per row: {'; '.join(dict.fromkeys(said))}."
+
+
 def _compiled(r: dict) -> str:
     """A jaxtl e2e run's compile seconds and cache hits / misses."""
     if "compile_seconds" not in r:  # results from before the cold/warm split
@@ -295,7 +309,9 @@ def _e2e_seeds(res: dict, path: pathlib.Path, name: str) -> str:
             "compile-cache folder: first with it empty, then after the other systems."
             if "jaxtl_warm" in c["summary"] else "")  # fmt: skip
     return "\n".join([
-        _recipe(c, name, optimizer) + f" Every system once per seed ({', '.join(map(str, c['seeds']))}), "
+        _recipe(c, name, optimizer)
+        + _packing([r["jaxtl"] for r in c["runs"] if "jaxtl" in r])
+        + f" Every system once per seed ({', '.join(map(str, c['seeds']))}), "
         "seed by seed, the systems in turn; each seed's jaxtl run starts with an empty compile "
         "cache." + warm,
         "",
@@ -351,9 +367,7 @@ def e2e(res: dict, path: pathlib.Path, name: str = "e2e") -> str:
         )
     return "\n".join([
         _recipe(c, name, t["optimizer"] if t is not None else None)
-        + (f" jaxtl packs several examples per row: {j['row_batch_size']} rows per step "
-           f"(≈ {j['examples_per_step']:.1f} examples, the others' batch), {j['steps']} steps."
-           if "row_batch_size" in j else "")
+        + _packing([j])
         + (" jaxtl runs twice, each in a fresh process sharing one new compile-cache folder: "
            "first with it empty (a config's first run on a machine), then after the other "
            "systems (the same config again: its programs load from the cache)." if w else ""),
