@@ -159,16 +159,6 @@ def cost_flops(compiled: Any) -> float:
     return float((cost or {}).get("flops", float("nan")))
 
 
-def compiled_cpu_kernels(compiled: Any) -> str:
-    """Which CPU kernels a compiled program runs: ``ynnpack`` when it holds YNNPACK library
-    fusions, ``xla`` when not (XLA's own loops and Eigen's matmul), ``—`` off the CPU. Read
-    from the compiled program itself, so it states what ran, whatever chose it
-    (``cpu_kernels``, its per-shape rule, or a user's ``XLA_FLAGS``)."""
-    if jax.default_backend() != "cpu":
-        return "—"
-    return "ynnpack" if "__ynn_fusion" in compiled.as_text() else "xla"
-
-
 @dataclasses.dataclass
 class TrainSetup:
     """A compiled train step, its state and the batch it is timed on."""
@@ -178,7 +168,7 @@ class TrainSetup:
     batch: dict
     compile_s: float
     flops: float
-    cpu_kernels: str  # compiled_cpu_kernels
+    cpu_kernels: str  # jaxtl.runtime.compiled_cpu_kernels
     trainable_params: int
     frozen_params: int
     opt_state_bytes: int
@@ -276,7 +266,7 @@ def train_setup(
         batch=dev_batch,
         compile_s=compile_s,
         flops=cost_flops(compiled),
-        cpu_kernels=compiled_cpu_kernels(compiled),
+        cpu_kernels=runtime.compiled_cpu_kernels(compiled),
         trainable_params=phase.plan.trainable_params,
         frozen_params=phase.plan.frozen_params,
         opt_state_bytes=_bytes(state.opt_state),

@@ -63,6 +63,8 @@ CPU_KERNELS = ("auto", "xla", "ynnpack")
 # reductions) that jaxlib enables by default; an empty value hands them back to XLA's own code
 # generator.
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+# How a YNNPACK library fusion is named in a compiled program's text.
+_YNN_FUSION = "__ynn_fusion"
 _cpu_kernels = "auto"
 # What a compiled program is, for cpu_kernels=auto: a train step that updates every parameter,
 # any other train step (LoRA, frozen or partly frozen encoders), anything else (eval, features).
@@ -136,6 +138,16 @@ def compiler_options(program: str = "other", tokens: int | None = None) -> dict[
 
 
 @functools.cache
+def compiled_cpu_kernels(compiled: Any) -> str:
+    """Which CPU kernels a compiled program runs: ``ynnpack`` when it holds YNNPACK library
+    fusions, ``xla`` when not (XLA's own loops and Eigen's matmul), ``—`` off the CPU. Read
+    from the compiled program itself, so it states what ran, whatever chose it
+    (``cpu_kernels``, its per-shape rule, or a user's ``XLA_FLAGS``)."""
+    if jax.default_backend() != "cpu":
+        return "—"
+    return "ynnpack" if _YNN_FUSION in compiled.as_text() else "xla"
+
+
 def _option_known(name: str, value: Any) -> bool:
     """Whether this jaxlib's compiler accepts ``name=value`` (options come and go between XLA
     versions; an unknown one fails every compile that passes it)."""

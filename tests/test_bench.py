@@ -97,7 +97,6 @@ def test_compiled_cpu_kernels_are_read_from_the_program():
     import jax
     import jax.numpy as jnp
 
-    from bench.jaxtl_side import compiled_cpu_kernels
     from jaxtl import runtime
 
     if jax.default_backend() != "cpu" or not runtime._option_known(runtime._YNN_OPTION, ""):
@@ -108,8 +107,8 @@ def test_compiled_cpu_kernels_are_read_from_the_program():
 
     a, b = jnp.ones((256, 64)), jnp.ones((64, 64))
     lowered = jax.jit(jax.grad(f)).lower(a, b)
-    assert compiled_cpu_kernels(lowered.compile()) == "ynnpack"
-    assert compiled_cpu_kernels(lowered.compile({runtime._YNN_OPTION: ""})) == "xla"
+    assert runtime.compiled_cpu_kernels(lowered.compile()) == "ynnpack"
+    assert runtime.compiled_cpu_kernels(lowered.compile({runtime._YNN_OPTION: ""})) == "xla"
 
 
 def test_harness_renders_the_cases_it_runs(tiny_bert_dir, data_dir, tmp_path):
