@@ -12,17 +12,17 @@ import sys
 import ml_collections
 import pytest
 
-from configs import tiny
+from jaxtl.configs import tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
-    p.stem for p in (REPO / "configs").glob("*.py") if p.stem not in ("__init__", "tiny")
+    p.stem for p in (REPO / "jaxtl" / "configs").glob("*.py") if p.stem not in ("__init__", "tiny")
 )
 REGIMES = ("self_supervised", "unsupervised_sequential", "multitask", "supervised_sequential")
 
 
 def _load(name):
-    return importlib.import_module(f"configs.{name}")
+    return importlib.import_module(f"jaxtl.configs.{name}")
 
 
 def _stage_steps(c) -> dict[str, int]:
@@ -93,8 +93,9 @@ def test_bad_argument_names_the_value_the_file_and_the_valid_ones(name):
                                    '(Did you mean "steps" instead of "stepz"?)'),
         ("--config.trian.steps=3", "--config.trian.steps: the config has no key 'trian'"),
         ("--config.train.steps=abc", "flag --config.train.steps=abc: invalid literal for int()"),
-        ("--config=configs/nope.py", "--config: [Errno 2] No such file or directory: "
-                                     "'configs/nope.py'"),
+        ("--config=configs/nope.py", "--config: No such file or directory: 'configs/nope.py'; "
+                                     "a config is a file's path or the name of a shipped one: "
+                                     "multitask, multitask_glue, "),
         ("--config=configs/multitask.py:huge", "unknown config argument 'huge'"),
     ],
 )  # fmt: skip

@@ -375,7 +375,7 @@ def test_multitask_smoke(tmp_path):
 def test_causal_lm_pretraining_then_adaptation_smoke(tmp_path):
     """unsupervised_sequential on the tiny Llama: causal LM on builtin/corpus (a fresh untied LM
     head: the saved decoder has none), then the target task."""
-    from configs import unsupervised_sequential as unsupervised_config
+    from jaxtl.configs import unsupervised_sequential as unsupervised_config
     from jaxtl.regimes import unsupervised_sequential
 
     model_dir = llama_dir(tmp_path / "model")

@@ -33,7 +33,7 @@ def test_each_head_learns_only_from_its_own_task(tiny_bert_dir):
     names = ["builtin/sentiment", "builtin/similarity", "builtin/ner"]
     tds = _task_data(names)
     enc = models.from_pretrained(str(tiny_bert_dir)).model
-    cfg = __import__("configs.multitask", fromlist=["get_config"]).get_config()
+    cfg = __import__("jaxtl.configs.multitask", fromlist=["get_config"]).get_config()
     model = assembly.build_model(enc, tds, cfg)
     graphdef, st = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(st)
@@ -71,7 +71,7 @@ def test_each_head_learns_only_from_its_own_task(tiny_bert_dir):
 def test_head_gradients_are_zero_for_other_tasks(tiny_bert_dir):
     tds = _task_data(["builtin/sentiment", "builtin/ner"])
     enc = models.from_pretrained(str(tiny_bert_dir)).model
-    cfg = __import__("configs.multitask", fromlist=["get_config"]).get_config()
+    cfg = __import__("jaxtl.configs.multitask", fromlist=["get_config"]).get_config()
     model = assembly.build_model(enc, tds, cfg)
     graphdef, st = nnx.split(model, nnx.Param)
     loss_fn = objectives.switch_loss(tds)
@@ -89,7 +89,7 @@ def test_bilstm_tagger_head_inside_the_task_switch(tiny_bert_dir):
     the head's own nnx.scan must run inside the lax.switch branch."""
     tds = _task_data(["builtin/sentiment", "builtin/ner"])
     enc = models.from_pretrained(str(tiny_bert_dir)).model
-    cfg = __import__("configs.multitask", fromlist=["get_config"]).get_config()
+    cfg = __import__("jaxtl.configs.multitask", fromlist=["get_config"]).get_config()
     cfg.unlock()
     cfg.model.tagger_bilstm = 8
     model = assembly.build_model(enc, tds, cfg)

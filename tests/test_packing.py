@@ -216,7 +216,7 @@ def test_sst2_train_pad_fraction_is_under_five_percent(tokenizer, data_dir):
 
 
 def _run(model_dir, wd, *, packing_on=True, stop_at=None, monkeypatch=None):
-    from configs import multitask as multitask_config
+    from jaxtl.configs import multitask as multitask_config
     from jaxtl.regimes import multitask
 
     c = small_config(multitask_config.get_config("tiny"), model_dir, **{

@@ -15,8 +15,8 @@ import pytest
 from conftest import build_self_supervised
 from flax import nnx
 
-from configs import self_supervised_cvt as cvt_config
 from jaxtl import models, objectives, paths
+from jaxtl.configs import self_supervised_cvt as cvt_config
 from jaxtl.data import mixture
 from jaxtl.models.bilstm import BiLSTMConfig, BiLSTMEncoder
 from jaxtl.objectives import cvt

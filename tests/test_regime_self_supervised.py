@@ -14,8 +14,8 @@ import pytest
 from conftest import build_self_supervised
 from flax import nnx
 
-from configs import self_supervised as self_supervised_config
 from jaxtl import paths
+from jaxtl.configs import self_supervised as self_supervised_config
 from jaxtl.data import mixture
 from jaxtl.regimes import self_supervised
 

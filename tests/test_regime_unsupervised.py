@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import unsupervised_sequential as unsupervised_config
 from jaxtl import assembly, objectives, paths
 from jaxtl import checkpoint as ckpt_lib
+from jaxtl.configs import unsupervised_sequential as unsupervised_config
 from jaxtl.data.batch import IGNORE
 from jaxtl.data.masking import Masking
 from jaxtl.data.prepare import corpus_blocks, prepare_tasks

@@ -15,8 +15,8 @@ import optax
 import pytest
 from flax import nnx
 
-from configs import unsupervised_sequential_elmo as elmo_config
 from jaxtl import losses, models
+from jaxtl.configs import unsupervised_sequential_elmo as elmo_config
 from jaxtl.data.batch import IGNORE
 from jaxtl.data.tokenize import causal_labels
 from jaxtl.models import scratch

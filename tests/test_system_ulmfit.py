@@ -15,7 +15,7 @@ import pytest
 from conftest import kill_after_checkpoint, small_config
 from flax import nnx
 
-from configs import unsupervised_sequential_ulmfit as ulmfit_config
+from jaxtl.configs import unsupervised_sequential_ulmfit as ulmfit_config
 from jaxtl.models.awd_lstm import AWDLSTMConfig, AWDLSTMEncoder, locked_dropout
 from jaxtl.models.heads import ClassificationHead, pool
 from jaxtl.objectives.language_model import kind_for

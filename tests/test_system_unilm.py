@@ -17,9 +17,9 @@ import pytest
 from conftest import kill_after_checkpoint, minilm_dir
 from flax import nnx
 
-from configs import unsupervised_sequential_unilm as unilm_config
 from jaxtl import assembly, models, objectives, paths
 from jaxtl import checkpoint as ckpt_lib
+from jaxtl.configs import unsupervised_sequential_unilm as unilm_config
 from jaxtl.data.batch import IGNORE
 from jaxtl.data.masking import Masking
 from jaxtl.data.prepare import prepare_tasks

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import multitask as multitask_config
 from jaxtl import assembly, train
 from jaxtl import checkpoint as ckpt_lib
 from jaxtl import mesh as mesh_lib
 from jaxtl import run as run_lib
+from jaxtl.configs import multitask as multitask_config
 from jaxtl.data import feed
 from jaxtl.data.prepare import prepare_tasks
 from jaxtl.regimes import multitask

@@ -19,8 +19,8 @@ running, load average about 5): source builtin/entailment, selected at step 200,
 1.0000 (the synthetic sentiment task saturates; GLUE variant: supervised_sequential_glue).
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import supervised_sequential
 
 

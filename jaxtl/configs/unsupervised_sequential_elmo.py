@@ -44,8 +44,8 @@ perplexity 29,834 (both directions; a smoke test, not a language model yet), CoN
 accuracy 0.765 dev / 0.843 test, span F1 0.000.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import unsupervised_sequential
 
 BILM = (

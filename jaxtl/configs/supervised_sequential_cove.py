@@ -48,8 +48,8 @@ each; the 1500 SST-2 steps read features of the frozen encoder cached once per s
 compute with the BiLSTM).
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import supervised_sequential
 
 ENCODER = (

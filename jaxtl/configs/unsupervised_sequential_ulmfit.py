@@ -56,8 +56,8 @@ WordPiece vocabulary, no BPTT state carried across blocks, a tanh (not ReLU + ba
 layer in the classifier.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import unsupervised_sequential
 
 AWD_LSTM = (

@@ -19,8 +19,8 @@ running, including setup): builtin/sentiment dev accuracy 0.9950 (selected at st
 75 labelled / 75 unlabelled.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import self_supervised
 
 

@@ -24,8 +24,8 @@ stage 2 (selected at step 200). The synthetic sentiment task
 saturates; the perplexity is where pretraining settings show.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import unsupervised_sequential
 
 

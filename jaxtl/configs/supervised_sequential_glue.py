@@ -15,8 +15,8 @@ MNLI is the usual source but is not in ../shared/data; any GLUE-layout MNLI work
 ``--config.source.tasks='("glue/mnli",)'``.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import supervised_sequential
 
 

@@ -26,8 +26,8 @@ synthetic NER task is easy; the numbers show the objective runs and does not hur
 helps; a gain needs a harder target with less labelled data.)
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import self_supervised
 
 

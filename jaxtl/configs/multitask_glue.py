@@ -16,8 +16,8 @@ MRPC 3.7k) are seen far more often than their share of the data. Dev metrics per
 their GLUE-style average. ``refine.steps > 0`` adds MT-DNN's per-task refinement.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import multitask
 
 

@@ -19,8 +19,8 @@ F1 1.0000; batches drawn 101 / 105 / 94. Other CPUs round differently in the las
 The synthetic sentiment and NER tasks saturate; similarity is where steps and settings show.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import multitask
 
 

@@ -36,8 +36,8 @@ EPYC with dev and test pseudo-perplexity (604 and 579); SST-2 dev accuracy after
 85.3 +- 0.7 against 85.5 +- 0.6 for MiniLM as packaged (3 seeds, Welch p = 0.74).
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import unsupervised_sequential
 
 

@@ -18,8 +18,8 @@ rates (factor 1/2.6) and the slanted triangular schedule. Not timed here: at Min
 a CPU job of about an hour; ``:tiny`` (above) is the quick look.
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import unsupervised_sequential
 
 

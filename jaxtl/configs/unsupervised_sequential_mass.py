@@ -34,8 +34,8 @@ dev span perplexity of 1,253; SST-2 dev accuracy after the stage 83.8 +- 0.2 aga
 0.3 for MiniLM as packaged under the same 200 fine-tuning steps (3 seeds, Welch p = 0.014).
 """
 
-from configs import tiny
 from jaxtl import config as config_lib
+from jaxtl.configs import tiny
 from jaxtl.regimes import unsupervised_sequential
 
 

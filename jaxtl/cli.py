@@ -1,0 +1,235 @@
+"""jaxtl's command line: parse, resolve and save the config, then hand over to a regime.
+
+    jaxtl --regime=REGIME [--config=FILE.py|NAME[:tiny]] [--config.KEY=VALUE ...] [--workdir=DIR]
+    jaxtl --predict --workdir=DIR --input=FILE [--output=OUT.jsonl] [--task=NAME]
+          [--input_format=auto|lines|jsonl|task]
+    jaxtl --export --workdir=DIR --output=FOLDER
+
+``jaxtl`` is the installed command; ``python -m jaxtl`` and, in a clone, ``python launch.py``
+are the same program. REGIME: self_supervised | unsupervised_sequential | multitask |
+supervised_sequential. Without --config, the regime's own config file is used. The config files
+ship with the package (``jaxtl/configs/``; a clone also sees them as ``configs/``), so
+``--config=multitask_glue`` or ``--config=configs/multitask_glue.py`` name one from any folder,
+while a path to a file that exists (your own config) is taken as it is. ``:tiny`` after the name
+(passed to its ``get_config``) runs the same stages and strategy at smoke-test size, about a
+minute on a 2-core CPU (sizes in ``jaxtl/configs/tiny.py``). Re-running with the same --workdir
+resumes from its latest good checkpoint. On a TPU VM every worker runs the same command line
+(with --config.distributed.enabled=True).
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import logging
+import os
+import pathlib
+import sys
+
+# The config files shipped with the package; ``configs/`` in a clone is a link to this folder.
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the shipped config files (``tiny`` is the shrinking helper, not a config)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "tiny"))
+
+
+def resolve_config(value: str) -> str:
+    """``--config``'s value with its file made concrete: an existing file is kept as it is (a
+    user's own config); otherwise ``NAME``, ``NAME.py`` or ``configs/NAME.py`` (the spelling of
+    every command in the docs, from any folder) names a shipped config. ``:ARG`` is kept."""
+    path, sep, arg = value.partition(":")
+    if os.path.isfile(path):
+        return value
+    p = pathlib.PurePath(path)
+    name = p.stem if p.suffix == ".py" else p.name
+    shipped = CONFIG_DIR / f"{name}.py"
+    if p.parent.name in ("", "configs") and name in packaged_configs() and shipped.is_file():
+        return f"{shipped}{sep}{arg}"
+    raise ValueError(
+        f"--config: No such file or directory: {path!r}; a config is a file's path or the name "
+        f"of a shipped one: {', '.join(packaged_configs())}"
+    )
+
+
+def config_args(argv: list[str]) -> list[str]:
+    """argv with ``--config`` resolved (:func:`resolve_config`), or, when it is missing, the
+    regime's own config inserted (overrides still apply)."""
+    out, has_config, regime = list(argv[:1]), False, None
+    args = iter(argv[1:])
+    for a in args:
+        if a.startswith("--config="):
+            has_config = True
+            a = "--config=" + resolve_config(a.split("=", 1)[1])
+        elif a == "--config":
+            has_config = True
+            out.append(a)
+            a = resolve_config(next(args, ""))
+        elif a.startswith("--regime="):
+            regime = a.split("=", 1)[1]
+        elif a == "--regime":
+            out.append(a)
+            a = regime = next(args, "")
+        out.append(a)
+    if has_config or regime is None:
+        return out
+    from jaxtl.regimes import REGIMES
+
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; choose one of: {', '.join(REGIMES)}")
+    return out[:1] + [f"--config={CONFIG_DIR / f'{regime}.py'}"] + out[1:]
+
+
+def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
+    """``--predict``: run a finished workdir's selected model on a file; ``--export``: write it
+    in Hugging Face layout. No regime, no config: both read the workdir."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"{prog} --predict | --export")
+    parser.add_argument("--predict", action="store_true")
+    parser.add_argument("--export", action="store_true", help="export to --output (a folder)")
+    parser.add_argument("--workdir", required=True, help="a finished run's workdir")
+    parser.add_argument("--input", help="input file ('-' = stdin)")
+    parser.add_argument("--output", default="-", help="output JSONL ('-' = stdout)")
+    parser.add_argument("--task", default=None, help="task name, when the run has several")
+    parser.add_argument(
+        "--input_format",
+        default="auto",
+        help="auto | lines (one text per line; tab = pair) | jsonl | task",
+    )
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on params-only restores
+    from jaxtl.predictor import load, predict_command
+
+    try:
+        if args.export:
+            if args.output == "-":
+                raise ValueError("--export needs --output=FOLDER")
+            written = load(args.workdir).export(args.output)
+            print(f"jaxtl: exported {', '.join(sorted(written))} to {args.output}")
+            return
+        if not args.input:
+            raise ValueError("--predict needs --input=FILE (or - for stdin)")
+        n = predict_command(args.workdir, args.input, args.output, args.task, args.input_format)
+    except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
+        sys.exit(f"{prog}: {e}")
+    if args.output != "-":
+        print(f"jaxtl: {n} predictions written to {args.output}")
+
+
+def main(prog: str = "jaxtl") -> None:
+    """The command line (``prog`` names it in one-line errors: ``jaxtl`` or ``launch.py``)."""
+    if "--predict" in sys.argv[1:] or "--export" in sys.argv[1:]:
+        return predict_main(sys.argv, prog)
+    try:
+        sys.argv = config_args(sys.argv)
+    except ValueError as e:
+        sys.exit(f"{prog}: {e}")
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    from jaxtl.regimes import REGIMES
+
+    flags.DEFINE_enum("regime", None, list(REGIMES), "Which transfer regime to run.")
+    config_flags.DEFINE_config_file(
+        "config", None, "FILE.py or a shipped config's NAME, [:tiny]; default: the regime's own."
+    )
+    flags.DEFINE_string("workdir", None, "Output directory (default: a new folder under runs/).")
+    flags.DEFINE_bool("debug", False, "Show the full traceback of user errors.")
+    flags.mark_flag_as_required("regime")
+
+    def run(argv):
+        del argv
+        from jaxtl import regimes, runtime
+
+        logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("absl").setLevel(logging.WARNING)
+        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
+        for noisy in ("orbax", "absl", "jax._src", "etils"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        config = flags.FLAGS.config
+        regime = flags.FLAGS.regime
+        runtime.init_distributed(config)  # before anything touches a JAX device
+        workdir = flags.FLAGS.workdir
+        if not workdir:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            workdir = os.path.abspath(os.path.join("runs", f"{regime}-{stamp}"))
+        module = regimes.get(regime)
+        # config.json is written by the run itself (jaxtl.run.prepare), after it has checked
+        # that a workdir being resumed was not started with another config.
+        print(f"jaxtl: regime={regime} workdir={workdir}")
+        from jaxtl.train import Preempted
+
+        try:
+            module.run(config, workdir)
+        except Preempted as e:  # SIGTERM / Ctrl-C: a clean stop, resumable
+            print(f"jaxtl: {e}")
+            sys.exit(0)
+        except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+            if flags.FLAGS.debug:
+                raise
+            # A user error (bad value, file, workdir in use, non-finite loss): one line.
+            sys.exit(f"jaxtl: error: {type(e).__name__}: {e} (--debug shows the traceback)")
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or flags.FLAGS.debug:
+                raise
+            # A full disk: files are written whole or not at all and a checkpoint is committed
+            # only when complete, so what is on disk is consistent and the next run resumes.
+            from jaxtl import workdir as workdir_lib
+
+            workdir_lib.Lock(workdir).release()
+            # Orbax's writer threads, cut short by the full disk, go on printing tracebacks about
+            # their closed event loop: silence stderr for them, write the message last, leave.
+            # The message starts a line of its own: a thread may have written part of a line
+            # before stderr was silenced.
+            sys.stderr.flush()
+            real = os.dup(2)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            os.write(real, (f"\njaxtl: error: no space left on device writing {e.filename or '?'}; "
+                            "the files written before are whole and the last good checkpoint is "
+                            "kept: free space and run the same command to resume\n").encode())  # fmt: skip
+            os._exit(1)
+        print(f"jaxtl: done; results in {workdir}/results.json")
+
+    def parse_flags(argv: list[str]) -> list[str]:
+        # A bad --config file, argument or override stops with one line (--debug: traceback);
+        # absl prints a parse error with a nested traceback, ml_collections raises its own.
+        try:
+            args = flags.FLAGS(argv)
+            # A config file that failed to load raises only when first read.
+            flags.FLAGS.config.get("train")
+            return args
+        except Exception as e:  # noqa: BLE001 - every parse failure is the user's input
+            if any(a.lower() in ("--debug", "--debug=true", "--debug=1") for a in argv):
+                raise
+            sys.exit(f"{prog}: {flag_error(e, argv)}")
+
+    app.run(run, flags_parser=parse_flags)
+
+
+def flag_error(e: BaseException, argv: list[str]) -> str:
+    """One line for a command-line parse failure: the flag, then the innermost reason."""
+    if isinstance(e, (AttributeError, KeyError)):
+        # ml_collections: an override of a key the config lacks, as a KeyError (inside an
+        # AttributeError) whose message is "'stepz'\nDid you mean "steps" instead of "stepz"?".
+        inner: BaseException = e
+        while inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+        raw = str(inner.args[0]) if inner.args else ""
+        key, _, hint = raw.strip().partition("\n")
+        key = key.strip("'\"")
+        flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
+                     and key in a.split("=")[0].split(".")[1:]), "--config")  # fmt: skip
+        return f"{flag}: the config has no key {key!r}" + (f" ({hint.strip()})" if hint else "")
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    if not lines:
+        return type(e).__name__
+    if "Failed loading config file" in str(e):  # ml_collections: the file itself
+        return f"--config: {lines[-1]}"
+    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The installed command line: ``jaxtl`` (and ``python -m jaxtl``) runs from any folder, with the
+regimes' config files shipped in the package; a config name, a ``configs/NAME.py`` path (the
+docs' spelling) or a user's own file all resolve; the wheel carries the configs and the command."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from jaxtl import cli
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "jaxtl" / "configs"
+
+
+def test_the_clone_sees_the_shipped_configs_as_configs():
+    # Every command in the docs says --config=configs/NAME.py from the clone's root.
+    assert (REPO / "configs").resolve() == SHIPPED.resolve()
+    assert cli.CONFIG_DIR.resolve() == SHIPPED.resolve()
+    names = cli.packaged_configs()
+    assert {"multitask", "multitask_glue", "unsupervised_sequential_ulmfit"} <= set(names)
+    assert "tiny" not in names and "__init__" not in names
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["multitask", "multitask.py", "configs/multitask.py", "/nowhere/configs/multitask.py"],
+)
+def test_a_config_name_or_docs_path_resolves_to_the_shipped_file(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a folder with no configs/ in it, as after `pip install`
+    assert cli.resolve_config(value) == str(SHIPPED / "multitask.py")
+    assert cli.resolve_config(value + ":tiny") == f"{SHIPPED / 'multitask.py'}:tiny"
+
+
+def test_an_existing_file_is_taken_as_it_is(tmp_path, monkeypatch):
+    own = tmp_path / "configs" / "multitask.py"  # shadows a shipped name: the user's wins
+    own.parent.mkdir()
+    own.write_text("def get_config(arg=''):\n    raise SystemExit('mine')\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.resolve_config("configs/multitask.py:tiny") == "configs/multitask.py:tiny"
+    assert cli.resolve_config(f"{own}") == str(own)
+
+
+@pytest.mark.parametrize("value", ["nope", "configs/nope.py", "elsewhere/multitask.py"])
+def test_an_unknown_config_names_itself_and_the_shipped_ones(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = value.partition(":")[0]
+    with pytest.raises(ValueError, match=rf"No such file or directory: '{path}'.*multitask_glue"):
+        cli.resolve_config(value)
+
+
+def test_config_args_resolve_both_spellings_and_insert_the_regime_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mt = str(SHIPPED / "multitask.py")
+    assert cli.config_args(["x", "--regime=multitask", "--config=multitask:tiny", "--a=1"]) == [
+        "x", "--regime=multitask", f"--config={mt}:tiny", "--a=1"]  # fmt: skip
+    assert cli.config_args(["x", "--regime", "multitask", "--config", "multitask"]) == [
+        "x", "--regime", "multitask", "--config", mt]  # fmt: skip
+    assert cli.config_args(["x", "--regime=supervised_sequential", "--config.seed=3"]) == [
+        "x", f"--config={SHIPPED / 'supervised_sequential.py'}",
+        "--regime=supervised_sequential", "--config.seed=3"]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown regime 'multitsk'; choose one of"):
+        cli.config_args(["x", "--regime=multitsk"])
+
+
+def _installed_command() -> pathlib.Path:
+    script = pathlib.Path(sys.executable).parent / "jaxtl"
+    assert script.is_file(), f"{script} missing: reinstall the package (pip install -e .)"
+    return script
+
+
+def test_installed_command_runs_from_any_folder_into_runs_there(tiny_bert_dir, tmp_path):
+    """No clone on the path: the console script, a shipped config by name, the default workdir
+    under the current folder; then ``python -m jaxtl --predict`` on that run."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    cmd = [str(_installed_command()), "--regime=multitask", "--config=multitask:tiny",
+           f"--config.model.name={tiny_bert_dir}", "--config.tasks.names=('builtin/sentiment',)",
+           "--config.train.progress=False", f"--config.compile_cache={tmp_path / 'xla'}"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (run,) = (tmp_path / "runs").glob("multitask-*")
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 10  # :tiny
+    assert "accuracy" in json.loads((run / "results.json").read_text())["builtin/sentiment"]
+    p = subprocess.run(
+        [sys.executable, "-m", "jaxtl", "--predict", f"--workdir={run}", "--input=-",
+         "--input_format=lines"],
+        input="a moving film\n", cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    (line,) = p.stdout.splitlines()
+    assert json.loads(line)["text"] == "a moving film" and len(json.loads(line)["probs"]) == 2
+
+
+def test_a_bad_config_stops_the_installed_command_with_one_line(tmp_path):
+    p = subprocess.run([str(_installed_command()), "--regime=multitask", "--config=multitsk"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("jaxtl: --config: No such file or directory: 'multitsk'"), line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_wheel_ships_every_config_and_the_command(tmp_path):
+    """What `pip install jaxtl` gets: built from the tree as a wheel (no network: the build
+    backend already installed), it holds jaxtl/configs/*.py and the console script."""
+    src = tmp_path / "src"  # a copy: building in place would leave build/ in the tree
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "jaxtl", src / "jaxtl", ignore=shutil.ignore_patterns("__pycache__"))
+    p = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(src)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    (wheel,) = tmp_path.glob("jaxtl-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for cfg in [*cli.packaged_configs(), "tiny", "__init__"]:
+        assert f"jaxtl/configs/{cfg}.py" in names, cfg
+    assert {"jaxtl/cli.py", "jaxtl/__main__.py"} <= names
+    (entry,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "jaxtl = jaxtl.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
