@@ -119,10 +119,38 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         print(f"jaxtl: {n} predictions written to {args.output}")
 
 
+def usage(prog: str) -> str:
+    """``--help``: the forms of the command, the regimes and the shipped configs."""
+    from jaxtl.regimes import REGIMES
+
+    command = f"python {prog}" if prog.endswith(".py") else prog
+    forms = __doc__.split("\n\n")[1].replace("    jaxtl ", f"    {command} ")
+    return (
+        f"{prog}: transfer learning for NLP in JAX: train in a regime, predict, export.\n\n"
+        f"{forms}\n\n"
+        f"regimes: {', '.join(REGIMES)}\n"
+        f"shipped configs (--config=NAME[:tiny]): {', '.join(packaged_configs())}\n"
+        "--config.KEY=VALUE overrides any key of the config (all keys: jaxtl/config.py); "
+        "--workdir=DIR (default runs/<regime>-<time> here) resumes a run started there; "
+        "--debug shows tracebacks.\n"
+        f"{command} --predict --help and {command} --export --help: their options."
+    )
+
+
 def main(prog: str = "jaxtl") -> None:
     """The command line (``prog`` names it in one-line errors: ``jaxtl`` or ``launch.py``)."""
-    if "--predict" in sys.argv[1:] or "--export" in sys.argv[1:]:
+    args = sys.argv[1:]
+    if "--predict" in args or "--export" in args:
         return predict_main(sys.argv, prog)
+    if "-h" in args or "--help" in args:
+        print(usage(prog))
+        return
+    if "--helpfull" not in args and not any(a == "--regime" or a.startswith("--regime=")
+                                            for a in args):  # fmt: skip
+        from jaxtl.regimes import REGIMES
+
+        sys.exit(f"{prog}: --regime is required ({' | '.join(REGIMES)}), or --predict / "
+                 f"--export; {prog} --help shows the usage")  # fmt: skip
     try:
         sys.argv = config_args(sys.argv)
     except ValueError as e:

@@ -107,6 +107,21 @@ def test_a_bad_config_stops_the_installed_command_with_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_help_shows_the_forms_the_regimes_and_the_shipped_configs(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--help"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = p.stdout
+    assert "jaxtl --regime=REGIME" in out and "jaxtl --predict --workdir=DIR" in out
+    assert "multitask, supervised_sequential" in out.replace("self_supervised, ", "")
+    assert ", ".join(cli.packaged_configs()) in out
+    p = subprocess.run([sys.executable, "-m", "jaxtl"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("jaxtl: --regime is required (self_supervised | "), line
+
+
 def test_the_wheel_ships_every_config_and_the_command(tmp_path):
     """What `pip install jaxtl` gets: built from the tree as a wheel (no network: the build
     backend already installed), it holds jaxtl/configs/*.py and the console script."""
