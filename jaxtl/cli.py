@@ -179,6 +179,10 @@ def main(prog: str = "jaxtl") -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         config = flags.FLAGS.config
         regime = flags.FLAGS.regime
+        try:
+            regimes.check_config(regime, config)
+        except ValueError as e:
+            sys.exit(f"{prog}: {e}")
         runtime.init_distributed(config)  # before anything touches a JAX device
         workdir = flags.FLAGS.workdir
         if not workdir:

@@ -2,6 +2,7 @@
 regimes' config files shipped in the package; a config name, a ``configs/NAME.py`` path (the
 docs' spelling) or a user's own file all resolve; the wheel carries the configs and the command."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -12,7 +13,9 @@ import zipfile
 
 import pytest
 
-from jaxtl import cli
+from jaxtl import cli, regimes
+from jaxtl import config as config_lib
+from jaxtl.regimes import REGIMES
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "jaxtl" / "configs"
@@ -68,6 +71,30 @@ def test_config_args_resolve_both_spellings_and_insert_the_regime_default(tmp_pa
         cli.config_args(["x", "--regime=multitsk"])
 
 
+def _regime_of(config_name: str) -> str:
+    return next(r for r in REGIMES if config_name == r or config_name.startswith(f"{r}_"))
+
+
+@pytest.mark.parametrize("name", cli.packaged_configs())
+def test_a_config_runs_only_under_its_own_regime(name):
+    """``--regime`` and ``--config`` disagreeing stops with one line naming the regime the
+    config is for, not an AttributeError on a missing section deep in the run."""
+    config = importlib.import_module(f"jaxtl.configs.{name}").get_config("tiny")
+    own = _regime_of(name)
+    regimes.check_config(own, config)
+    for other in set(REGIMES) - {own}:
+        with pytest.raises(ValueError, match=rf"for --regime={own}, not --regime={other} \("):
+            regimes.check_config(other, config)
+
+
+def test_a_config_of_no_regime_says_so():
+    c = config_lib.base_config()
+    with pytest.raises(ValueError, match=r"this config is not a config of --regime=multitask \(it "
+                                         r"has no mixture, refine, tasks section\): give a config "
+                                         r"of regime multitask"):  # fmt: skip
+        regimes.check_config("multitask", c)
+
+
 def _installed_command() -> pathlib.Path:
     script = pathlib.Path(sys.executable).parent / "jaxtl"
     assert script.is_file(), f"{script} missing: reinstall the package (pip install -e .)"
@@ -105,6 +132,19 @@ def test_a_bad_config_stops_the_installed_command_with_one_line(tmp_path):
     (line,) = p.stderr.strip().splitlines()
     assert line.startswith("jaxtl: --config: No such file or directory: 'multitsk'"), line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_regime_config_mismatch_stops_the_command_before_the_workdir(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--regime=supervised_sequential",
+                        "--config=configs/multitask.py:tiny", f"--workdir={tmp_path / 'wd'}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith(
+        "jaxtl: --config: this config is for --regime=multitask, not "
+        "--regime=supervised_sequential (it has no source, target section)"
+    )
+    assert not (tmp_path / "wd").exists()
 
 
 def test_help_shows_the_forms_the_regimes_and_the_shipped_configs(tmp_path):
