@@ -119,6 +119,25 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         print(f"jaxtl: {n} predictions written to {args.output}")
 
 
+def _stop_on_full_disk(e: OSError, workdir: str) -> None:
+    """A full disk: files are written whole or not at all and a checkpoint is committed only
+    when complete, so what is on disk is consistent and the next run resumes."""
+    from jaxtl import workdir as workdir_lib
+
+    workdir_lib.Lock(workdir).release()
+    # Orbax's writer threads, cut short by the full disk, go on printing tracebacks about their
+    # closed event loop: silence stderr for them, write the message last, leave. The message
+    # starts a line of its own: a thread may have written part of a line before stderr was
+    # silenced.
+    sys.stderr.flush()
+    real = os.dup(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    os.write(real, (f"\njaxtl: error: no space left on device writing {e.filename or '?'}; "
+                    "the files written before are whole and the last good checkpoint is "
+                    "kept: free space and run the same command to resume\n").encode())  # fmt: skip
+    os._exit(1)
+
+
 def usage(prog: str) -> str:
     """``--help``: the forms of the command, the regimes and the shipped configs."""
     from jaxtl.regimes import REGIMES
@@ -199,30 +218,15 @@ def main(prog: str = "jaxtl") -> None:
         except Preempted as e:  # SIGTERM / Ctrl-C: a clean stop, resumable
             print(f"jaxtl: {e}")
             sys.exit(0)
-        except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        except (ValueError, KeyError, RuntimeError, OSError) as e:
             if flags.FLAGS.debug:
                 raise
-            # A user error (bad value, file, workdir in use, non-finite loss): one line.
-            sys.exit(f"jaxtl: error: {type(e).__name__}: {e} (--debug shows the traceback)")
-        except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT) or flags.FLAGS.debug:
-                raise
-            # A full disk: files are written whole or not at all and a checkpoint is committed
-            # only when complete, so what is on disk is consistent and the next run resumes.
-            from jaxtl import workdir as workdir_lib
-
-            workdir_lib.Lock(workdir).release()
-            # Orbax's writer threads, cut short by the full disk, go on printing tracebacks about
-            # their closed event loop: silence stderr for them, write the message last, leave.
-            # The message starts a line of its own: a thread may have written part of a line
-            # before stderr was silenced.
-            sys.stderr.flush()
-            real = os.dup(2)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-            os.write(real, (f"\njaxtl: error: no space left on device writing {e.filename or '?'}; "
-                            "the files written before are whole and the last good checkpoint is "
-                            "kept: free space and run the same command to resume\n").encode())  # fmt: skip
-            os._exit(1)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                _stop_on_full_disk(e, workdir)
+            # A user error (bad value or file, a model not on this machine, workdir in use,
+            # non-finite loss): one line, whatever line breaks the message carried.
+            sys.exit(" ".join(f"jaxtl: error: {type(e).__name__}: {e}".split())
+                     + " (--debug shows the traceback)")  # fmt: skip
         print(f"jaxtl: done; results in {workdir}/results.json")
 
     def parse_flags(argv: list[str]) -> list[str]:

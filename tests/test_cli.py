@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -145,6 +146,19 @@ def test_a_regime_config_mismatch_stops_the_command_before_the_workdir(tmp_path)
         "--regime=supervised_sequential (it has no source, target section)"
     )
     assert not (tmp_path / "wd").exists()
+
+
+def test_a_model_not_on_this_machine_stops_with_one_line(tmp_path):
+    """An OSError of the run (here the hub model that is not in the local cache; its message
+    spans lines) is one line too, not a traceback."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--regime=multitask", "--config=multitask:tiny",
+                        "--config.model.name=no-such-org/no-such-model", f"--workdir={tmp_path / 'wd'}"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (line,) = [x for x in p.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)]  # logs
+    assert line.startswith("jaxtl: error: OSError: cannot fetch 'no-such-org/no-such-model'"), line
+    assert line.endswith("(--debug shows the traceback)"), line
 
 
 def test_help_shows_the_forms_the_regimes_and_the_shipped_configs(tmp_path):
