@@ -107,14 +107,16 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         if args.export:
             if args.output == "-":
                 raise ValueError("--export needs --output=FOLDER")
+            if os.path.exists(args.output) and not os.path.isdir(args.output):
+                raise ValueError(f"--output={args.output} is a file; --export writes a folder")
             written = load(args.workdir).export(args.output)
             print(f"jaxtl: exported {', '.join(sorted(written))} to {args.output}")
             return
         if not args.input:
             raise ValueError("--predict needs --input=FILE (or - for stdin)")
         n = predict_command(args.workdir, args.input, args.output, args.task, args.input_format)
-    except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
-        sys.exit(f"{prog}: {e}")
+    except (ValueError, OSError) as e:  # user errors (a file, a folder): one line, no traceback
+        sys.exit(" ".join(f"{prog}: {e}".split()))
     if args.output != "-":
         print(f"jaxtl: {n} predictions written to {args.output}")
 

@@ -161,6 +161,18 @@ def test_a_model_not_on_this_machine_stops_with_one_line(tmp_path):
     assert line.endswith("(--debug shows the traceback)"), line
 
 
+def test_export_onto_a_file_stops_with_one_line(tmp_path):
+    """--export's --output must be a folder: a file there is named, without a traceback (the
+    workdir is checked after the output, so any folder will do)."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--export", f"--workdir={tmp_path}",
+                        f"--output={taken}"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("jaxtl: ") and str(taken) in line, line
+
+
 def test_help_shows_the_forms_the_regimes_and_the_shipped_configs(tmp_path):
     p = subprocess.run([sys.executable, "-m", "jaxtl", "--help"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
