@@ -1,4 +1,5 @@
-"""jaxtl's command line: parse, resolve and save the config, then hand over to a regime.
+"""jaxtl's command line: train in a regime (config resolved and checked, then handed over),
+or predict with / export a finished run.
 
     jaxtl --regime=REGIME [--config=FILE.py|NAME[:tiny]] [--config.KEY=VALUE ...] [--workdir=DIR]
     jaxtl --predict --workdir=DIR --input=FILE [--output=OUT.jsonl] [--task=NAME]
@@ -170,8 +171,9 @@ def main(prog: str = "jaxtl") -> None:
                                             for a in args):  # fmt: skip
         from jaxtl.regimes import REGIMES
 
+        command = f"python {prog}" if prog.endswith(".py") else prog
         sys.exit(f"{prog}: --regime is required ({' | '.join(REGIMES)}), or --predict / "
-                 f"--export; {prog} --help shows the usage")  # fmt: skip
+                 f"--export; {command} --help shows the usage")  # fmt: skip
     try:
         sys.argv = config_args(sys.argv)
     except ValueError as e:
