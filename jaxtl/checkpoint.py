@@ -255,7 +255,10 @@ def load_params(
     """
     step_dir, _ = _find_state_dir(epath.Path(path), step)
     handler = ocp.PyTreeCheckpointer()
-    meta = handler.metadata(step_dir / "state")
+    # The tree's metadata from the handler, not the checkpointer: the checkpointer also looks for
+    # a step-level _CHECKPOINT_METADATA inside state/ (it lives one folder up) and logs a warning
+    # that it "does not exist" on every params-only load (jaxtl.load, model.init_from).
+    meta = ocp.PyTreeCheckpointHandler().metadata(step_dir / "state")
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
     saved = paths.flatten(tree["params"])
