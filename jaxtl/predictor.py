@@ -206,14 +206,23 @@ class Predictor:
         else ``lines``."""
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"--input_format={input_format!r}: choose one of {INPUT_FORMATS}")
-        if input_format == "auto":  # by extension: a table or CoNLL file is the task's format
+        guessed = input_format == "auto"
+        if guessed:  # by extension: a table or CoNLL file is the task's format
             spec = self.specs.get(td.task.name, "")
             ext = os.path.splitext(str(path))[1].lower()
             own = ext in (".tsv", ".csv", ".conll", ".conllu", ".parquet", ".arrow")
             input_format = ("task" if own and spec.startswith(("file:", "hf:")) else
                             "jsonl" if ext in (".jsonl", ".json") else "lines")  # fmt: skip
         if input_format == "task":
-            return self._read_task_format(path, td)
+            try:
+                return self._read_task_format(path, td)
+            except DataError as e:
+                if not guessed:
+                    raise
+                # The extension chose the task's layout (its columns); say how to read another.
+                raise DataError(f"{e} (read in the own format of task {td.task.name!r}, "
+                                "chosen by the file's extension; --input_format=lines reads one "
+                                "text per line, jsonl one object per line)") from None  # fmt: skip
         import sys
 
         text = sys.stdin.read() if path == "-" else epath.Path(path).read_text()

@@ -123,6 +123,12 @@ def test_predict_inputs_must_fit_the_task(trained, tmp_path):
     assert mine.text == "a moving\tfilm" and mine.text_pair is None
     (sts,) = predictor.read_input(str(lines), predictor.task("sts"), "lines")
     assert (sts.text, sts.text_pair) == ("a moving", "film")
+    other = tmp_path / "other.tsv"  # a table of another layout: the hint names the way out
+    other.write_text("review\tstars\na moving film\t5\n")
+    with pytest.raises(DataError, match=r"other\.tsv: no column 'sentence' in header \['review', "
+                                        r"'stars'\] \(read in the own format of task 'mine', chosen "
+                                        r"by the file's extension; --input_format=lines"):  # fmt: skip
+        predictor.read_input(str(other), predictor.task("mine"))
     bad = tmp_path / "in.jsonl"
     bad.write_text(json.dumps({"text": "a", "text_pair": 3}) + "\n")
     with pytest.raises(DataError, match=r"in\.jsonl:1: 'text_pair' must be a string, got int 3"):
