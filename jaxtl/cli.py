@@ -141,6 +141,16 @@ def _stop_on_full_disk(e: OSError, workdir: str) -> None:
     os._exit(1)
 
 
+def version() -> str:
+    """``--version``: jaxtl's and the numerical stack's versions (what a bug report needs)."""
+    from importlib import metadata
+
+    import jaxtl
+
+    stack = ", ".join(f"{m} {metadata.version(m)}" for m in ("jax", "jaxlib", "flax", "optax"))
+    return f"jaxtl {jaxtl.__version__} ({stack}; Python {sys.version.split()[0]})"
+
+
 def usage(prog: str) -> str:
     """``--help``: the forms of the command, the regimes and the shipped configs."""
     from jaxtl.regimes import REGIMES
@@ -154,7 +164,7 @@ def usage(prog: str) -> str:
         f"shipped configs (--config=NAME[:tiny]): {', '.join(packaged_configs())}\n"
         "--config.KEY=VALUE overrides any key of the config (all keys: jaxtl/config.py); "
         "--workdir=DIR (default runs/<regime>-<time> here) resumes a run started there; "
-        "--debug shows tracebacks.\n"
+        "--debug shows tracebacks; --version the versions.\n"
         f"{command} --predict --help and {command} --export --help: their options."
     )
 
@@ -166,6 +176,9 @@ def main(prog: str = "jaxtl") -> None:
         return predict_main(sys.argv, prog)
     if "-h" in args or "--help" in args:
         print(usage(prog))
+        return
+    if "--version" in args:
+        print(version())
         return
     if "--helpfull" not in args and not any(a == "--regime" or a.startswith("--regime=")
                                             for a in args):  # fmt: skip

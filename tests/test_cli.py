@@ -208,6 +208,19 @@ def test_help_shows_the_forms_the_regimes_and_the_shipped_configs(tmp_path):
     assert line.startswith("jaxtl: --regime is required (self_supervised | "), line
 
 
+def test_version_names_jaxtl_as_installed_and_its_stack(tmp_path):
+    from importlib import metadata
+
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--version"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    # the package's own __version__ is the installed distribution's (pyproject's) version
+    assert p.stdout.startswith(
+        f"jaxtl {metadata.version('jaxtl')} (jax {metadata.version('jax')}, "
+    )
+    assert "flax " in p.stdout and "Python 3." in p.stdout
+
+
 def test_the_wheel_ships_every_config_and_the_command(tmp_path):
     """What `pip install jaxtl` gets: built from the tree as a wheel (no network: the build
     backend already installed), it holds jaxtl/configs/*.py and the console script."""
