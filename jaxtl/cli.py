@@ -26,6 +26,7 @@ import logging
 import os
 import pathlib
 import sys
+from typing import NoReturn
 
 # The config files shipped with the package; ``configs/`` in a clone is a link to this folder.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
@@ -122,7 +123,7 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         print(f"jaxtl: {n} predictions written to {args.output}")
 
 
-def _stop_on_full_disk(e: OSError, workdir: str) -> None:
+def _stop_on_full_disk(e: OSError, workdir: str) -> NoReturn:
     """A full disk: files are written whole or not at all and a checkpoint is committed only
     when complete, so what is on disk is consistent and the next run resumes."""
     from jaxtl import workdir as workdir_lib
