@@ -7,6 +7,7 @@ that names it (ml_collections raises it), instead of a silently ignored typo.
 
 from __future__ import annotations
 
+import os
 import re
 
 import ml_collections
@@ -137,6 +138,22 @@ def finalize(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Lock the key set (unknown override keys become errors) and return the config."""
     c.lock()
     return c
+
+
+# Config keys naming a local path that a finished run reads again (``--predict``, ``--export``
+# and ``jaxtl.load`` rebuild the model from ``model.name``), possibly from another folder.
+LOCAL_PATH_KEYS = ("model.name",)
+
+
+def absolute_local_paths(c: ml_collections.ConfigDict) -> None:
+    """Make each :data:`LOCAL_PATH_KEYS` value that is a relative path to an existing local
+    folder absolute, so that ``config.json`` still names it from any other folder (the run
+    loads it from there: a local folder wins over a hub id of the same name)."""
+    for key in LOCAL_PATH_KEYS:
+        section, name = key.rsplit(".", 1)
+        value = c[section][name]
+        if isinstance(value, str) and value and not os.path.isabs(value) and os.path.isdir(value):
+            c[section][name] = os.path.abspath(value)
 
 
 def stage_optims(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:

@@ -97,6 +97,7 @@ def prepare(
     """
     workdir = fileio.workdir(workdir)
     config_lib.validate(config)  # bad values fail here, before anything heavy
+    config_lib.absolute_local_paths(config)  # config.json must name the model from anywhere
     if report.is_chief():
         workdir_lib.check_resume(config, workdir)  # before anything is loaded or overwritten
         lock = workdir_lib.Lock(workdir).acquire()

@@ -19,6 +19,8 @@ from typing import Any
 
 from etils import epath
 
+from jaxtl.config import LOCAL_PATH_KEYS
+
 log = logging.getLogger(__name__)
 
 # Keys (or key prefixes ending in ".") that may differ when resuming.
@@ -65,10 +67,17 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, 
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<absent>") == b.get(key, "<absent>"):
             continue
+        if key in LOCAL_PATH_KEYS and _same_local_path(a.get(key), b.get(key)):
+            continue  # saved relative (before paths were made absolute), the same folder now
         if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUMABLE_CHANGES):
             continue
         out.append((key, a.get(key, "<absent>"), b.get(key, "<absent>")))
     return out
+
+
+def _same_local_path(old: Any, new: Any) -> bool:
+    return (isinstance(old, str) and isinstance(new, str) and bool(old)
+            and not os.path.isabs(old) and os.path.abspath(old) == new)  # fmt: skip
 
 
 def has_checkpoints(workdir: epath.Path) -> bool:

@@ -103,22 +103,28 @@ def _installed_command() -> pathlib.Path:
 
 
 def test_installed_command_runs_from_any_folder_into_runs_there(tiny_bert_dir, tmp_path):
-    """No clone on the path: the console script, a shipped config by name, the default workdir
-    under the current folder; then ``python -m jaxtl --predict`` on that run."""
+    """No clone on the path: the console script, a shipped config by name, a model folder
+    named relative to the current folder, the default workdir under it; then ``python -m jaxtl
+    --predict`` on that run from another folder (config.json names the model absolutely)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    (tmp_path / "mymodel").symlink_to(tiny_bert_dir, target_is_directory=True)
     cmd = [str(_installed_command()), "--regime=multitask", "--config=multitask:tiny",
-           f"--config.model.name={tiny_bert_dir}", "--config.tasks.names=('builtin/sentiment',)",
+           "--config.model.name=mymodel", "--config.tasks.names=('builtin/sentiment',)",
            "--config.train.progress=False", f"--config.compile_cache={tmp_path / 'xla'}"]  # fmt: skip
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     (run,) = (tmp_path / "runs").glob("multitask-*")
-    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 10  # :tiny
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["steps"] == 10  # :tiny
+    assert saved["model"]["name"] == str(tmp_path / "mymodel")
     assert "accuracy" in json.loads((run / "results.json").read_text())["builtin/sentiment"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     p = subprocess.run(
         [sys.executable, "-m", "jaxtl", "--predict", f"--workdir={run}", "--input=-",
          "--input_format=lines"],
-        input="a moving film\n", cwd=tmp_path, env=env, capture_output=True, text=True,
+        input="a moving film\n", cwd=elsewhere, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]

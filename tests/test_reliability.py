@@ -94,6 +94,26 @@ def test_config_changes_ignore_what_does_not_change_the_experiment():
     assert workdir.config_changes(old, c.to_dict()) == [("optim.strategy", "finetune", "lora")]
 
 
+def test_a_model_folder_saved_relative_resumes_once_made_absolute(tmp_path, monkeypatch):
+    """model.name is saved absolute (config_lib.absolute_local_paths); a workdir whose
+    config.json still has it relative resumes from the folder it names, and only from there."""
+    (tmp_path / "mymodel").mkdir()
+    monkeypatch.chdir(tmp_path)
+    c = config_lib.base_config()
+    c.model.name = "mymodel"
+    old = c.to_dict()
+    config_lib.absolute_local_paths(c)
+    assert c.model.name == str(tmp_path / "mymodel")
+    assert workdir.config_changes(old, c.to_dict()) == []
+    c.model.name = str(tmp_path / "other")
+    assert workdir.config_changes(old, c.to_dict()) == [
+        ("model.name", "mymodel", str(tmp_path / "other"))]  # fmt: skip
+    hub = config_lib.base_config()  # a hub id, or a folder that is not here, stays as it is
+    hub.model.name = "org/model"
+    config_lib.absolute_local_paths(hub)
+    assert hub.model.name == "org/model"
+
+
 def test_a_live_runs_workdir_is_locked_and_a_dead_runs_lock_taken_over(tiny_bert_dir, tmp_path):
     wd = tmp_path / "locked"
     wd.mkdir()
