@@ -149,10 +149,13 @@ def absolute_local_paths(c: ml_collections.ConfigDict) -> None:
     """Make each :data:`LOCAL_PATH_KEYS` value that is a relative path to an existing local
     folder absolute, so that ``config.json`` still names it from any other folder (the run
     loads it from there: a local folder wins over a hub id of the same name)."""
+    from jaxtl.models.hf import SHORT_NAMES  # "minilm" is the packaged model, folder or not
+
     for key in LOCAL_PATH_KEYS:
         section, name = key.rsplit(".", 1)
         value = c[section][name]
-        if isinstance(value, str) and value and not os.path.isabs(value) and os.path.isdir(value):
+        if (isinstance(value, str) and value and value not in SHORT_NAMES
+                and not os.path.isabs(value) and os.path.isdir(value)):  # fmt: skip
             c[section][name] = os.path.abspath(value)
 
 

@@ -112,6 +112,10 @@ def test_a_model_folder_saved_relative_resumes_once_made_absolute(tmp_path, monk
     hub.model.name = "org/model"
     config_lib.absolute_local_paths(hub)
     assert hub.model.name == "org/model"
+    (tmp_path / "minilm").mkdir()  # the packaged model's short name wins, as when loading
+    hub.model.name = "minilm"
+    config_lib.absolute_local_paths(hub)
+    assert hub.model.name == "minilm"
 
 
 def test_a_live_runs_workdir_is_locked_and_a_dead_runs_lock_taken_over(tiny_bert_dir, tmp_path):
