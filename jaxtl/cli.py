@@ -46,9 +46,8 @@ def resolve_config(value: str) -> str:
         return value
     p = pathlib.PurePath(path)
     name = p.stem if p.suffix == ".py" else p.name
-    shipped = CONFIG_DIR / f"{name}.py"
-    if p.parent.name in ("", "configs") and name in packaged_configs() and shipped.is_file():
-        return f"{shipped}{sep}{arg}"
+    if p.parent.name in ("", "configs") and name in packaged_configs():
+        return f"{CONFIG_DIR / f'{name}.py'}{sep}{arg}"
     raise ValueError(
         f"--config: No such file or directory: {path!r}; a config is a file's path or the name "
         f"of a shipped one: {', '.join(packaged_configs())}"
@@ -81,6 +80,16 @@ def config_args(argv: list[str]) -> list[str]:
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; choose one of: {', '.join(REGIMES)}")
     return out[:1] + [f"--config={CONFIG_DIR / f'{regime}.py'}"] + out[1:]
+
+
+def _command(prog: str) -> str:
+    """How the user typed the program, for hints: ``jaxtl`` or ``python launch.py``."""
+    return f"python {prog}" if prog.endswith(".py") else prog
+
+
+def _one_line(message: str) -> str:
+    """A user error's message on one line, whatever line breaks it carried."""
+    return " ".join(message.split())
 
 
 def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
@@ -118,7 +127,7 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
             raise ValueError("--predict needs --input=FILE (or - for stdin)")
         n = predict_command(args.workdir, args.input, args.output, args.task, args.input_format)
     except (ValueError, OSError) as e:  # user errors (a file, a folder): one line, no traceback
-        sys.exit(" ".join(f"{prog}: {e}".split()))
+        sys.exit(_one_line(f"{prog}: {e}"))
     if args.output != "-":
         print(f"jaxtl: {n} predictions written to {args.output}")
 
@@ -156,7 +165,7 @@ def usage(prog: str) -> str:
     """``--help``: the forms of the command, the regimes and the shipped configs."""
     from jaxtl.regimes import REGIMES
 
-    command = f"python {prog}" if prog.endswith(".py") else prog
+    command = _command(prog)
     forms = __doc__.split("\n\n")[1].replace("    jaxtl ", f"    {command} ")
     return (
         f"{prog}: transfer learning for NLP in JAX: train in a regime, predict, export.\n\n"
@@ -185,9 +194,8 @@ def main(prog: str = "jaxtl") -> None:
                                             for a in args):  # fmt: skip
         from jaxtl.regimes import REGIMES
 
-        command = f"python {prog}" if prog.endswith(".py") else prog
         sys.exit(f"{prog}: --regime is required ({' | '.join(REGIMES)}), or --predict / "
-                 f"--export; {command} --help shows the usage")  # fmt: skip
+                 f"--export; {_command(prog)} --help shows the usage")  # fmt: skip
     try:
         sys.argv = config_args(sys.argv)
     except ValueError as e:
@@ -244,7 +252,7 @@ def main(prog: str = "jaxtl") -> None:
             # A user error (bad value or file, a model not on this machine or its package not
             # installed, workdir in use, non-finite loss): one line, whatever line breaks the
             # message carried.
-            sys.exit(" ".join(f"jaxtl: error: {type(e).__name__}: {e}".split())
+            sys.exit(_one_line(f"jaxtl: error: {type(e).__name__}: {e}")
                      + " (--debug shows the traceback)")  # fmt: skip
         print(f"jaxtl: done; results in {workdir}/results.json")
 
