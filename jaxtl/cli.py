@@ -25,8 +25,9 @@ import errno
 import logging
 import os
 import pathlib
+import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # The config files shipped with the package; ``configs/`` in a clone is a link to this folder.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
@@ -80,6 +81,55 @@ def config_args(argv: list[str]) -> list[str]:
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; choose one of: {', '.join(REGIMES)}")
     return out[:1] + [f"--config={CONFIG_DIR / f'{regime}.py'}"] + out[1:]
+
+
+def _load_config(value: str) -> Any:
+    """The config a resolved ``--config`` value names, loaded as ml_collections will load it
+    (``get_config(ARG)`` with ``:ARG``, else ``get_config()``)."""
+    import importlib.util
+
+    path, sep, arg = value.partition(":")
+    spec = importlib.util.spec_from_file_location("_jaxtl_user_config", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.get_config(arg) if sep else module.get_config()
+
+
+# The spec strings of a user's own data (``file:name=N,path=P,...``, ``hf:...``) carry commas,
+# which ml_collections reads as a tuple's separators when the key holds a tuple.
+_SPEC_PREFIXES = ("file:", "hf:")
+
+
+def single_spec_overrides(argv: list[str]) -> list[str]:
+    """argv with ``--config.KEY=file:...`` (one spec string, unquoted) given to a key that holds
+    a tuple of tasks made the one-element tuple it means: ml_collections would refuse it, as a
+    spec's commas look like a tuple's. A value already written as a tuple is left alone."""
+    candidates = [i for i, a in enumerate(argv) if a.startswith("--config.") and "=" in a
+                  and a.split("=", 1)[1].lower().startswith(_SPEC_PREFIXES)]  # fmt: skip
+    config_value = next((argv[i + 1] if a == "--config" else a.split("=", 1)[1]
+                         for i, a in enumerate(argv)
+                         if a.startswith("--config=") or a == "--config" and i + 1 < len(argv)),
+                        None)  # fmt: skip
+    if not candidates or config_value is None:
+        return argv
+    try:
+        config = _load_config(config_value)
+    except Exception:  # noqa: BLE001 - the flag parser reports a broken config file itself
+        return argv
+    out = list(argv)
+    for i in candidates:
+        key, value = argv[i][len("--config.") :].split("=", 1)
+        if isinstance(_config_node(config, key), tuple):
+            out[i] = f"--config.{key}={(value,)!r}"
+    return out
+
+
+def _config_node(config: Any, key: str) -> Any:
+    """``config``'s value at a dotted ``key``, or None where the path does not exist."""
+    node = config
+    for part in key.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+    return node
 
 
 def _command(prog: str) -> str:
@@ -151,6 +201,26 @@ def _stop_on_full_disk(e: OSError, workdir: str) -> NoReturn:
     os._exit(1)
 
 
+def _missing_folders(path: str) -> list[str]:
+    """The folders of ``path`` that do not exist yet, deepest first (local paths only)."""
+    if "://" in path:
+        return []
+    missing, p = [], os.path.abspath(path)
+    while p and not os.path.exists(p):
+        missing.append(p)
+        p = os.path.dirname(p) if os.path.dirname(p) != p else ""
+    return missing
+
+
+def _remove_empty(folders: list[str]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; stop at the first that is not."""
+    for f in folders:
+        try:
+            os.rmdir(f)
+        except OSError:
+            return
+
+
 def version() -> str:
     """``--version``: jaxtl's and the numerical stack's versions (what a bug report needs)."""
     from importlib import metadata
@@ -197,7 +267,7 @@ def main(prog: str = "jaxtl") -> None:
         sys.exit(f"{prog}: --regime is required ({' | '.join(REGIMES)}), or --predict / "
                  f"--export; {_command(prog)} --help shows the usage")  # fmt: skip
     try:
-        sys.argv = config_args(sys.argv)
+        sys.argv = single_spec_overrides(config_args(sys.argv))
     except ValueError as e:
         sys.exit(f"{prog}: {e}")
     from absl import app, flags
@@ -233,6 +303,10 @@ def main(prog: str = "jaxtl") -> None:
         if not workdir:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             workdir = os.path.abspath(os.path.join("runs", f"{regime}-{stamp}"))
+        if os.path.isfile(workdir):
+            sys.exit(f"{prog}: --workdir={workdir} is a file; a run's workdir is a folder (a new "
+                     "one, or a run's to resume)")  # fmt: skip
+        made = _missing_folders(workdir)  # removed again if a user error leaves them empty
         module = regimes.get(regime)
         # config.json is written by the run itself (jaxtl.run.prepare), after it has checked
         # that a workdir being resumed was not started with another config.
@@ -251,7 +325,13 @@ def main(prog: str = "jaxtl") -> None:
                 _stop_on_full_disk(e, workdir)
             # A user error (bad value or file, a model not on this machine or its package not
             # installed, workdir in use, non-finite loss): one line, whatever line breaks the
-            # message carried.
+            # message carried. A workdir this command made and left empty goes again, so
+            # mistyped commands do not pile up empty runs/ folders.
+            if made:
+                from jaxtl import workdir as workdir_lib
+
+                workdir_lib.Lock(workdir).release()  # this run's own lock, else kept
+                _remove_empty(made)
             sys.exit(_one_line(f"jaxtl: error: {type(e).__name__}: {e}")
                      + " (--debug shows the traceback)")  # fmt: skip
         print(f"jaxtl: done; results in {workdir}/results.json")
@@ -267,13 +347,28 @@ def main(prog: str = "jaxtl") -> None:
         except Exception as e:  # noqa: BLE001 - every parse failure is the user's input
             if any(a.lower() in ("--debug", "--debug=true", "--debug=1") for a in argv):
                 raise
-            sys.exit(f"{prog}: {flag_error(e, argv)}")
+            sys.exit(f"{prog}: {flag_error(e, argv, flags.FLAGS['config'].value)}")
 
     app.run(run, flags_parser=parse_flags)
 
 
-def flag_error(e: BaseException, argv: list[str]) -> str:
-    """One line for a command-line parse failure: the flag, then the innermost reason."""
+def flag_error(e: BaseException, argv: list[str], config: Any = None) -> str:
+    """One line for a command-line parse failure: the flag, then the innermost reason.
+    ``config``: the config as loaded before the failing override, when it loaded."""
+    section = re.match(r"flag --config\.([\w.]+)=.*Failed to parse .* as a ConfigDict", str(e))
+    if section:  # a value given to a whole section: name its keys instead of a parse error
+        key = section.group(1)
+        node = _config_node(config, key)
+        keys = sorted(node.keys()) if hasattr(node, "keys") else []
+        listed = f" (its keys: {', '.join(keys)})" if keys else ""
+        value = str(e).split("=", 1)[1].split(": Failed to parse", 1)[0]
+        tuples = [k for k in keys if isinstance(node[k], tuple)]
+        if value.lower().startswith(_SPEC_PREFIXES) and tuples:  # the user's data: its key
+            example = f"--config.{key}.{tuples[0]}='{value}'"
+        else:
+            example = f"--config.{key}.{keys[0] if keys else 'KEY'}=VALUE"
+        return (f"--config.{key} is a section of the config{listed}, not a value: set one of "
+                f"its keys, e.g. {example}")  # fmt: skip
     if isinstance(e, (AttributeError, KeyError)):
         # ml_collections: an override of a key the config lacks, as a KeyError (inside an
         # AttributeError) whose message is "'stepz'\nDid you mean "steps" instead of "stepz"?".

@@ -72,6 +72,60 @@ def test_config_args_resolve_both_spellings_and_insert_the_regime_default(tmp_pa
         cli.config_args(["x", "--regime=multitsk"])
 
 
+def test_one_bare_spec_string_is_taken_as_the_one_task_it_names():
+    """``--config.tasks.names=file:name=a,path=b`` means one task: ml_collections would split the
+    spec's commas as a tuple's and refuse it. Only keys that hold a tuple are rewritten; a str
+    key (``pretrain.corpus``), a value already a tuple and other values are kept as given."""
+    mt, us = (
+        f"--config={SHIPPED / 'multitask.py'}:tiny",
+        f"--config={SHIPPED / 'unsupervised_sequential.py'}",
+    )
+    spec = "file:name=mine,path=my/{split}.tsv,text=sentence,label=label"
+    assert cli.single_spec_overrides(["x", mt, f"--config.tasks.names={spec}", "--config.seed=2"]) == [
+        "x", mt, f"--config.tasks.names={(spec,)!r}", "--config.seed=2"]  # fmt: skip
+    assert cli.single_spec_overrides(["x", "--config", mt.split("=", 1)[1], f"--config.tasks.names={spec}"])[
+        -1] == f"--config.tasks.names={(spec,)!r}"  # fmt: skip
+    kept = ["x", us, f"--config.pretrain.corpus={spec}", f"--config.target.tasks=(\"{spec}\",)",
+            "--config.target.tasks=sst2,cola"]  # fmt: skip
+    assert cli.single_spec_overrides(kept) == kept
+    assert cli.single_spec_overrides(["x", us, f"--config.target.tasks={spec}"])[-1] == (
+        f"--config.target.tasks={(spec,)!r}")  # fmt: skip
+
+
+def test_a_user_error_leaves_no_empty_workdir_behind(tmp_path):
+    """A bare spec reaches the data reader (its missing file is the error, not a tuple parse
+    error), and the run's default workdir — and the runs/ folder made for it — go again; a
+    workdir that was there before stays."""
+    spec = "file:name=mine,path=nowhere/{split}.tsv,text=sentence,label=label"
+    cmd = [sys.executable, "-m", "jaxtl", "--regime=multitask", "--config=multitask:tiny",
+           f"--config.tasks.names={spec}"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    line = [x for x in p.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)][-1]
+    assert f"{tmp_path / 'nowhere' / 'train.tsv'}: file not found for split 'train'" in line, line
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "mine").mkdir()
+    p = subprocess.run(cmd + ["--workdir=mine"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert p.returncode == 1 and "file not found" in p.stderr, p.stderr[-3000:]
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_a_file_as_workdir_stops_with_one_line(tmp_path):
+    taken = tmp_path / "train.tsv"
+    taken.write_text("sentence\tlabel\n")
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--regime=multitask", "--config=multitask:tiny",
+                        f"--workdir={taken}"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (line,) = p.stderr.strip().splitlines()
+    assert (
+        line
+        == f"jaxtl: --workdir={taken} is a file; a run's workdir is a folder (a new one, or a run's to resume)"
+    )
+    assert taken.read_text() == "sentence\tlabel\n"
+
+
 def _regime_of(config_name: str) -> str:
     return next(r for r in REGIMES if config_name == r or config_name.startswith(f"{r}_"))
 
@@ -165,6 +219,7 @@ def test_a_model_not_on_this_machine_stops_with_one_line(tmp_path):
     (line,) = [x for x in p.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)]  # logs
     assert line.startswith("jaxtl: error: OSError: cannot fetch 'no-such-org/no-such-model'"), line
     assert line.endswith("(--debug shows the traceback)"), line
+    assert not (tmp_path / "wd").exists()  # made by this command, left empty: removed
 
 
 def test_the_packaged_encoder_not_installed_stops_with_one_line(tmp_path):

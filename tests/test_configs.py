@@ -97,6 +97,12 @@ def test_bad_argument_names_the_value_the_file_and_the_valid_ones(name):
                                      "a config is a file's path or the name of a shipped one: "
                                      "multitask, multitask_glue, "),
         ("--config=configs/multitask.py:huge", "unknown config argument 'huge'"),
+        ("--config.train=abc", "--config.train is a section of the config (its keys: accum_steps, "
+                               "batch_size, "),
+        ("--config.tasks=file:name=m,path=m.tsv", "--config.tasks is a section of the config (its "
+                                                  "keys: names, weights), not a value: set one of "
+                                                  "its keys, e.g. --config.tasks.names="
+                                                  "'file:name=m,path=m.tsv'"),
     ],
 )  # fmt: skip
 def test_a_bad_command_line_config_stops_with_one_line(flag, message, tmp_path):
