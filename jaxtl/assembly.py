@@ -146,6 +146,31 @@ def packing(config: ml_collections.ConfigDict, encoder: Any, *, joint_stream: bo
     return not why
 
 
+def check_lengths(config: ml_collections.ConfigDict, encoder: Any, *, packed: bool) -> None:
+    """Stop, naming the key, a length the encoder's position table cannot take — before any
+    data is read. Past the table a lookup does not fail: it reads NaN (JAX's out-of-bounds
+    gather), and the run would stop later on a non-finite loss that points at the learning
+    rate. An example is at most ``data.max_length`` tokens; unpacked rows are padded to their
+    bucket with positions running on (packed rows restart them per example); LM blocks are
+    ``<section>.block_size`` tokens in every stage that trains."""
+    limit = getattr(getattr(encoder, "cfg", None), "position_limit", None)
+    if limit is None:  # rotary or relative positions, a BiLSTM: no table to run past
+        return
+    lengths = {"data.max_length": int(config.data.max_length)}
+    if not packed:
+        lengths["data.buckets"] = max(config.data.buckets)
+    for name, section in config.items():
+        if isinstance(section, ml_collections.ConfigDict) and "block_size" in section:
+            if int(section.get("steps", 1)) > 0:
+                lengths[f"{name}.block_size"] = int(section.block_size)
+    for key, length in lengths.items():
+        if length > limit:
+            raise ValueError(
+                f"{key}: {length} tokens, but model {config.model.name!r} takes at most {limit} "
+                f"(its position table): set {key} to {limit} or less"
+            )
+
+
 def load_encoder(config: ml_collections.ConfigDict) -> models.Pretrained:
     """``model.name``'s encoder: a checkpoint, or a random one for a ``new:`` name
     (:mod:`jaxtl.models.scratch`)."""

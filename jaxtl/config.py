@@ -225,6 +225,17 @@ def validate(c: ml_collections.ConfigDict) -> None:
                        ("train.log_every", t.log_every), ("data.max_length", c.data.max_length)):  # fmt: skip
         if int(value) < 1:
             raise ValueError(f"{key}={value}: must be >= 1")
+    buckets = tuple(c.data.buckets)
+    if not buckets or min(int(b) for b in buckets) < 1:
+        raise ValueError(f"data.buckets={buckets}: must be one or more lengths >= 1")
+    if int(c.data.max_length) > max(buckets):
+        # Every example is cut to max_length and padded (or packed) into a bucket's rows: a
+        # longer example would have no row to go in.
+        raise ValueError(
+            f"data.max_length={c.data.max_length} is longer than the largest of data.buckets="
+            f"{buckets}: add a bucket (--config.data.buckets='{(*buckets, int(c.data.max_length))}')"
+            f" or lower data.max_length"
+        )
     if t.batch_size % t.accum_steps:
         raise ValueError(
             f"train.batch_size={t.batch_size} is not divisible by train.accum_steps={t.accum_steps}"

@@ -115,6 +115,7 @@ def prepare(
         encoder, tokenizer, hf_config = pre.model, pre.tokenizer, pre.hf_config
     mixed = joint_stream or (objective is not None and not objective.packs)
     packed = assembly.packing(config, encoder, joint_stream=mixed)
+    assembly.check_lengths(config, encoder, packed=packed)
     # A translation task's target side: the model's tokenizer, or one trained on its targets.
     target_tok = seq2seq.target_tokenizer(config, workdir, task_names, tokenizer)
     tasks = prepare_tasks(task_names, config, tokenizer, packed=packed,

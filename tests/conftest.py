@@ -83,7 +83,7 @@ def build_self_supervised(config):
 
 def small_config(c, model_dir, **overrides):
     """A regime config shrunk for in-process tests on the tiny model: batch 8, one 32-token
-    bucket, no periodic checkpoints or progress bar; ``overrides`` by dotted key
+    bucket (examples cut to 32 tokens), no periodic checkpoints or progress bar; ``overrides`` by dotted key
     (``**{"train.steps": 4}``). Returns it finalized (locked)."""
     from jaxtl import config as config_lib
 
@@ -91,6 +91,7 @@ def small_config(c, model_dir, **overrides):
     c.train.batch_size = 8
     c.train.progress = False
     c.data.buckets = (32,)
+    c.data.max_length = min(c.data.max_length, 32)  # no example longer than the one bucket
     c.checkpoint.every_steps = 0
     for key, value in overrides.items():
         node = c

@@ -278,6 +278,37 @@ def test_packing_is_on_where_exact_and_falls_back_to_padding_elsewhere():
         config_lib.validate(ml_collections.ConfigDict(d))
 
 
+def test_lengths_past_the_position_table_stop_naming_the_key():
+    """Past its table a position lookup reads NaN rather than failing, so a length the model
+    cannot take stops before data is read, naming the key: examples (``data.max_length``),
+    unpacked rows (their positions run on to the bucket's end), LM blocks of a stage that trains."""
+    roberta = models.build_encoder("roberta", dict(FAMILIES["roberta"], vocab_size=64),
+                                   rngs=nnx.Rngs(0))  # fmt: skip
+    gpt2 = models.build_encoder("gpt2", dict(FAMILIES["gpt2"], vocab_size=64), rngs=nnx.Rngs(0))
+    lstm = models.BiLSTMEncoder(models.BiLSTMConfig(vocab_size=64, embed_size=8, hidden_size=4),
+                                rngs=nnx.Rngs(0))  # fmt: skip
+    assert roberta.cfg.position_limit == 512  # 514 rows, the first pad_token_id + 1 unused
+    c = config_lib.base_config()
+    c.data.max_length, c.data.buckets = 512, (128, 512)
+    assembly.check_lengths(c, roberta, packed=True)
+    c.data.max_length = 513
+    with pytest.raises(ValueError, match=r"^data.max_length: 513 tokens, but model .* takes at "
+                                         r"most 512 \(its position table\)"):  # fmt: skip
+        assembly.check_lengths(c, roberta, packed=True)
+    c.data.max_length, c.data.buckets = 128, (128, 600)
+    assembly.check_lengths(c, roberta, packed=True)  # packed rows restart positions per example
+    with pytest.raises(ValueError, match="^data.buckets: 600 tokens"):
+        assembly.check_lengths(c, roberta, packed=False)
+    c.data.buckets = (128,)
+    c.pretrain = ml_collections.ConfigDict({"steps": 10, "block_size": 300})
+    with pytest.raises(ValueError, match="^pretrain.block_size: 300 tokens.* at most 256"):
+        assembly.check_lengths(c, gpt2, packed=True)
+    c.pretrain.steps = 0  # a stage that does not train reads no blocks
+    assembly.check_lengths(c, gpt2, packed=True)
+    c.data.max_length, c.data.buckets = 100_000, (100_000,)
+    assembly.check_lengths(c, lstm, packed=False)  # no position table
+
+
 def _num_batches(bucket_of, num_buckets, batch_size):
     return sum(-(-int(c) // batch_size) for c in np.bincount(bucket_of, minlength=num_buckets))
 

@@ -153,6 +153,11 @@ def test_bad_values_fail_before_any_heavy_work_in_one_line(tmp_path):
     c.train.batch_size, c.train.accum_steps = 30, 4
     with pytest.raises(ValueError, match="not divisible"):
         config_lib.validate(c)
+    c = config_lib.base_config()
+    c.data.max_length = 256  # longer than the largest bucket (128): no row would hold it
+    with pytest.raises(ValueError, match=r"data.max_length=256 is longer than the largest of "
+                                         r"data.buckets=\(32, 64, 128\): add a bucket"):  # fmt: skip
+        config_lib.validate(c)
     cmd = [sys.executable, "launch.py", "--regime=multitask", "--config.optim.strategy=foo",
            f"--workdir={tmp_path / 'x'}"]  # fmt: skip
     p = _run(cmd)

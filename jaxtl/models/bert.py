@@ -74,6 +74,14 @@ class BertConfig:
         object.__setattr__(self, "param_dtype", base.dtype_name(self.param_dtype))
 
     @property
+    def position_limit(self) -> int:
+        """The longest example the position table takes (RoBERTa's rows start after
+        ``pad_token_id + 1``): a longer one would index past the table."""
+        return self.max_position_embeddings - (
+            self.pad_token_id + 1 if self.variant in ROBERTA_LIKE else 0
+        )
+
+    @property
     def embed_size(self) -> int:
         return self.embedding_size or self.hidden_size
 

@@ -120,6 +120,12 @@ class DebertaConfig:
         return self.embedding_size or self.hidden_size
 
     @property
+    def position_limit(self) -> int | None:
+        """The longest example the absolute position table takes; None without one (v3):
+        relative distances are clipped, so any length runs."""
+        return self.max_position_embeddings if self.position_biased_input else None
+
+    @property
     def max_relative(self) -> int:
         """The largest distance the log buckets reach (transformers' resolved value)."""
         if self.max_relative_positions < 1:

@@ -64,6 +64,11 @@ class GPT2Config:
     def inner_size(self) -> int:
         return self.intermediate_size or 4 * self.hidden_size
 
+    @property
+    def position_limit(self) -> int:
+        """The longest sequence the position table takes (``n_positions``)."""
+        return self.max_position_embeddings
+
 
 def _kw(cfg: GPT2Config) -> dict[str, Any]:
     return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
