@@ -313,6 +313,8 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
                     input_format: str = "auto") -> int:  # fmt: skip
     """``launch.py --predict``: records for every row of ``input_path`` to ``output`` ("-" =
     stdout); returns the number of rows."""
+    if input_path != "-" and not epath.Path(input_path).exists():  # before the model loads
+        raise ValueError(f"--input={input_path}: no such file")
     p = load(workdir)
     td = p.task(task)
     examples = p.read_input(input_path, td, input_format)

@@ -303,3 +303,13 @@ def test_the_wheel_ships_every_config_and_the_command(tmp_path):
     assert {"jaxtl/cli.py", "jaxtl/__main__.py"} <= names
     (entry,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "jaxtl = jaxtl.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_a_missing_predict_input_is_named_before_the_model_loads(tmp_path):
+    """Not 'file not found for split test' from the task's reader: the --input itself, checked
+    before the workdir (here not even a run) is read."""
+    from jaxtl.predictor import predict_command
+
+    missing = tmp_path / "new.tsv"
+    with pytest.raises(ValueError, match=rf"^--input={re.escape(str(missing))}: no such file$"):
+        predict_command(str(tmp_path / "not-a-run"), str(missing), "-", None)
