@@ -325,13 +325,14 @@ def main(prog: str = "jaxtl") -> None:
                 _stop_on_full_disk(e, workdir)
             # A user error (bad value or file, a model not on this machine or its package not
             # installed, workdir in use, non-finite loss): one line, whatever line breaks the
-            # message carried. A workdir this command made and left empty goes again, so
-            # mistyped commands do not pile up empty runs/ folders.
-            if made:
+            # message carried. A workdir this command made goes again when nothing was trained
+            # in it, so mistyped commands do not pile up runs/ folders.
+            if made:  # a folder this command made, with nothing trained in it: removed
                 from jaxtl import workdir as workdir_lib
 
                 workdir_lib.Lock(workdir).release()  # this run's own lock, else kept
-                _remove_empty(made)
+                if workdir_lib.remove_unstarted(workdir):
+                    _remove_empty(made[1:])  # runs/ when this command made it
             sys.exit(_one_line(f"jaxtl: error: {type(e).__name__}: {e}")
                      + " (--debug shows the traceback)")  # fmt: skip
         print(f"jaxtl: done; results in {workdir}/results.json")

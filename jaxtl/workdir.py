@@ -7,6 +7,8 @@
   workdir's ``config.json`` records, except for keys that do not change the experiment (more or
   fewer steps, logging, checkpointing cadence, the mesh and CPU kernels, paths). Other differences are refused
   with the list of keys, old and new values, unless ``allow_config_change=True``.
+- :func:`remove_unstarted`: a workdir a command made, left by a user error with only the files
+  set-up writes (nothing trained), goes again, so mistyped commands leave no folders behind.
 """
 
 from __future__ import annotations
@@ -104,6 +106,30 @@ def check_resume(config: Any, workdir: epath.Path) -> None:
         )
     for k, o, n in changes:
         log.warning("resuming %s with %s changed: %r -> %r (allow_config_change)", workdir, k, o, n)
+
+
+# What a run writes before its first training step (jaxtl.run.prepare: the config, the task
+# manifest, the head and init_from reports) and its lock: a workdir holding only these holds
+# nothing trained.
+SETUP_FILES = frozenset(
+    {".jaxtl.lock", "config.json", "tasks.json", "head_init.json", "transfer_report.json"}
+)
+
+
+def remove_unstarted(workdir: str) -> bool:
+    """Remove ``workdir`` if it holds nothing but :data:`SETUP_FILES` (the caller's run stopped
+    before training and made the folder itself); True if removed. Anything else — a checkpoint,
+    metrics, features, a file of the user's — keeps it whole."""
+    path = epath.Path(workdir)
+    if not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    if any(p.name not in SETUP_FILES or p.is_dir() for p in entries):
+        return False
+    for p in entries:
+        p.unlink()
+    path.rmdir()
+    return True
 
 
 class Lock:

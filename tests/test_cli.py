@@ -111,6 +111,43 @@ def test_a_user_error_leaves_no_empty_workdir_behind(tmp_path):
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
+def test_a_user_error_after_set_up_removes_the_workdir_it_made(tmp_path):
+    """tasks.weights naming no task of the run is found once the tasks are read, after set-up
+    wrote config.json and tasks.json: the folders this command made go, nothing trained in them."""
+    spec = "file:name=mine,path=data/{split}.tsv,text=sentence,label=label"
+    (tmp_path / "data").mkdir()
+    rows = "".join(f"{w} film\t{lab}\n" for w, lab in [("good", "pos"), ("bad", "neg")] * 4)
+    for split in ("train", "dev"):
+        (tmp_path / "data" / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--regime=multitask", "--config=multitask:tiny",
+                        f"--config.tasks.names={spec}", "--config.tasks.weights=other=2",
+                        "--workdir=new/wd"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "tasks.weights names ['other'], not in the run's tasks ['mine']" in p.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_only_a_workdir_with_nothing_trained_is_removed(tmp_path):
+    from jaxtl import workdir as workdir_lib
+
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    for name in ("config.json", "tasks.json", ".jaxtl.lock"):
+        (wd / name).write_text("{}")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "config.json").write_text("{}")
+    (kept / "metrics.jsonl").write_text("{}\n")  # anything beyond set-up keeps the folder
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "checkpoints").mkdir()
+    assert workdir_lib.remove_unstarted(str(wd)) and not wd.exists()
+    assert not workdir_lib.remove_unstarted(str(kept)) and (kept / "metrics.jsonl").is_file()
+    assert not workdir_lib.remove_unstarted(str(tmp_path / "sub"))
+    assert (tmp_path / "sub" / "checkpoints").is_dir()
+    assert not workdir_lib.remove_unstarted(str(tmp_path / "nowhere"))
+
+
 def test_a_file_as_workdir_stops_with_one_line(tmp_path):
     taken = tmp_path / "train.tsv"
     taken.write_text("sentence\tlabel\n")

@@ -1,5 +1,6 @@
 """Task spec strings (``file:name=N,path=P,...``): every generic reader and option from one name."""
 
+import dataclasses
 import json
 import re
 
@@ -266,3 +267,28 @@ def test_sst2_real_files(data_dir):
     assert task.label_names == ("0", "1") and glue.num_labels == task.num_labels
     assert [e.label for e in dev] == [e.label for e in glue.load("dev")]
     assert [e.text for e in dev] == [e.text for e in glue.load("dev")]
+
+
+def test_two_tasks_of_one_name_are_refused_before_tokenising(tmp_path):
+    """Two tasks named alike would share one head and one row of results without a word (two
+    file specs with name=a ran and reported one 'a'); so would two readers of one dataset."""
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import prepare_tasks
+
+    write(tmp_path / "a" / "train.tsv", "sentence\tlabel\ngood film\tpos\nbad film\tneg\n")
+    write(tmp_path / "b" / "train.tsv", "sentence\tlabel\nfine\tpos\ndull\tneg\n")
+    one = "file:name=a,path=a/{split}.tsv,text=sentence,label=label"
+    other = "file:name=a,path=b/{split}.tsv,text=sentence,label=label"
+    config = config_lib.base_config()
+    config.data.dir = str(tmp_path)
+    # No tokenizer: the check comes before anything would use one.
+    with pytest.raises(ValueError, match=re.escape(f"tasks {one!r} and {other!r} are both named "
+                                                   "'a': one run keeps one head")):  # fmt: skip
+        prepare_tasks([one, other], config, tokenizer=object())
+    # Distinct names whose head keys (made path-safe) collide are refused too.
+    from jaxtl.data.prepare import check_distinct
+
+    task = get_task(one, tmp_path)
+    with pytest.raises(ValueError, match=r"are named 'glue/x' and 'glue_x', one head key 'glue_x'"):
+        check_distinct(["n1", "n2"], [dataclasses.replace(task, name="glue/x"),
+                                      dataclasses.replace(task, name="glue_x")])  # fmt: skip

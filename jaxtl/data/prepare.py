@@ -66,6 +66,23 @@ def head_key(task_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", task_name)
 
 
+def check_distinct(names: Sequence[str], loaded: Sequence[Task]) -> None:
+    """Two tasks of one run may not share a head key (their names, made path-safe): they would
+    share one head and one row of results, silently."""
+    seen: dict[str, tuple[str, str]] = {}
+    for name, task in zip(names, loaded, strict=True):
+        key = head_key(task.name)
+        if key in seen:
+            first, first_task = seen[key]
+            alike = (f"both named {task.name!r}" if first_task == task.name else
+                     f"named {first_task!r} and {task.name!r}, one head key {key!r}")  # fmt: skip
+            raise ValueError(
+                f"tasks {first!r} and {name!r} are {alike}: one run keeps one head and one "
+                "result per name; give each its own name= (file:name=N,...)"
+            )
+        seen[key] = (name, task.name)
+
+
 def limit(examples: Sequence[Any], n: int) -> Sequence[Any]:
     return examples[:n] if n and n > 0 else examples
 
@@ -192,6 +209,7 @@ def prepare_tasks(
     _need_tokenizer(tokenizer, config)
     buckets, max_length = tuple(config.data.buckets), config.data.max_length
     loaded = [load_task(name, config) for name in names]
+    check_distinct(names, loaded)
     other = sorted({t.kind for t in loaded} - set(packing.KINDS))
     if packed and other:
         log.info("data.packing: off (a %s task is not packed); batches are padded", other[0])
