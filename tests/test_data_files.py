@@ -37,6 +37,30 @@ def test_csv_pairs_with_quotes_and_regression(tmp_path):
         bad.load("train")
 
 
+def test_csv_quoted_fields_may_span_lines_as_pandas_writes_them(tmp_path):
+    """A text with line breaks is one quoted field over several lines (pandas' to_csv, Excel):
+    one example, not a short row; later rows keep their own line numbers; a quote never
+    closed, or text after a closing quote, is named at the record's first line."""
+    (tmp_path / "train.csv").write_text(
+        'text,label\n"line one\nline two, still good",pos\n"he said ""dull""",neg\n\n'
+        'fine,maybe?\n'
+    )  # fmt: skip
+    spec = "file:name=m,path={}.csv,text=text,label=label,label_names=neg|pos"
+    task = get_task(spec.format("train"), tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.csv'}:6: label 'maybe?'")):
+        task.load("train")
+    skip = get_task(spec.format("train"), tmp_path, on_bad_row="skip")
+    assert [(e.text, e.label) for e in skip.load("train")] == [
+        ("line one\nline two, still good", 1), ('he said "dull"', 0)]  # fmt: skip
+    (tmp_path / "open.csv").write_text('text,label\ngood,pos\n"never closed,pos\nbad,neg\n')
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'open.csv'}:3: a quoted field "
+                                                  "opened here is never closed")):  # fmt: skip
+        get_task(spec.format("open"), tmp_path).load("train")
+    (tmp_path / "after.csv").write_text('text,label\ngood,pos\n"a"b,neg\n')
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'after.csv'}:3: malformed CSV")):
+        get_task(spec.format("after"), tmp_path).load("train")
+
+
 def test_headerless_tsv_by_column_index(tmp_path):
     (tmp_path / "train.tsv").write_text("1 the film\t1\n2 no\t0\n")
     task = get_task("file", tmp_path, path="{split}.tsv", header=False, text=0, label=1,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import itertools
 import math
 import os
@@ -109,41 +108,60 @@ def _decoded(path: str, raws: Iterator[bytes], bad: BadRows) -> Iterator[tuple[i
 def read_table(
     path: str, bad: BadRows, *, delimiter: str = "\t", header: bool = True, quoting: bool = False
 ) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
-    """Header (or None) and the rows of a delimited file, rows with a wrong field count sent to
-    ``bad``. TSV is split on tabs with no quoting (GLUE sentences contain bare quotes); CSV uses
-    the csv module's quoting rules, one record per line."""
-    lines = read_lines(path, bad)
-
-    def split(text: str) -> list[str]:
-        if quoting:
-            return next(csv.reader(io.StringIO(text), delimiter=delimiter))
-        return text.split(delimiter)
-
+    """Header (or None) and the rows of a delimited file, each with the number of the line it
+    starts on; rows with a wrong field count go to ``bad``, blank lines are skipped. TSV is
+    split on tabs with no quoting (GLUE sentences contain bare quotes); CSV follows the csv
+    module's quoting rules strictly, so a quoted field may span lines (a text with line breaks,
+    as pandas writes it), and a malformed record (a quoted field never closed, text after a
+    closing quote) goes to ``bad`` naming its first line."""
+    records = _quoted_records(path, bad, delimiter) if quoting else (
+        (i, text.split(delimiter)) for i, text in read_lines(path, bad) if text.strip())  # fmt: skip
     names: list[str] | None = None
     if header:
-        first = next(lines, None)
+        first = next(records, None)
         if first is None:
             raise DataError(f"{path}: no header line")
-        names = [n.strip() for n in split(first[1])]
+        names = [n.strip() for n in first[1]]
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         width = len(names) if names is not None else None
-        nonlocal_width = [width]
-        for i, text in lines:
-            if not text.strip():
-                continue
-            fields = split(text)
-            if nonlocal_width[0] is None:
-                nonlocal_width[0] = len(fields)
-            if len(fields) != nonlocal_width[0]:
-                bad(
-                    f"{path}:{i}",
-                    f"expected {nonlocal_width[0]} fields, found {len(fields)}",
-                )
+        for i, fields in records:
+            if width is None:
+                width = len(fields)
+            if len(fields) != width:
+                bad(f"{path}:{i}", f"expected {width} fields, found {len(fields)}")
                 continue
             yield i, fields
 
     return names, rows()
+
+
+def _quoted_records(path: str, bad: BadRows, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each CSV record; the csv reader pulls as many lines as a record's
+    quoted fields span, and no more, so the first line pulled for a record is its line."""
+    first: list[int | None] = [None]
+
+    def texts() -> Iterator[str]:
+        for i, text in read_lines(path, bad):
+            if first[0] is None:
+                first[0] = i
+            yield text + "\n"
+
+    reader = csv.reader(texts(), delimiter=delimiter, strict=True)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            reason = ("a quoted field opened here is never closed" if "end of data" in str(e)
+                      else f"malformed CSV ({e})")  # fmt: skip
+            bad(f"{path}:{first[0]}", reason)
+            first[0] = None
+            continue
+        line, first[0] = first[0], None
+        if any(x.strip() for x in fields):  # a blank line is no record
+            yield line or 0, fields
 
 
 def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
