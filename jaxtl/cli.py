@@ -212,6 +212,20 @@ def _missing_folders(path: str) -> list[str]:
     return missing
 
 
+def _tidy_unstarted(workdir: str, made: list[str]) -> bool:
+    """After a run stopped before training: remove the workdir (and the folders above it) this
+    command made (``made``, deepest first), if it holds only set-up files; True if removed."""
+    if not made:
+        return False
+    from jaxtl import workdir as workdir_lib
+
+    workdir_lib.Lock(workdir).release()  # this run's own lock, else kept
+    if not workdir_lib.remove_unstarted(workdir):
+        return False
+    _remove_empty(made[1:])  # runs/ when this command made it
+    return True
+
+
 def _remove_empty(folders: list[str]) -> None:
     """Remove each of ``folders`` (deepest first) that is empty; stop at the first that is not."""
     for f in folders:
@@ -318,6 +332,21 @@ def main(prog: str = "jaxtl") -> None:
         except Preempted as e:  # SIGTERM / Ctrl-C: a clean stop, resumable
             print(f"jaxtl: {e}")
             sys.exit(0)
+        except KeyboardInterrupt:  # Ctrl-C before training started, or a second one during it
+            if flags.FLAGS.debug:
+                raise
+            from etils import epath
+
+            from jaxtl import workdir as workdir_lib
+
+            if _tidy_unstarted(workdir, made):
+                said = " before training; nothing was kept"
+            elif workdir_lib.has_checkpoints(epath.Path(workdir)):
+                said = f"; the checkpoints in {workdir} are kept: run the same command to resume"
+            else:
+                said = ""
+            print(f"\njaxtl: interrupted{said}", file=sys.stderr)
+            sys.exit(130)  # the shell's code for a command ended by SIGINT
         except (ValueError, KeyError, RuntimeError, OSError, ImportError) as e:
             if flags.FLAGS.debug:
                 raise
@@ -327,12 +356,7 @@ def main(prog: str = "jaxtl") -> None:
             # installed, workdir in use, non-finite loss): one line, whatever line breaks the
             # message carried. A workdir this command made goes again when nothing was trained
             # in it, so mistyped commands do not pile up runs/ folders.
-            if made:  # a folder this command made, with nothing trained in it: removed
-                from jaxtl import workdir as workdir_lib
-
-                workdir_lib.Lock(workdir).release()  # this run's own lock, else kept
-                if workdir_lib.remove_unstarted(workdir):
-                    _remove_empty(made[1:])  # runs/ when this command made it
+            _tidy_unstarted(workdir, made)
             sys.exit(_one_line(f"jaxtl: error: {type(e).__name__}: {e}")
                      + " (--debug shows the traceback)")  # fmt: skip
         print(f"jaxtl: done; results in {workdir}/results.json")

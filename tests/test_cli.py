@@ -350,3 +350,25 @@ def test_a_missing_predict_input_is_named_before_the_model_loads(tmp_path):
     missing = tmp_path / "new.tsv"
     with pytest.raises(ValueError, match=rf"^--input={re.escape(str(missing))}: no such file$"):
         predict_command(str(tmp_path / "not-a-run"), str(missing), "-", None)
+
+
+def test_ctrl_c_before_training_is_one_line_and_keeps_nothing(tmp_path):
+    """Ctrl-C while the model loads (KeyboardInterrupt there, as the default SIGINT handler
+    raises it): no traceback, exit 130, and the workdir this command made is gone."""
+    script = (
+        "import sys\n"
+        "from jaxtl import assembly\n"
+        "def interrupted(*a, **k):\n"
+        "    raise KeyboardInterrupt\n"
+        "assembly.load_encoder = interrupted\n"
+        "sys.argv = ['jaxtl', '--regime=multitask', '--config=multitask:tiny', '--workdir=new/wd']\n"
+        "from jaxtl.cli import main\n"
+        "main()\n"
+    )  # fmt: skip
+    p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert (
+        p.stderr.strip().splitlines()[-1] == "jaxtl: interrupted before training; nothing was kept"
+    )
+    assert not (tmp_path / "new").exists()
