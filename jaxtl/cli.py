@@ -212,6 +212,24 @@ def _missing_folders(path: str) -> list[str]:
     return missing
 
 
+def new_run_folder(regime: str, root: str = "runs") -> tuple[str, list[str]]:
+    """A new default workdir, ``root/<regime>-<time>``, made here and now, with ``-2``, ``-3``…
+    when that name is taken (runs started in the same second: seeds launched together), so no
+    two runs share one. Returns it and the folders made for it, deepest first."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.abspath(os.path.join(root, f"{regime}-{stamp}"))
+    parents = _missing_folders(os.path.dirname(base))
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    n = 1
+    while True:
+        path = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(path)  # atomic: of two runs racing for a name, one gets it
+            return path, [path, *parents]
+        except FileExistsError:
+            n += 1
+
+
 def _tidy_unstarted(workdir: str, made: list[str]) -> bool:
     """After a run stopped before training: remove the workdir (and the folders above it) this
     command made (``made``, deepest first), if it holds only set-up files; True if removed."""
@@ -314,13 +332,18 @@ def main(prog: str = "jaxtl") -> None:
             sys.exit(f"{prog}: {e}")
         runtime.init_distributed(config)  # before anything touches a JAX device
         workdir = flags.FLAGS.workdir
-        if not workdir:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            workdir = os.path.abspath(os.path.join("runs", f"{regime}-{stamp}"))
-        if os.path.isfile(workdir):
+        if os.path.isfile(workdir or ""):
             sys.exit(f"{prog}: --workdir={workdir} is a file; a run's workdir is a folder (a new "
                      "one, or a run's to resume)")  # fmt: skip
-        made = _missing_folders(workdir)  # removed again if a user error leaves them empty
+        if workdir:
+            made = _missing_folders(workdir)  # removed again if a user error leaves them empty
+        elif config.get("distributed", {}).get("enabled", False):
+            # Every host must name the same folder: a shared --workdir (README, many hosts).
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            workdir = os.path.abspath(os.path.join("runs", f"{regime}-{stamp}"))
+            made = _missing_folders(workdir)
+        else:
+            workdir, made = new_run_folder(regime)
         module = regimes.get(regime)
         # config.json is written by the run itself (jaxtl.run.prepare), after it has checked
         # that a workdir being resumed was not started with another config.

@@ -372,3 +372,21 @@ def test_ctrl_c_before_training_is_one_line_and_keeps_nothing(tmp_path):
         p.stderr.strip().splitlines()[-1] == "jaxtl: interrupted before training; nothing was kept"
     )
     assert not (tmp_path / "new").exists()
+
+
+def test_runs_started_in_the_same_second_get_their_own_default_workdir(tmp_path, monkeypatch):
+    """Seeds launched together used to name one runs/<regime>-<time> folder: the second was
+    refused (the first's lock) or, run after a quick first, resumed it."""
+    import datetime
+    import types
+
+    fixed = datetime.datetime(2026, 12, 5, 17, 0, 0)
+    monkeypatch.setattr(cli, "datetime", types.SimpleNamespace(
+        datetime=types.SimpleNamespace(now=lambda: fixed)))  # fmt: skip
+    root = tmp_path / "runs"
+    first, made = cli.new_run_folder("multitask", root=str(root))
+    assert first == str(root / "multitask-20261205-170000") and made == [first, str(root)]
+    second, made = cli.new_run_folder("multitask", root=str(root))
+    assert second == f"{first}-2" and made == [second]
+    assert cli.new_run_folder("multitask", root=str(root))[0] == f"{first}-3"
+    assert all(os.path.isdir(p) for p in (first, second))
