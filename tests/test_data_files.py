@@ -61,6 +61,18 @@ def test_csv_quoted_fields_may_span_lines_as_pandas_writes_them(tmp_path):
         get_task(spec.format("after"), tmp_path).load("train")
 
 
+def test_translation_and_lm_tables_need_no_label_column(tmp_path):
+    """A translation reads ``text`` and ``target``, an LM corpus ``text`` alone: neither file
+    has a ``label`` column, and the default ``label="label"`` is not looked for (it failed:
+    "no column 'label' in header ['en', 'de']")."""
+    (tmp_path / "train.tsv").write_text("en\tde\nthe dog\tder Hund\na cat\teine Katze\n")
+    mt = get_task("file:name=mt,path={split}.tsv,text=en,target=de,kind=translation", tmp_path)
+    assert [(e.text, e.target) for e in mt.load("train")] == [
+        ("the dog", "der Hund"), ("a cat", "eine Katze")]  # fmt: skip
+    lm = get_task("file:name=c,path={split}.tsv,text=en,kind=lm", tmp_path)
+    assert [e.text for e in lm.load("train")] == ["the dog", "a cat"]
+
+
 def test_headerless_tsv_by_column_index(tmp_path):
     (tmp_path / "train.tsv").write_text("1 the film\t1\n2 no\t0\n")
     task = get_task("file", tmp_path, path="{split}.tsv", header=False, text=0, label=1,

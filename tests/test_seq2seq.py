@@ -195,7 +195,7 @@ def test_translation_task_trains_sharded_through_the_regime(tiny_bert_dir, tmp_p
             rows.append(json.dumps({"en": " ".join(en), "de": " ".join(de[w] for w in en)}))
         (tmp_path / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
     spec = (f"file:name=toy_mt,path={tmp_path}/{{split}}.jsonl,format=jsonl,text=en,target=de,"
-            "label=,kind=translation")  # fmt: skip
+            "kind=translation")  # fmt: skip
     c = supervised_sequential.add_config(config_lib.base_config())
     c.source.tasks, c.target.tasks = (spec,), ("builtin/sentiment",)
     c.model.decoder.kind = "transformer"

@@ -161,7 +161,9 @@ def file_task(
             try:
                 t = _field(names, rec, text, p)
                 pair = _field(names, rec, text_pair, p)
-                raw = _field(names, rec, label, p) if labelled else None
+                # An LM corpus or a translation has no label column (its target is `target`).
+                has_label = labelled and kind not in ("lm", "translation")
+                raw = _field(names, rec, label, p) if has_label else None
                 tgt = _field(names, rec, target, p)
             except KeyError as e:
                 bad(where, f"missing field {e.args[0]!r}")
