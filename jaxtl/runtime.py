@@ -148,6 +148,7 @@ def compiled_cpu_kernels(compiled: Any) -> str:
     return "ynnpack" if _YNN_FUSION in compiled.as_text() else "xla"
 
 
+@functools.cache  # a property of the jaxlib: probed once, not once per program that asks
 def _option_known(name: str, value: Any) -> bool:
     """Whether this jaxlib's compiler accepts ``name=value`` (options come and go between XLA
     versions; an unknown one fails every compile that passes it)."""
