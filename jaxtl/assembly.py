@@ -165,9 +165,10 @@ def check_lengths(config: ml_collections.ConfigDict, encoder: Any, *, packed: bo
                 lengths[f"{name}.block_size"] = int(section.block_size)
     for key, length in lengths.items():
         if length > limit:
+            what = "its largest bucket" if key == "data.buckets" else key
             raise ValueError(
                 f"{key}: {length} tokens, but model {config.model.name!r} takes at most {limit} "
-                f"(its position table): set {key} to {limit} or less"
+                f"(its position table): set {what} to {limit} or less"
             )
 
 
