@@ -73,6 +73,29 @@ def test_translation_and_lm_tables_need_no_label_column(tmp_path):
     assert [e.text for e in lm.load("train")] == ["the dog", "a cat"]
 
 
+def test_a_split_without_examples_is_named_not_crashed_on(tmp_path):
+    """A header line and nothing else (dev.tsv crashed in the tokenizer with an IndexError;
+    train.tsv said 'a classification task needs label_names'), and a file whose every row was
+    bad and skipped, each stop with the file; a split empty for any other reason is named by
+    task and split before tokenising."""
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import split_data
+
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.tsv'}: no rows after its "
+                                                  "header line")):  # fmt: skip
+        get_task("file:name=m,path={split}.tsv,text=sentence,label=label", tmp_path)
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\n\nbad\n")
+    with pytest.raises(DataError, match=re.escape(
+            f"{tmp_path / 'train.tsv'}: no examples: all 2 rows are bad (first: "
+            f"{tmp_path / 'train.tsv'}:2: expected 2 fields, found 1)")):  # fmt: skip
+        get_task("file:name=m,path={split}.tsv,text=sentence,label=label,on_bad_row=skip", tmp_path)
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood\tpos\n")
+    task = get_task("file:name=m,path={split}.tsv,text=sentence,label=label", tmp_path)
+    with pytest.raises(DataError, match="task 'm': its dev split has no examples"):
+        split_data("dev", task, [], config_lib.base_config(), tokenizer=None, index=0)
+
+
 def test_headerless_tsv_by_column_index(tmp_path):
     (tmp_path / "train.tsv").write_text("1 the film\t1\n2 no\t0\n")
     task = get_task("file", tmp_path, path="{split}.tsv", header=False, text=0, label=1,

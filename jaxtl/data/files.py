@@ -143,6 +143,9 @@ def file_task(
         for record in _records(p, format, header, _Deferred(events)):
             events.append(record)
         records = [e for e in events if e[0] is not None]
+        if not events:  # a header and nothing else (read_lines refuses a file with no text)
+            raise DataError(f"{p}: no rows" + (" after its header line" if header and
+                                               format != "jsonl" else ""))  # fmt: skip
         labelled = kind in ("lm", "translation") or not _lacks_label(records, label)
         if not labelled:
             if split == "train" or names_map is None:
@@ -208,6 +211,9 @@ def file_task(
                 if value is None:
                     continue
             out.append(Example(t.strip(), pair, value, target=tgt, source=where))
+        if not out:  # every row was bad and skipped (on_bad_row=skip)
+            raise DataError(f"{p}: no examples: all {len(bad.reasons)} rows are bad (first: "
+                            f"{bad.reasons[0] if bad.reasons else '?'})")  # fmt: skip
         return bad.result(out, p)
 
     names_tuple: tuple[str, ...] = tuple(str(x) for x in label_names or ())

@@ -22,7 +22,7 @@ import numpy as np
 from jaxtl.data import batching, packing, token_cache, tokenize
 from jaxtl.data.catalogue import get_task
 from jaxtl.data.masking import MaskedBatches, Masking
-from jaxtl.data.tasks import Task
+from jaxtl.data.tasks import DataError, Task
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +136,20 @@ def _need_tokenizer(tokenizer: Any, config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"model {config.model.name!r} has no tokenizer files; tasks need one")
 
 
+def _nonempty(examples: Sequence[Any], task: Task, split: str) -> None:
+    """A split with no examples stops the run here, named (a reader's file-level message comes
+    first where it has one): tokenising nothing fails deep in the tokenizer."""
+    if not len(examples):
+        raise DataError(f"task {task.name!r}: its {split} split has no examples")
+
+
 def split_data(
     name: str, task: Task, examples: Sequence[Any], config: ml_collections.ConfigDict,
     tokenizer: Any, *, index: int, packed: bool = False, target_tokenizer: Any = None,
 ) -> SplitData:  # fmt: skip
     """Tokenise and batch an evaluation split; a split with no labels is marked unlabelled.
     ``target_tokenizer``: a translation task's target side (default: ``tokenizer``)."""
+    _nonempty(examples, task, name)
     gold = (lambda ex: ex.target) if task.kind == "translation" else (lambda ex: ex.label)
     labelled = all(gold(ex) is not None for ex in examples)
     enc = tokenize.encode(task, examples, tokenizer, max_length=config.data.max_length,
@@ -237,6 +245,8 @@ def prepare_tasks(
                      config.seed)  # fmt: skip
         train_iter, n_train = None, 0
         if with_train:
+            if cached is None:
+                _nonempty(train_ex, task, train_split)
             enc = cached if cached is not None else tokenize.encode(
                 task, train_ex, tokenizer, max_length=max_length, task_id=i,
                 target_tokenizer=target_tokenizer,
