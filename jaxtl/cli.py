@@ -212,12 +212,17 @@ def _missing_folders(path: str) -> list[str]:
     return missing
 
 
+def _default_workdir(regime: str, root: str = "runs") -> str:
+    """The default workdir's name: ``root/<regime>-<time>``, absolute."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.abspath(os.path.join(root, f"{regime}-{stamp}"))
+
+
 def new_run_folder(regime: str, root: str = "runs") -> tuple[str, list[str]]:
-    """A new default workdir, ``root/<regime>-<time>``, made here and now, with ``-2``, ``-3``…
+    """A new default workdir (:func:`_default_workdir`), made here and now, with ``-2``, ``-3``…
     when that name is taken (runs started in the same second: seeds launched together), so no
     two runs share one. Returns it and the folders made for it, deepest first."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.abspath(os.path.join(root, f"{regime}-{stamp}"))
+    base = _default_workdir(regime, root)
     parents = _missing_folders(os.path.dirname(base))
     os.makedirs(os.path.dirname(base), exist_ok=True)
     n = 1
@@ -335,13 +340,11 @@ def main(prog: str = "jaxtl") -> None:
         if os.path.isfile(workdir or ""):
             sys.exit(f"{prog}: --workdir={workdir} is a file; a run's workdir is a folder (a new "
                      "one, or a run's to resume)")  # fmt: skip
-        if workdir:
+        if workdir or config.distributed.enabled:
+            # Hosts of a distributed run must all name one folder (a shared --workdir, README):
+            # the default name is not claimed per host.
+            workdir = workdir or _default_workdir(regime)
             made = _missing_folders(workdir)  # removed again if a user error leaves them empty
-        elif config.get("distributed", {}).get("enabled", False):
-            # Every host must name the same folder: a shared --workdir (README, many hosts).
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            workdir = os.path.abspath(os.path.join("runs", f"{regime}-{stamp}"))
-            made = _missing_folders(workdir)
         else:
             workdir, made = new_run_folder(regime)
         module = regimes.get(regime)

@@ -147,6 +147,8 @@ def file_task(
             raise DataError(f"{p}: no rows" + (" after its header line" if header and
                                                format != "jsonl" else ""))  # fmt: skip
         labelled = kind in ("lm", "translation") or not _lacks_label(records, label)
+        # An LM corpus or a translation has no label column (a translation's target is `target`).
+        reads_label = labelled and kind not in ("lm", "translation")
         if not labelled:
             if split == "train" or names_map is None:
                 header_names = records[0][1]
@@ -164,9 +166,7 @@ def file_task(
             try:
                 t = _field(names, rec, text, p)
                 pair = _field(names, rec, text_pair, p)
-                # An LM corpus or a translation has no label column (its target is `target`).
-                has_label = labelled and kind not in ("lm", "translation")
-                raw = _field(names, rec, label, p) if has_label else None
+                raw = _field(names, rec, label, p) if reads_label else None
                 tgt = _field(names, rec, target, p)
             except KeyError as e:
                 bad(where, f"missing field {e.args[0]!r}")

@@ -245,12 +245,12 @@ def prepare_tasks(
                      config.seed)  # fmt: skip
         train_iter, n_train = None, 0
         if with_train:
-            if cached is None:
+            if cached is not None:
+                enc = cached
+            else:
                 _nonempty(train_ex, task, train_split)
-            enc = cached if cached is not None else tokenize.encode(
-                task, train_ex, tokenizer, max_length=max_length, task_id=i,
-                target_tokenizer=target_tokenizer,
-            )  # fmt: skip
+                enc = tokenize.encode(task, train_ex, tokenizer, max_length=max_length, task_id=i,
+                                      target_tokenizer=target_tokenizer)  # fmt: skip
             n_train = len(enc)
             seed = config.seed * 1000 + i
             train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed,
