@@ -163,6 +163,7 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on params-only restores
     from jaxtl.predictor import load, predict_command
+    from jaxtl.workdir import check_output as workdir_check_output
 
     try:
         if args.export:
@@ -170,6 +171,7 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
                 raise ValueError("--export needs --output=FOLDER")
             if os.path.exists(args.output) and not os.path.isdir(args.output):
                 raise ValueError(f"--output={args.output} is a file; --export writes a folder")
+            workdir_check_output(args.workdir, args.output, "--output", folder=True)
             written = load(args.workdir).export(args.output)
             print(f"jaxtl: exported {', '.join(sorted(written))} to {args.output}")
             return

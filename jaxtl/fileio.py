@@ -43,6 +43,13 @@ def write_atomic(path: str | epath.Path, data: str | bytes) -> None:
         else:
             tmp.write_text(data)
         tmp.replace(path)
+    except OSError as e:
+        _discard(tmp)
+        if e.errno is None or e.filename != os.fspath(tmp):
+            raise
+        # The temporary name means nothing to the user: name the file being written (OSError
+        # with an errno builds the matching subclass, FileNotFoundError and the like).
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
     except BaseException:
         _discard(tmp)
         raise

@@ -28,6 +28,7 @@ from flax import nnx
 from jaxtl import assembly, checkpoint, fileio, objectives, predictions, runtime
 from jaxtl import config as config_lib
 from jaxtl import step as step_lib
+from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.prepare import TaskData
 from jaxtl.data.tasks import DataError, Example, Task
@@ -289,6 +290,9 @@ class Predictor:
         from jaxtl import export
         from jaxtl.run import Run
 
+        workdir_lib.check_output(self.workdir, out_dir, "--output", folder=True,
+                                 subfolders=[td.task.name for td in self.tasks])  # fmt: skip
+
         run = Run(
             config=self.config,
             workdir=self.workdir,
@@ -315,6 +319,10 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     stdout); returns the number of rows."""
     if input_path != "-" and not epath.Path(input_path).exists():  # before the model loads
         raise ValueError(f"--input={input_path}: no such file")
+    if output != "-":
+        if epath.Path(output).is_dir():
+            raise ValueError(f"--output={output} is a folder; --predict writes one JSONL file")
+        workdir_lib.check_output(workdir, output, "--output", folder=False)
     p = load(workdir)
     td = p.task(task)
     examples = p.read_input(input_path, td, input_format)

@@ -98,6 +98,8 @@ def prepare(
     workdir = fileio.workdir(workdir)
     config_lib.validate(config)  # bad values fail here, before anything heavy
     config_lib.absolute_local_paths(config)  # config.json must name the model from anywhere
+    if config.get("export_dir"):  # --config.export_dir=<the workdir> would overwrite config.json
+        workdir_lib.check_output(workdir, config.export_dir, "export_dir", folder=True)
     if report.is_chief():
         workdir_lib.check_resume(config, workdir)  # before anything is loaded or overwritten
         lock = workdir_lib.Lock(workdir).acquire()
@@ -120,6 +122,9 @@ def prepare(
     target_tok = seq2seq.target_tokenizer(config, workdir, task_names, tokenizer)
     tasks = prepare_tasks(task_names, config, tokenizer, packed=packed,
                           target_tokenizer=target_tok)  # fmt: skip
+    if config.get("export_dir"):  # now with the task folders the export will make
+        workdir_lib.check_output(workdir, config.export_dir, "export_dir", folder=True,
+                                 subfolders=[td.task.name for td in tasks])  # fmt: skip
     for td in tasks:  # BLEU reads text: the decoder's tokens and the targets, detokenised
         if td.task.kind == "translation":
             td.detokenize = tokenize.detokenizer(target_tok)

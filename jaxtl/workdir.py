@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Collection
 from typing import Any
 
 from etils import epath
@@ -130,6 +131,62 @@ def remove_unstarted(workdir: str) -> bool:
         p.unlink()
     path.rmdir()
     return True
+
+
+# Everything else a run writes at the top of its workdir (jaxtl.run, jaxtl.report, the loop,
+# the regimes): an output path there would overwrite the run's own record.
+RUN_FILES = SETUP_FILES | frozenset(
+    {"metrics.jsonl", "results.json", "results_test.json", "results_refined.json",
+     "selection.json", "plan.json", "task_counts.json", "loss.png", "dev_metrics.png",
+     "plan.png"}
+)  # fmt: skip
+RUN_FOLDERS = frozenset(
+    {"checkpoints", "best", "predictions", "tensorboard", "features", "refine",
+     "corrupt_checkpoints"}
+)  # fmt: skip
+
+
+def _resolved(path: str | os.PathLike) -> str:
+    p = os.fspath(path)
+    return os.path.realpath(p) if "://" not in p else p.rstrip("/")
+
+
+def check_output(workdir: str | os.PathLike, output: str | os.PathLike, flag: str, *,
+                 folder: bool, subfolders: Collection[str] = ()) -> None:  # fmt: skip
+    """Refuse, before anything heavy, an output that would write over a run's own files:
+    ``workdir`` itself, anything under the run's files and folders (``config.json``,
+    ``checkpoints/``, ``predictions/``…), a folder above the workdir whose ``subfolders`` (an
+    export's ``<task name>/``) would be the workdir or hold it, or another run's workdir
+    (``folder``: an export). A new name inside the workdir (``W/export``, ``W/new.jsonl``) is
+    fine."""
+    wd, out = _resolved(workdir), _resolved(output)
+    if out == wd:
+        raise ValueError(
+            f"{flag}={output} is the run's workdir: writing there would replace the run's own "
+            f"files; give a folder of its own, e.g. {flag}={os.fspath(workdir).rstrip('/')}-export"
+        )
+    if wd.startswith(out.rstrip("/") + "/"):
+        first = wd[len(out.rstrip("/")) + 1 :].split("/", 1)[0]
+        if first in {s.split("/", 1)[0] for s in subfolders}:
+            raise ValueError(
+                f"{flag}={output} would get a folder {first}/ for the task of that name, which "
+                f"is where the run's workdir ({workdir}) is: give a folder of its own, e.g. "
+                f"{flag}={os.fspath(workdir).rstrip('/')}-export"
+            )
+    elif out.startswith(wd + "/"):
+        top = out[len(wd) + 1 :].split("/", 1)[0]
+        if top in RUN_FILES or top in RUN_FOLDERS:
+            raise ValueError(
+                f"{flag}={output} is the run's own {top} in {workdir}: writing there would "
+                "replace the run's record; give another name"
+            )
+    elif folder:
+        other = epath.Path(output)
+        if (other / "config.json").exists() and (other / "tasks.json").exists():
+            raise ValueError(
+                f"{flag}={output} is another run's workdir (it holds config.json and "
+                "tasks.json): writing there would replace that run's files; give a new folder"
+            )
 
 
 class Lock:

@@ -297,6 +297,31 @@ def test_export_onto_a_file_stops_with_one_line(tmp_path):
     assert line.startswith("jaxtl: ") and str(taken) in line, line
 
 
+def test_export_onto_the_workdir_stops_before_the_model_loads(tmp_path):
+    """--output=<the workdir> would write the encoder's config.json over the run's: refused in
+    one line before the workdir is read (this one holds no run at all)."""
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--export", f"--workdir={tmp_path}",
+                        f"--output={tmp_path}"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (line,) = p.stderr.strip().splitlines()
+    assert line == (f"jaxtl: --output={tmp_path} is the run's workdir: writing there would "
+                    "replace the run's own files; give a folder of its own, e.g. "
+                    f"--output={tmp_path}-export"), line  # fmt: skip
+
+
+def test_export_dir_onto_the_workdir_stops_before_anything_loads(tmp_path):
+    """--config.export_dir=<the run's own workdir> is refused before the model loads; the
+    workdir this command would have made is not left behind."""
+    wd = tmp_path / "wd"
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--regime=multitask", "--config=multitask:tiny",
+                        f"--workdir={wd}", f"--config.export_dir={wd}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    (line,) = [x for x in p.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)]
+    assert f"export_dir={wd} is the run's workdir" in line, line
+    assert not wd.exists()
+
+
 def test_help_shows_the_forms_the_regimes_and_the_shipped_configs(tmp_path):
     p = subprocess.run([sys.executable, "-m", "jaxtl", "--help"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)  # fmt: skip

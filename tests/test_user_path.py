@@ -93,6 +93,41 @@ def test_predict_command_and_python_api_match_the_run(run_dir, tmp_path):
     assert p.returncode != 0 and "builtin/ner" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_outputs_that_would_overwrite_the_run_are_refused(run_dir, tmp_path):
+    """--export/--predict --output onto the workdir, into its own files, or onto another run's
+    workdir stop with one line before anything is written; the run's files stay as they were."""
+    from jaxtl import predictor
+    from jaxtl.workdir import check_output
+
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    model = jaxtl.load(run_dir)
+    with pytest.raises(ValueError, match="is the run's workdir"):
+        model.export(run_dir)
+    with pytest.raises(ValueError, match="is the run's own best in"):
+        model.export(run_dir / "best" / "x")
+    other = tmp_path / "other_run"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    (other / "tasks.json").write_text("{}")
+    with pytest.raises(ValueError, match="is another run's workdir"):
+        model.export(other)
+    inp = tmp_path / "new.txt"
+    inp.write_text("a fine film\n")
+    for out, says in [(run_dir / "config.json", "own config.json"),
+                      (run_dir / "predictions/builtin/sentiment/dev.jsonl", "own predictions"),
+                      (run_dir, "is a folder")]:  # fmt: skip
+        with pytest.raises(ValueError, match=says):
+            predictor.predict_command(str(run_dir), str(inp), str(out), "builtin/sentiment")
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    # A folder above the workdir is refused only where a task's export folder would be it.
+    nested = tmp_path / "builtin" / "run"
+    with pytest.raises(ValueError, match="would get a folder builtin/ for the task"):
+        check_output(nested, tmp_path, "--output", folder=True, subfolders=["builtin/sentiment"])
+    check_output(nested, tmp_path, "--output", folder=True, subfolders=["mine"])
+    check_output(run_dir, run_dir / "export", "--output", folder=True)  # a new name inside: fine
+    check_output(run_dir, run_dir / "new.jsonl", "--output", folder=False)
+
+
 def test_restore_best_is_stated_in_the_plan(tiny_bert_dir, tmp_path, monkeypatch):
     c = supervised_sequential.add_config(config_lib.base_config())
     _small(c, tiny_bert_dir, **{"source.steps": 8, "source.eval_every": 4, "train.steps": 4,

@@ -94,3 +94,20 @@ def test_write_atomic_leaves_the_old_file_and_no_temporary_on_a_failed_write(tmp
         fileio.write_atomic(target, '{"new": 2}\n')
     assert target.read_text() == '{"old": 1}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_write_atomic_names_the_file_being_written_not_its_temporary(tmp_path, monkeypatch):
+    """A failed write names the destination: the temporary name means nothing to a user."""
+    import errno
+
+    from etils import epath
+
+    def refused(self, data, *a, **k):
+        raise OSError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(epath.Path, "write_text", refused)
+    with pytest.raises(PermissionError) as e:
+        fileio.write_atomic(tmp_path / "out.jsonl", "x\n")
+    assert e.value.filename == str(tmp_path / "out.jsonl"), e.value
+    assert ".tmp-" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
