@@ -203,8 +203,9 @@ class Predictor:
         a sentence pair, or a translation source from its reference), ``jsonl`` (objects with
         ``text``, ``text_pair``, ``words``, ``target``), or
         ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks). ``auto``: ``task`` for
-        a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of a spec task, ``jsonl`` for .jsonl/.json,
-        else ``lines``."""
+        a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of a spec task, and for a .jsonl/.json one
+        whose first object holds the task's own text columns; ``jsonl`` for other .jsonl/.json
+        files, else ``lines``."""
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"--input_format={input_format!r}: choose one of {INPUT_FORMATS}")
         guessed = input_format == "auto"
@@ -214,6 +215,8 @@ class Predictor:
             own = ext in (".tsv", ".csv", ".conll", ".conllu", ".parquet", ".arrow")
             input_format = ("task" if own and spec.startswith(("file:", "hf:")) else
                             "jsonl" if ext in (".jsonl", ".json") else "lines")  # fmt: skip
+            if input_format == "jsonl" and path != "-" and self._has_own_columns(path, spec):
+                input_format = "task"  # {"review": …} for a task read with text=review
         if input_format == "task":
             try:
                 return self._read_task_format(path, td)
@@ -238,7 +241,11 @@ class Predictor:
                 except json.JSONDecodeError as e:
                     raise DataError(f"{where}: invalid JSON ({e.msg})") from None
                 if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):
-                    raise DataError(f"{where}: expected an object with 'text' (or 'words')")
+                    got = f"; got keys {sorted(rec)}" if isinstance(rec, dict) else ""
+                    own = ", ".join(repr(c) for c in td.task.text_fields)
+                    raise DataError(f"{where}: expected an object with 'text' (or 'words'), or "
+                                    f"with the columns task {td.task.name!r} was trained on: "
+                                    f"{own}{got}")  # fmt: skip
                 for key in ("text", "text_pair", "target"):
                     if rec.get(key) is not None and not isinstance(rec[key], str):
                         raise DataError(f"{where}: {key!r} must be a string, got "
@@ -264,6 +271,27 @@ class Predictor:
                 else:  # a tab in a single sentence is part of it
                     out.append(Example(line, source=where))
         return out
+
+    @staticmethod
+    def _has_own_columns(path: str, spec: str) -> bool:
+        """Whether a JSON-lines file's first object holds the text columns a ``file:``/``hf:``
+        task was trained on (``text=review`` → ``{"review": …}``) rather than the generic
+        ``text``/``words`` keys: then it is the task's own format, labels and all."""
+        if not spec.startswith(("file:", "hf:")):
+            return False
+        from jaxtl.data import spec as spec_lib
+
+        options = spec_lib.parse(spec)[1]
+        columns = [options[k] for k in ("text", "text_pair") if options.get(k) is not None]
+        if not columns or not all(isinstance(c, str) for c in columns):
+            return False
+        with epath.Path(path).open() as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            rec = json.loads(first)
+        except json.JSONDecodeError:
+            return False  # the generic reader names the line
+        return isinstance(rec, dict) and all(c in rec for c in columns)
 
     def _read_task_format(self, path: str, td: TaskData) -> list[Example]:
         from jaxtl.data import spec as spec_lib

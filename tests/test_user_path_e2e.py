@@ -135,6 +135,32 @@ def test_predict_inputs_must_fit_the_task(trained, tmp_path):
         predictor.read_input(str(bad), predictor.task("sts"), "jsonl")
 
 
+def test_predict_reads_jsonl_in_the_tasks_own_columns(trained, tmp_path):
+    """A .jsonl input whose objects carry the columns a task was trained on (``text=sentence``,
+    the pair's ``sentence1``/``sentence2``) is read as the task's own format, gold labels
+    included; objects with neither those nor ``text`` are named with the keys they hold."""
+    import jaxtl
+    from jaxtl.data import DataError
+
+    _, wd, _ = trained
+    predictor = jaxtl.load(wd)
+    own = tmp_path / "own.jsonl"
+    own.write_text("".join(json.dumps({"sentence": s, "label": lab}) + "\n"
+                           for s, lab in [(POS[0], "pos"), (NEG[0], "neg")]))  # fmt: skip
+    rows = predictor.read_input(str(own), predictor.task("mine"))
+    assert [(ex.text, ex.label) for ex in rows] == [(POS[0], 1), (NEG[0], 0)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"sentence1": POS[0], "sentence2": NEG[0]}) + "\n")
+    (pair,) = predictor.read_input(str(pairs), predictor.task("sts"))
+    assert (pair.text, pair.text_pair, pair.label) == (POS[0], NEG[0], None)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"review": POS[0]}) + "\n")
+    with pytest.raises(DataError, match=r"other\.jsonl:1: expected an object with 'text' \(or "
+                                        r"'words'\), or with the columns task 'mine' was trained "
+                                        r"on: 'sentence'; got keys \['review'\]"):  # fmt: skip
+        predictor.read_input(str(other), predictor.task("mine"))
+
+
 def test_exported_classifier_runs_in_a_transformers_pipeline(trained):
     from transformers import pipeline
 
