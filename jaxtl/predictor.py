@@ -242,10 +242,10 @@ class Predictor:
                     raise DataError(f"{where}: invalid JSON ({e.msg})") from None
                 if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):
                     got = f"; got keys {sorted(rec)}" if isinstance(rec, dict) else ""
-                    own = ", ".join(repr(c) for c in td.task.text_fields)
+                    columns = ", ".join(repr(c) for c in td.task.text_fields)
                     raise DataError(f"{where}: expected an object with 'text' (or 'words'), or "
                                     f"with the columns task {td.task.name!r} was trained on: "
-                                    f"{own}{got}")  # fmt: skip
+                                    f"{columns}{got}")  # fmt: skip
                 for key in ("text", "text_pair", "target"):
                     if rec.get(key) is not None and not isinstance(rec[key], str):
                         raise DataError(f"{where}: {key!r} must be a string, got "
