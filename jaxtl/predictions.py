@@ -108,6 +108,28 @@ def word_tags(
     return tags
 
 
+def merge_windows(
+    windows: Sequence[Sequence[tuple[int, int]]], window_tags: Sequence[Sequence[str | None]]
+) -> list[list[str | None]]:
+    """One tag per word of each example from its windows' tags (``window_tags`` in the order
+    of ``windows``, flattened; see :func:`jaxtl.data.tokenize.word_windows`): each word takes
+    the tag of the window where it lies farthest from an edge, so it was read with context on
+    both sides."""
+    merged, k = [], 0
+    for spans in windows:
+        n = spans[-1][1] if spans else 0
+        tags: list[str | None] = [None] * n
+        margin = [-1] * n
+        for start, end in spans:
+            for w, tag in zip(range(start, end), window_tags[k]):
+                m = min(w - start, end - 1 - w)
+                if m > margin[w]:
+                    tags[w], margin[w] = tag, m
+            k += 1
+        merged.append(tags)
+    return merged
+
+
 def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """One JSON object per line, written whole to a temporary file and renamed into place."""
     fileio.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -13,6 +13,7 @@ Records are those of :mod:`jaxtl.predictions` (``label`` + ``probs``, ``score`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -176,6 +177,11 @@ class Predictor:
         if not examples:
             return []
         _check_inputs(examples, td.task)
+        if td.task.kind == "tagging":  # every word tagged, however long the text
+            words = [list(ex.words or ex.text.split()) for ex in examples]
+            windows = tokenize.word_windows(words, self.tokenizer, self.config.data.max_length)
+            if any(len(spans) > 1 for spans in windows):
+                return self._predict_windows(examples, words, windows, td, progress)
         translation = td.task.kind == "translation"
         labelled = all((ex.target if translation else ex.label) is not None for ex in examples)
         buckets = tuple(self.config.data.buckets)
@@ -197,6 +203,28 @@ class Predictor:
         detok = tokenize.detokenizer(self.target_tokenizer) if translation else None
         return predictions.records(td.task, examples, enc, buckets, outputs, batches,
                                    labelled=labelled, detokenize=detok)  # fmt: skip
+
+    def _predict_windows(self, examples, words, windows, td: TaskData, progress: bool):
+        """Tagging records for texts longer than ``data.max_length`` tokens: each is tagged in
+        overlapping windows of words that fit, and each word keeps the tag of the window where
+        it lies farthest from an edge (:func:`jaxtl.predictions.merge_windows`)."""
+        parts = [
+            dataclasses.replace(
+                ex, text=" ".join(words[i][a:b]), words=tuple(words[i][a:b]),
+                label=None if ex.label is None else tuple(ex.label)[a:b],  # type: ignore[arg-type]
+            )
+            for i, ex in enumerate(examples) for a, b in windows[i]
+        ]  # fmt: skip
+        rows = self.predict_examples(parts, td, progress=progress)
+        merged = predictions.merge_windows(windows, [r["tags"] for r in rows])
+        labelled = all(ex.label is not None for ex in examples)
+        out = []
+        for i, (ex, tags) in enumerate(zip(examples, merged)):
+            rec: dict[str, Any] = {"id": i, "text": ex.text, "words": words[i]}
+            if labelled:
+                rec["gold"] = list(ex.label)  # type: ignore[arg-type]
+            out.append(rec | {"tags": tags})
+        return out
 
     def read_input(self, path: str, td: TaskData, input_format: str = "auto") -> list[Example]:
         """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates

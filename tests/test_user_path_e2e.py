@@ -104,6 +104,44 @@ def test_predict_reads_conll_files_with_and_without_tags(trained, tmp_path):
     assert [(g["words"], g["tags"]) for g in got] == [(r["words"], r["tags"]) for r in test]
 
 
+def test_predict_tags_every_word_of_a_text_longer_than_the_window(trained):
+    """A text past ``data.max_length`` tokens (32 here) is tagged in overlapping windows that
+    fit: every word gets a tag (before, words past the cut got null), gold is kept whole, and
+    the words only the first window holds get that window's own tags."""
+    import jaxtl
+    from jaxtl.data import Example
+    from jaxtl.data.tokenize import word_windows
+
+    _, wd, _ = trained
+    predictor = jaxtl.load(wd)
+    words = ("Anna flew to Paris and then the film opened in Rome while Lima is far . " * 6).split()
+    (spans,) = word_windows([words], predictor.tokenizer, 32)
+    assert len(spans) > 2 and spans[0][0] == 0 and spans[-1][1] == len(words)
+    for (a, b), (c, d) in zip(spans, spans[1:]):
+        assert a < c < b <= d  # each window starts inside the one before: they overlap
+        n = len(predictor.tokenizer(words[a:b], is_split_into_words=True)["input_ids"])
+        assert n <= 32, (a, b, n)
+    gold = tuple("B-LOC" if w[0].isupper() else "O" for w in words)
+    (rec,) = predictor.predict([Example(" ".join(words), words=tuple(words), label=gold)],
+                               task="ner")  # fmt: skip
+    assert rec["words"] == words and rec["gold"] == list(gold)
+    assert len(rec["tags"]) == len(words) and None not in rec["tags"]
+    first_only = spans[1][0]  # words before the second window: tagged by the first alone
+    (alone,) = predictor.predict([words[spans[0][0] : spans[0][1]]], task="ner")
+    assert rec["tags"][:first_only] == alone["tags"][:first_only]
+    (short,) = word_windows([words[:5]], predictor.tokenizer, 32)
+    assert short == [(0, 5)]
+
+
+def test_window_tags_come_from_the_window_where_the_word_is_most_central():
+    from jaxtl.predictions import merge_windows
+
+    windows = [[(0, 4), (2, 6)], [(0, 2)]]
+    tags = [["a0", "a1", "a2", "a3"], ["b2", "b3", "b4", "b5"], ["c0", "c1"]]
+    # word 2: 1 from the first window's edge, 0 from the second's; word 3 the other way round
+    assert merge_windows(windows, tags) == [["a0", "a1", "a2", "b3", "b4", "b5"], ["c0", "c1"]]
+
+
 def test_predict_inputs_must_fit_the_task(trained, tmp_path):
     """A single sentence for the pair task (or a pair for the single-sentence one) stops with
     its place instead of being scored with the wrong token types; in ``lines`` input, a tab

@@ -226,6 +226,42 @@ def _encode_tagging(
     )
 
 
+def word_windows(
+    words: Sequence[Sequence[str]], tokenizer: Any, max_length: int, overlap: float = 0.25
+) -> list[list[tuple[int, int]]]:
+    """Per example, the word spans ``[start, end)`` whose sub-tokens (with the specials) fit
+    ``max_length``, so a tagger can label every word of a text longer than the model's window.
+    An example that fits is one span; a longer one is cut into windows that overlap by about
+    ``overlap`` of the window's tokens, so a word near one window's edge sits well inside
+    another (Hugging Face's token-classification pipeline does the same with its ``stride``).
+    A single word longer than the window is a window of its own (it is cut, but its first
+    sub-token, which carries its tag, stays)."""
+    budget = max(1, max_length - tokenizer.num_special_tokens_to_add(pair=False))
+    enc = tokenizer([list(w) for w in words], is_split_into_words=True, add_special_tokens=False)
+    out = []
+    for i, ws in enumerate(words):
+        counts = np.bincount([w for w in enc.word_ids(i) if w is not None], minlength=len(ws))
+        if counts.sum() <= budget:
+            out.append([(0, len(ws))])
+            continue
+        spans, start = [], 0
+        while True:
+            end, used = start, 0
+            while end < len(ws) and (used + counts[end] <= budget or end == start):
+                used += int(counts[end])
+                end += 1
+            spans.append((start, end))
+            if end >= len(ws):
+                break
+            back, shared = end, 0  # step back from the end by about `overlap` of the window
+            while back - 1 > start and shared + counts[back - 1] <= overlap * budget:
+                back -= 1
+                shared += int(counts[back])
+            start = max(back, start + 1)
+        out.append(spans)
+    return out
+
+
 def causal_labels(input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
     """Next-token targets for [..., T] ids: ``labels[t] = ids[t+1]``; last real token and padding
     are IGNORE."""
