@@ -79,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300
+    # >0: the stage train.steps drives (multitask, target, adapt, joint) makes this many passes
+    # over its tasks' training batches instead, train.steps then unused (jaxtl.stages.epoch_steps).
+    c.train.epochs = 0.0
     c.train.batch_size = 32
     c.train.eval_batch_size = 64
     c.train.eval_every = 100  # 0 = evaluate at the end of each stage only
@@ -220,6 +223,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if int(c[section][name]) < 0:
             raise ValueError(f"{key}={c[section][name]}: must be >= 0")
     t = c.train
+    if not float(t.get("epochs", 0.0)) >= 0:
+        raise ValueError(f"train.epochs={t.epochs}: must be >= 0 (0 = train.steps steps)")
     for key, value in (("train.batch_size", t.batch_size), ("train.eval_batch_size",
                        t.eval_batch_size), ("train.accum_steps", t.accum_steps),
                        ("train.log_every", t.log_every), ("data.max_length", c.data.max_length)):  # fmt: skip

@@ -648,13 +648,15 @@ def _check_base(enc: nnx.Module, rules: Sequence[Rule], fam: Any, base_dir: path
 def _run_description(run: Any) -> str:
     c = run.config
     m, o = c.model, c.optim
+    epochs = c.train.get("epochs", 0)
+    length = f"train.epochs={epochs:g}" if epochs else f"train.steps={c.train.steps}"
     lines = [
         f"Trained with jaxtl (workdir `{run.workdir}`).",
         "",
         f"- model.name={m.name}, model.head={m.get('head', 'auto')}, "
         f"model.representation={m.representation}, seed={c.seed}",
         f"- optim.strategy={o.get('strategy', '?')}, optim.lr={o.get('lr', '?')}, "
-        f"train.steps={c.train.steps}, train.batch_size={c.train.batch_size}",
+        f"{length}, train.batch_size={c.train.batch_size}",
         "- tasks: " + ", ".join(f"{td.task.name} ({td.task.kind})" for td in run.tasks),
     ]
     try:

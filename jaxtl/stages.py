@@ -8,6 +8,8 @@ batches only from its own tasks, and the heads of the other tasks are frozen in 
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -19,6 +21,8 @@ from jaxtl import features, metrics, train
 from jaxtl.data import feed, mixture
 from jaxtl.data.prepare import TaskData
 from jaxtl.objectives import Objective, heads_active_fn, switch_loss, switch_predict
+
+log = logging.getLogger(__name__)
 
 
 def heads_pattern(keys: Sequence[str]) -> list[str]:
@@ -49,6 +53,32 @@ def eval_sets(task_list: Sequence[TaskData]) -> dict[str, train.EvalSet]:
     }
 
 
+def epoch_steps(
+    name: str, steps: int, epochs: float, own: Sequence[TaskData],
+    stream_pattern: Sequence[str] = (),
+) -> int:  # fmt: skip
+    """A stage's length: ``steps``, or with ``epochs > 0`` that many passes over the ``own``
+    tasks' training batches (their first epoch's counts, summed: a mixture that draws by size
+    sees each example about ``epochs`` times), plus the objective's steps that
+    ``stream_pattern`` puts between them."""
+    if not epochs or epochs <= 0:
+        return steps
+    per_epoch = 0
+    for td in own:
+        if td.train_iter is None or not hasattr(td.train_iter, "batches_per_epoch"):
+            raise ValueError(f"train.epochs: task {td.task.name!r} has no training batches to "
+                             "count epochs in; set train.steps instead")  # fmt: skip
+        per_epoch += td.train_iter.batches_per_epoch()
+    labelled = max(1, math.ceil(epochs * per_epoch))
+    total = labelled
+    if stream_pattern:
+        share = stream_pattern.count("labelled") / len(stream_pattern)
+        total = math.ceil(labelled / share)
+    log.info("stage %s: train.epochs=%g over %d batches per epoch: %d steps", name, epochs,
+             per_epoch, total)  # fmt: skip
+    return total
+
+
 def mixture_stage(
     name: str,
     steps: int,
@@ -63,6 +93,7 @@ def mixture_stage(
     frozen_name: str = "other_tasks_heads",
     objective: Objective | None = None,
     stream_pattern: Sequence[str] = (),
+    epochs: float = 0.0,
 ) -> train.Stage:
     """A stage training the ``own`` tasks, drawn per step by ``config.mixture``, on a model
     whose heads cover ``all_tasks``. Heads of other tasks are frozen in the plan.
@@ -70,7 +101,10 @@ def mixture_stage(
     With ``objective`` (whose stream is among ``all_tasks`` but not ``own``), the objective's
     stream takes the steps that ``stream_pattern`` (:func:`jaxtl.data.mixture.ratio_pattern`)
     marks ``unlabelled``; its batches update the heads :meth:`Objective.owners` names.
+    ``epochs > 0`` sets the stage's length from its data instead of ``steps``
+    (:func:`epoch_steps`).
     """
+    steps = epoch_steps(name, steps, epochs, own, stream_pattern if objective else ())
     mix = mixture.Mixture(
         [td.train_size for td in own],
         scheme=config.mixture.scheme,

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # Keys (or key prefixes ending in ".") that may differ when resuming.
 RESUMABLE_CHANGES = (
     "train.steps",
+    "train.epochs",  # like train.steps: how long, not what
     "train.progress",
     "train.log_every",
     "train.eval_batch_size",

@@ -158,6 +158,10 @@ def test_bad_values_fail_before_any_heavy_work_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"data.max_length=256 is longer than the largest of "
                                          r"data.buckets=\(32, 64, 128\): add a bucket"):  # fmt: skip
         config_lib.validate(c)
+    c = config_lib.base_config()
+    c.train.epochs = -1.0
+    with pytest.raises(ValueError, match=r"train.epochs=-1.0: must be >= 0"):
+        config_lib.validate(c)
     cmd = [sys.executable, "launch.py", "--regime=multitask", "--config.optim.strategy=foo",
            f"--workdir={tmp_path / 'x'}"]  # fmt: skip
     p = _run(cmd)

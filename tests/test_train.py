@@ -122,3 +122,44 @@ def test_multitask_refinement_stage(tiny_bert_dir, tmp_path):
         losses = _train_losses(wd / "refine" / task)
         assert sorted(losses) == [1, 2, 3]
     assert "multitask + refinement" in p.stdout
+
+
+def test_train_epochs_sets_the_stage_length_from_the_data(tiny_bert_dir, tmp_path):
+    """--config.train.epochs=2: the joint stage runs twice its tasks' batches per epoch (the
+    log states both numbers, the last training step is that count) while refinement keeps its
+    own refine.steps."""
+    import re
+
+    wd = tmp_path / "wd"
+    cmd = _cmd(wd, tiny_bert_dir, "--config.train.epochs=2", "--config.refine.steps=2",
+               "--config.train.eval_every=0", "--config.train.log_every=1")  # fmt: skip
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (m,) = re.findall(r"stage multitask: train\.epochs=2 over (\d+) batches per epoch: (\d+) "
+                      r"steps", p.stderr)  # fmt: skip
+    per_epoch, steps = int(m[0]), int(m[1])
+    # 3 tasks of 64 examples, 8 packed rows a batch: at least one batch each
+    assert 3 <= per_epoch <= 24 and steps == 2 * per_epoch != 16  # not train.steps
+    assert max(_train_losses(wd)) == steps
+    assert max(_train_losses(wd / "refine" / "builtin_ner")) == 2
+
+
+def test_epoch_steps_counts_the_tasks_batches_and_the_objectives_share():
+    from types import SimpleNamespace
+
+    from jaxtl.stages import epoch_steps
+
+    def td(n):
+        return SimpleNamespace(task=SimpleNamespace(name=f"t{n}"),
+                               train_iter=SimpleNamespace(batches_per_epoch=lambda: n))  # fmt: skip
+
+    own = [td(3), td(4)]
+    assert epoch_steps("s", 300, 0.0, own) == 300  # off: train.steps
+    assert epoch_steps("s", 300, 2.0, own) == 14
+    assert epoch_steps("s", 300, 0.5, own) == 4  # ceil(3.5)
+    # one labelled step in three (an objective's stream takes the others): 3x the steps
+    pattern = ("unlabelled", "labelled", "unlabelled")
+    assert epoch_steps("s", 300, 1.0, own, pattern) == 21
+    with pytest.raises(ValueError, match="task 't9' has no training batches"):
+        epoch_steps("s", 300, 1.0, [SimpleNamespace(task=SimpleNamespace(name="t9"),
+                                                    train_iter=None)])  # fmt: skip

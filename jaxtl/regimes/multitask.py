@@ -79,7 +79,7 @@ def joint_stage(config: ml_collections.ConfigDict, task_list: list[TaskData], pa
              {n: round(float(p), 4) for n, p in zip(names, mix.probabilities(0))})  # fmt: skip
     return stages.mixture_stage(
         name, config.train.steps, task_list, task_list, params, config, config.optim,
-        eval_every=config.train.eval_every, weights=weights,
+        eval_every=config.train.eval_every, weights=weights, epochs=config.train.epochs,
     )  # fmt: skip
 
 
@@ -100,6 +100,7 @@ def refine(joint: Run) -> dict[str, Any]:
         c = ml_collections.ConfigDict(config.to_dict())
         c.tasks.names = (name,)  # the task as named in the config (a spec string stays one)
         c.train.steps = config.refine.steps
+        c.train.epochs = 0.0  # refine.steps is the refinement's length
         c.optim.lr = config.refine.lr
         c.refine.steps = 0
         # The joint model to refine: its selected (best) params with train.restore_best.

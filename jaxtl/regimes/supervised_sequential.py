@@ -75,6 +75,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         ))  # fmt: skip
     plan.append(stages.mixture_stage(
         "target", config.train.steps, target, r.tasks, r.params, config, config.optim,
-        eval_every=config.train.eval_every,
+        eval_every=config.train.eval_every, epochs=config.train.epochs,
     ))  # fmt: skip
     return finish(r, plan, "supervised sequential: dev results")

@@ -144,5 +144,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     plan.append(stages.mixture_stage(
         "adapt", config.train.steps, r.tasks, r.all_tasks, r.params, config, config.optim,
         eval_every=config.train.eval_every, frozen_name="lm_head_dropped",
+        epochs=config.train.epochs,
     ))  # fmt: skip
     return finish(r, plan, "unsupervised sequential: dev results")
