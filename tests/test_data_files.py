@@ -126,6 +126,34 @@ def test_jsonl_classification_and_tagging(tmp_path):
                  label="t", kind="tagging")  # fmt: skip
 
 
+def test_tagging_from_a_table_of_space_separated_words_and_tags(tmp_path):
+    """kind=tagging on a .tsv/.csv whose text=/label= name columns: each row holds a sentence's
+    words and its tags, space-separated (a layout pandas and many NER sets use); a .tsv with
+    column numbers (or none) is still CoNLL, one word per line."""
+    (tmp_path / "train.tsv").write_text("tokens\ttags\nAnn runs\tB-PER O\nBob sat .\tB-PER O O\n")
+    (tmp_path / "dev.tsv").write_text("tokens\ttags\nCy , too\tB-PER O O\nDee ran\tB-PER\n")
+    (tmp_path / "test.tsv").write_text("tokens\nEve sat\n")
+    task = get_task("file:name=t,path={split}.tsv,text=tokens,label=tags,kind=tagging,"
+                    "on_bad_row=skip", tmp_path)  # fmt: skip
+    assert task.kind == "tagging" and task.iob and task.label_names == ("B-PER", "O")
+    assert [(e.words, e.label) for e in task.load("train")] == [
+        (("Ann", "runs"), ("B-PER", "O")),
+        (("Bob", "sat", "."), ("B-PER", "O", "O")),
+    ]
+    dev = task.load("dev")
+    assert [e.words for e in dev] == [("Cy", ",", "too")]
+    assert dev.skip_reasons == [f"{tmp_path / 'dev.tsv'}:3: tagging needs equal-length lists "
+                                "of words and tags (got 2 words, 1 tags)"]  # fmt: skip
+    assert [(e.words, e.label) for e in task.load("test")] == [(("Eve", "sat"), None)]
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "train.csv").write_text('tokens,tags\n"Ann , too",B-PER O O\n')
+    csv = get_task("file:name=c,path=csv/train.csv,text=tokens,label=tags,kind=tagging", tmp_path)
+    assert csv.load("train")[0].words == ("Ann", ",", "too")
+    (tmp_path / "conll.tsv").write_text("Ann\tB-PER\nruns\tO\n")
+    conll = get_task("file:name=c,path=conll.tsv,kind=tagging,delimiter=tab", tmp_path)
+    assert conll.load("train")[0].label == ("B-PER", "O")
+
+
 def test_text_corpus_and_wikitext_headings(tmp_path):
     (tmp_path / "c.txt").write_text("first line\n\n = Heading = \nsecond\n")
     assert [e.text for e in get_task("text", tmp_path, path="c.txt").load("train")] == [

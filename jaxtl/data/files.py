@@ -13,8 +13,9 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
 - ``text`` (required), ``text_pair`` (optional second segment), ``label`` (the target column;
   absent for ``kind="lm"``), ``target`` (translation).
-- ``kind``: ``classification`` | ``regression`` | ``tagging`` (JSONL only: ``text`` holds a list
-  of words and ``label`` a list of tags) | ``lm`` | ``translation``.
+- ``kind``: ``classification`` | ``regression`` | ``tagging`` (JSONL: ``text`` holds a list of
+  words and ``label`` a list of tags; TSV/CSV: each cell holds them space-separated) | ``lm`` |
+  ``translation``.
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
   When omitted for classification / tagging it is read from the train split (sorted).
 - ``name``, ``metrics``, ``main_metric`` (defaults by kind), ``on_bad_row`` = error | skip.
@@ -102,6 +103,11 @@ def _field(names: Sequence[str] | None, rec: Any, col: str | int | None, path: s
     return rec[column(names, col, path)]
 
 
+def _tokens(value: Any) -> Any:
+    """A tagging cell as a list: a JSON list as it is, a table's string split on whitespace."""
+    return value.split() if isinstance(value, str) else value
+
+
 @register("file")
 def file_task(
     data_dir: str | None = None,
@@ -123,8 +129,6 @@ def file_task(
 ) -> Task:
     """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
-    if kind == "tagging" and format != "jsonl":
-        raise ValueError("file task: tagging from a table is read with get_task('conll', ...)")
     if kind in ("classification", "regression", "tagging") and label is None:
         raise ValueError(f"file task: kind={kind!r} needs a label column")
 
@@ -175,6 +179,8 @@ def file_task(
                 bad(where, "row has fewer columns than the mapping needs")
                 continue
             if kind == "tagging":
+                # A table's cells hold the words and the tags space-separated; JSON, lists.
+                t, raw = _tokens(t), _tokens(raw)
                 if not labelled:  # words alone (a test set to predict)
                     if not (isinstance(t, list) and t):
                         bad(where, f"tagging needs a non-empty list of words in {text!r}")
@@ -183,7 +189,9 @@ def file_task(
                     out.append(Example(" ".join(words), None, None, words=words, source=where))
                     continue
                 if not (isinstance(t, list) and isinstance(raw, list) and len(t) == len(raw)):
-                    bad(where, "tagging needs equal-length lists of words and tags")
+                    got = (f" (got {len(t)} words, {len(raw)} tags)" if isinstance(t, list)
+                           and isinstance(raw, list) else "")  # fmt: skip
+                    bad(where, f"tagging needs equal-length lists of words and tags{got}")
                     continue
                 tags = tuple(str(x) for x in raw)
                 if names_map is not None:

@@ -23,8 +23,10 @@ Which reader reads ``file:`` (``hf:`` always goes to :func:`jaxtl.data.hf_datase
 
 - ``format=tsv|csv|jsonl`` (the default when P ends so; ``.json`` is JSON lines; anything else
   is tsv) → the ``file`` factory (:mod:`jaxtl.data.files`);
-- ``format=conll|conllu``, a ``.conll``/``.conllu`` path, or ``kind=tagging`` with a path that is
-  not JSON lines → the ``conll`` factory (:mod:`jaxtl.data.conll`; ``text``/``label`` may name its
+- ``kind=tagging`` on a ``.tsv``/``.csv`` path whose ``text``/``label`` name columns → the
+  ``file`` factory (a row per sentence, words and tags space-separated);
+- ``format=conll|conllu``, a ``.conll``/``.conllu`` path, or ``kind=tagging`` with another path
+  that is not JSON lines → the ``conll`` factory (:mod:`jaxtl.data.conll`; ``text``/``label`` may name its
   ``word_column``/``tag_column``; CoNLL-U defaults to ``word_column=1``, ``tag_column=3``: UPOS);
 - ``kind=lm`` with ``format=txt``, a ``.txt``/``.tokens`` path or a path with no extension (a
   folder), or ``format=txt`` → the ``text`` corpus factory (:mod:`jaxtl.data.text`: one file, a
@@ -221,6 +223,13 @@ def _conll_column(value: Any, alias: str, spec: str) -> int:
     )
 
 
+def _names_a_column(o: dict[str, Any]) -> bool:
+    """Whether ``text=``/``label=`` name a table's columns (``text=tokens``) rather than give
+    CoNLL's 0-based column numbers."""
+    return any(isinstance(o.get(k), str) and not re.fullmatch(r"-?\d+", o[k])
+               for k in ("text", "label"))  # fmt: skip
+
+
 def _one_file_is_train(o: dict[str, Any]) -> None:
     """A ``path`` with neither ``{split}`` nor a glob names one file: the train split."""
     p = o.get("path")
@@ -243,6 +252,8 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
             fmt = ext[1:]
         elif kind == "lm" and ext in (".txt", ".tokens", ""):
             fmt = "txt"
+        elif kind == "tagging" and ext in (".tsv", ".csv") and _names_a_column(o):
+            fmt = ext[1:]  # a table: words and tags in named columns, space-separated
         elif kind == "tagging" and ext not in (".jsonl", ".json"):
             fmt = "conll"
         elif ext in (".tsv", ".csv", ".jsonl"):
