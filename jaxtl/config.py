@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 32
     c.train.eval_batch_size = 64
     c.train.eval_every = 100  # 0 = evaluate at the end of each stage only
+    # True: the stage train.steps drives evaluates (and selects) once per pass over its data
+    # instead, as the Trainer's eval_strategy="epoch" and Keras' fit do.
+    c.train.eval_per_epoch = False
     c.train.log_every = 10
     c.train.accum_steps = 1  # micro-batches per step (batch_size must divide evenly)
     c.train.early_stop_patience = 0

@@ -53,29 +53,34 @@ def eval_sets(task_list: Sequence[TaskData]) -> dict[str, train.EvalSet]:
     }
 
 
+def steps_per_epoch(own: Sequence[TaskData], stream_pattern: Sequence[str] = (),
+                    key: str = "train.epochs") -> tuple[int, float]:  # fmt: skip
+    """``(batches, steps)`` of one pass over the ``own`` tasks' training data: their first
+    epoch's batch counts, summed (a mixture that draws by size sees each example about once in
+    that many steps), and the steps they take with the objective's steps that
+    ``stream_pattern`` puts between them. ``key`` names the setting that asked."""
+    batches = 0
+    for td in own:
+        if td.train_iter is None or not hasattr(td.train_iter, "batches_per_epoch"):
+            raise ValueError(f"{key}: task {td.task.name!r} has no training batches to count "
+                             "epochs in; set train.steps / train.eval_every instead")  # fmt: skip
+        batches += td.train_iter.batches_per_epoch()
+    share = stream_pattern.count("labelled") / len(stream_pattern) if stream_pattern else 1.0
+    return batches, batches / share
+
+
 def epoch_steps(
     name: str, steps: int, epochs: float, own: Sequence[TaskData],
     stream_pattern: Sequence[str] = (),
 ) -> int:  # fmt: skip
     """A stage's length: ``steps``, or with ``epochs > 0`` that many passes over the ``own``
-    tasks' training batches (their first epoch's counts, summed: a mixture that draws by size
-    sees each example about ``epochs`` times), plus the objective's steps that
-    ``stream_pattern`` puts between them."""
+    tasks' training data (:func:`steps_per_epoch`)."""
     if not epochs or epochs <= 0:
         return steps
-    per_epoch = 0
-    for td in own:
-        if td.train_iter is None or not hasattr(td.train_iter, "batches_per_epoch"):
-            raise ValueError(f"train.epochs: task {td.task.name!r} has no training batches to "
-                             "count epochs in; set train.steps instead")  # fmt: skip
-        per_epoch += td.train_iter.batches_per_epoch()
-    labelled = max(1, math.ceil(epochs * per_epoch))
-    total = labelled
-    if stream_pattern:
-        share = stream_pattern.count("labelled") / len(stream_pattern)
-        total = math.ceil(labelled / share)
+    batches, per_epoch = steps_per_epoch(own, stream_pattern)
+    total = max(1, math.ceil(epochs * per_epoch))
     log.info("stage %s: train.epochs=%g over %d batches per epoch: %d steps", name, epochs,
-             per_epoch, total)  # fmt: skip
+             batches, total)  # fmt: skip
     return total
 
 
@@ -94,6 +99,7 @@ def mixture_stage(
     objective: Objective | None = None,
     stream_pattern: Sequence[str] = (),
     epochs: float = 0.0,
+    eval_per_epoch: bool = False,
 ) -> train.Stage:
     """A stage training the ``own`` tasks, drawn per step by ``config.mixture``, on a model
     whose heads cover ``all_tasks``. Heads of other tasks are frozen in the plan.
@@ -102,9 +108,14 @@ def mixture_stage(
     stream takes the steps that ``stream_pattern`` (:func:`jaxtl.data.mixture.ratio_pattern`)
     marks ``unlabelled``; its batches update the heads :meth:`Objective.owners` names.
     ``epochs > 0`` sets the stage's length from its data instead of ``steps``
-    (:func:`epoch_steps`).
+    (:func:`epoch_steps`); ``eval_per_epoch`` evaluates once per pass over it instead of
+    every ``eval_every`` steps.
     """
-    steps = epoch_steps(name, steps, epochs, own, stream_pattern if objective else ())
+    pattern = stream_pattern if objective else ()
+    steps = epoch_steps(name, steps, epochs, own, pattern)
+    if eval_per_epoch:
+        eval_every = max(1, round(steps_per_epoch(own, pattern, "train.eval_per_epoch")[1]))
+        log.info("stage %s: evaluated every %d steps (train.eval_per_epoch)", name, eval_every)
     mix = mixture.Mixture(
         [td.train_size for td in own],
         scheme=config.mixture.scheme,

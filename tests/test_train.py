@@ -127,12 +127,12 @@ def test_multitask_refinement_stage(tiny_bert_dir, tmp_path):
 def test_train_epochs_sets_the_stage_length_from_the_data(tiny_bert_dir, tmp_path):
     """--config.train.epochs=2: the joint stage runs twice its tasks' batches per epoch (the
     log states both numbers, the last training step is that count) while refinement keeps its
-    own refine.steps."""
+    own refine.steps; with train.eval_per_epoch it evaluates after each pass."""
     import re
 
     wd = tmp_path / "wd"
     cmd = _cmd(wd, tiny_bert_dir, "--config.train.epochs=2", "--config.refine.steps=2",
-               "--config.train.eval_every=0", "--config.train.log_every=1")  # fmt: skip
+               "--config.train.eval_per_epoch=True", "--config.train.log_every=1")  # fmt: skip
     p = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     (m,) = re.findall(r"stage multitask: train\.epochs=2 over (\d+) batches per epoch: (\d+) "
@@ -141,6 +141,9 @@ def test_train_epochs_sets_the_stage_length_from_the_data(tiny_bert_dir, tmp_pat
     # 3 tasks of 64 examples, 8 packed rows a batch: at least one batch each
     assert 3 <= per_epoch <= 24 and steps == 2 * per_epoch != 16  # not train.steps
     assert max(_train_losses(wd)) == steps
+    evals = sorted({r["step"] for r in map(json.loads, (wd / "metrics.jsonl").read_text()
+                                           .splitlines()) if r["split"] == "dev"})  # fmt: skip
+    assert evals == [per_epoch, steps], evals  # not every 8 steps (_cmd's train.eval_every)
     assert max(_train_losses(wd / "refine" / "builtin_ner")) == 2
 
 

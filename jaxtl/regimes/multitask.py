@@ -80,6 +80,7 @@ def joint_stage(config: ml_collections.ConfigDict, task_list: list[TaskData], pa
     return stages.mixture_stage(
         name, config.train.steps, task_list, task_list, params, config, config.optim,
         eval_every=config.train.eval_every, weights=weights, epochs=config.train.epochs,
+        eval_per_epoch=config.train.eval_per_epoch,
     )  # fmt: skip
 
 

@@ -121,5 +121,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "joint", config.train.steps, r.tasks, r.all_tasks, r.params, config, config.optim,
         eval_every=config.train.eval_every, objective=objective,
         stream_pattern=stream_pattern(config.unlabelled.ratio), epochs=config.train.epochs,
+        eval_per_epoch=config.train.eval_per_epoch,
     )  # fmt: skip
     return finish(r, [stage], f"self-supervised ({config.objective}): dev results")

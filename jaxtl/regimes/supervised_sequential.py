@@ -76,5 +76,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     plan.append(stages.mixture_stage(
         "target", config.train.steps, target, r.tasks, r.params, config, config.optim,
         eval_every=config.train.eval_every, epochs=config.train.epochs,
+        eval_per_epoch=config.train.eval_per_epoch,
     ))  # fmt: skip
     return finish(r, plan, "supervised sequential: dev results")

@@ -145,5 +145,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "adapt", config.train.steps, r.tasks, r.all_tasks, r.params, config, config.optim,
         eval_every=config.train.eval_every, frozen_name="lm_head_dropped",
         epochs=config.train.epochs,
+        eval_per_epoch=config.train.eval_per_epoch,
     ))  # fmt: skip
     return finish(r, plan, "unsupervised sequential: dev results")
