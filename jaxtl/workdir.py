@@ -143,7 +143,7 @@ RUN_FILES = SETUP_FILES | frozenset(
 )  # fmt: skip
 RUN_FOLDERS = frozenset(
     {"checkpoints", "best", "predictions", "tensorboard", "features", "refine",
-     "corrupt_checkpoints"}
+     "corrupt_checkpoints", "target_tokenizer"}
 )  # fmt: skip
 
 
