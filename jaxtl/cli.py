@@ -177,11 +177,17 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
             return
         if not args.input:
             raise ValueError("--predict needs --input=FILE (or - for stdin)")
-        n = predict_command(args.workdir, args.input, args.output, args.task, args.input_format)
+        n, scores = predict_command(args.workdir, args.input, args.output, args.task,
+                                    args.input_format)  # fmt: skip
     except (ValueError, OSError) as e:  # user errors (a file, a folder): one line, no traceback
         sys.exit(_one_line(f"{prog}: {e}"))
+    # stdout carries the predictions when --output=-: the summary goes to stderr then.
+    out = sys.stdout if args.output != "-" else sys.stderr
     if args.output != "-":
-        print(f"jaxtl: {n} predictions written to {args.output}")
+        print(f"jaxtl: {n} predictions written to {args.output}", file=out)
+    if scores is not None:
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in scores.items())
+        print(f"jaxtl: against the input's gold labels ({n} examples): {shown}", file=out)
 
 
 def _stop_on_full_disk(e: OSError, workdir: str) -> NoReturn:

@@ -183,11 +183,43 @@ def score_task(
         return results | {"bleu": bleu(hyp, ref)}
     else:
         raise ValueError(f"score_task: unknown task kind {kind!r}")
+    return _score(task, table, gold, pred)
+
+
+def _score(task: Any, table: Mapping[str, Callable[..., float]], gold: Any, pred: Any
+           ) -> dict[str, float]:  # fmt: skip
+    results: dict[str, float] = {}
     for m in task.metrics:
         if m not in table:
-            raise ValueError(f"metric {m!r} does not apply to {kind} task {task.name!r}")
+            raise ValueError(f"metric {m!r} does not apply to {task.kind} task {task.name!r}")
         results[m] = table[m](gold, pred)
     return results
+
+
+def score_records(task: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Every metric of ``task`` from prediction records (:mod:`jaxtl.predictions`) that carry
+    ``gold``: what ``--predict`` reports for a labelled input file. A word left untagged (no
+    sub-token of its own) counts as ``O``; a translation is scored by BLEU alone (perplexity
+    needs the reference's likelihood, which a record does not hold)."""
+    if not records or any("gold" not in r for r in records):
+        raise ValueError(f"score_records: every record of task {task.name!r} needs its gold")
+    kind = task.kind
+    if kind == "classification":
+        ids = {n: i for i, n in enumerate(task.label_names)}
+        gold_ids = [ids[r["gold"]] for r in records]
+        return _score(task, CLASS_METRICS, gold_ids, [ids[r["label"]] for r in records])
+    if kind == "regression":
+        scores = [float(r["gold"]) for r in records]
+        return _score(task, SCORE_METRICS, scores, [float(r["score"]) for r in records])
+    if kind == "tagging":
+        tags = [list(r["gold"]) for r in records]
+        pred = [[t if t is not None else "O" for t in r["tags"]] for r in records]
+        return _score(task, TAG_METRICS, tags, pred)
+    if kind == "translation":
+        if "bleu" not in task.metrics:
+            return {}
+        return {"bleu": bleu([r["translation"] for r in records], [r["gold"] for r in records])}
+    raise ValueError(f"score_records: task {task.name!r} of kind {kind!r} has no records")
 
 
 # GLUE's per-task metrics; a task with two metrics contributes their mean, as on the leaderboard.

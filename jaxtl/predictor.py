@@ -26,7 +26,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from jaxtl import assembly, checkpoint, fileio, objectives, predictions, runtime
+from jaxtl import assembly, checkpoint, fileio, metrics, objectives, predictions, runtime
 from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
@@ -204,6 +204,14 @@ class Predictor:
         return predictions.records(td.task, examples, enc, buckets, outputs, batches,
                                    labelled=labelled, detokenize=detok)  # fmt: skip
 
+    def evaluate(self, inputs: Iterable[Any], task: str | None = None) -> dict[str, float]:
+        """The task's metrics on labelled ``inputs`` (:class:`~jaxtl.data.tasks.Example` objects
+        with labels, or a file's examples from :meth:`read_input`), as the run scores its dev
+        and test splits: ``{"accuracy": …, "macro_f1": …}``."""
+        td = self.task(task)
+        examples = [self._example(x, td.task, i) for i, x in enumerate(inputs)]
+        return metrics.score_records(td.task, self.predict_examples(examples, td))
+
     def _predict_windows(self, examples, words, windows, td: TaskData, progress: bool):
         """Tagging records for texts longer than ``data.max_length`` tokens: each is tagged in
         overlapping windows of words that fit, and each word keeps the tag of the window where
@@ -370,9 +378,10 @@ def load(workdir: str | epath.Path, **kwargs: Any) -> Predictor:
 
 
 def predict_command(workdir: str, input_path: str, output: str, task: str | None,
-                    input_format: str = "auto") -> int:  # fmt: skip
+                    input_format: str = "auto") -> tuple[int, dict[str, float] | None]:  # fmt: skip
     """``launch.py --predict``: records for every row of ``input_path`` to ``output`` ("-" =
-    stdout); returns the number of rows."""
+    stdout); returns the number of rows and, when every row has a gold label, the task's
+    metrics against them (None otherwise)."""
     if input_path != "-" and not epath.Path(input_path).exists():  # before the model loads
         raise ValueError(f"--input={input_path}: no such file")
     if output != "-":
@@ -390,4 +399,5 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
             sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
     else:
         predictions.write_jsonl(output, rows)
-    return len(rows)
+    scored = bool(rows) and all("gold" in r for r in rows)
+    return len(rows), metrics.score_records(td.task, rows) if scored else None

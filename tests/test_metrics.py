@@ -101,3 +101,22 @@ def test_glue_average_averages_two_metric_tasks_first():
         metrics.glue_average({"builtin/ner": {"span_f1": 1.0}})
     assert metrics.glue_average({"builtin/ner": {"span_f1": 1.0}},
                                 {"builtin/ner": ("span_f1",)}) == 1.0  # fmt: skip
+
+
+def test_score_records_scores_prediction_lines_against_their_gold():
+    from types import SimpleNamespace
+
+    clf = SimpleNamespace(name="c", kind="classification", label_names=("neg", "pos"),
+                          metrics=("accuracy", "macro_f1"))  # fmt: skip
+    rows = [{"gold": "pos", "label": "pos"}, {"gold": "neg", "label": "pos"},
+            {"gold": "neg", "label": "neg"}, {"gold": "pos", "label": "pos"}]  # fmt: skip
+    got = metrics.score_records(clf, rows)
+    assert got["accuracy"] == 0.75 and got["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    tag = SimpleNamespace(name="t", kind="tagging", label_names=("B-PER", "O"),
+                          metrics=("span_f1", "token_accuracy"))  # fmt: skip
+    # an untagged word (None) counts as O: the gold entity is missed, not a crash
+    got = metrics.score_records(tag, [{"gold": ["B-PER", "O"], "tags": [None, "O"]},
+                                      {"gold": ["B-PER"], "tags": ["B-PER"]}])  # fmt: skip
+    assert got == {"span_f1": pytest.approx(2 / 3), "token_accuracy": pytest.approx(2 / 3)}
+    with pytest.raises(ValueError, match="needs its gold"):
+        metrics.score_records(clf, [{"label": "pos"}])

@@ -142,6 +142,37 @@ def test_window_tags_come_from_the_window_where_the_word_is_most_central():
     assert merge_windows(windows, tags) == [["a0", "a1", "a2", "b3", "b4", "b5"], ["c0", "c1"]]
 
 
+def test_predict_on_a_labelled_file_reports_the_runs_own_metrics(trained, tmp_path):
+    """--predict on a file with gold labels prints the task's metrics against them; on the
+    run's own dev / test files they are the run's results.json / results_test.json."""
+    import jaxtl
+    from jaxtl.predictor import predict_command
+
+    d, wd, _ = trained
+    dev = json.loads((wd / "results.json").read_text())
+    test = json.loads((wd / "results_test.json").read_text())
+    n, scores = predict_command(str(wd), str(d / "dev.tsv"), str(tmp_path / "a.jsonl"), "mine")
+    assert n == 12 and scores == pytest.approx(dev["mine"], abs=1e-9)
+    _, scores = predict_command(str(wd), str(d / "test.conll"), str(tmp_path / "b.jsonl"), "ner")
+    assert scores == pytest.approx(test["ner"], abs=1e-9)
+    _, scores = predict_command(str(wd), str(d / "dev.csv"), str(tmp_path / "c.jsonl"), "sts")
+    assert set(scores) == set(dev["sts"])  # packed in other rows: scores equal to rounding
+    assert scores == pytest.approx(dev["sts"], abs=1e-4)
+    # an unlabelled file (test.tsv has no label column): predictions, no scores
+    assert (
+        predict_command(str(wd), str(d / "test.tsv"), str(tmp_path / "d.jsonl"), "mine")[1] is None
+    )
+    model = jaxtl.load(wd)
+    examples = model.read_input(str(d / "dev.tsv"), model.task("mine"))
+    assert model.evaluate(examples, task="mine") == pytest.approx(dev["mine"], abs=1e-9)
+    p = _launch("--predict", f"--workdir={wd}", f"--input={d / 'dev.tsv'}", "--task=mine",
+                f"--output={tmp_path / 'e.jsonl'}")  # fmt: skip
+    assert p.stdout.splitlines()[-1] == (
+        "jaxtl: against the input's gold labels (12 examples): "
+        f"accuracy={dev['mine']['accuracy']:.4f}  macro_f1={dev['mine']['macro_f1']:.4f}"
+    )
+
+
 def test_predict_inputs_must_fit_the_task(trained, tmp_path):
     """A single sentence for the pair task (or a pair for the single-sentence one) stops with
     its place instead of being scored with the wrong token types; in ``lines`` input, a tab
