@@ -151,7 +151,8 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--predict", action="store_true")
     parser.add_argument("--export", action="store_true", help="export to --output (a folder)")
     parser.add_argument("--workdir", required=True, help="a finished run's workdir")
-    parser.add_argument("--input", help="input file ('-' = stdin)")
+    parser.add_argument("--input", help="input file ('-' = stdin); with gold labels in every "
+                        "row, the task's metrics against them are printed too")  # fmt: skip
     parser.add_argument("--output", default="-", help="output JSONL ('-' = stdout)")
     parser.add_argument("--task", default=None, help="task name, when the run has several")
     parser.add_argument(
