@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import IO, NoReturn
 
 from etils import epath
 
@@ -45,11 +46,40 @@ def write_atomic(path: str | epath.Path, data: str | bytes) -> None:
         tmp.replace(path)
     except OSError as e:
         _discard(tmp)
-        if e.errno is None or e.filename != os.fspath(tmp):
-            raise
-        # The temporary name means nothing to the user: name the file being written (OSError
-        # with an errno builds the matching subclass, FileNotFoundError and the like).
-        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
+        _raise_naming(e, tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _raise_naming(e: OSError, tmp: epath.Path, path: epath.Path) -> NoReturn:
+    """Raise ``e`` naming the file being written instead of its temporary name, which means
+    nothing to the user (OSError with an errno builds the matching subclass)."""
+    if e.errno is None or e.filename != os.fspath(tmp):
+        raise e
+    raise OSError(e.errno, e.strerror, os.fspath(path)) from e
+
+
+@contextlib.contextmanager
+def open_atomic(dest: str | epath.Path) -> Iterator[IO[str]]:
+    """A text file to write ``dest`` through, a line at a time (a stream too large to hold):
+    ``dest`` appears whole when the block ends without error — a temporary file beside it,
+    renamed; for a remote ``dest`` a local temporary file, copied up — and is never left
+    half-written (on an error or a kill the old ``dest``, if any, stays)."""
+    dest = epath.Path(dest)
+    if not is_local(dest):
+        with local_file_for(dest) as local, open(local, "w", encoding="utf-8") as f:
+            yield f
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, dest)
+    except OSError as e:
+        _discard(tmp)
+        _raise_naming(e, tmp, dest)
     except BaseException:
         _discard(tmp)
         raise

@@ -13,12 +13,15 @@ Records are those of :mod:`jaxtl.predictions` (``label`` + ``probs``, ``score`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any
 
 import jax
 import ml_collections
@@ -38,6 +41,9 @@ from jaxtl.objectives import seq2seq as seq2seq_objective
 log = logging.getLogger(__name__)
 
 INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
+# Examples --predict runs through the model at a time: enough to fill packed rows and batches,
+# few enough that the tokens, batches and records of one chunk stay small (tens of MB).
+PREDICT_CHUNK = 8192
 
 
 def _takes_pairs(task: Task) -> bool:
@@ -204,6 +210,29 @@ class Predictor:
         return predictions.records(td.task, examples, enc, buckets, outputs, batches,
                                    labelled=labelled, detokenize=detok)  # fmt: skip
 
+    def predict_stream(self, examples: Iterable[Example], td: TaskData, *,
+                       chunk: int = PREDICT_CHUNK, progress: bool = False) -> Iterator[dict]:  # fmt: skip
+        """:meth:`predict_examples` over an iterable of any length, ``chunk`` examples at a
+        time, yielding the records in input order (``id`` counts from 0 over the whole
+        input): memory stays bounded by the chunk, whatever the input's size."""
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc=f"predict {td.task.name}", unit=" examples", disable=None)
+        done = 0
+        it = iter(examples)
+        try:
+            while part := list(itertools.islice(it, chunk)):
+                for r in self.predict_examples(part, td):
+                    yield r | {"id": done + r["id"]}
+                done += len(part)
+                if bar is not None:
+                    bar.update(len(part))
+        finally:
+            if bar is not None:
+                bar.close()
+
     def evaluate(self, inputs: Iterable[Any], task: str | None = None) -> dict[str, float]:
         """The task's metrics on labelled ``inputs`` (:class:`~jaxtl.data.tasks.Example` objects
         with labels, or a file's examples from :meth:`read_input`), as the run scores its dev
@@ -235,27 +264,42 @@ class Predictor:
         return out
 
     def read_input(self, path: str, td: TaskData, input_format: str = "auto") -> list[Example]:
+        """Every example of ``path`` (:meth:`iter_input`), in a list."""
+        return list(self.iter_input(path, td, input_format))
+
+    def input_format(self, path: str, td: TaskData, input_format: str = "auto") -> str:
+        """The format :meth:`iter_input` reads ``path`` in: ``input_format``, or for ``auto``
+        the one its extension and first line say (see :meth:`iter_input`)."""
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"--input_format={input_format!r}: choose one of {INPUT_FORMATS}")
+        if input_format != "auto":
+            return input_format
+        # By extension: a table or CoNLL file is the task's format.
+        spec = self.specs.get(td.task.name, "")
+        ext = os.path.splitext(str(path))[1].lower()
+        own = ext in (".tsv", ".csv", ".conll", ".conllu", ".parquet", ".arrow")
+        if own and spec.startswith(("file:", "hf:")):
+            return "task"
+        if ext in (".jsonl", ".json"):
+            # {"review": …} for a task read with text=review is the task's own format
+            return "task" if path != "-" and self._has_own_columns(path, spec) else "jsonl"
+        return "lines"
+
+    def iter_input(self, path: str, td: TaskData, input_format: str = "auto") -> Iterator[Example]:
         """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates
         a sentence pair, or a translation source from its reference), ``jsonl`` (objects with
         ``text``, ``text_pair``, ``words``, ``target``), or
         ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks). ``auto``: ``task`` for
         a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of a spec task, and for a .jsonl/.json one
         whose first object holds the task's own text columns; ``jsonl`` for other .jsonl/.json
-        files, else ``lines``."""
-        if input_format not in INPUT_FORMATS:
-            raise ValueError(f"--input_format={input_format!r}: choose one of {INPUT_FORMATS}")
+        files, else ``lines``. ``lines`` and ``jsonl`` are read a line at a time (a file larger
+        than memory streams); the task's own format is read whole."""
         guessed = input_format == "auto"
-        if guessed:  # by extension: a table or CoNLL file is the task's format
-            spec = self.specs.get(td.task.name, "")
-            ext = os.path.splitext(str(path))[1].lower()
-            own = ext in (".tsv", ".csv", ".conll", ".conllu", ".parquet", ".arrow")
-            input_format = ("task" if own and spec.startswith(("file:", "hf:")) else
-                            "jsonl" if ext in (".jsonl", ".json") else "lines")  # fmt: skip
-            if input_format == "jsonl" and path != "-" and self._has_own_columns(path, spec):
-                input_format = "task"  # {"review": …} for a task read with text=review
+        input_format = self.input_format(path, td, input_format)
         if input_format == "task":
             try:
-                return self._read_task_format(path, td)
+                yield from self._read_task_format(path, td)
+                return
             except DataError as e:
                 if not guessed:
                     raise
@@ -265,9 +309,13 @@ class Predictor:
                                 "text per line, jsonl one object per line)") from None  # fmt: skip
         import sys
 
-        text = sys.stdin.read() if path == "-" else epath.Path(path).read_text()
-        out = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        with contextlib.nullcontext(sys.stdin) if path == "-" else epath.Path(path).open() as f:
+            yield from self._read_lines(f, path, td, input_format)
+
+    def _read_lines(self, f: IO[str], path: str, td: TaskData, input_format: str
+                    ) -> Iterator[Example]:  # fmt: skip
+        for n, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
             if not line.strip():
                 continue
             where = f"{'<stdin>' if path == '-' else path}:{n}"
@@ -292,21 +340,19 @@ class Predictor:
                     raise DataError(f"{where}: 'words' must be a list of strings")
                 words = tuple(rec["words"]) if "words" in rec else None
                 text_ = rec.get("text") or " ".join(words or ())
-                out.append(Example(text_, text_pair=rec.get("text_pair"), words=words,
-                                   target=rec.get("target"), source=where))  # fmt: skip
+                yield Example(text_, text_pair=rec.get("text_pair"), words=words,
+                              target=rec.get("target"), source=where)  # fmt: skip
             else:
-                line = line.rstrip("\n")
                 if td.task.kind == "translation":  # source<TAB>reference
                     first, _, second = line.partition("\t")
-                    out.append(Example(first, target=second or None, source=where))
+                    yield Example(first, target=second or None, source=where)
                 elif td.task.kind == "tagging":
-                    out.append(Example(line, words=tuple(line.split()), source=where))
+                    yield Example(line, words=tuple(line.split()), source=where)
                 elif _takes_pairs(td.task):  # sentence<TAB>sentence
                     first, _, second = line.partition("\t")
-                    out.append(Example(first, text_pair=second or None, source=where))
+                    yield Example(first, text_pair=second or None, source=where)
                 else:  # a tab in a single sentence is part of it
-                    out.append(Example(line, source=where))
-        return out
+                    yield Example(line, source=where)
 
     @staticmethod
     def _has_own_columns(path: str, spec: str) -> bool:
@@ -380,8 +426,9 @@ def load(workdir: str | epath.Path, **kwargs: Any) -> Predictor:
 def predict_command(workdir: str, input_path: str, output: str, task: str | None,
                     input_format: str = "auto") -> tuple[int, dict[str, float] | None]:  # fmt: skip
     """``launch.py --predict``: records for every row of ``input_path`` to ``output`` ("-" =
-    stdout); returns the number of rows and, when every row has a gold label, the task's
-    metrics against them (None otherwise)."""
+    stdout), streamed a chunk at a time (:meth:`Predictor.predict_stream`; a file appears whole
+    at the end, never half-written); returns the number of rows and, when every row has a gold
+    label, the task's metrics against them (None otherwise)."""
     if input_path != "-" and not epath.Path(input_path).exists():  # before the model loads
         raise ValueError(f"--input={input_path}: no such file")
     if output != "-":
@@ -390,14 +437,24 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
         workdir_lib.check_output(workdir, output, "--output", folder=False)
     p = load(workdir)
     td = p.task(task)
-    examples = p.read_input(input_path, td, input_format)
-    rows = p.predict_examples(examples, td, progress=True)
-    if output == "-":
-        import sys
-
-        for r in rows:
-            sys.stdout.write(json.dumps(r, ensure_ascii=False) + "\n")
-    else:
-        predictions.write_jsonl(output, rows)
-    scored = bool(rows) and all("gold" in r for r in rows)
-    return len(rows), metrics.score_records(td.task, rows) if scored else None
+    if input_path != "-" and p.input_format(input_path, td, input_format) != "task":
+        # Read line by line while predicting: a bad line stops the command before the model
+        # runs, not after (the task's own format is read whole, and checked, at once).
+        for ex in p.iter_input(input_path, td, input_format):
+            _check_inputs([ex], td.task)
+    examples = p.iter_input(input_path, td, input_format)
+    # What scoring needs of each record (not its text): kept while every record has gold.
+    keep = {"classification": "label", "regression": "score", "tagging": "tags",
+            "translation": "translation"}.get(td.task.kind)  # fmt: skip
+    scored: list[dict[str, Any]] | None = []
+    n = 0
+    with (contextlib.nullcontext(sys.stdout) if output == "-" else
+          fileio.open_atomic(output)) as f:  # fmt: skip
+        for r in p.predict_stream(examples, td, progress=True):
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+            if scored is not None and keep and "gold" in r:
+                scored.append({"gold": r["gold"], keep: r[keep]})
+            else:
+                scored = None
+    return n, metrics.score_records(td.task, scored) if scored else None

@@ -93,6 +93,39 @@ def test_predict_command_and_python_api_match_the_run(run_dir, tmp_path):
     assert p.returncode != 0 and "builtin/ner" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_predict_streams_the_input_a_chunk_at_a_time(run_dir, tmp_path, monkeypatch):
+    """--predict reads lines/JSONL lazily and runs the model a chunk at a time: the records
+    (ids counted over the whole input) equal one pass over everything; a bad line anywhere in
+    a file stops the command before the model runs, and no output file is left."""
+    from jaxtl import predictor as predictor_lib
+    from jaxtl.data import DataError
+
+    rows = _jsonl(run_dir / "predictions/builtin/sentiment/dev.jsonl")[:23]
+    model = jaxtl.load(run_dir)
+    td = model.task("builtin/sentiment")
+    inp = tmp_path / "new.txt"
+    inp.write_text("".join(r["text"] + "\n" for r in rows))
+    whole = model.predict_examples(model.read_input(str(inp), td), td)
+    chunked = list(model.predict_stream(model.iter_input(str(inp), td), td, chunk=5))
+    assert [r["id"] for r in chunked] == list(range(23))
+    assert [(r["text"], r["label"]) for r in chunked] == [(r["text"], r["label"]) for r in whole]
+    np.testing.assert_allclose([r["probs"] for r in chunked], [r["probs"] for r in whole],
+                               atol=1e-5)  # fmt: skip
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows) + '{"text": 3}\n')
+    lazy = model.iter_input(str(bad), td)
+    assert next(lazy).text == rows[0]["text"]  # read as far as asked, not the whole file
+    ran = []
+    real = predictor_lib.Predictor.predict_examples
+    monkeypatch.setattr(predictor_lib.Predictor, "predict_examples",
+                        lambda *a, **k: ran.append(1) or real(*a, **k))  # fmt: skip
+    with pytest.raises(DataError, match=r"bad\.jsonl:24: 'text' must be a string"):
+        predictor_lib.predict_command(str(run_dir), str(bad), str(tmp_path / "out.jsonl"),
+                                      "builtin/sentiment")  # fmt: skip
+    assert ran == []  # the model never ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "new.txt"]  # no output
+
+
 def test_outputs_that_would_overwrite_the_run_are_refused(run_dir, tmp_path):
     """--export/--predict --output onto the workdir, into its own files, or onto another run's
     workdir stop with one line before anything is written; the run's files stay as they were."""
