@@ -226,8 +226,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if int(c[section][name]) < 0:
             raise ValueError(f"{key}={c[section][name]}: must be >= 0")
     t = c.train
-    if not float(t.get("epochs", 0.0)) >= 0:
-        raise ValueError(f"train.epochs={t.epochs}: must be >= 0 (0 = train.steps steps)")
+    for section in ("train", "source", "pretrain", "lm_finetune"):  # each stage's epochs
+        if section in c and "epochs" in c[section] and not float(c[section].epochs) >= 0:
+            raise ValueError(f"{section}.epochs={c[section].epochs}: must be >= 0 (0 = "
+                             f"{section}.steps steps)")  # fmt: skip
     for key, value in (("train.batch_size", t.batch_size), ("train.eval_batch_size",
                        t.eval_batch_size), ("train.accum_steps", t.accum_steps),
                        ("train.log_every", t.log_every), ("data.max_length", c.data.max_length)):  # fmt: skip

@@ -61,26 +61,29 @@ def steps_per_epoch(own: Sequence[TaskData], stream_pattern: Sequence[str] = (),
     ``stream_pattern`` puts between them. ``key`` names the setting that asked."""
     batches = 0
     for td in own:
-        if td.train_iter is None or not hasattr(td.train_iter, "batches_per_epoch"):
+        it = td.train_iter
+        while it is not None and not hasattr(it, "batches_per_epoch"):
+            it = getattr(it, "inner", None)  # an LM objective's masking wraps its batcher
+        if it is None:
             raise ValueError(f"{key}: task {td.task.name!r} has no training batches to count "
-                             "epochs in; set train.steps / train.eval_every instead")  # fmt: skip
-        batches += td.train_iter.batches_per_epoch()
+                             "epochs in; give the stage's steps instead")  # fmt: skip
+        batches += it.batches_per_epoch()
     share = stream_pattern.count("labelled") / len(stream_pattern) if stream_pattern else 1.0
     return batches, batches / share
 
 
 def epoch_steps(
     name: str, steps: int, epochs: float, own: Sequence[TaskData],
-    stream_pattern: Sequence[str] = (),
+    stream_pattern: Sequence[str] = (), key: str = "train.epochs",
 ) -> int:  # fmt: skip
-    """A stage's length: ``steps``, or with ``epochs > 0`` that many passes over the ``own``
-    tasks' training data (:func:`steps_per_epoch`)."""
+    """A stage's length: ``steps``, or with ``epochs > 0`` (the setting ``key``) that many
+    passes over the ``own`` tasks' training data (:func:`steps_per_epoch`)."""
     if not epochs or epochs <= 0:
         return steps
-    batches, per_epoch = steps_per_epoch(own, stream_pattern)
+    batches, per_epoch = steps_per_epoch(own, stream_pattern, key)
     total = max(1, math.ceil(epochs * per_epoch))
-    log.info("stage %s: train.epochs=%g over %d batches per epoch: %d steps", name, epochs,
-             batches, total)  # fmt: skip
+    log.info("stage %s: %s=%g over %d batches per epoch: %d steps", name, key, epochs, batches,
+             total)  # fmt: skip
     return total
 
 
@@ -100,6 +103,7 @@ def mixture_stage(
     stream_pattern: Sequence[str] = (),
     epochs: float = 0.0,
     eval_per_epoch: bool = False,
+    epochs_key: str = "train.epochs",
 ) -> train.Stage:
     """A stage training the ``own`` tasks, drawn per step by ``config.mixture``, on a model
     whose heads cover ``all_tasks``. Heads of other tasks are frozen in the plan.
@@ -108,11 +112,11 @@ def mixture_stage(
     stream takes the steps that ``stream_pattern`` (:func:`jaxtl.data.mixture.ratio_pattern`)
     marks ``unlabelled``; its batches update the heads :meth:`Objective.owners` names.
     ``epochs > 0`` sets the stage's length from its data instead of ``steps``
-    (:func:`epoch_steps`); ``eval_per_epoch`` evaluates once per pass over it instead of
+    (:func:`epoch_steps`; ``epochs_key`` names the setting in messages); ``eval_per_epoch`` evaluates once per pass over it instead of
     every ``eval_every`` steps.
     """
     pattern = stream_pattern if objective else ()
-    steps = epoch_steps(name, steps, epochs, own, pattern)
+    steps = epoch_steps(name, steps, epochs, own, pattern, epochs_key)
     if eval_per_epoch:
         eval_every = max(1, round(steps_per_epoch(own, pattern, "train.eval_per_epoch")[1]))
         log.info("stage %s: evaluated every %d steps (train.eval_per_epoch)", name, eval_every)

@@ -166,3 +166,25 @@ def test_epoch_steps_counts_the_tasks_batches_and_the_objectives_share():
     with pytest.raises(ValueError, match="task 't9' has no training batches"):
         epoch_steps("s", 300, 1.0, [SimpleNamespace(task=SimpleNamespace(name="t9"),
                                                     train_iter=None)])  # fmt: skip
+
+
+@pytest.mark.parametrize("regime,key,stage", [
+    ("supervised_sequential", "source.epochs", "source"),
+    ("unsupervised_sequential", "pretrain.epochs", "pretrain"),  # masked-LM batches, wrapped
+])  # fmt: skip
+def test_the_earlier_stages_take_epochs_too(tiny_bert_dir, tmp_path, regime, key, stage):
+    """source.epochs (STILTs' intermediate task) and pretrain.epochs (the LM corpus) size their
+    stage from its data as train.epochs does the last one."""
+    import re
+
+    wd = tmp_path / "wd"
+    cmd = [sys.executable, str(REPO / "launch.py"), f"--regime={regime}", f"--workdir={wd}",
+           f"--config={REPO / 'configs' / f'{regime}.py'}:tiny", f"--config.model.name={tiny_bert_dir}",
+           f"--config.{key}=1", "--config.train.log_every=1"]  # fmt: skip
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (m,) = re.findall(rf"stage {stage}: {re.escape(key)}=1 over (\d+) batches per epoch: (\d+) "
+                      r"steps", p.stderr)  # fmt: skip
+    assert int(m[0]) == int(m[1]) >= 1 and int(m[1]) != 10  # not the :tiny config's 10 steps
+    done = re.findall(rf"stage {stage} done at step (\d+)", p.stderr)
+    assert done == [m[1]], done

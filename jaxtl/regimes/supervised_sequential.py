@@ -44,6 +44,7 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.source = ml_collections.ConfigDict()
     c.source.tasks = ("builtin/entailment",)
     c.source.steps = 200
+    c.source.epochs = 0.0  # >0: passes over the source tasks' data instead of source.steps
     c.source.eval_every = 0
     c.source.optim = partition.default_optim_config()
     c.source.optim.lr = 1e-4
@@ -72,6 +73,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         plan.append(stages.mixture_stage(
             "source", config.source.steps, source, r.tasks, r.params, config,
             config.source.optim, eval_every=config.source.eval_every,
+            epochs=config.source.epochs, epochs_key="source.epochs",
         ))  # fmt: skip
     plan.append(stages.mixture_stage(
         "target", config.train.steps, target, r.tasks, r.params, config, config.optim,

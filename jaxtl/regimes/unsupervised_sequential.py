@@ -64,6 +64,7 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.corpus = "builtin/corpus"  # an lm-kind task: builtin/corpus | wikitext | text
     c.pretrain.steps = 200  # 0 = no LM stage (adapt the checkpoint as it is)
+    c.pretrain.epochs = 0.0  # >0 (with steps > 0): passes over the corpus instead of steps
     c.pretrain.objective = "auto"  # auto (clm for GPT-2, else mlm) | mlm | clm | unilm
     # objective=unilm: weights of its attention-mask kinds per batch (the paper's by default)
     c.pretrain.unilm = ml_collections.ConfigDict(dict(PAPER_MIX))
@@ -79,6 +80,7 @@ def add_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # adaptive MLM), same LM objective and head as pretrain; off with steps=0.
     c.lm_finetune = ml_collections.ConfigDict()
     c.lm_finetune.steps = 0
+    c.lm_finetune.epochs = 0.0  # >0 (with steps > 0): passes over its text instead of steps
     c.lm_finetune.corpus = ""  # "" = the target tasks' own input text; else any lm corpus
     c.lm_finetune.block_size = 128
     c.lm_finetune.eval_every = 0
@@ -133,12 +135,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         plan.append(stages.mixture_stage(
             "pretrain", p.steps, [lm.data], r.all_tasks, r.params, config, optim,
             eval_every=p.eval_every, frozen_name="unused_while_pretraining",
+            epochs=p.epochs, epochs_key="pretrain.epochs",
         ))  # fmt: skip
     if ft is not None:
         optim = stages.freeze_rules(f.optim, [r"^representation/"], "unused_while_pretraining")
         plan.append(stages.mixture_stage(
             "lm_finetune", f.steps, [ft.data], r.all_tasks, r.params, config, optim,
             eval_every=f.eval_every, frozen_name="unused_while_pretraining",
+            epochs=f.epochs, epochs_key="lm_finetune.epochs",
         ))  # fmt: skip
     # "Remove the pretraining output layer and add task layers": the LM head is frozen.
     plan.append(stages.mixture_stage(
