@@ -181,6 +181,13 @@ class Trainer:
         self.params = jax.device_put(host_params, self.param_shardings)
         self.train_counter = step_lib.CompileCounter()
         self.eval_counter = step_lib.CompileCounter()
+        # Every stage's phases are planned once here, so a plan the model cannot take (more
+        # optim.phase_steps than the strategy has phases, a stage too short for them) stops
+        # before the run writes its logs and checkpoints; _run_stage plans each again.
+        for stage in self.stages:
+            Strategy.of(stage.optim).phases(
+                host_params, num_layers=_num_layers(model), total_steps=stage.steps
+            )
         self.metrics = report.MetricsLog(self.workdir)
         self.checkpointer = ckpt_lib.Checkpointer(
             self.workdir / "checkpoints", max_to_keep=self.cfg.keep_checkpoints

@@ -128,6 +128,19 @@ def test_a_user_error_after_set_up_removes_the_workdir_it_made(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_plan_the_model_cannot_take_stops_before_the_trainer_writes(tmp_path):
+    """optim.phase_steps with fewer entries than gradual unfreezing's phases (one per layer,
+    known once the model is loaded) stops before the loop writes TensorBoard events or makes
+    checkpoints/: the new workdir goes with the error."""
+    p = subprocess.run([sys.executable, "-m", "jaxtl", "--regime=multitask", "--config=multitask:tiny",
+                        "--config.optim.strategy=gradual_unfreezing", "--config.optim.phase_steps=(2,2)",
+                        "--workdir=wd"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "optim.phase_steps has 2 entries but strategy 'gradual_unfreezing' has" in p.stderr
+    assert not (tmp_path / "wd").exists()
+
+
 def test_only_a_workdir_with_nothing_trained_is_removed(tmp_path):
     from jaxtl import workdir as workdir_lib
 
