@@ -160,10 +160,11 @@ class Predictor:
 
     def predict(self, inputs: Iterable[Any], task: str | None = None, *, progress: bool = False):
         """Prediction records for ``inputs``: strings, (text, text_pair) pairs, word lists
-        (tagging) or :class:`~jaxtl.data.tasks.Example` objects."""
+        (tagging) or :class:`~jaxtl.data.tasks.Example` objects; run a chunk at a time
+        (:meth:`predict_stream`), so a long list costs no more memory than its records."""
         td = self.task(task)
-        examples = [self._example(x, td.task, i) for i, x in enumerate(inputs)]
-        return self.predict_examples(examples, td, progress=progress)
+        examples = (self._example(x, td.task, i) for i, x in enumerate(inputs))
+        return list(self.predict_stream(examples, td, progress=progress))
 
     @staticmethod
     def _example(x: Any, task: Task, i: int) -> Example:
@@ -238,8 +239,8 @@ class Predictor:
         with labels, or a file's examples from :meth:`read_input`), as the run scores its dev
         and test splits: ``{"accuracy": …, "macro_f1": …}``."""
         td = self.task(task)
-        examples = [self._example(x, td.task, i) for i, x in enumerate(inputs)]
-        return metrics.score_records(td.task, self.predict_examples(examples, td))
+        examples = (self._example(x, td.task, i) for i, x in enumerate(inputs))
+        return metrics.score_records(td.task, list(self.predict_stream(examples, td)))
 
     def _predict_windows(self, examples, words, windows, td: TaskData, progress: bool):
         """Tagging records for texts longer than ``data.max_length`` tokens: each is tagged in

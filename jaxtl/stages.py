@@ -112,8 +112,8 @@ def mixture_stage(
     stream takes the steps that ``stream_pattern`` (:func:`jaxtl.data.mixture.ratio_pattern`)
     marks ``unlabelled``; its batches update the heads :meth:`Objective.owners` names.
     ``epochs > 0`` sets the stage's length from its data instead of ``steps``
-    (:func:`epoch_steps`; ``epochs_key`` names the setting in messages); ``eval_per_epoch`` evaluates once per pass over it instead of
-    every ``eval_every`` steps.
+    (:func:`epoch_steps`; ``epochs_key`` names the setting in messages); ``eval_per_epoch``
+    evaluates once per pass over it instead of every ``eval_every`` steps.
     """
     pattern = stream_pattern if objective else ()
     steps = epoch_steps(name, steps, epochs, own, pattern, epochs_key)
