@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import IO, NoReturn
+from typing import IO
 
 from etils import epath
 
@@ -35,29 +35,11 @@ def workdir(path: str | os.PathLike) -> epath.Path:
 def write_atomic(path: str | epath.Path, data: str | bytes) -> None:
     """Write ``data`` whole to ``path``: a temporary file next to it, then a rename. On any
     failure (ENOSPC included) the temporary file is removed and ``path`` keeps its old content."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
+    with _beside(epath.Path(path)) as tmp:
         if isinstance(data, bytes):
             tmp.write_bytes(data)
         else:
             tmp.write_text(data)
-        tmp.replace(path)
-    except OSError as e:
-        _discard(tmp)
-        _raise_naming(e, tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
-
-
-def _raise_naming(e: OSError, tmp: epath.Path, path: epath.Path) -> NoReturn:
-    """Raise ``e`` naming the file being written instead of its temporary name, which means
-    nothing to the user (OSError with an errno builds the matching subclass)."""
-    if e.errno is None or e.filename != os.fspath(tmp):
-        raise e
-    raise OSError(e.errno, e.strerror, os.fspath(path)) from e
 
 
 @contextlib.contextmanager
@@ -71,15 +53,26 @@ def open_atomic(dest: str | epath.Path) -> Iterator[IO[str]]:
         with local_file_for(dest) as local, open(local, "w", encoding="utf-8") as f:
             yield f
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    with _beside(dest) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
+
+
+@contextlib.contextmanager
+def _beside(path: epath.Path) -> Iterator[epath.Path]:
+    """A temporary name next to ``path``, renamed onto it when the block ends without error.
+    On any failure it is removed and ``path`` keeps its old content; an OSError names ``path``,
+    not the temporary name, which means nothing to the user."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(tmp, dest)
+        yield tmp
+        tmp.replace(path)
     except OSError as e:
         _discard(tmp)
-        _raise_naming(e, tmp, dest)
+        if e.errno is None or e.filename != os.fspath(tmp):
+            raise
+        # OSError with an errno builds the matching subclass (FileNotFoundError...).
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
     except BaseException:
         _discard(tmp)
         raise
