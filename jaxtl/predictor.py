@@ -41,6 +41,7 @@ from jaxtl.objectives import seq2seq as seq2seq_objective
 log = logging.getLogger(__name__)
 
 INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
+HF_TABLES = (".parquet", ".arrow")  # columnar files: read through the hf reader
 # Examples --predict runs through the model at a time: enough to fill packed rows and batches,
 # few enough that the tokens, batches and records of one chunk stay small (tens of MB).
 PREDICT_CHUNK = 8192
@@ -278,7 +279,7 @@ class Predictor:
         # By extension: a table or CoNLL file is the task's format.
         spec = self.specs.get(td.task.name, "")
         ext = os.path.splitext(str(path))[1].lower()
-        own = ext in (".tsv", ".csv", ".conll", ".conllu", ".parquet", ".arrow")
+        own = ext in (".tsv", ".csv", ".conll", ".conllu", *HF_TABLES)
         if own and spec.startswith(("file:", "hf:")):
             return "task"
         if ext in (".jsonl", ".json"):
@@ -383,15 +384,23 @@ class Predictor:
         if not spec.startswith(("file:", "hf:")):
             raise ValueError(f"task {td.task.name!r} ({spec}) has no file format of its own; use "
                              "--input_format=lines or jsonl")  # fmt: skip
-        # A file task reads the file as a "test" split, which may lack the label column; an hf
-        # task reads it as its one split. Labels are the trained ones either way.
+        # Labels are the trained ones whatever the file holds.
         file = os.path.abspath(path)
-        replace: dict[str, Any] = (
-            {"path": file} if spec.startswith("hf:") else {"path": None, "paths": {"test": file}}
-        )
-        if td.task.kind in ("classification", "tagging"):
-            replace["label_names"] = tuple(td.task.label_names)
-        task = spec_lib.get_task(spec, replace=replace)
+        names = {"label_names": tuple(td.task.label_names)} if td.task.kind in (
+            "classification", "tagging") else {}  # fmt: skip
+        if spec.startswith("hf:") or os.path.splitext(file)[1].lower() in HF_TABLES:
+            # The hf reader, on the task's columns: an hf task's own format, or a table task
+            # given a Parquet/Arrow file; the file may lack the label column.
+            from jaxtl.data.hf_datasets import hf_task
+
+            opts = spec_lib.parse(spec)[1]
+            columns = {k: opts[k] for k in ("text", "text_pair", "label", "target")
+                       if opts.get(k) is not None}  # fmt: skip
+            task = hf_task(path=file, name=td.task.name, kind=td.task.kind, **columns, **names,
+                           _labels_optional=True)  # fmt: skip
+            return list(task.load(task.splits[0]))
+        # A file task reads the file as a "test" split, which may lack the label column.
+        task = spec_lib.get_task(spec, replace={"path": None, "paths": {"test": file}} | names)
         return list(task.load(task.splits[0]))
 
     def export(self, out_dir: str | epath.Path) -> dict[str, Any]:

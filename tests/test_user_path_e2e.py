@@ -294,6 +294,33 @@ def test_hf_datasets_folder_and_parquet_train_from_the_cli(tiny_bert_dir, tmp_pa
     results = json.loads((wd / "results.json").read_text())
     assert "accuracy" in results["saved"] and "accuracy" in results["pq"]
     assert len(_jsonl(wd / "predictions/pq/dev.jsonl")) == len(POS + NEG)
+    # --predict on a Parquet file of new text alone (no label column): predictions, no gold
+    datasets.Dataset.from_dict({"sentence": POS[:2]}).to_parquet(str(tmp_path / "new.parquet"))
+    import jaxtl
+
+    model = jaxtl.load(wd)
+    rows = model.predict_examples(model.read_input(str(tmp_path / "new.parquet"),
+                                                   model.task("pq")), model.task("pq"))  # fmt: skip
+    assert [r["text"] for r in rows] == POS[:2] and all("gold" not in r for r in rows)
+
+
+def test_predict_reads_parquet_for_a_table_task(trained, tmp_path):
+    """A task trained on TSV files predicts a Parquet file in the same columns (pandas'
+    to_parquet, a hub export): read by the hf reader, gold labels when the column is there."""
+    import datasets
+
+    import jaxtl
+
+    _, wd, _ = trained
+    model = jaxtl.load(wd)
+    td = model.task("mine")
+    rows = {"sentence": POS[:2] + NEG[:1], "label": ["pos", "pos", "neg"]}
+    datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "gold.parquet"))
+    got = model.read_input(str(tmp_path / "gold.parquet"), td)
+    assert [(e.text, e.label) for e in got] == [(POS[0], 1), (POS[1], 1), (NEG[0], 0)]
+    datasets.Dataset.from_dict({"sentence": NEG[:2]}).to_parquet(str(tmp_path / "new.parquet"))
+    got = model.read_input(str(tmp_path / "new.parquet"), td)
+    assert [(e.text, e.label) for e in got] == [(NEG[0], None), (NEG[1], None)]
 
 
 def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tmp_path):

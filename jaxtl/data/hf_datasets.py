@@ -263,8 +263,11 @@ def hf_task(
     subset: str | None = None,
     splits: Mapping[str, str] | None = None,
     on_bad_row: str = "error",
+    _labels_optional: bool = False,
 ) -> Task:
-    """A task over a local Hugging Face dataset (see the module docstring)."""
+    """A task over a local Hugging Face dataset (see the module docstring).
+    ``_labels_optional``: its one split may lack the label column (``--predict`` on a file,
+    with the run's ``kind`` and ``label_names``)."""
     BadRows(on_bad_row)  # validates the policy now rather than at the first load
     sources = open_splits(data_dir, path, name=name, fmt=format, subset=subset, splits=splits)
     cache: dict[str, Parts] = {}
@@ -276,7 +279,8 @@ def hf_task(
 
     first = "train" if "train" in sources else next(iter(sources))
     where0, ds0 = parts(first)[0]
-    if label is not None and label not in ds0.column_names and kind not in ("lm", "translation"):
+    if (label is not None and label not in ds0.column_names and kind not in ("lm", "translation")
+            and not _labels_optional):  # fmt: skip
         raise DataError(
             f"{where0}: no label column {label!r}; columns: {ds0.column_names} "
             "(label= empty for an unlabelled corpus)"
@@ -309,7 +313,12 @@ def hf_task(
             raws = list(ds[label]) if labelled else [None] * len(texts)
             if labelled and cl is not None and kind != "tagging" and all(r == -1 for r in raws):
                 labelled, raws = False, [None] * len(texts)  # ClassLabel -1 only: unlabelled
-            if labelled_kind and not labelled and split in ("train", first):
+            if (
+                labelled_kind
+                and not labelled
+                and split in ("train", first)
+                and not _labels_optional
+            ):
                 raise DataError(
                     f"{where}: no labels in column {label!r} (columns: {cols}); only a split "
                     "other than the one that trains or gives the label set may be unlabelled"

@@ -88,9 +88,10 @@ def _unescape(text: str) -> str:
 
 
 def factory_options(factory: str) -> list[str]:
-    """The keyword options of a registered factory (everything but ``data_dir``)."""
+    """The keyword options of a registered factory (everything but ``data_dir`` and the
+    ``_``-prefixed ones jaxtl passes itself)."""
     params = inspect.signature(REGISTRY[factory]).parameters
-    return [p for p in params if p != "data_dir"]
+    return [p for p in params if p != "data_dir" and not p.startswith("_")]
 
 
 def _annotation(source: str, key: str) -> str:
