@@ -188,7 +188,8 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         print(f"jaxtl: {n} predictions written to {args.output}", file=out)
     if scores is not None:
         shown = "  ".join(f"{k}={v:.4f}" for k, v in scores.items())
-        print(f"jaxtl: against the input's gold labels ({n} examples): {shown}", file=out)
+        gold = "references" if set(scores) <= {"bleu"} else "gold labels"  # a translation's
+        print(f"jaxtl: against the input's {gold} ({n} examples): {shown}", file=out)
 
 
 def _stop_on_full_disk(e: OSError, workdir: str) -> NoReturn:
