@@ -148,7 +148,7 @@ class Predictor:
     def task_names(self) -> list[str]:
         return [td.task.name for td in self.tasks]
 
-    def task(self, name: str | None) -> TaskData:
+    def task(self, name: str | None = None) -> TaskData:
         if name is None:
             if len(self.tasks) != 1:
                 raise ValueError(f"this run has several tasks; name one with task= (--task): "
