@@ -467,4 +467,7 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
                 scored.append({"gold": r["gold"], keep: r[keep]})
             else:
                 scored = None
+        if n == 0:  # an empty file (or blank lines only) is a mistake: no file is left
+            where = "stdin" if input_path == "-" else f"--input={input_path}"
+            raise DataError(f"{where}: no text to predict (the input is empty or blank)")
     return n, metrics.score_records(td.task, scored) if scored else None

@@ -124,6 +124,12 @@ def test_predict_streams_the_input_a_chunk_at_a_time(run_dir, tmp_path, monkeypa
                                       "builtin/sentiment")  # fmt: skip
     assert ran == []  # the model never ran
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "new.txt"]  # no output
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    with pytest.raises(DataError, match=r"blank\.txt: no text to predict"):
+        predictor_lib.predict_command(str(run_dir), str(blank), str(tmp_path / "out.jsonl"),
+                                      "builtin/sentiment")  # fmt: skip
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_outputs_that_would_overwrite_the_run_are_refused(run_dir, tmp_path):
