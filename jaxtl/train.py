@@ -181,13 +181,16 @@ class Trainer:
         self.params = jax.device_put(host_params, self.param_shardings)
         self.train_counter = step_lib.CompileCounter()
         self.eval_counter = step_lib.CompileCounter()
-        # Every stage's phases are planned once here, so a plan the model cannot take (more
+        # Every stage's phases are planned here, once, so a plan the model cannot take (more
         # optim.phase_steps than the strategy has phases, a stage too short for them) stops
-        # before the run writes its logs and checkpoints; _run_stage plans each again.
-        for stage in self.stages:
+        # before the run writes its logs and checkpoints. A plan reads the params' paths and
+        # shapes only, which no stage changes.
+        self.phases = [
             Strategy.of(stage.optim).phases(
                 host_params, num_layers=_num_layers(model), total_steps=stage.steps
             )
+            for stage in self.stages
+        ]
         self.metrics = report.MetricsLog(self.workdir)
         self.checkpointer = ckpt_lib.Checkpointer(
             self.workdir / "checkpoints", max_to_keep=self.cfg.keep_checkpoints
@@ -410,12 +413,9 @@ class Trainer:
         start, end = self._step, self._step + stage.steps
         if self._resume is not None and self._resume > end:
             return self._advance(end, stage.steps)  # finished before the interruption
-        phases = Strategy.of(stage.optim).phases(
-            self.params, num_layers=_num_layers(self.model), total_steps=stage.steps
-        )
         self._evals_since_best = 0
         prev_opt, stopped = None, False
-        for phase in phases:
+        for phase in self.phases[si]:
             outcome = self._run_phase(si, stage, phase, start, end, prev_opt)
             if outcome == "skipped":
                 continue
