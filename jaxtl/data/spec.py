@@ -213,11 +213,19 @@ def _extension(path: str) -> str:
     return os.path.splitext(base)[1].lower()
 
 
-def _conll_column(value: Any, alias: str, spec: str) -> int:
+def _column_number(value: Any) -> int | None:
+    """A 0-based column number given as an int or its digits (``text=0``), else None (a name)."""
     if isinstance(value, int):
         return value
     if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
         return int(value)
+    return None
+
+
+def _conll_column(value: Any, alias: str, spec: str) -> int:
+    number = _column_number(value)
+    if number is not None:
+        return number
     raise ValueError(
         f"task spec {spec!r}: CoNLL columns are 0-based integers; {alias}={value!r} "
         f"({CONLL_ALIASES[alias]}) is not one"
@@ -227,7 +235,7 @@ def _conll_column(value: Any, alias: str, spec: str) -> int:
 def _names_a_column(o: dict[str, Any]) -> bool:
     """Whether ``text=``/``label=`` name a table's columns (``text=tokens``) rather than give
     CoNLL's 0-based column numbers."""
-    return any(isinstance(o.get(k), str) and not re.fullmatch(r"-?\d+", o[k])
+    return any(isinstance(o.get(k), str) and _column_number(o[k]) is None
                for k in ("text", "label"))  # fmt: skip
 
 
