@@ -447,9 +447,11 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
         workdir_lib.check_output(workdir, output, "--output", folder=False)
     p = load(workdir)
     td = p.task(task)
-    if input_path != "-" and p.input_format(input_path, td, input_format) != "task":
+    fmt = p.input_format(input_path, td, input_format)
+    if input_path != "-" and (fmt == "jsonl" or (fmt == "lines" and _takes_pairs(td.task))):
         # Read line by line while predicting: a bad line stops the command before the model
-        # runs, not after (the task's own format is read whole, and checked, at once).
+        # runs, not after. Only these can hold one (a line that is not an object, a pair
+        # without its tab); the task's own format is read whole, and checked, at once.
         for ex in p.iter_input(input_path, td, input_format):
             _check_inputs([ex], td.task)
     examples = p.iter_input(input_path, td, input_format)
