@@ -2,8 +2,9 @@
 or predict with / export a finished run.
 
     jaxtl --regime=REGIME [--config=FILE.py|NAME[:tiny]] [--config.KEY=VALUE ...] [--workdir=DIR]
-    jaxtl --predict --workdir=DIR --input=FILE [--output=OUT.jsonl] [--task=NAME]
-          [--input_format=auto|lines|jsonl|task]
+    jaxtl --predict --workdir=DIR --input=FILE [--output=OUT.jsonl|.tsv|.csv|.parquet]
+          [--task=NAME] [--input_format=auto|lines|jsonl|task]
+          [--output_format=auto|jsonl|tsv|csv|parquet]
     jaxtl --export --workdir=DIR --output=FOLDER
 
 ``jaxtl`` is the installed command; ``python -m jaxtl`` and, in a clone, ``python launch.py``
@@ -153,7 +154,10 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--workdir", required=True, help="a finished run's workdir")
     parser.add_argument("--input", help="input file ('-' = stdin); with gold labels in every "
                         "row, the task's metrics against them are printed too")  # fmt: skip
-    parser.add_argument("--output", default="-", help="output JSONL ('-' = stdout)")
+    parser.add_argument("--output", default="-", help="output file ('-' = stdout): JSON lines, "
+                        "or a table by its extension: .tsv, .csv, .parquet")  # fmt: skip
+    parser.add_argument("--output_format", default="auto",
+                        help="auto (by --output's extension) | jsonl | tsv | csv | parquet")  # fmt: skip
     parser.add_argument("--task", default=None, help="task name, when the run has several")
     parser.add_argument(
         "--input_format",
@@ -179,7 +183,7 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         if not args.input:
             raise ValueError("--predict needs --input=FILE (or - for stdin)")
         n, scores = predict_command(args.workdir, args.input, args.output, args.task,
-                                    args.input_format)  # fmt: skip
+                                    args.input_format, args.output_format)  # fmt: skip
     except (ValueError, OSError) as e:  # user errors (a file, a folder): one line, no traceback
         sys.exit(_one_line(f"{prog}: {e}"))
     # stdout carries the predictions when --output=-: the summary goes to stderr then.

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from etils import epath
 
@@ -43,17 +43,18 @@ def write_atomic(path: str | epath.Path, data: str | bytes) -> None:
 
 
 @contextlib.contextmanager
-def open_atomic(dest: str | epath.Path) -> Iterator[IO[str]]:
-    """A text file to write ``dest`` through, a line at a time (a stream too large to hold):
-    ``dest`` appears whole when the block ends without error — a temporary file beside it,
-    renamed; for a remote ``dest`` a local temporary file, copied up — and is never left
-    half-written (on an error or a kill the old ``dest``, if any, stays)."""
+def open_atomic(dest: str | epath.Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """A text (``binary``: bytes) file to write ``dest`` through, a piece at a time (a stream
+    too large to hold): ``dest`` appears whole when the block ends without error — a temporary
+    file beside it, renamed; for a remote ``dest`` a local temporary file, copied up — and is
+    never left half-written (on an error or a kill the old ``dest``, if any, stays)."""
     dest = epath.Path(dest)
+    how: dict[str, Any] = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
     if not is_local(dest):
-        with local_file_for(dest) as local, open(local, "w", encoding="utf-8") as f:
+        with local_file_for(dest) as local, open(local, **how) as f:
             yield f
         return
-    with _beside(dest) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with _beside(dest) as tmp, open(tmp, **how) as f:
         yield f
 
 

@@ -8,14 +8,23 @@ tagging: ``words`` and ``tags`` (one per input word; null for a word cut off by
 decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
 reference). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
-lines for any input file.
+records for any input file, as JSON lines or, by the output's extension, as a table
+(:func:`open_writer`): ``.tsv``/``.csv`` flatten a record to one row — ``probs`` become one
+``prob_<label>`` column per class, a list of words or tags one space-separated cell (a tag
+cut off by ``data.max_length`` is ``_``, CoNLL's empty field), and a tagging row drops ``text``,
+which its ``words`` repeat, so a tagger's table reads back as a ``tokens<TAB>tags`` tagging
+table; ``.parquet`` keeps each record as it is, lists included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any
 
 import numpy as np
 from etils import epath
@@ -133,3 +142,130 @@ def merge_windows(
 def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """One JSON object per line, written whole to a temporary file and renamed into place."""
     fileio.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet")
+_BY_EXTENSION = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
+# Records per Parquet row group: a stream of any length is written with bounded memory.
+_PARQUET_ROWS = 8192
+
+
+def output_format(dest: str, given: str = "auto") -> str:
+    """The format records are written to ``dest`` in: ``given``, or with ``"auto"`` the one its
+    extension names (``.tsv``, ``.csv``, ``.parquet``), else JSON lines (stdout included)."""
+    if given != "auto":
+        if given not in OUTPUT_FORMATS:
+            raise ValueError(
+                f"--output_format={given}: expected auto or one of {', '.join(OUTPUT_FORMATS)}"
+            )
+        if given == "parquet" and dest == "-":
+            raise ValueError("--output_format=parquet cannot go to stdout; give --output=FILE")
+        return given
+    return "jsonl" if dest == "-" else _BY_EXTENSION.get(epath.Path(dest).suffix.lower(), "jsonl")
+
+
+def table_cells(record: Mapping[str, Any], label_names: Sequence[str]) -> dict[str, Any]:
+    """A record as one table row (see the module docstring): ``probs`` spread over
+    ``prob_<label>`` columns, lists joined by spaces, a tagging row's ``text`` left out."""
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "text" and "words" in record:
+            continue
+        if key == "probs":
+            row |= {f"prob_{name}": p for name, p in zip(label_names, value)}
+        elif isinstance(value, list):
+            row[key] = " ".join("_" if v is None else str(v) for v in value)
+        else:
+            row[key] = value
+    return row
+
+
+class _TableWriter:
+    """Rows of a TSV/CSV file, its header from the first record's columns."""
+
+    def __init__(self, f: IO[str], delimiter: str, label_names: Sequence[str]):
+        self.f, self.delimiter, self.label_names = f, delimiter, label_names
+        self.writer: csv.DictWriter | None = None
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        row = table_cells(record, self.label_names)
+        if self.writer is None:
+            # A later record's key the first lacked (a gold label on some rows only) has no
+            # column; a column a record lacks is left empty.
+            self.writer = csv.DictWriter(self.f, fieldnames=list(row), delimiter=self.delimiter,
+                                         lineterminator="\n", extrasaction="ignore")  # fmt: skip
+            self.writer.writeheader()
+        self.writer.writerow(row)
+
+    def close(self) -> None:
+        pass
+
+
+class _JsonlWriter:
+    def __init__(self, f: IO[str]):
+        self.f = f
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class _ParquetWriter:
+    """Records as Parquet rows, a row group per :data:`_PARQUET_ROWS`; the schema is the first
+    group's (pyarrow's inference), later groups are cast to it."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f = f
+        self.rows: list[Mapping[str, Any]] = []
+        self.writer: Any = None
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.rows.append(record)
+        if len(self.rows) >= _PARQUET_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.rows:
+            return
+        schema = None if self.writer is None else self.writer.schema
+        table = pa.Table.from_pylist(self.rows, schema=schema)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.f, table.schema)
+        self.writer.write_table(table)
+        self.rows = []
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+
+
+@contextlib.contextmanager
+def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = ()) -> Iterator[Any]:
+    """A writer of prediction records to ``dest`` (``"-"``: stdout) in ``fmt``, one of
+    :data:`OUTPUT_FORMATS` (:func:`output_format`): ``writer.write(record)`` per record, in
+    order. A file appears whole when the block ends without error, never half-written
+    (:func:`jaxtl.fileio.open_atomic`). ``label_names``: a classification task's, naming the
+    ``prob_<label>`` columns of a table."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {OUTPUT_FORMATS}")
+    binary = fmt == "parquet"
+    if os.fspath(dest) == "-":
+        if binary:
+            raise ValueError("Parquet output cannot go to stdout; give a file")
+        opened: Any = contextlib.nullcontext(sys.stdout)
+    else:
+        opened = fileio.open_atomic(dest, binary=binary)
+    with opened as f:
+        writer: Any = (
+            _ParquetWriter(f) if binary
+            else _JsonlWriter(f) if fmt == "jsonl"
+            else _TableWriter(f, "\t" if fmt == "tsv" else ",", label_names)
+        )  # fmt: skip
+        yield writer
+        writer.close()

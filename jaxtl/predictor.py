@@ -309,8 +309,6 @@ class Predictor:
                 raise DataError(f"{e} (read in the own format of task {td.task.name!r}, "
                                 "chosen by the file's extension; --input_format=lines reads one "
                                 "text per line, jsonl one object per line)") from None  # fmt: skip
-        import sys
-
         with contextlib.nullcontext(sys.stdin) if path == "-" else epath.Path(path).open() as f:
             yield from self._read_lines(f, path, td, input_format)
 
@@ -434,16 +432,20 @@ def load(workdir: str | epath.Path, **kwargs: Any) -> Predictor:
 
 
 def predict_command(workdir: str, input_path: str, output: str, task: str | None,
-                    input_format: str = "auto") -> tuple[int, dict[str, float] | None]:  # fmt: skip
+                    input_format: str = "auto", output_format: str = "auto",
+                    ) -> tuple[int, dict[str, float] | None]:  # fmt: skip
     """``launch.py --predict``: records for every row of ``input_path`` to ``output`` ("-" =
-    stdout), streamed a chunk at a time (:meth:`Predictor.predict_stream`; a file appears whole
-    at the end, never half-written); returns the number of rows and, when every row has a gold
-    label, the task's metrics against them (None otherwise)."""
+    stdout) as JSON lines or a table (``output_format``, by default the output's extension:
+    :func:`jaxtl.predictions.output_format`), streamed a chunk at a time
+    (:meth:`Predictor.predict_stream`; a file appears whole at the end, never half-written);
+    returns the number of rows and, when every row has a gold label, the task's metrics against
+    them (None otherwise)."""
     if input_path != "-" and not epath.Path(input_path).exists():  # before the model loads
         raise ValueError(f"--input={input_path}: no such file")
+    out_format = predictions.output_format(output, output_format)
     if output != "-":
         if epath.Path(output).is_dir():
-            raise ValueError(f"--output={output} is a folder; --predict writes one JSONL file")
+            raise ValueError(f"--output={output} is a folder; --predict writes one file")
         workdir_lib.check_output(workdir, output, "--output", folder=False)
     p = load(workdir)
     td = p.task(task)
@@ -460,10 +462,9 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
             "translation": "translation"}.get(td.task.kind)  # fmt: skip
     scored: list[dict[str, Any]] | None = []
     n = 0
-    with (contextlib.nullcontext(sys.stdout) if output == "-" else
-          fileio.open_atomic(output)) as f:  # fmt: skip
+    with predictions.open_writer(output, out_format, td.task.label_names) as writer:
         for r in p.predict_stream(examples, td, progress=True):
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            writer.write(r)
             n += 1
             if scored is not None and keep and "gold" in r:
                 scored.append({"gold": r["gold"], keep: r[keep]})

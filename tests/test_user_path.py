@@ -266,3 +266,43 @@ def test_selected_last_params_reuse_the_final_evaluation(tiny_bert_dir, tmp_path
     # Asked for: dev at the stage's end, dev and test for the selected params. Run: dev once.
     assert len(asked) == 3 and asked[0] == asked[1]
     assert calls["n"] == asked[0] + asked[2]
+
+
+def test_prediction_tables_and_parquet_stream_and_fail_whole(tmp_path, monkeypatch):
+    """open_writer: the format follows the extension (or is named); a table's header is the
+    first record's columns, a cut-off tag is "_" and a missing cell empty; Parquet is written
+    a row group at a time and reads back as the records; an error while writing leaves no
+    file; Parquet cannot go to stdout."""
+    import pyarrow.parquet as pq
+
+    from jaxtl import predictions
+
+    of = predictions.output_format
+    assert [of("a.tsv"), of("a.CSV"), of("a.parquet"), of("a.jsonl"), of("a.txt"), of("-")] == [
+        "tsv", "csv", "parquet", "jsonl", "jsonl", "jsonl"]  # fmt: skip
+    assert of("a.tsv", "jsonl") == "jsonl" and of("-", "tsv") == "tsv"
+    with pytest.raises(ValueError, match="--output_format=xml: expected auto or one of"):
+        of("a.tsv", "xml")
+    with pytest.raises(ValueError, match="cannot go to stdout"):
+        of("-", "parquet")
+    tagged = [{"id": 0, "text": "Anna flew", "words": ["Anna", "flew"], "tags": ["B-PER", None]},
+              {"id": 1, "text": "x", "words": ["x"], "gold": ["O"], "tags": ["O"]}]  # fmt: skip
+    with predictions.open_writer(tmp_path / "t.tsv", "tsv") as w:
+        for r in tagged:
+            w.write(r)
+    assert (tmp_path / "t.tsv").read_text() == "id\twords\ttags\n0\tAnna flew\tB-PER _\n1\tx\tO\n"
+    monkeypatch.setattr(predictions, "_PARQUET_ROWS", 3)
+    recs = [{"id": i, "text": f"t{i}", "label": "pos", "probs": [0.25, 0.75]} for i in range(7)]
+    with predictions.open_writer(tmp_path / "p.parquet", "parquet") as w:
+        for r in recs:
+            w.write(r)
+    f = pq.ParquetFile(tmp_path / "p.parquet")
+    assert f.metadata.num_row_groups == 3 and f.read().to_pylist() == recs
+    with pytest.raises(RuntimeError, match="boom"):
+        with predictions.open_writer(tmp_path / "q.csv", "csv", ("neg", "pos")) as w:
+            w.write(recs[0])
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet", "t.tsv"]
+    with pytest.raises(ValueError, match="cannot go to stdout"):
+        with predictions.open_writer("-", "parquet"):
+            pass

@@ -338,3 +338,57 @@ def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tm
         cfg = json.loads((again / task / "config.json").read_text())
         if task == "mine":
             assert cfg["id2label"] == {"0": "neg", "1": "pos"}
+
+
+def test_predict_writes_tables_by_the_outputs_extension(trained, tmp_path):
+    """--output=x.tsv / .csv / .parquet: the same records as the JSONL output, as a table
+    (probs spread over prob_<label> columns; a tagger's words and tags space-joined, so the
+    table reads back as a tagging table) or as Parquet rows with the records' own fields."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from jaxtl.predictor import predict_command
+
+    d, wd, _ = trained
+    for task, src in (("mine", "dev.tsv"), ("ner", "dev.conll"), ("sts", "dev.csv")):
+        predict_command(str(wd), str(d / src), str(tmp_path / f"{task}.jsonl"), task)
+        records = _jsonl(tmp_path / f"{task}.jsonl")
+        for ext, sep in (("tsv", "\t"), ("csv", ",")):
+            out = tmp_path / f"{task}.{ext}"
+            _, scores = predict_command(str(wd), str(d / src), str(out), task)
+            assert scores is not None  # the gold column does not stop scoring
+            with out.open(newline="") as f:
+                rows = list(csv.DictReader(f, delimiter=sep))
+            assert len(rows) == len(records)
+            for row, rec in zip(rows, records):
+                assert int(row["id"]) == rec["id"]
+                if task == "mine":
+                    assert (row["text"], row["label"], row["gold"]) == (
+                        rec["text"], rec["label"], rec["gold"])  # fmt: skip
+                    got = [float(row["prob_neg"]), float(row["prob_pos"])]
+                    np.testing.assert_allclose(got, rec["probs"], rtol=0, atol=1e-7)
+                    assert list(row) == ["id", "text", "gold", "label", "prob_neg", "prob_pos"]
+                elif task == "ner":
+                    assert "text" not in row
+                    assert row["words"].split() == rec["words"]
+                    assert row["tags"].split() == rec["tags"]
+                    assert row["gold"].split() == rec["gold"]
+                else:
+                    assert (row["text"], row["text_pair"]) == (rec["text"], rec["text_pair"])
+                    assert float(row["score"]) == pytest.approx(rec["score"], abs=1e-7)
+        pq_out = tmp_path / f"{task}.parquet"
+        predict_command(str(wd), str(d / src), str(pq_out), task)
+        got = pq.read_table(pq_out).to_pylist()
+        assert [r.keys() for r in got] == [r.keys() for r in records]
+        for row, rec in zip(got, records):
+            for k, v in rec.items():
+                if isinstance(v, float) or k == "probs":
+                    np.testing.assert_allclose(row[k], v, rtol=0, atol=1e-7)
+                else:
+                    assert row[k] == v, k
+    # the extension can be overridden, and stdout takes a table too
+    p = _launch("--predict", f"--workdir={wd}", f"--input={d / 'test.tsv'}", "--task=mine",
+                "--output_format=csv")  # fmt: skip
+    lines = p.stdout.splitlines()
+    assert lines[0] == "id,text,label,prob_neg,prob_pos" and len(lines) == 5
