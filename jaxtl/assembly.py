@@ -71,10 +71,10 @@ def make_head(
                 "linear head: with model.head=auto the head is the model family's own "
                 f"({spec.architecture}). Set model.head=linear to use them"
             )
-        n = task.num_labels if task.kind == "classification" else 1
+        n = 1 if task.kind == "regression" else task.num_labels
         return hf_heads.build_head(spec, task.kind, in_size, n, m.dropout, rngs=rngs)
     pooling = default_pooling(encoder) if m.pooling == "auto" else m.pooling
-    if task.kind == "classification":
+    if task.kind in ("classification", "multilabel"):  # one logit per class either way
         return models.ClassificationHead(
             in_size, task.num_labels, pooling, m.head_hidden or None, m.dropout, rngs=rngs
         )

@@ -55,17 +55,24 @@ HEAD_FORMAT = "jaxtl-task-head/1"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
-TASK_TYPES = {"classification": "SEQ_CLS", "regression": "SEQ_CLS", "tagging": "TOKEN_CLS"}
+TASK_TYPES = {"classification": "SEQ_CLS", "multilabel": "SEQ_CLS", "regression": "SEQ_CLS",
+              "tagging": "TOKEN_CLS"}  # fmt: skip
 PIPELINES = {
     "classification": "text-classification",
+    "multilabel": "text-classification",  # problem_type makes the pipeline apply sigmoids
     "regression": "text-classification",
     "tagging": "token-classification",
 }
 AUTO_CLASSES = {
     "classification": "AutoModelForSequenceClassification",
+    "multilabel": "AutoModelForSequenceClassification",
     "regression": "AutoModelForSequenceClassification",
     "tagging": "AutoModelForTokenClassification",
 }
+# transformers' sequence-classification problem_type of each sentence kind: its loss, and the
+# function its text-classification pipeline applies to the logits.
+PROBLEM_TYPES = {"classification": "single_label_classification",
+                 "multilabel": "multi_label_classification", "regression": "regression"}  # fmt: skip
 # Label attributes a loaded (task) checkpoint's config may carry from its own task.
 _STALE = ("id2label", "label2id", "num_labels", "_num_labels", "problem_type", "finetuning_task")
 
@@ -222,9 +229,7 @@ def _write_transformers(m, key, task, out, tokenizer, hf_config, description, ba
     config["id2label"] = {str(i): n for i, n in enumerate(labels)}
     config["label2id"] = {n: i for i, n in enumerate(labels)}
     if task.kind != "tagging":
-        config["problem_type"] = (
-            "regression" if task.kind == "regression" else "single_label_classification"
-        )
+        config["problem_type"] = PROBLEM_TYPES[task.kind]
     if spec.dropout and spec.dropout_attr:
         config[spec.dropout_attr] = float(head.dropout)
     out.mkdir(parents=True, exist_ok=True)
@@ -420,7 +425,9 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
     if arch.endswith("ForTokenClassification"):
         kind = "tagging"
     elif arch.endswith("ForSequenceClassification"):
-        kind = "regression" if config.get("problem_type") == "regression" else "classification"
+        kind = {v: k for k, v in PROBLEM_TYPES.items()}.get(
+            str(config.get("problem_type")), "classification"
+        )
     else:
         raise ValueError(f"{path}: architectures={config.get('architectures')} is no task model")
     fam = hf_heads.family_of(enc)
@@ -580,6 +587,7 @@ def export_peft_adapter(
     (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     labels = _labels(t)
     auto = AUTO_CLASSES[t.kind]
+    problem = ', problem_type="multi_label_classification"' if t.kind == "multilabel" else ""
     (out / CARD).write_text(
         f"""---
 library_name: peft
@@ -598,7 +606,7 @@ the base model `{name_or_path}`. Labels ({len(labels)}): {", ".join(f"`{n}`" for
 
 ```python
 import peft, transformers
-base = transformers.{auto}.from_pretrained("{name_or_path}", num_labels={len(labels)})
+base = transformers.{auto}.from_pretrained("{name_or_path}", num_labels={len(labels)}{problem})
 model = peft.PeftModel.from_pretrained(base, "{out}")
 ```
 

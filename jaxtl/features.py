@@ -67,7 +67,7 @@ from jaxtl.strategy import Strategy
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "memory", "disk", "off")
-KINDS = ("classification", "regression", "tagging")  # task kinds a cache serves
+KINDS = ("classification", "multilabel", "regression", "tagging")  # task kinds a cache serves
 FORMAT = 1  # bump when what a shard holds changes: old caches then miss
 SHARD_BATCHES = 32  # extraction batches per shard file (the unit a killed build resumes from)
 # Inputs per row of the cache's own encoder pass when the task's batches are not packed (the
@@ -477,7 +477,7 @@ def _one_position(batch: dict, feats: np.ndarray, b: int, t: int) -> dict:
     """A pooled batch: its [B,T] token fields cut to [B,t] (one position per example), so one
     program serves every length bucket; per-example fields stay."""
     out = {k: v for k, v in batch.items() if np.ndim(v) < 2 or k in ("label", "score",
-           "example_weight", "task_id", "example_index")}  # fmt: skip
+           "label_set", "example_weight", "task_id", "example_index")}  # fmt: skip
     out["input_ids"] = np.zeros((b, t), np.int32)
     out["token_type_ids"] = np.zeros((b, t), np.int32)
     out["attention_mask"] = np.ones((b, t), np.int32)

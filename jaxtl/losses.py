@@ -25,6 +25,27 @@ def classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array
     return (ce * w).sum(), w.sum()
 
 
+def label_set(batch: dict, num_labels: int) -> jax.Array:
+    """A multilabel batch's 0/1 targets [..., num_labels]; zeros for a batch without them (the
+    branch of a multilabel task traced for another task's batch, which never runs it)."""
+    rows = tuple(batch["label"].shape)
+    got = batch.get("label_set")
+    if got is None:
+        return jnp.zeros(rows + (num_labels,), jnp.float32)
+    got = got[..., :num_labels].astype(jnp.float32)  # another multilabel task's may be wider
+    return jnp.pad(got, ((0, 0),) * len(rows) + ((0, num_labels - got.shape[-1]),))
+
+
+def multilabel(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """One sigmoid per class: binary cross-entropy averaged over the classes of each example,
+    so the batch's loss is transformers' (``BCEWithLogitsLoss`` over examples x classes, its
+    ``problem_type="multi_label_classification"``)."""
+    w = batch["example_weight"]
+    x = logits.astype(jnp.float32)
+    bce = optax.sigmoid_binary_cross_entropy(x, label_set(batch, x.shape[-1])).mean(-1)
+    return (bce * w).sum(), w.sum()
+
+
 def regression(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     w = batch["example_weight"]
     err = logits[..., 0].astype(jnp.float32) - batch["score"]
@@ -77,6 +98,7 @@ def lm(logits: jax.Array | tuple[jax.Array, jax.Array], batch: dict) -> tuple[ja
 
 LOSSES = {
     "classification": classification,
+    "multilabel": multilabel,
     "regression": regression,
     "tagging": token_classification,
     "lm": lm,
@@ -87,8 +109,9 @@ def predictions(
     kind: str, logits: jax.Array, batch: dict, num_probs: int = 1
 ) -> dict[str, jax.Array]:
     """The eval step's outputs (same keys and shapes for every kind so one program serves all
-    tasks). ``pred_probs`` [B, num_probs]: class probabilities of a classification task,
-    zero-padded to ``num_probs`` (the most classes of any task in the run)."""
+    tasks). ``pred_probs`` [B, num_probs]: class probabilities of a classification task (of a
+    multilabel task: each class's own sigmoid probability), zero-padded to ``num_probs`` (the
+    most classes of any task in the run)."""
     b, t = batch["input_ids"].shape
     rows = tuple(batch["label"].shape)  # (B,), or (B, S) for a packed batch
     out = {
@@ -99,9 +122,10 @@ def predictions(
         "nll_sum": jnp.zeros((), jnp.float32),
         "token_count": jnp.zeros((), jnp.float32),
     }
-    if kind == "classification":
+    if kind in ("classification", "multilabel"):
         out["pred_label"] = jnp.argmax(logits, -1).astype(jnp.int32)
-        probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+        x = logits.astype(jnp.float32)
+        probs = jax.nn.sigmoid(x) if kind == "multilabel" else jax.nn.softmax(x, -1)
         pad = ((0, 0),) * (probs.ndim - 1) + ((0, num_probs - probs.shape[-1]),)
         out["pred_probs"] = jnp.pad(probs, pad)
     elif kind == "regression":

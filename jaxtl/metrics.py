@@ -34,6 +34,11 @@ def macro_f1(gold: Sequence[int], pred: Sequence[int]) -> float:
     return f1(gold, pred, "macro")
 
 
+def micro_f1(gold: Any, pred: Any) -> float:
+    """F1 over every (example, class) decision: a multilabel task's 0/1 rows [N, C]."""
+    return f1(gold, pred, "micro")
+
+
 def matthews(gold: Sequence[int], pred: Sequence[int]) -> float:
     """Matthews correlation (CoLA); 0 when a side is constant."""
     from sklearn.metrics import matthews_corrcoef
@@ -87,6 +92,12 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 
 CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews": matthews}
+# A multilabel task's 0/1 rows [N, C] (scikit-learn's multilabel-indicator format): F1 micro
+# (the main one, as transformers' run_classification) and macro over classes; subset accuracy
+# counts an example right only when its whole label set is.
+MULTILABEL_METRICS = {"micro_f1": micro_f1, "macro_f1": macro_f1, "subset_accuracy": accuracy}
+# A class is predicted for an example when its sigmoid probability exceeds this (logit > 0).
+MULTILABEL_THRESHOLD = 0.5
 SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
 TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
 
@@ -154,6 +165,12 @@ def score_task(
         gold = np.concatenate(real_rows(batches, outputs, "label", "batch"))
         pred = np.concatenate(real_rows(batches, outputs, "pred_label", "out"))
         table = CLASS_METRICS
+    elif kind == "multilabel":
+        c = task.num_labels
+        gold = np.concatenate(real_rows(batches, outputs, "label_set", "batch")).astype(np.int64)
+        probs = np.concatenate(real_rows(batches, outputs, "pred_probs", "out"))[:, :c]
+        pred = (probs > MULTILABEL_THRESHOLD).astype(np.int64)
+        table = MULTILABEL_METRICS
     elif kind == "regression":
         gold = np.concatenate(real_rows(batches, outputs, "score", "batch"))
         pred = np.concatenate(real_rows(batches, outputs, "pred_score", "out"))
@@ -208,6 +225,16 @@ def score_records(task: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, 
         ids = {n: i for i, n in enumerate(task.label_names)}
         gold_ids = [ids[r["gold"]] for r in records]
         return _score(task, CLASS_METRICS, gold_ids, [ids[r["label"]] for r in records])
+    if kind == "multilabel":
+        ids = {n: i for i, n in enumerate(task.label_names)}
+
+        def rows(key: str) -> np.ndarray:
+            out = np.zeros((len(records), len(ids)), np.int64)
+            for i, r in enumerate(records):
+                out[i, [ids[n] for n in r[key]]] = 1
+            return out
+
+        return _score(task, MULTILABEL_METRICS, rows("gold"), rows("labels"))
     if kind == "regression":
         scores = [float(r["gold"]) for r in records]
         return _score(task, SCORE_METRICS, scores, [float(r["score"]) for r in records])

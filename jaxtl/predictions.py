@@ -2,7 +2,9 @@
 
 One JSON object per row: ``id`` (the row's index in its split), ``text`` (and ``text_pair``),
 then by task kind — classification: ``label`` (the class name) and ``probs`` (class
-probabilities, in the order of the task's label names, i.e. ``id2label``); regression: ``score``;
+probabilities, in the order of the task's label names, i.e. ``id2label``); multilabel:
+``labels`` (the names of the classes whose probability exceeds 0.5, in label order) and
+``probs`` (each class's own probability); regression: ``score``;
 tagging: ``words`` and ``tags`` (one per input word; null for a word cut off by
 ``data.max_length``); translation: ``translation`` (the decoded output, greedy or beam as the
 decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
@@ -10,7 +12,8 @@ reference). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
 records for any input file, as JSON lines or, by the output's extension, as a table
 (:func:`open_writer`): ``.tsv``/``.csv`` flatten a record to one row — ``probs`` become one
-``prob_<label>`` column per class, a list of words or tags one space-separated cell (a tag
+``prob_<label>`` column per class, a multilabel record's ``labels`` (and ``gold``) one
+comma-separated cell, a list of words or tags one space-separated cell (a tag
 cut off by ``data.max_length`` is ``_``, CoNLL's empty field), and a tagging row drops ``text``,
 which its ``words`` repeat, so a tagger's table reads back as a ``tokens<TAB>tags`` tagging
 table; ``.parquet`` keeps each record as it is, lists included.
@@ -31,9 +34,9 @@ from etils import epath
 
 from jaxtl import fileio
 from jaxtl.data import batching
-from jaxtl.metrics import real_rows
+from jaxtl.metrics import MULTILABEL_THRESHOLD, real_rows
 
-KINDS = ("classification", "regression", "tagging", "translation")
+KINDS = ("classification", "multilabel", "regression", "tagging", "translation")
 
 
 def _per_row(batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str) -> list:
@@ -72,6 +75,11 @@ def records(
         for i, p in zip(order, probs):
             p = [float(x) for x in p[: len(names)]]
             out[i] = {"label": names[int(np.argmax(p))], "probs": p}
+    elif task.kind == "multilabel":
+        for i, p in zip(order, _per_row(batches, outputs, "pred_probs")):
+            p = [float(x) for x in p[: len(names)]]
+            out[i] = {"labels": [n for n, x in zip(names, p) if x > MULTILABEL_THRESHOLD],
+                      "probs": p}  # fmt: skip
     elif task.kind == "regression":
         for i, sc in zip(order, _per_row(batches, outputs, "pred_score")):
             out[i] = {"score": float(sc)}
@@ -95,6 +103,7 @@ def records(
         elif labelled and ex.label is not None:
             gold = ex.label
             head["gold"] = (names[gold] if task.kind == "classification" else
+                            [names[c] for c in gold] if task.kind == "multilabel" else
                             list(gold) if task.kind == "tagging" else float(gold))  # fmt: skip
         out[i] = head | out[i]
     return out
@@ -174,7 +183,10 @@ def table_cells(record: Mapping[str, Any], label_names: Sequence[str]) -> dict[s
         if key == "probs":
             row |= {f"prob_{name}": p for name, p in zip(label_names, value)}
         elif isinstance(value, list):
-            row[key] = " ".join("_" if v is None else str(v) for v in value)
+            # a multilabel record's classes as its files give them ("joy,surprise"); words
+            # and tags as a tagging table does
+            sep = "," if "labels" in record and key in ("labels", "gold") else " "
+            row[key] = sep.join("_" if v is None else str(v) for v in value)
         else:
             row[key] = value
     return row

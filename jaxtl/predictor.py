@@ -35,7 +35,7 @@ from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.prepare import TaskData
-from jaxtl.data.tasks import DataError, Example, Task
+from jaxtl.data.tasks import SENTENCE_KINDS, DataError, Example, Task
 from jaxtl.objectives import seq2seq as seq2seq_objective
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,14 @@ PREDICT_CHUNK = 8192
 
 def _takes_pairs(task: Task) -> bool:
     """A sentence-pair task: it was trained on two text fields (``text`` and ``text_pair``)."""
-    return task.kind in ("classification", "regression") and len(task.text_fields) == 2
+    return task.kind in SENTENCE_KINDS and len(task.text_fields) == 2
 
 
 def _check_inputs(examples: Sequence[Example], task: Task) -> None:
     """Inputs the model was not trained on stop with the first one's place: a single sentence
     for a sentence-pair task (or a pair for a single-sentence one) would be scored silently
     with the wrong token types."""
-    if task.kind not in ("classification", "regression"):
+    if task.kind not in SENTENCE_KINDS:
         return
     pairs = _takes_pairs(task)
     for ex in examples:
@@ -384,8 +384,7 @@ class Predictor:
                              "--input_format=lines or jsonl")  # fmt: skip
         # Labels are the trained ones whatever the file holds.
         file = os.path.abspath(path)
-        names = {"label_names": tuple(td.task.label_names)} if td.task.kind in (
-            "classification", "tagging") else {}  # fmt: skip
+        names = {"label_names": tuple(td.task.label_names)} if td.task.label_names else {}
         if spec.startswith("hf:") or os.path.splitext(file)[1].lower() in HF_TABLES:
             # The hf reader, on the task's columns: an hf task's own format, or a table task
             # given a Parquet/Arrow file; the file may lack the label column.
@@ -458,7 +457,7 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
             _check_inputs([ex], td.task)
     examples = p.iter_input(input_path, td, input_format)
     # What scoring needs of each record (not its text): kept while every record has gold.
-    keep = {"classification": "label", "regression": "score", "tagging": "tags",
+    keep = {"classification": "label", "multilabel": "labels", "regression": "score", "tagging": "tags",
             "translation": "translation"}.get(td.task.kind)  # fmt: skip
     scored: list[dict[str, Any]] | None = []
     n = 0

@@ -156,6 +156,9 @@ def mixture_stage(
             [td.train_iter for td in streams],
             task_for_step,
             task_ids=[td.index for td in streams],
+            label_width=max(
+                [td.task.num_labels for td in streams if td.task.kind == "multilabel"] or [0]
+            ),  # fmt: skip
         ),
         loss_fn=switch_loss(all_tasks, weights, objective, encoder_dropout=dropout),
         predict_fn=switch_predict(all_tasks),

@@ -35,6 +35,7 @@ FAMILIES = {
 }  # fmt: skip
 TASKS = {
     "classification": "builtin/sentiment",
+    "multilabel": "builtin/mentions",
     "pair_classification": "builtin/entailment",
     "regression": "builtin/similarity",
     "tagging": "builtin/ner",
@@ -84,7 +85,8 @@ def _per_example(batches, logits, enc, token_level, buckets):
 
 CASES = [("bert", k) for k in sorted(TASKS)] + [
     ("roberta", "pair_classification"), ("roberta", "tagging"),
-    ("gpt2", "classification"), ("gpt2", "regression"), ("gpt2", "tagging"),
+    ("gpt2", "classification"), ("gpt2", "multilabel"), ("gpt2", "regression"),
+    ("gpt2", "tagging"),
 ]  # fmt: skip
 
 

@@ -24,7 +24,10 @@ Packed batches (several examples per row) add ``segment_ids``/``position_ids`` [
 ``label``/``score``/``example_weight`` to [B,S] plus ``example_index`` [B,S]: see
 :mod:`jaxtl.data.packing`.
 For decoder targets (translation as in CoVe) ``target_ids``/``target_mask`` int32[B,T] are added
-by the tasks that need them; a run only mixes tasks with the same keys.
+by the tasks that need them; a run only mixes tasks with the same keys. A multilabel task's
+batches add ``label_set`` float32[B,C] ([B,S,C] packed): 1 where class c applies. A training
+run that mixes it with other tasks gives every task's batches one of the widest such width
+(:func:`with_label_set`, zeros for the others), so its one train program still takes them all.
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ def empty(batch_size: int, seq_len: int, pad_id: int = 0) -> dict[str, np.ndarra
         "example_weight": np.zeros((batch_size,), np.float32),
         "task_id": np.zeros((batch_size,), np.int32),
     }
+
+
+def with_label_set(batch: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
+    """``batch`` with a ``label_set`` of ``width`` classes per example: its own zero-padded
+    (a multilabel task with fewer classes than the run's widest), or zeros (another kind)."""
+    rows = batch["label"].shape  # (B,) or, packed, (B, S)
+    out = np.zeros(rows + (width,), np.float32)
+    own = batch.get("label_set")
+    if own is not None:
+        if own.shape[-1] > width:
+            raise ValueError(f"label_set has {own.shape[-1]} classes, more than {width}")
+        out[..., : own.shape[-1]] = own
+    return {**batch, "label_set": out}
 
 
 def check(batch: dict[str, np.ndarray]) -> None:

@@ -49,6 +49,8 @@ def make_batch(
     if enc.target_ids is not None:
         out["target_ids"] = np.full((batch_size, seq_len), pad_id, np.int32)
         out["target_mask"] = np.zeros((batch_size, seq_len), np.int32)
+    if enc.label_set is not None:
+        out["label_set"] = np.zeros((batch_size, enc.label_set.shape[1]), np.float32)
     out["task_id"][:] = enc.task_id
     rows = np.asarray(rows, np.int64).reshape(-1)
     at = np.flatnonzero(rows >= 0)  # batch rows that hold an example
@@ -67,6 +69,8 @@ def make_batch(
         out["token_labels"][mask] = take(enc.token_labels, ex)[0]
     out["label"][at] = enc.label[ex]
     out["score"][at] = enc.score[ex]
+    if enc.label_set is not None:
+        out["label_set"][at] = enc.label_set[ex]
     out["example_weight"][at] = 1.0
     if enc.target_ids is not None:
         targets, tn = take(enc.target_ids, ex)

@@ -19,6 +19,8 @@ examples). All tasks are drawn from one latent structure — events "agent <verb
   (agent 1.25, action 1.25, patient 1.25, place 0.75, day 0.5), surface voice chosen at random.
 - ``builtin/ner``: IOB2 PER / LOC / ORG tags; some names ("Jordan", "Washington", "Georgia",
   "Florence") are people in some sentences and places in others, so context decides.
+- ``builtin/mentions``: multilabel: which of LOC / ORG / PER a ``builtin/ner`` sentence
+  mentions (one, two or all three), so the same ambiguous names decide it by context.
 - ``builtin/corpus``: unlabelled lines of 2–4 sentences from all of the above (kind ``lm``).
 
 Sizes (options ``n_train``, ``n_dev``, ``n_test``; ``seed``): 3,000 / 400 / 400 examples
@@ -366,6 +368,16 @@ def gen_ner(rng: np.random.Generator) -> Example:
     return Example(_sentence(list(words)), None, tags, words=words)
 
 
+MENTION_TYPES = ("LOC", "ORG", "PER")
+
+
+def gen_mentions(rng: np.random.Generator) -> Example:
+    """A NER sentence as text, labelled with the entity types it mentions."""
+    ex = gen_ner(rng)
+    found = {str(tag)[2:] for tag in ex.label or () if tag != "O"}  # type: ignore[union-attr]
+    return Example(ex.text, label=tuple(i for i, t in enumerate(MENTION_TYPES) if t in found))
+
+
 # --- corpus -------------------------------------------------------------------------------------
 
 
@@ -397,6 +409,9 @@ GENERATORS: dict[str, tuple[Callable[[np.random.Generator], Example], dict]] = {
     "ner": (gen_ner, dict(kind="tagging", iob=True, text_fields=("words",),
                           label_names=("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"),
                           metrics=("span_f1", "token_accuracy"), main_metric="span_f1")),
+    "mentions": (gen_mentions, dict(kind="multilabel", label_names=MENTION_TYPES,
+                                    metrics=("micro_f1", "macro_f1", "subset_accuracy"),
+                                    main_metric="micro_f1")),
     "corpus": (gen_corpus, dict(kind="lm", metrics=("perplexity",), main_metric="perplexity")),
 }  # fmt: skip
 

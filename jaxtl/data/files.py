@@ -13,11 +13,14 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
 - ``text`` (required), ``text_pair`` (optional second segment), ``label`` (the target column;
   absent for ``kind="lm"``), ``target`` (translation).
-- ``kind``: ``classification`` | ``regression`` | ``tagging`` (JSONL: ``text`` holds a list of
-  words and ``label`` a list of tags; TSV/CSV: each cell holds them space-separated) | ``lm`` |
-  ``translation``.
+- ``kind``: ``classification`` | ``multilabel`` (every class that applies: a TSV/CSV cell holds
+  them separated by ``label_sep``, default ``,``, as ``joy,surprise``; a JSONL value is a list
+  or such a string; an empty cell or list is an example with no class) | ``regression`` |
+  ``tagging`` (JSONL: ``text`` holds a list of words and ``label`` a list of tags; TSV/CSV:
+  each cell holds them space-separated) | ``lm`` | ``translation``.
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
-  When omitted for classification / tagging it is read from the train split (sorted).
+  When omitted for classification / multilabel / tagging it is read from the train split
+  (sorted).
 - ``name``, ``metrics``, ``main_metric`` (defaults by kind), ``on_bad_row`` = error | skip.
 
 A split whose file has no ``label`` column at all (a TSV/CSV header without it, or no JSONL
@@ -103,6 +106,16 @@ def _field(names: Sequence[str] | None, rec: Any, col: str | int | None, path: s
     return rec[column(names, col, path)]
 
 
+def _label_set(value: Any, sep: str) -> list[str] | None:
+    """A multilabel cell's class names: a JSON list as it is, a string split at ``sep`` (blank
+    pieces dropped: ``""`` is no class); None for anything else."""
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    if isinstance(value, str):
+        return [v.strip() for v in (value.split() if sep == " " else value.split(sep)) if v.strip()]
+    return None
+
+
 def _tokens(value: Any) -> Any:
     """A tagging cell as a list: a JSON list as it is, a table's string split on whitespace."""
     return value.split() if isinstance(value, str) else value
@@ -122,6 +135,7 @@ def file_task(
     target: str | int | None = None,
     kind: str = "classification",
     label_names: Sequence[str] | None = None,
+    label_sep: str = ",",
     name: str = "file",
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
@@ -129,7 +143,7 @@ def file_task(
 ) -> Task:
     """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
-    if kind in ("classification", "regression", "tagging") and label is None:
+    if kind in ("classification", "multilabel", "regression", "tagging") and label is None:
         raise ValueError(f"file task: kind={kind!r} needs a label column")
 
     def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
@@ -218,6 +232,19 @@ def file_task(
                 value = parse_label(str(raw), kind, None, where, bad)
                 if value is None:
                     continue
+            elif kind == "multilabel":
+                classes = _label_set(raw, label_sep)
+                if classes is None:
+                    bad(where, f"labels {raw!r} are not a list or a {label_sep!r}-separated string")
+                    continue
+                if names_map is None:  # reading the label set itself
+                    value = tuple(classes)
+                else:
+                    unknown = [x for x in classes if x not in names_map]
+                    if unknown:
+                        bad(where, f"label {unknown[0]!r} is not one of {sorted(names_map)}")
+                        continue
+                    value = tuple(sorted({names_map[x] for x in classes}))
             out.append(Example(t.strip(), pair, value, target=tgt, source=where))
         if not out:  # every row was bad and skipped (on_bad_row=skip)
             raise DataError(f"{p}: no examples: all {len(bad.reasons)} rows are bad (first: "
@@ -225,12 +252,12 @@ def file_task(
         return bad.result(out, p)
 
     names_tuple: tuple[str, ...] = tuple(str(x) for x in label_names or ())
-    if kind in ("classification", "tagging") and not names_tuple:
+    if kind in ("classification", "multilabel", "tagging") and not names_tuple:
         # Label set from the training split, sorted so the ids are stable across runs.
         first = read("train" if "train" in split_paths else next(iter(split_paths)), None)
         values: set[Any] = set()
         for ex in first:
-            values.update(ex.label if kind == "tagging" else (ex.label,))
+            values.update(ex.label if kind in ("multilabel", "tagging") else (ex.label,))
         names_tuple = tuple(sorted(values))
     label_map = {n: i for i, n in enumerate(names_tuple)}
     default_metrics, default_main = DEFAULT_METRICS[kind]

@@ -19,7 +19,9 @@
 
 Options mirror the ``file`` task: ``text``, ``text_pair``, ``label`` (``label=`` empty for a corpus),
 ``target``, ``kind`` (default from the label feature: ``ClassLabel`` → classification, float →
-regression, a list → tagging, no label → lm; strings and ints → classification), ``label_names``
+regression, a list → tagging beside a list of words or multilabel beside a text (a set of
+classes per example: ``Sequence(ClassLabel)`` as GoEmotions has, or lists of strings or ints),
+no label → lm; strings and ints → classification), ``label_names``
 (default: a ``ClassLabel``'s names, so its ids stay the ids; for int labels ``0..max``; for
 strings the sorted labels of the train split), ``metrics``, ``main_metric``, ``splits`` (our split
 → the dataset's split name, e.g. ``{"dev": "validation_matched"}``), ``on_bad_row``. Tagging:
@@ -233,11 +235,14 @@ def _class_label(feature: Any) -> Any:
     return None
 
 
-def _default_kind(feature: Any) -> str:
+def _default_kind(feature: Any, text_feature: Any = None) -> str:
     import datasets
 
     if _list_like(feature):
-        return "tagging"
+        # labels per word (a list of words beside them) or a set of classes per text
+        text_is_string = isinstance(text_feature, datasets.Value) and text_feature.dtype in (
+            "string", "large_string")  # fmt: skip
+        return "multilabel" if text_is_string else "tagging"
     if isinstance(feature, datasets.ClassLabel):
         return "classification"
     if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
@@ -287,11 +292,12 @@ def hf_task(
         )
     feature = ds0.features[label] if label is not None and label in ds0.column_names else None
     if kind is None:
-        kind = "lm" if feature is None else _default_kind(feature)
+        text_feature = ds0.features.get(text) if text in ds0.column_names else None
+        kind = "lm" if feature is None else _default_kind(feature, text_feature)
     if kind not in DEFAULT_METRICS:
         raise ValueError(f"hf task: kind must be one of {list(DEFAULT_METRICS)}, got {kind!r}")
     default_metrics, default_main = DEFAULT_METRICS[kind]
-    labelled_kind = kind in ("classification", "regression", "tagging")
+    labelled_kind = kind in ("classification", "multilabel", "regression", "tagging")
     class_label = _class_label(feature) if feature is not None else None
 
     def _read(split_parts: Parts, split: str, lmap: Mapping[str, int] | None,
@@ -353,7 +359,22 @@ def hf_task(
             bad(where, f"column {text_pair!r}: text is empty or not a string ({pair!r:.80})")
             return None
         value: Any = None
-        if labelled:
+        if labelled and kind == "multilabel":
+            if not isinstance(raw, list):
+                bad(where, f"column {label!r}: expected a list of labels, got {raw!r:.80}")
+                return None
+            keys = [cl.int2str(x) if cl is not None else str(x).strip() for x in raw]
+            if lmap is None:  # reading the label set itself
+                value = tuple(x if isinstance(x, int) and cl is None else k
+                              for x, k in zip(raw, keys))  # fmt: skip
+            else:
+                unknown = [k for k in keys if k not in lmap]
+                if unknown:
+                    bad(where, f"column {label!r}: label {unknown[0]!r} is not one of "
+                               f"{sorted(lmap)}")  # fmt: skip
+                    return None
+                value = tuple(sorted({lmap[k] for k in keys}))
+        elif labelled:
             if raw is None or (cl is not None and raw == -1):
                 bad(where, f"column {label!r}: no label ({raw!r})")
                 return None
@@ -384,7 +405,8 @@ def hf_task(
         else:
             values: set[Any] = set()
             for ex in _read(parts(first), first, None, None):
-                values.update(ex.label if kind == "tagging" else (ex.label,))  # type: ignore[arg-type]
+                values.update(ex.label if kind in ("multilabel", "tagging")  # type: ignore[arg-type]
+                              else (ex.label,))  # fmt: skip
             ints = [v for v in values if isinstance(v, int)]
             if ints and len(ints) == len(values) and min(ints) >= 0:
                 names = tuple(str(i) for i in range(max(ints) + 1))  # int labels stay the ids
@@ -397,7 +419,7 @@ def hf_task(
             raise DataError(f"task {name!r} has no split {split!r}; splits: {list(sources)}")
         bad = BadRows(on_bad_row)
         split_parts = parts(split)
-        lmap = label_map if kind in ("classification", "tagging") else None
+        lmap = label_map if kind in ("classification", "multilabel", "tagging") else None
         examples = _read(split_parts, split, lmap, bad)
         return bad.result(examples, split_parts[0][0] if split_parts else path)
 

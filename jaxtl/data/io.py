@@ -22,6 +22,9 @@ from jaxtl.data.tasks import BadRows, DataError
 # Metrics (and the main one) of a task whose reader is told only its kind (file, tfds).
 DEFAULT_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "classification": (("accuracy", "macro_f1"), "accuracy"),
+    # as transformers' run_classification scores a multi-label task: F1 over (example, class)
+    # decisions; subset accuracy: the share of examples whose whole label set is right
+    "multilabel": (("micro_f1", "macro_f1", "subset_accuracy"), "micro_f1"),
     "regression": (("pearson", "spearman"), "pearson"),
     "tagging": (("span_f1", "token_accuracy"), "span_f1"),
     "lm": (("perplexity",), "perplexity"),

@@ -12,6 +12,7 @@ position_ids        int32[B,T]   index of the token within its own example (rest
 label, score,       [B,S]        slot s-1 of row r holds example ``segment_ids == s`` of row r;
 example_weight                   weight 0 for an empty slot
 example_index       int32[B,S]   the example's index in its split (-1: empty slot)
+label_set           float32      [B,S,C]: a multilabel task's classes per slot
 ==================  ===========  ===============================================================
 
 The model keeps examples apart exactly: attention is block-diagonal (a token sees only its own
@@ -43,7 +44,12 @@ from jaxtl.data.batching import EpochPosition, _local_rows, assign_buckets, epoc
 from jaxtl.data.tokenize import Encoded, take
 
 TOKENS_PER_SEGMENT = 4  # S = T // 4: an example has at least [CLS] x [SEP]; S stays small
-KINDS = ("classification", "regression", "tagging")  # the task kinds a packed batch holds
+KINDS = (
+    "classification",
+    "multilabel",
+    "regression",
+    "tagging",
+)  # the task kinds a packed batch holds
 
 
 def num_segments(buckets: Sequence[int]) -> int:
@@ -103,6 +109,8 @@ def make_batch(
     out["score"] = np.zeros((b, num_slots), np.float32)
     out["example_weight"] = np.zeros((b, num_slots), np.float32)
     out["example_index"] = np.full((b, num_slots), -1, np.int32)
+    if enc.label_set is not None:
+        out["label_set"] = np.zeros((b, num_slots, enc.label_set.shape[1]), np.float32)
     out["task_id"][:] = enc.task_id
     # Every example of the batch in row order, with its row and slot; then each field is read
     # in one call and scattered by (row, column) in one assignment (tokenize.take).
@@ -128,6 +136,8 @@ def make_batch(
     out["position_ids"][tok_row, tok_col] = position
     out["label"][row, slot] = enc.label[ex]
     out["score"][row, slot] = enc.score[ex]
+    if enc.label_set is not None:
+        out["label_set"][row, slot] = enc.label_set[ex]
     out["example_weight"][row, slot] = 1.0
     out["example_index"][row, slot] = ex
     return out

@@ -14,7 +14,7 @@ Values: ``\\,`` is a comma inside a value (``\\|``, ``\\=``, ``\\:`` and ``\\\\`
 are ``1|0|true|false|yes|no``; a list is ``a|b|c`` (``label_names=neg|pos``, ``metrics=...``); a
 mapping is ``k:v|k:v`` (``paths=train:a.tsv|dev:b.tsv``, hf ``splits=dev:validation_matched``);
 with ``header=0`` the columns ``text``/``text_pair``/``label``/``target`` are 0-based integers;
-``delimiter=tab`` (or ``\\t``) / ``space`` / ``comma``; an empty value is None
+``delimiter=tab`` (or ``\\t``) / ``space`` / ``comma`` (``label_sep`` too); an empty value is None
 (``label=`` for no label column). What a value means, and which options exist, is whatever the
 reader's factory takes: the valid options are read from its signature, so an unknown option is
 an error that lists them.
@@ -154,7 +154,7 @@ def _convert(raw: str, ann: str, key: str, spec: str, header: bool) -> Any:
     if "Sequence[" in ann or "tuple[" in ann or "list[" in ann:
         return [_unescape(x).strip() for x in _split(raw, "|")]
     value = _unescape(raw)
-    if key == "delimiter":
+    if key in ("delimiter", "label_sep"):
         return DELIMITERS.get(value.lower(), value)
     if re.fullmatch(r"(str\|int|int\|str)(\|None)?", ann):
         return int(value) if not header and re.fullmatch(r"-?\d+", value) else value

@@ -32,12 +32,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["classification", "regression", "tagging", "lm", "translation"]
-KINDS = ("classification", "regression", "tagging", "lm", "translation")
+Kind = Literal["classification", "multilabel", "regression", "tagging", "lm", "translation"]
+KINDS = ("classification", "multilabel", "regression", "tagging", "lm", "translation")
+# Kinds with one prediction per example (a sentence or a pair), pooled from the encoder.
+SENTENCE_KINDS = ("classification", "multilabel", "regression")
 SPLITS = ("train", "dev", "test")
 
 
@@ -47,12 +49,13 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Example:
-    """One input. ``label`` is a class id (classification), a float (regression), a tuple of
+    """One input. ``label`` is a class id (classification), a tuple of class ids, sorted,
+    possibly empty (multilabel: every class that applies), a float (regression), a tuple of
     IOB2/tag strings aligned with ``words`` (tagging) or None (lm, translation)."""
 
     text: str
     text_pair: str | None = None
-    label: int | float | tuple[str, ...] | None = None
+    label: int | float | tuple[Any, ...] | None = None  # tuple: ids (multilabel) or tags
     words: tuple[str, ...] | None = None
     target: str | None = None
     source: str = ""
@@ -126,7 +129,7 @@ class Task:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind in ("classification", "tagging") and not self.label_names:
+        if self.kind in ("classification", "multilabel", "tagging") and not self.label_names:
             raise ValueError(f"task {self.name!r}: a {self.kind} task needs label_names")
         if self.main_metric and self.main_metric not in self.metrics:
             raise ValueError(f"task {self.name!r}: main_metric {self.main_metric!r} not in metrics")

@@ -39,7 +39,8 @@ class Encoded:
     """A tokenised split: row i of every field belongs to example i.
 
     ``token_labels`` None means all IGNORE (classification, regression, unmasked LM input).
-    ``target_ids`` only for translation (decoder targets).
+    ``target_ids`` only for translation (decoder targets); ``label_set`` only for multilabel
+    (uint8[N, C]: 1 where class c applies to example i).
     """
 
     # Lists of arrays, or jaxtl.data.token_cache.Ragged rows read by index from its files.
@@ -51,6 +52,7 @@ class Encoded:
     token_labels: Sequence[np.ndarray] | None = None
     word_ids: Sequence[np.ndarray] | None = None
     target_ids: Sequence[np.ndarray] | None = None
+    label_set: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -72,6 +74,7 @@ class Encoded:
             None if self.token_labels is None else pick(self.token_labels),
             None if self.word_ids is None else pick(self.word_ids),
             None if self.target_ids is None else pick(self.target_ids),
+            None if self.label_set is None else self.label_set[list(index)],
         )  # fmt: skip
 
 
@@ -139,7 +142,11 @@ def encode(
         return_token_type_ids=True,
         return_attention_mask=False,
     )
-    if labelled:
+    label_set = None
+    if task.kind == "multilabel":
+        label_set = (label_sets(task, examples) if labelled else
+                     np.zeros((n, task.num_labels), np.uint8))  # fmt: skip
+    elif labelled:
         label, score = example_labels(task, examples)
     target_ids = None
     if task.kind == "translation":
@@ -153,7 +160,22 @@ def encode(
         score,
         task_id,
         target_ids=target_ids,
+        label_set=label_set,
     )
+
+
+def label_sets(task: Task, examples: Sequence[Example]) -> np.ndarray:
+    """uint8[N, C]: the classes of each multilabel example (a tuple of class ids) as 0/1 rows,
+    each checked against the task."""
+    out = np.zeros((len(examples), task.num_labels), np.uint8)
+    for i, ex in enumerate(examples):
+        ids = ex.label
+        if not isinstance(ids, (tuple, list)) or not all(
+            isinstance(c, (int, np.integer)) and 0 <= c < task.num_labels for c in ids
+        ):
+            raise DataError(f"{ex.source}: labels {ids!r} are not class ids of {task.name}")
+        out[i, np.asarray(ids, np.int64)] = 1
+    return out
 
 
 def example_labels(task: Task, examples: Sequence[Example]) -> tuple[np.ndarray, np.ndarray]:

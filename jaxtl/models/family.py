@@ -107,7 +107,7 @@ class Family:
         """The transformers head for a task kind (classification / regression / tagging), as a
         model of config ``cfg`` (the encoder's) has it."""
         spec = None
-        if kind in ("classification", "regression"):
+        if kind in ("classification", "multilabel", "regression"):
             spec = self.sequence_head
         elif kind == "tagging":
             spec = self.token_head

@@ -31,7 +31,7 @@ from jaxtl.models.registry import FAMILIES
 
 log = logging.getLogger(__name__)
 
-SENTENCE_KINDS = ("classification", "regression")
+SENTENCE_KINDS = ("classification", "multilabel", "regression")
 HEAD_KINDS = SENTENCE_KINDS + ("tagging",)
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
 
@@ -200,6 +200,13 @@ def _label_order(
         return None, f"the checkpoint head has {n_ckpt} outputs ({problem_type}); regression has 1"
     if problem_type == "regression":
         return None, "the checkpoint head is a regression head"
+    # One linear layer either way, but trained for a softmax over the classes or a sigmoid per
+    # class: a head trained for the other is not reused (problem_type None says neither).
+    multi = task.kind == "multilabel"
+    other = "single_label_classification" if multi else "multi_label_classification"
+    if problem_type == other:
+        return None, (f"the checkpoint head is a {other.replace('_', '-')} head; {task.name} is "
+                      f"a {task.kind} task")  # fmt: skip
     names = list(task.label_names)
     if n_ckpt != len(names):
         return None, f"the checkpoint head has {n_ckpt} labels, the task {len(names)}"

@@ -83,11 +83,24 @@ def kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
     return jnp.sum(jnp.exp(logp) * (logp - logq), -1)
 
 
+def bernoulli_kl(p_logits: jax.Array, q_logits: jax.Array) -> jax.Array:
+    """Sum over the last axis of KL(p_c || q_c), each class a Bernoulli with logit given."""
+    p, q = p_logits.astype(jnp.float32), q_logits.astype(jnp.float32)
+    pp = jax.nn.sigmoid(p)
+    # log p(yes) - log q(yes) and log p(no) - log q(no), in the stable log-sigmoid form
+    yes = jax.nn.log_sigmoid(p) - jax.nn.log_sigmoid(q)
+    no = jax.nn.log_sigmoid(-p) - jax.nn.log_sigmoid(-q)
+    return jnp.sum(pp * yes + (1.0 - pp) * no, -1)
+
+
 def divergence(kind: str, p: jax.Array, q: jax.Array) -> jax.Array:
     """How far a head's prediction ``q`` is from the target ``p``: KL over classes (per row or
-    per token), a squared difference for regression."""
+    per token), a squared difference for regression, and for multilabel the KL of each class's
+    own yes/no distribution, summed over classes."""
     if kind == "regression":
         return (p[..., 0] - q[..., 0]).astype(jnp.float32) ** 2
+    if kind == "multilabel":
+        return bernoulli_kl(p, q)
     if kind in ("classification", "tagging"):
         return kl(p, q)
     raise ValueError(f"no divergence for task kind {kind!r}")

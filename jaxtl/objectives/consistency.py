@@ -65,7 +65,7 @@ class Consistency(Objective):
     def setup(self, encoder, tokenizer, targets, config: ml_collections.ConfigDict) -> None:
         super().setup(encoder, tokenizer, targets, config)
         for td in targets:
-            if td.task.kind not in ("classification", "tagging", "regression"):
+            if td.task.kind not in ("classification", "multilabel", "tagging", "regression"):
                 raise ValueError(f"consistency: no divergence for {td.task.name} ({td.task.kind})")
         self.special_ids = tokenize.special_ids(tokenizer)
         self.vocab_size = min(int(encoder.tied_embedding().shape[0]), len(tokenizer))

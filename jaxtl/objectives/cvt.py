@@ -62,6 +62,7 @@ from flax import nnx
 from jaxtl import assembly, models
 from jaxtl.data import tokenize
 from jaxtl.data.prepare import TaskData, corpus_lines
+from jaxtl.data.tasks import SENTENCE_KINDS
 from jaxtl.models import base
 from jaxtl.models import bert as bert_lib
 from jaxtl.models.bilstm import BiLSTMEncoder
@@ -71,7 +72,6 @@ from jaxtl.objectives.consistency import UNLABELLED_KEY
 TAGGING_VIEWS = ("forward", "backward", "future", "past", "no_self")
 SENTENCE_VIEWS = ("span", "subset")
 VIEWS = TAGGING_VIEWS + SENTENCE_VIEWS
-SENTENCE_KINDS = ("classification", "regression")
 
 log = logging.getLogger(__name__)
 

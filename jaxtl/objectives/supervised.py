@@ -262,8 +262,8 @@ def switch_predict(task_list: Sequence[TaskData]):
     """Predictions of the batch's task. A stream with no head of its own (consistency, CVT:
     never evaluated) repeats the first headed task's branch so every branch has one shape."""
 
-    num_probs = max([td.task.num_labels for td in task_list if td.task.kind == "classification"]
-                    or [1])  # fmt: skip
+    num_probs = max([td.task.num_labels for td in task_list
+                     if td.task.kind in ("classification", "multilabel")] or [1])  # fmt: skip
 
     def predict_fn(model, batch):
         out, feats = _features(model, batch)

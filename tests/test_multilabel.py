@@ -1,0 +1,224 @@
+"""Multi-label classification (task kind ``multilabel``): every class that applies to a text.
+
+Read from the user's files (a ``label_sep``-separated cell, a JSON list) and HF datasets
+(``Sequence(ClassLabel)``), trained with one sigmoid per class (transformers' loss for
+``problem_type="multi_label_classification"``), scored with scikit-learn, mixed with other tasks
+under one train program, predicted and exported so transformers' pipeline gives the same
+probabilities."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtl import losses, metrics, predictions
+from jaxtl.data import DataError, get_task
+from jaxtl.data import batch as layout
+from jaxtl.models import hf_heads
+from jaxtl.objectives.base import bernoulli_kl, divergence
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+TOPICS = {"sport": ["match", "goal", "team", "coach"], "money": ["bank", "price", "market"],
+          "tech": ["chip", "robot", "laptop", "code"]}  # fmt: skip
+
+
+def _rows(n, seed):
+    """(text, comma-joined topics): a text names words of the topics it is about."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        labs = [k for k in TOPICS if rng.random() < 0.45]
+        words = [str(rng.choice(TOPICS[k])) for k in labs for _ in range(2)] + ["news", "today"]
+        rng.shuffle(words)
+        out.append((" ".join(words), ",".join(labs)))
+    return out
+
+
+def _write(d, n_train=96, n_dev=24):
+    for split, n, seed in (("train", n_train, 0), ("dev", n_dev, 1), ("test", n_dev, 2)):
+        rows = _rows(n, seed)
+        (d / f"{split}.tsv").write_text(
+            "text\ttopics\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows)
+        )
+
+
+def test_file_task_reads_label_sets_from_cells_and_json_lists(tmp_path):
+    (tmp_path / "train.tsv").write_text("text\ttopics\na goal\tsport\nbank code\tmoney, tech\n"
+                                        "nothing here\t\n")  # fmt: skip
+    (tmp_path / "dev.tsv").write_text("text\ttopics\nthe chip\ttech\nsnow\tweather\n")
+    task = get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,label=topics,kind=multilabel")
+    assert task.kind == "multilabel" and task.label_names == ("money", "sport", "tech")
+    assert task.main_metric == "micro_f1"
+    assert [ex.label for ex in task.load("train")] == [(1,), (0, 2), ()]  # empty cell: no class
+    with pytest.raises(DataError, match=r"dev.tsv:3: label 'weather' is not one of"):
+        task.load("dev")
+    # another separator through the spec, and JSON lists (a non-list is named with its line)
+    (tmp_path / "p.tsv").write_text("text\ttopics\na goal\tsport|tech\n")
+    piped = get_task(f"file:name=t,paths=train:{tmp_path}/p.tsv,label=topics,kind=multilabel,"
+                     r"label_sep=\|")  # fmt: skip
+    assert piped.label_names == ("sport", "tech") and piped.load("train")[0].label == (0, 1)
+    (tmp_path / "train.jsonl").write_text('{"t": "a goal", "y": ["sport"]}\n'
+                                          '{"t": "a chip", "y": []}\n{"t": "x", "y": 3}\n')  # fmt: skip
+    with pytest.raises(DataError, match=r"train.jsonl:3: labels 3 are not a list"):
+        get_task(f"file:name=j,path={tmp_path}/{{split}}.jsonl,text=t,label=y,kind=multilabel")
+
+
+def test_hf_datasets_list_of_class_labels_is_multilabel(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    feats = datasets.Features({"text": datasets.Value("string"),
+                               "labels": datasets.Sequence(datasets.ClassLabel(names=["a", "b", "c"]))})  # fmt: skip
+    ds = datasets.Dataset.from_dict({"text": ["x y", "z"], "labels": [[0, 2], []]}, features=feats)
+    datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "d"))
+    task = get_task(f"hf:name=m,path={tmp_path}/d,label=labels")
+    assert (task.kind, task.label_names) == ("multilabel", ("a", "b", "c"))
+    assert [ex.label for ex in task.load("dev")] == [(0, 2), ()]
+    # lists of strings (a Parquet file) give the kind too; words beside tags stay tagging
+    datasets.Dataset.from_dict({"text": ["x", "y"], "labels": [["b"], ["a", "b"]]}).to_parquet(
+        str(tmp_path / "train.parquet"))  # fmt: skip
+    task = get_task(f"hf:name=m,path={tmp_path}/{{split}}.parquet,label=labels")
+    assert (task.kind, task.label_names) == ("multilabel", ("a", "b"))
+    assert [ex.label for ex in task.load("train")] == [(1,), (0, 1)]
+
+
+def test_loss_is_transformers_bce_over_real_examples_packed_or_not():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 4)).astype(np.float32)
+    targets = (rng.random((5, 4)) < 0.5).astype(np.float32)
+    weight = np.array([1, 1, 1, 0, 1], np.float32)  # row 3 only pads the batch
+    batch = {"label": np.zeros(5, np.int32), "label_set": targets, "example_weight": weight}
+    total, den = losses.multilabel(jnp.asarray(logits), batch)
+    real = weight > 0
+    want = torch.nn.BCEWithLogitsLoss()(torch.tensor(logits[real]), torch.tensor(targets[real]))
+    assert float(den) == 4.0
+    assert abs(float(total) / float(den) - float(want)) <= 1e-6  # fp32
+    # packed [B,S,C]: the same examples in slots give the same sum
+    pk = {"label": np.zeros((2, 3), np.int32), "label_set": np.zeros((2, 3, 4), np.float32),
+          "example_weight": np.zeros((2, 3), np.float32)}  # fmt: skip
+    plog = np.zeros((2, 3, 4), np.float32)
+    for i, (r, s) in enumerate([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]):
+        pk["label_set"][r, s], pk["example_weight"][r, s], plog[r, s] = (
+            targets[i],
+            weight[i],
+            logits[i],
+        )
+    ptotal, pden = losses.multilabel(jnp.asarray(plog), pk)
+    assert abs(float(ptotal) - float(total)) <= 1e-5 and float(pden) == 4.0
+    # a batch of another task (no label_set) traces to zeros; a narrower one is padded
+    assert losses.label_set({"label": np.zeros(2, np.int32)}, 3).shape == (2, 3)
+    wide = layout.with_label_set({"label": np.zeros(2, np.int32), "label_set": np.ones((2, 2))}, 3)
+    np.testing.assert_array_equal(wide["label_set"], [[1, 1, 0], [1, 1, 0]])
+    with pytest.raises(ValueError, match="more than 1"):
+        layout.with_label_set(wide, 1)
+
+
+def test_metrics_are_scikit_learns_on_the_thresholded_probabilities():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    task = get_task("builtin/mentions", n_dev=3)
+    gold = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 0]], np.float32)
+    probs = np.array([[0.9, 0.2, 0.6], [0.4, 0.7, 0.51], [0.8, 0.3, 0.9], [0.1, 0.6, 0.2]])
+    weight = np.array([1, 1, 1, 0], np.float32)  # the last row pads
+    batch = {"label_set": gold, "example_weight": weight}
+    got = metrics.score_task(task, [{"pred_probs": probs}], [batch])
+    pred = (probs[:3] > 0.5).astype(int)
+    assert got == pytest.approx({
+        "micro_f1": f1_score(gold[:3], pred, average="micro"),
+        "macro_f1": f1_score(gold[:3], pred, average="macro", zero_division=0),
+        "subset_accuracy": accuracy_score(gold[:3], pred)}, abs=1e-12)  # fmt: skip
+    assert got["subset_accuracy"] == pytest.approx(2 / 3)
+    names = task.label_names
+    recs = [{"gold": [n for n, g in zip(names, row) if g],
+             "labels": [n for n, p in zip(names, prow) if p > 0.5]}
+            for row, prow in zip(gold[:3], probs[:3])]  # fmt: skip
+    assert metrics.score_records(task, recs) == pytest.approx(got, abs=1e-12)
+
+
+def test_consistency_divergence_is_the_per_class_bernoulli_kl():
+    p = jnp.asarray([[2.0, -1.0, 0.0]])
+    q = jnp.asarray([[0.5, 0.5, -3.0]])
+    sp, sq = 1 / (1 + np.exp(-np.asarray(p))), 1 / (1 + np.exp(-np.asarray(q)))
+    want = np.sum(sp * np.log(sp / sq) + (1 - sp) * np.log((1 - sp) / (1 - sq)), -1)
+    np.testing.assert_allclose(np.asarray(bernoulli_kl(p, q)), want, rtol=1e-5)
+    assert float(divergence("multilabel", p, p)[0]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_checkpoint_head_trained_for_the_other_problem_type_is_not_reused():
+    ml = get_task("builtin/mentions")
+    order, why = hf_heads._label_order(ml, 3, list(ml.label_names), "single_label_classification")
+    assert order is None and "single-label-classification head" in why
+    order, _ = hf_heads._label_order(ml, 3, list(ml.label_names), "multi_label_classification")
+    assert order == [0, 1, 2]
+    sent = get_task("builtin/sentiment")
+    order, why = hf_heads._label_order(sent, 2, None, "multi_label_classification")
+    assert order is None and "multi-label" in why
+
+
+def test_records_name_the_classes_over_the_threshold_and_tables_join_them():
+    rec = {
+        "id": 0,
+        "text": "x",
+        "gold": ["LOC", "PER"],
+        "labels": ["LOC"],
+        "probs": [0.7, 0.1, 0.4],
+    }
+    cells = predictions.table_cells(rec, ("LOC", "ORG", "PER"))
+    assert cells == {"id": 0, "text": "x", "gold": "LOC,PER", "labels": "LOC",
+                     "prob_LOC": 0.7, "prob_ORG": 0.1, "prob_PER": 0.4}  # fmt: skip
+
+
+def _launch(*args):
+    p = subprocess.run([sys.executable, "launch.py", *args], cwd=REPO, capture_output=True,
+                       text=True, timeout=900)  # fmt: skip
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
+
+
+def test_own_multilabel_file_trains_beside_other_tasks_predicts_and_exports(
+    tiny_bert_dir, tmp_path
+):
+    """From the command line: a multilabel TSV and builtin/sentiment in one multitask run (one
+    train program for both layouts); --predict on the dev file gives results.json; the exported
+    model in transformers' pipeline gives jaxtl's probabilities (within 1e-4)."""
+    _write(tmp_path)
+    spec = f"file:name=topics,path={tmp_path}/{{split}}.tsv,text=text,label=topics,kind=multilabel"
+    wd, out = tmp_path / "run", tmp_path / "export"
+    _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={(spec, 'builtin/sentiment')!r}",
+            "--config.train.steps=80", "--config.optim.lr=1e-2", "--config.data.max_eval_examples=24",
+            f"--config.export_dir={out}", f"--workdir={wd}")  # fmt: skip
+    events = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
+    programs = [e for e in events if e.get("task") == "compilations"][-1]
+    assert programs["train"] == 1  # both tasks' batches share the train program
+    dev = json.loads((wd / "results.json").read_text())["topics"]
+    assert set(dev) == {"micro_f1", "macro_f1", "subset_accuracy"}
+    assert dev["micro_f1"] > 0.6, dev  # the topic words are learnable in 80 steps
+    test = [json.loads(x) for x in (wd / "predictions/topics/test.jsonl").read_text().splitlines()]
+    assert all(set(r["labels"]) <= set(TOPICS) and len(r["probs"]) == 3 for r in test)
+    from jaxtl.predictor import predict_command
+
+    n, scores = predict_command(
+        str(wd), str(tmp_path / "dev.tsv"), str(tmp_path / "p.csv"), "topics"
+    )
+    assert n == 24 and scores == pytest.approx(dev, abs=1e-9)
+    with (tmp_path / "p.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:4] == ["id", "text", "gold", "labels"]
+    gold = [r.split("\t")[1] for r in (tmp_path / "dev.tsv").read_text().splitlines()[1:]]
+    assert [r["gold"] for r in rows] == [",".join(sorted(g.split(","))) if g else "" for g in gold]
+    transformers = pytest.importorskip("transformers")
+    cfg = json.loads((out / "topics/config.json").read_text())
+    assert cfg["problem_type"] == "multi_label_classification"
+    pipe = transformers.pipeline("text-classification", model=str(out / "topics"), top_k=None)
+    texts = [r["text"] for r in rows[:6]]
+    import jaxtl
+
+    ours = jaxtl.load(wd).predict(texts, task="topics")
+    for got, rec in zip(pipe(texts), ours):
+        theirs = {d["label"]: d["score"] for d in got}
+        np.testing.assert_allclose([theirs[n] for n in ("money", "sport", "tech")], rec["probs"],
+                                   rtol=0, atol=1e-4)  # fmt: skip
