@@ -222,3 +222,31 @@ def test_own_multilabel_file_trains_beside_other_tasks_predicts_and_exports(
         theirs = {d["label"]: d["score"] for d in got}
         np.testing.assert_allclose([theirs[n] for n in ("money", "sport", "tech")], rec["probs"],
                                    rtol=0, atol=1e-4)  # fmt: skip
+
+
+def test_a_cached_multilabel_split_keeps_its_label_sets(tmp_path, monkeypatch):
+    """A split large enough for the on-disk token cache reads back with the same label sets
+    (without them its batches would train on all-zero targets)."""
+    from conftest import minilm_dir
+    from transformers import AutoTokenizer
+
+    from jaxtl.data import batching, packing, token_cache, tokenize
+
+    monkeypatch.setattr(token_cache, "CHUNK_ROWS", 64)  # several chunks
+    _write(tmp_path, n_train=300)
+    task = get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,label=topics,kind=multilabel")
+    tok = AutoTokenizer.from_pretrained(minilm_dir())
+    enc = token_cache.encode_split(task, "train", tok, max_length=32, root=str(tmp_path / "c"),
+                                   min_rows=0, progress=False)  # fmt: skip
+    ref = tokenize.encode(task, task.load("train"), tok, max_length=32)
+    assert isinstance(enc.input_ids, token_cache.Ragged)  # read from the cache's files
+    assert enc.label_set.shape == (300, 3) and np.array_equal(enc.label_set, ref.label_set)
+    assert 0 < ref.label_set.sum() < ref.label_set.size
+    again = token_cache.encode_split(task, "train", tok, max_length=32, root=str(tmp_path / "c"),
+                                     min_rows=0, progress=False)  # fmt: skip
+    assert np.array_equal(again.label_set, ref.label_set)  # a hit
+    for make in (batching.TrainBatches, packing.PackedTrainBatches):
+        a, b = (make(e, batch_size=8, buckets=(16, 32), seed=1, pad_id=0) for e in (enc, ref))
+        for _ in range(5):
+            x, y = next(a), next(b)
+            assert np.array_equal(x["label_set"], y["label_set"])

@@ -14,6 +14,7 @@ word_ids            int32[T]    each token's word (tagging)
 target_offsets,     int64[N+1], decoder targets (translation)
 target_ids          int32[T']
 label, score        [N]         class id / regression target per example
+label_set           uint8[N*C]  a multilabel example's classes as 0/1, row by row
 ==================  ==========  ===========================================================
 
 :func:`open_entry` turns an entry into a :class:`jaxtl.data.tokenize.Encoded` whose token fields
@@ -68,7 +69,7 @@ SAMPLE_ROWS = 256  # rows of the first chunk on which the flat encoder and worke
 DTYPES = {
     "offsets": np.int64, "input_ids": np.int32, "token_type_ids": np.uint8,
     "token_labels": np.int32, "word_ids": np.int32, "target_offsets": np.int64,
-    "target_ids": np.int32, "label": np.int32, "score": np.float32,
+    "target_ids": np.int32, "label": np.int32, "score": np.float32, "label_set": np.uint8,
 }  # fmt: skip
 
 
@@ -314,6 +315,8 @@ class _Writer:
             self._ragged("word_ids", "offsets", enc.word_ids)
         if enc.target_ids is not None:
             self._ragged("target_ids", "target_offsets", enc.target_ids)
+        if enc.label_set is not None:
+            self._put("label_set", enc.label_set.reshape(-1))
         self._put("label", enc.label)
         self._put("score", enc.score)
         self.rows += len(enc)
@@ -383,9 +386,14 @@ def open_entry(folder: str, meta: dict[str, Any], task_id: int = 0) -> tokenize.
     ids, types = ragged("input_ids"), ragged("token_type_ids")
     assert ids is not None and types is not None
     target = ragged("target_ids", load("target_offsets")) if "target_ids" in fields else None
+    label = load("label")
+    label_set = None
+    if "label_set" in fields:  # [N, C]: C from the entry's own count
+        label_set = load("label_set").reshape(len(label), -1)
     return tokenize.Encoded(
-        ids, types, load("label"), load("score"), task_id,
+        ids, types, label, load("score"), task_id,
         token_labels=ragged("token_labels"), word_ids=ragged("word_ids"), target_ids=target,
+        label_set=label_set,
     )  # fmt: skip
 
 
@@ -521,7 +529,7 @@ def build_entry(
             for rows, enc in encoded:
                 if writer is None:
                     fields = ["offsets", "input_ids", "token_type_ids", "label", "score"]
-                    extra = ("token_labels", "word_ids", "target_ids")
+                    extra = ("token_labels", "word_ids", "target_ids", "label_set")
                     fields += [f for f in extra if getattr(enc, f, None) is not None]
                     if "target_ids" in fields:
                         fields.insert(-1, "target_offsets")
