@@ -69,3 +69,9 @@ def test_unprepared_dataset_explains_offline_preparation(tmp_path):
 def test_unknown_feature(tfds_dir):
     with pytest.raises(DataError, match="no feature 'text'"):
         get_task("tfds:jaxtl_tiny_reviews", tfds_dir, text="text")
+
+
+def test_a_kind_the_tfds_reader_cannot_fill_is_refused(tfds_dir):
+    with pytest.raises(ValueError, match=r"kind='multilabel' is not read from TFDS here"):
+        get_task("tfds:jaxtl_tiny_reviews", tfds_dir, text="sentence", label="label",
+                 kind="multilabel")  # fmt: skip

@@ -97,6 +97,9 @@ def tfds_task(
         label_names = tuple(feature.names)
         kind = kind or "classification"
     kind = kind or ("regression" if label else "lm")
+    if kind not in ("classification", "regression", "lm"):
+        raise ValueError(f"tfds:{name}: kind={kind!r} is not read from TFDS here (classification, "
+                         "regression or lm); export the dataset to files for a file: or hf: task")  # fmt: skip
     available = set(builder.info.splits.keys())
     mapping = dict(splits or {k: v for k, v in DEFAULT_SPLITS.items() if v in available})
     missing = {k: v for k, v in mapping.items() if v not in available}
