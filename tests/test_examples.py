@@ -18,3 +18,24 @@ def test_custom_stages_example(tiny_bert_dir, tmp_path):
     phases = json.loads((tmp_path / "plan.json").read_text())["phases"]
     assert [p["stage"] for p in phases][0] == "source"
     assert sum(p["stage"] == "target" for p in phases) == 3  # gradual unfreezing, 2 layers
+
+
+def test_conll_entity_types_example_writes_a_multilabel_task(data_dir, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "conll_entity_types", REPO / "examples" / "conll_entity_types.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(str(data_dir), str(tmp_path)) == {"train": 14041, "dev": 3250, "test": 3453}
+    lines = (tmp_path / "train.tsv").read_text().splitlines()
+    assert lines[:2] == [
+        "sentence\ttypes",
+        "EU rejects German call to boycott British lamb .\tMISC,ORG",
+    ]
+    from jaxtl.data import get_task
+
+    task = get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,label=types,text=sentence,"
+                    "kind=multilabel")  # fmt: skip
+    assert task.label_names == ("LOC", "MISC", "ORG", "PER")
+    dev = task.load("dev")
+    assert len(dev) == 3250 and sum(not ex.label for ex in dev) == 645  # sentences naming none
