@@ -91,6 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 10
     c.train.accum_steps = 1  # micro-batches per step (batch_size must divide evenly)
     c.train.early_stop_patience = 0
+    # Label smoothing of the classification and tagging losses (transformers' Trainer
+    # label_smoothing_factor): the target puts 1 - s on the gold class and s spread evenly over
+    # all classes. Not LM streams, regression or multilabel.
+    c.train.label_smoothing = 0.0
     c.train.save_best = True  # keep the best params per stage in best/ (the selected model)
     c.train.restore_best = False  # a later stage (and MT-DNN refinement) starts from them
     c.train.progress = True
@@ -226,6 +230,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         if int(c[section][name]) < 0:
             raise ValueError(f"{key}={c[section][name]}: must be >= 0")
     t = c.train
+    if not 0.0 <= float(t.get("label_smoothing", 0.0)) < 1.0:
+        raise ValueError(f"train.label_smoothing={t.label_smoothing}: must be in [0, 1)")
     for section in ("train", "source", "pretrain", "lm_finetune"):  # each stage's epochs
         if section in c and "epochs" in c[section] and not float(c[section].epochs) >= 0:
             raise ValueError(f"{section}.epochs={c[section].epochs}: must be >= 0 (0 = "

@@ -19,9 +19,22 @@ import optax
 from jaxtl.data.batch import IGNORE
 
 
-def classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
+    """Cross-entropy against integer ``labels``; with ``smoothing`` > 0 against the target
+    ``(1 - smoothing) * one_hot + smoothing / classes`` (``optax.smooth_labels``), which is
+    transformers' ``LabelSmoother``: ``(1 - s) * nll + s * mean over classes of -log p``."""
+    x = logits.astype(jnp.float32)
+    if not smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(x, labels)
+    target = optax.smooth_labels(jax.nn.one_hot(labels, x.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(x, target)
+
+
+def classification(
+    logits: jax.Array, batch: dict, smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
     w = batch["example_weight"]
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["label"])
+    ce = _cross_entropy(logits, batch["label"], smoothing)
     return (ce * w).sum(), w.sum()
 
 
@@ -63,12 +76,14 @@ def labelled_tokens(batch: dict) -> jax.Array:
     return (batch["token_labels"] != IGNORE) & (row_weight(batch)[:, None] > 0)
 
 
-def token_classification(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+def token_classification(
+    logits: jax.Array, batch: dict, smoothing: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
     """Tagging, MLM and CLM alike: cross-entropy on tokens whose label is not IGNORE."""
     labels = batch["token_labels"]
     valid = labelled_tokens(batch)
     safe = jnp.where(valid, labels, 0)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
+    ce = _cross_entropy(logits, safe, smoothing)
     return jnp.where(valid, ce, 0.0).sum(), valid.sum().astype(jnp.float32)
 
 
@@ -95,6 +110,9 @@ def lm(logits: jax.Array | tuple[jax.Array, jax.Array], batch: dict) -> tuple[ja
     )
     return f_sum + b_sum, f_den + b_den
 
+
+# The kinds train.label_smoothing applies to (a keyword of their loss functions).
+SMOOTHED = ("classification", "tagging")
 
 LOSSES = {
     "classification": classification,

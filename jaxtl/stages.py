@@ -160,7 +160,13 @@ def mixture_stage(
                 [td.task.num_labels for td in streams if td.task.kind == "multilabel"] or [0]
             ),  # fmt: skip
         ),
-        loss_fn=switch_loss(all_tasks, weights, objective, encoder_dropout=dropout),
+        loss_fn=switch_loss(
+            all_tasks,
+            weights,
+            objective,
+            encoder_dropout=dropout,
+            label_smoothing=float(config.train.get("label_smoothing", 0.0)),
+        ),
         predict_fn=switch_predict(all_tasks),
         optim=optim,
         eval_sets=eval_sets(evals),

@@ -144,8 +144,10 @@ def task_branch(
     head_dropout_key: jax.Array,
     train_mode: bool,
     weight: float = 1.0,
+    label_smoothing: float = 0.0,
 ):
     """The ``lax.switch`` branch of one task: ``f((feats, last_hidden)) -> (loss_sum, den)``.
+    ``label_smoothing`` applies to the kinds in :data:`jaxtl.losses.SMOOTHED`.
 
     ``lm``-kind tasks decode the last hidden state (not the representation a frozen encoder
     hands task heads: the LM head was trained on it) with the encoder's tied embedding.
@@ -171,7 +173,8 @@ def task_branch(
         else:
             logits = head(feats, batch["attention_mask"], deterministic=not train_mode, rngs=rngs,
                           **segment_kw(batch))  # fmt: skip
-        total, den = losses.LOSSES[td.task.kind](logits, batch)
+        smooth = {"smoothing": label_smoothing} if td.task.kind in losses.SMOOTHED else {}
+        total, den = losses.LOSSES[td.task.kind](logits, batch, **smooth)
         return total * float(weight), den
 
     return f
@@ -183,8 +186,10 @@ def switch_loss(
     objective: Objective | None = None,
     *,
     encoder_dropout: bool = True,
+    label_smoothing: float = 0.0,
 ):
     """The step's loss over ``task_list`` (indices 0..n-1, in order); ``weights`` by task name.
+    ``label_smoothing``: the classification and tagging tasks' (``train.label_smoothing``).
     With ``objective``, the task at ``objective.data.index`` is its stream and takes its branch.
     ``encoder_dropout=False`` runs the encoder deterministically in training too (a frozen
     encoder: its features are then a fixed function of the input, as a feature cache stores)."""
@@ -224,6 +229,7 @@ def switch_loss(
                         head_dropout_key=head_dropout_key,
                         train_mode=train_mode,
                         weight=float(weights.get(td.task.name, 1.0)),
+                        label_smoothing=label_smoothing,
                     )
                 )
         idx = batch["task_id"][0]
