@@ -391,8 +391,8 @@ class Predictor:
             from jaxtl.data.hf_datasets import hf_task
 
             opts = spec_lib.parse(spec)[1]
-            columns = {k: opts[k] for k in ("text", "text_pair", "label", "target")
-                       if opts.get(k) is not None}  # fmt: skip
+            columns = {k: opts[k] for k in ("text", "text_pair", "label", "label_columns",
+                                            "target") if opts.get(k) is not None}  # fmt: skip
             task = hf_task(path=file, name=td.task.name, kind=td.task.kind, **columns, **names,
                            _labels_optional=True)  # fmt: skip
             return list(task.load(task.splits[0]))

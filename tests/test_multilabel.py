@@ -250,3 +250,31 @@ def test_a_cached_multilabel_split_keeps_its_label_sets(tmp_path, monkeypatch):
         for _ in range(5):
             x, y = next(a), next(b)
             assert np.array_equal(x["label_set"], y["label_set"])
+
+
+def test_one_column_per_class_as_jigsaws_files_have(tmp_path):
+    """label_columns: a 0/1 column per class (file and hf tasks alike), the classes in the
+    order given; a cell that is not 0/1 is named; a split without the columns is unlabelled."""
+    (tmp_path / "train.csv").write_text("id,comment_text,toxic,obscene,threat\n"
+                                        'a,"you idiot, stop",1,0,0\nb,thanks,0,0,0\n'
+                                        "c,I will hurt you,true,0,1.0\n")  # fmt: skip
+    (tmp_path / "dev.csv").write_text("id,comment_text,toxic,obscene,threat\nd,fine,0,,0\n")
+    (tmp_path / "test.csv").write_text("id,comment_text\ne,hello there\n")
+    spec = (f"file:name=tox,path={tmp_path}/{{split}}.csv,text=comment_text,"
+            "label_columns=toxic|obscene|threat,kind=multilabel")  # fmt: skip
+    task = get_task(spec)
+    assert task.label_names == ("toxic", "obscene", "threat")  # as given, not sorted
+    assert [ex.label for ex in task.load("train")] == [(0,), (), (0, 2)]
+    with pytest.raises(DataError, match=r"dev.csv:2: column 'obscene': '' is not 0 or 1"):
+        task.load("dev")
+    assert [ex.label for ex in task.load("test")] == [None]
+    with pytest.raises(ValueError, match="label_columns is for kind=multilabel"):
+        get_task(spec.replace("kind=multilabel", "kind=classification"))
+    datasets = pytest.importorskip("datasets")
+    rows = {"comment_text": ["you idiot", "thanks"], "toxic": [1, 0], "obscene": [0, 0],
+            "threat": [False, True]}  # fmt: skip
+    datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "train.parquet"))
+    hf = get_task(f"hf:name=tox,path={tmp_path}/{{split}}.parquet,text=comment_text,"
+                  "label_columns=toxic|obscene|threat")  # fmt: skip
+    assert (hf.kind, hf.label_names) == ("multilabel", ("toxic", "obscene", "threat"))
+    assert [ex.label for ex in hf.load("train")] == [(0,), (2,)]

@@ -18,6 +18,10 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   or such a string; an empty cell or list is an example with no class) | ``regression`` |
   ``tagging`` (JSONL: ``text`` holds a list of words and ``label`` a list of tags; TSV/CSV:
   each cell holds them space-separated) | ``lm`` | ``translation``.
+- ``label_columns`` (multilabel, instead of ``label``): one column per class holding 0 or 1
+  (``1``/``0``, ``true``/``false``, a JSON number or boolean), as Kaggle's Jigsaw toxic-comment
+  files have (``label_columns=toxic|obscene|insult``); the classes are those columns, in that
+  order.
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
   When omitted for classification / multilabel / tagging it is read from the train split
   (sorted).
@@ -40,6 +44,7 @@ from typing import Any
 from jaxtl.data.io import (
     DEFAULT_METRICS,
     column,
+    flag,
     parse_label,
     read_lines,
     read_table,
@@ -136,6 +141,7 @@ def file_task(
     kind: str = "classification",
     label_names: Sequence[str] | None = None,
     label_sep: str = ",",
+    label_columns: Sequence[str] | None = None,
     name: str = "file",
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
@@ -143,6 +149,12 @@ def file_task(
 ) -> Task:
     """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
+    columns = tuple(str(c) for c in label_columns or ())
+    if columns and kind != "multilabel":
+        raise ValueError(f"file task: label_columns is for kind=multilabel, not kind={kind!r}")
+    if columns and label_names and tuple(label_names) != columns:
+        raise ValueError(f"file task: label_names {list(label_names)} differ from label_columns "
+                         f"{list(columns)}, which name the classes")  # fmt: skip
     if kind in ("classification", "multilabel", "regression", "tagging") and label is None:
         raise ValueError(f"file task: kind={kind!r} needs a label column")
 
@@ -164,7 +176,8 @@ def file_task(
         if not events:  # a header and nothing else (read_lines refuses a file with no text)
             raise DataError(f"{p}: no rows" + (" after its header line" if header and
                                                format != "jsonl" else ""))  # fmt: skip
-        labelled = kind in ("lm", "translation") or not _lacks_label(records, label)
+        first_label = columns[0] if columns else label
+        labelled = kind in ("lm", "translation") or not _lacks_label(records, first_label)
         # An LM corpus or a translation has no label column (a translation's target is `target`).
         reads_label = labelled and kind not in ("lm", "translation")
         if not labelled:
@@ -172,10 +185,10 @@ def file_task(
                 header_names = records[0][1]
                 where = f"header {header_names}" if header_names is not None else "any row"
                 raise DataError(
-                    f"{p}: no label column {label!r} in {where}; only a split other than the "
-                    f"one that trains or gives the label set may be unlabelled"
+                    f"{p}: no label column {first_label!r} in {where}; only a split other than "
+                    f"the one that trains or gives the label set may be unlabelled"
                 )
-            log.info("%s: no label column %r: split %r is unlabelled", p, label, split)
+            log.info("%s: no label column %r: split %r is unlabelled", p, first_label, split)
         for i, names, rec in events:
             if i is None:
                 bad(names, rec)  # (None, where, reason): a line _records rejected
@@ -184,7 +197,10 @@ def file_task(
             try:
                 t = _field(names, rec, text, p)
                 pair = _field(names, rec, text_pair, p)
-                raw = _field(names, rec, label, p) if reads_label else None
+                raw = None
+                if reads_label:
+                    raw = ([_field(names, rec, c, p) for c in columns] if columns
+                           else _field(names, rec, label, p))  # fmt: skip
                 tgt = _field(names, rec, target, p)
             except KeyError as e:
                 bad(where, f"missing field {e.args[0]!r}")
@@ -232,6 +248,14 @@ def file_task(
                 value = parse_label(str(raw), kind, None, where, bad)
                 if value is None:
                     continue
+            elif kind == "multilabel" and columns:
+                assert isinstance(raw, list)  # the class columns' cells, read above
+                flags = [flag(v) for v in raw]
+                if None in flags:
+                    k = flags.index(None)
+                    bad(where, f"column {columns[k]!r}: {raw[k]!r} is not 0 or 1")
+                    continue
+                value = tuple(k for k, f in enumerate(flags) if f)
             elif kind == "multilabel":
                 classes = _label_set(raw, label_sep)
                 if classes is None:
@@ -251,7 +275,7 @@ def file_task(
                             f"{bad.reasons[0] if bad.reasons else '?'})")  # fmt: skip
         return bad.result(out, p)
 
-    names_tuple: tuple[str, ...] = tuple(str(x) for x in label_names or ())
+    names_tuple: tuple[str, ...] = columns or tuple(str(x) for x in label_names or ())
     if kind in ("classification", "multilabel", "tagging") and not names_tuple:
         # Label set from the training split, sorted so the ids are stable across runs.
         first = read("train" if "train" in split_paths else next(iter(split_paths)), None)

@@ -48,7 +48,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from jaxtl.data.io import DEFAULT_METRICS, resolve
+from jaxtl.data.io import DEFAULT_METRICS, flag, resolve
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
@@ -262,6 +262,7 @@ def hf_task(
     target: str | None = None,
     kind: str | None = None,
     label_names: Sequence[str] | None = None,
+    label_columns: Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
     format: str | None = None,
@@ -284,6 +285,15 @@ def hf_task(
 
     first = "train" if "train" in sources else next(iter(sources))
     where0, ds0 = parts(first)[0]
+    columns = tuple(str(c) for c in label_columns or ())
+    if columns:  # one 0/1 column per class (multilabel), as the file task reads them
+        if kind not in (None, "multilabel"):
+            raise ValueError(f"hf task: label_columns is for kind=multilabel, not kind={kind!r}")
+        missing = [c for c in columns if c not in ds0.column_names]
+        if missing and not _labels_optional:
+            raise DataError(f"{where0}: no column {missing[0]!r} of label_columns; columns: "
+                            f"{ds0.column_names}")  # fmt: skip
+        kind, label, label_names = "multilabel", None, columns
     if (label is not None and label not in ds0.column_names and kind not in ("lm", "translation")
             and not _labels_optional):  # fmt: skip
         raise DataError(
@@ -298,6 +308,8 @@ def hf_task(
         raise ValueError(f"hf task: kind must be one of {list(DEFAULT_METRICS)}, got {kind!r}")
     default_metrics, default_main = DEFAULT_METRICS[kind]
     labelled_kind = kind in ("classification", "multilabel", "regression", "tagging")
+    if columns:
+        labelled_kind = True
     class_label = _class_label(feature) if feature is not None else None
 
     def _read(split_parts: Parts, split: str, lmap: Mapping[str, int] | None,
@@ -311,12 +323,19 @@ def hf_task(
             for col in (text, text_pair, target):
                 if col is not None and col not in cols:
                     raise DataError(f"{where}: no column {col!r}; columns: {cols}")
-            labelled = labelled_kind and label is not None and label in cols
-            cl = _class_label(ds.features[label]) if labelled else None
+            if columns:
+                labelled = all(c in cols for c in columns)
+            else:
+                labelled = labelled_kind and label is not None and label in cols
+            cl = _class_label(ds.features[label]) if labelled and not columns else None
             texts = list(ds[text])
             pairs = list(ds[text_pair]) if text_pair is not None else [None] * len(texts)
             targets = list(ds[target]) if target is not None else [None] * len(texts)
-            raws = list(ds[label]) if labelled else [None] * len(texts)
+            raws: list[Any]
+            if labelled and columns:  # a row's 0/1 per class column
+                raws = [list(r) for r in zip(*(ds[c] for c in columns))]
+            else:
+                raws = list(ds[label]) if labelled else [None] * len(texts)
             if labelled and cl is not None and kind != "tagging" and all(r == -1 for r in raws):
                 labelled, raws = False, [None] * len(texts)  # ClassLabel -1 only: unlabelled
             if (
@@ -359,7 +378,14 @@ def hf_task(
             bad(where, f"column {text_pair!r}: text is empty or not a string ({pair!r:.80})")
             return None
         value: Any = None
-        if labelled and kind == "multilabel":
+        if labelled and columns:
+            flags = [flag(x) for x in raw]
+            if None in flags:
+                k = flags.index(None)
+                bad(where, f"column {columns[k]!r}: {raw[k]!r} is not 0 or 1")
+                return None
+            value = tuple(k for k, f in enumerate(flags) if f)
+        elif labelled and kind == "multilabel":
             if not isinstance(raw, list):
                 bad(where, f"column {label!r}: expected a list of labels, got {raw!r:.80}")
                 return None

@@ -200,6 +200,18 @@ def parse_label(
     return value
 
 
+_YES, _NO = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
+
+
+def flag(value: object) -> bool | None:
+    """A 0/1 cell of a multilabel task's class column (``label_columns``): True, False, or None
+    for anything else (an empty cell included: a missing value is not read as "no")."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    return True if text in _YES else False if text in _NO else None
+
+
 def split_files(folder: str, files: Mapping[str, str], task: str) -> Callable[[str], str]:
     """``path_for(split)``: the file ``files[split]`` in ``folder``, or a DataError that lists the
     splits whose files do exist there."""
