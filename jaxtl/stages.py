@@ -158,7 +158,8 @@ def mixture_stage(
             task_ids=[td.index for td in streams],
             label_width=max(
                 [td.task.num_labels for td in streams if td.task.kind == "multilabel"] or [0]
-            ),  # fmt: skip
+            ),
+            multilabel=[td.task.kind == "multilabel" for td in streams],
         ),
         loss_fn=switch_loss(
             all_tasks,

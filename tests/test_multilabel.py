@@ -278,3 +278,22 @@ def test_one_column_per_class_as_jigsaws_files_have(tmp_path):
                   "label_columns=toxic|obscene|threat")  # fmt: skip
     assert (hf.kind, hf.label_names) == ("multilabel", ("toxic", "obscene", "threat"))
     assert [ex.label for ex in hf.load("train")] == [(0,), (2,)]
+
+
+def test_a_multilabel_batch_without_its_label_set_is_an_error_not_zero_targets():
+    from jaxtl.data.feed import MixtureFeed
+
+    def batches(with_set):
+        while True:
+            b = {"label": np.zeros(2, np.int32), "task_id": np.zeros(2, np.int32)}
+            if with_set:
+                b["label_set"] = np.ones((2, 3), np.float32)
+            yield b
+
+    feed = MixtureFeed(["ml", "cls"], [batches(True), batches(False)], lambda s: s % 2,
+                       label_width=4, multilabel=[True, False])  # fmt: skip
+    assert feed.next_batch(0)["label_set"].tolist() == [[1, 1, 1, 0]] * 2  # padded to 4
+    assert feed.next_batch(1)["label_set"].sum() == 0  # another kind: zeros
+    bad = MixtureFeed(["ml"], [batches(False)], label_width=3, multilabel=[True])
+    with pytest.raises(ValueError, match="multilabel task 'ml' has no label_set"):
+        bad.next_batch(0)

@@ -26,8 +26,9 @@ Packed batches (several examples per row) add ``segment_ids``/``position_ids`` [
 For decoder targets (translation as in CoVe) ``target_ids``/``target_mask`` int32[B,T] are added
 by the tasks that need them; a run only mixes tasks with the same keys. A multilabel task's
 batches add ``label_set`` float32[B,C] ([B,S,C] packed): 1 where class c applies. A training
-run that mixes it with other tasks gives every task's batches one of the widest such width
-(:func:`with_label_set`, zeros for the others), so its one train program still takes them all.
+run that mixes it with other tasks gives every batch a ``label_set`` as wide as its widest
+multilabel task's (:func:`with_label_set`, zeros for other kinds), so its one train program
+still takes them all.
 """
 
 from __future__ import annotations

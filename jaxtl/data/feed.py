@@ -27,11 +27,14 @@ class MixtureFeed:
         task_for_step: Callable[[int], int] | None = None,
         task_ids: Sequence[int] | None = None,
         label_width: int = 0,
+        multilabel: Sequence[bool] = (),
     ):
         """``task_ids[i]`` is the ``batch["task_id"]`` written for ``names[i]``: the index of
         that task in the list the loss switches over (default: 0, 1, ...). ``label_width`` > 0
         (a run with a multilabel task): every batch gets a ``label_set`` that wide
-        (:func:`jaxtl.data.batch.with_label_set`), so all tasks' batches share one layout."""
+        (:func:`jaxtl.data.batch.with_label_set`), so all tasks' batches share one layout;
+        ``multilabel[i]`` marks the tasks whose own batches must carry one (else their loss
+        would read zeros: an error instead)."""
         if len(names) != len(iterators):
             raise ValueError("MixtureFeed: one iterator per task name")
         self.task_ids = list(range(len(names)) if task_ids is None else task_ids)
@@ -42,12 +45,15 @@ class MixtureFeed:
         self.task_for_step = task_for_step or (lambda step: 0)
         self.counts = {n: 0 for n in self.names}
         self.label_width = int(label_width)
+        self.multilabel = list(multilabel) or [False] * len(self.names)
 
     def next_batch(self, step: int) -> dict[str, np.ndarray]:
         i = int(self.task_for_step(step))
         batch = next(self.iterators[i])
         batch["task_id"] = np.full_like(batch["task_id"], self.task_ids[i])
         self.counts[self.names[i]] += 1
+        if self.multilabel[i] and "label_set" not in batch:
+            raise ValueError(f"a batch of multilabel task {self.names[i]!r} has no label_set")
         if self.label_width:
             batch = layout.with_label_set(batch, self.label_width)
         return batch
