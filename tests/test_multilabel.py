@@ -297,3 +297,28 @@ def test_a_multilabel_batch_without_its_label_set_is_an_error_not_zero_targets()
     bad = MixtureFeed(["ml"], [batches(False)], label_width=3, multilabel=[True])
     with pytest.raises(ValueError, match="multilabel task 'ml' has no label_set"):
         bad.next_batch(0)
+
+
+def test_a_0_1_vector_needs_the_class_names_and_is_then_read(tmp_path):
+    """A multi-hot vector ([0.0, 1.0, 1.0]: floats or booleans, as a one-hot encoder writes)
+    names no classes: without label_names it is refused in one line (read as names it would
+    have made the classes "0.0" and "1.0"); with them, its ones are the classes."""
+    (tmp_path / "train.jsonl").write_text('{"t": "a", "y": [0.0, 1.0, 1.0]}\n'
+                                          '{"t": "b", "y": [1.0, 0.0, 0.0]}\n')  # fmt: skip
+    spec = f"file:name=v,path={tmp_path}/{{split}}.jsonl,text=t,label=y,kind=multilabel"
+    with pytest.raises(
+        DataError, match=r"train.jsonl:1: labels .* holds a 0/1 vector.*label_names"
+    ):
+        get_task(spec)
+    task = get_task(spec + ",label_names=x|y|z")
+    assert [ex.label for ex in task.load("train")] == [(1, 2), (0,)]
+    (tmp_path / "train.jsonl").write_text('{"t": "a", "y": [0.0, 1.0]}\n')
+    with pytest.raises(DataError, match=r"train.jsonl:1: labels .* are not 3 values of 0 or 1"):
+        task.load("train")
+    datasets = pytest.importorskip("datasets")
+    d = datasets.Dataset.from_dict({"text": ["a", "b"], "labels": [[0.0, 1.0], [1.0, 1.0]]})
+    d.to_parquet(str(tmp_path / "train.parquet"))
+    hf = f"hf:name=v,path={tmp_path}/{{split}}.parquet,label=labels"
+    with pytest.raises(DataError, match=r"column 'labels' holds a 0/1 vector"):
+        get_task(hf)
+    assert [ex.label for ex in get_task(hf + ",label_names=p|q").load("train")] == [(1,), (0, 1)]

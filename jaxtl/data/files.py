@@ -15,7 +15,8 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   absent for ``kind="lm"``), ``target`` (translation).
 - ``kind``: ``classification`` | ``multilabel`` (every class that applies: a TSV/CSV cell holds
   them separated by ``label_sep``, default ``,``, as ``joy,surprise``; a JSONL value is a list
-  or such a string; an empty cell or list is an example with no class) | ``regression`` |
+  or such a string, or a 0/1 vector of floats/booleans when ``label_names`` names its classes;
+  an empty cell or list is an example with no class) | ``regression`` |
   ``tagging`` (JSONL: ``text`` holds a list of words and ``label`` a list of tags; TSV/CSV:
   each cell holds them space-separated) | ``lm`` | ``translation``.
 - ``label_columns`` (multilabel, instead of ``label``): one column per class holding 0 or 1
@@ -43,8 +44,11 @@ from typing import Any
 
 from jaxtl.data.io import (
     DEFAULT_METRICS,
+    MULTI_HOT_NEEDS_NAMES,
     column,
     flag,
+    is_multi_hot,
+    multi_hot_ids,
     parse_label,
     read_lines,
     read_table,
@@ -256,6 +260,14 @@ def file_task(
                     bad(where, f"column {columns[k]!r}: {raw[k]!r} is not 0 or 1")
                     continue
                 value = tuple(k for k, f in enumerate(flags) if f)
+            elif kind == "multilabel" and is_multi_hot(raw):
+                if names_map is None:  # reading the label set: a vector has none to give
+                    raise DataError(f"{where}: labels {raw!r:.60} {MULTI_HOT_NEEDS_NAMES}")
+                ids = multi_hot_ids(raw, len(names_map))
+                if ids is None:
+                    bad(where, f"labels {raw!r:.60} are not {len(names_map)} values of 0 or 1")
+                    continue
+                value = ids
             elif kind == "multilabel":
                 classes = _label_set(raw, label_sep)
                 if classes is None:

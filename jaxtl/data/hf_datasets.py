@@ -48,7 +48,14 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from jaxtl.data.io import DEFAULT_METRICS, flag, resolve
+from jaxtl.data.io import (
+    DEFAULT_METRICS,
+    MULTI_HOT_NEEDS_NAMES,
+    flag,
+    is_multi_hot,
+    multi_hot_ids,
+    resolve,
+)
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
@@ -385,6 +392,14 @@ def hf_task(
                 bad(where, f"column {columns[k]!r}: {raw[k]!r} is not 0 or 1")
                 return None
             value = tuple(k for k, f in enumerate(flags) if f)
+        elif labelled and kind == "multilabel" and is_multi_hot(raw):
+            if lmap is None:  # reading the label set: a vector has none to give
+                raise DataError(f"{where}: column {label!r} {MULTI_HOT_NEEDS_NAMES}")
+            ids = multi_hot_ids(raw, len(lmap))
+            if ids is None:
+                bad(where, f"column {label!r}: {raw!r:.60} is not {len(lmap)} values of 0 or 1")
+                return None
+            value = ids
         elif labelled and kind == "multilabel":
             if not isinstance(raw, list):
                 bad(where, f"column {label!r}: expected a list of labels, got {raw!r:.80}")

@@ -16,6 +16,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TypeGuard
 
 from jaxtl.data.tasks import BadRows, DataError
 
@@ -210,6 +211,24 @@ def flag(value: object) -> bool | None:
         return value
     text = str(value).strip().lower()
     return True if text in _YES else False if text in _NO else None
+
+
+def is_multi_hot(value: object) -> TypeGuard[list]:
+    """Whether a multilabel value is a 0/1 vector (a list of floats or booleans, as a one-hot
+    encoder writes) rather than a list of class names or ids."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(x, (float, bool)) for x in value))  # fmt: skip
+
+
+def multi_hot_ids(value: list, num_labels: int) -> tuple[int, ...] | None:
+    """The class ids of a 0/1 vector of ``num_labels`` values, or None when it is not one."""
+    if len(value) != num_labels or any(float(x) not in (0.0, 1.0) for x in value):
+        return None
+    return tuple(i for i, x in enumerate(value) if float(x) == 1.0)
+
+
+MULTI_HOT_NEEDS_NAMES = ("holds a 0/1 vector, which does not name its classes: give them with "
+                         "label_names=a|b|c (in the vector's order)")  # fmt: skip
 
 
 def split_files(folder: str, files: Mapping[str, str], task: str) -> Callable[[str], str]:
