@@ -44,11 +44,9 @@ from typing import Any
 
 from jaxtl.data.io import (
     DEFAULT_METRICS,
-    MULTI_HOT_NEEDS_NAMES,
     column,
-    flag,
     is_multi_hot,
-    multi_hot_ids,
+    multilabel_ids,
     parse_label,
     read_lines,
     read_table,
@@ -252,35 +250,16 @@ def file_task(
                 value = parse_label(str(raw), kind, None, where, bad)
                 if value is None:
                     continue
-            elif kind == "multilabel" and columns:
-                assert isinstance(raw, list)  # the class columns' cells, read above
-                flags = [flag(v) for v in raw]
-                if None in flags:
-                    k = flags.index(None)
-                    bad(where, f"column {columns[k]!r}: {raw[k]!r} is not 0 or 1")
-                    continue
-                value = tuple(k for k, f in enumerate(flags) if f)
-            elif kind == "multilabel" and is_multi_hot(raw):
-                if names_map is None:  # reading the label set: a vector has none to give
-                    raise DataError(f"{where}: labels {raw!r:.60} {MULTI_HOT_NEEDS_NAMES}")
-                ids = multi_hot_ids(raw, len(names_map))
-                if ids is None:
-                    bad(where, f"labels {raw!r:.60} are not {len(names_map)} values of 0 or 1")
-                    continue
-                value = ids
             elif kind == "multilabel":
-                classes = _label_set(raw, label_sep)
-                if classes is None:
-                    bad(where, f"labels {raw!r} are not a list or a {label_sep!r}-separated string")
+                # the class columns' cells, a 0/1 vector, or class names in a cell or a list
+                classes = raw if columns or is_multi_hot(raw) else _label_set(raw, label_sep)
+                if not isinstance(classes, list):
+                    bad(where, f"labels {raw!r} are not a list or a {label_sep!r}-separated "
+                               "string")  # fmt: skip
                     continue
-                if names_map is None:  # reading the label set itself
-                    value = tuple(classes)
-                else:
-                    unknown = [x for x in classes if x not in names_map]
-                    if unknown:
-                        bad(where, f"label {unknown[0]!r} is not one of {sorted(names_map)}")
-                        continue
-                    value = tuple(sorted({names_map[x] for x in classes}))
+                value = multilabel_ids(classes, names_map, where, bad, columns=columns)
+                if value is None:
+                    continue
             out.append(Example(t.strip(), pair, value, target=tgt, source=where))
         if not out:  # every row was bad and skipped (on_bad_row=skip)
             raise DataError(f"{p}: no examples: all {len(bad.reasons)} rows are bad (first: "

@@ -48,14 +48,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from jaxtl.data.io import (
-    DEFAULT_METRICS,
-    MULTI_HOT_NEEDS_NAMES,
-    flag,
-    is_multi_hot,
-    multi_hot_ids,
-    resolve,
-)
+from jaxtl.data.io import DEFAULT_METRICS, is_multi_hot, multilabel_ids, resolve
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
@@ -315,8 +308,6 @@ def hf_task(
         raise ValueError(f"hf task: kind must be one of {list(DEFAULT_METRICS)}, got {kind!r}")
     default_metrics, default_main = DEFAULT_METRICS[kind]
     labelled_kind = kind in ("classification", "multilabel", "regression", "tagging")
-    if columns:
-        labelled_kind = True
     class_label = _class_label(feature) if feature is not None else None
 
     def _read(split_parts: Parts, split: str, lmap: Mapping[str, int] | None,
@@ -385,36 +376,20 @@ def hf_task(
             bad(where, f"column {text_pair!r}: text is empty or not a string ({pair!r:.80})")
             return None
         value: Any = None
-        if labelled and columns:
-            flags = [flag(x) for x in raw]
-            if None in flags:
-                k = flags.index(None)
-                bad(where, f"column {columns[k]!r}: {raw[k]!r} is not 0 or 1")
-                return None
-            value = tuple(k for k, f in enumerate(flags) if f)
-        elif labelled and kind == "multilabel" and is_multi_hot(raw):
-            if lmap is None:  # reading the label set: a vector has none to give
-                raise DataError(f"{where}: column {label!r} {MULTI_HOT_NEEDS_NAMES}")
-            ids = multi_hot_ids(raw, len(lmap))
-            if ids is None:
-                bad(where, f"column {label!r}: {raw!r:.60} is not {len(lmap)} values of 0 or 1")
-                return None
-            value = ids
-        elif labelled and kind == "multilabel":
-            if not isinstance(raw, list):
-                bad(where, f"column {label!r}: expected a list of labels, got {raw!r:.80}")
-                return None
-            keys = [cl.int2str(x) if cl is not None else str(x).strip() for x in raw]
-            if lmap is None:  # reading the label set itself
-                value = tuple(x if isinstance(x, int) and cl is None else k
-                              for x, k in zip(raw, keys))  # fmt: skip
-            else:
-                unknown = [k for k in keys if k not in lmap]
-                if unknown:
-                    bad(where, f"column {label!r}: label {unknown[0]!r} is not one of "
-                               f"{sorted(lmap)}")  # fmt: skip
+        if labelled and kind == "multilabel":
+            classes = raw
+            if not columns and not is_multi_hot(raw):  # class names or ids
+                if not isinstance(raw, list):
+                    bad(where, f"column {label!r}: expected a list of labels, got {raw!r:.80}")
                     return None
-                value = tuple(sorted({lmap[k] for k in keys}))
+                keys = [cl.int2str(x) if cl is not None else str(x).strip() for x in raw]
+                # Reading the label set (no lmap), int ids without a ClassLabel stay ints: the
+                # names are then 0..max, as for a classification column.
+                classes = keys if lmap is not None else [
+                    x if isinstance(x, int) and cl is None else k for x, k in zip(raw, keys)]  # fmt: skip
+            value = multilabel_ids(classes, lmap, where, bad, columns=columns, column=label)
+            if value is None:
+                return None
         elif labelled:
             if raw is None or (cl is not None and raw == -1):
                 bad(where, f"column {label!r}: no label ({raw!r})")

@@ -204,9 +204,9 @@ def parse_label(
 _YES, _NO = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 
 
-def flag(value: object) -> bool | None:
-    """A 0/1 cell of a multilabel task's class column (``label_columns``): True, False, or None
-    for anything else (an empty cell included: a missing value is not read as "no")."""
+def _flag(value: object) -> bool | None:
+    """A 0/1 cell of a class column: True, False, or None for anything else (an empty cell
+    included: a missing value is not read as "no")."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -220,15 +220,47 @@ def is_multi_hot(value: object) -> TypeGuard[list]:
             and all(isinstance(x, (float, bool)) for x in value))  # fmt: skip
 
 
-def multi_hot_ids(value: list, num_labels: int) -> tuple[int, ...] | None:
-    """The class ids of a 0/1 vector of ``num_labels`` values, or None when it is not one."""
-    if len(value) != num_labels or any(float(x) not in (0.0, 1.0) for x in value):
+def multilabel_ids(
+    raw: list, label_map: Mapping[str, int] | None, where: str, bad: BadRows, *,
+    columns: Sequence[str] = (), column: str | None = None,
+) -> tuple | None:  # fmt: skip
+    """A multilabel row's classes, for the file and hf readers alike; None after reporting a
+    bad row. ``raw`` is one of:
+
+    - with ``columns`` (``label_columns``): the row's cells of those class columns, each 0 or 1;
+      the ids are the columns holding 1;
+    - a 0/1 vector (:func:`is_multi_hot`): the ids are its ones, which needs ``label_map`` for
+      its length (without one — the label set being read — a DataError: a vector names no
+      classes);
+    - the class names: their ids in ``label_map``, each one known; without ``label_map`` (the
+      label set being read) the names as given.
+
+    ``column``: the hf reader's label column, named in its messages."""
+    lead = f"column {column!r}: " if column else ""
+    if columns:
+        flags = [_flag(v) for v in raw]
+        if None in flags:
+            k = flags.index(None)
+            bad(where, f"column {columns[k]!r}: {raw[k]!r} is not 0 or 1")
+            return None
+        return tuple(k for k, f in enumerate(flags) if f)
+    if is_multi_hot(raw):
+        if label_map is None:
+            subject = f"column {column!r}" if column else f"labels {raw!r:.60}"
+            raise DataError(f"{where}: {subject} holds a 0/1 vector, which does not name its "
+                            "classes: give them with label_names=a|b|c (in the vector's order)")  # fmt: skip
+        n = len(label_map)
+        if len(raw) != n or any(float(x) not in (0.0, 1.0) for x in raw):
+            bad(where, f"{lead}labels {raw!r:.60} are not {n} values of 0 or 1")
+            return None
+        return tuple(i for i, x in enumerate(raw) if float(x) == 1.0)
+    if label_map is None:
+        return tuple(raw)
+    unknown = [x for x in raw if x not in label_map]
+    if unknown:
+        bad(where, f"{lead}label {unknown[0]!r} is not one of {sorted(label_map)}")
         return None
-    return tuple(i for i, x in enumerate(value) if float(x) == 1.0)
-
-
-MULTI_HOT_NEEDS_NAMES = ("holds a 0/1 vector, which does not name its classes: give them with "
-                         "label_names=a|b|c (in the vector's order)")  # fmt: skip
+    return tuple(sorted({label_map[x] for x in raw}))
 
 
 def split_files(folder: str, files: Mapping[str, str], task: str) -> Callable[[str], str]:
