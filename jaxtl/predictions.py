@@ -149,8 +149,10 @@ def merge_windows(
 
 
 def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """One JSON object per line, written whole to a temporary file and renamed into place."""
-    fileio.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    """One JSON object per line, written whole (:func:`open_writer`)."""
+    with open_writer(path, "jsonl") as writer:
+        for r in rows:
+            writer.write(r)
 
 
 OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet")
