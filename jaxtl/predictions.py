@@ -1,6 +1,7 @@
 """Prediction records: what a model says about each input row, in input order.
 
-One JSON object per row: ``id`` (the row's index in its split), ``text`` (and ``text_pair``),
+One JSON object per row: ``id`` (the row's own id where its input has an ``id`` column, as a
+``file:``/``hf:`` task reads it; else its index in its split), ``text`` (and ``text_pair``),
 then by task kind — classification: ``label`` (the class name) and ``probs`` (class
 probabilities, in the order of the task's label names, i.e. ``id2label``); multilabel:
 ``labels`` (the names of the classes whose probability exceeds 0.5, in label order) and
@@ -93,7 +94,7 @@ def records(
         for i, pred in zip(order, preds):
             out[i] = {"tags": word_tags(encoded.word_ids[i], pred, names, _words(examples[i]))}
     for i, ex in enumerate(examples):
-        head: dict[str, Any] = {"id": i, "text": ex.text}
+        head: dict[str, Any] = {"id": record_id(ex, i), "text": ex.text}
         if ex.text_pair is not None:
             head["text_pair"] = ex.text_pair
         if task.kind == "tagging":
@@ -107,6 +108,11 @@ def records(
                             list(gold) if task.kind == "tagging" else float(gold))  # fmt: skip
         out[i] = head | out[i]
     return out
+
+
+def record_id(ex: Any, i: int) -> Any:
+    """A record's ``id``: the example's own (its input's id column), else its row index."""
+    return i if ex.id is None else ex.id
 
 
 def _words(ex: Any) -> list[str]:

@@ -34,8 +34,9 @@ from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
+from jaxtl.data.io import row_id
 from jaxtl.data.prepare import TaskData
-from jaxtl.data.tasks import SENTENCE_KINDS, DataError, Example, Task
+from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
 from jaxtl.objectives import seq2seq as seq2seq_objective
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ class Predictor:
                        chunk: int = PREDICT_CHUNK, progress: bool = False) -> Iterator[dict]:  # fmt: skip
         """:meth:`predict_examples` over an iterable of any length, ``chunk`` examples at a
         time, yielding the records in input order (``id`` counts from 0 over the whole
-        input): memory stays bounded by the chunk, whatever the input's size."""
+        input, where an example has no id of its own): memory stays bounded by the chunk, whatever the input's size."""
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -226,8 +227,8 @@ class Predictor:
         it = iter(examples)
         try:
             while part := list(itertools.islice(it, chunk)):
-                for r in self.predict_examples(part, td):
-                    yield r | {"id": done + r["id"]}
+                for ex, r in zip(part, self.predict_examples(part, td), strict=True):
+                    yield r if ex.id is not None else r | {"id": done + r["id"]}
                 done += len(part)
                 if bar is not None:
                     bar.update(len(part))
@@ -259,7 +260,8 @@ class Predictor:
         labelled = all(ex.label is not None for ex in examples)
         out = []
         for i, (ex, tags) in enumerate(zip(examples, merged)):
-            rec: dict[str, Any] = {"id": i, "text": ex.text, "words": words[i]}
+            rec: dict[str, Any] = {"id": predictions.record_id(ex, i), "text": ex.text,
+                                   "words": words[i]}  # fmt: skip
             if labelled:
                 rec["gold"] = list(ex.label)  # type: ignore[arg-type]
             out.append(rec | {"tags": tags})
@@ -290,7 +292,7 @@ class Predictor:
     def iter_input(self, path: str, td: TaskData, input_format: str = "auto") -> Iterator[Example]:
         """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates
         a sentence pair, or a translation source from its reference), ``jsonl`` (objects with
-        ``text``, ``text_pair``, ``words``, ``target``), or
+        ``text``, ``text_pair``, ``words``, ``target``, and ``id``, which its record keeps), or
         ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks). ``auto``: ``task`` for
         a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of a spec task, and for a .jsonl/.json one
         whose first object holds the task's own text columns; ``jsonl`` for other .jsonl/.json
@@ -340,8 +342,10 @@ class Predictor:
                     raise DataError(f"{where}: 'words' must be a list of strings")
                 words = tuple(rec["words"]) if "words" in rec else None
                 text_ = rec.get("text") or " ".join(words or ())
+                # an object's own "id" is its record's id (a bad one stops: BadRows("error"))
+                rid = row_id(rec["id"], where, "id", BadRows()) if "id" in rec else None
                 yield Example(text_, text_pair=rec.get("text_pair"), words=words,
-                              target=rec.get("target"), source=where)  # fmt: skip
+                              target=rec.get("target"), source=where, id=rid)  # fmt: skip
             else:
                 if td.task.kind == "translation":  # source<TAB>reference
                     first, _, second = line.partition("\t")
@@ -393,6 +397,8 @@ class Predictor:
             opts = spec_lib.parse(spec)[1]
             columns = {k: opts[k] for k in ("text", "text_pair", "label", "label_columns",
                                             "target") if opts.get(k) is not None}  # fmt: skip
+            if "id" in opts:  # id= (empty) numbers the rows
+                columns["id"] = opts["id"]
             task = hf_task(path=file, name=td.task.name, kind=td.task.kind, **columns, **names,
                            _labels_optional=True)  # fmt: skip
             return list(task.load(task.splits[0]))

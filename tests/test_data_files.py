@@ -20,6 +20,45 @@ def test_tsv_classification_labels_from_train(tmp_path):
         task.load("test")
 
 
+def test_an_id_column_is_each_examples_own_id(tmp_path, caplog):
+    """The ``id`` column (by default the one named id) gives each example the id its
+    prediction record carries: strings from a table, a JSON integer kept an integer; a file
+    without it, or ``id=`` empty, leaves the rows numbered; a bad id is a bad row, named."""
+    (tmp_path / "train.tsv").write_text("id\tsentence\tlabel\nq1\tgood\tpos\n q2 \tbad\tneg\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nfine\tpos\n")
+    (tmp_path / "test.tsv").write_text("id\tsentence\nq3\tfine\n\tmeh\n")
+    task = get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,text=sentence")
+    assert [(e.text, e.id) for e in task.load("train")] == [("good", "q1"), ("bad", "q2")]
+    assert [e.id for e in task.load("dev")] == [None]  # no id column: numbered
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"{tmp_path / 'test.tsv'}:3: id column 'id': '' is not a non-empty string or an integer"
+        ),
+    ):
+        task.load("test")
+    skip = get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,text=sentence,on_bad_row=skip")
+    assert [(e.text, e.id) for e in skip.load("test")] == [("fine", "q3")]
+    off = get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,text=sentence,id=")
+    assert [e.id for e in off.load("train")] == [None, None]
+    with caplog.at_level("WARNING"):
+        named = get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,text=sentence,id=qid")
+        assert [e.id for e in named.load("train")] == [None, None]
+    assert "no id column 'qid'" in caplog.text
+    (tmp_path / "h.tsv").write_text("k7\tgood\tpos\n")  # headerless: id by column index
+    headerless = get_task(f"file:name=h,path={tmp_path}/h.tsv,header=0,id=0,text=1,label=2")
+    assert [(e.text, e.id) for e in headerless.load("train")] == [("good", "k7")]
+    (tmp_path / "j.jsonl").write_text(json.dumps({"id": 17, "text": "good", "label": "pos"}) +
+                                      "\n" + json.dumps({"id": 1.5, "text": "bad",
+                                                         "label": "neg"}) + "\n")  # fmt: skip
+    js = get_task(f"file:name=j,path={tmp_path}/j.jsonl,on_bad_row=skip")
+    assert [(e.text, e.id) for e in js.load("train")] == [("good", 17)]
+    words = "id\ttokens\ttags\ns1\tAnna flew\tB-PER O\n"
+    (tmp_path / "ner.tsv").write_text(words)
+    ner = get_task(f"file:name=n,path={tmp_path}/ner.tsv,text=tokens,label=tags,kind=tagging")
+    assert [(e.words, e.id) for e in ner.load("train")] == [(("Anna", "flew"), "s1")]
+
+
 def test_csv_pairs_with_quotes_and_regression(tmp_path):
     (tmp_path / "a.csv").write_text('s1,s2,score\n"a, b",c,4.5\nd,"e ""f""",1\n')
     task = get_task("file", tmp_path, paths={"train": "a.csv"}, format="csv", text="s1",

@@ -69,6 +69,27 @@ def test_parquet_split_files(tmp_path):
     assert len(js.load("train")) == 5
 
 
+def test_an_id_column_is_each_examples_own_id(tmp_path):
+    """As in the file task: the ``id`` column's values (integers stay integers), another
+    column by ``id=``, numbered rows without one; a missing id is a bad row, named."""
+    rows = {"idx": [4, 9], "sentence": ["a fine film", "dull"], "label": [1, 0]}
+    datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "a.parquet"))
+    assert [e.id for e in get_task(f"hf:name=a,path={tmp_path}/a.parquet,text=sentence")
+            .load("train")] == [None, None]  # fmt: skip
+    task = get_task(f"hf:name=a,path={tmp_path}/a.parquet,text=sentence,id=idx")
+    assert [(e.text, e.id) for e in task.load("train")] == [("a fine film", 4), ("dull", 9)]
+    rows = {"id": ["x1", None], "sentence": ["a fine film", "dull"], "label": [1, 0]}
+    datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "b.parquet"))
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"{tmp_path / 'b.parquet'}:1: id column 'id': "
+            "None is not a non-empty string or an integer"
+        ),
+    ):
+        get_task(f"hf:name=b,path={tmp_path}/b.parquet,text=sentence").load("train")
+
+
 def test_token_classification(tmp_path):
     features = datasets.Features(
         {

@@ -108,6 +108,20 @@ def test_predict_streams_the_input_a_chunk_at_a_time(run_dir, tmp_path, monkeypa
     whole = model.predict_examples(model.read_input(str(inp), td), td)
     chunked = list(model.predict_stream(model.iter_input(str(inp), td), td, chunk=5))
     assert [r["id"] for r in chunked] == list(range(23))
+    # JSONL objects' own ids are kept; the rows without one still count over the whole input
+    mixed = tmp_path / "ids.jsonl"
+    mixed.write_text("".join(json.dumps({"text": r["text"]} | ({"id": f"r{i}"} if i % 3 else {}))
+                             + "\n" for i, r in enumerate(rows)))  # fmt: skip
+    got = list(model.predict_stream(model.iter_input(str(mixed), td), td, chunk=5))
+    assert [r["id"] for r in got] == [f"r{i}" if i % 3 else i for i in range(23)]
+    assert [r["label"] for r in got] == [r["label"] for r in whole]
+    for bad_id in ("", 1.5, [1], None, True):
+        (tmp_path / "bad_id.jsonl").write_text(json.dumps({"id": bad_id, "text": "x"}) + "\n")
+        with pytest.raises(DataError, match=r"bad_id\.jsonl:1: id column 'id': .* is not a "
+                                            "non-empty string or an integer"):  # fmt: skip
+            model.read_input(str(tmp_path / "bad_id.jsonl"), td)
+    (tmp_path / "bad_id.jsonl").unlink()
+    mixed.unlink()
     assert [(r["text"], r["label"]) for r in chunked] == [(r["text"], r["label"]) for r in whole]
     np.testing.assert_allclose([r["probs"] for r in chunked], [r["probs"] for r in whole],
                                atol=1e-5)  # fmt: skip

@@ -33,7 +33,8 @@ def _write_own_data(d):
     table = "sentence\tlabel\n" + "".join(f"{s}\t{lab}\n" for s, lab in rows)
     for split in ("train", "dev"):
         (d / f"{split}.tsv").write_text(table)
-    (d / "test.tsv").write_text("sentence\n" + "".join(f"{s}\n" for s in POS[:2] + NEG[:2]))
+    (d / "test.tsv").write_text("id\tsentence\n" + "".join(f"q{i}\t{s}\n" for i, s in
+                                                         enumerate(POS[:2] + NEG[:2])))  # fmt: skip
     conll = "".join(
         f"{w} {'B-LOC' if w[0].isupper() else 'O'}\n" + ("\n" if w == "." else "")
         for sent in ("Anna flew to Paris .", "the film opened in Rome .", "Lima is far .")
@@ -70,6 +71,7 @@ def test_own_files_give_test_predictions_and_predict_matches(trained, tmp_path):
     test = _jsonl(wd / "predictions/mine/test.jsonl")
     assert [r["text"] for r in test] == POS[:2] + NEG[:2]  # unlabelled test: predicted
     assert all(r["label"] in ("neg", "pos") and "gold" not in r for r in test)
+    assert [r["id"] for r in test] == ["q0", "q1", "q2", "q3"]  # the file's own ids
     assert "mine" not in json.loads((wd / "results_test.json").read_text())  # not scored
     assert "span_f1" in json.loads((wd / "results_test.json").read_text())["ner"]
     new = tmp_path / "new.txt"
@@ -321,6 +323,11 @@ def test_predict_reads_parquet_for_a_table_task(trained, tmp_path):
     datasets.Dataset.from_dict({"sentence": NEG[:2]}).to_parquet(str(tmp_path / "new.parquet"))
     got = model.read_input(str(tmp_path / "new.parquet"), td)
     assert [(e.text, e.label) for e in got] == [(NEG[0], None), (NEG[1], None)]
+    # a Parquet file's id column is its records' ids
+    ids = {"id": ["n1", "n2"], "sentence": NEG[:2]}
+    datasets.Dataset.from_dict(ids).to_parquet(str(tmp_path / "ids.parquet"))
+    got = model.predict_examples(model.read_input(str(tmp_path / "ids.parquet"), td), td)
+    assert [(r["id"], r["text"]) for r in got] == [("n1", NEG[0]), ("n2", NEG[1])]
 
 
 def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tmp_path):
@@ -392,3 +399,4 @@ def test_predict_writes_tables_by_the_outputs_extension(trained, tmp_path):
                 "--output_format=csv")  # fmt: skip
     lines = p.stdout.splitlines()
     assert lines[0] == "id,text,label,prob_neg,prob_pos" and len(lines) == 5
+    assert [line.split(",")[0] for line in lines[1:]] == ["q0", "q1", "q2", "q3"]  # its ids

@@ -26,6 +26,10 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
   When omitted for classification / multilabel / tagging it is read from the train split
   (sorted).
+- ``id`` (default ``id``): the column holding each row's own id (a non-empty string, or a JSON
+  integer), which its prediction records carry as ``id`` in place of the row's index, so a
+  test file's predictions keep its ids (a submission file, a join back to the source). A file
+  without the column numbers its rows; ``id=`` (empty) always numbers them.
 - ``name``, ``metrics``, ``main_metric`` (defaults by kind), ``on_bad_row`` = error | skip.
 
 A split whose file has no ``label`` column at all (a TSV/CSV header without it, or no JSONL
@@ -44,12 +48,14 @@ from typing import Any
 
 from jaxtl.data.io import (
     DEFAULT_METRICS,
+    NO_ID,
     column,
     is_multi_hot,
     multilabel_ids,
     parse_label,
     read_lines,
     read_table,
+    row_id,
     spec_split_paths,
 )
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
@@ -103,6 +109,19 @@ def _lacks_label(records: Sequence[tuple[int, Any, Any]], label: str | int | Non
     return isinstance(label, str) and names is not None and label not in names
 
 
+def _has_column(records: Sequence[tuple[int, Any, Any]], col: str | int | None) -> bool:
+    """Whether a file has column ``col`` (its header names it, a headerless row is wide enough
+    for an integer column, or a JSON object holds the key)."""
+    if col is None or not records:
+        return False
+    names, rec = records[0][1], records[0][2]
+    if isinstance(rec, dict):
+        return any(col in r for _, _, r in records)
+    if isinstance(col, int):
+        return col < len(rec)
+    return names is not None and col in names
+
+
 def _field(names: Sequence[str] | None, rec: Any, col: str | int | None, path: str) -> Any:
     if col is None:
         return None
@@ -144,6 +163,7 @@ def file_task(
     label_names: Sequence[str] | None = None,
     label_sep: str = ",",
     label_columns: Sequence[str] | None = None,
+    id: str | int | None = "id",
     name: str = "file",
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
@@ -182,6 +202,9 @@ def file_task(
         labelled = kind in ("lm", "translation") or not _lacks_label(records, first_label)
         # An LM corpus or a translation has no label column (a translation's target is `target`).
         reads_label = labelled and kind not in ("lm", "translation")
+        has_id = _has_column(records, id)
+        if not has_id and id not in (None, "id"):  # named, yet absent: rows are numbered
+            log.warning("%s: no id column %r: its records are numbered by row", p, id)
         if not labelled:
             if split == "train" or names_map is None:
                 header_names = records[0][1]
@@ -204,11 +227,14 @@ def file_task(
                     raw = ([_field(names, rec, c, p) for c in columns] if columns
                            else _field(names, rec, label, p))  # fmt: skip
                 tgt = _field(names, rec, target, p)
+                rid = row_id(_field(names, rec, id, p), where, id, bad) if has_id else None
             except KeyError as e:
                 bad(where, f"missing field {e.args[0]!r}")
                 continue
             except IndexError:
                 bad(where, "row has fewer columns than the mapping needs")
+                continue
+            if rid is NO_ID:
                 continue
             if kind == "tagging":
                 # A table's cells hold the words and the tags space-separated; JSON, lists.
@@ -218,7 +244,9 @@ def file_task(
                         bad(where, f"tagging needs a non-empty list of words in {text!r}")
                         continue
                     words = tuple(str(w) for w in t)
-                    out.append(Example(" ".join(words), None, None, words=words, source=where))
+                    out.append(
+                        Example(" ".join(words), None, None, words=words, source=where, id=rid)
+                    )
                     continue
                 if not (isinstance(t, list) and isinstance(raw, list) and len(t) == len(raw)):
                     got = (f" (got {len(t)} words, {len(raw)} tags)" if isinstance(t, list)
@@ -232,7 +260,7 @@ def file_task(
                         bad(where, f"tag {unknown[0]!r} is not one of {sorted(names_map)}")
                         continue
                 words = tuple(str(w) for w in t)
-                out.append(Example(" ".join(words), None, tags, words=words, source=where))
+                out.append(Example(" ".join(words), None, tags, words=words, source=where, id=rid))
                 continue
             if not isinstance(t, str) or not t.strip():
                 bad(where, f"text field {text!r} is empty or not a string")
@@ -260,7 +288,7 @@ def file_task(
                 value = multilabel_ids(classes, names_map, where, bad, columns=columns)
                 if value is None:
                     continue
-            out.append(Example(t.strip(), pair, value, target=tgt, source=where))
+            out.append(Example(t.strip(), pair, value, target=tgt, source=where, id=rid))
         if not out:  # every row was bad and skipped (on_bad_row=skip)
             raise DataError(f"{p}: no examples: all {len(bad.reasons)} rows are bad (first: "
                             f"{bad.reasons[0] if bad.reasons else '?'})")  # fmt: skip

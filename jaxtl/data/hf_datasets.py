@@ -23,7 +23,9 @@ regression, a list → tagging beside a list of words or multilabel beside a tex
 classes per example: ``Sequence(ClassLabel)`` as GoEmotions has, or lists of strings or ints),
 no label → lm; strings and ints → classification), ``label_names``
 (default: a ``ClassLabel``'s names, so its ids stay the ids; for int labels ``0..max``; for
-strings the sorted labels of the train split), ``metrics``, ``main_metric``, ``splits`` (our split
+strings the sorted labels of the train split), ``id`` (default ``id``: the column of each row's
+own id, which its prediction records carry in place of the row's index, where a split has it),
+``metrics``, ``main_metric``, ``splits`` (our split
 → the dataset's split name, e.g. ``{"dev": "validation_matched"}``), ``on_bad_row``. Tagging:
 ``text`` is a list-of-words column and ``label`` a list of tags (a list of ``ClassLabel`` gives
 the tag names).
@@ -41,19 +43,22 @@ built (it is slow to import).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
+import logging
 import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from jaxtl.data.io import DEFAULT_METRICS, is_multi_hot, multilabel_ids, resolve
+from jaxtl.data.io import DEFAULT_METRICS, NO_ID, is_multi_hot, multilabel_ids, resolve, row_id
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
             ".csv": "csv"}  # fmt: skip
 SPLIT_NAMES = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
+log = logging.getLogger(__name__)
 _GLOB = re.compile(r"[*?[]")
 _IOB = re.compile(r"^(O|[BI]-\S+)$")
 
@@ -263,6 +268,7 @@ def hf_task(
     kind: str | None = None,
     label_names: Sequence[str] | None = None,
     label_columns: Sequence[str] | None = None,
+    id: str | None = "id",
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
     format: str | None = None,
@@ -329,6 +335,10 @@ def hf_task(
             texts = list(ds[text])
             pairs = list(ds[text_pair]) if text_pair is not None else [None] * len(texts)
             targets = list(ds[target]) if target is not None else [None] * len(texts)
+            has_id = id is not None and id in cols
+            ids = list(ds[id]) if has_id else [None] * len(texts)
+            if not has_id and id not in (None, "id"):  # named, yet absent: rows are numbered
+                log.warning("%s: no id column %r: its records are numbered by row", where, id)
             raws: list[Any]
             if labelled and columns:  # a row's 0/1 per class column
                 raws = [list(r) for r in zip(*(ds[c] for c in columns))]
@@ -346,10 +356,14 @@ def hf_task(
                     f"{where}: no labels in column {label!r} (columns: {cols}); only a split "
                     "other than the one that trains or gives the label set may be unlabelled"
                 )
-            for i, (t, pair, tgt, raw) in enumerate(zip(texts, pairs, targets, raws)):
+            for i, (t, pair, tgt, raw, rid) in enumerate(zip(texts, pairs, targets, raws, ids)):
+                if has_id:
+                    rid = row_id(rid, f"{where}:{i}", id, bad)
+                    if rid is NO_ID:
+                        continue
                 ex = _example(f"{where}:{i}", t, pair, tgt, raw, labelled, cl, lmap, bad)
                 if ex is not None:
-                    yield ex
+                    yield dataclasses.replace(ex, id=rid) if rid is not None else ex
 
     def _example(where: str, t: Any, pair: Any, tgt: Any, raw: Any, labelled: bool, cl: Any,
                  lmap: Mapping[str, int] | None, bad: BadRows) -> Example | None:  # fmt: skip

@@ -16,7 +16,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from jaxtl.data.tasks import BadRows, DataError
 
@@ -261,6 +261,21 @@ def multilabel_ids(
         bad(where, f"{lead}label {unknown[0]!r} is not one of {sorted(label_map)}")
         return None
     return tuple(sorted({label_map[x] for x in raw}))
+
+
+NO_ID = object()
+
+
+def row_id(value: Any, where: str, column: str | int | None, bad: BadRows) -> Any:
+    """A row's id from its ``id`` column, for the file and hf readers alike: a non-empty string
+    (stripped) or an integer, kept as it is so a prediction table gives back the input's ids;
+    :data:`NO_ID` after reporting a bad row (an empty cell, a missing value, a float, a list)."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    bad(where, f"id column {column!r}: {value!r:.80} is not a non-empty string or an integer")
+    return NO_ID
 
 
 def split_files(folder: str, files: Mapping[str, str], task: str) -> Callable[[str], str]:

@@ -51,7 +51,9 @@ class DataError(ValueError):
 class Example:
     """One input. ``label`` is a class id (classification), a tuple of class ids, sorted,
     possibly empty (multilabel: every class that applies), a float (regression), a tuple of
-    IOB2/tag strings aligned with ``words`` (tagging) or None (lm, translation)."""
+    IOB2/tag strings aligned with ``words`` (tagging) or None (lm, translation). ``id``: the
+    row's own id (its file's ``id`` column), which prediction records carry instead of the
+    row's index; None where the input has none."""
 
     text: str
     text_pair: str | None = None
@@ -59,6 +61,7 @@ class Example:
     words: tuple[str, ...] | None = None
     target: str | None = None
     source: str = ""
+    id: str | int | None = None
 
 
 class Loaded(list):
