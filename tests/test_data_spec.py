@@ -122,7 +122,7 @@ def test_conll_one_file_paths_and_words_only_splits(tmp_path):
         get_task("file:name=ner,path=ner/all.conll,tag_column=3", tmp_path)
 
 
-CONLLU = """# sent_id = 1
+CONLLU = """# sent_id = weblog-1
 # text = Don't go.
 1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_
 1\tDo\tdo\tAUX\tVBP\t_\t3\taux\t_\t_
@@ -139,6 +139,10 @@ def test_conllu_upos(tmp_path):
     ex = task.load("train")[0]
     assert ex.words == ("Do", "n't", "go", ".") and ex.label == ("AUX", "PART", "VERB", "PUNCT")
     assert not task.iob and task.metrics == ("token_accuracy",)
+    assert ex.id == "weblog-1"  # the sentence's sent_id: its prediction record's id
+    write(tmp_path / "ud2" / "train.conllu", CONLLU.replace("# sent_id = weblog-1\n", "") * 2)
+    assert [e.id for e in get_task("file:name=u2,path=ud2/{split}.conllu", tmp_path)
+            .load("train")] == [None, None]  # fmt: skip
     # The defaults are UPOS already; tag_column=4 gives XPOS.
     assert get_task("file:name=u,path=ud/{split}.conllu", tmp_path).load("train")[0] == ex
     xpos = get_task("file:name=x,path=ud/{split}.conllu,tag_column=4", tmp_path)

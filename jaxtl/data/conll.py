@@ -53,20 +53,27 @@ def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
     return tuple(out)
 
 
-def _sentences(path: str, bad: BadRows, comment: str | None) -> Iterator[list[tuple[int, str]]]:
-    """Groups of (line number, line) separated by blank lines; comment lines dropped."""
+def _sentences(
+    path: str, bad: BadRows, comment: str | None
+) -> Iterator[tuple[list[tuple[int, str]], str | None]]:
+    """Groups of (line number, line) separated by blank lines, each with its ``# sent_id = …``
+    comment's id (CoNLL-U's sentence id; None without one); comment lines dropped."""
     block: list[tuple[int, str]] = []
+    sent_id = None
     for i, line in read_lines(path, bad):
         if comment and line.startswith(comment):
+            key, eq, value = line[len(comment) :].partition("=")
+            if eq and key.strip() == "sent_id" and value.strip():
+                sent_id = value.strip()
             continue
         if not line.strip():
             if block:
-                yield block
-            block = []
+                yield block, sent_id
+            block, sent_id = [], None
             continue
         block.append((i, line))
     if block:
-        yield block
+        yield block, sent_id
 
 
 def read_conll(
@@ -87,14 +94,15 @@ def read_conll(
 
     ``width``: the exact number of columns per token line (None: that of the file's first token
     line). ``conllu``: CoNLL-U rules (tab-separated, ``#`` comments, multiword-token ranges
-    ``1-2`` and empty nodes ``1.1`` skipped). ``label_names``: the allowed tag set.
+    ``1-2`` and empty nodes ``1.1`` skipped; a sentence's ``# sent_id = …`` is its example's
+    ``id``, which its prediction record carries). ``label_names``: the allowed tag set.
     ``tags_optional``: a file of words alone (one column; e.g. a test set to predict) is read
     unlabelled (``label=None``); otherwise such a file is an error, as its words are no tags.
     """
     allowed = set(label_names) if label_names else None
     words_only = False
     out: list[Example] = []
-    for block in _sentences(path, bad, "#" if conllu else None):
+    for block, sent_id in _sentences(path, bad, "#" if conllu else None):
         first = block[0][0]
         words: list[str] = []
         tags: list[str] = []
@@ -149,7 +157,7 @@ def read_conll(
             continue
         if words_only:
             out.append(Example(" ".join(words), None, None, words=tuple(words),
-                               source=f"{path}:{first}"))  # fmt: skip
+                               source=f"{path}:{first}", id=sent_id))  # fmt: skip
             continue
         if iob:
             try:
@@ -159,8 +167,13 @@ def read_conll(
                 continue
         out.append(
             Example(
-                " ".join(words), None, tuple(tags), words=tuple(words), source=f"{path}:{first}"
-            )
+                " ".join(words),
+                None,
+                tuple(tags),
+                words=tuple(words),
+                source=f"{path}:{first}",
+                id=sent_id,
+            )  # fmt: skip
         )
     return out
 
