@@ -12,7 +12,7 @@ import re
 
 import ml_collections
 
-from jaxtl import partition, runtime
+from jaxtl import class_weights, partition, runtime
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
     # label_smoothing_factor): the target puts 1 - s on the gold class and s spread evenly over
     # all classes. Not LM streams, regression or multilabel.
     c.train.label_smoothing = 0.0
+    # Per-class loss weights for imbalanced labels (PyTorch's CrossEntropyLoss weight /
+    # BCEWithLogitsLoss pos_weight): "" | balanced | NAME=balanced,NAME=CLASS:W|CLASS:W
+    # (jaxtl.class_weights).
+    c.train.class_weights = ""
     c.train.save_best = True  # keep the best params per stage in best/ (the selected model)
     c.train.restore_best = False  # a later stage (and MT-DNN refinement) starts from them
     c.train.progress = True
@@ -232,6 +236,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     t = c.train
     if not 0.0 <= float(t.get("label_smoothing", 0.0)) < 1.0:
         raise ValueError(f"train.label_smoothing={t.label_smoothing}: must be in [0, 1)")
+    class_weights.parse(t.get("class_weights", ""))  # its syntax; names once the data is read
     for section in ("train", "source", "pretrain", "lm_finetune"):  # each stage's epochs
         if section in c and "epochs" in c[section] and not float(c[section].epochs) >= 0:
             raise ValueError(f"{section}.epochs={c[section].epochs}: must be >= 0 (0 = "

@@ -19,23 +19,38 @@ import optax
 from jaxtl.data.batch import IGNORE
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
-    """Cross-entropy against integer ``labels``; with ``smoothing`` > 0 against the target
-    ``(1 - smoothing) * one_hot + smoothing / classes`` (``optax.smooth_labels``), which is
-    transformers' ``LabelSmoother``: ``(1 - s) * nll + s * mean over classes of -log p``."""
+def _cross_entropy(
+    logits: jax.Array, labels: jax.Array, smoothing: float, class_weights: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array | None]:
+    """(Cross-entropy against integer ``labels``, each term's weight). With ``smoothing`` > 0
+    against the target ``(1 - smoothing) * one_hot + smoothing / classes``
+    (``optax.smooth_labels``), which is transformers' ``LabelSmoother``: ``(1 - s) * nll + s *
+    mean over classes of -log p``. With ``class_weights`` [C] (``train.class_weights``),
+    PyTorch's ``CrossEntropyLoss(weight=w, label_smoothing=s)`` term by term: ``(1 - s) *
+    w[y] * nll + s * mean over classes of -w_c log p_c``, weighing ``w[y]`` in the mean (else
+    the weight is None: every term weighs 1)."""
     x = logits.astype(jnp.float32)
+    if class_weights is not None:
+        cw = class_weights.astype(jnp.float32)
+        logp = jax.nn.log_softmax(x, -1)
+        gold = jnp.take(cw, labels, mode="clip")
+        nll = -jnp.take_along_axis(logp, labels[..., None], -1, mode="clip")[..., 0]
+        ce = gold * nll
+        if smoothing:
+            ce = (1.0 - smoothing) * ce - smoothing * (logp * cw).mean(-1)
+        return ce, gold
     if not smoothing:
-        return optax.softmax_cross_entropy_with_integer_labels(x, labels)
+        return optax.softmax_cross_entropy_with_integer_labels(x, labels), None
     target = optax.smooth_labels(jax.nn.one_hot(labels, x.shape[-1]), smoothing)
-    return optax.softmax_cross_entropy(x, target)
+    return optax.softmax_cross_entropy(x, target), None
 
 
 def classification(
-    logits: jax.Array, batch: dict, smoothing: float = 0.0
+    logits: jax.Array, batch: dict, smoothing: float = 0.0, class_weights: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
     w = batch["example_weight"]
-    ce = _cross_entropy(logits, batch["label"], smoothing)
-    return (ce * w).sum(), w.sum()
+    ce, cw = _cross_entropy(logits, batch["label"], smoothing, class_weights)
+    return (ce * w).sum(), (w if cw is None else w * cw).sum()
 
 
 def label_set(batch: dict, num_labels: int) -> jax.Array:
@@ -49,14 +64,22 @@ def label_set(batch: dict, num_labels: int) -> jax.Array:
     return jnp.pad(got, ((0, 0),) * len(rows) + ((0, num_labels - got.shape[-1]),))
 
 
-def multilabel(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+def multilabel(
+    logits: jax.Array, batch: dict, class_weights: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """One sigmoid per class: binary cross-entropy averaged over the classes of each example,
     so the batch's loss is transformers' (``BCEWithLogitsLoss`` over examples x classes, its
-    ``problem_type="multi_label_classification"``)."""
+    ``problem_type="multi_label_classification"``). ``class_weights`` [C] is PyTorch's
+    ``pos_weight``: class c's positive term ``-y log sigmoid(x)`` is multiplied by it."""
     w = batch["example_weight"]
     x = logits.astype(jnp.float32)
-    bce = optax.sigmoid_binary_cross_entropy(x, label_set(batch, x.shape[-1])).mean(-1)
-    return (bce * w).sum(), w.sum()
+    y = label_set(batch, x.shape[-1])
+    if class_weights is None:
+        bce = optax.sigmoid_binary_cross_entropy(x, y)
+    else:
+        pos = class_weights.astype(jnp.float32)
+        bce = -(pos * y * jax.nn.log_sigmoid(x) + (1.0 - y) * jax.nn.log_sigmoid(-x))
+    return (bce.mean(-1) * w).sum(), w.sum()
 
 
 def regression(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
@@ -77,14 +100,16 @@ def labelled_tokens(batch: dict) -> jax.Array:
 
 
 def token_classification(
-    logits: jax.Array, batch: dict, smoothing: float = 0.0
+    logits: jax.Array, batch: dict, smoothing: float = 0.0, class_weights: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Tagging, MLM and CLM alike: cross-entropy on tokens whose label is not IGNORE."""
+    """Tagging, MLM and CLM alike: cross-entropy on tokens whose label is not IGNORE (each
+    weighing its gold tag's ``class_weights``, when given)."""
     labels = batch["token_labels"]
     valid = labelled_tokens(batch)
     safe = jnp.where(valid, labels, 0)
-    ce = _cross_entropy(logits, safe, smoothing)
-    return jnp.where(valid, ce, 0.0).sum(), valid.sum().astype(jnp.float32)
+    ce, cw = _cross_entropy(logits, safe, smoothing, class_weights)
+    den = valid.astype(jnp.float32) if cw is None else jnp.where(valid, cw, 0.0)
+    return jnp.where(valid, ce, 0.0).sum(), den.sum()
 
 
 def previous_token_labels(batch: dict) -> jax.Array:
@@ -113,6 +138,8 @@ def lm(logits: jax.Array | tuple[jax.Array, jax.Array], batch: dict) -> tuple[ja
 
 # The kinds train.label_smoothing applies to (a keyword of their loss functions).
 SMOOTHED = ("classification", "tagging")
+# The kinds train.class_weights applies to (the class_weights keyword of their loss functions).
+WEIGHTED = ("classification", "multilabel", "tagging")
 
 LOSSES = {
     "classification": classification,

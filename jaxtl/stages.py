@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxtl import features, metrics, train
+from jaxtl import class_weights, features, metrics, train
 from jaxtl.data import feed, mixture
 from jaxtl.data.prepare import TaskData
 from jaxtl.objectives import Objective, heads_active_fn, switch_loss, switch_predict
@@ -167,6 +167,9 @@ def mixture_stage(
             objective,
             encoder_dropout=dropout,
             label_smoothing=float(config.train.get("label_smoothing", 0.0)),
+            class_weights=class_weights.for_tasks(
+                config.train.get("class_weights", ""), own, all_tasks
+            ),
         ),
         predict_fn=switch_predict(all_tasks),
         optim=optim,

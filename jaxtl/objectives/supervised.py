@@ -145,9 +145,11 @@ def task_branch(
     train_mode: bool,
     weight: float = 1.0,
     label_smoothing: float = 0.0,
+    class_weights: Any = None,
 ):
     """The ``lax.switch`` branch of one task: ``f((feats, last_hidden)) -> (loss_sum, den)``.
-    ``label_smoothing`` applies to the kinds in :data:`jaxtl.losses.SMOOTHED`.
+    ``label_smoothing`` applies to the kinds in :data:`jaxtl.losses.SMOOTHED`; ``class_weights``
+    (one per class, :mod:`jaxtl.class_weights`) to those in :data:`jaxtl.losses.WEIGHTED`.
 
     ``lm``-kind tasks decode the last hidden state (not the representation a frozen encoder
     hands task heads: the LM head was trained on it) with the encoder's tied embedding.
@@ -157,6 +159,11 @@ def task_branch(
                                    train_mode=train_mode, weight=weight)  # fmt: skip
     head_def, head_state = nnx.split(model.heads[td.key])
     embedding = model.encoder.tied_embedding() if td.task.kind == "lm" else None
+    loss_kw: dict[str, Any] = {}
+    if td.task.kind in losses.SMOOTHED:
+        loss_kw["smoothing"] = label_smoothing
+    if class_weights is not None and td.task.kind in losses.WEIGHTED:
+        loss_kw["class_weights"] = np.asarray(class_weights, np.float32)
 
     def f(operands):
         feats, last = operands
@@ -173,8 +180,7 @@ def task_branch(
         else:
             logits = head(feats, batch["attention_mask"], deterministic=not train_mode, rngs=rngs,
                           **segment_kw(batch))  # fmt: skip
-        smooth = {"smoothing": label_smoothing} if td.task.kind in losses.SMOOTHED else {}
-        total, den = losses.LOSSES[td.task.kind](logits, batch, **smooth)
+        total, den = losses.LOSSES[td.task.kind](logits, batch, **loss_kw)
         return total * float(weight), den
 
     return f
@@ -187,9 +193,11 @@ def switch_loss(
     *,
     encoder_dropout: bool = True,
     label_smoothing: float = 0.0,
+    class_weights: dict[str, Any] | None = None,
 ):
     """The step's loss over ``task_list`` (indices 0..n-1, in order); ``weights`` by task name.
-    ``label_smoothing``: the classification and tagging tasks' (``train.label_smoothing``).
+    ``label_smoothing``: the classification and tagging tasks' (``train.label_smoothing``);
+    ``class_weights``: per-class weights by task name (``train.class_weights``).
     With ``objective``, the task at ``objective.data.index`` is its stream and takes its branch.
     ``encoder_dropout=False`` runs the encoder deterministically in training too (a frozen
     encoder: its features are then a fixed function of the input, as a feature cache stores)."""
@@ -230,6 +238,7 @@ def switch_loss(
                         train_mode=train_mode,
                         weight=float(weights.get(td.task.name, 1.0)),
                         label_smoothing=label_smoothing,
+                        class_weights=(class_weights or {}).get(td.task.name),
                     )
                 )
         idx = batch["task_id"][0]

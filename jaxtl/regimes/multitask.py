@@ -27,7 +27,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxtl import report, stages, train
+from jaxtl import class_weights, report, stages, train
 from jaxtl.data import mixture
 from jaxtl.data.prepare import TaskData
 from jaxtl.run import Run, finish, prepare, results_table
@@ -100,6 +100,12 @@ def refine(joint: Run) -> dict[str, Any]:
     for td, name in zip(joint.tasks, config.tasks.names):
         c = ml_collections.ConfigDict(config.to_dict())
         c.tasks.names = (name,)  # the task as named in the config (a spec string stays one)
+        # The joint run's per-task settings, restricted to this task (the others are not in
+        # this run: naming them is an error).
+        weights = parse_weights(config.tasks.weights, [t.task.name for t in joint.tasks])
+        own = td.task.name
+        c.tasks.weights = f"{own}={weights[own]}" if own in weights else ""
+        c.train.class_weights = class_weights.restrict(config.train.class_weights, own)
         c.train.steps = config.refine.steps
         c.train.epochs = 0.0  # refine.steps is the refinement's length
         c.optim.lr = config.refine.lr
