@@ -108,12 +108,23 @@ def test_unknown_regime_and_key_fail_clearly(tmp_path):
 def test_multitask_refinement_stage(tiny_bert_dir, tmp_path):
     """MT-DNN refinement: each task fine-tuned alone from the joint encoder, reported apart."""
     wd = tmp_path / "wd"
+    # per-task settings naming several tasks: each refinement keeps its own task's (naming the
+    # others in a one-task run stopped every refinement)
     cmd = _cmd(wd, tiny_bert_dir, "--config.refine.steps=3", "--config.train.steps=6",
-               "--config.train.eval_every=0")  # fmt: skip
+               "--config.train.eval_every=0", "--config.tasks.weights=builtin/sentiment=2,"
+               "builtin/ner=0.5", "--config.train.class_weights=builtin/ner=O:0.5,"
+               "builtin/sentiment=balanced")  # fmt: skip
     p = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     refined = json.loads((wd / "results_refined.json").read_text())
     assert set(refined) == {"builtin/sentiment", "builtin/similarity", "builtin/ner"}
+    own = {t: json.loads((wd / "refine" / t / "config.json").read_text()) for t in
+           ("builtin_sentiment", "builtin_similarity", "builtin_ner")}  # fmt: skip
+    assert {t: (c["tasks"]["weights"], c["train"]["class_weights"]) for t, c in own.items()} == {
+        "builtin_sentiment": ("builtin/sentiment=2.0", "builtin/sentiment=balanced"),
+        "builtin_similarity": ("", ""),
+        "builtin_ner": ("builtin/ner=0.5", "builtin/ner=O:0.5"),
+    }
     for task in ("builtin_sentiment", "builtin_similarity", "builtin_ner"):
         report = json.loads((wd / "refine" / task / "transfer_report.json").read_text())
         # the encoder and the task's own head come from the joint run; nothing is new
