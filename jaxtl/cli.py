@@ -6,6 +6,7 @@ or predict with / export a finished run.
           [--task=NAME] [--input_format=auto|lines|jsonl|task]
           [--output_format=auto|jsonl|tsv|csv|parquet]
     jaxtl --export --workdir=DIR --output=FOLDER
+    jaxtl --regime=REGIME ... --seeds=0,1,2 [--sweep=KEY=V1|V2 ...] [--workdir=DIR]
 
 ``jaxtl`` is the installed command; ``python -m jaxtl`` and, in a clone, ``python launch.py``
 are the same program. REGIME: self_supervised | unsupervised_sequential | multitask |
@@ -196,6 +197,23 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         print(f"jaxtl: against the input's {gold} ({n} examples): {shown}", file=out)
 
 
+def sweep_main(args: list[str], resolved: list[str], prog: str) -> None:
+    """``--seeds`` / ``--sweep``: one run per setting and seed, each a ``jaxtl`` process
+    (:mod:`jaxtl.sweep`). ``args``: the command line as typed (each run gets it, resolving
+    its --config itself); ``resolved``: with --config made concrete, to check the swept keys."""
+    from jaxtl import sweep
+
+    value = next((a.split("=", 1)[1] for a in resolved if a.startswith("--config=")), None)
+    try:
+        sweep.run(args, prog, load_config=(lambda: _load_config(value)) if value else None)
+    except sweep.Stopped as e:  # as a single run that was preempted: a clean stop
+        print(f"jaxtl: {e}")
+    except KeyboardInterrupt:
+        sys.exit("\njaxtl: sweep interrupted; the same command resumes it")
+    except (ValueError, RuntimeError, OSError) as e:
+        sys.exit(_one_line(f"{prog}: {e}"))
+
+
 def _stop_on_full_disk(e: OSError, workdir: str) -> NoReturn:
     """A full disk: files are written whole or not at all and a checkpoint is committed only
     when complete, so what is on disk is consistent and the next run resumes."""
@@ -295,7 +313,9 @@ def usage(prog: str) -> str:
         f"shipped configs (--config=NAME[:tiny]): {', '.join(packaged_configs())}\n"
         "--config.KEY=VALUE overrides any key of the config (all keys: jaxtl/config.py); "
         "--workdir=DIR (default runs/<regime>-<time> here) resumes a run started there; "
-        "--debug shows tracebacks; --version the versions.\n"
+        "--debug shows tracebacks; --version the versions; --seeds=0,1,2 runs each seed and "
+        "--sweep=KEY=V1|V2 each value (a grid when repeated), then reports mean ± std over "
+        "seeds and the best setting on dev (jaxtl/sweep.py).\n"
         f"{command} --predict --help and {command} --export --help: their options."
     )
 
@@ -321,6 +341,8 @@ def main(prog: str = "jaxtl") -> None:
         sys.argv = single_spec_overrides(config_args(sys.argv))
     except ValueError as e:
         sys.exit(f"{prog}: {e}")
+    if any(a.split("=", 1)[0] in ("--seeds", "--sweep") for a in args):
+        return sweep_main(args, sys.argv, prog)
     from absl import app, flags
     from ml_collections import config_flags
 
