@@ -99,6 +99,10 @@ def base_config() -> ml_collections.ConfigDict:
     # BCEWithLogitsLoss pos_weight): "" | balanced | NAME=balanced,NAME=CLASS:W|CLASS:W
     # (jaxtl.class_weights).
     c.train.class_weights = ""
+    # A multilabel task's class applies where its probability exceeds this, in its metrics and
+    # prediction records (transformers' and scikit-learn's 0.5 by default; a lower one favours
+    # recall: GoEmotions' baseline uses 0.3). An exported model gives probabilities only.
+    c.train.multilabel_threshold = 0.5
     c.train.save_best = True  # keep the best params per stage in best/ (the selected model)
     c.train.restore_best = False  # a later stage (and MT-DNN refinement) starts from them
     c.train.progress = True
@@ -237,6 +241,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not 0.0 <= float(t.get("label_smoothing", 0.0)) < 1.0:
         raise ValueError(f"train.label_smoothing={t.label_smoothing}: must be in [0, 1)")
     class_weights.parse(t.get("class_weights", ""))  # its syntax; names once the data is read
+    if not 0.0 < float(t.get("multilabel_threshold", 0.5)) < 1.0:
+        raise ValueError(f"train.multilabel_threshold={t.multilabel_threshold}: must be in (0, 1)")
     for section in ("train", "source", "pretrain", "lm_finetune"):  # each stage's epochs
         if section in c and "epochs" in c[section] and not float(c[section].epochs) >= 0:
             raise ValueError(f"{section}.epochs={c[section].epochs}: must be >= 0 (0 = "

@@ -95,9 +95,9 @@ CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews
 # A multilabel task's 0/1 rows [N, C] (scikit-learn's multilabel-indicator format): F1 micro
 # (the main one, as transformers' run_classification) and macro over classes; subset accuracy
 # counts an example right only when its whole label set is.
+# A class is predicted for an example when its sigmoid probability exceeds the task's threshold
+# (Task.threshold: train.multilabel_threshold, 0.5 = logit > 0 by default).
 MULTILABEL_METRICS = {"micro_f1": micro_f1, "macro_f1": macro_f1, "subset_accuracy": accuracy}
-# A class is predicted for an example when its sigmoid probability exceeds this (logit > 0).
-MULTILABEL_THRESHOLD = 0.5
 SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
 TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
 
@@ -169,7 +169,7 @@ def score_task(
         c = task.num_labels
         gold = np.concatenate(real_rows(batches, outputs, "label_set", "batch")).astype(np.int64)
         probs = np.concatenate(real_rows(batches, outputs, "pred_probs", "out"))[:, :c]
-        pred = (probs > MULTILABEL_THRESHOLD).astype(np.int64)
+        pred = (probs > task.threshold).astype(np.int64)
         table = MULTILABEL_METRICS
     elif kind == "regression":
         gold = np.concatenate(real_rows(batches, outputs, "score", "batch"))

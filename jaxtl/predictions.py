@@ -4,7 +4,8 @@ One JSON object per row: ``id`` (the row's own id where its input has an ``id`` 
 ``file:``/``hf:`` task reads it; else its index in its split), ``text`` (and ``text_pair``),
 then by task kind — classification: ``label`` (the class name) and ``probs`` (class
 probabilities, in the order of the task's label names, i.e. ``id2label``); multilabel:
-``labels`` (the names of the classes whose probability exceeds 0.5, in label order) and
+``labels`` (the names of the classes whose probability exceeds the task's threshold,
+``train.multilabel_threshold``, 0.5 by default, in label order) and
 ``probs`` (each class's own probability); regression: ``score``;
 tagging: ``words`` and ``tags`` (one per input word; null for a word cut off by
 ``data.max_length``); translation: ``translation`` (the decoded output, greedy or beam as the
@@ -35,7 +36,7 @@ from etils import epath
 
 from jaxtl import fileio
 from jaxtl.data import batching
-from jaxtl.metrics import MULTILABEL_THRESHOLD, real_rows
+from jaxtl.metrics import real_rows
 
 KINDS = ("classification", "multilabel", "regression", "tagging", "translation")
 
@@ -79,7 +80,7 @@ def records(
     elif task.kind == "multilabel":
         for i, p in zip(order, _per_row(batches, outputs, "pred_probs")):
             p = [float(x) for x in p[: len(names)]]
-            out[i] = {"labels": [n for n, x in zip(names, p) if x > MULTILABEL_THRESHOLD],
+            out[i] = {"labels": [n for n, x in zip(names, p) if x > task.threshold],
                       "probs": p}  # fmt: skip
     elif task.kind == "regression":
         for i, sc in zip(order, _per_row(batches, outputs, "pred_score")):

@@ -35,7 +35,7 @@ from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.io import row_id
-from jaxtl.data.prepare import TaskData
+from jaxtl.data.prepare import TaskData, with_threshold
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
 from jaxtl.objectives import seq2seq as seq2seq_objective
 
@@ -90,7 +90,7 @@ class Predictor:
         if pre.tokenizer is None:
             raise ValueError(f"model {self.config.model.name!r} has no tokenizer files")
         self.tokenizer: Any = pre.tokenizer
-        self.tasks = [self._task_data(t) for t in manifest["tasks"]]
+        self.tasks = [self._task_data(t, self.config) for t in manifest["tasks"]]
         self.specs = {t["name"]: t["spec"] for t in manifest["tasks"]}
         # a translation task's decoder predicts its target vocabulary
         self.target_tokenizer = (
@@ -114,14 +114,14 @@ class Predictor:
         )
 
     @staticmethod
-    def _task_data(t: dict[str, Any]) -> TaskData:
+    def _task_data(t: dict[str, Any], config: ml_collections.ConfigDict) -> TaskData:
         def no_files(split: str):
             raise DataError(f"task {t['name']!r}: loaded from tasks.json, it reads no files")
 
         task = Task(t["name"], t["kind"], no_files, label_names=tuple(t["label_names"]),
                     text_fields=tuple(t["text_fields"]), metrics=tuple(t["metrics"]),
                     main_metric=t["main_metric"], iob=t["iob"])  # fmt: skip
-        return TaskData(task, t["index"], t["key"], 0, None, [], "dev")
+        return TaskData(with_threshold(task, config), t["index"], t["key"], 0, None, [], "dev")
 
     def _stages(self) -> tuple[dict[str, str], str]:
         """task name -> params directory of the stage that selected it (``selection.json``),

@@ -190,7 +190,8 @@ def test_own_multilabel_file_trains_beside_other_tasks_predicts_and_exports(
     _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
             f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={(spec, 'builtin/sentiment')!r}",
             "--config.train.steps=80", "--config.optim.lr=1e-2", "--config.data.max_eval_examples=24",
-            f"--config.export_dir={out}", f"--workdir={wd}")  # fmt: skip
+            "--config.train.multilabel_threshold=0.3", f"--config.export_dir={out}",
+            f"--workdir={wd}")  # fmt: skip
     events = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
     programs = [e for e in events if e.get("task") == "compilations"][-1]
     assert programs["train"] == 1  # both tasks' batches share the train program
@@ -199,6 +200,10 @@ def test_own_multilabel_file_trains_beside_other_tasks_predicts_and_exports(
     assert dev["micro_f1"] > 0.6, dev  # the topic words are learnable in 80 steps
     test = [json.loads(x) for x in (wd / "predictions/topics/test.jsonl").read_text().splitlines()]
     assert all(set(r["labels"]) <= set(TOPICS) and len(r["probs"]) == 3 for r in test)
+    # train.multilabel_threshold decides the classes, in the run's records as in --predict's
+    names = ("money", "sport", "tech")
+    assert all(r["labels"] == [n for n, p in zip(names, r["probs"]) if p > 0.3] for r in test)
+    assert any(0.3 < p <= 0.5 for r in test for p in r["probs"]), "no probability in between"
     from jaxtl.predictor import predict_command
 
     n, scores = predict_command(
@@ -222,6 +227,37 @@ def test_own_multilabel_file_trains_beside_other_tasks_predicts_and_exports(
         theirs = {d["label"]: d["score"] for d in got}
         np.testing.assert_allclose([theirs[n] for n in ("money", "sport", "tech")], rec["probs"],
                                    rtol=0, atol=1e-4)  # fmt: skip
+
+
+def test_the_threshold_decides_records_and_metrics_and_is_checked():
+    """Task.threshold (train.multilabel_threshold, set on every multilabel task by
+    prepare.load_task) decides a record's labels and the metrics; outside (0, 1) is refused."""
+    import dataclasses
+
+    from jaxtl import config as config_lib
+    from jaxtl import metrics
+    from jaxtl.data.prepare import with_threshold
+    from jaxtl.data.tasks import Task
+
+    task = Task("t", "multilabel", lambda s: [], label_names=("a", "b"),
+                metrics=("micro_f1", "macro_f1", "subset_accuracy"), main_metric="micro_f1")  # fmt: skip
+    c = config_lib.base_config()
+    assert with_threshold(task, c).threshold == 0.5
+    c.train.multilabel_threshold = 0.3
+    low = with_threshold(task, c)
+    assert low.threshold == 0.3
+    sentiment = Task("s", "classification", lambda s: [], label_names=("n", "p"))
+    assert with_threshold(sentiment, c) is sentiment
+    batches = [{"label_set": np.array([[1, 0]]), "example_weight": np.ones(1, np.float32),
+                "label": np.zeros(1, np.int32)}]  # fmt: skip
+    outputs = [{"pred_probs": np.array([[0.4, 0.1]], np.float32)}]
+    assert metrics.score_task(low, outputs, batches)["micro_f1"] == 1.0
+    assert metrics.score_task(dataclasses.replace(low, threshold=0.5), outputs,
+                              batches)["micro_f1"] == 0.0  # fmt: skip
+    for bad in (0.0, 1.0):
+        c.train.multilabel_threshold = bad
+        with pytest.raises(ValueError, match=f"train.multilabel_threshold={bad}: must be in"):
+            config_lib.validate(c)
 
 
 def test_a_cached_multilabel_split_keeps_its_label_sets(tmp_path, monkeypatch):

@@ -96,7 +96,14 @@ def report_only(task: Task) -> Task:
 def load_task(name: str, config: ml_collections.ConfigDict) -> Task:
     # Generated tasks have no rows to be bad; file-backed readers take the policy.
     opts = {} if name.startswith("builtin/") else {"on_bad_row": config.data.on_bad_row}
-    return get_task(name, config.data.dir or None, **opts)
+    return with_threshold(get_task(name, config.data.dir or None, **opts), config)
+
+
+def with_threshold(task: Task, config: ml_collections.ConfigDict) -> Task:
+    """A multilabel ``task`` deciding its classes at ``train.multilabel_threshold``."""
+    if task.kind != "multilabel":
+        return task
+    return dataclasses.replace(task, threshold=float(config.train.get("multilabel_threshold", 0.5)))
 
 
 def train_batches(
