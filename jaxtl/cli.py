@@ -7,6 +7,7 @@ or predict with / export a finished run.
           [--output_format=auto|jsonl|tsv|csv|parquet]
     jaxtl --export --workdir=DIR --output=FOLDER
     jaxtl --regime=REGIME ... --seeds=0,1,2 [--sweep=KEY=V1|V2 ...] [--workdir=DIR]
+    jaxtl --regime=REGIME ... --lr_find [--lr_find_steps=100] [--lr_find_end=10]
 
 ``jaxtl`` is the installed command; ``python -m jaxtl`` and, in a clone, ``python launch.py``
 are the same program. REGIME: self_supervised | unsupervised_sequential | multitask |
@@ -214,6 +215,18 @@ def sweep_main(args: list[str], resolved: list[str], prog: str) -> None:
         sys.exit(_one_line(f"{prog}: {e}"))
 
 
+def lr_find_main(args: list[str], prog: str) -> None:
+    """``--lr_find``: the learning-rate range test (:mod:`jaxtl.lr_find`)."""
+    from jaxtl import lr_find
+
+    try:
+        lr_find.run(args, prog)
+    except KeyboardInterrupt:
+        sys.exit("\njaxtl: range test interrupted")
+    except (ValueError, RuntimeError, OSError) as e:
+        sys.exit(_one_line(f"{prog}: {e}"))
+
+
 def _stop_on_full_disk(e: OSError, workdir: str) -> NoReturn:
     """A full disk: files are written whole or not at all and a checkpoint is committed only
     when complete, so what is on disk is consistent and the next run resumes."""
@@ -315,7 +328,8 @@ def usage(prog: str) -> str:
         "--workdir=DIR (default runs/<regime>-<time> here) resumes a run started there; "
         "--debug shows tracebacks; --version the versions; --seeds=0,1,2 runs each seed and "
         "--sweep=KEY=V1|V2 each value (a grid when repeated), then reports mean ± std over "
-        "seeds and the best setting on dev (jaxtl/sweep.py).\n"
+        "seeds and the best setting on dev (jaxtl/sweep.py); --lr_find runs the learning-rate "
+        "range test and suggests a rate (jaxtl/lr_find.py).\n"
         f"{command} --predict --help and {command} --export --help: their options."
     )
 
@@ -341,6 +355,8 @@ def main(prog: str = "jaxtl") -> None:
         sys.argv = single_spec_overrides(config_args(sys.argv))
     except ValueError as e:
         sys.exit(f"{prog}: {e}")
+    if "--lr_find" in args:
+        return lr_find_main(args, prog)
     if any(a.split("=", 1)[0] in ("--seeds", "--sweep") for a in args):
         return sweep_main(args, sys.argv, prog)
     from absl import app, flags

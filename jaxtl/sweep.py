@@ -256,25 +256,14 @@ def run(args: Sequence[str], prog: str = "jaxtl", *, load_config: Any = None) ->
                 print(f"jaxtl: run {n}/{total} {what}: finished earlier, kept", flush=True)
                 continue
             log_path = os.path.join(root, "logs", f"{s.name}.seed{seed}.log")
-            cmd = [sys.executable, "-m", "jaxtl", *rest, *(f"--config.{k}={v}" for k, v in
-                   s.overrides), f"--config.seed={seed}", f"--workdir={wd}"]  # fmt: skip
-            t0 = time.time()
-            with open(log_path, "a") as log:
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-                try:
-                    code = proc.wait()
-                except KeyboardInterrupt:
-                    # The run had the same Ctrl-C: it checkpoints and stops; let it finish
-                    # (subprocess.run would kill it), so the same command resumes it.
-                    proc.wait()
-                    raise
-            took = time.time() - t0
+            overrides = [*(f"--config.{k}={v}" for k, v in s.overrides), f"--config.seed={seed}"]
+            code, took = run_one(rest, overrides, wd, log_path)
             if code == 0 and not os.path.exists(os.path.join(wd, "results.json")):
                 # a clean stop (SIGTERM, Ctrl-C): the run checkpointed; so does the sweep
                 raise Stopped(f"run {n}/{total} ({what}) stopped after {took:.0f} s: "
-                              f"{_last_line(log_path)}; the same command resumes the sweep")  # fmt: skip
+                              f"{last_line(log_path)}; the same command resumes the sweep")  # fmt: skip
             if code != 0 or not os.path.exists(os.path.join(wd, "results.json")):
-                last = _last_line(log_path)
+                last = last_line(log_path)
                 raise RuntimeError(f"run {n}/{total} ({what}) failed after {took:.0f} s: "
                                    f"{last} (its output: {log_path}; the same command resumes "
                                    "the sweep)")  # fmt: skip
@@ -295,7 +284,25 @@ def run(args: Sequence[str], prog: str = "jaxtl", *, load_config: Any = None) ->
     return summary
 
 
-def _last_line(path: str) -> str:
+def run_one(args: Sequence[str], overrides: Sequence[str], workdir: str,
+            log_path: str) -> tuple[int, float]:  # fmt: skip
+    """Run ``jaxtl`` with the command line ``args`` plus ``overrides`` in ``workdir``, its
+    output appended to ``log_path``, in a process of its own; (exit code, seconds)."""
+    cmd = [sys.executable, "-m", "jaxtl", *args, *overrides, f"--workdir={workdir}"]
+    t0 = time.time()
+    with open(log_path, "a") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            # The run had the same Ctrl-C: it checkpoints and stops; let it finish
+            # (subprocess.run would kill it), so the same command resumes it.
+            proc.wait()
+            raise
+    return code, time.time() - t0
+
+
+def last_line(path: str) -> str:
     """The last non-empty line a failed run wrote (its one-line error)."""
     with open(path, errors="replace") as f:
         lines = [x.strip() for x in f if x.strip()]

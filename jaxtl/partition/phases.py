@@ -35,9 +35,11 @@ def default_optim_config() -> ml_collections.ConfigDict:
       (see jaxtl.partition.strategies).
     top_k: number of top encoder blocks that train with strategy=top_k.
     lr: peak learning rate (the top block and new params get exactly this; see discriminative).
-    schedule: constant | linear | cosine | stlr (jaxtl.partition.schedules), over all phases.
+    schedule: constant | linear | cosine | stlr | range_test (jaxtl.partition.schedules), over
+      all phases.
     warmup: linear warm-up, a fraction of the steps if < 1, else a number of steps (not stlr).
     stlr_cut_frac, stlr_ratio: ULMFiT slanted triangular schedule parameters.
+    range_start: where schedule=range_test starts (it ends at lr): the LR range test's sweep.
     restart_schedule: False = one schedule over the stage's total steps (ULMFiT); True = the
       schedule restarts at each phase over that phase's steps.
     discriminative: per-layer LR factor d: block l gets lr * d**(L-1-l), embeddings lr * d**L,
@@ -64,6 +66,7 @@ def default_optim_config() -> ml_collections.ConfigDict:
     c.warmup = 0.1
     c.stlr_cut_frac = 0.1
     c.stlr_ratio = 32.0
+    c.range_start = 1e-7
     c.restart_schedule = False
     c.discriminative = 1.0
     c.optimizer = "adamw"
@@ -209,6 +212,7 @@ def phases_from_config(
             warmup=float(g("warmup")),
             stlr_cut_frac=float(g("stlr_cut_frac")),
             stlr_ratio=float(g("stlr_ratio")),
+            range_start=float(g("range_start")),
         )
         return shifted(sched, start) if start else sched
 

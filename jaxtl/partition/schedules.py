@@ -12,6 +12,9 @@ change does not restart the schedule (``phases_from_config`` can restart it per 
   ``1 - (t - cut) / (cut * (1 / cut_frac - 1))``; ``lr_t = lr * (1 + p * (ratio - 1)) / ratio``.
   Warm-up is built in (``cut``), so ``warmup`` does not apply. ``cut`` is at least 1 so that
   tiny runs stay defined, and ``p`` is clipped at 0 past ``T``.
+- ``range_test``: the LR range test's exponential sweep (Smith 2017; fastai's ``lr_find``, the
+  tool of ULMFiT's recipe): ``range_start * (lr / range_start) ** (t / (T - 1))``, from
+  ``range_start`` at step 0 to ``lr`` at the last step (``jaxtl --lr_find``, :mod:`jaxtl.lr_find`).
 
 Warm-up follows optax / HF: ``lr * t / W`` for ``t < W`` (so step 0 takes a zero step). ``warmup``
 is a fraction of ``total_steps`` when < 1, else a number of steps.
@@ -31,7 +34,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 
 Schedule = Callable[[object], object]
-SCHEDULES = ("constant", "linear", "cosine", "stlr")
+SCHEDULES = ("constant", "linear", "cosine", "stlr", "range_test")
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:
@@ -100,6 +103,18 @@ def stlr(lr: float, *, total_steps: int, cut_frac: float = 0.1, ratio: float = 3
     return fn
 
 
+def range_test(lr: float, *, total_steps: int, start: float = 1e-7) -> Schedule:
+    if not 0 < start < lr:
+        raise ValueError(f"range_start must be in (0, lr={lr}), got {start}")
+    span = max(total_steps - 1, 1)
+
+    def fn(step):
+        t = jnp.clip(jnp.asarray(step, jnp.float32), 0.0, span)
+        return start * (lr / start) ** (t / span)
+
+    return fn
+
+
 def make_schedule(
     name: str,
     *,
@@ -108,6 +123,7 @@ def make_schedule(
     warmup: float = 0.0,
     stlr_cut_frac: float = 0.1,
     stlr_ratio: float = 32.0,
+    range_start: float = 1e-7,
 ) -> Schedule:
     """The schedule called ``name`` (one of SCHEDULES)."""
     if total_steps < 1:
@@ -120,6 +136,8 @@ def make_schedule(
         return cosine(lr, total_steps=total_steps, warmup=warmup)
     if name == "stlr":
         return stlr(lr, total_steps=total_steps, cut_frac=stlr_cut_frac, ratio=stlr_ratio)
+    if name == "range_test":
+        return range_test(lr, total_steps=total_steps, start=range_start)
     raise ValueError(f"optim.schedule: unknown schedule {name!r}; allowed: {list(SCHEDULES)}")
 
 
