@@ -217,7 +217,8 @@ class Predictor:
                        chunk: int = PREDICT_CHUNK, progress: bool = False) -> Iterator[dict]:  # fmt: skip
         """:meth:`predict_examples` over an iterable of any length, ``chunk`` examples at a
         time, yielding the records in input order (``id`` counts from 0 over the whole
-        input, where an example has no id of its own): memory stays bounded by the chunk, whatever the input's size."""
+        input, where an example has no id of its own): memory stays bounded by the chunk,
+        whatever the input's size."""
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -463,8 +464,8 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
             _check_inputs([ex], td.task)
     examples = p.iter_input(input_path, td, input_format)
     # What scoring needs of each record (not its text): kept while every record has gold.
-    keep = {"classification": "label", "multilabel": "labels", "regression": "score", "tagging": "tags",
-            "translation": "translation"}.get(td.task.kind)  # fmt: skip
+    keep = {"classification": "label", "multilabel": "labels", "regression": "score",
+            "tagging": "tags", "translation": "translation"}.get(td.task.kind)  # fmt: skip
     scored: list[dict[str, Any]] | None = []
     n = 0
     with predictions.open_writer(output, out_format, td.task.label_names) as writer:
