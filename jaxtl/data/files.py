@@ -47,9 +47,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from jaxtl.data.io import (
+    DEFAULT_ID,
     DEFAULT_METRICS,
     NO_ID,
     column,
+    has_id_column,
     is_multi_hot,
     multilabel_ids,
     parse_label,
@@ -163,7 +165,7 @@ def file_task(
     label_names: Sequence[str] | None = None,
     label_sep: str = ",",
     label_columns: Sequence[str] | None = None,
-    id: str | int | None = "id",
+    id: str | int | None = DEFAULT_ID,
     name: str = "file",
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
@@ -202,9 +204,7 @@ def file_task(
         labelled = kind in ("lm", "translation") or not _lacks_label(records, first_label)
         # An LM corpus or a translation has no label column (a translation's target is `target`).
         reads_label = labelled and kind not in ("lm", "translation")
-        has_id = _has_column(records, id)
-        if not has_id and id not in (None, "id"):  # named, yet absent: rows are numbered
-            log.warning("%s: no id column %r: its records are numbered by row", p, id)
+        has_id = has_id_column(_has_column(records, id), id, p)
         if not labelled:
             if split == "train" or names_map is None:
                 header_names = records[0][1]

@@ -43,22 +43,28 @@ built (it is slow to import).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
-import logging
 import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from jaxtl.data.io import DEFAULT_METRICS, NO_ID, is_multi_hot, multilabel_ids, resolve, row_id
+from jaxtl.data.io import (
+    DEFAULT_ID,
+    DEFAULT_METRICS,
+    NO_ID,
+    has_id_column,
+    is_multi_hot,
+    multilabel_ids,
+    resolve,
+    row_id,
+)
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
             ".csv": "csv"}  # fmt: skip
 SPLIT_NAMES = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
-log = logging.getLogger(__name__)
 _GLOB = re.compile(r"[*?[]")
 _IOB = re.compile(r"^(O|[BI]-\S+)$")
 
@@ -268,7 +274,7 @@ def hf_task(
     kind: str | None = None,
     label_names: Sequence[str] | None = None,
     label_columns: Sequence[str] | None = None,
-    id: str | None = "id",
+    id: str | None = DEFAULT_ID,
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
     format: str | None = None,
@@ -335,10 +341,8 @@ def hf_task(
             texts = list(ds[text])
             pairs = list(ds[text_pair]) if text_pair is not None else [None] * len(texts)
             targets = list(ds[target]) if target is not None else [None] * len(texts)
-            has_id = id is not None and id in cols
+            has_id = has_id_column(id in cols, id, where)
             ids = list(ds[id]) if has_id else [None] * len(texts)
-            if not has_id and id not in (None, "id"):  # named, yet absent: rows are numbered
-                log.warning("%s: no id column %r: its records are numbered by row", where, id)
             raws: list[Any]
             if labelled and columns:  # a row's 0/1 per class column
                 raws = [list(r) for r in zip(*(ds[c] for c in columns))]
@@ -361,12 +365,12 @@ def hf_task(
                     rid = row_id(rid, f"{where}:{i}", id, bad)
                     if rid is NO_ID:
                         continue
-                ex = _example(f"{where}:{i}", t, pair, tgt, raw, labelled, cl, lmap, bad)
+                ex = _example(f"{where}:{i}", t, pair, tgt, raw, rid, labelled, cl, lmap, bad)
                 if ex is not None:
-                    yield dataclasses.replace(ex, id=rid) if rid is not None else ex
+                    yield ex
 
-    def _example(where: str, t: Any, pair: Any, tgt: Any, raw: Any, labelled: bool, cl: Any,
-                 lmap: Mapping[str, int] | None, bad: BadRows) -> Example | None:  # fmt: skip
+    def _example(where: str, t: Any, pair: Any, tgt: Any, raw: Any, rid: Any, labelled: bool,
+                 cl: Any, lmap: Mapping[str, int] | None, bad: BadRows) -> Example | None:  # fmt: skip
         if kind == "tagging":
             if not isinstance(t, list) or not t or not all(isinstance(w, str) for w in t):
                 bad(where, f"column {text!r}: expected a non-empty list of words, got {t!r:.80}")
@@ -382,7 +386,7 @@ def hf_task(
                     bad(where, f"column {label!r}: tag {unknown[0]!r} is not one of {sorted(lmap)}")
                     return None
             words = tuple(t)
-            return Example(" ".join(words), None, tags, words=words, source=where)
+            return Example(" ".join(words), None, tags, words=words, source=where, id=rid)
         if not isinstance(t, str) or not t.strip():
             bad(where, f"column {text!r}: text is empty or not a string ({t!r:.80})")
             return None
@@ -426,7 +430,7 @@ def hf_task(
                     return None
                 else:
                     value = lmap[key]
-        return Example(t.strip(), pair, value, target=tgt, source=where)
+        return Example(t.strip(), pair, value, target=tgt, source=where, id=rid)
 
     names: tuple[str, ...] = tuple(str(x) for x in label_names or ())
     if labelled_kind and kind != "regression" and not names:

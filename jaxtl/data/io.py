@@ -13,12 +13,15 @@ from __future__ import annotations
 import csv
 import gzip
 import itertools
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from jaxtl.data.tasks import BadRows, DataError
+
+log = logging.getLogger(__name__)
 
 # Metrics (and the main one) of a task whose reader is told only its kind (file, tfds).
 DEFAULT_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -264,6 +267,16 @@ def multilabel_ids(
 
 
 NO_ID = object()
+DEFAULT_ID = "id"  # the id column file: and hf: tasks look for unless told another
+
+
+def has_id_column(present: bool, column: str | int | None, where: str) -> bool:
+    """Whether rows read from ``where`` take their ids from ``column`` (``present``: the file
+    or split has it). A column named by the user (not the default) that is absent is noted:
+    the rows are then numbered, which a misspelt name would otherwise hide."""
+    if not present and column not in (None, DEFAULT_ID):
+        log.warning("%s: no id column %r: its records are numbered by row", where, column)
+    return present and column is not None
 
 
 def row_id(value: Any, where: str, column: str | int | None, bad: BadRows) -> Any:

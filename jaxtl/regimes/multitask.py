@@ -97,12 +97,12 @@ def refine(joint: Run) -> dict[str, Any]:
     """MT-DNN's second stage: fine-tune each task alone from the jointly trained model."""
     config, workdir = joint.config, joint.workdir
     refined: dict[str, dict[str, float]] = {}
+    weights = parse_weights(config.tasks.weights, [t.task.name for t in joint.tasks])
     for td, name in zip(joint.tasks, config.tasks.names):
         c = ml_collections.ConfigDict(config.to_dict())
         c.tasks.names = (name,)  # the task as named in the config (a spec string stays one)
         # The joint run's per-task settings, restricted to this task (the others are not in
         # this run: naming them is an error).
-        weights = parse_weights(config.tasks.weights, [t.task.name for t in joint.tasks])
         own = td.task.name
         c.tasks.weights = f"{own}={weights[own]}" if own in weights else ""
         c.train.class_weights = class_weights.restrict(config.train.class_weights, own)
