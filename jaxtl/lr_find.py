@@ -40,26 +40,21 @@ DIVERGED = 4.0  # fastai stops once the smoothed loss passes this times its mini
 
 def split_args(args: Sequence[str]) -> tuple[int, float, str | None, list[str]]:
     """(steps, end rate, ``--workdir`` or None, every other argument)."""
-    steps, end, workdir, rest = 100, 10.0, None, []
-    it = iter(args)
-    for a in it:
-        flag, eq, value = a.partition("=")
-        if flag == "--lr_find":
-            continue
-        if flag in ("--lr_find_steps", "--lr_find_end", "--workdir"):
-            if not eq:
-                value = next(it, "")
-            try:
-                if flag == "--lr_find_steps":
-                    steps = int(value)
-                elif flag == "--lr_find_end":
-                    end = float(value)
-                else:
-                    workdir = value
-            except ValueError:
-                raise ValueError(f"{flag}={value!r} is not a number") from None
-            continue
-        rest.append(a)
+    from jaxtl.sweep import take_flags
+
+    found, rest = take_flags(args, ("--lr_find_steps", "--lr_find_end", "--workdir"),
+                             bare=("--lr_find",))  # fmt: skip
+    last = {k: v[-1] for k, v in found.items()}
+
+    def number(flag: str, convert: Any, default: Any) -> Any:
+        try:
+            return convert(last[flag]) if flag in last else default
+        except ValueError:
+            raise ValueError(f"{flag}={last[flag]!r} is not a number") from None
+
+    steps: int = number("--lr_find_steps", int, 100)
+    end: float = number("--lr_find_end", float, 10.0)
+    workdir = last.get("--workdir")
     if steps < 10:
         raise ValueError(f"--lr_find_steps={steps}: the range test needs 10 steps or more")
     if not (math.isfinite(end) and end > 0):

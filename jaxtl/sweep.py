@@ -56,28 +56,31 @@ class Setting:
         return ",".join(f"{k}={_UNSAFE.sub('_', v)}" for k, v in self.overrides)
 
 
-def split_args(args: Sequence[str]) -> tuple[list[str], str | None, str | None, list[str]]:
-    """(the ``--sweep`` values, the ``--seeds`` value as given (or None), the ``--workdir``
-    value (or None), every other argument) from a command line's arguments."""
-    sweeps: list[str] = []
-    seeds: str | None = None
-    workdir: str | None = None
+def take_flags(
+    args: Sequence[str], valued: Sequence[str], bare: Sequence[str] = ()
+) -> tuple[dict[str, list[str]], list[str]]:
+    """({flag: its values, in order} for the ``valued`` flags (``--flag=V`` or ``--flag V``)
+    and the ``bare`` ones (no value: ``[""]``), every other argument) of a command line."""
+    found: dict[str, list[str]] = {}
     rest: list[str] = []
     it = iter(args)
     for a in it:
         flag, eq, value = a.partition("=")
-        if flag in (*FLAGS, "--workdir"):
-            if not eq:
-                value = next(it, "")
-            if flag == "--sweep":
-                sweeps.append(value)
-            elif flag == "--seeds":
-                seeds = value
-            else:
-                workdir = value
+        if flag in bare and not eq:
+            found.setdefault(flag, []).append("")
+        elif flag in valued:
+            found.setdefault(flag, []).append(value if eq else next(it, ""))
         else:
             rest.append(a)
-    return sweeps, seeds, workdir, rest
+    return found, rest
+
+
+def split_args(args: Sequence[str]) -> tuple[list[str], str | None, str | None, list[str]]:
+    """(the ``--sweep`` values, the ``--seeds`` value as given (or None), the ``--workdir``
+    value (or None), every other argument) from a command line's arguments."""
+    found, rest = take_flags(args, (*FLAGS, "--workdir"))
+    last = {k: v[-1] for k, v in found.items()}
+    return found.get("--sweep", []), last.get("--seeds"), last.get("--workdir"), rest
 
 
 def parse_seeds(text: str) -> list[int]:
