@@ -6,6 +6,7 @@ or predict with / export a finished run.
           [--task=NAME] [--input_format=auto|lines|jsonl|task]
           [--output_format=auto|jsonl|tsv|csv|parquet]
     jaxtl --export --workdir=DIR --output=FOLDER
+    jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
     jaxtl --regime=REGIME ... --seeds=0,1,2 [--sweep=KEY=V1|V2 ...] [--workdir=DIR]
     jaxtl --regime=REGIME ... --lr_find [--lr_find_steps=100] [--lr_find_end=10]
 
@@ -104,11 +105,20 @@ _SPEC_PREFIXES = ("file:", "hf:")
 
 
 def single_spec_overrides(argv: list[str]) -> list[str]:
-    """argv with ``--config.KEY=file:...`` (one spec string, unquoted) given to a key that holds
-    a tuple of tasks made the one-element tuple it means: ml_collections would refuse it, as a
-    spec's commas look like a tuple's. A value already written as a tuple is left alone."""
+    """argv with the task lists a user types made the tuples they mean, for a key that holds a
+    tuple of names: ``--config.KEY=file:...`` (one spec string, unquoted) becomes a one-element
+    tuple — ml_collections would refuse it, as a spec's commas look like a tuple's — and
+    ``--config.KEY=sst2,cola`` the tuple of those names (ml_collections would keep it as one
+    name, ``'sst2,cola'``). A value already written as a tuple is left alone; a comma list that
+    holds a spec string is refused, as its commas cannot be told apart."""
+
+    def is_list(value: str) -> bool:
+        return value.lower().startswith(_SPEC_PREFIXES) or (
+            "," in value and not value.lstrip().startswith(("(", "["))
+        )
+
     candidates = [i for i, a in enumerate(argv) if a.startswith("--config.") and "=" in a
-                  and a.split("=", 1)[1].lower().startswith(_SPEC_PREFIXES)]  # fmt: skip
+                  and is_list(a.split("=", 1)[1])]  # fmt: skip
     config_value = next((argv[i + 1] if a == "--config" else a.split("=", 1)[1]
                          for i, a in enumerate(argv)
                          if a.startswith("--config=") or a == "--config" and i + 1 < len(argv)),
@@ -122,8 +132,17 @@ def single_spec_overrides(argv: list[str]) -> list[str]:
     out = list(argv)
     for i in candidates:
         key, value = argv[i][len("--config.") :].split("=", 1)
-        if isinstance(_config_node(config, key), tuple):
+        node = _config_node(config, key)
+        if not isinstance(node, tuple) or not all(isinstance(x, str) for x in node):
+            continue
+        if value.lower().startswith(_SPEC_PREFIXES):
             out[i] = f"--config.{key}={(value,)!r}"
+            continue
+        names = tuple(x.strip() for x in value.split(",") if x.strip())
+        if any(x.lower().startswith(_SPEC_PREFIXES) for x in names):
+            raise ValueError(f"--config.{key}={value}: a list that holds a spec string needs "
+                             f"tuple syntax, e.g. --config.{key}='(\"sst2\", \"file:name=…\")'")  # fmt: skip
+        out[i] = f"--config.{key}={names!r}"
     return out
 
 
@@ -196,6 +215,41 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         shown = "  ".join(f"{k}={v:.4f}" for k, v in scores.items())
         gold = "references" if set(scores) <= {"bleu"} else "gold labels"  # a translation's
         print(f"jaxtl: against the input's {gold} ({n} examples): {shown}", file=out)
+
+
+def glue_submission_main(argv: list[str], prog: str = "jaxtl") -> None:
+    """``--glue_submission``: the GLUE leaderboard's files from finished runs
+    (:mod:`jaxtl.submission`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"{prog} --glue_submission")
+    parser.add_argument("--glue_submission", action="store_true")
+    parser.add_argument("--workdir", action="append", required=True,
+                        help="a finished run's workdir; repeat it for one run per task")  # fmt: skip
+    parser.add_argument("--output", required=True,
+                        help="a .zip (the files at its root, as gluebenchmark.com takes it) or "
+                        "a folder")  # fmt: skip
+    parser.add_argument("--data_dir", default=None, help="the folder holding the GLUE "
+                        "distribution (default: each run's data.dir)")  # fmt: skip
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    from jaxtl import submission
+
+    try:
+        written, missing = submission.write(args.workdir, args.output, args.data_dir)
+    except (ValueError, OSError, KeyError) as e:
+        sys.exit(_one_line(f"{prog}: {e}"))
+    print(f"jaxtl: wrote {args.output}:")
+    for w in written:
+        size = submission.SIZES[w.entry.file]
+        note = "" if w.rows == size else f"  (GLUE's test set has {size:,}: not the leaderboard's)"
+        print(
+            f"  {w.entry.file:<12} {w.rows:>7,} rows  task {w.entry.task} of "
+            f"{w.entry.workdir}{note}"
+        )
+    if missing:
+        print(f"jaxtl: not in this submission: {', '.join(missing)}")
 
 
 def sweep_main(args: list[str], resolved: list[str], prog: str) -> None:
@@ -330,7 +384,8 @@ def usage(prog: str) -> str:
         "--sweep=KEY=V1|V2 each value (a grid when repeated), then reports mean ± std over "
         "seeds and the best setting on dev (jaxtl/sweep.py); --lr_find runs the learning-rate "
         "range test and suggests a rate (jaxtl/lr_find.py).\n"
-        f"{command} --predict --help and {command} --export --help: their options."
+        f"{command} --predict --help, {command} --export --help and {command} "
+        "--glue_submission --help: their options."
     )
 
 
@@ -339,6 +394,8 @@ def main(prog: str = "jaxtl") -> None:
     args = sys.argv[1:]
     if "--predict" in args or "--export" in args:
         return predict_main(sys.argv, prog)
+    if "--glue_submission" in args:
+        return glue_submission_main(sys.argv, prog)
     if "-h" in args or "--help" in args:
         print(usage(prog))
         return

@@ -74,8 +74,9 @@ def test_config_args_resolve_both_spellings_and_insert_the_regime_default(tmp_pa
 
 def test_one_bare_spec_string_is_taken_as_the_one_task_it_names():
     """``--config.tasks.names=file:name=a,path=b`` means one task: ml_collections would split the
-    spec's commas as a tuple's and refuse it. Only keys that hold a tuple are rewritten; a str
-    key (``pretrain.corpus``), a value already a tuple and other values are kept as given."""
+    spec's commas as a tuple's and refuse it; ``sst2,cola`` means two. Only keys that hold a tuple
+    are rewritten; a str key (``pretrain.corpus``), a value already a tuple and other values are
+    kept as given."""
     mt, us = (
         f"--config={SHIPPED / 'multitask.py'}:tiny",
         f"--config={SHIPPED / 'unsupervised_sequential.py'}",
@@ -86,8 +87,13 @@ def test_one_bare_spec_string_is_taken_as_the_one_task_it_names():
     assert cli.single_spec_overrides(["x", "--config", mt.split("=", 1)[1], f"--config.tasks.names={spec}"])[
         -1] == f"--config.tasks.names={(spec,)!r}"  # fmt: skip
     kept = ["x", us, f"--config.pretrain.corpus={spec}", f"--config.target.tasks=(\"{spec}\",)",
-            "--config.target.tasks=sst2,cola"]  # fmt: skip
+            "--config.target.tasks=('sst2', 'cola')", "--config.optim.lr=1e-4"]  # fmt: skip
     assert cli.single_spec_overrides(kept) == kept
+    # a comma list of names is the tuple of them (ml_collections would keep 'sst2,cola' whole)
+    assert cli.single_spec_overrides(["x", us, "--config.target.tasks=sst2, glue/cola"])[-1] == (
+        "--config.target.tasks=('sst2', 'glue/cola')")  # fmt: skip
+    with pytest.raises(ValueError, match=r"a list that holds a spec string needs tuple syntax"):
+        cli.single_spec_overrides(["x", us, f"--config.target.tasks=sst2,{spec}"])
     assert cli.single_spec_overrides(["x", us, f"--config.target.tasks={spec}"])[-1] == (
         f"--config.target.tasks={(spec,)!r}")  # fmt: skip
 
