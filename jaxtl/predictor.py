@@ -53,6 +53,17 @@ def _takes_pairs(task: Task) -> bool:
     return task.kind in SENTENCE_KINDS and len(task.text_fields) == 2
 
 
+def _reads_files(spec: str) -> bool:
+    """Whether a task's reader reads a file named to it in the task's own format: ``file:`` /
+    ``hf:`` specs, and the named readers that take ``paths={split: file}`` (GLUE's)."""
+    if spec.startswith(("file:", "hf:")):
+        return True
+    from jaxtl.data.catalogue import REGISTRY  # every reader registered
+    from jaxtl.data.spec import factory_options
+
+    return spec.lower() in REGISTRY and "paths" in factory_options(spec.lower())
+
+
 def _check_inputs(examples: Sequence[Example], task: Task) -> None:
     """Inputs the model was not trained on stop with the first one's place: a single sentence
     for a sentence-pair task (or a pair for a single-sentence one) would be scored silently
@@ -283,7 +294,7 @@ class Predictor:
         spec = self.specs.get(td.task.name, "")
         ext = os.path.splitext(str(path))[1].lower()
         own = ext in (".tsv", ".csv", ".conll", ".conllu", *HF_TABLES)
-        if own and spec.startswith(("file:", "hf:")):
+        if own and _reads_files(spec):
             return "task"
         if ext in (".jsonl", ".json"):
             # {"review": …} for a task read with text=review is the task's own format
@@ -294,10 +305,10 @@ class Predictor:
         """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates
         a sentence pair, or a translation source from its reference), ``jsonl`` (objects with
         ``text``, ``text_pair``, ``words``, ``target``, and ``id``, which its record keeps), or
-        ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks). ``auto``: ``task`` for
-        a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of a spec task, and for a .jsonl/.json one
-        whose first object holds the task's own text columns; ``jsonl`` for other .jsonl/.json
-        files, else ``lines``. ``lines`` and ``jsonl`` are read a line at a time (a file larger
+        ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks and GLUE's).
+        ``auto``: ``task`` for a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of such a task,
+        and for a .jsonl/.json one whose first object holds the task's own text columns;
+        ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines`` and ``jsonl`` are read a line at a time (a file larger
         than memory streams); the task's own format is read whole."""
         guessed = input_format == "auto"
         input_format = self.input_format(path, td, input_format)
@@ -384,11 +395,16 @@ class Predictor:
         from jaxtl.data import spec as spec_lib
 
         spec = self.specs.get(td.task.name, "")
-        if not spec.startswith(("file:", "hf:")):
+        if not _reads_files(spec):
             raise ValueError(f"task {td.task.name!r} ({spec}) has no file format of its own; use "
                              "--input_format=lines or jsonl")  # fmt: skip
-        # Labels are the trained ones whatever the file holds.
         file = os.path.abspath(path)
+        if not spec.startswith(("file:", "hf:")):  # a named reader (GLUE): its own layout
+            from jaxtl.data.catalogue import get_task
+
+            task = get_task(spec, None, paths={"test": file})
+            return list(task.load("test"))
+        # Labels are the trained ones whatever the file holds.
         names = {"label_names": tuple(td.task.label_names)} if td.task.label_names else {}
         if spec.startswith("hf:") or os.path.splitext(file)[1].lower() in HF_TABLES:
             # The hf reader, on the task's columns: an hf task's own format, or a table task

@@ -13,8 +13,8 @@ and an empty file are always errors: skipping cannot repair them.
 >>> task.kind, task.label_names, examples[0].label in (0, 1)
 ('classification', ('negative', 'positive'), True)
 
-Names: ``builtin/<name>`` (jaxtl.data.builtin, no files needed), GLUE ``sst2 cola mrpc rte stsb
-qnli mnli`` (jaxtl.data.glue), ``conll2003``, ``ud_pos``, ``conll`` (generic column files;
+Names: ``builtin/<name>`` (jaxtl.data.builtin, no files needed), GLUE ``sst2 cola mrpc qqp rte
+stsb qnli mnli wnli`` (jaxtl.data.glue), ``conll2003``, ``ud_pos``, ``conll`` (generic column files;
 jaxtl.data.conll), ``wikitext``/``text``, ``multi30k``/``parallel`` (jaxtl.data.text), ``file``
 (generic TSV/CSV/JSONL, jaxtl.data.files) and ``tfds:<name>`` (jaxtl.data.tfds_source).
 
