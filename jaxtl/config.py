@@ -103,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
     # prediction records (transformers' and scikit-learn's 0.5 by default; a lower one favours
     # recall: GoEmotions' baseline uses 0.3). An exported model gives probabilities only.
     c.train.multilabel_threshold = 0.5
+    # True: each multilabel class gets its own threshold, the one with the best F1 on the
+    # selection split (dev) with the selected params; saved in thresholds.json (jaxtl.thresholds)
+    c.train.tune_thresholds = False
     c.train.save_best = True  # keep the best params per stage in best/ (the selected model)
     c.train.restore_best = False  # a later stage (and MT-DNN refinement) starts from them
     c.train.progress = True

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxtl import fileio, paths, peft
+from jaxtl import fileio, paths, peft, thresholds
 from jaxtl.data import tokenize
 from jaxtl.data.prepare import head_key
 from jaxtl.models import heads as heads_lib
@@ -239,6 +239,8 @@ def _write_transformers(m, key, task, out, tokenizer, hf_config, description, ba
     if spec.pooling == "last":  # GPT-2's / Llama's score head finds the last non-pad token
         config["pad_token_id"] = pad if pad is not None else tokenize.pad_id(tokenizer)
     config["jaxtl_task"] = {"name": task.name, "kind": task.kind, "head_key": key}
+    if task.kind == "multilabel":  # the pipeline gives probabilities; where jaxtl cut them
+        config["jaxtl_task"]["thresholds"] = class_thresholds(task)
     hf.write_checkpoint(out, tensors, config, None)
     rep = {
         "path": str(out),
@@ -339,6 +341,12 @@ it is merged on export).
 """
 
 
+def class_thresholds(task: Any) -> dict[str, float]:
+    """A multilabel task's threshold per class name (train.multilabel_threshold, or its tuned
+    per-class ones)."""
+    return {n: float(t) for n, t in zip(task.label_names, thresholds.per_class(task))}
+
+
 def _write_card(
     out: pathlib.Path,
     task: Any,
@@ -365,6 +373,12 @@ def _write_card(
         + (f" (`{rep['architecture']}`)" if rep["architecture"] else ""),
         f"- transformers loads: {rep['transformers']}",
     ]
+    if task.kind == "multilabel":
+        cut = class_thresholds(task)
+        lines.append(
+            "- A class applies where its probability exceeds its threshold (`config.json`: "
+            "`jaxtl_task.thresholds`): " + ", ".join(f"`{n}` {t:g}" for n, t in cut.items())
+        )
     if not has_tokenizer:
         lines.append("- No tokenizer files: the run had no Hugging Face tokenizer.")
     lines += ["", "## How it was trained", "", description or "(no description given)", ""]

@@ -96,7 +96,8 @@ CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews
 # (the main one, as transformers' run_classification) and macro over classes; subset accuracy
 # counts an example right only when its whole label set is.
 # A class is predicted for an example when its sigmoid probability exceeds the task's threshold
-# (Task.threshold: train.multilabel_threshold, 0.5 = logit > 0 by default).
+# (Task.threshold: train.multilabel_threshold, 0.5 = logit > 0 by default, or one per class
+# under train.tune_thresholds: jaxtl.thresholds).
 MULTILABEL_METRICS = {"micro_f1": micro_f1, "macro_f1": macro_f1, "subset_accuracy": accuracy}
 SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
 TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
@@ -142,6 +143,15 @@ def tag_sequences(
     return gold, pred
 
 
+def multilabel_arrays(
+    task: Any, batches: Sequence[Mapping], outputs: Sequence[Mapping]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A multilabel task's gold rows (0/1, [N, C]) and class probabilities [N, C]."""
+    c = task.num_labels
+    gold = np.concatenate(real_rows(batches, outputs, "label_set", "batch")).astype(np.int64)
+    return gold, np.concatenate(real_rows(batches, outputs, "pred_probs", "out"))[:, :c]
+
+
 def score_task(
     task: Any,
     outputs: Sequence[Mapping],
@@ -166,10 +176,8 @@ def score_task(
         pred = np.concatenate(real_rows(batches, outputs, "pred_label", "out"))
         table = CLASS_METRICS
     elif kind == "multilabel":
-        c = task.num_labels
-        gold = np.concatenate(real_rows(batches, outputs, "label_set", "batch")).astype(np.int64)
-        probs = np.concatenate(real_rows(batches, outputs, "pred_probs", "out"))[:, :c]
-        pred = (probs > task.threshold).astype(np.int64)
+        gold, probs = multilabel_arrays(task, batches, outputs)
+        pred = (probs > np.asarray(task.threshold)).astype(np.int64)  # one, or one per class
         table = MULTILABEL_METRICS
     elif kind == "regression":
         gold = np.concatenate(real_rows(batches, outputs, "score", "batch"))

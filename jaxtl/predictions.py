@@ -5,7 +5,8 @@ One JSON object per row: ``id`` (the row's own id where its input has an ``id`` 
 then by task kind — classification: ``label`` (the class name) and ``probs`` (class
 probabilities, in the order of the task's label names, i.e. ``id2label``); multilabel:
 ``labels`` (the names of the classes whose probability exceeds the task's threshold,
-``train.multilabel_threshold``, 0.5 by default, in label order) and
+``train.multilabel_threshold``, 0.5 by default, or its class's own under
+``train.tune_thresholds``, in label order) and
 ``probs`` (each class's own probability); regression: ``score``;
 tagging: ``words`` and ``tags`` (one per input word; null for a word cut off by
 ``data.max_length``); translation: ``translation`` (the decoded output, greedy or beam as the
@@ -34,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 from etils import epath
 
-from jaxtl import fileio
+from jaxtl import fileio, thresholds
 from jaxtl.data import batching
 from jaxtl.metrics import real_rows
 
@@ -78,10 +79,10 @@ def records(
             p = [float(x) for x in p[: len(names)]]
             out[i] = {"label": names[int(np.argmax(p))], "probs": p}
     elif task.kind == "multilabel":
+        cut = thresholds.per_class(task)
         for i, p in zip(order, _per_row(batches, outputs, "pred_probs")):
             p = [float(x) for x in p[: len(names)]]
-            out[i] = {"labels": [n for n, x in zip(names, p) if x > task.threshold],
-                      "probs": p}  # fmt: skip
+            out[i] = {"labels": [n for n, x, t in zip(names, p, cut) if x > t], "probs": p}
     elif task.kind == "regression":
         for i, sc in zip(order, _per_row(batches, outputs, "pred_score")):
             out[i] = {"score": float(sc)}

@@ -29,7 +29,16 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from jaxtl import assembly, checkpoint, fileio, metrics, objectives, predictions, runtime
+from jaxtl import (
+    assembly,
+    checkpoint,
+    fileio,
+    metrics,
+    objectives,
+    predictions,
+    runtime,
+    thresholds,
+)
 from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
@@ -101,7 +110,9 @@ class Predictor:
         if pre.tokenizer is None:
             raise ValueError(f"model {self.config.model.name!r} has no tokenizer files")
         self.tokenizer: Any = pre.tokenizer
-        self.tasks = [self._task_data(t, self.config) for t in manifest["tasks"]]
+        tuned = thresholds.load(self.workdir)  # per-class, where train.tune_thresholds chose
+        self.tasks = [self._task_data(t, self.config, tuned.get(t["name"])) for t in
+                      manifest["tasks"]]  # fmt: skip
         self.specs = {t["name"]: t["spec"] for t in manifest["tasks"]}
         # a translation task's decoder predicts its target vocabulary
         self.target_tokenizer = (
@@ -125,14 +136,16 @@ class Predictor:
         )
 
     @staticmethod
-    def _task_data(t: dict[str, Any], config: ml_collections.ConfigDict) -> TaskData:
+    def _task_data(t: dict[str, Any], config: ml_collections.ConfigDict,
+                   tuned: dict[str, float] | None = None) -> TaskData:  # fmt: skip
         def no_files(split: str):
             raise DataError(f"task {t['name']!r}: loaded from tasks.json, it reads no files")
 
         task = Task(t["name"], t["kind"], no_files, label_names=tuple(t["label_names"]),
                     text_fields=tuple(t["text_fields"]), metrics=tuple(t["metrics"]),
                     main_metric=t["main_metric"], iob=t["iob"])  # fmt: skip
-        return TaskData(with_threshold(task, config), t["index"], t["key"], 0, None, [], "dev")
+        task = thresholds.apply(with_threshold(task, config), tuned)
+        return TaskData(task, t["index"], t["key"], 0, None, [], "dev")
 
     def _stages(self) -> tuple[dict[str, str], str]:
         """task name -> params directory of the stage that selected it (``selection.json``),

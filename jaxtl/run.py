@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from etils import epath
 from flax import nnx
 
@@ -40,6 +42,7 @@ from jaxtl import (
     report,
     runtime,
     selection,
+    thresholds,
     train,
 )
 from jaxtl import config as config_lib
@@ -197,7 +200,7 @@ def finish(run: Run, stages: Sequence[train.Stage], title: str) -> dict[str, Any
         run.model, stages, workdir=run.workdir, mesh=run.mesh, config=train_config(run.config)
     )
     results = trainer.run()
-    test_results = evaluate_selected(run, trainer, stages)
+    test_results = evaluate_selected(run, trainer, stages, dev_results=results)
     counts = dict(getattr(stages[-1].feed, "counts", {})) if stages else {}
     if len(counts) > 1:
         report.write_json(run.workdir / "task_counts.json", counts)
@@ -217,14 +220,21 @@ def finish(run: Run, stages: Sequence[train.Stage], title: str) -> dict[str, Any
 
 
 def evaluate_selected(
-    run: Run, trainer: train.Trainer, stages: Sequence[train.Stage]
+    run: Run,
+    trainer: train.Trainer,
+    stages: Sequence[train.Stage],
+    dev_results: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """With each stage's selected params: predictions for its tasks' dev and test splits, the
-    test splits scored (labelled ones), ``selection.json``. A task belongs to the last stage that
-    evaluates it. Returns the test results (also written to ``results_test.json``)."""
+    test splits scored (labelled ones), ``selection.json``; under ``train.tune_thresholds`` a
+    multilabel task's per-class thresholds, tuned on dev, then decide its records and test
+    scores, and its dev scores in ``results.json`` (and ``dev_results``, updated in place). A
+    task belongs to the last stage that evaluates it. Returns the test results (also written to
+    ``results_test.json``)."""
     by_name = {td.task.name: td for td in run.all_tasks}
     owner = {n: si for si, st in enumerate(stages) for n in st.eval_sets}
-    chosen, test = [], {}
+    chosen, test, tuned = [], {}, {}
+    tune = bool(run.config.train.get("tune_thresholds", False))
     for si, stage in enumerate(stages):
         names = [n for n in stage.eval_sets if owner[n] == si and n in by_name]
         if not names:
@@ -234,21 +244,26 @@ def evaluate_selected(
         chosen.append(info)
         for name in names:
             td = by_name[name]
+            task = td.task  # with per-class thresholds once they are tuned on dev
             # MASS's span stream is "translation" without text to decode: no records.
-            decodable = td.task.kind != "translation" or td.detokenize is not None
-            records = td.task.kind in predictions.KINDS and decodable
-            for split, sd in td.splits.items():
+            decodable = task.kind != "translation" or td.detokenize is not None
+            records = task.kind in predictions.KINDS and decodable
+            # dev first: the thresholds tuned on it decide the test split's scores and records
+            for split, sd in sorted(td.splits.items(), key=lambda kv: kv[0] != "dev"):
                 scored = split == "test" and sd.labelled
                 # An LM corpus's dev split: no records, and scored in training. (Every process
                 # decides alike: predicting is collective.)
                 if not (scored or records):
                     continue
                 outs, full = trainer.predict(stage, sd.batches, params)
+                if tune and task.kind == "multilabel" and split == "dev" and sd.labelled:
+                    task, tuned[name] = _tune_thresholds(task, outs, full, td.eval_split)
+                    td.task = task  # the export writes them too
                 if scored:
-                    scores = metrics.score_task(td.task, outs, full, td.detokenize)
+                    scores = metrics.score_task(task, outs, full, td.detokenize)
                     test[name] = {k: float(v) for k, v in scores.items()}
                 if records and report.is_chief():
-                    rows = predictions.records(td.task, sd.examples, sd.encoded, sd.buckets,
+                    rows = predictions.records(task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled,
                                                detokenize=td.detokenize)  # fmt: skip
                     predictions.write_jsonl(
@@ -261,7 +276,45 @@ def evaluate_selected(
             run.workdir / "results_test.json", test | ({"average": avg} if avg else {})
         )
     report.write_json(run.workdir / "selection.json", {"stages": chosen})
+    if tuned and report.is_chief():
+        dev = _write_tuned(run, tuned, final)
+        if dev_results is not None:
+            dev_results.clear()
+            dev_results.update(dev)
     return test
+
+
+def _tune_thresholds(task: Any, outs: Any, batches: Any, split: str) -> tuple[Any, dict]:
+    """``task`` with per-class thresholds tuned on its dev outputs (:mod:`jaxtl.thresholds`),
+    and what ``thresholds.json`` records of it."""
+    gold, probs = metrics.multilabel_arrays(task, batches, outs)
+    before = metrics.score_task(task, outs, batches)
+    cut = thresholds.tune(gold, probs, float(np.mean(thresholds.per_class(task))))
+    task = thresholds.with_thresholds(task, cut)
+    after = metrics.score_task(task, outs, batches)
+    log.info("task %s: thresholds tuned on %s: %s; dev %s %.4f -> %.4f (chosen on dev)",
+             task.name, split, ", ".join(f"{n} {t:.2f}" for n, t in zip(task.label_names, cut)),
+             task.main_metric, before[task.main_metric], after[task.main_metric])  # fmt: skip
+    return task, {
+        "chosen_on": split,
+        "thresholds": dict(zip(task.label_names, cut)),
+        "dev_before": {k: float(v) for k, v in before.items()},
+        "dev_after": {k: float(v) for k, v in after.items()},
+    }
+
+
+def _write_tuned(run: Run, tuned: dict[str, dict], final: dict[str, Any]) -> dict[str, Any]:
+    """``thresholds.json``, and ``results.json``'s dev scores of the tuned tasks (and its
+    average) as the tuned thresholds give them: what the selected model now predicts."""
+    thresholds.save(run.workdir, tuned)
+    path = run.workdir / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.update({n: t["dev_after"] for n, t in tuned.items()})
+    results.pop("average", None)
+    avg = selection.averaged({n: r for n, r in results.items() if n in final}, final)
+    results |= {"average": avg} if avg else {}
+    report.write_json(path, results)
+    return results
 
 
 def results_table(results: dict[str, dict[str, float]], title: str = "dev results") -> str:

@@ -119,8 +119,9 @@ class Task:
     main_metric: str = ""
     # IOB2 span tags (scored with seqeval) vs plain tags such as POS (token accuracy).
     iob: bool = False
-    # multilabel: a class applies where its probability exceeds this (train.multilabel_threshold)
-    threshold: float = 0.5
+    # multilabel: a class applies where its probability exceeds this (train.multilabel_threshold),
+    # or its own entry, one per class (train.tune_thresholds: jaxtl.thresholds)
+    threshold: float | tuple[float, ...] = 0.5
     # ``files(split)``: the files a split is read from, so a cache of its tokens can be keyed by
     # them (jaxtl.data.token_cache); ``stream(split)``: its examples one at a time, the same as
     # ``load`` without holding them all (a corpus larger than memory). None: not known / load().
