@@ -321,8 +321,9 @@ class Predictor:
         ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks and GLUE's).
         ``auto``: ``task`` for a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of such a task,
         and for a .jsonl/.json one whose first object holds the task's own text columns;
-        ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines`` and ``jsonl`` are read a line at a time (a file larger
-        than memory streams); the task's own format is read whole."""
+        ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines`` and ``jsonl`` are
+        read a line at a time (a file larger than memory streams); the task's own format is
+        read whole."""
         guessed = input_format == "auto"
         input_format = self.input_format(path, td, input_format)
         if input_format == "task":

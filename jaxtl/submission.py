@@ -89,7 +89,8 @@ def plan(workdirs: Sequence[str], data_dir: str | None = None) -> tuple[list[Ent
             if not where:
                 raise ValueError(f"{w}: the run names no data.dir; give --data_dir, the folder "
                                  "that holds the GLUE distribution")  # fmt: skip
-            reader = get_task(key, where)
+            on_bad_row = config.get("data", {}).get("on_bad_row", "error")  # as the run read
+            reader = get_task(key, where, on_bad_row=on_bad_row)
             for split, file in glue.GLUE[key]["submission"].items():
                 if split not in reader.splits:
                     name = glue.GLUE[key].get("files", {}).get(split, "test.tsv")

@@ -193,7 +193,9 @@ def test_an_lm_corpus_dev_split_is_not_predicted_again_after_training(tmp_path):
 
     trainer = SimpleNamespace(selected=lambda si, stage: ({}, {}), predict=predict)
     stage = SimpleNamespace(eval_sets={"corpus": SimpleNamespace(task=task)})
-    run = SimpleNamespace(all_tasks=[td], workdir=tmp_path)
+    from jaxtl import config as config_lib
+
+    run = SimpleNamespace(all_tasks=[td], workdir=tmp_path, config=config_lib.base_config())
     test = run_lib.evaluate_selected(run, trainer, [stage])
     assert predicted == ["test"]
     assert test["corpus"]["perplexity"] == pytest.approx(np.exp(2.0))
