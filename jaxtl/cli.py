@@ -8,6 +8,7 @@ or predict with / export a finished run.
     jaxtl --export --workdir=DIR --output=FOLDER
     jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
     jaxtl --regime=REGIME ... --seeds=0,1,2 [--sweep=KEY=V1|V2 ...] [--workdir=DIR]
+          [--sweep_jobs=N] [--sweep_devices=0,1,...]
     jaxtl --regime=REGIME ... --lr_find [--lr_find_steps=100] [--lr_find_end=10]
 
 ``jaxtl`` is the installed command; ``python -m jaxtl`` and, in a clone, ``python launch.py``
@@ -252,6 +253,12 @@ def glue_submission_main(argv: list[str], prog: str = "jaxtl") -> None:
         print(f"jaxtl: not in this submission: {', '.join(missing)}")
 
 
+def sweep_flags() -> tuple[str, ...]:
+    from jaxtl.sweep import FLAGS
+
+    return FLAGS
+
+
 def sweep_main(args: list[str], resolved: list[str], prog: str) -> None:
     """``--seeds`` / ``--sweep``: one run per setting and seed, each a ``jaxtl`` process
     (:mod:`jaxtl.sweep`). ``args``: the command line as typed (each run gets it, resolving
@@ -414,7 +421,7 @@ def main(prog: str = "jaxtl") -> None:
         sys.exit(f"{prog}: {e}")
     if "--lr_find" in args:
         return lr_find_main(args, prog)
-    if any(a.split("=", 1)[0] in ("--seeds", "--sweep") for a in args):
+    if any(a.split("=", 1)[0] in sweep_flags() for a in args):
         return sweep_main(args, sys.argv, prog)
     from absl import app, flags
     from ml_collections import config_flags

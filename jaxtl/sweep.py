@@ -8,9 +8,12 @@ runs every combination of the ``--sweep`` values (a config key, ``=``, its value
 ``|``; several ``--sweep`` flags make a grid) under every seed of ``--seeds`` (default: the
 config's ``seed`` alone), each as its own ``jaxtl`` run with those ``--config.KEY=VALUE``
 overrides in ``<workdir>/<setting>/seed<N>`` (its output in ``<workdir>/logs/``). Runs go one
-after the other, each a fresh process (memory is returned between runs); one that already
-finished is kept, one that was stopped resumes, so the same command picks an interrupted sweep
-up where it stopped. The first run that fails stops the sweep with its error.
+after the other, each a fresh process (memory is returned between runs), or ``--sweep_jobs=N``
+at a time; ``--sweep_devices=0,1,2,3`` gives each running run one accelerator of its own
+(``CUDA_VISIBLE_DEVICES``; as many runs at once as devices unless ``--sweep_jobs`` says fewer).
+A run that already finished is kept, one that was stopped resumes, so the same command picks an
+interrupted sweep up where it stopped. The first run that fails stops the sweep with its error
+(runs still going are stopped as a preempted run is: they checkpoint, and resume with the rest).
 
 Each run selects its own params on dev as a single run does. The sweep then reads every run's
 ``results.json`` (dev) and ``results_test.json`` and writes ``<workdir>/sweep.json``: per setting,
@@ -35,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Flags that only the sweep reads (the rest go to every run).
-FLAGS = ("--seeds", "--sweep")
+FLAGS = ("--seeds", "--sweep", "--sweep_jobs", "--sweep_devices")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
@@ -228,11 +231,14 @@ def run(args: Sequence[str], prog: str = "jaxtl", *, load_config: Any = None) ->
     for checking the swept keys before any run starts."""
     from jaxtl import fileio
 
+    parallel, args = take_flags(args, ("--sweep_jobs", "--sweep_devices"))
+    jobs, devices = parse_parallel(*(parallel.get(f, [None])[-1]
+                                     for f in ("--sweep_jobs", "--sweep_devices")))  # fmt: skip
     sweeps, seeds_text, workdir, rest = split_args(args)
     config = load_config() if load_config is not None else None
     if config is not None and config.get("distributed", {}).get("enabled"):
-        raise ValueError("--seeds/--sweep run their runs one after the other on this machine; "
-                         "a distributed run takes one --workdir at a time")  # fmt: skip
+        raise ValueError("--seeds/--sweep run their runs as processes on this machine; a "
+                         "distributed run takes one --workdir at a time")  # fmt: skip
     given = [a for a in rest if a.startswith("--config.seed=")]
     if given and seeds_text is not None:
         raise ValueError("--config.seed with --seeds: give the seeds to --seeds alone")
@@ -247,32 +253,20 @@ def run(args: Sequence[str], prog: str = "jaxtl", *, load_config: Any = None) ->
         "runs", f"{regime}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"))  # fmt: skip
     os.makedirs(os.path.join(root, "logs"), exist_ok=True)
     total = len(settings) * len(seeds)
+    at_once = f", {jobs} at a time" if jobs > 1 else ""
     print(f"jaxtl: sweep of {len(settings)} setting(s) x {len(seeds)} seed(s) = {total} runs "
-          f"in {root}", flush=True)  # fmt: skip
-    n = 0
-    for s in settings:
-        for seed in seeds:
-            n += 1
-            wd = os.path.join(root, s.name, f"seed{seed}")
-            what = f"{s.name} seed {seed}"
-            if os.path.exists(os.path.join(wd, "results.json")):
-                print(f"jaxtl: run {n}/{total} {what}: finished earlier, kept", flush=True)
-                continue
-            log_path = os.path.join(root, "logs", f"{s.name}.seed{seed}.log")
-            overrides = [*(f"--config.{k}={v}" for k, v in s.overrides), f"--config.seed={seed}"]
-            code, took = run_one(rest, overrides, wd, log_path)
-            if code == 0 and not os.path.exists(os.path.join(wd, "results.json")):
-                # a clean stop (SIGTERM, Ctrl-C): the run checkpointed; so does the sweep
-                raise Stopped(f"run {n}/{total} ({what}) stopped after {took:.0f} s: "
-                              f"{last_line(log_path)}; the same command resumes the sweep")  # fmt: skip
-            if code != 0 or not os.path.exists(os.path.join(wd, "results.json")):
-                last = last_line(log_path)
-                raise RuntimeError(f"run {n}/{total} ({what}) failed after {took:.0f} s: "
-                                   f"{last} (its output: {log_path}; the same command resumes "
-                                   "the sweep)")  # fmt: skip
-            score = run_score(wd)
-            shown = f"dev score {score:.4f}" if score is not None else "finished"
-            print(f"jaxtl: run {n}/{total} {what}: {shown} ({took:.0f} s)", flush=True)
+          f"in {root}{at_once}", flush=True)  # fmt: skip
+    todo = []
+    for n, (s, seed) in enumerate(itertools.product(settings, seeds), start=1):
+        wd = os.path.join(root, s.name, f"seed{seed}")
+        what = f"{s.name} seed {seed}"
+        if os.path.exists(os.path.join(wd, "results.json")):
+            print(f"jaxtl: run {n}/{total} {what}: finished earlier, kept", flush=True)
+            continue
+        overrides = [*(f"--config.{k}={v}" for k, v in s.overrides), f"--config.seed={seed}"]
+        todo.append(Job(n, what, wd, os.path.join(root, "logs", f"{s.name}.seed{seed}.log"),
+                        overrides))  # fmt: skip
+    Pool(rest, jobs, devices, total).run(todo)
     summary = aggregate(root, settings, seeds)
     with fileio.open_atomic(os.path.join(root, "sweep.json")) as f:
         f.write(json.dumps(summary, indent=2) + "\n")
@@ -287,22 +281,130 @@ def run(args: Sequence[str], prog: str = "jaxtl", *, load_config: Any = None) ->
     return summary
 
 
+@dataclasses.dataclass
+class Job:
+    """One run of the sweep: its number, what it is, its workdir, log and overrides."""
+
+    n: int
+    what: str
+    workdir: str
+    log_path: str
+    overrides: list[str]
+
+
+class Pool:
+    """Runs a sweep's jobs, ``jobs`` at a time, each a ``jaxtl`` process with the command line
+    ``args`` plus its overrides, its output appended to its log. With ``devices`` each running
+    job has one of them to itself (``CUDA_VISIBLE_DEVICES``). The first run that fails or stops
+    cleanly ends the sweep: no new run starts, the ones running are stopped as a preempted run is
+    (SIGTERM: they checkpoint, and the same command resumes them), then the failure is raised
+    (:class:`Stopped` for a clean stop). Ctrl-C reaches every run (one process group): each
+    checkpoints; the pool waits for them all before it lets the interrupt through."""
+
+    def __init__(self, args: Sequence[str], jobs: int, devices: Sequence[str], total: int):
+        self.args, self.jobs, self.total = list(args), jobs, total
+        self.free: list[str | None] = list(devices) or [None] * jobs
+
+    def start(self, job: Job, device: str | None) -> subprocess.Popen:
+        env = None if device is None else dict(os.environ, CUDA_VISIBLE_DEVICES=device)
+        return _popen(self.args, job.overrides, job.workdir, job.log_path, env)
+
+    def run(self, todo: Sequence[Job]) -> None:
+        pending = list(todo)
+        running: dict[Any, tuple[Job, str | None, float]] = {}
+        error: Exception | None = None
+        try:
+            while pending or running:
+                while pending and error is None and len(running) < self.jobs:
+                    job, device = pending.pop(0), self.free.pop(0)
+                    if self.jobs > 1:
+                        on = f" on device {device}" if device is not None else ""
+                        print(f"jaxtl: run {job.n}/{self.total} {job.what}: started{on}",
+                              flush=True)  # fmt: skip
+                    running[self.start(job, device)] = (job, device, time.time())
+                if error is not None:
+                    pending = []
+                done = [p for p in running if p.poll() is not None] if self.jobs > 1 else [
+                    next(iter(running))] if running else []  # fmt: skip
+                if not done:
+                    time.sleep(0.2)
+                    continue
+                for proc in done:
+                    code = proc.wait()
+                    job, device, t0 = running.pop(proc)
+                    self.free.append(device)
+                    failure = self.finished(job, code, time.time() - t0)
+                    if failure is not None and error is None:
+                        error = failure
+                        for other in running:  # they checkpoint; the same command resumes
+                            other.terminate()
+        except KeyboardInterrupt:
+            # Every run had the same Ctrl-C: each checkpoints and stops; let them finish
+            # (killing them would lose that), so the same command resumes them.
+            for proc in running:
+                proc.wait()
+            raise
+        if error is not None:
+            raise error
+
+    def finished(self, job: Job, code: int, took: float) -> Exception | None:
+        """Report a run that ended; the exception that ends the sweep, if it did not finish."""
+        results = os.path.join(job.workdir, "results.json")
+        where = f"run {job.n}/{self.total} ({job.what})"
+        if code == 0 and not os.path.exists(results):
+            # a clean stop (SIGTERM, Ctrl-C): the run checkpointed; so does the sweep
+            return Stopped(f"{where} stopped after {took:.0f} s: {last_line(job.log_path)}; "
+                           "the same command resumes the sweep")  # fmt: skip
+        if code != 0 or not os.path.exists(results):
+            return RuntimeError(f"{where} failed after {took:.0f} s: {last_line(job.log_path)} "
+                                f"(its output: {job.log_path}; the same command resumes the "
+                                "sweep)")  # fmt: skip
+        score = run_score(job.workdir)
+        shown = f"dev score {score:.4f}" if score is not None else "finished"
+        print(f"jaxtl: run {job.n}/{self.total} {job.what}: {shown} ({took:.0f} s)", flush=True)
+        return None
+
+
+def _popen(args: Sequence[str], overrides: Sequence[str], workdir: str, log_path: str,
+           env: Mapping[str, str] | None = None) -> subprocess.Popen:  # fmt: skip
+    """``jaxtl`` with the command line ``args`` plus ``overrides`` in ``workdir``, started in a
+    process of its own, its output appended to ``log_path``."""
+    cmd = [sys.executable, "-m", "jaxtl", *args, *overrides, f"--workdir={workdir}"]
+    with open(log_path, "a") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
 def run_one(args: Sequence[str], overrides: Sequence[str], workdir: str,
             log_path: str) -> tuple[int, float]:  # fmt: skip
-    """Run ``jaxtl`` with the command line ``args`` plus ``overrides`` in ``workdir``, its
-    output appended to ``log_path``, in a process of its own; (exit code, seconds)."""
-    cmd = [sys.executable, "-m", "jaxtl", *args, *overrides, f"--workdir={workdir}"]
+    """One such run, waited for; (exit code, seconds)."""
     t0 = time.time()
-    with open(log_path, "a") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            # The run had the same Ctrl-C: it checkpoints and stops; let it finish
-            # (subprocess.run would kill it), so the same command resumes it.
-            proc.wait()
-            raise
+    proc = _popen(args, overrides, workdir, log_path)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        # The run had the same Ctrl-C: it checkpoints and stops; let it finish (killing it
+        # would lose that), so the same command resumes it.
+        proc.wait()
+        raise
     return code, time.time() - t0
+
+
+def parse_parallel(jobs: str | None, devices: str | None) -> tuple[int, list[str]]:
+    """``--sweep_jobs`` (runs at once; default one per ``--sweep_devices`` entry, else 1) and
+    ``--sweep_devices`` (accelerator ids, ``0,1,2,3``, one per running run)."""
+    ids = [d.strip() for d in (devices or "").split(",") if d.strip()]
+    if devices is not None and (not ids or len(set(ids)) != len(ids)):
+        raise ValueError(f"--sweep_devices={devices!r}: give distinct device ids, e.g. 0,1,2,3")
+    try:
+        n = int(jobs) if jobs is not None else max(len(ids), 1)
+    except ValueError:
+        raise ValueError(f"--sweep_jobs={jobs!r}: give a number of runs at once") from None
+    if n < 1:
+        raise ValueError(f"--sweep_jobs={jobs}: give 1 or more")
+    if ids and n > len(ids):
+        raise ValueError(f"--sweep_jobs={n} with {len(ids)} --sweep_devices: each running run "
+                         "has a device to itself")  # fmt: skip
+    return n, ids
 
 
 def last_line(path: str) -> str:

@@ -2,6 +2,7 @@
 chosen on dev; an interrupted or extended sweep keeps its finished runs."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -97,14 +98,18 @@ def test_a_sweep_from_the_command_line_resumes_and_grows(tiny_bert_dir, tmp_path
              .splitlines()]  # fmt: skip
     assert max(r["step"] for r in steps if r["split"] == "train") == 2  # the override reached it
     assert "jaxtl: best on dev: train.steps=2 (" in p.stdout
-    # another seed: the finished run is kept, the new one runs, the summary covers both
-    p = _launch(["--sweep=train.steps=2", "--seeds=0,1"], wd, tiny_bert_dir)
+    # two more seeds, two at a time: the finished run is kept, the new ones run side by side
+    # (both start before either ends), the summary covers all three
+    p = _launch(["--sweep=train.steps=2", "--seeds=0,1,2", "--sweep_jobs=2"], wd, tiny_bert_dir)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert p.stdout.count("finished earlier, kept") == 1
+    assert p.stdout.count("finished earlier, kept") == 1 and "2 at a time" in p.stdout
+    events = [line.split(": ")[-1] for line in p.stdout.splitlines() if line.startswith(
+        "jaxtl: run ")]  # fmt: skip
+    assert events[1:3] == ["started", "started"] and "dev score" in events[3], events
     got = json.loads((wd / "sweep.json").read_text())
-    assert got["seeds"] == [0, 1] and got["settings"][0]["dev_score"]["n"] == 2
+    assert got["seeds"] == [0, 1, 2] and got["settings"][0]["dev_score"]["n"] == 3
     per_seed = got["settings"][0]["dev_score_per_seed"]
-    for seed in ("0", "1"):  # each run's own score: its one task's main metric (accuracy)
+    for seed in ("0", "1", "2"):  # each run's own score: its one task's main metric (accuracy)
         run = json.loads((wd / f"train.steps=2/seed{seed}/results.json").read_text())
         assert per_seed[seed] == run["builtin/sentiment"]["accuracy"]
     assert got["best"] == "train.steps=2" and got["best_run"].startswith(str(wd))
@@ -126,7 +131,7 @@ def test_a_run_stopped_cleanly_stops_the_sweep_to_be_resumed(tmp_path, monkeypat
     started = []
 
     class Preempted:
-        def __init__(self, cmd, stdout, stderr):
+        def __init__(self, cmd, stdout, stderr, env=None):
             started.append(cmd)
             stdout.write("jaxtl: stopped by SIGTERM at step 7; checkpoint saved\n")
 
@@ -140,3 +145,76 @@ def test_a_run_stopped_cleanly_stops_the_sweep_to_be_resumed(tmp_path, monkeypat
         sweep.run(["--regime=multitask", "--seeds=0,1", f"--workdir={tmp_path}"])
     assert len(started) == 1 and started[0][-2:] == ["--config.seed=0",
                                                      f"--workdir={tmp_path}/default/seed0"]  # fmt: skip
+
+
+def test_parallel_flags_are_parsed_and_checked():
+    assert sweep.parse_parallel(None, None) == (1, [])
+    assert sweep.parse_parallel("3", None) == (3, [])
+    assert sweep.parse_parallel(None, "0,1, 2") == (3, ["0", "1", "2"])  # one run per device
+    assert sweep.parse_parallel("2", "0,1,2,3") == (2, ["0", "1", "2", "3"])
+    for jobs, devices, message in (("0", None, "give 1 or more"), ("x", None, "number of runs"),
+                                   (None, "0,0", "distinct device ids"), (None, ",", "distinct"),
+                                   ("3", "0,1", "each running run has a device to itself")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            sweep.parse_parallel(jobs, devices)
+
+
+class _FakeRun:
+    """A run process: finishes on its (3 + seed)th poll, writing results.json unless its seed
+    is listed in ``failing``; records what ran at once and with which device."""
+
+    running, peak, devices, terminated, failing = set(), 0, [], [], set()
+
+    def __init__(self, cmd, stdout, stderr, env=None):
+        self.wd = pathlib.Path(cmd[-1].split("=", 1)[1])
+        self.seed = int(next(a for a in cmd if a.startswith("--config.seed=")).split("=")[1])
+        self.polls, self.code = 0, None
+        _FakeRun.running.add(self)
+        _FakeRun.peak = max(_FakeRun.peak, len(_FakeRun.running))
+        _FakeRun.devices.append((env or {}).get("CUDA_VISIBLE_DEVICES"))
+        stdout.write(f"run of seed {self.seed}\n")
+
+    def poll(self):
+        self.polls += 1
+        if self.code is None and self.polls >= 3 + self.seed:
+            self.code = 1 if self.seed in _FakeRun.failing else 0
+            if self.code == 0:
+                _write_run(self.wd, 0.5, 0.5)
+            else:
+                (self.wd.parents[1] / "logs" / f"{self.wd.parent.name}.{self.wd.name}.log").open(
+                    "a").write("jaxtl: error: boom\n")  # fmt: skip
+            _FakeRun.running.discard(self)
+        return self.code
+
+    def wait(self):
+        while self.poll() is None:
+            pass
+        return self.code
+
+    def terminate(self):
+        _FakeRun.terminated.append(self.seed)
+        self.code = 0  # a preempted run exits 0 after its checkpoint
+        _FakeRun.running.discard(self)
+
+
+def test_runs_go_several_at_a_time_each_on_its_device(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep.subprocess, "Popen", _FakeRun)
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    _FakeRun.running, _FakeRun.peak, _FakeRun.devices, _FakeRun.terminated = set(), 0, [], []
+    _FakeRun.failing = set()
+    got = sweep.run(["--regime=multitask", "--seeds=0-4", "--sweep_devices=3,5",
+                     f"--workdir={tmp_path / 'ok'}"])  # fmt: skip
+    assert _FakeRun.peak == 2  # two at a time: one per device
+    assert sorted(set(_FakeRun.devices)) == ["3", "5"] and len(_FakeRun.devices) == 5
+    assert got["settings"][0]["dev_score"]["n"] == 5
+    # the first failure stops the sweep: nothing new starts, the running run is stopped
+    _FakeRun.running, _FakeRun.peak, _FakeRun.devices, _FakeRun.terminated = set(), 0, [], []
+    _FakeRun.failing = {1}
+    with pytest.raises(RuntimeError, match=r"run 2/5 \(default seed 1\) failed after \d+ s: "
+                       "jaxtl: error: boom"):  # fmt: skip
+        sweep.run(["--regime=multitask", "--seeds=0-4", "--sweep_jobs=3",
+                   f"--workdir={tmp_path / 'bad'}"])  # fmt: skip
+    assert len(_FakeRun.devices) == 4  # seed 3 took seed 0's place; seed 4 never started
+    assert sorted(_FakeRun.terminated) == [2, 3]  # stopped unfinished when seed 1 failed
+    assert (tmp_path / "bad/default/seed0/results.json").exists()
+    assert not (tmp_path / "bad/default/seed2/results.json").exists()
