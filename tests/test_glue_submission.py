@@ -139,6 +139,23 @@ def test_plan_refuses_before_any_model(data_dir, tmp_path):
         submission.plan([a, _manifest(tmp_path / "c", ["sst-2"], root)])
     with pytest.raises(ValueError, match=r"no GLUE task among the run's tasks \['mine'\]"):
         submission.plan([_manifest(tmp_path / "d", ["file:name=mine,path=x.tsv"], root)])
+    # MNLI gives three files: its matched and mismatched test sets and the diagnostic (AX),
+    # which sits apart and may be absent (then listed as missing, not an error)
+    mnli, cols = root / "MNLI", "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2"
+    mnli.mkdir()
+    for name in ("train.tsv", "dev_matched.tsv"):
+        (mnli / name).write_text(f"{cols}\tgold_label\n0\t1\t1n\tfic\tA.\tB.\tneutral\n")
+    for name in ("test_matched.tsv", "test_mismatched.tsv"):
+        (mnli / name).write_text(f"{cols}\n0\t1\t1n\tfic\tA.\tB.\n")
+    m = _manifest(tmp_path / "m", ["glue/mnli"], root)
+    entries, missing = submission.plan([m])
+    assert [(e.file, e.split) for e in entries] == [("MNLI-m.tsv", "test"),
+                                                    ("MNLI-mm.tsv", "test_mismatched")]  # fmt: skip
+    assert "AX.tsv" in missing
+    (root / "diagnostic").mkdir()
+    (root / "diagnostic" / "diagnostic.tsv").write_text("index\tsentence1\tsentence2\n0\tA.\tB.\n")
+    entries, missing = submission.plan([m])
+    assert entries[-1].file == "AX.tsv" and entries[-1].split == "ax" and "AX.tsv" not in missing
     (root / "CoLA" / "test.tsv").unlink()
     with pytest.raises(DataError, match=r"CoLA/test.tsv: not found: the GLUE test file CoLA.tsv"):
         submission.plan([a])
