@@ -90,20 +90,15 @@ def _check_inputs(examples: Sequence[Example], task: Task) -> None:
                             "input has a second one (text_pair)")  # fmt: skip
 
 
-def _read_json(path: epath.Path, what: str) -> Any:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; is {path.parent} a finished jaxtl workdir? "
-                                f"({what})")  # fmt: skip
-    return json.loads(path.read_text())
-
-
 class Predictor:
     """A trained run's model, ready to predict; see :func:`load`."""
 
     def __init__(self, workdir: str | epath.Path, *, batch_size: int = 64):
         self.workdir = fileio.workdir(workdir)
-        self.config = ml_collections.ConfigDict(_read_json(self.workdir / "config.json", "config"))
-        manifest = _read_json(self.workdir / "tasks.json", "tasks")
+        self.config = ml_collections.ConfigDict(
+            workdir_lib.read_json(self.workdir / "config.json", "config")
+        )
+        manifest = workdir_lib.read_json(self.workdir / "tasks.json", "tasks")
         self.batch_size = int(batch_size)
         runtime.configure_compiler(self.config)
         pre = assembly.load_encoder(self.config)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import os
 import zipfile
@@ -64,13 +63,8 @@ class Written:
 
 def _manifest(workdir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     wd = fileio.workdir(workdir)
-    out = []
-    for name in ("config.json", "tasks.json"):
-        path = wd / name
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; is {workdir} a finished jaxtl workdir?")
-        out.append(json.loads(path.read_text()))
-    return out[0], out[1]["tasks"]
+    config = workdir_lib.read_json(wd / "config.json", "config")
+    return config, workdir_lib.read_json(wd / "tasks.json", "tasks")["tasks"]
 
 
 def plan(workdirs: Sequence[str], data_dir: str | None = None) -> tuple[list[Entry], list[str]]:

@@ -237,3 +237,12 @@ def _alive(owner: dict[str, Any]) -> bool:
     except (PermissionError, KeyError, ValueError, TypeError):
         return True
     return True
+
+
+def read_json(path: epath.Path, what: str) -> Any:
+    """A finished run's JSON file (``config.json``, ``tasks.json``); a missing one names the
+    file and asks whether its folder is a finished workdir."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; is {path.parent} a finished jaxtl workdir? "
+                                f"({what})")  # fmt: skip
+    return json.loads(path.read_text())
