@@ -13,6 +13,7 @@ import sys
 import zipfile
 
 import pytest
+from conftest import xla_flags
 
 from jaxtl import cli, regimes
 from jaxtl import config as config_lib
@@ -217,7 +218,7 @@ def test_installed_command_runs_from_any_folder_into_runs_there(tiny_bert_dir, t
     named relative to the current folder, the default workdir under it; then ``python -m jaxtl
     --predict`` on that run from another folder (config.json names the model absolutely)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["XLA_FLAGS"] = xla_flags(1)
     (tmp_path / "mymodel").symlink_to(tiny_bert_dir, target_is_directory=True)
     cmd = [str(_installed_command()), "--regime=multitask", "--config=multitask:tiny",
            "--config.model.name=mymodel", "--config.tasks.names=('builtin/sentiment',)",

@@ -11,6 +11,7 @@ import sys
 
 import ml_collections
 import pytest
+from conftest import xla_flags
 
 from jaxtl.configs import tiny
 
@@ -124,7 +125,7 @@ def test_launch_default_config_at_tiny_size(regime, tiny_bert_dir, tmp_path):
     cmd = [sys.executable, str(REPO / "launch.py"), f"--regime={regime}",
            f"--config={REPO / 'configs' / regime}.py:tiny", f"--config.model.name={tiny_bert_dir}",
            f"--workdir={wd}"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (wd / "results.json").is_file()

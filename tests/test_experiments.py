@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
 import common  # noqa: E402
+from conftest import xla_flags
 
 
 def test_paired_bootstrap_detects_a_better_system_and_not_an_equal_one():
@@ -113,7 +114,7 @@ def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_bert_dir, data_dir,
            "--model", str(tiny_bert_dir), "--max-train-examples", "32", "--max-eval-examples",
            "16", "--batch-size", "4", "--max-length", "32", "--out", str(tmp_path / "runs"),
            "--report-dir", str(tmp_path), *SCRIPTS[script]]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")  # as users run
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))  # as users run
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     name = script.removesuffix(".py").replace("_", "-")

@@ -19,6 +19,7 @@ pytest.importorskip("torch", reason="the family tests build their tokenizers wit
 import test_family_deberta  # noqa: E402
 import test_family_llama  # noqa: E402
 import test_family_modernbert  # noqa: E402
+from conftest import xla_flags  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BUILD = {
@@ -38,7 +39,7 @@ def test_family_trains_through_launch_with_fsdp(family, tmp_path):
            f"--config.model.name={model}", "--config.tasks.names=('builtin/sentiment','builtin/ner')",
            "--config.mesh.fsdp=2", "--config.train.steps=4", f"--config.export_dir={export}",
            "--config.train.progress=False"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads((wd / "results.json").read_text())

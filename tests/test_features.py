@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import small_config
+from conftest import small_config, xla_flags
 from flax import nnx
 
 from jaxtl import features
@@ -282,7 +282,7 @@ def test_launch_feature_extraction_with_cache(tiny_bert_dir, tmp_path):
         f"--config.model.name={tiny_bert_dir}", "--config.source.steps=4",
         "--config.train.steps=6", "--config.optim.strategy=feature_extraction",
     ]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     # the source stage fine-tunes (no cache); the target stage's encoder is frozen: cached, with

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+from conftest import xla_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +36,7 @@ def _args(workdir, model_dir):
 
 def _env(devices):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     return env
 
 

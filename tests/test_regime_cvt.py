@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build_self_supervised
+from conftest import build_self_supervised, xla_flags
 from flax import nnx
 
 from jaxtl import models, objectives, paths
@@ -47,7 +47,7 @@ def test_launch_cvt_writes_contract_files_one_compilation(tiny_bert_dir, tmp_pat
            f"--workdir={wd}", f"--config={REPO / 'configs' / 'self_supervised_cvt.py'}:tiny",
            f"--config.model.name={tiny_bert_dir}", f"--config.train.steps={steps}",
            "--config.unlabelled.ratio=0.5", "--config.train.log_every=2"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     for f in ("config.json", "metrics.jsonl", "results.json", "plan.json", "task_counts.json"):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build_self_supervised
+from conftest import build_self_supervised, xla_flags
 from flax import nnx
 
 from jaxtl import paths
@@ -41,7 +41,7 @@ def test_launch_aux_lm_writes_contract_files_and_alternates(tiny_bert_dir, tmp_p
            f"--workdir={wd}", f"--config={REPO / 'configs' / 'self_supervised.py'}:tiny",
            f"--config.model.name={tiny_bert_dir}", f"--config.train.steps={STEPS}",
            "--config.unlabelled.ratio=0.5", "--config.optim.lr=1e-3"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     for f in ("config.json", "metrics.jsonl", "results.json", "plan.json", "task_counts.json"):

@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+from conftest import xla_flags
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -23,7 +25,7 @@ def test_source_then_target_run(tiny_bert_dir, tmp_path):
         "--config.optim.strategy=gradual_unfreezing",
         "--config.optim.schedule=stlr",
     ]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads((wd / "results.json").read_text())

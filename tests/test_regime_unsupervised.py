@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import xla_flags
 from flax import nnx
 
 from jaxtl import assembly, objectives, paths
@@ -54,7 +55,7 @@ def launched(tiny_bert_dir, tmp_path_factory):
            f"--workdir={wd}", f"--config={REPO / 'configs' / 'unsupervised_sequential.py'}:tiny",
            f"--config.model.name={tiny_bert_dir}"]  # fmt: skip
     cmd += [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     return wd, p.stdout

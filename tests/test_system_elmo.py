@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import xla_flags
 from flax import nnx
 
 from jaxtl import losses, models
@@ -185,7 +186,7 @@ def test_plan_and_results_of_the_tiny_run(data_dir, tmp_path):
            # a smaller biLM: the test is about the wiring, the config's own size is the run's
            "--config.model.name=new:jaxtl_bilstm,embed_size=16,hidden_size=16,"
            "independent_directions=1"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads((wd / "results.json").read_text())
@@ -215,7 +216,7 @@ def test_kill_and_resume_continues_bit_identically(tmp_path):
            "--config.target.tasks=('builtin/ner',)", "--config.pretrain.steps=8",
            "--config.train.steps=4", "--config.model.name=new:jaxtl_bilstm,embed_size=16,"
            "hidden_size=16,independent_directions=1"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(_train_losses(ref)) == 12

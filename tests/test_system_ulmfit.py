@@ -12,7 +12,7 @@ import tempfile
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import kill_after_checkpoint, small_config
+from conftest import kill_after_checkpoint, small_config, xla_flags
 from flax import nnx
 
 from jaxtl.configs import unsupervised_sequential_ulmfit as ulmfit_config
@@ -187,7 +187,7 @@ def test_tiny_config_end_to_end_through_launch(data_dir, tmp_path):
     cmd = [sys.executable, str(REPO / "launch.py"), "--regime=unsupervised_sequential",
            f"--config={REPO / 'configs' / 'unsupervised_sequential_ulmfit.py'}:tiny",
            f"--config.data.dir={data_dir}", f"--workdir={wd}"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     results = json.loads((wd / "results.json").read_text())
@@ -205,7 +205,7 @@ def kill_and_resume(cmd: list[str], ref: pathlib.Path, work: pathlib.Path, after
     """Run ``cmd`` into ``work``, kill -9 it once a checkpoint at step >= ``after`` exists, run it
     again: every step's stage, stream and loss equal the uninterrupted run's in ``ref``."""
     cmd = [c if not c.startswith("--workdir=") else f"--workdir={work}" for c in cmd]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     kill_after_checkpoint(cmd, work, after, env=env, timeout=900)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -225,7 +225,7 @@ def test_kill_and_resume_continues_bit_identically(tmp_path):
            "--config.target.tasks=('builtin/sentiment',)", "--config.pretrain.steps=6",
            "--config.lm_finetune.steps=6", "--config.train.steps=6",
            "--config.model.name=new:jaxtl_awd_lstm,embed_size=8,hidden_size=12,num_layers=2"]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert len(_train_losses(ref)) == 18

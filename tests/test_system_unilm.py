@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import kill_after_checkpoint, minilm_dir
+from conftest import kill_after_checkpoint, minilm_dir, xla_flags
 from flax import nnx
 
 from jaxtl import assembly, models, objectives, paths
@@ -341,7 +341,7 @@ def _launch_cmd(wd, model_dir, data_dir, overrides):
 def launched(tiny_bert_dir, data_dir, tmp_path_factory):
     wd = tmp_path_factory.mktemp("unilm") / "wd"
     cmd = _launch_cmd(wd, tiny_bert_dir, data_dir, OVERRIDES)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
     return wd
@@ -399,7 +399,7 @@ def test_kill_and_resume_replays_the_same_kinds_and_masks(
     uninterrupted run (the batches' mask kinds and token masks come back with the iterator)."""
     wd = tmp_path / "wd"
     cmd = _launch_cmd(wd, tiny_bert_dir, data_dir, {**OVERRIDES, "checkpoint.every_steps": 4})
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     kill_after_checkpoint(cmd, wd, 4, env=env, cwd=REPO, timeout=300)
     p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import kill_after_checkpoint  # noqa: E402
+from conftest import kill_after_checkpoint, xla_flags  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def _cmd(workdir, model_dir, *extra):
 
 def _env():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["XLA_FLAGS"] = xla_flags(1)
     return env
 
 
