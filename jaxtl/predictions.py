@@ -8,8 +8,9 @@ probabilities, in the order of the task's label names, i.e. ``id2label``); multi
 ``train.multilabel_threshold``, 0.5 by default, or its class's own under
 ``train.tune_thresholds``, in label order) and
 ``probs`` (each class's own probability); regression: ``score``;
-tagging: ``words`` and ``tags`` (one per input word; null for a word cut off by
-``data.max_length``); translation: ``translation`` (the decoded output, greedy or beam as the
+tagging: ``words`` and ``tags`` (one per input word; a text longer than ``data.max_length``
+tokens is tagged in overlapping windows, :func:`merge_windows`, so a tag is null only for a word
+with no sub-token of its own, or one cut off in a feature-cached stage); translation: ``translation`` (the decoded output, greedy or beam as the
 decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
 reference). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -94,13 +96,13 @@ def records(
     else:
         preds = _per_row(batches, outputs, "pred_tokens")
         for i, pred in zip(order, preds):
-            out[i] = {"tags": word_tags(encoded.word_ids[i], pred, names, _words(examples[i]))}
+            out[i] = {"tags": word_tags(encoded.word_ids[i], pred, names, words_of(examples[i]))}
     for i, ex in enumerate(examples):
         head: dict[str, Any] = {"id": record_id(ex, i), "text": ex.text}
         if ex.text_pair is not None:
             head["text_pair"] = ex.text_pair
         if task.kind == "tagging":
-            head["words"] = _words(ex)
+            head["words"] = words_of(ex)
         if labelled and task.kind == "translation" and ex.target is not None:
             head["gold"] = ex.target
         elif labelled and ex.label is not None:
@@ -117,7 +119,8 @@ def record_id(ex: Any, i: int) -> Any:
     return i if ex.id is None else ex.id
 
 
-def _words(ex: Any) -> list[str]:
+def words_of(ex: Any) -> list[str]:
+    """A tagging example's words: its own, else its text split on whitespace."""
     return list(ex.words or ex.text.split())
 
 
@@ -132,6 +135,20 @@ def word_tags(
         if pos < len(pred):
             tags[int(wid[pos])] = names[int(np.clip(pred[pos], 0, len(names) - 1))]
     return tags
+
+
+def window_parts(examples: Sequence[Any], windows: Sequence[Sequence[tuple[int, int]]]) -> list:
+    """One example per word window of each tagging example (``windows`` from
+    :func:`jaxtl.data.tokenize.word_windows`), in order: its words, text and (when labelled)
+    tags cut to the window, so each part fits ``data.max_length``."""
+    parts = []
+    for ex, spans in zip(examples, windows, strict=True):
+        words = words_of(ex)
+        for a, b in spans:
+            label = None if ex.label is None else tuple(ex.label)[a:b]
+            parts.append(dataclasses.replace(ex, text=" ".join(words[a:b]),
+                                             words=tuple(words[a:b]), label=label))  # fmt: skip
+    return parts
 
 
 def merge_windows(

@@ -14,7 +14,6 @@ Records are those of :mod:`jaxtl.predictions` (``label`` + ``probs``, ``score`` 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -206,7 +205,7 @@ class Predictor:
             return []
         _check_inputs(examples, td.task)
         if td.task.kind == "tagging":  # every word tagged, however long the text
-            words = [list(ex.words or ex.text.split()) for ex in examples]
+            words = [predictions.words_of(ex) for ex in examples]
             windows = tokenize.word_windows(words, self.tokenizer, self.config.data.max_length)
             if any(len(spans) > 1 for spans in windows):
                 return self._predict_windows(examples, words, windows, td, progress)
@@ -268,13 +267,7 @@ class Predictor:
         """Tagging records for texts longer than ``data.max_length`` tokens: each is tagged in
         overlapping windows of words that fit, and each word keeps the tag of the window where
         it lies farthest from an edge (:func:`jaxtl.predictions.merge_windows`)."""
-        parts = [
-            dataclasses.replace(
-                ex, text=" ".join(words[i][a:b]), words=tuple(words[i][a:b]),
-                label=None if ex.label is None else tuple(ex.label)[a:b],  # type: ignore[arg-type]
-            )
-            for i, ex in enumerate(examples) for a, b in windows[i]
-        ]  # fmt: skip
+        parts = predictions.window_parts(examples, windows)
         rows = self.predict_examples(parts, td, progress=progress)
         merged = predictions.merge_windows(windows, [r["tags"] for r in rows])
         labelled = all(ex.label is not None for ex in examples)

@@ -48,7 +48,7 @@ from jaxtl import (
 from jaxtl import config as config_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import tokenize
-from jaxtl.data.prepare import TaskData, prepare_tasks
+from jaxtl.data.prepare import TaskData, prepare_tasks, split_data
 from jaxtl.objectives import Objective, seq2seq
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def evaluate_selected(
     ``results_test.json``)."""
     by_name = {td.task.name: td for td in run.all_tasks}
     owner = {n: si for si, st in enumerate(stages) for n in st.eval_sets}
-    chosen, test, tuned = [], {}, {}
+    chosen, test, tuned, dev_now = [], {}, {}, {}
     tune = bool(run.config.train.get("tune_thresholds", False))
     for si, stage in enumerate(stages):
         names = [n for n in stage.eval_sets if owner[n] == si and n in by_name]
@@ -259,13 +259,26 @@ def evaluate_selected(
                 if tune and task.kind == "multilabel" and split == "dev" and sd.labelled:
                     task, tuned[name] = _tune_thresholds(task, outs, full, td.eval_split)
                     td.task = task  # the export writes them too
-                if scored:
-                    scores = metrics.score_task(task, outs, full, td.detokenize)
-                    test[name] = {k: float(v) for k, v in scores.items()}
-                if records and report.is_chief():
+                rows = None
+                if records:
                     rows = predictions.records(task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled,
                                                detokenize=td.detokenize)  # fmt: skip
+                # Texts longer than data.max_length: tagged whole in windows, then scored so
+                # (a feature-cached stage has features for the texts as cut only).
+                windowed: list[dict] | None = None
+                n_long = 0
+                if rows is not None and task.kind == "tagging" and stage.features is None:
+                    n_long = _tag_long_texts(run, trainer, stage, td, sd, params, rows)
+                    windowed = rows if n_long else None
+                if windowed is not None and sd.labelled and split == "dev":
+                    dev_now[name] = _dev_over_every_word(task, windowed, dev_results,
+                                                         f"{n_long} {td.eval_split}")  # fmt: skip
+                if scored:
+                    scores = (metrics.score_records(task, windowed) if windowed is not None else
+                              metrics.score_task(task, outs, full, td.detokenize))  # fmt: skip
+                    test[name] = {k: float(v) for k, v in scores.items()}
+                if rows is not None and report.is_chief():
                     predictions.write_jsonl(
                         run.workdir / "predictions" / name / f"{split}.jsonl", rows
                     )
@@ -276,12 +289,55 @@ def evaluate_selected(
             run.workdir / "results_test.json", test | ({"average": avg} if avg else {})
         )
     report.write_json(run.workdir / "selection.json", {"stages": chosen})
+    dev_now |= {n: t["dev_after"] for n, t in tuned.items()}
     if tuned and report.is_chief():
-        dev = _write_tuned(run, tuned, final)
+        thresholds.save(run.workdir, tuned)
+    if dev_now and report.is_chief():
+        dev = _rewrite_dev(run, dev_now, final)
         if dev_results is not None:
             dev_results.clear()
             dev_results.update(dev)
     return test
+
+
+def _tag_long_texts(
+    run: Run, trainer: train.Trainer, stage: train.Stage, td: TaskData, sd: Any, params: Any,
+    rows: list[dict],
+) -> int:  # fmt: skip
+    """Tag each text of a tagging split longer than ``data.max_length`` tokens in overlapping
+    windows, as ``--predict`` does (:func:`jaxtl.predictions.merge_windows`), and put those tags
+    into its ``rows``, so every word is tagged and scored, not only those before the cut that
+    training and the selection evaluations see. Returns how many texts it tagged so (0: every
+    text fits; the rows are as they were)."""
+    words = [predictions.words_of(ex) for ex in sd.examples]
+    spans = tokenize.word_windows(words, run.tokenizer, run.config.data.max_length)
+    long = [i for i, s in enumerate(spans) if len(s) > 1]
+    if not long:
+        return 0
+    parts = predictions.window_parts([sd.examples[i] for i in long], [spans[i] for i in long])
+    packed = bool(sd.batches) and "example_index" in sd.batches[0]
+    wsd = split_data(sd.name, td.task, parts, run.config, run.tokenizer, index=td.index,
+                     packed=packed)  # fmt: skip
+    outs, full = trainer.predict(stage, wsd.batches, params)
+    part_rows = predictions.records(td.task, parts, wsd.encoded, wsd.buckets, outs, full,
+                                    labelled=wsd.labelled)  # fmt: skip
+    merged = predictions.merge_windows([spans[i] for i in long], [r["tags"] for r in part_rows])
+    for i, tags in zip(long, merged, strict=True):
+        rows[i] = rows[i] | {"tags": tags}
+    return len(long)
+
+
+def _dev_over_every_word(
+    task: Any, rows: list[dict], dev_results: dict | None, which: str
+) -> dict[str, float]:
+    """A tagging task's dev scores over every word (its long texts tagged in windows), logged
+    beside the selection evaluation's, which left the words past the cut unscored."""
+    now = {k: float(v) for k, v in metrics.score_records(task, rows).items()}
+    before = (dev_results or {}).get(task.name, {}).get(task.main_metric)
+    log.info("task %s: %s texts longer than data.max_length tagged in windows; dev %s %s -> "
+             "%.4f (every word)", task.name, which, task.main_metric,
+             "n/a" if before is None else f"{before:.4f}", now[task.main_metric])  # fmt: skip
+    return now
 
 
 def _tune_thresholds(task: Any, outs: Any, batches: Any, split: str) -> tuple[Any, dict]:
@@ -303,13 +359,12 @@ def _tune_thresholds(task: Any, outs: Any, batches: Any, split: str) -> tuple[An
     }
 
 
-def _write_tuned(run: Run, tuned: dict[str, dict], final: dict[str, Any]) -> dict[str, Any]:
-    """``thresholds.json``, and ``results.json``'s dev scores of the tuned tasks (and its
-    average) as the tuned thresholds give them: what the selected model now predicts."""
-    thresholds.save(run.workdir, tuned)
+def _rewrite_dev(run: Run, dev: dict[str, dict], final: dict[str, Any]) -> dict[str, Any]:
+    """``results.json``'s dev scores of the tasks in ``dev`` (and its average) as the selected
+    model now predicts them: with thresholds tuned on dev, or over every word of long texts."""
     path = run.workdir / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results.update({n: t["dev_after"] for n, t in tuned.items()})
+    results.update(dev)
     results.pop("average", None)
     avg = selection.averaged({n: r for n, r in results.items() if n in final}, final)
     results |= {"average": avg} if avg else {}

@@ -16,6 +16,10 @@ POS = ["a great , moving film", "funny , warm and clever", "the best film this y
 NEG = ["boring and far too long", "not worth the ticket", "clumsy , dull and tired",
        "dull , slow and tired", "a long , boring mess", "tired and clumsy"]  # fmt: skip
 
+SHORT = ("Anna flew to Paris .", "the film opened in Rome .", "Lima is far .")
+# Past the :tiny config's data.max_length (32 tokens): the run tags it in windows.
+LONG = "Anna flew to Paris and then the film opened in Rome while Lima is far " * 3 + "."
+
 
 def _launch(*args, timeout=600):
     p = subprocess.run([sys.executable, "launch.py", *args], cwd=REPO, capture_output=True,
@@ -35,13 +39,12 @@ def _write_own_data(d):
         (d / f"{split}.tsv").write_text(table)
     (d / "test.tsv").write_text("id\tsentence\n" + "".join(f"q{i}\t{s}\n" for i, s in
                                                          enumerate(POS[:2] + NEG[:2])))  # fmt: skip
-    conll = "".join(
-        f"{w} {'B-LOC' if w[0].isupper() else 'O'}\n" + ("\n" if w == "." else "")
-        for sent in ("Anna flew to Paris .", "the film opened in Rome .", "Lima is far .")
-        for w in sent.split()
-    )
     for split in ("train", "dev", "test"):
-        (d / f"{split}.conll").write_text(conll)
+        sentences = SHORT + ((LONG,) if split != "train" else ())
+        (d / f"{split}.conll").write_text("".join(
+            f"{w} {'B-LOC' if w[0].isupper() else 'O'}\n" + ("\n" if w == "." else "")
+            for sent in sentences for w in sent.split()
+        ))  # fmt: skip
     csv = "sentence1,sentence2,score\n" + "".join(
         f'"{a}","{b}",{(i % 5) / 4:.2f}\n' for i, (a, b) in enumerate(zip(POS + NEG, NEG + POS))
     )
@@ -88,6 +91,9 @@ def test_predict_reads_conll_files_with_and_without_tags(trained, tmp_path):
     a file of words alone (read unlabelled), both tagged as the run tagged its test split."""
     d, wd, _ = trained
     test = _jsonl(wd / "predictions/ner/test.jsonl")
+    # The run tags its long text in windows too: every word, as --predict does.
+    assert [r["text"] for r in test] == [*SHORT, LONG]
+    assert all(None not in r["tags"] and len(r["tags"]) == len(r["words"]) for r in test)
     tagged = tmp_path / "tagged.jsonl"
     _launch("--predict", f"--workdir={wd}", f"--input={d / 'test.conll'}", f"--output={tagged}",
             "--task=ner")  # fmt: skip
@@ -155,8 +161,11 @@ def test_predict_on_a_labelled_file_reports_the_runs_own_metrics(trained, tmp_pa
     test = json.loads((wd / "results_test.json").read_text())
     n, scores = predict_command(str(wd), str(d / "dev.tsv"), str(tmp_path / "a.jsonl"), "mine")
     assert n == 12 and scores == pytest.approx(dev["mine"], abs=1e-9)
+    # Each holds a text longer than data.max_length: the run scores it over every word too.
     _, scores = predict_command(str(wd), str(d / "test.conll"), str(tmp_path / "b.jsonl"), "ner")
     assert scores == pytest.approx(test["ner"], abs=1e-9)
+    _, scores = predict_command(str(wd), str(d / "dev.conll"), str(tmp_path / "b.jsonl"), "ner")
+    assert scores == pytest.approx(dev["ner"], abs=1e-9)
     _, scores = predict_command(str(wd), str(d / "dev.csv"), str(tmp_path / "c.jsonl"), "sts")
     assert set(scores) == set(dev["sts"])  # packed in other rows: scores equal to rounding
     assert scores == pytest.approx(dev["sts"], abs=1e-4)
@@ -251,7 +260,9 @@ def test_exported_tagger_and_regressor_agree_with_jaxtl(trained):
     _, wd, out = trained
     rows = _jsonl(wd / "predictions/ner/dev.jsonl")
     tagger = pipeline("token-classification", model=str(out / "ner"), device="cpu")
-    for r in rows:
+    # transformers' pipeline reads a text whole; jaxtl tags one past data.max_length in windows
+    assert rows[-1]["text"] == LONG
+    for r in rows[:-1]:
         tokens = tagger(r["text"])  # one entry per sub-token not tagged O
         firsts = {}
         for t in tokens:
