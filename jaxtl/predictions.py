@@ -10,8 +10,8 @@ probabilities, in the order of the task's label names, i.e. ``id2label``); multi
 ``probs`` (each class's own probability); regression: ``score``;
 tagging: ``words`` and ``tags`` (one per input word; a text longer than ``data.max_length``
 tokens is tagged in overlapping windows, :func:`merge_windows`, so a tag is null only for a word
-with no sub-token of its own, or one cut off in a feature-cached stage); translation: ``translation`` (the decoded output, greedy or beam as the
-decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
+with no sub-token of its own, or one cut off in a feature-cached stage); translation:
+``translation`` (the decoded output, greedy or beam as the decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
 reference). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
 records for any input file, as JSON lines or, by the output's extension, as a table
