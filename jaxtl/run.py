@@ -259,26 +259,24 @@ def evaluate_selected(
                 if tune and task.kind == "multilabel" and split == "dev" and sd.labelled:
                     task, tuned[name] = _tune_thresholds(task, outs, full, td.eval_split)
                     td.task = task  # the export writes them too
-                rows = None
+                rows: list[dict] = []
                 if records:
                     rows = predictions.records(task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled,
                                                detokenize=td.detokenize)  # fmt: skip
                 # Texts longer than data.max_length: tagged whole in windows, then scored so
                 # (a feature-cached stage has features for the texts as cut only).
-                windowed: list[dict] | None = None
                 n_long = 0
-                if rows is not None and task.kind == "tagging" and stage.features is None:
+                if task.kind == "tagging" and stage.features is None:
                     n_long = _tag_long_texts(run, trainer, stage, td, sd, params, rows)
-                    windowed = rows if n_long else None
-                if windowed is not None and sd.labelled and split == "dev":
-                    dev_now[name] = _dev_over_every_word(task, windowed, dev_results,
-                                                         f"{n_long} {td.eval_split}")  # fmt: skip
+                if n_long and sd.labelled and split == "dev":
+                    dev_now[name] = _dev_over_every_word(task, rows, dev_results, n_long,
+                                                         td.eval_split)  # fmt: skip
                 if scored:
-                    scores = (metrics.score_records(task, windowed) if windowed is not None else
+                    scores = (metrics.score_records(task, rows) if n_long else
                               metrics.score_task(task, outs, full, td.detokenize))  # fmt: skip
                     test[name] = {k: float(v) for k, v in scores.items()}
-                if rows is not None and report.is_chief():
+                if records and report.is_chief():
                     predictions.write_jsonl(
                         run.workdir / "predictions" / name / f"{split}.jsonl", rows
                     )
@@ -309,33 +307,38 @@ def _tag_long_texts(
     into its ``rows``, so every word is tagged and scored, not only those before the cut that
     training and the selection evaluations see. Returns how many texts it tagged so (0: every
     text fits; the rows are as they were)."""
-    words = [predictions.words_of(ex) for ex in sd.examples]
-    spans = tokenize.word_windows(words, run.tokenizer, run.config.data.max_length)
-    long = [i for i, s in enumerate(spans) if len(s) > 1]
+    # Only a text cut at the window can need more than one: the rest are not tokenised again.
+    max_length = run.config.data.max_length
+    filled = [int(i) for i in np.flatnonzero(sd.encoded.lengths >= max_length)]
+    if not filled:
+        return 0
+    words = [predictions.words_of(sd.examples[i]) for i in filled]
+    spans = tokenize.word_windows(words, run.tokenizer, max_length)
+    long = [(i, s) for i, s in zip(filled, spans, strict=True) if len(s) > 1]
     if not long:
         return 0
-    parts = predictions.window_parts([sd.examples[i] for i in long], [spans[i] for i in long])
+    parts = predictions.window_parts([sd.examples[i] for i, _ in long], [s for _, s in long])
     packed = bool(sd.batches) and "example_index" in sd.batches[0]
     wsd = split_data(sd.name, td.task, parts, run.config, run.tokenizer, index=td.index,
                      packed=packed)  # fmt: skip
     outs, full = trainer.predict(stage, wsd.batches, params)
     part_rows = predictions.records(td.task, parts, wsd.encoded, wsd.buckets, outs, full,
                                     labelled=wsd.labelled)  # fmt: skip
-    merged = predictions.merge_windows([spans[i] for i in long], [r["tags"] for r in part_rows])
-    for i, tags in zip(long, merged, strict=True):
+    merged = predictions.merge_windows([s for _, s in long], [r["tags"] for r in part_rows])
+    for (i, _), tags in zip(long, merged, strict=True):
         rows[i] = rows[i] | {"tags": tags}
     return len(long)
 
 
 def _dev_over_every_word(
-    task: Any, rows: list[dict], dev_results: dict | None, which: str
+    task: Any, rows: list[dict], dev_results: dict | None, n_long: int, split: str
 ) -> dict[str, float]:
     """A tagging task's dev scores over every word (its long texts tagged in windows), logged
     beside the selection evaluation's, which left the words past the cut unscored."""
     now = {k: float(v) for k, v in metrics.score_records(task, rows).items()}
     before = (dev_results or {}).get(task.name, {}).get(task.main_metric)
-    log.info("task %s: %s texts longer than data.max_length tagged in windows; dev %s %s -> "
-             "%.4f (every word)", task.name, which, task.main_metric,
+    log.info("task %s: %d %s texts longer than data.max_length tagged in windows; dev %s %s "
+             "-> %.4f (every word)", task.name, n_long, split, task.main_metric,
              "n/a" if before is None else f"{before:.4f}", now[task.main_metric])  # fmt: skip
     return now
 
