@@ -264,10 +264,9 @@ def evaluate_selected(
                     rows = predictions.records(task, sd.examples, sd.encoded, sd.buckets,
                                                outs, full, labelled=sd.labelled,
                                                detokenize=td.detokenize)  # fmt: skip
-                # Texts longer than data.max_length: tagged whole in windows, then scored so
-                # (a feature-cached stage has features for the texts as cut only).
+                # Texts longer than data.max_length: tagged whole in windows, then scored so.
                 n_long = 0
-                if task.kind == "tagging" and stage.features is None:
+                if task.kind == "tagging":
                     n_long = _tag_long_texts(run, trainer, stage, td, sd, params, rows)
                 if n_long and sd.labelled and split == "dev":
                     dev_now[name] = _dev_over_every_word(task, rows, dev_results, n_long,
@@ -321,7 +320,9 @@ def _tag_long_texts(
     packed = bool(sd.batches) and "example_index" in sd.batches[0]
     wsd = split_data(sd.name, td.task, parts, run.config, run.tokenizer, index=td.index,
                      packed=packed)  # fmt: skip
-    outs, full = trainer.predict(stage, wsd.batches, params)
+    # A feature-cached stage holds features for the texts as cut only: its frozen encoder runs
+    # on the windows (the same function the cache stores, to its tolerance).
+    outs, full = trainer.predict(stage, wsd.batches, params, cached=False)
     part_rows = predictions.records(td.task, parts, wsd.encoded, wsd.buckets, outs, full,
                                     labelled=wsd.labelled)  # fmt: skip
     merged = predictions.merge_windows([s for _, s in long], [r["tags"] for r in part_rows])

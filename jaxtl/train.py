@@ -177,7 +177,7 @@ class Trainer:
         # the run's predictions for the selected model reuse the stage-end evaluation's when the
         # selected params are the last ones (a dev split is not run through the model twice).
         # Emptied whenever ``params`` is assigned.
-        self._outputs_now: dict[tuple[int, int], tuple[Any, list[dict], list[dict]]] = {}
+        self._outputs_now: dict[tuple[int, int, bool], tuple[Any, list[dict], list[dict]]] = {}
         self.params = jax.device_put(host_params, self.param_shardings)
         self.train_counter = step_lib.CompileCounter()
         self.eval_counter = step_lib.CompileCounter()
@@ -296,24 +296,28 @@ class Trainer:
         self._params = value
         self._outputs_now.clear()
 
-    def predict(self, stage: Stage, batches: Sequence[dict], params: Any = None):
+    def predict(
+        self, stage: Stage, batches: Sequence[dict], params: Any = None, cached: bool = True
+    ):
         """Host outputs of ``stage.predict_fn`` on ``batches`` (all processes' rows, gathered)
         and the matching full batches; ``params`` default to the current ones. With the current
-        params, a second call on the same ``batches`` list returns the first call's outputs."""
+        params, a second call on the same ``batches`` list returns the first call's outputs.
+        ``cached=False``: a feature-cached stage runs its frozen encoder on these batches
+        (inputs the cache does not hold, e.g. windows of long texts) instead of the cache."""
+        features = stage.features if cached else None
         current = params is None or params is self.params
-        key = (id(stage), id(batches))
+        key = (id(stage), id(batches), cached)
         hit = self._outputs_now.get(key) if current else None
         if hit is not None and hit[0] is batches:  # (held, so its id is not another list's)
             return hit[1], hit[2]
         eval_step = self._eval_step(stage)
         params = self.params if params is None else params
-        if stage.features is not None:  # no-op once the stage has prepared it
-            stage.features.prepare(self.graphdef, params, self.workdir)
+        if features is not None:  # no-op once the stage has prepared it
+            features.prepare(self.graphdef, params, self.workdir)
         outputs, full_batches = [], []
         for b in batches:
             # The cached features go to the step only; the batch returned is the one given.
-            gb = mesh_lib.shard_batch(b if stage.features is None else stage.features.attach(b),
-                                      self.mesh)  # fmt: skip
+            gb = mesh_lib.shard_batch(b if features is None else features.attach(b), self.mesh)
             out = eval_step(params, gb)
             if jax.process_count() > 1:
                 out = multihost_utils.process_allgather(out, tiled=True)

@@ -294,3 +294,38 @@ def test_launch_feature_extraction_with_cache(tiny_bert_dir, tmp_path):
     assert "feature cache ready" in p.stderr
     results = json.loads((wd / "results.json").read_text())
     assert "accuracy" in results["builtin/sentiment"]
+
+
+def test_long_tagging_texts_are_tagged_in_windows_by_the_frozen_encoder(
+    tiny_bert_dir, tmp_path, caplog
+):
+    """A feature-cached tagging stage whose dev split holds a text past ``data.max_length`` (32
+    tokens): the cache holds the texts as cut, so the selected model's frozen encoder runs on
+    that text's windows. Every word of the dev records gets a tag, and ``--predict`` on the dev
+    file (no cache: the whole model) gives results.json's scores (1e-9)."""
+    from jaxtl.predictor import predict_command
+    from jaxtl.regimes import multitask
+
+    words = ("Anna flew to Paris and then the film opened in Rome while Lima is far " * 3).split()
+    sentences = {"train": ["Anna flew to Paris .", "Lima is far ."],
+                 "dev": ["Rome is far .", " ".join(words + ["."])]}  # fmt: skip
+    for split, sents in sentences.items():
+        (tmp_path / f"{split}.conll").write_text("".join(
+            f"{w} {'B-LOC' if w[0].isupper() else 'O'}\n" + ("\n" if w == "." else "")
+            for s in sents for w in s.split()
+        ))  # fmt: skip
+    spec = f"file:name=ner,path={tmp_path}/{{split}}.conll"
+    cfg = config(tiny_bert_dir, **{"tasks.names": (spec,), "optim.lr": 1e-3})
+    wd = tmp_path / "wd"
+    with caplog.at_level("INFO"):
+        results = multitask.run(cfg, str(wd))["joint"]
+    assert "feature cache ready" in caplog.text  # the stage trained on cached features
+    assert "1 dev texts longer than data.max_length tagged in windows" in caplog.text
+    rows = (wd / "predictions" / "ner" / "dev.jsonl").read_text().splitlines()
+    long = json.loads(rows[1])
+    assert len(long["tags"]) == len(words) + 1 and None not in long["tags"]
+    _, scores = predict_command(
+        str(wd), str(tmp_path / "dev.conll"), str(tmp_path / "p.jsonl"), "ner"
+    )
+    assert scores == pytest.approx(results["ner"], abs=1e-9)
+    assert scores == pytest.approx(json.loads((wd / "results.json").read_text())["ner"], abs=1e-9)
