@@ -190,6 +190,7 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
     assert pad["pad_fraction_packed_32_64_128"] < pad["pad_fraction_buckets_32_64_128"]
 
 
+@pytest.mark.slow
 def test_families_case_times_each_family_and_renders():
     """Two families at a tiny shape (the full case runs every registered family at hidden 256)."""
     from bench.common import Settings
@@ -364,6 +365,10 @@ def test_data_scale_render_names_the_cpu_per_row_only_when_files_differ(tmp_path
     assert same.startswith("CPU: AMD EPYC") and "| jaxtl | 10 | cold |" in same
 
 
+# The step_variants and families tools compile a program per variant or family (~35 and ~13 s
+# on 2 cores): slow. The default run checks the harness with test_harness_renders_the_cases_it_runs
+# and the variants' names with test_step_variants_refuse_unknown_variants.
+@pytest.mark.slow
 def test_step_variants_time_one_step_in_each_variant(
     tiny_bert_dir, data_dir, tmp_path, monkeypatch
 ):
@@ -411,11 +416,19 @@ def test_step_variants_time_one_step_in_each_variant(
     assert rows["ynn=individual_dot+reduce"]["first_loss"] == pytest.approx(base, rel=1e-5)
     assert rows["no_dropout"]["first_loss"] != pytest.approx(base, rel=1e-5)
     assert rows["classic_rng"]["first_loss"] != pytest.approx(base, rel=1e-5)
+
+
+def test_step_variants_refuse_unknown_variants():
+    from bench import step_variants
+
     for bad in ("base,nope", "ynn=dot+nope", "ynn=", "xla:cpu_thing=1", "xla:xla_cpu_ftz"):
         with pytest.raises(SystemExit):
             step_variants.main(["--variants", bad])
+    with pytest.raises(SystemExit):
+        step_variants.main(["--steps", "0"])
 
 
+@pytest.mark.slow
 def test_step_variants_run_the_accelerator_model_several_steps_a_sample(
     data_dir, tmp_path, monkeypatch
 ):
@@ -437,8 +450,6 @@ def test_step_variants_run_the_accelerator_model_several_steps_a_sample(
     assert list(rows) == ["base", "padded"]
     assert all(len(r["times_s"]) == 2 and len(r["kernels"]) > 0 for r in rows.values())
     assert rows["padded"]["first_loss"] != pytest.approx(rows["base"]["first_loss"], rel=1e-5)
-    with pytest.raises(SystemExit):
-        step_variants.main(["--steps", "0"])
 
 
 def test_kernels_of_a_gpu_trace_are_the_devices_own():

@@ -141,7 +141,10 @@ def test_settings_are_parsed_checked_and_given_to_the_tasks_they_name():
     assert class_weights.restrict("balanced", "b") == "balanced"
 
 
-def test_class_weights_reach_the_run_and_bad_ones_stop_it_first(tiny_bert_dir, tmp_path):
+# Two launches (~30 s on 2 cores): slow. The default run keeps the weights and the loss (this
+# module's other tests) and the check of a bad setting below.
+@pytest.mark.slow
+def test_class_weights_reach_the_run(tiny_bert_dir, tmp_path):
     rows = [("a great film", "pos")] * 10 + [("a dull film", "neg")] * 2
     for split in ("train", "dev"):
         (tmp_path / f"{split}.tsv").write_text(
@@ -164,6 +167,9 @@ def test_class_weights_reach_the_run_and_bad_ones_stop_it_first(tiny_bert_dir, t
     balanced, log = first_loss("balanced")
     assert "task mine: class weight neg 3, pos 0.6" in log  # 12 / (2 x 2), 12 / (2 x 10)
     assert abs(plain - balanced) > 1e-4  # the same batch and params otherwise
+
+
+def test_a_bad_class_weight_stops_the_run_first(tmp_path):
     p = subprocess.run([sys.executable, "launch.py", "--regime=multitask",
                         "--config.train.class_weights=mine=pos", f"--workdir={tmp_path / 'x'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip

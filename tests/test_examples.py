@@ -4,9 +4,14 @@ import importlib.util
 import json
 import pathlib
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+# ~50 s on 2 cores (five train programs at 8 fake devices); the stages API it uses runs in the
+# default run's tests/test_strategy.py and tests/test_train.py.
+@pytest.mark.slow
 def test_custom_stages_example(tiny_bert_dir, tmp_path):
     spec = importlib.util.spec_from_file_location(
         "custom_stages", REPO / "examples" / "custom_stages.py"

@@ -79,7 +79,10 @@ def test_switch_loss_smooths_classification_and_tagging_only():
         assert abs(smooth - want) <= TOL * abs(want) and abs(smooth - plain) > 1e-3
 
 
-def test_label_smoothing_reaches_the_run_and_is_checked(tiny_bert_dir, tmp_path):
+# Two launches (~35 s on 2 cores): slow. The default run keeps the loss itself (this module's
+# other tests) and the check of a bad value below.
+@pytest.mark.slow
+def test_label_smoothing_reaches_the_run(tiny_bert_dir, tmp_path):
     def first_loss(s):
         wd = tmp_path / f"s{s}"
         p = subprocess.run(
@@ -93,6 +96,9 @@ def test_label_smoothing_reaches_the_run_and_is_checked(tiny_bert_dir, tmp_path)
         return next(r["loss"] for r in rows if r["split"] == "train" and r["step"] == 1)
 
     assert abs(first_loss(0.0) - first_loss(0.5)) > 1e-4  # the same batch and params otherwise
+
+
+def test_a_bad_label_smoothing_stops_the_run_first(tmp_path):
     p = subprocess.run([sys.executable, "launch.py", "--regime=multitask",
                         "--config.train.label_smoothing=1.0", f"--workdir={tmp_path / 'x'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -242,6 +242,10 @@ def _losses(wd):
     return {r["step"]: (r["task"], r["loss"]) for r in rows if r["split"] == "train"}
 
 
+# ~45 s on 2 cores (four in-process runs). The default run keeps both halves elsewhere: packed
+# rows vs one example per row, exact, in this module's logits-and-loss tests; a packed run's
+# bit-identical resume in tests/test_train.py and tests/test_reliability.py (packing is on there).
+@pytest.mark.slow
 def test_packed_multitask_run_resumes_bit_identically_and_matches_unpacked(
     tiny_bert_dir, tmp_path, monkeypatch
 ):

@@ -181,7 +181,9 @@ def test_epoch_steps_counts_the_tasks_batches_and_the_objectives_share():
 
 @pytest.mark.parametrize("regime,key,stage", [
     ("supervised_sequential", "source.epochs", "source"),
-    ("unsupervised_sequential", "pretrain.epochs", "pretrain"),  # masked-LM batches, wrapped
+    # masked-LM batches, wrapped; slow (~30 s on 2 cores): the same sizing as source.epochs
+    pytest.param("unsupervised_sequential", "pretrain.epochs", "pretrain",
+                 marks=pytest.mark.slow),
 ])  # fmt: skip
 def test_the_earlier_stages_take_epochs_too(tiny_bert_dir, tmp_path, regime, key, stage):
     """source.epochs (STILTs' intermediate task) and pretrain.epochs (the LM corpus) size their
