@@ -137,6 +137,21 @@ def word_tags(
     return tags
 
 
+def long_texts(
+    examples: Sequence[Any], lengths: np.ndarray, tokenizer: Any, max_length: int
+) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The tagging examples longer than ``max_length`` tokens, as (index, word windows from
+    :func:`jaxtl.data.tokenize.word_windows`). Only a text whose encoding (``lengths``, with the
+    specials) filled ``max_length`` can be, so only those are tokenised again."""
+    from jaxtl.data import tokenize
+
+    filled = [int(i) for i in np.flatnonzero(np.asarray(lengths) >= max_length)]
+    if not filled:
+        return []
+    spans = tokenize.word_windows([words_of(examples[i]) for i in filled], tokenizer, max_length)
+    return [(i, s) for i, s in zip(filled, spans, strict=True) if len(s) > 1]
+
+
 def window_parts(examples: Sequence[Any], windows: Sequence[Sequence[tuple[int, int]]]) -> list:
     """One example per word window of each tagging example (``windows`` from
     :func:`jaxtl.data.tokenize.word_windows`), in order: its words, text and (when labelled)

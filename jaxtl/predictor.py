@@ -204,17 +204,19 @@ class Predictor:
         if not examples:
             return []
         _check_inputs(examples, td.task)
-        if td.task.kind == "tagging":  # every word tagged, however long the text
-            words = [predictions.words_of(ex) for ex in examples]
-            windows = tokenize.word_windows(words, self.tokenizer, self.config.data.max_length)
-            if any(len(spans) > 1 for spans in windows):
-                return self._predict_windows(examples, words, windows, td, progress)
         translation = td.task.kind == "translation"
         labelled = all((ex.target if translation else ex.label) is not None for ex in examples)
         buckets = tuple(self.config.data.buckets)
-        enc = tokenize.encode(td.task, examples, self.tokenizer,
-                              max_length=self.config.data.max_length, task_id=td.index,
-                              labelled=labelled, target_tokenizer=self.target_tokenizer)  # fmt: skip
+        max_length = self.config.data.max_length
+        enc = tokenize.encode(td.task, examples, self.tokenizer, max_length=max_length,
+                              task_id=td.index, labelled=labelled,
+                              target_tokenizer=self.target_tokenizer)  # fmt: skip
+        if td.task.kind == "tagging":  # every word tagged, however long the text
+            long = dict(predictions.long_texts(examples, enc.lengths, self.tokenizer, max_length))
+            if long:
+                words = [predictions.words_of(ex) for ex in examples]
+                windows = [long.get(i, [(0, len(w))]) for i, w in enumerate(words)]
+                return self._predict_windows(examples, words, windows, td, progress)
         pad = tokenize.pad_id(self.tokenizer)
         packed = self.packed and td.task.kind in packing.KINDS  # decoder targets: padded
         make = packing.eval_batches if packed else batching.eval_batches

@@ -306,14 +306,8 @@ def _tag_long_texts(
     into its ``rows``, so every word is tagged and scored, not only those before the cut that
     training and the selection evaluations see. Returns how many texts it tagged so (0: every
     text fits; the rows are as they were)."""
-    # Only a text cut at the window can need more than one: the rest are not tokenised again.
-    max_length = run.config.data.max_length
-    filled = [int(i) for i in np.flatnonzero(sd.encoded.lengths >= max_length)]
-    if not filled:
-        return 0
-    words = [predictions.words_of(sd.examples[i]) for i in filled]
-    spans = tokenize.word_windows(words, run.tokenizer, max_length)
-    long = [(i, s) for i, s in zip(filled, spans, strict=True) if len(s) > 1]
+    long = predictions.long_texts(sd.examples, sd.encoded.lengths, run.tokenizer,
+                                  run.config.data.max_length)  # fmt: skip
     if not long:
         return 0
     parts = predictions.window_parts([sd.examples[i] for i, _ in long], [s for _, s in long])

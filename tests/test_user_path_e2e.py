@@ -141,6 +141,30 @@ def test_predict_tags_every_word_of_a_text_longer_than_the_window(trained):
     assert short == [(0, 5)]
 
 
+def test_predict_looks_for_windows_only_in_texts_that_fill_the_window(trained, monkeypatch):
+    """A tagging chunk is tokenised once: only a text whose encoding filled data.max_length is
+    tokenised again to find its word windows, and a chunk of short texts never is."""
+    import jaxtl
+    from jaxtl.data import tokenize
+
+    _, wd, _ = trained
+    seen = []
+    original = tokenize.word_windows
+
+    def counted(words, *args, **kwargs):
+        seen.append(len(words))
+        return original(words, *args, **kwargs)
+
+    monkeypatch.setattr(tokenize, "word_windows", counted)
+    predictor = jaxtl.load(wd)
+    short = predictor.predict([s.split() for s in SHORT], task="ner")
+    assert seen == [] and all(None not in r["tags"] for r in short)
+    both = predictor.predict([s.split() for s in (*SHORT, LONG)], task="ner")
+    assert seen[0] == 1  # the long text alone (its windows, which may fill the window, after)
+    assert [r["tags"] for r in both[:3]] == [r["tags"] for r in short]
+    assert len(both[3]["tags"]) == len(LONG.split()) and None not in both[3]["tags"]
+
+
 def test_window_tags_come_from_the_window_where_the_word_is_most_central():
     from jaxtl.predictions import merge_windows
 
