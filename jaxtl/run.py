@@ -332,9 +332,10 @@ def _dev_over_every_word(
     beside the selection evaluation's, which left the words past the cut unscored."""
     now = {k: float(v) for k, v in metrics.score_records(task, rows).items()}
     before = (dev_results or {}).get(task.name, {}).get(task.main_metric)
-    log.info("task %s: %d %s texts longer than data.max_length tagged in windows; dev %s %s "
-             "-> %.4f (every word)", task.name, n_long, split, task.main_metric,
-             "n/a" if before is None else f"{before:.4f}", now[task.main_metric])  # fmt: skip
+    log.info("task %s: %d %s %s longer than data.max_length tagged in windows; dev %s %s "
+             "-> %.4f (every word)", task.name, n_long, split, "text" if n_long == 1 else "texts",
+             task.main_metric, "n/a" if before is None else f"{before:.4f}",
+             now[task.main_metric])  # fmt: skip
     return now
 
 

@@ -320,7 +320,7 @@ def test_long_tagging_texts_are_tagged_in_windows_by_the_frozen_encoder(
     with caplog.at_level("INFO"):
         results = multitask.run(cfg, str(wd))["joint"]
     assert "feature cache ready" in caplog.text  # the stage trained on cached features
-    assert "1 dev texts longer than data.max_length tagged in windows" in caplog.text
+    assert "1 dev text longer than data.max_length tagged in windows" in caplog.text
     rows = (wd / "predictions" / "ner" / "dev.jsonl").read_text().splitlines()
     long = json.loads(rows[1])
     assert len(long["tags"]) == len(words) + 1 and None not in long["tags"]
