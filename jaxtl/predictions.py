@@ -10,8 +10,8 @@ probabilities, in the order of the task's label names, i.e. ``id2label``); multi
 ``probs`` (each class's own probability); regression: ``score``;
 tagging: ``words`` and ``tags`` (one per input word; a text longer than ``data.max_length``
 tokens is tagged in overlapping windows, :func:`merge_windows`, so a tag is null only for a word
-with no sub-token of its own, or one cut off in a feature-cached stage); translation:
-``translation`` (the decoded output, greedy or beam as the decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
+with no sub-token of its own); translation: ``translation`` (the decoded output, greedy or beam
+as the decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
 reference). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
 records for any input file, as JSON lines or, by the output's extension, as a table
@@ -164,6 +164,20 @@ def window_parts(examples: Sequence[Any], windows: Sequence[Sequence[tuple[int, 
             parts.append(dataclasses.replace(ex, text=" ".join(words[a:b]),
                                              words=tuple(words[a:b]), label=label))  # fmt: skip
     return parts
+
+
+def retag_long_texts(
+    rows: list[dict], examples: Sequence[Any], long: Sequence[tuple[int, Sequence]],
+    predict_parts: Any,
+) -> None:  # fmt: skip
+    """Give each long text of ``long`` (:func:`long_texts`) the tags of its word windows, in
+    its record of ``rows`` (tagging records of ``examples``, in place): ``predict_parts`` maps
+    the window parts (:func:`window_parts`) to their tagging records."""
+    windows = [s for _, s in long]
+    part_rows = predict_parts(window_parts([examples[i] for i, _ in long], windows))
+    merged = merge_windows(windows, [r["tags"] for r in part_rows])
+    for (i, _), tags in zip(long, merged, strict=True):
+        rows[i] = rows[i] | {"tags": tags}
 
 
 def merge_windows(

@@ -211,12 +211,6 @@ class Predictor:
         enc = tokenize.encode(td.task, examples, self.tokenizer, max_length=max_length,
                               task_id=td.index, labelled=labelled,
                               target_tokenizer=self.target_tokenizer)  # fmt: skip
-        if td.task.kind == "tagging":  # every word tagged, however long the text
-            long = dict(predictions.long_texts(examples, enc.lengths, self.tokenizer, max_length))
-            if long:
-                words = [predictions.words_of(ex) for ex in examples]
-                windows = [long.get(i, [(0, len(w))]) for i, w in enumerate(words)]
-                return self._predict_windows(examples, words, windows, td, progress)
         pad = tokenize.pad_id(self.tokenizer)
         packed = self.packed and td.task.kind in packing.KINDS  # decoder targets: padded
         make = packing.eval_batches if packed else batching.eval_batches
@@ -230,8 +224,18 @@ class Predictor:
             batches_iter = batches
         outputs = [jax.tree.map(np.asarray, self.eval_step(params, b)) for b in batches_iter]
         detok = tokenize.detokenizer(self.target_tokenizer) if translation else None
-        return predictions.records(td.task, examples, enc, buckets, outputs, batches,
+        rows = predictions.records(td.task, examples, enc, buckets, outputs, batches,
                                    labelled=labelled, detokenize=detok)  # fmt: skip
+        if td.task.kind == "tagging":  # every word tagged, however long the text
+            long = predictions.long_texts(examples, enc.lengths, self.tokenizer, max_length)
+            if long:  # each tagged in overlapping windows that fit, as the run tags its splits
+                predictions.retag_long_texts(
+                    rows,
+                    examples,
+                    long,
+                    lambda parts: self.predict_examples(parts, td, progress=progress),
+                )
+        return rows
 
     def predict_stream(self, examples: Iterable[Example], td: TaskData, *,
                        chunk: int = PREDICT_CHUNK, progress: bool = False) -> Iterator[dict]:  # fmt: skip
@@ -264,23 +268,6 @@ class Predictor:
         td = self.task(task)
         examples = (self._example(x, td.task, i) for i, x in enumerate(inputs))
         return metrics.score_records(td.task, list(self.predict_stream(examples, td)))
-
-    def _predict_windows(self, examples, words, windows, td: TaskData, progress: bool):
-        """Tagging records for texts longer than ``data.max_length`` tokens: each is tagged in
-        overlapping windows of words that fit, and each word keeps the tag of the window where
-        it lies farthest from an edge (:func:`jaxtl.predictions.merge_windows`)."""
-        parts = predictions.window_parts(examples, windows)
-        rows = self.predict_examples(parts, td, progress=progress)
-        merged = predictions.merge_windows(windows, [r["tags"] for r in rows])
-        labelled = all(ex.label is not None for ex in examples)
-        out = []
-        for i, (ex, tags) in enumerate(zip(examples, merged)):
-            rec: dict[str, Any] = {"id": predictions.record_id(ex, i), "text": ex.text,
-                                   "words": words[i]}  # fmt: skip
-            if labelled:
-                rec["gold"] = list(ex.label)  # type: ignore[arg-type]
-            out.append(rec | {"tags": tags})
-        return out
 
     def read_input(self, path: str, td: TaskData, input_format: str = "auto") -> list[Example]:
         """Every example of ``path`` (:meth:`iter_input`), in a list."""

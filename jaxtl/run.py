@@ -308,20 +308,19 @@ def _tag_long_texts(
     text fits; the rows are as they were)."""
     long = predictions.long_texts(sd.examples, sd.encoded.lengths, run.tokenizer,
                                   run.config.data.max_length)  # fmt: skip
-    if not long:
-        return 0
-    parts = predictions.window_parts([sd.examples[i] for i, _ in long], [s for _, s in long])
     packed = bool(sd.batches) and "example_index" in sd.batches[0]
-    wsd = split_data(sd.name, td.task, parts, run.config, run.tokenizer, index=td.index,
-                     packed=packed)  # fmt: skip
-    # A feature-cached stage holds features for the texts as cut only: its frozen encoder runs
-    # on the windows (the same function the cache stores, to its tolerance).
-    outs, full = trainer.predict(stage, wsd.batches, params, cached=False)
-    part_rows = predictions.records(td.task, parts, wsd.encoded, wsd.buckets, outs, full,
-                                    labelled=wsd.labelled)  # fmt: skip
-    merged = predictions.merge_windows([s for _, s in long], [r["tags"] for r in part_rows])
-    for (i, _), tags in zip(long, merged, strict=True):
-        rows[i] = rows[i] | {"tags": tags}
+
+    def predict_parts(parts: list) -> list[dict]:
+        wsd = split_data(sd.name, td.task, parts, run.config, run.tokenizer, index=td.index,
+                         packed=packed)  # fmt: skip
+        # A feature-cached stage holds features for the texts as cut only: its frozen encoder
+        # runs on the windows (the same function the cache stores, to its tolerance).
+        outs, full = trainer.predict(stage, wsd.batches, params, cached=False)
+        return predictions.records(td.task, parts, wsd.encoded, wsd.buckets, outs, full,
+                                   labelled=wsd.labelled)  # fmt: skip
+
+    if long:
+        predictions.retag_long_texts(rows, sd.examples, long, predict_parts)
     return len(long)
 
 
