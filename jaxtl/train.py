@@ -360,10 +360,14 @@ class Trainer:
     def _save_best(self, stage_idx: int, stage: Stage, step: int, results) -> bool:
         """Track the stage's best evaluation (and per-task bests); save their params."""
 
+        saved: list[epath.Path] = []  # this evaluation's params, written once; the rest link
+
         def save(task: str | None) -> None:
             if self.cfg.save_best:
                 name = stage.name if task is None else f"{stage.name}-{task}"
-                ckpt_lib.save_params(self.workdir / "best" / name, step, self.params)
+                where = self.workdir / "best" / name
+                ckpt_lib.save_params(where, step, self.params, same_as=next(iter(saved), None))
+                saved.append(where)
 
         tasks = {n: es.task for n, es in stage.eval_sets.items()}
         key = f"{stage_idx}:{stage.name}"

@@ -155,3 +155,37 @@ def test_init_from_skip_must_be_a_tuple_of_regular_expressions():
         config_lib.validate(c)
     c.model.init_from_skip = ("heads/rte/",)
     config_lib.validate(c)
+
+
+def _files(step_dir):
+    return sorted(p.relative_to(step_dir) for p in step_dir.rglob("*") if p.is_file())
+
+
+def test_params_saved_again_at_the_same_step_are_hard_links_and_outlive_the_source(tmp_path):
+    """``save_params(..., same_as=A)`` with A's params at that step: every file is a hard link
+    to A's (one copy on disk) and reads back the same; when A later moves on to other params,
+    B still holds its own; linking a newer step keeps one step, like a save."""
+    p5 = {"enc": {"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, "b": np.ones(3, np.int32)}
+    p7 = jax.tree.map(lambda x: x * 2, p5)
+    a, b = tmp_path / "best" / "stage", tmp_path / "best" / "stage-task"
+    ckpt_lib.save_params(a, 5, p5)
+    ckpt_lib.save_params(b, 5, p5, same_as=a)
+    files = _files(a / "5")
+    assert files and files == _files(b / "5")
+    for f in files:
+        assert (a / "5" / f).stat().st_ino == (b / "5" / f).stat().st_ino
+    _assert_same(ckpt_lib.load_params(b, jax.tree.map(np.zeros_like, p5))[0], p5)
+
+    ckpt_lib.save_params(a, 7, p7)  # the stage's best moves on: the task's best stays at 5
+    assert not (a / "5").exists()
+    _assert_same(ckpt_lib.load_params(b, jax.tree.map(np.zeros_like, p5))[0], p5)
+    ckpt_lib.save_params(b, 7, p7, same_as=a)
+    assert sorted(x.name for x in b.iterdir()) == ["7"]
+    _assert_same(ckpt_lib.load_params(b, jax.tree.map(np.zeros_like, p5))[0], p7)
+
+
+def test_params_with_no_finished_source_step_are_saved_not_linked(tmp_path):
+    p = {"w": np.arange(4, dtype=np.float32)}
+    ckpt_lib.save_params(tmp_path / "b", 3, p, same_as=tmp_path / "missing")
+    assert (tmp_path / "b" / "3").is_dir()
+    _assert_same(ckpt_lib.load_params(tmp_path / "b", {"w": np.zeros(4, np.float32)})[0], p)

@@ -320,3 +320,21 @@ def test_prediction_tables_and_parquet_stream_and_fail_whole(tmp_path, monkeypat
     with pytest.raises(ValueError, match="cannot go to stdout"):
         with predictions.open_writer("-", "parquet"):
             pass
+
+
+def test_bests_from_one_evaluation_share_one_copy_of_the_params(run_dir):
+    """The stage's best and each task's best are saved by the evaluation that set them; those
+    one evaluation set at once are one copy on disk (hard links), not one write each."""
+    steps = {}
+    for d in sorted((run_dir / "best").rglob("*")):
+        if d.is_dir() and d.name.isdigit() and (d / "state").is_dir():
+            steps.setdefault(int(d.name), []).append(d)
+    assert len([d for ds in steps.values() for d in ds]) == 3  # the stage's, and each task's
+    shared = [ds for ds in steps.values() if len(ds) > 1]
+    assert shared, "the first evaluation sets the stage's and both tasks' bests at once"
+    for first, *others in shared:
+        files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+        for other in others:
+            assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+            for f in files:
+                assert (first / f).stat().st_ino == (other / f).stat().st_ino, (other, f)
