@@ -47,6 +47,22 @@ def _commands_run_on_two_devices():
     os.environ["XLA_FLAGS"] = xla_flags(8)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _commands_start_from_a_warm_process():
+    """``python launch.py`` / ``python -m jaxtl`` commands tests run with ``subprocess.run``
+    start from a forked process that has imported jaxtl already (tests/launcher.py: what is
+    the same as a new interpreter and what is not); ``JAXTL_TEST_FORK=0`` turns it off."""
+    import subprocess
+
+    import launcher
+
+    subprocess.run = launcher.run
+    launcher.start()
+    yield
+    subprocess.run = launcher._real_run
+    launcher.close()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:
     """The real datasets (GLUE, CoNLL-2003, UD, WikiText, Multi30k) laid beside the repository."""
