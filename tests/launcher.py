@@ -15,7 +15,8 @@ not in the captured stderr. Commands whose environment changes what a package re
 import (``JAX_*``, ``HF_*``, ``TRANSFORMERS_*``, ``PYTHON*`` …) run as real processes, as do
 commands with other ``subprocess.run`` arguments, other programs, and every ``Popen`` (tests
 that signal or kill a run). The installed ``jaxtl`` script and ``python -c`` checks of what
-importing does stay real processes too. ``JAXTL_TEST_FORK=0`` runs every command for real.
+importing does stay real processes too. ``JAXTL_TEST_FORK=0`` runs every command for real;
+``JAXTL_TEST_LAUNCH_LOG=FILE`` writes a line per command: forked or real, and why.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ class _Helper:
                 timed_out = True
                 os.kill(pid, signal.SIGKILL)
             line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the test launcher died running {cmd}; see {self.log.name}")
             rc = json.loads(line)["rc"]
             stdout, stderr = open(out, "rb").read(), open(err, "rb").read()
         if text:
@@ -161,8 +164,8 @@ def run(cmd, *args, **kwargs):
         return _real_run(cmd, *args, **kwargs)
     if _helper is None or not _helper.alive():
         _helper = _Helper()
-    if _import_time_env(env) != _helper.env:
-        got = _import_time_env(env)
+    got = _import_time_env(env)
+    if got != _helper.env:
         _note("real-env", cmd, {k for k in got.keys() | _helper.env.keys()
                                 if got.get(k) != _helper.env.get(k)})  # fmt: skip
         return _real_run(cmd, *args, **kwargs)
@@ -178,12 +181,13 @@ def run(cmd, *args, **kwargs):
     return p
 
 
-def _note(how, cmd, kwargs):
+def _note(how: str, cmd: Any, why: Any) -> None:
+    """One line per command to ``$JAXTL_TEST_LAUNCH_LOG`` (when set): how it ran and why."""
     if os.environ.get("JAXTL_TEST_LAUNCH_LOG"):
+        shown = cmd if isinstance(cmd, str) else " ".join(map(str, cmd))
+        test = os.environ.get("PYTEST_CURRENT_TEST")
         with open(os.environ["JAXTL_TEST_LAUNCH_LOG"], "a") as f:
-            f.write(
-                f"{how}\t{os.environ.get('PYTEST_CURRENT_TEST')}\t{cmd if isinstance(cmd, str) else ' '.join(map(str, cmd))[:200]}\t{sorted(kwargs)}\n"
-            )
+            f.write(f"{how}\t{test}\t{shown[:200]}\t{sorted(why)}\n")
 
 
 def start() -> None:
