@@ -12,7 +12,7 @@ import re
 
 import ml_collections
 
-from jaxtl import class_weights, partition, runtime
+from jaxtl import class_weights, partition, runtime, thresholds
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -106,6 +106,9 @@ def base_config() -> ml_collections.ConfigDict:
     # True: each multilabel class gets its own threshold, the one with the best F1 on the
     # selection split (dev) with the selected params; saved in thresholds.json (jaxtl.thresholds)
     c.train.tune_thresholds = False
+    # What the tuned thresholds maximise on dev: "macro_f1" (each class its best F1) or
+    # "micro_f1" (the pooled F1, a multilabel task's main metric: chosen together)
+    c.train.threshold_objective = "macro_f1"
     c.train.save_best = True  # keep the best params per stage in best/ (the selected model)
     c.train.restore_best = False  # a later stage (and MT-DNN refinement) starts from them
     c.train.progress = True
@@ -246,6 +249,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     class_weights.parse(t.get("class_weights", ""))  # its syntax; names once the data is read
     if not 0.0 < float(t.get("multilabel_threshold", 0.5)) < 1.0:
         raise ValueError(f"train.multilabel_threshold={t.multilabel_threshold}: must be in (0, 1)")
+    objective = t.get("threshold_objective", "macro_f1")
+    if objective not in thresholds.OBJECTIVES:
+        raise ValueError(f"train.threshold_objective={objective!r}: one of "
+                         f"{', '.join(repr(o) for o in thresholds.OBJECTIVES)}")  # fmt: skip
     for section in ("train", "source", "pretrain", "lm_finetune"):  # each stage's epochs
         if section in c and "epochs" in c[section] and not float(c[section].epochs) >= 0:
             raise ValueError(f"{section}.epochs={c[section].epochs}: must be >= 0 (0 = "

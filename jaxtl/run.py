@@ -235,6 +235,7 @@ def evaluate_selected(
     owner = {n: si for si, st in enumerate(stages) for n in st.eval_sets}
     chosen, test, tuned, dev_now = [], {}, {}, {}
     tune = bool(run.config.train.get("tune_thresholds", False))
+    objective = str(run.config.train.get("threshold_objective", "macro_f1"))
     for si, stage in enumerate(stages):
         names = [n for n in stage.eval_sets if owner[n] == si and n in by_name]
         if not names:
@@ -257,7 +258,8 @@ def evaluate_selected(
                     continue
                 outs, full = trainer.predict(stage, sd.batches, params)
                 if tune and task.kind == "multilabel" and split == "dev" and sd.labelled:
-                    task, tuned[name] = _tune_thresholds(task, outs, full, td.eval_split)
+                    task, tuned[name] = _tune_thresholds(task, outs, full, td.eval_split,
+                                                         objective)  # fmt: skip
                     td.task = task  # the export writes them too
                 rows: list[dict] = []
                 if records:
@@ -338,19 +340,23 @@ def _dev_over_every_word(
     return now
 
 
-def _tune_thresholds(task: Any, outs: Any, batches: Any, split: str) -> tuple[Any, dict]:
-    """``task`` with per-class thresholds tuned on its dev outputs (:mod:`jaxtl.thresholds`),
-    and what ``thresholds.json`` records of it."""
+def _tune_thresholds(
+    task: Any, outs: Any, batches: Any, split: str, objective: str
+) -> tuple[Any, dict]:
+    """``task`` with per-class thresholds tuned on its dev outputs for ``objective``
+    (:mod:`jaxtl.thresholds`), and what ``thresholds.json`` records of it."""
     gold, probs = metrics.multilabel_arrays(task, batches, outs)
     before = metrics.score_task(task, outs, batches)
-    cut = thresholds.tune(gold, probs, float(np.mean(thresholds.per_class(task))))
+    cut = thresholds.tune(gold, probs, float(np.mean(thresholds.per_class(task))), objective)
     task = thresholds.with_thresholds(task, cut)
     after = metrics.score_task(task, outs, batches)
-    log.info("task %s: thresholds tuned on %s: %s; dev %s %.4f -> %.4f (chosen on dev)",
-             task.name, split, ", ".join(f"{n} {t:.2f}" for n, t in zip(task.label_names, cut)),
-             task.main_metric, before[task.main_metric], after[task.main_metric])  # fmt: skip
+    log.info("task %s: thresholds tuned on %s for %s: %s; dev %s %.4f -> %.4f (chosen on dev)",
+             task.name, split, objective,
+             ", ".join(f"{n} {t:.2f}" for n, t in zip(task.label_names, cut)),
+             objective, before[objective], after[objective])  # fmt: skip
     return task, {
         "chosen_on": split,
+        "objective": objective,
         "thresholds": dict(zip(task.label_names, cut)),
         "dev_before": {k: float(v) for k, v in before.items()},
         "dev_after": {k: float(v) for k, v in after.items()},

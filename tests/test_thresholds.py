@@ -1,7 +1,8 @@
 """Per-class multilabel thresholds tuned on dev (``train.tune_thresholds``, jaxtl.thresholds):
 each class's threshold is the grid point with its best F1 on dev (scikit-learn's F1, checked by
-brute force), and the tuned thresholds decide the run's records, its test scores, results.json
-and ``--predict`` alike."""
+brute force), or, for ``train.threshold_objective=micro_f1``, thresholds no one-class move
+improves the pooled F1 of; the tuned thresholds decide the run's records, its test scores,
+results.json and ``--predict`` alike (the command-line run tunes for micro-F1)."""
 
 import json
 import subprocess
@@ -34,6 +35,59 @@ def test_each_class_gets_its_best_f1_threshold():
     probs = np.array([[0.35], [0.30], [0.2], [0.1]])
     assert thresholds.tune(gold, probs, 0.5) == (0.29,)
     assert thresholds.tune(gold, probs, 0.1) == (0.2,)
+
+
+def _micro(gold, probs, cut):
+    return f1_score(gold, probs > np.asarray(cut), average="micro", zero_division=0)
+
+
+def test_micro_f1_thresholds_are_chosen_together_and_no_one_class_move_improves_them():
+    """``micro_f1``: scikit-learn's micro-F1 at the tuned thresholds is at least the configured
+    threshold's, and no class moved alone to any grid value raises it (checked by brute
+    force); a class without a positive on dev keeps the configured threshold. On these data
+    the two objectives disagree, so the choice matters."""
+    rng = np.random.default_rng(1)
+    gold = (rng.random((300, 4)) < [0.5, 0.3, 0.05, 0.0]).astype(int)
+    probs = np.clip(rng.random((300, 4)) * [0.6, 0.3, 0.5, 0.9] + gold * [0.3, 0.15, 0.2, 0],
+                    0, 1)  # fmt: skip
+    cut = thresholds.tune(gold, probs, 0.5, "micro_f1")
+    best = _micro(gold, probs, cut)
+    assert best > _micro(gold, probs, [0.5] * 4)
+    assert cut[3] == 0.5
+    for c in range(3):
+        for t in thresholds.GRID:
+            moved = list(cut)
+            moved[c] = t
+            assert _micro(gold, probs, moved) <= best + 1e-12, (c, t)
+    macro_cut = thresholds.tune(gold, probs, 0.5, "macro_f1")
+    assert macro_cut != cut and _micro(gold, probs, macro_cut) < best
+    assert f1_score(gold[:, :3], probs[:, :3] > np.asarray(macro_cut[:3]), average="macro") > (
+        f1_score(gold[:, :3], probs[:, :3] > np.asarray(cut[:3]), average="macro"))  # fmt: skip
+    with pytest.raises(ValueError, match="threshold objective 'f1': one of macro_f1, micro_f1"):
+        thresholds.tune(gold, probs, 0.5, "f1")
+
+
+def test_the_threshold_objective_reaches_thresholds_json_and_a_bad_one_stops_the_run():
+    from jaxtl import config as config_lib
+    from jaxtl import run as run_lib
+
+    task = Task("t", "multilabel", lambda s: [], label_names=("a", "b"),
+                metrics=("micro_f1", "macro_f1", "subset_accuracy"), main_metric="micro_f1")  # fmt: skip
+    rng = np.random.default_rng(2)
+    gold = (rng.random((60, 2)) < [0.5, 0.2]).astype(int)
+    probs = np.clip(rng.random((60, 2)) * 0.6 + gold * [0.3, 0.1], 0, 1).astype(np.float32)
+    batches = [{"label_set": gold, "example_weight": np.ones(60, np.float32),
+                "label": np.zeros(60, np.int32)}]  # fmt: skip
+    tuned_task, rec = run_lib._tune_thresholds(task, [{"pred_probs": probs}], batches, "dev",
+                                               "micro_f1")  # fmt: skip
+    assert rec["objective"] == "micro_f1"
+    assert tuned_task.threshold == tuple(rec["thresholds"].values())
+    assert rec["dev_after"]["micro_f1"] > rec["dev_before"]["micro_f1"]
+    c = config_lib.base_config()
+    c.train.threshold_objective = "micro"
+    with pytest.raises(ValueError, match=r"train.threshold_objective='micro': one of 'macro_f1', "
+                                         r"'micro_f1'"):  # fmt: skip
+        config_lib.validate(c)
 
 
 def test_per_class_thresholds_decide_metrics_and_records():
@@ -86,19 +140,21 @@ def test_tuned_thresholds_from_the_command_line(tiny_bert_dir, tmp_path):
         [sys.executable, "launch.py", "--regime=multitask", "--config=configs/multitask.py:tiny",
          f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={spec}",
          "--config.train.steps=40", "--config.optim.lr=3e-3", "--config.data.max_eval_examples=40",
-         "--config.train.tune_thresholds=True", f"--config.export_dir={tmp_path / 'export'}",
+         "--config.train.tune_thresholds=True", "--config.train.threshold_objective=micro_f1",
+         f"--config.export_dir={tmp_path / 'export'}",
          f"--workdir={wd}"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    assert "thresholds tuned on dev" in p.stderr
+    assert "thresholds tuned on dev for micro_f1" in p.stderr
     tuned = json.loads((wd / "thresholds.json").read_text())["topics"]
     cut = tuned["thresholds"]
     assert tuned["chosen_on"] == "dev" and set(cut) == {"money", "sport", "tech"}
+    assert tuned["objective"] == "micro_f1"
     assert all(round(t, 2) in thresholds.GRID for t in cut.values())
     assert any(t != 0.5 for t in cut.values()), cut  # else this test shows nothing
-    # per-class F1 at its best threshold: dev macro-F1 cannot fall
-    assert tuned["dev_after"]["macro_f1"] >= tuned["dev_before"]["macro_f1"]
+    # ascent from the configured threshold: dev micro-F1 cannot fall
+    assert tuned["dev_after"]["micro_f1"] >= tuned["dev_before"]["micro_f1"]
     # results.json's dev scores are the tuned thresholds' (what the selected model predicts)
     assert json.loads((wd / "results.json").read_text())["topics"] == tuned["dev_after"]
     names = ("money", "sport", "tech")
