@@ -350,10 +350,11 @@ def _tune_thresholds(
     cut = thresholds.tune(gold, probs, float(np.mean(thresholds.per_class(task))), objective)
     task = thresholds.with_thresholds(task, cut)
     after = metrics.score_task(task, outs, batches)
+    shown = objective if objective in after else task.main_metric  # a task's own metrics= list
     log.info("task %s: thresholds tuned on %s for %s: %s; dev %s %.4f -> %.4f (chosen on dev)",
              task.name, split, objective,
              ", ".join(f"{n} {t:.2f}" for n, t in zip(task.label_names, cut)),
-             objective, before[objective], after[objective])  # fmt: skip
+             shown, before[shown], after[shown])  # fmt: skip
     return task, {
         "chosen_on": split,
         "objective": objective,

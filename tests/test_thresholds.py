@@ -83,6 +83,12 @@ def test_the_threshold_objective_reaches_thresholds_json_and_a_bad_one_stops_the
     assert rec["objective"] == "micro_f1"
     assert tuned_task.threshold == tuple(rec["thresholds"].values())
     assert rec["dev_after"]["micro_f1"] > rec["dev_before"]["micro_f1"]
+    # a task scored on micro-F1 alone (its own metrics=) tunes for macro-F1 all the same
+    only_micro = Task("t", "multilabel", lambda s: [], label_names=("a", "b"),
+                      metrics=("micro_f1",), main_metric="micro_f1")  # fmt: skip
+    _, rec = run_lib._tune_thresholds(only_micro, [{"pred_probs": probs}], batches, "dev",
+                                      "macro_f1")  # fmt: skip
+    assert set(rec["dev_after"]) == {"micro_f1"} and rec["objective"] == "macro_f1"
     c = config_lib.base_config()
     c.train.threshold_objective = "micro"
     with pytest.raises(ValueError, match=r"train.threshold_objective='micro': one of 'macro_f1', "
