@@ -2,10 +2,11 @@
 
 A test that runs ``python launch.py ...`` or ``python -m jaxtl ...`` through ``subprocess.run``
 pays ~5 s of imports before the command does anything (jax, flax, orbax, transformers,
-scikit-learn, matplotlib), and the default test run starts ~100 such commands. Here one helper
-process per test worker imports all of that once — never starting JAX's backend, so no device,
-thread or XLA flag is fixed yet — and forks a child for each command: the child takes the
-command's working directory, environment, argv, stdin, stdout and stderr, runs ``launch.py`` or
+scikit-learn, matplotlib), and the default test run starts ~80 such commands (70 forked here
+on 2026-12-06). Here one helper process per test worker imports all of that once — never
+starting JAX's backend, so no device, thread or XLA flag is fixed yet — and forks a child for
+each command: the child takes the command's working directory, environment, argv, stdin,
+stdout and stderr, runs ``launch.py`` (or a wrapper of it, :data:`SCRIPTS`) or
 ``jaxtl/__main__.py`` as ``__main__`` exactly as Python would, runs the exit handlers and exits
 with the command's status. The test gets the ``CompletedProcess`` (or ``TimeoutExpired``) that
 ``subprocess.run`` would give.
