@@ -66,9 +66,15 @@ def tune(
         pred = probs[:, c, None] > GRID[None, :]  # [N, G]
         tp = (pred & gold[:, c, None]).sum(0)
         f1 = 2 * tp / (pred.sum(0) + gold[:, c].sum())  # 2TP / (2TP + FP + FN)
-        best = np.flatnonzero(f1 == f1.max())
-        out.append(float(GRID[best[np.argmin(np.abs(GRID[best] - default))]]))
+        out.append(_best_on_grid(f1, default))
     return tuple(out)
+
+
+def _best_on_grid(score: np.ndarray, near: float) -> float:
+    """The :data:`GRID` value with the highest ``score`` (one per grid value); of equals, the
+    one nearest ``near``."""
+    best = np.flatnonzero(score == score.max())
+    return float(GRID[best[np.argmin(np.abs(GRID[best] - near))]])
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -90,8 +96,7 @@ def _tune_micro(gold: np.ndarray, probs: np.ndarray, default: float) -> tuple[fl
             grid = probs[:, c, None] > GRID[None, :]  # [N, G]: class c at every grid value
             gc = gold[:, c, None]
             f1 = _f1(tp0 + (grid & gc).sum(0), fp0 + (grid & ~gc).sum(0), fn0 + (~grid & gc).sum(0))
-            best = np.flatnonzero(f1 == f1.max())
-            t = float(GRID[best[np.argmin(np.abs(GRID[best] - cut[c]))]])
+            t = _best_on_grid(f1, cut[c])
             if t != cut[c]:
                 cut[c], pred[:, c], moved = t, probs[:, c] > t, True
         if not moved:
