@@ -14,6 +14,11 @@ the metadata (written atomically); a resume recomputes them from what it reads b
 bit that still decodes (orbax's zstd chunks carry no checksum of their own) is caught like a torn
 file.
 
+``Checkpointer(async_save=True)`` (the loop's default, ``checkpoint.async_save``) returns from
+``save`` once orbax has the arrays on the host and writes them, and then the checksums, in the
+background while training goes on; one save is in flight at a time, and the next save, a restore,
+``wait_until_finished`` and ``close`` wait for it (and raise what it failed with).
+
 ``load_params`` is the transfer path: it restores only parameters, into a model whose structure may
 differ from the one saved (a new head, one more layer), and reports which parameters were loaded,
 which are new, and which had a different shape.
@@ -29,6 +34,7 @@ import os
 import pathlib
 import re
 import shutil
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,7 +82,7 @@ def checksums(state: Any, meta: Any) -> dict[str, str]:
             x = jax.random.key_data(x)
         a = np.ascontiguousarray(np.asarray(jax.device_get(x)))
         h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        h.update(a.reshape(-1).view(np.uint8).data)  # the bytes, read in place
         out["/".join(_key_name(k) for k in path)] = h.hexdigest()
     text = json.dumps(json.loads(json.dumps(meta, default=str)), sort_keys=True)
     out["(meta)"] = hashlib.sha256(text.encode()).hexdigest()
@@ -84,16 +90,28 @@ def checksums(state: Any, meta: Any) -> dict[str, str]:
 
 
 class Checkpointer:
-    """Keeps the last ``max_to_keep`` checkpoints of a run under ``directory``."""
+    """Keeps the last ``max_to_keep`` checkpoints of a run under ``directory``.
 
-    def __init__(self, directory: str | epath.Path, *, max_to_keep: int = 2):
+    ``async_save``: ``save`` returns once the arrays are on the host (orbax's blocking part; on
+    CPU they are the arrays themselves, held until written) and the files, then the checksums,
+    are written in the background. A save that fails there raises at the next save,
+    ``wait_until_finished`` or ``close``; until orbax commits it the step's files stay in a
+    temporary folder, so the previous checkpoint is the latest good one, as with a kill."""
+
+    def __init__(
+        self, directory: str | epath.Path, *, max_to_keep: int = 2, async_save: bool = False
+    ):
         self.directory = epath.Path(directory)
+        self.async_save = async_save
+        self._finishing: threading.Thread | None = None  # the in-flight save's checksum writer
+        self._failed: BaseException | None = None
+        self._closed = False
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 create=True,
-                enable_async_checkpointing=False,
+                enable_async_checkpointing=async_save,
                 # A save cut short (kill -9, full disk) leaves an uncommitted temporary step:
                 # never resumed from, and removed when the next run opens the folder.
                 cleanup_tmp_directories=True,
@@ -137,6 +155,7 @@ class Checkpointer:
         """The newest checkpoint that reads back whole. Unreadable newer ones (a torn write, a
         damaged disk) are moved aside to ``<workdir>/corrupt_checkpoints/`` — never deleted —
         with a warning naming them and the step the run falls back to."""
+        self.wait_until_finished()
         if jax.process_count() > 1:
             return self.latest_step()  # moving files needs all hosts to agree: not attempted
         for step in sorted(self.manager.all_steps(), reverse=True):
@@ -157,23 +176,60 @@ class Checkpointer:
         return None
 
     def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
+        self.wait_until_finished()  # one save in flight: the previous one is on disk first
+        tree = _state_dict(state)
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_state_dict(state)),
-                meta=ocp.args.JsonSave(meta),
+                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)
             ),
             force=True,
         )
-        self.manager.wait_until_finished()
-        if jax.process_count() == 1:  # every array is addressable here: hash what was saved
-            fileio.write_atomic(
-                self.directory / str(step) / CHECKSUMS,
-                json.dumps(checksums(_state_dict(state), meta), indent=0) + "\n",
-            )
+        if jax.process_count() > 1:  # arrays other hosts hold cannot be hashed here
+            self.manager.wait_until_finished()
+            return
+        if not self.async_save:
+            self._write_checksums(step, tree, meta)
+            return
+        # The checksums are of the values saved: fetched now (on CPU, views of the arrays, which
+        # the next step then cannot donate: it writes new buffers), hashed in the background.
+        host = jax.device_get(tree)
+        self._finishing = threading.Thread(
+            target=self._finish_in_background, args=(step, host, meta),
+            name=f"jaxtl-checkpoint-{step}",
+        )  # fmt: skip
+        self._finishing.start()
+
+    def _finish_in_background(self, step: int, host: Any, meta: dict[str, Any]) -> None:
+        try:
+            self._write_checksums(step, host, meta)
+        except BaseException as e:  # raised by the next wait_until_finished, in the loop
+            self._failed = e
+
+    def _write_checksums(self, step: int, tree: Any, meta: dict[str, Any]) -> None:
+        sums = checksums(tree, meta)  # hashlib leaves the GIL to the loop on large arrays
+        self.manager.wait_until_finished()  # committed: the step folder has its final name
+        fileio.write_atomic(
+            self.directory / str(step) / CHECKSUMS, json.dumps(sums, indent=0) + "\n"
+        )
+
+    def wait_until_finished(self) -> None:
+        """Returns once the save in flight (if any) is on disk with its checksums; raises what
+        it failed with."""
+        if self._closed:
+            return
+        if self._finishing is not None:
+            self._finishing.join()
+            self._finishing = None
+        else:
+            self.manager.wait_until_finished()
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """Restore onto ``target``'s structure and shardings (arrays or ShapeDtypeStructs)."""
+        self.wait_until_finished()
         abstract = jax.tree.map(_abstract, _state_dict(target))
         out = self.manager.restore(
             step,
@@ -188,7 +244,13 @@ class Checkpointer:
         return state, dict(out["meta"])
 
     def close(self) -> None:
-        self.manager.close()
+        """Waits for the save in flight (raising what it failed with), then closes orbax."""
+        try:
+            self.wait_until_finished()
+        finally:
+            if not self._closed:
+                self._closed = True
+                self.manager.close()
 
 
 def _abstract(x: Any) -> Any:

@@ -116,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 100  # 0 = at stage ends only
     c.checkpoint.keep = 2
+    # True: a checkpoint is written (and its checksums hashed) in the background while training
+    # goes on; the next save, the run's end and a stop by signal or error wait for it
+    c.checkpoint.async_save = True
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1 = the rest of the devices

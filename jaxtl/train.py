@@ -106,6 +106,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # 0 = only at stage ends
     keep_checkpoints: int = 2
+    async_checkpoints: bool = False  # write checkpoints in the background (checkpoint.async_save)
     accum_steps: int = 1
     early_stop_patience: int = 0  # evaluations without improvement before a stage stops; 0 = off
     save_best: bool = True
@@ -193,7 +194,9 @@ class Trainer:
         ]
         self.metrics = report.MetricsLog(self.workdir)
         self.checkpointer = ckpt_lib.Checkpointer(
-            self.workdir / "checkpoints", max_to_keep=self.cfg.keep_checkpoints
+            self.workdir / "checkpoints",
+            max_to_keep=self.cfg.keep_checkpoints,
+            async_save=self.cfg.async_checkpoints,
         )
         self.plans: list[dict[str, Any]] = []
         plan_file = self.workdir / "plan.json"
@@ -389,12 +392,25 @@ class Trainer:
         try:
             for si, stage in enumerate(self.stages):
                 self._run_stage(si, stage)
+        except BaseException:
+            self._settle_checkpoint()
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             if self._pbar:
                 self._pbar.close()
         return self._finish()
+
+    def _settle_checkpoint(self) -> None:
+        """A run stopping on an error lets the checkpoint in flight reach the disk (its last
+        good state, as a synchronous save would have left it); that save's own failure is
+        logged, not raised over the error that stopped the run."""
+        try:
+            self.checkpointer.wait_until_finished()
+        except Exception as e:
+            log.error("the checkpoint being written when the run stopped failed: %s: %s",
+                      type(e).__name__, e)  # fmt: skip
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGTERM (a preempted VM) and SIGINT (Ctrl-C) end the run at the next step boundary,

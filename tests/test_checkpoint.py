@@ -189,3 +189,83 @@ def test_params_with_no_finished_source_step_are_saved_not_linked(tmp_path):
     ckpt_lib.save_params(tmp_path / "b", 3, p, same_as=tmp_path / "missing")
     assert (tmp_path / "b" / "3").is_dir()
     _assert_same(ckpt_lib.load_params(tmp_path / "b", {"w": np.zeros(4, np.float32)})[0], p)
+
+
+def _small_state(value=1.0):
+    params = {"w": jax.numpy.full((64, 32), value), "b": jax.numpy.arange(32.0)}
+    return step_lib.TrainState(
+        step=jax.numpy.int32(5),
+        params=params,
+        opt_state=(jax.tree.map(jax.numpy.zeros_like, params),),
+        rng=jax.numpy.zeros(2, jax.numpy.uint32),
+    )
+
+
+def test_an_async_save_returns_before_it_is_written_and_keeps_the_values_of_its_step(
+    tmp_path, monkeypatch
+):
+    """``save`` returns while the checkpoint is still being finished (held here inside the
+    checksum hashing, which would deadlock a synchronous save: it runs under a timeout); the
+    steps after it donate and overwrite the state, yet the step reads back with the values and
+    checksums it was saved with."""
+    import threading
+
+    hashing = threading.Event()
+    release = threading.Event()
+    real = ckpt_lib.checksums
+
+    def held(*a, **k):
+        hashing.set()
+        assert release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ckpt_lib, "checksums", held)
+    state = _small_state()
+    want = jax.tree.map(np.array, state)
+    ck = ckpt_lib.Checkpointer(tmp_path / "ck", async_save=True)
+    saver = threading.Thread(target=ck.save, args=(5, state, {"feed": 1}))
+    saver.start()
+    saver.join(timeout=20)
+    assert not saver.is_alive(), "save waited for its checkpoint to be written"
+    assert hashing.wait(20)
+    assert not (tmp_path / "ck" / "5" / ckpt_lib.CHECKSUMS).exists()  # still in flight
+    step = jax.jit(
+        lambda s: s.replace(params=jax.tree.map(lambda p: p * 0 - 7, s.params)), donate_argnums=0
+    )
+    for _ in range(3):
+        state = step(state)
+    jax.block_until_ready(state)
+    release.set()
+    ck.wait_until_finished()
+    assert (tmp_path / "ck" / "5" / ckpt_lib.CHECKSUMS).exists()
+    assert ck.verify(5) is None
+    got, meta = ck.restore(5, want)
+    _assert_same(got, want)
+    assert meta == {"feed": 1}
+    ck.close()
+
+
+def test_an_async_save_that_fails_in_the_background_raises_at_the_next_wait(tmp_path, monkeypatch):
+    """A failure while the checkpoint is written in the background is not lost: the next
+    ``save`` (or ``wait_until_finished``, ``close``) raises it, and the earlier step stays."""
+    import errno
+
+    ck = ckpt_lib.Checkpointer(tmp_path / "ck", async_save=True)
+    ck.save(4, _small_state(1.0), {})
+    ck.wait_until_finished()
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(ckpt_lib.fileio, "write_atomic", full)
+    ck.save(8, _small_state(2.0), {})  # returns: the failure comes in the background
+    with pytest.raises(OSError, match="No space left"):
+        ck.save(12, _small_state(3.0), {})
+    monkeypatch.undo()
+    ck.close()  # the failure was raised once; nothing more is pending
+    # orbax committed step 8 before its checksums failed: it reads back (without them), as a
+    # step killed between the two does; step 12 was never started.
+    again = ckpt_lib.Checkpointer(tmp_path / "ck")
+    assert again.manager.all_steps() == [4, 8] and again.latest_good_step() == 8
+    assert not (tmp_path / "ck" / "8" / ckpt_lib.CHECKSUMS).exists()
+    again.close()

@@ -79,6 +79,28 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_bert_dir, tmp_
     assert train_recs[-1]["loss"] == "nan" and np.isfinite(train_recs[-2]["loss"])
 
 
+def test_a_run_stopped_by_an_error_leaves_the_checkpoint_it_was_writing_whole(
+    tiny_bert_dir, tmp_path, monkeypatch
+):
+    """Checkpoints are written in the background (checkpoint.async_save, the default): the
+    step-4 checkpoint is still being finished (its checksums held back 2 s) when a non-finite
+    step stops the run, and the run waits for it before the error leaves ``run``."""
+    import time
+
+    real = ckpt_lib.checksums
+
+    def slow(*a, **k):
+        time.sleep(2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ckpt_lib, "checksums", slow)
+    _poisoned_run(tiny_bert_dir, tmp_path, at=4, stops_at=5)
+    assert (tmp_path / "checkpoints" / "4" / ckpt_lib.CHECKSUMS).exists()
+    ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
+    assert ck.latest_good_step() == 4 and ck.verify(4) is None
+    ck.close()
+
+
 def test_a_nonfinite_step_on_a_checkpoint_step_is_caught_before_anything_is_saved(
     tiny_bert_dir, tmp_path
 ):
