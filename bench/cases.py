@@ -254,7 +254,8 @@ def e2e_jaxtl(
     c.train.log_every = max(1, steps)
     c.train.save_best = False
     c.train.progress = False
-    c.checkpoint.every_steps = 0
+    c.checkpoint.every_steps = s.checkpoint_every
+    c.checkpoint.async_save = s.checkpoint_async
     c.optim.lr = s.lr
     c.compile_cache = compile_cache
     config_lib.finalize(c)
@@ -285,6 +286,7 @@ def e2e_jaxtl(
         wall = time.perf_counter() - t0
         with open(os.path.join(wd, "metrics.jsonl")) as f:
             events = [json.loads(x) for x in f]
+        kept = sorted(int(n) for n in os.listdir(os.path.join(wd, "checkpoints")) if n.isdigit())
     train_events = [e for e in events if e.get("split") == "train"]
     compiled = [e for e in events if e.get("task") == "compilations"][-1]
     return {
@@ -300,6 +302,7 @@ def e2e_jaxtl(
         "pad_fraction": pad,
         "buckets": list(c.data.buckets),
         "last_train_log": train_events[-1] if train_events else None,
+        "checkpoints_kept": kept,
         "what": "jaxtl.regimes.multitask.run, tasks=(glue/sst2,), eval at the end only",
     }
 
@@ -357,7 +360,8 @@ def _e2e_trainer(s: Settings, steps: int, train, dev) -> dict[str, Any]:
             lr_scheduler_type="linear",
             max_grad_norm=1.0,
             max_steps=steps,
-            save_strategy="no",
+            save_strategy="steps" if s.checkpoint_every else "no",
+            save_steps=s.checkpoint_every or 500,
             eval_strategy="no",
             logging_steps=max(1, steps),
             report_to="none",
@@ -370,6 +374,7 @@ def _e2e_trainer(s: Settings, steps: int, train, dev) -> dict[str, Any]:
         tr = trainer.train()
         counting[0] = False
         pred = trainer.predict(rows(dev))
+        saved = sorted(int(n.split("-")[1]) for n in os.listdir(od) if n.startswith("checkpoint-"))
     wall = time.perf_counter() - t0
     acc = float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())
     return {
@@ -378,6 +383,7 @@ def _e2e_trainer(s: Settings, steps: int, train, dev) -> dict[str, Any]:
         "accuracy": acc,
         "pad_fraction": 1.0 - counts["real"] / max(1, counts["total"]),
         "optimizer": str(args.optim),
+        "checkpoints_kept": saved,
         "torch_threads": torch.get_num_threads(),
         "what": "transformers.Trainer + DataCollatorWithPadding (batch-max padding)",
     }
@@ -789,6 +795,66 @@ def _compile_twice(s: Settings, config_args: list[str]) -> dict[str, Any]:
     }
 
 
+def case_checkpoint(s: Settings) -> dict[str, Any]:
+    """What saving checkpoints costs a training run: the e2e recipe on the first
+    ``s.train_examples`` of SST-2 (one epoch), each run a fresh process, with a checkpoint every
+    ``s.checkpoint_every`` steps and without — jaxtl writing in the background (its default,
+    ``checkpoint.async_save``) and in the loop, the HF Trainer (``save_steps``: model, optimizer,
+    scheduler and RNG states) — in ``s.checkpoint_pairs`` alternated rounds. A system's cost of
+    checkpointing is its median wall time with saves minus without. jaxtl's runs share one
+    compile cache, filled by an untimed run first, so compiling is out of the comparison; each
+    jaxtl run also checkpoints at its end (the loop always does), saves or not."""
+    task, train, dev = _sst2(s)
+    steps = math.ceil(len(train) / s.batch_size)
+    every = s.checkpoint_every or 8
+    modes = {
+        "jaxtl, no periodic checkpoint": ("jaxtl", 0, True),
+        "jaxtl, in the background (default)": ("jaxtl", every, True),
+        "jaxtl, in the loop (checkpoint.async_save=False)": ("jaxtl", every, False),
+    }
+    if s.torch:
+        modes["HF Trainer, no checkpoint"] = ("trainer", 0, True)
+        modes["HF Trainer, save_steps"] = ("trainer", every, True)
+    folder = tempfile.mkdtemp(prefix="jaxtl-bench-checkpoint-")
+    cache = os.path.join(folder, "xla")
+    walls: dict[str, list[float]] = {m: [] for m in modes}
+    runs: dict[str, dict[str, Any]] = {}
+
+    def one(system: str, n: int, background: bool) -> dict[str, Any]:
+        r = dataclasses.replace(s, checkpoint_every=n, checkpoint_async=background)
+        if system == "trainer":
+            return _e2e_trainer(r, steps, train, dev)
+        job = ["e2e", str(steps), str(len(train)), str(len(dev)), cache, json.dumps(r.to_json())]
+        return _worker(job, _device_env(1))
+
+    try:
+        one("jaxtl", 0, True)  # fills the compile cache: every timed jaxtl run loads from it
+        for _ in range(s.checkpoint_pairs):
+            for mode, (system, n, background) in modes.items():
+                runs[mode] = one(system, n, background)
+                walls[mode].append(runs[mode]["wall_s"])
+                print(f"  checkpoint {mode}: {walls[mode][-1]:.1f}s", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    jaxtl_steps = runs["jaxtl, no periodic checkpoint"]["steps"]
+    rows = []
+    for mode, (system, n, background) in modes.items():
+        base = "jaxtl, no periodic checkpoint" if system == "jaxtl" else "HF Trainer, no checkpoint"
+        saves = (jaxtl_steps if system == "jaxtl" else steps) // n if n else 0
+        cost = median(walls[mode]) - median(walls[base])
+        rows.append({
+            "mode": mode, "system": system, "every": n, "background": background,
+            "saves": saves, "wall_s": walls[mode], "wall_median_s": median(walls[mode]),
+            "accuracy": runs[mode]["accuracy"], "checkpoint_cost_s": cost,
+            "checkpoints_kept": runs[mode]["checkpoints_kept"],
+            "cost_per_save_s": cost / saves if saves else None,
+        })  # fmt: skip
+    return {
+        "train_examples": len(train), "trainer_steps": steps, "jaxtl_steps": jaxtl_steps,
+        "every": every, "rows": rows, "load_avg": os.getloadavg(),
+    }  # fmt: skip
+
+
 def case_mlm(s: Settings) -> dict[str, Any]:
     """Masked-LM train step, B x T (the longest ``--seq-lens``), 15% of positions masked: jaxtl
     decoding only the masked positions (what a run does), jaxtl decoding every position, and
@@ -842,6 +908,6 @@ def case_families(s: Settings) -> dict[str, Any]:
 
 
 CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding",
-         "families", "compile", "mlm")  # fmt: skip
+         "families", "compile", "mlm", "checkpoint")  # fmt: skip
 
 __all__ = ["CASES", "median"]

@@ -64,6 +64,11 @@ class Settings:
     # e2e cases: one run of every system per seed, ratios and accuracies on the means (empty:
     # one run at ``seed``)
     seeds: tuple[int, ...] = ()
+    # e2e runs save a checkpoint every N steps (0: jaxtl at the end only, the Trainer none);
+    # jaxtl in the background (checkpoint.async_save) or not. The checkpoint case sets them.
+    checkpoint_every: int = 0
+    checkpoint_async: bool = True
+    checkpoint_pairs: int = 2  # checkpoint case: rounds of every system and mode, alternated
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 SECTIONS = ("meta", "step", "forward", "e2e", "e2e_full", "cache", "memory", "scaling", "accelerator",
-            "padding", "compile", "families", "data_scale", "mlm")  # fmt: skip
+            "padding", "compile", "families", "data_scale", "mlm", "checkpoint")  # fmt: skip
 OWN_RUN = (
     "e2e_full",
     "families",
     "data_scale",
     "compile",
     "mlm",
+    "checkpoint",
 )  # sections not needed for a run to count as the full one
 
 TITLES = {
@@ -39,6 +40,7 @@ TITLES = {
     "compile": "9. Persistent compilation cache",
     "data_scale": "11. Data at scale: tokenise and batch",
     "mlm": "12. Masked-LM train step",
+    "checkpoint": "13. Checkpointing during training",
 }
 
 
@@ -588,6 +590,50 @@ def mlm(res: dict, path: pathlib.Path) -> str:
     ])  # fmt: skip
 
 
+def checkpoint(res: dict, path: pathlib.Path) -> str:
+    c = res["cases"]["checkpoint"]
+    rows = [
+        [r["mode"], r["every"] or "–", r["saves"], ", ".join(f"{w:.1f}" for w in r["wall_s"]),
+         f"{r['wall_median_s']:.1f}", f"{100 * r['accuracy']:.2f}",
+         f"{r['checkpoint_cost_s']:+.1f}" if r["saves"] else "–",
+         _f(r["cost_per_save_s"], 2)]
+        for r in c["rows"]
+    ]  # fmt: skip
+    by = {r["mode"]: r for r in c["rows"]}
+    bg = by.get("jaxtl, in the background (default)")
+    loop = by.get("jaxtl, in the loop (checkpoint.async_save=False)")
+    hf = by.get("HF Trainer, save_steps")
+    lines = []
+    if bg and loop and loop["cost_per_save_s"]:
+        lines.append(
+            f"- jaxtl, seconds a checkpoint costs the run: {_f(bg['cost_per_save_s'], 2)} in the "
+            f"background vs {_f(loop['cost_per_save_s'], 2)} in the loop "
+            f"({bg['cost_per_save_s'] / loop['cost_per_save_s']:.2f}×)."
+        )
+    if bg and hf and hf["cost_per_save_s"]:
+        lines.append(
+            f"- Against the HF Trainer's {_f(hf['cost_per_save_s'], 2)} s a save: "
+            f"{bg['cost_per_save_s'] / hf['cost_per_save_s']:.2f}×."
+        )
+    return "\n".join([
+        f"The e2e recipe on the first {c['train_examples']:,} SST-2 training examples, one epoch "
+        f"(the Trainer {c['trainer_steps']} steps, jaxtl {c['jaxtl_steps']} packed steps), a "
+        f"checkpoint every {c['every']} steps or none; each run a fresh process, the systems "
+        "and modes in turn, wall time from model load to dev accuracy (jaxtl's programs loaded "
+        "from a compile cache an untimed run filled). A save's cost is the median wall time "
+        "with saves minus without, over the saves. jaxtl saves the whole train state "
+        "(params, AdamW moments, step, RNG) with SHA-256 checksums; the Trainer its model, "
+        "optimizer, scheduler and RNG states.",
+        "",
+        _table(["system, checkpointing", "every", "saves", "wall s (rounds)", "wall s (median)",
+                "dev acc %", "cost s", "cost s / save"], rows),
+        "",
+        *lines,
+        f"- Load average after the runs: {', '.join(f'{x:.2f}' for x in c['load_avg'])}.",
+        "", _source(res, path),
+    ])  # fmt: skip
+
+
 def families(res: dict, path: pathlib.Path) -> str:
     from bench.families import render_families
 
@@ -598,7 +644,7 @@ RENDER: dict[str, Callable[[dict, pathlib.Path], str]] = {
     "meta": meta, "step": step, "forward": forward, "e2e": e2e, "cache": cache,
     "e2e_full": lambda res, path: e2e(res, path, "e2e_full"),
     "memory": memory, "scaling": scaling, "accelerator": accelerator, "padding": padding,
-    "families": families, "compile": compile_cache, "mlm": mlm, "data_scale": lambda res, path: _data_scale(res, path),
+    "families": families, "compile": compile_cache, "mlm": mlm, "checkpoint": checkpoint, "data_scale": lambda res, path: _data_scale(res, path),
 }  # fmt: skip
 
 

@@ -68,7 +68,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         s.scaling_steps = 2
     for name in ("model", "batch_size", "pairs", "train_examples", "dev_examples",
                  "padding_examples", "cache_examples", "cache_epochs", "cache_pairs", "memory_steps", "scaling_seq_len",
-                 "scaling_steps", "warmup"):  # fmt: skip
+                 "scaling_steps", "warmup", "checkpoint_every", "checkpoint_pairs"):  # fmt: skip
         v = getattr(args, name)
         if v is not None:
             setattr(s, name, v)
@@ -132,6 +132,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-epochs", type=int, default=None)
     p.add_argument("--cache-pairs", type=int, default=None, help="cache: run pairs, ABBA")
     p.add_argument("--memory-steps", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="checkpoint case: steps between saves (default 8)")  # fmt: skip
+    p.add_argument("--checkpoint-pairs", type=int, default=None,
+                   help="checkpoint case: alternated rounds (default 2)")  # fmt: skip
     p.add_argument("--scaling-devices", default=None, type=int_list, help="e.g. 1,2,4,8")
     p.add_argument("--scaling-seq-len", type=int, default=None)
     p.add_argument("--scaling-steps", type=int, default=None)
@@ -162,7 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
         # PyTorch shares the GPU with JAX in this process: JAX's default is to take 75% of the
         # device's memory at start, which leaves PyTorch too little at B=256 on a 16 GB card.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    needs_data = {"e2e", "e2e_full", "cache", "padding", "step", "forward"} & set(names)
+    needs_data = {"e2e", "e2e_full", "cache", "padding", "step", "forward", "checkpoint"} & set(
+        names
+    )
     if needs_data and not (pathlib.Path(s.data_dir) / "SST-2").is_dir():
         raise SystemExit(f"--data-dir {s.data_dir!r}: no SST-2/ folder there")
 

@@ -294,6 +294,44 @@ def test_compile_case_reuses_the_cache_on_the_second_run(tiny_bert_dir, monkeypa
     assert "--config.train.steps=2" in text
 
 
+@pytest.mark.slow  # eight runs of tiny BERT and the Trainer (~2 min)
+def test_checkpoint_case_runs_each_system_with_and_without_saves_and_renders(
+    tiny_bert_dir, data_dir
+):
+    """jaxtl with no periodic checkpoint keeps only its end-of-run one; with saves every 2
+    steps (in the background and in the loop) it keeps the last two, the one before the end a
+    multiple of 2; the Trainer runs with and without ``save_steps``. The table has a row per
+    mode with its saves and a cost per save; no speed is asserted."""
+    from bench.cases import case_checkpoint
+    from bench.common import Settings
+    from bench.report import checkpoint
+
+    s = Settings(model=str(tiny_bert_dir), data_dir=str(data_dir), batch_size=8,
+                 train_examples=64, dev_examples=16, checkpoint_every=2, checkpoint_pairs=1)  # fmt: skip
+    res = case_checkpoint(s)
+    rows = {r["mode"]: r for r in res["rows"]}
+    assert list(rows) == [
+        "jaxtl, no periodic checkpoint", "jaxtl, in the background (default)",
+        "jaxtl, in the loop (checkpoint.async_save=False)", "HF Trainer, no checkpoint",
+        "HF Trainer, save_steps",
+    ]  # fmt: skip
+    assert rows["HF Trainer, save_steps"]["saves"] == res["trainer_steps"] // 2 == 4
+    assert (
+        rows["jaxtl, in the loop (checkpoint.async_save=False)"]["saves"] == res["jaxtl_steps"] // 2
+    )
+    assert all(0 <= r["accuracy"] <= 1 and len(r["wall_s"]) == 1 for r in rows.values())
+    end = res["jaxtl_steps"]
+    assert rows["jaxtl, no periodic checkpoint"]["checkpoints_kept"] == [end]
+    for mode in ("jaxtl, in the background (default)",
+                 "jaxtl, in the loop (checkpoint.async_save=False)"):  # fmt: skip
+        assert rows[mode]["checkpoints_kept"] == [(end - 1) // 2 * 2, end]
+    assert rows["HF Trainer, no checkpoint"]["checkpoints_kept"] == []
+    assert rows["HF Trainer, save_steps"]["checkpoints_kept"] == [2, 4, 6, 8]
+    text = checkpoint({"cases": {"checkpoint": res}, "command": "x", "date": "d"},
+                      pathlib.Path("r.json"))  # fmt: skip
+    assert "| jaxtl, in the background (default) | 2 |" in text and "in the loop" in text
+
+
 def test_mlm_case_decodes_masked_positions_with_the_same_loss(tiny_bert_dir):
     """jaxtl's masked-only MLM step and the every-position one start from the same parameters,
     batch and dropout key: their first losses agree (rtol 1e-5), and the case renders. No speed
