@@ -186,8 +186,9 @@ class Checkpointer:
             force=True,
         )
         if jax.process_count() > 1:  # arrays other hosts hold cannot be hashed here
-            self.manager.wait_until_finished()
-            return
+            if not self.async_save:
+                self.manager.wait_until_finished()
+            return  # async: orbax finishes the save on every host in the background
         if not self.async_save:
             self._write_checksums(step, tree, meta)
             return

@@ -82,6 +82,13 @@ def test_two_processes_match_one(tiny_bert_dir, tmp_path):
     assert sorted(got) == list(range(1, 7))
     for s in ref:
         assert abs(got[s] - ref[s]) <= 1e-5 * abs(ref[s]), (s, got[s], ref[s])
+    # Both wrote their checkpoints (in the background, the default) whole: orbax's steps, the
+    # last at the end of the run, each committed, the same steps.
+    steps = [sorted(int(d.name) for d in (w / "checkpoints").iterdir() if d.name.isdigit())
+             for w in (one, two)]  # fmt: skip
+    assert steps[0] == steps[1] and steps[1][-1] == 6
+    for w in (one, two):
+        assert all((w / "checkpoints" / str(k) / "_CHECKPOINT_METADATA").exists() for k in steps[1])
     res_one = json.loads((one / "results.json").read_text())
     res_two = json.loads((two / "results.json").read_text())
     for task, metrics in res_one.items():
