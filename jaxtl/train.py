@@ -663,6 +663,9 @@ class Trainer:
         return out
 
     def _finish(self) -> dict[str, Any]:
+        # The last checkpoint is on disk before results.json says the run finished (a finished
+        # workdir is never resumed, and its last params may be what --export reads).
+        self.checkpointer.wait_until_finished()
         out: dict[str, Any] = self.selected_results()
         # The average is over the tasks the run ends on (a sequential run's targets, not its
         # source tasks), GLUE-style, when there are at least two to average.

@@ -101,6 +101,32 @@ def test_a_run_stopped_by_an_error_leaves_the_checkpoint_it_was_writing_whole(
     ck.close()
 
 
+def test_a_last_checkpoint_failing_in_the_background_leaves_the_run_unfinished(
+    tiny_bert_dir, tmp_path, monkeypatch
+):
+    """The end-of-run checkpoint is written in the background; when it fails (its checksums
+    file cannot be written: a disk full for that file alone) the run raises that error before
+    results.json marks the workdir finished — a finished workdir is never resumed."""
+    import errno
+
+    real = ckpt_lib.fileio.write_atomic
+
+    def full_at_the_end(path, text):
+        if str(path).endswith(f"checkpoints/12/{ckpt_lib.CHECKSUMS}"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(ckpt_lib.fileio, "write_atomic", full_at_the_end)
+    c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/similarity"])
+    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
+                            config=run_lib.train_config(c))  # fmt: skip
+    with pytest.raises(OSError, match="No space left"):
+        trainer.run()
+    assert not (tmp_path / "results.json").exists()
+    assert (tmp_path / "checkpoints" / "8" / ckpt_lib.CHECKSUMS).exists()
+
+
 def test_a_nonfinite_step_on_a_checkpoint_step_is_caught_before_anything_is_saved(
     tiny_bert_dir, tmp_path
 ):
