@@ -56,6 +56,11 @@ def _mib(b: float) -> str:
     return f"{b / 2**20:.1f}"
 
 
+def _load_after(case: dict, what: str) -> str:
+    """The bullet naming the load average a case recorded when it ended."""
+    return f"- Load average after the {what}: {', '.join(f'{x:.2f}' for x in case['load_avg'])}."
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -557,7 +562,7 @@ def compile_cache(res: dict, path: pathlib.Path) -> str:
                 "cache files", "cache MiB", "wall s"], rows),
         "",
         *ratios,
-        f"- Load average after the runs: {', '.join(f'{x:.2f}' for x in c['load_avg'])}.",
+        _load_after(c, "runs"),
         "", _source(res, path),
     ])  # fmt: skip
 
@@ -585,7 +590,7 @@ def mlm(res: dict, path: pathlib.Path) -> str:
         f"- First-step loss, masked positions only / every position: "
         f"{c['loss_masked_only']:.6f} / {c['loss_every_position']:.6f} (same parameters, batch "
         "and dropout key).",
-        f"- Load average after the case: {', '.join(f'{x:.2f}' for x in c['load_avg'])}.",
+        _load_after(c, "case"),
         "", _source(res, path),
     ])  # fmt: skip
 
@@ -629,7 +634,7 @@ def checkpoint(res: dict, path: pathlib.Path) -> str:
                 "dev acc %", "cost s", "cost s / save"], rows),
         "",
         *lines,
-        f"- Load average after the runs: {', '.join(f'{x:.2f}' for x in c['load_avg'])}.",
+        _load_after(c, "runs"),
         "", _source(res, path),
     ])  # fmt: skip
 
