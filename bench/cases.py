@@ -27,6 +27,7 @@ from bench.common import (
     alternate,
     median,
     model_dir,
+    peak_rss_mib,
     seed_summary,
 )
 
@@ -303,6 +304,7 @@ def e2e_jaxtl(
         "buckets": list(c.data.buckets),
         "last_train_log": train_events[-1] if train_events else None,
         "checkpoints_kept": kept,
+        "peak_rss_mib": peak_rss_mib(),  # the worker process's own (VmHWM)
         "what": "jaxtl.regimes.multitask.run, tasks=(glue/sst2,), eval at the end only",
     }
 
@@ -818,6 +820,7 @@ def case_checkpoint(s: Settings) -> dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="jaxtl-bench-checkpoint-")
     cache = os.path.join(folder, "xla")
     walls: dict[str, list[float]] = {m: [] for m in modes}
+    peaks: dict[str, list[float]] = {m: [] for m in modes}
     runs: dict[str, dict[str, Any]] = {}
 
     def one(system: str, n: int, background: bool) -> dict[str, Any]:
@@ -833,6 +836,7 @@ def case_checkpoint(s: Settings) -> dict[str, Any]:
             for mode, (system, n, background) in modes.items():
                 runs[mode] = one(system, n, background)
                 walls[mode].append(runs[mode]["wall_s"])
+                peaks[mode].append(runs[mode].get("peak_rss_mib", 0.0))
                 print(f"  checkpoint {mode}: {walls[mode][-1]:.1f}s", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -847,6 +851,9 @@ def case_checkpoint(s: Settings) -> dict[str, Any]:
             "saves": saves, "wall_s": walls[mode], "wall_median_s": median(walls[mode]),
             "accuracy": runs[mode]["accuracy"], "checkpoint_cost_s": cost,
             "checkpoints_kept": runs[mode]["checkpoints_kept"],
+            # a worker's own peak, median over rounds (jaxtl; the Trainer runs in this process,
+            # whose peak is the whole case's)
+            "peak_rss_mib": median(peaks[mode]) if system == "jaxtl" else None,
             "cost_per_save_s": cost / saves if saves else None,
         })  # fmt: skip
     return {

@@ -601,7 +601,8 @@ def checkpoint(res: dict, path: pathlib.Path) -> str:
         [r["mode"], r["every"] or "–", r["saves"], ", ".join(f"{w:.1f}" for w in r["wall_s"]),
          f"{r['wall_median_s']:.1f}", f"{100 * r['accuracy']:.2f}",
          f"{r['checkpoint_cost_s']:+.1f}" if r["saves"] else "–",
-         _f(r["cost_per_save_s"], 2)]
+         _f(r["cost_per_save_s"], 2),
+         f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "–"]
         for r in c["rows"]
     ]  # fmt: skip
     by = {r["mode"]: r for r in c["rows"]}
@@ -631,7 +632,7 @@ def checkpoint(res: dict, path: pathlib.Path) -> str:
         "optimizer, scheduler and RNG states.",
         "",
         _table(["system, checkpointing", "every", "saves", "wall s (rounds)", "wall s (median)",
-                "dev acc %", "cost s", "cost s / save"], rows),
+                "dev acc %", "cost s", "cost s / save", "peak RSS MiB"], rows),
         "",
         *lines,
         _load_after(c, "runs"),
