@@ -327,6 +327,8 @@ def test_checkpoint_case_runs_each_system_with_and_without_saves_and_renders(
         assert rows[mode]["checkpoints_kept"] == [(end - 1) // 2 * 2, end]
     assert rows["HF Trainer, no checkpoint"]["checkpoints_kept"] == []
     assert rows["HF Trainer, save_steps"]["checkpoints_kept"] == [2, 4, 6, 8]
+    assert all((r["peak_rss_mib"] or 0) > 100 for m, r in rows.items() if m.startswith("jaxtl"))
+    assert rows["HF Trainer, save_steps"]["peak_rss_mib"] is None  # not its own process
     text = checkpoint({"cases": {"checkpoint": res}, "command": "x", "date": "d"},
                       pathlib.Path("r.json"))  # fmt: skip
     assert "| jaxtl, in the background (default) | 2 |" in text and "in the loop" in text
