@@ -26,6 +26,7 @@ which are new, and which had a different shape.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -178,6 +179,9 @@ class Checkpointer:
     def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
         self.wait_until_finished()  # one save in flight: the previous one is on disk first
         tree = _state_dict(state)
+        # The loop goes on changing what meta refers to (the best-so-far record, results) while
+        # orbax and the checksums may still be reading it: they get the values of this step.
+        meta = copy.deepcopy(meta)
         self.manager.save(
             step,
             args=ocp.args.Composite(

@@ -206,8 +206,8 @@ def test_an_async_save_returns_before_it_is_written_and_keeps_the_values_of_its_
 ):
     """``save`` returns while the checkpoint is still being finished (held here inside the
     checksum hashing, which would deadlock a synchronous save: it runs under a timeout); the
-    steps after it donate and overwrite the state, yet the step reads back with the values and
-    checksums it was saved with."""
+    steps after it donate and overwrite the state and the loop changes the metadata's dicts,
+    yet the step reads back with the values, metadata and checksums it was saved with."""
     import threading
 
     hashing = threading.Event()
@@ -223,7 +223,8 @@ def test_an_async_save_returns_before_it_is_written_and_keeps_the_values_of_its_
     state = _small_state()
     want = jax.tree.map(np.array, state)
     ck = ckpt_lib.Checkpointer(tmp_path / "ck", async_save=True)
-    saver = threading.Thread(target=ck.save, args=(5, state, {"feed": 1}))
+    meta = {"feed": 1, "best": {"a": 0.5}}
+    saver = threading.Thread(target=ck.save, args=(5, state, meta))
     saver.start()
     saver.join(timeout=20)
     assert not saver.is_alive(), "save waited for its checkpoint to be written"
@@ -235,13 +236,14 @@ def test_an_async_save_returns_before_it_is_written_and_keeps_the_values_of_its_
     for _ in range(3):
         state = step(state)
     jax.block_until_ready(state)
+    meta["best"]["b"], meta["feed"] = 0.7, 9  # the loop's records move on meanwhile
     release.set()
     ck.wait_until_finished()
     assert (tmp_path / "ck" / "5" / ckpt_lib.CHECKSUMS).exists()
     assert ck.verify(5) is None
-    got, meta = ck.restore(5, want)
+    got, saved_meta = ck.restore(5, want)
     _assert_same(got, want)
-    assert meta == {"feed": 1}
+    assert saved_meta == {"feed": 1, "best": {"a": 0.5}}
     ck.close()
 
 
