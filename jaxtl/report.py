@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -136,6 +136,15 @@ class MetricsLog:
         if not is_chief():
             return
         kept = [r for r in self.records if int(r.get("step", 0)) <= step]
+        if len(kept) != len(self.records):
+            self.records = kept
+            self._rewrite()
+
+    def drop(self, which: Callable[[dict[str, Any]], bool]) -> None:
+        """Drop the events ``which`` picks (ones a resumed run is about to write again)."""
+        if not is_chief():
+            return
+        kept = [r for r in self.records if not which(r)]
         if len(kept) != len(self.records):
             self.records = kept
             self._rewrite()

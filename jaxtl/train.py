@@ -464,7 +464,7 @@ class Trainer:
             return "skipped"
         self._state, shardings = self._build_state(phase, prev_opt)
         if self._resume is not None:
-            self._restore(stage)
+            self._restore(stage, stage_end)
         if stage.features is not None:  # with the params this phase really starts from
             stage.features.prepare(self.graphdef, self._state.params, self.workdir)
         train_step = None
@@ -508,10 +508,17 @@ class Trainer:
         self._check_finite()  # the phase's last step
         return outcome
 
-    def _restore(self, stage: Stage) -> None:
+    def _restore(self, stage: Stage, stage_end: int) -> None:
         """The checkpoint being resumed falls inside this phase: restore everything from it."""
         assert self._resume is not None and self._state is not None
         self._state, meta = self.checkpointer.restore(self._resume, self._state)
+        # What the phase evaluates and the next phase or stage starts from: a checkpoint at the
+        # phase's last step takes no step that would set them.
+        self.params = self._state.params
+        if self._resume == stage_end:  # the stage's end evaluation is replayed: recorded once
+            end, name = stage_end, stage.name
+            self.metrics.drop(lambda r: r["step"] == end and r["split"] == "dev"
+                              and r.get("stage") == name)  # fmt: skip
         stage.feed.restore(meta["feed"])
         self.tracker.best = meta.get("best", {})
         self._evals_since_best = int(meta.get("evals_since_best", 0))

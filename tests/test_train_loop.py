@@ -179,3 +179,52 @@ def test_mixture_feed_counts_and_ids():
     b0, b1 = f.next_batch(0), f.next_batch(1)
     assert (b0["task_id"] == 3).all() and (b1["task_id"] == 5).all()
     assert f.task_of(b1) == "b" and f.counts == {"a": 1, "b": 1}
+
+
+def _two_stages(tiny_bert_dir, workdir):
+    """Two 4-step stages of builtin/similarity (a checkpoint every 4 steps: the first stage's
+    last step is one) and a Trainer over them."""
+    c, tds, model, _ = _setup(tiny_bert_dir, ["builtin/similarity"], steps=4)
+    c.optim.lr = 1e-3
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    first = multitask.joint_stage(c, tds, params, name="first")
+    second = multitask.joint_stage(c, tds, params, name="second")
+    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    trainer = train.Trainer(model, [first, second], workdir=workdir, mesh=mesh,
+                            config=run_lib.train_config(c))  # fmt: skip
+    return trainer, first
+
+
+def _records(workdir, split):
+    """metrics.jsonl's rows of ``split`` (without the wall-clock rate of train rows)."""
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [
+        {k: v for k, v in r.items() if k != "steps_per_sec"} for r in rows if r["split"] == split
+    ]
+
+
+def test_a_resume_from_a_stage_end_goes_on_from_the_restored_params(tiny_bert_dir, tmp_path):
+    """A run stopped after the checkpoint at the first stage's last step resumes there: that
+    stage's end evaluation is replayed, and the next stage trains, from the restored params —
+    dev results, selection and every later loss equal an uninterrupted run's."""
+    ref_dir, wd = tmp_path / "ref", tmp_path / "wd"
+    ref, _ = _two_stages(tiny_bert_dir, ref_dir)
+    ref_results = ref.run()
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_6(ev):
+        if ev.step == 6:
+            raise Stop
+
+    trainer, _ = _two_stages(tiny_bert_dir, wd)
+    trainer.after_step.append(stop_at_6)
+    with pytest.raises(Stop):
+        trainer.run()
+    assert ckpt_lib.Checkpointer(wd / "checkpoints").latest_step() == 4
+    trainer, first = _two_stages(tiny_bert_dir, wd)
+    assert trainer.run() == ref_results
+    assert _records(wd, "dev") == _records(ref_dir, "dev")
+    assert _records(wd, "train") == _records(ref_dir, "train") and len(_records(wd, "train")) == 8
+    assert trainer.selected(0, first)[1] == ref.selected(0, first)[1]
