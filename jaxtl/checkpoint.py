@@ -18,6 +18,8 @@ file.
 ``save`` once orbax has the arrays on the host and writes them, and then the checksums, in the
 background while training goes on; one save is in flight at a time, and the next save, a restore,
 ``wait_until_finished`` and ``close`` wait for it (and raise what it failed with).
+``ParamsWriter`` can do the same for the best params an evaluation sets (``save_params``;
+``checkpoint.async_best``, off by default).
 
 ``load_params`` is the transfer path: it restores only parameters, into a model whose structure may
 differ from the one saved (a new head, one more layer), and reports which parameters were loaded,
@@ -403,6 +405,79 @@ def _restore_arg(x: Any) -> Any:
     return ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype)
 
 
+class ParamsWriter:
+    """Writes one evaluation's best params (params-only checkpoints, :func:`save_params`) to the
+    folders that evaluation improved — the first written, the others linked to it.
+
+    ``background=True`` (``checkpoint.async_best``; one process only)
+    fetches the params to the host in ``write`` (on CPU, views of the arrays, which the next step
+    then cannot donate: it writes new buffers) and writes them in a thread while training goes
+    on. One evaluation's write is in flight at a time: the next ``write`` and
+    ``wait_until_finished`` wait for it and raise what it failed with."""
+
+    def __init__(self, *, background: bool = False):
+        # Several processes save collectively, in step: kept in the loop there.
+        self.background = background and jax.process_count() == 1
+        self._thread: threading.Thread | None = None
+        self._step: int | None = None
+        self._failed: BaseException | None = None
+
+    def write(self, step: int, params: Any, folders: Sequence[epath.Path]) -> None:
+        self.wait_until_finished()
+        if not folders:
+            return
+        if not self.background:
+            _write_params(folders, step, params)
+            return
+        host = jax.device_get(params)
+        self._step = step
+        self._thread = threading.Thread(
+            target=self._write_in_background, args=(list(folders), step, host),
+            name=f"jaxtl-best-params-{step}",
+        )  # fmt: skip
+        self._thread.start()
+
+    def _write_in_background(self, folders: list[epath.Path], step: int, host: Any) -> None:
+        try:
+            _write_params(folders, step, host)
+        except BaseException as e:  # raised by the next wait_until_finished, in the loop
+            self._failed = e
+
+    def wait_until_finished(self, *, before_step: int | None = None) -> None:
+        """Returns once the write in flight is on disk; raises what it failed with.
+        ``before_step``: wait only for a write of an earlier step."""
+        if self._thread is None:
+            return
+        if before_step is not None and self._step is not None and self._step >= before_step:
+            return
+        self._thread.join()
+        self._thread, self._step = None, None
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+
+
+def _write_params(folders: Sequence[epath.Path], step: int, params: Any) -> None:
+    for i, where in enumerate(folders):
+        save_params(where, step, params, same_as=folders[0] if i else None)
+
+
+def saved_params_steps(directory: str | epath.Path) -> list[int]:
+    """The finished steps a params-only folder holds."""
+    d = epath.Path(directory)
+    if not d.exists():
+        return []
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and _finished(p))
+
+
+def _finished(step_dir: epath.Path) -> bool:
+    """An orbax step folder that was committed (a local one is renamed from its temporary name
+    when whole; on GCS the commit file is written last)."""
+    return (step_dir / "commit_success.txt").exists() or (
+        step_dir / "_CHECKPOINT_METADATA"
+    ).exists()
+
+
 def save_params(
     directory: str | epath.Path, step: int, params: Any, *, same_as: epath.Path | None = None
 ) -> None:
@@ -438,7 +513,7 @@ def _link_params(source: epath.Path, directory: epath.Path, step: int) -> bool:
     src = source / str(step)
     if not (fileio.is_local(src) and fileio.is_local(directory)) or jax.process_count() > 1:
         return False
-    if not (src / "commit_success.txt").exists() and not (src / "_CHECKPOINT_METADATA").exists():
+    if not _finished(src):
         return False  # not a finished orbax step
     dst = directory / str(step)
     if dst.exists():

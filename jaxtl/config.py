@@ -119,6 +119,12 @@ def base_config() -> ml_collections.ConfigDict:
     # True: a checkpoint is written (and its checksums hashed) in the background while training
     # goes on; the next save, the run's end and a stop by signal or error wait for it
     c.checkpoint.async_save = True
+    # True: the best params an improving evaluation sets (best/) are written in the background
+    # too; a checkpoint then waits for those of earlier evaluations, and a resume rewrites those
+    # of its own step from its params if they were cut short. Off: on a 2-core CPU the write
+    # competed with the training step for the same cores and cost the run more than in the
+    # loop (BENCHMARKS.md section 13).
+    c.checkpoint.async_best = False
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1 = the rest of the devices

@@ -186,6 +186,7 @@ def train_config(config: ml_collections.ConfigDict) -> train.TrainConfig:
         checkpoint_every=config.checkpoint.every_steps,
         keep_checkpoints=config.checkpoint.keep,
         async_checkpoints=config.checkpoint.async_save,
+        async_best=config.checkpoint.async_best,
         accum_steps=t.accum_steps,
         early_stop_patience=t.early_stop_patience,
         save_best=t.save_best,

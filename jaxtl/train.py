@@ -107,6 +107,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only at stage ends
     keep_checkpoints: int = 2
     async_checkpoints: bool = False  # write checkpoints in the background (checkpoint.async_save)
+    async_best: bool = False  # write best params in the background (checkpoint.async_best)
     accum_steps: int = 1
     early_stop_patience: int = 0  # evaluations without improvement before a stage stops; 0 = off
     save_best: bool = True
@@ -198,6 +199,7 @@ class Trainer:
             max_to_keep=self.cfg.keep_checkpoints,
             async_save=self.cfg.async_checkpoints,
         )
+        self.best_writer = ckpt_lib.ParamsWriter(background=self.cfg.async_best)
         self.plans: list[dict[str, Any]] = []
         plan_file = self.workdir / "plan.json"
         if plan_file.exists():
@@ -350,6 +352,7 @@ class Trainer:
         best = self.tracker.best.get(f"{si}:{stage.name}")
         where = self.workdir / "best" / stage.name
         info: dict[str, Any] = {"stage": stage.name, "select": stage.select}
+        self.best_writer.wait_until_finished()
         if best is None or not self.cfg.save_best or not where.exists():
             info.update(params="last", step=self._step, reason="no best params kept")
             return self.params, info
@@ -362,19 +365,44 @@ class Trainer:
 
     def _save_best(self, stage_idx: int, stage: Stage, step: int, results) -> bool:
         """Track the stage's best evaluation (and per-task bests); save their params."""
-
-        saved: list[epath.Path] = []  # this evaluation's params, written once; the rest link
-
-        def save(task: str | None) -> None:
-            if self.cfg.save_best:
-                name = stage.name if task is None else f"{stage.name}-{task}"
-                where = self.workdir / "best" / name
-                ckpt_lib.save_params(where, step, self.params, same_as=next(iter(saved), None))
-                saved.append(where)
-
+        improved_tasks: list[str | None] = []
         tasks = {n: es.task for n, es in stage.eval_sets.items()}
         key = f"{stage_idx}:{stage.name}"
-        return self.tracker.update(key, stage.select, results, tasks, step, save)
+        improved = self.tracker.update(key, stage.select, results, tasks, step,
+                                       improved_tasks.append)  # fmt: skip
+        if self.cfg.save_best:  # this evaluation's params, written once; the other folders link
+            folders = [self._best_folder(stage, task) for task in improved_tasks]
+            self.best_writer.write(step, self.params, folders)
+        return improved
+
+    def _best_folder(self, stage: Stage, task: str | None) -> epath.Path:
+        return self.workdir / "best" / (stage.name if task is None else f"{stage.name}-{task}")
+
+    def _recover_best(self, step: int) -> None:
+        """Rewrite, from the restored params, the bests the evaluation at checkpoint ``step``
+        set. Their write may still have been in flight when the checkpoint was saved (it waits
+        only for earlier ones) and then cut short; the evaluation is not replayed on resume.
+        A folder already holding that step, or a later one (replayed as the run goes on), is
+        left alone."""
+        if not self.cfg.save_best:
+            return
+        missing = []
+        for si, stage in enumerate(self.stages):
+            key = f"{si}:{stage.name}"
+            tasks = [None] + (list(stage.eval_sets) if len(stage.eval_sets) > 1 else [])
+            for task in tasks:
+                entry = self.tracker.best.get(key if task is None else f"{key}:{task}")
+                where = self._best_folder(stage, task)
+                if entry is None or int(entry["step"]) != step:
+                    continue
+                if not any(s >= step for s in ckpt_lib.saved_params_steps(where)):
+                    missing.append(where)
+        if missing:
+            assert self._state is not None
+            log.warning("rewriting the best params of step %d, cut short before the run stopped, "
+                        "to %s", step, ", ".join(str(m) for m in missing))  # fmt: skip
+            self.best_writer.write(step, self._state.params, missing)
+            self.best_writer.wait_until_finished()
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
@@ -403,14 +431,16 @@ class Trainer:
         return self._finish()
 
     def _settle_checkpoint(self) -> None:
-        """A run stopping on an error lets the checkpoint in flight reach the disk (its last
-        good state, as a synchronous save would have left it); that save's own failure is
-        logged, not raised over the error that stopped the run."""
-        try:
-            self.checkpointer.wait_until_finished()
-        except Exception as e:
-            log.error("the checkpoint being written when the run stopped failed: %s: %s",
-                      type(e).__name__, e)  # fmt: skip
+        """A run stopping on an error lets the checkpoint and best params in flight reach the
+        disk (as synchronous saves would have left them); their own failure is logged, not
+        raised over the error that stopped the run."""
+        for what, wait in (("checkpoint", self.checkpointer.wait_until_finished),
+                           ("best params", self.best_writer.wait_until_finished)):  # fmt: skip
+            try:
+                wait()
+            except Exception as e:
+                log.error("the %s being written when the run stopped failed: %s: %s",
+                          what, type(e).__name__, e)  # fmt: skip
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGTERM (a preempted VM) and SIGINT (Ctrl-C) end the run at the next step boundary,
@@ -521,6 +551,7 @@ class Trainer:
                               and r.get("stage") == name)  # fmt: skip
         stage.feed.restore(meta["feed"])
         self.tracker.best = meta.get("best", {})
+        self._recover_best(self._resume)
         self._evals_since_best = int(meta.get("evals_since_best", 0))
         self.results = meta.get("results", {})
         self._step = int(self._state.step)
@@ -617,6 +648,7 @@ class Trainer:
         if self._signal is None:
             return
         self._checkpoint(ev.step, ev.stage_index, ev.stage, ev.state)
+        self.best_writer.wait_until_finished()
         self.checkpointer.close()  # waits until the checkpoint is on disk
         self.metrics.close()
         raise Preempted(
@@ -638,6 +670,10 @@ class Trainer:
             "results": self.results,  # earlier stages' final results survive a resume
         }
         self.metrics.flush()  # a non-local metrics.jsonl is rewritten, not appended: sync it first
+        # The bests this checkpoint names are on disk before it is: a resume does not replay the
+        # evaluations up to it. Those of this very step may still be in flight: a resume rewrites
+        # them from this checkpoint's params if they were cut short (_recover_best).
+        self.best_writer.wait_until_finished(before_step=step)
         self.checkpointer.save(step, state, meta)
 
     def _record_plan(self, stage: Stage, si: int, phase, start: int) -> None:
@@ -673,6 +709,7 @@ class Trainer:
         # The last checkpoint is on disk before results.json says the run finished (a finished
         # workdir is never resumed, and its last params may be what --export reads).
         self.checkpointer.wait_until_finished()
+        self.best_writer.wait_until_finished()
         out: dict[str, Any] = self.selected_results()
         # The average is over the tasks the run ends on (a sequential run's targets, not its
         # source tasks), GLUE-style, when there are at least two to average.

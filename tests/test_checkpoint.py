@@ -271,3 +271,71 @@ def test_an_async_save_that_fails_in_the_background_raises_at_the_next_wait(tmp_
     assert again.manager.all_steps() == [4, 8] and again.latest_good_step() == 8
     assert not (tmp_path / "ck" / "8" / ckpt_lib.CHECKSUMS).exists()
     again.close()
+
+
+def test_best_params_written_in_the_background_keep_the_values_of_their_step(tmp_path, monkeypatch):
+    """``ParamsWriter(background=True).write`` returns while the params are still being written
+    (held here inside ``save_params``); the steps after it donate and overwrite them, yet both
+    folders read back the values of the step written, the second one linked to the first. A
+    wait for a later step's checkpoint returns at once (``before_step``); any other wait
+    blocks until the write is on disk."""
+    import threading
+
+    writing, release = threading.Event(), threading.Event()
+    real = ckpt_lib.save_params
+
+    def held(*a, **k):
+        writing.set()
+        assert release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ckpt_lib, "save_params", held)
+    state = _small_state()
+    want = jax.tree.map(np.array, state.params)
+    writer = ckpt_lib.ParamsWriter(background=True)
+    folders = [tmp_path / "best" / "s", tmp_path / "best" / "s-t"]
+    caller = threading.Thread(target=writer.write, args=(5, state.params, folders))
+    caller.start()
+    caller.join(timeout=20)
+    assert not caller.is_alive(), "write waited for the params to reach the disk"
+    assert writing.wait(20)
+    writer.wait_until_finished(before_step=5)  # this step's own checkpoint does not wait
+    assert ckpt_lib.saved_params_steps(folders[0]) == []
+    step = jax.jit(
+        lambda s: s.replace(params=jax.tree.map(lambda p: p * 0 - 7, s.params)), donate_argnums=0
+    )
+    for _ in range(3):
+        state = step(state)
+    jax.block_until_ready(state)
+    waiter = threading.Thread(target=writer.wait_until_finished, kwargs={"before_step": 6})
+    waiter.start()
+    waiter.join(timeout=1)
+    assert waiter.is_alive(), "a later step's checkpoint did not wait for the write"
+    release.set()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    for where in folders:
+        assert ckpt_lib.saved_params_steps(where) == [5]
+        _assert_same(ckpt_lib.load_params(where, jax.tree.map(np.zeros_like, want))[0], want)
+    written = [p for p in (folders[0] / "5").rglob("*") if p.is_file()]
+    assert written  # written once; the task's folder links to it
+    for f in written:
+        linked = folders[1] / "5" / f.relative_to(folders[0] / "5")
+        assert f.stat().st_ino == linked.stat().st_ino
+
+
+def test_best_params_failing_in_the_background_raise_at_the_next_wait(tmp_path, monkeypatch):
+    import errno
+
+    def full(directory, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory))
+
+    writer = ckpt_lib.ParamsWriter(background=True)
+    writer.write(3, {"w": np.ones(4, np.float32)}, [tmp_path / "ok"])
+    monkeypatch.setattr(ckpt_lib, "save_params", full)
+    writer.write(4, {"w": np.zeros(4, np.float32)}, [tmp_path / "b"])  # returns
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait_until_finished()
+    writer.wait_until_finished()  # raised once; nothing pending
+    assert ckpt_lib.saved_params_steps(tmp_path / "ok") == [3]
+    assert ckpt_lib.saved_params_steps(tmp_path / "b") == []

@@ -181,6 +181,81 @@ def test_mixture_feed_counts_and_ids():
     assert f.task_of(b1) == "b" and f.counts == {"a": 1, "b": 1}
 
 
+def _trainer(tiny_bert_dir, tmp_path, *, steps=12, eval_every=4, checkpoint_every=4, lr=None):
+    c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/similarity"], steps=steps)
+    c.train.eval_every = stage.eval_every = eval_every
+    c.checkpoint.every_steps = checkpoint_every
+    c.checkpoint.async_best = True
+    if lr is not None:
+        stage.optim.lr = lr
+    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
+                            config=run_lib.train_config(c))  # fmt: skip
+    return trainer, stage, model
+
+
+def test_best_params_cut_short_at_a_checkpoint_step_are_rewritten_on_resume(
+    tiny_bert_dir, tmp_path, monkeypatch
+):
+    """Best params written in the background (checkpoint.async_best): the step-4
+    checkpoint does not wait for the step-4 best params, so a run can stop with that
+    checkpoint on disk and its best missing (here their write fails: a full disk, raised at
+    the next checkpoint). The evaluation at step 4 is not replayed on resume, so the resumed
+    run rewrites those params from the checkpoint's; with lr 0 no later evaluation improves
+    on them, and step 4's params are what the run selects."""
+    import errno
+
+    def full(directory, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory))
+
+    monkeypatch.setattr(ckpt_lib, "save_params", full)
+    trainer, _, _ = _trainer(tiny_bert_dir, tmp_path, lr=0.0)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.run()
+    assert ckpt_lib.Checkpointer(tmp_path / "checkpoints").latest_step() == 4
+    assert ckpt_lib.saved_params_steps(tmp_path / "best" / "multitask") == []
+    monkeypatch.undo()
+
+    trainer, stage, model = _trainer(tiny_bert_dir, tmp_path, lr=0.0)
+    trainer.run()
+    assert ckpt_lib.saved_params_steps(tmp_path / "best" / "multitask") == [4]
+    _, info = trainer.selected(0, stage)
+    assert (info["params"], info["step"]) == ("best/multitask", 4)
+    like = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    best, _ = ckpt_lib.load_params(tmp_path / "best" / "multitask", like)
+    ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
+    saved = ckpt_lib.load_params(tmp_path / "checkpoints", like)[0]  # the last: step 12, lr 0
+    ck.close()
+    for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(saved)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_checkpoint_waits_for_the_best_params_of_an_earlier_evaluation(
+    tiny_bert_dir, tmp_path, monkeypatch
+):
+    """A resume does not replay the evaluations before its checkpoint, so the best params
+    those set must be on disk before the checkpoint is: the step-4 best (held back 2 s) is
+    there when the step-6 checkpoint is saved (no evaluation falls between them)."""
+    import time
+
+    real_save, real_ckpt = ckpt_lib.save_params, ckpt_lib.Checkpointer.save
+    seen = {}
+
+    def slow(directory, step, *a, **k):
+        time.sleep(2 if step == 4 else 0)
+        return real_save(directory, step, *a, **k)
+
+    def ckpt(self, step, state, meta):
+        seen[step] = ckpt_lib.saved_params_steps(tmp_path / "best" / "multitask")
+        return real_ckpt(self, step, state, meta)
+
+    monkeypatch.setattr(ckpt_lib, "save_params", slow)
+    monkeypatch.setattr(ckpt_lib.Checkpointer, "save", ckpt)
+    trainer, _, _ = _trainer(tiny_bert_dir, tmp_path, steps=8, eval_every=4, checkpoint_every=6)
+    trainer.run()
+    assert seen[6] == [4]
+
+
 def _two_stages(tiny_bert_dir, workdir):
     """Two 4-step stages of builtin/similarity (a checkpoint every 4 steps: the first stage's
     last step is one) and a Trainer over them."""
