@@ -38,7 +38,7 @@ import pathlib
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -92,6 +92,39 @@ def checksums(state: Any, meta: Any) -> dict[str, str]:
     return out
 
 
+class InFlight:
+    """One job run in a background thread at a time: ``wait`` joins it and raises what it
+    failed with (once), so a failure in the background is not lost but raised in the loop."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._failed: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self, name: str, job: Callable[..., None], *args: Any) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                job(*args)
+            except BaseException as e:  # raised by the next wait, in the loop
+                self._failed = e
+
+        self._thread = threading.Thread(target=run, name=name)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
+
+
 class Checkpointer:
     """Keeps the last ``max_to_keep`` checkpoints of a run under ``directory``.
 
@@ -106,8 +139,7 @@ class Checkpointer:
     ):
         self.directory = epath.Path(directory)
         self.async_save = async_save
-        self._finishing: threading.Thread | None = None  # the in-flight save's checksum writer
-        self._failed: BaseException | None = None
+        self._finishing = InFlight()  # the in-flight save's checksum writer
         self._closed = False
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -201,17 +233,7 @@ class Checkpointer:
         # The checksums are of the values saved: fetched now (on CPU, views of the arrays, which
         # the next step then cannot donate: it writes new buffers), hashed in the background.
         host = jax.device_get(tree)
-        self._finishing = threading.Thread(
-            target=self._finish_in_background, args=(step, host, meta),
-            name=f"jaxtl-checkpoint-{step}",
-        )  # fmt: skip
-        self._finishing.start()
-
-    def _finish_in_background(self, step: int, host: Any, meta: dict[str, Any]) -> None:
-        try:
-            self._write_checksums(step, host, meta)
-        except BaseException as e:  # raised by the next wait_until_finished, in the loop
-            self._failed = e
+        self._finishing.start(f"jaxtl-checkpoint-{step}", self._write_checksums, step, host, meta)
 
     def _write_checksums(self, step: int, tree: Any, meta: dict[str, Any]) -> None:
         sums = checksums(tree, meta)  # hashlib leaves the GIL to the loop on large arrays
@@ -225,14 +247,9 @@ class Checkpointer:
         it failed with."""
         if self._closed:
             return
-        if self._finishing is not None:
-            self._finishing.join()
-            self._finishing = None
-        else:
+        if not self._finishing.running:
             self.manager.wait_until_finished()
-        failed, self._failed = self._failed, None
-        if failed is not None:
-            raise failed
+        self._finishing.wait()
 
     def restore(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """Restore onto ``target``'s structure and shardings (arrays or ShapeDtypeStructs)."""
@@ -409,18 +426,16 @@ class ParamsWriter:
     """Writes one evaluation's best params (params-only checkpoints, :func:`save_params`) to the
     folders that evaluation improved — the first written, the others linked to it.
 
-    ``background=True`` (``checkpoint.async_best``; one process only)
-    fetches the params to the host in ``write`` (on CPU, views of the arrays, which the next step
-    then cannot donate: it writes new buffers) and writes them in a thread while training goes
-    on. One evaluation's write is in flight at a time: the next ``write`` and
+    ``background=True`` (``checkpoint.async_best``; one process only) fetches the params to the
+    host in ``write`` (on CPU, views of the arrays, which the next step then cannot donate: it
+    writes new buffers) and writes them in a thread while training goes on. One evaluation's write is in flight at a time: the next ``write`` and
     ``wait_until_finished`` wait for it and raise what it failed with."""
 
     def __init__(self, *, background: bool = False):
         # Several processes save collectively, in step: kept in the loop there.
         self.background = background and jax.process_count() == 1
-        self._thread: threading.Thread | None = None
-        self._step: int | None = None
-        self._failed: BaseException | None = None
+        self._writing = InFlight()
+        self._step = -1  # of the write in flight
 
     def write(self, step: int, params: Any, folders: Sequence[epath.Path]) -> None:
         self.wait_until_finished()
@@ -429,32 +444,16 @@ class ParamsWriter:
         if not self.background:
             _write_params(folders, step, params)
             return
-        host = jax.device_get(params)
         self._step = step
-        self._thread = threading.Thread(
-            target=self._write_in_background, args=(list(folders), step, host),
-            name=f"jaxtl-best-params-{step}",
-        )  # fmt: skip
-        self._thread.start()
-
-    def _write_in_background(self, folders: list[epath.Path], step: int, host: Any) -> None:
-        try:
-            _write_params(folders, step, host)
-        except BaseException as e:  # raised by the next wait_until_finished, in the loop
-            self._failed = e
+        host = jax.device_get(params)
+        self._writing.start(f"jaxtl-best-params-{step}", _write_params, list(folders), step, host)
 
     def wait_until_finished(self, *, before_step: int | None = None) -> None:
         """Returns once the write in flight is on disk; raises what it failed with.
         ``before_step``: wait only for a write of an earlier step."""
-        if self._thread is None:
+        if before_step is not None and self._writing.running and self._step >= before_step:
             return
-        if before_step is not None and self._step is not None and self._step >= before_step:
-            return
-        self._thread.join()
-        self._thread, self._step = None, None
-        failed, self._failed = self._failed, None
-        if failed is not None:
-            raise failed
+        self._writing.wait()
 
 
 def _write_params(folders: Sequence[epath.Path], step: int, params: Any) -> None:
