@@ -1,14 +1,18 @@
 """Fault injection for jaxtl runs: kill -9 at random moments, SIGTERM, a torn checkpoint, a
 flipped bit in a checkpoint, a full disk (mid-checkpoint, metrics, results), and bad inputs —
-every interrupted run must end equal to an uninterrupted one at every logged step, and every bad
-input must be refused in one line. Writes the figures to a JSON file and, with
+every interrupted run must end equal to an uninterrupted one at every logged step and in the
+model it selects (``selection.json`` and the ``best/`` params), and every bad input must be
+refused in one line. Writes the figures to a JSON file and, with
 --render, RELIABILITY.md's table.
 
     python scripts/fault_injection.py [--kills 8] [--seed 0] [--out reliability/results.json]
+        [--set checkpoint.async_best=True ...]
     python scripts/fault_injection.py --render reliability/results.json
 
 Runs the tiny multitask config on a tiny random BERT (built here, with the packaged MiniLM's
-tokenizer) so each run takes seconds; checkpoints every step so kills often land mid-write.
+tokenizer) so each run takes seconds; checkpoints and evaluates every step (the similarity task's
+correlation improves at nearly every evaluation, each writing ``best/``) so kills often land
+mid-write.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 16
+SETTINGS: list[str] = []  # --set KEY=VALUE: config overrides for every run
 
 
 def tiny_model(out: pathlib.Path) -> pathlib.Path:
@@ -49,14 +54,33 @@ def tiny_model(out: pathlib.Path) -> pathlib.Path:
 
 def command(model: pathlib.Path, wd: pathlib.Path, *extra: str) -> list[str]:
     return [sys.executable, "launch.py", "--regime=multitask", "--config=configs/multitask.py:tiny",
-            f"--config.model.name={model}", "--config.tasks.names=('builtin/sentiment',)",
+            f"--config.model.name={model}", "--config.tasks.names=('builtin/similarity',)",
             f"--config.train.steps={STEPS}", "--config.checkpoint.every_steps=1",
-            "--config.train.log_every=1", f"--workdir={wd}", *extra]  # fmt: skip
+            "--config.train.eval_every=1",
+            "--config.train.log_every=1", f"--workdir={wd}",
+            *(f"--config.{kv}" for kv in SETTINGS), *extra]  # fmt: skip
 
 
 def losses(wd: pathlib.Path) -> list[tuple[int, float]]:
     rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines() if x.strip()]
     return [(r["step"], r["loss"]) for r in rows if r["split"] == "train"]
+
+
+def outcome(wd: pathlib.Path) -> dict:
+    """What a run ends with: its logged losses and the model it selects (``selection.json`` and,
+    per ``best/`` folder, the steps it holds and a SHA-256 of each of its params)."""
+    import orbax.checkpoint as ocp
+
+    from jaxtl import checkpoint as ckpt_lib
+
+    best = {}
+    for d in sorted((wd / "best").iterdir()) if (wd / "best").is_dir() else []:
+        steps = ckpt_lib.saved_params_steps(d)
+        tree = ocp.StandardCheckpointer().restore(d / str(steps[-1]) / "state") if steps else {}
+        best[d.name] = {"steps": steps, "params": ckpt_lib.checksums(tree, {})}
+    sel = wd / "selection.json"
+    return {"losses": losses(wd), "selection": json.loads(sel.read_text()) if sel.exists() else None,
+            "best": best}  # fmt: skip
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -81,7 +105,7 @@ def kill9_case(model, root, baseline, wall, kills, rng) -> dict:
         if proc.returncode not in (0, -signal.SIGKILL):
             crashed.append(err.strip().splitlines()[-1] if err.strip() else str(proc.returncode))
     p = run(command(model, wd))
-    ok = p.returncode == 0 and not crashed and losses(wd) == baseline
+    ok = p.returncode == 0 and not crashed and outcome(wd) == baseline
     out = {"case": f"kill -9 at random moments, {injected} times in a row on one workdir "
            "(checkpoint every step), then resume to the end", "injected": injected,
            "survived": injected if ok else 0}  # fmt: skip
@@ -100,7 +124,7 @@ def sigterm_case(model, root, baseline) -> dict:
     out, _ = proc.communicate(timeout=300)
     clean = proc.returncode == 0 and "run the same command to resume" in out
     p = run(command(model, wd))
-    ok = clean and p.returncode == 0 and losses(wd) == baseline
+    ok = clean and p.returncode == 0 and outcome(wd) == baseline
     return {"case": "SIGTERM mid-run: exit 0, then resume", "injected": 1, "survived": int(ok)}
 
 
@@ -112,7 +136,7 @@ def torn_checkpoint_case(model, root, baseline, done: pathlib.Path) -> dict:
         if f.is_file() and "ocdbt.process_0/d" in str(f):
             f.write_bytes(f.read_bytes()[:10])
     p = run(command(model, wd))
-    ok = (p.returncode == 0 and losses(wd) == baseline
+    ok = (p.returncode == 0 and outcome(wd) == baseline
           and (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir())  # fmt: skip
     return {"case": "latest checkpoint torn: moved aside, previous one resumed", "injected": 1,
             "survived": int(ok)}  # fmt: skip
@@ -131,7 +155,7 @@ def flipped_bit_case(model, root, baseline, done: pathlib.Path) -> dict:
     data[len(data) // 2] ^= 0x10
     chunk.write_bytes(bytes(data))
     p = run(command(model, wd))
-    ok = (p.returncode == 0 and losses(wd) == baseline and "checksum mismatch" in p.stderr
+    ok = (p.returncode == 0 and outcome(wd) == baseline and "checksum mismatch" in p.stderr
           and (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir())  # fmt: skip
     return {"case": "one bit flipped in the latest checkpoint's array data: checksum mismatch, "
             "moved aside, previous one resumed", "injected": 1, "survived": int(ok)}  # fmt: skip
@@ -150,7 +174,7 @@ def full_disk_case(model, root, baseline, what: str, pattern: str, nth: int) -> 
     no_tmp = not [f for f in wd.rglob("*") if ".tmp-" in f.name]
     good = [int(c.name) for c in (wd / "checkpoints").iterdir() if c.name.isdigit()]
     p = run(command(model, wd))
-    ok = one_line and no_tmp and bool(good) and p.returncode == 0 and losses(wd) == baseline
+    ok = one_line and no_tmp and bool(good) and p.returncode == 0 and outcome(wd) == baseline
     out = {"case": f"disk full while writing {what}: one-line error, no half-written file, "
            "good checkpoints kept, then resume", "injected": 1, "survived": int(ok)}  # fmt: skip
     if not ok:
@@ -164,7 +188,7 @@ def torn_metrics_case(model, root, baseline, done: pathlib.Path) -> dict:
     shutil.copytree(done, wd)
     (wd / "metrics.jsonl").write_text((wd / "metrics.jsonl").read_text() + '{"step": 99, "lo')
     p = run(command(model, wd))
-    ok = p.returncode == 0 and losses(wd) == baseline
+    ok = p.returncode == 0 and outcome(wd) == baseline
     return {"case": "torn last line of metrics.jsonl", "injected": 1, "survived": int(ok)}
 
 
@@ -198,10 +222,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--kills", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reliability/results.json")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every run (repeatable)")  # fmt: skip
     ap.add_argument(
         "--render", default=None, help="write RELIABILITY.md's table from a results file"
     )
     args = ap.parse_args(argv)
+    SETTINGS[:] = args.set
     if args.render:
         render(json.loads(pathlib.Path(args.render).read_text()), args.render)
         return 0
@@ -214,13 +241,13 @@ def main(argv: list[str]) -> int:
         done = root / "baseline"
         p = run(command(model, done))
         assert p.returncode == 0, p.stderr[-2000:]
-        baseline = losses(done)
+        baseline = outcome(done)
         # Kill moments are drawn over a warm run's length (compiled programs cached, as for every
         # run after the first): the cold baseline is longer, and kills drawn past a run's end
         # would mostly hit re-runs of a finished workdir.
         start = time.time()
         p = run(command(model, root / "warm"))
-        assert p.returncode == 0 and losses(root / "warm") == baseline, p.stderr[-2000:]
+        assert p.returncode == 0 and outcome(root / "warm") == baseline, p.stderr[-2000:]
         wall = time.time() - start
         faults = [kill9_case(model, root, baseline, wall, args.kills, rng),
                   sigterm_case(model, root, baseline),
@@ -235,7 +262,8 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     results = {
-        "command": f"python scripts/fault_injection.py --kills {args.kills} --seed {args.seed}",
+        "command": f"python scripts/fault_injection.py --kills {args.kills} --seed {args.seed}"
+        + "".join(f" --set {kv}" for kv in args.set),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.time() - t0, 1), "steps_per_run": STEPS,
         "faults": faults, "bad_inputs": bad,
