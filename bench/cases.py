@@ -251,12 +251,13 @@ def e2e_jaxtl(
     c.tasks.names = (TASK,)
     c.train.steps = steps
     c.train.batch_size = s.batch_size
-    c.train.eval_every = 0
+    c.train.eval_every = s.eval_every
     c.train.log_every = max(1, steps)
-    c.train.save_best = False
+    c.train.save_best = s.save_best
     c.train.progress = False
     c.checkpoint.every_steps = s.checkpoint_every
     c.checkpoint.async_save = s.checkpoint_async
+    c.checkpoint.async_best = s.best_async
     c.optim.lr = s.lr
     c.compile_cache = compile_cache
     config_lib.finalize(c)
@@ -289,6 +290,7 @@ def e2e_jaxtl(
             events = [json.loads(x) for x in f]
         kept = sorted(int(n) for n in os.listdir(os.path.join(wd, "checkpoints")) if n.isdigit())
     train_events = [e for e in events if e.get("split") == "train"]
+    dev_acc = [e["accuracy"] for e in events if e.get("split") == "dev" and e.get("task") == name]
     compiled = [e for e in events if e.get("task") == "compilations"][-1]
     return {
         "wall_s": wall,
@@ -304,9 +306,22 @@ def e2e_jaxtl(
         "buckets": list(c.data.buckets),
         "last_train_log": train_events[-1] if train_events else None,
         "checkpoints_kept": kept,
+        "evaluations": len(dev_acc),
+        # the evaluations that improved on every earlier one: each writes best/ (save_best)
+        "best_saves": _improvements(dev_acc) if s.save_best else 0,
         "peak_rss_mib": peak_rss_mib(),  # the worker process's own (VmHWM)
-        "what": "jaxtl.regimes.multitask.run, tasks=(glue/sst2,), eval at the end only",
+        "what": "jaxtl.regimes.multitask.run, tasks=(glue/sst2,), "
+        + (f"eval every {s.eval_every} steps" if s.eval_every else "eval at the end only"),
     }
+
+
+def _improvements(scores: list[float]) -> int:
+    """How many of ``scores``, in order, beat every one before them (the first always does)."""
+    best, n = float("-inf"), 0
+    for x in scores:
+        if x > best:
+            best, n = x, n + 1
+    return n
 
 
 def _e2e_trainer(s: Settings, steps: int, train, dev) -> dict[str, Any]:
@@ -797,58 +812,84 @@ def _compile_twice(s: Settings, config_args: list[str]) -> dict[str, Any]:
     }
 
 
+CHECKPOINT_BASE = {"jaxtl": "jaxtl, no periodic checkpoint", "trainer": "HF Trainer, no checkpoint"}
+BEST_BASE = "jaxtl, evaluating, no best params (train.save_best=False)"
+
+
 def case_checkpoint(s: Settings) -> dict[str, Any]:
-    """What saving checkpoints costs a training run: the e2e recipe on the first
-    ``s.train_examples`` of SST-2 (one epoch), each run a fresh process, with a checkpoint every
-    ``s.checkpoint_every`` steps and without — jaxtl writing in the background (its default,
-    ``checkpoint.async_save``) and in the loop, the HF Trainer (``save_steps``: model, optimizer,
-    scheduler and RNG states) — in ``s.checkpoint_pairs`` alternated rounds. A system's cost of
-    checkpointing is its median wall time with saves minus without. jaxtl's runs share one
-    compile cache, filled by an untimed run first, so compiling is out of the comparison; each
-    jaxtl run also checkpoints at its end (the loop always does), saves or not."""
+    """What saving costs a training run: the e2e recipe on the first ``s.train_examples`` of
+    SST-2 (one epoch), each run a fresh process, in ``s.checkpoint_pairs`` alternated rounds.
+
+    Checkpoints: every ``s.checkpoint_every`` steps and none — jaxtl writing in the background
+    (its default, ``checkpoint.async_save``) and in the loop, the HF Trainer (``save_steps``:
+    model, optimizer, scheduler and RNG states). Best params: jaxtl evaluating every
+    ``s.checkpoint_every`` steps with ``train.save_best`` (each evaluation that improves writes
+    ``best/``) and without, in the loop (its default) and in the background
+    (``checkpoint.async_best``). A cost is the median wall time with saves minus its baseline's,
+    per save. jaxtl's runs share one compile cache, filled by an untimed run first, so compiling
+    is out of the comparison; each jaxtl run also checkpoints at its end (the loop always
+    does)."""
     task, train, dev = _sst2(s)
     steps = math.ceil(len(train) / s.batch_size)
     every = s.checkpoint_every or 8
-    modes = {
-        "jaxtl, no periodic checkpoint": ("jaxtl", 0, True),
-        "jaxtl, in the background (default)": ("jaxtl", every, True),
-        "jaxtl, in the loop (checkpoint.async_save=False)": ("jaxtl", every, False),
-    }
+    ck = {"eval_every": 0, "save_best": False}
+    modes: dict[str, tuple[str, dict[str, Any]]] = {
+        CHECKPOINT_BASE["jaxtl"]: ("jaxtl", ck | {"checkpoint_every": 0, "checkpoint_async": True}),
+        "jaxtl, in the background (default)":
+            ("jaxtl", ck | {"checkpoint_every": every, "checkpoint_async": True}),
+        "jaxtl, in the loop (checkpoint.async_save=False)":
+            ("jaxtl", ck | {"checkpoint_every": every, "checkpoint_async": False}),
+    }  # fmt: skip
     if s.torch:
-        modes["HF Trainer, no checkpoint"] = ("trainer", 0, True)
-        modes["HF Trainer, save_steps"] = ("trainer", every, True)
+        modes[CHECKPOINT_BASE["trainer"]] = ("trainer", {"checkpoint_every": 0})
+        modes["HF Trainer, save_steps"] = ("trainer", {"checkpoint_every": every})
+    ev = {"eval_every": every, "checkpoint_every": 0, "checkpoint_async": True}
+    modes[BEST_BASE] = ("jaxtl", ev | {"save_best": False})
+    modes["jaxtl, best params in the loop (default)"] = ("jaxtl", ev | {"save_best": True})
+    modes["jaxtl, best params in the background (checkpoint.async_best=True)"] = (
+        "jaxtl", ev | {"save_best": True, "best_async": True},
+    )  # fmt: skip
     folder = tempfile.mkdtemp(prefix="jaxtl-bench-checkpoint-")
     cache = os.path.join(folder, "xla")
     walls: dict[str, list[float]] = {m: [] for m in modes}
     peaks: dict[str, list[float]] = {m: [] for m in modes}
     runs: dict[str, dict[str, Any]] = {}
 
-    def one(system: str, n: int, background: bool) -> dict[str, Any]:
-        r = dataclasses.replace(s, checkpoint_every=n, checkpoint_async=background)
+    def one(system: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        r = dataclasses.replace(s, **overrides)
         if system == "trainer":
             return _e2e_trainer(r, steps, train, dev)
         job = ["e2e", str(steps), str(len(train)), str(len(dev)), cache, json.dumps(r.to_json())]
         return _worker(job, _device_env(1))
 
     try:
-        one("jaxtl", 0, True)  # fills the compile cache: every timed jaxtl run loads from it
+        one("jaxtl", modes[CHECKPOINT_BASE["jaxtl"]][1])  # fills the compile cache, untimed
         for _ in range(s.checkpoint_pairs):
-            for mode, (system, n, background) in modes.items():
-                runs[mode] = one(system, n, background)
+            for mode, (system, overrides) in modes.items():
+                runs[mode] = one(system, overrides)
                 walls[mode].append(runs[mode]["wall_s"])
                 peaks[mode].append(runs[mode].get("peak_rss_mib", 0.0))
                 print(f"  checkpoint {mode}: {walls[mode][-1]:.1f}s", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    jaxtl_steps = runs["jaxtl, no periodic checkpoint"]["steps"]
+    jaxtl_steps = runs[CHECKPOINT_BASE["jaxtl"]]["steps"]
     rows = []
-    for mode, (system, n, background) in modes.items():
-        base = "jaxtl, no periodic checkpoint" if system == "jaxtl" else "HF Trainer, no checkpoint"
-        saves = (jaxtl_steps if system == "jaxtl" else steps) // n if n else 0
+    for mode, (system, o) in modes.items():
+        if o.get("eval_every"):
+            kind, base = "best params", BEST_BASE
+            saves = runs[mode]["best_saves"]
+        else:
+            kind, base = "checkpoint", CHECKPOINT_BASE[system]
+            n = o["checkpoint_every"]
+            saves = (jaxtl_steps if system == "jaxtl" else steps) // n if n else 0
         cost = median(walls[mode]) - median(walls[base])
         rows.append({
-            "mode": mode, "system": system, "every": n, "background": background,
-            "saves": saves, "wall_s": walls[mode], "wall_median_s": median(walls[mode]),
+            "mode": mode, "system": system, "saving": kind,
+            "every": o.get("eval_every") or o["checkpoint_every"],
+            "background": o.get("best_async", False) if o.get("eval_every")
+            else o.get("checkpoint_async", True), "saves": saves,
+            "evaluations": runs[mode].get("evaluations"),
+            "wall_s": walls[mode], "wall_median_s": median(walls[mode]),
             "accuracy": runs[mode]["accuracy"], "checkpoint_cost_s": cost,
             "checkpoints_kept": runs[mode]["checkpoints_kept"],
             # a worker's own peak, median over rounds (jaxtl; the Trainer runs in this process,
@@ -858,7 +899,7 @@ def case_checkpoint(s: Settings) -> dict[str, Any]:
         })  # fmt: skip
     return {
         "train_examples": len(train), "trainer_steps": steps, "jaxtl_steps": jaxtl_steps,
-        "every": every, "rows": rows, "load_avg": os.getloadavg(),
+        "every": every, "dev_examples": len(dev), "rows": rows, "load_avg": os.getloadavg(),
     }  # fmt: skip
 
 

@@ -69,6 +69,12 @@ class Settings:
     checkpoint_every: int = 0
     checkpoint_async: bool = True
     checkpoint_pairs: int = 2  # checkpoint case: rounds of every system and mode, alternated
+    # jaxtl's e2e runs evaluate every N steps (0: at the end only) and keep the best params
+    # (train.save_best), written in the background or not (checkpoint.async_best). The
+    # checkpoint case sets them for its best-params rows.
+    eval_every: int = 0
+    save_best: bool = False
+    best_async: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -597,30 +597,56 @@ def mlm(res: dict, path: pathlib.Path) -> str:
 
 def checkpoint(res: dict, path: pathlib.Path) -> str:
     c = res["cases"]["checkpoint"]
-    rows = [
-        [r["mode"], r["every"] or "–", r["saves"], ", ".join(f"{w:.1f}" for w in r["wall_s"]),
-         f"{r['wall_median_s']:.1f}", f"{100 * r['accuracy']:.2f}",
-         f"{r['checkpoint_cost_s']:+.1f}" if r["saves"] else "–",
-         _f(r["cost_per_save_s"], 2),
-         f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "–"]
-        for r in c["rows"]
-    ]  # fmt: skip
     by = {r["mode"]: r for r in c["rows"]}
-    bg = by.get("jaxtl, in the background (default)")
-    loop = by.get("jaxtl, in the loop (checkpoint.async_save=False)")
-    hf = by.get("HF Trainer, save_steps")
-    lines = []
-    if bg and loop and loop["cost_per_save_s"]:
-        lines.append(
-            f"- jaxtl, seconds a checkpoint costs the run: {_f(bg['cost_per_save_s'], 2)} in the "
+
+    def table(kind: str, first: str, count: str) -> str:
+        return _table(
+            [first, "every", count, "wall s (rounds)", "wall s (median)", "dev acc %", "cost s",
+             "cost s / save", "peak RSS MiB"],
+            [[r["mode"], r["every"] or "–", r["saves"], ", ".join(f"{w:.1f}" for w in r["wall_s"]),
+              f"{r['wall_median_s']:.1f}", f"{100 * r['accuracy']:.2f}",
+              f"{r['checkpoint_cost_s']:+.1f}" if r["saves"] else "–",
+              _f(r["cost_per_save_s"], 2),
+              f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "–"]
+             for r in c["rows"] if r.get("saving", "checkpoint") == kind],
+        )  # fmt: skip
+
+    def versus(what: str, bg: dict | None, loop: dict | None) -> list[str]:
+        if not (bg and loop and bg["cost_per_save_s"] is not None and loop["cost_per_save_s"]):
+            return []
+        return [
+            f"- jaxtl, seconds {what} costs the run: {_f(bg['cost_per_save_s'], 2)} in the "
             f"background vs {_f(loop['cost_per_save_s'], 2)} in the loop "
             f"({bg['cost_per_save_s'] / loop['cost_per_save_s']:.2f}×)."
-        )
+        ]
+
+    bg = by.get("jaxtl, in the background (default)")
+    hf = by.get("HF Trainer, save_steps")
+    lines = versus("a checkpoint", bg, by.get("jaxtl, in the loop (checkpoint.async_save=False)"))
     if bg and hf and hf["cost_per_save_s"]:
         lines.append(
             f"- Against the HF Trainer's {_f(hf['cost_per_save_s'], 2)} s a save: "
             f"{bg['cost_per_save_s'] / hf['cost_per_save_s']:.2f}×."
         )
+    best = [r for r in c["rows"] if r.get("saving") == "best params"]
+    best_part = []
+    if best:
+        evals = max(r["evaluations"] or 0 for r in best)
+        best_part = [
+            "",
+            f"Best params: jaxtl evaluating every {c['every']} steps on {c['dev_examples']:,} "
+            f"dev examples ({evals} evaluations a run), with `train.save_best` (each "
+            "evaluation that improves on the earlier ones writes the params to `best/`; "
+            "*saves* counts them) and without.",
+            "",
+            table("best params", "jaxtl, best params", "saves"),
+            "",
+            *versus(
+                "a best-params write",
+                by.get("jaxtl, best params in the background (checkpoint.async_best=True)"),
+                by.get("jaxtl, best params in the loop (default)"),
+            ),
+        ]
     return "\n".join([
         f"The e2e recipe on the first {c['train_examples']:,} SST-2 training examples, one epoch "
         f"(the Trainer {c['trainer_steps']} steps, jaxtl {c['jaxtl_steps']} packed steps), a "
@@ -631,10 +657,10 @@ def checkpoint(res: dict, path: pathlib.Path) -> str:
         "(params, AdamW moments, step, RNG) with SHA-256 checksums; the Trainer its model, "
         "optimizer, scheduler and RNG states.",
         "",
-        _table(["system, checkpointing", "every", "saves", "wall s (rounds)", "wall s (median)",
-                "dev acc %", "cost s", "cost s / save", "peak RSS MiB"], rows),
+        table("checkpoint", "system, checkpointing", "saves"),
         "",
         *lines,
+        *best_part,
         _load_after(c, "runs"),
         "", _source(res, path),
     ])  # fmt: skip

@@ -121,9 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.async_save = True
     # True: the best params an improving evaluation sets (best/) are written in the background
     # too; a checkpoint then waits for those of earlier evaluations, and a resume rewrites those
-    # of its own step from its params if they were cut short. Off: on a 2-core CPU the write
-    # competed with the training step for the same cores and cost the run more than in the
-    # loop (BENCHMARKS.md section 13).
+    # of its own step from its params if they were cut short. Off: on a 2-core CPU, where the
+    # write competes with the training step for the same cores, two benchmark runs disagreed
+    # on whether it saves time (BENCHMARKS.md section 13), and it holds a copy of the params.
     c.checkpoint.async_best = False
 
     c.mesh = ml_collections.ConfigDict()

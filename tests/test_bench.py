@@ -300,8 +300,10 @@ def test_checkpoint_case_runs_each_system_with_and_without_saves_and_renders(
 ):
     """jaxtl with no periodic checkpoint keeps only its end-of-run one; with saves every 2
     steps (in the background and in the loop) it keeps the last two, the one before the end a
-    multiple of 2; the Trainer runs with and without ``save_steps``. The table has a row per
-    mode with its saves and a cost per save; no speed is asserted."""
+    multiple of 2; the Trainer runs with and without ``save_steps``. The best-params rows
+    evaluate every 2 steps and at the end; with ``save_best`` at least the first evaluation
+    writes ``best/``, without it none. The tables have a row per mode with its saves and a cost
+    per save; no speed is asserted."""
     from bench.cases import case_checkpoint
     from bench.common import Settings
     from bench.report import checkpoint
@@ -314,6 +316,9 @@ def test_checkpoint_case_runs_each_system_with_and_without_saves_and_renders(
         "jaxtl, no periodic checkpoint", "jaxtl, in the background (default)",
         "jaxtl, in the loop (checkpoint.async_save=False)", "HF Trainer, no checkpoint",
         "HF Trainer, save_steps",
+        "jaxtl, evaluating, no best params (train.save_best=False)",
+        "jaxtl, best params in the loop (default)",
+        "jaxtl, best params in the background (checkpoint.async_best=True)",
     ]  # fmt: skip
     assert rows["HF Trainer, save_steps"]["saves"] == res["trainer_steps"] // 2 == 4
     assert (
@@ -332,6 +337,12 @@ def test_checkpoint_case_runs_each_system_with_and_without_saves_and_renders(
     text = checkpoint({"cases": {"checkpoint": res}, "command": "x", "date": "d"},
                       pathlib.Path("r.json"))  # fmt: skip
     assert "| jaxtl, in the background (default) | 2 |" in text and "in the loop" in text
+    best = [r for r in rows.values() if r["saving"] == "best params"]
+    assert len(best) == 3 and all(r["evaluations"] == (end - 1) // 2 + 1 for r in best)
+    for r in best:
+        assert (r["saves"] >= 1) if "no best params" not in r["mode"] else r["saves"] == 0
+        assert r["checkpoints_kept"] == [end]
+    assert "| jaxtl, best params in the loop (default) | 2 |" in text
 
 
 def test_mlm_case_decodes_masked_positions_with_the_same_loss(tiny_bert_dir):
