@@ -428,8 +428,9 @@ class ParamsWriter:
 
     ``background=True`` (``checkpoint.async_best``; one process only) fetches the params to the
     host in ``write`` (on CPU, views of the arrays, which the next step then cannot donate: it
-    writes new buffers) and writes them in a thread while training goes on. One evaluation's write is in flight at a time: the next ``write`` and
-    ``wait_until_finished`` wait for it and raise what it failed with."""
+    writes new buffers) and writes them in a thread while training goes on. One evaluation's
+    write is in flight at a time: the next ``write`` and ``wait_until_finished`` wait for it and
+    raise what it failed with."""
 
     def __init__(self, *, background: bool = False):
         # Several processes save collectively, in step: kept in the loop there.

@@ -133,12 +133,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop events newer than ``step`` (used when resuming from a checkpoint at ``step``)."""
-        if not is_chief():
-            return
-        kept = [r for r in self.records if int(r.get("step", 0)) <= step]
-        if len(kept) != len(self.records):
-            self.records = kept
-            self._rewrite()
+        self.drop(lambda r: int(r.get("step", 0)) > step)
 
     def drop(self, which: Callable[[dict[str, Any]], bool]) -> None:
         """Drop the events ``which`` picks (ones a resumed run is about to write again)."""

@@ -350,7 +350,7 @@ class Trainer:
         """The stage's selected params (its best evaluation, from ``best/<stage>``; the last
         params when no best was kept) and a record of the choice for ``selection.json``."""
         best = self.tracker.best.get(f"{si}:{stage.name}")
-        where = self.workdir / "best" / stage.name
+        where = self._best_folder(stage, None)
         info: dict[str, Any] = {"stage": stage.name, "select": stage.select}
         self.best_writer.wait_until_finished()
         if best is None or not self.cfg.save_best or not where.exists():
@@ -392,9 +392,9 @@ class Trainer:
             tasks = [None] + (list(stage.eval_sets) if len(stage.eval_sets) > 1 else [])
             for task in tasks:
                 entry = self.tracker.best.get(key if task is None else f"{key}:{task}")
-                where = self._best_folder(stage, task)
                 if entry is None or int(entry["step"]) != step:
                     continue
+                where = self._best_folder(stage, task)
                 if not any(s >= step for s in ckpt_lib.saved_params_steps(where)):
                     missing.append(where)
         if missing:
