@@ -12,6 +12,28 @@ import pathlib
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 
+def _has_legacy_cpu_emitters() -> bool:
+    """Whether this jaxlib's XLA still has its elemental CPU emitters beside the MLIR fusion
+    emitters (jaxlib 0.10 has the switch; 0.11.2 and 0.12.1 have not, and XLA stops the process
+    on a flag it does not know). Read from the installed version, before JAX starts."""
+    from importlib import metadata
+
+    try:
+        major, minor = (int(p) for p in metadata.version("jaxlib").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) < (0, 11)
+
+
+# The elemental emitters generate a tiny model's step about 30% faster than the fusion emitters
+# (2026-12-06, AVX-512 AMD EPYC: a 2-layer BERT's train steps in one CLI test 10.3 -> 7.3 s of
+# compiling at level 0, the test 31 -> 26 s; test_train.py + test_step.py 167 -> 145 s; the
+# default run in two workers, empty compilation cache, 796 -> 582 s), with the same numbers
+# within every tolerance here (773 passed either way).
+if _has_legacy_cpu_emitters():
+    TEST_XLA_FLAGS += " --xla_cpu_use_fusion_emitters=false"
+
+
 def xla_flags(devices: int) -> str:
     """``XLA_FLAGS`` for a test process with ``devices`` fake CPU devices."""
     return f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}"
