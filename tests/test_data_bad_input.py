@@ -173,3 +173,11 @@ def test_generic_conll_columns(tmp_path):
     task = get_task("conll", tmp_path, path="pos/{split}.txt", delimiter="\t", iob=False)
     assert task.label_names == ("DET", "NOUN", "VERB") and task.metrics == ("token_accuracy",)
     assert [e.label for e in task.load("train")] == [("DET", "NOUN"), ("VERB",)]
+
+
+def test_a_capped_read_of_a_file_still_stops_at_a_bad_row_past_the_cap(tmp_path):
+    """Task.head reads a file whole (only generated tasks make just their first examples), so
+    a run capped at two examples still stops at a bad row further down."""
+    task = sst(tmp_path, "good one\t1\nfine\t0\nalso fine\t1\nbad\t7\n")
+    with raises_at(tmp_path / "SST-2" / "train.tsv", 5):
+        task.head("train", 2)

@@ -45,3 +45,50 @@ def test_bag_of_words_is_not_enough(name):
     )
     acc = clf.score(vec.transform([join(e) for e in dev]), [e.label for e in dev])
     assert acc < 0.85, f"bag-of-words reaches {acc:.3f} on builtin/{name}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_first_examples_are_made_without_the_rest(name, monkeypatch):
+    """Task.head(split, n), what a run capped by data.max_*_examples reads: the same examples
+    as load(split)[:n], and only n of them generated."""
+    from jaxtl.data import builtin
+
+    task = get_task(f"builtin/{name}")
+    for split in task.splits:
+        full = task.load(split)
+        for n in (1, 64, len(full), len(full) + 5):
+            assert task.head(split, n) == full[:n], (split, n)
+        assert task.head(split, 0) == full
+    made = []
+    gen, meta = builtin.GENERATORS[name]
+    monkeypatch.setitem(builtin.GENERATORS, name, (lambda rng: made.append(1) or gen(rng), meta))
+    assert len(task.head("train", 64)) == 64 and len(made) == 64
+
+
+def test_the_first_lines_of_target_text_are_its_loads_first_lines():
+    """The target-text corpus (ULMFiT's LM fine-tuning on the targets' inputs): its head is
+    its whole load cut, also where examples without text give no line, and reads the tasks
+    only as far as those lines need."""
+    from types import SimpleNamespace
+
+    from jaxtl.data.tasks import Example, Loaded, Task
+    from jaxtl.objectives.language_model import target_text
+
+    calls = []
+
+    def gappy(split):  # five examples without text first, then ten lines
+        calls.append(split)
+        return Loaded([Example("")] * 5 + [Example(f"line {i}") for i in range(10)])
+
+    own = Task("own/gappy", "lm", gappy, ("train",))
+    pairs, sentiment = get_task("builtin/entailment"), get_task("builtin/sentiment")
+    for tasks in ([pairs, sentiment], [own, sentiment], [sentiment]):
+        corpus = target_text([SimpleNamespace(task=t) for t in tasks])
+        for split in corpus.splits:
+            full = corpus.load(split)
+            for n in (1, 3, 12, 64, len(full) + 1):
+                assert corpus.head(split, n) == full[:n], ([t.name for t in tasks], split, n)
+    calls.clear()
+    corpus = target_text([SimpleNamespace(task=t) for t in (own, sentiment)])
+    assert [ex.text for ex in corpus.head("train", 3)] == ["line 0", "line 1", "line 2"]
+    assert calls == ["train", "train"]  # its first 3 had no text: read on, then stopped

@@ -22,7 +22,7 @@ import numpy as np
 from jaxtl.data import batching, packing, token_cache, tokenize
 from jaxtl.data.catalogue import get_task
 from jaxtl.data.masking import MaskedBatches, Masking
-from jaxtl.data.tasks import DataError, Task
+from jaxtl.data.tasks import DataError, Task, limit
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,6 @@ def check_distinct(names: Sequence[str], loaded: Sequence[Task]) -> None:
                 "result per name; give each its own name= (file:name=N,...)"
             )
         seen[key] = (name, task.name)
-
-
-def limit(examples: Sequence[Any], n: int) -> Sequence[Any]:
-    return examples[:n] if n and n > 0 else examples
 
 
 def report_only(task: Task) -> Task:
@@ -238,10 +234,10 @@ def prepare_tasks(
                                   target_tokenizer=target_tokenizer)  # fmt: skip
         train_ex: Sequence[Any] = []
         if (with_train and cached is None) or (with_eval and not has_dev):
-            train_ex = limit(task.load(train_split), config.data.max_train_examples)
+            train_ex = task.head(train_split, config.data.max_train_examples)
         dev_name, dev_ex = eval_split, None
         if with_eval and has_dev:
-            dev_ex = limit(task.load(eval_split), config.data.max_eval_examples)
+            dev_ex = task.head(eval_split, config.data.max_eval_examples)
         elif with_eval:
             frac = float(config.data.holdout_fraction)
             train_ex, dev_ex = holdout(train_ex, frac, config.seed * 1000 + i)
@@ -267,7 +263,7 @@ def prepare_tasks(
             splits["dev"] = split_data(dev_name, task, dev_ex, config, tokenizer, index=i,
                                        packed=packed, target_tokenizer=target_tokenizer)  # fmt: skip
         if with_eval and "test" in task.splits and eval_split != "test":
-            test_ex = limit(task.load("test"), config.data.max_eval_examples)
+            test_ex = task.head("test", config.data.max_eval_examples)
             splits["test"] = split_data("test", task, test_ex, config, tokenizer, index=i,
                                         packed=packed, target_tokenizer=target_tokenizer)  # fmt: skip
         ev = splits["dev"].batches if "dev" in splits else []
@@ -304,7 +300,7 @@ def corpus_blocks(
     if objective == "mlm" and masking is None:
         raise ValueError("objective 'mlm' needs masking settings")
     task = _corpus(corpus, config) if isinstance(corpus, str) else corpus
-    lines = limit(task.load("train"), config.data.max_train_examples)
+    lines = task.head("train", config.data.max_train_examples)
     enc = tokenize.pack_corpus(
         lines, tokenizer, block_size=block_size, objective=objective, task_id=index
     )
@@ -320,7 +316,7 @@ def corpus_blocks(
     for n, split in enumerate(("dev", "test")):
         if not with_eval or split not in task.splits:
             continue
-        held = limit(task.load(split), config.data.max_eval_examples)
+        held = task.head(split, config.data.max_eval_examples)
         henc = tokenize.pack_corpus(
             held, tokenizer, block_size=block_size, objective=objective, task_id=index,
             drop_last=False,
@@ -350,7 +346,7 @@ def corpus_lines(
     """A corpus task as one example per line, bucketed like labelled tasks (no evaluation)."""
     _need_tokenizer(tokenizer, config)
     task = load_task(corpus, config)
-    lines = limit(task.load("train"), config.data.max_train_examples)
+    lines = task.head("train", config.data.max_train_examples)
     enc = tokenize.encode(task, lines, tokenizer, max_length=config.data.max_length, task_id=index)
     it = train_batches(enc, config, tokenizer, buckets=config.data.buckets, seed=seed)
     return TaskData(report_only(task), index, key, len(enc), it, [], "dev")

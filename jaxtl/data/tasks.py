@@ -64,6 +64,11 @@ class Example:
     id: str | int | None = None
 
 
+def limit(examples: Sequence[Any], n: int) -> Sequence[Any]:
+    """The first ``n`` of ``examples`` (all of them when ``n`` is 0 or less)."""
+    return examples[:n] if n and n > 0 else examples
+
+
 class Loaded(list):
     """A split's examples, plus what was skipped while reading them (``on_bad_row="skip"``)."""
 
@@ -131,6 +136,11 @@ class Task:
     stream: Callable[[str], Iterator[Example]] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    # ``make_first(split, n)``: the split's first ``n`` examples made without the rest (a
+    # generated task), exactly what ``load(split)[:n]`` holds. None: :meth:`head` loads it all.
+    make_first: Callable[[str, int], Loaded] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -145,11 +155,23 @@ class Task:
         return len(self.label_names)
 
     def load(self, split: str) -> Loaded:
+        self._check_split(split)
+        return self.loader(split)
+
+    def _check_split(self, split: str) -> None:
         if split not in self.splits:
             raise DataError(
                 f"task {self.name!r} has no split {split!r}; splits that exist: {list(self.splits)}"
             )
-        return self.loader(split)
+
+    def head(self, split: str, n: int) -> Sequence[Example]:
+        """The split's first ``n`` examples (all of them when ``n`` is 0 or less): what a run
+        capped by ``data.max_train_examples`` / ``max_eval_examples`` reads. A file is read
+        whole, so its bad rows stop the run wherever they are."""
+        if n and n > 0 and self.make_first is not None:
+            self._check_split(split)
+            return self.make_first(split, n)
+        return limit(self.load(split), n)
 
     def iterate(self, split: str) -> Iterator[Example]:
         """The split's examples as :meth:`load` gives them, streamed when the reader can."""

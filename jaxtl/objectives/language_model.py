@@ -10,7 +10,7 @@ with a causal LM's perplexity; it is reported, never selected on (lower is bette
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flax import nnx
@@ -62,20 +62,30 @@ def target_text(targets: Sequence[TaskData]) -> Task:
         raise ValueError("the target-text corpus needs at least one target task")
     tasks = [td.task for td in targets]
 
+    def lines(examples: Iterable[Example]) -> list[Example]:
+        return [Example(text, source=ex.source) for ex in examples
+                for text in (ex.text, ex.text_pair) if text]  # fmt: skip
+
     def load(split: str) -> Loaded:
-        out = [
-            Example(text, source=ex.source)
-            for t in tasks
-            if split in t.splits
-            for ex in t.load(split)
-            for text in (ex.text, ex.text_pair)
-            if text
-        ]
-        return Loaded(out)
+        return Loaded(line for t in tasks if split in t.splits for line in lines(t.load(split)))
+
+    def first(split: str, n: int) -> Loaded:
+        """``load(split)[:n]``, reading no more of each task than those lines need."""
+        out: list[Example] = []
+        for t in (t for t in tasks if split in t.splits):
+            head = t.head(split, n)
+            got = lines(head)
+            if len(got) < n and len(head) == n:  # examples without text: read on
+                got = lines(t.load(split))
+            out += got
+            if len(out) >= n:
+                break
+        return Loaded(out[:n])
 
     splits = tuple(s for s in ("train", "dev", "test") if any(s in t.splits for t in tasks))
     name = "+".join(t.name for t in tasks) + "/text"
-    return Task(name, "lm", load, splits, metrics=("perplexity",), main_metric="perplexity")
+    return Task(name, "lm", load, splits, metrics=("perplexity",), main_metric="perplexity",
+                make_first=first)  # fmt: skip
 
 
 class LanguageModelling(Objective):

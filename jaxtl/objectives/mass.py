@@ -33,7 +33,7 @@ from flax import nnx
 
 from jaxtl.data import tokenize
 from jaxtl.data.batch import IGNORE
-from jaxtl.data.prepare import SplitData, TaskData, corpus_lines, eval_batches, limit
+from jaxtl.data.prepare import SplitData, TaskData, corpus_lines, eval_batches
 from jaxtl.models import seq2seq
 from jaxtl.objectives import seq2seq as seq2seq_objective
 from jaxtl.objectives.base import Objective
@@ -119,7 +119,7 @@ class Mass(Objective):
         for n, split in enumerate(("dev", "test")):
             if split not in lines.task.splits:
                 continue
-            held = limit(lines.task.load(split), config.data.max_eval_examples)
+            held = lines.task.head(split, config.data.max_eval_examples)
             enc = tokenize.encode(lines.task, held, tokenizer, max_length=config.data.max_length,
                                   task_id=index)  # fmt: skip
             batches = [

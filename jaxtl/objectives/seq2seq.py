@@ -36,7 +36,7 @@ from flax import nnx
 from jaxtl import fileio
 from jaxtl.data import tokenize
 from jaxtl.data.batch import IGNORE
-from jaxtl.data.prepare import TaskData, limit, load_task
+from jaxtl.data.prepare import TaskData, load_task
 from jaxtl.models import seq2seq
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def target_tokenizer(config: Any, workdir: Any, task_names: Sequence[str], token
     for name in task_names:
         task = load_task(name, config)
         if task.kind == "translation":
-            train = limit(task.load("train"), config.data.max_train_examples)
+            train = task.head("train", config.data.max_train_examples)
             texts += [ex.target for ex in train if ex.target]
     if not texts:
         return tokenizer  # no translation task: nothing to train on, nothing to decode

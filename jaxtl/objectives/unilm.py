@@ -53,7 +53,6 @@ from jaxtl.data.prepare import (
     SplitData,
     TaskData,
     eval_batches,
-    limit,
     load_task,
     report_only,
     train_batches,
@@ -243,7 +242,7 @@ def unilm_stream(
     task = load_task(corpus, config)
     if task.kind != "lm":
         raise ValueError(f"pretrain.corpus={corpus!r} is a {task.kind} task; expected text (lm)")
-    lines = [ex.text for ex in limit(task.load("train"), config.data.max_train_examples)]
+    lines = [ex.text for ex in task.head("train", config.data.max_train_examples)]
     enc = encode_pairs(lines, tokenizer, block_size=block_size, task_id=index)
     if len(enc) == 0:
         raise ValueError(
@@ -258,7 +257,7 @@ def unilm_stream(
     for n, split in enumerate(("dev", "test")):  # held-out text, kinds and masks fixed per batch
         if not with_eval or split not in task.splits:
             continue
-        held = limit(task.load(split), config.data.max_eval_examples)
+        held = task.head(split, config.data.max_eval_examples)
         henc = encode_pairs([ex.text for ex in held], tokenizer, block_size=block_size,
                             task_id=index)  # fmt: skip
         ev: list[dict[str, np.ndarray]] = []
