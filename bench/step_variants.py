@@ -44,7 +44,8 @@ variants.
     python -m bench.step_variants --model bert-base --batch-size 256 --steps 10 \
         --variants base,no_dropout,padded --rounds 4 --profile 3
 
-Every row reports the median and minimum step time, the median of the per-round ratios to
+Every row reports the seconds its step took to lower and compile (in this process, after the
+variants before it), the median and minimum step time, the median of the per-round ratios to
 ``base``, and the minor page faults and system CPU time per step (``getrusage``: the compiled
 step's temporaries are mapped afresh on each call). Batches are random tokens without padding,
 as in ``bench/run.py``'s step case; the first step's loss is printed so variants that should
@@ -249,6 +250,7 @@ def measure(
             "system_cpu_ms_per_step": float(np.median(system[name]) * 1e3 / steps),
             "first_loss": first_loss[name],
             "cpu_kernels": runs[name].cpu_kernels,  # read from the compiled step
+            "compile_s": runs[name].compile_s,  # lowering and compiling, before the timed steps
             "times_s": times[name],
         })  # fmt: skip
         if profile:
@@ -308,11 +310,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.strategy}, B={args.batch_size} T={args.seq_len}, {args.rounds} alternated rounds "
           f"of {args.steps} step(s), "
           f"{res['machine']['cpu_model']}, load at end {res['machine']['load_average_at_end']}")  # fmt: skip
-    print("| variant | CPU kernels | median ms | min ms | / first (median of rounds) "
+    print("| variant | CPU kernels | compile s | median ms | min ms | / first (median of rounds) "
           "| minor faults/step | system CPU ms/step | first loss |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in res["rows"]:
-        print(f"| {r['variant']} | {r['cpu_kernels']} | {r['median_ms']:.1f} | "
+        print(f"| {r['variant']} | {r['cpu_kernels']} | {r['compile_s']:.2f} | "
+              f"{r['median_ms']:.1f} | "
               f"{r['min_ms']:.1f} | {r['ratio_to_first_median']:.3f} | "
               f"{r['minor_faults_per_step']:.0f} | {r['system_cpu_ms_per_step']:.0f} | "
               f"{r['first_loss']:.6f} |")  # fmt: skip

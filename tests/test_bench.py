@@ -447,6 +447,7 @@ def test_step_variants_time_one_step_in_each_variant(
     for r in rows.values():
         assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
         assert r["minor_faults_per_step"] >= 0 and _finite(r["system_cpu_ms_per_step"])
+        assert r["compile_s"] > 0 and _finite(r["compile_s"])
     assert rows["base"]["ratio_to_first_median"] == 1.0
     # 2 rows of 16 tokens: the run's default (cpu_kernels=auto) and the named fusions are
     # YNNPACK's; the variant that hands them all back to XLA reads xla.
