@@ -24,8 +24,8 @@ run: setup
 # Test worker processes (pytest-xdist). The suite is mostly compilation and launch.py
 # subprocesses, single-threaded, so two workers keep two cores busy: 383 and 373 s against
 # 1063 s for one process on a 2-core AMD EPYC (a smaller suite then; on 2026-12-06 two workers
-# took 564 s in CI with an empty compilation cache, the jaxtl commands tests run forked from an
-# already-imported process: tests/launcher.py). --dist loadscope keeps a module's tests, and so
+# took 564 and 631 s in two CI runs with an empty compilation cache, the jaxtl commands tests
+# run forked from an already-imported process: tests/launcher.py). --dist loadscope keeps a module's tests, and so
 # its module-scoped fixtures (trained runs), in one worker. The largest process of a run peaked
 # at 6.4 GiB RSS (sampled each second): raise TEST_WORKERS with the memory; 0 = one process.
 TEST_WORKERS ?= 2
