@@ -201,6 +201,33 @@ def _small_state(value=1.0):
     )
 
 
+def _hold(monkeypatch, name):
+    """Hold ``ckpt_lib.<name>`` when it is called (in the background writer's thread) until the
+    test lets it go: (an Event set once it is called, the Event that releases it)."""
+    import threading
+
+    called, release = threading.Event(), threading.Event()
+    real = getattr(ckpt_lib, name)
+
+    def held(*a, **k):
+        called.set()
+        assert release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ckpt_lib, name, held)
+    return called, release
+
+
+def _overwrite_donated(state):
+    """Three training-like steps that donate ``state`` and write -7 into every param."""
+    step = jax.jit(
+        lambda s: s.replace(params=jax.tree.map(lambda p: p * 0 - 7, s.params)), donate_argnums=0
+    )
+    for _ in range(3):
+        state = step(state)
+    return jax.block_until_ready(state)
+
+
 def test_an_async_save_returns_before_it_is_written_and_keeps_the_values_of_its_step(
     tmp_path, monkeypatch
 ):
@@ -210,16 +237,7 @@ def test_an_async_save_returns_before_it_is_written_and_keeps_the_values_of_its_
     yet the step reads back with the values, metadata and checksums it was saved with."""
     import threading
 
-    hashing = threading.Event()
-    release = threading.Event()
-    real = ckpt_lib.checksums
-
-    def held(*a, **k):
-        hashing.set()
-        assert release.wait(30)
-        return real(*a, **k)
-
-    monkeypatch.setattr(ckpt_lib, "checksums", held)
+    hashing, release = _hold(monkeypatch, "checksums")
     state = _small_state()
     want = jax.tree.map(np.array, state)
     ck = ckpt_lib.Checkpointer(tmp_path / "ck", async_save=True)
@@ -230,12 +248,7 @@ def test_an_async_save_returns_before_it_is_written_and_keeps_the_values_of_its_
     assert not saver.is_alive(), "save waited for its checkpoint to be written"
     assert hashing.wait(20)
     assert not (tmp_path / "ck" / "5" / ckpt_lib.CHECKSUMS).exists()  # still in flight
-    step = jax.jit(
-        lambda s: s.replace(params=jax.tree.map(lambda p: p * 0 - 7, s.params)), donate_argnums=0
-    )
-    for _ in range(3):
-        state = step(state)
-    jax.block_until_ready(state)
+    state = _overwrite_donated(state)
     meta["best"]["b"], meta["feed"] = 0.7, 9  # the loop's records move on meanwhile
     release.set()
     ck.wait_until_finished()
@@ -281,15 +294,7 @@ def test_best_params_written_in_the_background_keep_the_values_of_their_step(tmp
     blocks until the write is on disk."""
     import threading
 
-    writing, release = threading.Event(), threading.Event()
-    real = ckpt_lib.save_params
-
-    def held(*a, **k):
-        writing.set()
-        assert release.wait(30)
-        return real(*a, **k)
-
-    monkeypatch.setattr(ckpt_lib, "save_params", held)
+    writing, release = _hold(monkeypatch, "save_params")
     state = _small_state()
     want = jax.tree.map(np.array, state.params)
     writer = ckpt_lib.ParamsWriter(background=True)
@@ -301,12 +306,7 @@ def test_best_params_written_in_the_background_keep_the_values_of_their_step(tmp
     assert writing.wait(20)
     writer.wait_until_finished(before_step=5)  # this step's own checkpoint does not wait
     assert ckpt_lib.saved_params_steps(folders[0]) == []
-    step = jax.jit(
-        lambda s: s.replace(params=jax.tree.map(lambda p: p * 0 - 7, s.params)), donate_argnums=0
-    )
-    for _ in range(3):
-        state = step(state)
-    jax.block_until_ready(state)
+    state = _overwrite_donated(state)
     waiter = threading.Thread(target=writer.wait_until_finished, kwargs={"before_step": 6})
     waiter.start()
     waiter.join(timeout=1)
