@@ -372,10 +372,11 @@ def test_version_names_jaxtl_as_installed_and_its_stack(tmp_path):
 
 def test_the_wheel_ships_every_config_and_the_command(tmp_path):
     """What `pip install jaxtl` gets: built from the tree as a wheel (no network: the build
-    backend already installed), it holds jaxtl/configs/*.py and the console script."""
+    backend already installed), it holds jaxtl/configs/*.py, the console script and the license
+    text, and the build warns of nothing deprecated in the project's metadata."""
     src = tmp_path / "src"  # a copy: building in place would leave build/ in the tree
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "jaxtl", src / "jaxtl", ignore=shutil.ignore_patterns("__pycache__"))
     p = subprocess.run(
@@ -391,6 +392,11 @@ def test_the_wheel_ships_every_config_and_the_command(tmp_path):
     assert {"jaxtl/cli.py", "jaxtl/__main__.py"} <= names
     (entry,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "jaxtl = jaxtl.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    (licence,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert "Apache License" in zipfile.ZipFile(wheel).read(licence).decode()
+    (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(meta).decode()
+    assert "deprecated" not in p.stderr, p.stderr[-3000:]  # e.g. `project.license` as a table
 
 
 def test_a_missing_predict_input_is_named_before_the_model_loads(tmp_path):
