@@ -52,7 +52,8 @@ bench: setup
 
 # Python 3.12+ resolves the newest JAX line (pyproject pins by python_version). A second venv
 # without torch (its pinned CPU build has no 3.12 wheel on these indexes) runs the torch-free
-# core tests: `make test-py312` (PY312 is a pyenv version or a python3.12 on PATH).
+# core tests: `make test-py312` (PY312 is a pyenv version or a python3.12 on PATH; Python 3.13:
+# `make test-py312 PY312=3.13.0 VENV312=.venv313`).
 PY312 ?= 3.12.1
 VENV312 ?= .venv312
 CORE_TESTS := tests/test_checkpoint.py tests/test_train_loop.py tests/test_step.py \
