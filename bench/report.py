@@ -102,7 +102,7 @@ def meta(res: dict, path: pathlib.Path) -> str:
         f"- Command: `{_env_prefix(m)}{res['command']}`",
         f"- Date (UTC): {res['date']}; total wall time {res['total_wall_s']:.0f} s",
         f"- Machine: `nproc` = {m['nproc']}, CPU: {m['cpu_model']}, {m.get('cpu_isa', 'ISA not recorded')}, {m['platform']}",
-        f"- Load average at start (1/5/15 min): {load}; torch threads = {m['torch_threads']}",
+        f"- Load average at start (1/5/15 min): {load}; torch threads = {m['torch_threads'] or 'no torch'}",
         f"- Versions: Python {m['python']}, {v}",
         f"- Results file: `{_rel(path)}`",
     ])  # fmt: skip

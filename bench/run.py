@@ -56,6 +56,29 @@ def int_list(text: str) -> tuple[int, ...]:
         ) from None
 
 
+# Cases that time or load nothing of PyTorch's: they run where torch is not installed (a Python
+# 3.12+ venv without the test extra, to measure the newest jax line there).
+TORCH_FREE_CASES = frozenset({"compile", "padding", "scaling", "data_scale"})
+
+
+def _torch_threads(names: list[str]) -> int | None:
+    """PyTorch's intra-op threads set to the cores JAX uses, or None when torch is absent and
+    every case asked for runs without it; a case that needs torch stops here, naming it."""
+    try:
+        from bench import torch_side
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        needs = sorted(set(names) - TORCH_FREE_CASES)
+        if needs:
+            raise SystemExit(
+                f"--cases {','.join(needs)}: needs torch (pip install -e '.[test]'); without "
+                f"it only {','.join(sorted(TORCH_FREE_CASES))} run"
+            ) from None
+        return None
+    return torch_side.set_threads()
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     s = Settings(data_dir=args.data_dir)
     if args.quick:
@@ -176,9 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         from jaxtl import runtime
 
         runtime.set_cpu_kernels(args.cpu_kernels)  # workers: Settings.cpu_kernels
-    from bench import torch_side
-
-    torch_threads = torch_side.set_threads()
+    torch_threads = _torch_threads(names)
     started = datetime.datetime.now(datetime.UTC)
     results: dict = {
         "command": command_line("python bench/run.py", argv),

@@ -749,3 +749,17 @@ def test_bench_list_flags_refuse_bad_values_in_one_line(flag, value, says, capsy
     with pytest.raises(SystemExit) as e:
         run.main([flag, value, "--cases", "padding", "--markdown", ""])
     assert says in f"{e.value}{capsys.readouterr().err}"
+
+
+def test_without_torch_only_the_torch_free_cases_run(monkeypatch):
+    """A venv without torch (Python 3.12+ without the test extra) still runs the cases that time
+    nothing of PyTorch's, and a case that needs it stops in one line naming it."""
+    from bench import run
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if absent
+    monkeypatch.delitem(sys.modules, "bench.torch_side", raising=False)
+    assert run._torch_threads(["compile", "padding"]) is None
+    with pytest.raises(SystemExit, match=r"^--cases memory,step: needs torch"):
+        run._torch_threads(["compile", "step", "memory"])
+    monkeypatch.undo()
+    assert run._torch_threads(["step"]) == (os.cpu_count() or 1)
