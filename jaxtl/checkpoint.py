@@ -166,7 +166,8 @@ class Checkpointer:
             out = self.manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()
+                    state=ocp.args.StandardRestore(self._host_target(step)),
+                    meta=ocp.args.JsonRestore(),
                 ),
             )
         except Exception as e:  # any read failure means this step cannot be resumed from
@@ -185,6 +186,24 @@ class Checkpointer:
             return (f"checksum mismatch in {bad[0]}{more}: its bytes changed after the "
                     "checkpoint was written")  # fmt: skip
         return None
+
+    def _host_target(self, step: int) -> Any:
+        """The saved state's tree with every array as a numpy target of its shape and dtype, so
+        :meth:`verify` reads it into host memory whatever devices the checkpoint was saved from:
+        without a target orbax places each array as saved, which fails ("Topology mismatch")
+        when a run resumes on another number of devices (8 -> 1, a TPU slice -> a CPU), and
+        would hold a second copy of the state on the devices. The targets are zero-stride views
+        (``np.broadcast_to``): only their shape and dtype are read."""
+        meta = ocp.PyTreeCheckpointHandler().metadata(self.directory / str(step) / "state")
+        tree = getattr(meta, "item_metadata", meta)
+        tree = getattr(tree, "tree", tree)
+
+        def host(m: Any) -> Any:
+            if isinstance(m, ocp.metadata.ArrayMetadata):
+                return np.broadcast_to(np.zeros((), m.dtype), m.shape)
+            return m
+
+        return jax.tree.map(host, tree)
 
     def latest_good_step(self) -> int | None:
         """The newest checkpoint that reads back whole. Unreadable newer ones (a torn write, a

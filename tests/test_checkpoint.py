@@ -1,11 +1,15 @@
 """Checkpoints: restore across device counts, and params-only init into a different structure."""
 
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import optax
 import pytest
+from conftest import xla_flags
 from flax import nnx
 
 from jaxtl import checkpoint as ckpt_lib
@@ -67,6 +71,27 @@ def test_restore_8_devices_to_1_and_back(tiny_bert_dir, tmp_path):
     _assert_same(restored8.params, state8.params)
     k8 = restored8.params["encoder"]["layers"][0]["mlp"]["intermediate"]["kernel"]
     assert "fsdp" in str(k8.sharding.spec)
+
+
+def test_a_checkpoint_saved_on_8_devices_reads_back_whole_on_1(tiny_bert_dir, tmp_path):
+    """A resume first checks that the latest checkpoint reads back whole; on another number of
+    devices (a job resumed on a smaller slice, or on a CPU) that check must not take the good
+    checkpoint for a damaged one and move it aside. Saved here on 8 devices, checked in a
+    process that has 1."""
+    eight = mesh_lib.make_mesh(1, 8, 1)
+    ck = ckpt_lib.Checkpointer(tmp_path / "checkpoints")
+    ck.save(7, _sharded_state(_model(tiny_bert_dir), eight, optax.adamw(1e-3)), {"stage": 0})
+    ck.close()
+    check = (
+        "import sys, jax; from jaxtl import checkpoint as c; assert jax.device_count() == 1; "
+        "ck = c.Checkpointer(sys.argv[1]); print(ck.verify(7)); print(ck.latest_good_step())"
+    )
+    p = subprocess.run([sys.executable, "-c", check, str(tmp_path / "checkpoints")],
+                       env=dict(os.environ, XLA_FLAGS=xla_flags(1)), capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split() == ["None", "7"], p.stdout + p.stderr[-3000:]
+    assert not (tmp_path / "corrupt_checkpoints").exists()
 
 
 def _saved_run(tiny_bert_dir, workdir):
