@@ -98,3 +98,13 @@ def test_tokenise_and_batch(data_dir, tok, name):
     if task.kind == "translation":  # decoder targets ride along, padded to the same bucket
         assert first["target_ids"].shape == first["input_ids"].shape
         assert (first["target_mask"].sum(1)[first["example_weight"] > 0] > 0).all()
+
+
+def test_a_file_task_without_a_data_folder_names_the_key_to_set():
+    """A real-data config run without its folder: the one line says what to set, on the command
+    line and from Python."""
+    from jaxtl.data.io import DataError
+
+    with pytest.raises(DataError, match=r"^task 'sst2' reads files: set --config\.data\.dir=DIR "
+                       r"\(data_dir=DIR from Python\), the folder holding 'SST-2'$"):  # fmt: skip
+        get_task("sst2", None).load("dev")

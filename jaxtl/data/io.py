@@ -42,7 +42,10 @@ def resolve(data_dir: str | os.PathLike | None, path: str | os.PathLike, task: s
     if os.path.isabs(path):
         return path
     if data_dir is None:
-        raise DataError(f"task {task!r} reads files: pass data_dir (the folder holding {path!r})")
+        raise DataError(  # the command line's key and the Python argument: either may be in use
+            f"task {task!r} reads files: set --config.data.dir=DIR (data_dir=DIR from Python), "
+            f"the folder holding {path!r}"
+        )
     return os.path.join(os.fspath(data_dir), path)
 
 
