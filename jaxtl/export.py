@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtl import fileio, paths, peft, thresholds
+from jaxtl import report as report_lib
 from jaxtl.data import tokenize
 from jaxtl.data.prepare import head_key
 from jaxtl.models import heads as heads_lib
@@ -689,6 +690,9 @@ def _run_description(run: Any) -> str:
     return "\n".join(lines)
 
 
+EXPORT_REPORT = "export_report.json"  # what each task was exported as, and why not transformers
+
+
 def export_run(run: Any, params: Any | None, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Export a trained :class:`jaxtl.run.Run` with ``params`` (e.g. the selected best).
 
@@ -696,13 +700,15 @@ def export_run(run: Any, params: Any | None, out_dir: str | os.PathLike) -> dict
     ``out_dir/<task name>/`` for every labelled task (:func:`export_task_model`) and, for a
     LoRA model, ``out_dir/<task name>/adapter/`` (:func:`export_peft_adapter`, over the
     checkpoint the encoder was loaded from). Returns ``{task name: its report}`` plus
-    ``"(encoder)"``: the bare encoder's. ``out_dir`` may be any ``epath`` URL (``gs://``):
-    transformers, tokenizers and safetensors write local folders, so the export is then
-    written to a local temporary folder and copied up.
+    ``"(encoder)"``: the bare encoder's, also written to ``out_dir/export_report.json`` — by the
+    run's own export and by ``--export`` alike. ``out_dir`` may be any ``epath`` URL
+    (``gs://``): transformers, tokenizers and safetensors write local folders, so the export is
+    then written to a local temporary folder and copied up.
     """
     dest = os.fspath(out_dir)
     with fileio.local_dir_for(dest) as local:
         report = _export_run(run, params, pathlib.Path(local))
+        report_lib.write_json(pathlib.Path(local) / EXPORT_REPORT, report)
         if local != dest:  # cards and reports name the destination, not the temporary folder
             for f in pathlib.Path(local).rglob("*"):
                 if f.suffix in (".md", ".json") and local in (text := f.read_text()):

@@ -209,7 +209,6 @@ def finish(run: Run, stages: Sequence[train.Stage], title: str) -> dict[str, Any
     if run.config.get("export_dir") and report.is_chief():
         params, _ = trainer.selected(len(stages) - 1, stages[-1])
         exported = export.export_run(run, jax.device_get(params), run.config.export_dir)
-        report.write_json(epath.Path(run.config.export_dir) / "export_report.json", exported)
         log.info("exported to %s: %s", run.config.export_dir, sorted(exported))
     if report.is_chief():
         print(results_table(results, title))

@@ -380,6 +380,11 @@ def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tm
         cfg = json.loads((again / task / "config.json").read_text())
         if task == "mine":
             assert cfg["id2label"] == {"0": "neg", "1": "pos"}
+    # both write the report of what each task was exported as, the same but for the folder
+    ran, cmd = (json.loads((d / "export_report.json").read_text()) for d in (out, again))
+    assert sorted(cmd) == ["(encoder)", "mine", "ner", "sts"]
+    assert cmd["mine"]["path"] == str(again / "mine") and cmd["mine"]["labels"] == ["neg", "pos"]
+    assert json.loads(json.dumps(ran).replace(str(out), str(again))) == cmd
 
 
 def test_predict_writes_tables_by_the_outputs_extension(trained, tmp_path):

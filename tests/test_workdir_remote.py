@@ -70,6 +70,8 @@ def test_a_gs_workdir_holds_the_whole_run_resumes_and_serves_predict_and_export(
     assert (exp / "builtin/sentiment/model.safetensors").is_file()
     card = (exp / "builtin/sentiment/README.md").read_text()
     assert "gs://bkt/exp" in card and "jaxtl-" not in card  # names the destination, not a temp
+    exported = json.loads((exp / "export_report.json").read_text())
+    assert exported["builtin/sentiment"]["path"] == "gs://bkt/exp/builtin/sentiment"
 
     # Nothing took the URL for a local file name (relative to the working directory).
     assert list(cwd.iterdir()) == [cwd / "in.txt"], list(cwd.iterdir())
