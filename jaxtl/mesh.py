@@ -55,7 +55,11 @@ def mesh_shape(
     known = int(np.prod([d for d in dims if d != -1]))
     if -1 in dims:
         if n % known:
-            raise ValueError(f"mesh: {n} devices are not divisible by the fixed axes {dims}")
+            fixed = ", ".join(f"mesh.{a}={d}" for a, d in zip(AXES, dims) if d != -1)
+            raise ValueError(
+                f"mesh: {fixed} need a multiple of {known} devices, but {n} "
+                f"{'is' if n == 1 else 'are'} available"
+            )
         dims[dims.index(-1)] = n // known
     if int(np.prod(dims)) != n:
         raise ValueError(
