@@ -151,6 +151,12 @@ class Predictor:
                 final = st["params"] if st["params"] != "last" else "checkpoints"
                 for name in st.get("dev_splits", {}):
                     out[name] = final
+        else:  # a run stopped (or still going) before its end: said, not refused (a peek is fine)
+            log.warning(
+                "%s has no selection.json: its run has not finished, so its latest checkpoint's "
+                "params are used, not a selected model (the run's own command finishes it)",
+                self.workdir,
+            )
         return out, final
 
     def params_for(self, task: str) -> Any:

@@ -86,6 +86,27 @@ def test_own_files_give_test_predictions_and_predict_matches(trained, tmp_path):
     np.testing.assert_allclose([g["probs"] for g in got], [r["probs"] for r in test], atol=1e-5)
 
 
+def test_an_unfinished_run_predicts_from_its_latest_checkpoint_and_says_so(trained, tmp_path,
+                                                                           caplog):  # fmt: skip
+    """A workdir without selection.json (its run stopped before the end) still predicts, from
+    its latest checkpoint, with a warning that no model was selected; a finished one has none."""
+    import shutil
+
+    import jaxtl
+
+    _, wd, _ = trained
+    with caplog.at_level("WARNING", logger="jaxtl.predictor"):
+        jaxtl.load(wd)
+    assert "has no selection.json" not in caplog.text
+    stopped = tmp_path / "stopped"
+    shutil.copytree(wd, stopped)
+    (stopped / "selection.json").unlink()
+    with caplog.at_level("WARNING", logger="jaxtl.predictor"):
+        model = jaxtl.load(stopped)
+    assert f"{stopped} has no selection.json: its run has not finished" in caplog.text
+    assert [r["label"] in ("neg", "pos") for r in model.predict(POS[:1], "mine")] == [True]
+
+
 def test_predict_reads_conll_files_with_and_without_tags(trained, tmp_path):
     """``--predict`` on a CoNLL task reads the task's own format: a tagged file (gold kept) and
     a file of words alone (read unlabelled), both tagged as the run tagged its test split."""
