@@ -81,6 +81,31 @@ def test_regression_jsonl(tmp_path):
     assert [e.label for e in task.load("train")] == [4.5, 1.0]
 
 
+@pytest.mark.parametrize(
+    ("labels", "kind"),
+    [(["4.5", "1.25", "0"], "regression"), (["1.0", "0.0"], "regression"),
+     (["-2e-3", "3"], "regression"), (["0", "1"], "classification"),
+     (["1", "5", "3"], "classification"), (["pos", "1.5"], "classification"),
+     (["nan", "0.5"], "classification")],
+)  # fmt: skip
+def test_scores_make_a_regression_task_unless_a_kind_is_given(tmp_path, labels, kind):
+    """Without kind=, a label column of numbers, not all whole, is a regression target (as
+    transformers' run_classification takes a float column); kind= always wins."""
+    rows = "".join(f"text {i},{x}\n" for i, x in enumerate(labels))
+    write(tmp_path / "s" / "train.csv", "text,score\n" + rows)
+    write(tmp_path / "s" / "dev.csv", "text,score\n" + rows)
+    task = get_task("file:name=s,path=s/{split}.csv,label=score", tmp_path)
+    assert task.kind == kind
+    if kind == "regression":
+        assert task.label_names == () and task.metrics == ("pearson", "spearman")
+        assert [e.label for e in task.load("dev")] == [float(x) for x in labels]
+        forced = get_task("file:name=s,path=s/{split}.csv,label=score,kind=classification",
+                          tmp_path)  # fmt: skip
+        assert forced.kind == "classification" and len(forced.label_names) == len(labels)
+    else:
+        assert task.label_names == tuple(sorted(labels))
+
+
 def test_headerless_int_columns(tmp_path):
     write(tmp_path / "h" / "train.tsv", "1\tthe film\tpos\n2\tno\tneg\n")
     task = get_task("file:name=h,path=h/{split}.tsv,header=0,text=1,label=2", tmp_path)

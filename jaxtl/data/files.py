@@ -13,7 +13,8 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
 - ``text`` (required), ``text_pair`` (optional second segment), ``label`` (the target column;
   absent for ``kind="lm"``), ``target`` (translation).
-- ``kind``: ``classification`` | ``multilabel`` (every class that applies: a TSV/CSV cell holds
+- ``kind``: ``classification`` (the default; ``regression`` instead when every training label is
+  a number and not all are whole, ``0.0``-``5.0`` scores: :func:`are_scores`) | ``multilabel`` (every class that applies: a TSV/CSV cell holds
   them separated by ``label_sep``, default ``,``, as ``joy,surprise``; a JSONL value is a list
   or such a string, or a 0/1 vector of floats/booleans when ``label_names`` names its classes;
   an empty cell or list is an example with no class) | ``regression`` |
@@ -42,8 +43,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from jaxtl.data.io import (
@@ -149,6 +152,23 @@ def _tokens(value: Any) -> Any:
     return value.split() if isinstance(value, str) else value
 
 
+_WHOLE = re.compile(r"[+-]?\d+")
+
+
+def are_scores(labels: Iterable[Any]) -> bool:
+    """Whether a column's labels are scores rather than class names: every one a finite number
+    and not every one a whole number written as such (``0``/``1`` and ``1``-``5`` stay classes,
+    ``0.0``-``5.0`` are scores), as transformers' ``run_classification`` takes a float column
+    for regression."""
+    labels = [str(x).strip() for x in labels]
+    if not labels or all(_WHOLE.fullmatch(x) for x in labels):
+        return False
+    try:
+        return all(math.isfinite(float(x)) for x in labels)
+    except ValueError:
+        return False
+
+
 @register("file")
 def file_task(
     data_dir: str | None = None,
@@ -161,7 +181,7 @@ def file_task(
     text_pair: str | int | None = None,
     label: str | int | None = "label",
     target: str | int | None = None,
-    kind: str = "classification",
+    kind: str | None = None,
     label_names: Sequence[str] | None = None,
     label_sep: str = ",",
     label_columns: Sequence[str] | None = None,
@@ -173,6 +193,8 @@ def file_task(
 ) -> Task:
     """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
+    inferred = kind is None  # classification, or regression when the labels are scores
+    kind = kind or "classification"
     columns = tuple(str(c) for c in label_columns or ())
     if columns and kind != "multilabel":
         raise ValueError(f"file task: label_columns is for kind=multilabel, not kind={kind!r}")
@@ -297,11 +319,17 @@ def file_task(
     names_tuple: tuple[str, ...] = columns or tuple(str(x) for x in label_names or ())
     if kind in ("classification", "multilabel", "tagging") and not names_tuple:
         # Label set from the training split, sorted so the ids are stable across runs.
-        first = read("train" if "train" in split_paths else next(iter(split_paths)), None)
+        source = "train" if "train" in split_paths else next(iter(split_paths))
+        first = read(source, None)
         values: set[Any] = set()
         for ex in first:
             values.update(ex.label if kind in ("multilabel", "tagging") else (ex.label,))
-        names_tuple = tuple(sorted(values))
+        if inferred and label is not None and are_scores(values):
+            kind = "regression"  # read() and the Task below see it: no label set
+            log.info("task %r: every label in %s is a number, not all whole: kind=regression "
+                     "(kind=classification keeps them as classes)", name, split_paths[source])  # fmt: skip
+        else:
+            names_tuple = tuple(sorted(values))
     label_map = {n: i for i, n in enumerate(names_tuple)}
     default_metrics, default_main = DEFAULT_METRICS[kind]
     mets = tuple(metrics or default_metrics)
