@@ -321,3 +321,20 @@ def test_two_tasks_of_one_name_are_refused_before_tokenising(tmp_path):
     with pytest.raises(ValueError, match=r"are named 'glue/x' and 'glue_x', one head key 'glue_x'"):
         check_distinct(["n1", "n2"], [dataclasses.replace(task, name="glue/x"),
                                       dataclasses.replace(task, name="glue_x")])  # fmt: skip
+
+
+def test_a_misspelt_column_is_named_with_the_closest_one(tmp_path):
+    """A text or label column the file lacks: its header, and the column probably meant."""
+    write(tmp_path / "r" / "train.tsv", "review\tstars\ngood\t5\n")
+    write(tmp_path / "j" / "train.jsonl", '{"text": "good", "label": "pos"}\n')
+    cases = [("file:name=r,path=r/{split}.tsv,text=reveiw,label=stars",
+              "no column 'reveiw' (did you mean 'review'?) in header ['review', 'stars']"),
+             ("file:name=r,path=r/{split}.tsv,text=review,label=star",
+              "no label column 'star' (did you mean 'stars'?) in header ['review', 'stars']"),
+             ("file:name=j,path=j/{split}.jsonl,label=lable",
+              "no label column 'lable' (did you mean 'label'?) in any row"),
+             ("file:name=r,path=r/{split}.tsv,text=review,label=zzz",
+              "no label column 'zzz' in header")]  # fmt: skip
+    for spec, says in cases:
+        with pytest.raises(DataError, match=re.escape(says)):
+            get_task(spec, tmp_path).load("train")

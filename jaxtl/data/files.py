@@ -54,6 +54,7 @@ from jaxtl.data.io import (
     DEFAULT_METRICS,
     NO_ID,
     column,
+    did_you_mean,
     has_id_column,
     is_multi_hot,
     multilabel_ids,
@@ -231,8 +232,9 @@ def file_task(
             if split == "train" or names_map is None:
                 header_names = records[0][1]
                 where = f"header {header_names}" if header_names is not None else "any row"
+                hint = did_you_mean(first_label, header_names or list(records[0][2]))
                 raise DataError(
-                    f"{p}: no label column {first_label!r} in {where}; only a split other than "
+                    f"{p}: no label column {first_label!r}{hint} in {where}; only a split other than "
                     f"the one that trains or gives the label set may be unlabelled"
                 )
             log.info("%s: no label column %r: split %r is unlabelled", p, first_label, split)

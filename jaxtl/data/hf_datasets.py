@@ -54,6 +54,7 @@ from jaxtl.data.io import (
     DEFAULT_ID,
     DEFAULT_METRICS,
     NO_ID,
+    did_you_mean,
     has_id_column,
     is_multi_hot,
     multilabel_ids,
@@ -309,7 +310,8 @@ def hf_task(
     if (label is not None and label not in ds0.column_names and kind not in ("lm", "translation")
             and not _labels_optional):  # fmt: skip
         raise DataError(
-            f"{where0}: no label column {label!r}; columns: {ds0.column_names} "
+            f"{where0}: no label column {label!r}{did_you_mean(label, ds0.column_names)}; "
+            f"columns: {ds0.column_names} "
             "(label= empty for an unlabelled corpus)"
         )
     feature = ds0.features[label] if label is not None and label in ds0.column_names else None

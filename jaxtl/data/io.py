@@ -11,6 +11,7 @@ to import another one.
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
 import itertools
 import logging
@@ -174,6 +175,12 @@ def _quoted_records(path: str, bad: BadRows, delimiter: str) -> Iterator[tuple[i
             yield line or 0, fields
 
 
+def did_you_mean(name: object, choices: Sequence[object]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``name``, else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     """Index of column ``col`` (a header name, or a 0-based integer)."""
     if isinstance(col, int):
@@ -181,7 +188,7 @@ def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     if names is None:
         raise DataError(f"{path}: file has no header, so column {col!r} must be an integer")
     if col not in names:
-        raise DataError(f"{path}: no column {col!r} in header {names}")
+        raise DataError(f"{path}: no column {col!r}{did_you_mean(col, names)} in header {names}")
     return names.index(col)
 
 

@@ -38,13 +38,13 @@ spec's; the spec's win.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from jaxtl.data.io import did_you_mean
 from jaxtl.data.tasks import REGISTRY, Task
 
 # Spec prefix -> the factories (registry names) it can route to, in the order their signatures
@@ -113,10 +113,8 @@ def valid_options(source: str) -> list[str]:
 
 def _unknown(key: str, spec: str, valid: list[str], reader: str | None = None) -> ValueError:
     by = f" (read by the {reader!r} reader)" if reader else ""
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ValueError(
-        f"unknown option {key!r}{hint} in task spec {spec!r}{by}; valid options: {', '.join(valid)}"
+        f"unknown option {key!r}{did_you_mean(key, valid)} in task spec {spec!r}{by}; valid options: {', '.join(valid)}"
     )
 
 
