@@ -306,6 +306,9 @@ def test_one_column_per_class_as_jigsaws_files_have(tmp_path):
     assert [ex.label for ex in task.load("test")] == [None]
     with pytest.raises(ValueError, match="label_columns is for kind=multilabel"):
         get_task(spec.replace("kind=multilabel", "kind=classification"))
+    implied = get_task(spec.replace(",kind=multilabel", ""))  # as hf: tasks, the columns imply it
+    assert (implied.kind, implied.label_names) == ("multilabel", task.label_names)
+    assert [ex.label for ex in implied.load("train")] == [(0,), (), (0, 2)]
     datasets = pytest.importorskip("datasets")
     rows = {"comment_text": ["you idiot", "thanks"], "toxic": [1, 0], "obscene": [0, 0],
             "threat": [False, True]}  # fmt: skip

@@ -20,8 +20,8 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   an empty cell or list is an example with no class) | ``regression`` |
   ``tagging`` (JSONL: ``text`` holds a list of words and ``label`` a list of tags; TSV/CSV:
   each cell holds them space-separated) | ``lm`` | ``translation``.
-- ``label_columns`` (multilabel, instead of ``label``): one column per class holding 0 or 1
-  (``1``/``0``, ``true``/``false``, a JSON number or boolean), as Kaggle's Jigsaw toxic-comment
+- ``label_columns`` (multilabel, instead of ``label``; ``kind`` may be left out): one column
+  per class holding 0 or 1 (``1``/``0``, ``true``/``false``, a JSON number or boolean), as Kaggle's Jigsaw toxic-comment
   files have (``label_columns=toxic|obscene|insult``); the classes are those columns, in that
   order.
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
@@ -194,9 +194,11 @@ def file_task(
 ) -> Task:
     """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
-    inferred = kind is None  # classification, or regression when the labels are scores
-    kind = kind or "classification"
     columns = tuple(str(c) for c in label_columns or ())
+    # Unset, the kind follows the labels: a 0/1 column per class is multilabel; one label
+    # column is classification, or regression when its labels are scores (below).
+    inferred = kind is None and not columns
+    kind = kind or ("multilabel" if columns else "classification")
     if columns and kind != "multilabel":
         raise ValueError(f"file task: label_columns is for kind=multilabel, not kind={kind!r}")
     if columns and label_names and tuple(label_names) != columns:
