@@ -14,16 +14,17 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
 - ``text`` (required), ``text_pair`` (optional second segment), ``label`` (the target column;
   absent for ``kind="lm"``), ``target`` (translation).
 - ``kind``: ``classification`` (the default; ``regression`` instead when every training label is
-  a number and not all are whole, ``0.0``-``5.0`` scores: :func:`are_scores`) | ``multilabel`` (every class that applies: a TSV/CSV cell holds
-  them separated by ``label_sep``, default ``,``, as ``joy,surprise``; a JSONL value is a list
+  a number and not all are whole, ``0.0``-``5.0`` scores: :func:`are_scores`) | ``multilabel``
+  (every class that applies: a TSV/CSV cell holds them separated by ``label_sep``, default
+  ``,``, as ``joy,surprise``; a JSONL value is a list
   or such a string, or a 0/1 vector of floats/booleans when ``label_names`` names its classes;
   an empty cell or list is an example with no class) | ``regression`` |
   ``tagging`` (JSONL: ``text`` holds a list of words and ``label`` a list of tags; TSV/CSV:
   each cell holds them space-separated) | ``lm`` | ``translation``.
 - ``label_columns`` (multilabel, instead of ``label``; ``kind`` may be left out): one column
-  per class holding 0 or 1 (``1``/``0``, ``true``/``false``, a JSON number or boolean), as Kaggle's Jigsaw toxic-comment
-  files have (``label_columns=toxic|obscene|insult``); the classes are those columns, in that
-  order.
+  per class holding 0 or 1 (``1``/``0``, ``true``/``false``, a JSON number or boolean), as
+  Kaggle's Jigsaw toxic-comment files have (``label_columns=toxic|obscene|insult``); the
+  classes are those columns, in that order.
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
   When omitted for classification / multilabel / tagging it is read from the train split
   (sorted).
@@ -236,8 +237,8 @@ def file_task(
                 where = f"header {header_names}" if header_names is not None else "any row"
                 hint = did_you_mean(first_label, header_names or list(records[0][2]))
                 raise DataError(
-                    f"{p}: no label column {first_label!r}{hint} in {where}; only a split other than "
-                    f"the one that trains or gives the label set may be unlabelled"
+                    f"{p}: no label column {first_label!r}{hint} in {where}; only a split other "
+                    f"than the one that trains or gives the label set may be unlabelled"
                 )
             log.info("%s: no label column %r: split %r is unlabelled", p, first_label, split)
         for i, names, rec in events:
@@ -331,7 +332,8 @@ def file_task(
         if inferred and label is not None and are_scores(values):
             kind = "regression"  # read() and the Task below see it: no label set
             log.info("task %r: every label in %s is a number, not all whole: kind=regression "
-                     "(kind=classification keeps them as classes)", name, split_paths[source])  # fmt: skip
+                     "(kind=classification keeps them as classes)", name,
+                     split_paths[source])  # fmt: skip
         else:
             names_tuple = tuple(sorted(values))
     label_map = {n: i for i, n in enumerate(names_tuple)}

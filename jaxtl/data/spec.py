@@ -114,7 +114,8 @@ def valid_options(source: str) -> list[str]:
 def _unknown(key: str, spec: str, valid: list[str], reader: str | None = None) -> ValueError:
     by = f" (read by the {reader!r} reader)" if reader else ""
     return ValueError(
-        f"unknown option {key!r}{did_you_mean(key, valid)} in task spec {spec!r}{by}; valid options: {', '.join(valid)}"
+        f"unknown option {key!r}{did_you_mean(key, valid)} in task spec {spec!r}{by}; "
+        f"valid options: {', '.join(valid)}"
     )
 
 
