@@ -194,9 +194,7 @@ class Checkpointer:
         when a run resumes on another number of devices (8 -> 1, a TPU slice -> a CPU), and
         would hold a second copy of the state on the devices. The targets are zero-stride views
         (``np.broadcast_to``): only their shape and dtype are read."""
-        meta = ocp.PyTreeCheckpointHandler().metadata(self.directory / str(step) / "state")
-        tree = getattr(meta, "item_metadata", meta)
-        tree = getattr(tree, "tree", tree)
+        tree = saved_tree(self.directory / str(step) / "state")
 
         def host(m: Any) -> Any:
             if isinstance(m, ocp.metadata.ArrayMetadata):
@@ -296,6 +294,16 @@ class Checkpointer:
                 self.manager.close()
 
 
+def saved_tree(state_dir: epath.Path) -> Any:
+    """The saved state's tree of array metadata (shape, dtype, sharding), read from the handler,
+    not the checkpointer: the checkpointer also looks for a step-level _CHECKPOINT_METADATA
+    inside state/ (it lives one folder up) and logs a warning that it "does not exist" on every
+    read (jaxtl.load, model.init_from, a resume's check)."""
+    meta = ocp.PyTreeCheckpointHandler().metadata(state_dir)
+    tree = getattr(meta, "item_metadata", meta)
+    return getattr(tree, "tree", tree)
+
+
 def _abstract(x: Any) -> Any:
     if isinstance(x, jax.ShapeDtypeStruct):
         return x
@@ -363,12 +371,7 @@ def load_params(
     """
     step_dir, _ = _find_state_dir(epath.Path(path), step)
     handler = ocp.PyTreeCheckpointer()
-    # The tree's metadata from the handler, not the checkpointer: the checkpointer also looks for
-    # a step-level _CHECKPOINT_METADATA inside state/ (it lives one folder up) and logs a warning
-    # that it "does not exist" on every params-only load (jaxtl.load, model.init_from).
-    meta = ocp.PyTreeCheckpointHandler().metadata(step_dir / "state")
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
+    tree = saved_tree(step_dir / "state")
     saved = paths.flatten(tree["params"])
     target = paths.flatten(target_params)
 
