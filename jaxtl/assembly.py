@@ -91,6 +91,12 @@ def make_head(
         return models.TaggingHead(
             in_size, task.num_labels, m.tagger_bilstm or None, m.dropout, rngs=rngs
         )
+    if task.kind == "qa":
+        # a start and an end logit per token from a linear layer without dropout, as every
+        # transformers *ForQuestionAnswering computes them (its qa_outputs: jaxtl.export)
+        if spec is not None:
+            return hf_heads.build_head(spec, task.kind, in_size, 2, 0.0, rngs=rngs)
+        return models.TaggingHead(in_size, 2, None, 0.0, rngs=rngs)
     if task.kind == "translation":
         return decoder_head(config, encoder, tokenizer, rngs)
     raise ValueError(f"task {task.name!r}: no head for kind {task.kind!r} in this regime")

@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.dir = ""  # root of real datasets (GLUE layout etc.); builtin/* tasks need none
     c.data.max_length = 128
     c.data.buckets = (32, 64, 128)
+    # qa tasks: a context longer than a row is cut into windows overlapping by doc_stride tokens
+    # (0: a quarter of max_length), as transformers' run_qa does.
+    c.data.doc_stride = 0
     # Several examples per row (jaxtl.data.packing; train.batch_size then counts rows) where the
     # encoder runs them exactly; padded batches for the BiLSTM family and other inexact cases.
     c.data.packing = True

@@ -1,8 +1,9 @@
 """Trained jaxtl models out: transformers task models, PEFT adapters, and jaxtl's own head files.
 
 :func:`export_task_model` writes one task head with its encoder as a directory that
-``transformers.AutoModelForSequenceClassification`` (classification, sentence pairs, regression)
-or ``AutoModelForTokenClassification`` (tagging) loads, with the same logits: ``config.json``
+``transformers.AutoModelForSequenceClassification`` (classification, sentence pairs, regression),
+``AutoModelForTokenClassification`` (tagging) or ``AutoModelForQuestionAnswering`` (qa: the
+BERT-like families) loads, with the same logits: ``config.json``
 (``architectures``, ``id2label`` / ``label2id``, ``problem_type``), ``model.safetensors`` (the
 family's encoder key map under its prefix, ``bert.``, plus the head's key map, both declared in
 ``jaxtl/models/<family>.py``), the tokenizer files and a ``README.md`` model card. LoRA factors are
@@ -57,23 +58,33 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 TASK_TYPES = {"classification": "SEQ_CLS", "multilabel": "SEQ_CLS", "regression": "SEQ_CLS",
-              "tagging": "TOKEN_CLS"}  # fmt: skip
+              "tagging": "TOKEN_CLS", "qa": "QUESTION_ANS"}  # fmt: skip
 PIPELINES = {
     "classification": "text-classification",
     "multilabel": "text-classification",  # problem_type makes the pipeline apply sigmoids
     "regression": "text-classification",
     "tagging": "token-classification",
+    "qa": "question-answering",
 }
 AUTO_CLASSES = {
     "classification": "AutoModelForSequenceClassification",
     "multilabel": "AutoModelForSequenceClassification",
     "regression": "AutoModelForSequenceClassification",
     "tagging": "AutoModelForTokenClassification",
+    "qa": "AutoModelForQuestionAnswering",
 }
 # transformers' sequence-classification problem_type of each sentence kind: its loss, and the
 # function its text-classification pipeline applies to the logits.
 PROBLEM_TYPES = {"classification": "single_label_classification",
                  "multilabel": "multi_label_classification", "regression": "regression"}  # fmt: skip
+# peft's PeftModelForQuestionAnswering.forward (0.21) does not pass token_type_ids on to the model,
+# so a BERT-like model reads every token as the question's: its logits are not the merged
+# model's. The wrapped model itself computes them exactly.
+QA_PEFT_NOTE = """
+`peft.PeftModelForQuestionAnswering.forward` (peft 0.21) does not pass `token_type_ids` on to the
+model, so its logits are not the trained model's; call the wrapped model, which computes them
+exactly: `model.get_base_model()(**tokenizer(question, context, return_tensors="pt"))`.
+"""
 # Label attributes a loaded (task) checkpoint's config may carry from its own task.
 _STALE = ("id2label", "label2id", "num_labels", "_num_labels", "problem_type", "finetuning_task")
 
@@ -100,6 +111,8 @@ def with_params(model: nnx.Module, params: Any | None) -> nnx.Module:
 
 
 def _labels(task: Any) -> list[str]:
+    if task.kind == "qa":  # a QA head's two outputs (num_labels=2), named as transformers does
+        return ["LABEL_0", "LABEL_1"]
     if task.kind == "regression":
         return list(task.label_names) if len(task.label_names) == 1 else ["LABEL_0"]
     return list(task.label_names)
@@ -229,7 +242,7 @@ def _write_transformers(m, key, task, out, tokenizer, hf_config, description, ba
     config["architectures"] = [spec.architecture]
     config["id2label"] = {str(i): n for i, n in enumerate(labels)}
     config["label2id"] = {n: i for i, n in enumerate(labels)}
-    if task.kind != "tagging":
+    if task.kind in PROBLEM_TYPES:
         config["problem_type"] = PROBLEM_TYPES[task.kind]
     if spec.dropout and spec.dropout_attr:
         config[spec.dropout_attr] = float(head.dropout)
@@ -390,10 +403,24 @@ def _write_card(
             "```python",
             "import transformers",
             f'model = transformers.{AUTO_CLASSES[task.kind]}.from_pretrained("{out}")',
-            f'pipe = transformers.pipeline("{PIPELINES[task.kind]}", model="{out}")',
-            "```",
-            "",
         ]
+        if task.kind == "qa":  # transformers 5 has no question-answering pipeline
+            lines += [
+                f'tok = transformers.AutoTokenizer.from_pretrained("{out}")',
+                'enc = tok(question, context, truncation="only_second", return_tensors="pt")',
+                "out = model(**enc)  # out.start_logits, out.end_logits: the answer's first "
+                "and last token",
+                "```",
+                "",
+                "`jaxtl --predict` decodes the best span over a long context's windows.",
+                "",
+            ]
+        else:
+            lines += [
+                f'pipe = transformers.pipeline("{PIPELINES[task.kind]}", model="{out}")',
+                "```",
+                "",
+            ]
     else:
         lines += [f"## Use\n\n**transformers cannot load the head**: see `{NOTE}`.", ""]
     (out / CARD).write_text("\n".join(front + lines))
@@ -439,6 +466,8 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
     jt = config.get("jaxtl_task") or {}
     if arch.endswith("ForTokenClassification"):
         kind = "tagging"
+    elif arch.endswith("ForQuestionAnswering"):
+        kind = "qa"
     elif arch.endswith("ForSequenceClassification"):
         kind = {v: k for k, v in PROBLEM_TYPES.items()}.get(
             str(config.get("problem_type")), "classification"
@@ -453,7 +482,7 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     h = enc.hidden_size
     dropout = 0.1
-    if kind != "tagging":
+    if kind not in ("tagging", "qa"):
         dropout = float(config.get(spec.dropout_attr or "classifier_dropout") or 0.1)
     head = hf_heads.build_head(spec, kind, h, len(labels), dropout, rngs=rngs)
     key = jt.get("head_key") or "task"
@@ -624,7 +653,7 @@ import peft, transformers
 base = transformers.{auto}.from_pretrained("{name_or_path}", num_labels={len(labels)}{problem})
 model = peft.PeftModel.from_pretrained(base, "{out}")
 ```
-
+{QA_PEFT_NOTE if t.kind == "qa" else ""}
 The same model with the factors merged, as a plain transformers task model, is in the parent
 directory when it was exported with `jaxtl.export.export_run`.
 

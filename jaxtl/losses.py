@@ -136,6 +136,58 @@ def lm(logits: jax.Array | tuple[jax.Array, jax.Array], batch: dict) -> tuple[ja
     return f_sum + b_sum, f_den + b_den
 
 
+def _qa_marks(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A qa batch's ([B,T] positions an answer may start or end on, [B] gold start, [B] gold
+    end): ``token_labels`` as :func:`jaxtl.data.tokenize.encode_qa` marks them."""
+    labels = batch["token_labels"]
+    valid = labels != IGNORE
+    safe = jnp.where(valid, labels, 0)
+    start = jnp.argmax((safe % 2) == 1, axis=-1)  # QA_START is 1, QA_END 2, both 3
+    end = jnp.argmax(safe >= 2, axis=-1)
+    return valid, start, end
+
+
+def qa(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Extractive QA, as transformers' ``*ForQuestionAnswering``: the mean of the start and end
+    positions' cross-entropies, logits [B,T,2] (start, end). The softmax runs over the
+    positions an answer may take (the context and the "no answer" token), not the question's
+    or the padding's, so no probability is spent where no answer can be."""
+    valid, start, end = _qa_marks(batch)
+    x = jnp.where(valid[..., None], logits.astype(jnp.float32), -1e9)
+    logp = jax.nn.log_softmax(x, axis=1)
+    nll_start = -jnp.take_along_axis(logp[..., 0], start[:, None], 1)[:, 0]
+    nll_end = -jnp.take_along_axis(logp[..., 1], end[:, None], 1)[:, 0]
+    w = row_weight(batch) * valid.any(-1)
+    return (0.5 * (nll_start + nll_end) * w).sum(), w.sum()
+
+
+# An answer spans at most this many tokens (transformers' run_qa: max_answer_length=30).
+MAX_ANSWER_TOKENS = 30
+
+
+def best_spans(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Per row, the best answer span and its score: ([B,2] first and last token, [B,2] the
+    span's start + end logit and the "no answer" token's). The span starts and ends on
+    context tokens, in order, at most :data:`MAX_ANSWER_TOKENS` long, as the question-answering
+    pipeline decodes; the "no answer" token is the first position an answer may take."""
+    valid, _, _ = _qa_marks(batch)
+    x = logits.astype(jnp.float32)
+    t = x.shape[1]
+    null = jnp.argmax(valid, axis=-1)
+    pos = jnp.arange(t)
+    ok = valid & (pos[None, :] != null[:, None])  # [B,T]
+    gap = pos[None, :] - pos[:, None]  # [T(start), T(end)]: end - start
+    band = (gap >= 0) & (gap < MAX_ANSWER_TOKENS)
+    allowed = ok[:, :, None] & ok[:, None, :] & band[None]
+    score = jnp.where(allowed, x[:, :, None, 0] + x[:, None, :, 1], -jnp.inf)
+    flat = jnp.argmax(score.reshape(score.shape[0], -1), axis=-1)
+    s, e = flat // t, flat % t
+    best = jnp.take_along_axis(score.reshape(score.shape[0], -1), flat[:, None], 1)[:, 0]
+    null_score = jnp.take_along_axis(x[..., 0] + x[..., 1], null[:, None], 1)[:, 0]
+    span = jnp.stack([s, e], -1).astype(jnp.int32)
+    return span, jnp.stack([best, null_score], -1)
+
+
 # The kinds train.label_smoothing applies to (a keyword of their loss functions).
 SMOOTHED = ("classification", "tagging")
 # The kinds train.class_weights applies to (the class_weights keyword of their loss functions).
@@ -147,6 +199,7 @@ LOSSES = {
     "regression": regression,
     "tagging": token_classification,
     "lm": lm,
+    "qa": qa,
 }
 
 
@@ -156,7 +209,8 @@ def predictions(
     """The eval step's outputs (same keys and shapes for every kind so one program serves all
     tasks). ``pred_probs`` [B, num_probs]: class probabilities of a classification task (of a
     multilabel task: each class's own sigmoid probability), zero-padded to ``num_probs`` (the
-    most classes of any task in the run)."""
+    most classes of any task in the run). ``pred_span`` / ``pred_span_score`` [B, 2]: a qa
+    row's best answer span and its scores (:func:`best_spans`)."""
     b, t = batch["input_ids"].shape
     rows = tuple(batch["label"].shape)  # (B,), or (B, S) for a packed batch
     out = {
@@ -164,6 +218,8 @@ def predictions(
         "pred_label": jnp.zeros(rows, jnp.int32),
         "pred_score": jnp.zeros(rows, jnp.float32),
         "pred_tokens": jnp.zeros((b, t), jnp.int32),
+        "pred_span": jnp.zeros(rows + (2,), jnp.int32),
+        "pred_span_score": jnp.zeros(rows + (2,), jnp.float32),
         "nll_sum": jnp.zeros((), jnp.float32),
         "token_count": jnp.zeros((), jnp.float32),
     }
@@ -175,6 +231,8 @@ def predictions(
         out["pred_probs"] = jnp.pad(probs, pad)
     elif kind == "regression":
         out["pred_score"] = logits[..., 0].astype(jnp.float32)
+    elif kind == "qa":
+        out["pred_span"], out["pred_span_score"] = best_spans(logits, batch)
     elif kind in ("tagging", "lm"):
         # a biLM's pair: the forward direction's predictions (both count in the perplexity)
         first = logits[0] if isinstance(logits, tuple) else logits

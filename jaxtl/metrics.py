@@ -1,4 +1,4 @@
-"""Task metrics: thin wrappers over scikit-learn, scipy, seqeval and sacrebleu.
+"""Task metrics: thin wrappers over scikit-learn, scipy, seqeval and sacrebleu, and SQuAD's.
 
 Values are fractions in [0, 1] (correlations in [-1, 1]), except ``perplexity`` and ``bleu``
 (sacrebleu's 0–100 scale). :func:`score_task` scores a task from eval-step outputs and the
@@ -7,8 +7,10 @@ batches they came from; :func:`glue_average` combines per-task results as the GL
 
 from __future__ import annotations
 
+import collections
 import math
 import re
+import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -91,6 +93,41 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
 
 
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation (its official ``evaluate-v2.0.py``): lower case, no
+    punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _answer_f1(gold: str, pred: str) -> float:
+    g, p = normalize_answer(gold).split(), normalize_answer(pred).split()
+    if not g or not p:  # "no answer" on either side: right only when both are
+        return float(g == p)
+    same = sum((collections.Counter(g) & collections.Counter(p)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
+    """SQuAD exact match: per question, 1 when the normalised answer equals any gold one's
+    (a question with no gold answer: when the answer is empty too), averaged."""
+    return float(np.mean([max(float(normalize_answer(g) == normalize_answer(p))
+                              for g in (golds or [""])) for golds, p in zip(gold, pred)]))  # fmt: skip
+
+
+def squad_f1(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
+    """SQuAD F1: per question, the best token-overlap F1 against its gold answers, averaged."""
+    return float(np.mean([max(_answer_f1(g, p) for g in (golds or [""]))
+                          for golds, p in zip(gold, pred)]))  # fmt: skip
+
+
 CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews": matthews}
 # A multilabel task's 0/1 rows [N, C] (scikit-learn's multilabel-indicator format): F1 micro
 # (the main one, as transformers' run_classification) and macro over classes; subset accuracy
@@ -101,6 +138,9 @@ CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews
 MULTILABEL_METRICS = {"micro_f1": micro_f1, "macro_f1": macro_f1, "subset_accuracy": accuracy}
 SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
 TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
+# A qa task's gold answers per question (a list of texts, empty when unanswerable) against
+# the predicted text ("" for "no answer").
+QA_METRICS = {"exact_match": exact_match, "f1": squad_f1}
 
 
 # Per-token keys: in a packed batch (jaxtl.data.packing) an example is a slice of its row.
@@ -190,6 +230,8 @@ def score_task(
         nll = sum(float(np.sum(o["nll_sum"])) for o in outputs)
         count = sum(float(np.sum(o["token_count"])) for o in outputs)
         return {m: perplexity(nll, count) for m in task.metrics if m == "perplexity"}
+    elif kind == "qa":  # answers are decoded per question, over its windows: from records
+        raise ValueError("score_task: a qa task is scored from its records (score_records)")
     elif kind == "translation":
         if "perplexity" in task.metrics:  # a seq2seq stream scored by its targets' NLL (MASS)
             nll = sum(float(np.sum(o["nll_sum"])) for o in outputs)
@@ -254,6 +296,9 @@ def score_records(task: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, 
         if "bleu" not in task.metrics:
             return {}
         return {"bleu": bleu([r["translation"] for r in records], [r["gold"] for r in records])}
+    if kind == "qa":
+        golds = [list(r["gold"]) for r in records]
+        return _score(task, QA_METRICS, golds, [r["answer"] for r in records])
     raise ValueError(f"score_records: task {task.name!r} of kind {kind!r} has no records")
 
 

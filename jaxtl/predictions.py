@@ -11,8 +11,11 @@ probabilities, in the order of the task's label names, i.e. ``id2label``); multi
 tagging: ``words`` and ``tags`` (one per input word; a text longer than ``data.max_length``
 tokens is tagged in overlapping windows, :func:`merge_windows`, so a tag is null only for a word
 with no sub-token of its own); translation: ``translation`` (the decoded output, greedy or beam
-as the decoder is configured). Rows of a labelled split also carry ``gold`` (for translation, the
-reference). The run writes them to
+as the decoder is configured); qa: ``answer`` (the context's text of the best span over the
+question's windows, or "" when the task takes ``null_answers`` and "no answer" scores higher:
+:func:`qa_answers`), ``answer_start`` (its first character in the context, null for no
+answer) and ``score`` (the span's start + end logit). Rows of a labelled split also carry
+``gold`` (for translation, the reference; for qa, the answers' texts). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
 records for any input file, as JSON lines or, by the output's extension, as a table
 (:func:`open_writer`): ``.tsv``/``.csv`` flatten a record to one row — ``probs`` become one
@@ -41,7 +44,7 @@ from jaxtl import fileio, thresholds
 from jaxtl.data import batching
 from jaxtl.metrics import real_rows
 
-KINDS = ("classification", "multilabel", "regression", "tagging", "translation")
+KINDS = ("classification", "multilabel", "regression", "tagging", "translation", "qa")
 
 
 def _per_row(batches: Sequence[Mapping], outputs: Sequence[Mapping], key: str) -> list:
@@ -71,6 +74,9 @@ def records(
         order = np.concatenate(real_rows(batches, batches, "example_index", "batch"))
     else:
         order = batching.eval_order(encoded, buckets=buckets)  # example of each output row
+    if task.kind == "qa":  # rows are windows of the examples' contexts
+        answers = qa_answers(task, examples, encoded, order, batches, outputs)
+        return [_head(task, ex, i, labelled) | answers[i] for i, ex in enumerate(examples)]
     if len(order) != len(examples):
         raise ValueError(f"{task.name}: {len(order)} encoded rows for {len(examples)} examples")
     names = list(task.label_names)
@@ -97,20 +103,59 @@ def records(
         preds = _per_row(batches, outputs, "pred_tokens")
         for i, pred in zip(order, preds):
             out[i] = {"tags": word_tags(encoded.word_ids[i], pred, names, words_of(examples[i]))}
+    return [_head(task, ex, i, labelled) | out[i] for i, ex in enumerate(examples)]
+
+
+def _head(task: Any, ex: Any, i: int, labelled: bool) -> dict[str, Any]:
+    """A record's first fields: ``id``, the input's text(s) and, when labelled, ``gold``."""
+    names = list(task.label_names)
+    head: dict[str, Any] = {"id": record_id(ex, i), "text": ex.text}
+    if ex.text_pair is not None:
+        head["text_pair"] = ex.text_pair
+    if task.kind == "tagging":
+        head["words"] = words_of(ex)
+    if labelled and task.kind == "translation" and ex.target is not None:
+        head["gold"] = ex.target
+    elif labelled and ex.label is not None:
+        gold = ex.label
+        head["gold"] = (names[gold] if task.kind == "classification" else
+                        [names[c] for c in gold] if task.kind == "multilabel" else
+                        list(gold) if task.kind == "tagging" else
+                        [text for _, text in gold] if task.kind == "qa" else
+                        float(gold))  # fmt: skip
+    return head
+
+
+def qa_answers(
+    task: Any, examples: Sequence[Any], encoded: Any, order: np.ndarray,
+    batches: Sequence[Mapping], outputs: Sequence[Mapping],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Each question's answer from its windows' best spans (``pred_span``, scored by
+    ``pred_span_score``: :func:`jaxtl.losses.best_spans`): the best-scoring span of any window,
+    as transformers' question-answering pipeline and ``run_qa`` decide; with
+    ``task.null_answers``, "" when the lowest "no answer" score of its windows beats it
+    (SQuAD 2.0's rule, threshold 0)."""
+    if len(order) != len(encoded):
+        raise ValueError(f"{task.name}: {len(order)} output rows for {len(encoded)} windows")
+    spans = _per_row(batches, outputs, "pred_span")
+    scores = _per_row(batches, outputs, "pred_span_score")
+    best: list[tuple[float, int, int, int]] = [(-np.inf, -1, 0, 0)] * len(examples)
+    null = [np.inf] * len(examples)
+    for f, (s, e), (score, null_score) in zip(order, spans, scores):
+        i = int(encoded.example_of[f])
+        null[i] = min(null[i], float(null_score))
+        if float(score) > best[i][0]:
+            best[i] = (float(score), int(f), int(s), int(e))
+    out = []
     for i, ex in enumerate(examples):
-        head: dict[str, Any] = {"id": record_id(ex, i), "text": ex.text}
-        if ex.text_pair is not None:
-            head["text_pair"] = ex.text_pair
-        if task.kind == "tagging":
-            head["words"] = words_of(ex)
-        if labelled and task.kind == "translation" and ex.target is not None:
-            head["gold"] = ex.target
-        elif labelled and ex.label is not None:
-            gold = ex.label
-            head["gold"] = (names[gold] if task.kind == "classification" else
-                            [names[c] for c in gold] if task.kind == "multilabel" else
-                            list(gold) if task.kind == "tagging" else float(gold))  # fmt: skip
-        out[i] = head | out[i]
+        score, f, s, e = best[i]
+        if f < 0 or (task.null_answers and null[i] > score):
+            out.append({"answer": "", "answer_start": None, "score": float(null[i])})
+            continue
+        chars = encoded.char_spans[f]
+        start, end = int(chars[s][0]), int(chars[e][1])
+        out.append({"answer": (ex.text_pair or "")[start:end], "answer_start": start,
+                    "score": score})  # fmt: skip
     return out
 
 

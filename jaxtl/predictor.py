@@ -137,7 +137,8 @@ class Predictor:
 
         task = Task(t["name"], t["kind"], no_files, label_names=tuple(t["label_names"]),
                     text_fields=tuple(t["text_fields"]), metrics=tuple(t["metrics"]),
-                    main_metric=t["main_metric"], iob=t["iob"])  # fmt: skip
+                    main_metric=t["main_metric"], iob=t["iob"],
+                    null_answers=t.get("null_answers", False))  # fmt: skip
         task = thresholds.apply(with_threshold(task, config), tuned)
         return TaskData(task, t["index"], t["key"], 0, None, [], "dev")
 
@@ -203,7 +204,11 @@ class Predictor:
             return Example(" ".join(x), words=tuple(x), source=f"input:{i + 1}")
         if isinstance(x, (list, tuple)) and len(x) == 2:
             return Example(str(x[0]), text_pair=str(x[1]), source=f"input:{i + 1}")
-        raise ValueError(f"input {i + 1}: expected a string or a (text, text_pair) pair, got "
+        if isinstance(x, dict) and task.kind == "qa" and {"question", "context"} <= set(x):
+            return Example(str(x["question"]), text_pair=str(x["context"]),
+                           source=f"input:{i + 1}")  # fmt: skip
+        raise ValueError(f"input {i + 1}: expected a string or a (text, text_pair) pair"
+                         f"{' (question, context)' if task.kind == 'qa' else ''}, got "
                          f"{type(x).__name__}")  # fmt: skip
 
     def predict_examples(self, examples: Sequence[Example], td: TaskData, *, progress=False):
@@ -216,7 +221,8 @@ class Predictor:
         max_length = self.config.data.max_length
         enc = tokenize.encode(td.task, examples, self.tokenizer, max_length=max_length,
                               task_id=td.index, labelled=labelled,
-                              target_tokenizer=self.target_tokenizer)  # fmt: skip
+                              target_tokenizer=self.target_tokenizer,
+                              doc_stride=int(self.config.data.get("doc_stride", 0)))  # fmt: skip
         pad = tokenize.pad_id(self.tokenizer)
         packed = self.packed and td.task.kind in packing.KINDS  # decoder targets: padded
         make = packing.eval_batches if packed else batching.eval_batches
@@ -292,6 +298,8 @@ class Predictor:
         own = ext in (".tsv", ".csv", ".conll", ".conllu", *HF_TABLES)
         if own and _reads_files(spec):
             return "task"
+        if td.task.kind == "qa":  # questions and contexts: SQuAD JSON (lines), as its files
+            return "task" if path != "-" and _reads_files(spec) else "jsonl"
         if ext in (".jsonl", ".json"):
             # {"review": …} for a task read with text=review is the task's own format
             return "task" if path != "-" and self._has_own_columns(path, spec) else "jsonl"
@@ -335,6 +343,12 @@ class Predictor:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DataError(f"{where}: invalid JSON ({e.msg})") from None
+                if td.task.kind == "qa" and isinstance(rec, dict) and "context" in rec:
+                    # a question and its context, as a SQuAD JSON-lines file holds them
+                    rid = row_id(rec["id"], where, "id", BadRows()) if "id" in rec else None
+                    yield Example(str(rec.get("question", "")), text_pair=str(rec["context"]),
+                                  source=where, id=rid)  # fmt: skip
+                    continue
                 if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):
                     got = f"; got keys {sorted(rec)}" if isinstance(rec, dict) else ""
                     columns = ", ".join(repr(c) for c in td.task.text_fields)
@@ -478,7 +492,7 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     examples = p.iter_input(input_path, td, input_format)
     # What scoring needs of each record (not its text): kept while every record has gold.
     keep = {"classification": "label", "multilabel": "labels", "regression": "score",
-            "tagging": "tags", "translation": "translation"}.get(td.task.kind)  # fmt: skip
+            "tagging": "tags", "translation": "translation", "qa": "answer"}.get(td.task.kind)  # fmt: skip
     scored: list[dict[str, Any]] | None = []
     n = 0
     with predictions.open_writer(output, out_format, td.task.label_names) as writer:

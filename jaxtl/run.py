@@ -168,6 +168,7 @@ def task_manifest(tasks, task_names, objective, lm) -> dict[str, Any]:
                 "label_names": list(td.task.label_names),
                 "text_fields": list(td.task.text_fields),
                 "iob": td.task.iob,
+                "null_answers": td.task.null_answers,
                 "metrics": list(td.task.metrics),
                 "main_metric": td.task.main_metric,
             }
@@ -275,8 +276,8 @@ def evaluate_selected(
                     dev_now[name] = _dev_over_every_word(task, rows, dev_results, n_long,
                                                          td.eval_split)  # fmt: skip
                 if scored:
-                    scores = (metrics.score_records(task, rows) if n_long else
-                              metrics.score_task(task, outs, full, td.detokenize))  # fmt: skip
+                    scores = (metrics.score_records(task, rows) if n_long or task.kind == "qa"
+                              else metrics.score_task(task, outs, full, td.detokenize))  # fmt: skip
                     test[name] = {k: float(v) for k, v in scores.items()}
                 if records and report.is_chief():
                     predictions.write_jsonl(

@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxtl import class_weights, features, metrics, train
+from jaxtl import class_weights, features, metrics, predictions, train
 from jaxtl.data import feed, mixture
 from jaxtl.data.prepare import TaskData
 from jaxtl.objectives import Objective, heads_active_fn, switch_loss, switch_predict
@@ -45,12 +45,25 @@ def freeze_rules(
 def eval_sets(task_list: Sequence[TaskData]) -> dict[str, train.EvalSet]:
     """Each task's dev batches and scorer (a translation task's detokenises for BLEU)."""
     return {
-        td.task.name: train.EvalSet(
-            td.task, td.eval_batches, partial(metrics.score_task, detokenize=td.detokenize)
-        )
+        td.task.name: train.EvalSet(td.task, td.eval_batches, _scorer(td))
         for td in task_list
         if td.eval_batches
     }
+
+
+def _scorer(td: TaskData):
+    """``(task, outputs, batches) -> scores`` of a task's dev split: from the outputs, or for
+    a qa task from its questions' records (an answer is decoded over its windows)."""
+    if td.task.kind != "qa":
+        return partial(metrics.score_task, detokenize=td.detokenize)
+    sd = td.splits["dev"]
+
+    def score(task: Any, outputs: Sequence[Any], batches: Sequence[Any]) -> dict[str, float]:
+        rows = predictions.records(task, sd.examples, sd.encoded, sd.buckets, outputs, batches,
+                                   labelled=True)  # fmt: skip
+        return metrics.score_records(task, rows)
+
+    return score
 
 
 def steps_per_epoch(own: Sequence[TaskData], stream_pattern: Sequence[str] = (),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 # Imported for their @register side effect.
-from jaxtl.data import builtin, conll, files, glue, hf_datasets, spec, text, tfds_source  # noqa: F401
+from jaxtl.data import builtin, conll, files, glue, hf_datasets, qa, spec, text, tfds_source  # noqa: F401
 from jaxtl.data.tasks import REGISTRY, Task
 
 

@@ -34,6 +34,8 @@ DEFAULT_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     "tagging": (("span_f1", "token_accuracy"), "span_f1"),
     "lm": (("perplexity",), "perplexity"),
     "translation": (("bleu",), "bleu"),
+    # SQuAD's: the share of answers equal to a gold one, and the mean best token F1 over them
+    "qa": (("exact_match", "f1"), "f1"),
 }
 
 

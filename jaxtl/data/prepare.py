@@ -156,8 +156,8 @@ def split_data(
     gold = (lambda ex: ex.target) if task.kind == "translation" else (lambda ex: ex.label)
     labelled = all(gold(ex) is not None for ex in examples)
     enc = tokenize.encode(task, examples, tokenizer, max_length=config.data.max_length,
-                          task_id=index, labelled=labelled,
-                          target_tokenizer=target_tokenizer)  # fmt: skip
+                          task_id=index, labelled=labelled, target_tokenizer=target_tokenizer,
+                          doc_stride=int(config.data.get("doc_stride", 0)))  # fmt: skip
     buckets = tuple(config.data.buckets)
     batches = eval_batches(enc, config, tokenizer, buckets=buckets, packed=packed)
     return SplitData(name, examples, enc, batches, labelled, buckets)
@@ -253,7 +253,8 @@ def prepare_tasks(
             else:
                 _nonempty(train_ex, task, train_split)
                 enc = tokenize.encode(task, train_ex, tokenizer, max_length=max_length, task_id=i,
-                                      target_tokenizer=target_tokenizer)  # fmt: skip
+                                      target_tokenizer=target_tokenizer,
+                                      doc_stride=int(config.data.get("doc_stride", 0)))  # fmt: skip
             n_train = len(enc)
             seed = config.seed * 1000 + i
             train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed,

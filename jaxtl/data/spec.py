@@ -28,6 +28,7 @@ Which reader reads ``file:`` (``hf:`` always goes to :func:`jaxtl.data.hf_datase
 - ``format=conll|conllu``, a ``.conll``/``.conllu`` path, or ``kind=tagging`` with another path
   that is not JSON lines → the ``conll`` factory (:mod:`jaxtl.data.conll`; ``text``/``label`` may name its
   ``word_column``/``tag_column``; CoNLL-U defaults to ``word_column=1``, ``tag_column=3``: UPOS);
+- ``kind=qa`` → the ``qa`` factory (:mod:`jaxtl.data.qa`: SQuAD's JSON or JSON lines);
 - ``kind=lm`` with ``format=txt``, a ``.txt``/``.tokens`` path or a path with no extension (a
   folder), or ``format=txt`` → the ``text`` corpus factory (:mod:`jaxtl.data.text`: one file, a
   ``{split}`` pattern, a glob or a folder).
@@ -49,7 +50,7 @@ from jaxtl.data.tasks import REGISTRY, Task
 
 # Spec prefix -> the factories (registry names) it can route to, in the order their signatures
 # decide an option's type.
-SOURCES: dict[str, tuple[str, ...]] = {"file": ("file", "conll", "text"), "hf": ("hf",)}
+SOURCES: dict[str, tuple[str, ...]] = {"file": ("file", "conll", "text", "qa"), "hf": ("hf",)}
 ROUTING = ("format", "kind")  # spec keys that choose the reader of file:
 CONLL_ALIASES = {"text": "word_column", "label": "tag_column"}
 COLUMNS = ("text", "text_pair", "label", "target")  # integers with header=0
@@ -255,6 +256,12 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     kind = o.get("kind")
     path = o.get("path") or next(iter((o.get("paths") or {}).values()), "")
     ext = _extension(path)
+    if kind == "qa":  # SQuAD JSON or JSON lines, told apart by the file (jaxtl.data.qa)
+        if fmt not in (None, "json", "jsonl"):
+            raise ValueError(f"task spec {spec!r}: kind=qa reads SQuAD JSON or JSON lines, "
+                             f"not format={fmt}")  # fmt: skip
+        _one_file_is_train(o)
+        return "qa", o
     if fmt is None:
         if ext in (".conll", ".conllu"):
             fmt = ext[1:]

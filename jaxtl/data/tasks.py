@@ -36,8 +36,9 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["classification", "multilabel", "regression", "tagging", "lm", "translation"]
-KINDS = ("classification", "multilabel", "regression", "tagging", "lm", "translation")
+Kind = Literal["classification", "multilabel", "regression", "tagging", "lm", "translation", "qa"]
+# qa: extractive question answering, an answer span of the context (SQuAD; jaxtl.data.qa)
+KINDS = ("classification", "multilabel", "regression", "tagging", "lm", "translation", "qa")
 # Kinds with one prediction per example (a sentence or a pair), pooled from the encoder.
 SENTENCE_KINDS = ("classification", "multilabel", "regression")
 SPLITS = ("train", "dev", "test")
@@ -51,7 +52,9 @@ class DataError(ValueError):
 class Example:
     """One input. ``label`` is a class id (classification), a tuple of class ids, sorted,
     possibly empty (multilabel: every class that applies), a float (regression), a tuple of
-    IOB2/tag strings aligned with ``words`` (tagging) or None (lm, translation). ``id``: the
+    IOB2/tag strings aligned with ``words`` (tagging), a tuple of ``(answer_start, answer_text)``
+    pairs, character offsets into ``text_pair`` (qa: ``text`` is the question, ``text_pair`` the
+    context; empty when the context holds no answer) or None (lm, translation). ``id``: the
     row's own id (its file's ``id`` column), which prediction records carry instead of the
     row's index; None where the input has none."""
 
@@ -127,6 +130,8 @@ class Task:
     # multilabel: a class applies where its probability exceeds this (train.multilabel_threshold),
     # or its own entry, one per class (train.tune_thresholds: jaxtl.thresholds)
     threshold: float | tuple[float, ...] = 0.5
+    # qa: whether "no answer" is a prediction (SQuAD 2.0); else the best span is always given
+    null_answers: bool = False
     # ``files(split)``: the files a split is read from, so a cache of its tokens can be keyed by
     # them (jaxtl.data.token_cache); ``stream(split)``: its examples one at a time, the same as
     # ``load`` without holding them all (a corpus larger than memory). None: not known / load().

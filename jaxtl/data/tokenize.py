@@ -40,7 +40,10 @@ class Encoded:
 
     ``token_labels`` None means all IGNORE (classification, regression, unmasked LM input).
     ``target_ids`` only for translation (decoder targets); ``label_set`` only for multilabel
-    (uint8[N, C]: 1 where class c applies to example i).
+    (uint8[N, C]: 1 where class c applies to example i). A qa task's rows are windows of its
+    examples' contexts (:func:`encode_qa`): ``example_of`` (int32[N]) names each row's example
+    and ``char_spans`` (int32[T, 2] per row) each token's ``[start, end)`` characters in the
+    context, -1 for tokens that are not the context's.
     """
 
     # Lists of arrays, or jaxtl.data.token_cache.Ragged rows read by index from its files.
@@ -53,6 +56,8 @@ class Encoded:
     word_ids: Sequence[np.ndarray] | None = None
     target_ids: Sequence[np.ndarray] | None = None
     label_set: np.ndarray | None = None
+    example_of: np.ndarray | None = None
+    char_spans: Sequence[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -75,6 +80,8 @@ class Encoded:
             None if self.word_ids is None else pick(self.word_ids),
             None if self.target_ids is None else pick(self.target_ids),
             None if self.label_set is None else self.label_set[list(index)],
+            None if self.example_of is None else self.example_of[list(index)],
+            None if self.char_spans is None else pick(self.char_spans),
         )  # fmt: skip
 
 
@@ -114,6 +121,7 @@ def encode(
     truncation: str = "longest_first",
     target_tokenizer: Any = None,
     labelled: bool = True,
+    doc_stride: int = 0,
 ) -> Encoded:
     """Tokenise ``examples`` of ``task`` (see the module docstring for the label layout).
 
@@ -121,9 +129,13 @@ def encode(
     for pairs; single sentences are cut at ``max_length``. ``target_tokenizer`` tokenises
     translation targets (default: ``tokenizer``). ``labelled=False``: examples without labels
     (a test split to predict): labels are 0 (tagging: tag 0 on each word's first sub-token, so
-    predictions still align with words) and nothing is checked.
+    predictions still align with words) and nothing is checked. ``doc_stride``: a qa task's
+    window overlap (:func:`encode_qa`).
     """
     n = len(examples)
+    if task.kind == "qa":
+        return encode_qa(examples, tokenizer, max_length=max_length, task_id=task_id,
+                         labelled=labelled, doc_stride=doc_stride)  # fmt: skip
     label = np.zeros(n, np.int32)
     score = np.zeros(n, np.float32)
     if task.kind == "tagging":
@@ -245,6 +257,93 @@ def _encode_tagging(
         task_id,
         token_labels=labels,
         word_ids=word_ids,
+    )
+
+
+# Marks of a qa row's token_labels (added: a one-token answer's token is START + END).
+QA_START, QA_END = 1, 2
+
+
+def qa_stride(max_length: int, doc_stride: int) -> int:
+    """The overlap of a context's windows: ``doc_stride`` tokens (``data.doc_stride``), or a
+    quarter of ``max_length`` when it is 0."""
+    return int(doc_stride) if doc_stride > 0 else max(1, max_length // 4)
+
+
+def encode_qa(
+    examples: Sequence[Example], tokenizer: Any, *, max_length: int, task_id: int = 0,
+    labelled: bool = True, doc_stride: int = 0,
+) -> Encoded:  # fmt: skip
+    """Extractive QA rows: ``[CLS] question [SEP] context window [SEP]``, a context too long
+    for ``max_length`` cut into windows that overlap by :func:`qa_stride` tokens (transformers'
+    ``run_qa`` and question-answering pipeline do the same), so every answer lies whole inside
+    some window. ``token_labels`` marks the tokens an answer may start or end on (the
+    context's, and the first token, which stands for "no answer") with 0, IGNORE elsewhere,
+    and adds :data:`QA_START` / :data:`QA_END` at the first answer's first and last tokens —
+    both at the first token when this window does not hold it whole (or there is none)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError("a qa task needs a fast (Rust) tokenizer: its character offsets map "
+                        "answers to tokens")  # fmt: skip
+    stride = qa_stride(max_length, doc_stride)
+    questions = [ex.text for ex in examples]
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    q_len = [len(x) for x in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+    for ex, n in zip(examples, q_len):
+        if n + specials + stride >= max_length:
+            raise DataError(
+                f"{ex.source}: the question's {n} tokens leave no room for the context in "
+                f"windows of data.max_length={max_length} overlapping by {stride} "
+                "(data.doc_stride): raise data.max_length or lower data.doc_stride"
+            )
+    enc = tokenizer(
+        questions,
+        [ex.text_pair or "" for ex in examples],
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    example_of = np.asarray(enc["overflow_to_sample_mapping"], np.int32)
+    labels, spans = [], []
+    cls_id = tokenizer.cls_token_id
+    for f, ids in enumerate(enc["input_ids"]):
+        ex = examples[int(example_of[f])]
+        seq = np.array([-1 if s is None else s for s in enc.sequence_ids(f)])
+        context = seq == 1
+        offsets = np.asarray(enc["offset_mapping"][f], np.int32).reshape(-1, 2)
+        span = np.full((len(ids), 2), -1, np.int32)
+        span[context] = offsets[context]
+        null = ids.index(cls_id) if cls_id in ids else 0
+        lab = np.full(len(ids), IGNORE, np.int32)
+        lab[context] = 0
+        lab[null] = 0
+        start = end = null
+        if labelled and isinstance(ex.label, tuple) and ex.label:
+            a_start, text = ex.label[0]
+            a_end = a_start + len(text)
+            inside = np.flatnonzero(context)
+            # the window holds the answer whole: its first and last tokens by their offsets
+            if len(inside) and span[inside[0], 0] <= a_start and span[inside[-1], 1] >= a_end:
+                start = int(inside[np.flatnonzero(span[inside, 1] > a_start)[0]])
+                end = int(inside[np.flatnonzero(span[inside, 0] < a_end)[-1]])
+        if labelled:
+            lab[start] += QA_START
+            lab[end] += QA_END
+        labels.append(lab)
+        spans.append(span)
+    n = len(labels)
+    return Encoded(
+        _arrays(enc["input_ids"]),
+        _arrays(enc["token_type_ids"]),
+        np.zeros(n, np.int32),
+        np.zeros(n, np.float32),
+        task_id,
+        token_labels=labels,
+        example_of=example_of,
+        char_spans=spans,
     )
 
 

@@ -34,7 +34,7 @@ from flax import nnx
 
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
-from jaxtl.models.family import Family, HeadSpec, reject, require
+from jaxtl.models.family import Family, HeadSpec, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 VARIANTS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
@@ -424,6 +424,7 @@ BERT = Family(
         "BertForSequenceClassification", classifier, base_key_map=_pooler, dense=True
     ),
     token_head=_token_head("Bert"),
+    qa_head=qa_head("Bert"),
 )
 
 
@@ -451,6 +452,7 @@ ROBERTA = Family(
     lm_ignore=(r"^lm_head\.decoder\.",),
     sequence_head=_roberta_sequence_head("Roberta"),
     token_head=_token_head("Roberta"),
+    qa_head=qa_head("Roberta"),
 )
 
 # XLM-RoBERTa is RoBERTa's architecture, tensor names and heads under XLMRoberta* class names
@@ -462,6 +464,7 @@ XLM_ROBERTA = dataclasses.replace(
     lm_architecture="XLMRobertaForMaskedLM",
     sequence_head=_roberta_sequence_head("XLMRoberta"),
     token_head=_token_head("XLMRoberta"),
+    qa_head=qa_head("XLMRoberta"),
 )
 
 ELECTRA = Family(
@@ -482,4 +485,5 @@ ELECTRA = Family(
         input_dropout=True,
     ),  # fmt: skip
     token_head=_token_head("Electra"),
+    qa_head=qa_head("Electra"),
 )

@@ -62,7 +62,7 @@ from flax import nnx
 
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
-from jaxtl.models.family import Family, HeadSpec, activation_name, require
+from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 MODEL_TYPE = "deberta-v2"
@@ -608,4 +608,5 @@ DEBERTA_V2 = Family(
     ),  # fmt: skip
     # transformers' token head takes hidden_dropout_prob: no attribute of its own.
     token_head=HeadSpec("DebertaV2ForTokenClassification", _classifier, dropout_attr=None),
+    qa_head=qa_head("DebertaV2"),
 )

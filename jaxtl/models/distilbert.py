@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxtl.models.bert import BertConfig, BertEncoder, classifier, mlm_head
-from jaxtl.models.family import Family, HeadSpec, activation_name, reject, require
+from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 MODEL_TYPE = "distilbert"
@@ -131,4 +131,5 @@ DISTILBERT = Family(
     ),  # fmt: skip
     # transformers' token head takes the encoder's ``dropout``: no attribute of its own.
     token_head=HeadSpec("DistilBertForTokenClassification", classifier, dropout_attr=None),
+    qa_head=qa_head("DistilBert"),
 )

@@ -9,7 +9,7 @@ from typing import Any
 from flax import nnx
 
 from jaxtl.models.base import ACTIVATIONS
-from jaxtl.models.keymap import Rule
+from jaxtl.models.keymap import Rule, linear
 
 
 def _no_rules(cfg: Any) -> list[Rule]:
@@ -68,6 +68,17 @@ class HeadSpec:
         return replace(self, **self.configure(cfg), configure=None)
 
 
+def _qa_outputs(cfg: Any) -> list[Rule]:
+    return linear("qa_outputs", "classifier")
+
+
+def qa_head(name: str) -> HeadSpec:
+    """``<name>ForQuestionAnswering``, as the BERT-like families have it: ``qa_outputs`` (a start
+    and an end logit) on every token, top-level, no dropout (DistilBERT's before it is inactive
+    in inference)."""
+    return HeadSpec(f"{name}ForQuestionAnswering", _qa_outputs, dropout=False, dropout_attr=None)
+
+
 @dataclass(frozen=True)
 class Family:
     """Everything family-specific about HF weights in and out.
@@ -85,7 +96,8 @@ class Family:
                    (full HF names), ``lm_architecture`` the export name with that head.
     sequence_head: the family's transformers sequence-classification head
                    (``*ForSequenceClassification``), ``token_head`` its token-classification head
-                   (``*ForTokenClassification``); None: the family has none (jaxtl's BiLSTM).
+                   (``*ForTokenClassification``), ``qa_head`` its extractive QA head
+                   (``*ForQuestionAnswering``); None: the family has none (jaxtl's BiLSTM).
     """
 
     model_type: str
@@ -102,15 +114,18 @@ class Family:
     lm_ignore: tuple[str, ...] = field(default=())
     sequence_head: HeadSpec | None = None
     token_head: HeadSpec | None = None
+    qa_head: HeadSpec | None = None
 
     def task_head(self, kind: str, cfg: Any = None) -> HeadSpec | None:
-        """The transformers head for a task kind (classification / regression / tagging), as a
-        model of config ``cfg`` (the encoder's) has it."""
+        """The transformers head for a task kind (classification / regression / tagging / qa),
+        as a model of config ``cfg`` (the encoder's) has it."""
         spec = None
         if kind in ("classification", "multilabel", "regression"):
             spec = self.sequence_head
         elif kind == "tagging":
             spec = self.token_head
+        elif kind == "qa":
+            spec = self.qa_head
         return None if spec is None else spec.for_config(cfg)
 
     def head_tensor_names(self, cfg: Any) -> set[str]:
@@ -118,7 +133,7 @@ class Family:
         those HF keeps inside the base model): a task checkpoint's head is used when the task
         heads are built (``jaxtl.models.hf_heads.hf_head_init``), not by the encoder loader."""
         names: set[str] = set()
-        for spec in (self.sequence_head, self.token_head):
+        for spec in (self.sequence_head, self.token_head, self.qa_head):
             if spec is not None:
                 names |= {r.hf for r in spec.key_map(cfg)}
                 names |= {p + r.hf for r in spec.base_key_map(cfg) for p in ("",) + self.prefixes}

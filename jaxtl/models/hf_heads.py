@@ -32,7 +32,7 @@ from jaxtl.models.registry import FAMILIES
 log = logging.getLogger(__name__)
 
 SENTENCE_KINDS = ("classification", "multilabel", "regression")
-HEAD_KINDS = SENTENCE_KINDS + ("tagging",)
+HEAD_KINDS = SENTENCE_KINDS + ("tagging", "qa")
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
 
 
@@ -62,6 +62,8 @@ def build_head(
     hidden = in_size if spec.dense else None
     norm_eps = spec.norm_eps if spec.norm else None
     rate = dropout if spec.dropout else 0.0
+    if kind == "qa":  # start and end logits per token: no hidden layer, no dropout
+        return TaggingHead(in_size, num_labels, None, 0.0, rngs=rngs)
     if kind == "tagging":
         return TaggingHead(
             in_size, num_labels, bilstm_hidden, rate, hidden=hidden, activation=spec.activation,
@@ -85,9 +87,9 @@ def mismatch(head: nnx.Module, spec: HeadSpec, hidden_size: int) -> str | None:
     """Why ``head`` does not compute ``spec``'s head on features of width ``hidden_size``
     (None: it does, parameter for parameter)."""
     what = spec.architecture
-    if spec.architecture.endswith("ForTokenClassification"):
+    if spec.architecture.endswith(("ForTokenClassification", "ForQuestionAnswering")):
         if not isinstance(head, TaggingHead):
-            return f"{type(head).__name__} is not a tagging head"
+            return f"{type(head).__name__} is not a per-token head"
         if head.bilstm is not None:
             return f"a BiLSTM tagger (model.tagger_bilstm={head.bilstm_hidden}); {what} has none"
         if head.in_size != hidden_size:
@@ -194,6 +196,10 @@ def _label_order(
     task: Any, n_ckpt: int, ckpt_names: list[str] | None, problem_type: str | None
 ) -> tuple[list[int] | None, str]:
     """(checkpoint row of each task label, or None when the label set does not fit; why)."""
+    if task.kind == "qa":  # start and end logits, whatever the config calls them
+        if n_ckpt == 2:
+            return [0, 1], "start and end logits (question answering)"
+        return None, f"the checkpoint head has {n_ckpt} outputs; a question-answering head has 2"
     if task.kind == "regression":
         if n_ckpt == 1 and problem_type in (None, "regression"):
             return [0], "one output (regression)"
@@ -264,6 +270,8 @@ def hf_head_init(
         ckpt_kind = "sequence"
     elif arch and arch.endswith("ForTokenClassification"):
         ckpt_kind = "token"
+    elif arch and arch.endswith("ForQuestionAnswering"):
+        ckpt_kind = "qa"
     ckpt_names = checkpoint_labels(config)
     problem_type = config.get("problem_type")
     report: dict[str, Any] = {
@@ -301,7 +309,7 @@ def hf_head_init(
                 entry["pooler"] = "checkpoint"
             else:
                 entry["pooler"] = "fresh"
-        head_kind = "token" if kind == "tagging" else "sequence"
+        head_kind = {"tagging": "token", "qa": "qa"}.get(kind, "sequence")
         has_head = all(r.hf in tensors for r in cls_rules)
         if not has_head or ckpt_kind is None:
             entry["classifier"] = "fresh"
@@ -309,7 +317,8 @@ def hf_head_init(
             if has_head:
                 entry["reason"] = (
                     f"the checkpoint has {cls_rules[0].hf} but its config.json names no "
-                    "*ForSequenceClassification / *ForTokenClassification architecture"
+                    "*ForSequenceClassification / *ForTokenClassification / "
+                    "*ForQuestionAnswering architecture"
                 )
         elif ckpt_kind != head_kind:
             entry["classifier"] = "dropped"

@@ -1,0 +1,336 @@
+"""Extractive question answering (task kind ``qa``): SQuAD's files in, answer spans out.
+
+Read from SQuAD's own JSON and from JSON lines (answers checked against their contexts), long
+contexts cut into overlapping windows whose marks give back the answer's characters, trained
+with transformers' start/end loss, decoded to the best span over a question's windows, scored
+with SQuAD's exact match and F1, predicted from the command line and exported as a
+``*ForQuestionAnswering`` model that transformers loads with the same logits."""
+
+import json
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtl import losses, metrics, predictions
+from jaxtl.data import DataError, get_task, tokenize
+from jaxtl.data import batch as layout
+from jaxtl.data.batching import eval_batches, eval_order
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    from conftest import minilm_dir
+
+    from jaxtl.models import hf
+
+    return hf.load_tokenizer(minilm_dir())
+
+
+FACTS = [
+    ("The Eiffel Tower stands in Paris. It was finished in 1889 for the World's Fair, and "
+     "for forty-one years it was the tallest structure that people had built anywhere.",
+     [("Where does the Eiffel Tower stand?", "Paris"), ("When was the tower finished?", "1889")]),
+    ("Mount Everest is the highest mountain on Earth. Its summit rises 8,849 metres above "
+     "sea level on the border between Nepal and China, in the Himalayas.",
+     [("What is the highest mountain on Earth?", "Mount Everest"),
+      ("How high is the summit?", "8,849 metres")]),
+    ("The Amazon river flows east through Peru, Colombia and Brazil and empties into the "
+     "Atlantic Ocean after a course of about 6,400 kilometres.",
+     [("Into which ocean does the Amazon empty?", "Atlantic Ocean"),
+      ("How long is the Amazon?", "about 6,400 kilometres")]),
+]  # fmt: skip
+
+
+def _squad_json(path, facts=FACTS, impossible=()):
+    """SQuAD's nested layout (v2.0 with ``is_impossible`` questions)."""
+    paragraphs = []
+    for i, (context, qas) in enumerate(facts):
+        items = [{"id": f"q{i}{j}", "question": q,
+                  "answers": [{"text": a, "answer_start": context.index(a)}]}
+                 for j, (q, a) in enumerate(qas)]  # fmt: skip
+        items += [{"id": f"n{i}{j}", "question": q, "answers": [], "is_impossible": True}
+                  for j, q in enumerate(impossible)]  # fmt: skip
+        paragraphs.append({"context": context, "qas": items})
+    path.write_text(
+        json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": paragraphs}]})
+    )
+
+
+def _squad_jsonl(path, facts=FACTS, with_answers=True):
+    """One question per line, as Hugging Face's ``squad`` dataset writes itself."""
+    with path.open("w") as f:
+        for i, (context, qas) in enumerate(facts):
+            for j, (q, a) in enumerate(qas):
+                rec = {"id": f"d{i}{j}", "question": q, "context": context}
+                if with_answers:
+                    rec["answers"] = {"text": [a], "answer_start": [context.index(a)]}
+                f.write(json.dumps(rec) + "\n")
+
+
+def test_squad_json_and_json_lines_read_alike_and_answers_are_checked(tmp_path):
+    _squad_json(tmp_path / "train.json")
+    _squad_jsonl(tmp_path / "dev.jsonl")
+    spec = (f"file:name=sq,paths=train:{tmp_path}/train.json|dev:{tmp_path}/dev.jsonl,"
+            "kind=qa")  # fmt: skip
+    task = get_task(spec)
+    assert (task.kind, task.metrics, task.main_metric) == ("qa", ("exact_match", "f1"), "f1")
+    train, dev = task.load("train"), task.load("dev")
+    assert [(ex.text, ex.label) for ex in train] == [(ex.text, ex.label) for ex in dev]
+    assert train[0].label == ((27, "Paris"),) and train[0].id == "q00" and dev[0].id == "d00"
+    # an answer list of objects, and one without answer_start (looked up in the context)
+    rows = [{"question": "Where?", "context": "It is in Paris.", "answers": [{"text": "Paris"}]},
+            {"question": "What?", "context": "A cat sat.", "answers": [
+                {"text": "cat", "answer_start": 2}]}]  # fmt: skip
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = get_task(f"file:name=a,path={tmp_path}/a.jsonl,kind=qa").load("train")
+    assert [ex.label for ex in got] == [((9, "Paris"),), ((2, "cat"),)]
+    # an offset that does not point at its answer is named with its line
+    rows[1]["answers"][0]["answer_start"] = 3
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"b.jsonl:2: answer 'cat' is not at character 3 of the "
+                                        r"context \(found 'at '\)"):  # fmt: skip
+        get_task(f"file:name=b,path={tmp_path}/b.jsonl,kind=qa").load("train")
+    # SQuAD 2.0's unanswerable questions need null_answers=1, and are then read with no answer
+    _squad_json(tmp_path / "v2.json", impossible=["Who painted it?"])
+    with pytest.raises(DataError, match=r"v2.json: data\[0\].paragraphs\[0\].qas\[2\]: the "
+                                        r"question has no answer; set null_answers=1"):  # fmt: skip
+        get_task(f"file:name=v,path={tmp_path}/v2.json,kind=qa").load("train")
+    v2 = get_task(f"file:name=v,path={tmp_path}/v2.json,kind=qa,null_answers=1")
+    assert v2.null_answers and [ex.label for ex in v2.load("train")][2] == ()
+    # a misspelt field is named with the closest one; a file without answers is unlabelled
+    with pytest.raises(DataError, match=r"missing field 'questoin' \(did you mean 'question'"):
+        get_task(f"file:name=a,path={tmp_path}/a.jsonl,kind=qa,question=questoin").load("train")
+    _squad_jsonl(tmp_path / "test.jsonl", with_answers=False)
+    paths = f"train:{tmp_path}/train.json|test:{tmp_path}/test.jsonl"
+    unl = get_task(f"file:name=u,paths={paths},kind=qa").load("test")
+    assert len(unl) == 6 and all(ex.label is None for ex in unl)
+    with pytest.raises(DataError, match="the train split needs answers"):
+        get_task(f"file:name=u,path={tmp_path}/test.jsonl,kind=qa").load("train")
+
+
+def test_long_contexts_are_windows_whose_marks_give_back_the_answer(tmp_path, minilm_tokenizer):
+    _squad_json(tmp_path / "train.json")
+    task = get_task(f"file:name=sq,path={tmp_path}/train.json,kind=qa")
+    examples = task.load("train")
+    enc = tokenize.encode(task, examples, minilm_tokenizer, max_length=32, doc_stride=8)
+    assert len(enc) > len(examples)  # contexts of ~35 tokens do not fit 32 with the question
+    assert sorted(set(enc.example_of.tolist())) == list(range(len(examples)))
+    found = {i: [] for i in range(len(examples))}
+    for f in range(len(enc)):
+        i, lab, spans = int(enc.example_of[f]), enc.token_labels[f], enc.char_spans[f]
+        assert len(lab) <= 32 and lab[0] != layout.IGNORE  # [CLS] stands for "no answer"
+        starts = np.flatnonzero((lab != layout.IGNORE) & (lab % 2 == 1))
+        ends = np.flatnonzero((lab != layout.IGNORE) & (lab >= 2))
+        assert len(starts) == len(ends) == 1
+        s, e = int(starts[0]), int(ends[0])
+        ctx = examples[i].text_pair
+        if s > 0:
+            found[i].append(ctx[spans[s][0] : spans[e][1]])
+        # every context token is a place an answer may take, nothing else but [CLS]
+        assert np.array_equal((lab != layout.IGNORE)[1:], (spans[:, 0] >= 0)[1:])
+    assert all(found[i] and set(found[i]) == {examples[i].label[0][1]} for i in found), found
+    with pytest.raises(DataError, match=r"train.json: data\[0\]\.paragraphs\[0\]\.qas\[0\]: the "
+                                        r"question's 9 tokens leave no room"):  # fmt: skip
+        tokenize.encode(task, examples, minilm_tokenizer, max_length=16, doc_stride=6)
+
+
+def _qa_batch(valid, start, end, weight):
+    lab = np.where(valid, 0, layout.IGNORE).astype(np.int32)
+    for r, (s, e) in enumerate(zip(start, end)):
+        lab[r, s] += tokenize.QA_START
+        lab[r, e] += tokenize.QA_END
+    return {"token_labels": jnp.asarray(lab), "example_weight": jnp.asarray(weight, jnp.float32)}
+
+
+def test_loss_is_the_mean_of_start_and_end_cross_entropies_over_answer_positions():
+    rng = np.random.default_rng(0)
+    b, t = 3, 10
+    valid = rng.random((b, t)) < 0.7
+    valid[:, 0] = True
+    start = np.array([0, 3, 5])
+    end = np.array([0, 4, 5])
+    valid[np.arange(b), start] = valid[np.arange(b), end] = True
+    logits = rng.normal(size=(b, t, 2)).astype(np.float32)
+    weight = [1.0, 1.0, 0.0]  # a padding row counts for nothing
+    total, den = losses.qa(jnp.asarray(logits), _qa_batch(valid, start, end, weight))
+
+    def nll(x, mask, gold):
+        x = np.where(mask, x, -np.inf)
+        return -(x[gold] - np.log(np.exp(x - x.max()).sum()) - x.max())
+
+    want = sum(0.5 * (nll(logits[r, :, 0], valid[r], start[r]) +
+                      nll(logits[r, :, 1], valid[r], end[r])) for r in range(2))  # fmt: skip
+    assert float(den) == 2.0
+    np.testing.assert_allclose(float(total), want, rtol=1e-5)
+
+
+def test_best_span_is_the_brute_force_best_within_the_length_limit():
+    rng = np.random.default_rng(1)
+    b, t = 4, 48
+    valid = rng.random((b, t)) < 0.8
+    valid[:, 0] = True
+    logits = rng.normal(size=(b, t, 2)).astype(np.float32)
+    logits[0, 5, 0], logits[0, 5 + losses.MAX_ANSWER_TOKENS, 1] = 50.0, 50.0  # too long a span
+    valid[0, 5] = valid[0, 5 + losses.MAX_ANSWER_TOKENS] = True
+    batch = _qa_batch(valid, [0] * b, [0] * b, [1.0] * b)
+    span, score = map(np.asarray, losses.best_spans(jnp.asarray(logits), batch))
+    for r in range(b):
+        ok = [i for i in range(1, t) if valid[r, i]]
+        best = max((logits[r, i, 0] + logits[r, j, 1], i, j) for i in ok for j in ok
+                   if 0 <= j - i < losses.MAX_ANSWER_TOKENS)  # fmt: skip
+        assert tuple(span[r]) == best[1:]
+        np.testing.assert_allclose(score[r], [best[0], logits[r, 0].sum()], rtol=1e-6)
+
+
+def test_squad_metrics_are_the_official_scripts():
+    # SQuAD's normalisation: case, punctuation and articles do not count
+    assert metrics.normalize_answer("The  U.S. Army!") == "us army"
+    gold = [["Paris", "the city of Paris"], ["1889"], [], ["Mount Everest"]]
+    pred = ["paris.", "in 1889", "", "Everest"]
+    assert metrics.exact_match(gold, pred) == pytest.approx((1 + 0 + 1 + 0) / 4)
+    # F1: best over the gold answers; "in 1889" 2/3; the empty answer right for no answer
+    assert metrics.squad_f1(gold, pred) == pytest.approx((1 + 2 / 3 + 1 + 2 / 3) / 4)
+    tm = pytest.importorskip("torchmetrics.functional.text")  # an independent implementation
+    answerable = [i for i, g in enumerate(gold) if g]
+    ref = tm.squad(
+        [{"prediction_text": pred[i], "id": str(i)} for i in answerable],
+        [{"answers": {"answer_start": [0] * len(gold[i]), "text": gold[i]}, "id": str(i)}
+         for i in answerable],
+    )  # fmt: skip
+    sub_gold, sub_pred = [gold[i] for i in answerable], [pred[i] for i in answerable]
+    assert metrics.exact_match(sub_gold, sub_pred) * 100 == pytest.approx(float(ref["exact_match"]))
+    assert metrics.squad_f1(sub_gold, sub_pred) * 100 == pytest.approx(float(ref["f1"]))
+
+
+def test_an_answer_is_the_best_span_of_any_window_or_none_where_allowed(tmp_path, minilm_tokenizer):
+    """Records decode over windows: the best-scoring window's span, mapped to the context's
+    characters; with null_answers, "" when every window's "no answer" beats it."""
+    _squad_json(tmp_path / "train.json")
+    task = get_task(f"file:name=sq,path={tmp_path}/train.json,kind=qa")
+    examples = task.load("train")[:1]
+    enc = tokenize.encode(task, examples, minilm_tokenizer, max_length=32, doc_stride=8)
+    assert len(enc) >= 2
+    batches = eval_batches(enc, batch_size=4, buckets=(32,))
+    lab = np.asarray(batches[0]["token_labels"])
+    spans = np.zeros((4, 2), np.int32)
+    scores = np.full((4, 2), [-1.0, 0.0], np.float32)
+    order = eval_order(enc, buckets=(32,))
+    gold_window = next(r for r, f in enumerate(order) if (lab[r][1:] % 2 == 1).any())
+    s = int(np.flatnonzero((lab[gold_window] != layout.IGNORE) & (lab[gold_window] % 2 == 1))[0])
+    e = int(np.flatnonzero((lab[gold_window] != layout.IGNORE) & (lab[gold_window] >= 2))[0])
+    spans[gold_window], scores[gold_window] = (s, e), (2.0, 1.0)
+    outputs = [{"pred_span": spans, "pred_span_score": scores, **{
+        k: np.zeros((4,)) for k in ("pred_label", "pred_score")}}]  # fmt: skip
+    rec = predictions.records(task, examples, enc, (32,), outputs, batches, labelled=True)
+    assert rec[0]["answer"] == "Paris" and rec[0]["answer_start"] == 27 and rec[0]["score"] == 2.0
+    assert rec[0]["gold"] == ["Paris"] and rec[0]["id"] == "q00"
+    import dataclasses
+
+    nullable = dataclasses.replace(task, null_answers=True)
+    assert predictions.records(nullable, examples, enc, (32,), outputs, batches,
+                               labelled=True)[0]["answer"] == "Paris"  # fmt: skip
+    scores[:, 1] = 3.0  # "no answer" beats the span in every window
+    rec = predictions.records(nullable, examples, enc, (32,), outputs, batches, labelled=True)
+    assert (rec[0]["answer"], rec[0]["answer_start"]) == ("", None)
+    assert predictions.records(task, examples, enc, (32,), outputs, batches,
+                               labelled=True)[0]["answer"] == "Paris"  # fmt: skip
+
+
+def _launch(*args, cwd=REPO):
+    p = subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd,
+                       capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
+
+
+def test_own_squad_files_train_predict_and_export_to_transformers(tiny_bert_dir, tmp_path):
+    """From the command line: SQuAD JSON to train, JSON lines to select on (contexts longer
+    than a row: windows), results.json with SQuAD's metrics equal to what --predict scores on
+    the dev file; the export loads in transformers' AutoModelForQuestionAnswering, whose
+    logits give the best span and score of jaxtl's records (within 1e-4)."""
+    _squad_json(tmp_path / "train.json")
+    _squad_jsonl(tmp_path / "dev.jsonl")
+    spec = f"file:name=sq,paths=train:{tmp_path}/train.json|dev:{tmp_path}/dev.jsonl,kind=qa"
+    wd, out = tmp_path / "run", tmp_path / "export"
+    _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={(spec,)!r}",
+            "--config.train.steps=30", "--config.train.eval_every=15",
+            "--config.data.max_length=32", "--config.data.buckets=(32,)",
+            "--config.data.doc_stride=8", f"--config.export_dir={out}",
+            f"--workdir={wd}")  # fmt: skip
+    dev = json.loads((wd / "results.json").read_text())["sq"]
+    assert set(dev) == {"exact_match", "f1"} and 0.0 <= dev["exact_match"] <= dev["f1"] <= 1.0
+    recs = [json.loads(x) for x in (wd / "predictions/sq/dev.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["d00", "d01", "d10", "d11", "d20", "d21"]
+    for r in recs:  # each answer is the context's own text at its offset
+        assert (
+            r["text_pair"][r["answer_start"] : r["answer_start"] + len(r["answer"])]
+            == (r["answer"])
+        )
+    from jaxtl.predictor import predict_command
+
+    n, scores = predict_command(
+        str(wd), str(tmp_path / "dev.jsonl"), str(tmp_path / "p.jsonl"), "sq"
+    )
+    assert n == 6 and scores == pytest.approx(dev, abs=1e-9)
+    again = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [(r["answer"], r["answer_start"]) for r in again] == [
+        (r["answer"], r["answer_start"]) for r in recs
+    ]
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    cfg = json.loads((out / "sq/config.json").read_text())
+    assert cfg["architectures"] == ["BertForQuestionAnswering"]
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(out / "sq")).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(out / "sq"))
+    question, context = "Where is it?", "It is in Paris."  # one window
+    import jaxtl
+
+    ours = jaxtl.load(wd).predict([{"question": question, "context": context}], task="sq")[0]
+    enc = tok(question, context, return_tensors="pt")
+    with torch.no_grad():
+        got = model(**enc)
+    s, e = got.start_logits[0].numpy(), got.end_logits[0].numpy()
+    ctx = [i for i, x in enumerate(enc.sequence_ids(0)) if x == 1]
+    best = max((s[i] + e[j], i, j) for i in ctx for j in ctx if 0 <= j - i < 30)
+    offsets = tok(question, context, return_offsets_mapping=True)["offset_mapping"]
+    assert ours["answer"] == context[offsets[best[1]][0] : offsets[best[2]][1]]
+    np.testing.assert_allclose(ours["score"], best[0], rtol=0, atol=1e-4)
+
+
+def test_a_lora_qa_run_exports_a_peft_adapter_with_the_merged_models_logits(
+    tiny_bert_dir, tmp_path
+):
+    """optim.strategy=lora: the adapter (task type QUESTION_ANS, qa_outputs saved) over the
+    base checkpoint computes the merged export's logits (within 1e-5) when its wrapped model is
+    called, as its model card says (peft's QA forward drops token_type_ids)."""
+    _squad_json(tmp_path / "train.json")
+    spec = f"file:name=sq,path={tmp_path}/train.json,kind=qa"
+    out = tmp_path / "export"
+    _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={(spec,)!r}",
+            "--config.optim.strategy=lora", "--config.optim.lr=1e-2", "--config.train.steps=10",
+            "--config.train.eval_every=0", "--config.data.max_length=32",
+            "--config.data.buckets=(32,)", f"--config.export_dir={out}",
+            f"--workdir={tmp_path / 'run'}")  # fmt: skip
+    cfg = json.loads((out / "sq/adapter/adapter_config.json").read_text())
+    assert (cfg["task_type"], cfg["modules_to_save"]) == ("QUESTION_ANS", ["qa_outputs"])
+    assert "get_base_model()" in (out / "sq/adapter/README.md").read_text()
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    peft = pytest.importorskip("peft")
+    base = transformers.AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir))
+    adapted = peft.PeftModel.from_pretrained(base, str(out / "sq/adapter")).eval()
+    merged = transformers.AutoModelForQuestionAnswering.from_pretrained(str(out / "sq")).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(out / "sq"))
+    enc = tok("Where is it?", "It is in Paris.", return_tensors="pt")
+    with torch.no_grad():
+        got, want = adapted.get_base_model()(**enc), merged(**enc)
+    for key in ("start_logits", "end_logits"):
+        np.testing.assert_allclose(getattr(got, key).numpy(), getattr(want, key).numpy(),
+                                   rtol=0, atol=1e-5)  # fmt: skip
