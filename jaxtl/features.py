@@ -67,7 +67,7 @@ from jaxtl.strategy import Strategy
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "memory", "disk", "off")
-KINDS = ("classification", "multilabel", "regression", "tagging")  # task kinds a cache serves
+KINDS = ("classification", "multilabel", "regression", "tagging", "qa")  # task kinds a cache serves
 FORMAT = 1  # bump when what a shard holds changes: old caches then miss
 SHARD_BATCHES = 32  # extraction batches per shard file (the unit a killed build resumes from)
 # Inputs per row of the cache's own encoder pass when the task's batches are not packed (the

@@ -424,7 +424,8 @@ class Predictor:
 
             opts = spec_lib.parse(spec)[1]
             columns = {k: opts[k] for k in ("text", "text_pair", "label", "label_columns",
-                                            "target") if opts.get(k) is not None}  # fmt: skip
+                                            "target", "question", "context", "answers",
+                                            "null_answers") if opts.get(k) is not None}  # fmt: skip
             if "id" in opts:  # id= (empty) numbers the rows
                 columns["id"] = opts["id"]
             task = hf_task(path=file, name=td.task.name, kind=td.task.kind, **columns, **names,

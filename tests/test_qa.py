@@ -334,3 +334,59 @@ def test_a_lora_qa_run_exports_a_peft_adapter_with_the_merged_models_logits(
     for key in ("start_logits", "end_logits"):
         np.testing.assert_allclose(getattr(got, key).numpy(), getattr(want, key).numpy(),
                                    rtol=0, atol=1e-5)  # fmt: skip
+
+
+def test_a_hugging_face_squad_layout_reads_as_the_files_do(tmp_path):
+    """hf: with kind=qa over a DatasetDict saved to disk and a Parquet file, laid out as
+    Hugging Face's squad (answers {"text", "answer_start"}): the same examples as the JSON
+    lines file, the same checks, and a split without answers unlabelled."""
+    datasets = pytest.importorskip("datasets")
+    _squad_jsonl(tmp_path / "dev.jsonl")
+    rows = [json.loads(x) for x in (tmp_path / "dev.jsonl").read_text().splitlines()]
+    want = [(ex.text, ex.text_pair, ex.label, ex.id) for ex in
+            get_task(f"file:name=f,path={tmp_path}/dev.jsonl,kind=qa").load("train")]  # fmt: skip
+    unlabelled = [{k: v for k, v in r.items() if k != "answers"} for r in rows]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "test": datasets.Dataset.from_list(unlabelled)}
+                         ).save_to_disk(str(tmp_path / "saved"))  # fmt: skip
+    task = get_task(f"hf:name=h,path={tmp_path}/saved,kind=qa")
+    assert task.kind == "qa" and task.splits == ("train", "test")
+    assert [(ex.text, ex.text_pair, ex.label, ex.id) for ex in task.load("train")] == want
+    assert all(ex.label is None for ex in task.load("test"))
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
+    pq = get_task(f"hf:name=h,path={tmp_path}/train.parquet,kind=qa")
+    assert [(ex.text, ex.label) for ex in pq.load("train")] == [(w[0], w[2]) for w in want]
+    with pytest.raises(DataError, match=r"no column 'answer' \(did you mean 'answers'\?\)"):
+        get_task(f"hf:name=h,path={tmp_path}/train.parquet,kind=qa,answers=answer").load("train")
+    rows[0]["answers"]["answer_start"] = [0]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "bad.parquet"))
+    with pytest.raises(DataError, match=r"bad.parquet:0: answer 'Paris' is not at character 0"):
+        get_task(f"hf:name=h,path={tmp_path}/bad.parquet,kind=qa").load("train")
+
+
+def test_a_frozen_encoders_cached_token_features_give_the_qa_heads_logits(tiny_bert_dir, tmp_path):
+    """optim.strategy=feature_extraction: a qa task's windows are cached token by token, and the
+    head's start/end logits and the loss from the cache equal those from the encoder (1e-5)."""
+    import jax
+    from flax import nnx
+    from test_features import TOL, config, head_logits, stage_of
+
+    _squad_json(tmp_path / "train.json")
+    _squad_jsonl(tmp_path / "dev.jsonl")
+    spec = f"file:name=sq,paths=train:{tmp_path}/train.json|dev:{tmp_path}/dev.jsonl,kind=qa"
+    cfg = config(tiny_bert_dir, **{"tasks.names": (spec,), "data.max_length": 32,
+                                   "data.buckets": (32,), "data.doc_stride": 8})  # fmt: skip
+    r, stage = stage_of(cfg, tmp_path)
+    graphdef, state = nnx.split(r.model, nnx.Param)
+    stage.features.prepare(graphdef, nnx.to_pure_dict(state), tmp_path)
+    (td,) = r.tasks
+    assert stage.features.stores[td.index].tokens
+    key = jax.random.key(3)
+    for b in [td.eval_batches[0], next(td.train_iter)]:
+        cb = stage.features.attach(b)
+        real = np.asarray(b["attention_mask"]) > 0
+        got, want = head_logits(r.model, td, cb), head_logits(r.model, td, b)
+        np.testing.assert_allclose(got[real], want[real], atol=TOL, rtol=0)
+        lc, _ = stage.loss_fn(r.model, jax.tree.map(jnp.asarray, cb), nnx.Rngs(dropout=key), True)
+        lu, _ = stage.loss_fn(r.model, jax.tree.map(jnp.asarray, b), nnx.Rngs(dropout=key), True)
+        np.testing.assert_allclose(float(lc), float(lu), atol=TOL, rtol=TOL)

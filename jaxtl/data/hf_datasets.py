@@ -28,7 +28,9 @@ own id, which its prediction records carry in place of the row's index, where a 
 ``metrics``, ``main_metric``, ``splits`` (our split
 → the dataset's split name, e.g. ``{"dev": "validation_matched"}``), ``on_bad_row``. Tagging:
 ``text`` is a list-of-words column and ``label`` a list of tags (a list of ``ClassLabel`` gives
-the tag names).
+the tag names). ``kind=qa``: extractive question answering over ``question`` / ``context`` /
+``answers`` columns (options of those names), as Hugging Face's ``squad`` is laid out, with
+``null_answers`` for SQuAD 2.0's unanswerable questions (:mod:`jaxtl.data.qa`).
 
 Each row becomes an :class:`~jaxtl.data.tasks.Example` whose ``source`` is ``<file or split
 folder>:<row>`` (row = the 0-based index in that file or split, as ``dataset[row]``). A row with an
@@ -58,6 +60,7 @@ from jaxtl.data.io import (
     has_id_column,
     is_multi_hot,
     multilabel_ids,
+    qa_example,
     resolve,
     row_id,
 )
@@ -282,6 +285,10 @@ def hf_task(
     subset: str | None = None,
     splits: Mapping[str, str] | None = None,
     on_bad_row: str = "error",
+    question: str = "question",
+    context: str = "context",
+    answers: str = "answers",
+    null_answers: bool = False,
     _labels_optional: bool = False,
 ) -> Task:
     """A task over a local Hugging Face dataset (see the module docstring).
@@ -295,6 +302,10 @@ def hf_task(
         if split not in cache:
             cache[split] = sources[split]()
         return cache[split]
+
+    if kind == "qa":
+        return _qa_task(name, sources, parts, (question, context, answers), id, null_answers,
+                        metrics, main_metric, on_bad_row, _labels_optional)  # fmt: skip
 
     first = "train" if "train" in sources else next(iter(sources))
     where0, ds0 = parts(first)[0]
@@ -476,4 +487,61 @@ def hf_task(
         metrics=mets,
         main_metric=main_metric or (default_main if default_main in mets else mets[0]),
         iob=iob,
+    )
+
+
+def _qa_task(
+    name: str, sources: Mapping[str, Any], parts: Callable[[str], Parts],
+    fields: tuple[str, str, str], id: str | None, null_answers: bool,
+    metrics: Sequence[str] | None, main_metric: str | None, on_bad_row: str,
+    labels_optional: bool = False,
+) -> Task:  # fmt: skip
+    """An extractive QA task (``kind=qa``) over a dataset laid out as Hugging Face's ``squad``:
+    ``question``, ``context`` and ``answers`` (``{"text": [...], "answer_start": [...]}``)
+    columns, named by the options of the same names; a split without ``answers`` (not the
+    train split) is unlabelled. Rows are checked as the ``file`` reader checks SQuAD's files
+    (:func:`jaxtl.data.io.qa_example`)."""
+    question, context, answers = fields
+
+    def load(split: str) -> Loaded:
+        if split not in sources:
+            raise DataError(f"task {name!r} has no split {split!r}; splits: {list(sources)}")
+        bad = BadRows(on_bad_row)
+        out: list[Example] = []
+        split_parts = parts(split)
+        for where, ds in split_parts:
+            cols = ds.column_names
+            for col in (question, context):
+                if col not in cols:
+                    raise DataError(f"{where}: no column {col!r}{did_you_mean(col, cols)}; "
+                                    f"columns: {cols}")  # fmt: skip
+            labelled = answers in cols
+            if not labelled and split == "train" and not labels_optional:
+                raise DataError(f"{where}: no column {answers!r}{did_you_mean(answers, cols)}; "
+                                f"columns: {cols}; the train split needs answers")  # fmt: skip
+            has_id = has_id_column(id in cols, id, where)
+            ids = list(ds[id]) if has_id else [None] * len(ds)
+            golds = list(ds[answers]) if labelled else [None] * len(ds)
+            for i, (q, c, a, rid) in enumerate(zip(ds[question], ds[context], golds, ids)):
+                if has_id:
+                    rid = row_id(rid, f"{where}:{i}", id, bad)
+                    if rid is NO_ID:
+                        continue
+                ex = qa_example(f"{where}:{i}", q, c, a, labelled, null_answers, bad, rid,
+                                (question, context))  # fmt: skip
+                if ex is not None:
+                    out.append(ex)
+        return bad.result(out, split_parts[0][0] if split_parts else name)
+
+    default_metrics, default_main = DEFAULT_METRICS["qa"]
+    mets = tuple(metrics or default_metrics)
+    return Task(
+        name=name,
+        kind="qa",
+        loader=load,
+        splits=tuple(sources),
+        text_fields=(question, context),
+        metrics=mets,
+        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
+        null_answers=bool(null_answers),
     )

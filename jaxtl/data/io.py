@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
-from jaxtl.data.tasks import BadRows, DataError
+from jaxtl.data.tasks import BadRows, DataError, Example
 
 log = logging.getLogger(__name__)
 
@@ -318,3 +318,61 @@ def split_files(folder: str, files: Mapping[str, str], task: str) -> Callable[[s
         return path
 
     return path_for
+
+
+def answers_of(value: Any, context: str) -> tuple[tuple[int, str], ...] | str:
+    """The ``(answer_start, text)`` pairs of an ``answers`` value (either layout), each checked
+    against ``context``; a string saying what is wrong instead."""
+    if isinstance(value, dict):  # {"text": [...], "answer_start": [...]}
+        texts = value.get("text")
+        starts = value.get("answer_start", [None] * len(texts or []))
+        if not (isinstance(texts, list) and isinstance(starts, list)) or len(texts) != len(starts):
+            return "answers needs equal-length lists 'text' and 'answer_start'"
+        pairs = list(zip(starts, texts))
+    elif isinstance(value, list):  # [{"text", "answer_start"}]
+        if not all(isinstance(a, dict) and "text" in a for a in value):
+            return "each answer needs a 'text' (and an 'answer_start')"
+        pairs = [(a.get("answer_start"), a["text"]) for a in value]
+    else:
+        return f"answers {value!r:.80} is not a list or a {{text, answer_start}} object"
+    out = []
+    for start, text in pairs:
+        if not isinstance(text, str) or not text.strip():
+            return f"answer {text!r:.60} is empty or not a string"
+        if start is None:
+            start = context.find(text)
+            if start < 0:
+                return f"answer {text!r:.60} does not occur in the context"
+        if not isinstance(start, int) or isinstance(start, bool):
+            return f"answer_start {start!r} is not an integer"
+        found = context[start : start + len(text)]
+        if found != text:
+            return (f"answer {text!r:.60} is not at character {start} of the context "
+                    f"(found {found!r:.60})")  # fmt: skip
+        out.append((start, text))
+    return tuple(out)
+
+
+def qa_example(
+    where: str, question: Any, context: Any, answers: Any, labelled: bool, null_answers: bool,
+    bad: BadRows, rid: Any = None, fields: tuple[str, str] = ("question", "context"),
+) -> Example | None:  # fmt: skip
+    """A qa task's example (``text`` the question, ``text_pair`` the context as it is, so the
+    answers' offsets hold; ``label`` their ``(answer_start, text)`` pairs), or None after
+    reporting a bad row to ``bad``: an empty question or context, answers that are not where
+    they say, or none without ``null_answers`` (the file and hf readers alike)."""
+    for value, role, field in zip((question, context), ("question", "context"), fields):
+        if not isinstance(value, str) or not value.strip():
+            bad(where, f"the {role} ({field!r}) is empty or not a string")
+            return None
+    gold: Any = None
+    if labelled:
+        gold = answers_of(answers, context)
+        if isinstance(gold, str):
+            bad(where, gold)
+            return None
+        if not gold and not null_answers:
+            bad(where, "the question has no answer; set null_answers=1 for questions the "
+                       "context cannot answer (SQuAD 2.0)")  # fmt: skip
+            return None
+    return Example(question.strip(), context, gold, source=where, id=rid)

@@ -35,11 +35,12 @@ from jaxtl.data.io import (
     DEFAULT_METRICS,
     NO_ID,
     did_you_mean,
+    qa_example,
     read_lines,
     row_id,
     spec_split_paths,
 )
-from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import BadRows, DataError, Loaded, Task, register
 
 
 def _squad_json(path: str) -> dict[str, Any] | None:
@@ -105,39 +106,6 @@ def _jsonl(path: str, bad: BadRows) -> Iterator[tuple[str, dict[str, Any]]]:
         yield where, rec
 
 
-def answers_of(value: Any, context: str) -> tuple[tuple[int, str], ...] | str:
-    """The ``(answer_start, text)`` pairs of an ``answers`` value (either layout), each checked
-    against ``context``; a string saying what is wrong instead."""
-    if isinstance(value, dict):  # {"text": [...], "answer_start": [...]}
-        texts = value.get("text")
-        starts = value.get("answer_start", [None] * len(texts or []))
-        if not (isinstance(texts, list) and isinstance(starts, list)) or len(texts) != len(starts):
-            return "answers needs equal-length lists 'text' and 'answer_start'"
-        pairs = list(zip(starts, texts))
-    elif isinstance(value, list):  # [{"text", "answer_start"}]
-        if not all(isinstance(a, dict) and "text" in a for a in value):
-            return "each answer needs a 'text' (and an 'answer_start')"
-        pairs = [(a.get("answer_start"), a["text"]) for a in value]
-    else:
-        return f"answers {value!r:.80} is not a list or a {{text, answer_start}} object"
-    out = []
-    for start, text in pairs:
-        if not isinstance(text, str) or not text.strip():
-            return f"answer {text!r:.60} is empty or not a string"
-        if start is None:
-            start = context.find(text)
-            if start < 0:
-                return f"answer {text!r:.60} does not occur in the context"
-        if not isinstance(start, int) or isinstance(start, bool):
-            return f"answer_start {start!r} is not an integer"
-        found = context[start : start + len(text)]
-        if found != text:
-            return (f"answer {text!r:.60} is not at character {start} of the context "
-                    f"(found {found!r:.60})")  # fmt: skip
-        out.append((start, text))
-    return tuple(out)
-
-
 @register("qa")
 def qa_task(
     data_dir: str | None = None,
@@ -185,32 +153,18 @@ def qa_task(
             if missing:
                 bad(where, f"missing field {missing[0]!r}{did_you_mean(missing[0], list(rec))}")
                 continue
-            q, c = rec[question], rec[context]
-            if not isinstance(q, str) or not q.strip():
-                bad(where, f"question field {question!r} is empty or not a string")
+            if labelled and answers not in rec:
+                bad(where, f"missing field {answers!r} (other questions of the file have it)")
                 continue
-            if not isinstance(c, str) or not c.strip():
-                bad(where, f"context field {context!r} is empty or not a string")
-                continue
-            gold: Any = None
-            if labelled:
-                if answers not in rec:
-                    bad(where, f"missing field {answers!r} (other questions of the file have it)")
-                    continue
-                gold = answers_of(rec[answers], c)
-                if isinstance(gold, str):
-                    bad(where, gold)
-                    continue
-                if not gold and not null_answers:
-                    bad(where, "the question has no answer; set null_answers=1 for questions "
-                               "the context cannot answer (SQuAD 2.0)")  # fmt: skip
-                    continue
             rid = None
             if id is not None and id in rec:
                 rid = row_id(rec[id], where, id, bad)
                 if rid is NO_ID:
                     continue
-            out.append(Example(q.strip(), c, gold, source=where, id=rid))
+            ex = qa_example(where, rec[question], rec[context], rec.get(answers), labelled,
+                            null_answers, bad, rid, (question, context))  # fmt: skip
+            if ex is not None:
+                out.append(ex)
         if not out:
             raise DataError(f"{p}: no examples: all {len(bad.reasons)} questions are bad "
                             f"(first: {bad.reasons[0] if bad.reasons else '?'})")  # fmt: skip
