@@ -97,6 +97,7 @@ SCRIPTS = {  # script -> the arguments that make it tiny (mechanics only, no cla
     "multitask_vs_single.py": ["--seeds", "0", "--steps", "2", "--refine", "1"],
     "class_weights.py": ["--seeds", "0", "--positives", "24", "--negatives", "8", "--epochs", "1"],
     "thresholds.py": ["--seeds", "0", "--train-sentences", "40", "--steps", "2"],
+    "qa_feature_based.py": ["--seeds", "0", "--train-sentences", "40", "--steps", "2"],
     # the configs' :tiny sizes, every system (its stage 1 once, then both settings)
     "seed_systems.py": ["--seeds", "0", "--tiny", "--stage1-steps", "3", "--steps", "4"],
 }  # fmt: skip
