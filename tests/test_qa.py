@@ -102,6 +102,9 @@ def test_squad_json_and_json_lines_read_alike_and_answers_are_checked(tmp_path):
         get_task(f"file:name=v,path={tmp_path}/v2.json,kind=qa").load("train")
     v2 = get_task(f"file:name=v,path={tmp_path}/v2.json,kind=qa,null_answers=1")
     assert v2.null_answers and [ex.label for ex in v2.load("train")][2] == ()
+    with pytest.raises(ValueError, match=r"kind=qa reads SQuAD's JSON or JSON lines \(.json, "
+                                         r"\.jsonl\), not a \.tsv file"):  # fmt: skip
+        get_task(f"file:name=t,path={tmp_path}/{{split}}.tsv,kind=qa")
     # a misspelt field is named with the closest one; a file without answers is unlabelled
     with pytest.raises(DataError, match=r"missing field 'questoin' \(did you mean 'question'"):
         get_task(f"file:name=a,path={tmp_path}/a.jsonl,kind=qa,question=questoin").load("train")
