@@ -161,15 +161,12 @@ def qa(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     return (0.5 * (nll_start + nll_end) * w).sum(), w.sum()
 
 
-# An answer spans at most this many tokens (transformers' run_qa: max_answer_length=30).
-MAX_ANSWER_TOKENS = 30
-
-
-def best_spans(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+def best_spans(logits: jax.Array, batch: dict, max_tokens: int = 30) -> tuple[jax.Array, jax.Array]:
     """Per row, the best answer span and its score: ([B,2] first and last token, [B,2] the
     span's start + end logit and the "no answer" token's). The span starts and ends on
-    context tokens, in order, at most :data:`MAX_ANSWER_TOKENS` long, as the question-answering
-    pipeline decodes; the "no answer" token is the first position an answer may take."""
+    context tokens, in order, at most ``max_tokens`` long (``data.max_answer_length``; 30 as
+    transformers' ``run_qa``), as the question-answering pipeline decodes; the "no answer"
+    token is the first position an answer may take."""
     valid, _, _ = _qa_marks(batch)
     x = logits.astype(jnp.float32)
     t = x.shape[1]
@@ -177,7 +174,7 @@ def best_spans(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     pos = jnp.arange(t)
     ok = valid & (pos[None, :] != null[:, None])  # [B,T]
     gap = pos[None, :] - pos[:, None]  # [T(start), T(end)]: end - start
-    band = (gap >= 0) & (gap < MAX_ANSWER_TOKENS)
+    band = (gap >= 0) & (gap < max_tokens)
     allowed = ok[:, :, None] & ok[:, None, :] & band[None]
     score = jnp.where(allowed, x[:, :, None, 0] + x[:, None, :, 1], -jnp.inf)
     flat = jnp.argmax(score.reshape(score.shape[0], -1), axis=-1)
@@ -204,13 +201,14 @@ LOSSES = {
 
 
 def predictions(
-    kind: str, logits: jax.Array, batch: dict, num_probs: int = 1
+    kind: str, logits: jax.Array, batch: dict, num_probs: int = 1, max_answer_tokens: int = 30
 ) -> dict[str, jax.Array]:
     """The eval step's outputs (same keys and shapes for every kind so one program serves all
     tasks). ``pred_probs`` [B, num_probs]: class probabilities of a classification task (of a
     multilabel task: each class's own sigmoid probability), zero-padded to ``num_probs`` (the
     most classes of any task in the run). ``pred_span`` / ``pred_span_score`` [B, 2]: a qa
-    row's best answer span and its scores (:func:`best_spans`)."""
+    row's best answer span and its scores (:func:`best_spans`, spans of at most
+    ``max_answer_tokens``)."""
     b, t = batch["input_ids"].shape
     rows = tuple(batch["label"].shape)  # (B,), or (B, S) for a packed batch
     out = {
@@ -232,7 +230,7 @@ def predictions(
     elif kind == "regression":
         out["pred_score"] = logits[..., 0].astype(jnp.float32)
     elif kind == "qa":
-        out["pred_span"], out["pred_span_score"] = best_spans(logits, batch)
+        out["pred_span"], out["pred_span_score"] = best_spans(logits, batch, max_answer_tokens)
     elif kind in ("tagging", "lm"):
         # a biLM's pair: the forward direction's predictions (both count in the perplexity)
         first = logits[0] if isinstance(logits, tuple) else logits

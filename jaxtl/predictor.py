@@ -43,7 +43,7 @@ from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.io import row_id
-from jaxtl.data.prepare import TaskData, with_threshold
+from jaxtl.data.prepare import TaskData, configured
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
 from jaxtl.objectives import seq2seq as seq2seq_objective
 
@@ -139,7 +139,7 @@ class Predictor:
                     text_fields=tuple(t["text_fields"]), metrics=tuple(t["metrics"]),
                     main_metric=t["main_metric"], iob=t["iob"],
                     null_answers=t.get("null_answers", False))  # fmt: skip
-        task = thresholds.apply(with_threshold(task, config), tuned)
+        task = thresholds.apply(configured(task, config), tuned)
         return TaskData(task, t["index"], t["key"], 0, None, [], "dev")
 
     def _stages(self) -> tuple[dict[str, str], str]:

@@ -236,18 +236,18 @@ def test_the_threshold_decides_records_and_metrics_and_is_checked():
 
     from jaxtl import config as config_lib
     from jaxtl import metrics
-    from jaxtl.data.prepare import with_threshold
+    from jaxtl.data.prepare import configured
     from jaxtl.data.tasks import Task
 
     task = Task("t", "multilabel", lambda s: [], label_names=("a", "b"),
                 metrics=("micro_f1", "macro_f1", "subset_accuracy"), main_metric="micro_f1")  # fmt: skip
     c = config_lib.base_config()
-    assert with_threshold(task, c).threshold == 0.5
+    assert configured(task, c).threshold == 0.5
     c.train.multilabel_threshold = 0.3
-    low = with_threshold(task, c)
+    low = configured(task, c)
     assert low.threshold == 0.3
     sentiment = Task("s", "classification", lambda s: [], label_names=("n", "p"))
-    assert with_threshold(sentiment, c) is sentiment
+    assert configured(sentiment, c) is sentiment
     batches = [{"label_set": np.array([[1, 0]]), "example_weight": np.ones(1, np.float32),
                 "label": np.zeros(1, np.int32)}]  # fmt: skip
     outputs = [{"pred_probs": np.array([[0.4, 0.1]], np.float32)}]

@@ -178,14 +178,15 @@ def test_best_span_is_the_brute_force_best_within_the_length_limit():
     valid = rng.random((b, t)) < 0.8
     valid[:, 0] = True
     logits = rng.normal(size=(b, t, 2)).astype(np.float32)
-    logits[0, 5, 0], logits[0, 5 + losses.MAX_ANSWER_TOKENS, 1] = 50.0, 50.0  # too long a span
-    valid[0, 5] = valid[0, 5 + losses.MAX_ANSWER_TOKENS] = True
+    longest = 12
+    logits[0, 5, 0], logits[0, 5 + longest, 1] = 50.0, 50.0  # one token too long a span
+    valid[0, 5] = valid[0, 5 + longest] = True
     batch = _qa_batch(valid, [0] * b, [0] * b, [1.0] * b)
-    span, score = map(np.asarray, losses.best_spans(jnp.asarray(logits), batch))
+    span, score = map(np.asarray, losses.best_spans(jnp.asarray(logits), batch, longest))
     for r in range(b):
         ok = [i for i in range(1, t) if valid[r, i]]
         best = max((logits[r, i, 0] + logits[r, j, 1], i, j) for i in ok for j in ok
-                   if 0 <= j - i < losses.MAX_ANSWER_TOKENS)  # fmt: skip
+                   if 0 <= j - i < longest)  # fmt: skip
         assert tuple(span[r]) == best[1:]
         np.testing.assert_allclose(score[r], [best[0], logits[r, 0].sum()], rtol=1e-6)
 
@@ -393,3 +394,18 @@ def test_a_frozen_encoders_cached_token_features_give_the_qa_heads_logits(tiny_b
         lc, _ = stage.loss_fn(r.model, jax.tree.map(jnp.asarray, cb), nnx.Rngs(dropout=key), True)
         lu, _ = stage.loss_fn(r.model, jax.tree.map(jnp.asarray, b), nnx.Rngs(dropout=key), True)
         np.testing.assert_allclose(float(lc), float(lu), atol=TOL, rtol=TOL)
+
+
+def test_the_longest_answer_is_a_config_key(tmp_path):
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import configured
+
+    _squad_json(tmp_path / "train.json")
+    task = get_task(f"file:name=sq,path={tmp_path}/train.json,kind=qa")
+    c = config_lib.base_config()
+    assert configured(task, c).max_answer_tokens == 30  # run_qa's default
+    c.data.max_answer_length = 4
+    assert configured(task, c).max_answer_tokens == 4
+    c.data.max_answer_length = 0
+    with pytest.raises(ValueError, match="data.max_answer_length=0: must be 1 or more tokens"):
+        configured(task, c)

@@ -92,14 +92,22 @@ def report_only(task: Task) -> Task:
 def load_task(name: str, config: ml_collections.ConfigDict) -> Task:
     # Generated tasks have no rows to be bad; file-backed readers take the policy.
     opts = {} if name.startswith("builtin/") else {"on_bad_row": config.data.on_bad_row}
-    return with_threshold(get_task(name, config.data.dir or None, **opts), config)
+    return configured(get_task(name, config.data.dir or None, **opts), config)
 
 
-def with_threshold(task: Task, config: ml_collections.ConfigDict) -> Task:
-    """A multilabel ``task`` deciding its classes at ``train.multilabel_threshold``."""
-    if task.kind != "multilabel":
-        return task
-    return dataclasses.replace(task, threshold=float(config.train.get("multilabel_threshold", 0.5)))
+def configured(task: Task, config: ml_collections.ConfigDict) -> Task:
+    """``task`` deciding as the config says: a multilabel task's classes at
+    ``train.multilabel_threshold``, a qa task's answers of at most ``data.max_answer_length``
+    tokens."""
+    if task.kind == "multilabel":
+        cut = float(config.train.get("multilabel_threshold", 0.5))
+        return dataclasses.replace(task, threshold=cut)
+    if task.kind == "qa":
+        longest = int(config.data.get("max_answer_length", 30))
+        if longest < 1:
+            raise ValueError(f"data.max_answer_length={longest}: must be 1 or more tokens")
+        return dataclasses.replace(task, max_answer_tokens=longest)
+    return task
 
 
 def train_batches(

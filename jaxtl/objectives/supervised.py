@@ -268,7 +268,8 @@ def task_predict_branch(model: Any, td: TaskData, batch: dict, num_probs: int = 
             logits = head(last, embedding)
         else:
             logits = head(feats, batch["attention_mask"], **segment_kw(batch))
-        return losses.predictions(td.task.kind, logits, batch, num_probs)
+        return losses.predictions(td.task.kind, logits, batch, num_probs,
+                                  max_answer_tokens=td.task.max_answer_tokens)  # fmt: skip
 
     return f
 
