@@ -42,7 +42,6 @@ must have labels. A row without the label in a labelled file is still a bad row.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -60,7 +59,7 @@ from jaxtl.data.io import (
     is_multi_hot,
     multilabel_ids,
     parse_label,
-    read_lines,
+    read_json_objects,
     read_table,
     row_id,
     spec_split_paths,
@@ -73,17 +72,7 @@ log = logging.getLogger(__name__)
 def _records(path: str, fmt: str, header: bool, bad: BadRows) -> Iterator[tuple[int, Any, Any]]:
     """(line, names or None, record) where record is a list (tsv/csv) or a dict (jsonl)."""
     if fmt == "jsonl":
-        for i, text in read_lines(path, bad):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as e:
-                bad(f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
-                continue
-            if not isinstance(rec, dict):
-                bad(f"{path}:{i}", f"expected a JSON object, found {type(rec).__name__}")
-                continue
+        for i, rec in read_json_objects(path, bad):
             yield i, None, rec
         return
     if fmt not in ("tsv", "csv"):

@@ -61,6 +61,7 @@ from jaxtl.data.io import (
     is_multi_hot,
     multilabel_ids,
     qa_example,
+    qa_task_of,
     resolve,
     row_id,
 )
@@ -533,15 +534,5 @@ def _qa_task(
                     out.append(ex)
         return bad.result(out, split_parts[0][0] if split_parts else name)
 
-    default_metrics, default_main = DEFAULT_METRICS["qa"]
-    mets = tuple(metrics or default_metrics)
-    return Task(
-        name=name,
-        kind="qa",
-        loader=load,
-        splits=tuple(sources),
-        text_fields=(question, context),
-        metrics=mets,
-        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
-        null_answers=bool(null_answers),
-    )
+    return qa_task_of(name, load, tuple(sources), (question, context), null_answers, metrics,
+                      main_metric)  # fmt: skip

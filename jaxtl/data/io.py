@@ -14,13 +14,14 @@ import csv
 import difflib
 import gzip
 import itertools
+import json
 import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
-from jaxtl.data.tasks import BadRows, DataError, Example
+from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,23 @@ def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
         else:
             raise DataError(f"{path}: file is empty")
         yield from _decoded(path, itertools.chain(lead, f), bad)
+
+
+def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for each non-blank line of a JSON-lines file; a line that
+    is not JSON, or not a JSON object, goes to ``bad`` naming its line."""
+    for i, text in read_lines(path, bad):
+        if not text.strip():
+            continue
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            bad(f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
+            continue
+        if not isinstance(rec, dict):
+            bad(f"{path}:{i}", f"expected a JSON object, found {type(rec).__name__}")
+            continue
+        yield i, rec
 
 
 def _decoded(path: str, raws: Iterator[bytes], bad: BadRows) -> Iterator[tuple[int, str]]:
@@ -376,3 +394,24 @@ def qa_example(
                        "context cannot answer (SQuAD 2.0)")  # fmt: skip
             return None
     return Example(question.strip(), context, gold, source=where, id=rid)
+
+
+def qa_task_of(
+    name: str, loader: Callable[[str], Loaded], splits: Sequence[str],
+    fields: tuple[str, str], null_answers: bool, metrics: Sequence[str] | None,
+    main_metric: str | None, files: Callable[[str], tuple[str, ...]] | None = None,
+) -> Task:  # fmt: skip
+    """The :class:`Task` of a qa reader (file or hf): SQuAD's metrics unless told others."""
+    default_metrics, default_main = DEFAULT_METRICS["qa"]
+    mets = tuple(metrics or default_metrics)
+    return Task(
+        name=name,
+        kind="qa",
+        loader=loader,
+        splits=tuple(splits),
+        text_fields=fields,
+        metrics=mets,
+        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
+        null_answers=bool(null_answers),
+        files=files,
+    )

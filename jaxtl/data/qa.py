@@ -32,11 +32,11 @@ from typing import Any
 
 from jaxtl.data.io import (
     DEFAULT_ID,
-    DEFAULT_METRICS,
     NO_ID,
     did_you_mean,
     qa_example,
-    read_lines,
+    qa_task_of,
+    read_json_objects,
     row_id,
     spec_split_paths,
 )
@@ -90,22 +90,6 @@ def _flatten(path: str, whole: Mapping[str, Any], fields: Mapping[str, str],
                 yield f"{where}.qas[{q}]", rec
 
 
-def _jsonl(path: str, bad: BadRows) -> Iterator[tuple[str, dict[str, Any]]]:
-    for i, text in read_lines(path, bad):
-        if not text.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            bad(where, f"invalid JSON ({e.msg} at column {e.colno})")
-            continue
-        if not isinstance(rec, dict):
-            bad(where, f"expected a JSON object, found {type(rec).__name__}")
-            continue
-        yield where, rec
-
-
 @register("qa")
 def qa_task(
     data_dir: str | None = None,
@@ -138,7 +122,11 @@ def qa_task(
             raise DataError(f"{p}: file not found for split {split!r}; splits found: {found}")
         bad = BadRows(on_bad_row)
         whole = _squad_json(p)
-        records = list(_flatten(p, whole, fields, bad) if whole is not None else _jsonl(p, bad))
+        records = list(
+            _flatten(p, whole, fields, bad)
+            if whole is not None
+            else ((f"{p}:{i}", rec) for i, rec in read_json_objects(p, bad))
+        )
         if not records:
             raise DataError(f"{p}: no questions" + (f" (first bad: {bad.reasons[0]})"
                                                     if bad.reasons else ""))  # fmt: skip
@@ -170,16 +158,5 @@ def qa_task(
                             f"(first: {bad.reasons[0] if bad.reasons else '?'})")  # fmt: skip
         return bad.result(out, p)
 
-    default_metrics, default_main = DEFAULT_METRICS["qa"]
-    mets = tuple(metrics or default_metrics)
-    return Task(
-        name=name,
-        kind="qa",
-        loader=read,
-        splits=tuple(split_paths),
-        text_fields=(question, context),
-        metrics=mets,
-        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
-        null_answers=bool(null_answers),
-        files=lambda split: (split_paths[split],),
-    )
+    return qa_task_of(name, read, tuple(split_paths), (question, context), null_answers,
+                      metrics, main_metric, files=lambda split: (split_paths[split],))  # fmt: skip

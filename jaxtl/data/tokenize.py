@@ -248,15 +248,21 @@ def _encode_tagging(
         lab[first] = ids[wid[first]]
         labels.append(lab)
         word_ids.append(wid)
-    n = len(examples)
+    return _token_rows(enc, task_id, labels, word_ids=word_ids)
+
+
+def _token_rows(enc: Any, task_id: int, token_labels: list[np.ndarray], **extra: Any) -> Encoded:
+    """The rows of a tokenizer call whose targets are all per token (tagging, qa): no sentence
+    labels; ``extra`` fields as the kind needs (``word_ids``; ``example_of``, ``char_spans``)."""
+    n = len(token_labels)
     return Encoded(
         _arrays(enc["input_ids"]),
         _arrays(enc["token_type_ids"]),
         np.zeros(n, np.int32),
         np.zeros(n, np.float32),
         task_id,
-        token_labels=labels,
-        word_ids=word_ids,
+        token_labels=token_labels,
+        **extra,
     )
 
 
@@ -334,17 +340,7 @@ def encode_qa(
             lab[end] += QA_END
         labels.append(lab)
         spans.append(span)
-    n = len(labels)
-    return Encoded(
-        _arrays(enc["input_ids"]),
-        _arrays(enc["token_type_ids"]),
-        np.zeros(n, np.int32),
-        np.zeros(n, np.float32),
-        task_id,
-        token_labels=labels,
-        example_of=example_of,
-        char_spans=spans,
-    )
+    return _token_rows(enc, task_id, labels, example_of=example_of, char_spans=spans)
 
 
 def word_windows(
