@@ -409,3 +409,26 @@ def test_the_longest_answer_is_a_config_key(tmp_path):
     c.data.max_answer_length = 0
     with pytest.raises(ValueError, match="data.max_answer_length=0: must be 1 or more tokens"):
         configured(task, c)
+
+
+@pytest.mark.parametrize("stride", [2, 14])
+def test_the_training_windows_overlap_by_data_doc_stride(tmp_path, minilm_tokenizer, stride):
+    """The train split is cut as data.doc_stride says (it is tokenised in memory, not through
+    the token cache, whose entries are keyed without it)."""
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import prepare_tasks
+
+    _squad_json(tmp_path / "train.json")
+    _squad_jsonl(tmp_path / "dev.jsonl")
+    spec = f"file:name=sq,paths=train:{tmp_path}/train.json|dev:{tmp_path}/dev.jsonl,kind=qa"
+    c = config_lib.base_config()
+    c.data.max_length, c.data.buckets, c.data.doc_stride = 32, (32,), stride
+    c.data.token_cache = str(tmp_path / "cache")
+    c.data.token_cache_min_rows = 1
+    (td,) = prepare_tasks([spec], c, minilm_tokenizer)
+    task = get_task(spec)
+    want = tokenize.encode(task, task.load("train"), minilm_tokenizer, max_length=32,
+                           doc_stride=stride)  # fmt: skip
+    assert td.train_size == len(want)
+    assert [list(x) for x in td.train_iter.encoded.input_ids] == [list(x) for x in want.input_ids]
+    assert not (tmp_path / "cache").exists()

@@ -177,7 +177,10 @@ def cached_split(
 ) -> tokenize.Encoded | None:  # fmt: skip
     """``split`` tokenised through the on-disk token cache (``data.token_cache``): memory-mapped
     when it has ``data.token_cache_min_rows`` examples or more, in memory when fewer; None when
-    the cache is off or cannot key the split (then the caller tokenises as before)."""
+    the cache is off or cannot key the split (then the caller tokenises as before), and for
+    a qa task, whose rows are windows cut by ``data.doc_stride`` (tokenised in memory)."""
+    if task.kind == "qa":
+        return None
     return token_cache.encode_split(
         task, split, tokenizer, max_length=config.data.max_length,
         root=token_cache.cache_root(str(config.data.get("token_cache", "auto"))),
@@ -278,7 +281,10 @@ def prepare_tasks(
         ev = splits["dev"].batches if "dev" in splits else []
         out.append(TaskData(task, i, head_key(task.name), n_train, train_iter, ev, dev_name,
                             splits))  # fmt: skip
-        log.info("task %s: %d train examples, %d eval batches%s", task.name, n_train, len(ev),
+        rows = f"{n_train} train examples"
+        if with_train and task.kind == "qa":  # a row is a window of a question's context
+            rows = f"{len(train_ex)} train questions in {n_train} windows"
+        log.info("task %s: %s, %d eval batches%s", task.name, rows, len(ev),
                  ", a test split" if "test" in splits else "")  # fmt: skip
     return out
 
