@@ -44,12 +44,19 @@ from jaxtl.data.tasks import BadRows, DataError, Loaded, Task, register
 
 
 def _squad_json(path: str) -> dict[str, Any] | None:
-    """SQuAD's nested JSON, or None when ``path`` is JSON lines (its first line is not all of
-    the file's JSON)."""
+    """SQuAD's nested JSON, or None when ``path`` is JSON lines (its first object is not all of
+    the file: told from the file's first 64 KiB, so a large JSON-lines file is not read whole
+    to find out)."""
     with open(path, "rb") as f:
-        head = f.read(1 << 16).lstrip()
-    if not head.startswith(b"{"):
+        head = f.read(1 << 16).decode("utf-8-sig", errors="replace").lstrip()
+    if not head.startswith("{"):
         return None
+    try:
+        _, end = json.JSONDecoder().raw_decode(head)
+        if head[end:].strip():
+            return None  # a second object follows the first: JSON lines
+    except json.JSONDecodeError:
+        pass  # the first object runs past the head: one large document, or bad JSON
     try:
         with open(path, encoding="utf-8-sig") as f:
             whole = json.load(f)
