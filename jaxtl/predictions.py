@@ -21,7 +21,8 @@ records for any input file, as JSON lines or, by the output's extension, as a ta
 (:func:`open_writer`): ``.tsv``/``.csv`` flatten a record to one row — ``probs`` become one
 ``prob_<label>`` column per class, a multilabel record's ``labels`` (and ``gold``) one
 comma-separated cell, a list of words or tags one space-separated cell (a tag
-cut off by ``data.max_length`` is ``_``, CoNLL's empty field), and a tagging row drops ``text``,
+cut off by ``data.max_length`` is ``_``, CoNLL's empty field; a qa record's ``gold`` answers a
+JSON list, as they may hold commas), and a tagging row drops ``text``,
 which its ``words`` repeat, so a tagger's table reads back as a ``tokens<TAB>tags`` tagging
 table; ``.parquet`` keeps each record as it is, lists included.
 """
@@ -283,6 +284,9 @@ def table_cells(record: Mapping[str, Any], label_names: Sequence[str]) -> dict[s
             continue
         if key == "probs":
             row |= {f"prob_{name}": p for name, p in zip(label_names, value)}
+        elif isinstance(value, list) and "answer" in record:
+            # a qa record's gold answers, which may hold commas and spaces: a JSON list
+            row[key] = json.dumps(value, ensure_ascii=False)
         elif isinstance(value, list):
             # a multilabel record's classes as its files give them ("joy,surprise"); words
             # and tags as a tagging table does

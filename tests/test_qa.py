@@ -452,3 +452,15 @@ def test_minilm_learns_to_answer_questions_about_real_sentences(data_dir, tmp_pa
             "--config.checkpoint.every_steps=0", f"--workdir={wd}")  # fmt: skip
     dev = json.loads((wd / "results.json").read_text())["entq"]
     assert dev["f1"] > 0.6 and dev["exact_match"] > 0.5, dev
+
+
+def test_a_qa_records_gold_answers_are_a_json_list_in_a_table():
+    """Answers may hold commas and spaces, so a table cell cannot join them as labels are."""
+    rec = {"id": "q1", "text": "How high?", "text_pair": "It is 8,849 metres high.",
+           "gold": ["8,849 metres", "8,849 metres high"], "answer": "8,849 metres",
+           "answer_start": 6, "score": 3.5}  # fmt: skip
+    row = predictions.table_cells(rec, ())
+    assert json.loads(row["gold"]) == rec["gold"]
+    assert {k: v for k, v in row.items() if k != "gold"} == {
+        k: v for k, v in rec.items() if k != "gold"
+    }
