@@ -94,8 +94,8 @@ def make_head(
     if task.kind == "qa":
         # a start and an end logit per token from a linear layer without dropout, as every
         # transformers *ForQuestionAnswering computes them (its qa_outputs: jaxtl.export)
-        if spec is not None:
-            return hf_heads.build_head(spec, task.kind, in_size, 2, 0.0, rngs=rngs)
+        if spec is not None:  # its dropout where the family's head has one (ModernBERT's)
+            return hf_heads.build_head(spec, task.kind, in_size, 2, m.dropout, rngs=rngs)
         return models.TaggingHead(in_size, 2, None, 0.0, rngs=rngs)
     if task.kind == "translation":
         return decoder_head(config, encoder, tokenizer, rngs)

@@ -2,8 +2,8 @@
 
 :func:`export_task_model` writes one task head with its encoder as a directory that
 ``transformers.AutoModelForSequenceClassification`` (classification, sentence pairs, regression),
-``AutoModelForTokenClassification`` (tagging) or ``AutoModelForQuestionAnswering`` (qa: the
-BERT-like families) loads, with the same logits: ``config.json``
+``AutoModelForTokenClassification`` (tagging) or ``AutoModelForQuestionAnswering`` (qa) loads,
+with the same logits: ``config.json``
 (``architectures``, ``id2label`` / ``label2id``, ``problem_type``), ``model.safetensors`` (the
 family's encoder key map under its prefix, ``bert.``, plus the head's key map, both declared in
 ``jaxtl/models/<family>.py``), the tokenizer files and a ``README.md`` model card. LoRA factors are
@@ -482,7 +482,7 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     h = enc.hidden_size
     dropout = 0.1
-    if kind not in ("tagging", "qa"):
+    if kind != "tagging" and spec.dropout:
         dropout = float(config.get(spec.dropout_attr or "classifier_dropout") or 0.1)
     head = hf_heads.build_head(spec, kind, h, len(labels), dropout, rngs=rngs)
     key = jt.get("head_key") or "task"

@@ -174,6 +174,32 @@ def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
     assert max_diff(ours, hf_logits(hf, ids, mask, tt), mask) <= TOL
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert", "gpt2"])
+def test_qa_export_matches_transformers(base_dirs, tmp_path, family):
+    """A qa head exports as *ForQuestionAnswering (qa_outputs): its start and end logits are
+    jaxtl's two per-token outputs, and load_task_model reads the folder back as a qa model."""
+    td = task("qa")
+    model, tok, hf_config = build(base_dirs(family), [td])
+    params = perturbed(model, seed=3)
+    rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=hf_config)
+    assert rep["format"] == "transformers" and rep["reason"] is None
+    hf = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "out")
+    assert type(hf).__name__ == f"{ARCH[family]}ForQuestionAnswering"
+    ids, mask, tt = padded(family)
+    ours = jaxtl_logits(model, params, td.key, ids, mask, tt)
+    args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    if tt is not None:
+        args["token_type_ids"] = torch.tensor(tt)
+    with torch.no_grad():
+        got = hf.eval()(**args)
+    assert max_diff(ours[..., 0], got.start_logits.numpy(), mask) <= TOL
+    assert max_diff(ours[..., 1], got.end_logits.numpy(), mask) <= TOL
+    back, key, info = export.load_task_model(tmp_path / "out")
+    assert info["kind"] == "qa"
+    again = jaxtl_logits(back, None, key, ids, mask, tt)
+    assert max_diff(ours, again, mask) <= TOL
+
+
 def test_regression_export(base_dirs, tmp_path):
     td = task("regression")
     model, _, hf_config = build(base_dirs("roberta"), [td])

@@ -268,6 +268,22 @@ def test_token_classification_export_reloads_in_transformers(base_dir, tmp_path)
     assert max_diff(ours, hf_logits(hf, ids, mask, None), mask) <= TOL
 
 
+def test_qa_export_reloads_in_transformers(base_dir, tmp_path):
+    td = task("qa")
+    model, tok, cfg = build(base_dir, [td])
+    params = perturbed(model, seed=3)
+    rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=cfg)
+    assert rep["format"] == "transformers", rep
+    hf = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "out").eval()
+    assert type(hf).__name__ == "DebertaV2ForQuestionAnswering"
+    ids, mask, _ = long_batch()
+    ours = jaxtl_logits(model, params, td.key, ids, mask, None)
+    with torch.no_grad():
+        got = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    assert max_diff(ours[..., 0], got.start_logits.numpy(), mask) <= TOL
+    assert max_diff(ours[..., 1], got.end_logits.numpy(), mask) <= TOL
+
+
 def test_lora_merged_export_and_peft_adapter(base_dir, tmp_path):
     """LoRA on every projection (with shared keys the query/key LoRA also moves the relative
     table's projections, in transformers + PEFT as here): the merged task model and the PEFT

@@ -142,7 +142,7 @@ def task(kind, labels=()):
 @pytest.mark.parametrize(
     "kind,pooling,extra",
     [("classification", "cls", {}), ("classification", "mean", BIASES),
-     ("regression", "mean", {}), ("tagging", "cls", BIASES)],
+     ("regression", "mean", {}), ("tagging", "cls", BIASES), ("qa", "cls", {})],
 )  # fmt: skip
 def test_task_model_export_reloads_in_transformers(tmp_path, kind, pooling, extra):
     save("ModernBertModel", tmp_path / "base", classifier_pooling=pooling,
@@ -152,13 +152,14 @@ def test_task_model_export_reloads_in_transformers(tmp_path, kind, pooling, extr
     model = assembly.build_model(pre.model, [td], config_lib.base_config())
     head = model.heads[td.key]
     assert head.norm is not None and head.activation == "silu"
-    if kind != "tagging":
+    if kind not in ("tagging", "qa"):
         assert head.pooling == pooling
     params = perturbed(model)
     rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=pre.hf_config)
     assert rep["format"] == "transformers" and rep["reason"] is None, rep
-    auto = (transformers.AutoModelForTokenClassification if kind == "tagging"
-            else transformers.AutoModelForSequenceClassification)  # fmt: skip
+    auto = {"tagging": transformers.AutoModelForTokenClassification,
+            "qa": transformers.AutoModelForQuestionAnswering}.get(
+        kind, transformers.AutoModelForSequenceClassification)  # fmt: skip
     hf = auto.from_pretrained(tmp_path / "out").eval()
     assert type(hf).__name__ == rep["architecture"]
     ids, mask = padded(3)
@@ -166,8 +167,10 @@ def test_task_model_export_reloads_in_transformers(tmp_path, kind, pooling, extr
     _, feats = m.features(jnp.asarray(ids), jnp.asarray(mask))
     mine = np.asarray(m.heads[td.key](feats, jnp.asarray(mask)))
     with torch.no_grad():
-        want = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
-    if kind == "tagging":
+        got = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    want = (np.stack([got.start_logits.numpy(), got.end_logits.numpy()], -1) if kind == "qa"
+            else got.logits.numpy())  # fmt: skip
+    if kind in ("tagging", "qa"):
         assert max_diff(mine, want, mask) <= TOL
     else:
         assert float(np.abs(mine - want).max()) <= TOL

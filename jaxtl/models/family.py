@@ -73,9 +73,9 @@ def _qa_outputs(cfg: Any) -> list[Rule]:
 
 
 def qa_head(name: str) -> HeadSpec:
-    """``<name>ForQuestionAnswering``, as the BERT-like families have it: ``qa_outputs`` (a start
-    and an end logit) on every token, top-level, no dropout (DistilBERT's before it is inactive
-    in inference)."""
+    """``<name>ForQuestionAnswering``, as the BERT-like families and GPT-2 have it:
+    ``qa_outputs`` (a start and an end logit) on every token, top-level, no dropout
+    (DistilBERT's before it is inactive in inference). ModernBERT's is its token head's layout."""
     return HeadSpec(f"{name}ForQuestionAnswering", _qa_outputs, dropout=False, dropout_attr=None)
 
 

@@ -30,7 +30,7 @@ from flax import nnx
 
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
-from jaxtl.models.family import Family, HeadSpec, activation_name, reject, require
+from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 
@@ -289,4 +289,5 @@ GPT2 = Family(
     lm_ignore=(r"^lm_head\.weight$",),  # tied to wte
     sequence_head=SEQUENCE_HEAD,
     token_head=TOKEN_HEAD,
+    qa_head=qa_head("GPT2"),
 )

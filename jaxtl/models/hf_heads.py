@@ -62,9 +62,8 @@ def build_head(
     hidden = in_size if spec.dense else None
     norm_eps = spec.norm_eps if spec.norm else None
     rate = dropout if spec.dropout else 0.0
-    if kind == "qa":  # start and end logits per token: no hidden layer, no dropout
-        return TaggingHead(in_size, num_labels, None, 0.0, rngs=rngs)
-    if kind == "tagging":
+    if kind in ("tagging", "qa"):  # per token (qa: a start and an end logit, no BiLSTM)
+        bilstm_hidden = bilstm_hidden if kind == "tagging" else None
         return TaggingHead(
             in_size, num_labels, bilstm_hidden, rate, hidden=hidden, activation=spec.activation,
             dense_bias=spec.dense_bias, norm_eps=norm_eps, norm_bias=spec.norm_bias, rngs=rngs,

@@ -466,4 +466,6 @@ MODERNBERT = Family(
     lm_ignore=(r"^decoder\.weight$",),
     sequence_head=_head("ModernBertForSequenceClassification"),
     token_head=_head("ModernBertForTokenClassification"),
+    # its head layer, dropout and ``classifier`` (2 outputs) on every token, as the token head
+    qa_head=_head("ModernBertForQuestionAnswering"),
 )
