@@ -139,3 +139,21 @@ def test_token_classification_checkpoint_reused_for_tagging_only(tmp_path):
     ckpt = load_file(str(tmp_path / "model.safetensors"))
     kernel = model.heads["toy_ner"].classifier.kernel[...]
     np.testing.assert_array_equal(kernel, ckpt["classifier.weight"].T)
+
+
+def test_question_answering_checkpoint_reused_for_qa_only(tmp_path):
+    """A SQuAD-style checkpoint (BertForQuestionAnswering) as model.name: a qa task starts from
+    its qa_outputs (STILTs from one QA set to another); a tagging task gets a fresh head."""
+    torch.manual_seed(2)
+    transformers.BertForQuestionAnswering(transformers.BertConfig(**TINY)).save_pretrained(tmp_path)
+    enc = models.from_pretrained(tmp_path).model  # qa_outputs.* known, not refused
+    qa = task_data(Task("toy/qa", "qa", loader=None))
+    ner = toy("toy/ner", "tagging", ("O", "B-PER"))
+    model = assembly.build_model(enc, [qa, ner], config_lib.base_config())
+    tasks = model.init_report.to_json()["tasks"]
+    assert tasks["toy/qa"]["classifier"] == "reused", tasks["toy/qa"]
+    assert tasks["toy/ner"]["classifier"] == "fresh", tasks["toy/ner"]
+    ckpt = load_file(str(tmp_path / "model.safetensors"))
+    head = model.heads["toy_qa"].classifier
+    np.testing.assert_array_equal(head.kernel[...], ckpt["qa_outputs.weight"].T)
+    np.testing.assert_array_equal(head.bias[...], ckpt["qa_outputs.bias"])
