@@ -63,9 +63,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_length = 128
     c.data.buckets = (32, 64, 128)
     # qa tasks: a context longer than a row is cut into windows overlapping by doc_stride tokens
-    # (0: a quarter of max_length); an answer is at most max_answer_length tokens (run_qa's).
+    # (0: a quarter of max_length); an answer is at most max_answer_length tokens; with
+    # null_answers, "no answer" where its score beats the best span's by more than
+    # null_score_threshold (run_qa's max_answer_length and null_score_diff_threshold).
     c.data.doc_stride = 0
     c.data.max_answer_length = 30
+    c.data.null_score_threshold = 0.0
     # Several examples per row (jaxtl.data.packing; train.batch_size then counts rows) where the
     # encoder runs them exactly; padded batches for the BiLSTM family and other inexact cases.
     c.data.packing = True

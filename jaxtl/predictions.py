@@ -134,8 +134,9 @@ def qa_answers(
     """Each question's answer from its windows' best spans (``pred_span``, scored by
     ``pred_span_score``: :func:`jaxtl.losses.best_spans`): the best-scoring span of any window,
     as transformers' question-answering pipeline and ``run_qa`` decide; with
-    ``task.null_answers``, "" when the lowest "no answer" score of its windows beats it
-    (SQuAD 2.0's rule, threshold 0)."""
+    ``task.null_answers``, "" when the lowest "no answer" score of its windows beats it by more
+    than ``task.null_threshold`` (SQuAD 2.0's rule; ``run_qa``'s ``null_score_diff_threshold``,
+    0 by default)."""
     if len(order) != len(encoded):
         raise ValueError(f"{task.name}: {len(order)} output rows for {len(encoded)} windows")
     spans = _per_row(batches, outputs, "pred_span")
@@ -150,7 +151,7 @@ def qa_answers(
     out = []
     for i, ex in enumerate(examples):
         score, f, s, e = best[i]
-        if f < 0 or (task.null_answers and null[i] > score):
+        if f < 0 or (task.null_answers and null[i] - score > task.null_threshold):
             out.append({"answer": "", "answer_start": None, "score": float(null[i])})
             continue
         chars = encoded.char_spans[f]

@@ -241,6 +241,10 @@ def test_an_answer_is_the_best_span_of_any_window_or_none_where_allowed(tmp_path
     scores[:, 1] = 3.0  # "no answer" beats the span in every window
     rec = predictions.records(nullable, examples, enc, (32,), outputs, batches, labelled=True)
     assert (rec[0]["answer"], rec[0]["answer_start"]) == ("", None)
+    # ... unless by no more than the threshold (data.null_score_threshold)
+    lenient = dataclasses.replace(nullable, null_threshold=1.5)
+    assert predictions.records(lenient, examples, enc, (32,), outputs, batches,
+                               labelled=True)[0]["answer"] == "Paris"  # fmt: skip
     assert predictions.records(task, examples, enc, (32,), outputs, batches,
                                labelled=True)[0]["answer"] == "Paris"  # fmt: skip
 
@@ -404,8 +408,9 @@ def test_the_longest_answer_is_a_config_key(tmp_path):
     task = get_task(f"file:name=sq,path={tmp_path}/train.json,kind=qa")
     c = config_lib.base_config()
     assert configured(task, c).max_answer_tokens == 30  # run_qa's default
-    c.data.max_answer_length = 4
+    c.data.max_answer_length, c.data.null_score_threshold = 4, -1.5
     assert configured(task, c).max_answer_tokens == 4
+    assert configured(task, c).null_threshold == -1.5
     c.data.max_answer_length = 0
     with pytest.raises(ValueError, match="data.max_answer_length=0: must be 1 or more tokens"):
         configured(task, c)

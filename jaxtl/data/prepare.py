@@ -98,7 +98,7 @@ def load_task(name: str, config: ml_collections.ConfigDict) -> Task:
 def configured(task: Task, config: ml_collections.ConfigDict) -> Task:
     """``task`` deciding as the config says: a multilabel task's classes at
     ``train.multilabel_threshold``, a qa task's answers of at most ``data.max_answer_length``
-    tokens."""
+    tokens, "no answer" where it beats them by ``data.null_score_threshold``."""
     if task.kind == "multilabel":
         cut = float(config.train.get("multilabel_threshold", 0.5))
         return dataclasses.replace(task, threshold=cut)
@@ -106,7 +106,8 @@ def configured(task: Task, config: ml_collections.ConfigDict) -> Task:
         longest = int(config.data.get("max_answer_length", 30))
         if longest < 1:
             raise ValueError(f"data.max_answer_length={longest}: must be 1 or more tokens")
-        return dataclasses.replace(task, max_answer_tokens=longest)
+        null = float(config.data.get("null_score_threshold", 0.0))
+        return dataclasses.replace(task, max_answer_tokens=longest, null_threshold=null)
     return task
 
 

@@ -130,9 +130,11 @@ class Task:
     # multilabel: a class applies where its probability exceeds this (train.multilabel_threshold),
     # or its own entry, one per class (train.tune_thresholds: jaxtl.thresholds)
     threshold: float | tuple[float, ...] = 0.5
-    # qa: whether "no answer" is a prediction (SQuAD 2.0); else the best span is always given;
-    # an answer's most tokens (data.max_answer_length)
+    # qa: whether "no answer" is a prediction (SQuAD 2.0), chosen where its score beats the best
+    # span's by more than null_threshold (data.null_score_threshold); else the best span is
+    # always given; an answer's most tokens (data.max_answer_length)
     null_answers: bool = False
+    null_threshold: float = 0.0
     max_answer_tokens: int = 30
     # ``files(split)``: the files a split is read from, so a cache of its tokens can be keyed by
     # them (jaxtl.data.token_cache); ``stream(split)``: its examples one at a time, the same as
