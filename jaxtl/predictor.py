@@ -57,8 +57,9 @@ PREDICT_CHUNK = 8192
 
 
 def _takes_pairs(task: Task) -> bool:
-    """A sentence-pair task: it was trained on two text fields (``text`` and ``text_pair``)."""
-    return task.kind in SENTENCE_KINDS and len(task.text_fields) == 2
+    """A sentence-pair task: it was trained on two text fields (``text`` and ``text_pair``; a
+    qa task's question and context)."""
+    return task.kind == "qa" or (task.kind in SENTENCE_KINDS and len(task.text_fields) == 2)
 
 
 def _reads_files(spec: str) -> bool:
@@ -75,7 +76,14 @@ def _reads_files(spec: str) -> bool:
 def _check_inputs(examples: Sequence[Example], task: Task) -> None:
     """Inputs the model was not trained on stop with the first one's place: a single sentence
     for a sentence-pair task (or a pair for a single-sentence one) would be scored silently
-    with the wrong token types."""
+    with the wrong token types; a question without its context has no answer to find."""
+    if task.kind == "qa":
+        for ex in examples:
+            if not (ex.text_pair or "").strip():
+                raise DataError(f"{ex.source}: task {task.name!r} answers a question from its "
+                                "context; this input has no context (lines: question<TAB>"
+                                "context; jsonl: 'question' and 'context')")  # fmt: skip
+        return
     if task.kind not in SENTENCE_KINDS:
         return
     pairs = _takes_pairs(task)

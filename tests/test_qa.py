@@ -290,6 +290,14 @@ def test_own_squad_files_train_predict_and_export_to_transformers(tiny_bert_dir,
     assert [(r["answer"], r["answer_start"]) for r in again] == [
         (r["answer"], r["answer_start"]) for r in recs
     ]
+    # lines are question<TAB>context; a question alone stops before the model runs, named
+    p = subprocess.run([sys.executable, str(REPO / "launch.py"), "--predict", f"--workdir={wd}",
+                        "--input=-", "--input_format=lines", f"--output={tmp_path / 'x.jsonl'}"],
+                       input="Where is it?\tIt is in Paris.\nWhere?\n", capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert p.returncode != 0 and "<stdin>:2: task 'sq' answers a question from its context" in (
+        p.stderr
+    ), p.stderr[-2000:]
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
     cfg = json.loads((out / "sq/config.json").read_text())
