@@ -8,6 +8,7 @@ batches they came from; :func:`glue_average` combines per-task results as the GL
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import re
 import string
@@ -138,9 +139,35 @@ CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews
 MULTILABEL_METRICS = {"micro_f1": micro_f1, "macro_f1": macro_f1, "subset_accuracy": accuracy}
 SCORE_METRICS = {"pearson": pearson, "spearman": spearman}
 TAG_METRICS = {"span_f1": span_f1, "token_accuracy": token_accuracy}
+
+
+def _subset(gold: Sequence[Sequence[str]], pred: Sequence[str], answerable: bool
+            ) -> tuple[list[Sequence[str]], list[str]]:  # fmt: skip
+    keep = [i for i, g in enumerate(gold) if bool(g) == answerable]
+    return [gold[i] for i in keep], [pred[i] for i in keep]
+
+
+def has_answer_exact(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
+    """SQuAD 2.0's ``HasAns_exact``: exact match over the questions that have an answer."""
+    return exact_match(*_subset(gold, pred, True))
+
+
+def has_answer_f1(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
+    """SQuAD 2.0's ``HasAns_f1``: F1 over the questions that have an answer."""
+    return squad_f1(*_subset(gold, pred, True))
+
+
+def no_answer_exact(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
+    """SQuAD 2.0's ``NoAns_exact`` (its ``NoAns_f1`` too): the share of unanswerable questions
+    answered with nothing."""
+    return exact_match(*_subset(gold, pred, False))
+
+
 # A qa task's gold answers per question (a list of texts, empty when unanswerable) against
-# the predicted text ("" for "no answer").
-QA_METRICS = {"exact_match": exact_match, "f1": squad_f1}
+# the predicted text ("" for "no answer"); SQuAD 2.0's breakdown by answerability is scored
+# only where a split has questions of that kind (as its official script reports it).
+QA_METRICS = {"exact_match": exact_match, "f1": squad_f1, "has_answer_exact": has_answer_exact,
+              "has_answer_f1": has_answer_f1, "no_answer_exact": no_answer_exact}  # fmt: skip
 
 
 # Per-token keys: in a packed batch (jaxtl.data.packing) an example is a slice of its row.
@@ -298,7 +325,12 @@ def score_records(task: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, 
         return {"bleu": bleu([r["translation"] for r in records], [r["gold"] for r in records])}
     if kind == "qa":
         golds = [list(r["gold"]) for r in records]
-        return _score(task, QA_METRICS, golds, [r["answer"] for r in records])
+        kinds = {bool(g) for g in golds}
+        absent = {"has_answer_exact", "has_answer_f1"} if True not in kinds else set()
+        absent |= {"no_answer_exact"} if False not in kinds else set()
+        scored = dataclasses.replace(task, metrics=tuple(m for m in task.metrics
+                                                         if m not in absent))  # fmt: skip
+        return _score(scored, QA_METRICS, golds, [r["answer"] for r in records])
     raise ValueError(f"score_records: task {task.name!r} of kind {kind!r} has no records")
 
 

@@ -199,6 +199,18 @@ def test_squad_metrics_are_the_official_scripts():
     assert metrics.exact_match(gold, pred) == pytest.approx((1 + 0 + 1 + 0) / 4)
     # F1: best over the gold answers; "in 1889" 2/3; the empty answer right for no answer
     assert metrics.squad_f1(gold, pred) == pytest.approx((1 + 2 / 3 + 1 + 2 / 3) / 4)
+    # SQuAD 2.0's breakdown: the answerable questions alone, and the unanswerable ones
+    assert metrics.has_answer_exact(gold, pred) == pytest.approx(1 / 3)
+    assert metrics.has_answer_f1(gold, pred) == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert metrics.no_answer_exact(gold, pred) == 1.0
+    task = get_task("file:name=v,path=/none/v2.json,kind=qa,null_answers=1")  # not read
+    assert task.metrics == ("exact_match", "f1", "has_answer_exact", "has_answer_f1",
+                            "no_answer_exact")  # fmt: skip
+    recs = [{"gold": g, "answer": p} for g, p in zip(gold, pred)]
+    assert metrics.score_records(task, recs)["no_answer_exact"] == 1.0
+    # a split without unanswerable questions has no NoAns score (as SQuAD's script reports)
+    assert set(metrics.score_records(task, recs[:2])) == {"exact_match", "f1", "has_answer_exact",
+                                                          "has_answer_f1"}  # fmt: skip
     tm = pytest.importorskip("torchmetrics.functional.text")  # an independent implementation
     answerable = [i for i, g in enumerate(gold) if g]
     ref = tm.squad(

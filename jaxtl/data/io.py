@@ -401,8 +401,11 @@ def qa_task_of(
     fields: tuple[str, str], null_answers: bool, metrics: Sequence[str] | None,
     main_metric: str | None, files: Callable[[str], tuple[str, ...]] | None = None,
 ) -> Task:  # fmt: skip
-    """The :class:`Task` of a qa reader (file or hf): SQuAD's metrics unless told others."""
+    """The :class:`Task` of a qa reader (file or hf): SQuAD's metrics unless told others, with
+    SQuAD 2.0's breakdown by answerability where questions may have no answer."""
     default_metrics, default_main = DEFAULT_METRICS["qa"]
+    if null_answers:
+        default_metrics += ("has_answer_exact", "has_answer_f1", "no_answer_exact")
     mets = tuple(metrics or default_metrics)
     return Task(
         name=name,
