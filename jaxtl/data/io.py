@@ -1,11 +1,12 @@
-"""Shared file reading for the readers: paths, lines, delimited tables, columns and labels.
+"""Shared file reading for the readers: paths, lines, JSON lines, delimited tables, columns,
+labels, and the checks of a question-answering row (the file and hf readers both make them).
 
 Every file reader goes through :func:`read_lines`, which decodes line by line so that invalid
 UTF-8 is reported (or skipped) with its file and line, and refuses missing and empty files.
 
-This module sits below the readers (glue, files, conll, text, tfds_source) and imports only
-:mod:`jaxtl.data.tasks`; whatever more than one reader needs belongs here, so that no reader has
-to import another one.
+This module sits below the readers (glue, files, conll, text, qa, hf_datasets, tfds_source) and
+imports only :mod:`jaxtl.data.tasks`; whatever more than one reader needs belongs here, so that
+no reader has to import another one.
 """
 
 from __future__ import annotations
