@@ -111,7 +111,9 @@ def base_config() -> ml_collections.ConfigDict:
     # recall: GoEmotions' baseline uses 0.3). An exported model gives probabilities only.
     c.train.multilabel_threshold = 0.5
     # True: each multilabel class gets its own threshold, the one with the best F1 on the
-    # selection split (dev) with the selected params; saved in thresholds.json (jaxtl.thresholds)
+    # selection split (dev) with the selected params, and a qa task with null_answers the
+    # "no answer" threshold with the best dev F1 (data.null_score_threshold is where it starts);
+    # saved in thresholds.json (jaxtl.thresholds)
     c.train.tune_thresholds = False
     # What the tuned thresholds maximise on dev: "macro_f1" (each class its best F1) or
     # "micro_f1" (the pooled F1, a multilabel task's main metric: chosen together)

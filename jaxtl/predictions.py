@@ -14,7 +14,8 @@ with no sub-token of its own); translation: ``translation`` (the decoded output,
 as the decoder is configured); qa: ``answer`` (the context's text of the best span over the
 question's windows, or "" when the task takes ``null_answers`` and "no answer" scores higher:
 :func:`qa_answers`), ``answer_start`` (its first character in the context, null for no
-answer) and ``score`` (the span's start + end logit). Rows of a labelled split also carry
+answer), ``score`` (the span's start + end logit) and, for a task with ``null_answers``,
+``null_score`` ("no answer"'s, the lowest of the question's windows). Rows of a labelled split also carry
 ``gold`` (for translation, the reference; for qa, the answers' texts). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
 records for any input file, as JSON lines or, by the output's extension, as a table
@@ -151,13 +152,15 @@ def qa_answers(
     out = []
     for i, ex in enumerate(examples):
         score, f, s, e = best[i]
+        # "no answer"'s own score, where it is a prediction: what a threshold is tuned on
+        extra: dict[str, Any] = {"null_score": float(null[i])} if task.null_answers else {}
         if f < 0 or (task.null_answers and null[i] - score > task.null_threshold):
-            out.append({"answer": "", "answer_start": None, "score": float(null[i])})
+            out.append({"answer": "", "answer_start": None, "score": float(null[i])} | extra)
             continue
         chars = encoded.char_spans[f]
         start, end = int(chars[s][0]), int(chars[e][1])
         out.append({"answer": (ex.text_pair or "")[start:end], "answer_start": start,
-                    "score": score})  # fmt: skip
+                    "score": score} | extra)  # fmt: skip
     return out
 
 

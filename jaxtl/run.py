@@ -263,6 +263,9 @@ def evaluate_selected(
                     task, tuned[name] = _tune_thresholds(task, outs, full, td.eval_split,
                                                          objective)  # fmt: skip
                     td.task = task  # the export writes them too
+                elif tune and task.null_answers and split == "dev" and sd.labelled:
+                    task, tuned[name] = _tune_null(task, sd, outs, full, td.eval_split)
+                    td.task = task
                 rows: list[dict] = []
                 if records:
                     rows = predictions.records(task, sd.examples, sd.encoded, sd.buckets,
@@ -361,6 +364,35 @@ def _tune_thresholds(
         "chosen_on": split,
         "objective": objective,
         "thresholds": dict(zip(task.label_names, cut)),
+        "dev_before": {k: float(v) for k, v in before.items()},
+        "dev_after": {k: float(v) for k, v in after.items()},
+    }
+
+
+def _tune_null(task: Any, sd: Any, outs: Any, batches: Any, split: str) -> tuple[Any, dict]:
+    """A qa task (``null_answers``) with its "no answer" threshold tuned on its dev outputs for
+    F1 (:func:`jaxtl.thresholds.tune_null`), and what ``thresholds.json`` records of it."""
+
+    def rows(t: Any) -> list[dict]:
+        return predictions.records(t, sd.examples, sd.encoded, sd.buckets, outs, batches,
+                                   labelled=True)  # fmt: skip
+
+    spans = rows(dataclasses.replace(task, null_threshold=float("inf")))  # never "no answer"
+    margins = np.array([r["null_score"] - r["score"] for r in spans])
+    f1_span = np.array([metrics.squad_f1([r["gold"]], [r["answer"]]) for r in spans])
+    f1_null = np.array([float(not r["gold"]) for r in spans])
+    before = metrics.score_records(task, rows(task))
+    cut = thresholds.tune_null(margins, f1_span, f1_null, task.null_threshold)
+    tuned = dataclasses.replace(task, null_threshold=cut)
+    after = metrics.score_records(tuned, rows(tuned))
+    log.info("task %s: 'no answer' threshold tuned on %s for f1: %.3f (was %.3f); dev f1 %.4f "
+             "-> %.4f (chosen on dev)", task.name, split, cut, task.null_threshold,
+             before["f1"] if "f1" in before else float("nan"),
+             after["f1"] if "f1" in after else float("nan"))  # fmt: skip
+    return tuned, {
+        "chosen_on": split,
+        "objective": "f1",
+        "thresholds": {thresholds.NULL: cut},
         "dev_before": {k: float(v) for k, v in before.items()},
         "dev_after": {k: float(v) for k, v in after.items()},
     }

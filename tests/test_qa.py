@@ -489,3 +489,64 @@ def test_a_qa_records_gold_answers_are_a_json_list_in_a_table():
     assert {k: v for k, v in row.items() if k != "gold"} == {
         k: v for k, v in rec.items() if k != "gold"
     }
+
+
+def _f1_at(t, margins, f1_span, f1_null):
+    """Mean F1 with "no answer" where the margin exceeds ``t``."""
+    return np.where(margins > t, f1_null, f1_span).mean()
+
+
+def test_the_null_threshold_tuned_is_the_best_on_dev_by_brute_force():
+    from jaxtl import thresholds
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        n = int(rng.integers(1, 30))
+        margins = np.round(rng.normal(size=n), 1)  # ties among margins too
+        f1_span, f1_null = rng.random(n), (rng.random(n) < 0.4).astype(float)
+        default = float(rng.normal())
+        scored = (margins, f1_span, f1_null)
+        candidates = [default, margins.min() - 1, *margins, margins.max() + 1]
+        best = max(_f1_at(t, *scored) for t in candidates)
+        cut = thresholds.tune_null(margins, f1_span, f1_null, default)
+        assert _f1_at(cut, *scored) == pytest.approx(best, abs=1e-12)
+        if _f1_at(default, *scored) == pytest.approx(best, abs=1e-12):
+            assert cut == default  # the configured threshold stays when it is as good
+    task = get_task("file:name=v,path=/none/v2.json,kind=qa,null_answers=1")  # not read
+    assert thresholds.apply(task, {"null": -1.25}).null_threshold == -1.25
+
+
+def test_tuned_null_threshold_decides_the_runs_records_and_predict(tiny_bert_dir, tmp_path):
+    """train.tune_thresholds with null_answers: thresholds.json holds the "no answer"
+    threshold chosen on dev, results.json the dev scores it gives, and --predict on the dev
+    file applies it (the same scores)."""
+    facts = [(c, qas + [("Who painted the ceiling?", None)]) for c, qas in FACTS]
+    with (tmp_path / "all.jsonl").open("w") as f:
+        for i, (context, qas) in enumerate(facts):
+            for j, (q, a) in enumerate(qas):
+                ans = {"text": [a], "answer_start": [context.index(a)]} if a else {
+                    "text": [], "answer_start": []}  # fmt: skip
+                f.write(json.dumps({"id": f"x{i}{j}", "question": q, "context": context,
+                                    "answers": ans}) + "\n")  # fmt: skip
+    spec = (f"file:name=sq,paths=train:{tmp_path}/all.jsonl|dev:{tmp_path}/all.jsonl,"
+            "kind=qa,null_answers=1")  # fmt: skip
+    wd = tmp_path / "run"
+    _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={tiny_bert_dir}", f"--config.tasks.names={(spec,)!r}",
+            "--config.train.steps=8", "--config.train.eval_every=0",
+            "--config.data.max_length=64", "--config.data.buckets=(64,)",
+            "--config.train.tune_thresholds=True", f"--workdir={wd}")  # fmt: skip
+    tuned = json.loads((wd / "thresholds.json").read_text())["sq"]
+    assert set(tuned["thresholds"]) == {"null"} and tuned["chosen_on"] == "dev"
+    assert tuned["dev_after"]["f1"] >= tuned["dev_before"]["f1"]
+    dev = json.loads((wd / "results.json").read_text())["sq"]
+    assert dev == pytest.approx(tuned["dev_after"])
+    recs = [json.loads(x) for x in (wd / "predictions/sq/dev.jsonl").read_text().splitlines()]
+    cut = tuned["thresholds"]["null"]
+    for r in recs:  # a span is given only where "no answer" does not beat it by the threshold
+        assert not r["answer"] or r["null_score"] - r["score"] <= cut
+    from jaxtl.predictor import predict_command
+
+    n, scores = predict_command(str(wd), str(tmp_path / "all.jsonl"), str(tmp_path / "p.jsonl"),
+                                "sq")  # fmt: skip
+    assert n == len(recs) and scores == pytest.approx(dev, abs=1e-9)
