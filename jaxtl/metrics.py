@@ -116,17 +116,25 @@ def _answer_f1(gold: str, pred: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _best_over_golds(
+    score: Callable[[str, str], float], gold: Sequence[Sequence[str]], pred: Sequence[str]
+) -> float:
+    """Per question the best ``score`` against any of its gold answers ("" for a question with
+    none), averaged over the questions, as SQuAD's script scores every metric."""
+    return float(np.mean([max(score(g, p) for g in (golds or [""]))
+                          for golds, p in zip(gold, pred)]))  # fmt: skip
+
+
 def exact_match(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
     """SQuAD exact match: per question, 1 when the normalised answer equals any gold one's
     (a question with no gold answer: when the answer is empty too), averaged."""
-    return float(np.mean([max(float(normalize_answer(g) == normalize_answer(p))
-                              for g in (golds or [""])) for golds, p in zip(gold, pred)]))  # fmt: skip
+    return _best_over_golds(lambda g, p: float(normalize_answer(g) == normalize_answer(p)),
+                            gold, pred)  # fmt: skip
 
 
 def squad_f1(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
     """SQuAD F1: per question, the best token-overlap F1 against its gold answers, averaged."""
-    return float(np.mean([max(_answer_f1(g, p) for g in (golds or [""]))
-                          for golds, p in zip(gold, pred)]))  # fmt: skip
+    return _best_over_golds(_answer_f1, gold, pred)
 
 
 CLASS_METRICS = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1, "matthews": matthews}

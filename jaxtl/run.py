@@ -380,7 +380,7 @@ def _tune_null(task: Any, sd: Any, outs: Any, batches: Any, split: str) -> tuple
     spans = rows(dataclasses.replace(task, null_threshold=float("inf")))  # never "no answer"
     margins = np.array([r["null_score"] - r["score"] for r in spans])
     f1_span = np.array([metrics.squad_f1([r["gold"]], [r["answer"]]) for r in spans])
-    f1_null = np.array([float(not r["gold"]) for r in spans])
+    f1_null = np.array([metrics.squad_f1([r["gold"]], [""]) for r in spans])
     before = metrics.score_records(task, rows(task))
     cut = thresholds.tune_null(margins, f1_span, f1_null, task.null_threshold)
     tuned = dataclasses.replace(task, null_threshold=cut)

@@ -145,8 +145,9 @@ def tune_null(margins: np.ndarray, f1_span: np.ndarray, f1_null: np.ndarray,
     F1 on dev is found in one sorted pass, as SQuAD 2.0's official script finds its best
     threshold; ``default`` is kept when it lies in a best interval, else the best interval
     nearest it gives its point nearest ``default`` (its midpoint when that is the open end)."""
-    d = np.sort(np.asarray(margins, np.float64), kind="stable")
-    order = np.argsort(np.asarray(margins, np.float64), kind="stable")
+    margins = np.asarray(margins, np.float64)
+    order = np.argsort(margins, kind="stable")
+    d = margins[order]
     span, null = np.asarray(f1_span, np.float64)[order], np.asarray(f1_null, np.float64)[order]
     # k = 0..n: the k smallest margins answered by their spans, the rest by ""
     totals = np.concatenate([[0.0], np.cumsum(span)]) + null.sum() - np.concatenate(

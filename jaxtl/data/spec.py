@@ -257,8 +257,11 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     path = o.get("path") or next(iter((o.get("paths") or {}).values()), "")
     ext = _extension(path)
     if kind == "qa":  # SQuAD JSON or JSON lines, told apart by the file (jaxtl.data.qa)
-        table = ext in (".tsv", ".csv", ".conll", ".conllu", ".txt")
-        what = f"format={fmt}" if fmt not in (None, "json", "jsonl") else table and f"a {ext} file"
+        what = ""
+        if fmt not in (None, "json", "jsonl"):
+            what = f"format={fmt}"
+        elif ext in (".tsv", ".csv", ".conll", ".conllu", ".txt"):
+            what = f"a {ext} file"
         if what:
             raise ValueError(f"task spec {spec!r}: kind=qa reads SQuAD's JSON or JSON lines "
                              f"(.json, .jsonl), not {what}")  # fmt: skip
