@@ -76,9 +76,14 @@ def _reads_files(spec: str) -> bool:
 def _check_inputs(examples: Sequence[Example], task: Task) -> None:
     """Inputs the model was not trained on stop with the first one's place: a single sentence
     for a sentence-pair task (or a pair for a single-sentence one) would be scored silently
-    with the wrong token types; a question without its context has no answer to find."""
+    with the wrong token types; a question without its context has no answer to find, and a
+    context without its question would still get one (some span of it)."""
     if task.kind == "qa":
         for ex in examples:
+            if not ex.text.strip():
+                raise DataError(f"{ex.source}: task {task.name!r} answers a question from its "
+                                "context; this input has no question (lines: question<TAB>"
+                                "context; jsonl: 'question' and 'context')")  # fmt: skip
             if not (ex.text_pair or "").strip():
                 raise DataError(f"{ex.source}: task {task.name!r} answers a question from its "
                                 "context; this input has no context (lines: question<TAB>"
@@ -354,7 +359,7 @@ class Predictor:
                 if td.task.kind == "qa" and isinstance(rec, dict) and "context" in rec:
                     # a question and its context, as a SQuAD JSON-lines file holds them
                     rid = row_id(rec["id"], where, "id", BadRows()) if "id" in rec else None
-                    yield Example(str(rec.get("question", "")), text_pair=str(rec["context"]),
+                    yield Example(str(rec.get("question") or ""), text_pair=str(rec["context"]),
                                   source=where, id=rid)  # fmt: skip
                     continue
                 if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):

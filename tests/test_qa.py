@@ -310,6 +310,14 @@ def test_own_squad_files_train_predict_and_export_to_transformers(tiny_bert_dir,
     assert p.returncode != 0 and "<stdin>:2: task 'sq' answers a question from its context" in (
         p.stderr
     ), p.stderr[-2000:]
+    # a context without its question would still get an answer: it stops too, named
+    with pytest.raises(DataError, match=r"x.jsonl:2: task 'sq' answers a question from its "
+                       r"context; this input has no question"):  # fmt: skip
+        (tmp_path / "x.jsonl").write_text(
+            '{"question": "Where?", "context": "In Paris."}\n{"context": "In Rome."}\n'
+        )
+        predict_command(str(wd), str(tmp_path / "x.jsonl"), str(tmp_path / "y.jsonl"), "sq",
+                        input_format="jsonl")  # fmt: skip
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
     cfg = json.loads((out / "sq/config.json").read_text())
@@ -319,7 +327,10 @@ def test_own_squad_files_train_predict_and_export_to_transformers(tiny_bert_dir,
     question, context = "Where is it?", "It is in Paris."  # one window
     import jaxtl
 
-    ours = jaxtl.load(wd).predict([{"question": question, "context": context}], task="sq")[0]
+    loaded = jaxtl.load(wd)
+    ours = loaded.predict([{"question": question, "context": context}], task="sq")[0]
+    with pytest.raises(DataError, match=r"input:1: task 'sq' .* this input has no question"):
+        loaded.predict([{"question": " ", "context": context}], task="sq")
     enc = tok(question, context, return_tensors="pt")
     with torch.no_grad():
         got = model(**enc)
