@@ -5,9 +5,9 @@ returns ``(loss_sum, denominator)``: the summed loss over the terms that count (
 or real labelled tokens for tagging and LMs) and how many terms that is. Padding rows
 (``example_weight`` 0) and ignored tokens (``IGNORE``) contribute nothing.
 
-Packed batches (:mod:`jaxtl.data.packing`) need nothing of their own: sentence heads give one
+Packed batches (:mod:`jaxtl.data.packing`) need little of their own: sentence heads give one
 row of logits per segment ([B,S,C] against ``label``/``score``/``example_weight`` [B,S]) and
-token losses read ``token_labels`` as always.
+token losses read ``token_labels`` as always; a qa loss and its spans are taken per window.
 """
 
 from __future__ import annotations
@@ -137,52 +137,80 @@ def lm(logits: jax.Array | tuple[jax.Array, jax.Array], batch: dict) -> tuple[ja
 
 
 def _qa_marks(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """A qa batch's ([B,T] positions an answer may start or end on, [B] gold start, [B] gold
-    end): ``token_labels`` as :func:`jaxtl.data.tokenize.encode_qa` marks them."""
+    """A qa batch's ([B,T] positions an answer may start or end on, [B,T] gold start, [B,T]
+    gold end): ``token_labels`` as :func:`jaxtl.data.tokenize.encode_qa` marks them."""
     labels = batch["token_labels"]
     valid = labels != IGNORE
     safe = jnp.where(valid, labels, 0)
-    start = jnp.argmax((safe % 2) == 1, axis=-1)  # QA_START is 1, QA_END 2, both 3
-    end = jnp.argmax(safe >= 2, axis=-1)
-    return valid, start, end
+    return valid, (safe % 2) == 1, safe >= 2  # QA_START is 1, QA_END 2, both 3
+
+
+def _qa_segments(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A qa batch's windows: ([B,S,T] which tokens are window s's answer positions, [B,S] each
+    window's weight, [B,T] each token's position in its window). A packed row holds S windows
+    (``segment_ids`` s + 1), an unpacked one a single window (S = 1)."""
+    valid, _, _ = _qa_marks(batch)
+    w = batch["example_weight"]
+    if "segment_ids" in batch:
+        slots = jnp.arange(1, w.shape[1] + 1, dtype=batch["segment_ids"].dtype)
+        in_window = batch["segment_ids"][:, None, :] == slots[None, :, None]
+        return in_window & valid[:, None, :], w, batch["position_ids"]
+    t = valid.shape[1]
+    return valid[:, None, :], w[:, None], jnp.broadcast_to(jnp.arange(t), valid.shape)
 
 
 def qa(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Extractive QA, as transformers' ``*ForQuestionAnswering``: the mean of the start and end
     positions' cross-entropies, logits [B,T,2] (start, end). The softmax runs over the
     positions an answer may take (the context and the "no answer" token), not the question's
-    or the padding's, so no probability is spent where no answer can be."""
-    valid, start, end = _qa_marks(batch)
-    x = jnp.where(valid[..., None], logits.astype(jnp.float32), -1e9)
-    logp = jax.nn.log_softmax(x, axis=1)
-    nll_start = -jnp.take_along_axis(logp[..., 0], start[:, None], 1)[:, 0]
-    nll_end = -jnp.take_along_axis(logp[..., 1], end[:, None], 1)[:, 0]
-    w = row_weight(batch) * valid.any(-1)
+    or the padding's, so no probability is spent where no answer can be — in a packed row
+    over each window's own positions, so windows sharing a row are scored as if alone."""
+    _, is_start, is_end = _qa_marks(batch)
+    m, w, _ = _qa_segments(batch)  # [B,S,T]
+    x = jnp.where(m[..., None], logits.astype(jnp.float32)[:, None], -1e9)  # [B,S,T,2]
+    logp = jax.nn.log_softmax(x, axis=2)
+    start = jnp.argmax(m & is_start[:, None, :], axis=-1)  # [B,S]
+    end = jnp.argmax(m & is_end[:, None, :], axis=-1)
+    nll_start = -jnp.take_along_axis(logp[..., 0], start[..., None], 2)[..., 0]
+    nll_end = -jnp.take_along_axis(logp[..., 1], end[..., None], 2)[..., 0]
+    w = w * m.any(-1)
     return (0.5 * (nll_start + nll_end) * w).sum(), w.sum()
 
 
 def best_spans(logits: jax.Array, batch: dict, max_tokens: int = 30) -> tuple[jax.Array, jax.Array]:
-    """Per row, the best answer span and its score: ([B,2] first and last token, [B,2] the
-    span's start + end logit and the "no answer" token's). The span starts and ends on
-    context tokens, in order, at most ``max_tokens`` long (``data.max_answer_length``; 30 as
+    """Per window, the best answer span and its score: ([B,2] first and last token, [B,2] the
+    span's start + end logit and the "no answer" token's; [B,S,2] each for a packed batch,
+    its tokens counted from the window's first). The span starts and ends on context tokens
+    of one window, in order, at most ``max_tokens`` long (``data.max_answer_length``; 30 as
     transformers' ``run_qa``), as the question-answering pipeline decodes; the "no answer"
-    token is the first position an answer may take."""
-    valid, _, _ = _qa_marks(batch)
+    token is a window's first position an answer may take. Ties go to the earliest start,
+    then the earliest end."""
+    m, _, position = _qa_segments(batch)  # [B,S,T]
     x = logits.astype(jnp.float32)
     t = x.shape[1]
-    null = jnp.argmax(valid, axis=-1)
+    null = jnp.argmax(m, axis=-1)  # [B,S]
+    is_null = (jax.nn.one_hot(null, t, dtype=jnp.bool_) & m.any(-1)[..., None]).any(1)
+    window = jnp.argmax(m, axis=1)  # [B,T]: each answer position's window
+    ok = m.any(1) & ~is_null  # [B,T]
     pos = jnp.arange(t)
-    ok = valid & (pos[None, :] != null[:, None])  # [B,T]
     gap = pos[None, :] - pos[:, None]  # [T(start), T(end)]: end - start
     band = (gap >= 0) & (gap < max_tokens)
     allowed = ok[:, :, None] & ok[:, None, :] & band[None]
-    score = jnp.where(allowed, x[:, :, None, 0] + x[:, None, :, 1], -jnp.inf)
-    flat = jnp.argmax(score.reshape(score.shape[0], -1), axis=-1)
-    s, e = flat // t, flat % t
-    best = jnp.take_along_axis(score.reshape(score.shape[0], -1), flat[:, None], 1)[:, 0]
-    null_score = jnp.take_along_axis(x[..., 0] + x[..., 1], null[:, None], 1)[:, 0]
-    span = jnp.stack([s, e], -1).astype(jnp.int32)
-    return span, jnp.stack([best, null_score], -1)
+    allowed &= window[:, :, None] == window[:, None, :]
+    score = jnp.where(allowed, x[:, :, None, 0] + x[:, None, :, 1], -jnp.inf)  # [B,T,T]
+    end_of = jnp.argmax(score, axis=-1)  # [B,T]: each start's best end
+    from_start = jnp.max(score, axis=-1)
+    per_window = jnp.where(m, from_start[:, None, :], -jnp.inf)  # [B,S,T]
+    s = jnp.argmax(per_window, axis=-1)  # [B,S]
+    e = jnp.take_along_axis(end_of, s, 1)
+    best = jnp.max(per_window, axis=-1)
+    null_score = jnp.take_along_axis(x[..., 0] + x[..., 1], null, 1)
+    span = jnp.stack([jnp.take_along_axis(position, s, 1),
+                      jnp.take_along_axis(position, e, 1)], -1).astype(jnp.int32)  # fmt: skip
+    scores = jnp.stack([best, null_score], -1)
+    if "segment_ids" not in batch:
+        span, scores = span[:, 0], scores[:, 0]
+    return span, scores
 
 
 # The kinds train.label_smoothing applies to (a keyword of their loss functions).

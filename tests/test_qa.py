@@ -191,6 +191,58 @@ def test_best_span_is_the_brute_force_best_within_the_length_limit():
         np.testing.assert_allclose(score[r], [best[0], logits[r, 0].sum()], rtol=1e-6)
 
 
+def test_packed_windows_give_each_its_unpacked_logits_loss_spans_and_answers(
+    tmp_path, minilm_tokenizer
+):
+    """Several windows to a row (data.packing): each window's start/end logits, the loss (its
+    softmax over the window's own positions), its best span and "no answer" score and so every
+    record equal the unpacked ones (1e-5, fp32 summation order only)."""
+    import jax
+    from flax import nnx
+    from test_packing import TOL, _logits, _model, _per_example
+
+    from jaxtl import step as step_lib
+    from jaxtl.data import packing
+    from jaxtl.data.prepare import TaskData
+    from jaxtl.objectives import switch_loss, switch_predict
+
+    _squad_json(tmp_path / "train.json", impossible=("Who built it?",))
+    task = get_task(f"file:name=sq,path={tmp_path}/train.json,kind=qa,null_answers=1")
+    examples = task.load("train")
+    enc = tokenize.encode(task, examples, minilm_tokenizer, max_length=48, doc_stride=8)
+    assert len(enc) > len(examples)  # some contexts take two windows
+    buckets = (48, 96)  # rows of 96 tokens: two windows each
+    flat = eval_batches(enc, batch_size=4, buckets=buckets)
+    packed = packing.eval_batches(enc, batch_size=4, buckets=buckets)
+    assert max(int((b["example_weight"] > 0).sum(1).max()) for b in packed) >= 2
+    model = _model("bert", task)
+    a = _per_example(flat, [_logits(model, b) for b in flat], enc, True, buckets)
+    b = _per_example(packed, [_logits(model, b) for b in packed], enc, True, buckets)
+    assert sorted(a) == sorted(b) == list(range(len(enc)))
+    assert max(float(np.max(np.abs(a[i] - b[i]))) for i in a) <= TOL
+    td = TaskData(task, 0, "t", len(enc), None, [], "train")
+    loss, rngs = switch_loss([td]), nnx.Rngs(dropout=0)
+    sums = [
+        [loss(model, jax.tree.map(jnp.asarray, x), rngs, False) for x in bs]
+        for bs in (flat, packed)
+    ]
+    (la, da), (lb, db) = [
+        (sum(float(s) for s, _ in xs), sum(float(m["denominator"]) for _, m in xs)) for xs in sums
+    ]
+    assert da == db == len(enc) and lb == pytest.approx(la, rel=TOL)
+    graphdef, params = nnx.split(model, nnx.Param)
+    predict = step_lib.make_eval_step(graphdef, switch_predict([td]))
+    got = []
+    for batches in (flat, packed):
+        outs = [jax.tree.map(np.asarray, predict(params, x)) for x in batches]
+        got.append(predictions.records(task, examples, enc, buckets, outs, batches, labelled=True))
+    (ra, rb) = got
+    assert [r["answer"] for r in ra] == [r["answer"] for r in rb]
+    assert [r["answer_start"] for r in ra] == [r["answer_start"] for r in rb]
+    for key in ("score", "null_score"):
+        np.testing.assert_allclose([r[key] for r in rb], [r[key] for r in ra], atol=TOL, rtol=0)
+
+
 def test_squad_metrics_are_the_official_scripts():
     # SQuAD's normalisation: case, punctuation and articles do not count
     assert metrics.normalize_answer("The  U.S. Army!") == "us army"

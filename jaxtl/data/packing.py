@@ -49,7 +49,8 @@ KINDS = (
     "multilabel",
     "regression",
     "tagging",
-)  # the task kinds a packed batch holds
+    "qa",
+)  # the task kinds a packed batch holds (a qa example is one window of its context)
 
 
 def num_segments(buckets: Sequence[int]) -> int:
