@@ -151,31 +151,51 @@ def base_dir(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("kind", ["classification", "tagging"])
+ARCH = {"classification": "ForSequenceClassification", "tagging": "ForTokenClassification",
+        "qa": "ForQuestionAnswering"}
+
+
+def _hf_out(hf, kind, args):
+    """transformers' logits as jaxtl lays them out (a qa model's start and end as [..., 2])."""
+    with torch.no_grad():
+        out = hf(**args)
+    if kind == "qa":
+        return np.stack([out.start_logits.numpy(), out.end_logits.numpy()], -1)
+    return out.logits.numpy()
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging", "qa"])
 def test_task_model_export_reloads_in_transformers(base_dir, tmp_path, kind):
-    td = task(kind, NLI if kind == "classification" else TAGS)
+    """Each task head exports as its transformers Llama head (LlamaForQuestionAnswering keeps
+    its LlamaModel under ``transformer.``, the others under ``model.``) with jaxtl's logits, and
+    load_task_model reads the folder back."""
+    td = task(kind, NLI if kind == "classification" else TAGS if kind == "tagging" else ())
     model, tok, hf_config = build(base_dir, [td])
     head = model.heads[td.key]
     if kind == "classification":  # the default head reads the last real token, without bias
         assert (head.pooling, head.use_bias, head.dropout) == ("last", False, 0.0)
     params = perturbed(model)
     rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=hf_config)
-    arch = "ForSequenceClassification" if kind == "classification" else "ForTokenClassification"
+    arch = ARCH[kind]
     assert rep["format"] == "transformers" and rep["architecture"] == f"Llama{arch}"
     auto = getattr(transformers, f"AutoModel{arch}")
     hf = auto.from_pretrained(tmp_path / "out").eval()
     assert type(hf).__name__ == f"Llama{arch}"
+    per_token = kind != "classification"
     for left in (False, True):  # HF needs jaxtl's positions for left padding (see llama.py)
         ids, mask = padded(left=left)
         mine = jaxtl_logits(model, params, td.key, ids, mask, None)
         args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
                 "position_ids": torch.tensor(positions(mask))}  # fmt: skip
-        with torch.no_grad():
-            theirs = hf(**args).logits.numpy()
-        assert max_diff(mine, theirs, mask if kind == "tagging" else None) <= TOL
+        assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
     ids, mask = padded()
-    assert max_diff(jaxtl_logits(model, params, td.key, ids, mask, None),
-                    hf_logits(hf, ids, mask, None), mask if kind == "tagging" else None) <= TOL  # fmt: skip
+    mine = jaxtl_logits(model, params, td.key, ids, mask, None)
+    args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
+    back, key, info = export.load_task_model(tmp_path / "out")
+    assert info["kind"] == kind
+    again = jaxtl_logits(back, None, key, ids, mask, None)
+    assert max_diff(mine, again, mask if per_token else None) <= TOL
 
 
 def test_linear_head_pools_the_last_token_of_causal_encoders(base_dir):

@@ -18,8 +18,10 @@ label_set           float32      [B,S,C]: a multilabel task's classes per slot
 The model keeps examples apart exactly: attention is block-diagonal (a token sees only its own
 segment; :func:`jaxtl.models.base.segment_mask`), each encoder turns ``position_ids`` into its
 family's positions (RoBERTa adds its ``pad_token_id + 1`` offset), sentence heads pool each
-segment ([CLS] = the segment's first token, mean, or last), and per-token heads and losses are
-unchanged. So a packed batch gives each example the logits it gets alone (tests/test_packing.py).
+segment ([CLS] = the segment's first token, mean, or last), per-token heads and losses are
+unchanged, and a qa window's loss and best span are taken over its own positions
+(``jaxtl.losses``). So a packed batch gives each example the logits it gets alone
+(tests/test_packing.py, tests/test_qa.py).
 
 Packing is best-fit into rows of the largest bucket length, at most ``S = T // 4`` examples per
 row; each row then goes to the smallest bucket that holds its tokens and batches are cut within
