@@ -234,7 +234,7 @@ def _write_transformers(m, key, task, out, tokenizer, hf_config, description, ba
     enc, head = m.encoder, m.heads[key]
     fam = hf_heads.family_of(enc)
     spec = fam.task_head(task.kind, enc.cfg)
-    prefix = fam.prefixes[0]
+    prefix = fam.export_prefix(spec)
     tensors = hf.hf_tensors(enc, fam.key_map(enc.cfg), prefix)
     tensors.update(hf.hf_tensors(head, hf_heads.hf_head_rules(spec, enc.cfg, prefix)))
     config = hf.encoder_config(enc, {k: v for k, v in (hf_config or {}).items() if k not in _STALE})
@@ -487,7 +487,7 @@ def load_task_model(path: str | pathlib.Path) -> tuple[TransferModel, str, dict[
     head = hf_heads.build_head(spec, kind, h, len(labels), dropout, rngs=rngs)
     key = jt.get("head_key") or "task"
     model = TransferModel(enc, {key: head})
-    rules = hf_heads.hf_head_rules(spec, enc.cfg, fam.prefixes[0])
+    rules = hf_heads.hf_head_rules(spec, enc.cfg, fam.export_prefix(spec))
     tensors = hf.read_named_tensors(path, [r.hf for r in rules])
     _set(model, {f"heads/{key}/{r.path}": r.to_jax(tensors[r.hf]) for r in rules})
     return model, key, {"task": jt.get("name"), "kind": kind, "labels": labels}
@@ -579,7 +579,7 @@ def export_peft_adapter(
     assert fam is not None
     spec = fam.task_head(t.kind, enc.cfg)
     assert spec is not None
-    prefix = fam.prefixes[0]
+    prefix = fam.export_prefix(spec)
     enc_rules = fam.key_map(enc.cfg)
     by_path = {r.path: r for r in enc_rules}
     if base_dir is not None:

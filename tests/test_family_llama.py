@@ -151,8 +151,11 @@ def base_dir(tmp_path_factory):
     return path
 
 
-ARCH = {"classification": "ForSequenceClassification", "tagging": "ForTokenClassification",
-        "qa": "ForQuestionAnswering"}
+ARCH = {
+    "classification": "ForSequenceClassification",
+    "tagging": "ForTokenClassification",
+    "qa": "ForQuestionAnswering",
+}
 
 
 def _hf_out(hf, kind, args):
@@ -242,6 +245,33 @@ def test_lora_targets_llama_projections_and_merges_exactly(base_dir, tmp_path):
     )
     loaded = peft_lib.PeftModel.from_pretrained(hf_base, tmp_path / "adapter")
     assert max_diff(mine, hf_logits(loaded, ids, mask, None)) <= TOL
+
+
+def test_a_lora_qa_adapter_targets_the_transformer_prefix_and_gives_the_merged_logits(
+    base_dir, tmp_path
+):
+    """LlamaForQuestionAnswering keeps its LlamaModel under ``transformer.``: the adapter's
+    modules are named there, and PEFT over the base checkpoint gives jaxtl's start/end logits."""
+    peft_lib = pytest.importorskip("peft")
+    td = task("qa")
+    c = config_lib.base_config()
+    c.optim.strategy = "lora"
+    c.optim.lora_rank, c.optim.lora_alpha = 4, 8.0
+    model, _, hf_config = build(base_dir, [td], c)
+    params = perturbed(model, seed=5, where=lambda p: "lora_" in p or p.startswith("heads/"))
+    ids, mask = padded()
+    mine = jaxtl_logits(model, params, td.key, ids, mask, None)
+    rep = export.export_peft_adapter(model, params, td, tmp_path / "adapter",
+                                     base_hf_config=hf_config, base_dir=base_dir)  # fmt: skip
+    assert rep["modules_to_save"] == ["qa_outputs"]
+    from safetensors.numpy import load_file
+
+    names = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert any(n.startswith("base_model.model.transformer.layers.0.") for n in names), sorted(names)
+    hf_base = transformers.AutoModelForQuestionAnswering.from_pretrained(base_dir)
+    loaded = peft_lib.PeftModel.from_pretrained(hf_base, tmp_path / "adapter").eval()
+    args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    assert max_diff(mine, _hf_out(loaded, "qa", args), mask) <= TOL
 
 
 def test_parameter_paths_carry_logical_axis_names():

@@ -43,6 +43,10 @@ class HeadSpec:
     dropout_attr:  the HF config attribute holding the head's dropout rate, written on export
                    (``classifier_dropout``; DistilBERT's ``seq_classif_dropout``); None: the
                    transformers head takes the encoder's rate, so none is written.
+    encoder_prefix: where the encoder's tensors sit in this head's checkpoint when not under
+                   the family's first prefix ("" = that one): ``LlamaForQuestionAnswering``
+                   keeps its ``LlamaModel`` as ``transformer.`` where Llama's other heads say
+                   ``model.`` (the family lists both, so either loads).
     """
 
     architecture: str
@@ -60,6 +64,7 @@ class HeadSpec:
     norm_eps: float = 1e-5
     norm_bias: bool = True
     configure: Callable[[Any], Mapping[str, Any]] | None = None
+    encoder_prefix: str = ""
 
     def for_config(self, cfg: Any) -> HeadSpec:
         """This head as a model of config ``cfg`` has it (``configure``'s overrides applied)."""
@@ -127,6 +132,10 @@ class Family:
         elif kind == "qa":
             spec = self.qa_head
         return None if spec is None else spec.for_config(cfg)
+
+    def export_prefix(self, spec: HeadSpec) -> str:
+        """The prefix of the encoder's tensors in a checkpoint with head ``spec``."""
+        return spec.encoder_prefix or self.prefixes[0]
 
     def head_tensor_names(self, cfg: Any) -> set[str]:
         """HF names of every task-head tensor this family knows (without the encoder prefix for

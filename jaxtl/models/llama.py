@@ -48,7 +48,7 @@ from flax import nnx
 
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
-from jaxtl.models.family import Family, HeadSpec, activation_name, require
+from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, require
 from jaxtl.models.gpt2 import causal_mask
 from jaxtl.models.keymap import Rule, embedding, linear
 
@@ -442,6 +442,8 @@ SEQUENCE_HEAD = HeadSpec(
     bias=False,
 )
 TOKEN_HEAD = HeadSpec("LlamaForTokenClassification", lambda cfg: linear("score", "classifier"))
+# LlamaForQuestionAnswering: ``qa_outputs`` on every token, its LlamaModel under ``transformer.``.
+QA_HEAD = dataclasses.replace(qa_head("Llama"), encoder_prefix="transformer.")
 
 LLAMA = Family(
     model_type=MODEL_TYPE,
@@ -450,7 +452,7 @@ LLAMA = Family(
     encoder=LlamaEncoder,
     key_map=key_map,
     architecture="LlamaModel",
-    prefixes=("model.",),
+    prefixes=("model.", "transformer."),
     # Older checkpoints store RoPE's inverse frequencies as a buffer; they come from the config.
     ignore=(r"(^|\.)rotary_emb\.inv_freq$", r"^lm_head\."),
     lm_head=_lm_head,
@@ -459,4 +461,5 @@ LLAMA = Family(
     lm_ignore=(r"^lm_head\.weight$",),  # tied checkpoints may still carry the copy
     sequence_head=SEQUENCE_HEAD,
     token_head=TOKEN_HEAD,
+    qa_head=QA_HEAD,
 )
