@@ -282,6 +282,10 @@ def e2e_jaxtl(
     )  # fmt: skip
     del pre, td
     gc.collect()
+    if s.quiet_gc:
+        from jaxtl import runtime
+
+        runtime.quiet_garbage_collector()  # as the jaxtl command sets it up
     with tempfile.TemporaryDirectory() as wd:
         t0 = time.perf_counter()
         res = multitask.run(c, wd)

@@ -60,6 +60,9 @@ class Settings:
     torch: bool = True  # e2e cases: the HF Trainer as a system (--no-torch leaves it out)
     # jaxtl's CPU kernels (config key cpu_kernels), in this process and in every worker process
     cpu_kernels: str = "auto"
+    # e2e cases: jaxtl's run with the garbage-collector settings of the jaxtl command
+    # (jaxtl.runtime.quiet_garbage_collector), or CPython's defaults (--default-gc)
+    quiet_gc: bool = True
     seed: int = 0
     # e2e cases: one run of every system per seed, ratios and accuracies on the means (empty:
     # one run at ``seed``)

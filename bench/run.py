@@ -103,6 +103,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         s.seeds = args.seeds
     if args.cpu_kernels:
         s.cpu_kernels = args.cpu_kernels
+    s.quiet_gc = not args.default_gc
     if args.full:
         s.cache_examples = 0  # feature extraction on all of SST-2 train (the case)
     if args.seq_lens:
@@ -164,6 +165,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scaling-steps", type=int, default=None)
     p.add_argument("--cpu-kernels", default=None, choices=("auto", "xla", "ynnpack"),
                    help="jaxtl's CPU kernels (config key cpu_kernels; default auto)")  # fmt: skip
+    p.add_argument("--default-gc", action="store_true",
+                   help="e2e cases: jaxtl with CPython's garbage-collector defaults, not the "
+                        "jaxtl command's (jaxtl.runtime.quiet_garbage_collector)")  # fmt: skip
     return p.parse_args(argv)
 
 

@@ -189,8 +189,11 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     args = parser.parse_args(argv[1:])
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on params-only restores
+    from jaxtl import runtime
     from jaxtl.predictor import load, predict_command
     from jaxtl.workdir import check_output as workdir_check_output
+
+    runtime.quiet_garbage_collector()
 
     try:
         if args.export:
@@ -441,6 +444,7 @@ def main(prog: str = "jaxtl") -> None:
         del argv
         from jaxtl import regimes, runtime
 
+        runtime.quiet_garbage_collector()
         logging.getLogger().setLevel(logging.INFO)
         logging.getLogger("absl").setLevel(logging.WARNING)
         logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)

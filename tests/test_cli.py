@@ -442,3 +442,35 @@ def test_runs_started_in_the_same_second_get_their_own_default_workdir(tmp_path,
     assert second == f"{first}-2" and made == [second]
     assert cli.new_run_folder("multitask", root=str(root))[0] == f"{first}-3"
     assert all(os.path.isdir(p) for p in (first, second))
+
+
+def test_the_command_quiets_the_garbage_collector_and_the_library_does_not(tmp_path):
+    """The jaxtl command freezes what its imports left alive and makes full collections ten
+    times rarer (BENCHMARKS.md, "Garbage collection"); importing jaxtl changes nothing."""
+    import gc
+
+    from jaxtl import runtime
+
+    probe = """
+import gc, json, sys
+import jaxtl.run
+imported = {"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}
+from jaxtl import cli
+from jaxtl.regimes import multitask
+
+def run(config, workdir):  # the regime's run: the collector's settings where it would start
+    print(json.dumps({"imported": imported, "threshold": gc.get_threshold(),
+                      "frozen": gc.get_freeze_count()}))
+
+multitask.run = run
+sys.argv = ["jaxtl", "--regime=multitask", "--config=multitask:tiny", "--workdir=" + sys.argv[1]]
+cli.main()
+"""
+    p = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "wd")], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = json.loads(next(x for x in p.stdout.splitlines() if x.startswith("{")))
+    default = list(gc.get_threshold())  # pytest's process: CPython's own settings
+    assert got["imported"] == {"threshold": default, "frozen": 0}
+    assert got["threshold"] == [default[0], default[1], runtime.FULL_GC_EVERY]
+    assert got["frozen"] > 100_000  # the imported modules' objects, out of the collector's view
