@@ -25,7 +25,9 @@ comma-separated cell, a list of words or tags one space-separated cell (a tag
 cut off by ``data.max_length`` is ``_``, CoNLL's empty field; a qa record's ``gold`` answers a
 JSON list, as they may hold commas), and a tagging row drops ``text``,
 which its ``words`` repeat, so a tagger's table reads back as a ``tokens<TAB>tags`` tagging
-table; ``.parquet`` keeps each record as it is, lists included.
+table; ``.parquet`` keeps each record as it is, lists included. A qa task's answers can also
+be written as SQuAD's prediction file (``squad``: one JSON object, question id → answer
+text), which the official SQuAD v1.1 / v2.0 evaluation scripts and its leaderboard read.
 """
 
 from __future__ import annotations
@@ -259,7 +261,7 @@ def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> No
             writer.write(r)
 
 
-OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet")
+OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet", "squad")
 _BY_EXTENSION = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 # Records per Parquet row group: a stream of any length is written with bounded memory.
 _PARQUET_ROWS = 8192
@@ -366,6 +368,37 @@ class _ParquetWriter:
             self.writer.close()
 
 
+class _SquadWriter:
+    """SQuAD's prediction file: one JSON object mapping each question's id to its answer
+    ("" for no answer, as the v2.0 script reads it), written whole at the end."""
+
+    def __init__(self, f: IO[str]):
+        self.f = f
+        self.answers: dict[str, str] = {}
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if "answer" not in record:
+            raise ValueError("the squad output format holds a qa task's answers; this record "
+                             f"has none (keys {sorted(record)})")  # fmt: skip
+        rid = str(record["id"])
+        if rid in self.answers:
+            raise ValueError(f"id {rid!r} appears twice: SQuAD's prediction file maps each "
+                             "question id to one answer")  # fmt: skip
+        self.answers[rid] = str(record["answer"])
+
+    def close(self) -> None:
+        json.dump(self.answers, self.f, ensure_ascii=False, indent=1)
+        self.f.write("\n")
+
+
+def check_format(task: Any, fmt: str) -> None:
+    """Refuse, in one line and before any model runs, a format the task's records do not
+    fit (SQuAD's prediction file holds answers only)."""
+    if fmt == "squad" and task.kind != "qa":
+        raise ValueError(f"--output_format=squad writes a qa task's answers (SQuAD's prediction "
+                         f"file); task {task.name!r} is {task.kind}")  # fmt: skip
+
+
 @contextlib.contextmanager
 def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = ()) -> Iterator[Any]:
     """A writer of prediction records to ``dest`` (``"-"``: stdout) in ``fmt``, one of
@@ -386,6 +419,7 @@ def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = (
         writer: Any = (
             _ParquetWriter(f) if binary
             else _JsonlWriter(f) if fmt == "jsonl"
+            else _SquadWriter(f) if fmt == "squad"
             else _TableWriter(f, "\t" if fmt == "tsv" else ",", label_names)
         )  # fmt: skip
         yield writer

@@ -496,6 +496,7 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
         workdir_lib.check_output(workdir, output, "--output", folder=False)
     p = load(workdir)
     td = p.task(task)
+    predictions.check_format(td.task, out_format)
     fmt = p.input_format(input_path, td, input_format)
     if input_path != "-" and (fmt == "jsonl" or (fmt == "lines" and _takes_pairs(td.task))):
         # Read line by line while predicting: a bad line stops the command before the model

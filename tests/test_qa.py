@@ -354,6 +354,13 @@ def test_own_squad_files_train_predict_and_export_to_transformers(tiny_bert_dir,
     assert [(r["answer"], r["answer_start"]) for r in again] == [
         (r["answer"], r["answer_start"]) for r in recs
     ]
+    # SQuAD's own prediction file (its evaluation scripts read it): question id -> answer
+    n, _ = predict_command(str(wd), str(tmp_path / "dev.jsonl"), str(tmp_path / "p.json"), "sq",
+                           output_format="squad")  # fmt: skip
+    assert n == 6
+    assert json.loads((tmp_path / "p.json").read_text()) == {r["id"]: r["answer"] for r in recs}
+    assert list(json.loads((tmp_path / "p.json").read_text())) == [f"d{i}{j}" for i in range(3)
+                                                                   for j in range(2)]  # fmt: skip
     # lines are question<TAB>context; a question alone stops before the model runs, named
     p = subprocess.run([sys.executable, str(REPO / "launch.py"), "--predict", f"--workdir={wd}",
                         "--input=-", "--input_format=lines", f"--output={tmp_path / 'x.jsonl'}"],
@@ -540,6 +547,25 @@ def test_minilm_learns_to_answer_questions_about_real_sentences(data_dir, tmp_pa
             "--config.checkpoint.every_steps=0", f"--workdir={wd}")  # fmt: skip
     dev = json.loads((wd / "results.json").read_text())["entq"]
     assert dev["f1"] > 0.6 and dev["exact_match"] > 0.5, dev
+
+
+def test_squads_prediction_file_takes_qa_answers_only_each_id_once(tmp_path):
+    """--output_format=squad: refused for another kind before any model runs; a record
+    without an answer, or an id seen before, stops instead of writing a wrong file."""
+    from jaxtl.data.tasks import Task
+
+    with pytest.raises(ValueError, match=r"--output_format=squad writes a qa task's answers .*"
+                       r"task 'sst' is regression"):  # fmt: skip
+        predictions.check_format(Task("sst", "regression", loader=None), "squad")
+    predictions.check_format(Task("sq", "qa", loader=None), "squad")
+    with pytest.raises(ValueError, match=r"id 'q1' appears twice"):
+        with predictions.open_writer(tmp_path / "p.json", "squad") as w:
+            w.write({"id": "q1", "answer": "Paris"})
+            w.write({"id": "q1", "answer": ""})
+    assert not (tmp_path / "p.json").exists()  # nothing half-written
+    with pytest.raises(ValueError, match="this record has none"):
+        with predictions.open_writer(tmp_path / "p.json", "squad") as w:
+            w.write({"id": 0, "label": "pos"})
 
 
 def test_a_qa_records_gold_answers_are_a_json_list_in_a_table():
