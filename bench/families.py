@@ -33,6 +33,7 @@ def hf_configs(shape: dict[str, int] = SHAPE) -> dict[str, Any]:
         "bert": tr.BertConfig(**bert),
         "roberta": tr.RobertaConfig(**{**bert, "max_position_embeddings": p + 2}),
         "electra": tr.ElectraConfig(**bert, embedding_size=h),
+        "mpnet": tr.MPNetConfig(**{**bert, "max_position_embeddings": p + 2}),
         "distilbert": tr.DistilBertConfig(vocab_size=v, dim=h, n_layers=n, n_heads=a,
                                           hidden_dim=f, max_position_embeddings=p),
         "gpt2": tr.GPT2Config(vocab_size=v, n_embd=h, n_layer=n, n_head=a, n_inner=f,

@@ -30,6 +30,9 @@ FAMILIES = {
     "roberta": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                 "intermediate_size": 64, "max_position_embeddings": 514, "type_vocab_size": 1,
                 "pad_token_id": 1},
+    # MPNet: RoBERTa's positions and a relative-position bias over the row.
+    "mpnet": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "intermediate_size": 64, "max_position_embeddings": 514},
     # GPT-2: causal, pooled on each segment's last token.
     "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 256},
 }  # fmt: skip
@@ -85,6 +88,7 @@ def _per_example(batches, logits, enc, token_level, buckets):
 
 CASES = [("bert", k) for k in sorted(TASKS)] + [
     ("roberta", "pair_classification"), ("roberta", "tagging"),
+    ("mpnet", "pair_classification"), ("mpnet", "tagging"),
     ("gpt2", "classification"), ("gpt2", "multilabel"), ("gpt2", "regression"),
     ("gpt2", "tagging"),
 ]  # fmt: skip
@@ -96,7 +100,7 @@ def test_packed_batch_gives_each_example_its_unpacked_logits_and_loss(family, ki
     examples = task.load("dev")[:16]
     enc = tokenize.encode(task, examples, tokenizer, max_length=32)
     model = _model(family, task)
-    buckets, pad = (32, 64), (1 if family == "roberta" else 0)
+    buckets, pad = (32, 64), (1 if family in ("roberta", "mpnet") else 0)
     flat = batching.eval_batches(enc, batch_size=4, buckets=buckets, pad_id=pad)
     packed = packing.eval_batches(enc, batch_size=4, buckets=buckets, pad_id=pad)
     assert max(int((b["example_weight"] > 0).sum(1).max()) for b in packed) >= 2

@@ -267,8 +267,10 @@ def attention(
     rate: float,
     deterministic: bool,
     rngs: nnx.Rngs | None,
+    bias: jax.Array | None = None,
 ) -> jax.Array:
-    """Multi-head attention over [B,T,N,D] inputs with a boolean mask broadcastable to [B,N,T,T].
+    """Multi-head attention over [B,T,N,D] inputs with a boolean mask broadcastable to [B,N,T,T]
+    (and ``bias`` broadcastable to it added to the scaled scores: MPNet's relative positions).
 
     Without dropout this is ``jax.nn.dot_product_attention`` (fused where the backend has it;
     tests check it against the explicit softmax to 1e-6). Attention dropout needs the weights, so
@@ -276,9 +278,11 @@ def attention(
     under a causal mask) give uniform weights rather than NaN in both paths.
     """
     if deterministic or rate == 0.0:
-        return jax.nn.dot_product_attention(q, k, v, mask=mask)
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k).astype(jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
     weights = dropout(weights, rate, deterministic=False, rngs=rngs)

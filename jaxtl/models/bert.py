@@ -24,6 +24,8 @@ attention_norm, mlp/{intermediate,output}, mlp_norm}``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,8 +39,9 @@ from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
-VARIANTS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
-ROBERTA_LIKE = ("roberta", "xlm-roberta")  # positions skip padding; lm_head uses exact GELU
+VARIANTS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet")
+# positions skip padding; lm_head uses exact GELU
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "mpnet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,8 @@ class BertConfig:
     initializer_range: float = 0.02
     variant: str = "bert"  # one of VARIANTS: the HF model_type (the family's registry key)
     sinusoidal_positions: bool = False  # initialise the position table with sinusoids
+    # MPNet: rows of the relative-position bias table shared by every layer (0 = none)
+    relative_attention_buckets: int = 0
     dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
     param_dtype: str = "float32"
 
@@ -141,7 +146,7 @@ class BertAttention(nnx.Module):
         self.value = base.linear(h, h, ("embed", "heads"), std=std, rngs=rngs, **kw)
         self.output = base.linear(h, h, ("heads", "embed"), std=std, rngs=rngs, **kw)
 
-    def __call__(self, x, mask, *, rate: float, deterministic: bool, rngs) -> jax.Array:
+    def __call__(self, x, mask, *, rate: float, deterministic: bool, rngs, bias=None) -> jax.Array:
         b, t, h = x.shape
         split = lambda y: y.reshape(b, t, self.num_heads, h // self.num_heads)  # noqa: E731
         out = base.attention(
@@ -152,6 +157,7 @@ class BertAttention(nnx.Module):
             rate=rate,
             deterministic=deterministic,
             rngs=rngs,
+            bias=bias,
         )
         return self.output(out.reshape(b, t, h))
 
@@ -181,12 +187,12 @@ class BertLayer(nnx.Module):
         # DistilBERT's out_lin has no dropout after it (BERT's attention.output.dense has).
         self.attention_output_dropout = cfg.variant != "distilbert"
 
-    def __call__(self, x, mask, *, deterministic: bool, rngs) -> jax.Array:
+    def __call__(self, x, mask, *, deterministic: bool, rngs, bias=None) -> jax.Array:
         drop = lambda y: base.dropout(  # noqa: E731
             y, self.hidden_dropout, deterministic=deterministic, rngs=rngs
         )
         a = self.attention(
-            x, mask, rate=self.attention_dropout, deterministic=deterministic, rngs=rngs
+            x, mask, rate=self.attention_dropout, deterministic=deterministic, rngs=rngs, bias=bias
         )
         x = self.attention_norm(x + (drop(a) if self.attention_output_dropout else a))
         return self.mlp_norm(x + drop(self.mlp(x)))
@@ -209,6 +215,29 @@ def table_positions(
     return jnp.arange(t, dtype=jnp.int32)[None]
 
 
+# MPNet's relative positions: transformers' MPNetEncoder buckets with 32 buckets and a largest
+# distance of 128 (its defaults; the config's relative_attention_num_buckets sizes the table).
+RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE = 32, 128
+
+
+@functools.cache
+def relative_buckets(t: int) -> np.ndarray:
+    """[T,T] bucket of each (query i, key j): T5's bidirectional log buckets of i - j, as
+    transformers' ``MPNetEncoder.relative_position_bucket`` (float32 logs, truncated). Counted
+    over the row, as there: a packed row's examples are contiguous, so distances within one
+    are the same, and attention never crosses them."""
+    pos = np.arange(t)
+    n = pos[:, None] - pos[None, :]
+    half = RELATIVE_BUCKETS // 2
+    out = (n < 0).astype(np.int64) * half
+    n = np.abs(n)
+    exact = half // 2
+    far = np.maximum(n, exact).astype(np.float32)  # the near ones are exact buckets (below)
+    ratio = np.log(far / np.float32(exact)) / np.float32(math.log(RELATIVE_MAX_DISTANCE / exact))
+    large = np.minimum(exact + (ratio * np.float32(half - exact)).astype(np.int64), half - 1)
+    return (out + np.where(n < exact, n, large)).astype(np.int32)
+
+
 class BertEncoder(nnx.Module):
     """BERT / MiniLM / RoBERTa / XLM-R / ELECTRA-discriminator / DistilBERT encoder.
 
@@ -226,6 +255,18 @@ class BertEncoder(nnx.Module):
         self.hidden_size = cfg.hidden_size
         self.embeddings = BertEmbeddings(cfg, rngs=rngs)
         self.layers = nnx.List([BertLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.relative_bias = (
+            base.embed(
+                cfg.relative_attention_buckets,
+                cfg.num_heads,
+                (None, "heads"),
+                std=cfg.initializer_range,
+                rngs=rngs,
+                **_kw(cfg),
+            )  # fmt: skip
+            if cfg.relative_attention_buckets
+            else None
+        )
 
     def tied_embedding(self) -> jax.Array:
         """The [vocab, embed] word-embedding matrix a tied MLM head decodes with."""
@@ -260,9 +301,13 @@ class BertEncoder(nnx.Module):
         if emb.project is not None:
             x = emb.project(x)
         mask = base.padding_mask(attention_mask) if pair_mask is None else pair_mask
+        bias = None
+        if self.relative_bias is not None:  # [1,N,T,T], the same for every layer
+            buckets = relative_buckets(input_ids.shape[1])
+            bias = self.relative_bias.embedding[...][buckets].transpose(2, 0, 1)[None]
         states = [x]
         for layer in self.layers:
-            x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+            x = layer(x, mask, deterministic=deterministic, rngs=rngs, bias=bias)
             x = constrain_batch(x)
             states.append(x)
         return base.EncoderOutput(tuple(states))

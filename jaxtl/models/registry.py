@@ -26,10 +26,11 @@ from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
 from jaxtl.models.llama import LLAMA
 from jaxtl.models.modernbert import MODERNBERT
+from jaxtl.models.mpnet import MPNET
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
-    for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, DEBERTA_V2, GPT2, BILSTM)
+    for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, MPNET, DEBERTA_V2, GPT2, BILSTM)
 }
 FAMILIES[LLAMA.model_type] = LLAMA
 FAMILIES[MODERNBERT.model_type] = MODERNBERT

@@ -1,0 +1,133 @@
+"""MPNet (``mpnet``: all-mpnet-base-v2 and the other sentence-transformers MPNets): HF names in
+and out; the encoder is :class:`jaxtl.models.bert.BertEncoder`.
+
+MPNet's encoder is BERT's post-LN block under other names (``encoder.layer.N.attention.attn.q``,
+``attention.LayerNorm``, ``intermediate.dense``, ``output.dense``, ``output.LayerNorm``) with
+RoBERTa's embeddings (positions start at ``pad_token_id + 1`` and skip padding; no token types)
+and one addition: a relative-position bias, T5's bidirectional log buckets of the query-key
+distance looked up in ``encoder.relative_attention_bias`` ([buckets, heads]) once and added to
+every layer's attention scores. It runs as a configuration of the BERT encoder
+(``variant="mpnet"``, ``relative_attention_buckets``) so its parameter paths are BERT's and every
+rule keyed on them (LoRA, adapters, freezing, CVT's restricted attention, packing) applies.
+
+* ``token_type_ids`` are accepted and dropped (MPNet's tokenizer gives none).
+* Sequence head (``MPNetForSequenceClassification``): RoBERTa's ``classifier.dense`` + tanh +
+  ``classifier.out_proj`` on <s>, dropout before each, at the encoder's ``hidden_dropout_prob``
+  (no attribute of its own). Token head: dropout + ``classifier``; QA head: ``qa_outputs``.
+* MLM head (``MPNetForMaskedLM``): ``lm_head.dense`` + exact GELU + ``lm_head.layer_norm``, the
+  decoder tied to the word embeddings (its bias is ``lm_head.bias``), as RoBERTa's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jaxtl.models.bert import (
+    RELATIVE_BUCKETS,
+    BertConfig,
+    BertEncoder,
+    _classifier_dense_out_proj,
+    _roberta_mlm_map,
+    classifier,
+    mlm_head,
+)
+from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, reject, require
+from jaxtl.models.keymap import Rule, embedding, linear, norm
+
+MODEL_TYPE = "mpnet"
+PAD_ID = 1  # transformers' MPNetEmbeddings counts positions from padding_idx 1, whatever the config
+
+
+def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
+    get = lambda k: require(hf, k, MODEL_TYPE)  # noqa: E731
+    why = "the jaxtl MPNet encoder is an encoder-only stack"
+    reject(hf, "is_decoder", (False,), why)
+    reject(hf, "add_cross_attention", (False,), why)
+    buckets = int(hf.get("relative_attention_num_buckets", RELATIVE_BUCKETS))
+    if buckets < RELATIVE_BUCKETS:
+        raise ValueError(f"config attribute relative_attention_num_buckets={buckets}: transformers' "
+                         f"MPNet looks up {RELATIVE_BUCKETS} buckets, so the table needs at least "
+                         "that many rows")  # fmt: skip
+    heads, width = get("num_attention_heads"), get("hidden_size")
+    if width % heads:
+        raise ValueError(f"config attribute hidden_size={width} is not divisible by "
+                         f"num_attention_heads={heads}")  # fmt: skip
+    return BertConfig(
+        vocab_size=get("vocab_size"),
+        hidden_size=width,
+        num_layers=get("num_hidden_layers"),
+        num_heads=heads,
+        intermediate_size=get("intermediate_size"),
+        max_position_embeddings=get("max_position_embeddings"),
+        type_vocab_size=0,
+        hidden_act=activation_name(hf, "hidden_act", "gelu"),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        pad_token_id=PAD_ID,
+        initializer_range=hf.get("initializer_range", 0.02),
+        variant=MODEL_TYPE,
+        relative_attention_buckets=buckets,
+    )
+
+
+def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
+    return {
+        "model_type": MODEL_TYPE,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "hidden_act": cfg.hidden_act,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_dropout_prob": cfg.hidden_dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "relative_attention_num_buckets": cfg.relative_attention_buckets,
+        "pad_token_id": cfg.pad_token_id,
+        "initializer_range": cfg.initializer_range,
+    }
+
+
+def key_map(cfg: BertConfig) -> list[Rule]:
+    rules = embedding("embeddings.word_embeddings", "embeddings/word")
+    rules += embedding("embeddings.position_embeddings", "embeddings/position")
+    rules += norm("embeddings.LayerNorm", "embeddings/norm")
+    rules += embedding("encoder.relative_attention_bias", "relative_bias")
+    for i in range(cfg.num_layers):
+        hf, me = f"encoder.layer.{i}", f"layers/{i}"
+        for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "output")):
+            rules += linear(f"{hf}.attention.attn.{theirs}", f"{me}/attention/{ours}")
+        rules += norm(f"{hf}.attention.LayerNorm", f"{me}/attention_norm")
+        rules += linear(f"{hf}.intermediate.dense", f"{me}/mlp/intermediate")
+        rules += linear(f"{hf}.output.dense", f"{me}/mlp/output")
+        rules += norm(f"{hf}.output.LayerNorm", f"{me}/mlp_norm")
+    return rules
+
+
+MPNET = Family(
+    model_type=MODEL_TYPE,
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    encoder=BertEncoder,
+    key_map=key_map,
+    architecture="MPNetModel",
+    prefixes=("mpnet.",),
+    # The pooler (dense + tanh on <s>) is no task head's: transformers' heads build their own.
+    ignore=(r"(^|\.)position_ids$", r"^(mpnet\.)?pooler\.", r"^lm_head\."),
+    lm_head=mlm_head,
+    lm_key_map=_roberta_mlm_map,
+    lm_architecture="MPNetForMaskedLM",
+    lm_ignore=(r"^lm_head\.decoder\.",),  # tied to the word embeddings and lm_head.bias
+    sequence_head=HeadSpec(
+        "MPNetForSequenceClassification",
+        _classifier_dense_out_proj,
+        dense=True,
+        input_dropout=True,
+        dropout_attr=None,
+    ),
+    token_head=HeadSpec("MPNetForTokenClassification", classifier, dropout_attr=None),
+    qa_head=qa_head("MPNet"),
+)
