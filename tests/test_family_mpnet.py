@@ -83,6 +83,24 @@ def test_every_hidden_state_matches_mpnetmodel(tmp_path, left):
         assert max_diff(a.numpy(), np.asarray(b), real) <= TOL, f"hidden state {i}"
 
 
+def test_save_pretrained_round_trip_loads_in_transformers(tmp_path):
+    """A fresh jaxtl MPNet saved in HF layout is an MPNetModel with jaxtl's states."""
+    from flax import nnx
+
+    cfg = {k: v for k, v in TINY.items()}
+    enc = models.build_encoder("mpnet", cfg, rngs=nnx.Rngs(3))
+    out = models.save_pretrained(enc, tmp_path / "export")
+    written = json.loads((out / "config.json").read_text())
+    assert written["model_type"] == "mpnet" and written["architectures"] == ["MPNetModel"]
+    again = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert type(again).__name__ == "MPNetModel"
+    ids, mask = padded(t=40, seed=4)
+    with torch.no_grad():
+        want = again(torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state
+    got = enc(jnp.asarray(ids), jnp.asarray(mask)).last_hidden_state
+    assert max_diff(want.numpy(), np.asarray(got), mask) <= TOL
+
+
 def test_a_wrong_bias_fails_parity(tmp_path):
     """The relative bias is not a no-op: without it the states differ."""
     ref = save_jittered(transformers.MPNetModel, tmp_path)
