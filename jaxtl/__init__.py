@@ -21,3 +21,11 @@ def load(workdir, **kwargs):
     from jaxtl.predictor import load as _load  # lazily: importing jaxtl stays light
 
     return _load(workdir, **kwargs)
+
+
+def embedder(model=None, **kwargs):
+    """Sentence embeddings from a pretrained ``model`` or a finished run (``workdir=``)
+    (:func:`jaxtl.embed.embedder`): ``jaxtl.embedder("minilm").embed(["some text"])``."""
+    from jaxtl.embed import embedder as _embedder  # lazily, as load
+
+    return _embedder(model, **kwargs)

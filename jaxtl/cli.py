@@ -7,6 +7,8 @@ or predict with / export a finished run.
           [--output_format=auto|jsonl|tsv|csv|parquet|squad]
     jaxtl --export --workdir=DIR --output=FOLDER
     jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
+    jaxtl --embed --model=NAME|--workdir=DIR --input=FILE [--output=OUT.npy|.parquet|.jsonl]
+          [--representation=last|...] [--pooling=mean|cls|last] [--normalize=true|false]
     jaxtl --regime=REGIME ... --seeds=0,1,2 [--sweep=KEY=V1|V2 ...] [--workdir=DIR]
           [--sweep_jobs=N] [--sweep_devices=0,1,...]
     jaxtl --regime=REGIME ... --lr_find [--lr_find_steps=100] [--lr_find_end=10]
@@ -222,6 +224,66 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         print(f"jaxtl: against the input's {gold} ({n} examples): {shown}", file=out)
 
 
+def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
+    """``--embed``: one vector per input from a pretrained model or a finished run's encoder
+    (:mod:`jaxtl.embed`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"{prog} --embed")
+    parser.add_argument("--embed", action="store_true")
+    parser.add_argument("--model", help="a pretrained model: minilm, a local Hugging Face "
+                        "folder, or a hub id in the local cache")  # fmt: skip
+    parser.add_argument("--workdir", help="a finished run: its selected encoder")
+    parser.add_argument("--task", default=None, help="with --workdir: whose selected params")
+    parser.add_argument("--input", required=True, help="input file ('-' = stdin)")
+    parser.add_argument("--output", default="-", help="output: .npy (float32 [N, D]), .parquet "
+                        "(id, text, embedding) or JSON lines (any other name, '-' = stdout)")  # fmt: skip
+    parser.add_argument("--input_format", default="auto",
+                        help="auto | lines (one text per line) | jsonl (text, text_pair)")  # fmt: skip
+    parser.add_argument("--representation", default=None,
+                        help="last | second_to_last | sum_last_four | concat_last_four | "
+                        "embeddings | scalar_mix | elmo | cove (default: the run's, else last)")  # fmt: skip
+    parser.add_argument("--pooling", default=None,
+                        help="mean | cls | last (default: a sentence-transformers folder's, "
+                        "else mean)")  # fmt: skip
+    parser.add_argument("--normalize", default=None, choices=("true", "false"),
+                        help="unit-length vectors (default: as a sentence-transformers folder "
+                        "says, else false)")  # fmt: skip
+    parser.add_argument("--max_length", type=int, default=None,
+                        help="longest input in tokens, longer ones cut (default: the folder's "
+                        "max_seq_length, else the model's limit up to 512)")  # fmt: skip
+    parser.add_argument("--batch_size", type=int, default=64, help="rows per encoder call")
+    parser.add_argument("--allow_pickle", action="store_true",
+                        help="accept a pytorch_model.bin (pickle) checkpoint")  # fmt: skip
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    from jaxtl import embed, runtime
+    from jaxtl.workdir import check_output as workdir_check_output
+
+    runtime.quiet_garbage_collector()
+    try:
+        if args.input != "-" and not os.path.exists(args.input):  # before the model loads
+            raise ValueError(f"--input={args.input}: no such file")
+        if args.output != "-" and os.path.isdir(args.output):
+            raise ValueError(f"--output={args.output} is a folder; --embed writes one file")
+        if args.workdir and args.output != "-":
+            workdir_check_output(args.workdir, args.output, "--output", folder=False)
+        settings = embed.Settings(
+            representation=args.representation, pooling=args.pooling,
+            normalize=None if args.normalize is None else args.normalize == "true",
+            max_length=args.max_length, batch_size=args.batch_size,
+        )  # fmt: skip
+        e = embed.embedder(args.model, workdir=args.workdir, task=args.task, settings=settings,
+                           allow_pickle=args.allow_pickle)  # fmt: skip
+        n = embed.embed_command(e, args.input, args.output, args.input_format)
+    except (ValueError, OSError) as err:  # user errors: one line, no traceback
+        sys.exit(_one_line(f"{prog}: {err}"))
+    out = sys.stdout if args.output != "-" else sys.stderr
+    where = "" if args.output == "-" else f" to {args.output}"
+    print(f"jaxtl: {n} embeddings ({e.describe()}) written{where}", file=out)
+
+
 def glue_submission_main(argv: list[str], prog: str = "jaxtl") -> None:
     """``--glue_submission``: the GLUE leaderboard's files from finished runs
     (:mod:`jaxtl.submission`)."""
@@ -396,8 +458,8 @@ def usage(prog: str) -> str:
         "seeds and the best setting on dev (jaxtl/sweep.py; --sweep_jobs=N runs N at once, "
         "--sweep_devices=0,1 one per device); --lr_find runs the learning-rate "
         "range test and suggests a rate (jaxtl/lr_find.py).\n"
-        f"{command} --predict --help, {command} --export --help and {command} "
-        "--glue_submission --help: their options."
+        f"{command} --predict --help, {command} --export --help, {command} --embed --help and "
+        f"{command} --glue_submission --help: their options."
     )
 
 
@@ -408,6 +470,8 @@ def main(prog: str = "jaxtl") -> None:
         return predict_main(sys.argv, prog)
     if "--glue_submission" in args:
         return glue_submission_main(sys.argv, prog)
+    if "--embed" in args:
+        return embed_main(sys.argv, prog)
     if "-h" in args or "--help" in args:
         print(usage(prog))
         return

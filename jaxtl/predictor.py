@@ -42,7 +42,7 @@ from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
-from jaxtl.data.io import row_id
+from jaxtl.data.io import row_id, text_lines
 from jaxtl.data.prepare import TaskData, configured
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
 from jaxtl.objectives import seq2seq as seq2seq_objective
@@ -175,6 +175,13 @@ class Predictor:
 
     def params_for(self, task: str) -> Any:
         return self._load(self._stage_of.get(task, "checkpoints"))
+
+    def selected_params(self, task: str | None = None) -> Any:
+        """The params the run selected for ``task`` (named or the only one), else those of
+        its final stage (what an export writes)."""
+        if task is not None or len(self.tasks) == 1:
+            return self.params_for(self.task(task).task.name)
+        return self._load(self._final_params)
 
     def _load(self, where: str) -> Any:
         if where not in self._params:
@@ -346,11 +353,7 @@ class Predictor:
 
     def _read_lines(self, f: IO[str], path: str, td: TaskData, input_format: str
                     ) -> Iterator[Example]:  # fmt: skip
-        for n, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            where = f"{'<stdin>' if path == '-' else path}:{n}"
+        for line, where in text_lines(f, "<stdin>" if path == "-" else path):
             if input_format == "jsonl":
                 try:
                     rec = json.loads(line)

@@ -107,6 +107,16 @@ def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
         yield from _decoded(path, itertools.chain(lead, f), bad)
 
 
+def text_lines(f: Any, name: str) -> Iterator[tuple[str, str]]:
+    """(line, "name:N") for each non-blank line of an open text stream (a file, or stdin named
+    ``<stdin>``), without its line ending or a leading byte-order mark: what ``--predict`` and
+    ``--embed`` read, a line at a time."""
+    for n, line in enumerate(f, start=1):
+        line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
+        if line.strip():
+            yield line, f"{name}:{n}"
+
+
 def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for each non-blank line of a JSON-lines file; a line that
     is not JSON, or not a JSON object, goes to ``bad`` naming its line."""

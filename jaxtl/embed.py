@@ -1,0 +1,350 @@
+"""Sentence embeddings from an encoder — the feature-based approach's features, for use outside
+jaxtl: ``jaxtl --embed`` and :func:`embedder`.
+
+An input (a text, or a text pair) becomes one vector: the encoder's ``representation`` (any of
+:data:`jaxtl.models.representation.KINDS`: the last layer, the second-to-last, the sum or the
+concatenation of the last four, the embeddings, ELMo's or CoVe's mix) pooled over its tokens
+(``mean`` of the real tokens, the ``cls`` token, or the ``last`` real token for causal
+encoders), optionally scaled to unit length. The encoder is a pretrained model (``"minilm"``, a
+local Hugging Face folder, a hub id in the local cache) or a finished run's selected one
+(a workdir: a fine-tuned or domain-adapted encoder, with its own representation when the run
+trained one, e.g. ELMo's scalar mix).
+
+A sentence-transformers folder (``modules.json``, as the packaged all-MiniLM-L6-v2 is) says how
+it is meant to be used: its ``Pooling`` mode, whether a ``Normalize`` module follows, and its
+``max_seq_length``. Those are the defaults here, so ``jaxtl --embed --model=minilm`` gives
+``SentenceTransformer(...).encode()``'s vectors (tests/test_embed.py, 1e-5); elsewhere the
+defaults are mean pooling, not normalised, and the encoder's position limit (at most 512).
+
+Inputs are packed several to a row where the encoder runs packed rows exactly (as training
+does: block-diagonal attention, positions restarting per input), so short sentences cost little
+padding; the encoder runs without dropout, in chunks of :data:`CHUNK` inputs, so memory does not
+grow with the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from jaxtl.data import batching, packing
+from jaxtl.data.tokenize import Encoded
+from jaxtl.models import heads
+from jaxtl.models.base import supports_packing
+from jaxtl.models.representation import KINDS as REPRESENTATIONS
+from jaxtl.models.representation import Representation
+from jaxtl.models.transfer import TransferModel
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls", "last")
+CHUNK = 8192  # inputs tokenised and run per chunk
+MAX_LENGTH = 512  # the default longest input (tokens) where neither the folder nor the model says
+# sentence-transformers' Pooling modes, as its config names them, and jaxtl's pooling for each
+_ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+               "pooling_mode_lasttoken": "last"}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How an input becomes a vector; None = the model folder's own (see the module docstring)."""
+
+    representation: str | None = None
+    pooling: str | None = None
+    normalize: bool | None = None
+    max_length: int | None = None
+    batch_size: int = 64  # rows per encoder call
+
+    def check(self) -> None:
+        if self.representation is not None and self.representation not in REPRESENTATIONS:
+            raise ValueError(f"--representation={self.representation}: choose one of "
+                             f"{', '.join(REPRESENTATIONS)}")  # fmt: skip
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise ValueError(f"--pooling={self.pooling}: choose one of {', '.join(POOLINGS)}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"--max_length={self.max_length}: must be 2 tokens or more")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size={self.batch_size}: must be 1 or more")
+
+
+def sentence_transformers_defaults(path: str | epath.Path) -> dict[str, Any]:
+    """``pooling``, ``normalize`` and ``max_length`` as a sentence-transformers folder declares
+    them (``modules.json``, its ``Pooling`` config, ``sentence_bert_config.json``); {} for any
+    other folder. A pooling mode jaxtl does not have (max, weighted mean) is refused by name."""
+    folder = epath.Path(path)
+    modules_file = folder / "modules.json"
+    if not modules_file.exists():
+        return {}
+    modules = json.loads(modules_file.read_text())
+    out: dict[str, Any] = {"normalize": False}
+    for m in modules:
+        kind = str(m.get("type", "")).rsplit(".", 1)[-1]
+        if kind == "Normalize":
+            out["normalize"] = True
+        elif kind == "Pooling":
+            cfg = json.loads((folder / m.get("path", "") / "config.json").read_text())
+            on = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+            if len(on) != 1 or on[0] not in _ST_POOLING:
+                raise ValueError(f"{folder / m.get('path', '')}/config.json: pooling {on} is not "
+                                 f"one jaxtl has ({', '.join(POOLINGS)}); set --pooling")  # fmt: skip
+            out["pooling"] = _ST_POOLING[on[0]]
+    st = folder / "sentence_bert_config.json"
+    if st.exists():
+        length = json.loads(st.read_text()).get("max_seq_length")
+        if isinstance(length, int) and length > 1:
+            out["max_length"] = length
+    return out
+
+
+class Embedder:
+    """``embed(inputs) -> float32 [N, D]``: one vector per text or (text, text_pair)."""
+
+    def __init__(self, model: TransferModel, tokenizer: Any, settings: Settings, *,
+                 folder: epath.Path | None = None):  # fmt: skip
+        settings.check()
+        own = sentence_transformers_defaults(folder) if folder is not None else {}
+        self.tokenizer = tokenizer
+        self.representation = settings.representation or (
+            model.representation.kind if model.representation is not None else "last"
+        )
+        self.pooling = settings.pooling or own.get("pooling", "mean")
+        self.normalize = own.get("normalize", False) if settings.normalize is None else (
+            settings.normalize
+        )  # fmt: skip
+        limit = getattr(getattr(model.encoder, "cfg", None), "position_limit", None) or MAX_LENGTH
+        self.max_length = int(
+            settings.max_length or own.get("max_length") or min(limit, MAX_LENGTH)
+        )
+        if self.max_length > limit:
+            raise ValueError(f"--max_length={self.max_length}: the model's positions reach "
+                             f"{limit} tokens")  # fmt: skip
+        if model.representation is None or model.representation.kind != self.representation:
+            enc: Any = model.encoder
+            model = TransferModel(enc, {}, Representation(
+                self.representation, enc.num_layers, enc.hidden_size, rngs=nnx.Rngs(0)))  # fmt: skip
+        self.model = model
+        self.packed = supports_packing(model.encoder)
+        # rows of the longest input; shorter ones share them (packed) or take a smaller bucket
+        self.buckets = tuple(sorted({b for b in (32, 64, 128, 256) if b < self.max_length}
+                                    | {self.max_length}))  # fmt: skip
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.batch_size = settings.batch_size
+        self._run = nnx.jit(_pooled, static_argnames=("how", "slots", "normalize"))
+
+    @property
+    def dim(self) -> int:
+        rep = self.model.representation
+        enc: Any = self.model.encoder
+        return int(rep.output_size if rep is not None else enc.hidden_size)
+
+    def describe(self) -> str:
+        return (f"representation={self.representation} pooling={self.pooling} "
+                f"normalize={self.normalize} max_length={self.max_length} dim={self.dim}")  # fmt: skip
+
+    def embed(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
+        """One vector per input, in input order: float32 [len(inputs), dim]."""
+        parts = list(self.embed_stream(inputs))
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    def embed_stream(self, inputs: Iterable[str | tuple[str, str]]) -> Iterator[np.ndarray]:
+        """:meth:`embed` a chunk of :data:`CHUNK` inputs at a time (bounded memory)."""
+        chunk: list[str | tuple[str, str]] = []
+        for x in inputs:
+            chunk.append(x)
+            if len(chunk) == CHUNK:
+                yield self._embed_chunk(chunk)
+                chunk = []
+        if chunk:
+            yield self._embed_chunk(chunk)
+
+    def _embed_chunk(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
+        texts = [x if isinstance(x, str) else x[0] for x in inputs]
+        pairs = [None if isinstance(x, str) else x[1] for x in inputs]
+        kw: dict[str, Any] = {"truncation": True, "max_length": self.max_length}
+        if any(p is not None for p in pairs):
+            if not all(p is not None for p in pairs):
+                raise ValueError("inputs mix single texts and (text, text_pair) pairs; embed "
+                                 "them apart")  # fmt: skip
+            tok = self.tokenizer(texts, pairs, return_token_type_ids=True, **kw)
+        else:
+            tok = self.tokenizer(texts, return_token_type_ids=True, **kw)
+        n = len(texts)
+        enc = Encoded(
+            input_ids=[np.asarray(x, np.int32) for x in tok["input_ids"]],
+            token_type_ids=[np.asarray(x, np.int32) for x in tok["token_type_ids"]],
+            label=np.zeros(n, np.int32), score=np.zeros(n, np.float32),
+        )  # fmt: skip
+        out = np.zeros((n, self.dim), np.float32)
+        if self.packed:
+            batches = packing.eval_batches(enc, batch_size=self.batch_size, buckets=self.buckets,
+                                           pad_id=self.pad_id)  # fmt: skip
+            for b in batches:
+                slots = int(b["label"].shape[1])
+                got = np.asarray(self._run(self.model, _device(b), how=self.pooling, slots=slots,
+                                           normalize=self.normalize))  # fmt: skip
+                real = b["example_weight"] > 0
+                out[b["example_index"][real]] = got[real]
+            return out
+        order = batching.eval_order(enc, buckets=self.buckets)
+        rows = []
+        for b in batching.eval_batches(enc, batch_size=self.batch_size, buckets=self.buckets,
+                                       pad_id=self.pad_id):  # fmt: skip
+            got = np.asarray(self._run(self.model, _device(b), how=self.pooling, slots=0,
+                                       normalize=self.normalize))  # fmt: skip
+            rows.append(got[b["example_weight"] > 0])
+        out[order] = np.concatenate(rows)
+        return out
+
+
+def _device(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    keys = ("input_ids", "attention_mask", "token_type_ids", "segment_ids", "position_ids")
+    return {k: jnp.asarray(batch[k]) for k in keys if k in batch}
+
+
+def _pooled(model: TransferModel, batch: dict, *, how: str, slots: int, normalize: bool):
+    """[B,D] (one input per row) or [B,S,D] (``slots`` inputs per packed row) pooled vectors."""
+    kw = {}
+    if slots:
+        kw = {"segment_ids": batch["segment_ids"], "position_ids": batch["position_ids"]}
+    _, feats = model.features(batch["input_ids"], batch["attention_mask"],
+                              batch["token_type_ids"], **kw)  # fmt: skip
+    feats = feats.astype(jnp.float32)
+    if slots:
+        vec = heads.pool_segments(feats, batch["segment_ids"], how, slots)
+    else:
+        vec = heads.pool(feats, batch["attention_mask"], how)
+    if normalize:  # sentence-transformers' Normalize: x / max(||x||, 1e-12)
+        vec = vec / jnp.maximum(jnp.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+    return vec
+
+
+def embedder(model: str | None = None, *, workdir: str | None = None, task: str | None = None,
+             settings: Settings | None = None, allow_pickle: bool = False) -> Embedder:  # fmt: skip
+    """An :class:`Embedder` for a pretrained ``model`` (``"minilm"``, a local HF folder, a hub id
+    in the local cache) or a finished run's selected encoder (``workdir``; ``task`` picks whose
+    selected params when the run's stages selected differently).
+
+    >>> vecs = embedder("minilm").embed(["A cat sat.", "A dog ran."])  # doctest: +SKIP
+    """
+    settings = settings or Settings()
+    settings.check()
+    if (model is None) == (workdir is None):
+        raise ValueError("give one of --model (a pretrained model) or --workdir (a finished run)")
+    if workdir is not None:
+        from jaxtl import export
+        from jaxtl import predictor as predictor_lib
+
+        p = predictor_lib.load(workdir)
+        trained = export.with_params(p.model, p.selected_params(task))
+        assert isinstance(trained, TransferModel)
+        return Embedder(trained, p.tokenizer, settings)
+    from jaxtl.models import hf
+
+    assert model is not None
+    pre = hf.from_pretrained(model, allow_pickle=allow_pickle)
+    if pre.tokenizer is None:
+        raise ValueError(f"--model={model}: {pre.path} has no tokenizer files")
+    enc = pre.model
+    return Embedder(TransferModel(enc, {}), pre.tokenizer, settings, folder=pre.path)
+
+
+OUTPUT_FORMATS = ("npy", "parquet", "jsonl")
+
+
+def output_format(dest: str) -> str:
+    """``.npy`` (float32 [N, D]), ``.parquet`` (id, text, embedding), else JSON lines."""
+    suffix = "" if dest == "-" else epath.Path(dest).suffix.lower()
+    fmt = {".npy": "npy", ".parquet": "parquet"}.get(suffix, "jsonl")
+    return fmt
+
+
+def read_inputs(
+    path: str, input_format: str = "auto"
+) -> Iterator[tuple[str | tuple[str, str], str]]:
+    """(input, where) per non-blank line of ``path`` ("-" = stdin): ``lines``, one text per line
+    (tabs kept); ``jsonl``, objects with ``text`` and optionally ``text_pair``; ``auto`` by the
+    extension (``.jsonl`` / ``.json``)."""
+    import contextlib
+    import sys
+
+    from jaxtl.data import DataError
+
+    if input_format == "auto":
+        input_format = "jsonl" if path != "-" and epath.Path(path).suffix in (".jsonl", ".json") \
+            else "lines"  # fmt: skip
+    if input_format not in ("lines", "jsonl"):
+        raise ValueError(f"--input_format={input_format}: choose one of auto, lines, jsonl")
+    from jaxtl.data.io import text_lines
+
+    opened: Any = contextlib.nullcontext(sys.stdin) if path == "-" else epath.Path(path).open()
+    with opened as f:
+        for line, where in text_lines(f, "<stdin>" if path == "-" else path):
+            if input_format == "lines":
+                yield line, where
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: invalid JSON ({e.msg})") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                raise DataError(f"{where}: expected an object with a string 'text' (and "
+                                "optionally 'text_pair')")  # fmt: skip
+            pair = rec.get("text_pair")
+            if pair is not None and not isinstance(pair, str):
+                raise DataError(f"{where}: 'text_pair' must be a string, got {pair!r}")
+            yield (rec["text"] if pair is None else (rec["text"], pair)), where
+
+
+def embed_command(e: Embedder, input_path: str, output: str, input_format: str = "auto") -> int:
+    """``jaxtl --embed``: one vector per non-blank input line to ``output`` (:func:`output_format`),
+    written whole at the end (never half-written); returns how many."""
+    from jaxtl import fileio
+    from jaxtl.data import DataError
+
+    fmt = output_format(output)
+    if fmt != "jsonl" and output == "-":
+        raise ValueError(f"--output=- is JSON lines; {fmt} needs a file")
+    items = list(read_inputs(input_path, input_format))
+    if not items:
+        where = "stdin" if input_path == "-" else f"--input={input_path}"
+        raise DataError(f"{where}: no text to embed (the input is empty or blank)")
+    inputs = [x for x, _ in items]
+    vectors = e.embed(inputs)
+    texts = [x if isinstance(x, str) else x[0] for x in inputs]
+    pairs = [None if isinstance(x, str) else x[1] for x in inputs]
+    if fmt == "npy":
+        with fileio.open_atomic(output, binary=True) as f:
+            np.save(f, vectors)
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns: dict[str, Any] = {"id": list(range(len(texts))), "text": texts}
+        if any(p is not None for p in pairs):
+            columns["text_pair"] = pairs
+        columns["embedding"] = pa.array(list(vectors), type=pa.list_(pa.float32()))
+        with fileio.open_atomic(output, binary=True) as f:
+            pq.write_table(pa.table(columns), f)
+    else:
+        import contextlib
+        import sys
+
+        opened: Any = contextlib.nullcontext(sys.stdout) if output == "-" else \
+            fileio.open_atomic(output)  # fmt: skip
+        with opened as f:
+            for i, (t, p, v) in enumerate(zip(texts, pairs, vectors)):
+                rec: dict[str, Any] = {"id": i, "text": t}
+                if p is not None:
+                    rec["text_pair"] = p
+                rec["embedding"] = [float(x) for x in v]
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return len(texts)

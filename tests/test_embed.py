@@ -1,0 +1,177 @@
+"""Sentence embeddings (``jaxtl --embed``, :mod:`jaxtl.embed`): the packaged sentence-transformers
+MiniLM gives ``SentenceTransformer.encode``'s vectors; every representation and pooling equals
+transformers' hidden states pooled by hand; packed rows equal one input per row; a finished
+run's selected encoder is the one embedded; outputs and bad input from the command line.
+Tolerance: 1e-5 absolute (fp32)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import minilm_dir
+
+from jaxtl import embed
+from jaxtl.data import DataError
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+TOL = 1e-5
+SENTENCES = [
+    "A man is playing a guitar.",
+    "The weather is lovely today.",
+    "A woman slices an onion on a wooden board in the kitchen while the radio plays old songs.",
+    "it 's a charming and often affecting journey .",
+    # longer than the folder's max_seq_length (256 tokens): cut there, as sentence-transformers does
+    " ".join(["the film drags on and on"] * 60),
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return embed.embedder("minilm")
+
+
+def test_the_packaged_minilm_gives_sentence_transformers_vectors(minilm):
+    st = pytest.importorskip("sentence_transformers")
+    assert (minilm.pooling, minilm.normalize, minilm.max_length) == ("mean", True, 256)
+    ref = st.SentenceTransformer(str(minilm_dir()), device="cpu").encode(SENTENCES)
+    got = minilm.embed(SENTENCES)
+    assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=TOL, rtol=0)
+
+
+def test_packed_rows_give_the_vectors_of_one_input_per_row(minilm):
+    packed = minilm.embed(SENTENCES + SENTENCES[:2])
+    minilm.packed = False
+    try:
+        alone = minilm.embed(SENTENCES + SENTENCES[:2])
+    finally:
+        minilm.packed = True
+    np.testing.assert_allclose(packed, alone, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("representation", "pooling"),
+    [
+        ("second_to_last", "cls"),
+        ("concat_last_four", "mean"),
+        ("embeddings", "last"),
+        ("sum_last_four", "mean"),
+    ],  # fmt: skip
+)
+def test_each_representation_and_pooling_is_transformers_hidden_states_pooled(
+    representation, pooling
+):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    e = embed.embedder("minilm", settings=embed.Settings(representation, pooling, False))
+    tok = transformers.AutoTokenizer.from_pretrained(str(minilm_dir()))
+    model = transformers.AutoModel.from_pretrained(str(minilm_dir())).eval()
+    batch = tok(SENTENCES[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hs = [h.numpy() for h in model(**batch, output_hidden_states=True).hidden_states]
+    rep = {"second_to_last": hs[-2], "concat_last_four": np.concatenate(hs[-4:], -1),
+           "embeddings": hs[0], "sum_last_four": sum(hs[-4:])}[representation]  # fmt: skip
+    mask = batch["attention_mask"].numpy().astype(bool)
+    want = []
+    for r in range(len(rep)):
+        real = rep[r][mask[r]]
+        want.append({"cls": real[0], "mean": real.mean(0), "last": real[-1]}[pooling])
+    got = e.embed(SENTENCES[:4])
+    assert got.shape[1] == (4 * 384 if representation == "concat_last_four" else 384)
+    np.testing.assert_allclose(got, np.stack(want), atol=TOL, rtol=0)
+
+
+def test_the_package_level_embedder_is_the_same():
+    import jaxtl
+
+    e = jaxtl.embedder("minilm", settings=embed.Settings(pooling="cls", normalize=False))
+    assert (e.pooling, e.normalize) == ("cls", False)
+
+
+def test_sentence_pairs_embed_as_one_input(minilm):
+    pairs = [("A man plays.", "Someone makes music."), ("It rains.", "The sun shines.")]
+    got = minilm.embed(pairs)
+    assert got.shape == (2, 384)
+    assert not np.allclose(got[0], minilm.embed([pairs[0][0]])[0], atol=1e-3)
+    with pytest.raises(ValueError, match="mix single texts and"):
+        minilm.embed(["one", ("two", "three")])
+
+
+def _launch(*args, input=None):
+    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=REPO,
+                          input=input, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_a_finished_runs_selected_encoder_is_embedded(tmp_path, minilm):
+    """--workdir: the run's selected params, not the pretrained ones: the same vectors as its
+    exported encoder (a plain HF folder) embedded as a model."""
+    wd = tmp_path / "run"
+    p = _launch("--regime=multitask", "--config=configs/multitask.py:tiny", f"--workdir={wd}",
+                "--config.train.steps=12", "--config.optim.lr=1e-3",
+                f"--config.export_dir={tmp_path / 'exp'}")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    ours = embed.embedder(workdir=str(wd), settings=embed.Settings(pooling="mean", normalize=True))
+    exported = embed.embedder(str(tmp_path / "exp"),
+                              settings=embed.Settings(pooling="mean", normalize=True))  # fmt: skip
+    a, b = ours.embed(SENTENCES[:3]), exported.embed(SENTENCES[:3])
+    np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+    assert np.abs(a - minilm.embed(SENTENCES[:3])).max() > 1e-3  # trained: not the pretrained
+
+
+def test_the_command_writes_npy_parquet_and_json_lines(tmp_path):
+    pd = pytest.importorskip("pandas")
+    (tmp_path / "in.txt").write_text("A cat sat.\n\nA dog ran.\n")
+    (tmp_path / "pairs.jsonl").write_text(
+        json.dumps({"text": "A cat sat.", "text_pair": "It sat."}) + "\n"
+        + json.dumps({"text": "A dog ran."}) + "\n"
+    )  # fmt: skip
+    p = _launch("--embed", "--model=minilm", f"--input={tmp_path / 'in.txt'}",
+                f"--output={tmp_path / 'e.npy'}")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "2 embeddings (representation=last pooling=mean normalize=True" in p.stdout
+    vecs = np.load(tmp_path / "e.npy")
+    assert vecs.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    p = _launch("--embed", "--model=minilm", "--input=-", "--normalize=false", "--pooling=cls",
+                input="A cat sat.\n")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = json.loads(p.stdout.splitlines()[0])
+    assert rec["id"] == 0 and rec["text"] == "A cat sat." and len(rec["embedding"]) == 384
+    assert abs(float(np.linalg.norm(rec["embedding"])) - 1.0) > 1e-3  # not normalised
+    # a mixed file of pairs and single texts is refused; pairs alone go to Parquet
+    p = _launch("--embed", "--model=minilm", f"--input={tmp_path / 'pairs.jsonl'}",
+                f"--output={tmp_path / 'p.parquet'}")  # fmt: skip
+    assert p.returncode != 0 and "mix single texts and" in p.stderr
+    (tmp_path / "pairs.jsonl").write_text(
+        json.dumps({"text": "A cat sat.", "text_pair": "It sat."}) + "\n"
+    )
+    p = _launch("--embed", "--model=minilm", f"--input={tmp_path / 'pairs.jsonl'}",
+                f"--output={tmp_path / 'p.parquet'}")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    table = pd.read_parquet(tmp_path / "p.parquet")
+    assert list(table.columns) == ["id", "text", "text_pair", "embedding"]
+    assert table["text_pair"][0] == "It sat." and len(table["embedding"][0]) == 384
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input=-"], "give one of --model"),
+        (["--model=minilm", "--input=-", "--pooling=max"], "--pooling=max: choose one of mean"),
+        (["--model=minilm", "--input=/nope.txt"], "--input=/nope.txt: no such file"),
+        (["--model=minilm", "--input=-", "--representation=top"], "--representation=top: choose"),
+        (["--model=minilm", "--input=-", "--max_length=9999"], "positions reach 512 tokens"),
+    ],  # fmt: skip
+)
+def test_bad_options_stop_in_one_line(args, message):
+    p = _launch("--embed", *args, input="A cat sat.\n")
+    assert p.returncode != 0 and message in p.stderr, p.stderr[-1000:]
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_json_line_is_named(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"text": "ok"}\n{"txt": "typo"}\n')
+    with pytest.raises(DataError, match=r"x.jsonl:2: expected an object with a string 'text'"):
+        list(embed.read_inputs(str(tmp_path / "x.jsonl")))
