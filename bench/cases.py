@@ -945,6 +945,37 @@ def case_mlm(s: Settings) -> dict[str, Any]:
     return row
 
 
+def case_embed(s: Settings) -> dict[str, Any]:
+    """Sentence embeddings (``jaxtl --embed``'s :class:`jaxtl.embed.Embedder`) against
+    sentence-transformers' ``SentenceTransformer.encode`` (PyTorch) on the same folder (the
+    packaged all-MiniLM-L6-v2: mean pooling, normalised, 256 tokens), the first
+    ``s.embed_examples`` SST-2 training sentences, batch 64 each (jaxtl's batch counts packed
+    rows of up to 256 tokens). One untimed pass each first (jaxtl's compiles), then whole passes
+    alternated; the vectors of the two must agree."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from jaxtl import embed
+
+    _, train, _ = _sst2(dataclasses.replace(s, train_examples=s.embed_examples))
+    texts = [ex.text for ex in train]
+    e = embed.embedder(s.model)
+    st = SentenceTransformer(str(model_dir(s.model)), device="cpu")
+    t0 = time.perf_counter()
+    ours = e.embed(texts)
+    first = time.perf_counter() - t0
+    ref = st.encode(texts, batch_size=64)
+    timing = alternate(lambda: e.embed(texts), lambda: st.encode(texts, batch_size=64), s.pairs)
+    row = {
+        "sentences": len(texts), "settings": e.describe(), "jaxtl_first_pass_s": first,
+        "max_abs_diff": float(np.abs(ours - ref).max()), **timing, "load_avg": os.getloadavg(),
+    }  # fmt: skip
+    print(f"  embed {len(texts)} sentences: jaxtl {row['jaxtl_median_s']:.2f}s, "
+          f"sentence-transformers {row['torch_median_s']:.2f}s (ratio {row['ratio_median']:.2f}); "
+          f"max |diff| {row['max_abs_diff']:.1e}", flush=True)  # fmt: skip
+    return row
+
+
 def case_e2e_full(s: Settings) -> dict[str, Any]:
     """``e2e`` on all of SST-2 train (67,349 examples), one epoch, every system (``--full-epoch``).
 
@@ -960,6 +991,6 @@ def case_families(s: Settings) -> dict[str, Any]:
 
 
 CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding",
-         "families", "compile", "mlm", "checkpoint")  # fmt: skip
+         "families", "compile", "mlm", "checkpoint", "embed")  # fmt: skip
 
 __all__ = ["CASES", "median"]

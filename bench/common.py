@@ -41,6 +41,7 @@ class Settings:
     dev_examples: int = 0  # e2e: first N dev examples (0 = all)
     padding_examples: int = 0  # padding: first N SST-2 training examples (0 = all)
     cache_examples: int = 0  # feature extraction: first N SST-2 training examples (0 = all)
+    embed_examples: int = 8192  # embed case: the first N SST-2 training sentences
     cache_epochs: int = 5  # head epochs
     cache_lr: float = 1e-3  # the head alone trains: a head's learning rate
     cache_pairs: int = 1  # cached/recomputed run pairs, order alternating (median ratio)

@@ -362,6 +362,23 @@ def test_mlm_case_decodes_masked_positions_with_the_same_loss(tiny_bert_dir):
     assert "| transformers BertForMaskedLM (PyTorch) |" in text
 
 
+def test_embed_case_gives_sentence_transformers_vectors_and_renders(tiny_bert_dir, data_dir):
+    """jaxtl's embedder and SentenceTransformer.encode on the same plain HF folder (mean
+    pooling, not normalised, for both) give the same vectors (1e-5), and the case renders. No
+    speed is asserted."""
+    pytest.importorskip("sentence_transformers")
+    from bench.cases import case_embed
+    from bench.common import Settings
+    from bench.report import embed
+
+    res = case_embed(Settings(model=str(tiny_bert_dir), data_dir=str(data_dir),
+                              embed_examples=64, pairs=2))  # fmt: skip
+    assert res["sentences"] == 64 and res["max_abs_diff"] <= 1e-5
+    assert _finite(res["jaxtl_median_s"]) and _finite(res["torch_median_s"])
+    text = embed({"cases": {"embed": res}, "command": "x", "date": "d"}, pathlib.Path("r.json"))
+    assert "| sentence-transformers `encode` (PyTorch) |" in text
+
+
 def test_full_epoch_runs_e2e_on_all_of_train_into_a_table_of_its_own(
     data_dir, tmp_path, monkeypatch
 ):
