@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 SECTIONS = ("meta", "step", "forward", "e2e", "e2e_full", "cache", "memory", "scaling", "accelerator",
-            "padding", "compile", "families", "data_scale", "mlm", "checkpoint")  # fmt: skip
+            "padding", "compile", "families", "data_scale", "mlm", "checkpoint", "embed")  # fmt: skip
 OWN_RUN = (
     "e2e_full",
     "families",
@@ -702,7 +702,8 @@ RENDER: dict[str, Callable[[dict, pathlib.Path], str]] = {
     "meta": meta, "step": step, "forward": forward, "e2e": e2e, "cache": cache,
     "e2e_full": lambda res, path: e2e(res, path, "e2e_full"),
     "memory": memory, "scaling": scaling, "accelerator": accelerator, "padding": padding,
-    "families": families, "compile": compile_cache, "mlm": mlm, "checkpoint": checkpoint, "embed": embed, "data_scale": lambda res, path: _data_scale(res, path),
+    "families": families, "compile": compile_cache, "mlm": mlm, "checkpoint": checkpoint,
+    "embed": embed, "data_scale": lambda res, path: _data_scale(res, path),
 }  # fmt: skip
 
 
