@@ -10,9 +10,9 @@ local Hugging Face folder, a hub id in the local cache) or a finished run's sele
 (a workdir: a fine-tuned or domain-adapted encoder, with its own representation when the run
 trained one, e.g. ELMo's scalar mix).
 
-A sentence-transformers folder (``modules.json``, as the packaged all-MiniLM-L6-v2 is) says how
-it is meant to be used: its ``Pooling`` mode, whether a ``Normalize`` module follows, and its
-``max_seq_length``. Those are the defaults here, so ``jaxtl --embed --model=minilm`` gives
+A sentence-transformers folder (``modules.json``, as the packaged all-MiniLM-L6-v2 is: the
+model's, or the one a run started from) says how it is meant to be used: its ``Pooling`` mode,
+whether a ``Normalize`` module follows, and its ``max_seq_length``. Those are the defaults here, so ``jaxtl --embed --model=minilm`` gives
 ``SentenceTransformer(...).encode()``'s vectors (tests/test_embed.py, 1e-5); elsewhere the
 defaults are mean pooling, not normalised, and the encoder's position limit (at most 512).
 
@@ -239,6 +239,8 @@ def embedder(model: str | None = None, *, workdir: str | None = None, task: str 
     settings.check()
     if (model is None) == (workdir is None):
         raise ValueError("give one of --model (a pretrained model) or --workdir (a finished run)")
+    from jaxtl.models import hf
+
     if workdir is not None:
         from jaxtl import export
         from jaxtl import predictor as predictor_lib
@@ -246,9 +248,9 @@ def embedder(model: str | None = None, *, workdir: str | None = None, task: str 
         p = predictor_lib.load(workdir)
         trained = export.with_params(p.model, p.selected_params(task))
         assert isinstance(trained, TransferModel)
-        return Embedder(trained, p.tokenizer, settings)
-    from jaxtl.models import hf
-
+        # the model the run started from says how its vectors are meant to be pooled (the
+        # run loaded it, so it is on this machine)
+        return Embedder(trained, p.tokenizer, settings, folder=hf.resolve(p.config.model.name))
     assert model is not None
     pre = hf.from_pretrained(model, allow_pickle=allow_pickle)
     if pre.tokenizer is None:

@@ -112,7 +112,8 @@ def test_a_finished_runs_selected_encoder_is_embedded(tmp_path, minilm):
                 "--config.train.steps=12", "--config.optim.lr=1e-3",
                 f"--config.export_dir={tmp_path / 'exp'}")  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
-    ours = embed.embedder(workdir=str(wd), settings=embed.Settings(pooling="mean", normalize=True))
+    ours = embed.embedder(workdir=str(wd))  # minilm's own pooling: mean, normalised
+    assert (ours.pooling, ours.normalize, ours.max_length) == ("mean", True, 256)
     exported = embed.embedder(str(tmp_path / "exp"),
                               settings=embed.Settings(pooling="mean", normalize=True))  # fmt: skip
     a, b = ours.embed(SENTENCES[:3]), exported.embed(SENTENCES[:3])
