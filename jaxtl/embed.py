@@ -308,45 +308,61 @@ def read_inputs(
 
 def embed_command(e: Embedder, input_path: str, output: str, input_format: str = "auto") -> int:
     """``jaxtl --embed``: one vector per non-blank input line to ``output`` (:func:`output_format`),
-    written whole at the end (never half-written); returns how many."""
+    written a chunk of :data:`CHUNK` vectors at a time (only the texts are held whole), the file
+    appearing whole at the end (never half-written); returns how many."""
+    import contextlib
+    import sys
+
     from jaxtl import fileio
     from jaxtl.data import DataError
 
     fmt = output_format(output)
     if fmt != "jsonl" and output == "-":
         raise ValueError(f"--output=- is JSON lines; {fmt} needs a file")
-    items = list(read_inputs(input_path, input_format))
-    if not items:
+    inputs = [x for x, _ in read_inputs(input_path, input_format)]
+    if not inputs:
         where = "stdin" if input_path == "-" else f"--input={input_path}"
         raise DataError(f"{where}: no text to embed (the input is empty or blank)")
-    inputs = [x for x, _ in items]
-    vectors = e.embed(inputs)
     texts = [x if isinstance(x, str) else x[0] for x in inputs]
     pairs = [None if isinstance(x, str) else x[1] for x in inputs]
-    if fmt == "npy":
+    with_pairs = any(p is not None for p in pairs)
+    chunks = e.embed_stream(inputs)
+    if fmt == "npy":  # the header first (the shape is known), then each chunk's rows
         with fileio.open_atomic(output, binary=True) as f:
-            np.save(f, vectors)
-    elif fmt == "parquet":
+            header = {"descr": "<f4", "fortran_order": False, "shape": (len(texts), e.dim)}
+            np.lib.format.write_array_header_1_0(f, header)
+            for v in chunks:
+                f.write(np.ascontiguousarray(v, "<f4").tobytes())
+    elif fmt == "parquet":  # a row group per chunk
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns: dict[str, Any] = {"id": list(range(len(texts))), "text": texts}
-        if any(p is not None for p in pairs):
-            columns["text_pair"] = pairs
-        columns["embedding"] = pa.array(list(vectors), type=pa.list_(pa.float32()))
         with fileio.open_atomic(output, binary=True) as f:
-            pq.write_table(pa.table(columns), f)
+            writer, start = None, 0
+            for v in chunks:
+                rows = slice(start, start + len(v))
+                columns: dict[str, Any] = {"id": list(range(rows.start, rows.stop)),
+                                           "text": texts[rows]}  # fmt: skip
+                if with_pairs:
+                    columns["text_pair"] = pairs[rows]
+                columns["embedding"] = pa.array(list(v), type=pa.list_(pa.float32()))
+                table = pa.table(columns)
+                writer = writer or pq.ParquetWriter(f, table.schema)
+                writer.write_table(table)
+                start = rows.stop
+            assert writer is not None
+            writer.close()
     else:
-        import contextlib
-        import sys
-
         opened: Any = contextlib.nullcontext(sys.stdout) if output == "-" else \
             fileio.open_atomic(output)  # fmt: skip
         with opened as f:
-            for i, (t, p, v) in enumerate(zip(texts, pairs, vectors)):
-                rec: dict[str, Any] = {"id": i, "text": t}
-                if p is not None:
-                    rec["text_pair"] = p
-                rec["embedding"] = [float(x) for x in v]
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            i = 0
+            for v in chunks:
+                for row in v:
+                    rec: dict[str, Any] = {"id": i, "text": texts[i]}
+                    if pairs[i] is not None:
+                        rec["text_pair"] = pairs[i]
+                    rec["embedding"] = [float(x) for x in row]
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    i += 1
     return len(texts)

@@ -156,6 +156,24 @@ def test_the_command_writes_npy_parquet_and_json_lines(tmp_path):
     assert table["text_pair"][0] == "It sat." and len(table["embedding"][0]) == 384
 
 
+def test_outputs_are_written_a_chunk_at_a_time_and_read_back_whole(minilm, tmp_path, monkeypatch):
+    """With chunks of 2 inputs, each format still holds every input once, in order, with the
+    vectors :meth:`Embedder.embed` gives for the whole input."""
+    pd = pytest.importorskip("pandas")
+    monkeypatch.setattr(embed, "CHUNK", 2)
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES[:4]) + "\n")
+    want = minilm.embed(SENTENCES[:4])
+    for name in ("e.npy", "e.parquet", "e.jsonl"):
+        assert embed.embed_command(minilm, str(tmp_path / "in.txt"), str(tmp_path / name)) == 4
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), want, atol=TOL, rtol=0)
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    assert list(table["id"]) == [0, 1, 2, 3] and list(table["text"]) == SENTENCES[:4]
+    np.testing.assert_allclose(np.stack(table["embedding"]), want, atol=TOL, rtol=0)
+    recs = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in recs] == [0, 1, 2, 3]
+    np.testing.assert_allclose([r["embedding"] for r in recs], want, atol=TOL, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
