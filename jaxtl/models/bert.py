@@ -1,5 +1,5 @@
 """BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa, XLM-RoBERTa, the ELECTRA
-discriminator and DistilBERT.
+discriminator, DistilBERT and MPNet.
 
 They differ only in the input embeddings (and in their HF names):
 
@@ -13,6 +13,8 @@ They differ only in the input embeddings (and in their HF names):
   (``type_vocab_size=0``: ``token_type_ids`` are accepted and dropped), and no dropout after the
   attention output projection. ``sinusoidal_positions`` only sets how a fresh encoder's position
   table is initialised; the table is a parameter either way, as in transformers.
+* MPNet (``jaxtl/models/mpnet.py`` maps its names): RoBERTa's positions, no token types, and a
+  relative-position bias (``relative_attention_buckets``) added to every layer's scores.
 * ELECTRA: the embedding width may be smaller than the model width; ``embeddings/project``
   (HF ``embeddings_project``) maps it up. It lives under ``embeddings`` so that every rule about
   "the embeddings" (freezing, learning rates) covers it.

@@ -11,6 +11,10 @@ every layer's attention scores. It runs as a configuration of the BERT encoder
 rule keyed on them (LoRA, adapters, freezing, CVT's restricted attention, packing) applies.
 
 * ``token_type_ids`` are accepted and dropped (MPNet's tokenizer gives none).
+* The bias table (``encoder/relative_bias``) is an encoder parameter outside the blocks, so the
+  layer-wise strategies (discriminative rates, gradual unfreezing, chain-thaw) group it with the
+  top layer, as every such parameter (``jaxtl/partition/rules.py``; DeBERTa's relative
+  embeddings too).
 * Sequence head (``MPNetForSequenceClassification``): RoBERTa's ``classifier.dense`` + tanh +
   ``classifier.out_proj`` on <s>, dropout before each, at the encoder's ``hidden_dropout_prob``
   (no attribute of its own). Token head: dropout + ``classifier``; QA head: ``qa_outputs``.
