@@ -60,7 +60,8 @@ CORE_TESTS := tests/test_checkpoint.py tests/test_train_loop.py tests/test_step.
 	tests/test_partition_carry.py tests/test_partition_optimizer.py tests/test_partition_phases.py \
 	tests/test_partition_schedules.py tests/test_partition_toy.py tests/test_strategy.py \
 	tests/test_models_encoders.py tests/test_packing.py tests/test_metrics.py \
-	tests/test_reliability.py tests/test_workdir_remote.py tests/test_cli.py tests/test_qa.py
+	tests/test_reliability.py tests/test_workdir_remote.py tests/test_cli.py tests/test_qa.py \
+	tests/test_embed.py
 
 $(VENV312)/.installed: pyproject.toml
 	PYENV_VERSION=$(PY312) python3 -m venv $(VENV312)
