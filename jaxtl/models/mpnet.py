@@ -24,9 +24,11 @@ rule keyed on them (LoRA, adapters, freezing, CVT's restricted attention, packin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from jaxtl.models import bert
 from jaxtl.models.bert import (
     RELATIVE_BUCKETS,
     BertConfig,
@@ -36,7 +38,7 @@ from jaxtl.models.bert import (
     classifier,
     mlm_head,
 )
-from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, reject, require
+from jaxtl.models.family import Family, HeadSpec, qa_head
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
 MODEL_TYPE = "mpnet"
@@ -44,55 +46,23 @@ PAD_ID = 1  # transformers' MPNetEmbeddings counts positions from padding_idx 1,
 
 
 def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
-    get = lambda k: require(hf, k, MODEL_TYPE)  # noqa: E731
-    why = "the jaxtl MPNet encoder is an encoder-only stack"
-    reject(hf, "is_decoder", (False,), why)
-    reject(hf, "add_cross_attention", (False,), why)
+    """BERT's attribute names (:func:`jaxtl.models.bert.config_from_hf` reads them), with no
+    token types, MPNet's LayerNorm epsilon and padding id, and the bias table's rows."""
     buckets = int(hf.get("relative_attention_num_buckets", RELATIVE_BUCKETS))
     if buckets < RELATIVE_BUCKETS:
         raise ValueError(f"config attribute relative_attention_num_buckets={buckets}: transformers' "
                          f"MPNet looks up {RELATIVE_BUCKETS} buckets, so the table needs at least "
                          "that many rows")  # fmt: skip
-    heads, width = get("num_attention_heads"), get("hidden_size")
-    if width % heads:
-        raise ValueError(f"config attribute hidden_size={width} is not divisible by "
-                         f"num_attention_heads={heads}")  # fmt: skip
-    return BertConfig(
-        vocab_size=get("vocab_size"),
-        hidden_size=width,
-        num_layers=get("num_hidden_layers"),
-        num_heads=heads,
-        intermediate_size=get("intermediate_size"),
-        max_position_embeddings=get("max_position_embeddings"),
-        type_vocab_size=0,
-        hidden_act=activation_name(hf, "hidden_act", "gelu"),
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
-        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
-        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        pad_token_id=PAD_ID,
-        initializer_range=hf.get("initializer_range", 0.02),
-        variant=MODEL_TYPE,
-        relative_attention_buckets=buckets,
-    )
+    cfg = bert.config_from_hf({**hf, "model_type": MODEL_TYPE, "type_vocab_size": 0,
+                               "layer_norm_eps": hf.get("layer_norm_eps", 1e-5),
+                               "pad_token_id": PAD_ID})  # fmt: skip
+    return dataclasses.replace(cfg, relative_attention_buckets=buckets)
 
 
 def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
-    return {
-        "model_type": MODEL_TYPE,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "hidden_act": cfg.hidden_act,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "hidden_dropout_prob": cfg.hidden_dropout,
-        "attention_probs_dropout_prob": cfg.attention_dropout,
-        "relative_attention_num_buckets": cfg.relative_attention_buckets,
-        "pad_token_id": cfg.pad_token_id,
-        "initializer_range": cfg.initializer_range,
-    }
+    out = bert.config_to_hf(cfg)
+    del out["type_vocab_size"], out["position_embedding_type"]  # not MPNetConfig's attributes
+    return out | {"relative_attention_num_buckets": cfg.relative_attention_buckets}
 
 
 def key_map(cfg: BertConfig) -> list[Rule]:
