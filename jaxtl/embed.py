@@ -36,8 +36,8 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from jaxtl.data import batching, packing
-from jaxtl.data.tokenize import Encoded
+from jaxtl.data import batching, packing, tokenize
+from jaxtl.data.tasks import Example, Task
 from jaxtl.models import heads
 from jaxtl.models.base import supports_packing
 from jaxtl.models.representation import KINDS as REPRESENTATIONS
@@ -49,6 +49,15 @@ log = logging.getLogger(__name__)
 POOLINGS = ("mean", "cls", "last")
 CHUNK = 8192  # inputs tokenised and run per chunk
 MAX_LENGTH = 512  # the default longest input (tokens) where neither the folder nor the model says
+
+
+def _given(split: str) -> Any:
+    raise ValueError("embedding inputs are handed over, not read from a split")
+
+
+# What the inputs are to the tokenizer: a sentence task's texts (or pairs), without labels.
+_INPUTS = Task("embed", "regression", loader=_given)
+
 # sentence-transformers' Pooling modes, as its config names them, and jaxtl's pooling for each
 _ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
                "pooling_mode_lasttoken": "last"}  # fmt: skip
@@ -167,23 +176,16 @@ class Embedder:
             yield self._embed_chunk(chunk)
 
     def _embed_chunk(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
-        texts = [x if isinstance(x, str) else x[0] for x in inputs]
-        pairs = [None if isinstance(x, str) else x[1] for x in inputs]
-        kw: dict[str, Any] = {"truncation": True, "max_length": self.max_length}
-        if any(p is not None for p in pairs):
-            if not all(p is not None for p in pairs):
-                raise ValueError("inputs mix single texts and (text, text_pair) pairs; embed "
-                                 "them apart")  # fmt: skip
-            tok = self.tokenizer(texts, pairs, return_token_type_ids=True, **kw)
-        else:
-            tok = self.tokenizer(texts, return_token_type_ids=True, **kw)
-        n = len(texts)
-        enc = Encoded(
-            input_ids=[np.asarray(x, np.int32) for x in tok["input_ids"]],
-            token_type_ids=[np.asarray(x, np.int32) for x in tok["token_type_ids"]],
-            label=np.zeros(n, np.int32), score=np.zeros(n, np.float32),
-        )  # fmt: skip
-        out = np.zeros((n, self.dim), np.float32)
+        examples = [Example(x, source=f"input:{i + 1}") if isinstance(x, str) else
+                    Example(x[0], text_pair=x[1], source=f"input:{i + 1}")
+                    for i, x in enumerate(inputs)]  # fmt: skip
+        if len({ex.text_pair is None for ex in examples}) > 1:
+            raise ValueError("inputs mix single texts and (text, text_pair) pairs; embed "
+                             "them apart")  # fmt: skip
+        # tokenised as a sentence task's unlabelled inputs are (cut at max_length, pairs too)
+        enc = tokenize.encode(_INPUTS, examples, self.tokenizer, max_length=self.max_length,
+                              labelled=False)  # fmt: skip
+        out = np.zeros((len(examples), self.dim), np.float32)
         if self.packed:
             batches = packing.eval_batches(enc, batch_size=self.batch_size, buckets=self.buckets,
                                            pad_id=self.pad_id)  # fmt: skip
