@@ -51,8 +51,8 @@ from typing import Any
 
 from jaxtl.data.io import (
     DEFAULT_ID,
-    DEFAULT_METRICS,
     NO_ID,
+    chosen_metrics,
     column,
     did_you_mean,
     has_id_column,
@@ -326,8 +326,7 @@ def file_task(
         else:
             names_tuple = tuple(sorted(values))
     label_map = {n: i for i, n in enumerate(names_tuple)}
-    default_metrics, default_main = DEFAULT_METRICS[kind]
-    mets = tuple(metrics or default_metrics)
+    mets, main = chosen_metrics(kind, metrics, main_metric)
     return Task(
         name=name,
         kind=kind,  # type: ignore[arg-type]
@@ -336,7 +335,7 @@ def file_task(
         label_names=names_tuple,
         text_fields=tuple(str(c) for c in (text, text_pair) if c is not None),
         metrics=mets,
-        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
+        main_metric=main,
         iob=kind == "tagging" and all(n == "O" or n[:2] in ("B-", "I-") for n in names_tuple),
         files=lambda split: (split_paths[split],),
     )

@@ -56,6 +56,7 @@ from jaxtl.data.io import (
     DEFAULT_ID,
     DEFAULT_METRICS,
     NO_ID,
+    chosen_metrics,
     did_you_mean,
     has_id_column,
     is_multi_hot,
@@ -332,7 +333,6 @@ def hf_task(
         kind = "lm" if feature is None else _default_kind(feature, text_feature)
     if kind not in DEFAULT_METRICS:
         raise ValueError(f"hf task: kind must be one of {list(DEFAULT_METRICS)}, got {kind!r}")
-    default_metrics, default_main = DEFAULT_METRICS[kind]
     labelled_kind = kind in ("classification", "multilabel", "regression", "tagging")
     class_label = _class_label(feature) if feature is not None else None
 
@@ -471,12 +471,10 @@ def hf_task(
         examples = _read(split_parts, split, lmap, bad)
         return bad.result(examples, split_parts[0][0] if split_parts else path)
 
-    if kind == "tagging":
-        iob = all(_IOB.match(n) for n in names)
-        mets = tuple(metrics or (default_metrics if iob else ("token_accuracy",)))
-    else:
-        iob = False
-        mets = tuple(metrics or default_metrics)
+    iob = kind == "tagging" and all(_IOB.match(n) for n in names)
+    # tags that are not IOB spans: scored per token only
+    plain_tags = ("token_accuracy",) if kind == "tagging" and not iob else None
+    mets, main = chosen_metrics(kind, metrics, main_metric, plain_tags)
     text_fields = (text, text_pair) if kind != "translation" else (text, target)
     return Task(
         name=name,
@@ -486,7 +484,7 @@ def hf_task(
         label_names=names,
         text_fields=tuple(str(c) for c in text_fields if c is not None),
         metrics=mets,
-        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
+        main_metric=main,
         iob=iob,
     )
 

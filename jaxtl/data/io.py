@@ -41,6 +41,16 @@ DEFAULT_METRICS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+def chosen_metrics(kind: str, metrics: Sequence[str] | None, main_metric: str | None,
+                   defaults: Sequence[str] | None = None) -> tuple[tuple[str, ...], str]:  # fmt: skip
+    """A reader's ``(metrics, main metric)``: the spec's ``metrics``, else ``defaults`` (else
+    the kind's :data:`DEFAULT_METRICS`); the spec's ``main_metric``, else the kind's main one
+    where it is among them, else the first."""
+    default_metrics, default_main = DEFAULT_METRICS[kind]
+    mets = tuple(metrics or defaults or default_metrics)
+    return mets, main_metric or (default_main if default_main in mets else mets[0])
+
+
 def resolve(data_dir: str | os.PathLike | None, path: str | os.PathLike, task: str) -> str:
     """``path`` under ``data_dir`` (or as is when absolute); a clear error when no dir given."""
     path = os.fspath(path)
@@ -414,10 +424,10 @@ def qa_task_of(
 ) -> Task:  # fmt: skip
     """The :class:`Task` of a qa reader (file or hf): SQuAD's metrics unless told others, with
     SQuAD 2.0's breakdown by answerability where questions may have no answer."""
-    default_metrics, default_main = DEFAULT_METRICS["qa"]
+    defaults = DEFAULT_METRICS["qa"][0]
     if null_answers:
-        default_metrics += ("has_answer_exact", "has_answer_f1", "no_answer_exact")
-    mets = tuple(metrics or default_metrics)
+        defaults += ("has_answer_exact", "has_answer_f1", "no_answer_exact")
+    mets, main = chosen_metrics("qa", metrics, main_metric, defaults)
     return Task(
         name=name,
         kind="qa",
@@ -425,7 +435,7 @@ def qa_task_of(
         splits=tuple(splits),
         text_fields=fields,
         metrics=mets,
-        main_metric=main_metric or (default_main if default_main in mets else mets[0]),
+        main_metric=main,
         null_answers=bool(null_answers),
         files=files,
     )
