@@ -259,16 +259,11 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)
     from jaxtl import embed, runtime
-    from jaxtl.workdir import check_output as workdir_check_output
+    from jaxtl.workdir import check_file_command
 
     runtime.quiet_garbage_collector()
     try:
-        if args.input != "-" and not os.path.exists(args.input):  # before the model loads
-            raise ValueError(f"--input={args.input}: no such file")
-        if args.output != "-" and os.path.isdir(args.output):
-            raise ValueError(f"--output={args.output} is a folder; --embed writes one file")
-        if args.workdir and args.output != "-":
-            workdir_check_output(args.workdir, args.output, "--output", folder=False)
+        check_file_command(args.input, args.output, args.workdir, "--embed")  # before the model
         settings = embed.Settings(
             representation=args.representation, pooling=args.pooling,
             normalize=None if args.normalize is None else args.normalize == "true",

@@ -490,13 +490,8 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     (:meth:`Predictor.predict_stream`; a file appears whole at the end, never half-written);
     returns the number of rows and, when every row has a gold label, the task's metrics against
     them (None otherwise)."""
-    if input_path != "-" and not epath.Path(input_path).exists():  # before the model loads
-        raise ValueError(f"--input={input_path}: no such file")
+    workdir_lib.check_file_command(input_path, output, workdir, "--predict")
     out_format = predictions.output_format(output, output_format)
-    if output != "-":
-        if epath.Path(output).is_dir():
-            raise ValueError(f"--output={output} is a folder; --predict writes one file")
-        workdir_lib.check_output(workdir, output, "--output", folder=False)
     p = load(workdir)
     td = p.task(task)
     predictions.check_format(td.task, out_format)

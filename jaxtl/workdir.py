@@ -152,6 +152,20 @@ def _resolved(path: str | os.PathLike) -> str:
     return os.path.realpath(p) if "://" not in p else p.rstrip("/")
 
 
+def check_file_command(input_path: str, output: str, workdir: str | os.PathLike | None,
+                       command: str) -> None:  # fmt: skip
+    """The checks of a command that reads ``--input`` (a file, or "-" for stdin) and writes one
+    ``--output`` file ("-" for stdout), made before any model loads: the input exists, the
+    output is not a folder, nor one of ``workdir``'s own files (:func:`check_output`)."""
+    if input_path != "-" and not epath.Path(input_path).exists():
+        raise ValueError(f"--input={input_path}: no such file")
+    if output != "-":
+        if epath.Path(output).is_dir():
+            raise ValueError(f"--output={output} is a folder; {command} writes one file")
+        if workdir is not None:
+            check_output(workdir, output, "--output", folder=False)
+
+
 def check_output(workdir: str | os.PathLike, output: str | os.PathLike, flag: str, *,
                  folder: bool, subfolders: Collection[str] = ()) -> None:  # fmt: skip
     """Refuse, before anything heavy, an output that would write over a run's own files:
