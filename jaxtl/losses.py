@@ -145,11 +145,10 @@ def _qa_marks(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
     return valid, (safe % 2) == 1, safe >= 2  # QA_START is 1, QA_END 2, both 3
 
 
-def _qa_segments(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """A qa batch's windows: ([B,S,T] which tokens are window s's answer positions, [B,S] each
-    window's weight, [B,T] each token's position in its window). A packed row holds S windows
-    (``segment_ids`` s + 1), an unpacked one a single window (S = 1)."""
-    valid, _, _ = _qa_marks(batch)
+def _qa_segments(batch: dict, valid: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A qa batch's windows: ([B,S,T] which of the ``valid`` answer positions are window s's,
+    [B,S] each window's weight, [B,T] each token's position in its window). A packed row holds
+    S windows (``segment_ids`` s + 1), an unpacked one a single window (S = 1)."""
     w = batch["example_weight"]
     if "segment_ids" in batch:
         slots = jnp.arange(1, w.shape[1] + 1, dtype=batch["segment_ids"].dtype)
@@ -165,8 +164,8 @@ def qa(logits: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
     positions an answer may take (the context and the "no answer" token), not the question's
     or the padding's, so no probability is spent where no answer can be — in a packed row
     over each window's own positions, so windows sharing a row are scored as if alone."""
-    _, is_start, is_end = _qa_marks(batch)
-    m, w, _ = _qa_segments(batch)  # [B,S,T]
+    valid, is_start, is_end = _qa_marks(batch)
+    m, w, _ = _qa_segments(batch, valid)  # [B,S,T]
     x = jnp.where(m[..., None], logits.astype(jnp.float32)[:, None], -1e9)  # [B,S,T,2]
     logp = jax.nn.log_softmax(x, axis=2)
     start = jnp.argmax(m & is_start[:, None, :], axis=-1)  # [B,S]
@@ -185,7 +184,7 @@ def best_spans(logits: jax.Array, batch: dict, max_tokens: int = 30) -> tuple[ja
     transformers' ``run_qa``), as the question-answering pipeline decodes; the "no answer"
     token is a window's first position an answer may take. Ties go to the earliest start,
     then the earliest end."""
-    m, _, position = _qa_segments(batch)  # [B,S,T]
+    m, _, position = _qa_segments(batch, _qa_marks(batch)[0])  # [B,S,T]
     x = logits.astype(jnp.float32)
     t = x.shape[1]
     null = jnp.argmax(m, axis=-1)  # [B,S]
