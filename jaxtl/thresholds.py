@@ -123,6 +123,9 @@ def load(workdir: epath.Path) -> dict[str, dict[str, float]]:
     return {t: dict(v["thresholds"]) for t, v in json.loads(path.read_text()).items()}
 
 
+NULL = "null"  # a qa task's entry in thresholds.json
+
+
 def apply(task: Any, by_class: Mapping[str, float] | None) -> Any:
     """``task`` deciding its classes at the thresholds a run saved for it (if any); a qa task,
     its answers at the "no answer" threshold saved as ``null``."""
@@ -131,9 +134,6 @@ def apply(task: Any, by_class: Mapping[str, float] | None) -> Any:
     if task.kind == "qa":
         return dataclasses.replace(task, null_threshold=float(by_class[NULL]))
     return with_thresholds(task, [by_class[n] for n in task.label_names])
-
-
-NULL = "null"  # a qa task's entry in thresholds.json
 
 
 def tune_null(margins: np.ndarray, f1_span: np.ndarray, f1_null: np.ndarray,
