@@ -985,9 +985,10 @@ def case_e2e_full(s: Settings) -> dict[str, Any]:
 
 
 def case_families(s: Settings) -> dict[str, Any]:
+    from bench.families import SHAPE
     from bench.families import case_families as run
 
-    return run(s)
+    return run(s, shape={**SHAPE, "layers": s.families_layers})
 
 
 CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding",

@@ -568,6 +568,20 @@ def test_cpu_kernels_reach_the_worker_processes_configs():
     assert c.cpu_kernels == "ynnpack"
 
 
+def test_families_layers_reach_the_families_shape(monkeypatch):
+    """``--families-layers`` sets the depth of every family's model (the pre-norm families'
+    step cost grew with depth where the 4-layer default hid it); the rest of the shape stays."""
+    from bench import cases, families
+    from bench.run import parse, settings_from
+
+    seen = []
+    monkeypatch.setattr(families, "case_families", lambda s, shape: seen.append(shape) or {})
+    cases.case_families(settings_from(parse([])))
+    cases.case_families(settings_from(parse(["--families-layers", "12"])))
+    assert [shape["layers"] for shape in seen] == [4, 12]
+    assert seen[1] == {**families.SHAPE, "layers": 12}
+
+
 def test_recorded_commands_can_be_pasted_back_into_a_shell():
     """A results file's command keeps an empty argument and quotes what the shell would split."""
     from bench.common import command_line
