@@ -120,6 +120,79 @@ def test_gelu_keeps_only_its_input_for_backward_and_matches_autodiff(name, appro
     assert len(saved) == 1 and "argument" in saved[0], saved
 
 
+def _f32_layer_norm(x, scale, module):
+    """LayerNorm in float32 by its textbook formula, ``module``'s bias (rounded to bf16)."""
+    mean = x.mean(-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(((x - mean) ** 2).mean(-1, keepdims=True) + 1e-12) * scale
+    if module.bias is not None:
+        y = y + module.bias[...].astype(jnp.bfloat16).astype(jnp.float32)
+    return y
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_layer_norm_matches_nnx_values_and_autodiff_gradients(use_bias, capsys):
+    """The encoders' LayerNorm has a hand-written backward (closed form, x-hat recomputed); its
+    values must equal nnx.LayerNorm's exactly and its gradients (input, scale, bias) those of
+    autodiff through nnx.LayerNorm to 1e-5 (f32), with only the input kept at full size. In
+    bfloat16 the values are equal and the input gradient is the f32 one rounded once (within
+    one bfloat16 step, 2^-7 relative)."""
+    from jax.ad_checkpoint import print_saved_residuals
+
+    keys = jax.random.split(jax.random.key(1), 4)
+    x = jax.random.normal(keys[0], (3, 5, 64)) * 3.0 + 1.0
+    weights = jax.random.normal(keys[1], (3, 5, 64))  # a non-uniform cotangent
+
+    def pair(dtype):
+        kw = dict(epsilon=1e-12, use_bias=use_bias, dtype=dtype, rngs=nnx.Rngs(0))
+        ours = base.layer_norm(64, 1e-12, use_bias=use_bias, dtype=dtype, rngs=nnx.Rngs(0))
+        ref = nnx.LayerNorm(64, use_fast_variance=False, **kw)
+        for m in (ours, ref):
+            m.scale[...] = 1.0 + 0.5 * jax.random.normal(keys[2], (64,))
+            if use_bias:
+                m.bias[...] = jax.random.normal(keys[3], (64,))
+        return ours, ref
+
+    def grads(m, x):
+        loss = lambda m, x: (m(x).astype(jnp.float32) * weights).sum()  # noqa: E731
+        return nnx.grad(loss, argnums=(0, 1))(m, x)
+
+    ours, ref = pair(jnp.float32)
+    assert isinstance(ours, base.LayerNorm)
+    np.testing.assert_array_equal(ours(x), ref(x))
+    (p_ours, dx_ours), (p_ref, dx_ref) = grads(ours, x), grads(ref, x)
+    np.testing.assert_allclose(dx_ours, dx_ref, atol=1e-5, rtol=0)
+    for name in ("scale", "bias") if use_bias else ("scale",):
+        np.testing.assert_allclose(p_ours[name][...], p_ref[name][...], atol=1e-5, rtol=0)
+    capsys.readouterr()
+    print_saved_residuals(lambda x: ours(x).sum(), x)
+    saved = [line for line in capsys.readouterr().out.splitlines() if "[3,5,64]" in line]
+    assert len(saved) == 1 and "argument" in saved[0], saved
+
+    # bfloat16: against the f32 gradient of the same bf16-rounded input, scale and cotangent,
+    # ours is within a bfloat16 step of the largest entry and no further off than autodiff's.
+    ours16, ref16 = pair(jnp.bfloat16)
+    x16 = x.astype(jnp.bfloat16)
+    assert ours16(x16).dtype == jnp.bfloat16
+    np.testing.assert_array_equal(ours16(x16), ref16(x16))
+    w16 = weights.astype(jnp.bfloat16).astype(jnp.float32)
+    rounded = lambda m: m.scale[...].astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+    exact = jax.grad(lambda y: (_f32_layer_norm(y, rounded(ours16), ours16) * w16).sum())(
+        x16.astype(jnp.float32)
+    )
+    loss16 = lambda m, y: (m(y).astype(jnp.float32) * weights).sum()  # noqa: E731
+    err = {
+        name: float(jnp.abs(nnx.grad(loss16, argnums=1)(m, x16).astype(jnp.float32) - exact).max())
+        for name, m in (("ours", ours16), ("autodiff", ref16))
+    }
+    assert err["ours"] <= 2.0**-8 * float(jnp.abs(exact).max()), err
+    assert err["ours"] <= err["autodiff"], err
+
+    # Normalising over other axes is nnx.LayerNorm's own call.
+    wide = base.LayerNorm(5 * 64, reduction_axes=(1, 2), feature_axes=(1, 2), rngs=nnx.Rngs(0))
+    ref_wide = nnx.LayerNorm(5 * 64, reduction_axes=(1, 2), feature_axes=(1, 2), rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(wide(x), ref_wide(x))
+
+
 def test_dropout_draws_8_bit_masks_and_keeps_the_expectation():
     """Masks compare 8-bit integers with round(keep * 256): for rate 0.1 the realised keep
     fraction is 230/256 = 0.8984 (not 0.9), and the scale uses it, so E[dropout(x)] = x. On 2^23
