@@ -144,7 +144,9 @@ def test_layer_norm_matches_nnx_values_and_autodiff_gradients(use_bias, capsys):
 
     def pair(dtype):
         kw = dict(epsilon=1e-12, use_bias=use_bias, dtype=dtype, rngs=nnx.Rngs(0))
-        ours = base.layer_norm(64, 1e-12, use_bias=use_bias, dtype=dtype, rngs=nnx.Rngs(0))
+        ours = base.layer_norm(
+            64, 1e-12, use_bias=use_bias, dtype=dtype, pre_norm=True, rngs=nnx.Rngs(0)
+        )
         ref = nnx.LayerNorm(64, use_fast_variance=False, **kw)
         for m in (ours, ref):
             m.scale[...] = 1.0 + 0.5 * jax.random.normal(keys[2], (64,))
@@ -191,6 +193,28 @@ def test_layer_norm_matches_nnx_values_and_autodiff_gradients(use_bias, capsys):
     wide = base.LayerNorm(5 * 64, reduction_axes=(1, 2), feature_axes=(1, 2), rngs=nnx.Rngs(0))
     ref_wide = nnx.LayerNorm(5 * 64, reduction_axes=(1, 2), feature_axes=(1, 2), rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(wide(x), ref_wide(x))
+
+
+def test_pre_norm_blocks_take_the_closed_form_layer_norm_and_post_norm_blocks_autodiffs():
+    """The hand-written backward is for norms that open a residual branch (GPT-2's and
+    ModernBERT's blocks: linear in depth on CPU); BERT's post-norm blocks keep autodiff's,
+    which XLA fuses better there (BENCHMARKS.md section 10)."""
+    from jaxtl.models import bert, gpt2, modernbert
+
+    def layer(family, hf):
+        return models.build_encoder(family, hf, rngs=nnx.Rngs(0)).layers[1]
+
+    small = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=32)  # fmt: skip
+    g = layer("gpt2", dict(vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=32))
+    m = layer("modernbert", dict(small, max_position_embeddings=32))
+    b = layer("bert", dict(small, max_position_embeddings=32))
+    assert isinstance(g, gpt2.GPT2Layer) and isinstance(m, modernbert.ModernBertLayer)
+    for norm in (g.attention_norm, g.mlp_norm, m.attention_norm, m.mlp_norm):
+        assert isinstance(norm, base.LayerNorm)
+    assert isinstance(b, bert.BertLayer)
+    for norm in (b.attention_norm, b.mlp_norm):
+        assert isinstance(norm, nnx.LayerNorm) and not isinstance(norm, base.LayerNorm)
 
 
 def test_dropout_draws_8_bit_masks_and_keeps_the_expectation():

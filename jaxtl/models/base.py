@@ -245,16 +245,17 @@ _layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 class LayerNorm(nnx.LayerNorm):
     """``nnx.LayerNorm`` (its parameters, attributes and forward values) with a hand-written
     backward pass: the closed-form input gradient, keeping only the input and two statistics
-    per row.
+    per row. :func:`layer_norm` builds it for the norms that open a pre-norm block's branch.
 
     Why: autodiff of the normalisation leaves a dozen elementwise terms per LayerNorm in the
     gradient of the residual stream. In a pre-norm block (GPT-2, ModernBERT) that gradient
     is a running sum through every later block, and XLA:CPU's own kernels fuse the whole sum
     again into each of its consumers (the weight gradients' transposes), work quadratic in
-    depth: a 12-layer GPT-2 step of 32 x 128 tokens took 4.32 s with autodiff's backward and
-    2.01 s with this one, ModernBERT 4.56 and 1.74 s (BENCHMARKS.md section 10). Post-norm
-    encoders (BERT) run at the same speed either way, and YNNPACK's steps keep less (MiniLM
-    at 32 x 128: 1,091 vs 1,181 MiB of XLA temporaries). Values equal ``nnx.LayerNorm``'s and
+    depth: a 12-layer GPT-2 step of 32 x 128 tokens took 1.91x PyTorch's time with autodiff's
+    backward and 0.78x with this one, ModernBERT 2.21x and 0.89x (BENCHMARKS.md section 10).
+    In a post-norm block the norm sits on the stream itself, and there this backward made
+    XLA recompute the stream's gradient instead (MiniLM's LoRA step at 32 x 128 took 1.14x as
+    long, its full step as long), so post-norm encoders keep autodiff's. Values equal ``nnx.LayerNorm``'s and
     gradients its autodiff's (tests/test_models_encoders.py). Normalises over the last axis
     only, as every jaxtl encoder does; other settings fall back to ``nnx.LayerNorm``'s call.
     """
@@ -288,10 +289,13 @@ def layer_norm(
     use_bias: bool = True,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
+    pre_norm: bool = False,
     rngs: nnx.Rngs,
-) -> LayerNorm:
-    """``use_bias=False``: scale only (ModernBERT's ``norm_bias=False``)."""
-    return LayerNorm(
+) -> nnx.LayerNorm:
+    """``use_bias=False``: scale only (ModernBERT's ``norm_bias=False``). ``pre_norm=True``
+    for a norm whose output opens a residual branch (x + f(norm(x))): a :class:`LayerNorm`,
+    whose backward keeps the step linear in depth on CPU; otherwise ``nnx.LayerNorm``."""
+    return (LayerNorm if pre_norm else nnx.LayerNorm)(
         features,
         epsilon=eps,
         use_bias=use_bias,

@@ -117,9 +117,13 @@ class GPT2Layer(nnx.Module):
 
     def __init__(self, cfg: GPT2Config, *, rngs: nnx.Rngs):
         kw = _kw(cfg)
-        self.attention_norm = base.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs=rngs, **kw)
+        self.attention_norm = base.layer_norm(
+            cfg.hidden_size, cfg.layer_norm_eps, pre_norm=True, rngs=rngs, **kw
+        )
         self.attention = GPT2Attention(cfg, rngs=rngs)
-        self.mlp_norm = base.layer_norm(cfg.hidden_size, cfg.layer_norm_eps, rngs=rngs, **kw)
+        self.mlp_norm = base.layer_norm(
+            cfg.hidden_size, cfg.layer_norm_eps, pre_norm=True, rngs=rngs, **kw
+        )
         self.mlp = GPT2Mlp(cfg, rngs=rngs)
         self.hidden_dropout = cfg.hidden_dropout
         self.attention_dropout = cfg.attention_dropout

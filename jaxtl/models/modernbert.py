@@ -126,10 +126,11 @@ def _kw(cfg: ModernBertConfig) -> dict[str, Any]:
     return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
 
 
-def _norm(cfg: ModernBertConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def _norm(cfg: ModernBertConfig, *, pre_norm: bool = False, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return base.layer_norm(
-        cfg.hidden_size, cfg.norm_eps, use_bias=cfg.norm_bias, rngs=rngs, **_kw(cfg)
-    )
+        cfg.hidden_size, cfg.norm_eps, use_bias=cfg.norm_bias, pre_norm=pre_norm, rngs=rngs,
+        **_kw(cfg),
+    )  # fmt: skip
 
 
 def rotary(positions: jax.Array, dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -207,9 +208,9 @@ class ModernBertLayer(nnx.Module):
     """Pre-LN block: x + attn(LN(x)) (no LN in layer 0), then + mlp(LN(.))."""
 
     def __init__(self, cfg: ModernBertConfig, index: int, *, rngs: nnx.Rngs):
-        self.attention_norm = _norm(cfg, rngs=rngs) if index > 0 else None
+        self.attention_norm = _norm(cfg, pre_norm=True, rngs=rngs) if index > 0 else None
         self.attention = ModernBertAttention(cfg, rngs=rngs)
-        self.mlp_norm = _norm(cfg, rngs=rngs)
+        self.mlp_norm = _norm(cfg, pre_norm=True, rngs=rngs)
         self.mlp = ModernBertMlp(cfg, rngs=rngs)
         self.attention_dropout = cfg.attention_dropout
 
