@@ -252,12 +252,13 @@ class LayerNorm(nnx.LayerNorm):
     is a running sum through every later block, and XLA:CPU's own kernels fuse the whole sum
     again into each of its consumers (the weight gradients' transposes), work quadratic in
     depth: a 12-layer GPT-2 step of 32 x 128 tokens took 1.91x PyTorch's time with autodiff's
-    backward and 0.78x with this one, ModernBERT 2.21x and 0.89x (BENCHMARKS.md section 10).
+    backward and 0.75x with this one, ModernBERT 2.21x and 0.92x (BENCHMARKS.md section 10).
     In a post-norm block the norm sits on the stream itself, and there this backward made
-    XLA recompute the stream's gradient instead (MiniLM's LoRA step at 32 x 128 took 1.14x as
-    long, its full step as long), so post-norm encoders keep autodiff's. Values equal ``nnx.LayerNorm``'s and
-    gradients its autodiff's (tests/test_models_encoders.py). Normalises over the last axis
-    only, as every jaxtl encoder does; other settings fall back to ``nnx.LayerNorm``'s call.
+    XLA recompute the stream's gradient instead (MiniLM's LoRA step at 32 x 128 took 1.14x
+    as long, its full step as long), so post-norm encoders keep autodiff's. Values equal
+    ``nnx.LayerNorm``'s and gradients its autodiff's (tests/test_models_encoders.py).
+    Normalises over the last axis only, as every jaxtl encoder does; other settings fall back
+    to ``nnx.LayerNorm``'s call.
     """
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
