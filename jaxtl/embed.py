@@ -277,9 +277,6 @@ def read_inputs(
     """(input, where) per non-blank line of ``path`` ("-" = stdin): ``lines``, one text per line
     (tabs kept); ``jsonl``, objects with ``text`` and optionally ``text_pair``; ``auto`` by the
     extension (``.jsonl`` / ``.json``)."""
-    import contextlib
-    import sys
-
     from jaxtl.data import DataError
 
     if input_format == "auto":
@@ -289,23 +286,21 @@ def read_inputs(
         raise ValueError(f"--input_format={input_format}: choose one of auto, lines, jsonl")
     from jaxtl.data.io import text_lines
 
-    opened: Any = contextlib.nullcontext(sys.stdin) if path == "-" else epath.Path(path).open()
-    with opened as f:
-        for line, where in text_lines(f, "<stdin>" if path == "-" else path):
-            if input_format == "lines":
-                yield line, where
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                raise DataError(f"{where}: expected an object with a string 'text' (and "
-                                "optionally 'text_pair')")  # fmt: skip
-            pair = rec.get("text_pair")
-            if pair is not None and not isinstance(pair, str):
-                raise DataError(f"{where}: 'text_pair' must be a string, got {pair!r}")
-            yield (rec["text"] if pair is None else (rec["text"], pair)), where
+    for line, where in text_lines(path):
+        if input_format == "lines":
+            yield line, where
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+            raise DataError(f"{where}: expected an object with a string 'text' (and "
+                            "optionally 'text_pair')")  # fmt: skip
+        pair = rec.get("text_pair")
+        if pair is not None and not isinstance(pair, str):
+            raise DataError(f"{where}: 'text_pair' must be a string, got {pair!r}")
+        yield (rec["text"] if pair is None else (rec["text"], pair)), where
 
 
 def embed_command(e: Embedder, input_path: str, output: str, input_format: str = "auto") -> int:

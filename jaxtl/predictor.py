@@ -13,14 +13,12 @@ Records are those of :mod:`jaxtl.predictions` (``label`` + ``probs``, ``score`` 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any
+from typing import Any
 
 import jax
 import ml_collections
@@ -348,12 +346,10 @@ class Predictor:
                 raise DataError(f"{e} (read in the own format of task {td.task.name!r}, "
                                 "chosen by the file's extension; --input_format=lines reads one "
                                 "text per line, jsonl one object per line)") from None  # fmt: skip
-        with contextlib.nullcontext(sys.stdin) if path == "-" else epath.Path(path).open() as f:
-            yield from self._read_lines(f, path, td, input_format)
+        yield from self._read_lines(path, td, input_format)
 
-    def _read_lines(self, f: IO[str], path: str, td: TaskData, input_format: str
-                    ) -> Iterator[Example]:  # fmt: skip
-        for line, where in text_lines(f, "<stdin>" if path == "-" else path):
+    def _read_lines(self, path: str, td: TaskData, input_format: str) -> Iterator[Example]:
+        for line, where in text_lines(path):
             if input_format == "jsonl":
                 try:
                     rec = json.loads(line)

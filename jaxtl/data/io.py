@@ -11,6 +11,7 @@ no reader has to import another one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import gzip
@@ -19,8 +20,11 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
+
+from etils import epath
 
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task
 
@@ -117,14 +121,16 @@ def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
         yield from _decoded(path, itertools.chain(lead, f), bad)
 
 
-def text_lines(f: Any, name: str) -> Iterator[tuple[str, str]]:
-    """(line, "name:N") for each non-blank line of an open text stream (a file, or stdin named
+def text_lines(path: str) -> Iterator[tuple[str, str]]:
+    """(line, "path:N") for each non-blank line of the text file ``path`` ("-" = stdin, named
     ``<stdin>``), without its line ending or a leading byte-order mark: what ``--predict`` and
     ``--embed`` read, a line at a time."""
-    for n, line in enumerate(f, start=1):
-        line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
-        if line.strip():
-            yield line, f"{name}:{n}"
+    name = "<stdin>" if path == "-" else path
+    with contextlib.nullcontext(sys.stdin) if path == "-" else epath.Path(path).open() as f:
+        for n, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
+            if line.strip():
+                yield line, f"{name}:{n}"
 
 
 def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -266,8 +266,8 @@ class LayerNorm(nnx.LayerNorm):
         plain = (
             mask is None
             and self.axis_name is None
-            and tuple(_as_tuple(self.reduction_axes)) in last
-            and tuple(_as_tuple(self.feature_axes)) in last
+            and _as_tuple(self.reduction_axes) in last
+            and _as_tuple(self.feature_axes) in last
         )
         if not plain:
             return super().__call__(x, mask=mask)
