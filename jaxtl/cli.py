@@ -167,6 +167,13 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _file_command_logging() -> None:
+    """What ``--predict``, ``--embed`` and ``--glue_submission`` log: warnings, without absl's
+    (orbax's notes on params-only restores)."""
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     """``--predict``: run a finished workdir's selected model on a file; ``--export``: write it
     in Hugging Face layout. No regime, no config: both read the workdir."""
@@ -190,8 +197,7 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         help="auto | lines (one text per line; tab = pair) | jsonl | task",
     )
     args = parser.parse_args(argv[1:])
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's notes on params-only restores
+    _file_command_logging()
     from jaxtl import runtime
     from jaxtl.predictor import load, predict_command
     from jaxtl.workdir import check_output as workdir_check_output
@@ -256,8 +262,7 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--allow_pickle", action="store_true",
                         help="accept a pytorch_model.bin (pickle) checkpoint")  # fmt: skip
     args = parser.parse_args(argv[1:])
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    _file_command_logging()
     from jaxtl import embed, runtime
     from jaxtl.workdir import check_file_command
 
@@ -294,8 +299,7 @@ def glue_submission_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--data_dir", default=None, help="the folder holding the GLUE "
                         "distribution (default: each run's data.dir)")  # fmt: skip
     args = parser.parse_args(argv[1:])
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    _file_command_logging()
     from jaxtl import submission
 
     try:
