@@ -374,6 +374,12 @@ def card_base_model(name: str | None) -> str | None:
     return name
 
 
+def _hub_note(path: str | None, name: str | None) -> str:
+    """`` (on the Hub: id)`` when the adapter's base is a local copy of a Hub model."""
+    hub_id = card_base_model(name)
+    return f" (on the Hub: `{hub_id}`)" if hub_id and hub_id != path else ""
+
+
 def _card_base_line(name: str | None) -> str:
     hub_id = card_base_model(name)
     return f"base_model: {json.dumps(hub_id)}\n" if hub_id else ""
@@ -686,7 +692,7 @@ library_name: peft
 LoRA factors (r={config["r"]}, alpha={config["lora_alpha"]}) on
 {", ".join(f"`{x}`" for x in config["target_modules"])}, and the task head
 ({", ".join(f"`{x}`" for x in to_save)}, as `modules_to_save`), for `{spec.architecture}` over
-the base model `{name_or_path}`. Labels ({len(labels)}): {", ".join(f"`{n}`" for n in labels)}.
+the base model `{name_or_path}`{_hub_note(name_or_path, base_model)}. Labels ({len(labels)}): {", ".join(f"`{n}`" for n in labels)}.
 
 ```python
 import peft, transformers

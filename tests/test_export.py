@@ -254,6 +254,12 @@ def test_lora_model_merged_export_and_peft_adapter(base_dirs, tmp_path, family):
     loaded = peft_lib.PeftModel.from_pretrained(hf_base_model, tmp_path / "adapter")
     assert max_diff(ours, hf_logits(loaded, ids, mask, tt)) <= TOL
     assert rep["tensors"] == (2 * 6 * 2 + 4 if family == "bert" else 2 * 4 * 2 + 1)
+    # The card names the Hub model a run named, beside the local copy the config points at.
+    export.export_peft_adapter(model, params, td, tmp_path / "named", base_dir=base,
+                               base_model="minilm")  # fmt: skip
+    card = (tmp_path / "named" / "README.md").read_text()
+    assert 'base_model: "sentence-transformers/all-MiniLM-L6-v2"' in card.split("---")[1]
+    assert f"`{base}` (on the Hub: `sentence-transformers/all-MiniLM-L6-v2`)" in card
 
     # An encoder whose base weights were trained too: the adapter would be wrong, so no adapter.
     moved = perturbed(model, seed=5, where=lambda p: p.endswith("layers/0/mlp/output/bias"))
@@ -352,7 +358,7 @@ def test_export_run_writes_encoder_task_models_and_adapters(tiny_bert_dir, tmp_p
     for card in (out / "toy/ner/README.md", out / "toy/ner/adapter/README.md"):
         front = card.read_text().split("---")[1]
         assert "library_name:" in front and "base_model" not in front
-        assert str(tiny_bert_dir) in card.read_text()
+        assert str(tiny_bert_dir) in card.read_text() and "on the Hub" not in card.read_text()
     assert 'aggregation_strategy="first"' in (out / "toy/ner/README.md").read_text()
 
 
