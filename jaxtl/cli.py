@@ -102,6 +102,21 @@ def _load_config(value: str) -> Any:
     return module.get_config(arg) if sep else module.get_config()
 
 
+def _config_of(argv: list[str]) -> Any:
+    """The config a resolved argv's ``--config`` names, before its overrides; None when there is
+    none or it does not load (the flag parser reports a broken config file itself)."""
+    value = next((argv[i + 1] if a == "--config" else a.split("=", 1)[1]
+                  for i, a in enumerate(argv)
+                  if a.startswith("--config=") or a == "--config" and i + 1 < len(argv)),
+                 None)  # fmt: skip
+    if value is None:
+        return None
+    try:
+        return _load_config(value)
+    except Exception:  # noqa: BLE001 - reported by the flag parser
+        return None
+
+
 # The spec strings of a user's own data (``file:name=N,path=P,...``, ``hf:...``) carry commas,
 # which ml_collections reads as a tuple's separators when the key holds a tuple.
 _SPEC_PREFIXES = ("file:", "hf:")
@@ -122,15 +137,8 @@ def single_spec_overrides(argv: list[str]) -> list[str]:
 
     candidates = [i for i, a in enumerate(argv) if a.startswith("--config.") and "=" in a
                   and is_list(a.split("=", 1)[1])]  # fmt: skip
-    config_value = next((argv[i + 1] if a == "--config" else a.split("=", 1)[1]
-                         for i, a in enumerate(argv)
-                         if a.startswith("--config=") or a == "--config" and i + 1 < len(argv)),
-                        None)  # fmt: skip
-    if not candidates or config_value is None:
-        return argv
-    try:
-        config = _load_config(config_value)
-    except Exception:  # noqa: BLE001 - the flag parser reports a broken config file itself
+    config = _config_of(argv) if candidates else None
+    if config is None:
         return argv
     out = list(argv)
     for i in candidates:
@@ -155,6 +163,17 @@ def _config_node(config: Any, key: str) -> Any:
     for part in key.split("."):
         node = node.get(part) if hasattr(node, "get") else None
     return node
+
+
+def _paths_named(config: Any, key: str, prefix: str = "") -> list[str]:
+    """Every dotted path in ``config`` whose last part is ``key`` (sorted)."""
+    found = []
+    for name in sorted(config.keys()) if hasattr(config, "keys") else []:
+        path = prefix + name
+        if name == key:
+            found.append(path)
+        found += _paths_named(config[name], key, path + ".")
+    return found
 
 
 def _command(prog: str) -> str:
@@ -583,7 +602,10 @@ def main(prog: str = "jaxtl") -> None:
         except Exception as e:  # noqa: BLE001 - every parse failure is the user's input
             if any(a.lower() in ("--debug", "--debug=true", "--debug=1") for a in argv):
                 raise
-            sys.exit(f"{prog}: {flag_error(e, argv, flags.FLAGS['config'].value)}")
+            # An override of a key the config lacks fails while the config loads: load it
+            # without the overrides to say where the key is.
+            config = flags.FLAGS["config"].value or _config_of(argv)
+            sys.exit(f"{prog}: {flag_error(e, argv, config)}")
 
     app.run(run, flags_parser=parse_flags)
 
@@ -616,6 +638,10 @@ def flag_error(e: BaseException, argv: list[str], config: Any = None) -> str:
         key = key.strip("'\"")
         flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
                      and key in a.split("=")[0].split(".")[1:]), "--config")  # fmt: skip
+        if not hint and config is not None:  # the key elsewhere: a regime's target.tasks
+            where = _paths_named(config, key)
+            if where:
+                hint = "this config has it as " + " and ".join(f"--config.{w}" for w in where)
         return f"{flag}: the config has no key {key!r}" + (f" ({hint.strip()})" if hint else "")
     lines = [x.strip() for x in str(e).splitlines() if x.strip()]
     if not lines:

@@ -107,8 +107,18 @@ def test_bad_argument_names_the_value_the_file_and_the_valid_ones(name):
     ],
 )  # fmt: skip
 def test_a_bad_command_line_config_stops_with_one_line(flag, message, tmp_path):
-    cmd = [sys.executable, str(REPO / "launch.py"), "--regime=multitask", flag,
-           f"--workdir={tmp_path / 'wd'}"]  # fmt: skip
+    _one_line_error(["--regime=multitask", flag], message, tmp_path)
+
+
+def test_a_key_of_another_regime_names_where_this_config_has_it(tmp_path):
+    """multitask's tasks.names given to a regime whose tasks are source.tasks/target.tasks."""
+    _one_line_error(["--regime=supervised_sequential", "--config.tasks.names=('rte',)"],
+                    "--config.tasks.names: the config has no key 'tasks' (this config has it as "
+                    "--config.source.tasks and --config.target.tasks)", tmp_path)  # fmt: skip
+
+
+def _one_line_error(args, message, tmp_path):
+    cmd = [sys.executable, str(REPO / "launch.py"), *args, f"--workdir={tmp_path / 'wd'}"]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
     (line,) = p.stderr.strip().splitlines()
