@@ -70,6 +70,20 @@ def test_sentence_pair_csv_and_escape(tmp_path):
     assert odd.load("train")[0].text == "hello" and odd.text_fields == ("s,1",)
 
 
+def test_each_file_of_paths_is_read_in_the_format_its_extension_names(tmp_path):
+    write(tmp_path / "train.csv", 'text,label\n"good, really",pos\nbad,neg\n')
+    write(tmp_path / "dev.tsv", "text\tlabel\ngood, truly\tpos\n")
+    write(tmp_path / "test.jsonl", '{"text": "bad, sadly", "label": "neg"}\n')
+    spec = "file:name=m,paths=train:train.csv|dev:dev.tsv|test:test.jsonl"
+    task = get_task(spec, tmp_path)
+    assert [e.text for s in ("train", "dev", "test") for e in task.load(s)] == [
+        "good, really", "bad", "good, truly", "bad, sadly"]  # fmt: skip
+    assert [e.label for e in task.load("test")] == [0]
+    # format= given is every file's format: the TSV's header is then one CSV column
+    with pytest.raises(DataError, match=r"dev\.tsv:2: expected 1 fields, found 2"):
+        get_task(spec + ",format=csv", tmp_path).load("dev")
+
+
 def test_regression_jsonl(tmp_path):
     rows = [{"s1": "a", "s2": "b", "score": 4.5}, {"s1": "c", "s2": "d", "score": 1}]
     write(tmp_path / "sts" / "train.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")

@@ -9,7 +9,9 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
 
 - ``path``: file name, relative to ``data_dir`` unless absolute, with ``{split}`` standing for
   the split name; or ``paths={"train": "a.csv", "dev": "b.csv"}`` to name each file.
-- ``format``: ``tsv`` | ``csv`` | ``jsonl``. ``header`` (default True) says whether the first
+- ``format``: ``tsv`` | ``csv`` | ``jsonl``; unset, each file's extension names its own
+  (``.json`` is JSON lines; any other extension: tsv), so ``train.csv`` and ``dev.tsv`` may
+  serve one task. ``header`` (default True) says whether the first
   line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
 - ``text`` (required), ``text_pair`` (optional second segment), ``label`` (the target column;
   absent for ``kind="lm"``), ``target`` (translation).
@@ -63,6 +65,7 @@ from jaxtl.data.io import (
     read_table,
     row_id,
     spec_split_paths,
+    table_format,
 )
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
@@ -166,7 +169,7 @@ def file_task(
     *,
     path: str | None = None,
     paths: Mapping[str, str] | None = None,
-    format: str = "tsv",
+    format: str | None = None,
     header: bool = True,
     text: str | int = "text",
     text_pair: str | int | None = None,
@@ -209,12 +212,13 @@ def file_task(
         # Read the whole file first (to know whether it has labels at all), keeping the lines
         # that _records rejects in place so that bad rows are reported in file order.
         events: list[tuple[Any, Any, Any]] = []
-        for record in _records(p, format, header, _Deferred(events)):
+        fmt = format or table_format(p) or "tsv"
+        for record in _records(p, fmt, header, _Deferred(events)):
             events.append(record)
         records = [e for e in events if e[0] is not None]
         if not events:  # a header and nothing else (read_lines refuses a file with no text)
             raise DataError(f"{p}: no rows" + (" after its header line" if header and
-                                               format != "jsonl" else ""))  # fmt: skip
+                                               fmt != "jsonl" else ""))  # fmt: skip
         first_label = columns[0] if columns else label
         labelled = kind in ("lm", "translation") or not _lacks_label(records, first_label)
         # An LM corpus or a translation has no label column (a translation's target is `target`).

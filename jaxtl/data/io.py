@@ -99,6 +99,16 @@ def spec_split_paths(
     return {s: p for s, p in every.items() if os.path.isfile(p)} or every
 
 
+# The table format each file extension names (a ``.gz`` suffix is looked through).
+TABLE_EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def table_format(path: str) -> str | None:
+    """``tsv``, ``csv`` or ``jsonl`` as ``path``'s extension names it, else None."""
+    base = path[:-3] if path.endswith(".gz") else path
+    return TABLE_EXTENSIONS.get(os.path.splitext(base)[1].lower())
+
+
 def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without the newline) for each line of a UTF-8 (or .gz) file.
 

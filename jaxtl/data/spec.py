@@ -22,7 +22,8 @@ an error that lists them.
 Which reader reads ``file:`` (``hf:`` always goes to :func:`jaxtl.data.hf_datasets.hf_task`):
 
 - ``format=tsv|csv|jsonl`` (the default when P ends so; ``.json`` is JSON lines; anything else
-  is tsv) → the ``file`` factory (:mod:`jaxtl.data.files`);
+  is tsv; unset, each file of ``paths=`` is read as its own extension says) → the ``file``
+  factory (:mod:`jaxtl.data.files`);
 - ``kind=tagging`` on a ``.tsv``/``.csv`` path whose ``text``/``label`` name columns → the
   ``file`` factory (a row per sentence, words and tags space-separated);
 - ``format=conll|conllu``, a ``.conll``/``.conllu`` path, or ``kind=tagging`` with another path
@@ -253,6 +254,7 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     o = dict(options)
     fmt = o.pop("format", None)
     fmt = fmt.lower() if isinstance(fmt, str) else fmt
+    given = fmt is not None
     kind = o.get("kind")
     path = o.get("path") or next(iter((o.get("paths") or {}).values()), "")
     ext = _extension(path)
@@ -283,7 +285,8 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
         else:
             fmt = "tsv"
     if fmt in ("tsv", "csv", "jsonl"):
-        o["format"] = fmt
+        if given:  # else each file's own extension names its format (train.csv + dev.tsv)
+            o["format"] = fmt
         _one_file_is_train(o)
         return "file", o
     if fmt in ("conll", "conllu"):
