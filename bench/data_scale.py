@@ -11,6 +11,9 @@ count), over the same number of batches (one epoch of ``ceil(rows / 32)``):
 - jaxtl: ``token_cache.encode_split`` (streamed chunks through the fast tokenizer's batch call,
   written to memory-mapped shards) + ``batching.TrainBatches`` (buckets 32/64/128, rows read from
   the mapping by index). ``cold``: empty cache; ``warm``: the second run, a cache hit.
+- jaxtl-packed: the same cache, batched as training batches by default: packed rows
+  (``packing.PackedTrainBatches``, 3 rows of up to 128 tokens a step, about as many examples as
+  a batch of 32), one epoch of them.
 - datasets: ``Dataset.from_csv`` + ``map(tokenize, batched=True, num_proc=2)`` +
   ``DataCollatorWithPadding`` over shuffled batches (what the Trainer's loader does, without
   torch). ``cold``: empty HF datasets cache; ``warm``: its Arrow cache reused.
@@ -108,10 +111,14 @@ def _tokenizer():
     return hf.load_tokenizer(hf.resolve("minilm"))
 
 
-def work_jaxtl(rows: int, data: str, cache: str, batches: int) -> dict[str, Any]:
+PACKED_ROWS = 3  # rows of a packed step: about 29 SST-2 sentences, the others' batch
+
+
+def work_jaxtl(rows: int, data: str, cache: str, batches: int, packed: bool = False
+               ) -> dict[str, Any]:  # fmt: skip
     rss = TreeRss()
     t0 = time.perf_counter()
-    from jaxtl.data import batching, get_task, token_cache
+    from jaxtl.data import batching, get_task, packing, token_cache
 
     tok = _tokenizer()
     task = get_task("sst2", data)
@@ -120,7 +127,13 @@ def work_jaxtl(rows: int, data: str, cache: str, batches: int) -> dict[str, Any]
     assert enc is not None and len(enc) == rows, (None if enc is None else len(enc), rows)
     t1 = time.perf_counter()
     tok_rss = rss.sample() / 2**20
-    it = batching.TrainBatches(enc, batch_size=BATCH, buckets=BUCKETS, seed=0, pad_id=0)
+    if packed:  # one epoch of packed rows (batches = 0), or at most ``batches`` of them
+        it: Any = packing.PackedTrainBatches(enc, batch_size=PACKED_ROWS, buckets=BUCKETS,
+                                             seed=0, pad_id=0)  # fmt: skip
+        epoch = it.batches_per_epoch()
+        batches = min(batches, epoch) if batches else epoch
+    else:
+        it = batching.TrainBatches(enc, batch_size=BATCH, buckets=BUCKETS, seed=0, pad_id=0)
     real = 0
     for _ in range(batches):
         real += int(next(it)["example_weight"].sum())
@@ -197,8 +210,11 @@ def tile_cache(rows: int, data: str, cache: str, check_rows: int) -> dict[str, A
 
 
 def _worker(args: argparse.Namespace) -> None:
-    fn = {"jaxtl": work_jaxtl, "datasets": work_datasets}[args.worker]
-    out = fn(args.rows, args.data, args.cache, args.batches)
+    if args.worker == "jaxtl-packed":
+        out = work_jaxtl(args.rows, args.data, args.cache, args.batches, packed=True)
+    else:
+        fn = {"jaxtl": work_jaxtl, "datasets": work_datasets}[args.worker]
+        out = fn(args.rows, args.data, args.cache, args.batches)
     print(json.dumps(out))
 
 
@@ -207,6 +223,8 @@ def run_worker(
 ) -> dict[str, Any]:
     batches = math.ceil(rows / BATCH)
     batches = min(batches, max_batches) if max_batches else batches
+    if system == "jaxtl-packed":  # its own epoch (the worker counts it), or the cap
+        batches = max_batches
     cmd = [sys.executable, "-m", "bench.data_scale", "--worker", system, "--rows", str(rows),
            "--data", str(data), "--cache", str(cache), "--batches", str(batches)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -232,7 +250,7 @@ def measure(
     for rows in rows_list:
         data = write_corpus(rows, root)
         for system in systems:
-            if system == "jaxtl" and rows in tile:
+            if system.startswith("jaxtl") and rows in tile:
                 cache = pathlib.Path(tempfile.mkdtemp(prefix="jaxtl-", dir=root))
                 info = tile_cache(rows, str(data), str(cache), min(check_rows, rows))
                 print(f"[data_scale] tiled jaxtl cache for {rows} rows: {info}", flush=True)
@@ -244,7 +262,7 @@ def measure(
                 load = os.getloadavg()[0]
                 res = run_worker(system, rows, data, cache, max_batches)
                 res.update(system=system, rows=rows, phase=phase, load_average=load,
-                           tiled=rows in tile and system == "jaxtl")  # fmt: skip
+                           tiled=rows in tile and system.startswith("jaxtl"))  # fmt: skip
                 out["runs"].append(res)
                 print(f"[data_scale] {system} {rows} {phase}: {res['examples_per_s']:.0f} ex/s, "
                       f"wall {res['wall_s']:.1f}s (tokenise {res['tokenise_s']:.1f}s), peak RSS "
@@ -253,11 +271,12 @@ def measure(
     for rows in rows_list:
         by = {(r["system"], r["phase"]): r for r in out["runs"] if r["rows"] == rows}
         for phase in ("cold", "warm"):
-            a, b = by.get(("jaxtl", phase)), by.get(("datasets", phase))
-            if a and b:
-                out.setdefault("ratios", {})[f"{rows}:{phase}"] = (
-                    a["examples_per_s"] / b["examples_per_s"]
-                )
+            for system, key in (("jaxtl", ""), ("jaxtl-packed", ":packed")):
+                a, b = by.get((system, phase)), by.get(("datasets", phase))
+                if a and b:
+                    out.setdefault("ratios", {})[f"{rows}:{phase}{key}"] = (
+                        a["examples_per_s"] / b["examples_per_s"]
+                    )
     return out
 
 
@@ -291,8 +310,10 @@ def render(res: dict[str, Any], path: pathlib.Path | None = None) -> str:
         "",
     ]
     for k, v in sorted(res.get("ratios", {}).items()):
-        n, phase = k.split(":")
-        lines.append(f"- jaxtl / datasets throughput at {int(n):,} rows, {phase}: {v:.2f}×")
+        n, phase = k.split(":", 1)  # "rows:phase[:packed][ (file)]"
+        who = "jaxtl (packed rows)" if ":packed" in phase else "jaxtl"
+        phase = phase.replace(":packed", "")
+        lines.append(f"- {who} / datasets throughput at {int(n):,} rows, {phase}: {v:.2f}×")
     if res.get("command"):
         lines += ["", f"Command: `{res['command']}`" + (f" → `{path}`" if path else "")]
     for cmd, where in res.get("commands", []):

@@ -433,6 +433,29 @@ def test_data_scale_render_names_the_cpu_per_row_only_when_files_differ(tmp_path
     assert same.startswith("CPU: AMD EPYC") and "| jaxtl | 10 | cold |" in same
 
 
+def test_data_scale_packed_system_batches_one_epoch_of_packed_rows(data_dir, tmp_path):
+    """The packed system batches every example of the corpus once (one epoch of packed rows),
+    and the ratio line names it."""
+    from bench import data_scale
+
+    data = data_scale.write_corpus(3000, tmp_path, source=data_dir / "SST-2")
+    runs = {}
+    for system in ("jaxtl", "jaxtl-packed"):
+        cache = tmp_path / f"cache-{system}"
+        runs[system] = data_scale.run_worker(system, 3000, data, cache)
+    assert runs["jaxtl-packed"]["examples_batched"] == 3000  # one packed epoch: each once
+    # ceil(3000 / 32) bucketed batches (their buckets' partial batches leave a few out)
+    assert 2900 < runs["jaxtl"]["examples_batched"] <= 3000
+    assert runs["jaxtl"]["batches"] == 94
+    # 3 packed rows a step hold about as many SST-2 sentences as a batch of 32
+    assert 24 < 3000 / runs["jaxtl-packed"]["batches"] < 34
+    res = {"machine": {"cpu_model": "x", "nproc": 2}, "batch_size": 32, "max_length": 128,
+           "runs": [], "ratios": {"3000:cold:packed": 2.5, "3000:cold": 2.0}}  # fmt: skip
+    text = data_scale.render(res)
+    assert "- jaxtl (packed rows) / datasets throughput at 3,000 rows, cold: 2.50×" in text
+    assert "- jaxtl / datasets throughput at 3,000 rows, cold: 2.00×" in text
+
+
 # The step_variants and families tools compile a program per variant or family (~35 and ~13 s
 # on 2 cores): slow. The default run checks the harness with test_harness_renders_the_cases_it_runs
 # and the variants' names with test_step_variants_refuse_unknown_variants.

@@ -52,7 +52,7 @@ def reference_packed(enc, rows, seq_len, num_slots, pad_id):
     out["task_id"][:] = enc.task_id
     for r, members in enumerate(rows):
         start = 0
-        for s, i in enumerate(members or ()):
+        for s, i in enumerate(() if members is None else members):
             n = len(enc.input_ids[i])
             end = start + n
             out["input_ids"][r, start:end] = enc.input_ids[i]

@@ -197,6 +197,45 @@ def test_packing_is_deterministic_and_covers_every_example_once_per_epoch(tokeni
         assert (pos[starts] == 0).all() and (x["attention_mask"] == (seg > 0)).all()
 
 
+def best_fit_reference(lengths, order, capacity, max_segments):
+    """Best fit as lists of lists: each example in turn into the open row with the least free
+    space that holds it; among rows of equal free space, the one that last took an example (the
+    packer keeps open rows in a stack per free space)."""
+    rows, free, last = [], [], []
+    for step, i in enumerate(order):
+        fits = [r for r in range(len(rows)) if len(rows[r]) < max_segments
+                and lengths[i] <= free[r]]  # fmt: skip
+        if fits:
+            r = min(fits, key=lambda r: (free[r], -last[r]))
+        else:
+            r = len(rows)
+            rows.append([])
+            free.append(capacity)
+            last.append(-1)
+        rows[r].append(int(i))
+        free[r] -= int(lengths[i])
+        last[r] = step
+    return rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pack_is_best_fit_in_a_compact_layout(seed):
+    rng = np.random.default_rng(seed)
+    n = 700
+    lengths = np.clip(rng.lognormal(2.4, 0.8, n).astype(np.int64) + 2, 3, 64)
+    order = rng.permutation(n)
+    want = best_fit_reference(lengths, order, 64, 8)
+    rows = packing.pack(lengths, order, 64, 8)
+    assert [rows[r].tolist() for r in range(len(rows))] == want
+    assert rows[-1].tolist() == want[-1]
+    # Two flat arrays, 4 bytes an example plus 8 a row, whatever the number of examples.
+    assert rows.members.dtype == np.int32 and rows.members.nbytes == 4 * n
+    assert rows.starts.nbytes == 8 * (len(want) + 1)
+    np.testing.assert_array_equal(rows.fill(lengths), [lengths[r].sum() for r in want])
+    with pytest.raises(IndexError):
+        rows[len(want)]
+
+
 def test_resumed_iterator_replays_the_identical_batches(tokenizer):
     task = get_task("builtin/ner")
     enc = tokenize.encode(task, task.load("train")[:120], tokenizer, max_length=32)

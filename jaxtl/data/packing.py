@@ -64,37 +64,77 @@ def is_packed(batch: dict) -> bool:
     return "segment_ids" in batch
 
 
-def pack(
-    lengths: np.ndarray, order: np.ndarray, capacity: int, max_segments: int
-) -> list[list[int]]:
+class PackedRows(Sequence[np.ndarray]):
+    """Packed rows as two flat arrays (a CSR layout): row ``r`` holds the examples
+    ``members[starts[r]:starts[r + 1]]``, in the order they were placed. About 12 bytes per
+    example (a list of lists of Python ints took about 70), so an epoch's plan for ten million
+    examples stays a few hundred MB."""
+
+    def __init__(self, members: np.ndarray, starts: np.ndarray):
+        self.members, self.starts = members, starts
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, r):  # type: ignore[override]
+        if not isinstance(r, (int, np.integer)):
+            raise TypeError(f"PackedRows takes one row index, got {type(r).__name__}")
+        r = int(r) + len(self) if r < 0 else int(r)
+        if not 0 <= r < len(self):
+            raise IndexError(f"row {r} of {len(self)}")
+        return self.members[self.starts[r] : self.starts[r + 1]]
+
+    def fill(self, lengths: np.ndarray) -> np.ndarray:
+        """Tokens in each row."""
+        if not len(self):
+            return np.zeros(0, np.int64)
+        return np.add.reduceat(np.asarray(lengths, np.int64)[self.members], self.starts[:-1])
+
+
+_PACK_CHUNK = 1 << 16  # examples read into Python per step of the placement loop
+
+
+def pack(lengths: np.ndarray, order: np.ndarray, capacity: int, max_segments: int) -> PackedRows:
     """Rows of example indices: best fit of each example, taken in ``order``, into rows of
     ``capacity`` tokens with at most ``max_segments`` examples each. Deterministic.
 
     Best fit (the open row whose free space is the smallest that holds the example) keeps rows
     full; open rows are kept by free space, so a placement scans at most ``capacity`` lists.
+    The loop keeps only the open rows and each placement's row number (read ``order`` a chunk
+    at a time), so memory stays a few bytes per example however large the split.
     """
     if len(lengths) and int(np.max(lengths)) > capacity:
         raise ValueError(f"an example has {int(np.max(lengths))} tokens, more than the row "
                          f"length {capacity}")  # fmt: skip
-    rows: list[list[int]] = []
+    order = np.asarray(order)
+    row_of = np.empty(len(order), np.int32)  # the row of the k-th example placed
     free: list[int] = []
+    used: list[int] = []
     by_free: list[list[int]] = [[] for _ in range(capacity + 1)]  # free space -> open rows
-    for i in order.tolist():
-        n = int(lengths[i])
-        r = -1
-        for c in range(n, capacity + 1):
-            if by_free[c]:
-                r = by_free[c].pop()
-                break
-        if r < 0:
-            r = len(rows)
-            rows.append([])
-            free.append(capacity)
-        rows[r].append(i)
-        free[r] -= n
-        if len(rows[r]) < max_segments and free[r] > 0:
-            by_free[free[r]].append(r)
-    return rows
+    for start in range(0, len(order), _PACK_CHUNK):
+        placed = []
+        for n in np.asarray(lengths)[order[start : start + _PACK_CHUNK]].tolist():
+            r = -1
+            for c in range(n, capacity + 1):
+                if by_free[c]:
+                    r = by_free[c].pop()
+                    break
+            if r < 0:
+                r = len(free)
+                free.append(capacity)
+                used.append(0)
+            placed.append(r)
+            free[r] -= n
+            used[r] += 1
+            if used[r] < max_segments and free[r] > 0:
+                by_free[free[r]].append(r)
+        row_of[start : start + len(placed)] = placed
+    # Group by row, keeping the placement order within each row (a stable sort).
+    dtype = np.int32 if len(order) < 2**31 else np.int64
+    members = order[np.argsort(row_of, kind="stable")].astype(dtype, copy=False)
+    starts = np.zeros(len(used) + 1, np.int64)
+    np.cumsum(used, out=starts[1:])
+    return PackedRows(members, starts)
 
 
 def make_batch(
@@ -117,8 +157,11 @@ def make_batch(
     out["task_id"][:] = enc.task_id
     # Every example of the batch in row order, with its row and slot; then each field is read
     # in one call and scattered by (row, column) in one assignment (tokenize.take).
-    placed = [(r, s, i) for r, members in enumerate(rows) for s, i in enumerate(members or ())]
-    row, slot, ex = np.asarray(placed, np.int64).reshape(-1, 3).T
+    count = np.asarray([0 if m is None else len(m) for m in rows], np.int64)
+    held = [np.asarray(m, np.int64) for m in rows if m is not None and len(m)]
+    ex = np.concatenate(held) if held else np.zeros(0, np.int64)
+    row = np.repeat(np.arange(b), count)
+    slot = np.arange(len(ex)) - np.repeat(np.cumsum(count) - count, count)
     ids, n = take(enc.input_ids, ex)
     # Where each example starts in its row (the lengths of the row's earlier examples summed)
     # and where its tokens start in ``ids``.
@@ -172,14 +215,14 @@ def fold_remainders(bucket_of: np.ndarray, num_buckets: int, batch_size: int) ->
 
 
 def _rows_plan(
-    rows: list[list[int]], lengths: np.ndarray, buckets: tuple[int, ...], batch_size: int,
+    rows: PackedRows, lengths: np.ndarray, buckets: tuple[int, ...], batch_size: int,
     seed: int, epoch: int, *, shuffle: bool, drop_remainder: bool = False,
 ) -> list[tuple[int, np.ndarray]]:  # fmt: skip
     """Batches of row indices: each row in the smallest bucket holding its tokens, batches cut
     within buckets (shuffled for training; in row order for evaluation, where
     :func:`fold_remainders` first moves partial batches up), the last batch of a bucket filled
     with -1 (padding rows)."""
-    fill = np.asarray([int(lengths[r].sum()) for r in rows], np.int64)
+    fill = rows.fill(lengths)
     bucket_of = assign_buckets(fill, buckets)
     if shuffle:
         return epoch_plan(bucket_of, len(buckets), batch_size, seed, epoch, drop_remainder)
@@ -198,7 +241,7 @@ def _rows_plan(
 def train_plan(
     lengths: np.ndarray, buckets: Sequence[int], batch_size: int, seed: int, epoch: int,
     drop_remainder: bool = False,
-) -> tuple[list[list[int]], list[tuple[int, np.ndarray]]]:  # fmt: skip
+) -> tuple[PackedRows, list[tuple[int, np.ndarray]]]:  # fmt: skip
     """(rows, batches) of one training epoch: a pure function of (lengths, seed, epoch)."""
     buckets = tuple(sorted(buckets))
     perm = np.random.default_rng([seed, epoch, 1]).permutation(len(lengths))
@@ -238,9 +281,9 @@ class PackedTrainBatches(EpochPosition):
         assign_buckets(self.lengths, self.buckets)  # the too-long-example error, up front
         self.epoch = 0
         self.position = 0
-        self._plan: tuple[int, list[list[int]], list] | None = None
+        self._plan: tuple[int, PackedRows, list] | None = None
 
-    def _epoch_plan(self, epoch: int) -> tuple[list[list[int]], list[tuple[int, np.ndarray]]]:
+    def _epoch_plan(self, epoch: int) -> tuple[PackedRows, list[tuple[int, np.ndarray]]]:
         if self._plan is None or self._plan[0] != epoch:
             rows, plan = train_plan(self.lengths, self.buckets, self.batch_size, self.seed,
                                     epoch, self.drop_remainder)  # fmt: skip
@@ -306,5 +349,6 @@ def padding_fraction(
     buckets = tuple(sorted(buckets))
     rows, plan = train_plan(lengths, buckets, batch_size, seed, 0)
     total = sum(buckets[b] * batch_size for b, _ in plan)
-    real = sum(int(lengths[rows[r]].sum()) for _, part in plan for r in part if r >= 0)
+    used = np.concatenate([part for _, part in plan]) if plan else np.zeros(0, np.int64)
+    real = int(rows.fill(lengths)[used[used >= 0]].sum())
     return 1.0 - real / total if total else 0.0
