@@ -66,9 +66,9 @@ def is_packed(batch: dict) -> bool:
 
 class PackedRows(Sequence[np.ndarray]):
     """Packed rows as two flat arrays (a CSR layout): row ``r`` holds the examples
-    ``members[starts[r]:starts[r + 1]]``, in the order they were placed. About 12 bytes per
-    example (a list of lists of Python ints took about 70), so an epoch's plan for ten million
-    examples stays a few hundred MB."""
+    ``members[starts[r]:starts[r + 1]]``, in the order they were placed: 4 bytes an example
+    and 8 a row. (Lists of Python ints per row cost 382 MiB more peak memory for an epoch of
+    ten million examples: BENCHMARKS.md section 11.)"""
 
     def __init__(self, members: np.ndarray, starts: np.ndarray):
         self.members, self.starts = members, starts
