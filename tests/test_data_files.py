@@ -20,6 +20,30 @@ def test_tsv_classification_labels_from_train(tmp_path):
         task.load("test")
 
 
+def test_empty_labels_and_ambiguous_columns_are_named(tmp_path):
+    """An empty label cell is a missing value, named at its line (not a class ""); a test split
+    whose label column is blank in every row (pandas' to_csv of unlabelled rows) is unlabelled;
+    a header naming a used column twice is refused, not read from the first."""
+    (tmp_path / "train.csv").write_text("text,label\ngood,pos\nbad,\n")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.csv'}:3: label field "
+                                                  "'label' is empty")):  # fmt: skip
+        get_task(f"file:name=t,path={tmp_path}/train.csv")
+    (tmp_path / "train.csv").write_text("text,label\ngood,pos\nbad,neg\n")
+    (tmp_path / "test.csv").write_text("text,label\nfine,\nmeh, \n")
+    (tmp_path / "test.jsonl").write_text('{"text": "ok", "label": null}\n')
+    task = get_task(f"file:name=t,paths=train:{tmp_path}/train.csv|test:{tmp_path}/test.csv")
+    assert [(e.text, e.label) for e in task.load("test")] == [("fine", None), ("meh", None)]
+    js = get_task(f"file:name=t,paths=train:{tmp_path}/train.csv|test:{tmp_path}/test.jsonl")
+    assert [(e.text, e.label) for e in js.load("test")] == [("ok", None)]
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'test.csv'}: label column "
+                                                  "'label' is blank in every row")):  # fmt: skip
+        get_task(f"file:name=t,path={tmp_path}/test.csv")  # the training split: labels needed
+    (tmp_path / "dup.tsv").write_text("text\ttext\tlabel\nx\ty\tpos\n")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'dup.tsv'}: the header names "
+                                                  "column 'text' 2 times (columns 0, 1")):  # fmt: skip
+        get_task(f"file:name=t,path={tmp_path}/dup.tsv")
+
+
 def test_an_id_column_is_each_examples_own_id(tmp_path, caplog):
     """The ``id`` column (by default the one named id) gives each example the id its
     prediction record carries: strings from a table, a JSON integer kept an integer; a file

@@ -98,14 +98,22 @@ class _Deferred(BadRows):
 
 
 def _lacks_label(records: Sequence[tuple[int, Any, Any]], label: str | int | None) -> bool:
-    """Whether a whole file has no ``label`` column: a header without it (TSV/CSV), or no JSON
-    object with the key. Such a split is read unlabelled (``label=None``), e.g. a test set."""
+    """Whether a whole file has no ``label`` column: a header without it (TSV/CSV), no JSON
+    object with the key, or the column blank in every row (a test set written by pandas with
+    its label column empty). Such a split is read unlabelled (``label=None``)."""
     if label is None or not records:
         return False
     names, rec = records[0][1], records[0][2]
     if isinstance(rec, dict):
-        return all(label not in r for _, _, r in records)
-    return isinstance(label, str) and names is not None and label not in names
+        return all(_blank(r.get(label)) for _, _, r in records)
+    if isinstance(label, str) and (names is None or label not in names):
+        return names is not None
+    at = label if isinstance(label, int) else names.index(label)
+    return all(at >= len(r) or _blank(r[at]) for _, _, r in records)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _has_column(records: Sequence[tuple[int, Any, Any]], col: str | int | None) -> bool:
@@ -227,13 +235,15 @@ def file_task(
         if not labelled:
             if split == "train" or names_map is None:
                 header_names = records[0][1]
-                where = f"header {header_names}" if header_names is not None else "any row"
-                hint = did_you_mean(first_label, header_names or list(records[0][2]))
-                raise DataError(
-                    f"{p}: no label column {first_label!r}{hint} in {where}; only a split other "
-                    f"than the one that trains or gives the label set may be unlabelled"
-                )
-            log.info("%s: no label column %r: split %r is unlabelled", p, first_label, split)
+                if _has_column(records, first_label):
+                    what = f"label column {first_label!r} is blank in every row"
+                else:
+                    where = f"header {header_names}" if header_names is not None else "any row"
+                    hint = did_you_mean(first_label, header_names or list(records[0][2]))
+                    what = f"no label column {first_label!r}{hint} in {where}"
+                raise DataError(f"{p}: {what}; only a split other than the one that trains or "
+                                "gives the label set may be unlabelled")  # fmt: skip
+            log.info("%s: no labels in column %r: split %r is unlabelled", p, first_label, split)
         for i, names, rec in events:
             if i is None:
                 bad(names, rec)  # (None, where, reason): a line _records rejected
@@ -289,6 +299,9 @@ def file_task(
             if not labelled:
                 pass
             elif kind == "classification":
+                if _blank(raw):  # a missing value, not a class named ""
+                    bad(where, f"label field {label!r} is empty")
+                    continue
                 value = str(raw).strip() if names_map is None else None
                 if names_map is not None:
                     value = parse_label(str(raw), kind, names_map, where, bad)

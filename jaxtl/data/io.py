@@ -246,6 +246,10 @@ def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
         raise DataError(f"{path}: file has no header, so column {col!r} must be an integer")
     if col not in names:
         raise DataError(f"{path}: no column {col!r}{did_you_mean(col, names)} in header {names}")
+    if names.count(col) > 1:  # which one the user meant cannot be told
+        at = [i for i, n in enumerate(names) if n == col]
+        raise DataError(f"{path}: the header names column {col!r} {len(at)} times (columns "
+                        f"{', '.join(str(i) for i in at)}, 0-based); rename them apart")  # fmt: skip
     return names.index(col)
 
 
