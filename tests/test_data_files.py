@@ -44,6 +44,40 @@ def test_empty_labels_and_ambiguous_columns_are_named(tmp_path):
         get_task(f"file:name=t,path={tmp_path}/dup.tsv")
 
 
+def test_semicolon_csv_by_delimiter_and_a_one_field_header_says_so(tmp_path):
+    (tmp_path / "train.csv").write_text('text;label\n"good; really";pos\nbad;neg\n')
+    with pytest.raises(DataError, match=re.escape("no label column 'label' (the header is one "
+                                                  "field: is the file separated by ';'? "
+                                                  "delimiter=semicolon splits it)")):  # fmt: skip
+        get_task(f"file:name=t,path={tmp_path}/train.csv")
+    for d in (";", "semicolon"):
+        task = get_task(f"file:name=t,path={tmp_path}/train.csv,delimiter={d}")
+        assert [(e.text, e.label) for e in task.load("train")] == [("good; really", 1), ("bad", 0)]
+    with pytest.raises(ValueError, match="delimiter must be one character"):
+        get_task(f"file:name=t,path={tmp_path}/train.csv,delimiter=ab")
+
+
+def test_a_json_array_of_objects_reads_as_json_lines_do(tmp_path):
+    """``json.dump`` of a list (or pandas' records JSON): each object named by its first line; a
+    non-object element is a bad row; broken JSON and a pretty-printed single object are named."""
+    (tmp_path / "train.json").write_text(
+        '[\n  {"text": "good", "label": "pos"},\n  {"text": "bad",\n   "label": "neg"},\n  3\n]\n'
+    )
+    task = get_task(f"file:name=t,path={tmp_path}/train.json,on_bad_row=skip")
+    got = task.load("train")
+    assert [(e.text, e.label) for e in got] == [("good", 1), ("bad", 0)]
+    assert [e.source.rsplit(":", 1)[1] for e in got] == ["2", "3"]
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.json'}:5: expected a "
+                                                  "JSON object, found int")):  # fmt: skip
+        get_task(f"file:name=t,path={tmp_path}/train.json")
+    (tmp_path / "broken.json").write_text('[{"text": "good", "label": "pos"},\n {"text" "x"}]')
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'broken.json'}:2: invalid JSON")):
+        get_task(f"file:name=t,path={tmp_path}/broken.json")
+    (tmp_path / "one.json").write_text('{\n "text": "good",\n "label": "pos"\n}\n')
+    with pytest.raises(DataError, match="one JSON object spread over lines, not JSON lines"):
+        get_task(f"file:name=t,path={tmp_path}/one.json")
+
+
 def test_an_id_column_is_each_examples_own_id(tmp_path, caplog):
     """The ``id`` column (by default the one named id) gives each example the id its
     prediction record carries: strings from a table, a JSON integer kept an integer; a file

@@ -13,6 +13,9 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   (``.json`` is JSON lines; any other extension: tsv), so ``train.csv`` and ``dev.tsv`` may
   serve one task. ``header`` (default True) says whether the first
   line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
+  ``delimiter`` (one character: ``;`` for a spreadsheet's semicolon CSV) splits a TSV/CSV
+  file's fields instead of the tab or comma. A JSON file holds one object per line, or one
+  array of objects (``[{...}, ...]``, as ``json.dump`` of a list writes it).
 - ``text`` (required), ``text_pair`` (optional second segment), ``label`` (the target column;
   absent for ``kind="lm"``), ``target`` (translation).
 - ``kind``: ``classification`` (the default; ``regression`` instead when every training label is
@@ -64,6 +67,7 @@ from jaxtl.data.io import (
     read_json_objects,
     read_table,
     row_id,
+    separator_hint,
     spec_split_paths,
     table_format,
 )
@@ -72,15 +76,17 @@ from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 log = logging.getLogger(__name__)
 
 
-def _records(path: str, fmt: str, header: bool, bad: BadRows) -> Iterator[tuple[int, Any, Any]]:
-    """(line, names or None, record) where record is a list (tsv/csv) or a dict (jsonl)."""
+def _records(path: str, fmt: str, header: bool, bad: BadRows, delimiter: str | None = None
+             ) -> Iterator[tuple[int, Any, Any]]:  # fmt: skip
+    """(line, names or None, record) where record is a list (tsv/csv) or a dict (jsonl);
+    ``delimiter`` splits a table's fields instead of tsv's tab or csv's comma."""
     if fmt == "jsonl":
         for i, rec in read_json_objects(path, bad):
             yield i, None, rec
         return
     if fmt not in ("tsv", "csv"):
         raise DataError(f"{path}: format must be tsv, csv or jsonl, got {fmt!r}")
-    delimiter = "\t" if fmt == "tsv" else ","
+    delimiter = delimiter or ("\t" if fmt == "tsv" else ",")
     names, rows = read_table(path, bad, delimiter=delimiter, header=header, quoting=fmt == "csv")
     for i, fields in rows:
         yield i, names, fields
@@ -179,6 +185,7 @@ def file_task(
     paths: Mapping[str, str] | None = None,
     format: str | None = None,
     header: bool = True,
+    delimiter: str | None = None,
     text: str | int = "text",
     text_pair: str | int | None = None,
     label: str | int | None = "label",
@@ -195,6 +202,9 @@ def file_task(
 ) -> Task:
     """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise ValueError(f"file task: delimiter must be one character (not a quote or line "
+                         f"break), got {delimiter!r}")  # fmt: skip
     columns = tuple(str(c) for c in label_columns or ())
     # Unset, the kind follows the labels: a 0/1 column per class is multilabel; one label
     # column is classification, or regression when its labels are scores (below).
@@ -221,7 +231,9 @@ def file_task(
         # that _records rejects in place so that bad rows are reported in file order.
         events: list[tuple[Any, Any, Any]] = []
         fmt = format or table_format(p) or "tsv"
-        for record in _records(p, fmt, header, _Deferred(events)):
+        if delimiter is not None and fmt == "jsonl":
+            raise DataError(f"{p}: delimiter= is for TSV/CSV files, not JSON lines")
+        for record in _records(p, fmt, header, _Deferred(events), delimiter):
             events.append(record)
         records = [e for e in events if e[0] is not None]
         if not events:  # a header and nothing else (read_lines refuses a file with no text)
@@ -239,7 +251,9 @@ def file_task(
                     what = f"label column {first_label!r} is blank in every row"
                 else:
                     where = f"header {header_names}" if header_names is not None else "any row"
-                    hint = did_you_mean(first_label, header_names or list(records[0][2]))
+                    hint = separator_hint(header_names) or did_you_mean(
+                        first_label, header_names or list(records[0][2])
+                    )
                     what = f"no label column {first_label!r}{hint} in {where}"
                 raise DataError(f"{p}: {what}; only a split other than the one that trains or "
                                 "gives the label set may be unlabelled")  # fmt: skip

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from etils import epath
@@ -109,7 +109,7 @@ def table_format(path: str) -> str | None:
     return TABLE_EXTENSIONS.get(os.path.splitext(base)[1].lower())
 
 
-def read_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
+def read_lines(path: str, bad: BadRows) -> Generator[tuple[int, str], None, None]:
     """(1-based line number, text without the newline) for each line of a UTF-8 (or .gz) file.
 
     A line that is not valid UTF-8 goes to ``bad`` naming its line and byte; a leading BOM is
@@ -145,19 +145,88 @@ def text_lines(path: str) -> Iterator[tuple[str, str]]:
 
 def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for each non-blank line of a JSON-lines file; a line that
-    is not JSON, or not a JSON object, goes to ``bad`` naming its line."""
-    for i, text in read_lines(path, bad):
+    is not JSON, or not a JSON object, goes to ``bad`` naming its line. A file that opens with
+    ``[`` is one JSON array of objects instead (``json.dump`` of a list, pandas'
+    ``to_json(orient="records")``), each object numbered by the line it starts on."""
+    lines = read_lines(path, bad)
+    first = True
+    for i, text in lines:
         if not text.strip():
             continue
+        if first and text.lstrip().startswith("["):
+            lines.close()
+            yield from _json_array(path, bad)
+            return
+        first = False
         try:
             rec = json.loads(text)
         except json.JSONDecodeError as e:
+            if text.lstrip().startswith("{") and _one_object(path):
+                raise DataError(f"{path}: one JSON object spread over lines, not JSON lines (an "
+                                "object per line) or an array of objects") from None  # fmt: skip
             bad(f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
             continue
         if not isinstance(rec, dict):
             bad(f"{path}:{i}", f"expected a JSON object, found {type(rec).__name__}")
             continue
         yield i, rec
+
+
+def _open_bytes(path: str) -> Any:
+    return (gzip.open if path.endswith(".gz") else open)(path, "rb")
+
+
+def _whole_text(path: str) -> str:
+    with _open_bytes(path) as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 at byte {e.start} of the file") from None
+
+
+def _one_object(path: str) -> bool:
+    """Whether the whole file is a single JSON object (a pretty-printed document)."""
+    try:
+        return isinstance(json.loads(_whole_text(path)), dict)
+    except (json.JSONDecodeError, DataError):
+        return False
+
+
+def _json_array(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, object) for each element of a file holding one JSON array; an element that is not
+    an object goes to ``bad``; broken JSON stops at its line (nothing after it can be read)."""
+    text = _whole_text(path)
+    decoder = json.JSONDecoder()
+    pos, line, counted = text.index("[") + 1, 1, 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos < len(text) and text[pos] == "]":
+            break
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})"
+                            ) from None  # fmt: skip
+        line += text.count("\n", counted, pos)
+        counted = pos
+        if isinstance(value, dict):
+            yield line, value
+        else:
+            bad(f"{path}:{line}", f"expected a JSON object, found {type(value).__name__}")
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos >= len(text) or text[pos] != "]":
+            where = text.count("\n", 0, pos) + 1
+            raise DataError(f"{path}:{where}: invalid JSON (expected ',' or ']' in the array)")
+    if text[pos + 1 :].strip():
+        where = text.count("\n", 0, pos) + 1
+        raise DataError(f"{path}:{where}: text after the JSON array's closing ']'")
 
 
 def _decoded(path: str, raws: Iterator[bytes], bad: BadRows) -> Iterator[tuple[int, str]]:
@@ -238,6 +307,21 @@ def did_you_mean(name: object, choices: Sequence[object]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_SEPARATORS = {";": "semicolon", "\t": "tab", ",": "comma", "|": "\\|"}
+
+
+def separator_hint(names: Sequence[str] | None) -> str:
+    """For a header read as one field that holds another separator (a semicolon-separated CSV,
+    as spreadsheets in many locales write it): which ``delimiter=`` would split it."""
+    if names is None or len(names) != 1:
+        return ""
+    for sep, name in _SEPARATORS.items():
+        if sep in names[0]:
+            return (f" (the header is one field: is the file separated by {sep!r}? "
+                    f"delimiter={name} splits it)")  # fmt: skip
+    return ""
+
+
 def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     """Index of column ``col`` (a header name, or a 0-based integer)."""
     if isinstance(col, int):
@@ -245,7 +329,8 @@ def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     if names is None:
         raise DataError(f"{path}: file has no header, so column {col!r} must be an integer")
     if col not in names:
-        raise DataError(f"{path}: no column {col!r}{did_you_mean(col, names)} in header {names}")
+        hint = separator_hint(names) or did_you_mean(col, names)
+        raise DataError(f"{path}: no column {col!r}{hint} in header {names}")
     if names.count(col) > 1:  # which one the user meant cannot be told
         at = [i for i, n in enumerate(names) if n == col]
         raise DataError(f"{path}: the header names column {col!r} {len(at)} times (columns "
