@@ -42,13 +42,14 @@ from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.io import row_id, text_lines
 from jaxtl.data.prepare import TaskData, configured
+from jaxtl.data.spec import COLUMNAR
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
 from jaxtl.objectives import seq2seq as seq2seq_objective
 
 log = logging.getLogger(__name__)
 
 INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
-HF_TABLES = (".parquet", ".arrow")  # columnar files: read through the hf reader
+HF_TABLES = COLUMNAR  # columnar files: read through the hf reader
 # Examples --predict runs through the model at a time: enough to fill packed rows and batches,
 # few enough that the tokens, batches and records of one chunk stay small (tens of MB).
 PREDICT_CHUNK = 8192

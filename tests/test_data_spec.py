@@ -84,6 +84,22 @@ def test_each_file_of_paths_is_read_in_the_format_its_extension_names(tmp_path):
         get_task(spec + ",format=csv", tmp_path).load("dev")
 
 
+def test_parquet_through_file_reads_as_hf_and_a_spreadsheet_is_named(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"review": ["good film", "dull film"], "stars": ["pos", "neg"]})
+    pq.write_table(table, tmp_path / "train.parquet")
+    task = get_task(f"file:name=r,path={tmp_path}/{{split}}.parquet,text=review,label=stars")
+    assert [(e.text, e.label) for e in task.load("train")] == [("good film", 1), ("dull film", 0)]
+    with pytest.raises(ValueError, match=r"\.parquet files are read by the hf reader, which "
+                                         r"takes path= with \{split\}"):  # fmt: skip
+        get_task(f"file:name=r,paths=train:{tmp_path}/train.parquet,text=review,label=stars")
+    with pytest.raises(ValueError, match=r"\.xlsx is a spreadsheet, which jaxtl does not read; "
+                                         r"save it as CSV"):  # fmt: skip
+        get_task(f"file:name=r,path={tmp_path}/train.xlsx")
+
+
 def test_regression_jsonl(tmp_path):
     rows = [{"s1": "a", "s2": "b", "score": 4.5}, {"s1": "c", "s2": "d", "score": 1}]
     write(tmp_path / "sts" / "train.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")

@@ -57,6 +57,8 @@ CONLL_ALIASES = {"text": "word_column", "label": "tag_column"}
 COLUMNS = ("text", "text_pair", "label", "target")  # integers with header=0
 DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "semicolon": ";"}
 FORMATS = ("tsv", "csv", "jsonl", "conll", "conllu", "txt")
+COLUMNAR = (".parquet", ".arrow")  # file: routes these to the hf reader
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _ESCAPE = re.compile(r"\\([,|=:\\])")
 _GLOB = re.compile(r"[*?[]")
@@ -258,6 +260,16 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     kind = o.get("kind")
     path = o.get("path") or next(iter((o.get("paths") or {}).values()), "")
     ext = _extension(path)
+    if ext in SPREADSHEETS:
+        raise ValueError(f"task spec {spec!r}: {ext} is a spreadsheet, which jaxtl does not "
+                         "read; save it as CSV (pandas: pd.read_excel(path).to_csv(out, "
+                         "index=False)) and name that")  # fmt: skip
+    if ext in COLUMNAR and fmt is None:  # Parquet/Arrow: the hf reader reads them
+        if "paths" in o:
+            raise ValueError(f"task spec {spec!r}: {ext} files are read by the hf reader, "
+                             "which takes path= with {split} (path=dir/{split}" + ext + "), "
+                             "not paths=")  # fmt: skip
+        return "hf", o
     if kind == "qa":  # SQuAD JSON or JSON lines, told apart by the file (jaxtl.data.qa)
         what = ""
         if fmt not in (None, "json", "jsonl"):
