@@ -284,16 +284,12 @@ def read_inputs(
             else "lines"  # fmt: skip
     if input_format not in ("lines", "jsonl"):
         raise ValueError(f"--input_format={input_format}: choose one of auto, lines, jsonl")
-    from jaxtl.data.io import text_lines
+    from jaxtl.data.io import json_values, text_lines
 
-    for line, where in text_lines(path):
-        if input_format == "lines":
-            yield line, where
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg})") from None
+    if input_format == "lines":
+        yield from text_lines(path)
+        return
+    for rec, where in json_values(path):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
             raise DataError(f"{where}: expected an object with a string 'text' (and "
                             "optionally 'text_pair')")  # fmt: skip

@@ -40,7 +40,7 @@ from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
-from jaxtl.data.io import row_id, text_lines
+from jaxtl.data.io import json_values, row_id, text_lines
 from jaxtl.data.prepare import TaskData, configured
 from jaxtl.data.spec import COLUMNAR
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
@@ -350,49 +350,49 @@ class Predictor:
         yield from self._read_lines(path, td, input_format)
 
     def _read_lines(self, path: str, td: TaskData, input_format: str) -> Iterator[Example]:
+        if input_format == "jsonl":
+            yield from self._read_json(path, td)
+            return
         for line, where in text_lines(path):
-            if input_format == "jsonl":
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: invalid JSON ({e.msg})") from None
-                if td.task.kind == "qa" and isinstance(rec, dict) and "context" in rec:
-                    # a question and its context, as a SQuAD JSON-lines file holds them
-                    rid = row_id(rec["id"], where, "id", BadRows()) if "id" in rec else None
-                    yield Example(str(rec.get("question") or ""), text_pair=str(rec["context"]),
-                                  source=where, id=rid)  # fmt: skip
-                    continue
-                if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):
-                    got = f"; got keys {sorted(rec)}" if isinstance(rec, dict) else ""
-                    columns = ", ".join(repr(c) for c in td.task.text_fields)
-                    raise DataError(f"{where}: expected an object with 'text' (or 'words'), or "
-                                    f"with the columns task {td.task.name!r} was trained on: "
-                                    f"{columns}{got}")  # fmt: skip
-                for key in ("text", "text_pair", "target"):
-                    if rec.get(key) is not None and not isinstance(rec[key], str):
-                        raise DataError(f"{where}: {key!r} must be a string, got "
-                                        f"{type(rec[key]).__name__} {rec[key]!r}")  # fmt: skip
-                if "words" in rec and not (
-                    isinstance(rec["words"], list) and all(isinstance(w, str) for w in rec["words"])
-                ):
-                    raise DataError(f"{where}: 'words' must be a list of strings")
-                words = tuple(rec["words"]) if "words" in rec else None
-                text_ = rec.get("text") or " ".join(words or ())
-                # an object's own "id" is its record's id (a bad one stops: BadRows("error"))
+            if td.task.kind == "translation":  # source<TAB>reference
+                first, _, second = line.partition("\t")
+                yield Example(first, target=second or None, source=where)
+            elif td.task.kind == "tagging":
+                yield Example(line, words=tuple(line.split()), source=where)
+            elif _takes_pairs(td.task):  # sentence<TAB>sentence
+                first, _, second = line.partition("\t")
+                yield Example(first, text_pair=second or None, source=where)
+            else:  # a tab in a single sentence is part of it
+                yield Example(line, source=where)
+
+    def _read_json(self, path: str, td: TaskData) -> Iterator[Example]:
+        for rec, where in json_values(path):
+            if td.task.kind == "qa" and isinstance(rec, dict) and "context" in rec:
+                # a question and its context, as a SQuAD JSON-lines file holds them
                 rid = row_id(rec["id"], where, "id", BadRows()) if "id" in rec else None
-                yield Example(text_, text_pair=rec.get("text_pair"), words=words,
-                              target=rec.get("target"), source=where, id=rid)  # fmt: skip
-            else:
-                if td.task.kind == "translation":  # source<TAB>reference
-                    first, _, second = line.partition("\t")
-                    yield Example(first, target=second or None, source=where)
-                elif td.task.kind == "tagging":
-                    yield Example(line, words=tuple(line.split()), source=where)
-                elif _takes_pairs(td.task):  # sentence<TAB>sentence
-                    first, _, second = line.partition("\t")
-                    yield Example(first, text_pair=second or None, source=where)
-                else:  # a tab in a single sentence is part of it
-                    yield Example(line, source=where)
+                yield Example(str(rec.get("question") or ""), text_pair=str(rec["context"]),
+                              source=where, id=rid)  # fmt: skip
+                continue
+            if not isinstance(rec, dict) or not ({"text", "words"} & set(rec)):
+                got = f"; got keys {sorted(rec)}" if isinstance(rec, dict) else ""
+                columns = ", ".join(repr(c) for c in td.task.text_fields)
+                raise DataError(f"{where}: expected an object with 'text' (or 'words'), or "
+                                f"with the columns task {td.task.name!r} was trained on: "
+                                f"{columns}{got}")  # fmt: skip
+            for key in ("text", "text_pair", "target"):
+                if rec.get(key) is not None and not isinstance(rec[key], str):
+                    raise DataError(f"{where}: {key!r} must be a string, got "
+                                    f"{type(rec[key]).__name__} {rec[key]!r}")  # fmt: skip
+            if "words" in rec and not (
+                isinstance(rec["words"], list) and all(isinstance(w, str) for w in rec["words"])
+            ):
+                raise DataError(f"{where}: 'words' must be a list of strings")
+            words = tuple(rec["words"]) if "words" in rec else None
+            text_ = rec.get("text") or " ".join(words or ())
+            # an object's own "id" is its record's id (a bad one stops: BadRows("error"))
+            rid = row_id(rec["id"], where, "id", BadRows()) if "id" in rec else None
+            yield Example(text_, text_pair=rec.get("text_pair"), words=words,
+                          target=rec.get("target"), source=where, id=rid)  # fmt: skip
 
     @staticmethod
     def _has_own_columns(path: str, spec: str) -> bool:
@@ -407,13 +407,15 @@ class Predictor:
         columns = [options[k] for k in ("text", "text_pair") if options.get(k) is not None]
         if not columns or not all(isinstance(c, str) for c in columns):
             return False
-        with epath.Path(path).open() as f:
-            first = next((line for line in f if line.strip()), "")
         try:
-            rec = json.loads(first)
-        except json.JSONDecodeError:
+            rec = next(iter(json_values(path)), None)
+        except DataError:
             return False  # the generic reader names the line
-        return isinstance(rec, dict) and all(c in rec for c in columns)
+        return (
+            isinstance(rec, tuple)
+            and isinstance(rec[0], dict)
+            and all(c in rec[0] for c in columns)
+        )
 
     def _read_task_format(self, path: str, td: TaskData) -> list[Example]:
         from jaxtl.data import spec as spec_lib

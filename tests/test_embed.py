@@ -194,3 +194,7 @@ def test_a_bad_json_line_is_named(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"text": "ok"}\n{"txt": "typo"}\n')
     with pytest.raises(DataError, match=r"x.jsonl:2: expected an object with a string 'text'"):
         list(embed.read_inputs(str(tmp_path / "x.jsonl")))
+    # one JSON array of the same objects: read element by element, named by line
+    (tmp_path / "x.json").write_text('[{"text": "ok"},\n {"text": "a", "text_pair": "b"}]\n')
+    assert list(embed.read_inputs(str(tmp_path / "x.json"))) == [
+        ("ok", f"{tmp_path / 'x.json'}:1"), (("a", "b"), f"{tmp_path / 'x.json'}:2")]  # fmt: skip

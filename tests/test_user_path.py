@@ -115,6 +115,12 @@ def test_predict_streams_the_input_a_chunk_at_a_time(run_dir, tmp_path, monkeypa
     got = list(model.predict_stream(model.iter_input(str(mixed), td), td, chunk=5))
     assert [r["id"] for r in got] == [f"r{i}" if i % 3 else i for i in range(23)]
     assert [r["label"] for r in got] == [r["label"] for r in whole]
+    # the same objects as one JSON array (json.dump of a list): the same ids and labels
+    array = tmp_path / "ids.json"
+    array.write_text(json.dumps([json.loads(x) for x in mixed.read_text().splitlines()], indent=1))
+    again = list(model.predict_stream(model.iter_input(str(array), td), td, chunk=5))
+    assert [(r["id"], r["label"]) for r in again] == [(r["id"], r["label"]) for r in got]
+    array.unlink()
     for bad_id in ("", 1.5, [1], None, True):
         (tmp_path / "bad_id.jsonl").write_text(json.dumps({"id": bad_id, "text": "x"}) + "\n")
         with pytest.raises(DataError, match=r"bad_id\.jsonl:1: id column 'id': .* is not a "

@@ -143,6 +143,31 @@ def text_lines(path: str) -> Iterator[tuple[str, str]]:
                 yield line, f"{name}:{n}"
 
 
+def json_values(path: str) -> Iterator[tuple[Any, str]]:
+    """(value, "path:N") for each non-blank line of a JSON-lines file ("-" = stdin), or for
+    each element of a local file holding one JSON array: what ``--predict`` and ``--embed``
+    read as ``jsonl``, a line (or element) at a time. Broken JSON stops, naming its line."""
+    if path != "-" and os.path.isfile(path) and _opens_array(path):
+        for i, rec in read_json_objects(path, BadRows("error")):
+            yield rec, f"{path}:{i}"
+        return
+    for line, where in text_lines(path):
+        try:
+            yield json.loads(line), where
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg})") from None
+
+
+def _opens_array(path: str) -> bool:
+    """Whether a file's first character after blanks (and a byte-order mark) is ``[``."""
+    with _open_bytes(path) as f:
+        while chunk := f.read(4096):
+            rest = chunk.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+            if rest:
+                return rest.startswith(b"[")
+    return False
+
+
 def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for each non-blank line of a JSON-lines file; a line that
     is not JSON, or not a JSON object, goes to ``bad`` naming its line. A file that opens with
