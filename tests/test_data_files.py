@@ -78,6 +78,31 @@ def test_a_json_array_of_objects_reads_as_json_lines_do(tmp_path):
         get_task(f"file:name=t,path={tmp_path}/one.json")
 
 
+def test_labels_and_tags_written_as_class_ids_take_label_names_by_id(tmp_path):
+    """Hugging Face's to_json writes a ClassLabel as its integer: with label_names given, id i
+    is label_names[i] (tags as labels); names that are numbers match as names; integer tags
+    without names are refused, as IOB spans cannot be read from them."""
+    (tmp_path / "ner.jsonl").write_text(
+        '{"tokens": ["EU", "rejects", "German"], "ner_tags": '
+        '[3, 0, 7]}\n{"tokens": ["Peter"], "ner_tags": [1]}\n'
+    )
+    names = "O|B-PER|I-PER|B-ORG|I-ORG|B-LOC|I-LOC|B-MISC|I-MISC"
+    spec = f"file:name=n,path={tmp_path}/ner.jsonl,kind=tagging,text=tokens,label=ner_tags"
+    task = get_task(f"{spec},label_names={names}")
+    assert [e.label for e in task.load("train")] == [("B-ORG", "O", "B-MISC"), ("B-PER",)]
+    assert task.iob and task.label_names == tuple(names.split("|"))
+    with pytest.raises(DataError, match=r"the tags are class ids \('0', \.\.\.\), not names: "
+                                        r"name the classes in id order with label_names="):  # fmt: skip
+        get_task(spec)
+    (tmp_path / "c.jsonl").write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n')
+    task = get_task(f"file:name=c,path={tmp_path}/c.jsonl,label_names=neg|pos")
+    assert [(e.text, e.label) for e in task.load("train")] == [("good", 1), ("bad", 0)]
+    flipped = get_task(f"file:name=c,path={tmp_path}/c.jsonl,label_names=1|0")  # names, not ids
+    assert [e.label for e in flipped.load("train")] == [0, 1]
+    with pytest.raises(DataError, match=r"c\.jsonl:1: label '1' is not one of \['neg'\]"):
+        get_task(f"file:name=c,path={tmp_path}/c.jsonl,label_names=neg").load("train")
+
+
 def test_an_id_column_is_each_examples_own_id(tmp_path, caplog):
     """The ``id`` column (by default the one named id) gives each example the id its
     prediction record carries: strings from a table, a JSON integer kept an integer; a file

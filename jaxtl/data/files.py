@@ -32,7 +32,9 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   classes are those columns, in that order.
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
   When omitted for classification / multilabel / tagging it is read from the train split
-  (sorted).
+  (sorted). Classification labels and tags written as class ids (``1``, ``[3, 0, 7]``: a
+  ``ClassLabel``'s integers, as Hugging Face's ``to_json`` writes them) are ``label_names[id]``
+  when no name is itself a number; tags that are all integers need ``label_names``.
 - ``id`` (default ``id``): the column holding each row's own id (a non-empty string, or a JSON
   integer), which its prediction records carry as ``id`` in place of the row's index, so a
   test file's predictions keep its ids (a submission file, a join back to the source). A file
@@ -74,6 +76,7 @@ from jaxtl.data.io import (
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 log = logging.getLogger(__name__)
+_INT = re.compile(r"-?\d+")
 
 
 def _records(path: str, fmt: str, header: bool, bad: BadRows, delimiter: str | None = None
@@ -217,6 +220,12 @@ def file_task(
                          f"{list(columns)}, which name the classes")  # fmt: skip
     if kind in ("classification", "multilabel", "regression", "tagging") and label is None:
         raise ValueError(f"file task: kind={kind!r} needs a label column")
+    # Labels written as class ids (a JSON 1, Hugging Face's ClassLabel integers, as its
+    # to_json writes conll2003's ner_tags): id i is label_names[i] -- unless a name is itself a
+    # number, when labels match names only.
+    given = tuple(str(x).strip() for x in label_names or ())
+    by_id = {} if columns or any(_INT.fullmatch(n) for n in given) else {
+        str(i): n for i, n in enumerate(given)}  # fmt: skip
 
     def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
         if split not in split_paths:
@@ -297,7 +306,7 @@ def file_task(
                            and isinstance(raw, list) else "")  # fmt: skip
                     bad(where, f"tagging needs equal-length lists of words and tags{got}")
                     continue
-                tags = tuple(str(x) for x in raw)
+                tags = tuple(by_id.get(str(x).strip(), str(x)) for x in raw)
                 if names_map is not None:
                     unknown = [x for x in tags if x not in names_map]
                     if unknown:
@@ -318,6 +327,7 @@ def file_task(
                     continue
                 value = str(raw).strip() if names_map is None else None
                 if names_map is not None:
+                    raw = by_id.get(str(raw).strip(), raw)
                     value = parse_label(str(raw), kind, names_map, where, bad)
                     if value is None:
                         continue
@@ -356,6 +366,10 @@ def file_task(
                      split_paths[source])  # fmt: skip
         else:
             names_tuple = tuple(sorted(values))
+        if kind == "tagging" and names_tuple and all(_INT.fullmatch(n) for n in names_tuple):
+            raise DataError(f"{split_paths[source]}: the tags are class ids ({names_tuple[0]!r}, "
+                            "...), not names: name the classes in id order with label_names="
+                            "O|B-PER|... (the dataset's ClassLabel names)")  # fmt: skip
     label_map = {n: i for i, n in enumerate(names_tuple)}
     mets, main = chosen_metrics(kind, metrics, main_metric)
     return Task(
