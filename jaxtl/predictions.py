@@ -27,7 +27,10 @@ JSON list, as they may hold commas), and a tagging row drops ``text``,
 which its ``words`` repeat, so a tagger's table reads back as a ``tokens<TAB>tags`` tagging
 table; ``.parquet`` keeps each record as it is, lists included. A qa task's answers can also
 be written as SQuAD's prediction file (``squad``: one JSON object, question id → answer
-text), which the official SQuAD v1.1 / v2.0 evaluation scripts and its leaderboard read.
+text), which the official SQuAD v1.1 / v2.0 evaluation scripts and its leaderboard read, and a
+tagger's as CoNLL (``conll``, ``.conll``): a line per word — the word, its gold tag when the
+input had one, the predicted tag, as the conlleval script reads them — and a blank line after
+each text, so predictions on a tagged file read back as a CoNLL file.
 """
 
 from __future__ import annotations
@@ -261,15 +264,17 @@ def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> No
             writer.write(r)
 
 
-OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet", "squad")
-_BY_EXTENSION = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
+OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet", "squad", "conll")
+_BY_EXTENSION = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl",
+                 ".conll": "conll"}  # fmt: skip
 # Records per Parquet row group: a stream of any length is written with bounded memory.
 _PARQUET_ROWS = 8192
 
 
 def output_format(dest: str, given: str = "auto") -> str:
     """The format records are written to ``dest`` in: ``given``, or with ``"auto"`` the one its
-    extension names (``.tsv``, ``.csv``, ``.parquet``), else JSON lines (stdout included)."""
+    extension names (``.tsv``, ``.csv``, ``.parquet``, ``.conll``), else JSON lines (stdout
+    included)."""
     if given != "auto":
         if given not in OUTPUT_FORMATS:
             raise ValueError(
@@ -391,12 +396,36 @@ class _SquadWriter:
         self.f.write("\n")
 
 
+class _ConllWriter:
+    """A tagger's records as CoNLL lines: ``word [gold] tag`` per word, a blank line after each
+    text (a tag cut off by ``data.max_length`` is ``_``)."""
+
+    def __init__(self, f: IO[str]):
+        self.f = f
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if "tags" not in record:
+            raise ValueError("the conll output format holds a tagging task's tags; this record "
+                             f"has none (keys {sorted(record)})")  # fmt: skip
+        gold = record.get("gold")
+        for k, (word, tag) in enumerate(zip(record["words"], record["tags"])):
+            cells = [word, *([gold[k]] if gold is not None else []), "_" if tag is None else tag]
+            self.f.write(" ".join(str(c) for c in cells) + "\n")
+        self.f.write("\n")
+
+    def close(self) -> None:
+        pass
+
+
 def check_format(task: Any, fmt: str) -> None:
     """Refuse, in one line and before any model runs, a format the task's records do not
-    fit (SQuAD's prediction file holds answers only)."""
+    fit (SQuAD's prediction file holds answers only, CoNLL a tagger's tags)."""
     if fmt == "squad" and task.kind != "qa":
         raise ValueError(f"--output_format=squad writes a qa task's answers (SQuAD's prediction "
                          f"file); task {task.name!r} is {task.kind}")  # fmt: skip
+    if fmt == "conll" and task.kind != "tagging":
+        raise ValueError(f"--output_format=conll writes a tagging task's tags, a word per line; "
+                         f"task {task.name!r} is {task.kind}")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -420,6 +449,7 @@ def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = (
             _ParquetWriter(f) if binary
             else _JsonlWriter(f) if fmt == "jsonl"
             else _SquadWriter(f) if fmt == "squad"
+            else _ConllWriter(f) if fmt == "conll"
             else _TableWriter(f, "\t" if fmt == "tsv" else ",", label_names)
         )  # fmt: skip
         yield writer

@@ -311,6 +311,29 @@ def test_prediction_tables_and_parquet_stream_and_fail_whole(tmp_path, monkeypat
         for r in tagged:
             w.write(r)
     assert (tmp_path / "t.tsv").read_text() == "id\twords\ttags\n0\tAnna flew\tB-PER _\n1\tx\tO\n"
+    # CoNLL: a word per line (word [gold] tag, conlleval's columns), a blank line after a text;
+    # it reads back as a tagging file whose last column is the prediction
+    assert of("a.conll") == "conll"
+    with predictions.open_writer(tmp_path / "t.conll", "conll") as w:
+        for r in tagged:
+            w.write(r)
+    assert (tmp_path / "t.conll").read_text() == "Anna B-PER\nflew _\n\nx O O\n\n"
+    from jaxtl.data import get_task
+    from jaxtl.data.tasks import Task
+
+    gold = [{"id": 0, "text": "Anna flew", "words": ["Anna", "flew"], "gold": ["B-PER", "O"],
+             "tags": ["B-PER", "B-PER"]}]  # fmt: skip
+    with predictions.open_writer(tmp_path / "g.conll", "conll") as w:
+        w.write(gold[0])
+    pred = get_task(f"file:name=t,path={tmp_path}/g.conll").load("train")  # last column
+    first = get_task(f"file:name=t,path={tmp_path}/g.conll,tag_column=1").load("train")
+    assert [e.label for e in pred] == [("B-PER", "B-PER")] and first[0].label == ("B-PER", "O")
+    with pytest.raises(ValueError, match="--output_format=conll writes a tagging task's tags"):
+        predictions.check_format(Task("sst", "regression", loader=None), "conll")
+    with pytest.raises(ValueError, match="the conll output format holds a tagging task's tags"):
+        with predictions.open_writer(tmp_path / "c.conll", "conll") as w:
+            w.write({"id": 0, "text": "x", "label": "pos"})
+    assert not (tmp_path / "c.conll").exists()
     monkeypatch.setattr(predictions, "_PARQUET_ROWS", 3)
     recs = [{"id": i, "text": f"t{i}", "label": "pos", "probs": [0.25, 0.75]} for i in range(7)]
     with predictions.open_writer(tmp_path / "p.parquet", "parquet") as w:
@@ -322,7 +345,8 @@ def test_prediction_tables_and_parquet_stream_and_fail_whole(tmp_path, monkeypat
         with predictions.open_writer(tmp_path / "q.csv", "csv", ("neg", "pos")) as w:
             w.write(recs[0])
             raise RuntimeError("boom")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet", "t.tsv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.conll", "p.parquet", "t.conll",
+                                                         "t.tsv"]  # fmt: skip
     with pytest.raises(ValueError, match="cannot go to stdout"):
         with predictions.open_writer("-", "parquet"):
             pass
