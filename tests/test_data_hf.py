@@ -32,6 +32,21 @@ def sentiment() -> "datasets.DatasetDict":
     )
 
 
+def test_a_label_column_with_no_value_in_any_row_is_an_unlabelled_split(tmp_path):
+    """pandas writes an unlabelled test frame's label column as nulls: read unlabelled, as a
+    split without the column is; a null among labels stays a bad row, named."""
+    datasets.Dataset.from_dict({"text": ["good", "bad"], "label": ["pos", "neg"]}).to_parquet(
+        str(tmp_path / "train.parquet"))  # fmt: skip
+    datasets.Dataset.from_dict({"text": ["fine", "meh"], "label": [None, None]}).to_parquet(
+        str(tmp_path / "test.parquet"))  # fmt: skip
+    task = get_task(f"hf:name=t,path={tmp_path}/{{split}}.parquet")
+    assert [(e.text, e.label) for e in task.load("test")] == [("fine", None), ("meh", None)]
+    datasets.Dataset.from_dict({"text": ["a", "b"], "label": ["pos", None]}).to_parquet(
+        str(tmp_path / "mixed.parquet"))  # fmt: skip
+    with pytest.raises(DataError, match=r"mixed\.parquet:1: column 'label': no label \(None\)"):
+        get_task(f"hf:name=m,path={tmp_path}/mixed.parquet").load("train")
+
+
 def test_save_to_disk_folder(tmp_path):
     sentiment().save_to_disk(str(tmp_path / "sent"))
     task = get_task("hf:name=sent,path=sent,text=sentence,label=label", tmp_path)

@@ -38,7 +38,8 @@ empty text, a missing value or a label outside the label set is a bad row (error
 and column, or a counted skip with ``on_bad_row="skip"``); a column missing from a split is an
 error listing its columns, except a missing label column in a split other than train, which reads
 that split unlabelled (``label=None``); so does a ``ClassLabel`` split whose labels are all -1
-(the HF convention for unlabelled test sets). ``datasets`` is imported only when such a task is
+(the HF convention for unlabelled test sets), or a label column with no value in any row (a
+pandas frame's None written to Parquet). ``datasets`` is imported only when such a task is
 built (it is slow to import).
 """
 
@@ -362,8 +363,15 @@ def hf_task(
                 raws = [list(r) for r in zip(*(ds[c] for c in columns))]
             else:
                 raws = list(ds[label]) if labelled else [None] * len(texts)
-            if labelled and cl is not None and kind != "tagging" and all(r == -1 for r in raws):
-                labelled, raws = False, [None] * len(texts)  # ClassLabel -1 only: unlabelled
+            if (
+                labelled
+                and not columns
+                and (
+                    all(r is None or (isinstance(r, str) and not r.strip()) for r in raws)
+                    or (cl is not None and kind != "tagging" and all(r == -1 for r in raws))
+                )
+            ):  # ClassLabel -1 only, or no value in any row (pandas' None): unlabelled
+                labelled, raws = False, [None] * len(texts)
             if (
                 labelled_kind
                 and not labelled
