@@ -55,6 +55,14 @@ def test_semicolon_csv_by_delimiter_and_a_one_field_header_says_so(tmp_path):
         assert [(e.text, e.label) for e in task.load("train")] == [("good; really", 1), ("bad", 0)]
     with pytest.raises(ValueError, match="delimiter must be one character"):
         get_task(f"file:name=t,path={tmp_path}/train.csv,delimiter=ab")
+    # CoNLL-2003's train.txt: no table extension, so read as TSV; the error says what reads it
+    (tmp_path / "train.txt").write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n")
+    with pytest.raises(DataError, match=re.escape("(the file was read as TSV, its extension "
+                                                  "naming no format: CoNLL columns need "
+                                                  "kind=tagging or format=conll")):  # fmt: skip
+        get_task(f"file:name=t,path={tmp_path}/train.txt")
+    assert get_task(f"file:name=t,path={tmp_path}/train.txt,kind=tagging").load("train")[0].words \
+        == ("EU",)  # fmt: skip
 
 
 def test_a_json_array_of_objects_reads_as_json_lines_do(tmp_path):

@@ -260,7 +260,7 @@ def file_task(
                     what = f"label column {first_label!r} is blank in every row"
                 else:
                     where = f"header {header_names}" if header_names is not None else "any row"
-                    hint = separator_hint(header_names) or did_you_mean(
+                    hint = separator_hint(header_names, p) or did_you_mean(
                         first_label, header_names or list(records[0][2])
                     )
                     what = f"no label column {first_label!r}{hint} in {where}"

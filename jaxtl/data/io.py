@@ -335,15 +335,22 @@ def did_you_mean(name: object, choices: Sequence[object]) -> str:
 _SEPARATORS = {";": "semicolon", "\t": "tab", ",": "comma", "|": "\\|"}
 
 
-def separator_hint(names: Sequence[str] | None) -> str:
-    """For a header read as one field that holds another separator (a semicolon-separated CSV,
-    as spreadsheets in many locales write it): which ``delimiter=`` would split it."""
+def separator_hint(names: Sequence[str] | None, path: str = "") -> str:
+    """For a header read as one field: which ``delimiter=`` would split it when it holds
+    another separator (a semicolon-separated CSV, as spreadsheets in many locales write it);
+    else, for a file whose extension names no table (read as TSV by default: CoNLL-2003's
+    ``train.txt``), which option reads its layout."""
     if names is None or len(names) != 1:
         return ""
     for sep, name in _SEPARATORS.items():
         if sep in names[0]:
             return (f" (the header is one field: is the file separated by {sep!r}? "
                     f"delimiter={name} splits it)")  # fmt: skip
+    if path and table_format(path) is None:
+        return (
+            " (the file was read as TSV, its extension naming no format: CoNLL columns "
+            "need kind=tagging or format=conll, one text per line kind=lm)"
+        )
     return ""
 
 
@@ -354,7 +361,7 @@ def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     if names is None:
         raise DataError(f"{path}: file has no header, so column {col!r} must be an integer")
     if col not in names:
-        hint = separator_hint(names) or did_you_mean(col, names)
+        hint = separator_hint(names, path) or did_you_mean(col, names)
         raise DataError(f"{path}: no column {col!r}{hint} in header {names}")
     if names.count(col) > 1:  # which one the user meant cannot be told
         at = [i for i, n in enumerate(names) if n == col]
