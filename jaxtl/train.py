@@ -51,6 +51,9 @@ from jaxtl import step as step_lib
 from jaxtl.strategy import Strategy
 
 log = logging.getLogger(__name__)
+# Without a terminal (a log file, a batch job) the progress bar is off; a line at most this
+# often says where training is instead, and each evaluation's scores.
+PROGRESS_LINE_EVERY_S = 30.0
 
 
 class Feed(Protocol):
@@ -227,6 +230,9 @@ class Trainer:
         self._state: step_lib.TrainState | None = None
         self._resume: int | None = None
         self._pbar: Any = None
+        self._lines = False  # progress as log lines: progress asked for, no terminal for a bar
+        self._last_line = 0.0
+        self._total_steps = 0
         self._evals_since_best = 0
         self._last_log = time.time()
         # task -> (step, metrics on device, stage name, phase, phase start) of that task's
@@ -341,6 +347,9 @@ class Trainer:
             res = es.score(es.task, outputs, full_batches)
             results[name] = {k: float(v) for k, v in res.items()}
             self.metrics.write(step, "dev", name, results[name], stage=stage.name)
+            if self._lines:
+                log.info("step %d (%s) dev %s: %s", step, stage.name, name,
+                         "  ".join(f"{k}={v:.4f}" for k, v in results[name].items()))  # fmt: skip
         if len(results) > 1:
             avg = selection.average(results, {n: es.task for n, es in stage.eval_sets.items()})
             self.metrics.write(step, "dev", "average", {"score": avg}, stage=stage.name)
@@ -414,8 +423,10 @@ class Trainer:
             from tqdm.auto import tqdm
 
             # disable=None: a bar on a terminal, none in log files and CI output
-            total = sum(s.steps for s in self.stages)
-            self._pbar = tqdm(total=total, desc="train", dynamic_ncols=True, disable=None)
+            self._total_steps = sum(s.steps for s in self.stages)
+            self._pbar = tqdm(total=self._total_steps, desc="train", dynamic_ncols=True,
+                              disable=None)  # fmt: skip
+            self._lines = bool(self._pbar.disable)
         previous = self._catch_signals()
         try:
             for si, stage in enumerate(self.stages):
@@ -623,6 +634,15 @@ class Trainer:
                 self.metrics.write(step, "train", task, vals, stage=stage_name)
             if self._pbar:
                 self._pbar.set_postfix(loss=f"{vals['loss']:.4f}", task=ev.task)
+            if self._lines and (now - self._last_line >= PROGRESS_LINE_EVERY_S
+                                or ev.step == ev.phase_end):  # fmt: skip
+                self._last_line = now
+                left = (self._total_steps - ev.step) / max(steps_per_sec, 1e-9)
+                losses = ", ".join(f"{task} loss {float(m['loss']):.4f}"
+                                   for (task, _), m in zip(rows, fetched))  # fmt: skip
+                log.info("step %d/%d (%s): %s, lr %.3g, %.2f steps/s, about %s left",
+                         ev.step, self._total_steps, ev.stage.name, losses, vals["lr"],
+                         steps_per_sec, _duration(left))  # fmt: skip
 
     def _eval_hook(self, ev: StepEvent) -> None:
         every = ev.stage.eval_every
@@ -734,3 +754,12 @@ class Trainer:
         self.metrics.close()
         self.checkpointer.close()
         return out
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2.5 h``: a rough time left, for progress lines."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -160,6 +160,36 @@ def test_early_stop_and_best_checkpoint(tiny_bert_dir, tmp_path):
     assert not rep.new and not rep.mismatched
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_without_a_terminal_progress_is_log_lines(tiny_bert_dir, tmp_path, caplog, monkeypatch,
+                                                  progress):  # fmt: skip
+    """Under pytest stderr is no terminal, so tqdm shows no bar: with train.progress the run
+    says where it is in log lines (here at every log point) and each evaluation's scores;
+    with progress off it says neither."""
+    import logging
+    import re
+
+    c, tds, model, stage = _setup(tiny_bert_dir, ["builtin/similarity"], steps=8)
+    c.train.progress = progress
+    c.train.log_every = 4
+    monkeypatch.setattr(train, "PROGRESS_LINE_EVERY_S", 0.0)
+    mesh = mesh_lib.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    trainer = train.Trainer(model, [stage], workdir=tmp_path, mesh=mesh,
+                            config=run_lib.train_config(c))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="jaxtl.train"):
+        trainer.run()
+    lines = [r.getMessage() for r in caplog.records if r.name == "jaxtl.train"]
+    steps = [x for x in lines if re.fullmatch(r"step \d/8 \(multitask\): builtin/similarity loss "
+                                              r"\d+\.\d{4}, lr \S+, [\d.]+ steps/s, about \d+ s "
+                                              r"left", x)]  # fmt: skip
+    devs = [x for x in lines if x.startswith("step 4 (multitask) dev builtin/similarity: ")]
+    if progress:
+        assert [x.split("/")[0] for x in steps] == ["step 4", "step 8"] and len(devs) == 1
+        assert "pearson=" in devs[0]
+    else:
+        assert steps == [] and devs == []
+
+
 def test_mixture_feed_counts_and_ids():
     class It:
         def __init__(self):
