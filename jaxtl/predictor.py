@@ -72,6 +72,33 @@ def _reads_files(spec: str) -> bool:
     return spec.lower() in REGISTRY and "paths" in factory_options(spec.lower())
 
 
+def _file_extensions(spec: str) -> set[str]:
+    """The extensions of the files a ``file:`` spec names (``path``, ``paths``)."""
+    if not spec.startswith("file:"):
+        return set()
+    from jaxtl.data import spec as spec_lib
+
+    options = spec_lib.parse(spec)[1]
+    names = [options.get("path") or "", *(options.get("paths") or {}).values()]
+    return {os.path.splitext(n.removesuffix(".gz"))[1].lower() for n in names if n}
+
+
+def _reads_as_own(path: str, task: Task, spec: str) -> bool:
+    """Whether a file's first line looks like the task's own files' first lines: for a tagger,
+    CoNLL columns (``-DOCSTART-``, or a last column that is one of its tags) rather than a
+    sentence; for a table, a header naming its text column."""
+    from jaxtl.data import spec as spec_lib
+
+    first = next(iter(text_lines(path)), ("", ""))[0]
+    if task.kind == "tagging":
+        fields = first.split()
+        return first.startswith("-DOCSTART-") or (
+            len(fields) >= 2 and fields[-1] in task.label_names
+        )
+    text = spec_lib.parse(spec)[1].get("text", "text")
+    return isinstance(text, str) and any(text in first.split(sep) for sep in "\t,;|")
+
+
 def _check_inputs(examples: Sequence[Example], task: Task) -> None:
     """Inputs the model was not trained on stop with the first one's place: a single sentence
     for a sentence-pair task (or a pair for a single-sentence one) would be scored silently
@@ -311,10 +338,16 @@ class Predictor:
             raise ValueError(f"--input_format={input_format!r}: choose one of {INPUT_FORMATS}")
         if input_format != "auto":
             return input_format
-        # By extension: a table or CoNLL file is the task's format.
+        # By extension: a table or CoNLL file is the task's format; so is a file named as the
+        # task's own files are (CoNLL-2003's test.txt, for a task trained on its train.txt)
+        # when its first line reads as theirs do.
         spec = self.specs.get(td.task.name, "")
         ext = os.path.splitext(str(path))[1].lower()
-        own = ext in (".tsv", ".csv", ".conll", ".conllu", *HF_TABLES)
+        own = ext in (".tsv", ".csv", ".conll", ".conllu", *HF_TABLES) or (
+            path != "-"
+            and ext in _file_extensions(spec) - {".json", ".jsonl"}
+            and _reads_as_own(path, td.task, spec)
+        )
         if own and _reads_files(spec):
             return "task"
         if td.task.kind == "qa":  # questions and contexts: SQuAD JSON (lines), as its files

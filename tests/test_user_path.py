@@ -288,6 +288,34 @@ def test_selected_last_params_reuse_the_final_evaluation(tiny_bert_dir, tmp_path
     assert calls["n"] == asked[0] + asked[2]
 
 
+def test_an_input_named_as_the_tasks_own_files_is_read_as_they_are_when_it_reads_so(tmp_path):
+    """A tagger trained on CoNLL-2003's .txt files: its test.txt is CoNLL, not one sentence per
+    line; a .txt of sentences stays lines (the first line decides); a table task's .txt with
+    its header is the task's format."""
+    from types import SimpleNamespace
+
+    from jaxtl.data.tasks import Task
+    from jaxtl.predictor import Predictor
+
+    def fmt(path, task, spec):
+        return Predictor.input_format(SimpleNamespace(specs={task.name: spec}), str(path),
+                                      SimpleNamespace(task=task))  # fmt: skip
+
+    ner = Task("ner", "tagging", loader=None, label_names=("O", "B-LOC", "I-LOC"))
+    spec = f"file:name=ner,paths=train:{tmp_path}/train.txt|dev:{tmp_path}/valid.txt,kind=tagging"
+    (tmp_path / "test.txt").write_text("-DOCSTART- -X- -X- O\n\nLima NNP B-NP B-LOC\n")
+    (tmp_path / "tagged.txt").write_text("Lima B-LOC\nis O\n")
+    (tmp_path / "new.txt").write_text("Lima is far .\n")
+    (tmp_path / "new.md").write_text("Lima B-LOC\n")
+    assert [fmt(tmp_path / f, ner, spec) for f in ("test.txt", "tagged.txt", "new.txt", "new.md")
+            ] == ["task", "task", "lines", "lines"]  # fmt: skip
+    sst = Task("s", "classification", loader=None, label_names=("neg", "pos"))
+    spec = f"file:name=s,path={tmp_path}/{{split}}.txt,text=sentence,format=tsv"
+    (tmp_path / "table.txt").write_text("sentence\tlabel\ngood\tpos\n")
+    assert fmt(tmp_path / "table.txt", sst, spec) == "task"
+    assert fmt(tmp_path / "new.txt", sst, spec) == "lines"
+
+
 def test_prediction_tables_and_parquet_stream_and_fail_whole(tmp_path, monkeypatch):
     """open_writer: the format follows the extension (or is named); a table's header is the
     first record's columns, a cut-off tag is "_" and a missing cell empty; Parquet is written
