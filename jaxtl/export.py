@@ -449,15 +449,17 @@ def _write_card(
                 "jaxtl trained each word's tag on the word's first sub-token (the other pieces "
                 'carry no label), so `aggregation_strategy="first"` gives jaxtl\'s tags, one '
                 "per word, grouped into entities; without it the pipeline also lists the "
-                "continuation pieces' (untrained) tags."
+                "continuation pieces' (untrained) tags. The pipeline reads text, so its words "
+                "are the tokenizer's: a word with punctuation inside (`AL-AIN`) becomes several."
                 + (
                     ""
                     if task.iob
                     else " These tags are not IOB, so the pipeline joins neighbouring words "
-                    "of one tag into one entry; for one tag per word, take the logits at each "
-                    "word's first sub-token (`tokenizer(words, is_split_into_words=True)"
-                    ".word_ids()`)."
-                ),
+                    "of one tag into one entry."
+                )
+                + " For jaxtl's tag of each of your words, take the logits at each word's "
+                "first sub-token (`tokenizer(words, is_split_into_words=True).word_ids()`), "
+                "as `jaxtl --predict` does.",
                 "",
             ]
         else:

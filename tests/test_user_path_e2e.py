@@ -342,6 +342,18 @@ def test_exported_tagger_and_regressor_agree_with_jaxtl(trained):
         assert got == want, (r["text"], got, r["tags"])
         found += len(want)
     assert split_words >= 2 and found >= 1  # the check covers split words and some entity
+    # The card's exact per-word call: the logits at each word's first sub-token are jaxtl's.
+
+    tok, model = grouped.tokenizer, grouped.model.eval()
+    for r in rows[:-1]:  # (jaxtl tags LONG in windows of data.max_length)
+        enc = tok(r["words"], is_split_into_words=True, return_tensors="pt")
+        with torch.no_grad():
+            ids = model(**enc).logits[0].argmax(-1).tolist()
+        firsts = {}
+        for k, w in enumerate(enc.word_ids()):
+            if w is not None:
+                firsts.setdefault(w, model.config.id2label[ids[k]])
+        assert [firsts[w] for w in range(len(r["words"]))] == r["tags"], r["text"]
     rows = _jsonl(wd / "predictions/sts/dev.jsonl")
     model = AutoModelForSequenceClassification.from_pretrained(str(out / "sts")).eval()
     from transformers import AutoTokenizer
