@@ -967,7 +967,8 @@ def case_embed(s: Settings) -> dict[str, Any]:
     ref = st.encode(texts, batch_size=64)
     timing = alternate(lambda: e.embed(texts), lambda: st.encode(texts, batch_size=64), s.pairs)
     row = {
-        "sentences": len(texts), "settings": e.describe(), "jaxtl_first_pass_s": first,
+        "sentences": len(texts), "model": s.model, "settings": e.describe(),
+        "jaxtl_first_pass_s": first,
         "max_abs_diff": float(np.abs(ours - ref).max()), **timing, "load_avg": os.getloadavg(),
     }  # fmt: skip
     print(f"  embed {len(texts)} sentences: jaxtl {row['jaxtl_median_s']:.2f}s, "

@@ -600,6 +600,8 @@ def mlm(res: dict, path: pathlib.Path) -> str:
 def embed(res: dict, path: pathlib.Path) -> str:
     c = res["cases"]["embed"]
     n = c["sentences"]
+    model = c.get("model", "minilm")  # results from before the key: the packaged model
+    model = "the packaged all-MiniLM-L6-v2" if model == "minilm" else f"`{model}`"
     rows = [
         ["jaxtl (`jaxtl --embed`, packed rows)", f"{c['jaxtl_median_s']:.2f}",
          f"{n / c['jaxtl_median_s']:,.0f}", "1.00"],
@@ -607,7 +609,7 @@ def embed(res: dict, path: pathlib.Path) -> str:
          f"{n / c['torch_median_s']:,.0f}", f"{1 / c['ratio_median']:.2f}"],
     ]  # fmt: skip
     return "\n".join([
-        f"The first {n:,} SST-2 training sentences embedded by the packaged all-MiniLM-L6-v2 "
+        f"The first {n:,} SST-2 training sentences embedded by {model} "
         f"({c['settings']}), batch 64; medians of {len(c['jaxtl_s'])} alternated passes after "
         "one untimed pass each.",
         "",

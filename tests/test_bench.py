@@ -377,6 +377,7 @@ def test_embed_case_gives_sentence_transformers_vectors_and_renders(tiny_bert_di
     assert _finite(res["jaxtl_median_s"]) and _finite(res["torch_median_s"])
     text = embed({"cases": {"embed": res}, "command": "x", "date": "d"}, pathlib.Path("r.json"))
     assert "| sentence-transformers `encode` (PyTorch) |" in text
+    assert f"embedded by `{tiny_bert_dir}`" in text and "MiniLM" not in text  # the model run
 
 
 def test_full_epoch_runs_e2e_on_all_of_train_into_a_table_of_its_own(
