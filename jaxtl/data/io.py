@@ -117,8 +117,7 @@ def read_lines(path: str, bad: BadRows) -> Generator[tuple[int, str], None, None
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with _open_bytes(path) as f:
         # Streamed line by line (a corpus may be larger than memory); the blank lines before the
         # first text are held back so that an empty (or all-blank) file fails before any line.
         lead: list[bytes] = []
@@ -198,6 +197,7 @@ def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, 
 
 
 def _open_bytes(path: str) -> Any:
+    """A file's bytes, gunzipped for a ``.gz`` name."""
     return (gzip.open if path.endswith(".gz") else open)(path, "rb")
 
 
