@@ -47,6 +47,19 @@ def test_a_label_column_with_no_value_in_any_row_is_an_unlabelled_split(tmp_path
         get_task(f"hf:name=m,path={tmp_path}/mixed.parquet").load("train")
 
 
+def test_int_labels_without_a_class_label_take_label_names_by_id(tmp_path):
+    """Hugging Face's to_json writes a ClassLabel as its integer (conll2003's ner_tags): with
+    label_names= the ids name their classes, as the file reader does."""
+    (tmp_path / "ner.jsonl").write_text('{"tokens": ["EU", "rejects"], "ner_tags": [3, 0]}\n')
+    names = "O|B-PER|I-PER|B-ORG|I-ORG"
+    task = get_task(f"hf:name=n,path={tmp_path}/ner.jsonl,kind=tagging,text=tokens,"
+                    f"label=ner_tags,label_names={names}")  # fmt: skip
+    assert [e.label for e in task.load("train")] == [("B-ORG", "O")]
+    (tmp_path / "c.jsonl").write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n')
+    task = get_task(f"hf:name=c,path={tmp_path}/c.jsonl,label_names=neg|pos")
+    assert [(e.text, e.label) for e in task.load("train")] == [("good", 1), ("bad", 0)]
+
+
 def test_save_to_disk_folder(tmp_path):
     sentiment().save_to_disk(str(tmp_path / "sent"))
     task = get_task("hf:name=sent,path=sent,text=sentence,label=label", tmp_path)

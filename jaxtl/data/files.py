@@ -65,6 +65,7 @@ from jaxtl.data.io import (
     has_id_column,
     is_multi_hot,
     multilabel_ids,
+    names_by_id,
     parse_label,
     read_json_objects,
     read_table,
@@ -223,9 +224,7 @@ def file_task(
     # Labels written as class ids (a JSON 1, Hugging Face's ClassLabel integers, as its
     # to_json writes conll2003's ner_tags): id i is label_names[i] -- unless a name is itself a
     # number, when labels match names only.
-    given = tuple(str(x).strip() for x in label_names or ())
-    by_id = {} if columns or any(_INT.fullmatch(n) for n in given) else {
-        str(i): n for i, n in enumerate(given)}  # fmt: skip
+    by_id = {} if columns else names_by_id(label_names)
 
     def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
         if split not in split_paths:

@@ -62,6 +62,7 @@ from jaxtl.data.io import (
     has_id_column,
     is_multi_hot,
     multilabel_ids,
+    names_by_id,
     qa_example,
     qa_task_of,
     resolve,
@@ -298,6 +299,7 @@ def hf_task(
     ``_labels_optional``: its one split may lack the label column (``--predict`` on a file,
     with the run's ``kind`` and ``label_names``)."""
     BadRows(on_bad_row)  # validates the policy now rather than at the first load
+    by_id = {} if label_columns else names_by_id(label_names)  # int labels without a ClassLabel
     sources = open_splits(data_dir, path, name=name, fmt=format, subset=subset, splits=splits)
     cache: dict[str, Parts] = {}
 
@@ -401,7 +403,8 @@ def hf_task(
                 bad(where, f"column {label!r}: expected {len(t)} tags (one per word), got "
                            f"{raw!r:.80}")  # fmt: skip
                 return None
-            tags = tuple(cl.int2str(x) if cl is not None else str(x) for x in raw)
+            tags = tuple(cl.int2str(x) if cl is not None else by_id.get(str(x), str(x))
+                         for x in raw)  # fmt: skip
             if lmap is not None:
                 unknown = [x for x in tags if x not in lmap]
                 if unknown:
@@ -445,6 +448,7 @@ def hf_task(
                     return None
             else:
                 key = cl.int2str(raw) if cl is not None else str(raw).strip()
+                key = key if cl is not None else by_id.get(key, key)
                 if lmap is None:
                     value = raw if isinstance(raw, int) and cl is None else key
                 elif key not in lmap:

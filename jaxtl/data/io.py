@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
@@ -368,6 +369,17 @@ def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
         raise DataError(f"{path}: the header names column {col!r} {len(at)} times (columns "
                         f"{', '.join(str(i) for i in at)}, 0-based); rename them apart")  # fmt: skip
     return names.index(col)
+
+
+def names_by_id(label_names: Sequence[Any] | None) -> dict[str, str]:
+    """``{"0": name0, "1": name1, ...}`` for labels and tags written as class ids (a JSON 1, a
+    ``ClassLabel``'s integers as Hugging Face's ``to_json`` writes them: conll2003's ner_tags)
+    when ``label_names`` are given; empty when a name is itself a number (labels then match
+    names only) or none are given."""
+    given = [str(x).strip() for x in label_names or ()]
+    if any(re.fullmatch(r"-?\d+", n) for n in given):
+        return {}
+    return {str(i): n for i, n in enumerate(given)}
 
 
 def parse_label(
