@@ -40,7 +40,7 @@ from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
-from jaxtl.data.io import json_values, row_id, text_lines
+from jaxtl.data.io import json_values, row_id, table_format, text_lines
 from jaxtl.data.prepare import TaskData, configured
 from jaxtl.data.spec import COLUMNAR
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
@@ -479,8 +479,12 @@ class Predictor:
             task = hf_task(path=file, name=td.task.name, kind=td.task.kind, **columns, **names,
                            _labels_optional=True)  # fmt: skip
             return list(task.load(task.splits[0]))
-        # A file task reads the file as a "test" split, which may lack the label column.
-        task = spec_lib.get_task(spec, replace={"path": None, "paths": {"test": file}} | names)
+        # A file task reads the file as a "test" split, which may lack the label column. A JSON
+        # input keeps the task's columns, not its files' table layout (format, delimiter).
+        layout = {"format": None, "delimiter": None} if table_format(file) == "jsonl" else {}
+        task = spec_lib.get_task(
+            spec, replace={"path": None, "paths": {"test": file}} | layout | names
+        )
         return list(task.load(task.splits[0]))
 
     def export(self, out_dir: str | epath.Path) -> dict[str, Any]:

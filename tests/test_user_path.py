@@ -314,6 +314,12 @@ def test_an_input_named_as_the_tasks_own_files_is_read_as_they_are_when_it_reads
     (tmp_path / "table.txt").write_text("sentence\tlabel\ngood\tpos\n")
     assert fmt(tmp_path / "table.txt", sst, spec) == "task"
     assert fmt(tmp_path / "new.txt", sst, spec) == "lines"
+    # A task trained on semicolon CSVs reads a JSON input by its columns, not by ";"
+    spec = f"file:name=s,path={tmp_path}/{{split}}.csv,text=review,label=stars,delimiter=;"
+    (tmp_path / "new.json").write_text('[{"review": "fine; really"}, {"review": "dull"}]')
+    fake = SimpleNamespace(specs={"s": spec})
+    got = Predictor._read_task_format(fake, str(tmp_path / "new.json"), SimpleNamespace(task=sst))
+    assert [(e.text, e.label) for e in got] == [("fine; really", None), ("dull", None)]
 
 
 def test_prediction_tables_and_parquet_stream_and_fail_whole(tmp_path, monkeypatch):
