@@ -27,6 +27,7 @@ a size whose tokenisation would not fit the time box of a loaded machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -210,11 +211,9 @@ def tile_cache(rows: int, data: str, cache: str, check_rows: int) -> dict[str, A
 
 
 def _worker(args: argparse.Namespace) -> None:
-    if args.worker == "jaxtl-packed":
-        out = work_jaxtl(args.rows, args.data, args.cache, args.batches, packed=True)
-    else:
-        fn = {"jaxtl": work_jaxtl, "datasets": work_datasets}[args.worker]
-        out = fn(args.rows, args.data, args.cache, args.batches)
+    fn = {"jaxtl": work_jaxtl, "jaxtl-packed": functools.partial(work_jaxtl, packed=True),
+          "datasets": work_datasets}[args.worker]  # fmt: skip
+    out = fn(args.rows, args.data, args.cache, args.batches)
     print(json.dumps(out))
 
 

@@ -380,9 +380,10 @@ def _hub_note(path: str | None, name: str | None) -> str:
     return f" (on the Hub: `{hub_id}`)" if hub_id and hub_id != path else ""
 
 
-def _card_base_line(name: str | None) -> str:
+def _card_base_lines(name: str | None) -> list[str]:
+    """A card's front-matter ``base_model`` line, when ``name`` has a Hub id."""
     hub_id = card_base_model(name)
-    return f"base_model: {json.dumps(hub_id)}\n" if hub_id else ""
+    return [f"base_model: {json.dumps(hub_id)}"] if hub_id else []
 
 
 def _write_card(
@@ -397,9 +398,8 @@ def _write_card(
     front = [
         "---",
         "library_name: " + ("transformers" if rep["format"] == "transformers" else "jaxtl"),
+        *_card_base_lines(base_model),
     ]
-    if hub_id := card_base_model(base_model):
-        front.append(f"base_model: {json.dumps(hub_id)}")
     front += [f"pipeline_tag: {PIPELINES[task.kind]}", "tags:", "- jaxtl", "---", ""]
     lines = [
         f"# {task.name} ({task.kind})",
@@ -681,10 +681,11 @@ def export_peft_adapter(
     labels = _labels(t)
     auto = AUTO_CLASSES[t.kind]
     problem = ', problem_type="multi_label_classification"' if t.kind == "multilabel" else ""
+    base_line = "".join(f"{x}\n" for x in _card_base_lines(base_model or name_or_path))
     (out / CARD).write_text(
         f"""---
 library_name: peft
-{_card_base_line(base_model or name_or_path)}tags:
+{base_line}tags:
 - jaxtl
 - lora
 ---

@@ -49,7 +49,6 @@ from jaxtl.objectives import seq2seq as seq2seq_objective
 log = logging.getLogger(__name__)
 
 INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
-HF_TABLES = COLUMNAR  # columnar files: read through the hf reader
 # Examples --predict runs through the model at a time: enough to fill packed rows and batches,
 # few enough that the tokens, batches and records of one chunk stay small (tens of MB).
 PREDICT_CHUNK = 8192
@@ -343,7 +342,7 @@ class Predictor:
         # when its first line reads as theirs do.
         spec = self.specs.get(td.task.name, "")
         ext = os.path.splitext(str(path))[1].lower()
-        own = ext in (".tsv", ".csv", ".conll", ".conllu", *HF_TABLES) or (
+        own = ext in (".tsv", ".csv", ".conll", ".conllu", *COLUMNAR) or (
             path != "-"
             and ext in _file_extensions(spec) - {".json", ".jsonl"}
             and _reads_as_own(path, td.task, spec)
@@ -465,7 +464,7 @@ class Predictor:
             return list(task.load("test"))
         # Labels are the trained ones whatever the file holds.
         names = {"label_names": tuple(td.task.label_names)} if td.task.label_names else {}
-        if spec.startswith("hf:") or os.path.splitext(file)[1].lower() in HF_TABLES:
+        if spec.startswith("hf:") or os.path.splitext(file)[1].lower() in COLUMNAR:
             # The hf reader, on the task's columns: an hf task's own format, or a table task
             # given a Parquet/Arrow file; the file may lack the label column.
             from jaxtl.data.hf_datasets import hf_task

@@ -232,7 +232,6 @@ class Trainer:
         self._pbar: Any = None
         self._lines = False  # progress as log lines: progress asked for, no terminal for a bar
         self._last_line = 0.0
-        self._total_steps = 0
         self._evals_since_best = 0
         self._last_log = time.time()
         # task -> (step, metrics on device, stage name, phase, phase start) of that task's
@@ -423,9 +422,8 @@ class Trainer:
             from tqdm.auto import tqdm
 
             # disable=None: a bar on a terminal, none in log files and CI output
-            self._total_steps = sum(s.steps for s in self.stages)
-            self._pbar = tqdm(total=self._total_steps, desc="train", dynamic_ncols=True,
-                              disable=None)  # fmt: skip
+            total = sum(s.steps for s in self.stages)
+            self._pbar = tqdm(total=total, desc="train", dynamic_ncols=True, disable=None)
             self._lines = bool(self._pbar.disable)
         previous = self._catch_signals()
         try:
@@ -637,11 +635,12 @@ class Trainer:
             if self._lines and (now - self._last_line >= PROGRESS_LINE_EVERY_S
                                 or ev.step == ev.phase_end):  # fmt: skip
                 self._last_line = now
-                left = (self._total_steps - ev.step) / max(steps_per_sec, 1e-9)
+                total = self._pbar.total  # a disabled bar still keeps its total
+                left = (total - ev.step) / max(steps_per_sec, 1e-9)
                 losses = ", ".join(f"{task} loss {float(m['loss']):.4f}"
                                    for (task, _), m in zip(rows, fetched))  # fmt: skip
                 log.info("step %d/%d (%s): %s, lr %.3g, %.2f steps/s, about %s left",
-                         ev.step, self._total_steps, ev.stage.name, losses, vals["lr"],
+                         ev.step, total, ev.stage.name, losses, vals["lr"],
                          steps_per_sec, _duration(left))  # fmt: skip
 
     def _eval_hook(self, ev: StepEvent) -> None:

@@ -57,12 +57,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from jaxtl.data.io import (
+    CLASS_ID,
     DEFAULT_ID,
     NO_ID,
     chosen_metrics,
     column,
     did_you_mean,
     has_id_column,
+    is_blank,
     is_multi_hot,
     multilabel_ids,
     names_by_id,
@@ -77,7 +79,6 @@ from jaxtl.data.io import (
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 log = logging.getLogger(__name__)
-_INT = re.compile(r"-?\d+")
 
 
 def _records(path: str, fmt: str, header: bool, bad: BadRows, delimiter: str | None = None
@@ -115,15 +116,11 @@ def _lacks_label(records: Sequence[tuple[int, Any, Any]], label: str | int | Non
         return False
     names, rec = records[0][1], records[0][2]
     if isinstance(rec, dict):
-        return all(_blank(r.get(label)) for _, _, r in records)
+        return all(is_blank(r.get(label)) for _, _, r in records)
     if isinstance(label, str) and (names is None or label not in names):
         return names is not None
     at = label if isinstance(label, int) else names.index(label)
-    return all(at >= len(r) or _blank(r[at]) for _, _, r in records)
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    return all(at >= len(r) or is_blank(r[at]) for _, _, r in records)
 
 
 def _has_column(records: Sequence[tuple[int, Any, Any]], col: str | int | None) -> bool:
@@ -321,7 +318,7 @@ def file_task(
             if not labelled:
                 pass
             elif kind == "classification":
-                if _blank(raw):  # a missing value, not a class named ""
+                if is_blank(raw):  # a missing value, not a class named ""
                     bad(where, f"label field {label!r} is empty")
                     continue
                 value = str(raw).strip() if names_map is None else None
@@ -365,7 +362,7 @@ def file_task(
                      split_paths[source])  # fmt: skip
         else:
             names_tuple = tuple(sorted(values))
-        if kind == "tagging" and names_tuple and all(_INT.fullmatch(n) for n in names_tuple):
+        if kind == "tagging" and names_tuple and all(CLASS_ID.fullmatch(n) for n in names_tuple):
             raise DataError(f"{split_paths[source]}: the tags are class ids ({names_tuple[0]!r}, "
                             "...), not names: name the classes in id order with label_names="
                             "O|B-PER|... (the dataset's ClassLabel names)")  # fmt: skip

@@ -60,6 +60,7 @@ from jaxtl.data.io import (
     chosen_metrics,
     did_you_mean,
     has_id_column,
+    is_blank,
     is_multi_hot,
     multilabel_ids,
     names_by_id,
@@ -369,7 +370,7 @@ def hf_task(
                 labelled
                 and not columns
                 and (
-                    all(r is None or (isinstance(r, str) and not r.strip()) for r in raws)
+                    all(is_blank(r) for r in raws)
                     or (cl is not None and kind != "tagging" and all(r == -1 for r in raws))
                 )
             ):  # ClassLabel -1 only, or no value in any row (pandas' None): unlabelled
@@ -448,7 +449,8 @@ def hf_task(
                     return None
             else:
                 key = cl.int2str(raw) if cl is not None else str(raw).strip()
-                key = key if cl is not None else by_id.get(key, key)
+                if cl is None:  # an int id names label_names[id] (io.names_by_id)
+                    key = by_id.get(key, key)
                 if lmap is None:
                     value = raw if isinstance(raw, int) and cl is None else key
                 elif key not in lmap:

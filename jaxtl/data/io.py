@@ -148,7 +148,7 @@ def json_values(path: str) -> Iterator[tuple[Any, str]]:
     each element of a local file holding one JSON array: what ``--predict`` and ``--embed``
     read as ``jsonl``, a line (or element) at a time. Broken JSON stops, naming its line."""
     if path != "-" and os.path.isfile(path) and _opens_array(path):
-        for i, rec in read_json_objects(path, BadRows("error")):
+        for i, rec in _json_array(path, BadRows("error")):
             yield rec, f"{path}:{i}"
         return
     for line, where in text_lines(path):
@@ -371,13 +371,21 @@ def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     return names.index(col)
 
 
+CLASS_ID = re.compile(r"-?\d+")  # a label written as its class's integer id
+
+
+def is_blank(value: Any) -> bool:
+    """A missing cell: None (a JSON null, pandas' None) or only whitespace."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def names_by_id(label_names: Sequence[Any] | None) -> dict[str, str]:
     """``{"0": name0, "1": name1, ...}`` for labels and tags written as class ids (a JSON 1, a
     ``ClassLabel``'s integers as Hugging Face's ``to_json`` writes them: conll2003's ner_tags)
     when ``label_names`` are given; empty when a name is itself a number (labels then match
     names only) or none are given."""
     given = [str(x).strip() for x in label_names or ()]
-    if any(re.fullmatch(r"-?\d+", n) for n in given):
+    if any(CLASS_ID.fullmatch(n) for n in given):
         return {}
     return {str(i): n for i, n in enumerate(given)}
 

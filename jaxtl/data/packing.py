@@ -106,14 +106,14 @@ def pack(lengths: np.ndarray, order: np.ndarray, capacity: int, max_segments: in
     if len(lengths) and int(np.max(lengths)) > capacity:
         raise ValueError(f"an example has {int(np.max(lengths))} tokens, more than the row "
                          f"length {capacity}")  # fmt: skip
-    order = np.asarray(order)
+    order, lengths = np.asarray(order), np.asarray(lengths)
     row_of = np.empty(len(order), np.int32)  # the row of the k-th example placed
     free: list[int] = []
     used: list[int] = []
     by_free: list[list[int]] = [[] for _ in range(capacity + 1)]  # free space -> open rows
     for start in range(0, len(order), _PACK_CHUNK):
         placed = []
-        for n in np.asarray(lengths)[order[start : start + _PACK_CHUNK]].tolist():
+        for n in lengths[order[start : start + _PACK_CHUNK]].tolist():
             r = -1
             for c in range(n, capacity + 1):
                 if by_free[c]:
