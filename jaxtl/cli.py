@@ -4,7 +4,7 @@ or predict with / export a finished run.
     jaxtl --regime=REGIME [--config=FILE.py|NAME[:tiny]] [--config.KEY=VALUE ...] [--workdir=DIR]
     jaxtl --predict --workdir=DIR --input=FILE [--output=OUT.jsonl|.tsv|.csv|.parquet]
           [--task=NAME] [--input_format=auto|lines|jsonl|task]
-          [--output_format=auto|jsonl|tsv|csv|parquet|squad|conll]
+          [--output_format=auto|jsonl|tsv|csv|parquet|squad|conll|conllu]
     jaxtl --export --workdir=DIR --output=FOLDER
     jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
     jaxtl --embed --model=NAME|--workdir=DIR --input=FILE [--output=OUT.npy|.parquet|.jsonl]
@@ -205,11 +205,12 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--input", help="input file ('-' = stdin); with gold labels in every "
                         "row, the task's metrics against them are printed too")  # fmt: skip
     parser.add_argument("--output", default="-", help="output file ('-' = stdout): JSON lines, "
-                        "or by its extension: .tsv, .csv, .parquet, .conll")  # fmt: skip
+                        "or by its extension: .tsv, .csv, .parquet, .conll, .conllu")  # fmt: skip
     parser.add_argument("--output_format", default="auto",
                         help="auto (by --output's extension) | jsonl | tsv | csv | parquet | "
                         "squad (a qa task's answers as SQuAD's prediction file: id -> answer) | "
-                        "conll (a tagger's: word [gold] tag per line)")  # fmt: skip
+                        "conll (a tagger's: word [gold] tag per line) | conllu (a tagger "
+                        "trained on CoNLL-U: its tags in UPOS or XPOS)")  # fmt: skip
     parser.add_argument("--task", default=None, help="task name, when the run has several")
     parser.add_argument(
         "--input_format",

@@ -30,7 +30,12 @@ be written as SQuAD's prediction file (``squad``: one JSON object, question id �
 text), which the official SQuAD v1.1 / v2.0 evaluation scripts and its leaderboard read, and a
 tagger's as CoNLL (``conll``, ``.conll``): a line per word — the word, its gold tag when the
 input had one, the predicted tag, as the conlleval script reads them — and a blank line after
-each text, so predictions on a tagged file read back as a CoNLL file.
+each text, so predictions on a tagged file read back as a CoNLL file; a tagger trained on
+CoNLL-U files (Universal Dependencies) writes CoNLL-U (``conllu``, ``.conllu``): each text's
+``# sent_id`` and ``# text`` comments, then ten tab-separated columns a word, the predicted tag
+in the column the task was trained on (UPOS, or XPOS for ``tag_column=4``) and ``_`` in the
+columns jaxtl does not predict (lemma, features, head, relation), as a tag-only UDPipe run
+writes them.
 """
 
 from __future__ import annotations
@@ -264,17 +269,21 @@ def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> No
             writer.write(r)
 
 
-OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet", "squad", "conll")
+OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet", "squad", "conll", "conllu")
 _BY_EXTENSION = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl",
-                 ".conll": "conll"}  # fmt: skip
+                 ".conll": "conll", ".conllu": "conllu"}  # fmt: skip
+# CoNLL-U's ten columns (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC); a tagger's tags go
+# in UPOS (3) or XPOS (4).
+CONLLU_COLUMNS = 10
+CONLLU_TAG_COLUMNS = (3, 4)
 # Records per Parquet row group: a stream of any length is written with bounded memory.
 _PARQUET_ROWS = 8192
 
 
 def output_format(dest: str, given: str = "auto") -> str:
     """The format records are written to ``dest`` in: ``given``, or with ``"auto"`` the one its
-    extension names (``.tsv``, ``.csv``, ``.parquet``, ``.conll``), else JSON lines (stdout
-    included)."""
+    extension names (``.tsv``, ``.csv``, ``.parquet``, ``.conll``, ``.conllu``), else JSON
+    lines (stdout included)."""
     if given != "auto":
         if given not in OUTPUT_FORMATS:
             raise ValueError(
@@ -417,24 +426,60 @@ class _ConllWriter:
         pass
 
 
-def check_format(task: Any, fmt: str) -> None:
+class _ConlluWriter:
+    """A tagger's records as CoNLL-U: ``# sent_id``/``# text`` comments, then a line of ten
+    tab-separated columns per word, the tag in column ``tag_column`` and ``_`` elsewhere."""
+
+    def __init__(self, f: IO[str], tag_column: int):
+        if tag_column not in CONLLU_TAG_COLUMNS:
+            raise ValueError(f"CoNLL-U holds a tagger's tags in UPOS (3) or XPOS (4), not "
+                             f"column {tag_column}")  # fmt: skip
+        self.f, self.tag_column = f, tag_column
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if "tags" not in record:
+            raise ValueError("the conllu output format holds a tagging task's tags; this "
+                             f"record has none (keys {sorted(record)})")  # fmt: skip
+        # A comment's value ends at its line: a line break inside would start a token line.
+        self.f.write(f"# sent_id = {' '.join(str(record['id']).split())}\n")
+        self.f.write(f"# text = {' '.join(str(record.get('text', '')).split())}\n")
+        for k, (word, tag) in enumerate(zip(record["words"], record["tags"]), start=1):
+            cells = [str(k), str(word)] + ["_"] * (CONLLU_COLUMNS - 2)
+            cells[self.tag_column] = "_" if tag is None else str(tag)
+            self.f.write("\t".join(cells) + "\n")
+        self.f.write("\n")
+
+    def close(self) -> None:
+        pass
+
+
+def check_format(task: Any, fmt: str, conllu_column: int | None = None) -> None:
     """Refuse, in one line and before any model runs, a format the task's records do not
-    fit (SQuAD's prediction file holds answers only, CoNLL a tagger's tags)."""
+    fit (SQuAD's prediction file holds answers only, CoNLL a tagger's tags, CoNLL-U the tags
+    of a tagger trained on CoNLL-U: ``conllu_column``, its tag column, None for another)."""
     if fmt == "squad" and task.kind != "qa":
         raise ValueError(f"--output_format=squad writes a qa task's answers (SQuAD's prediction "
                          f"file); task {task.name!r} is {task.kind}")  # fmt: skip
     if fmt == "conll" and task.kind != "tagging":
         raise ValueError(f"--output_format=conll writes a tagging task's tags, a word per line; "
                          f"task {task.name!r} is {task.kind}")  # fmt: skip
+    if fmt == "conllu" and (task.kind != "tagging" or conllu_column is None):
+        what = (f"is {task.kind}" if task.kind != "tagging"
+                else "was not trained on CoNLL-U files, so its tags have no CoNLL-U column")  # fmt: skip
+        raise ValueError(f"--output_format=conllu writes the tags of a tagger trained on "
+                         f"CoNLL-U (UPOS or XPOS); task {task.name!r} {what}; .conll writes "
+                         "a tagger's word [gold] tag lines")  # fmt: skip
 
 
 @contextlib.contextmanager
-def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = ()) -> Iterator[Any]:
+def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = (),
+                conllu_column: int = 3) -> Iterator[Any]:  # fmt: skip
     """A writer of prediction records to ``dest`` (``"-"``: stdout) in ``fmt``, one of
     :data:`OUTPUT_FORMATS` (:func:`output_format`): ``writer.write(record)`` per record, in
     order. A file appears whole when the block ends without error, never half-written
     (:func:`jaxtl.fileio.open_atomic`). ``label_names``: a classification task's, naming the
-    ``prob_<label>`` columns of a table."""
+    ``prob_<label>`` columns of a table; ``conllu_column``: the CoNLL-U column a tagger's tags
+    go in (3, UPOS; 4, XPOS)."""
     if fmt not in OUTPUT_FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {OUTPUT_FORMATS}")
     binary = fmt == "parquet"
@@ -450,6 +495,7 @@ def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = (
             else _JsonlWriter(f) if fmt == "jsonl"
             else _SquadWriter(f) if fmt == "squad"
             else _ConllWriter(f) if fmt == "conll"
+            else _ConlluWriter(f, conllu_column) if fmt == "conllu"
             else _TableWriter(f, "\t" if fmt == "tsv" else ",", label_names)
         )  # fmt: skip
         yield writer

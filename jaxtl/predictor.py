@@ -82,6 +82,25 @@ def _file_extensions(spec: str) -> set[str]:
     return {os.path.splitext(n.removesuffix(".gz"))[1].lower() for n in names if n}
 
 
+def conllu_tag_column(spec: str) -> int | None:
+    """The CoNLL-U column (3: UPOS, 4: XPOS) a tagging task's files hold its tags in, where its
+    reader reads CoNLL-U (a ``file:`` spec of ``.conllu`` files or ``format=conllu``, or
+    ``ud_pos``); None for another task, whose tags have no CoNLL-U column."""
+    from jaxtl.data import spec as spec_lib
+
+    if spec.lower() == "ud_pos":
+        return 3
+    if not spec.startswith("file:"):
+        return None
+    try:
+        factory, options = spec_lib.route(*spec_lib.parse(spec), spec)
+    except ValueError:
+        return None
+    if factory != "conll" or not options.get("conllu"):
+        return None
+    return options.get("tag_column", 3)
+
+
 def _reads_as_own(path: str, task: Task, spec: str) -> bool:
     """Whether a file's first line looks like the task's own files' first lines: for a tagger,
     CoNLL columns (``-DOCSTART-``, or a last column that is one of its tags) rather than a
@@ -529,7 +548,8 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     out_format = predictions.output_format(output, output_format)
     p = load(workdir)
     td = p.task(task)
-    predictions.check_format(td.task, out_format)
+    conllu_column = conllu_tag_column(p.specs.get(td.task.name, ""))
+    predictions.check_format(td.task, out_format, conllu_column)
     fmt = p.input_format(input_path, td, input_format)
     if input_path != "-" and (fmt == "jsonl" or (fmt == "lines" and _takes_pairs(td.task))):
         # Read line by line while predicting: a bad line stops the command before the model
@@ -543,7 +563,8 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
             "tagging": "tags", "translation": "translation", "qa": "answer"}.get(td.task.kind)  # fmt: skip
     scored: list[dict[str, Any]] | None = []
     n = 0
-    with predictions.open_writer(output, out_format, td.task.label_names) as writer:
+    with predictions.open_writer(output, out_format, td.task.label_names,
+                                 conllu_column or 3) as writer:  # fmt: skip
         for r in p.predict_stream(examples, td, progress=True):
             writer.write(r)
             n += 1

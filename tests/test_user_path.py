@@ -368,6 +368,32 @@ def test_prediction_tables_and_parquet_stream_and_fail_whole(tmp_path, monkeypat
         with predictions.open_writer(tmp_path / "c.conll", "conll") as w:
             w.write({"id": 0, "text": "x", "label": "pos"})
     assert not (tmp_path / "c.conll").exists()
+    # CoNLL-U: comments, ten columns, the tag in UPOS (or XPOS); only for a CoNLL-U tagger
+    from jaxtl.predictor import conllu_tag_column
+
+    assert [conllu_tag_column(s) for s in (
+        "file:name=u,path=ud/{split}.conllu", "file:name=u,path=ud/{split}.conllu,tag_column=4",
+        "file:name=u,path=ud/{split}.conllu,label=4", "file:name=u,path=u.txt,format=conllu",
+        "ud_pos", "file:name=n,path=ner/{split}.conll", "file:name=s,path=s/{split}.tsv",
+        "conll2003")] == [3, 4, 4, 3, 3, None, None, None]  # fmt: skip
+    assert of("a.conllu") == "conllu"
+    for column, name in ((3, "u.conllu"), (4, "x.conllu")):
+        with predictions.open_writer(tmp_path / name, "conllu", conllu_column=column) as w:
+            for r in tagged:
+                w.write(r)
+    assert (tmp_path / "u.conllu").read_text() == (
+        "# sent_id = 0\n# text = Anna flew\n1\tAnna\t_\tB-PER\t_\t_\t_\t_\t_\t_\n"
+        "2\tflew\t_\t_\t_\t_\t_\t_\t_\t_\n\n"
+        "# sent_id = 1\n# text = x\n1\tx\t_\tO\t_\t_\t_\t_\t_\t_\n\n")  # fmt: skip
+    xpos = get_task(f"file:name=x,path={tmp_path}/x.conllu,tag_column=4").load("train")
+    assert [(e.id, e.words, e.label) for e in xpos][1] == ("1", ("x",), ("O",))
+    tagger = Task("pos", "tagging", loader=None, label_names=("O", "X"))
+    with pytest.raises(ValueError, match="task 'pos' was not trained on CoNLL-U files"):
+        predictions.check_format(tagger, "conllu", None)
+    with pytest.raises(ValueError, match="task 'sst' is regression"):
+        predictions.check_format(Task("sst", "regression", loader=None), "conllu", 3)
+    predictions.check_format(tagger, "conllu", 4)
+    (tmp_path / "u.conllu").unlink(), (tmp_path / "x.conllu").unlink()
     monkeypatch.setattr(predictions, "_PARQUET_ROWS", 3)
     recs = [{"id": i, "text": f"t{i}", "label": "pos", "probs": [0.25, 0.75]} for i in range(7)]
     with predictions.open_writer(tmp_path / "p.parquet", "parquet") as w:

@@ -52,6 +52,17 @@ def _write_own_data(d):
     )
     for split in ("train", "dev"):
         (d / f"{split}.csv").write_text(csv)
+    # Universal Dependencies' layout: comments, a multiword token's range line, UPOS in column 3
+    conllu = "".join(
+        f"# sent_id = s{i}\n# text = {sent}\n"
+        + ("1-2\tAnnas\t_\t_\t_\t_\t_\t_\t_\t_\n" if i == 0 else "")
+        + "".join(f"{k}\t{w}\t_\t{'PUNCT' if w == '.' else 'PROPN' if w[0].isupper() else 'X'}"
+                  "\t_\t_\t0\troot\t_\t_\n" for k, w in enumerate(sent.split(), start=1))
+        + "\n"
+        for i, sent in enumerate(SHORT)
+    )  # fmt: skip
+    for split in ("train", "dev", "test"):
+        (d / f"{split}.conllu").write_text(conllu)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +74,7 @@ def trained(tiny_bert_dir, tmp_path_factory):
         f"file:name=ner,path={d}/{{split}}.conll",
         f"file:name=sts,path={d}/{{split}}.csv,text=sentence1,text_pair=sentence2,label=score,"
         "kind=regression",
+        f"file:name=upos,path={d}/{{split}}.conllu",
     )
     wd, out = d / "run", d / "export"
     _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
@@ -133,6 +145,33 @@ def test_predict_reads_conll_files_with_and_without_tags(trained, tmp_path):
     got = _jsonl(plain)
     assert all("gold" not in g for g in got)
     assert [(g["words"], g["tags"]) for g in got] == [(r["words"], r["tags"]) for r in test]
+
+
+def test_a_tagger_trained_on_conllu_writes_conllu(trained, tmp_path):
+    """``--output=x.conllu`` of a UPOS tagger is CoNLL-U (sent_id and text comments, ten
+    columns, the tags in UPOS) that reads back as the task's own files with --predict's tags;
+    a tagger of plain CoNLL files has no CoNLL-U column and is refused before anything is
+    written."""
+    from jaxtl.data import get_task
+
+    d, wd, _ = trained
+    records, written = tmp_path / "p.jsonl", tmp_path / "p.conllu"
+    for out in (records, written):
+        _launch("--predict", f"--workdir={wd}", f"--input={d / 'test.conllu'}",
+                f"--output={out}", "--task=upos")  # fmt: skip
+    got = _jsonl(records)
+    lines = written.read_text().splitlines()
+    assert lines[:3] == ["# sent_id = s0", "# text = Anna flew to Paris .",
+                         f"1\tAnna\t_\t{got[0]['tags'][0]}\t_\t_\t_\t_\t_\t_"]  # fmt: skip
+    back = get_task(f"file:name=u,path={written}").load("train")
+    assert [(e.id, list(e.words), list(e.label)) for e in back] == [
+        (g["id"], g["words"], g["tags"]) for g in got
+    ]
+    p = subprocess.run([sys.executable, "launch.py", "--predict", f"--workdir={wd}",
+                        f"--input={d / 'test.conll'}", f"--output={tmp_path / 'n.conllu'}",
+                        "--task=ner"], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert p.returncode != 0 and not (tmp_path / "n.conllu").exists()
+    assert "task 'ner' was not trained on CoNLL-U files" in p.stderr
 
 
 def test_predict_tags_every_word_of_a_text_longer_than_the_window(trained):
@@ -438,7 +477,7 @@ def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tm
             assert cfg["id2label"] == {"0": "neg", "1": "pos"}
     # both write the report of what each task was exported as, the same but for the folder
     ran, cmd = (json.loads((d / "export_report.json").read_text()) for d in (out, again))
-    assert sorted(cmd) == ["(encoder)", "mine", "ner", "sts"]
+    assert sorted(cmd) == ["(encoder)", "mine", "ner", "sts", "upos"]
     assert cmd["mine"]["path"] == str(again / "mine") and cmd["mine"]["labels"] == ["neg", "pos"]
     assert json.loads(json.dumps(ran).replace(str(out), str(again))) == cmd
 
