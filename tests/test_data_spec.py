@@ -368,3 +368,52 @@ def test_a_misspelt_column_is_named_with_the_closest_one(tmp_path):
     for spec, says in cases:
         with pytest.raises(DataError, match=re.escape(says)):
             get_task(spec, tmp_path).load("train")
+
+
+def test_parallel_text_files_by_a_lang_placeholder(tmp_path, data_dir):
+    """``{lang}`` in a path names parallel text, a file per language, as fairseq, OpenNMT and
+    Multi30k lay it out: ``text=`` fills it with the source language, ``target=`` with the
+    target's; ``{split}``, ``paths=`` (gzipped files too) and one file pair (train) all read."""
+    import gzip
+
+    write(tmp_path / "mt/train.en", "a dog runs\na cat sleeps\n")
+    write(tmp_path / "mt/train.de", "ein Hund rennt\neine Katze schläft\n")
+    write(tmp_path / "mt/dev.en", "a bird sings\n")
+    write(tmp_path / "mt/dev.de", "ein Vogel singt\n")
+    task = get_task(f"file:name=mt,path={tmp_path}/mt/{{split}}.{{lang}},text=en,target=de")
+    assert (task.kind, task.splits, task.text_fields) == ("translation", ("train", "dev"),
+                                                          ("en", "de"))  # fmt: skip
+    assert [(e.text, e.target) for e in task.load("train")] == [
+        ("a dog runs", "ein Hund rennt"), ("a cat sleeps", "eine Katze schläft")]  # fmt: skip
+    # the other way round, by the same files
+    back = get_task(f"file:name=mt,path={tmp_path}/mt/{{split}}.{{lang}},text=de,target=en,"
+                    "kind=translation").load("dev")  # fmt: skip
+    assert [(e.text, e.target) for e in back] == [("ein Vogel singt", "a bird sings")]
+    one = get_task(f"file:name=mt,path={tmp_path}/mt/train.{{lang}},text=en,target=de")
+    assert one.splits == ("train",) and len(one.load("train")) == 2
+    for lang, text in (("en", "a fish swims\n"), ("de", "ein Fisch schwimmt\n")):
+        with gzip.open(tmp_path / f"mt/val.{lang}.gz", "wt") as f:
+            f.write(text)
+    named = get_task(f"file:name=mt,paths=train:{tmp_path}/mt/train.{{lang}}|"
+                     f"dev:{tmp_path}/mt/val.{{lang}}.gz,text=en,target=de")  # fmt: skip
+    assert [(e.text, e.target) for e in named.load("dev")] == [("a fish swims",
+                                                                "ein Fisch schwimmt")]  # fmt: skip
+    # Multi30k's own files, named by a spec, read as the built-in reader reads them
+    m = f"{data_dir}/multi30k"
+    spec = get_task(f"file:name=m,paths=train:{m}/train.{{lang}}.gz|dev:{m}/val.{{lang}}.gz,"
+                    "text=en,target=de").load("dev")  # fmt: skip
+    builtin = get_task("multi30k", data_dir).load("dev")
+    assert [(e.text, e.target) for e in spec] == [(e.text, e.target) for e in builtin]
+    with pytest.raises(ValueError, match=r"needs text=<source language> and target=<target"):
+        get_task(f"file:name=mt,path={tmp_path}/mt/{{split}}.{{lang}},text=en")
+    with pytest.raises(ValueError, match=r"\(kind=translation\), not kind=tagging"):
+        get_task(f"file:name=mt,path={tmp_path}/mt/{{split}}.{{lang}},text=en,target=de,"
+                 "kind=tagging")  # fmt: skip
+    with pytest.raises(DataError, match=r"no source file found for any split"):
+        get_task(f"file:name=mt,path={tmp_path}/mt/{{split}}.{{lang}},text=fr,target=de")
+    write(tmp_path / "mt/dev.de", "ein Vogel singt\nnoch eine Zeile\n")
+    with pytest.raises(DataError, match=r"dev.en has 1 lines but .*dev.de has 2: not parallel"):
+        task.load("dev")
+    (tmp_path / "mt/dev.de").unlink()
+    with pytest.raises(DataError, match=r"dev.de: target file not found for split 'dev'"):
+        task.load("dev")

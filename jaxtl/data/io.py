@@ -100,6 +100,10 @@ def spec_split_paths(
     return {s: p for s, p in every.items() if os.path.isfile(p)} or every
 
 
+# The placeholder of parallel text files' names that the source and target languages fill
+# (``mt/{split}.{lang}``: jaxtl.data.text.parallel).
+LANG = "{lang}"
+
 # The table format each file extension names (a ``.gz`` suffix is looked through).
 TABLE_EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 

@@ -30,6 +30,9 @@ Which reader reads ``file:`` (``hf:`` always goes to :func:`jaxtl.data.hf_datase
   that is not JSON lines → the ``conll`` factory (:mod:`jaxtl.data.conll`; ``text``/``label`` may name its
   ``word_column``/``tag_column``; CoNLL-U defaults to ``word_column=1``, ``tag_column=3``: UPOS);
 - ``kind=qa`` → the ``qa`` factory (:mod:`jaxtl.data.qa`: SQuAD's JSON or JSON lines);
+- a ``path``/``paths`` holding ``{lang}`` → the ``parallel`` factory (:mod:`jaxtl.data.text`:
+  parallel text, a sentence a line in a file per language, ``text=`` the source language and
+  ``target=`` the target's, e.g. ``path=mt/{split}.{lang},text=en,target=de``; a translation);
 - ``kind=lm`` with ``format=txt``, a ``.txt``/``.tokens`` path or a path with no extension (a
   folder), or ``format=txt`` → the ``text`` corpus factory (:mod:`jaxtl.data.text`: one file, a
   ``{split}`` pattern, a glob or a folder).
@@ -46,7 +49,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxtl.data.io import did_you_mean
+from jaxtl.data.io import LANG, did_you_mean
 from jaxtl.data.tasks import REGISTRY, Task
 
 # Spec prefix -> the factories (registry names) it can route to, in the order their signatures
@@ -270,6 +273,8 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
                              "which takes path= with {split} (path=dir/{split}" + ext + "), "
                              "not paths=")  # fmt: skip
         return "hf", o
+    if any(LANG in p for p in [o.get("path") or "", *(o.get("paths") or {}).values()]):
+        return _parallel(o, fmt, spec)
     if kind == "qa":  # SQuAD JSON or JSON lines, told apart by the file (jaxtl.data.qa)
         what = ""
         if fmt not in (None, "json", "jsonl"):
@@ -321,6 +326,23 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
         o.pop("kind", None)
         return "text", o
     raise ValueError(f"task spec {spec!r}: format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+
+
+def _parallel(o: dict[str, Any], fmt: str | None, spec: str) -> tuple[str, dict[str, Any]]:
+    """A path with ``{lang}`` names parallel text, a file per language (``mt/train.en`` and
+    ``mt/train.de``): the ``parallel`` reader, ``text=`` and ``target=`` the languages."""
+    kind = o.pop("kind", None)
+    if kind not in (None, "translation") or fmt not in (None, "txt"):
+        given = f"kind={kind}" if kind not in (None, "translation") else f"format={fmt}"
+        raise ValueError(f"task spec {spec!r}: a path with {LANG} names parallel text, a "
+                         f"sentence a line in a file per language (kind=translation), not "
+                         f"{given}")  # fmt: skip
+    src, tgt = o.pop("text", None), o.pop("target", None)
+    if not (isinstance(src, str) and src and isinstance(tgt, str) and tgt):
+        raise ValueError(f"task spec {spec!r}: parallel text ({LANG} in the path) needs "
+                         f"text=<source language> and target=<target language>, the values "
+                         f"{LANG} takes (text=en,target=de for train.en and train.de)")  # fmt: skip
+    return "parallel", {**o, "src": src, "tgt": tgt}
 
 
 def get_task(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
-from jaxtl.data.io import read_lines, resolve, split_files, user_path
+from jaxtl.data.io import LANG, read_lines, resolve, spec_split_paths, split_files, user_path
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 _HEADING = re.compile(r"^\s*=( =)*[^=].*=\s*$")
@@ -156,15 +156,26 @@ def read_parallel(src_path: str, tgt_path: str, bad: BadRows) -> list[Example]:
 def parallel(
     data_dir: str | None = None,
     *,
-    path: str,
+    path: str | None = None,
+    paths: dict[str, str] | None = None,
     src: str,
     tgt: str,
     name: str = "parallel",
     files: dict[str, str] | None = None,
     on_bad_row: str = "error",
 ) -> Task:
-    """Parallel text: ``path`` is the folder; ``files`` maps split → file stem (default
-    ``{split}``) and the files are ``<stem>.<src>[.gz]`` / ``<stem>.<tgt>[.gz]``."""
+    """Parallel text, a sentence a line: line i of the target file translates line i of the
+    source file. Either ``path`` is a folder and ``files`` maps split → file stem (default
+    ``{split}``), the files being ``<stem>.<src>[.gz]`` / ``<stem>.<tgt>[.gz]`` (Multi30k's
+    layout); or ``path`` (with ``{split}``, or one file: the train split) or ``paths`` (a file
+    per split) hold a ``{lang}`` placeholder that ``src`` and ``tgt`` fill, as a spec names
+    them: ``file:name=mt,path=mt/{split}.{lang},kind=translation,text=en,target=de``."""
+    pattern = path if paths is None else next(iter(paths.values()), "")
+    if LANG in (pattern or ""):
+        return _parallel_pattern(data_dir, path, paths, src, tgt, name, on_bad_row)
+    if path is None:
+        raise DataError(f"task {name!r}: parallel text needs path=FOLDER, or path=/paths= "
+                        f"naming its files with a {LANG} placeholder")  # fmt: skip
     root = resolve(data_dir, path, name)
     stems = files or {"train": "train", "dev": "dev", "test": "test"}
 
@@ -177,16 +188,63 @@ def parallel(
 
     src_files = {s: os.path.basename(pick(stem, src)) for s, stem in stems.items()}
     src_for = split_files(root, src_files, name)
+    return _parallel_task(name, src_for, lambda split: pick(stems[split], tgt), tuple(stems),
+                          src, tgt, on_bad_row)  # fmt: skip
 
+
+def _parallel_pattern(
+    data_dir: str | None,
+    path: str | None,
+    paths: Mapping[str, str] | None,
+    src: str,
+    tgt: str,
+    name: str,
+    on_bad_row: str,
+) -> Task:
+    """A parallel task whose files are named by a ``{lang}`` pattern (:func:`parallel`)."""
+    if path is not None and paths is None and "{split}" not in path:
+        paths, path = {"train": path}, None  # one file pair: the train split
+    fill: dict[str, dict[str, str] | None] = {
+        lang: {s: p.replace(LANG, lang) for s, p in (paths or {}).items()} or None
+        for lang in (src, tgt)
+    }
+    src_paths = spec_split_paths(data_dir, path and path.replace(LANG, src), fill[src], name)
+    present = {s: p for s, p in src_paths.items() if os.path.isfile(p)}
+    if not present:
+        raise DataError(f"task {name!r}: no source file found for any split "
+                        f"({', '.join(src_paths.values())})")  # fmt: skip
+
+    def src_for(split: str) -> str:
+        if split not in present:
+            raise DataError(f"{src_paths.get(split, split)}: file not found; splits found: "
+                            f"{list(present)}")  # fmt: skip
+        return present[split]
+
+    def tgt_for(split: str) -> str:
+        named = fill[tgt]
+        pattern = named[split] if named else str(path).replace(LANG, tgt)
+        return user_path(data_dir, pattern.replace("{split}", split))
+
+    return _parallel_task(name, src_for, tgt_for, tuple(present), src, tgt, on_bad_row)
+
+
+def _parallel_task(
+    name: str,
+    src_for: Callable[[str], str],
+    tgt_for: Callable[[str], str],
+    splits: tuple[str, ...],
+    src: str,
+    tgt: str,
+    on_bad_row: str,
+) -> Task:
     def load(split: str) -> Loaded:
-        sp = src_for(split)
-        tp = pick(stems[split], tgt)
+        sp, tp = src_for(split), tgt_for(split)
         if not os.path.isfile(tp):
             raise DataError(f"{tp}: target file not found for split {split!r}")
         bad = BadRows(on_bad_row)
         return bad.result(read_parallel(sp, tp, bad), sp)
 
-    return Task(name, "translation", load, tuple(stems), text_fields=(src, tgt),
+    return Task(name, "translation", load, splits, text_fields=(src, tgt),
                 metrics=("bleu",), main_metric="bleu")  # fmt: skip
 
 
