@@ -40,7 +40,8 @@ from jaxtl import config as config_lib
 from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
-from jaxtl.data.io import json_values, row_id, table_format, text_lines
+from jaxtl.data.files import FASTTEXT_PREFIX, fasttext_record
+from jaxtl.data.io import extension, json_values, row_id, table_format, text_lines
 from jaxtl.data.prepare import TaskData, configured
 from jaxtl.data.spec import COLUMNAR
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
@@ -79,7 +80,7 @@ def _file_extensions(spec: str) -> set[str]:
 
     options = spec_lib.parse(spec)[1]
     names = [options.get("path") or "", *(options.get("paths") or {}).values()]
-    return {os.path.splitext(n.removesuffix(".gz"))[1].lower() for n in names if n}
+    return {extension(n) for n in names if n}
 
 
 def conllu_tag_column(spec: str) -> int | None:
@@ -104,16 +105,22 @@ def conllu_tag_column(spec: str) -> int | None:
 def _reads_as_own(path: str, task: Task, spec: str) -> bool:
     """Whether a file's first line looks like the task's own files' first lines: for a tagger,
     CoNLL columns (``-DOCSTART-``, or a last column that is one of its tags) rather than a
-    sentence; for a table, a header naming its text column."""
+    sentence; for a fastText task, a line with a label (a word with its prefix, or a first word
+    that is one of its labels); for a table, a header naming its text column."""
     from jaxtl.data import spec as spec_lib
 
     first = next(iter(text_lines(path)), ("", ""))[0]
+    options = spec_lib.parse(spec)[1]
+    if options.get("format") == "fasttext":  # labels among the words, or first
+        prefix = options.get("label_prefix", FASTTEXT_PREFIX)
+        labels = fasttext_record(first, prefix).get("label", [])
+        return bool(labels) and (bool(prefix) or labels[0] in task.label_names)
     if task.kind == "tagging":
         fields = first.split()
         return first.startswith("-DOCSTART-") or (
             len(fields) >= 2 and fields[-1] in task.label_names
         )
-    text = spec_lib.parse(spec)[1].get("text", "text")
+    text = options.get("text", "text")
     return isinstance(text, str) and any(text in first.split(sep) for sep in "\t,;|")
 
 
@@ -360,7 +367,7 @@ class Predictor:
         # task's own files are (CoNLL-2003's test.txt, for a task trained on its train.txt)
         # when its first line reads as theirs do.
         spec = self.specs.get(td.task.name, "")
-        ext = os.path.splitext(str(path))[1].lower()
+        ext = extension(str(path))
         own = ext in (".tsv", ".csv", ".conll", ".conllu", *COLUMNAR) or (
             path != "-"
             and ext in _file_extensions(spec) - {".json", ".jsonl"}
@@ -483,7 +490,7 @@ class Predictor:
             return list(task.load("test"))
         # Labels are the trained ones whatever the file holds.
         names = {"label_names": tuple(td.task.label_names)} if td.task.label_names else {}
-        if spec.startswith("hf:") or os.path.splitext(file)[1].lower() in COLUMNAR:
+        if spec.startswith("hf:") or extension(file) in COLUMNAR:
             # The hf reader, on the task's columns: an hf task's own format, or a table task
             # given a Parquet/Arrow file; the file may lack the label column.
             from jaxtl.data.hf_datasets import hf_task

@@ -298,3 +298,52 @@ def test_parallel_must_align(tmp_path):
     task = get_task("parallel", tmp_path, path=".", src="en", tgt="de")
     with pytest.raises(DataError, match="2 lines but .*has 1: not parallel"):
         task.load("train")
+
+
+def test_fasttext_lines_label_first_lines_and_compressed_files(tmp_path, data_dir):
+    """format=fasttext: fastText's __label__ words (anywhere in the line, several for
+    multilabel), or with label_prefix= empty a first word that is the label (Kim (2014)'s SST
+    files); no columns to name; lines without labels make an unlabelled split; .gz, .bz2 and
+    .xz files are read through, whatever the format."""
+    import bz2
+    import lzma
+
+    with bz2.open(tmp_path / "train.ft.txt.bz2", "wt") as f:
+        f.write("__label__pos a  gripping film\n\n__label__neg dull __label__long and slow\n")
+    with lzma.open(tmp_path / "test.ft.txt.xz", "wt") as f:
+        f.write("a gripping film\nrather dull\n")
+    spec = f"file:name=ft,path={tmp_path}/{{split}}.ft.txt.bz2,format=fasttext"
+    with pytest.raises(DataError, match=r"train.ft.txt.bz2:3: 2 labels \(neg, long\) for one "
+                                        r"text; kind=multilabel reads several"):  # fmt: skip
+        get_task(spec)
+    multi = get_task(spec + ",kind=multilabel")
+    assert multi.label_names == ("long", "neg", "pos")
+    assert [(e.text, e.label) for e in multi.load("train")] == [
+        ("a gripping film", (2,)), ("dull and slow", (0, 1))]  # fmt: skip
+    one = get_task(f"file:name=ft,paths=train:{tmp_path}/train.ft.txt.bz2|test:"
+                   f"{tmp_path}/test.ft.txt.xz,format=fasttext,kind=multilabel")  # fmt: skip
+    assert [(e.text, e.label) for e in one.load("test")] == [("a gripping film", None),
+                                                             ("rather dull", None)]  # fmt: skip
+    (tmp_path / "mixed.txt").write_text("__label__pos fine\nno label here\n")
+    with pytest.raises(DataError, match=r"mixed.txt:2: missing field 'label'"):
+        get_task(f"file:name=ft,path={tmp_path}/mixed.txt,format=fasttext")
+    with pytest.raises(ValueError, match=r"format=fasttext lines have no columns .*leave out "
+                                         r"text=review, text_pair="):  # fmt: skip
+        get_task(f"file:name=ft,path={tmp_path}/mixed.txt,format=fasttext,text=review,"
+                 "text_pair=b")  # fmt: skip
+    # A gzipped CSV is still a CSV by its extension
+    import gzip
+
+    with gzip.open(tmp_path / "train.csv.gz", "wt") as f:
+        f.write('text,label\n"fine, really",pos\n')
+    assert [(e.text, e.label) for e in get_task(
+        f"file:name=c,path={tmp_path}/train.csv.gz").load("train")] == [("fine, really", 0)]  # fmt: skip
+    # Kim (2014)'s SST-2 sentence files: "label sentence", counts as SOURCES.md gives them
+    d = data_dir / "SST-2-sentence"
+    sst = get_task(f"file:name=s,paths=train:{d}/stsa.binary.train|dev:{d}/stsa.binary.dev|"
+                   f"test:{d}/stsa.binary.test,format=fasttext,label_prefix=")  # fmt: skip
+    train, test = sst.load("train"), sst.load("test")
+    assert sst.label_names == ("0", "1") and len(train) == 6920 and len(test) == 1821
+    assert sum(e.label == 0 for e in train) == 3310 and sum(e.label == 0 for e in test) == 912
+    assert train[0].text == "a stirring , funny and finally transporting re-imagining of beauty " \
+                            "and the beast and 1930s horror films"  # fmt: skip

@@ -314,6 +314,18 @@ def test_an_input_named_as_the_tasks_own_files_is_read_as_they_are_when_it_reads
     (tmp_path / "table.txt").write_text("sentence\tlabel\ngood\tpos\n")
     assert fmt(tmp_path / "table.txt", sst, spec) == "task"
     assert fmt(tmp_path / "new.txt", sst, spec) == "lines"
+    # A fastText task's labelled test file is its own format (labels read as gold, not as
+    # words of the text); its sentences alone are lines, and so for a label-first task
+    ft = Task("ft", "classification", loader=None, label_names=("0", "1"))
+    (tmp_path / "test.ft.txt").write_text("__label__1 a gripping film\n")
+    (tmp_path / "first.txt").write_text("1 a gripping film\n")
+    spec = f"file:name=ft,path={tmp_path}/{{split}}.ft.txt,format=fasttext"
+    assert [fmt(tmp_path / f, ft, spec) for f in ("test.ft.txt", "new.txt")] == ["task", "lines"]
+    spec = f"file:name=ft,path={tmp_path}/{{split}}.txt,format=fasttext,label_prefix="
+    assert [fmt(tmp_path / f, ft, spec) for f in ("first.txt", "new.txt")] == ["task", "lines"]
+    got = Predictor._read_task_format(SimpleNamespace(specs={"ft": spec}),
+                                      str(tmp_path / "first.txt"), SimpleNamespace(task=ft))  # fmt: skip
+    assert [(e.text, e.label) for e in got] == [("a gripping film", 1)]
     # A task trained on semicolon CSVs reads a JSON input by its columns, not by ";"
     spec = f"file:name=s,path={tmp_path}/{{split}}.csv,text=review,label=stars,delimiter=;"
     (tmp_path / "new.json").write_text('[{"review": "fine; really"}, {"review": "dull"}]')

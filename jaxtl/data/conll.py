@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
-from jaxtl.data.io import read_lines, resolve, spec_split_paths, split_files
+from jaxtl.data.io import extension, read_lines, resolve, spec_split_paths, split_files
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -288,7 +288,7 @@ def conll_task(
     the defaults are ``word_column=0``, ``tag_column=-1`` (the last column) and ``iob=True``."""
     split_paths = spec_split_paths(data_dir, path, paths, "conll")
     if conllu is None:
-        conllu = next(iter(split_paths.values())).endswith((".conllu", ".conllu.gz"))
+        conllu = extension(next(iter(split_paths.values()))) == ".conllu"
     if word_column is None:
         word_column = 1 if conllu else 0
     if tag_column is None:

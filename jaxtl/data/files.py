@@ -9,9 +9,14 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
 
 - ``path``: file name, relative to ``data_dir`` unless absolute, with ``{split}`` standing for
   the split name; or ``paths={"train": "a.csv", "dev": "b.csv"}`` to name each file.
-- ``format``: ``tsv`` | ``csv`` | ``jsonl``; unset, each file's extension names its own
-  (``.json`` is JSON lines; any other extension: tsv), so ``train.csv`` and ``dev.tsv`` may
-  serve one task. ``header`` (default True) says whether the first
+- ``format``: ``tsv`` | ``csv`` | ``jsonl`` | ``fasttext``; unset, each file's extension names
+  its own (``.json`` is JSON lines; any other extension: tsv), so ``train.csv`` and ``dev.tsv``
+  may serve one task. ``fasttext`` is fastText's line format, a text a line with its labels
+  as words marked by ``label_prefix`` (``__label__positive a gripping film``; several make a
+  ``multilabel`` example, else one is its class), or, with ``label_prefix`` empty, the first
+  word the label (``1 a gripping film``, as Kim (2014)'s SST files have it); no columns to
+  name, and a file whose lines carry no label is unlabelled. Files may be compressed
+  (``.gz``, ``.bz2``, ``.xz``). ``header`` (default True) says whether the first
   line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
   ``delimiter`` (one character: ``;`` for a spreadsheet's semicolon CSV) splits a TSV/CSV
   file's fields instead of the tab or comma. A JSON file holds one object per line, or one
@@ -70,6 +75,7 @@ from jaxtl.data.io import (
     names_by_id,
     parse_label,
     read_json_objects,
+    read_lines,
     read_table,
     row_id,
     separator_hint,
@@ -81,16 +87,40 @@ from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 log = logging.getLogger(__name__)
 
 
-def _records(path: str, fmt: str, header: bool, bad: BadRows, delimiter: str | None = None
-             ) -> Iterator[tuple[int, Any, Any]]:  # fmt: skip
-    """(line, names or None, record) where record is a list (tsv/csv) or a dict (jsonl);
-    ``delimiter`` splits a table's fields instead of tsv's tab or csv's comma."""
+# fastText's mark of a label: a word that starts with it (``__label__positive``).
+FASTTEXT_PREFIX = "__label__"
+
+
+def fasttext_record(line: str, prefix: str | None) -> dict[str, Any]:
+    """A fastText line as a record: ``{"text": …, "label": [labels]}``. With a ``prefix``
+    every word that starts with it is a label (fastText's rule, wherever the word stands) and
+    the other words are the text; with none (empty) the first word is the label, the rest the
+    text (``1 a gripping film``). A line without a label has no ``label`` key."""
+    words = line.split()
+    if prefix:
+        labels = [w[len(prefix) :] for w in words if w.startswith(prefix) and len(w) > len(prefix)]
+        words = [w for w in words if not (w.startswith(prefix) and len(w) > len(prefix))]
+    else:
+        labels, words = words[:1], words[1:]
+    return {"text": " ".join(words)} | ({"label": labels} if labels else {})
+
+
+def _records(path: str, fmt: str, header: bool, bad: BadRows, delimiter: str | None = None,
+             label_prefix: str | None = FASTTEXT_PREFIX) -> Iterator[tuple[int, Any, Any]]:  # fmt: skip
+    """(line, names or None, record) where record is a list (tsv/csv) or a dict (jsonl,
+    fasttext: :func:`fasttext_record`); ``delimiter`` splits a table's fields instead of tsv's
+    tab or csv's comma."""
     if fmt == "jsonl":
         for i, rec in read_json_objects(path, bad):
             yield i, None, rec
         return
+    if fmt == "fasttext":
+        for i, line in read_lines(path, bad):
+            if line.strip():
+                yield i, None, fasttext_record(line, label_prefix)
+        return
     if fmt not in ("tsv", "csv"):
-        raise DataError(f"{path}: format must be tsv, csv or jsonl, got {fmt!r}")
+        raise DataError(f"{path}: format must be tsv, csv, jsonl or fasttext, got {fmt!r}")
     delimiter = delimiter or ("\t" if fmt == "tsv" else ",")
     names, rows = read_table(path, bad, delimiter=delimiter, header=header, quoting=fmt == "csv")
     for i, fields in rows:
@@ -195,14 +225,26 @@ def file_task(
     label_names: Sequence[str] | None = None,
     label_sep: str = ",",
     label_columns: Sequence[str] | None = None,
+    label_prefix: str | None = FASTTEXT_PREFIX,
     id: str | int | None = DEFAULT_ID,
     name: str = "file",
     metrics: Sequence[str] | None = None,
     main_metric: str | None = None,
     on_bad_row: str = "error",
 ) -> Task:
-    """A task read from the user's own TSV/CSV/JSONL files (options: see the module docstring)."""
+    """A task read from the user's own TSV/CSV/JSONL/fastText files (options: see the module
+    docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
+    if format == "fasttext":
+        named = [f"{k}={v}" for k, v in (("text", text), ("label", label)) if v != k] + [
+            f"{k}=" for k, v in (("text_pair", text_pair), ("target", target),
+                                 ("label_columns", label_columns)) if v]  # fmt: skip
+        if named:
+            raise ValueError(f"file task: format=fasttext lines have no columns (labels are "
+                             f"their {label_prefix or 'first'} words, the text the rest); "
+                             f"leave out {', '.join(named)}")  # fmt: skip
+        if kind not in (None, "classification", "multilabel", "regression"):
+            raise ValueError(f"file task: format=fasttext holds labelled texts, not kind={kind}")
     if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
         raise ValueError(f"file task: delimiter must be one character (not a quote or line "
                          f"break), got {delimiter!r}")  # fmt: skip
@@ -238,7 +280,7 @@ def file_task(
         fmt = format or table_format(p) or "tsv"
         if delimiter is not None and fmt == "jsonl":
             raise DataError(f"{p}: delimiter= is for TSV/CSV files, not JSON lines")
-        for record in _records(p, fmt, header, _Deferred(events), delimiter):
+        for record in _records(p, fmt, header, _Deferred(events), delimiter, label_prefix):
             events.append(record)
         records = [e for e in events if e[0] is not None]
         if not events:  # a header and nothing else (read_lines refuses a file with no text)
@@ -315,6 +357,14 @@ def file_task(
                 bad(where, f"text field {text!r} is empty or not a string")
                 continue
             value: Any = None
+            if kind in ("classification", "regression") and isinstance(raw, list):
+                # a list of labels (a fastText line's, a JSON list): one is this kind's label
+                if len(raw) != 1:
+                    shown = ", ".join(str(x) for x in raw)
+                    bad(where, f"{len(raw)} labels ({shown}) for one text; kind=multilabel "
+                               "reads several")  # fmt: skip
+                    continue
+                raw = raw[0]
             if not labelled:
                 pass
             elif kind == "classification":

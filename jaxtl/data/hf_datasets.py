@@ -59,6 +59,7 @@ from jaxtl.data.io import (
     NO_ID,
     chosen_metrics,
     did_you_mean,
+    extension,
     has_id_column,
     is_blank,
     is_multi_hot,
@@ -107,17 +108,12 @@ def offline() -> Iterator[None]:
         datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
 
 
-def _extension(path: str) -> str:
-    base = path[:-3] if path.endswith(".gz") else path
-    return os.path.splitext(base)[1].lower()
-
-
 def _builder(path: str, fmt: str | None) -> str:
     if fmt:
         if fmt not in ("parquet", "arrow", "json", "jsonl", "csv"):
             raise ValueError(f"hf task: format must be parquet, arrow, json or csv, got {fmt!r}")
         return "json" if fmt == "jsonl" else fmt
-    ext = _extension(path)
+    ext = extension(path)
     if ext not in BUILDERS:
         raise DataError(f"{path}: cannot tell the file format from {ext!r}; pass format=")
     return BUILDERS[ext]
@@ -228,7 +224,7 @@ def open_splits(
         )
     if os.path.isfile(local):
         return {"train": _files_parts([local], fmt)}
-    if os.path.isabs(path) or _extension(path) in BUILDERS or path.startswith("."):
+    if os.path.isabs(path) or extension(path) in BUILDERS or path.startswith("."):
         raise DataError(f"{local}: file or folder not found")
     return _hub(path, subset, splits)
 

@@ -11,6 +11,7 @@ no reader has to import another one.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import csv
 import difflib
@@ -18,6 +19,7 @@ import gzip
 import itertools
 import json
 import logging
+import lzma
 import math
 import os
 import re
@@ -108,14 +110,32 @@ LANG = "{lang}"
 TABLE_EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
+# Compressed files are read through, each suffix by its standard-library codec.
+COMPRESSION: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def uncompressed(path: str) -> str:
+    """``path`` without its compression suffix (``train.ft.txt.bz2`` → ``train.ft.txt``): the
+    name whose extension says the format."""
+    for suffix in COMPRESSION:
+        if path.lower().endswith(suffix):
+            return path[: -len(suffix)]
+    return path
+
+
+def extension(path: str) -> str:
+    """``path``'s extension, lower case, looking through a compression suffix."""
+    return os.path.splitext(uncompressed(path))[1].lower()
+
+
 def table_format(path: str) -> str | None:
     """``tsv``, ``csv`` or ``jsonl`` as ``path``'s extension names it, else None."""
-    base = path[:-3] if path.endswith(".gz") else path
-    return TABLE_EXTENSIONS.get(os.path.splitext(base)[1].lower())
+    return TABLE_EXTENSIONS.get(extension(path))
 
 
 def read_lines(path: str, bad: BadRows) -> Generator[tuple[int, str], None, None]:
-    """(1-based line number, text without the newline) for each line of a UTF-8 (or .gz) file.
+    """(1-based line number, text without the newline) for each line of a UTF-8 file (read
+    through ``.gz``, ``.bz2`` and ``.xz`` compression).
 
     A line that is not valid UTF-8 goes to ``bad`` naming its line and byte; a leading BOM is
     dropped; a missing or empty file is an error whatever ``bad`` says.
@@ -140,7 +160,11 @@ def text_lines(path: str) -> Iterator[tuple[str, str]]:
     ``<stdin>``), without its line ending or a leading byte-order mark: what ``--predict`` and
     ``--embed`` read, a line at a time."""
     name = "<stdin>" if path == "-" else path
-    with contextlib.nullcontext(sys.stdin) if path == "-" else epath.Path(path).open() as f:
+    codec = COMPRESSION.get(path[len(uncompressed(path)) :].lower())
+    opened = (contextlib.nullcontext(sys.stdin) if path == "-"
+              else codec(path, "rt", encoding="utf-8") if codec
+              else epath.Path(path).open())  # fmt: skip
+    with opened as f:
         for n, line in enumerate(f, start=1):
             line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
             if line.strip():
@@ -202,8 +226,9 @@ def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, 
 
 
 def _open_bytes(path: str) -> Any:
-    """A file's bytes, gunzipped for a ``.gz`` name."""
-    return (gzip.open if path.endswith(".gz") else open)(path, "rb")
+    """A file's bytes, decompressed for a ``.gz``, ``.bz2`` or ``.xz`` name."""
+    suffix = path[len(uncompressed(path)) :].lower()
+    return COMPRESSION.get(suffix, open)(path, "rb")
 
 
 def _whole_text(path: str) -> str:

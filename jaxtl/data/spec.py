@@ -21,7 +21,7 @@ an error that lists them.
 
 Which reader reads ``file:`` (``hf:`` always goes to :func:`jaxtl.data.hf_datasets.hf_task`):
 
-- ``format=tsv|csv|jsonl`` (the default when P ends so; ``.json`` is JSON lines; anything else
+- ``format=tsv|csv|jsonl|fasttext`` (the first three the default when P ends so; ``.json`` is JSON lines; anything else
   is tsv; unset, each file of ``paths=`` is read as its own extension says) → the ``file``
   factory (:mod:`jaxtl.data.files`);
 - ``kind=tagging`` on a ``.tsv``/``.csv`` path whose ``text``/``label`` name columns → the
@@ -49,7 +49,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxtl.data.io import LANG, did_you_mean
+from jaxtl.data.io import LANG, did_you_mean, extension
 from jaxtl.data.tasks import REGISTRY, Task
 
 # Spec prefix -> the factories (registry names) it can route to, in the order their signatures
@@ -59,7 +59,7 @@ ROUTING = ("format", "kind")  # spec keys that choose the reader of file:
 CONLL_ALIASES = {"text": "word_column", "label": "tag_column"}
 COLUMNS = ("text", "text_pair", "label", "target")  # integers with header=0
 DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "semicolon": ";"}
-FORMATS = ("tsv", "csv", "jsonl", "conll", "conllu", "txt")
+FORMATS = ("tsv", "csv", "jsonl", "fasttext", "conll", "conllu", "txt")
 COLUMNAR = (".parquet", ".arrow")  # file: routes these to the hf reader
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -214,11 +214,6 @@ def parse(spec: str) -> tuple[str, dict[str, Any]]:
     return source, options
 
 
-def _extension(path: str) -> str:
-    base = path[:-3] if path.endswith(".gz") else path
-    return os.path.splitext(base)[1].lower()
-
-
 def _column_number(value: Any) -> int | None:
     """A 0-based column number given as an int or its digits (``text=0``), else None (a name)."""
     if isinstance(value, int):
@@ -262,7 +257,7 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     given = fmt is not None
     kind = o.get("kind")
     path = o.get("path") or next(iter((o.get("paths") or {}).values()), "")
-    ext = _extension(path)
+    ext = extension(path)
     if ext in SPREADSHEETS:
         raise ValueError(f"task spec {spec!r}: {ext} is a spreadsheet, which jaxtl does not "
                          "read; save it as CSV (pandas: pd.read_excel(path).to_csv(out, "
@@ -301,7 +296,7 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
             fmt = "jsonl"
         else:
             fmt = "tsv"
-    if fmt in ("tsv", "csv", "jsonl"):
+    if fmt in ("tsv", "csv", "jsonl", "fasttext"):
         if given:  # else each file's own extension names its format (train.csv + dev.tsv)
             o["format"] = fmt
         _one_file_is_train(o)
