@@ -347,3 +347,57 @@ def test_fasttext_lines_label_first_lines_and_compressed_files(tmp_path, data_di
     assert sum(e.label == 0 for e in train) == 3310 and sum(e.label == 0 for e in test) == 912
     assert train[0].text == "a stirring , funny and finally transporting re-imagining of beauty " \
                             "and the beast and 1930s horror films"  # fmt: skip
+
+
+def test_files_in_another_encoding_by_encoding_and_named_without_it(tmp_path, monkeypatch):
+    """A CSV that Excel on Windows saved as plain "CSV" is cp1252: without encoding= its first
+    such line is named with the option that reads it; encoding= reads tables, JSON arrays,
+    CoNLL, corpora and parallel text; a split saved as "CSV UTF-8" (with its byte-order mark)
+    stays UTF-8 beside it; UTF-16 and unknown encodings are refused in one line; a --predict
+    input line that is not UTF-8 is named at its line, stdin's too."""
+    import io
+    import sys
+
+    from jaxtl.data.io import text_lines
+
+    (tmp_path / "train.csv").write_bytes(
+        "text,label\ngood\u2019s café,pos\nbad,neg\n".encode("cp1252")
+    )
+    (tmp_path / "dev.csv").write_bytes("\ufefftext,label\nnaïve,pos\n".encode("utf-8"))
+    with pytest.raises(DataError, match=r"train.csv:2: invalid UTF-8 at byte 4 of the line "
+                                        r"\(not UTF-8: encoding=cp1252 reads a file saved by "
+                                        r"Excel on Windows"):  # fmt: skip
+        get_task(f"file:name=c,path={tmp_path}/{{split}}.csv")
+    task = get_task(f"file:name=c,path={tmp_path}/{{split}}.csv,encoding=cp1252")
+    assert [e.text for e in task.load("train")] == ["good\u2019s café", "bad"]
+    assert [e.text for e in task.load("dev")] == ["naïve"]  # its BOM says UTF-8
+    (tmp_path / "a.json").write_bytes('[{"text": "déjà vu", "label": "pos"}]'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"a.json:1: invalid UTF-8 at byte 12 of the line"):
+        get_task(f"file:name=j,path={tmp_path}/a.json").load("train")
+    assert get_task(f"file:name=j,path={tmp_path}/a.json,encoding=latin-1").load("train")[
+        0].text == "déjà vu"  # fmt: skip
+    (tmp_path / "t.conll").write_bytes("Zürich B-LOC\nist O\n".encode("latin-1"))
+    tagged = get_task(f"file:name=n,path={tmp_path}/t.conll,encoding=latin-1").load("train")
+    assert tagged[0].words == ("Zürich", "ist")
+    (tmp_path / "c.txt").write_bytes("Grüße\n".encode("latin-1"))
+    corpus = get_task(f"file:name=l,path={tmp_path}/c.txt,kind=lm,encoding=latin-1")
+    assert [e.text for e in corpus.load("train")] == ["Grüße"]
+    (tmp_path / "p.en").write_text("greetings\n")
+    (tmp_path / "p.de").write_bytes("Grüße\n".encode("latin-1"))
+    mt = get_task(f"file:name=m,path={tmp_path}/p.{{lang}},text=en,target=de,encoding=latin-1")
+    assert [(e.text, e.target) for e in mt.load("train")] == [("greetings", "Grüße")]
+    (tmp_path / "u.csv").write_bytes("text,label\ngood,pos\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"u.csv: the file is UTF-16 .*save it as UTF-8"):
+        get_task(f"file:name=u,path={tmp_path}/u.csv")
+    with pytest.raises(ValueError, match=r"encoding=utf-16 is not read a line at a time"):
+        get_task(f"file:name=u,path={tmp_path}/u.csv,encoding=utf-16")
+    with pytest.raises(ValueError, match=r"encoding='klingon' is not an encoding Python knows"):
+        get_task(f"file:name=u,path={tmp_path}/train.csv,encoding=klingon")
+    (tmp_path / "in.txt").write_bytes(b"fine\ncaf\xe9\n")
+    with pytest.raises(DataError, match=r"in.txt:2: invalid UTF-8 at byte 3 of the line \(not "
+                                        r"UTF-8: convert it"):  # fmt: skip
+        list(text_lines(str(tmp_path / "in.txt")))
+    stdin = io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    with pytest.raises(DataError, match=r"<stdin>:1: invalid UTF-8 at byte 3"):
+        list(text_lines("-"))

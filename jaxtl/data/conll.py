@@ -15,7 +15,14 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
-from jaxtl.data.io import extension, read_lines, resolve, spec_split_paths, split_files
+from jaxtl.data.io import (
+    check_encoding,
+    extension,
+    read_lines,
+    resolve,
+    spec_split_paths,
+    split_files,
+)
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -54,13 +61,13 @@ def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
 
 
 def _sentences(
-    path: str, bad: BadRows, comment: str | None
+    path: str, bad: BadRows, comment: str | None, encoding: str | None = None
 ) -> Iterator[tuple[list[tuple[int, str]], str | None]]:
     """Groups of (line number, line) separated by blank lines, each with its ``# sent_id = …``
     comment's id (CoNLL-U's sentence id; None without one); comment lines dropped."""
     block: list[tuple[int, str]] = []
     sent_id = None
-    for i, line in read_lines(path, bad):
+    for i, line in read_lines(path, bad, encoding):
         if comment and line.startswith(comment):
             key, eq, value = line[len(comment) :].partition("=")
             if eq and key.strip() == "sent_id" and value.strip():
@@ -89,6 +96,7 @@ def read_conll(
     label_names: Sequence[str] | None = None,
     conllu: bool = False,
     tags_optional: bool = False,
+    encoding: str | None = None,
 ) -> list[Example]:
     """Sentences of a column file as tagging Examples (``words`` and ``label`` = tags).
 
@@ -102,7 +110,7 @@ def read_conll(
     allowed = set(label_names) if label_names else None
     words_only = False
     out: list[Example] = []
-    for block, sent_id in _sentences(path, bad, "#" if conllu else None):
+    for block, sent_id in _sentences(path, bad, "#" if conllu else None, encoding):
         first = block[0][0]
         words: list[str] = []
         tags: list[str] = []
@@ -274,6 +282,7 @@ def conll_task(
     scheme: str = "auto",
     label_names: Sequence[str] | None = None,
     conllu: bool | None = None,
+    encoding: str | None = None,
     name: str = "conll",
     on_bad_row: str = "error",
 ) -> Task:
@@ -285,7 +294,8 @@ def conll_task(
     ``conllu`` (default: whether ``path`` ends in ``.conllu``) reads CoNLL-U: tab-separated,
     ``#`` comments, multiword ranges and empty nodes skipped; its defaults are the UPOS tags
     (``word_column=1``, ``tag_column=3``, ``iob=False``; ``tag_column=4`` for XPOS). Otherwise
-    the defaults are ``word_column=0``, ``tag_column=-1`` (the last column) and ``iob=True``."""
+    the defaults are ``word_column=0``, ``tag_column=-1`` (the last column) and ``iob=True``.
+    ``encoding``: the files' text encoding, when not UTF-8 (``cp1252``, ``latin-1``)."""
     split_paths = spec_split_paths(data_dir, path, paths, "conll")
     if conllu is None:
         conllu = extension(next(iter(split_paths.values()))) == ".conllu"
@@ -307,6 +317,8 @@ def conll_task(
         return present[split]
 
     options: dict = dict(word_column=word_column, tag_column=tag_column, delimiter=delimiter)
+    if encoding:
+        options["encoding"] = check_encoding(encoding, "conll")
     if conllu:
         options["conllu"] = True
     if iob:

@@ -16,7 +16,9 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   ``multilabel`` example, else one is its class), or, with ``label_prefix`` empty, the first
   word the label (``1 a gripping film``, as Kim (2014)'s SST files have it); no columns to
   name, and a file whose lines carry no label is unlabelled. Files may be compressed
-  (``.gz``, ``.bz2``, ``.xz``). ``header`` (default True) says whether the first
+  (``.gz``, ``.bz2``, ``.xz``). ``encoding`` (default UTF-8, a leading BOM dropped): another
+  text encoding, ``cp1252`` for a CSV that Excel on Windows saved as plain "CSV", ``latin-1``;
+  a file that is not UTF-8 is named at its first such line with these options. ``header`` (default True) says whether the first
   line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
   ``delimiter`` (one character: ``;`` for a spreadsheet's semicolon CSV) splits a TSV/CSV
   file's fields instead of the tab or comma. A JSON file holds one object per line, or one
@@ -65,6 +67,7 @@ from jaxtl.data.io import (
     CLASS_ID,
     DEFAULT_ID,
     NO_ID,
+    check_encoding,
     chosen_metrics,
     column,
     did_you_mean,
@@ -106,23 +109,25 @@ def fasttext_record(line: str, prefix: str | None) -> dict[str, Any]:
 
 
 def _records(path: str, fmt: str, header: bool, bad: BadRows, delimiter: str | None = None,
-             label_prefix: str | None = FASTTEXT_PREFIX) -> Iterator[tuple[int, Any, Any]]:  # fmt: skip
+             label_prefix: str | None = FASTTEXT_PREFIX, encoding: str | None = None,
+             ) -> Iterator[tuple[int, Any, Any]]:  # fmt: skip
     """(line, names or None, record) where record is a list (tsv/csv) or a dict (jsonl,
     fasttext: :func:`fasttext_record`); ``delimiter`` splits a table's fields instead of tsv's
     tab or csv's comma."""
     if fmt == "jsonl":
-        for i, rec in read_json_objects(path, bad):
+        for i, rec in read_json_objects(path, bad, encoding):
             yield i, None, rec
         return
     if fmt == "fasttext":
-        for i, line in read_lines(path, bad):
+        for i, line in read_lines(path, bad, encoding):
             if line.strip():
                 yield i, None, fasttext_record(line, label_prefix)
         return
     if fmt not in ("tsv", "csv"):
         raise DataError(f"{path}: format must be tsv, csv, jsonl or fasttext, got {fmt!r}")
     delimiter = delimiter or ("\t" if fmt == "tsv" else ",")
-    names, rows = read_table(path, bad, delimiter=delimiter, header=header, quoting=fmt == "csv")
+    names, rows = read_table(path, bad, delimiter=delimiter, header=header, quoting=fmt == "csv",
+                             encoding=encoding)  # fmt: skip
     for i, fields in rows:
         yield i, names, fields
 
@@ -226,6 +231,7 @@ def file_task(
     label_sep: str = ",",
     label_columns: Sequence[str] | None = None,
     label_prefix: str | None = FASTTEXT_PREFIX,
+    encoding: str | None = None,
     id: str | int | None = DEFAULT_ID,
     name: str = "file",
     metrics: Sequence[str] | None = None,
@@ -235,6 +241,7 @@ def file_task(
     """A task read from the user's own TSV/CSV/JSONL/fastText files (options: see the module
     docstring)."""
     split_paths = spec_split_paths(data_dir, path, paths, "file")
+    encoding = check_encoding(encoding, "file")
     if format == "fasttext":
         named = [f"{k}={v}" for k, v in (("text", text), ("label", label)) if v != k] + [
             f"{k}=" for k, v in (("text_pair", text_pair), ("target", target),
@@ -280,7 +287,8 @@ def file_task(
         fmt = format or table_format(p) or "tsv"
         if delimiter is not None and fmt == "jsonl":
             raise DataError(f"{p}: delimiter= is for TSV/CSV files, not JSON lines")
-        for record in _records(p, fmt, header, _Deferred(events), delimiter, label_prefix):
+        for record in _records(p, fmt, header, _Deferred(events), delimiter, label_prefix,
+                               encoding):  # fmt: skip
             events.append(record)
         records = [e for e in events if e[0] is not None]
         if not events:  # a header and nothing else (read_lines refuses a file with no text)

@@ -12,6 +12,7 @@ no reader has to import another one.
 from __future__ import annotations
 
 import bz2
+import codecs
 import contextlib
 import csv
 import difflib
@@ -133,12 +134,17 @@ def table_format(path: str) -> str | None:
     return TABLE_EXTENSIONS.get(extension(path))
 
 
-def read_lines(path: str, bad: BadRows) -> Generator[tuple[int, str], None, None]:
-    """(1-based line number, text without the newline) for each line of a UTF-8 file (read
-    through ``.gz``, ``.bz2`` and ``.xz`` compression).
+def read_lines(path: str, bad: BadRows, encoding: str | None = None
+               ) -> Generator[tuple[int, str], None, None]:  # fmt: skip
+    """(1-based line number, text without the newline) for each line of a UTF-8 file, or of
+    ``encoding`` (:func:`check_encoding`), read through ``.gz``, ``.bz2`` and ``.xz``
+    compression.
 
-    A line that is not valid UTF-8 goes to ``bad`` naming its line and byte; a leading BOM is
-    dropped; a missing or empty file is an error whatever ``bad`` says.
+    A line that does not decode goes to ``bad`` naming its line and byte (and, for UTF-8, the
+    ``encoding=`` that may read it); a file that opens with UTF-8's byte-order mark is UTF-8
+    whatever ``encoding`` says (one split saved as "CSV UTF-8", another as plain "CSV"), the
+    mark dropped; a UTF-16 file, and a missing or empty one, is an error whatever ``bad``
+    says.
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
@@ -152,20 +158,69 @@ def read_lines(path: str, bad: BadRows) -> Generator[tuple[int, str], None, None
                 break
         else:
             raise DataError(f"{path}: file is empty")
-        yield from _decoded(path, itertools.chain(lead, f), bad)
+        if lead[0].startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise DataError(f"{path}: the file is UTF-16 (as Excel's \"Unicode Text\" saves it); "
+                            "save it as UTF-8 (\"CSV UTF-8\") or convert it: iconv -f utf-16 -t "
+                            "utf-8")  # fmt: skip
+        if lead[0].startswith(codecs.BOM_UTF8):
+            encoding = None  # UTF-8's mark: this file is UTF-8 whatever the others are
+        yield from _decoded(path, itertools.chain(lead, f), bad, encoding)
+
+
+# Encodings decoded a line at a time must keep "\n" a byte of its own: not UTF-16/32.
+_NOT_BY_LINE = ("utf-16", "utf-32")
+
+
+def check_encoding(encoding: str | None, reader: str) -> str | None:
+    """A reader's ``encoding=`` checked before any file is read: a codec Python knows, that
+    keeps a line break a byte of its own (``cp1252``, ``latin-1``, ``shift_jis``, …), or None
+    (UTF-8)."""
+    if encoding is None:
+        return None
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(f"{reader} task: encoding={encoding!r} is not an encoding Python knows "
+                         "(e.g. utf-8, cp1252, latin-1)") from None  # fmt: skip
+    if name.startswith(_NOT_BY_LINE):
+        raise ValueError(f"{reader} task: encoding={encoding} is not read a line at a time; "
+                         f"convert the file to UTF-8 (iconv -f {encoding} -t utf-8)")  # fmt: skip
+    return encoding
+
+
+def not_decoded(e: UnicodeDecodeError, encoding: str | None, where: str, hint: str) -> str:
+    """What a line that does not decode says: the byte, and for UTF-8 ``hint`` (how to read a
+    file saved in another encoding)."""
+    if encoding:
+        return f"invalid {encoding} at byte {e.start} of the {where}"
+    return f"invalid UTF-8 at byte {e.start} of the {where} ({hint})"
+
+
+# What to do with a file in another encoding: a reader's option, or a --predict/--embed input's.
+ENCODING_HINT = ("not UTF-8: encoding=cp1252 reads a file saved by Excel on Windows, "
+                 "encoding=latin-1 one in ISO-8859-1")  # fmt: skip
+CONVERT_HINT = "not UTF-8: convert it, e.g. iconv -f cp1252 -t utf-8 IN > OUT"
 
 
 def text_lines(path: str) -> Iterator[tuple[str, str]]:
-    """(line, "path:N") for each non-blank line of the text file ``path`` ("-" = stdin, named
-    ``<stdin>``), without its line ending or a leading byte-order mark: what ``--predict`` and
-    ``--embed`` read, a line at a time."""
+    """(line, "path:N") for each non-blank line of the UTF-8 text file ``path`` ("-" = stdin,
+    named ``<stdin>``; compressed files read through), without its line ending or a leading
+    byte-order mark: what ``--predict`` and ``--embed`` read, a line at a time. A line that is
+    not UTF-8 stops, named."""
     name = "<stdin>" if path == "-" else path
     codec = COMPRESSION.get(path[len(uncompressed(path)) :].lower())
-    opened = (contextlib.nullcontext(sys.stdin) if path == "-"
-              else codec(path, "rt", encoding="utf-8") if codec
-              else epath.Path(path).open())  # fmt: skip
+    # Bytes, decoded here: stdin's own decoding would pass bad bytes on as surrogates.
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    opened = (contextlib.nullcontext(stdin) if path == "-"
+              else codec(path, "rb") if codec
+              else epath.Path(path).open("rb"))  # fmt: skip
     with opened as f:
-        for n, line in enumerate(f, start=1):
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw if isinstance(raw, str) else raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{name}:{n}: {not_decoded(e, None, 'line', CONVERT_HINT)}"
+                                ) from None  # fmt: skip
             line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
             if line.strip():
                 yield line, f"{name}:{n}"
@@ -196,25 +251,26 @@ def _opens_array(path: str) -> bool:
     return False
 
 
-def read_json_objects(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_json_objects(path: str, bad: BadRows, encoding: str | None = None
+                      ) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
     """(1-based line number, object) for each non-blank line of a JSON-lines file; a line that
     is not JSON, or not a JSON object, goes to ``bad`` naming its line. A file that opens with
     ``[`` is one JSON array of objects instead (``json.dump`` of a list, pandas'
     ``to_json(orient="records")``), each object numbered by the line it starts on."""
-    lines = read_lines(path, bad)
+    lines = read_lines(path, bad, encoding)
     first = True
     for i, text in lines:
         if not text.strip():
             continue
         if first and text.lstrip().startswith("["):
             lines.close()
-            yield from _json_array(path, bad)
+            yield from _json_array(path, bad, encoding)
             return
         first = False
         try:
             rec = json.loads(text)
         except json.JSONDecodeError as e:
-            if text.lstrip().startswith("{") and _one_object(path):
+            if text.lstrip().startswith("{") and _one_object(path, encoding):
                 raise DataError(f"{path}: one JSON object spread over lines, not JSON lines (an "
                                 "object per line) or an array of objects") from None  # fmt: skip
             bad(f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
@@ -231,28 +287,31 @@ def _open_bytes(path: str) -> Any:
     return COMPRESSION.get(suffix, open)(path, "rb")
 
 
-def _whole_text(path: str) -> str:
+def _whole_text(path: str, encoding: str | None = None) -> str:
     with _open_bytes(path) as f:
         raw = f.read()
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig" if not encoding or raw.startswith(codecs.BOM_UTF8)
+                          else encoding)  # fmt: skip
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: invalid UTF-8 at byte {e.start} of the file") from None
+        reason = not_decoded(e, encoding, "file", ENCODING_HINT)
+        raise DataError(f"{path}:{line}: {reason}") from None
 
 
-def _one_object(path: str) -> bool:
+def _one_object(path: str, encoding: str | None = None) -> bool:
     """Whether the whole file is a single JSON object (a pretty-printed document)."""
     try:
-        return isinstance(json.loads(_whole_text(path)), dict)
+        return isinstance(json.loads(_whole_text(path, encoding)), dict)
     except (json.JSONDecodeError, DataError):
         return False
 
 
-def _json_array(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]:
+def _json_array(path: str, bad: BadRows, encoding: str | None = None
+                ) -> Iterator[tuple[int, dict[str, Any]]]:  # fmt: skip
     """(line, object) for each element of a file holding one JSON array; an element that is not
     an object goes to ``bad``; broken JSON stops at its line (nothing after it can be read)."""
-    text = _whole_text(path)
+    text = _whole_text(path, encoding)
     decoder = json.JSONDecoder()
     pos, line, counted = text.index("[") + 1, 1, 0
     while True:
@@ -284,13 +343,14 @@ def _json_array(path: str, bad: BadRows) -> Iterator[tuple[int, dict[str, Any]]]
         raise DataError(f"{path}:{where}: text after the JSON array's closing ']'")
 
 
-def _decoded(path: str, raws: Iterator[bytes], bad: BadRows) -> Iterator[tuple[int, str]]:
+def _decoded(path: str, raws: Iterator[bytes], bad: BadRows, encoding: str | None = None
+             ) -> Iterator[tuple[int, str]]:  # fmt: skip
     for i, raw in enumerate(raws, start=1):
         raw = raw[:-1] if raw.endswith(b"\n") else raw
         try:
-            line = raw.decode("utf-8")
+            line = raw.decode(encoding or "utf-8")
         except UnicodeDecodeError as e:
-            bad(f"{path}:{i}", f"invalid UTF-8 at byte {e.start} of the line")
+            bad(f"{path}:{i}", not_decoded(e, encoding, "line", ENCODING_HINT))
             continue
         if i == 1 and line.startswith("\ufeff"):
             line = line[1:]
@@ -298,7 +358,13 @@ def _decoded(path: str, raws: Iterator[bytes], bad: BadRows) -> Iterator[tuple[i
 
 
 def read_table(
-    path: str, bad: BadRows, *, delimiter: str = "\t", header: bool = True, quoting: bool = False
+    path: str,
+    bad: BadRows,
+    *,
+    delimiter: str = "\t",
+    header: bool = True,
+    quoting: bool = False,
+    encoding: str | None = None,
 ) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
     """Header (or None) and the rows of a delimited file, each with the number of the line it
     starts on; rows with a wrong field count go to ``bad``, blank lines are skipped. TSV is
@@ -306,8 +372,8 @@ def read_table(
     module's quoting rules strictly, so a quoted field may span lines (a text with line breaks,
     as pandas writes it), and a malformed record (a quoted field never closed, text after a
     closing quote) goes to ``bad`` naming its first line."""
-    records = _quoted_records(path, bad, delimiter) if quoting else (
-        (i, text.split(delimiter)) for i, text in read_lines(path, bad) if text.strip())  # fmt: skip
+    records = _quoted_records(path, bad, delimiter, encoding) if quoting else (
+        (i, text.split(delimiter)) for i, text in read_lines(path, bad, encoding) if text.strip())  # fmt: skip
     names: list[str] | None = None
     if header:
         first = next(records, None)
@@ -328,13 +394,14 @@ def read_table(
     return names, rows()
 
 
-def _quoted_records(path: str, bad: BadRows, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def _quoted_records(path: str, bad: BadRows, delimiter: str, encoding: str | None = None
+                    ) -> Iterator[tuple[int, list[str]]]:  # fmt: skip
     """(first line, fields) of each CSV record; the csv reader pulls as many lines as a record's
     quoted fields span, and no more, so the first line pulled for a record is its line."""
     first: list[int | None] = [None]
 
     def texts() -> Iterator[str]:
-        for i, text in read_lines(path, bad):
+        for i, text in read_lines(path, bad, encoding):
             if first[0] is None:
                 first[0] = i
             yield text + "\n"

@@ -12,34 +12,46 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 
-from jaxtl.data.io import LANG, read_lines, resolve, spec_split_paths, split_files, user_path
+from jaxtl.data.io import (
+    LANG,
+    check_encoding,
+    read_lines,
+    resolve,
+    spec_split_paths,
+    split_files,
+    user_path,
+)
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
 _HEADING = re.compile(r"^\s*=( =)*[^=].*=\s*$")
 
 
-def read_corpus(path: str, bad: BadRows, *, drop_headings: bool = False) -> list[Example]:
+def read_corpus(path: str, bad: BadRows, *, drop_headings: bool = False,
+                encoding: str | None = None) -> list[Example]:  # fmt: skip
     """One Example per non-blank line; WikiText ``= Title =`` lines dropped if asked."""
-    return list(iter_corpus(path, bad, drop_headings=drop_headings))
+    return list(iter_corpus(path, bad, drop_headings=drop_headings, encoding=encoding))
 
 
-def iter_corpus(path: str, bad: BadRows, *, drop_headings: bool = False) -> Iterator[Example]:
+def iter_corpus(path: str, bad: BadRows, *, drop_headings: bool = False,
+                encoding: str | None = None) -> Iterator[Example]:  # fmt: skip
     """:func:`read_corpus`, one line at a time."""
-    for i, line in read_lines(path, bad):
+    for i, line in read_lines(path, bad, encoding):
         text = line.strip()
         if not text or (drop_headings and _HEADING.match(line)):
             continue
         yield Example(text, source=f"{path}:{i}")
 
 
-def _corpus_task(name: str, path_for, splits, drop_headings: bool, on_bad_row: str) -> Task:
+def _corpus_task(name: str, path_for, splits, drop_headings: bool, on_bad_row: str,
+                 encoding: str | None = None) -> Task:  # fmt: skip
     """``path_for(split)``: the split's file, or a list of files read one after the other."""
 
     def load(split: str) -> Loaded:
         found = path_for(split)
         paths = [found] if isinstance(found, str) else list(found)
         bad = BadRows(on_bad_row)
-        examples = [ex for p in paths for ex in read_corpus(p, bad, drop_headings=drop_headings)]
+        examples = [ex for p in paths
+                    for ex in read_corpus(p, bad, drop_headings=drop_headings, encoding=encoding)]  # fmt: skip
         return bad.result(examples, paths[0] if len(paths) == 1 else f"{len(paths)} files")
 
     def files(split: str) -> tuple[str, ...]:
@@ -49,7 +61,7 @@ def _corpus_task(name: str, path_for, splits, drop_headings: bool, on_bad_row: s
     def stream(split: str) -> Iterator[Example]:
         paths, bad = files(split), BadRows(on_bad_row)
         for p in paths:
-            yield from iter_corpus(p, bad, drop_headings=drop_headings)
+            yield from iter_corpus(p, bad, drop_headings=drop_headings, encoding=encoding)
         bad.result((), paths[0] if len(paths) == 1 else f"{len(paths)} files")
 
     return Task(name, "lm", load, tuple(splits), metrics=("perplexity",), main_metric="perplexity",
@@ -118,6 +130,7 @@ def text_corpus(
     path: str,
     name: str = "text",
     drop_headings: bool = False,
+    encoding: str | None = None,
     on_bad_row: str = "error",
 ) -> Task:
     """Any text files, one example per non-empty line. ``path``: a ``{split}`` pattern
@@ -129,12 +142,14 @@ def text_corpus(
     def path_for(split: str) -> list[str]:
         return paths[split]
 
-    return _corpus_task(name, path_for, paths, drop_headings, on_bad_row)
+    return _corpus_task(name, path_for, paths, drop_headings, on_bad_row,
+                        check_encoding(encoding, "text"))  # fmt: skip
 
 
-def read_parallel(src_path: str, tgt_path: str, bad: BadRows) -> list[Example]:
-    src = list(read_lines(src_path, bad))
-    tgt = list(read_lines(tgt_path, bad))
+def read_parallel(src_path: str, tgt_path: str, bad: BadRows, encoding: str | None = None
+                  ) -> list[Example]:  # fmt: skip
+    src = list(read_lines(src_path, bad, encoding))
+    tgt = list(read_lines(tgt_path, bad, encoding))
     if len(src) != len(tgt) and not bad.skip:
         raise DataError(
             f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: not parallel"
@@ -162,6 +177,7 @@ def parallel(
     tgt: str,
     name: str = "parallel",
     files: dict[str, str] | None = None,
+    encoding: str | None = None,
     on_bad_row: str = "error",
 ) -> Task:
     """Parallel text, a sentence a line: line i of the target file translates line i of the
@@ -171,8 +187,9 @@ def parallel(
     per split) hold a ``{lang}`` placeholder that ``src`` and ``tgt`` fill, as a spec names
     them: ``file:name=mt,path=mt/{split}.{lang},kind=translation,text=en,target=de``."""
     pattern = path if paths is None else next(iter(paths.values()), "")
+    encoding = check_encoding(encoding, "parallel")
     if LANG in (pattern or ""):
-        return _parallel_pattern(data_dir, path, paths, src, tgt, name, on_bad_row)
+        return _parallel_pattern(data_dir, path, paths, src, tgt, name, on_bad_row, encoding)
     if path is None:
         raise DataError(f"task {name!r}: parallel text needs path=FOLDER, or path=/paths= "
                         f"naming its files with a {LANG} placeholder")  # fmt: skip
@@ -189,7 +206,7 @@ def parallel(
     src_files = {s: os.path.basename(pick(stem, src)) for s, stem in stems.items()}
     src_for = split_files(root, src_files, name)
     return _parallel_task(name, src_for, lambda split: pick(stems[split], tgt), tuple(stems),
-                          src, tgt, on_bad_row)  # fmt: skip
+                          src, tgt, on_bad_row, encoding)  # fmt: skip
 
 
 def _parallel_pattern(
@@ -200,6 +217,7 @@ def _parallel_pattern(
     tgt: str,
     name: str,
     on_bad_row: str,
+    encoding: str | None,
 ) -> Task:
     """A parallel task whose files are named by a ``{lang}`` pattern (:func:`parallel`)."""
     if path is not None and paths is None and "{split}" not in path:
@@ -225,7 +243,8 @@ def _parallel_pattern(
         pattern = named[split] if named else str(path).replace(LANG, tgt)
         return user_path(data_dir, pattern.replace("{split}", split))
 
-    return _parallel_task(name, src_for, tgt_for, tuple(present), src, tgt, on_bad_row)
+    return _parallel_task(name, src_for, tgt_for, tuple(present), src, tgt, on_bad_row,
+                          encoding)  # fmt: skip
 
 
 def _parallel_task(
@@ -236,13 +255,14 @@ def _parallel_task(
     src: str,
     tgt: str,
     on_bad_row: str,
+    encoding: str | None = None,
 ) -> Task:
     def load(split: str) -> Loaded:
         sp, tp = src_for(split), tgt_for(split)
         if not os.path.isfile(tp):
             raise DataError(f"{tp}: target file not found for split {split!r}")
         bad = BadRows(on_bad_row)
-        return bad.result(read_parallel(sp, tp, bad), sp)
+        return bad.result(read_parallel(sp, tp, bad, encoding), sp)
 
     return Task(name, "translation", load, splits, text_fields=(src, tgt),
                 metrics=("bleu",), main_metric="bleu")  # fmt: skip
