@@ -233,7 +233,11 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
                 raise ValueError(f"--output={args.output} is a file; --export writes a folder")
             workdir_check_output(args.workdir, args.output, "--output", folder=True)
             written = load(args.workdir).export(args.output)
-            print(f"jaxtl: exported {', '.join(sorted(written))} to {args.output}")
+            print(f"jaxtl: exported to {args.output}: the encoder (AutoModel; no task head)")
+            for name, rep in written.items():
+                if name != "(encoder)":
+                    loads = rep.get("skipped") or rep.get("transformers") or rep.get("format")
+                    print(f"  {name}: {rep.get('path', '')}: {loads}")
             return
         if not args.input:
             raise ValueError("--predict needs --input=FILE (or - for stdin)")

@@ -837,4 +837,33 @@ def _export_run(run: Any, params: Any | None, out: pathlib.Path) -> dict[str, An
                     rep["adapter"] = {"written": False, "reason": str(e)}
                     log.warning("%s: no PEFT adapter: %s", name, e)
         report[name] = rep
+    _write_encoder_card(out, report, description, base_name)
     return report
+
+
+def _write_encoder_card(
+    out: pathlib.Path, report: Mapping[str, Any], description: str, base_model: str | None
+) -> None:
+    """``out/README.md``: the top folder is the encoder alone (no head: loaded as a task model
+    it would get a new, untrained one), and which folder holds each task's model."""
+    tasks = {k: v for k, v in report.items() if k != "(encoder)"}
+    front = ["---", "library_name: transformers", *_card_base_lines(base_model),
+             "pipeline_tag: feature-extraction", "tags:", "- jaxtl", "---", ""]  # fmt: skip
+    lines = [
+        "# Encoder",
+        "",
+        "This folder is the run's encoder alone, in Hugging Face layout"
+        + (" (LoRA merged)" if report["(encoder)"].get("lora_merged") else "")
+        + f': `transformers.AutoModel.from_pretrained("{out}")` gives its hidden states. It has '
+        "no task head: loaded as a task model (`AutoModelForSequenceClassification`, a "
+        "`pipeline`) it would get a new, untrained one. Each task's trained model is in its own "
+        "folder:",
+        "",
+        "| task | folder | loads as |",
+        "|---|---|---|",
+    ]
+    for name, rep in tasks.items():
+        loads = rep.get("skipped") or rep.get("transformers") or rep.get("format", "")
+        lines.append(f"| `{name}` | `{rep.get('path', out / name)}` | {loads} |")
+    lines += ["", "## How it was trained", "", description or "(no description given)", ""]
+    (out / CARD).write_text("\n".join(front + lines))

@@ -465,7 +465,14 @@ def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tm
 
     _, wd, out = trained
     again = tmp_path / "again"
-    _launch("--export", f"--workdir={wd}", f"--output={again}")
+    printed = _launch("--export", f"--workdir={wd}", f"--output={again}").stdout
+    # The top folder is the encoder alone, and says so (card and command), naming each task's
+    # folder: loaded as a task model it would get an untrained head.
+    assert f"  mine: {again / 'mine'}: AutoModelForSequenceClassification" in printed
+    card = (again / "README.md").read_text()
+    assert "It has no task head" in card and "pipeline_tag: feature-extraction" in card
+    for task in ("mine", "ner", "sts", "upos"):
+        assert f"| `{task}` | `{again / task}` | AutoModelFor" in card
     for task in ("mine", "ner", "sts"):
         a, b = load_file(str(out / task / "model.safetensors")), load_file(
             str(again / task / "model.safetensors"))  # fmt: skip
