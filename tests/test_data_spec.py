@@ -315,6 +315,43 @@ def test_prepare_tasks_end_to_end(tmp_path):
     )
 
 
+def test_texts_cut_at_max_length_are_counted_and_a_large_share_warned(tmp_path, caplog):
+    """A run says how many train texts fill data.max_length (their rest is cut): a warning
+    when that is 5% or more of them, a note below; none for texts that fit."""
+    from conftest import minilm_dir
+    from transformers import AutoTokenizer
+
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import prepare_tasks
+    from jaxtl.regimes import multitask
+
+    long = "good film " * 40  # about 80 tokens
+    rows = [(long, "pos"), ("bad film", "neg"), ("good", "pos"), ("bad", "neg")] * 5
+    write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows))
+    write(tmp_path / "dev.tsv", "sentence\tlabel\nfine\tpos\nbad\tneg\n")
+    config = multitask.add_config(config_lib.base_config())
+    config.data.dir = str(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    spec = "file:name=mine,path={split}.tsv,text=sentence,label=label"
+    for max_length, level, said in ((32, "WARNING", "5 of 20 train examples (25%)"),
+                                    (128, None, None)):  # fmt: skip
+        config.data.max_length, config.data.buckets = max_length, (max_length,)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="jaxtl.data.prepare"):
+            prepare_tasks([spec], config, tokenizer)
+        cut = [r for r in caplog.records if "fill data.max_length" in r.getMessage()]
+        assert [(r.levelname, said in r.getMessage()) for r in cut] == (
+            [(level, True)] if level else [])  # fmt: skip
+    write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(
+        f"{t}\t{lab}\n" for t, lab in [(long, "pos")] + [("bad", "neg"), ("good", "pos")] * 20))  # fmt: skip
+    config.data.max_length, config.data.buckets = 32, (32,)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="jaxtl.data.prepare"):
+        prepare_tasks([spec], config, tokenizer)
+    (note,) = [r for r in caplog.records if "fill data.max_length=32" in r.getMessage()]
+    assert note.levelname == "INFO" and "1 of 41 train examples (2%)" in note.getMessage()
+
+
 def test_sst2_real_files(data_dir):
     task = get_task(
         "file:name=sst2_file,path=SST-2/{split}.tsv,text=sentence,label=label", data_dir

@@ -205,6 +205,27 @@ def holdout(examples: Sequence[Any], fraction: float, seed: int) -> tuple[list[A
             [e for i, e in enumerate(examples) if i in held])  # fmt: skip
 
 
+# The share of a split's texts cut at data.max_length above which a run warns, not just notes.
+CUT_WARNING = 0.05
+
+
+def report_cut(task: Task, enc: tokenize.Encoded, max_length: int, split: str) -> int:
+    """Log how many of a split's examples fill ``data.max_length`` tokens, so that whatever
+    they held beyond it was cut (a warning from :data:`CUT_WARNING` of them, a note below;
+    qa contexts go in windows and corpora in blocks, which cut nothing). Returns that count."""
+    if task.kind in ("qa", "lm") or not len(enc):
+        return 0
+    full = int(np.count_nonzero(enc.lengths >= max_length))
+    if full:
+        share = full / len(enc)
+        (log.warning if share >= CUT_WARNING else log.info)(
+            "task %s: %d of %d %s examples (%.0f%%) fill data.max_length=%d tokens: any more "
+            "of their text is cut (--config.data.max_length raises the limit, up to the "
+            "model's positions)", task.name, full, len(enc), split, 100 * share, max_length,
+        )  # fmt: skip
+    return full
+
+
 def prepare_tasks(
     names: Sequence[str],
     config: ml_collections.ConfigDict,
@@ -268,6 +289,7 @@ def prepare_tasks(
                                       target_tokenizer=target_tokenizer,
                                       doc_stride=int(config.data.get("doc_stride", 0)))  # fmt: skip
             n_train = len(enc)
+            report_cut(task, enc, max_length, train_split)
             seed = config.seed * 1000 + i
             train_iter = train_batches(enc, config, tokenizer, buckets=buckets, seed=seed,
                                        packed=packed)  # fmt: skip
