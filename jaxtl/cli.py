@@ -2,7 +2,8 @@
 or predict with / export a finished run.
 
     jaxtl --regime=REGIME [--config=FILE.py|NAME[:tiny]] [--config.KEY=VALUE ...] [--workdir=DIR]
-    jaxtl --predict --workdir=DIR --input=FILE [--output=OUT.jsonl|.tsv|.csv|.parquet]
+    jaxtl --predict --workdir=DIR --input=FILE
+          [--output=OUT.jsonl|.tsv|.csv|.parquet|.conll|.conllu]
           [--task=NAME] [--input_format=auto|lines|jsonl|task]
           [--output_format=auto|jsonl|tsv|csv|parquet|squad|conll|conllu]
     jaxtl --export --workdir=DIR --output=FOLDER
