@@ -271,7 +271,12 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--output", default="-", help="output: .npy (float32 [N, D]), .parquet "
                         "(id, text, embedding) or JSON lines (any other name, '-' = stdout)")  # fmt: skip
     parser.add_argument("--input_format", default="auto",
-                        help="auto | lines (one text per line) | jsonl (text, text_pair)")  # fmt: skip
+                        help="auto (by the extension) | lines (one text per line) | jsonl "
+                        "(text, text_pair) | tsv | csv | parquet (a table's text column)")  # fmt: skip
+    parser.add_argument("--text_column", default=None, help="the JSON key or table column to "
+                        "embed (default: text)")  # fmt: skip
+    parser.add_argument("--text_pair_column", default=None, help="a second one, embedded with "
+                        "it as a sentence pair (default: text_pair, where there is one)")  # fmt: skip
     parser.add_argument("--representation", default=None,
                         help="last | second_to_last | sum_last_four | concat_last_four | "
                         "embeddings | scalar_mix | elmo | cove (default: the run's, else last)")  # fmt: skip
@@ -295,6 +300,9 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
     runtime.quiet_garbage_collector()
     try:
         check_file_command(args.input, args.output, args.workdir, "--embed")  # before the model
+        if args.input != "-":  # the input's format and columns too
+            next(embed.read_inputs(args.input, args.input_format, args.text_column,
+                                   args.text_pair_column), None)  # fmt: skip
         settings = embed.Settings(
             representation=args.representation, pooling=args.pooling,
             normalize=None if args.normalize is None else args.normalize == "true",
@@ -302,7 +310,8 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
         )  # fmt: skip
         e = embed.embedder(args.model, workdir=args.workdir, task=args.task, settings=settings,
                            allow_pickle=args.allow_pickle)  # fmt: skip
-        n = embed.embed_command(e, args.input, args.output, args.input_format)
+        n = embed.embed_command(e, args.input, args.output, args.input_format,
+                                args.text_column, args.text_pair_column)  # fmt: skip
     except (ValueError, OSError) as err:  # user errors: one line, no traceback
         sys.exit(_one_line(f"{prog}: {err}"))
     out = sys.stdout if args.output != "-" else sys.stderr

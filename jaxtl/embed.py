@@ -271,35 +271,109 @@ def output_format(dest: str) -> str:
     return fmt
 
 
+# --input_format values, and the table formats an input's extension names.
+INPUT_FORMATS = ("auto", "lines", "jsonl", "tsv", "csv", "parquet")
+_TABLES = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl",
+           ".json": "jsonl"}  # fmt: skip
+
+
 def read_inputs(
-    path: str, input_format: str = "auto"
-) -> Iterator[tuple[str | tuple[str, str], str]]:
-    """(input, where) per non-blank line of ``path`` ("-" = stdin): ``lines``, one text per line
-    (tabs kept); ``jsonl``, objects with ``text`` and optionally ``text_pair``; ``auto`` by the
-    extension (``.jsonl`` / ``.json``)."""
+    path: str,
+    input_format: str = "auto",
+    text_column: str | None = None,
+    pair_column: str | None = None,
+) -> Iterator[tuple[str | tuple[str, str], str, Any]]:
+    """(input, where, id) per input of ``path`` ("-" = stdin): ``lines``, one text per non-blank
+    line (tabs kept); ``jsonl``, objects (one a line, or one array) with ``text`` and optionally
+    ``text_pair``; ``tsv``/``csv``/``parquet``, a table's rows, its ``text`` column embedded
+    (with ``text_pair`` when it has one). ``text_column``/``pair_column`` name other keys or
+    columns (``review``). ``id``: the row's own, from an ``id`` key or column, else None (its
+    number). ``auto`` goes by the extension (``.jsonl``/``.json``, ``.tsv``, ``.csv``,
+    ``.parquet``, compressed or not), else lines."""
     from jaxtl.data import DataError
+    from jaxtl.data.io import extension, json_values, text_lines
 
     if input_format == "auto":
-        input_format = "jsonl" if path != "-" and epath.Path(path).suffix in (".jsonl", ".json") \
-            else "lines"  # fmt: skip
-    if input_format not in ("lines", "jsonl"):
-        raise ValueError(f"--input_format={input_format}: choose one of auto, lines, jsonl")
-    from jaxtl.data.io import json_values, text_lines
-
+        input_format = "lines" if path == "-" else _TABLES.get(extension(path), "lines")
+    if input_format not in INPUT_FORMATS[1:]:
+        raise ValueError(f"--input_format={input_format}: choose one of {', '.join(INPUT_FORMATS)}")
     if input_format == "lines":
-        yield from text_lines(path)
+        if text_column or pair_column:
+            raise ValueError("--text_column/--text_pair_column name a table's or JSON's "
+                             "columns; lines input is a text a line")  # fmt: skip
+        for line, where in text_lines(path):
+            yield line, where, None
+        return
+    text, pair = text_column or "text", pair_column
+    if input_format in ("tsv", "csv", "parquet"):
+        yield from _table_inputs(path, input_format, text, pair)
         return
     for rec, where in json_values(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-            raise DataError(f"{where}: expected an object with a string 'text' (and "
-                            "optionally 'text_pair')")  # fmt: skip
-        pair = rec.get("text_pair")
-        if pair is not None and not isinstance(pair, str):
-            raise DataError(f"{where}: 'text_pair' must be a string, got {pair!r}")
-        yield (rec["text"] if pair is None else (rec["text"], pair)), where
+        if not isinstance(rec, dict) or not isinstance(rec.get(text), str):
+            got = f"; its keys: {', '.join(rec)}" if isinstance(rec, dict) else ""
+            flag = "" if text_column else " (--text_column names another key)"
+            raise DataError(f"{where}: expected an object with a string {text!r} (and "
+                            f"optionally {pair or 'text_pair'!r}){flag}{got}")  # fmt: skip
+        second = rec.get(pair or "text_pair")
+        if pair and second is None:
+            raise DataError(f"{where}: no {pair!r} (--text_pair_column) in this object")
+        if second is not None and not isinstance(second, str):
+            raise DataError(f"{where}: {pair or 'text_pair'!r} must be a string, got {second!r}")
+        yield (rec[text] if second is None else (rec[text], second)), where, rec.get("id")
 
 
-def embed_command(e: Embedder, input_path: str, output: str, input_format: str = "auto") -> int:
+def _table_inputs(
+    path: str, fmt: str, text: str, pair: str | None
+) -> Iterator[tuple[str | tuple[str, str], str, Any]]:
+    """:func:`read_inputs` of a TSV/CSV (streamed a row at a time) or Parquet table."""
+    from jaxtl.data import DataError
+    from jaxtl.data.io import column, read_table
+    from jaxtl.data.tasks import BadRows
+
+    if path == "-" and fmt == "parquet":
+        raise ValueError("--input=- cannot be Parquet; give a file")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        rows: Iterator[tuple[str, list[Any]]] = (
+            (f"{path}: row {i}", list(r.values()))
+            for i, r in enumerate(pq.read_table(path).to_pylist())
+        )  # fmt: skip
+    else:
+        if path == "-":
+            raise ValueError(f"--input=- is read as lines or JSON lines; a {fmt} table needs "
+                             "a file")  # fmt: skip
+        names, table = read_table(path, BadRows("error"), delimiter="\t" if fmt == "tsv" else ",",
+                                  quoting=fmt == "csv")  # fmt: skip
+        rows = ((f"{path}:{i}", fields) for i, fields in table)
+    assert names is not None
+    try:
+        at = column(names, text, path)
+    except DataError as e:
+        raise DataError(f"{e}; --text_column names the column to embed") from None
+    pair_at = column(names, pair, path) if pair else (
+        names.index("text_pair") if "text_pair" in names else None)  # fmt: skip
+    id_at = names.index("id") if "id" in names else None
+    for where, fields in rows:
+        value = fields[at]
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}: column {text!r} is empty")
+        second = None if pair_at is None else fields[pair_at]
+        if pair_at is not None and not isinstance(second, str):
+            raise DataError(f"{where}: column {names[pair_at]!r} is empty")
+        yield (value if second is None else (value, second)), where, (
+            None if id_at is None else fields[id_at])  # fmt: skip
+
+
+def embed_command(
+    e: Embedder,
+    input_path: str,
+    output: str,
+    input_format: str = "auto",
+    text_column: str | None = None,
+    pair_column: str | None = None,
+) -> int:
     """``jaxtl --embed``: one vector per non-blank input line to ``output`` (:func:`output_format`),
     written a chunk of :data:`CHUNK` vectors at a time (only the texts are held whole), the file
     appearing whole at the end (never half-written); returns how many."""
@@ -312,7 +386,12 @@ def embed_command(e: Embedder, input_path: str, output: str, input_format: str =
     fmt = output_format(output)
     if fmt != "jsonl" and output == "-":
         raise ValueError(f"--output=- is JSON lines; {fmt} needs a file")
-    inputs = [x for x, _ in read_inputs(input_path, input_format)]
+    read = list(read_inputs(input_path, input_format, text_column, pair_column))
+    inputs = [x for x, _, _ in read]
+    ids: list[Any] = [i if rid is None else rid for i, (_, _, rid) in enumerate(read)]
+    if len({type(i) for i in ids}) > 1:  # some rows with ids of their own: one column type
+        ids = [str(i) for i in ids]
+    del read
     if not inputs:
         where = "stdin" if input_path == "-" else f"--input={input_path}"
         raise DataError(f"{where}: no text to embed (the input is empty or blank)")
@@ -334,8 +413,7 @@ def embed_command(e: Embedder, input_path: str, output: str, input_format: str =
             writer, start = None, 0
             for v in chunks:
                 rows = slice(start, start + len(v))
-                columns: dict[str, Any] = {"id": list(range(rows.start, rows.stop)),
-                                           "text": texts[rows]}  # fmt: skip
+                columns: dict[str, Any] = {"id": ids[rows], "text": texts[rows]}
                 if with_pairs:
                     columns["text_pair"] = pairs[rows]
                 columns["embedding"] = pa.array(list(v), type=pa.list_(pa.float32()))
@@ -352,7 +430,7 @@ def embed_command(e: Embedder, input_path: str, output: str, input_format: str =
             i = 0
             for v in chunks:
                 for row in v:
-                    rec: dict[str, Any] = {"id": i, "text": texts[i]}
+                    rec: dict[str, Any] = {"id": ids[i], "text": texts[i]}
                     if pairs[i] is not None:
                         rec["text_pair"] = pairs[i]
                     rec["embedding"] = [float(x) for x in row]

@@ -197,4 +197,39 @@ def test_a_bad_json_line_is_named(tmp_path):
     # one JSON array of the same objects: read element by element, named by line
     (tmp_path / "x.json").write_text('[{"text": "ok"},\n {"text": "a", "text_pair": "b"}]\n')
     assert list(embed.read_inputs(str(tmp_path / "x.json"))) == [
-        ("ok", f"{tmp_path / 'x.json'}:1"), (("a", "b"), f"{tmp_path / 'x.json'}:2")]  # fmt: skip
+        ("ok", f"{tmp_path / 'x.json'}:1", None),
+        (("a", "b"), f"{tmp_path / 'x.json'}:2", None)]  # fmt: skip
+
+
+def test_a_tables_named_column_is_embedded_with_its_ids(minilm, tmp_path):
+    """A CSV/TSV/Parquet input is a table, not lines (its header and labels are no texts):
+    its ``text`` column, or the one --text_column names, is embedded, with --text_pair_column
+    as a pair; its ``id`` column gives the records' ids; a missing column is named with the
+    header before the model loads."""
+    pd = pytest.importorskip("pandas")
+    rows = pd.DataFrame({"id": ["a1", "b2", "c3"], "review": SENTENCES[:3],
+                         "other": SENTENCES[2:5], "label": ["pos", "neg", "pos"]})  # fmt: skip
+    rows.to_csv(tmp_path / "r.csv", index=False)
+    rows.to_csv(tmp_path / "r.tsv", index=False, sep="\t")
+    rows.to_parquet(tmp_path / "r.parquet")
+    want = minilm.embed(SENTENCES[:3])
+    for name in ("r.csv", "r.tsv", "r.parquet"):
+        got = list(embed.read_inputs(str(tmp_path / name), text_column="review"))
+        assert [(x, i) for x, _, i in got] == list(zip(SENTENCES[:3], ["a1", "b2", "c3"]))
+    pairs = list(embed.read_inputs(str(tmp_path / "r.csv"), "auto", "review", "other"))
+    assert [x for x, _, _ in pairs] == list(zip(SENTENCES[:3], SENTENCES[2:5]))
+    assert embed.embed_command(minilm, str(tmp_path / "r.csv"), str(tmp_path / "e.parquet"),
+                               text_column="review") == 3  # fmt: skip
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    assert list(table["id"]) == ["a1", "b2", "c3"] and list(table["text"]) == SENTENCES[:3]
+    np.testing.assert_allclose(np.stack(table["embedding"]), want, atol=TOL, rtol=0)
+    with pytest.raises(DataError, match=r"r.csv: no column 'text' in header \['id', 'review', "
+                                        r"'other', 'label'\]; --text_column names the column"):  # fmt: skip
+        list(embed.read_inputs(str(tmp_path / "r.csv")))
+    with pytest.raises(ValueError, match=r"lines input is a text a line"):
+        list(embed.read_inputs(str(tmp_path / "r.csv"), "lines", "review"))
+    (tmp_path / "k.jsonl").write_text('{"review": "fine", "id": 7}\n{"review": "dull"}\n')
+    assert [(x, i) for x, _, i in embed.read_inputs(str(tmp_path / "k.jsonl"), "auto", "review")
+            ] == [("fine", 7), ("dull", None)]  # fmt: skip
+    p = _launch("--embed", "--model=/nope/not/a/model", f"--input={tmp_path / 'r.csv'}")
+    assert p.returncode != 0 and "no column 'text' in header" in p.stderr  # before the model
