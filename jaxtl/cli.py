@@ -218,6 +218,10 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         default="auto",
         help="auto | lines (one text per line; tab = pair) | jsonl | task",
     )
+    parser.add_argument("--text_column", default=None, help="the column (or JSON key) of a "
+                        "table input that holds the text, when not the task's own")  # fmt: skip
+    parser.add_argument("--text_pair_column", default=None, help="a pair task's second text "
+                        "column, when not the task's own")  # fmt: skip
     args = parser.parse_args(argv[1:])
     _file_command_logging()
     from jaxtl import runtime
@@ -243,7 +247,8 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         if not args.input:
             raise ValueError("--predict needs --input=FILE (or - for stdin)")
         n, scores = predict_command(args.workdir, args.input, args.output, args.task,
-                                    args.input_format, args.output_format)  # fmt: skip
+                                    args.input_format, args.output_format,
+                                    (args.text_column, args.text_pair_column))  # fmt: skip
     except (ValueError, OSError) as e:  # user errors (a file, a folder): one line, no traceback
         sys.exit(_one_line(f"{prog}: {e}"))
     # stdout carries the predictions when --output=-: the summary goes to stderr then.

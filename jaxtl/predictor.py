@@ -382,7 +382,8 @@ class Predictor:
             return "task" if path != "-" and self._has_own_columns(path, spec) else "jsonl"
         return "lines"
 
-    def iter_input(self, path: str, td: TaskData, input_format: str = "auto") -> Iterator[Example]:
+    def iter_input(self, path: str, td: TaskData, input_format: str = "auto",
+                   columns: Sequence[str | None] = (None, None)) -> Iterator[Example]:  # fmt: skip
         """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates
         a sentence pair, or a translation source from its reference), ``jsonl`` (objects with
         ``text``, ``text_pair``, ``words``, ``target``, and ``id``, which its record keeps), or
@@ -391,7 +392,11 @@ class Predictor:
         and for a .jsonl/.json one whose first object holds the task's own text columns;
         ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines`` and ``jsonl`` are
         read a line at a time (a file larger than memory streams); the task's own format is
-        read whole."""
+        read whole. ``columns``: the text (and pair) column of a table or JSON input whose
+        columns are not the task's (``--text_column``), read as a table of the task's kind."""
+        if any(columns):
+            yield from self._read_columns(path, td, input_format, *columns)
+            return
         guessed = input_format == "auto"
         input_format = self.input_format(path, td, input_format)
         if input_format == "task":
@@ -403,9 +408,53 @@ class Predictor:
                     raise
                 # The extension chose the task's layout (its columns); say how to read another.
                 raise DataError(f"{e} (read in the own format of task {td.task.name!r}, "
-                                "chosen by the file's extension; --input_format=lines reads one "
-                                "text per line, jsonl one object per line)") from None  # fmt: skip
+                                "chosen by the file's extension; --text_column names the text "
+                                "column of a table laid out otherwise, --input_format=lines "
+                                "reads one text per line, jsonl one object per line)") from None  # fmt: skip
         yield from self._read_lines(path, td, input_format)
+
+    def _read_columns(self, path: str, td: TaskData, input_format: str, text: str | None,
+                      pair: str | None) -> list[Example]:  # fmt: skip
+        """A table or JSON file whose text is in columns the task was not trained on (a CSV
+        with ``comment`` for a task of ``sentence``), read as the task's kind, its labels
+        (where the file has the task's label column) read as gold."""
+        from jaxtl.data.files import file_task
+        from jaxtl.data.hf_datasets import hf_task
+        from jaxtl.data.spec import parse
+
+        task = td.task
+        ext = extension(path)
+        fmt = {"auto": None, "jsonl": "jsonl", "task": None}.get(input_format, input_format)
+        if path == "-" or fmt == "lines" or (fmt is None and table_format(path) is None
+                                             and ext not in COLUMNAR):  # fmt: skip
+            raise ValueError("--text_column/--text_pair_column name the columns of a table "
+                             "(.tsv, .csv, .parquet) or JSON file; this input is read as lines")  # fmt: skip
+        if task.kind == "qa":
+            raise ValueError(f"task {task.name!r} is qa: its inputs are questions and contexts "
+                             "(--input_format=jsonl reads 'question' and 'context')")  # fmt: skip
+        spec = self.specs.get(task.name, "")
+        opts = parse(spec)[1] if spec.startswith(("file:", "hf:")) else {}
+        if text is None:
+            text = opts.get("text", "text")
+        if pair is None and _takes_pairs(task):
+            pair = opts.get("text_pair", "text_pair")
+        keep = {k: opts[k] for k in ("label", "label_columns", "label_sep", "encoding")
+                if opts.get(k) is not None}  # fmt: skip
+        common = dict(name=task.name, text=text, text_pair=pair, kind=task.kind,
+                      label_names=tuple(task.label_names) or None)  # fmt: skip
+        file = os.path.abspath(path)
+        try:
+            if ext in COLUMNAR:
+                keep.pop("label_sep", None), keep.pop("encoding", None)
+                t = hf_task(path=file, **common, **keep, _labels_optional=True)  # type: ignore[arg-type]
+            else:
+                t = file_task(None, paths={"test": file}, format=fmt, **common, **keep)  # type: ignore[arg-type]
+            return list(t.load(t.splits[0]))
+        except DataError as e:
+            names = "--text_column and --text_pair_column" if pair else "--text_column"
+            raise DataError(f"{e} (task {task.name!r} reads text={text!r}"
+                            + (f", text_pair={pair!r}" if pair else "")
+                            + f"; {names} name the columns)") from None  # fmt: skip
 
     def _read_lines(self, path: str, td: TaskData, input_format: str) -> Iterator[Example]:
         if input_format == "jsonl":
@@ -544,6 +593,7 @@ def load(workdir: str | epath.Path, **kwargs: Any) -> Predictor:
 
 def predict_command(workdir: str, input_path: str, output: str, task: str | None,
                     input_format: str = "auto", output_format: str = "auto",
+                    columns: Sequence[str | None] = (None, None),
                     ) -> tuple[int, dict[str, float] | None]:  # fmt: skip
     """``launch.py --predict``: records for every row of ``input_path`` to ``output`` ("-" =
     stdout) as JSON lines or a table (``output_format``, by default the output's extension:
@@ -557,14 +607,14 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     td = p.task(task)
     conllu_column = conllu_tag_column(p.specs.get(td.task.name, ""))
     predictions.check_format(td.task, out_format, conllu_column)
-    fmt = p.input_format(input_path, td, input_format)
+    fmt = "columns" if any(columns) else p.input_format(input_path, td, input_format)
     if input_path != "-" and (fmt == "jsonl" or (fmt == "lines" and _takes_pairs(td.task))):
         # Read line by line while predicting: a bad line stops the command before the model
         # runs, not after. Only these can hold one (a line that is not an object, a pair
         # without its tab); the task's own format is read whole, and checked, at once.
         for ex in p.iter_input(input_path, td, input_format):
             _check_inputs([ex], td.task)
-    examples = p.iter_input(input_path, td, input_format)
+    examples = p.iter_input(input_path, td, input_format, columns)
     # What scoring needs of each record (not its text): kept while every record has gold.
     keep = {"classification": "label", "multilabel": "labels", "regression": "score",
             "tagging": "tags", "translation": "translation", "qa": "answer"}.get(td.task.kind)  # fmt: skip

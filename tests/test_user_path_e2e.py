@@ -147,6 +147,42 @@ def test_predict_reads_conll_files_with_and_without_tags(trained, tmp_path):
     assert [(g["words"], g["tags"]) for g in got] == [(r["words"], r["tags"]) for r in test]
 
 
+def test_predict_reads_a_table_with_other_columns_by_text_column(trained, tmp_path):
+    """A CSV whose text is in another column than the task's (``comment`` for ``sentence``)
+    predicts with --text_column (its label column, where the task's, as gold; a pair task
+    with --text_pair_column too), the same as lines of those texts; without it, or with only
+    one column of a pair, the error names the flags."""
+    d, wd, _ = trained
+    texts = POS[:2] + NEG[:2]
+    (tmp_path / "c.csv").write_text("comment,label\n" + "".join(
+        f'"{t}",{"pos" if i < 2 else "neg"}\n' for i, t in enumerate(texts)))  # fmt: skip
+    (tmp_path / "lines.txt").write_text("".join(t + "\n" for t in texts))
+    out, ref = tmp_path / "c.jsonl", tmp_path / "ref.jsonl"
+    p = _launch("--predict", f"--workdir={wd}", f"--input={tmp_path / 'c.csv'}",
+                f"--output={out}", "--task=mine", "--text_column=comment")  # fmt: skip
+    assert "against the input's gold labels (4 examples)" in p.stdout
+    _launch("--predict", f"--workdir={wd}", f"--input={tmp_path / 'lines.txt'}",
+            f"--output={ref}", "--task=mine")  # fmt: skip
+    got, want = _jsonl(out), _jsonl(ref)
+    assert [g["gold"] for g in got] == ["pos", "pos", "neg", "neg"]
+    assert [(g["text"], g["label"]) for g in got] == [(w["text"], w["label"]) for w in want]
+    np.testing.assert_allclose([g["probs"] for g in got], [w["probs"] for w in want], atol=1e-5)
+    (tmp_path / "pairs.tsv").write_text("a\tb\n" + f"{POS[0]}\t{NEG[0]}\n")
+    pairs = tmp_path / "pairs.jsonl"
+    _launch("--predict", f"--workdir={wd}", f"--input={tmp_path / 'pairs.tsv'}",
+            f"--output={pairs}", "--task=sts", "--text_column=a", "--text_pair_column=b")  # fmt: skip
+    assert [(r["text"], r["text_pair"]) for r in _jsonl(pairs)] == [(POS[0], NEG[0])]
+    for args, said in ((["--task=mine"], "--text_column names the text column of a table "
+                                         "laid out otherwise"),
+                       (["--task=sts", "--text_column=a"], "task 'sts' reads text='a', "
+                        "text_pair='sentence2'; --text_column and --text_pair_column name")):  # fmt: skip
+        name = "c.csv" if args == ["--task=mine"] else "pairs.tsv"
+        p = subprocess.run([sys.executable, "launch.py", "--predict", f"--workdir={wd}",
+                            f"--input={tmp_path / name}", *args], cwd=REPO,
+                           capture_output=True, text=True)  # fmt: skip
+        assert p.returncode != 0 and said in p.stderr, p.stderr[-800:]
+
+
 def test_a_tagger_trained_on_conllu_writes_conllu(trained, tmp_path):
     """``--output=x.conllu`` of a UPOS tagger is CoNLL-U (sent_id and text comments, ten
     columns, the tags in UPOS) that reads back as the task's own files with --predict's tags;
