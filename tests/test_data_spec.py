@@ -446,7 +446,10 @@ def test_parallel_text_files_by_a_lang_placeholder(tmp_path, data_dir):
     with pytest.raises(ValueError, match=r"\(kind=translation\), not kind=tagging"):
         get_task(f"file:name=mt,path={tmp_path}/mt/{{split}}.{{lang}},text=en,target=de,"
                  "kind=tagging")  # fmt: skip
-    with pytest.raises(DataError, match=r"no source file found for any split"):
+    with pytest.raises(
+        DataError,
+        match=r"task .mt. \(fr side\): no file found for any of the splits train, dev, test",
+    ):
         get_task(f"file:name=mt,path={tmp_path}/mt/{{split}}.{{lang}},text=fr,target=de")
     write(tmp_path / "mt/dev.de", "ein Vogel singt\nnoch eine Zeile\n")
     with pytest.raises(DataError, match=r"dev.en has 1 lines but .*dev.de has 2: not parallel"):

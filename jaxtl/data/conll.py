@@ -18,12 +18,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from jaxtl.data.io import (
     check_encoding,
     extension,
+    present_splits,
     read_lines,
     resolve,
     spec_split_paths,
     split_files,
 )
-from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import BadRows, Example, Loaded, Task, register
 
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 UPOS_TAGS = (
@@ -305,16 +306,7 @@ def conll_task(
         tag_column = 3 if conllu else -1
     if iob is None:
         iob = not conllu
-    present = {s: p for s, p in split_paths.items() if os.path.isfile(p)}
-    if not present:
-        raise DataError(f"{path or dict(paths or {})}: no file found for any of the splits "
-                        f"{', '.join(split_paths)}")  # fmt: skip
-
-    def path_for(split: str) -> str:
-        if split not in present:
-            where = split_paths.get(split, f"split {split!r}")
-            raise DataError(f"{where}: file not found; splits found: {list(present)}")
-        return present[split]
+    present, path_for = present_splits(split_paths, f"task {name!r}")
 
     options: dict = dict(word_column=word_column, tag_column=tag_column, delimiter=delimiter)
     if encoding:

@@ -595,6 +595,25 @@ def row_id(value: Any, where: str, column: str | int | None, bad: BadRows) -> An
     return NO_ID
 
 
+def present_splits(
+    split_paths: Mapping[str, str], what: str
+) -> tuple[dict[str, str], Callable[[str], str]]:
+    """The splits of ``split_paths`` whose files exist (a DataError naming ``what`` when none
+    does), and a split's file (a DataError naming the splits found, for another split)."""
+    present = {s: p for s, p in split_paths.items() if os.path.isfile(p)}
+    if not present:
+        raise DataError(f"{what}: no file found for any of the splits "
+                        f"{', '.join(split_paths)} ({', '.join(split_paths.values())})")  # fmt: skip
+
+    def path_for(split: str) -> str:
+        if split not in present:
+            where = split_paths.get(split, f"split {split!r}")
+            raise DataError(f"{where}: file not found; splits found: {list(present)}")
+        return present[split]
+
+    return present, path_for
+
+
 def split_files(folder: str, files: Mapping[str, str], task: str) -> Callable[[str], str]:
     """``path_for(split)``: the file ``files[split]`` in ``folder``, or a DataError that lists the
     splits whose files do exist there."""

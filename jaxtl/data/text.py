@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from jaxtl.data.io import (
     LANG,
     check_encoding,
+    present_splits,
     read_lines,
     resolve,
     spec_split_paths,
@@ -227,16 +228,7 @@ def _parallel_pattern(
         for lang in (src, tgt)
     }
     src_paths = spec_split_paths(data_dir, path and path.replace(LANG, src), fill[src], name)
-    present = {s: p for s, p in src_paths.items() if os.path.isfile(p)}
-    if not present:
-        raise DataError(f"task {name!r}: no source file found for any split "
-                        f"({', '.join(src_paths.values())})")  # fmt: skip
-
-    def src_for(split: str) -> str:
-        if split not in present:
-            raise DataError(f"{src_paths.get(split, split)}: file not found; splits found: "
-                            f"{list(present)}")  # fmt: skip
-        return present[split]
+    present, src_for = present_splits(src_paths, f"task {name!r} ({src} side)")
 
     def tgt_for(split: str) -> str:
         named = fill[tgt]
