@@ -220,8 +220,9 @@ def report_cut(task: Task, enc: tokenize.Encoded, max_length: int, split: str) -
         share = full / len(enc)
         (log.warning if share >= CUT_WARNING else log.info)(
             "task %s: %d of %d %s examples (%.0f%%) fill data.max_length=%d tokens: any more "
-            "of their text is cut (--config.data.max_length raises the limit, up to the "
-            "model's positions)", task.name, full, len(enc), split, 100 * share, max_length,
+            "of their text is cut (a longer --config.data.max_length, with a bucket as long in "
+            "--config.data.buckets, raises the limit up to the model's positions)",
+            task.name, full, len(enc), split, 100 * share, max_length,
         )  # fmt: skip
     return full
 
