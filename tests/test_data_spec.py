@@ -457,3 +457,28 @@ def test_parallel_text_files_by_a_lang_placeholder(tmp_path, data_dir):
     (tmp_path / "mt/dev.de").unlink()
     with pytest.raises(DataError, match=r"dev.de: target file not found for split 'dev'"):
         task.load("dev")
+
+
+def test_validation_and_other_names_of_dev_are_dev_and_unknown_splits_refused(tmp_path):
+    """Files named as Hugging Face names its splits (validation.csv), or paths=validation:…,
+    are the dev split that selects the model, not a split the run ignores while it holds out
+    part of train; a paths= key that is no split is refused, as is one split named twice."""
+    rows = "text,label\ngood,pos\nbad,neg\n"
+    for name in ("train", "validation", "test"):
+        write(tmp_path / "hf" / f"{name}.csv", rows)
+    write(tmp_path / "v" / "train.csv", rows)
+    write(tmp_path / "v" / "val.csv", rows)
+    assert get_task(f"file:name=a,path={tmp_path}/hf/{{split}}.csv").splits == ("train", "dev",
+                                                                                "test")  # fmt: skip
+    assert get_task(f"file:name=b,path={tmp_path}/v/{{split}}.csv").splits == ("train", "dev")
+    named = get_task(f"file:name=c,paths=train:{tmp_path}/v/train.csv|Validation:"
+                     f"{tmp_path}/v/val.csv")  # fmt: skip
+    assert named.splits == ("train", "dev") and len(named.load("dev")) == 2
+    with pytest.raises(ValueError, match=r"paths= names a split 'tset'; the splits are train, "
+                                         r"dev \(or validation, valid, val, eval\) and test"):  # fmt: skip
+        get_task(f"file:name=d,paths=train:{tmp_path}/v/train.csv|tset:{tmp_path}/v/val.csv")
+    with pytest.raises(ValueError, match=r"paths= names the dev split twice"):
+        get_task(f"file:name=e,paths=dev:{tmp_path}/v/train.csv|val:{tmp_path}/v/val.csv")
+    # the hf reader reads the same names
+    hf = get_task(f"hf:name=f,path={tmp_path}/hf/{{split}}.csv")
+    assert hf.splits == ("train", "dev", "test")

@@ -57,6 +57,7 @@ from jaxtl.data.io import (
     DEFAULT_ID,
     DEFAULT_METRICS,
     NO_ID,
+    SPLIT_ALIASES,
     chosen_metrics,
     did_you_mean,
     extension,
@@ -69,12 +70,12 @@ from jaxtl.data.io import (
     qa_task_of,
     resolve,
     row_id,
+    split_name,
 )
-from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
             ".csv": "csv"}  # fmt: skip
-SPLIT_NAMES = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
 _GLOB = re.compile(r"[*?[]")
 _IOB = re.compile(r"^(O|[BI]-\S+)$")
 
@@ -143,7 +144,7 @@ def _dict_parts(dd: Mapping[str, Any], where: Callable[[str], str],
         return {ours: _const([(where(theirs), dd[theirs])]) for ours, theirs in splits.items()}
     out: dict[str, Callable[[], Parts]] = {}
     for theirs in dd:
-        ours = SPLIT_NAMES.get(theirs, theirs)
+        ours = split_name(theirs)
         if ours not in out:
             out[ours] = _const([(where(theirs), dd[theirs])])
     return out
@@ -154,10 +155,10 @@ def _const(parts: Parts) -> Callable[[], Parts]:
 
 
 def _split_files(local_pattern: str) -> dict[str, list[str]]:
-    """``{split}`` pattern → existing files per split (``dev`` also as validation / valid)."""
+    """``{split}`` pattern → existing files per split (``dev`` also as validation, valid…)."""
     found: dict[str, list[str]] = {}
-    for ours in ("train", "dev", "test"):
-        for theirs in (ours, "validation", "valid") if ours == "dev" else (ours,):
+    for ours in SPLITS:
+        for theirs in (ours, *(a for a, o in SPLIT_ALIASES.items() if o == ours)):
             p = local_pattern.replace("{split}", theirs)
             files = sorted(glob.glob(p)) if _GLOB.search(p) else [p] if os.path.isfile(p) else []
             if files:

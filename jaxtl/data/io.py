@@ -30,7 +30,7 @@ from typing import Any, TypeGuard
 
 from etils import epath
 
-from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task
+from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,16 @@ def user_path(data_dir: str | os.PathLike | None, path: str) -> str:
     return os.path.join(os.fspath(data_dir), path)
 
 
+# Other names of the three splits (Hugging Face's validation, and the usual abbreviations).
+SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev",
+                 "development": "dev", "training": "train", "testing": "test"}  # fmt: skip
+
+
+def split_name(name: str) -> str:
+    """jaxtl's name of a split (``validation`` → ``dev``); other names as they are."""
+    return SPLIT_ALIASES.get(name.lower(), name.lower())
+
+
 def spec_split_paths(
     data_dir: str | os.PathLike | None,
     path: str | None,
@@ -88,18 +98,33 @@ def spec_split_paths(
     reader: str,
 ) -> dict[str, str]:
     """A spec task's file per split: ``path`` with a ``{split}`` placeholder (the splits among
-    train, dev and test whose files exist; all three when none does, so that reading names the
-    missing file) or ``paths``, a file per split name as given (``{"test": "new.conll"}``)."""
+    train, dev and test whose files exist, dev also as ``validation``, ``valid``, ``val``…; all
+    three when none does, so that reading names the missing file) or ``paths``, a file per
+    split (``{"test": "new.conll"}``; ``validation`` and the other :data:`SPLIT_ALIASES` name
+    dev, any other name is refused)."""
     if (path is None) == (paths is None):
         raise ValueError(f"{reader} task: give exactly one of path='x/{{split}}.ext' or "
                          "paths={split: file}")  # fmt: skip
     if paths is not None:
-        return {s: user_path(data_dir, p) for s, p in paths.items()}
+        named: dict[str, str] = {}
+        for s, p in paths.items():
+            ours = split_name(s)
+            if ours not in SPLITS:
+                raise ValueError(f"{reader} task: paths= names a split {s!r}; the splits are "
+                                 "train, dev (or validation, valid, val, eval) and test")  # fmt: skip
+            if ours in named:
+                raise ValueError(f"{reader} task: paths= names the {ours} split twice")
+            named[ours] = user_path(data_dir, p)
+        return named
     assert path is not None
     if "{split}" not in path:
         raise ValueError(f"{reader} task: path {path!r} needs a '{{split}}' placeholder or use "
                          "paths=")  # fmt: skip
-    every = {s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")}
+    every = {}
+    for ours in SPLITS:
+        names = [ours, *(a for a, o in SPLIT_ALIASES.items() if o == ours)]
+        candidates = [user_path(data_dir, path.format(split=n)) for n in names]
+        every[ours] = next((c for c in candidates if os.path.isfile(c)), candidates[0])
     return {s: p for s, p in every.items() if os.path.isfile(p)} or every
 
 
