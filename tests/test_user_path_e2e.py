@@ -329,7 +329,9 @@ def test_predict_inputs_must_fit_the_task(trained, tmp_path):
     other.write_text("review\tstars\na moving film\t5\n")
     with pytest.raises(DataError, match=r"other\.tsv: no column 'sentence' in header \['review', "
                                         r"'stars'\] \(read in the own format of task 'mine', chosen "
-                                        r"by the file's extension; --input_format=lines"):  # fmt: skip
+                                        r"by the file's extension; --text_column names the "
+                                        r"text column of a table laid out otherwise, "
+                                        r"--input_format=lines"):  # fmt: skip
         predictor.read_input(str(other), predictor.task("mine"))
     bad = tmp_path / "in.jsonl"
     bad.write_text(json.dumps({"text": "a", "text_pair": 3}) + "\n")
