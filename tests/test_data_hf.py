@@ -174,3 +174,18 @@ def test_importing_jaxtl_data_does_not_import_datasets():
     code = "import sys, jaxtl.data, jaxtl.data.spec; print('datasets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_file_the_builder_cannot_read_is_named_and_encoding_reads_cp1252(tmp_path):
+    """A local file Hugging Face's builders fail on (text that is not UTF-8, broken JSON) stops
+    with one DataError naming it and why, not the builder's traceback; encoding= reads a
+    cp1252 CSV, as the file reader does."""
+    (tmp_path / "train.csv").write_bytes("text,label\ncafé crème,pos\nbad,neg\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"train.csv: the csv reader cannot read it: .*UTF8.*"
+                                        r"encoding=cp1252 reads a file saved by Excel"):  # fmt: skip
+        get_task(f"hf:name=h,path={tmp_path}/train.csv").load("train")
+    task = get_task(f"hf:name=h,path={tmp_path}/train.csv,encoding=cp1252")
+    assert [e.text for e in task.load("train")] == ["café crème", "bad"]
+    (tmp_path / "b.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": broken\n')
+    with pytest.raises(DataError, match=r"b.jsonl: the json reader cannot read it: "):
+        get_task(f"hf:name=h,path={tmp_path}/b.jsonl").load("train")

@@ -56,8 +56,10 @@ from typing import Any
 from jaxtl.data.io import (
     DEFAULT_ID,
     DEFAULT_METRICS,
+    ENCODING_HINT,
     NO_ID,
     SPLIT_ALIASES,
+    check_encoding,
     chosen_metrics,
     did_you_mean,
     extension,
@@ -120,18 +122,37 @@ def _builder(path: str, fmt: str | None) -> str:
     return BUILDERS[ext]
 
 
-def _load_file(path: str, fmt: str | None) -> Any:
+def _load_file(path: str, fmt: str | None, encoding: str | None = None) -> Any:
+    """One local data file as a Dataset; a file its builder cannot read (broken JSON, text
+    that is not UTF-8) is a DataError naming it and why, not the builder's traceback."""
     import datasets
 
-    with offline():
-        return datasets.load_dataset(
-            _builder(path, fmt), data_files={"train": [path]}, split="train",
-            cache_dir=_cache_dir(),
-        )  # fmt: skip
+    builder = _builder(path, fmt)
+    # the text builders' own option; Parquet and Arrow carry their encoding
+    extra = {"encoding": encoding} if encoding and builder in ("csv", "json") else {}
+    try:
+        with offline():
+            return datasets.load_dataset(
+                builder, data_files={"train": [path]}, split="train", cache_dir=_cache_dir(),
+                **extra,
+            )  # fmt: skip
+    except datasets.exceptions.DatasetGenerationError as e:
+        cause: BaseException = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        if isinstance(cause, UnicodeDecodeError):
+            reason = (f"invalid {encoding} at byte {cause.start}" if encoding else
+                      f"invalid UTF-8 at byte {cause.start} ({ENCODING_HINT})")  # fmt: skip
+        else:
+            reason = " ".join(f"{type(cause).__name__}: {cause}".split())
+            if not encoding and "utf8" in reason.lower().replace("-", ""):  # Arrow's CSV reader
+                reason += f" ({ENCODING_HINT})"
+        raise DataError(f"{path}: the {builder} reader cannot read it: {reason}") from None
 
 
-def _files_parts(files: Sequence[str], fmt: str | None) -> Callable[[], Parts]:
-    return lambda: [(f, _load_file(f, fmt)) for f in files]
+def _files_parts(files: Sequence[str], fmt: str | None,
+                 encoding: str | None = None) -> Callable[[], Parts]:  # fmt: skip
+    return lambda: [(f, _load_file(f, fmt, encoding)) for f in files]
 
 
 def _dict_parts(dd: Mapping[str, Any], where: Callable[[str], str],
@@ -190,6 +211,7 @@ def _hub(name: str, subset: str | None, splits: Mapping[str, str] | None
 def open_splits(
     data_dir: str | None, path: str, *, name: str, fmt: str | None = None,
     subset: str | None = None, splits: Mapping[str, str] | None = None,
+    encoding: str | None = None,
 ) -> dict[str, Callable[[], Parts]]:  # fmt: skip
     """Our split name → a function giving its (where, Dataset) parts (see the module docstring)."""
     local = resolve(data_dir, path, name) if data_dir is not None else path
@@ -199,12 +221,12 @@ def open_splits(
             raise DataError(
                 f"{local}: no file found for any of the splits train, dev (or validation), test"
             )
-        return {s: _files_parts(f, fmt) for s, f in found.items()}
+        return {s: _files_parts(f, fmt, encoding) for s, f in found.items()}
     if _GLOB.search(path):
         files = sorted(p for p in glob.glob(local) if os.path.isfile(p))
         if not files:
             raise DataError(f"{local}: no file matches the pattern")
-        return {"train": _files_parts(files, fmt)}
+        return {"train": _files_parts(files, fmt, encoding)}
     if os.path.isdir(local):
         import datasets
 
@@ -218,13 +240,13 @@ def open_splits(
         for ext in BUILDERS:
             found = _split_files(os.path.join(local, "{split}" + ext))
             if found:
-                return {s: _files_parts(f, fmt) for s, f in found.items()}
+                return {s: _files_parts(f, fmt, encoding) for s, f in found.items()}
         raise DataError(
             f"{local}: not a folder written by save_to_disk (no dataset_dict.json or state.json) "
             f"and no train/dev/validation/test data files ({', '.join(BUILDERS)}) in it"
         )
     if os.path.isfile(local):
-        return {"train": _files_parts([local], fmt)}
+        return {"train": _files_parts([local], fmt, encoding)}
     if os.path.isabs(path) or extension(path) in BUILDERS or path.startswith("."):
         raise DataError(f"{local}: file or folder not found")
     return _hub(path, subset, splits)
@@ -291,6 +313,7 @@ def hf_task(
     context: str = "context",
     answers: str = "answers",
     null_answers: bool = False,
+    encoding: str | None = None,
     _labels_optional: bool = False,
 ) -> Task:
     """A task over a local Hugging Face dataset (see the module docstring).
@@ -298,7 +321,8 @@ def hf_task(
     with the run's ``kind`` and ``label_names``)."""
     BadRows(on_bad_row)  # validates the policy now rather than at the first load
     by_id = {} if label_columns else names_by_id(label_names)  # int labels without a ClassLabel
-    sources = open_splits(data_dir, path, name=name, fmt=format, subset=subset, splits=splits)
+    sources = open_splits(data_dir, path, name=name, fmt=format, subset=subset, splits=splits,
+                          encoding=check_encoding(encoding, "hf"))  # fmt: skip
     cache: dict[str, Parts] = {}
 
     def parts(split: str) -> Parts:
