@@ -401,3 +401,25 @@ def test_files_in_another_encoding_by_encoding_and_named_without_it(tmp_path, mo
     monkeypatch.setattr(sys, "stdin", stdin)
     with pytest.raises(DataError, match=r"<stdin>:1: invalid UTF-8 at byte 3"):
         list(text_lines("-"))
+
+
+def test_multilabel_cells_split_at_another_separator_are_warned(tmp_path, caplog):
+    """A multilabel file whose cells list classes with ';' read under the default label_sep=,
+    makes 'sport;money' a class of its own, every text with one class: the reader warns with
+    the label_sep= that splits them; nothing is said when the cells split, or are split."""
+    (tmp_path / "t.tsv").write_text("text\ttopics\nthe team bought a player\tsport;money\n"
+                                    "the match\tsport\nstocks fell\tmoney\n")  # fmt: skip
+    (tmp_path / "c.tsv").write_text("text\ttopics\nthe team bought a player\tsport,money\n"
+                                    "one;two\tsport\n")  # fmt: skip
+    base = "file:name=m,text=text,label=topics,kind=multilabel,path="
+    with caplog.at_level("WARNING", logger="jaxtl.data.files"):
+        assert get_task(base + str(tmp_path / "t.tsv")).label_names == (
+            "money", "sport", "sport;money")  # fmt: skip
+    assert "1 class names hold ';' ('sport;money'): if a cell " \
+        "lists several classes, label_sep=; splits them (now ',')" in caplog.text  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jaxtl.data.files"):
+        assert get_task(base + str(tmp_path / "t.tsv") + ",label_sep=;").label_names == (
+            "money", "sport")  # fmt: skip
+        assert get_task(base + str(tmp_path / "c.tsv")).label_names == ("money", "sport")
+    assert "label_sep" not in caplog.text

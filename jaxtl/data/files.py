@@ -213,6 +213,24 @@ def are_scores(labels: Iterable[Any]) -> bool:
         return False
 
 
+def _warn_unsplit_classes(name: str, path: str, examples: Sequence[Example],
+                          names: Sequence[str], sep: str) -> None:  # fmt: skip
+    """Warn when a multilabel file's cells look split at the wrong separator: every text has
+    one class and some class names hold another separator (``sport;money`` under the default
+    ``,``), so each combination would train as a class of its own."""
+    if any(len(ex.label) > 1 for ex in examples):  # type: ignore[arg-type]  # id tuples
+        return
+    for other in (";", "|", ",", "/"):
+        joined = [n for n in names if other != sep and other in n]
+        if joined:
+            shown = "space" if sep == " " else sep
+            log.warning("task %r: every text in %s has one class, and %d class names hold %r "
+                        "(%r): if a cell lists several classes, label_sep=%s splits them (now "
+                        "%r)", name, path, len(joined), other, joined[0],
+                        {"|": "\\|", ",": "comma"}.get(other, other), shown)  # fmt: skip
+            return
+
+
 @register("file")
 def file_task(
     data_dir: str | None = None,
@@ -420,6 +438,8 @@ def file_task(
                      split_paths[source])  # fmt: skip
         else:
             names_tuple = tuple(sorted(values))
+        if kind == "multilabel" and not columns:
+            _warn_unsplit_classes(name, split_paths[source], first, names_tuple, label_sep)
         if kind == "tagging" and names_tuple and all(CLASS_ID.fullmatch(n) for n in names_tuple):
             raise DataError(f"{split_paths[source]}: the tags are class ids ({names_tuple[0]!r}, "
                             "...), not names: name the classes in id order with label_names="
