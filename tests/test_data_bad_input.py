@@ -128,6 +128,27 @@ def test_conll_malformed_tag(tmp_path, tag):
     assert repr(tag) in str(e.value)
 
 
+def test_bioes_and_bilou_tags_read_as_the_same_iob2_spans_and_plain_tags_name_iob0(tmp_path):
+    """BIOES (S-/E-) and BILOU (U-/L-) tags, as OntoNotes conversions, Flair and spaCy write
+    them, are the same spans in IOB2 (the task's tag set is IOB2 and span F1 scores them);
+    strict scheme=iob2 refuses them; plain entity types name iob=0."""
+    f = write(tmp_path / "t.conll", "Anna S-PER\nflew O\nto O\nNew B-LOC\nYork E-LOC\n\n"
+                                    "Rio U-LOC\nde I-LOC\nJaneiro L-LOC\n")  # fmt: skip
+    task = get_task(f"file:name=n,path={f}")
+    assert task.label_names == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER") and task.iob
+    assert [e.label for e in task.load("train")] == [
+        ("B-PER", "O", "O", "B-LOC", "I-LOC"), ("B-LOC", "I-LOC", "I-LOC")]  # fmt: skip
+    with raises_at(f, 1) as e:
+        get_task(f"file:name=n,path={f},scheme=iob2").load("train")
+    assert "tag 'S-PER' is not IOB2" in str(e.value)
+    plain = write(tmp_path / "p.conll", "Anna PER\nflew O\n")
+    with raises_at(plain, 1) as e:
+        get_task(f"file:name=n,path={plain}").load("train")
+    assert "tag 'PER' is not O, B-<type> or I-<type>" in str(e.value)
+    assert "iob=0 reads plain tags" in str(e.value)
+    assert get_task(f"file:name=n,path={plain},iob=0").label_names == ("O", "PER")
+
+
 def test_conll_malformed_line_and_unknown_type(tmp_path):
     f = tmp_path / "conll2003" / "train.txt"
     with raises_at(f, 2) as e:
