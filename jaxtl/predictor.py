@@ -158,6 +158,9 @@ class Predictor:
 
     def __init__(self, workdir: str | epath.Path, *, batch_size: int = 64):
         self.workdir = fileio.workdir(workdir)
+        # Inputs predicted so far whose text filled data.max_length, so was cut there (sentence
+        # kinds; a tagger's long text goes in windows, a qa context too).
+        self.cut_inputs = 0
         self.config = ml_collections.ConfigDict(
             workdir_lib.read_json(self.workdir / "config.json", "config")
         )
@@ -294,6 +297,8 @@ class Predictor:
                               task_id=td.index, labelled=labelled,
                               target_tokenizer=self.target_tokenizer,
                               doc_stride=int(self.config.data.get("doc_stride", 0)))  # fmt: skip
+        if td.task.kind not in ("tagging", "qa"):
+            self.cut_inputs += int(np.count_nonzero(enc.lengths >= max_length))
         pad = tokenize.pad_id(self.tokenizer)
         packed = self.packed and td.task.kind in packing.KINDS  # decoder targets: padded
         make = packing.eval_batches if packed else batching.eval_batches
@@ -632,4 +637,8 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
         if n == 0:  # an empty file (or blank lines only) is a mistake: no file is left
             where = "stdin" if input_path == "-" else f"--input={input_path}"
             raise DataError(f"{where}: no text to predict (the input is empty or blank)")
+    if p.cut_inputs:
+        log.warning("%d of %d inputs filled the run's data.max_length=%d tokens: the model read "
+                    "none of their text beyond it (the run trained within the same limit)",
+                    p.cut_inputs, n, p.config.data.max_length)  # fmt: skip
     return n, metrics.score_records(td.task, scored) if scored else None

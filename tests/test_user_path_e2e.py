@@ -183,6 +183,19 @@ def test_predict_reads_a_table_with_other_columns_by_text_column(trained, tmp_pa
         assert p.returncode != 0 and said in p.stderr, p.stderr[-800:]
 
 
+def test_predict_says_how_many_inputs_the_length_limit_cut(trained, tmp_path):
+    """A classifier reads no text past the run's data.max_length (32 tokens under :tiny):
+    --predict says how many inputs filled it; a tagger's long text goes in windows, so not."""
+    _, wd, _ = trained
+    (tmp_path / "in.txt").write_text(f"{POS[0]}\n{LONG}\n")
+    p = _launch("--predict", f"--workdir={wd}", f"--input={tmp_path / 'in.txt'}",
+                f"--output={tmp_path / 'o.jsonl'}", "--task=mine")  # fmt: skip
+    assert "1 of 2 inputs filled the run's data.max_length=32 tokens" in p.stderr
+    p = _launch("--predict", f"--workdir={wd}", f"--input={tmp_path / 'in.txt'}",
+                f"--output={tmp_path / 't.jsonl'}", "--task=ner")  # fmt: skip
+    assert "filled the run's data.max_length" not in p.stderr
+
+
 def test_a_tagger_trained_on_conllu_writes_conllu(trained, tmp_path):
     """``--output=x.conllu`` of a UPOS tagger is CoNLL-U (sent_id and text comments, ten
     columns, the tags in UPOS) that reads back as the task's own files with --predict's tags;
