@@ -18,8 +18,9 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   name, and a file whose lines carry no label is unlabelled. Files may be compressed
   (``.gz``, ``.bz2``, ``.xz``). ``encoding`` (default UTF-8, a leading BOM dropped): another
   text encoding, ``cp1252`` for a CSV that Excel on Windows saved as plain "CSV", ``latin-1``;
-  a file that is not UTF-8 is named at its first such line with these options. ``header`` (default True) says whether the first
-  line of a TSV/CSV file names the columns; without one, columns are given as 0-based integers.
+  a file that is not UTF-8 is named at its first such line with these options. ``header``
+  (default True) says whether the first line of a TSV/CSV file names the columns; without
+  one, columns are given as 0-based integers.
   ``delimiter`` (one character: ``;`` for a spreadsheet's semicolon CSV) splits a TSV/CSV
   file's fields instead of the tab or comma. A JSON file holds one object per line, or one
   array of objects (``[{...}, ...]``, as ``json.dump`` of a list writes it).
