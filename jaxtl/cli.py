@@ -305,9 +305,11 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
     runtime.quiet_garbage_collector()
     try:
         check_file_command(args.input, args.output, args.workdir, "--embed")  # before the model
+        # a run's task's own columns, where a table input has them
+        own = embed.run_columns(args.workdir, args.task) if args.workdir else (None, None)
         if args.input != "-":  # the input's format and columns too
             next(embed.read_inputs(args.input, args.input_format, args.text_column,
-                                   args.text_pair_column), None)  # fmt: skip
+                                   args.text_pair_column, own), None)  # fmt: skip
         settings = embed.Settings(
             representation=args.representation, pooling=args.pooling,
             normalize=None if args.normalize is None else args.normalize == "true",
@@ -316,7 +318,7 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
         e = embed.embedder(args.model, workdir=args.workdir, task=args.task, settings=settings,
                            allow_pickle=args.allow_pickle)  # fmt: skip
         n = embed.embed_command(e, args.input, args.output, args.input_format,
-                                args.text_column, args.text_pair_column)  # fmt: skip
+                                args.text_column, args.text_pair_column, own)  # fmt: skip
     except (ValueError, OSError) as err:  # user errors: one line, no traceback
         sys.exit(_one_line(f"{prog}: {err}"))
     out = sys.stdout if args.output != "-" else sys.stderr

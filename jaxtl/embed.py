@@ -277,18 +277,38 @@ _TABLES = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl
            ".json": "jsonl"}  # fmt: skip
 
 
+def run_columns(workdir: str, task: str | None = None) -> tuple[str | None, str | None]:
+    """The text and pair columns a run's task read from its own files (a ``file:``/``hf:``
+    spec's ``text=``/``text_pair=``): where ``--embed --workdir`` looks first in a table
+    input. (None, None) when the run does not say (several tasks and none named, a
+    built-in task)."""
+    from jaxtl import fileio
+    from jaxtl import workdir as workdir_lib
+    from jaxtl.data.spec import is_spec, parse
+
+    tasks = workdir_lib.read_json(fileio.workdir(workdir) / "tasks.json", "tasks")["tasks"]
+    chosen = [t for t in tasks if task in (None, t["name"])]
+    if len(chosen) != 1 or not is_spec(chosen[0]["spec"]):
+        return None, None
+    options = parse(chosen[0]["spec"])[1]
+    text, pair = options.get("text"), options.get("text_pair")
+    return (text if isinstance(text, str) else None, pair if isinstance(pair, str) else None)
+
+
 def read_inputs(
     path: str,
     input_format: str = "auto",
     text_column: str | None = None,
     pair_column: str | None = None,
+    run_columns: tuple[str | None, str | None] = (None, None),
 ) -> Iterator[tuple[str | tuple[str, str], str, Any]]:
     """(input, where, id) per input of ``path`` ("-" = stdin): ``lines``, one text per non-blank
     line (tabs kept); ``jsonl``, objects (one a line, or one array) with ``text`` and optionally
     ``text_pair``; ``tsv``/``csv``/``parquet``, a table's rows, its ``text`` column embedded
     (with ``text_pair`` when it has one). ``text_column``/``pair_column`` name other keys or
-    columns (``review``). ``id``: the row's own, from an ``id`` key or column, else None (its
-    number). ``auto`` goes by the extension (``.jsonl``/``.json``, ``.tsv``, ``.csv``,
+    columns (``review``); without them a table's columns named by ``run_columns`` (those a
+    run's task read: :func:`run_columns`) are taken where it has them. ``id``: the row's own,
+    from an ``id`` key or column, else None (its number). ``auto`` goes by the extension (``.jsonl``/``.json``, ``.tsv``, ``.csv``,
     ``.parquet``, compressed or not), else lines."""
     from jaxtl.data import DataError
     from jaxtl.data.io import extension, json_values, text_lines
@@ -306,7 +326,7 @@ def read_inputs(
         return
     text, pair = text_column or "text", pair_column
     if input_format in ("tsv", "csv", "parquet"):
-        yield from _table_inputs(path, input_format, text, pair)
+        yield from _table_inputs(path, input_format, text_column, pair_column, run_columns)
         return
     for rec, where in json_values(path):
         if not isinstance(rec, dict) or not isinstance(rec.get(text), str):
@@ -323,7 +343,11 @@ def read_inputs(
 
 
 def _table_inputs(
-    path: str, fmt: str, text: str, pair: str | None
+    path: str,
+    fmt: str,
+    text_column: str | None,
+    pair_column: str | None,
+    run_columns: tuple[str | None, str | None],
 ) -> Iterator[tuple[str | tuple[str, str], str, Any]]:
     """:func:`read_inputs` of a TSV/CSV (streamed a row at a time) or Parquet table."""
     from jaxtl.data import DataError
@@ -348,6 +372,11 @@ def _table_inputs(
                                   quoting=fmt == "csv")  # fmt: skip
         rows = ((f"{path}:{i}", fields) for i, fields in table)
     assert names is not None
+    # Unnamed, the run's own columns where the table has them, else text / text_pair.
+    text: str = text_column or next(
+        (c for c in (run_columns[0], "text") if c is not None and c in names), "text"
+    )
+    pair = pair_column or next((c for c in (run_columns[1],) if c and c in names), None)
     try:
         at = column(names, text, path)
     except DataError as e:
@@ -373,6 +402,7 @@ def embed_command(
     input_format: str = "auto",
     text_column: str | None = None,
     pair_column: str | None = None,
+    run_columns: tuple[str | None, str | None] = (None, None),
 ) -> int:
     """``jaxtl --embed``: one vector per non-blank input line to ``output`` (:func:`output_format`),
     written a chunk of :data:`CHUNK` vectors at a time (only the texts are held whole), the file
@@ -386,7 +416,7 @@ def embed_command(
     fmt = output_format(output)
     if fmt != "jsonl" and output == "-":
         raise ValueError(f"--output=- is JSON lines; {fmt} needs a file")
-    read = list(read_inputs(input_path, input_format, text_column, pair_column))
+    read = list(read_inputs(input_path, input_format, text_column, pair_column, run_columns))
     inputs = [x for x, _, _ in read]
     ids: list[Any] = [i if rid is None else rid for i, (_, _, rid) in enumerate(read)]
     if len({type(i) for i in ids}) > 1:  # some rows with ids of their own: one column type

@@ -196,6 +196,27 @@ def test_predict_says_how_many_inputs_the_length_limit_cut(trained, tmp_path):
     assert "filled the run's data.max_length" not in p.stderr
 
 
+def test_embed_from_a_run_reads_its_tasks_own_column_of_a_table(trained, tmp_path):
+    """--embed --workdir on a table of the task's own layout (test.tsv: id, sentence) embeds
+    the column the task read (text=sentence), with the table's ids, as --text_column=sentence
+    would; a table without it still says which flag to give."""
+    pd = pytest.importorskip("pandas")
+    d, wd, _ = trained
+    out, named = tmp_path / "e.parquet", tmp_path / "n.parquet"
+    _launch("--embed", f"--workdir={wd}", "--task=mine", f"--input={d / 'test.tsv'}",
+            f"--output={out}")  # fmt: skip
+    _launch("--embed", f"--workdir={wd}", "--task=mine", f"--input={d / 'test.tsv'}",
+            f"--output={named}", "--text_column=sentence")  # fmt: skip
+    got, want = pd.read_parquet(out), pd.read_parquet(named)
+    assert list(got["id"]) == ["q0", "q1", "q2", "q3"] and list(got["text"]) == POS[:2] + NEG[:2]
+    np.testing.assert_array_equal(np.stack(got["embedding"]), np.stack(want["embedding"]))
+    (tmp_path / "other.csv").write_text("comment\nfine\n")
+    p = subprocess.run([sys.executable, "launch.py", "--embed", f"--workdir={wd}", "--task=mine",
+                        f"--input={tmp_path / 'other.csv'}"], cwd=REPO, capture_output=True,
+                       text=True)  # fmt: skip
+    assert p.returncode != 0 and "no column 'text'" in p.stderr and "--text_column" in p.stderr
+
+
 def test_a_tagger_trained_on_conllu_writes_conllu(trained, tmp_path):
     """``--output=x.conllu`` of a UPOS tagger is CoNLL-U (sent_id and text comments, ten
     columns, the tags in UPOS) that reads back as the task's own files with --predict's tags;
