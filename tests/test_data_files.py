@@ -423,3 +423,30 @@ def test_multilabel_cells_split_at_another_separator_are_warned(tmp_path, caplog
             "money", "sport")  # fmt: skip
         assert get_task(base + str(tmp_path / "c.tsv")).label_names == ("money", "sport")
     assert "label_sep" not in caplog.text
+
+
+def test_bioes_tags_in_json_and_tables_read_as_iob2_spans(tmp_path):
+    """A tagging JSONL or TSV with BIOES tags (given by name or as ids of a BIOES label_names)
+    reads as IOB2, the task's tag set IOB2 too, so span F1 scores the same entities as the
+    CoNLL reader does; a plain tag set stays as it is."""
+    rows = [(["Anna", "flew", "to", "New", "York"], ["S-PER", "O", "O", "B-LOC", "E-LOC"]),
+            (["Rio"], ["S-LOC"])]  # fmt: skip
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"tokens": w, "tags": t}) + "\n"
+                                              for w, t in rows))  # fmt: skip
+    (tmp_path / "t.tsv").write_text("tokens\ttags\n" + "".join(
+        f"{' '.join(w)}\t{' '.join(t)}\n" for w, t in rows))  # fmt: skip
+    names = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+    (tmp_path / "ids.jsonl").write_text("".join(json.dumps(
+        {"tokens": w, "tags": [names.index(x) for x in t]}) + "\n" for w, t in rows))  # fmt: skip
+    want = [("B-PER", "O", "O", "B-LOC", "I-LOC"), ("B-LOC",)]
+    for f in ("t.jsonl", "t.tsv"):
+        task = get_task(f"file:name=n,path={tmp_path / f},kind=tagging,text=tokens,label=tags")
+        assert task.label_names == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER") and task.iob
+        assert [e.label for e in task.load("train")] == want
+    by_id = get_task(f"file:name=n,path={tmp_path / 'ids.jsonl'},kind=tagging,text=tokens,"
+                     f"label=tags,label_names={'|'.join(names)}")  # fmt: skip
+    assert by_id.label_names == ("O", "B-PER", "I-PER", "B-LOC", "I-LOC") and by_id.iob
+    assert [e.label for e in by_id.load("train")] == want
+    (tmp_path / "pos.jsonl").write_text(json.dumps({"tokens": ["a"], "tags": ["DET"]}) + "\n")
+    pos = get_task(f"file:name=p,path={tmp_path / 'pos.jsonl'},kind=tagging,text=tokens,label=tags")
+    assert pos.label_names == ("DET",) and not pos.iob

@@ -189,3 +189,19 @@ def test_a_file_the_builder_cannot_read_is_named_and_encoding_reads_cp1252(tmp_p
     (tmp_path / "b.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": broken\n')
     with pytest.raises(DataError, match=r"b.jsonl: the json reader cannot read it: "):
         get_task(f"hf:name=h,path={tmp_path}/b.jsonl").load("train")
+
+
+def test_a_bioes_class_label_reads_as_iob2_spans(tmp_path):
+    """A DatasetDict whose tags are a BIOES ClassLabel (as some OntoNotes conversions have)
+    reads as IOB2: the task's tag set and every example's tags."""
+    names = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+    features = datasets.Features({
+        "tokens": datasets.Sequence(datasets.Value("string")),
+        "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+    })  # fmt: skip
+    ds = datasets.Dataset.from_dict({"tokens": [["Anna", "flew", "to", "New", "York"]],
+                                     "ner_tags": [[4, 0, 0, 5, 7]]}, features=features)  # fmt: skip
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "d"))
+    task = get_task(f"hf:name=h,path={tmp_path / 'd'},text=tokens,label=ner_tags")
+    assert task.label_names == ("O", "B-PER", "I-PER", "B-LOC", "I-LOC") and task.iob
+    assert [e.label for e in task.load("train")] == [("B-PER", "O", "O", "B-LOC", "I-LOC")]

@@ -16,6 +16,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 
 from jaxtl.data.io import (
+    NOT_IOB,
+    SPAN_TAG,
+    IOBError,
     check_encoding,
     extension,
     present_splits,
@@ -23,6 +26,7 @@ from jaxtl.data.io import (
     resolve,
     spec_split_paths,
     split_files,
+    to_iob2,
 )
 from jaxtl.data.tasks import BadRows, Example, Loaded, Task, register
 
@@ -31,42 +35,6 @@ UPOS_TAGS = (
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
     "PUNCT", "SCONJ", "SYM", "VERB", "X",
 )  # fmt: skip
-_IOB_TAG = re.compile(r"^(O|[BIESUL]-\S+)$")
-# BIOES (S-ingle, E-nd) and BILOU (U-nit, L-ast) tags as IOB2: the same spans.
-_TO_IOB2 = {"S": "B", "U": "B", "E": "I", "L": "I"}
-NOT_IOB = ("is not O, B-<type> or I-<type> (nor BIOES's S-/E- or BILOU's U-/L-); iob=0 reads "
-           "plain tags (POS, or entity types without B-/I-)")  # fmt: skip
-
-
-class IOBError(ValueError):
-    """A tag sequence that is not valid IOB; ``index`` is the 0-based token at fault."""
-
-    def __init__(self, index: int, message: str):
-        super().__init__(f"token {index}: {message}")
-        self.index = index
-
-
-def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
-    """IOB2 tags from IOB1/IOB2 ``tags`` (and, but for strict ``iob2``, BIOES/BILOU ones: a
-    single ``S-X``/``U-X`` opens a span as ``B-X``, an ending ``E-X``/``L-X`` continues it as
-    ``I-X``, so the spans are the same); IOBError on a malformed tag or (strict iob2) an
-    ``I-X`` that does not continue an X span."""
-    if scheme not in ("auto", "iob1", "iob2"):
-        raise ValueError(f"scheme must be auto, iob1 or iob2, got {scheme!r}")
-    out = []
-    prev = "O"
-    for i, tag in enumerate(tags):
-        if not _IOB_TAG.match(tag) or (scheme == "iob2" and tag[0] in _TO_IOB2):
-            raise IOBError(i, f"tag {tag!r} {NOT_IOB if scheme != 'iob2' else 'is not IOB2'}")
-        if tag[0] in _TO_IOB2 and tag[1] == "-":
-            tag = _TO_IOB2[tag[0]] + tag[1:]
-        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
-            if scheme == "iob2":
-                raise IOBError(i, f"{tag} follows {prev} (invalid IOB2)")
-            tag = "B-" + tag[2:]
-        out.append(tag)
-        prev = tag
-    return tuple(out)
 
 
 def _sentences(
@@ -154,7 +122,7 @@ def read_conll(
                 line_of.append(i)
                 continue
             word, tag = fields[word_column], fields[tag_column]
-            if iob and not _IOB_TAG.match(tag):
+            if iob and not SPAN_TAG.match(tag):
                 error = (i, f"tag {tag!r} {NOT_IOB}")
                 break
             if (

@@ -68,11 +68,13 @@ from jaxtl.data.io import (
     CLASS_ID,
     DEFAULT_ID,
     NO_ID,
+    IOBError,
     check_encoding,
     chosen_metrics,
     column,
     did_you_mean,
     has_id_column,
+    iob2_tag_set,
     is_blank,
     is_multi_hot,
     multilabel_ids,
@@ -85,6 +87,7 @@ from jaxtl.data.io import (
     separator_hint,
     spec_split_paths,
     table_format,
+    to_iob2,
 )
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
@@ -290,6 +293,8 @@ def file_task(
     # to_json writes conll2003's ner_tags): id i is label_names[i] -- unless a name is itself a
     # number, when labels match names only.
     by_id = {} if columns else names_by_id(label_names)
+    # Tags written BIOES/BILOU are read as IOB2, the same spans (set once the tag set is known).
+    convert = False
 
     def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
         if split not in split_paths:
@@ -372,6 +377,12 @@ def file_task(
                     bad(where, f"tagging needs equal-length lists of words and tags{got}")
                     continue
                 tags = tuple(by_id.get(str(x).strip(), str(x)) for x in raw)
+                if convert:
+                    try:
+                        tags = to_iob2(tags)
+                    except IOBError as e:
+                        bad(where, str(e))
+                        continue
                 if names_map is not None:
                     unknown = [x for x in tags if x not in names_map]
                     if unknown:
@@ -445,6 +456,10 @@ def file_task(
             raise DataError(f"{split_paths[source]}: the tags are class ids ({names_tuple[0]!r}, "
                             "...), not names: name the classes in id order with label_names="
                             "O|B-PER|... (the dataset's ClassLabel names)")  # fmt: skip
+    if kind == "tagging" and (iob2 := iob2_tag_set(names_tuple)) is not None:
+        log.info("task %r: BIOES/BILOU tags %s read as IOB2 %s (the same spans)", name,
+                 names_tuple, iob2)  # fmt: skip
+        names_tuple, convert = iob2, True
     label_map = {n: i for i, n in enumerate(names_tuple)}
     mets, main = chosen_metrics(kind, metrics, main_metric)
     return Task(

@@ -59,11 +59,13 @@ from jaxtl.data.io import (
     ENCODING_HINT,
     NO_ID,
     SPLIT_ALIASES,
+    IOBError,
     check_encoding,
     chosen_metrics,
     did_you_mean,
     extension,
     has_id_column,
+    iob2_tag_set,
     is_blank,
     is_multi_hot,
     multilabel_ids,
@@ -73,6 +75,7 @@ from jaxtl.data.io import (
     resolve,
     row_id,
     split_name,
+    to_iob2,
 )
 from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
 
@@ -321,6 +324,7 @@ def hf_task(
     with the run's ``kind`` and ``label_names``)."""
     BadRows(on_bad_row)  # validates the policy now rather than at the first load
     by_id = {} if label_columns else names_by_id(label_names)  # int labels without a ClassLabel
+    convert = False  # BIOES/BILOU tags read as IOB2 (set once the tag set is known)
     sources = open_splits(data_dir, path, name=name, fmt=format, subset=subset, splits=splits,
                           encoding=check_encoding(encoding, "hf"))  # fmt: skip
     cache: dict[str, Parts] = {}
@@ -427,6 +431,12 @@ def hf_task(
                 return None
             tags = tuple(cl.int2str(x) if cl is not None else by_id.get(str(x), str(x))
                          for x in raw)  # fmt: skip
+            if convert:  # BIOES/BILOU tags as IOB2, the same spans
+                try:
+                    tags = to_iob2(tags)
+                except IOBError as e:
+                    bad(where, f"column {label!r}: {e}")
+                    return None
             if lmap is not None:
                 unknown = [x for x in tags if x not in lmap]
                 if unknown:
@@ -495,6 +505,8 @@ def hf_task(
                 names = tuple(str(i) for i in range(max(ints) + 1))  # int labels stay the ids
             else:
                 names = tuple(sorted(str(v) for v in values))
+    if kind == "tagging" and (iob2 := iob2_tag_set(names)) is not None:
+        names, convert = iob2, True
     label_map = {n: i for i, n in enumerate(names)}
 
     def load(split: str) -> Loaded:

@@ -492,6 +492,59 @@ def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     return names.index(col)
 
 
+# A span tag: O, or IOB's B-/I- (BIOES's and BILOU's S-/E-/U-/L- too) before its type.
+SPAN_TAG = re.compile(r"^(O|[BIESUL]-\S+)$")
+# BIOES (S-ingle, E-nd) and BILOU (U-nit, L-ast) tags as IOB2: the same spans.
+_TO_IOB2 = {"S": "B", "U": "B", "E": "I", "L": "I"}
+NOT_IOB = ("is not O, B-<type> or I-<type> (nor BIOES's S-/E- or BILOU's U-/L-); iob=0 reads "
+           "plain tags (POS, or entity types without B-/I-)")  # fmt: skip
+
+
+class IOBError(ValueError):
+    """A tag sequence that is not valid IOB; ``index`` is the 0-based token at fault."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(f"token {index}: {message}")
+        self.index = index
+
+
+def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
+    """IOB2 tags from IOB1/IOB2 ``tags`` (and, but for strict ``iob2``, BIOES/BILOU ones: a
+    single ``S-X``/``U-X`` opens a span as ``B-X``, an ending ``E-X``/``L-X`` continues it as
+    ``I-X``, so the spans are the same); IOBError on a malformed tag or (strict iob2) an
+    ``I-X`` that does not continue an X span."""
+    if scheme not in ("auto", "iob1", "iob2"):
+        raise ValueError(f"scheme must be auto, iob1 or iob2, got {scheme!r}")
+    out = []
+    prev = "O"
+    for i, tag in enumerate(tags):
+        if not SPAN_TAG.match(tag) or (scheme == "iob2" and tag[0] in _TO_IOB2):
+            raise IOBError(i, f"tag {tag!r} {NOT_IOB if scheme != 'iob2' else 'is not IOB2'}")
+        if tag[0] in _TO_IOB2 and tag[1] == "-":
+            tag = _TO_IOB2[tag[0]] + tag[1:]
+        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+            if scheme == "iob2":
+                raise IOBError(i, f"{tag} follows {prev} (invalid IOB2)")
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        prev = tag
+    return tuple(out)
+
+
+def iob2_tag_set(names: Sequence[str]) -> tuple[str, ...] | None:
+    """For a tag set of spans written BIOES or BILOU (``S-``/``E-``/``U-``/``L-`` tags among
+    ``B-``/``I-`` ones), the IOB2 set of the same types (``O``, then ``B-``/``I-`` a type, in
+    first-seen order): a reader converts such tags with :func:`to_iob2`. None for any other
+    set (IOB2 already, or plain tags)."""
+    spans = [n for n in names if n != "O"]
+    if not spans or not all(SPAN_TAG.match(n) for n in spans):
+        return None
+    if not any(n[0] in _TO_IOB2 for n in spans):
+        return None
+    types = dict.fromkeys(n[2:] for n in spans)
+    return ("O", *(f"{p}-{t}" for t in types for p in "BI"))
+
+
 CLASS_ID = re.compile(r"-?\d+")  # a label written as its class's integer id
 
 
