@@ -76,6 +76,7 @@ from jaxtl.data.io import (
     has_id_column,
     iob2_tag_set,
     is_blank,
+    is_iob_set,
     is_multi_hot,
     multilabel_ids,
     names_by_id,
@@ -471,6 +472,6 @@ def file_task(
         text_fields=tuple(str(c) for c in (text, text_pair) if c is not None),
         metrics=mets,
         main_metric=main,
-        iob=kind == "tagging" and all(n == "O" or n[:2] in ("B-", "I-") for n in names_tuple),
+        iob=kind == "tagging" and is_iob_set(names_tuple),
         files=lambda split: (split_paths[split],),
     )

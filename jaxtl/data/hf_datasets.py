@@ -67,6 +67,7 @@ from jaxtl.data.io import (
     has_id_column,
     iob2_tag_set,
     is_blank,
+    is_iob_set,
     is_multi_hot,
     multilabel_ids,
     names_by_id,
@@ -82,7 +83,6 @@ from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
             ".csv": "csv"}  # fmt: skip
 _GLOB = re.compile(r"[*?[]")
-_IOB = re.compile(r"^(O|[BI]-\S+)$")
 
 # Per split: the (where, dataset) parts to read one after the other.
 Parts = list[tuple[str, Any]]
@@ -518,7 +518,7 @@ def hf_task(
         examples = _read(split_parts, split, lmap, bad)
         return bad.result(examples, split_parts[0][0] if split_parts else path)
 
-    iob = kind == "tagging" and all(_IOB.match(n) for n in names)
+    iob = kind == "tagging" and is_iob_set(names)
     # tags that are not IOB spans: scored per token only
     plain_tags = ("token_accuracy",) if kind == "tagging" and not iob else None
     mets, main = chosen_metrics(kind, metrics, main_metric, plain_tags)

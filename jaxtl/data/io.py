@@ -531,6 +531,12 @@ def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
     return tuple(out)
 
 
+def is_iob_set(names: Sequence[str]) -> bool:
+    """Whether a tag set is IOB spans (``O``, ``B-X``, ``I-X``), scored by span F1, rather than
+    plain tags (POS), scored per token."""
+    return bool(names) and all(n == "O" or (n[:2] in ("B-", "I-") and len(n) > 2) for n in names)
+
+
 def iob2_tag_set(names: Sequence[str]) -> tuple[str, ...] | None:
     """For a tag set of spans written BIOES or BILOU (``S-``/``E-``/``U-``/``L-`` tags among
     ``B-``/``I-`` ones), the IOB2 set of the same types (``O``, then ``B-``/``I-`` a type, in
