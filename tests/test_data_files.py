@@ -450,3 +450,22 @@ def test_bioes_tags_in_json_and_tables_read_as_iob2_spans(tmp_path):
     (tmp_path / "pos.jsonl").write_text(json.dumps({"tokens": ["a"], "tags": ["DET"]}) + "\n")
     pos = get_task(f"file:name=p,path={tmp_path / 'pos.jsonl'},kind=tagging,text=tokens,label=tags")
     assert pos.label_names == ("DET",) and not pos.iob
+
+
+def test_a_classification_train_split_of_one_class_is_warned(tmp_path, caplog):
+    """Every train label the same (a constant column named by label=) trains a classifier
+    that learns nothing: the file and hf readers warn in one line; label_names= with the
+    classes says nothing."""
+    (tmp_path / "t.tsv").write_text("text\tlabel\ngood\tpos\nfine\tpos\n")
+    (tmp_path / "t.jsonl").write_text('{"text": "good", "label": "pos"}\n' * 2)
+    with caplog.at_level("WARNING"):
+        get_task(f"file:name=o,path={tmp_path / 't.tsv'}")
+        get_task(f"hf:name=o,path={tmp_path / 't.jsonl'}")
+    said = [r.getMessage() for r in caplog.records if "learns nothing" in r.getMessage()]
+    assert len(said) == 2
+    assert said[0].startswith(f"{tmp_path / 't.tsv'}: every label (column 'label') is 'pos'")
+    assert said[1].startswith(f"{tmp_path / 't.jsonl'} (train): every label")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        named = get_task(f"file:name=o,path={tmp_path / 't.tsv'},label_names=neg|pos")
+    assert [e.label for e in named.load("train")] == [1, 1] and "learns nothing" not in caplog.text

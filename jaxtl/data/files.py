@@ -80,6 +80,7 @@ from jaxtl.data.io import (
     is_multi_hot,
     multilabel_ids,
     names_by_id,
+    one_class,
     parse_label,
     read_json_objects,
     read_lines,
@@ -451,6 +452,8 @@ def file_task(
                      split_paths[source])  # fmt: skip
         else:
             names_tuple = tuple(sorted(values))
+        if kind == "classification" and len(names_tuple) == 1:
+            log.warning("%s", one_class(split_paths[source], names_tuple[0], label))
         if kind == "multilabel" and not columns:
             _warn_unsplit_classes(name, split_paths[source], first, names_tuple, label_sep)
         if kind == "tagging" and names_tuple and all(CLASS_ID.fullmatch(n) for n in names_tuple):

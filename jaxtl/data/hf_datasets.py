@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import math
 import os
 import re
@@ -71,6 +72,7 @@ from jaxtl.data.io import (
     is_multi_hot,
     multilabel_ids,
     names_by_id,
+    one_class,
     qa_example,
     qa_task_of,
     resolve,
@@ -79,6 +81,8 @@ from jaxtl.data.io import (
     to_iob2,
 )
 from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
+
+log = logging.getLogger(__name__)
 
 BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json",
             ".csv": "csv"}  # fmt: skip
@@ -505,6 +509,8 @@ def hf_task(
                 names = tuple(str(i) for i in range(max(ints) + 1))  # int labels stay the ids
             else:
                 names = tuple(sorted(str(v) for v in values))
+            if kind == "classification" and len(names) == 1:
+                log.warning("%s", one_class(f"{path} ({first})", names[0], label))
     if kind == "tagging" and (iob2 := iob2_tag_set(names)) is not None:
         names, convert = iob2, True
     label_map = {n: i for i, n in enumerate(names)}

@@ -531,6 +531,13 @@ def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
     return tuple(out)
 
 
+def one_class(where: str, name: str, column: Any) -> str:
+    """The warning of a classification train split whose every label is ``name``: a
+    classifier of one class learns nothing (the label column may be the wrong one)."""
+    return (f"{where}: every label (column {column!r}) is {name!r}: a classifier of one class "
+            "learns nothing; check label= (or give label_names= with every class)")  # fmt: skip
+
+
 def is_iob_set(names: Sequence[str]) -> bool:
     """Whether a tag set is IOB spans (``O``, ``B-X``, ``I-X``), scored by span F1, rather than
     plain tags (POS), scored per token."""
