@@ -435,6 +435,16 @@ def test_parallel_text_files_by_a_lang_placeholder(tmp_path, data_dir):
                      f"dev:{tmp_path}/mt/val.{{lang}}.gz,text=en,target=de")  # fmt: skip
     assert [(e.text, e.target) for e in named.load("dev")] == [("a fish swims",
                                                                 "ein Fisch schwimmt")]  # fmt: skip
+    # Hugging Face's split names, in a {split} pattern or a paths= key, on both sides
+    for lang, text in (("en", "a cow moos\n"), ("de", "eine Kuh muht\n")):
+        write(tmp_path / f"hf/train.{lang}", text)
+        write(tmp_path / f"hf/validation.{lang}", text)
+    for spec in (f"path={tmp_path}/hf/{{split}}.{{lang}}",
+                 f"paths=train:{tmp_path}/hf/train.{{lang}}|validation:{tmp_path}/hf/"
+                 "validation.{lang}"):  # fmt: skip
+        hf = get_task(f"file:name=mt,{spec},text=en,target=de")
+        assert hf.splits == ("train", "dev")
+        assert [(e.text, e.target) for e in hf.load("dev")] == [("a cow moos", "eine Kuh muht")]
     # Multi30k's own files, named by a spec, read as the built-in reader reads them
     m = f"{data_dir}/multi30k"
     spec = get_task(f"file:name=m,paths=train:{m}/train.{{lang}}.gz|dev:{m}/val.{{lang}}.gz,"

@@ -229,11 +229,13 @@ def _parallel_pattern(
     }
     src_paths = spec_split_paths(data_dir, path and path.replace(LANG, src), fill[src], name)
     present, src_for = present_splits(src_paths, f"task {name!r} ({src} side)")
+    # the target side found as the source side is (validation.de beside validation.en)
+    tgt_paths = spec_split_paths(data_dir, path and path.replace(LANG, tgt), fill[tgt], name)
 
     def tgt_for(split: str) -> str:
-        named = fill[tgt]
-        pattern = named[split] if named else str(path).replace(LANG, tgt)
-        return user_path(data_dir, pattern.replace("{split}", split))
+        if split in tgt_paths:
+            return tgt_paths[split]
+        return user_path(data_dir, str(path).replace(LANG, tgt).replace("{split}", split))
 
     return _parallel_task(name, src_for, tgt_for, tuple(present), src, tgt, on_bad_row,
                           encoding)  # fmt: skip
