@@ -308,8 +308,8 @@ def read_inputs(
     (with ``text_pair`` when it has one). ``text_column``/``pair_column`` name other keys or
     columns (``review``); without them a table's columns named by ``run_columns`` (those a
     run's task read: :func:`run_columns`) are taken where it has them. ``id``: the row's own,
-    from an ``id`` key or column, else None (its number). ``auto`` goes by the extension (``.jsonl``/``.json``, ``.tsv``, ``.csv``,
-    ``.parquet``, compressed or not), else lines."""
+    from an ``id`` key or column, else None (its number). ``auto`` goes by the extension
+    (``.jsonl``/``.json``, ``.tsv``, ``.csv``, ``.parquet``, compressed or not), else lines."""
     from jaxtl.data import DataError
     from jaxtl.data.io import extension, json_values, text_lines
 
@@ -324,10 +324,10 @@ def read_inputs(
         for line, where in text_lines(path):
             yield line, where, None
         return
-    text, pair = text_column or "text", pair_column
     if input_format in ("tsv", "csv", "parquet"):
         yield from _table_inputs(path, input_format, text_column, pair_column, run_columns)
         return
+    text, pair = text_column or "text", pair_column
     for rec, where in json_values(path):
         if not isinstance(rec, dict) or not isinstance(rec.get(text), str):
             got = f"; its keys: {', '.join(rec)}" if isinstance(rec, dict) else ""

@@ -132,7 +132,7 @@ def spec_split_paths(
 # (``mt/{split}.{lang}``: jaxtl.data.text.parallel).
 LANG = "{lang}"
 
-# The table format each file extension names (a ``.gz`` suffix is looked through).
+# The table format each file extension names (a compression suffix is looked through).
 TABLE_EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -147,6 +147,11 @@ def uncompressed(path: str) -> str:
         if path.lower().endswith(suffix):
             return path[: -len(suffix)]
     return path
+
+
+def _codec(path: str) -> Callable[..., Any] | None:
+    """The opener of a compressed file's suffix (``gzip.open`` for ``.gz``), else None."""
+    return COMPRESSION.get(path[len(uncompressed(path)) :].lower())
 
 
 def extension(path: str) -> str:
@@ -233,7 +238,7 @@ def text_lines(path: str) -> Iterator[tuple[str, str]]:
     byte-order mark: what ``--predict`` and ``--embed`` read, a line at a time. A line that is
     not UTF-8 stops, named."""
     name = "<stdin>" if path == "-" else path
-    codec = COMPRESSION.get(path[len(uncompressed(path)) :].lower())
+    codec = _codec(path)
     # Bytes, decoded here: stdin's own decoding would pass bad bytes on as surrogates.
     stdin = getattr(sys.stdin, "buffer", sys.stdin)
     opened = (contextlib.nullcontext(stdin) if path == "-"
@@ -308,8 +313,7 @@ def read_json_objects(path: str, bad: BadRows, encoding: str | None = None
 
 def _open_bytes(path: str) -> Any:
     """A file's bytes, decompressed for a ``.gz``, ``.bz2`` or ``.xz`` name."""
-    suffix = path[len(uncompressed(path)) :].lower()
-    return COMPRESSION.get(suffix, open)(path, "rb")
+    return (_codec(path) or open)(path, "rb")
 
 
 def _whole_text(path: str, encoding: str | None = None) -> str:
