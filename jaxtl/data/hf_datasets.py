@@ -59,7 +59,6 @@ from jaxtl.data.io import (
     DEFAULT_METRICS,
     ENCODING_HINT,
     NO_ID,
-    SPLIT_ALIASES,
     IOBError,
     check_encoding,
     chosen_metrics,
@@ -72,6 +71,7 @@ from jaxtl.data.io import (
     is_multi_hot,
     multilabel_ids,
     names_by_id,
+    names_of_split,
     one_class,
     qa_example,
     qa_task_of,
@@ -186,7 +186,7 @@ def _split_files(local_pattern: str) -> dict[str, list[str]]:
     """``{split}`` pattern → existing files per split (``dev`` also as validation, valid…)."""
     found: dict[str, list[str]] = {}
     for ours in SPLITS:
-        for theirs in (ours, *(a for a, o in SPLIT_ALIASES.items() if o == ours)):
+        for theirs in names_of_split(ours):
             p = local_pattern.replace("{split}", theirs)
             files = sorted(glob.glob(p)) if _GLOB.search(p) else [p] if os.path.isfile(p) else []
             if files:

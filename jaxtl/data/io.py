@@ -91,6 +91,11 @@ def split_name(name: str) -> str:
     return SPLIT_ALIASES.get(name.lower(), name.lower())
 
 
+def names_of_split(ours: str) -> list[str]:
+    """The names a split's file may have, jaxtl's first (``dev``, ``validation``, …)."""
+    return [ours, *(a for a, o in SPLIT_ALIASES.items() if o == ours)]
+
+
 def spec_split_paths(
     data_dir: str | os.PathLike | None,
     path: str | None,
@@ -122,8 +127,7 @@ def spec_split_paths(
                          "paths=")  # fmt: skip
     every = {}
     for ours in SPLITS:
-        names = [ours, *(a for a, o in SPLIT_ALIASES.items() if o == ours)]
-        candidates = [user_path(data_dir, path.format(split=n)) for n in names]
+        candidates = [user_path(data_dir, path.format(split=n)) for n in names_of_split(ours)]
         every[ours] = next((c for c in candidates if os.path.isfile(c)), candidates[0])
     return {s: p for s, p in every.items() if os.path.isfile(p)} or every
 
