@@ -249,13 +249,9 @@ def text_lines(path: str) -> Iterator[tuple[str, str]]:
               else codec(path, "rb") if codec
               else epath.Path(path).open("rb"))  # fmt: skip
     with opened as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                line = raw if isinstance(raw, str) else raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{name}:{n}: {not_decoded(e, None, 'line', CONVERT_HINT)}"
-                                ) from None  # fmt: skip
-            line = line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n")
+        # a text stream without a buffer (a test's StringIO): its str lines as the bytes they were
+        raws = (r.encode("utf-8", "surrogateescape") if isinstance(r, str) else r for r in f)
+        for n, line in _decoded(name, raws, BadRows("error"), hint=CONVERT_HINT):
             if line.strip():
                 yield line, f"{name}:{n}"
 
@@ -376,14 +372,17 @@ def _json_array(path: str, bad: BadRows, encoding: str | None = None
         raise DataError(f"{path}:{where}: text after the JSON array's closing ']'")
 
 
-def _decoded(path: str, raws: Iterator[bytes], bad: BadRows, encoding: str | None = None
-             ) -> Iterator[tuple[int, str]]:  # fmt: skip
+def _decoded(path: str, raws: Iterator[bytes], bad: BadRows, encoding: str | None = None,
+             hint: str = ENCODING_HINT) -> Iterator[tuple[int, str]]:  # fmt: skip
+    """(line number, text) of each line of ``raws``, decoded (``encoding``, else UTF-8), without
+    its line ending or a leading byte-order mark; a line that does not decode goes to ``bad``
+    with ``hint`` (how to read the file otherwise)."""
     for i, raw in enumerate(raws, start=1):
         raw = raw[:-1] if raw.endswith(b"\n") else raw
         try:
             line = raw.decode(encoding or "utf-8")
         except UnicodeDecodeError as e:
-            bad(f"{path}:{i}", not_decoded(e, encoding, "line", ENCODING_HINT))
+            bad(f"{path}:{i}", not_decoded(e, encoding, "line", hint))
             continue
         if i == 1 and line.startswith("\ufeff"):
             line = line[1:]
