@@ -230,7 +230,6 @@ class Trainer:
         self._state: step_lib.TrainState | None = None
         self._resume: int | None = None
         self._pbar: Any = None
-        self._lines = False  # progress as log lines: progress asked for, no terminal for a bar
         self._last_line = 0.0
         self._evals_since_best = 0
         self._last_log = time.time()
@@ -424,7 +423,6 @@ class Trainer:
             # disable=None: a bar on a terminal, none in log files and CI output
             total = sum(s.steps for s in self.stages)
             self._pbar = tqdm(total=total, desc="train", dynamic_ncols=True, disable=None)
-            self._lines = bool(self._pbar.disable)
         previous = self._catch_signals()
         try:
             for si, stage in enumerate(self.stages):
@@ -438,6 +436,11 @@ class Trainer:
             if self._pbar:
                 self._pbar.close()
         return self._finish()
+
+    @property
+    def _lines(self) -> bool:
+        """Progress as log lines: progress asked for, but no terminal for its bar."""
+        return self._pbar is not None and bool(self._pbar.disable)
 
     def _settle_checkpoint(self) -> None:
         """A run stopping on an error lets the checkpoint and best params in flight reach the
