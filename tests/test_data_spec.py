@@ -445,6 +445,15 @@ def test_parallel_text_files_by_a_lang_placeholder(tmp_path, data_dir):
         hf = get_task(f"file:name=mt,{spec},text=en,target=de")
         assert hf.splits == ("train", "dev")
         assert [(e.text, e.target) for e in hf.load("dev")] == [("a cow moos", "eine Kuh muht")]
+    # the folder layout (the parallel reader by name) finds a compressed pair, bz2 as gz
+    import bz2
+
+    (tmp_path / "bz").mkdir()
+    for lang, text in (("en", "a dog barks\n"), ("de", "ein Hund bellt\n")):
+        with bz2.open(tmp_path / f"bz/train.{lang}.bz2", "wt") as f:
+            f.write(text)
+    folder = get_task("parallel", str(tmp_path), path="bz", src="en", tgt="de")
+    assert [(e.text, e.target) for e in folder.load("train")] == [("a dog barks", "ein Hund bellt")]
     # Multi30k's own files, named by a spec, read as the built-in reader reads them
     m = f"{data_dir}/multi30k"
     spec = get_task(f"file:name=m,paths=train:{m}/train.{{lang}}.gz|dev:{m}/val.{{lang}}.gz,"

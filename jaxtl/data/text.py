@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 
 from jaxtl.data.io import (
+    COMPRESSION,
     LANG,
     check_encoding,
     present_splits,
@@ -183,8 +184,8 @@ def parallel(
 ) -> Task:
     """Parallel text, a sentence a line: line i of the target file translates line i of the
     source file. Either ``path`` is a folder and ``files`` maps split → file stem (default
-    ``{split}``), the files being ``<stem>.<src>[.gz]`` / ``<stem>.<tgt>[.gz]`` (Multi30k's
-    layout); or ``path`` (with ``{split}``, or one file: the train split) or ``paths`` (a file
+    ``{split}``), the files being ``<stem>.<src>[.gz]`` / ``<stem>.<tgt>[.gz]`` (or ``.bz2``,
+    ``.xz``; Multi30k's layout); or ``path`` (with ``{split}``, or one file: the train split) or ``paths`` (a file
     per split) hold a ``{lang}`` placeholder that ``src`` and ``tgt`` fill, as a spec names
     them: ``file:name=mt,path=mt/{split}.{lang},kind=translation,text=en,target=de``."""
     pattern = path if paths is None else next(iter(paths.values()), "")
@@ -198,7 +199,7 @@ def parallel(
     stems = files or {"train": "train", "dev": "dev", "test": "test"}
 
     def pick(stem: str, lang: str) -> str:
-        for suffix in (".gz", ""):
+        for suffix in (*COMPRESSION, ""):  # a compressed copy first, as Multi30k ships
             p = os.path.join(root, f"{stem}.{lang}{suffix}")
             if os.path.isfile(p):
                 return p
