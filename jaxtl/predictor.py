@@ -78,9 +78,7 @@ def _file_extensions(spec: str) -> set[str]:
         return set()
     from jaxtl.data import spec as spec_lib
 
-    options = spec_lib.parse(spec)[1]
-    names = [options.get("path") or "", *(options.get("paths") or {}).values()]
-    return {extension(n) for n in names if n}
+    return {extension(n) for n in spec_lib.spec_files(spec_lib.parse(spec)[1])}
 
 
 def conllu_tag_column(spec: str) -> int | None:

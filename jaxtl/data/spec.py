@@ -21,8 +21,9 @@ an error that lists them.
 
 Which reader reads ``file:`` (``hf:`` always goes to :func:`jaxtl.data.hf_datasets.hf_task`):
 
-- ``format=tsv|csv|jsonl|fasttext`` (the first three the default when P ends so; ``.json`` is JSON lines; anything else
-  is tsv; unset, each file of ``paths=`` is read as its own extension says) → the ``file``
+- ``format=tsv|csv|jsonl|fasttext`` (the first three the default when P ends so; ``.json``
+  is JSON lines; anything else is tsv; unset, each file of ``paths=`` is read as its own
+  extension says) → the ``file``
   factory (:mod:`jaxtl.data.files`);
 - ``kind=tagging`` on a ``.tsv``/``.csv`` path whose ``text``/``label`` name columns → the
   ``file`` factory (a row per sentence, words and tags space-separated);
@@ -247,6 +248,11 @@ def _one_file_is_train(o: dict[str, Any]) -> None:
         o["paths"] = {"train": o.pop("path")}
 
 
+def spec_files(options: Mapping[str, Any]) -> list[str]:
+    """The file names a spec's options give: its ``path``, or each of its ``paths``."""
+    return [p for p in [options.get("path"), *(options.get("paths") or {}).values()] if p]
+
+
 def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[str, Any]]:
     """The registry name of the factory that reads a spec, and the keyword options it gets."""
     if source == "hf":
@@ -256,7 +262,8 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     fmt = fmt.lower() if isinstance(fmt, str) else fmt
     given = fmt is not None
     kind = o.get("kind")
-    path = o.get("path") or next(iter((o.get("paths") or {}).values()), "")
+    named = spec_files(o)
+    path = named[0] if named else ""
     ext = extension(path)
     if ext in SPREADSHEETS:
         raise ValueError(f"task spec {spec!r}: {ext} is a spreadsheet, which jaxtl does not "
@@ -268,7 +275,7 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
                              "which takes path= with {split} (path=dir/{split}" + ext + "), "
                              "not paths=")  # fmt: skip
         return "hf", o
-    if any(LANG in p for p in [o.get("path") or "", *(o.get("paths") or {}).values()]):
+    if any(LANG in p for p in named):
         return _parallel(o, fmt, spec)
     if kind == "qa":  # SQuAD JSON or JSON lines, told apart by the file (jaxtl.data.qa)
         what = ""
