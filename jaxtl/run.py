@@ -125,6 +125,8 @@ def prepare(
     target_tok = seq2seq.target_tokenizer(config, workdir, task_names, tokenizer)
     tasks = prepare_tasks(task_names, config, tokenizer, packed=packed,
                           target_tokenizer=target_tok)  # fmt: skip
+    if report.is_chief():  # before a checkpoint's heads meet another label set
+        workdir_lib.check_resume_tasks(workdir, [td.task for td in tasks])
     if config.get("export_dir"):  # now with the task folders the export will make
         workdir_lib.check_output(workdir, config.export_dir, "export_dir", folder=True,
                                  subfolders=[td.task.name for td in tasks])  # fmt: skip

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from etils import epath
@@ -108,6 +108,32 @@ def check_resume(config: Any, workdir: epath.Path) -> None:
         )
     for k, o, n in changes:
         log.warning("resuming %s with %s changed: %r -> %r (allow_config_change)", workdir, k, o, n)
+
+
+def check_resume_tasks(workdir: epath.Path, tasks: Sequence[Any]) -> None:
+    """Refuse to resume ``workdir`` when a task's kind or labels differ from those in its
+    ``tasks.json``: the checkpoint's heads give each class id the meaning it had when the run
+    started, so a training file that gained a class, or a label set now read in another order,
+    would go on training and reporting under the wrong names. ``tasks``: the tasks read now."""
+    saved = workdir / "tasks.json"
+    if not (saved.exists() and has_checkpoints(workdir)):
+        return
+    try:
+        old = {t["name"]: t for t in json.loads(saved.read_text())["tasks"]}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        log.warning("%s is torn; resuming without the task check", saved)
+        return
+    for task in tasks:
+        was = old.get(task.name)
+        if was is None:
+            continue  # a task the config did not have: check_resume names the config change
+        for key, now in (("kind", task.kind), ("label_names", list(task.label_names))):
+            if was.get(key, now) != now:
+                raise ValueError(
+                    f"{workdir} holds a run whose task {task.name!r} had {key} {was[key]!r}; "
+                    f"its data now gives {now!r}: resuming would give its classes other "
+                    "meanings: use a new --workdir"
+                )
 
 
 # What a run writes before its first training step (jaxtl.run.prepare: the config, the task

@@ -469,3 +469,38 @@ def test_a_classification_train_split_of_one_class_is_warned(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         named = get_task(f"file:name=o,path={tmp_path / 't.tsv'},label_names=neg|pos")
     assert [e.label for e in named.load("train")] == [1, 1] and "learns nothing" not in caplog.text
+
+
+def test_whole_number_labels_keep_their_numbers_as_ids_and_float_classes_are_warned(
+    tmp_path, caplog
+):
+    """Labels 0-11 sorted as strings gave class id 2 to label '10' (in id2label, the
+    probability columns, an exported model's logits); whole numbers now sort by value, as
+    transformers' run_classification sorts an int column, in the file and hf readers and for
+    fastText's __label__N. A class column written as floats (0.0/1.0: pandas with a missing
+    cell) still reads as regression, as run_classification does, but is warned."""
+    rows = "".join(f"t{i},{i}\n" for i in (3, 11, 0, 10, 1, 2, 4, 5, 6, 7, 8, 9))
+    (tmp_path / "n.csv").write_text("text,label\n" + rows)
+    numbers = tuple(str(i) for i in range(12))
+    assert get_task(f"file:name=n,path={tmp_path / 'n.csv'}").label_names == numbers
+    assert get_task(f"hf:name=n,path={tmp_path / 'n.csv'}").label_names == numbers
+    (tmp_path / "n.ft.txt").write_text("".join(f"__label__{i} t{i}\n" for i in (10, 2, 1)))
+    assert get_task(f"file:name=f,path={tmp_path / 'n.ft.txt'},format=fasttext").label_names == (
+        "1", "2", "10")  # fmt: skip
+    (tmp_path / "m.csv").write_text("text,label\na,-2\nb,-10\nc,x\nd,b10\ne,b9\n")
+    mixed = ("-10", "-2", "b10", "b9", "x")  # not all numbers: as strings
+    assert get_task(f"file:name=m,path={tmp_path / 'm.csv'}").label_names == mixed
+    (tmp_path / "f.csv").write_text("text,label\na,0.0\nb,1.0\nc,1.0\n")
+    (tmp_path / "s.csv").write_text("text,label\na,0.0\nb,1.5\nc,4.0\n")
+    with caplog.at_level("WARNING"):
+        assert get_task(f"file:name=f,path={tmp_path / 'f.csv'}").kind == "regression"
+        assert get_task(f"hf:name=f,path={tmp_path / 'f.csv'}").kind == "regression"
+        assert get_task(f"file:name=s,path={tmp_path / 's.csv'}").kind == "regression"
+    said = [r.getMessage() for r in caplog.records if "written as a float" in r.getMessage()]
+    warned = (f"{tmp_path / 'f.csv'}: every label in column 'label' is one of 0.0, 1.0, written "
+              "as a float, so the task trains as regression; kind=classification reads them as "
+              "2 classes")  # fmt: skip
+    assert said == [warned] * 2  # the file and hf readers; the real scores of s.csv say nothing
+    classes = get_task(f"file:name=f,path={tmp_path / 'f.csv'},kind=classification")
+    assert classes.label_names == ("0.0", "1.0")
+    assert [e.label for e in classes.load("train")] == [0, 1, 1]

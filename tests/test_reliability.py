@@ -4,8 +4,10 @@ equal to the uninterrupted run; a finished workdir re-runs cleanly; a changed co
 is refused naming the keys; a live run's workdir is locked, a dead one's lock taken over; a torn
 last line of metrics.jsonl is repaired."""
 
+import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,6 +81,29 @@ def test_a_changed_config_on_resume_is_refused_naming_the_keys(tiny_bert_dir, fi
     assert p.returncode != 0
     assert "optim.lr: 0.0001 -> 0.5" in p.stderr and "seed: 0 -> 3" in p.stderr
     assert "allow_config_change" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_a_resume_whose_data_gives_other_labels_is_refused(tiny_bert_dir, finished, tmp_path):
+    """The checkpoint's heads give each class id the meaning tasks.json saved: a run whose
+    training file gained a class, or whose labels now read in another order, is refused before
+    it trains; the same labels resume."""
+    wd = tmp_path / "relabelled"
+    shutil.copytree(finished, wd)
+    manifest = json.loads((wd / "tasks.json").read_text())
+    saved = manifest["tasks"][0]["label_names"]
+    assert len(saved) >= 2
+    manifest["tasks"][0]["label_names"] = saved[::-1]
+    (wd / "tasks.json").write_text(json.dumps(manifest))
+    p = _run(_cmd(tiny_bert_dir, wd))
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert (f"task 'builtin/sentiment' had label_names {saved[::-1]!r}; its data now gives "
+            f"{saved!r}: resuming would give its classes other meanings") in p.stderr  # fmt: skip
+    Task = collections.namedtuple("Task", "name kind label_names")
+    manifest["tasks"][0]["label_names"] = saved
+    (wd / "tasks.json").write_text(json.dumps(manifest))
+    workdir.check_resume_tasks(wd, [Task("builtin/sentiment", "classification", saved)])
+    with pytest.raises(ValueError, match="had kind 'classification'; its data now gives"):
+        workdir.check_resume_tasks(wd, [Task("builtin/sentiment", "regression", ())])
 
 
 def test_config_changes_ignore_what_does_not_change_the_experiment():

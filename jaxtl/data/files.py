@@ -40,9 +40,10 @@ or, as one task name (a spec string, :mod:`jaxtl.data.spec`)::
   classes are those columns, in that order.
 - ``label_names``: the label set, as the strings found in the file (a JSONL number 1 is "1").
   When omitted for classification / multilabel / tagging it is read from the train split
-  (sorted). Classification labels and tags written as class ids (``1``, ``[3, 0, 7]``: a
-  ``ClassLabel``'s integers, as Hugging Face's ``to_json`` writes them) are ``label_names[id]``
-  when no name is itself a number; tags that are all integers need ``label_names``.
+  (sorted; whole numbers by value, ``2`` before ``10``). Classification labels and tags written
+  as class ids (``1``, ``[3, 0, 7]``: a ``ClassLabel``'s integers, as Hugging Face's
+  ``to_json`` writes them) are ``label_names[id]`` when no name is itself a number; tags that
+  are all integers need ``label_names``.
 - ``id`` (default ``id``): the column holding each row's own id (a non-empty string, or a JSON
   integer), which its prediction records carry as ``id`` in place of the row's index, so a
   test file's predictions keep its ids (a submission file, a join back to the source). A file
@@ -78,6 +79,7 @@ from jaxtl.data.io import (
     is_blank,
     is_iob_set,
     is_multi_hot,
+    label_order,
     multilabel_ids,
     names_by_id,
     one_class,
@@ -90,6 +92,7 @@ from jaxtl.data.io import (
     spec_split_paths,
     table_format,
     to_iob2,
+    whole_scores,
 )
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
 
@@ -439,7 +442,8 @@ def file_task(
 
     names_tuple: tuple[str, ...] = columns or tuple(str(x) for x in label_names or ())
     if kind in ("classification", "multilabel", "tagging") and not names_tuple:
-        # Label set from the training split, sorted so the ids are stable across runs.
+        # Label set from the training split, sorted so the ids are stable across runs
+        # (whole numbers by value: io.label_order).
         source = "train" if "train" in split_paths else next(iter(split_paths))
         first = read(source, None)
         values: set[Any] = set()
@@ -450,8 +454,10 @@ def file_task(
             log.info("task %r: every label in %s is a number, not all whole: kind=regression "
                      "(kind=classification keeps them as classes)", name,
                      split_paths[source])  # fmt: skip
+            if (classes := whole_scores(split_paths[source], values, label)) is not None:
+                log.warning("%s", classes)
         else:
-            names_tuple = tuple(sorted(values))
+            names_tuple = label_order(values)
         if kind == "classification" and len(names_tuple) == 1:
             log.warning("%s", one_class(split_paths[source], names_tuple[0], label))
         if kind == "multilabel" and not columns:

@@ -23,9 +23,9 @@ regression, a list → tagging beside a list of words or multilabel beside a tex
 classes per example: ``Sequence(ClassLabel)`` as GoEmotions has, or lists of strings or ints),
 no label → lm; strings and ints → classification), ``label_names``
 (default: a ``ClassLabel``'s names, so its ids stay the ids; for int labels ``0..max``; for
-strings the sorted labels of the train split), ``id`` (default ``id``: the column of each row's
-own id, which its prediction records carry in place of the row's index, where a split has it),
-``metrics``, ``main_metric``, ``splits`` (our split
+strings the sorted labels of the train split, whole numbers by value), ``id`` (default
+``id``: the column of each row's own id, which its prediction records carry in place of the
+row's index, where a split has it), ``metrics``, ``main_metric``, ``splits`` (our split
 → the dataset's split name, e.g. ``{"dev": "validation_matched"}``), ``on_bad_row``. Tagging:
 ``text`` is a list-of-words column and ``label`` a list of tags (a list of ``ClassLabel`` gives
 the tag names). ``kind=qa``: extractive question answering over ``question`` / ``context`` /
@@ -69,6 +69,7 @@ from jaxtl.data.io import (
     is_blank,
     is_iob_set,
     is_multi_hot,
+    label_order,
     multilabel_ids,
     names_by_id,
     names_of_split,
@@ -79,6 +80,7 @@ from jaxtl.data.io import (
     row_id,
     split_name,
     to_iob2,
+    whole_scores,
 )
 from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
 
@@ -364,6 +366,8 @@ def hf_task(
     if kind is None:
         text_feature = ds0.features.get(text) if text in ds0.column_names else None
         kind = "lm" if feature is None else _default_kind(feature, text_feature)
+        if kind == "regression" and (classes := whole_scores(where0, ds0[label], label)):
+            log.warning("%s", classes)  # a float column of 0.0/1.0: likely classes
     if kind not in DEFAULT_METRICS:
         raise ValueError(f"hf task: kind must be one of {list(DEFAULT_METRICS)}, got {kind!r}")
     labelled_kind = kind in ("classification", "multilabel", "regression", "tagging")
@@ -508,7 +512,7 @@ def hf_task(
             if ints and len(ints) == len(values) and min(ints) >= 0:
                 names = tuple(str(i) for i in range(max(ints) + 1))  # int labels stay the ids
             else:
-                names = tuple(sorted(str(v) for v in values))
+                names = label_order(values)
             if kind == "classification" and len(names) == 1:
                 log.warning("%s", one_class(f"{path} ({first})", names[0], label))
     if kind == "tagging" and (iob2 := iob2_tag_set(names)) is not None:

@@ -25,7 +25,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from etils import epath
@@ -566,6 +566,33 @@ def iob2_tag_set(names: Sequence[str]) -> tuple[str, ...] | None:
 
 
 CLASS_ID = re.compile(r"-?\d+")  # a label written as its class's integer id
+
+
+def label_order(values: Iterable[Any]) -> tuple[str, ...]:
+    """A label set read from its data, in the order of the class ids it gets: whole numbers by
+    value (``0, 1, 2, …, 10`` — as transformers' ``run_classification`` sorts an integer
+    column — so labels ``0``-``n-1`` keep their own numbers as ids, in ``id2label`` and in the
+    probability columns), anything else as sorted strings, so the ids are the same every run."""
+    names = {str(v).strip() for v in values}
+    if names and all(CLASS_ID.fullmatch(n) for n in names):
+        return tuple(sorted(names, key=lambda n: (int(n), n)))
+    return tuple(sorted(names))
+
+
+def whole_scores(where: str, values: Iterable[Any], column: Any) -> str | None:
+    """A warning when a column read as regression scores holds only a few whole numbers
+    (``0.0``/``1.0``: a class column that pandas wrote as floats, as it does when a cell was
+    missing), which would train a regressor on what are likely classes; None otherwise."""
+    try:
+        numbers = {float(v) for v in values if not is_blank(v)}
+    except (TypeError, ValueError):
+        return None
+    if not numbers or len(numbers) > 10 or not all(x.is_integer() for x in numbers):
+        return None
+    shown = ", ".join(f"{x:.1f}" for x in sorted(numbers))
+    return (f"{where}: every label in column {column!r} is one of {shown}, written as a float, "
+            "so the task trains as regression; kind=classification reads them as "
+            f"{len(numbers)} classes")  # fmt: skip
 
 
 def is_blank(value: Any) -> bool:
