@@ -407,6 +407,30 @@ def test_a_misspelt_column_is_named_with_the_closest_one(tmp_path):
             get_task(spec, tmp_path).load("train")
 
 
+def test_a_header_of_none_of_the_named_columns_says_how_to_name_them(tmp_path, monkeypatch):
+    """A table whose first line has none of the spec's columns — other names (review,sentiment
+    under the default text/label), or no header line at all, its first row read as one — says
+    how to name them and how a file without a header is read, in the file and hf readers."""
+    write(tmp_path / "named" / "train.csv", "review,sentiment\ngood,pos\n")
+    write(tmp_path / "bare" / "train.csv", "great film,pos\nawful,neg\n")
+    with pytest.raises(DataError, match=re.escape(
+            "no label column 'label' (the header has none of the columns named, text, label: "
+            "name its columns, e.g. text=review,label=sentiment; a file without a header line: "
+            "header=0 and the columns by number, text=0,label=1) in header")):  # fmt: skip
+        get_task("file:name=n,path=named/train.csv", tmp_path)
+    with pytest.raises(DataError, match=re.escape(
+            "named, text, label: name its columns; a file without a header line")):  # fmt: skip
+        get_task("file:name=b,path=bare/train.csv", tmp_path)
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    with pytest.raises(DataError, match=re.escape(
+            "name its columns; a CSV without a header line: a file: task with header=0 reads "
+            "it)")):  # fmt: skip
+        get_task("hf:name=b,path=bare/train.csv", tmp_path)
+    bare = get_task("file:name=b,path=bare/train.csv,header=0,text=0,label=1", tmp_path)
+    assert [(e.text, e.label) for e in bare.load("train")] == [("great film", 1), ("awful", 0)]
+
+
 def test_parallel_text_files_by_a_lang_placeholder(tmp_path, data_dir):
     """``{lang}`` in a path names parallel text, a file per language, as fairseq, OpenNMT and
     Multi30k lay it out: ``text=`` fills it with the source language, ``target=`` with the

@@ -92,6 +92,7 @@ from jaxtl.data.io import (
     spec_split_paths,
     table_format,
     to_iob2,
+    unnamed_columns_hint,
     whole_scores,
 )
 from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
@@ -206,6 +207,10 @@ def _tokens(value: Any) -> Any:
 
 
 _WHOLE = re.compile(r"[+-]?\d+")
+
+
+# How a table without a header line is read, for the hint on a header of none of the columns.
+HEADERLESS = "; a file without a header line: header=0 and the columns by number, text=0,label=1"
 
 
 def are_scores(labels: Iterable[Any]) -> bool:
@@ -335,8 +340,12 @@ def file_task(
                     what = f"label column {first_label!r} is blank in every row"
                 else:
                     where = f"header {header_names}" if header_names is not None else "any row"
-                    hint = separator_hint(header_names, p) or did_you_mean(
-                        first_label, header_names or list(records[0][2])
+                    hint = (
+                        separator_hint(header_names, p)
+                        or unnamed_columns_hint(
+                            header_names, (text, text_pair, first_label), HEADERLESS
+                        )
+                        or did_you_mean(first_label, header_names or list(records[0][2]))
                     )
                     what = f"no label column {first_label!r}{hint} in {where}"
                 raise DataError(f"{p}: {what}; only a split other than the one that trains or "

@@ -80,6 +80,7 @@ from jaxtl.data.io import (
     row_id,
     split_name,
     to_iob2,
+    unnamed_columns_hint,
     whole_scores,
 )
 from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
@@ -283,6 +284,10 @@ def _class_label(feature: Any) -> Any:
     return None
 
 
+# The hf reader takes a CSV's first line as its header: a file without one is the file reader's.
+HEADERLESS_HF = "; a CSV without a header line: a file: task with header=0 reads it"
+
+
 def _default_kind(feature: Any, text_feature: Any = None) -> str:
     import datasets
 
@@ -358,7 +363,9 @@ def hf_task(
     if (label is not None and label not in ds0.column_names and kind not in ("lm", "translation")
             and not _labels_optional):  # fmt: skip
         raise DataError(
-            f"{where0}: no label column {label!r}{did_you_mean(label, ds0.column_names)}; "
+            f"{where0}: no label column {label!r}"
+            f"{unnamed_columns_hint(ds0.column_names, (text, text_pair, label), HEADERLESS_HF)}"
+            f"{did_you_mean(label, ds0.column_names)}; "
             f"columns: {ds0.column_names} "
             "(label= empty for an unlabelled corpus)"
         )

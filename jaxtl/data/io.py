@@ -483,6 +483,25 @@ def separator_hint(names: Sequence[str] | None, path: str = "") -> str:
     return ""
 
 
+def unnamed_columns_hint(names: Sequence[str] | None, asked: Sequence[Any],
+                         headerless: str = "") -> str:  # fmt: skip
+    """For a header holding none of the columns a spec names (``text``, ``label`` by default):
+    how to name them — a file with other column names (``review,sentiment``), or one without a
+    header line whose first row was read as one (``great film,pos``); ``headerless``: how the
+    reader takes such a file."""
+    named = [str(c) for c in asked if isinstance(c, str)]
+    if not names or len(names) < 2 or not named or any(c in names for c in named):
+        return ""
+    ends = (names[0], names[-1])  # shown as an example where they read as column names
+    example = (f", e.g. text={ends[0]},label={ends[1]}"
+               if all(_COLUMN_NAME.fullmatch(n) for n in ends) else "")  # fmt: skip
+    return (f" (the header has none of the columns named, {', '.join(named)}: name its "
+            f"columns{example}{headerless})")  # fmt: skip
+
+
+_COLUMN_NAME = re.compile(r"[A-Za-z_][\w.-]*")
+
+
 def column(names: Sequence[str] | None, col: str | int, path: str) -> int:
     """Index of column ``col`` (a header name, or a 0-based integer)."""
     if isinstance(col, int):
