@@ -226,6 +226,7 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     _file_command_logging()
     from jaxtl import runtime
     from jaxtl.predictor import load, predict_command
+    from jaxtl.workdir import check_export_folder
     from jaxtl.workdir import check_output as workdir_check_output
 
     runtime.quiet_garbage_collector()
@@ -234,9 +235,8 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         if args.export:
             if args.output == "-":
                 raise ValueError("--export needs --output=FOLDER")
-            if os.path.exists(args.output) and not os.path.isdir(args.output):
-                raise ValueError(f"--output={args.output} is a file; --export writes a folder")
             workdir_check_output(args.workdir, args.output, "--output", folder=True)
+            check_export_folder(args.output, "--output")
             written = load(args.workdir).export(args.output)
             print(f"jaxtl: exported to {args.output}: the encoder (AutoModel; no task head)")
             for name, rep in written.items():

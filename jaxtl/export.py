@@ -40,6 +40,7 @@ from flax import nnx
 
 from jaxtl import fileio, paths, peft, thresholds
 from jaxtl import report as report_lib
+from jaxtl import workdir as workdir_lib
 from jaxtl.data import tokenize
 from jaxtl.data.prepare import head_key
 from jaxtl.models import heads as heads_lib
@@ -768,7 +769,7 @@ def _run_description(run: Any) -> str:
     return "\n".join(lines)
 
 
-EXPORT_REPORT = "export_report.json"  # what each task was exported as, and why not transformers
+EXPORT_REPORT = workdir_lib.EXPORT_REPORT
 
 
 def export_run(run: Any, params: Any | None, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -784,7 +785,11 @@ def export_run(run: Any, params: Any | None, out_dir: str | os.PathLike) -> dict
     then written to a local temporary folder and copied up.
     """
     dest = os.fspath(out_dir)
-    with fileio.local_dir_for(dest) as local:
+    workdir_lib.check_export_folder(dest, "out_dir")
+    # Written whole into a new folder that then replaces dest: a re-export leaves no file of
+    # the one before (another run's task folder, a LoRA run's adapter/), a stopped one no
+    # half-written folder.
+    with fileio.replaced_dir(dest) as local:
         report = _export_run(run, params, pathlib.Path(local))
         report_lib.write_json(pathlib.Path(local) / EXPORT_REPORT, report)
         if local != dest:  # cards and reports name the destination, not the temporary folder

@@ -134,6 +134,38 @@ def local_dir_for(dest: str | epath.Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def replaced_dir(dest: str | epath.Path) -> Iterator[str]:
+    """A new local folder whose content replaces ``dest`` whole when the block ends without
+    error, so nothing of an earlier content is left among the new (a task folder or a PEFT
+    adapter of another run) and an interrupted write leaves ``dest`` as it was. Locally the new
+    folder is a sibling renamed onto ``dest`` (the old one renamed aside first, then removed);
+    elsewhere (``gs://``) it is written locally, ``dest`` removed and the folder copied up."""
+    local = is_local(dest)
+    if local:
+        target = os.path.abspath(os.fspath(dest))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-",
+                               dir=os.path.dirname(target))  # fmt: skip
+    else:
+        tmp = tempfile.mkdtemp(prefix="jaxtl-")
+    try:
+        yield tmp
+        if local:
+            old = f"{tmp}.old"
+            if os.path.lexists(target):
+                os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            remote = epath.Path(dest)
+            if remote.exists():
+                remote.rmtree()
+            copy_tree(tmp, remote)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def local_dir_from(src: str | epath.Path) -> Iterator[str]:
     """A local folder holding ``src``'s files, for a library that reads only local folders:
     ``src`` itself when local, else a temporary copy removed when the block ends."""

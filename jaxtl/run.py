@@ -103,6 +103,7 @@ def prepare(
     config_lib.absolute_local_paths(config)  # config.json must name the model from anywhere
     if config.get("export_dir"):  # --config.export_dir=<the workdir> would overwrite config.json
         workdir_lib.check_output(workdir, config.export_dir, "export_dir", folder=True)
+        workdir_lib.check_export_folder(config.export_dir, "export_dir")
     if report.is_chief():
         workdir_lib.check_resume(config, workdir)  # before anything is loaded or overwritten
         lock = workdir_lib.Lock(workdir).acquire()

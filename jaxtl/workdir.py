@@ -230,6 +230,23 @@ def check_output(workdir: str | os.PathLike, output: str | os.PathLike, flag: st
             )
 
 
+# What each task of an export was written as (jaxtl.export): the mark of an export's folder.
+EXPORT_REPORT = "export_report.json"
+
+
+def check_export_folder(output: str | os.PathLike, flag: str) -> None:
+    """An export replaces its folder whole (:func:`jaxtl.fileio.replaced_dir`): refuse a folder
+    that holds anything but an earlier export, whose files would be lost."""
+    out = epath.Path(output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag}={output} is a file; an export writes a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_REPORT).exists():
+        raise ValueError(
+            f"{flag}={output} holds files that are not a jaxtl export (no {EXPORT_REPORT}): an "
+            "export replaces its folder whole; give a new or empty folder"
+        )
+
+
 class Lock:
     """``<workdir>/.jaxtl.lock`` for the life of a run (see the module docstring)."""
 

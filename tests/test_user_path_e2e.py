@@ -537,7 +537,25 @@ def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tm
 
     _, wd, out = trained
     again = tmp_path / "again"
+    # An earlier export there (another run's task folder, an adapter) is replaced whole: none
+    # of its files is left among the new ones.
+    (again / "gone" / "adapter").mkdir(parents=True)
+    (again / "export_report.json").write_text("{}")
+    (again / "mine").mkdir()
+    (again / "mine" / "adapter_model.safetensors").write_text("old")
     printed = _launch("--export", f"--workdir={wd}", f"--output={again}").stdout
+    assert not (again / "gone").exists()
+    assert not (again / "mine" / "adapter_model.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    # A folder of other files is refused before the model loads, its files kept.
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    p = subprocess.run([sys.executable, "launch.py", "--export", f"--workdir={wd}",
+                        f"--output={mine}"], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert p.returncode != 0 and (mine / "notes.txt").read_text() == "mine"
+    assert (f"--output={mine} holds files that are not a jaxtl export (no export_report.json): "
+            "an export replaces its folder whole") in p.stderr  # fmt: skip
     # The top folder is the encoder alone, and says so (card and command), naming each task's
     # folder: loaded as a task model it would get an untrained head.
     assert f"  mine: {again / 'mine'}: AutoModelForSequenceClassification" in printed
