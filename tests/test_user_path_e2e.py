@@ -52,9 +52,10 @@ def _write_own_data(d):
     )
     for split in ("train", "dev"):
         (d / f"{split}.csv").write_text(csv)
-    # Universal Dependencies' layout: comments, a multiword token's range line, UPOS in column 3
+    # Universal Dependencies' layout: comments (the text as written: "Paris." where the words
+    # are "Paris", "."), a multiword token's range line, UPOS in column 3
     conllu = "".join(
-        f"# sent_id = s{i}\n# text = {sent}\n"
+        f"# sent_id = s{i}\n# text = {sent.replace(' .', '.')}\n"
         + ("1-2\tAnnas\t_\t_\t_\t_\t_\t_\t_\t_\n" if i == 0 else "")
         + "".join(f"{k}\t{w}\t_\t{'PUNCT' if w == '.' else 'PROPN' if w[0].isupper() else 'X'}"
                   "\t_\t_\t0\troot\t_\t_\n" for k, w in enumerate(sent.split(), start=1))
@@ -231,11 +232,13 @@ def test_a_tagger_trained_on_conllu_writes_conllu(trained, tmp_path):
                 f"--output={out}", "--task=upos")  # fmt: skip
     got = _jsonl(records)
     lines = written.read_text().splitlines()
-    assert lines[:3] == ["# sent_id = s0", "# text = Anna flew to Paris .",
+    # the input's own # text, the sentence as written, in the records and the CoNLL-U
+    assert got[0]["text"] == "Anna flew to Paris." and got[0]["words"][-2:] == ["Paris", "."]
+    assert lines[:3] == ["# sent_id = s0", "# text = Anna flew to Paris.",
                          f"1\tAnna\t_\t{got[0]['tags'][0]}\t_\t_\t_\t_\t_\t_"]  # fmt: skip
     back = get_task(f"file:name=u,path={written}").load("train")
-    assert [(e.id, list(e.words), list(e.label)) for e in back] == [
-        (g["id"], g["words"], g["tags"]) for g in got
+    assert [(e.id, e.text, list(e.words), list(e.label)) for e in back] == [
+        (g["id"], g["text"], g["words"], g["tags"]) for g in got
     ]
     p = subprocess.run([sys.executable, "launch.py", "--predict", f"--workdir={wd}",
                         f"--input={d / 'test.conll'}", f"--output={tmp_path / 'n.conllu'}",

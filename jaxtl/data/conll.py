@@ -39,25 +39,28 @@ UPOS_TAGS = (
 
 def _sentences(
     path: str, bad: BadRows, comment: str | None, encoding: str | None = None
-) -> Iterator[tuple[list[tuple[int, str]], str | None]]:
+) -> Iterator[tuple[list[tuple[int, str]], str | None, str | None]]:
     """Groups of (line number, line) separated by blank lines, each with its ``# sent_id = …``
-    comment's id (CoNLL-U's sentence id; None without one); comment lines dropped."""
+    and ``# text = …`` comments' values (CoNLL-U's sentence id and text; None without them);
+    comment lines dropped."""
     block: list[tuple[int, str]] = []
-    sent_id = None
+    sent_id = text = None
     for i, line in read_lines(path, bad, encoding):
         if comment and line.startswith(comment):
             key, eq, value = line[len(comment) :].partition("=")
             if eq and key.strip() == "sent_id" and value.strip():
                 sent_id = value.strip()
+            elif eq and key.strip() == "text" and value.strip():
+                text = value.strip()
             continue
         if not line.strip():
             if block:
-                yield block, sent_id
-            block, sent_id = [], None
+                yield block, sent_id, text
+            block, sent_id, text = [], None, None
             continue
         block.append((i, line))
     if block:
-        yield block, sent_id
+        yield block, sent_id, text
 
 
 def read_conll(
@@ -80,14 +83,15 @@ def read_conll(
     ``width``: the exact number of columns per token line (None: that of the file's first token
     line). ``conllu``: CoNLL-U rules (tab-separated, ``#`` comments, multiword-token ranges
     ``1-2`` and empty nodes ``1.1`` skipped; a sentence's ``# sent_id = …`` is its example's
-    ``id``, which its prediction record carries). ``label_names``: the allowed tag set.
-    ``tags_optional``: a file of words alone (one column; e.g. a test set to predict) is read
+    ``id`` and its ``# text = …`` the example's text — the sentence as written, "don't" where
+    the words are "do", "n't" — which its prediction record carries; else the words joined).
+    ``label_names``: the allowed tag set. ``tags_optional``: a file of words alone (one column; e.g. a test set to predict) is read
     unlabelled (``label=None``); otherwise such a file is an error, as its words are no tags.
     """
     allowed = set(label_names) if label_names else None
     words_only = False
     out: list[Example] = []
-    for block, sent_id in _sentences(path, bad, "#" if conllu else None, encoding):
+    for block, sent_id, text in _sentences(path, bad, "#" if conllu else None, encoding):
         first = block[0][0]
         words: list[str] = []
         tags: list[str] = []
@@ -141,7 +145,7 @@ def read_conll(
         if not words:
             continue
         if words_only:
-            out.append(Example(" ".join(words), None, None, words=tuple(words),
+            out.append(Example(text or " ".join(words), None, None, words=tuple(words),
                                source=f"{path}:{first}", id=sent_id))  # fmt: skip
             continue
         if iob:
@@ -152,7 +156,7 @@ def read_conll(
                 continue
         out.append(
             Example(
-                " ".join(words),
+                text or " ".join(words),  # CoNLL-U's # text: the sentence as written
                 None,
                 tuple(tags),
                 words=tuple(words),
