@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -52,6 +53,11 @@ log = logging.getLogger(__name__)
 INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
 # Examples --predict runs through the model at a time: enough to fill packed rows and batches,
 # few enough that the tokens, batches and records of one chunk stay small (tens of MB).
+# A word that ends a sentence with its full stop, ! or ? attached ("Paris."), as raw text has
+# it; CoNLL and UD files, which taggers train on, split it off. "U.S." and "2020." do not match.
+_ATTACHED = re.compile(r"^[^\W\d_][^.\s]*[^\W\d_][.!?]$")
+
+
 PREDICT_CHUNK = 8192
 
 
@@ -463,17 +469,29 @@ class Predictor:
         if input_format == "jsonl":
             yield from self._read_json(path, td)
             return
+        lines = attached = 0  # a tagger's lines, and those ending in a word like "Paris."
+        shown = ""
         for line, where in text_lines(path):
             if td.task.kind == "translation":  # source<TAB>reference
                 first, _, second = line.partition("\t")
                 yield Example(first, target=second or None, source=where)
             elif td.task.kind == "tagging":
-                yield Example(line, words=tuple(line.split()), source=where)
+                words = tuple(line.split())
+                lines += 1
+                if _ATTACHED.match(words[-1]):
+                    attached, shown = attached + 1, shown or words[-1]
+                yield Example(line, words=words, source=where)
             elif _takes_pairs(td.task):  # sentence<TAB>sentence
                 first, _, second = line.partition("\t")
                 yield Example(first, text_pair=second or None, source=where)
             else:  # a tab in a single sentence is part of it
                 yield Example(line, source=where)
+        if attached and attached * 2 >= lines:
+            log.warning(
+                "%s: %d of %d lines end in a word with its punctuation attached (%r): a "
+                "tagger's words are a line's whitespace-separated tokens, each tagged as it is; "
+                "text split as the training files were ('Paris .') gives punctuation tags of "
+                "its own", path, attached, lines, shown)  # fmt: skip
 
     def _read_json(self, path: str, td: TaskData) -> Iterator[Example]:
         for rec, where in json_values(path):

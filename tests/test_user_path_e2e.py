@@ -247,6 +247,31 @@ def test_a_tagger_trained_on_conllu_writes_conllu(trained, tmp_path):
     assert "task 'ner' was not trained on CoNLL-U files" in p.stderr
 
 
+def test_a_tagger_on_raw_text_lines_warns_that_punctuation_stays_on_its_word(
+    trained, tmp_path, caplog
+):
+    """A tagger's text lines are split at whitespace; lines written as raw text ("Paris.")
+    keep the full stop on the word, unlike the CoNLL files it trained on: warned, naming a
+    word; lines split as the training files were say nothing."""
+    from jaxtl.predictor import predict_command
+
+    _, wd, _ = trained
+    (tmp_path / "raw.txt").write_text(
+        "Anna flew to Paris.\nthe film opened in Rome\nIs Lima far?\n"
+    )
+    (tmp_path / "split.txt").write_text("Anna flew to Paris .\nthe U.S. is far .\n")
+    with caplog.at_level("WARNING", logger="jaxtl.predictor"):
+        predict_command(str(wd), str(tmp_path / "raw.txt"), str(tmp_path / "r.jsonl"), "ner")
+    records = _jsonl(tmp_path / "r.jsonl")
+    assert records[0]["words"] == ["Anna", "flew", "to", "Paris."]  # as written, warned
+    assert (f"{tmp_path / 'raw.txt'}: 2 of 3 lines end in a word with its punctuation attached "
+            "('Paris.')") in caplog.text  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jaxtl.predictor"):
+        predict_command(str(wd), str(tmp_path / "split.txt"), str(tmp_path / "s.jsonl"), "ner")
+    assert "punctuation attached" not in caplog.text
+
+
 def test_predict_tags_every_word_of_a_text_longer_than_the_window(trained):
     """A text past ``data.max_length`` tokens (32 here) is tagged in overlapping windows that
     fit: every word gets a tag (before, words past the cut got null), gold is kept whole, and
