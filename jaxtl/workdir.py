@@ -301,5 +301,16 @@ def read_json(path: epath.Path, what: str) -> Any:
     file and asks whether its folder is a finished workdir."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; is {path.parent} a finished jaxtl workdir? "
-                                f"({what})")  # fmt: skip
+                                f"({what}){_sweep_hint(path.parent)}")  # fmt: skip
     return json.loads(path.read_text())
+
+
+def _sweep_hint(folder: epath.Path) -> str:
+    """For a sweep's folder (``sweep.json``, written by ``--sweep``/``--seeds``) given as a
+    workdir: the run it names as its best, which is one."""
+    try:
+        best = json.loads((folder / "sweep.json").read_text()).get("best_run")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return (f"; it is a sweep's folder, whose runs are workdirs: its best on dev is "
+            f"--workdir={best}") if best else ""  # fmt: skip

@@ -113,6 +113,12 @@ def test_a_sweep_from_the_command_line_resumes_and_grows(tiny_bert_dir, tmp_path
         run = json.loads((wd / f"train.steps=2/seed{seed}/results.json").read_text())
         assert per_seed[seed] == run["builtin/sentiment"]["accuracy"]
     assert got["best"] == "train.steps=2" and got["best_run"].startswith(str(wd))
+    # the sweep's folder given as a workdir (--predict, --export) names its best run, which is
+    p = subprocess.run([sys.executable, "launch.py", "--export", f"--workdir={wd}",
+                        f"--output={tmp_path / 'x'}"], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert p.returncode != 0 and (
+        f"it is a sweep's folder, whose runs are workdirs: its best on dev is "
+        f"--workdir={got['best_run']}") in p.stderr  # fmt: skip
     # a run that fails stops the sweep with its own one-line error and its log
     p = _launch(["--sweep=optim.lr=abc", "--seeds=0"], tmp_path / "bad", tiny_bert_dir)
     assert p.returncode != 0
