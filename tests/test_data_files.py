@@ -292,6 +292,42 @@ def test_text_corpus_and_wikitext_headings(tmp_path):
     assert [e.text for e in dropped] == ["first line", "second"]
 
 
+def test_a_corpus_in_wikitexts_layout_keeps_its_valid_split(tmp_path, data_dir):
+    """WikiText's wiki.{train,valid,test}.tokens: a {split} pattern found no dev (valid was not
+    looked for), so a run held out part of train instead, and the folder was refused (no .txt).
+    Both now read all three splits, as the built-in wikitext reader does; a folder with two
+    files for one split names them."""
+    import gzip
+
+    folder = tmp_path / "wt"
+    folder.mkdir()
+    (folder / "wiki.train.tokens").write_text("a b\n")
+    (folder / "wiki.valid.tokens").write_text("c\n")
+    with gzip.open(folder / "wiki.test.tokens.gz", "wt") as f:
+        f.write("d\n")
+    (folder / "README.md").write_text("not a split\n")
+    for spec in (
+        f"file:name=w,path={folder},kind=lm",
+        "file:name=w,path=wt/wiki.{split}.tokens,kind=lm",
+    ):
+        if "{split}" in spec:  # the pattern names the file exactly: a plain one
+            (folder / "wiki.test.tokens.gz").unlink()
+            (folder / "wiki.test.tokens").write_text("d\n")
+        task = get_task(spec, tmp_path)
+        assert task.splits == ("train", "dev", "test"), spec
+        assert [e.text for s in task.splits for e in task.load(s)] == ["a b", "c", "d"]
+    (folder / "wiki.train.raw").write_text("a b\n")
+    with pytest.raises(DataError, match=re.escape("2 files for split 'train' (wiki.train.raw, "
+                                                  "wiki.train.tokens)")):  # fmt: skip
+        get_task(f"file:name=w,path={folder},kind=lm")
+    real = data_dir / "wikitext-103-subset"
+    mine = get_task(f"file:name=w,path={real},kind=lm,drop_headings=1")
+    builtin = get_task("wikitext", data_dir)
+    assert mine.splits == builtin.splits == ("train", "dev", "test")
+    for split in ("dev", "test"):
+        assert [e.text for e in mine.load(split)] == [e.text for e in builtin.load(split)]
+
+
 def test_parallel_must_align(tmp_path):
     (tmp_path / "train.en").write_text("a\nb\n")
     (tmp_path / "train.de").write_text("x\n")

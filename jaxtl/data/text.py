@@ -16,14 +16,17 @@ from jaxtl.data.io import (
     COMPRESSION,
     LANG,
     check_encoding,
+    names_of_split,
     present_splits,
     read_lines,
     resolve,
     spec_split_paths,
     split_files,
+    split_name,
+    uncompressed,
     user_path,
 )
-from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
 
 _HEADING = re.compile(r"^\s*=( =)*[^=].*=\s*$")
 
@@ -86,23 +89,41 @@ def wikitext(
 
 
 _GLOB = re.compile(r"[*?[]")
-CORPUS_SPLIT_FILES = {"train": "train.txt", "dev": "dev.txt", "test": "test.txt"}
+# A corpus file's extensions: plain text, and WikiText's wiki.train.tokens / wiki.train.raw.
+CORPUS_EXTENSIONS = (".txt", ".tokens", ".raw")
+
+
+def split_of_file(filename: str) -> str | None:
+    """The split a corpus file's name gives (``train.txt``, ``dev.txt.gz``, WikiText's
+    ``wiki.valid.tokens`` → dev: the last dotted part before the extension, ``validation``
+    and the other :data:`SPLIT_ALIASES` naming dev), or None for another name."""
+    stem, ext = os.path.splitext(os.path.basename(uncompressed(filename)))
+    if ext.lower() not in CORPUS_EXTENSIONS:
+        return None
+    ours = split_name(stem.rsplit(".", 1)[-1].lower())
+    return ours if ours in SPLITS else None
 
 
 def corpus_files(data_dir: str | None, path: str, name: str) -> dict[str, list[str]]:
     """The files of each split of a text corpus at ``path`` (relative to ``data_dir``):
 
-    - ``corpus/{split}.txt``: the splits whose file exists;
+    - ``corpus/{split}.txt``: the splits whose file exists (dev also as ``validation``,
+      ``valid``…: WikiText's ``wiki.{split}.tokens`` has ``wiki.valid.tokens``);
     - a glob (``corpus/*.txt``): every match, sorted, concatenated as the train split;
-    - a folder: ``train.txt`` / ``dev.txt`` / ``test.txt`` when any is there, else every
-      ``*.txt`` in it, sorted, as the train split;
+    - a folder: the files named by a split (``train.txt``, ``dev.txt``, ``test.txt``, or
+      WikiText's ``wiki.train.tokens``, ``wiki.valid.tokens``…, compressed or not) when any
+      is there, else every ``*.txt`` in it, sorted, as the train split;
     - a file: the train split.
     """
     if "{split}" in path:
-        paths = {s: user_path(data_dir, path.format(split=s)) for s in ("train", "dev", "test")}
-        found = {s: [p] for s, p in paths.items() if os.path.isfile(p)}
+        found = {}
+        for ours in SPLITS:
+            names = (user_path(data_dir, path.format(split=n)) for n in names_of_split(ours))
+            if (hit := next((p for p in names if os.path.isfile(p)), None)) is not None:
+                found[ours] = [hit]
         if not found:
-            raise DataError(f"{path}: no file found for any of the splits train, dev, test")
+            raise DataError(f"{path}: no file found for any of the splits train, dev "
+                            "(or validation, valid), test")  # fmt: skip
         return found
     full = user_path(data_dir, path)
     if _GLOB.search(path):
@@ -111,16 +132,22 @@ def corpus_files(data_dir: str | None, path: str, name: str) -> dict[str, list[s
             raise DataError(f"{full}: no file matches the pattern")
         return {"train": matches}
     if os.path.isdir(full):
-        named = {
-            s: [os.path.join(full, f)]
-            for s, f in CORPUS_SPLIT_FILES.items()
-            if os.path.isfile(os.path.join(full, f))
-        }
+        named: dict[str, list[str]] = {}
+        for f in sorted(os.listdir(full)):
+            split = split_of_file(f)
+            if split is not None and os.path.isfile(os.path.join(full, f)):
+                named.setdefault(split, []).append(os.path.join(full, f))
+        for split, files in named.items():
+            if len(files) > 1:  # wiki.train.tokens beside wiki.train.raw: which is meant?
+                raise DataError(f"{full}: {len(files)} files for split {split!r} "
+                                f"({', '.join(os.path.basename(f) for f in files)}): name the "
+                                "split's file, path=FOLDER/wiki.{split}.tokens")  # fmt: skip
         if named:
-            return named
+            return {s: named[s] for s in SPLITS if s in named}
         every = sorted(p for p in glob.glob(os.path.join(full, "*.txt")) if os.path.isfile(p))
         if not every:
-            raise DataError(f"{full}: folder has no .txt file")
+            raise DataError(f"{full}: folder has no .txt file, nor files named by a split "
+                            "(train.txt, wiki.train.tokens)")  # fmt: skip
         return {"train": every}
     return {"train": [full]}
 
@@ -137,8 +164,9 @@ def text_corpus(
 ) -> Task:
     """Any text files, one example per non-empty line. ``path``: a ``{split}`` pattern
     (``corpus/{split}.txt``), a glob (``corpus/*.txt``, all files as train), a folder
-    (``train.txt``/``dev.txt``/``test.txt`` when present, else all its ``*.txt`` as train) or a
-    single file used as the train split; see :func:`corpus_files`."""
+    (files named by a split when present, ``train.txt`` or WikiText's ``wiki.train.tokens``,
+    else all its ``*.txt`` as train) or a single file used as the train split; see
+    :func:`corpus_files`."""
     paths = corpus_files(data_dir, path, name)
 
     def path_for(split: str) -> list[str]:
