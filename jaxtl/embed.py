@@ -351,27 +351,9 @@ def _table_inputs(
 ) -> Iterator[tuple[str | tuple[str, str], str, Any]]:
     """:func:`read_inputs` of a TSV/CSV (streamed a row at a time) or Parquet table."""
     from jaxtl.data import DataError
-    from jaxtl.data.io import column, read_table
-    from jaxtl.data.tasks import BadRows
+    from jaxtl.data.io import column, table_rows
 
-    if path == "-" and fmt == "parquet":
-        raise ValueError("--input=- cannot be Parquet; give a file")
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(path).names
-        rows: Iterator[tuple[str, list[Any]]] = (
-            (f"{path}: row {i}", list(r.values()))
-            for i, r in enumerate(pq.read_table(path).to_pylist())
-        )  # fmt: skip
-    else:
-        if path == "-":
-            raise ValueError(f"--input=- is read as lines or JSON lines; a {fmt} table needs "
-                             "a file")  # fmt: skip
-        names, table = read_table(path, BadRows("error"), delimiter="\t" if fmt == "tsv" else ",",
-                                  quoting=fmt == "csv")  # fmt: skip
-        rows = ((f"{path}:{i}", fields) for i, fields in table)
-    assert names is not None
+    names, rows = table_rows(path, fmt)
     # Unnamed, the run's own columns where the table has them, else text / text_pair.
     text: str = text_column or next(
         (c for c in (run_columns[0], "text") if c is not None and c in names), "text"

@@ -42,7 +42,16 @@ from jaxtl import step as step_lib
 from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.files import FASTTEXT_PREFIX, fasttext_record
-from jaxtl.data.io import extension, json_values, row_id, table_format, text_lines
+from jaxtl.data.io import (
+    column,
+    extension,
+    json_values,
+    qa_example,
+    row_id,
+    table_format,
+    table_rows,
+    text_lines,
+)
 from jaxtl.data.prepare import TaskData, configured
 from jaxtl.data.spec import COLUMNAR
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
@@ -58,6 +67,8 @@ INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
 _ATTACHED = re.compile(r"^[^\W\d_][^.\s]*[^\W\d_][.!?]$")
 
 
+# The tables a qa task's questions and contexts may come in (jaxtl.data.io.table_rows).
+QA_TABLES = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet"}
 PREDICT_CHUNK = 8192
 
 
@@ -403,6 +414,9 @@ class Predictor:
         read a line at a time (a file larger than memory streams); the task's own format is
         read whole. ``columns``: the text (and pair) column of a table or JSON input whose
         columns are not the task's (``--text_column``), read as a table of the task's kind."""
+        if td.task.kind == "qa" and extension(path) in QA_TABLES and input_format != "jsonl":
+            yield from self._read_qa_table(path, td, *columns)
+            return
         if any(columns):
             yield from self._read_columns(path, td, input_format, *columns)
             return
@@ -422,6 +436,37 @@ class Predictor:
                                 "reads one text per line, jsonl one object per line)") from None  # fmt: skip
         yield from self._read_lines(path, td, input_format)
 
+    def _read_qa_table(self, path: str, td: TaskData, question: str | None,
+                       context: str | None) -> Iterator[Example]:  # fmt: skip
+        """A qa task's questions and contexts from a table (``.tsv``, ``.csv``, ``.parquet``):
+        its ``question`` and ``context`` columns (``--text_column`` and ``--text_pair_column``
+        name others), each row's ``id`` where it has one and, where every row has one, gold
+        answers — a SQuAD ``answers`` value (Parquet: ``{"text": [...], "answer_start":
+        [...]}``) or one answer's text in an ``answer`` column, found in the context."""
+        names, rows = table_rows(path, QA_TABLES[extension(path)])
+        q, c = question or "question", context or "context"
+        try:
+            q_at, c_at = column(names, q, path), column(names, c, path)
+        except DataError as e:
+            raise DataError(f"{e} (task {td.task.name!r} is qa: --text_column names the "
+                            "question column, --text_pair_column the context's)") from None  # fmt: skip
+        gold = next((g for g in ("answers", "answer") if g in names), None)
+        id_at = names.index("id") if "id" in names else None
+        table = list(rows)  # questions to predict: small, and gold is all rows' or none
+        answers = [None if gold is None else fields[names.index(gold)] for _, fields in table]
+        if gold == "answer":  # one answer's text a row, an empty cell for none
+            answers = [{"text": [a] if str(a or "").strip() else []} for a in answers]
+        # Scored only where every row has its answer (or the task lets a question have none).
+        labelled = gold is not None and (td.task.null_answers or all(
+            a is not None and (not isinstance(a, dict) or a.get("text")) for a in answers))  # fmt: skip
+        bad = BadRows("error")
+        for (where, fields), gold_answers in zip(table, answers):
+            rid = None if id_at is None else row_id(fields[id_at], where, "id", bad)
+            ex = qa_example(where, fields[q_at], fields[c_at], gold_answers, labelled,
+                            td.task.null_answers, bad, rid, (q, c))  # fmt: skip
+            if ex is not None:
+                yield ex
+
     def _read_columns(self, path: str, td: TaskData, input_format: str, text: str | None,
                       pair: str | None) -> list[Example]:  # fmt: skip
         """A table or JSON file whose text is in columns the task was not trained on (a CSV
@@ -439,8 +484,8 @@ class Predictor:
             raise ValueError("--text_column/--text_pair_column name the columns of a table "
                              "(.tsv, .csv, .parquet) or JSON file; this input is read as lines")  # fmt: skip
         if task.kind == "qa":
-            raise ValueError(f"task {task.name!r} is qa: its inputs are questions and contexts "
-                             "(--input_format=jsonl reads 'question' and 'context')")  # fmt: skip
+            raise ValueError(f"task {task.name!r} is qa: its inputs are questions and contexts, "
+                             "from a .tsv, .csv or .parquet table or JSON lines")  # fmt: skip
         spec = self.specs.get(task.name, "")
         opts = parse(spec)[1] if spec.startswith(("file:", "hf:")) else {}
         if text is None:

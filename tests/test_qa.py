@@ -7,6 +7,7 @@ with SQuAD's exact match and F1, predicted from the command line and exported as
 ``*ForQuestionAnswering`` model that transformers loads with the same logits."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -361,6 +362,32 @@ def test_own_squad_files_train_predict_and_export_to_transformers(tiny_bert_dir,
     assert json.loads((tmp_path / "p.json").read_text()) == {r["id"]: r["answer"] for r in recs}
     assert list(json.loads((tmp_path / "p.json").read_text())) == [f"d{i}{j}" for i in range(3)
                                                                    for j in range(2)]  # fmt: skip
+    # the same questions in tables: a CSV with one answer's text a row (scored the same), a
+    # Parquet file of other column names with SQuAD's answers (--text_column and
+    # --text_pair_column), a TSV without answers (predicted only)
+    import pandas as pd
+
+    rows = [json.loads(x) for x in (tmp_path / "dev.jsonl").read_text().splitlines()]
+    frame = pd.DataFrame({"id": [r["id"] for r in rows], "question": [r["question"] for r in rows],
+                          "context": [r["context"] for r in rows]})  # fmt: skip
+    frame.assign(answer=[r["answers"]["text"][0] for r in rows]).to_csv(
+        tmp_path / "q.csv", index=False)  # fmt: skip
+    frame.rename(columns={"question": "q", "context": "passage"}).assign(
+        answers=[r["answers"] for r in rows]).to_parquet(tmp_path / "q.parquet")  # fmt: skip
+    frame.to_csv(tmp_path / "q.tsv", sep="\t", index=False)
+    for name, columns in (("q.csv", (None, None)), ("q.parquet", ("q", "passage")),
+                          ("q.tsv", (None, None))):  # fmt: skip
+        n, got = predict_command(str(wd), str(tmp_path / name), str(tmp_path / "t.jsonl"), "sq",
+                                 columns=columns)  # fmt: skip
+        assert n == 6 and got == (None if name == "q.tsv" else pytest.approx(dev, abs=1e-9))
+        table = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+        assert [(r["id"], r["answer"], r["answer_start"]) for r in table] == [
+            (r["id"], r["answer"], r["answer_start"]) for r in again
+        ], name
+    with pytest.raises(DataError, match=re.escape(
+            "no column 'question' in header ['id', 'q', 'passage', 'answers'] (task 'sq' is "
+            "qa: --text_column names the question column")):  # fmt: skip
+        predict_command(str(wd), str(tmp_path / "q.parquet"), str(tmp_path / "t.jsonl"), "sq")
     # lines are question<TAB>context; a question alone stops before the model runs, named
     p = subprocess.run([sys.executable, str(REPO / "launch.py"), "--predict", f"--workdir={wd}",
                         "--input=-", "--input_format=lines", f"--output={tmp_path / 'x.jsonl'}"],

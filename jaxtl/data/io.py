@@ -426,6 +426,25 @@ def read_table(
     return names, rows()
 
 
+def table_rows(path: str, fmt: str) -> tuple[list[str], Iterator[tuple[str, list[Any]]]]:
+    """A table input's header and rows, each with where it is (``file:line``, or ``file: row
+    i`` for Parquet): ``fmt`` ``tsv`` or ``csv`` streamed a row at a time (:func:`read_table`;
+    a bad row stops), ``parquet`` read whole with pyarrow (its values keep their types)."""
+    if path == "-":
+        raise ValueError(f"--input=- is read as lines or JSON lines; a {fmt} table needs a file")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        rows = ((f"{path}: row {i}", list(r.values()))
+                for i, r in enumerate(pq.read_table(path).to_pylist()))  # fmt: skip
+        return names, rows
+    header, table = read_table(path, BadRows("error"), delimiter="\t" if fmt == "tsv" else ",",
+                               quoting=fmt == "csv")  # fmt: skip
+    assert header is not None
+    return header, ((f"{path}:{i}", fields) for i, fields in table)
+
+
 def _quoted_records(path: str, bad: BadRows, delimiter: str, encoding: str | None = None
                     ) -> Iterator[tuple[int, list[str]]]:  # fmt: skip
     """(first line, fields) of each CSV record; the csv reader pulls as many lines as a record's
