@@ -219,9 +219,10 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
         help="auto | lines (one text per line; tab = pair) | jsonl | task",
     )
     parser.add_argument("--text_column", default=None, help="the column (or JSON key) of a "
-                        "table input that holds the text, when not the task's own")  # fmt: skip
+                        "table input that holds the text (a qa task's question), when not the "
+                        "task's own")  # fmt: skip
     parser.add_argument("--text_pair_column", default=None, help="a pair task's second text "
-                        "column, when not the task's own")  # fmt: skip
+                        "column (a qa task's context), when not the task's own")  # fmt: skip
     args = parser.parse_args(argv[1:])
     _file_command_logging()
     from jaxtl import runtime
