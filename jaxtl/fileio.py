@@ -142,7 +142,7 @@ def replaced_dir(dest: str | epath.Path) -> Iterator[str]:
     elsewhere (``gs://``) it is written locally, ``dest`` removed and the folder copied up."""
     local = is_local(dest)
     if local:
-        target = os.path.abspath(os.fspath(dest))
+        target = os.path.realpath(os.fspath(dest))  # a link's folder, not the link, is replaced
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-",
                                dir=os.path.dirname(target))  # fmt: skip
