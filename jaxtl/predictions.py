@@ -54,6 +54,7 @@ from etils import epath
 
 from jaxtl import fileio, thresholds
 from jaxtl.data import batching
+from jaxtl.data.io import from_iob2
 from jaxtl.metrics import real_rows
 
 KINDS = ("classification", "multilabel", "regression", "tagging", "translation", "qa")
@@ -182,6 +183,19 @@ def record_id(ex: Any, i: int) -> Any:
 def words_of(ex: Any) -> list[str]:
     """A tagging example's words: its own, else its text split on whitespace."""
     return list(ex.words or ex.text.split())
+
+
+def in_scheme(record: Mapping[str, Any], scheme: str) -> Mapping[str, Any]:
+    """A tagger's record with its ``tags`` and ``gold`` in the scheme its task's files wrote
+    them in (``Task.tag_scheme``: BIOES, BILOU; :func:`jaxtl.data.io.from_iob2`), as written
+    to a file or returned by ``jaxtl.load(W).predict``; scoring reads the IOB2 record."""
+    if scheme == "iob2" or "tags" not in record:
+        return record
+    out = dict(record)
+    out["tags"] = from_iob2(record["tags"], scheme)
+    if isinstance(record.get("gold"), list):
+        out["gold"] = from_iob2(record["gold"], scheme)
+    return out
 
 
 def word_tags(

@@ -220,7 +220,8 @@ class Predictor:
         task = Task(t["name"], t["kind"], no_files, label_names=tuple(t["label_names"]),
                     text_fields=tuple(t["text_fields"]), metrics=tuple(t["metrics"]),
                     main_metric=t["main_metric"], iob=t["iob"],
-                    null_answers=t.get("null_answers", False))  # fmt: skip
+                    null_answers=t.get("null_answers", False),
+                    tag_scheme=t.get("tag_scheme", "iob2"))  # fmt: skip
         task = thresholds.apply(configured(task, config), tuned)
         return TaskData(task, t["index"], t["key"], 0, None, [], "dev")
 
@@ -280,7 +281,8 @@ class Predictor:
         (:meth:`predict_stream`), so a long list costs no more memory than its records."""
         td = self.task(task)
         examples = (self._example(x, td.task, i) for i, x in enumerate(inputs))
-        return list(self.predict_stream(examples, td, progress=progress))
+        return [predictions.in_scheme(r, td.task.tag_scheme)
+                for r in self.predict_stream(examples, td, progress=progress)]  # fmt: skip
 
     @staticmethod
     def _example(x: Any, task: Task, i: int) -> Example:
@@ -689,7 +691,7 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     with predictions.open_writer(output, out_format, td.task.label_names,
                                  conllu_column or 3) as writer:  # fmt: skip
         for r in p.predict_stream(examples, td, progress=True):
-            writer.write(r)
+            writer.write(predictions.in_scheme(r, td.task.tag_scheme))  # scored as IOB2, below
             n += 1
             if scored is not None and keep and "gold" in r:
                 scored.append({"gold": r["gold"], keep: r[keep]})

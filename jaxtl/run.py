@@ -171,6 +171,7 @@ def task_manifest(tasks, task_names, objective, lm) -> dict[str, Any]:
                 "label_names": list(td.task.label_names),
                 "text_fields": list(td.task.text_fields),
                 "iob": td.task.iob,
+                "tag_scheme": td.task.tag_scheme,
                 "null_answers": td.task.null_answers,
                 "metrics": list(td.task.metrics),
                 "main_metric": td.task.main_metric,
@@ -287,7 +288,8 @@ def evaluate_selected(
                     test[name] = {k: float(v) for k, v in scores.items()}
                 if records and report.is_chief():
                     predictions.write_jsonl(
-                        run.workdir / "predictions" / name / f"{split}.jsonl", rows
+                        run.workdir / "predictions" / name / f"{split}.jsonl",
+                        [predictions.in_scheme(r, task.tag_scheme) for r in rows],
                     )
     final = {n: es.task for n, es in stages[-1].eval_sets.items()} if stages else {}
     avg = selection.averaged({n: r for n, r in test.items() if n in final}, final)

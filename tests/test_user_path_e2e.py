@@ -272,6 +272,43 @@ def test_a_tagger_on_raw_text_lines_warns_that_punctuation_stays_on_its_word(
     assert "punctuation attached" not in caplog.text
 
 
+def test_a_tagger_trained_on_bioes_files_writes_its_predictions_in_bioes(tiny_bert_dir, tmp_path):
+    """Span tags written BIOES (S-/E-) train and score as IOB2, the same spans; the run's
+    prediction records, --predict's JSON lines and CoNLL output and jaxtl.load(...).predict
+    give them back in BIOES, gold and predictions alike, scored the same as the run."""
+    import jaxtl
+    from jaxtl.data.io import from_iob2, to_iob2
+    from jaxtl.predictor import predict_command
+
+    sentences = [("Anna", "flew", "to", "New", "York", "."), ("the", "film", "opened", "."),
+                 ("Lima", "and", "Cusco", "are", "far", ".")] * 4  # fmt: skip
+    spans = {"Anna": "S-PER", "New": "B-LOC", "York": "E-LOC", "Lima": "S-LOC", "Cusco": "S-LOC"}
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.conll").write_text("".join(
+            "".join(f"{w} {spans.get(w, 'O')}\n" for w in s) + "\n" for s in sentences))  # fmt: skip
+    wd = tmp_path / "run"
+    _launch("--regime=multitask", "--config=configs/multitask.py:tiny",
+            f"--config.model.name={tiny_bert_dir}",
+            f"--config.tasks.names=file:name=ner,path={tmp_path}/{{split}}.conll",
+            "--config.optim.lr=3e-3", "--config.train.steps=40", f"--workdir={wd}")  # fmt: skip
+    manifest = json.loads((wd / "tasks.json").read_text())["tasks"][0]
+    assert manifest["tag_scheme"] == "bioes" and "S-PER" not in manifest["label_names"]
+    records = _jsonl(wd / "predictions/ner/dev.jsonl")
+    assert records[0]["gold"] == ["S-PER", "O", "O", "B-LOC", "E-LOC", "O"]
+    every = [t for r in records for t in r["tags"]]
+    assert {t[0] for t in every} - {"O"} <= {"S", "B", "I", "E"} and "S-LOC" in every
+    for r in records:  # each predicted sequence is valid BIOES: the IOB2 it came from, back
+        assert r["tags"] == from_iob2(list(to_iob2(r["tags"])), "bioes")
+    out = tmp_path / "p.conll"
+    _, scores = predict_command(str(wd), str(tmp_path / "dev.conll"), str(out), "ner")
+    assert scores == pytest.approx(json.loads((wd / "results.json").read_text())["ner"], abs=1e-9)
+    first = out.read_text().split("\n\n")[0].splitlines()
+    assert first == [f"{w} {g} {t}" for w, g, t in zip(records[0]["words"], records[0]["gold"],
+                                                       records[0]["tags"])]  # fmt: skip
+    api = jaxtl.load(wd).predict([list(s) for s in sentences[:3]], task="ner")
+    assert [a["tags"] for a in api] == [r["tags"] for r in records[:3]]
+
+
 def test_predict_tags_every_word_of_a_text_longer_than_the_window(trained):
     """A text past ``data.max_length`` tokens (32 here) is tagged in overlapping windows that
     fit: every word gets a tag (before, words past the cut got null), gold is kept whole, and

@@ -24,6 +24,7 @@ from jaxtl.data.io import (
     present_splits,
     read_lines,
     resolve,
+    scheme_of,
     spec_split_paths,
     split_files,
     to_iob2,
@@ -77,6 +78,7 @@ def read_conll(
     conllu: bool = False,
     tags_optional: bool = False,
     encoding: str | None = None,
+    raw_tags: set[str] | None = None,
 ) -> list[Example]:
     """Sentences of a column file as tagging Examples (``words`` and ``label`` = tags).
 
@@ -87,6 +89,7 @@ def read_conll(
     the words are "do", "n't" — which its prediction record carries; else the words joined).
     ``label_names``: the allowed tag set. ``tags_optional``: a file of words alone (one column; e.g. a test set to predict) is read
     unlabelled (``label=None``); otherwise such a file is an error, as its words are no tags.
+    ``raw_tags``: a set that gets every tag as written, before IOB2 (which scheme the file has).
     """
     allowed = set(label_names) if label_names else None
     words_only = False
@@ -148,6 +151,8 @@ def read_conll(
             out.append(Example(text or " ".join(words), None, None, words=tuple(words),
                                source=f"{path}:{first}", id=sent_id))  # fmt: skip
             continue
+        if raw_tags is not None:
+            raw_tags.update(tags)
         if iob:
             try:
                 tags = list(to_iob2(tags, scheme))
@@ -175,6 +180,7 @@ def _tagging_task(
     iob: bool,
     on_bad_row: str,
     label_split: str | None = None,
+    tag_scheme: str = "iob2",
     **read_options,
 ) -> Task:
     def load(split: str) -> Loaded:
@@ -197,6 +203,7 @@ def _tagging_task(
         metrics=metrics,
         main_metric=metrics[0],
         iob=iob,
+        tag_scheme=tag_scheme if iob else "iob2",
     )
 
 
@@ -296,14 +303,16 @@ def conll_task(
     if iob:
         options["scheme"] = scheme
     label_split = None  # the split the tag set is read from, when it is not given
+    written: set[str] = set(label_names or ())  # the tags as the files write them
     if not label_names:
         bad = BadRows(on_bad_row)
         label_split = "train" if "train" in present else next(iter(present))
-        rows = read_conll(path_for(label_split), bad, iob=iob, **options)
+        rows = read_conll(path_for(label_split), bad, iob=iob, raw_tags=written, **options)
         tags = {t for ex in rows for t in ex.label}  # type: ignore[union-attr]  # tag tuples
         label_names = sorted(tags)
         if iob:
             types = sorted({t[2:] for t in tags if t != "O"})
             label_names = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
     return _tagging_task(name, path_for, tuple(present), label_names, iob, on_bad_row,
-                         label_split=label_split, **options)  # fmt: skip
+                         label_split=label_split, tag_scheme=scheme_of(written),
+                         **options)  # fmt: skip

@@ -88,6 +88,7 @@ from jaxtl.data.io import (
     read_lines,
     read_table,
     row_id,
+    scheme_of,
     separator_hint,
     spec_split_paths,
     table_format,
@@ -304,7 +305,7 @@ def file_task(
     # number, when labels match names only.
     by_id = {} if columns else names_by_id(label_names)
     # Tags written BIOES/BILOU are read as IOB2, the same spans (set once the tag set is known).
-    convert = False
+    convert, written = False, "iob2"  # written: the scheme of the files' tags (io.scheme_of)
 
     def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
         if split not in split_paths:
@@ -478,7 +479,7 @@ def file_task(
     if kind == "tagging" and (iob2 := iob2_tag_set(names_tuple)) is not None:
         log.info("task %r: BIOES/BILOU tags %s read as IOB2 %s (the same spans)", name,
                  names_tuple, iob2)  # fmt: skip
-        names_tuple, convert = iob2, True
+        names_tuple, convert, written = iob2, True, scheme_of(names_tuple)
     label_map = {n: i for i, n in enumerate(names_tuple)}
     mets, main = chosen_metrics(kind, metrics, main_metric)
     return Task(
@@ -491,5 +492,6 @@ def file_task(
         metrics=mets,
         main_metric=main,
         iob=kind == "tagging" and is_iob_set(names_tuple),
+        tag_scheme=written,
         files=lambda split: (split_paths[split],),
     )

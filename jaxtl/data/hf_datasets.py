@@ -78,6 +78,7 @@ from jaxtl.data.io import (
     qa_task_of,
     resolve,
     row_id,
+    scheme_of,
     split_name,
     to_iob2,
     unnamed_columns_hint,
@@ -522,8 +523,9 @@ def hf_task(
                 names = label_order(values)
             if kind == "classification" and len(names) == 1:
                 log.warning("%s", one_class(f"{path} ({first})", names[0], label))
+    written = "iob2"  # the scheme the tags are written in (io.scheme_of)
     if kind == "tagging" and (iob2 := iob2_tag_set(names)) is not None:
-        names, convert = iob2, True
+        names, convert, written = iob2, True, scheme_of(names)
     label_map = {n: i for i, n in enumerate(names)}
 
     def load(split: str) -> Loaded:
@@ -550,6 +552,7 @@ def hf_task(
         metrics=mets,
         main_metric=main,
         iob=iob,
+        tag_scheme=written,
     )
 
 

@@ -576,6 +576,42 @@ def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
     return tuple(out)
 
 
+# The span-tag schemes a tagger's files may be written in: IOB2 is what jaxtl trains and scores
+# on (IOB1 files read as it); BIOES's S-/E- and BILOU's U-/L- tags are read as IOB2 and its
+# predictions written back in them (from_iob2), as the tools that write such files read them.
+TAG_SCHEMES = ("iob2", "bioes", "bilou")
+_SCHEME_OF = {"S": "bioes", "E": "bioes", "U": "bilou", "L": "bilou"}
+
+
+def scheme_of(tags: Iterable[str]) -> str:
+    """The scheme span tags are written in: ``bioes`` where one is ``S-X``/``E-X``, ``bilou``
+    where one is ``U-X``/``L-X``, else ``iob2``."""
+    for tag in tags:
+        if len(tag) > 2 and tag[1] == "-" and tag[0] in _SCHEME_OF:
+            return _SCHEME_OF[tag[0]]
+    return "iob2"
+
+
+def from_iob2(tags: Sequence[str | None], scheme: str) -> list[str | None]:
+    """IOB2 tags (a prediction's: an ``I-X`` that does not continue an X span opens one, as
+    seqeval reads it) in ``scheme``'s letters: a one-word span ``S-X`` (BILOU ``U-X``), a longer
+    one ``B-X … E-X`` (``L-X``); ``iob2`` as they are. None (a word no tag reached) stays."""
+    if scheme == "iob2":
+        return list(tags)
+    single, last = ("S", "E") if scheme == "bioes" else ("U", "L")
+    out: list[str | None] = list(tags)
+    for i, tag in enumerate(tags):
+        if tag is None or tag == "O":
+            continue
+        prev = tags[i - 1] if i else None
+        opens = tag.startswith("B-") or prev is None or prev == "O" or prev[2:] != tag[2:]
+        after = tags[i + 1] if i + 1 < len(tags) else None
+        closes = not (after is not None and after.startswith("I-") and after[2:] == tag[2:])
+        letter = (single if closes else "B") if opens else (last if closes else "I")
+        out[i] = f"{letter}-{tag[2:]}"
+    return out
+
+
 def one_class(where: str, name: str, column: Any) -> str:
     """The warning of a classification train split whose every label is ``name``: a
     classifier of one class learns nothing (the label column may be the wrong one)."""

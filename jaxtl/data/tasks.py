@@ -127,6 +127,9 @@ class Task:
     main_metric: str = ""
     # IOB2 span tags (scored with seqeval) vs plain tags such as POS (token accuracy).
     iob: bool = False
+    # The scheme a span tagger's files wrote its tags in (jaxtl.data.io.TAG_SCHEMES): read as
+    # IOB2, trained and scored so, its prediction records written back in it (bioes, bilou).
+    tag_scheme: str = "iob2"
     # multilabel: a class applies where its probability exceeds this (train.multilabel_threshold),
     # or its own entry, one per class (train.tune_thresholds: jaxtl.thresholds)
     threshold: float | tuple[float, ...] = 0.5
