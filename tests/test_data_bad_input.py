@@ -136,6 +136,9 @@ def test_bioes_and_bilou_tags_read_as_the_same_iob2_spans_and_plain_tags_name_io
                                     "Rio U-LOC\nde I-LOC\nJaneiro L-LOC\n")  # fmt: skip
     task = get_task(f"file:name=n,path={f}")
     assert task.label_names == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER") and task.iob
+    assert task.tag_scheme == "bioes"  # predictions are written back in it (S- over U-)
+    bilou = write(tmp_path / "u.conll", "Rio U-LOC\n\nSao B-LOC\nPaulo L-LOC\n")
+    assert get_task(f"file:name=u,path={bilou}").tag_scheme == "bilou"
     assert [e.label for e in task.load("train")] == [
         ("B-PER", "O", "O", "B-LOC", "I-LOC"), ("B-LOC", "I-LOC", "I-LOC")]  # fmt: skip
     with raises_at(f, 1) as e:

@@ -478,7 +478,7 @@ def test_bioes_tags_in_json_and_tables_read_as_iob2_spans(tmp_path):
     for f in ("t.jsonl", "t.tsv"):
         task = get_task(f"file:name=n,path={tmp_path / f},kind=tagging,text=tokens,label=tags")
         assert task.label_names == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER") and task.iob
-        assert [e.label for e in task.load("train")] == want
+        assert [e.label for e in task.load("train")] == want and task.tag_scheme == "bioes"
     by_id = get_task(f"file:name=n,path={tmp_path / 'ids.jsonl'},kind=tagging,text=tokens,"
                      f"label=tags,label_names={'|'.join(names)}")  # fmt: skip
     assert by_id.label_names == ("O", "B-PER", "I-PER", "B-LOC", "I-LOC") and by_id.iob

@@ -205,3 +205,4 @@ def test_a_bioes_class_label_reads_as_iob2_spans(tmp_path):
     task = get_task(f"hf:name=h,path={tmp_path / 'd'},text=tokens,label=ner_tags")
     assert task.label_names == ("O", "B-PER", "I-PER", "B-LOC", "I-LOC") and task.iob
     assert [e.label for e in task.load("train")] == [("B-PER", "O", "O", "B-LOC", "I-LOC")]
+    assert task.tag_scheme == "bioes"

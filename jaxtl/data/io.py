@@ -584,12 +584,11 @@ _SCHEME_OF = {"S": "bioes", "E": "bioes", "U": "bilou", "L": "bilou"}
 
 
 def scheme_of(tags: Iterable[str]) -> str:
-    """The scheme span tags are written in: ``bioes`` where one is ``S-X``/``E-X``, ``bilou``
-    where one is ``U-X``/``L-X``, else ``iob2``."""
-    for tag in tags:
-        if len(tag) > 2 and tag[1] == "-" and tag[0] in _SCHEME_OF:
-            return _SCHEME_OF[tag[0]]
-    return "iob2"
+    """The scheme span tags are written in: ``bioes`` where one is ``S-X``/``E-X``, else
+    ``bilou`` where one is ``U-X``/``L-X`` (a file mixing the two gives back BIOES), else
+    ``iob2``."""
+    letters = {t[0] for t in tags if len(t) > 2 and t[1] == "-"}
+    return next((_SCHEME_OF[x] for x in "SEUL" if x in letters), "iob2")
 
 
 def from_iob2(tags: Sequence[str | None], scheme: str) -> list[str | None]:
