@@ -23,6 +23,7 @@ from typing import Any
 from etils import epath
 
 from jaxtl.config import LOCAL_PATH_KEYS
+from jaxtl.data.io import SAVE_AS_CSV, SPREADSHEETS
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,9 @@ def check_file_command(input_path: str, output: str, workdir: str | os.PathLike 
     output is not a folder, nor one of ``workdir``'s own files (:func:`check_output`)."""
     if input_path != "-" and not epath.Path(input_path).exists():
         raise ValueError(f"--input={input_path}: no such file")
+    if os.path.splitext(input_path)[1].lower() in SPREADSHEETS:
+        raise ValueError(f"--input={input_path} is a spreadsheet, which {command} does not "
+                         f"read; {SAVE_AS_CSV} and give that")  # fmt: skip
     if output != "-":
         if epath.Path(output).is_dir():
             raise ValueError(f"--output={output} is a folder; {command} writes one file")

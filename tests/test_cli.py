@@ -407,6 +407,13 @@ def test_a_missing_predict_input_is_named_before_the_model_loads(tmp_path):
     missing = tmp_path / "new.tsv"
     with pytest.raises(ValueError, match=rf"^--input={re.escape(str(missing))}: no such file$"):
         predict_command(str(tmp_path / "not-a-run"), str(missing), "-", None)
+    # a spreadsheet: how to save it as CSV, not "invalid UTF-8 ... convert it with iconv"
+    book = tmp_path / "book.xlsx"
+    book.write_bytes(b"PK\x03\x04\x14\x00\x00\x00")
+    with pytest.raises(ValueError, match=re.escape(
+            f"--input={book} is a spreadsheet, which --predict does not read; save it as CSV "
+            "(pandas: pd.read_excel(path).to_csv(out, index=False)) and give that")):  # fmt: skip
+        predict_command(str(tmp_path / "not-a-run"), str(book), "-", None)
 
 
 def test_ctrl_c_before_training_is_one_line_and_keeps_nothing(tmp_path):

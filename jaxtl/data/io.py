@@ -137,6 +137,10 @@ def spec_split_paths(
 LANG = "{lang}"
 
 # The table format each file extension names (a compression suffix is looked through).
+# Files a spreadsheet program writes, which jaxtl reads only once saved as CSV.
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
+SAVE_AS_CSV = "save it as CSV (pandas: pd.read_excel(path).to_csv(out, index=False))"
+
 TABLE_EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 

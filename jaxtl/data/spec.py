@@ -50,7 +50,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxtl.data.io import LANG, did_you_mean, extension
+from jaxtl.data.io import LANG, SAVE_AS_CSV, SPREADSHEETS, did_you_mean, extension
 from jaxtl.data.tasks import REGISTRY, Task
 
 # Spec prefix -> the factories (registry names) it can route to, in the order their signatures
@@ -62,7 +62,6 @@ COLUMNS = ("text", "text_pair", "label", "target")  # integers with header=0
 DELIMITERS = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "semicolon": ";"}
 FORMATS = ("tsv", "csv", "jsonl", "fasttext", "conll", "conllu", "txt")
 COLUMNAR = (".parquet", ".arrow")  # file: routes these to the hf reader
-SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _ESCAPE = re.compile(r"\\([,|=:\\])")
 _GLOB = re.compile(r"[*?[]")
@@ -267,8 +266,7 @@ def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[st
     ext = extension(path)
     if ext in SPREADSHEETS:
         raise ValueError(f"task spec {spec!r}: {ext} is a spreadsheet, which jaxtl does not "
-                         "read; save it as CSV (pandas: pd.read_excel(path).to_csv(out, "
-                         "index=False)) and name that")  # fmt: skip
+                         f"read; {SAVE_AS_CSV} and name that")  # fmt: skip
     if ext in COLUMNAR and fmt is None:  # Parquet/Arrow: the hf reader reads them
         if "paths" in o:
             raise ValueError(f"task spec {spec!r}: {ext} files are read by the hf reader, "
