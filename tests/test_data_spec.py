@@ -266,8 +266,12 @@ def test_bad_label_names_file_and_line(tmp_path):
     write(tmp_path / "b" / "train.tsv", "text\tlabel\nok\tpos\nalso\tneg\n")
     dev = write(tmp_path / "b" / "dev.tsv", "text\tlabel\nfine\tpos\nhuh\tmaybe\n")
     task = get_task("file:name=b,path=b/{split}.tsv", tmp_path)
-    with pytest.raises(DataError, match=re.escape(f"{dev}:3: label 'maybe' is not one of")):
+    with pytest.raises(DataError, match=re.escape(
+            f"{dev}:3: label 'maybe' is not one of ['neg', 'pos'] (the train split's; "
+            "label_names=maybe|neg|pos names them all)")):  # fmt: skip
         task.load("dev")
+    named = get_task("file:name=b,path=b/{split}.tsv,label_names=maybe|neg|pos", tmp_path)
+    assert [e.label for e in named.load("dev")] == [2, 0]  # the hint's spec reads it
     # Options passed by the loader merge in; the spec's own win.
     skipping = get_task("file:name=b,path=b/{split}.tsv", tmp_path, on_bad_row="skip")
     assert skipping.load("dev").skipped == 1

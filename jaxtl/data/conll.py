@@ -28,6 +28,7 @@ from jaxtl.data.io import (
     spec_split_paths,
     split_files,
     to_iob2,
+    unknown_class,
 )
 from jaxtl.data.tasks import BadRows, Example, Loaded, Task, register
 
@@ -137,7 +138,7 @@ def read_conll(
                 and tag not in allowed
                 and not (iob and "B-" + tag[2:] in allowed)
             ):
-                error = (i, f"tag {tag!r} is not one of {sorted(allowed)}")
+                error = (i, unknown_class(tag, allowed, "tag"))
                 break
             words.append(word)
             tags.append(tag)

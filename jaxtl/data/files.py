@@ -93,6 +93,7 @@ from jaxtl.data.io import (
     spec_split_paths,
     table_format,
     to_iob2,
+    unknown_class,
     unnamed_columns_hint,
     whole_scores,
 )
@@ -401,7 +402,7 @@ def file_task(
                 if names_map is not None:
                     unknown = [x for x in tags if x not in names_map]
                     if unknown:
-                        bad(where, f"tag {unknown[0]!r} is not one of {sorted(names_map)}")
+                        bad(where, unknown_class(unknown[0], names_map, "tag"))
                         continue
                 words = tuple(str(w) for w in t)
                 out.append(Example(" ".join(words), None, tags, words=words, source=where, id=rid))

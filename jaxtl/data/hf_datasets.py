@@ -81,6 +81,7 @@ from jaxtl.data.io import (
     scheme_of,
     split_name,
     to_iob2,
+    unknown_class,
     unnamed_columns_hint,
     whole_scores,
 )
@@ -456,7 +457,7 @@ def hf_task(
             if lmap is not None:
                 unknown = [x for x in tags if x not in lmap]
                 if unknown:
-                    bad(where, f"column {label!r}: tag {unknown[0]!r} is not one of {sorted(lmap)}")
+                    bad(where, f"column {label!r}: " + unknown_class(unknown[0], lmap, "tag"))
                     return None
             words = tuple(t)
             return Example(" ".join(words), None, tags, words=words, source=where, id=rid)
@@ -501,7 +502,7 @@ def hf_task(
                 if lmap is None:
                     value = raw if isinstance(raw, int) and cl is None else key
                 elif key not in lmap:
-                    bad(where, f"column {label!r}: label {key!r} is not one of {sorted(lmap)}")
+                    bad(where, f"column {label!r}: " + unknown_class(key, lmap))
                     return None
                 else:
                     value = lmap[key]

@@ -672,6 +672,16 @@ def whole_scores(where: str, values: Iterable[Any], column: Any) -> str | None:
             f"{len(numbers)} classes")  # fmt: skip
 
 
+def unknown_class(value: Any, names: Iterable[str], what: str = "label") -> str:
+    """The bad-row reason of a label (or tag) outside a task's classes, which are those of its
+    train split unless ``label_names=`` names them (a class the train split lacks, seen first in
+    dev): the ``label_names=`` that takes it too."""
+    known = sorted(names)
+    every = "|".join(label_order([*known, str(value)]))
+    return (f"{what} {value!r} is not one of {known} (the train split's; label_names={every} "
+            "names them all)")  # fmt: skip
+
+
 def is_blank(value: Any) -> bool:
     """A missing cell: None (a JSON null, pandas' None) or only whitespace."""
     return value is None or (isinstance(value, str) and not value.strip())
@@ -696,7 +706,7 @@ def parse_label(
     if kind == "classification":
         assert label_map is not None
         if raw not in label_map:
-            bad(where, f"label {raw!r} is not one of {sorted(label_map)}")
+            bad(where, unknown_class(raw, label_map))
             return None
         return label_map[raw]
     try:
@@ -767,7 +777,7 @@ def multilabel_ids(
         return tuple(raw)
     unknown = [x for x in raw if x not in label_map]
     if unknown:
-        bad(where, f"{lead}label {unknown[0]!r} is not one of {sorted(label_map)}")
+        bad(where, lead + unknown_class(unknown[0], label_map))
         return None
     return tuple(sorted({label_map[x] for x in raw}))
 
