@@ -3,12 +3,12 @@ or predict with / export a finished run.
 
     jaxtl --regime=REGIME [--config=FILE.py|NAME[:tiny]] [--config.KEY=VALUE ...] [--workdir=DIR]
     jaxtl --predict --workdir=DIR --input=FILE
-          [--output=OUT.jsonl|.tsv|.csv|.parquet|.conll|.conllu]
+          [--output=OUT.jsonl|.json|.tsv|.csv|.parquet|.conll|.conllu]
           [--task=NAME] [--input_format=auto|lines|jsonl|task]
-          [--output_format=auto|jsonl|tsv|csv|parquet|squad|conll|conllu]
+          [--output_format=auto|jsonl|json|tsv|csv|parquet|squad|conll|conllu]
     jaxtl --export --workdir=DIR --output=FOLDER
     jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
-    jaxtl --embed --model=NAME|--workdir=DIR --input=FILE [--output=OUT.npy|.parquet|.jsonl]
+    jaxtl --embed --model=NAME|--workdir=DIR --input=FILE [--output=OUT.npy|.parquet|.json|.jsonl]
           [--representation=last|...] [--pooling=mean|cls|last] [--normalize=true|false]
     jaxtl --regime=REGIME ... --seeds=0,1,2 [--sweep=KEY=V1|V2 ...] [--workdir=DIR]
           [--sweep_jobs=N] [--sweep_devices=0,1,...]
@@ -206,9 +206,10 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--input", help="input file ('-' = stdin); with gold labels in every "
                         "row, the task's metrics against them are printed too")  # fmt: skip
     parser.add_argument("--output", default="-", help="output file ('-' = stdout): JSON lines, "
-                        "or by its extension: .tsv, .csv, .parquet, .conll, .conllu")  # fmt: skip
+                        "or by its extension: .json (one array), .tsv, .csv, .parquet, .conll, "
+                        ".conllu")  # fmt: skip
     parser.add_argument("--output_format", default="auto",
-                        help="auto (by --output's extension) | jsonl | tsv | csv | parquet | "
+                        help="auto (by --output's extension) | jsonl | json | tsv | csv | parquet | "
                         "squad (a qa task's answers as SQuAD's prediction file: id -> answer) | "
                         "conll (a tagger's: word [gold] tag per line) | conllu (a tagger "
                         "trained on CoNLL-U: its tags in UPOS or XPOS)")  # fmt: skip
@@ -275,7 +276,8 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--task", default=None, help="with --workdir: whose selected params")
     parser.add_argument("--input", required=True, help="input file ('-' = stdin)")
     parser.add_argument("--output", default="-", help="output: .npy (float32 [N, D]), .parquet "
-                        "(id, text, embedding) or JSON lines (any other name, '-' = stdout)")  # fmt: skip
+                        "(id, text, embedding), .json (one array of such records) or JSON "
+                        "lines (any other name, '-' = stdout)")  # fmt: skip
     parser.add_argument("--input_format", default="auto",
                         help="auto (by the extension) | lines (one text per line) | jsonl "
                         "(text, text_pair) | tsv | csv | parquet (a table's text column)")  # fmt: skip

@@ -261,13 +261,14 @@ def embedder(model: str | None = None, *, workdir: str | None = None, task: str 
     return Embedder(TransferModel(enc, {}), pre.tokenizer, settings, folder=pre.path)
 
 
-OUTPUT_FORMATS = ("npy", "parquet", "jsonl")
+OUTPUT_FORMATS = ("npy", "parquet", "json", "jsonl")
 
 
 def output_format(dest: str) -> str:
-    """``.npy`` (float32 [N, D]), ``.parquet`` (id, text, embedding), else JSON lines."""
+    """``.npy`` (float32 [N, D]), ``.parquet`` (id, text, embedding), ``.json`` (one JSON
+    array of such records), else JSON lines."""
     suffix = "" if dest == "-" else epath.Path(dest).suffix.lower()
-    fmt = {".npy": "npy", ".parquet": "parquet"}.get(suffix, "jsonl")
+    fmt = {".npy": "npy", ".parquet": "parquet", ".json": "json"}.get(suffix, "jsonl")
     return fmt
 
 
@@ -389,8 +390,6 @@ def embed_command(
     """``jaxtl --embed``: one vector per non-blank input line to ``output`` (:func:`output_format`),
     written a chunk of :data:`CHUNK` vectors at a time (only the texts are held whole), the file
     appearing whole at the end (never half-written); returns how many."""
-    import contextlib
-    import sys
 
     from jaxtl import fileio
     from jaxtl.data import DataError
@@ -435,10 +434,10 @@ def embed_command(
                 start = rows.stop
             assert writer is not None
             writer.close()
-    else:
-        opened: Any = contextlib.nullcontext(sys.stdout) if output == "-" else \
-            fileio.open_atomic(output)  # fmt: skip
-        with opened as f:
+    else:  # JSON lines, or one JSON array (.json): written as prediction records are
+        from jaxtl.predictions import open_writer
+
+        with open_writer(output, fmt) as writer:
             i = 0
             for v in chunks:
                 for row in v:
@@ -446,6 +445,6 @@ def embed_command(
                     if pairs[i] is not None:
                         rec["text_pair"] = pairs[i]
                     rec["embedding"] = [float(x) for x in row]
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    writer.write(rec)
                     i += 1
     return len(texts)

@@ -18,8 +18,8 @@ answer), ``score`` (the span's start + end logit) and, for a task with ``null_an
 ``null_score`` ("no answer"'s, the lowest of the question's windows). Rows of a labelled split also carry
 ``gold`` (for translation, the reference; for qa, the answers' texts). The run writes them to
 ``<workdir>/predictions/<task>/<split>.jsonl``; ``python launch.py --predict`` writes the same
-records for any input file, as JSON lines or, by the output's extension, as a table
-(:func:`open_writer`): ``.tsv``/``.csv`` flatten a record to one row — ``probs`` become one
+records for any input file, as JSON lines or, by the output's extension, as one JSON array
+(``.json``) or a table (:func:`open_writer`): ``.tsv``/``.csv`` flatten a record to one row — ``probs`` become one
 ``prob_<label>`` column per class, a multilabel record's ``labels`` (and ``gold``) one
 comma-separated cell, a list of words or tags one space-separated cell (a tag
 cut off by ``data.max_length`` is ``_``, CoNLL's empty field; a qa record's ``gold`` answers a
@@ -283,9 +283,9 @@ def write_jsonl(path: str | epath.Path, rows: Sequence[Mapping[str, Any]]) -> No
             writer.write(r)
 
 
-OUTPUT_FORMATS = ("jsonl", "tsv", "csv", "parquet", "squad", "conll", "conllu")
+OUTPUT_FORMATS = ("jsonl", "json", "tsv", "csv", "parquet", "squad", "conll", "conllu")
 _BY_EXTENSION = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl",
-                 ".conll": "conll", ".conllu": "conllu"}  # fmt: skip
+                 ".json": "json", ".conll": "conll", ".conllu": "conllu"}  # fmt: skip
 # CoNLL-U's ten columns (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC); a tagger's tags go
 # in UPOS (3) or XPOS (4).
 CONLLU_COLUMNS = 10
@@ -296,8 +296,8 @@ _PARQUET_ROWS = 8192
 
 def output_format(dest: str, given: str = "auto") -> str:
     """The format records are written to ``dest`` in: ``given``, or with ``"auto"`` the one its
-    extension names (``.tsv``, ``.csv``, ``.parquet``, ``.conll``, ``.conllu``), else JSON
-    lines (stdout included)."""
+    extension names (``.tsv``, ``.csv``, ``.parquet``, ``.json`` — one JSON array —,
+    ``.conll``, ``.conllu``), else JSON lines (stdout included)."""
     if given != "auto":
         if given not in OUTPUT_FORMATS:
             raise ValueError(
@@ -361,6 +361,21 @@ class _JsonlWriter:
 
     def close(self) -> None:
         pass
+
+
+class _JsonArrayWriter:
+    """Records as one JSON array, an object a line (``.json``: a JSON document, which
+    ``json.load`` and ``pandas.read_json`` read, and jaxtl's and ``datasets``' readers too)."""
+
+    def __init__(self, f: IO[str]):
+        self.f, self.first = f, True
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.f.write(("[\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False))
+        self.first = False
+
+    def close(self) -> None:
+        self.f.write("[]\n" if self.first else "\n]\n")
 
 
 class _ParquetWriter:
@@ -507,6 +522,7 @@ def open_writer(dest: str | epath.Path, fmt: str, label_names: Sequence[str] = (
         writer: Any = (
             _ParquetWriter(f) if binary
             else _JsonlWriter(f) if fmt == "jsonl"
+            else _JsonArrayWriter(f) if fmt == "json"
             else _SquadWriter(f) if fmt == "squad"
             else _ConllWriter(f) if fmt == "conll"
             else _ConlluWriter(f, conllu_column) if fmt == "conllu"

@@ -163,7 +163,7 @@ def test_outputs_are_written_a_chunk_at_a_time_and_read_back_whole(minilm, tmp_p
     monkeypatch.setattr(embed, "CHUNK", 2)
     (tmp_path / "in.txt").write_text("\n".join(SENTENCES[:4]) + "\n")
     want = minilm.embed(SENTENCES[:4])
-    for name in ("e.npy", "e.parquet", "e.jsonl"):
+    for name in ("e.npy", "e.parquet", "e.jsonl", "e.json"):
         assert embed.embed_command(minilm, str(tmp_path / "in.txt"), str(tmp_path / name)) == 4
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), want, atol=TOL, rtol=0)
     table = pd.read_parquet(tmp_path / "e.parquet")
@@ -172,6 +172,7 @@ def test_outputs_are_written_a_chunk_at_a_time_and_read_back_whole(minilm, tmp_p
     recs = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [r["id"] for r in recs] == [0, 1, 2, 3]
     np.testing.assert_allclose([r["embedding"] for r in recs], want, atol=TOL, rtol=0)
+    assert json.loads((tmp_path / "e.json").read_text()) == recs  # .json: one array of them
 
 
 @pytest.mark.parametrize(

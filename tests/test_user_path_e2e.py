@@ -645,9 +645,10 @@ def test_export_command_on_a_finished_workdir_matches_the_run_export(trained, tm
 
 
 def test_predict_writes_tables_by_the_outputs_extension(trained, tmp_path):
-    """--output=x.tsv / .csv / .parquet: the same records as the JSONL output, as a table
-    (probs spread over prob_<label> columns; a tagger's words and tags space-joined, so the
-    table reads back as a tagging table) or as Parquet rows with the records' own fields."""
+    """--output=x.json / .tsv / .csv / .parquet: the same records as the JSONL output, as one
+    JSON array, as a table (probs spread over prob_<label> columns; a tagger's words and tags
+    space-joined, so the table reads back as a tagging table) or as Parquet rows with the
+    records' own fields."""
     import csv
 
     import pyarrow.parquet as pq
@@ -658,6 +659,10 @@ def test_predict_writes_tables_by_the_outputs_extension(trained, tmp_path):
     for task, src in (("mine", "dev.tsv"), ("ner", "dev.conll"), ("sts", "dev.csv")):
         predict_command(str(wd), str(d / src), str(tmp_path / f"{task}.jsonl"), task)
         records = _jsonl(tmp_path / f"{task}.jsonl")
+        # .json: one JSON array of the same records, a document json.load and pandas read
+        predict_command(str(wd), str(d / src), str(tmp_path / f"{task}.json"), task)
+        assert json.loads((tmp_path / f"{task}.json").read_text()) == records
+        assert len(__import__("pandas").read_json(tmp_path / f"{task}.json")) == len(records)
         for ext, sep in (("tsv", "\t"), ("csv", ",")):
             out = tmp_path / f"{task}.{ext}"
             _, scores = predict_command(str(wd), str(d / src), str(out), task)
