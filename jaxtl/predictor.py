@@ -43,8 +43,10 @@ from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.files import FASTTEXT_PREFIX, fasttext_record
 from jaxtl.data.io import (
+    DEFAULT_ID,
     column,
     extension,
+    id_column,
     json_values,
     qa_example,
     row_id,
@@ -453,7 +455,8 @@ class Predictor:
             raise DataError(f"{e} (task {td.task.name!r} is qa: --text_column names the "
                             "question column, --text_pair_column the context's)") from None  # fmt: skip
         gold = next((g for g in ("answers", "answer") if g in names), None)
-        id_at = names.index("id") if "id" in names else None
+        rid_column = id_column(names, DEFAULT_ID)  # "ID"/"Id" too
+        id_at = names.index(rid_column) if rid_column in names else None
         table = list(rows)  # questions to predict: small, and gold is all rows' or none
         answers = [None if gold is None else fields[names.index(gold)] for _, fields in table]
         if gold == "answer":  # one answer's text a row, an empty cell for none

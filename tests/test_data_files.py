@@ -148,6 +148,14 @@ def test_an_id_column_is_each_examples_own_id(tmp_path, caplog):
     (tmp_path / "ner.tsv").write_text(words)
     ner = get_task(f"file:name=n,path={tmp_path}/ner.tsv,text=tokens,label=tags,kind=tagging")
     assert [(e.words, e.id) for e in ner.load("train")] == [(("Anna", "flew"), "s1")]
+    # the default id column in other case (a Kaggle test file's "ID", "Id"): its ids, not row
+    # numbers, in the file and hf readers
+    (tmp_path / "k.csv").write_text("ID,text,label\nk1,good,pos\nk2,bad,neg\n")
+    (tmp_path / "k.jsonl").write_text('{"Id": "j1", "text": "good", "label": "pos"}\n')
+    for spec in (f"file:name=k,path={tmp_path}/k.csv", f"file:name=k,path={tmp_path}/k.jsonl",
+                 f"hf:name=k,path={tmp_path}/k.csv"):  # fmt: skip
+        got = [e.id for e in get_task(spec).load("train")]
+        assert got == (["j1"] if spec.endswith(".jsonl") else ["k1", "k2"]), spec
 
 
 def test_csv_pairs_with_quotes_and_regression(tmp_path):

@@ -75,6 +75,7 @@ from jaxtl.data.io import (
     column,
     did_you_mean,
     has_id_column,
+    id_column,
     iob2_tag_set,
     is_blank,
     is_iob_set,
@@ -334,7 +335,10 @@ def file_task(
         labelled = kind in ("lm", "translation") or not _lacks_label(records, first_label)
         # An LM corpus or a translation has no label column (a translation's target is `target`).
         reads_label = labelled and kind not in ("lm", "translation")
-        has_id = has_id_column(_has_column(records, id), id, p)
+        first = records[0][2] if records else None
+        rid_column = id_column(first.keys() if isinstance(first, dict) else records[0][1]
+                               if records else None, id)  # fmt: skip
+        has_id = has_id_column(_has_column(records, rid_column), rid_column, p)
         if not labelled:
             if split == "train" or names_map is None:
                 header_names = records[0][1]
@@ -366,7 +370,8 @@ def file_task(
                     raw = ([_field(names, rec, c, p) for c in columns] if columns
                            else _field(names, rec, label, p))  # fmt: skip
                 tgt = _field(names, rec, target, p)
-                rid = row_id(_field(names, rec, id, p), where, id, bad) if has_id else None
+                rid = (row_id(_field(names, rec, rid_column, p), where, rid_column, bad)
+                       if has_id else None)  # fmt: skip
             except KeyError as e:
                 bad(where, f"missing field {e.args[0]!r}")
                 continue

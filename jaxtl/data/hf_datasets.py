@@ -65,6 +65,7 @@ from jaxtl.data.io import (
     did_you_mean,
     extension,
     has_id_column,
+    id_column,
     iob2_tag_set,
     is_blank,
     is_iob_set,
@@ -401,8 +402,9 @@ def hf_task(
             texts = list(ds[text])
             pairs = list(ds[text_pair]) if text_pair is not None else [None] * len(texts)
             targets = list(ds[target]) if target is not None else [None] * len(texts)
-            has_id = has_id_column(id in cols, id, where)
-            ids = list(ds[id]) if has_id else [None] * len(texts)
+            rid_column = id_column(cols, id)  # "ID"/"Id" for the default id too
+            has_id = has_id_column(rid_column in cols, rid_column, where)
+            ids = list(ds[rid_column]) if has_id else [None] * len(texts)
             raws: list[Any]
             if labelled and columns:  # a row's 0/1 per class column
                 raws = [list(r) for r in zip(*(ds[c] for c in columns))]
@@ -429,7 +431,7 @@ def hf_task(
                 )
             for i, (t, pair, tgt, raw, rid) in enumerate(zip(texts, pairs, targets, raws, ids)):
                 if has_id:
-                    rid = row_id(rid, f"{where}:{i}", id, bad)
+                    rid = row_id(rid, f"{where}:{i}", rid_column, bad)
                     if rid is NO_ID:
                         continue
                 ex = _example(f"{where}:{i}", t, pair, tgt, raw, rid, labelled, cl, lmap, bad)
@@ -586,12 +588,13 @@ def _qa_task(
             if not labelled and split == "train" and not labels_optional:
                 raise DataError(f"{where}: no column {answers!r}{did_you_mean(answers, cols)}; "
                                 f"columns: {cols}; the train split needs answers")  # fmt: skip
-            has_id = has_id_column(id in cols, id, where)
-            ids = list(ds[id]) if has_id else [None] * len(ds)
+            rid_column = id_column(cols, id)
+            has_id = has_id_column(rid_column in cols, rid_column, where)
+            ids = list(ds[rid_column]) if has_id else [None] * len(ds)
             golds = list(ds[answers]) if labelled else [None] * len(ds)
             for i, (q, c, a, rid) in enumerate(zip(ds[question], ds[context], golds, ids)):
                 if has_id:
-                    rid = row_id(rid, f"{where}:{i}", id, bad)
+                    rid = row_id(rid, f"{where}:{i}", rid_column, bad)
                     if rid is NO_ID:
                         continue
                 ex = qa_example(f"{where}:{i}", q, c, a, labelled, null_answers, bad, rid,

@@ -786,6 +786,16 @@ NO_ID = object()
 DEFAULT_ID = "id"  # the id column file: and hf: tasks look for unless told another
 
 
+def id_column(names: Iterable[str] | None, column: str | int | None) -> str | int | None:
+    """The id column a file's header (or first object's keys) gives: ``column``, or for the
+    default ``id`` a column of that name in other case (``ID``, ``Id``, as some Kaggle test
+    files name it), so its rows keep their ids rather than being numbered."""
+    if column != DEFAULT_ID or names is None:
+        return column
+    names = list(names)
+    return column if column in names else next((n for n in names if n.lower() == "id"), column)
+
+
 def has_id_column(present: bool, column: str | int | None, where: str) -> bool:
     """Whether rows read from ``where`` take their ids from ``column`` (``present``: the file
     or split has it). A column named by the user (not the default) that is absent is noted:
