@@ -409,6 +409,13 @@ def test_a_misspelt_column_is_named_with_the_closest_one(tmp_path):
     for spec, says in cases:
         with pytest.raises(DataError, match=re.escape(says)):
             get_task(spec, tmp_path).load("train")
+    # a misspelt kind: named with the kinds, not a KeyError from deep in a reader
+    for source in ("file", "hf"):
+        with pytest.raises(ValueError, match=re.escape(
+                "kind=regresion (did you mean 'regression'?) is not one of classification, "
+                "multilabel, regression")):  # fmt: skip
+            get_task(f"{source}:name=r,path=r/{{split}}.tsv,text=review,label=stars,"
+                     "kind=regresion", tmp_path)  # fmt: skip
 
 
 def test_a_header_of_none_of_the_named_columns_says_how_to_name_them(tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxtl.data.io import LANG, SAVE_AS_CSV, SPREADSHEETS, did_you_mean, extension
-from jaxtl.data.tasks import REGISTRY, Task
+from jaxtl.data.tasks import KINDS, REGISTRY, Task
 
 # Spec prefix -> the factories (registry names) it can route to, in the order their signatures
 # decide an option's type.
@@ -254,6 +254,10 @@ def spec_files(options: Mapping[str, Any]) -> list[str]:
 
 def route(source: str, options: dict[str, Any], spec: str) -> tuple[str, dict[str, Any]]:
     """The registry name of the factory that reads a spec, and the keyword options it gets."""
+    kind = options.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"task spec {spec!r}: kind={kind}{did_you_mean(kind, KINDS)} is not "
+                         f"one of {', '.join(KINDS)}")  # fmt: skip
     if source == "hf":
         return "hf", dict(options)
     o = dict(options)
