@@ -4,7 +4,7 @@ or predict with / export a finished run.
     jaxtl --regime=REGIME [--config=FILE.py|NAME[:tiny]] [--config.KEY=VALUE ...] [--workdir=DIR]
     jaxtl --predict --workdir=DIR --input=FILE
           [--output=OUT.jsonl|.json|.tsv|.csv|.parquet|.conll|.conllu]
-          [--task=NAME] [--input_format=auto|lines|jsonl|task]
+          [--task=NAME] [--input_format=auto|lines|jsonl|task|tsv|csv]
           [--output_format=auto|jsonl|json|tsv|csv|parquet|squad|conll|conllu]
     jaxtl --export --workdir=DIR --output=FOLDER
     jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
@@ -217,7 +217,8 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument(
         "--input_format",
         default="auto",
-        help="auto | lines (one text per line; tab = pair) | jsonl | task",
+        help="auto | lines (one text per line; tab = pair) | jsonl | task | tsv | csv (a "
+        "table whatever its extension)",
     )
     parser.add_argument("--text_column", default=None, help="the column (or JSON key) of a "
                         "table input that holds the text (a qa task's question), when not the "

@@ -61,7 +61,10 @@ from jaxtl.objectives import seq2seq as seq2seq_objective
 
 log = logging.getLogger(__name__)
 
-INPUT_FORMATS = ("auto", "lines", "jsonl", "task")
+INPUT_FORMATS = ("auto", "lines", "jsonl", "task", "tsv", "csv")
+# --input_format values of a table whose extension does not say so (a .txt CSV): read as the
+# task's kind by its own text columns, or --text_column's (Predictor._read_columns)
+TABLE_INPUTS = ("tsv", "csv")
 # Examples --predict runs through the model at a time: enough to fill packed rows and batches,
 # few enough that the tokens, batches and records of one chunk stay small (tens of MB).
 # A word that ends a sentence with its full stop, ! or ? attached ("Paris."), as raw text has
@@ -384,7 +387,8 @@ class Predictor:
         """The format :meth:`iter_input` reads ``path`` in: ``input_format``, or for ``auto``
         the one its extension and first line say (see :meth:`iter_input`)."""
         if input_format not in INPUT_FORMATS:
-            raise ValueError(f"--input_format={input_format!r}: choose one of {INPUT_FORMATS}")
+            raise ValueError(f"--input_format={input_format}: choose one of "
+                             f"{', '.join(INPUT_FORMATS)}")  # fmt: skip
         if input_format != "auto":
             return input_format
         # By extension: a table or CoNLL file is the task's format; so is a file named as the
@@ -418,10 +422,16 @@ class Predictor:
         read a line at a time (a file larger than memory streams); the task's own format is
         read whole. ``columns``: the text (and pair) column of a table or JSON input whose
         columns are not the task's (``--text_column``), read as a table of the task's kind."""
-        if td.task.kind == "qa" and extension(path) in QA_TABLES and input_format != "jsonl":
-            yield from self._read_qa_table(path, td, *columns)
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"--input_format={input_format}: choose one of "
+                             f"{', '.join(INPUT_FORMATS)}")  # fmt: skip
+        if td.task.kind == "qa" and (
+            input_format in TABLE_INPUTS
+            or (extension(path) in QA_TABLES and input_format not in ("jsonl", "lines"))
+        ):
+            yield from self._read_qa_table(path, td, columns[0], columns[1], input_format)
             return
-        if any(columns):
+        if any(columns) or input_format in TABLE_INPUTS:
             yield from self._read_columns(path, td, input_format, *columns)
             return
         guessed = input_format == "auto"
@@ -441,13 +451,13 @@ class Predictor:
         yield from self._read_lines(path, td, input_format)
 
     def _read_qa_table(self, path: str, td: TaskData, question: str | None,
-                       context: str | None) -> Iterator[Example]:  # fmt: skip
+                       context: str | None, fmt: str = "auto") -> Iterator[Example]:  # fmt: skip
         """A qa task's questions and contexts from a table (``.tsv``, ``.csv``, ``.parquet``):
         its ``question`` and ``context`` columns (``--text_column`` and ``--text_pair_column``
         name others), each row's ``id`` where it has one and, where every row has one, gold
         answers — a SQuAD ``answers`` value (Parquet: ``{"text": [...], "answer_start":
         [...]}``) or one answer's text in an ``answer`` column, found in the context."""
-        names, rows = table_rows(path, QA_TABLES[extension(path)])
+        names, rows = table_rows(path, fmt if fmt in TABLE_INPUTS else QA_TABLES[extension(path)])
         q, c = question or "question", context or "context"
         try:
             q_at, c_at = column(names, q, path), column(names, c, path)

@@ -375,9 +375,11 @@ def test_own_squad_files_train_predict_and_export_to_transformers(tiny_bert_dir,
     frame.rename(columns={"question": "q", "context": "passage"}).assign(
         answers=[r["answers"] for r in rows]).to_parquet(tmp_path / "q.parquet")  # fmt: skip
     frame.to_csv(tmp_path / "q.tsv", sep="\t", index=False)
+    (tmp_path / "q.dat").write_text((tmp_path / "q.csv").read_text())  # by --input_format
     for name, columns in (("q.csv", (None, None)), ("q.parquet", ("q", "passage")),
-                          ("q.tsv", (None, None))):  # fmt: skip
+                          ("q.tsv", (None, None)), ("q.dat", (None, None))):  # fmt: skip
         n, got = predict_command(str(wd), str(tmp_path / name), str(tmp_path / "t.jsonl"), "sq",
+                                 input_format="csv" if name == "q.dat" else "auto",
                                  columns=columns)  # fmt: skip
         assert n == 6 and got == (None if name == "q.tsv" else pytest.approx(dev, abs=1e-9))
         table = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]

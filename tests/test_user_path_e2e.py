@@ -173,6 +173,13 @@ def test_predict_reads_a_table_with_other_columns_by_text_column(trained, tmp_pa
     _launch("--predict", f"--workdir={wd}", f"--input={tmp_path / 'pairs.tsv'}",
             f"--output={pairs}", "--task=sts", "--text_column=a", "--text_pair_column=b")  # fmt: skip
     assert [(r["text"], r["text_pair"]) for r in _jsonl(pairs)] == [(POS[0], NEG[0])]
+    # a table under another extension (a .txt CSV), by --input_format=csv: the same records
+    (tmp_path / "c.txt").write_text((tmp_path / "c.csv").read_text())
+    from jaxtl.predictor import predict_command
+
+    predict_command(str(wd), str(tmp_path / "c.txt"), str(tmp_path / "t.jsonl"), "mine",
+                    input_format="csv", columns=("comment", None))  # fmt: skip
+    assert _jsonl(tmp_path / "t.jsonl") == got
     for args, said in ((["--task=mine"], "--text_column names the text column of a table "
                                          "laid out otherwise"),
                        (["--task=sts", "--text_column=a"], "task 'sts' reads text='a', "
