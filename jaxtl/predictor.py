@@ -72,6 +72,13 @@ TABLE_INPUTS = ("tsv", "csv")
 _ATTACHED = re.compile(r"^[^\W\d_][^.\s]*[^\W\d_][.!?]$")
 
 
+def check_input_format(input_format: str) -> None:
+    """Refuse an ``--input_format`` that is none of :data:`INPUT_FORMATS`, naming them."""
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"--input_format={input_format}: choose one of "
+                         f"{', '.join(INPUT_FORMATS)}")  # fmt: skip
+
+
 # The tables a qa task's questions and contexts may come in (jaxtl.data.io.table_rows).
 QA_TABLES = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet"}
 PREDICT_CHUNK = 8192
@@ -386,9 +393,7 @@ class Predictor:
     def input_format(self, path: str, td: TaskData, input_format: str = "auto") -> str:
         """The format :meth:`iter_input` reads ``path`` in: ``input_format``, or for ``auto``
         the one its extension and first line say (see :meth:`iter_input`)."""
-        if input_format not in INPUT_FORMATS:
-            raise ValueError(f"--input_format={input_format}: choose one of "
-                             f"{', '.join(INPUT_FORMATS)}")  # fmt: skip
+        check_input_format(input_format)
         if input_format != "auto":
             return input_format
         # By extension: a table or CoNLL file is the task's format; so is a file named as the
@@ -422,9 +427,7 @@ class Predictor:
         read a line at a time (a file larger than memory streams); the task's own format is
         read whole. ``columns``: the text (and pair) column of a table or JSON input whose
         columns are not the task's (``--text_column``), read as a table of the task's kind."""
-        if input_format not in INPUT_FORMATS:
-            raise ValueError(f"--input_format={input_format}: choose one of "
-                             f"{', '.join(INPUT_FORMATS)}")  # fmt: skip
+        check_input_format(input_format)
         if td.task.kind == "qa" and (
             input_format in TABLE_INPUTS
             or (extension(path) in QA_TABLES and input_format not in ("jsonl", "lines"))
@@ -683,6 +686,7 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     returns the number of rows and, when every row has a gold label, the task's metrics against
     them (None otherwise)."""
     workdir_lib.check_file_command(input_path, output, workdir, "--predict")
+    check_input_format(input_format)
     out_format = predictions.output_format(output, output_format)
     p = load(workdir)
     td = p.task(task)

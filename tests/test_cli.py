@@ -414,6 +414,12 @@ def test_a_missing_predict_input_is_named_before_the_model_loads(tmp_path):
             f"--input={book} is a spreadsheet, which --predict does not read; save it as CSV "
             "(pandas: pd.read_excel(path).to_csv(out, index=False)) and give that")):  # fmt: skip
         predict_command(str(tmp_path / "not-a-run"), str(book), "-", None)
+    # an --input_format that is none of them, before the (absent) run is read
+    (tmp_path / "new.txt").write_text("a text\n")
+    with pytest.raises(ValueError, match=re.escape(
+            "--input_format=xls: choose one of auto, lines, jsonl, task, tsv, csv")):  # fmt: skip
+        predict_command(str(tmp_path / "not-a-run"), str(tmp_path / "new.txt"), "-", None,
+                        input_format="xls")  # fmt: skip
 
 
 def test_ctrl_c_before_training_is_one_line_and_keeps_nothing(tmp_path):
