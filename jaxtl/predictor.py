@@ -65,8 +65,6 @@ INPUT_FORMATS = ("auto", "lines", "jsonl", "task", "tsv", "csv")
 # --input_format values of a table whose extension does not say so (a .txt CSV): read as the
 # task's kind by its own text columns, or --text_column's (Predictor._read_columns)
 TABLE_INPUTS = ("tsv", "csv")
-# Examples --predict runs through the model at a time: enough to fill packed rows and batches,
-# few enough that the tokens, batches and records of one chunk stay small (tens of MB).
 # A word that ends a sentence with its full stop, ! or ? attached ("Paris."), as raw text has
 # it; CoNLL and UD files, which taggers train on, split it off. "U.S." and "2020." do not match.
 _ATTACHED = re.compile(r"^[^\W\d_][^.\s]*[^\W\d_][.!?]$")
@@ -81,6 +79,8 @@ def check_input_format(input_format: str) -> None:
 
 # The tables a qa task's questions and contexts may come in (jaxtl.data.io.table_rows).
 QA_TABLES = {".tsv": "tsv", ".csv": "csv", ".parquet": "parquet"}
+# Examples --predict runs through the model at a time: enough to fill packed rows and batches,
+# few enough that the tokens, batches and records of one chunk stay small (tens of MB).
 PREDICT_CHUNK = 8192
 
 
@@ -479,7 +479,7 @@ class Predictor:
             a is not None and (not isinstance(a, dict) or a.get("text")) for a in answers))  # fmt: skip
         bad = BadRows("error")
         for (where, fields), gold_answers in zip(table, answers):
-            rid = None if id_at is None else row_id(fields[id_at], where, "id", bad)
+            rid = None if id_at is None else row_id(fields[id_at], where, rid_column, bad)
             ex = qa_example(where, fields[q_at], fields[c_at], gold_answers, labelled,
                             td.task.null_answers, bad, rid, (q, c))  # fmt: skip
             if ex is not None:
