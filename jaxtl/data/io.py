@@ -580,10 +580,10 @@ def to_iob2(tags: Sequence[str], scheme: str = "auto") -> tuple[str, ...]:
     return tuple(out)
 
 
-# The span-tag schemes a tagger's files may be written in: IOB2 is what jaxtl trains and scores
-# on (IOB1 files read as it); BIOES's S-/E- and BILOU's U-/L- tags are read as IOB2 and its
-# predictions written back in them (from_iob2), as the tools that write such files read them.
-TAG_SCHEMES = ("iob2", "bioes", "bilou")
+# The span-tag schemes a tagger's files may be written in (tasks.TAG_SCHEMES): IOB2 is what
+# jaxtl trains and scores on (IOB1 files read as it); BIOES's S-/E- and BILOU's U-/L- tags are
+# read as IOB2 and its predictions written back in them (from_iob2), as the tools that write
+# such files read them.
 _SCHEME_OF = {"S": "bioes", "E": "bioes", "U": "bilou", "L": "bilou"}
 
 

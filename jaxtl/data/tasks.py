@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["classification", "multilabel", "regression", "tagging", "lm", "translation", "qa"]
 # qa: extractive question answering, an answer span of the context (SQuAD; jaxtl.data.qa)
+# The schemes a span tagger's files may write tags in (Task.tag_scheme; jaxtl.data.io).
+TAG_SCHEMES = ("iob2", "bioes", "bilou")
 KINDS = ("classification", "multilabel", "regression", "tagging", "lm", "translation", "qa")
 # Kinds with one prediction per example (a sentence or a pair), pooled from the encoder.
 SENTENCE_KINDS = ("classification", "multilabel", "regression")
@@ -127,7 +129,7 @@ class Task:
     main_metric: str = ""
     # IOB2 span tags (scored with seqeval) vs plain tags such as POS (token accuracy).
     iob: bool = False
-    # The scheme a span tagger's files wrote its tags in (jaxtl.data.io.TAG_SCHEMES): read as
+    # The scheme a span tagger's files wrote its tags in (TAG_SCHEMES): read as
     # IOB2, trained and scored so, its prediction records written back in it (bioes, bilou).
     tag_scheme: str = "iob2"
     # multilabel: a class applies where its probability exceeds this (train.multilabel_threshold),
@@ -159,6 +161,9 @@ class Task:
             raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind in ("classification", "multilabel", "tagging") and not self.label_names:
             raise ValueError(f"task {self.name!r}: a {self.kind} task needs label_names")
+        if self.tag_scheme not in TAG_SCHEMES:
+            raise ValueError(f"task {self.name!r}: tag_scheme must be one of {TAG_SCHEMES}, "
+                             f"got {self.tag_scheme!r}")  # fmt: skip
         if self.main_metric and self.main_metric not in self.metrics:
             raise ValueError(f"task {self.name!r}: main_metric {self.main_metric!r} not in metrics")
 
