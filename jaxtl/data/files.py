@@ -335,9 +335,10 @@ def file_task(
         labelled = kind in ("lm", "translation") or not _lacks_label(records, first_label)
         # An LM corpus or a translation has no label column (a translation's target is `target`).
         reads_label = labelled and kind not in ("lm", "translation")
-        first = records[0][2] if records else None
-        rid_column = id_column(first.keys() if isinstance(first, dict) else records[0][1]
-                               if records else None, id)  # fmt: skip
+        # the id column as the file names it ("ID" for the default id too): a table's header,
+        # or a JSON file's first object's keys
+        names0, first = (records[0][1], records[0][2]) if records else (None, None)
+        rid_column = id_column(first.keys() if isinstance(first, dict) else names0, id)
         has_id = has_id_column(_has_column(records, rid_column), rid_column, p)
         if not labelled:
             if split == "train" or names_map is None:
