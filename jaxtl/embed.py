@@ -352,7 +352,7 @@ def _table_inputs(
 ) -> Iterator[tuple[str | tuple[str, str], str, Any]]:
     """:func:`read_inputs` of a TSV/CSV (streamed a row at a time) or Parquet table."""
     from jaxtl.data import DataError
-    from jaxtl.data.io import DEFAULT_ID, column, id_column, table_rows
+    from jaxtl.data.io import column, default_id_at, table_rows
 
     names, rows = table_rows(path, fmt)
     # Unnamed, the run's own columns where the table has them, else text / text_pair.
@@ -366,8 +366,7 @@ def _table_inputs(
         raise DataError(f"{e}; --text_column names the column to embed") from None
     pair_at = column(names, pair, path) if pair else (
         names.index("text_pair") if "text_pair" in names else None)  # fmt: skip
-    rid_column = id_column(names, DEFAULT_ID)  # "ID"/"Id" too
-    id_at = names.index(rid_column) if rid_column in names else None
+    _, id_at = default_id_at(names)  # "ID"/"Id" too
     for where, fields in rows:
         value = fields[at]
         if not isinstance(value, str) or not value.strip():

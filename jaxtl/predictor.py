@@ -43,10 +43,9 @@ from jaxtl import workdir as workdir_lib
 from jaxtl.data import batching, packing, tokenize
 from jaxtl.data.files import FASTTEXT_PREFIX, fasttext_record
 from jaxtl.data.io import (
-    DEFAULT_ID,
     column,
+    default_id_at,
     extension,
-    id_column,
     json_values,
     qa_example,
     row_id,
@@ -468,10 +467,10 @@ class Predictor:
             raise DataError(f"{e} (task {td.task.name!r} is qa: --text_column names the "
                             "question column, --text_pair_column the context's)") from None  # fmt: skip
         gold = next((g for g in ("answers", "answer") if g in names), None)
-        rid_column = id_column(names, DEFAULT_ID)  # "ID"/"Id" too
-        id_at = names.index(rid_column) if rid_column in names else None
+        rid_column, id_at = default_id_at(names)  # "ID"/"Id" too
         table = list(rows)  # questions to predict: small, and gold is all rows' or none
-        answers = [None if gold is None else fields[names.index(gold)] for _, fields in table]
+        gold_at = None if gold is None else names.index(gold)
+        answers = [None if gold_at is None else fields[gold_at] for _, fields in table]
         if gold == "answer":  # one answer's text a row, an empty cell for none
             answers = [{"text": [a] if str(a or "").strip() else []} for a in answers]
         # Scored only where every row has its answer (or the task lets a question have none).

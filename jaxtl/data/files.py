@@ -342,7 +342,7 @@ def file_task(
         has_id = has_id_column(_has_column(records, rid_column), rid_column, p)
         if not labelled:
             if split == "train" or names_map is None:
-                header_names = records[0][1]
+                header_names = names0
                 if _has_column(records, first_label):
                     what = f"label column {first_label!r} is blank in every row"
                 else:

@@ -796,6 +796,13 @@ def id_column(names: Iterable[str] | None, column: str | int | None) -> str | in
     return column if column in names else next((n for n in names if n.lower() == "id"), column)
 
 
+def default_id_at(names: Sequence[str]) -> tuple[str | int | None, int | None]:
+    """A table input's default id column (:func:`id_column`) and its index in ``names``, or
+    (``id``, None) when it has none."""
+    found = id_column(names, DEFAULT_ID)
+    return found, (names.index(found) if found in names else None)
+
+
 def has_id_column(present: bool, column: str | int | None, where: str) -> bool:
     """Whether rows read from ``where`` take their ids from ``column`` (``present``: the file
     or split has it). A column named by the user (not the default) that is absent is noted:

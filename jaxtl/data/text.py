@@ -16,7 +16,6 @@ from jaxtl.data.io import (
     COMPRESSION,
     LANG,
     check_encoding,
-    names_of_split,
     present_splits,
     read_lines,
     resolve,
@@ -115,12 +114,9 @@ def corpus_files(data_dir: str | None, path: str, name: str) -> dict[str, list[s
       is there, else every ``*.txt`` in it, sorted, as the train split;
     - a file: the train split.
     """
-    if "{split}" in path:
-        found = {}
-        for ours in SPLITS:
-            names = (user_path(data_dir, path.format(split=n)) for n in names_of_split(ours))
-            if (hit := next((p for p in names if os.path.isfile(p)), None)) is not None:
-                found[ours] = [hit]
+    if "{split}" in path:  # the file readers' lookup, dev also as validation, valid…
+        split_paths = spec_split_paths(data_dir, path, None, name)
+        found = {s: [p] for s, p in split_paths.items() if os.path.isfile(p)}
         if not found:
             raise DataError(f"{path}: no file found for any of the splits train, dev "
                             "(or validation, valid), test")  # fmt: skip
