@@ -26,6 +26,18 @@ def test_paired_bootstrap_detects_a_better_system_and_not_an_equal_one():
     assert 0.0 < common.paired_bootstrap(b, rng.permutation(b)) < 1.0
 
 
+def test_unigram_perplexity_is_the_dev_perplexity_of_train_frequencies():
+    import lstm_lm_reference as ref
+
+    train, dev = np.array([1, 1, 1, 2]), np.array([1, 2])
+    # p(1) = 3/4, p(2) = 1/4: perplexity 1 / sqrt(3/16), within float rounding
+    assert ref.unigram_perplexity(train, dev, smoothing=0.0) == pytest.approx(
+        16**0.5 / 3**0.5, rel=1e-12
+    )
+    # smoothing gives an unseen piece mass, so a dev of it alone stays finite
+    assert np.isfinite(ref.unigram_perplexity(train, np.array([7]), smoothing=0.1))
+
+
 def test_welch_and_mean_std():
     assert common.welch([0.5, 0.51, 0.49], [0.7, 0.71, 0.69]) < 0.001
     assert common.welch([0.5, 0.6, 0.55], [0.5, 0.6, 0.55]) == pytest.approx(1.0)
