@@ -18,6 +18,7 @@ pytest.importorskip("torch", reason="the family tests build their tokenizers wit
 
 import test_family_deberta  # noqa: E402
 import test_family_llama  # noqa: E402
+import test_family_llama_variants  # noqa: E402
 import test_family_modernbert  # noqa: E402
 from conftest import xla_flags  # noqa: E402
 
@@ -26,6 +27,8 @@ BUILD = {
     "llama": test_family_llama.llama_dir,
     "modernbert": test_family_modernbert.modernbert_dir,
     "deberta-v2": test_family_deberta.deberta_dir,
+    "qwen2": lambda path: test_family_llama_variants.variant_dir("qwen2", path),
+    "mistral": lambda path: test_family_llama_variants.variant_dir("mistral", path),
 }
 
 

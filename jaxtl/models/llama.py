@@ -1,6 +1,17 @@
 """Llama-architecture decoders (Llama 2/3, SmolLM, TinyLlama ...): a causal pre-norm transformer
 with RMSNorm, rotary positions (RoPE), a SwiGLU MLP and grouped-query attention.
 
+Two more model types are this architecture with one difference each, and load, train and export
+under their own transformers classes (``Qwen2Model``, ``MistralForSequenceClassification`` ...):
+
+* ``qwen2`` (Qwen2, Qwen2.5): biases on the query, key and value projections, none on the
+  output projection (``attention_output_bias``). Its optional sliding-window layers
+  (``use_sliding_window=true``, off in the released checkpoints) are refused by name.
+* ``mistral``: every layer attends within a sliding window (``sliding_window`` tokens, the
+  query's own included, as transformers' ``create_sliding_window_causal_mask``; ``null`` = none,
+  as from Mistral 7B v0.2 on), counted over the row's token indices, so the same in a packed
+  segment as alone.
+
 Names: ``embeddings/word`` (HF ``embed_tokens``), ``layers/<i>/{attention_norm, attention/{query,
 key,value,output}, mlp_norm, mlp/{gate,intermediate,output}}`` (``input_layernorm``,
 ``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm``, ``mlp.{gate,up,down}_proj``) and
@@ -53,6 +64,7 @@ from jaxtl.models.gpt2 import causal_mask
 from jaxtl.models.keymap import Rule, embedding, linear
 
 MODEL_TYPE = "llama"
+VARIANTS = ("llama", "mistral", "qwen2")  # the HF model_types of this architecture
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -74,15 +86,24 @@ class LlamaConfig:
     rope_low_freq_factor: float = 1.0  # llama3
     rope_high_freq_factor: float = 4.0  # llama3
     rope_original_max_position_embeddings: int | None = None  # llama3
-    attention_bias: bool = False
+    attention_bias: bool = False  # query, key, value (and output, unless said below)
+    attention_output_bias: bool | None = None  # None: attention_bias (Llama); Qwen2: False
     mlp_bias: bool = False
+    sliding_window: int | None = None  # Mistral: keys within this many tokens of the query
     attention_dropout: float = 0.0
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
     dtype: str = "float32"
     param_dtype: str = "float32"
+    model_type: str = MODEL_TYPE  # one of VARIANTS: the family's registry key
 
     def __post_init__(self) -> None:
+        if self.model_type not in VARIANTS:
+            raise ValueError(
+                f"LlamaConfig.model_type={self.model_type!r}, expected one of {VARIANTS}"
+            )
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window={self.sliding_window}: must be >= 1 (or null)")
         if self.head_dim is None and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not divisible by "
@@ -101,6 +122,8 @@ class LlamaConfig:
         # Canonical: a config that spells out the defaults equals one that leaves them out.
         object.__setattr__(self, "num_kv_heads", self.kv_heads)
         object.__setattr__(self, "head_dim", self.dim_per_head)
+        if self.attention_output_bias is None:
+            object.__setattr__(self, "attention_output_bias", self.attention_bias)
         object.__setattr__(self, "dtype", base.dtype_name(self.dtype))
         object.__setattr__(self, "param_dtype", base.dtype_name(self.param_dtype))
 
@@ -177,13 +200,13 @@ class LlamaAttention(nnx.Module):
         self.num_heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.kv_heads, d
         bias = cfg.attention_bias
 
-        def lin(i: int, o: int, names: tuple[str, str]) -> nnx.Linear:
+        def lin(i: int, o: int, names: tuple[str, str], bias: bool = bias) -> nnx.Linear:
             return base.linear(i, o, names, std=std, use_bias=bias, rngs=rngs, **kw)
 
         self.query = lin(h, cfg.num_heads * d, ("embed", "heads"))
         self.key = lin(h, cfg.kv_heads * d, ("embed", "heads"))
         self.value = lin(h, cfg.kv_heads * d, ("embed", "heads"))
-        self.output = lin(cfg.num_heads * d, h, ("heads", "embed"))
+        self.output = lin(cfg.num_heads * d, h, ("heads", "embed"), bool(cfg.attention_output_bias))
 
     def __call__(self, x, cos, sin, mask, *, rate: float, deterministic: bool, rngs) -> jax.Array:
         b, t, _ = x.shape
@@ -249,7 +272,7 @@ class LlamaEncoder(nnx.Module):
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.family = MODEL_TYPE
+        self.family = cfg.model_type
         self.num_layers = cfg.num_layers
         self.hidden_size = cfg.hidden_size
         self.embeddings = LlamaEmbeddings(cfg, rngs=rngs)
@@ -284,11 +307,15 @@ class LlamaEncoder(nnx.Module):
             )
         x = self.embeddings.word(input_ids)
         cos, sin = rotary(cfg, position_ids, x.dtype)
+        t = input_ids.shape[1]
         if pair_mask is None:
             mask = causal_mask(attention_mask)
         else:
-            t = input_ids.shape[1]
             mask = pair_mask & jnp.tril(jnp.ones((t, t), bool))[None, None]
+        if cfg.sliding_window is not None and cfg.sliding_window < t:
+            # query i sees keys j with i - j < window (and j <= i, above)
+            near = np.subtract.outer(np.arange(t), np.arange(t)) < cfg.sliding_window
+            mask = mask & jnp.asarray(near)[None, None]
         states = [x]
         for layer in self.layers:
             x = layer(x, cos, sin, mask, deterministic=deterministic, rngs=rngs)
@@ -336,8 +363,8 @@ def _rope(hf: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_from_hf(hf: Mapping[str, Any]) -> LlamaConfig:
-    get = lambda k: require(hf, k, MODEL_TYPE)  # noqa: E731
+def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> LlamaConfig:
+    get = lambda k: require(hf, k, model_type)  # noqa: E731
     act = activation_name(hf, "hidden_act", "silu")
     heads = get("num_attention_heads")
     kv = hf.get("num_key_value_heads") or heads
@@ -356,14 +383,28 @@ def config_from_hf(hf: Mapping[str, Any]) -> LlamaConfig:
         activation=act,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         max_position_embeddings=hf.get("max_position_embeddings", 2048),
-        attention_bias=bool(hf.get("attention_bias", False)),
-        mlp_bias=bool(hf.get("mlp_bias", False)),
+        **_variant_from_hf(hf, model_type),
         attention_dropout=float(hf.get("attention_dropout") or 0.0),
         # transformers' LlamaConfig default is untied
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         initializer_range=hf.get("initializer_range", 0.02),
         **_rope(hf),
     )
+
+
+def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """What tells the model types apart: biases and the sliding window."""
+    if model_type == "qwen2":
+        if hf.get("use_sliding_window"):
+            raise ValueError(
+                "unsupported config attribute use_sliding_window=True: Qwen2's sliding-window "
+                "layers are not implemented (the released Qwen2 and Qwen2.5 checkpoints have none)"
+            )
+        return {"attention_bias": True, "attention_output_bias": False, "model_type": model_type}
+    if model_type == "mistral":
+        return {"sliding_window": hf.get("sliding_window"), "model_type": model_type}
+    return {"attention_bias": bool(hf.get("attention_bias", False)),
+            "mlp_bias": bool(hf.get("mlp_bias", False))}  # fmt: skip
 
 
 def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
@@ -376,8 +417,8 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
         rope["original_max_position_embeddings"] = (
             cfg.rope_original_max_position_embeddings or cfg.max_position_embeddings
         )
-    return {
-        "model_type": MODEL_TYPE,
+    out = {
+        "model_type": cfg.model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
@@ -399,17 +440,25 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
         "rope_theta": cfg.rope_theta,
         "rope_scaling": dict(rope) if cfg.rope_type != "default" else None,
     }
+    if cfg.model_type != MODEL_TYPE:  # their configs have no bias attributes: the type says
+        del out["attention_bias"], out["mlp_bias"]
+    if cfg.model_type == "qwen2":
+        out.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers)
+    if cfg.model_type == "mistral":
+        out["sliding_window"] = cfg.sliding_window
+    return out
 
 
 def key_map(cfg: LlamaConfig) -> list[Rule]:
-    ab, mb = cfg.attention_bias, cfg.mlp_bias
+    ab, ob, mb = cfg.attention_bias, bool(cfg.attention_output_bias), cfg.mlp_bias
     rules = embedding("embed_tokens", "embeddings/word")
     for i in range(cfg.num_layers):
         hf, me = f"layers.{i}", f"layers/{i}"
         rules.append(Rule(f"{hf}.input_layernorm.weight", f"{me}/attention_norm/scale"))
         for theirs, ours in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"),
                              ("o_proj", "output")):  # fmt: skip
-            rules += linear(f"{hf}.self_attn.{theirs}", f"{me}/attention/{ours}", bias=ab)
+            bias = ob if ours == "output" else ab
+            rules += linear(f"{hf}.self_attn.{theirs}", f"{me}/attention/{ours}", bias=bias)
         rules.append(Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/mlp_norm/scale"))
         for theirs, ours in (("gate_proj", "gate"), ("up_proj", "intermediate"),
                              ("down_proj", "output")):  # fmt: skip
@@ -433,33 +482,39 @@ def _lm_key_map(cfg: LlamaConfig) -> list[Rule]:
 # LlamaForSequenceClassification (transformers' generic head): ``score`` (no bias, no dropout) on
 # the rightmost token that is not ``pad_token_id``; jaxtl pools the last real token by the mask,
 # which is that token for left and right padding alike. LlamaForTokenClassification: dropout
-# (``classifier_dropout``) and ``score`` (with bias) on every token.
-SEQUENCE_HEAD = HeadSpec(
-    "LlamaForSequenceClassification",
-    lambda cfg: linear("score", "classifier", bias=False),
-    pooling="last",
-    dropout=False,
-    bias=False,
-)
-TOKEN_HEAD = HeadSpec("LlamaForTokenClassification", lambda cfg: linear("score", "classifier"))
-# LlamaForQuestionAnswering: ``qa_outputs`` on every token, its LlamaModel under ``transformer.``.
-QA_HEAD = dataclasses.replace(qa_head("Llama"), encoder_prefix="transformer.")
+# (``classifier_dropout``) and ``score`` (with bias) on every token. Qwen2's and Mistral's heads
+# are the same generic ones under their own class names.
+def _family(model_type: str, name: str, qa_prefix: str) -> Family:
+    """``qa_prefix``: where ``<name>ForQuestionAnswering`` keeps its base model (Llama's and
+    Qwen2's under ``transformer.``, kept for old checkpoints; Mistral's under ``model.``)."""
+    return Family(
+        model_type=model_type,
+        config_from_hf=functools.partial(config_from_hf, model_type=model_type),
+        config_to_hf=config_to_hf,
+        encoder=LlamaEncoder,
+        key_map=key_map,
+        architecture=f"{name}Model",
+        prefixes=("model.", "transformer."),
+        # Older checkpoints store RoPE's inverse frequencies as a buffer; they come from the config.
+        ignore=(r"(^|\.)rotary_emb\.inv_freq$", r"^lm_head\."),
+        lm_head=_lm_head,
+        lm_key_map=_lm_key_map,
+        lm_architecture=f"{name}ForCausalLM",
+        lm_ignore=(r"^lm_head\.weight$",),  # tied checkpoints may still carry the copy
+        sequence_head=HeadSpec(
+            f"{name}ForSequenceClassification",
+            lambda cfg: linear("score", "classifier", bias=False),
+            pooling="last",
+            dropout=False,
+            bias=False,
+        ),
+        token_head=HeadSpec(
+            f"{name}ForTokenClassification", lambda cfg: linear("score", "classifier")
+        ),
+        qa_head=dataclasses.replace(qa_head(name), encoder_prefix=qa_prefix),
+    )
 
-LLAMA = Family(
-    model_type=MODEL_TYPE,
-    config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf,
-    encoder=LlamaEncoder,
-    key_map=key_map,
-    architecture="LlamaModel",
-    prefixes=("model.", "transformer."),
-    # Older checkpoints store RoPE's inverse frequencies as a buffer; they come from the config.
-    ignore=(r"(^|\.)rotary_emb\.inv_freq$", r"^lm_head\."),
-    lm_head=_lm_head,
-    lm_key_map=_lm_key_map,
-    lm_architecture="LlamaForCausalLM",
-    lm_ignore=(r"^lm_head\.weight$",),  # tied checkpoints may still carry the copy
-    sequence_head=SEQUENCE_HEAD,
-    token_head=TOKEN_HEAD,
-    qa_head=QA_HEAD,
-)
+
+LLAMA = _family(MODEL_TYPE, "Llama", "transformer.")
+QWEN2 = _family("qwen2", "Qwen2", "transformer.")
+MISTRAL = _family("mistral", "Mistral", "")

@@ -1,0 +1,233 @@
+"""Qwen2 and Mistral, the Llama architecture under two more model types, against transformers:
+every hidden state (right and left padding), causal-LM logits, the task models' export under
+their own class names, a PEFT adapter, packed rows, and the config attributes that tell them
+apart — Qwen2's query/key/value biases without an output bias, Mistral's sliding window.
+
+Tolerance: 1e-5 max abs difference (fp32) on real-token positions, as tests/test_family_llama.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+torch = pytest.importorskip("torch", reason="transformers (torch) is the reference")
+transformers = pytest.importorskip("transformers")
+
+from test_export import NLI, TAGS, build, jaxtl_logits, max_diff, perturbed, task  # noqa: E402
+from test_family_llama import TINY, _hf_out, assert_close, hf_states, ours, padded, positions  # noqa: E402
+from test_hf_parity import jitter  # noqa: E402
+
+from jaxtl import assembly, export, models  # noqa: E402
+from jaxtl import config as config_lib  # noqa: E402
+
+TOL = 1e-5
+# The window (3) is shorter than the test rows (7 tokens), so it changes most positions.
+CONFIGS = {
+    "qwen2": (transformers.Qwen2Config, dict(TINY)),
+    "mistral": (transformers.MistralConfig, dict(TINY, head_dim=8, sliding_window=3)),
+}
+NAMES = {"qwen2": "Qwen2", "mistral": "Mistral"}
+
+
+def save_hf(model_type: str, cls_suffix: str, path, seed: int = 0, **edit):
+    config_cls, hf_config = CONFIGS[model_type]
+    cls = getattr(transformers, NAMES[model_type] + cls_suffix)
+    torch.manual_seed(seed)
+    model = jitter(cls(config_cls(**hf_config, **edit))).eval()
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_every_hidden_state_matches_transformers_with_right_and_left_padding(tmp_path, model_type):
+    ref = save_hf(model_type, "Model", tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.family == model_type and enc.causal
+    attention = enc.layers[0].attention
+    if model_type == "qwen2":  # biases on q, k, v; none on the output projection
+        assert attention.query.bias is not None and attention.value.bias is not None
+        assert attention.output.bias is None
+    else:
+        assert enc.cfg.sliding_window == 3 and attention.query.bias is None
+    for left in (False, True):
+        ids, mask = padded(left=left)
+        assert_close(ours(enc, ids, mask), hf_states(ref, ids, mask, left), mask)
+    # It saves as its own model type, which transformers loads with the same states.
+    out = models.save_pretrained(enc, tmp_path / "export")
+    written = json.loads((out / "config.json").read_text())
+    assert written["model_type"] == model_type
+    assert written["architectures"] == [f"{NAMES[model_type]}Model"]
+    again = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert type(again).__name__ == f"{NAMES[model_type]}Model"
+    ids, mask = padded()
+    assert_close(ours(enc, ids, mask), hf_states(again, ids, mask, False), mask)
+
+
+def test_the_sliding_window_changes_what_a_token_sees(tmp_path):
+    """The same Mistral weights with a window of 3 and with none: equal for the tokens that have
+    at most 3 before them, different after (so the parity above checks the window)."""
+    save_hf("mistral", "Model", tmp_path)
+    windowed = models.from_pretrained(tmp_path).model
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, sliding_window=None)))
+    full = models.from_pretrained(tmp_path).model
+    assert full.cfg.sliding_window is None
+    ids, mask = padded()
+    a, b = ours(windowed, ids, mask)[-1], ours(full, ids, mask)[-1]
+    np.testing.assert_allclose(a[0, :3], b[0, :3], atol=TOL)
+    assert np.abs(a[0, 3:] - b[0, 3:]).min() > 1e-4
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_causal_lm_logits_match_transformers(tmp_path, model_type):
+    ref = save_hf(model_type, "ForCausalLM", tmp_path, tie_word_embeddings=True)  # Qwen2.5 ties
+    model = models.from_pretrained(tmp_path, load_lm_head=True).model
+    ids, mask = padded()
+    _, feats = model.features(jnp.asarray(ids), jnp.asarray(mask))
+    logits = np.asarray(model.heads["lm"](feats, model.encoder.tied_embedding()))
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+    real = mask.astype(bool)
+    assert np.abs(logits[real] - theirs.numpy()[real]).max() <= TOL
+    out = models.save_pretrained(model, tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["architectures"] == [
+        f"{NAMES[model_type]}ForCausalLM"
+    ]
+
+
+ARCH = {
+    "classification": "ForSequenceClassification",
+    "tagging": "ForTokenClassification",
+    "qa": "ForQuestionAnswering",
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def base(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param)
+    save_hf(request.param, "Model", path)
+    return request.param, path
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging", "qa"])
+def test_task_model_export_reloads_in_transformers(base, tmp_path, kind):
+    """Each head exports as the model type's own transformers class with jaxtl's logits;
+    Qwen2ForQuestionAnswering keeps its base model under ``transformer.``, Mistral's under
+    ``model.``."""
+    model_type, base_dir = base
+    td = task(kind, NLI if kind == "classification" else TAGS if kind == "tagging" else ())
+    model, _, hf_config = build(base_dir, [td])
+    params = perturbed(model)
+    rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=hf_config)
+    arch = NAMES[model_type] + ARCH[kind]
+    assert rep["format"] == "transformers" and rep["architecture"] == arch
+    if kind == "qa":
+        from safetensors.numpy import load_file
+
+        names = load_file(str(tmp_path / "out" / "model.safetensors"))
+        prefix = "transformer." if model_type == "qwen2" else "model."
+        assert all(n.startswith((prefix, "qa_outputs.")) for n in names), sorted(names)[:3]
+    auto = getattr(transformers, f"AutoModel{ARCH[kind]}")
+    hf = auto.from_pretrained(tmp_path / "out").eval()
+    assert type(hf).__name__ == arch
+    per_token = kind != "classification"
+    for left in (False, True):  # HF needs jaxtl's positions for left padding (see llama.py)
+        ids, mask = padded(left=left)
+        mine = jaxtl_logits(model, params, td.key, ids, mask, None)
+        args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
+                "position_ids": torch.tensor(positions(mask))}  # fmt: skip
+        assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
+
+
+def test_a_qwen2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
+    peft_lib = pytest.importorskip("peft")
+    base_dir = tmp_path / "base"
+    save_hf("qwen2", "Model", base_dir)
+    td = task("classification", NLI)
+    c = config_lib.base_config()
+    c.optim.strategy = "lora"
+    c.optim.lora_rank, c.optim.lora_alpha = 4, 8.0
+    model, _, hf_config = build(base_dir, [td], c)
+    params = perturbed(model, seed=4, where=lambda p: "lora_" in p or p.startswith("heads/"))
+    ids, mask = padded()
+    mine = jaxtl_logits(model, params, td.key, ids, mask, None)
+    export.export_peft_adapter(model, params, td, tmp_path / "adapter",
+                               base_hf_config=hf_config, base_dir=base_dir)  # fmt: skip
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ]
+    hf_base = transformers.AutoModelForSequenceClassification.from_pretrained(
+        base_dir, num_labels=3, pad_token_id=0
+    )
+    assert type(hf_base).__name__ == "Qwen2ForSequenceClassification"
+    loaded = peft_lib.PeftModel.from_pretrained(hf_base, tmp_path / "adapter").eval()
+    args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    assert max_diff(mine, _hf_out(loaded, "classification", args)) <= TOL
+
+
+def test_packed_rows_keep_mistrals_window_within_each_example():
+    """Packed rows (segment mask, positions restarting per example) give each example the
+    logits it gets alone, with the sliding window shorter than the examples."""
+    from conftest import minilm_dir
+    from test_packing import _logits, _per_example
+
+    from jaxtl.data import batching, get_task, packing, tokenize
+    from jaxtl.models import hf
+
+    t = get_task("builtin/sentiment")
+    examples = t.load("dev")[:12]
+    enc = tokenize.encode(t, examples, hf.load_tokenizer(minilm_dir()), max_length=32)
+    hf_config = dict(TINY, vocab_size=30522, sliding_window=4)
+    encoder = models.build_encoder("mistral", hf_config, rngs=nnx.Rngs(0))
+    assert encoder.cfg.sliding_window == 4
+    head = assembly.make_head(t, 32, config_lib.base_config(), nnx.Rngs(1), encoder=encoder)
+    model = models.TransferModel(encoder, {"t": head})
+    flat = batching.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
+    packed = packing.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
+    assert max(int((b["example_weight"] > 0).sum(1).max()) for b in packed) >= 2
+    a = _per_example(flat, [_logits(model, b) for b in flat], enc, False, (32, 64))
+    b = _per_example(packed, [_logits(model, b) for b in packed], enc, False, (32, 64))
+    assert sorted(a) == sorted(b) == list(range(len(examples)))
+    assert max(float(np.max(np.abs(a[i] - b[i]))) for i in a) <= TOL
+
+
+@pytest.mark.parametrize(
+    "model_type,edit,message",
+    [
+        ("qwen2", {"use_sliding_window": True, "sliding_window": 4},
+         "unsupported config attribute use_sliding_window=True"),
+        ("mistral", {"sliding_window": 0}, "sliding_window=0: must be >= 1"),
+        ("qwen2", {"hidden_size": None}, "lacks required attribute 'hidden_size'"),
+    ],
+)  # fmt: skip
+def test_config_errors_name_the_attribute(model_type, edit, message):
+    hf_config = {k: v for k, v in {**TINY, **edit}.items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        models.build_encoder(model_type, hf_config, rngs=nnx.Rngs(0))
+
+
+def test_a_saved_config_reads_back_as_the_same_config():
+    for model_type, (_, hf_config) in CONFIGS.items():
+        fam = models.FAMILIES[model_type]
+        cfg = fam.config_from_hf(hf_config)
+        assert cfg.model_type == model_type
+        out = fam.config_to_hf(cfg)
+        assert out["model_type"] == model_type and "attention_bias" not in out
+        assert fam.config_from_hf({**hf_config, **out}) == cfg
+
+
+def variant_dir(model_type: str, path):
+    """A tiny model of ``model_type`` with a byte-level BPE tokenizer (no pad token, as Llama 3's;
+    Qwen2's names ``<|endoftext|>`` as pad, which this one lacks) for command-line runs."""
+    from test_family_llama import byte_level_tokenizer
+
+    tok = byte_level_tokenizer()
+    hf_config = dict(CONFIGS[model_type][1], vocab_size=len(tok), max_position_embeddings=128)
+    enc = models.build_encoder(model_type, hf_config, rngs=nnx.Rngs(0))
+    models.save_pretrained(enc, path, tokenizer=tok, hf_config=hf_config)
+    return path
