@@ -28,6 +28,7 @@ BUILD = {
     "modernbert": test_family_modernbert.modernbert_dir,
     "deberta-v2": test_family_deberta.deberta_dir,
     "qwen2": lambda path: test_family_llama_variants.variant_dir("qwen2", path),
+    "qwen3": lambda path: test_family_llama_variants.variant_dir("qwen3", path),
     "mistral": lambda path: test_family_llama_variants.variant_dir("mistral", path),
 }
 

@@ -1,7 +1,8 @@
-"""Qwen2 and Mistral, the Llama architecture under two more model types, against transformers:
-every hidden state (right and left padding), causal-LM logits, the task models' export under
-their own class names, a PEFT adapter, packed rows, and the config attributes that tell them
-apart — Qwen2's query/key/value biases without an output bias, Mistral's sliding window.
+"""Qwen2, Qwen3 and Mistral, the Llama architecture under three more model types, against
+transformers: every hidden state (right and left padding), causal-LM logits, the task models'
+export under their own class names, a PEFT adapter, packed rows, and the config attributes that
+tell them apart — Qwen2's query/key/value biases without an output bias, Qwen3's per-head query
+and key norms, Mistral's sliding window.
 
 Tolerance: 1e-5 max abs difference (fp32) on real-token positions, as tests/test_family_llama.py.
 """
@@ -29,9 +30,11 @@ TOL = 1e-5
 # The window (3) is shorter than the test rows (7 tokens), so it changes most positions.
 CONFIGS = {
     "qwen2": (transformers.Qwen2Config, dict(TINY)),
+    # Qwen3 with the optional biases too (on all four projections, as Llama's)
+    "qwen3": (transformers.Qwen3Config, dict(TINY, head_dim=16, attention_bias=True)),
     "mistral": (transformers.MistralConfig, dict(TINY, head_dim=8, sliding_window=3)),
 }
-NAMES = {"qwen2": "Qwen2", "mistral": "Mistral"}
+NAMES = {"qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}
 
 
 def save_hf(model_type: str, cls_suffix: str, path, seed: int = 0, **edit):
@@ -52,6 +55,8 @@ def test_every_hidden_state_matches_transformers_with_right_and_left_padding(tmp
     if model_type == "qwen2":  # biases on q, k, v; none on the output projection
         assert attention.query.bias is not None and attention.value.bias is not None
         assert attention.output.bias is None
+    elif model_type == "qwen3":  # a norm over each head's query and key (jittered: not 1s)
+        assert attention.query_norm.scale[...].shape == (16,) and attention.output.bias is not None
     else:
         assert enc.cfg.sliding_window == 3 and attention.query.bias is None
     for left in (False, True):
@@ -130,7 +135,7 @@ def test_task_model_export_reloads_in_transformers(base, tmp_path, kind):
         from safetensors.numpy import load_file
 
         names = load_file(str(tmp_path / "out" / "model.safetensors"))
-        prefix = "transformer." if model_type == "qwen2" else "model."
+        prefix = "model." if model_type == "mistral" else "transformer."
         assert all(n.startswith((prefix, "qa_outputs.")) for n in names), sorted(names)[:3]
     auto = getattr(transformers, f"AutoModel{ARCH[kind]}")
     hf = auto.from_pretrained(tmp_path / "out").eval()
@@ -201,6 +206,8 @@ def test_packed_rows_keep_mistrals_window_within_each_example():
     [
         ("qwen2", {"use_sliding_window": True, "sliding_window": 4},
          "unsupported config attribute use_sliding_window=True"),
+        ("qwen3", {"use_sliding_window": True, "sliding_window": 4},
+         "unsupported config attribute use_sliding_window=True"),
         ("mistral", {"sliding_window": 0}, "sliding_window=0: must be >= 1"),
         ("qwen2", {"hidden_size": None}, "lacks required attribute 'hidden_size'"),
     ],
@@ -217,7 +224,8 @@ def test_a_saved_config_reads_back_as_the_same_config():
         cfg = fam.config_from_hf(hf_config)
         assert cfg.model_type == model_type
         out = fam.config_to_hf(cfg)
-        assert out["model_type"] == model_type and "attention_bias" not in out
+        assert out["model_type"] == model_type
+        assert ("attention_bias" in out) == (model_type == "qwen3"), model_type  # its config's
         assert fam.config_from_hf({**hf_config, **out}) == cfg
 
 

@@ -1,12 +1,16 @@
 """Llama-architecture decoders (Llama 2/3, SmolLM, TinyLlama ...): a causal pre-norm transformer
 with RMSNorm, rotary positions (RoPE), a SwiGLU MLP and grouped-query attention.
 
-Two more model types are this architecture with one difference each, and load, train and export
-under their own transformers classes (``Qwen2Model``, ``MistralForSequenceClassification`` ...):
+Three more model types are this architecture with one difference each, and load, train and
+export under their own transformers classes (``Qwen2Model``, ``MistralForSequenceClassification``
+...):
 
 * ``qwen2`` (Qwen2, Qwen2.5): biases on the query, key and value projections, none on the
   output projection (``attention_output_bias``). Its optional sliding-window layers
-  (``use_sliding_window=true``, off in the released checkpoints) are refused by name.
+  (``use_sliding_window=true``, off in the released checkpoints) are refused by name, as are
+  Qwen3's.
+* ``qwen3``: an RMSNorm over each head's query and key before the rotation (``qk_norm``;
+  ``self_attn.q_norm`` / ``k_norm``, here ``attention/query_norm`` / ``key_norm``).
 * ``mistral``: every layer attends within a sliding window (``sliding_window`` tokens, the
   query's own included, as transformers' ``create_sliding_window_causal_mask``; ``null`` = none,
   as from Mistral 7B v0.2 on), counted over the row's token indices, so the same in a packed
@@ -64,7 +68,7 @@ from jaxtl.models.gpt2 import causal_mask
 from jaxtl.models.keymap import Rule, embedding, linear
 
 MODEL_TYPE = "llama"
-VARIANTS = ("llama", "mistral", "qwen2")  # the HF model_types of this architecture
+VARIANTS = ("llama", "mistral", "qwen2", "qwen3")  # the HF model_types of this architecture
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -90,6 +94,7 @@ class LlamaConfig:
     attention_output_bias: bool | None = None  # None: attention_bias (Llama); Qwen2: False
     mlp_bias: bool = False
     sliding_window: int | None = None  # Mistral: keys within this many tokens of the query
+    qk_norm: bool = False  # Qwen3: RMSNorm on each head's query and key, before RoPE
     attention_dropout: float = 0.0
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
@@ -207,12 +212,17 @@ class LlamaAttention(nnx.Module):
         self.key = lin(h, cfg.kv_heads * d, ("embed", "heads"))
         self.value = lin(h, cfg.kv_heads * d, ("embed", "heads"))
         self.output = lin(cfg.num_heads * d, h, ("heads", "embed"), bool(cfg.attention_output_bias))
+        if cfg.qk_norm:  # one scale over head_dim, shared by the heads
+            self.query_norm = RMSNorm(d, cfg.rms_norm_eps, rngs=rngs, **kw)
+            self.key_norm = RMSNorm(d, cfg.rms_norm_eps, rngs=rngs, **kw)
 
     def __call__(self, x, cos, sin, mask, *, rate: float, deterministic: bool, rngs) -> jax.Array:
         b, t, _ = x.shape
         q = self.query(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.key(x).reshape(b, t, self.kv_heads, self.head_dim)
         v = self.value(x).reshape(b, t, self.kv_heads, self.head_dim)
+        if hasattr(self, "query_norm"):
+            q, k = self.query_norm(q), self.key_norm(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         group = self.num_heads // self.kv_heads
         if group > 1:  # kv head j serves query heads j*group .. (j+1)*group-1 (HF repeat_kv)
@@ -394,13 +404,17 @@ def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> Llama
 
 def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     """What tells the model types apart: biases and the sliding window."""
+    if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
+        raise ValueError(
+            "unsupported config attribute use_sliding_window=True: the Qwen sliding-window "
+            "layers are not implemented (the released Qwen2, Qwen2.5 and Qwen3 checkpoints "
+            "have none)"
+        )
     if model_type == "qwen2":
-        if hf.get("use_sliding_window"):
-            raise ValueError(
-                "unsupported config attribute use_sliding_window=True: Qwen2's sliding-window "
-                "layers are not implemented (the released Qwen2 and Qwen2.5 checkpoints have none)"
-            )
         return {"attention_bias": True, "attention_output_bias": False, "model_type": model_type}
+    if model_type == "qwen3":
+        bias = bool(hf.get("attention_bias", False))
+        return {"attention_bias": bias, "qk_norm": True, "model_type": model_type}
     if model_type == "mistral":
         return {"sliding_window": hf.get("sliding_window"), "model_type": model_type}
     return {"attention_bias": bool(hf.get("attention_bias", False)),
@@ -440,9 +454,11 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
         "rope_theta": cfg.rope_theta,
         "rope_scaling": dict(rope) if cfg.rope_type != "default" else None,
     }
-    if cfg.model_type != MODEL_TYPE:  # their configs have no bias attributes: the type says
-        del out["attention_bias"], out["mlp_bias"]
-    if cfg.model_type == "qwen2":
+    if cfg.model_type != MODEL_TYPE:  # their configs have no MLP bias attribute: the type says
+        del out["mlp_bias"]
+        if cfg.model_type != "qwen3":  # nor one for the attention's
+            del out["attention_bias"]
+    if cfg.model_type in ("qwen2", "qwen3"):
         out.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers)
     if cfg.model_type == "mistral":
         out["sliding_window"] = cfg.sliding_window
@@ -459,6 +475,11 @@ def key_map(cfg: LlamaConfig) -> list[Rule]:
                              ("o_proj", "output")):  # fmt: skip
             bias = ob if ours == "output" else ab
             rules += linear(f"{hf}.self_attn.{theirs}", f"{me}/attention/{ours}", bias=bias)
+        if cfg.qk_norm:
+            for theirs, ours in (("q_norm", "query_norm"), ("k_norm", "key_norm")):
+                rules.append(
+                    Rule(f"{hf}.self_attn.{theirs}.weight", f"{me}/attention/{ours}/scale")
+                )
         rules.append(Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/mlp_norm/scale"))
         for theirs, ours in (("gate_proj", "gate"), ("up_proj", "intermediate"),
                              ("down_proj", "output")):  # fmt: skip
@@ -517,4 +538,5 @@ def _family(model_type: str, name: str, qa_prefix: str) -> Family:
 
 LLAMA = _family(MODEL_TYPE, "Llama", "transformer.")
 QWEN2 = _family("qwen2", "Qwen2", "transformer.")
+QWEN3 = _family("qwen3", "Qwen3", "transformer.")
 MISTRAL = _family("mistral", "Mistral", "")

@@ -12,8 +12,8 @@ computes, and its key map) and ``model.head=auto`` builds them, ``jaxtl.export``
 and task checkpoints' heads are reused (``jaxtl.models.hf_heads``); copy ``tests/test_export.py``.
 A family that is an existing architecture under other names reuses that encoder: XLM-RoBERTa is
 RoBERTa's ``Family`` with other class names (``jaxtl/models/bert.py``), DistilBERT a BERT
-configuration with its own key map and heads (``jaxtl/models/distilbert.py``), Qwen2 and
-Mistral Llama configurations with their own biases, window and class names
+configuration with its own key map and heads (``jaxtl/models/distilbert.py``), Qwen2, Qwen3
+and Mistral Llama configurations with their own biases, norms, window and class names
 (``jaxtl/models/llama.py``).
 """
 
@@ -26,7 +26,7 @@ from jaxtl.models.deberta import DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
 from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
-from jaxtl.models.llama import LLAMA, MISTRAL, QWEN2
+from jaxtl.models.llama import LLAMA, MISTRAL, QWEN2, QWEN3
 from jaxtl.models.modernbert import MODERNBERT
 from jaxtl.models.mpnet import MPNET
 
@@ -34,7 +34,7 @@ FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, MPNET, DEBERTA_V2, GPT2, BILSTM)
 }
-FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, MISTRAL)})  # one architecture, 3 types
+FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL)})  # one architecture
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
 FAMILIES[AWD_LSTM.model_type] = AWD_LSTM
 
