@@ -167,6 +167,30 @@ def _hf_out(hf, kind, args):
     return out.logits.numpy()
 
 
+def export_matches_transformers(model, td, out, name: str, hf_config) -> dict:
+    """Exports ``td``'s head (parameters perturbed) to ``out`` and checks it is transformers'
+    ``<name>For…`` class with jaxtl's logits, right and left padded (HF needs jaxtl's positions
+    for left padding: see llama.py); returns the perturbed parameters."""
+    kind = td.task.kind
+    params = perturbed(model)
+    rep = export.export_task_model(model, params, td, out, hf_config=hf_config)
+    arch = name + ARCH[kind]
+    assert rep["format"] == "transformers" and rep["architecture"] == arch
+    hf = getattr(transformers, f"AutoModel{ARCH[kind]}").from_pretrained(out).eval()
+    assert type(hf).__name__ == arch
+    per_token = kind != "classification"
+    for left in (False, True):
+        ids, mask = padded(left=left)
+        mine = jaxtl_logits(model, params, td.key, ids, mask, None)
+        args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
+                "position_ids": torch.tensor(positions(mask))}  # fmt: skip
+        assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
+        if not left:  # right padded, transformers' own positions give the same
+            args.pop("position_ids")
+            assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
+    return params
+
+
 @pytest.mark.parametrize("kind", ["classification", "tagging", "qa"])
 def test_task_model_export_reloads_in_transformers(base_dir, tmp_path, kind):
     """Each task head exports as its transformers Llama head (LlamaForQuestionAnswering keeps
@@ -177,24 +201,10 @@ def test_task_model_export_reloads_in_transformers(base_dir, tmp_path, kind):
     head = model.heads[td.key]
     if kind == "classification":  # the default head reads the last real token, without bias
         assert (head.pooling, head.use_bias, head.dropout) == ("last", False, 0.0)
-    params = perturbed(model)
-    rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=hf_config)
-    arch = ARCH[kind]
-    assert rep["format"] == "transformers" and rep["architecture"] == f"Llama{arch}"
-    auto = getattr(transformers, f"AutoModel{arch}")
-    hf = auto.from_pretrained(tmp_path / "out").eval()
-    assert type(hf).__name__ == f"Llama{arch}"
-    per_token = kind != "classification"
-    for left in (False, True):  # HF needs jaxtl's positions for left padding (see llama.py)
-        ids, mask = padded(left=left)
-        mine = jaxtl_logits(model, params, td.key, ids, mask, None)
-        args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
-                "position_ids": torch.tensor(positions(mask))}  # fmt: skip
-        assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
+    params = export_matches_transformers(model, td, tmp_path / "out", "Llama", hf_config)
     ids, mask = padded()
+    per_token = kind != "classification"
     mine = jaxtl_logits(model, params, td.key, ids, mask, None)
-    args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-    assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
     back, key, info = export.load_task_model(tmp_path / "out")
     assert info["kind"] == kind
     again = jaxtl_logits(back, None, key, ids, mask, None)

@@ -20,7 +20,15 @@ torch = pytest.importorskip("torch", reason="transformers (torch) is the referen
 transformers = pytest.importorskip("transformers")
 
 from test_export import NLI, TAGS, build, jaxtl_logits, max_diff, perturbed, task  # noqa: E402
-from test_family_llama import TINY, _hf_out, assert_close, hf_states, ours, padded, positions  # noqa: E402
+from test_family_llama import (  # noqa: E402
+    TINY,
+    _hf_out,
+    assert_close,
+    export_matches_transformers,
+    hf_states,
+    ours,
+    padded,
+)
 from test_hf_parity import jitter  # noqa: E402
 
 from jaxtl import assembly, export, models  # noqa: E402
@@ -105,13 +113,6 @@ def test_causal_lm_logits_match_transformers(tmp_path, model_type):
     ]
 
 
-ARCH = {
-    "classification": "ForSequenceClassification",
-    "tagging": "ForTokenClassification",
-    "qa": "ForQuestionAnswering",
-}
-
-
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def base(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
@@ -127,26 +128,13 @@ def test_task_model_export_reloads_in_transformers(base, tmp_path, kind):
     model_type, base_dir = base
     td = task(kind, NLI if kind == "classification" else TAGS if kind == "tagging" else ())
     model, _, hf_config = build(base_dir, [td])
-    params = perturbed(model)
-    rep = export.export_task_model(model, params, td, tmp_path / "out", hf_config=hf_config)
-    arch = NAMES[model_type] + ARCH[kind]
-    assert rep["format"] == "transformers" and rep["architecture"] == arch
+    export_matches_transformers(model, td, tmp_path / "out", NAMES[model_type], hf_config)
     if kind == "qa":
         from safetensors.numpy import load_file
 
         names = load_file(str(tmp_path / "out" / "model.safetensors"))
         prefix = "model." if model_type == "mistral" else "transformer."
         assert all(n.startswith((prefix, "qa_outputs.")) for n in names), sorted(names)[:3]
-    auto = getattr(transformers, f"AutoModel{ARCH[kind]}")
-    hf = auto.from_pretrained(tmp_path / "out").eval()
-    assert type(hf).__name__ == arch
-    per_token = kind != "classification"
-    for left in (False, True):  # HF needs jaxtl's positions for left padding (see llama.py)
-        ids, mask = padded(left=left)
-        mine = jaxtl_logits(model, params, td.key, ids, mask, None)
-        args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
-                "position_ids": torch.tensor(positions(mask))}  # fmt: skip
-        assert max_diff(mine, _hf_out(hf, kind, args), mask if per_token else None) <= TOL
 
 
 def test_a_qwen2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
