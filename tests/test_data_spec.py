@@ -356,6 +356,51 @@ def test_texts_cut_at_max_length_are_counted_and_a_large_share_warned(tmp_path, 
     assert note.levelname == "INFO" and "1 of 41 train examples (2%)" in note.getMessage()
 
 
+@pytest.mark.parametrize("token_cache", ["off", "folder"])
+def test_dev_examples_that_are_training_examples_are_counted_and_a_large_share_warned(
+    tmp_path, caplog, token_cache
+):
+    """A run says how many dev (and test) examples are, token for token, training examples: a
+    warning from 20% of them (a dev file that is the training file), a note below, nothing
+    for disjoint splits — with the training split tokenised in memory or read back from the
+    token cache."""
+    from conftest import minilm_dir
+    from transformers import AutoTokenizer
+
+    from jaxtl import config as config_lib
+    from jaxtl.data.prepare import prepare_tasks
+    from jaxtl.regimes import multitask
+
+    train = [(f"review number {i} of the film", "pos" if i % 2 else "neg") for i in range(20)]
+    write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in train))
+    config = multitask.add_config(config_lib.base_config())
+    config.data.dir = str(tmp_path)
+    config.data.token_cache = "off" if token_cache == "off" else str(tmp_path / "tokens")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    spec = "file:name=mine,path={split}.tsv,text=sentence,label=label"
+    new = [(f"another text {i}", "pos") for i in range(9)]
+    for dev, test, said in [
+        (train[:4], None, [("WARNING", "4 of 4 dev examples (100%)")]),
+        # spacing differs, the tokens do not; the test split is checked too
+        ([("review  number 3 of the film ", "pos")] + new, train[5:6] + new[:1],
+         [("INFO", "1 of 10 dev examples (10%)"), ("WARNING", "1 of 2 test examples (50%)")]),
+        (new, None, []),
+    ]:  # fmt: skip
+        for split, rows in (("dev", dev), ("test", test)):
+            (tmp_path / f"{split}.tsv").unlink(missing_ok=True)
+            if rows is not None:
+                write(tmp_path / f"{split}.tsv",
+                      "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))  # fmt: skip
+        caplog.clear()
+        with caplog.at_level("INFO", logger="jaxtl.data.prepare"):
+            prepare_tasks([spec], config, tokenizer)
+        got = [r for r in caplog.records if "token for token" in r.getMessage()]
+        assert [(r.levelname, s in r.getMessage()) for r, (_, s) in zip(got, said)] == [
+            (level, True) for level, _ in said
+        ], [r.getMessage() for r in got]
+        assert len(got) == len(said)
+
+
 def test_sst2_real_files(data_dir):
     task = get_task(
         "file:name=sst2_file,path=SST-2/{split}.tsv,text=sentence,label=label", data_dir

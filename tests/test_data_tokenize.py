@@ -224,3 +224,21 @@ def test_example_labels_take_python_numpy_and_bool_ids():
     assert not score.any()
     empty, _ = tokenize.example_labels(task, [])
     assert empty.shape == (0,)
+
+
+def test_input_hashes_tell_rows_apart_and_agree_for_the_token_caches_rows(tmp_path):
+    """Equal token rows hash equal; a reordering, a prefix, an added pad id or an empty row do
+    not; chunking and the on-disk token cache's rows (read from its file) give the same."""
+    from jaxtl.data.token_cache import Ragged
+
+    rows = [np.array(r, np.int32) for r in ([1, 2, 3], [1, 2, 3], [3, 2, 1], [1, 2],
+                                             [1, 2, 3, 0], [0], [7] * 600, [])]  # fmt: skip
+    h = tokenize.input_hashes(rows)
+    assert h.dtype == np.uint64 and len(h) == len(rows)
+    assert h[0] == h[1] and len(set(h[[0, 2, 3, 4, 5, 6, 7]].tolist())) == 7
+    np.testing.assert_array_equal(tokenize.input_hashes(rows, chunk_tokens=1), h)
+    np.testing.assert_array_equal(tokenize.input_hashes(rows, chunk_tokens=5), h)
+    flat = tmp_path / "input_ids.bin"
+    np.concatenate(rows).astype(np.int32).tofile(flat)
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    np.testing.assert_array_equal(tokenize.input_hashes(Ragged(str(flat), np.int32, offsets)), h)

@@ -93,6 +93,44 @@ def _lengths(rows: Sequence[np.ndarray]) -> np.ndarray:
     return np.fromiter((len(x) for x in rows), np.int32, len(rows))
 
 
+def input_hashes(rows: Sequence[np.ndarray], chunk_tokens: int = 1 << 22) -> np.ndarray:
+    """uint64[N]: a 64-bit fingerprint of each row's token ids (a polynomial hash with its length,
+    then mixed), computed a few million tokens at a time: rows of the on-disk token cache are read
+    from its file in order, never held all at once."""
+    lengths = _lengths(rows).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = rows.array() if hasattr(rows, "array") else None  # the token cache's file
+    base = np.uint64(0x9E3779B97F4A7C15)
+    out = np.empty(len(lengths), np.uint64)
+    start = 0
+    while start < len(lengths):  # rows [start, stop) hold at most chunk_tokens (or one row)
+        stop = max(
+            start + 1, int(np.searchsorted(offsets, offsets[start] + chunk_tokens, "right")) - 1
+        )
+        stop = min(stop, len(lengths))
+        n = lengths[start:stop]
+        if flat is not None:
+            ids = np.asarray(flat[offsets[start] : offsets[stop]], np.uint64)
+        else:
+            ids = np.concatenate([np.asarray(r, np.uint64) for r in rows[start:stop]])
+        first = offsets[start:stop] - offsets[start]
+        pos = np.arange(len(ids), dtype=np.int64) - np.repeat(first, n)
+        with np.errstate(over="ignore"):  # wrapping mod 2**64 is the hash
+            weights = np.power(base, (pos + 1).astype(np.uint64))
+            terms = (ids + np.uint64(1)) * weights
+            # each row's sum as a difference of running sums: an empty row sums to 0
+            running = np.concatenate([np.zeros(1, np.uint64), np.cumsum(terms, dtype=np.uint64)])
+            sums = running[first + n] - running[first]
+            h = sums + n.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+            h ^= h >> np.uint64(30)  # splitmix64's finaliser: every bit of h moves every other
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(27)
+            h *= np.uint64(0x94D049BB133111EB)
+            out[start:stop] = h ^ (h >> np.uint64(31))
+        start = stop
+    return out
+
+
 def take(rows: Sequence[np.ndarray], index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the rows at ``index`` one after the other as int32, their int64 lengths): what a batcher
     scatters into its padded arrays in one assignment instead of one per example. Rows of the
