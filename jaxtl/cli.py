@@ -5,6 +5,7 @@ or predict with / export a finished run.
     jaxtl --predict --workdir=DIR --input=FILE
           [--output=OUT.jsonl|.json|.tsv|.csv|.parquet|.conll|.conllu]
           [--task=NAME] [--input_format=auto|lines|jsonl|task|tsv|csv]
+          [--word_split=whitespace|treebank]
           [--output_format=auto|jsonl|json|tsv|csv|parquet|squad|conll|conllu]
     jaxtl --export --workdir=DIR --output=FOLDER
     jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
@@ -225,6 +226,10 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
                         "task's own")  # fmt: skip
     parser.add_argument("--text_pair_column", default=None, help="a pair task's second text "
                         "column (a qa task's context), when not the task's own")  # fmt: skip
+    parser.add_argument("--word_split", default="whitespace", help="how a tagger's raw text "
+                        "(lines, or jsonl 'text') becomes words: whitespace (each token tagged "
+                        "as it is) | treebank (punctuation split off, 'did n't', as CoNLL and "
+                        "UD English files are)")  # fmt: skip
     args = parser.parse_args(argv[1:])
     _file_command_logging()
     from jaxtl import runtime
@@ -251,7 +256,8 @@ def predict_main(argv: list[str], prog: str = "jaxtl") -> None:
             raise ValueError("--predict needs --input=FILE (or - for stdin)")
         n, scores = predict_command(args.workdir, args.input, args.output, args.task,
                                     args.input_format, args.output_format,
-                                    (args.text_column, args.text_pair_column))  # fmt: skip
+                                    (args.text_column, args.text_pair_column),
+                                    args.word_split)  # fmt: skip
     except (ValueError, OSError) as e:  # user errors (a file, a folder): one line, no traceback
         sys.exit(_one_line(f"{prog}: {e}"))
     # stdout carries the predictions when --output=-: the summary goes to stderr then.

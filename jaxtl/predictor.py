@@ -56,6 +56,7 @@ from jaxtl.data.io import (
 from jaxtl.data.prepare import TaskData, configured
 from jaxtl.data.spec import COLUMNAR
 from jaxtl.data.tasks import SENTENCE_KINDS, BadRows, DataError, Example, Task
+from jaxtl.data.words import check_word_split, split_words
 from jaxtl.objectives import seq2seq as seq2seq_objective
 
 log = logging.getLogger(__name__)
@@ -286,21 +287,25 @@ class Predictor:
                 return td
         raise ValueError(f"unknown task {name!r}; this run's tasks: {self.task_names}")
 
-    def predict(self, inputs: Iterable[Any], task: str | None = None, *, progress: bool = False):
+    def predict(self, inputs: Iterable[Any], task: str | None = None, *, progress: bool = False,
+                word_split: str = "whitespace"):  # fmt: skip
         """Prediction records for ``inputs``: strings, (text, text_pair) pairs, word lists
         (tagging) or :class:`~jaxtl.data.tasks.Example` objects; run a chunk at a time
-        (:meth:`predict_stream`), so a long list costs no more memory than its records."""
+        (:meth:`predict_stream`), so a long list costs no more memory than its records. A
+        tagger's strings are split into words as ``word_split`` says
+        (:mod:`jaxtl.data.words`: ``treebank`` splits punctuation off, as CoNLL's words are)."""
         td = self.task(task)
-        examples = (self._example(x, td.task, i) for i, x in enumerate(inputs))
+        check_word_split(word_split)
+        examples = (self._example(x, td.task, i, word_split) for i, x in enumerate(inputs))
         return [predictions.in_scheme(r, td.task.tag_scheme)
                 for r in self.predict_stream(examples, td, progress=progress)]  # fmt: skip
 
     @staticmethod
-    def _example(x: Any, task: Task, i: int) -> Example:
+    def _example(x: Any, task: Task, i: int, word_split: str = "whitespace") -> Example:
         if isinstance(x, Example):
             return x
         if isinstance(x, str):
-            words = tuple(x.split()) if task.kind == "tagging" else None
+            words = split_words(x, word_split) if task.kind == "tagging" else None
             return Example(x, words=words, source=f"input:{i + 1}")
         if isinstance(x, (list, tuple)) and task.kind == "tagging":
             return Example(" ".join(x), words=tuple(x), source=f"input:{i + 1}")
@@ -415,7 +420,8 @@ class Predictor:
         return "lines"
 
     def iter_input(self, path: str, td: TaskData, input_format: str = "auto",
-                   columns: Sequence[str | None] = (None, None)) -> Iterator[Example]:  # fmt: skip
+                   columns: Sequence[str | None] = (None, None),
+                   word_split: str = "whitespace") -> Iterator[Example]:  # fmt: skip
         """Examples from ``path`` ("-" = stdin): ``lines`` (one text per line; a tab separates
         a sentence pair, or a translation source from its reference), ``jsonl`` (objects with
         ``text``, ``text_pair``, ``words``, ``target``, and ``id``, which its record keeps), or
@@ -425,8 +431,11 @@ class Predictor:
         ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines`` and ``jsonl`` are
         read a line at a time (a file larger than memory streams); the task's own format is
         read whole. ``columns``: the text (and pair) column of a table or JSON input whose
-        columns are not the task's (``--text_column``), read as a table of the task's kind."""
+        columns are not the task's (``--text_column``), read as a table of the task's kind.
+        ``word_split``: how a tagger's ``lines`` and ``jsonl`` texts become words
+        (:mod:`jaxtl.data.words`); files of words (CoNLL, word lists) keep theirs."""
         check_input_format(input_format)
+        check_word_split(word_split)
         if td.task.kind == "qa" and (
             input_format in TABLE_INPUTS
             or (extension(path) in QA_TABLES and input_format not in ("jsonl", "lines"))
@@ -450,7 +459,7 @@ class Predictor:
                                 "chosen by the file's extension; --text_column names the text "
                                 "column of a table laid out otherwise, --input_format=lines "
                                 "reads one text per line, jsonl one object per line)") from None  # fmt: skip
-        yield from self._read_lines(path, td, input_format)
+        yield from self._read_lines(path, td, input_format, word_split)
 
     def _read_qa_table(self, path: str, td: TaskData, question: str | None,
                        context: str | None, fmt: str = "auto") -> Iterator[Example]:  # fmt: skip
@@ -527,9 +536,10 @@ class Predictor:
                             + (f", text_pair={pair!r}" if pair else "")
                             + f"; {names} name the columns)") from None  # fmt: skip
 
-    def _read_lines(self, path: str, td: TaskData, input_format: str) -> Iterator[Example]:
+    def _read_lines(self, path: str, td: TaskData, input_format: str,
+                    word_split: str = "whitespace") -> Iterator[Example]:  # fmt: skip
         if input_format == "jsonl":
-            yield from self._read_json(path, td)
+            yield from self._read_json(path, td, word_split)
             return
         lines = attached = 0  # a tagger's lines, and those ending in a word like "Paris."
         shown = ""
@@ -538,9 +548,9 @@ class Predictor:
                 first, _, second = line.partition("\t")
                 yield Example(first, target=second or None, source=where)
             elif td.task.kind == "tagging":
-                words = tuple(line.split())
+                words = split_words(line, word_split)
                 lines += 1
-                if _ATTACHED.match(words[-1]):
+                if word_split == "whitespace" and _ATTACHED.match(words[-1]):
                     attached, shown = attached + 1, shown or words[-1]
                 yield Example(line, words=words, source=where)
             elif _takes_pairs(td.task):  # sentence<TAB>sentence
@@ -552,10 +562,11 @@ class Predictor:
             log.warning(
                 "%s: %d of %d lines end in a word with its punctuation attached (%r): a "
                 "tagger's words are a line's whitespace-separated tokens, each tagged as it is; "
-                "text split as the training files were ('Paris .') gives punctuation tags of "
-                "its own", path, attached, lines, shown)  # fmt: skip
+                "--word_split=treebank splits punctuation off as CoNLL's and UD's words are "
+                "('Paris .')", path, attached, lines, shown)  # fmt: skip
 
-    def _read_json(self, path: str, td: TaskData) -> Iterator[Example]:
+    def _read_json(self, path: str, td: TaskData,
+                   word_split: str = "whitespace") -> Iterator[Example]:  # fmt: skip
         for rec, where in json_values(path):
             if td.task.kind == "qa" and isinstance(rec, dict) and "context" in rec:
                 # a question and its context, as a SQuAD JSON-lines file holds them
@@ -578,6 +589,8 @@ class Predictor:
             ):
                 raise DataError(f"{where}: 'words' must be a list of strings")
             words = tuple(rec["words"]) if "words" in rec else None
+            if words is None and td.task.kind == "tagging" and isinstance(rec.get("text"), str):
+                words = split_words(rec["text"], word_split)
             text_ = rec.get("text") or " ".join(words or ())
             # an object's own "id" is its record's id (a bad one stops: BadRows("error"))
             rid = row_id(rec["id"], where, "id", BadRows()) if "id" in rec else None
@@ -676,7 +689,7 @@ def load(workdir: str | epath.Path, **kwargs: Any) -> Predictor:
 
 def predict_command(workdir: str, input_path: str, output: str, task: str | None,
                     input_format: str = "auto", output_format: str = "auto",
-                    columns: Sequence[str | None] = (None, None),
+                    columns: Sequence[str | None] = (None, None), word_split: str = "whitespace",
                     ) -> tuple[int, dict[str, float] | None]:  # fmt: skip
     """``launch.py --predict``: records for every row of ``input_path`` to ``output`` ("-" =
     stdout) as JSON lines or a table (``output_format``, by default the output's extension:
@@ -686,6 +699,7 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     them (None otherwise)."""
     workdir_lib.check_file_command(input_path, output, workdir, "--predict")
     check_input_format(input_format)
+    check_word_split(word_split)
     out_format = predictions.output_format(output, output_format)
     p = load(workdir)
     td = p.task(task)
@@ -696,9 +710,9 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
         # Read line by line while predicting: a bad line stops the command before the model
         # runs, not after. Only these can hold one (a line that is not an object, a pair
         # without its tab); the task's own format is read whole, and checked, at once.
-        for ex in p.iter_input(input_path, td, input_format):
+        for ex in p.iter_input(input_path, td, input_format, word_split=word_split):
             _check_inputs([ex], td.task)
-    examples = p.iter_input(input_path, td, input_format, columns)
+    examples = p.iter_input(input_path, td, input_format, columns, word_split)
     # What scoring needs of each record (not its text): kept while every record has gold.
     keep = {"classification": "label", "multilabel": "labels", "regression": "score",
             "tagging": "tags", "translation": "translation", "qa": "answer"}.get(td.task.kind)  # fmt: skip

@@ -254,12 +254,13 @@ def test_a_tagger_trained_on_conllu_writes_conllu(trained, tmp_path):
     assert "task 'ner' was not trained on CoNLL-U files" in p.stderr
 
 
-def test_a_tagger_on_raw_text_lines_warns_that_punctuation_stays_on_its_word(
+def test_a_tagger_on_raw_text_lines_warns_that_punctuation_stays_on_its_word_or_splits_it(
     trained, tmp_path, caplog
 ):
     """A tagger's text lines are split at whitespace; lines written as raw text ("Paris.")
     keep the full stop on the word, unlike the CoNLL files it trained on: warned, naming a
     word; lines split as the training files were say nothing."""
+    import jaxtl
     from jaxtl.predictor import predict_command
 
     _, wd, _ = trained
@@ -277,6 +278,28 @@ def test_a_tagger_on_raw_text_lines_warns_that_punctuation_stays_on_its_word(
     with caplog.at_level("WARNING", logger="jaxtl.predictor"):
         predict_command(str(wd), str(tmp_path / "split.txt"), str(tmp_path / "s.jsonl"), "ner")
     assert "punctuation attached" not in caplog.text
+    # --word_split=treebank splits raw text as CoNLL's words are: the split lines' own words
+    # and tags, with nothing to warn of; the API and JSON lines' "text" take it too.
+    (tmp_path / "raw2.txt").write_text("Anna flew to Paris.\nthe U.S. is far.\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jaxtl.predictor"):
+        predict_command(str(wd), str(tmp_path / "raw2.txt"), str(tmp_path / "t.jsonl"), "ner",
+                        word_split="treebank")  # fmt: skip
+    assert "punctuation attached" not in caplog.text
+    split_records = _jsonl(tmp_path / "s.jsonl")
+    got = _jsonl(tmp_path / "t.jsonl")
+    assert [r["words"] for r in got] == [r["words"] for r in split_records]
+    assert [r["tags"] for r in got] == [r["tags"] for r in split_records]
+    api = jaxtl.load(wd).predict(["Anna flew to Paris."], "ner", word_split="treebank")
+    assert api[0]["words"] == ["Anna", "flew", "to", "Paris", "."]
+    assert api[0]["tags"] == split_records[0]["tags"]
+    (tmp_path / "raw.jsonl").write_text('{"text": "Anna flew to Paris."}\n')
+    predict_command(str(wd), str(tmp_path / "raw.jsonl"), str(tmp_path / "j.jsonl"), "ner",
+                    word_split="treebank")  # fmt: skip
+    assert _jsonl(tmp_path / "j.jsonl")[0]["words"] == ["Anna", "flew", "to", "Paris", "."]
+    with pytest.raises(ValueError, match=r"--word_split='penn': choose one of whitespace, "):
+        predict_command(str(wd), str(tmp_path / "raw2.txt"), str(tmp_path / "x.jsonl"), "ner",
+                        word_split="penn")  # fmt: skip
 
 
 def test_a_tagger_trained_on_bioes_files_writes_its_predictions_in_bioes(tiny_bert_dir, tmp_path):
