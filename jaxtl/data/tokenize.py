@@ -93,13 +93,14 @@ def _lengths(rows: Sequence[np.ndarray]) -> np.ndarray:
     return np.fromiter((len(x) for x in rows), np.int32, len(rows))
 
 
-def input_hashes(rows: Sequence[np.ndarray], chunk_tokens: int = 1 << 22) -> np.ndarray:
+def input_hashes(rows: Sequence[np.ndarray], chunk_tokens: int = 1 << 20) -> np.ndarray:
     """uint64[N]: a 64-bit fingerprint of each row's token ids (a polynomial hash with its length,
-    then mixed), computed a few million tokens at a time: rows of the on-disk token cache are read
-    from its file in order, never held all at once."""
+    then mixed), computed a million tokens at a time: rows of the on-disk token cache are read
+    from its file a chunk at a time into fresh buffers (not through a memory map, whose pages
+    would stay in the process's resident set), never held all at once."""
     lengths = _lengths(rows).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = rows.array() if hasattr(rows, "array") else None  # the token cache's file
+    file = getattr(rows, "path", None)  # the token cache's rows: read from their file
     base = np.uint64(0x9E3779B97F4A7C15)
     out = np.empty(len(lengths), np.uint64)
     start = 0
@@ -109,8 +110,10 @@ def input_hashes(rows: Sequence[np.ndarray], chunk_tokens: int = 1 << 22) -> np.
         )
         stop = min(stop, len(lengths))
         n = lengths[start:stop]
-        if flat is not None:
-            ids = np.asarray(flat[offsets[start] : offsets[stop]], np.uint64)
+        if file is not None:
+            dtype = np.dtype(rows.dtype)  # type: ignore[attr-defined]
+            count, at = int(offsets[stop] - offsets[start]), int(offsets[start]) * dtype.itemsize
+            ids = np.fromfile(file, dtype, count, offset=at).astype(np.uint64)
         else:
             ids = np.concatenate([np.asarray(r, np.uint64) for r in rows[start:stop]])
         first = offsets[start:stop] - offsets[start]
