@@ -235,19 +235,19 @@ def report_cut(task: Task, enc: tokenize.Encoded, max_length: int, split: str) -
 OVERLAP_WARNING = 0.20
 
 
-def report_overlap(task: Task, train: tokenize.Encoded, split: str,
-                   encoded: tokenize.Encoded) -> int:  # fmt: skip
+def report_overlap(task: Task, train: np.ndarray, split: str, encoded: tokenize.Encoded) -> int:
     """Log how many of an evaluation split's examples are, token for token, a training example
-    (a warning from :data:`OVERLAP_WARNING` of them, a note below): their scores show what the
-    model remembers, not how it does on new text — a split drawn from the training file, or
-    files that repeat their rows. Compared as the model reads them (token ids, after
+    (``train``: the training rows' :func:`~jaxtl.data.tokenize.input_hashes`; a warning from
+    :data:`OVERLAP_WARNING` of them, a note below): their scores show what the model
+    remembers, not how it does on new text — a split drawn from the training file, or files
+    that repeat their rows. Compared as the model reads them (token ids, after
     ``data.max_length``'s cut); a qa question by its first window. Returns that count."""
     if task.kind == "lm" or not len(train) or not len(encoded):
         return 0
     hashes = tokenize.input_hashes(encoded.input_ids)
     if encoded.example_of is not None:  # qa: one row per window; an example by its first
         hashes = hashes[np.unique(encoded.example_of, return_index=True)[1]]
-    shared = int(np.isin(hashes, tokenize.input_hashes(train.input_ids)).sum())
+    shared = int(np.isin(hashes, train).sum())
     if shared:
         share = shared / len(hashes)
         (log.warning if share >= OVERLAP_WARNING else log.info)(
@@ -335,9 +335,10 @@ def prepare_tasks(
             test_ex = task.head("test", config.data.max_eval_examples)
             splits["test"] = split_data("test", task, test_ex, config, tokenizer, index=i,
                                         packed=packed, target_tokenizer=target_tokenizer)  # fmt: skip
-        if with_train:
+        if with_train and splits and task.kind != "lm":
+            seen = tokenize.input_hashes(enc.input_ids)  # once for dev and test
             for split in splits.values():
-                report_overlap(task, enc, split.name, split.encoded)
+                report_overlap(task, seen, split.name, split.encoded)
         ev = splits["dev"].batches if "dev" in splits else []
         out.append(TaskData(task, i, head_key(task.name), n_train, train_iter, ev, dev_name,
                             splits))  # fmt: skip

@@ -212,6 +212,7 @@ class LlamaAttention(nnx.Module):
         self.key = lin(h, cfg.kv_heads * d, ("embed", "heads"))
         self.value = lin(h, cfg.kv_heads * d, ("embed", "heads"))
         self.output = lin(cfg.num_heads * d, h, ("heads", "embed"), bool(cfg.attention_output_bias))
+        self.qk_norm = cfg.qk_norm
         if cfg.qk_norm:  # one scale over head_dim, shared by the heads
             self.query_norm = RMSNorm(d, cfg.rms_norm_eps, rngs=rngs, **kw)
             self.key_norm = RMSNorm(d, cfg.rms_norm_eps, rngs=rngs, **kw)
@@ -221,7 +222,7 @@ class LlamaAttention(nnx.Module):
         q = self.query(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.key(x).reshape(b, t, self.kv_heads, self.head_dim)
         v = self.value(x).reshape(b, t, self.kv_heads, self.head_dim)
-        if hasattr(self, "query_norm"):
+        if self.qk_norm:
             q, k = self.query_norm(q), self.key_norm(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         group = self.num_heads // self.kv_heads
@@ -403,7 +404,7 @@ def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> Llama
 
 
 def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
-    """What tells the model types apart: biases and the sliding window."""
+    """What tells the model types apart: biases, the query/key norms and the sliding window."""
     if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
         raise ValueError(
             "unsupported config attribute use_sliding_window=True: the Qwen sliding-window "
