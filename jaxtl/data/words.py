@@ -10,6 +10,9 @@ stop is split off at its end only), and its double quotes stay ``"`` (the Treeba
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 WORD_SPLITS = ("whitespace", "treebank")
 
 
@@ -23,9 +26,15 @@ def split_words(text: str, how: str = "whitespace") -> tuple[str, ...]:
     check_word_split(how)
     if how == "whitespace":
         return tuple(text.split())
+    words = _treebank().tokenize(text)
+    return tuple('"' if w in ("``", "''") and w not in text else w for w in words)
+
+
+@functools.cache
+def _treebank() -> Any:
+    """One tokenizer for every line (``split_words`` runs once per input line)."""
     try:
         from nltk.tokenize import TreebankWordTokenizer
     except ImportError as e:  # a dependency of jaxtl: only a broken install lacks it
         raise ValueError(f"--word_split=treebank needs nltk ({e}): pip install nltk") from None
-    words = TreebankWordTokenizer().tokenize(text)
-    return tuple('"' if w in ("``", "''") and w not in text else w for w in words)
+    return TreebankWordTokenizer()
