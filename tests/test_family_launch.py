@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("torch", reason="the family tests build their tokenizers with transformers")
 
 import test_family_deberta  # noqa: E402
+import test_family_gemma  # noqa: E402
 import test_family_llama  # noqa: E402
 import test_family_llama_variants  # noqa: E402
 import test_family_modernbert  # noqa: E402
@@ -30,6 +31,7 @@ BUILD = {
     "qwen2": lambda path: test_family_llama_variants.variant_dir("qwen2", path),
     "qwen3": lambda path: test_family_llama_variants.variant_dir("qwen3", path),
     "mistral": lambda path: test_family_llama_variants.variant_dir("mistral", path),
+    "gemma2": lambda path: test_family_gemma.gemma_dir("gemma2", path),
 }
 
 

@@ -359,24 +359,33 @@ def attention(
     deterministic: bool,
     rngs: nnx.Rngs | None,
     bias: jax.Array | None = None,
+    scale: float | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
     """Multi-head attention over [B,T,N,D] inputs with a boolean mask broadcastable to [B,N,T,T]
     (and ``bias`` broadcastable to it added to the scaled scores: MPNet's relative positions).
+    ``scale`` replaces ``D ** -0.5`` (Gemma 2/3's ``query_pre_attn_scalar ** -0.5``);
+    ``softcap`` bounds the scaled scores to ``(-softcap, softcap)`` as ``softcap *
+    tanh(scores / softcap)`` before the mask (Gemma 2's ``attn_logit_softcapping``).
 
-    Without dropout this is ``jax.nn.dot_product_attention`` (fused where the backend has it;
-    tests check it against the explicit softmax to 1e-6). Attention dropout needs the weights, so
-    training with ``rate > 0`` takes the explicit path. Rows with no visible key (left padding
-    under a causal mask) give uniform weights rather than NaN in both paths.
+    Without dropout or a cap this is ``jax.nn.dot_product_attention`` (fused where the backend
+    has it; tests check it against the explicit softmax to 1e-6). Attention dropout needs the
+    weights and the cap the scores, so those take the explicit path. Rows with no visible key
+    (left padding under a causal mask) give uniform weights rather than NaN in both paths.
     """
-    if deterministic or rate == 0.0:
-        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
-    scale = q.shape[-1] ** -0.5
+    train = not deterministic and rate > 0.0
+    if not train and softcap is None:
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k).astype(jnp.float32) * scale
+    if softcap is not None:
+        logits = jnp.tanh(logits / softcap) * softcap
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-    weights = dropout(weights, rate, deterministic=False, rngs=rngs)
+    if train:
+        weights = dropout(weights, rate, deterministic=False, rngs=rngs)
     return jnp.einsum("bnqk,bknd->bqnd", weights, v)
 
 

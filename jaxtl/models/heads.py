@@ -345,10 +345,12 @@ class MLMHead(nnx.Module):
 
 
 class CLMHead(nnx.Module):
-    """GPT-2's ``lm_head``: logits = features @ wte^T (tied, no bias, no parameters of its own)."""
+    """GPT-2's ``lm_head``: logits = features @ wte^T (tied, no bias, no parameters of its own).
+    ``softcap``: logits bounded as ``softcap * tanh(logits / softcap)`` (Gemma 2's
+    ``final_logit_softcapping``)."""
 
-    def __init__(self, *, rngs: nnx.Rngs | None = None):
-        pass
+    def __init__(self, *, softcap: float | None = None, rngs: nnx.Rngs | None = None):
+        self.softcap = softcap
 
     def __call__(
         self,
@@ -358,7 +360,12 @@ class CLMHead(nnx.Module):
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
-        return features @ embedding.astype(features.dtype).T
+        return self.cap(features @ embedding.astype(features.dtype).T)
+
+    def cap(self, logits: jax.Array) -> jax.Array:
+        if self.softcap is None:
+            return logits
+        return jnp.tanh(logits / self.softcap) * self.softcap
 
 
 class UntiedCLMHead(CLMHead):
@@ -372,10 +379,12 @@ class UntiedCLMHead(CLMHead):
         vocab_size: int,
         *,
         std: float = 0.02,
+        softcap: float | None = None,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
+        self.softcap = softcap
         self.decoder = base.linear(
             hidden_size, vocab_size, ("embed", "vocab"), std=std, use_bias=False,
             dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), rngs=rngs,
@@ -390,4 +399,4 @@ class UntiedCLMHead(CLMHead):
         rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
         del embedding  # untied: the head's own matrix decodes
-        return self.decoder(features)
+        return self.cap(self.decoder(features))

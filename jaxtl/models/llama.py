@@ -16,6 +16,24 @@ export under their own transformers classes (``Qwen2Model``, ``MistralForSequenc
   as from Mistral 7B v0.2 on), counted over the row's token indices, so the same in a packed
   segment as alone.
 
+Gemma's three generations differ in more ways, each an attribute of ``LlamaConfig`` read from the
+checkpoint's config (the defaults are Llama's):
+
+* ``gemma``: every RMSNorm scales by ``1 + weight`` in float32 (``norm_offset``; the weight
+  starts at 0), the embeddings are multiplied by ``sqrt(hidden_size)`` (``embedding_scale``; not
+  the tied LM head's matrix), and the MLP's gate is the tanh GELU (``hidden_act="gelu"`` in the
+  released configs means it, as transformers reads it).
+* ``gemma2``: adds an RMSNorm on the attention's and on the MLP's output before each is added
+  (``sandwich_norms``; HF's ``post_attention_layernorm`` is that first one here,
+  ``attention_output_norm``, and ``pre_feedforward_layernorm`` is ``mlp_norm``), scores scaled by
+  ``query_pre_attn_scalar ** -0.5``, ``layer_types`` (every other layer attends within
+  ``sliding_window``), and scores and LM logits capped as ``cap * tanh(x / cap)``
+  (``attn_logit_softcapping``, ``final_logit_softcapping``).
+* ``gemma3_text`` (gemma-3-1b, 270m): Gemma 2 without the caps, with the query/key norms
+  (Gemma's ``1 + w``), five sliding layers in six, and the sliding layers' own RoPE base
+  (``rope_local_base_freq``, unscaled; the full layers' may be scaled). EmbeddingGemma's
+  bidirectional attention is refused by name.
+
 Names: ``embeddings/word`` (HF ``embed_tokens``), ``layers/<i>/{attention_norm, attention/{query,
 key,value,output}, mlp_norm, mlp/{gate,intermediate,output}}`` (``input_layernorm``,
 ``self_attn.{q,k,v,o}_proj``, ``post_attention_layernorm``, ``mlp.{gate,up,down}_proj``) and
@@ -68,8 +86,10 @@ from jaxtl.models.gpt2 import causal_mask
 from jaxtl.models.keymap import Rule, embedding, linear
 
 MODEL_TYPE = "llama"
-VARIANTS = ("llama", "mistral", "qwen2", "qwen3")  # the HF model_types of this architecture
+# the HF model_types of this architecture
+VARIANTS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 ROPE_TYPES = ("default", "linear", "llama3")
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +115,17 @@ class LlamaConfig:
     mlp_bias: bool = False
     sliding_window: int | None = None  # Mistral: keys within this many tokens of the query
     qk_norm: bool = False  # Qwen3: RMSNorm on each head's query and key, before RoPE
+    # Gemma's differences (the defaults are Llama's):
+    norm_offset: bool = False  # every RMSNorm scales by (1 + weight), in float32
+    embedding_scale: bool = False  # the embeddings are multiplied by sqrt(hidden_size)
+    sandwich_norms: bool = False  # Gemma 2/3: RMSNorms on the attention's and MLP's outputs too
+    query_pre_attn_scalar: float | None = None  # scores scaled by its -1/2 power, not head_dim's
+    attention_softcap: float | None = None  # Gemma 2: scores -> cap * tanh(scores / cap)
+    final_logit_softcap: float | None = None  # Gemma 2: the LM's logits capped the same way
+    # Per layer: "sliding_attention" layers attend within ``sliding_window``, "full_attention"
+    # ones see every earlier token; None: every layer as ``sliding_window`` says (Mistral).
+    layer_types: tuple[str, ...] | None = None
+    local_rope_theta: float | None = None  # Gemma 3: the sliding layers' RoPE base (default type)
     attention_dropout: float = 0.0
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
@@ -123,6 +154,13 @@ class LlamaConfig:
             raise ValueError(f"head_dim={self.dim_per_head} must be even for rotary positions")
         if self.rope_type not in ROPE_TYPES:
             raise ValueError(f"unsupported rope_type={self.rope_type!r}; supported: {ROPE_TYPES}")
+        if self.layer_types is not None:
+            object.__setattr__(self, "layer_types", tuple(self.layer_types))
+            if len(self.layer_types) != self.num_layers or set(self.layer_types) - {*LAYER_TYPES}:
+                raise ValueError(
+                    f"layer_types={list(self.layer_types)}: expected {self.num_layers} values "
+                    f"(num_hidden_layers), each one of {LAYER_TYPES}"
+                )
         base.activation(self.activation, where="hidden_act")
         # Canonical: a config that spells out the defaults equals one that leaves them out.
         object.__setattr__(self, "num_kv_heads", self.kv_heads)
@@ -140,23 +178,47 @@ class LlamaConfig:
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
 
+    def sliding(self, layer: int) -> bool:
+        """Whether layer ``layer`` attends within ``sliding_window`` (and rotates with the local
+        RoPE base, where there is one)."""
+        if self.layer_types is None:
+            return self.sliding_window is not None
+        return self.layer_types[layer] == "sliding_attention"
+
+    def local_rope(self) -> LlamaConfig:
+        """The RoPE settings of the sliding layers: Gemma 3's local base, unscaled."""
+        if self.local_rope_theta is None:
+            return self
+        return dataclasses.replace(self, rope_theta=self.local_rope_theta, rope_type="default",
+                                   rope_factor=1.0)  # fmt: skip
+
 
 def _kw(cfg: LlamaConfig) -> dict[str, Any]:
     return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
 
 
 class RMSNorm(nnx.Module):
-    """HF's ``LlamaRMSNorm``: normalise in float32, cast back to the compute dtype, then scale."""
+    """HF's ``LlamaRMSNorm``: normalise in float32, cast back to the compute dtype, then scale.
+    ``offset`` (Gemma's): scale by ``1 + weight`` (the weight starts at 0) in float32, then
+    cast."""
 
-    def __init__(self, features: int, eps: float, *, dtype: Any, param_dtype: Any, rngs):
-        init = nnx.with_partitioning(jax.nn.initializers.ones, ("norm",))
+    def __init__(self, features: int, eps: float, *, dtype: Any, param_dtype: Any, rngs,
+                 offset: bool = False):  # fmt: skip
+        start = jax.nn.initializers.zeros if offset else jax.nn.initializers.ones
+        init = nnx.with_partitioning(start, ("norm",))
         self.scale = nnx.Param(init(rngs.params(), (features,), param_dtype))
-        self.eps, self.dtype = eps, dtype
+        self.eps, self.dtype, self.offset = eps, dtype, offset
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.offset:
+            return (y * (1.0 + self.scale[...].astype(jnp.float32))).astype(self.dtype)
         return y.astype(self.dtype) * self.scale[...].astype(self.dtype)
+
+
+def _norm(cfg: LlamaConfig, features: int, rngs: nnx.Rngs) -> RMSNorm:
+    return RMSNorm(features, cfg.rms_norm_eps, rngs=rngs, offset=cfg.norm_offset, **_kw(cfg))
 
 
 @functools.lru_cache(maxsize=32)
@@ -214,8 +276,10 @@ class LlamaAttention(nnx.Module):
         self.output = lin(cfg.num_heads * d, h, ("heads", "embed"), bool(cfg.attention_output_bias))
         self.qk_norm = cfg.qk_norm
         if cfg.qk_norm:  # one scale over head_dim, shared by the heads
-            self.query_norm = RMSNorm(d, cfg.rms_norm_eps, rngs=rngs, **kw)
-            self.key_norm = RMSNorm(d, cfg.rms_norm_eps, rngs=rngs, **kw)
+            self.query_norm, self.key_norm = _norm(cfg, d, rngs), _norm(cfg, d, rngs)
+        scalar = cfg.query_pre_attn_scalar
+        self.scale = None if scalar is None else float(scalar) ** -0.5
+        self.softcap = cfg.attention_softcap
 
     def __call__(self, x, cos, sin, mask, *, rate: float, deterministic: bool, rngs) -> jax.Array:
         b, t, _ = x.shape
@@ -228,7 +292,8 @@ class LlamaAttention(nnx.Module):
         group = self.num_heads // self.kv_heads
         if group > 1:  # kv head j serves query heads j*group .. (j+1)*group-1 (HF repeat_kv)
             k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
-        out = base.attention(q, k, v, mask, rate=rate, deterministic=deterministic, rngs=rngs)
+        out = base.attention(q, k, v, mask, rate=rate, deterministic=deterministic, rngs=rngs,
+                             scale=self.scale, softcap=self.softcap)  # fmt: skip
         return self.output(out.reshape(b, t, self.num_heads * self.head_dim))
 
 
@@ -250,22 +315,32 @@ class LlamaMlp(nnx.Module):
 
 class LlamaLayer(nnx.Module):
     """Pre-norm block: x + attn(RMSNorm(x)), then + mlp(RMSNorm(.)); no dropout on the residual
-    stream (transformers' Llama has none), attention dropout only."""
+    stream (transformers' Llama has none), attention dropout only. With ``sandwich_norms``
+    (Gemma 2/3) the attention's and the MLP's outputs are normalised too before they are added.
+    """
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
-        kw = _kw(cfg)
-        self.attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, **kw)
+        h = cfg.hidden_size
+        self.attention_norm = _norm(cfg, h, rngs)
         self.attention = LlamaAttention(cfg, rngs=rngs)
-        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, **kw)
+        self.mlp_norm = _norm(cfg, h, rngs)
         self.mlp = LlamaMlp(cfg, rngs=rngs)
+        self.sandwich = cfg.sandwich_norms
+        if cfg.sandwich_norms:
+            self.attention_output_norm, self.mlp_output_norm = (
+                _norm(cfg, h, rngs),
+                _norm(cfg, h, rngs),
+            )
         self.attention_dropout = cfg.attention_dropout
 
     def __call__(self, x, cos, sin, mask, *, deterministic: bool, rngs) -> jax.Array:
-        x = x + self.attention(
+        h = self.attention(
             self.attention_norm(x), cos, sin, mask,
             rate=self.attention_dropout, deterministic=deterministic, rngs=rngs,
         )  # fmt: skip
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + (self.attention_output_norm(h) if self.sandwich else h)
+        h = self.mlp(self.mlp_norm(x))
+        return x + (self.mlp_output_norm(h) if self.sandwich else h)
 
 
 class LlamaEncoder(nnx.Module):
@@ -288,7 +363,7 @@ class LlamaEncoder(nnx.Module):
         self.hidden_size = cfg.hidden_size
         self.embeddings = LlamaEmbeddings(cfg, rngs=rngs)
         self.layers = nnx.List([LlamaLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, **_kw(cfg))
+        self.final_norm = _norm(cfg, cfg.hidden_size, rngs)
 
     def tied_embedding(self) -> jax.Array:
         return self.embeddings.word.embedding[...]
@@ -317,19 +392,26 @@ class LlamaEncoder(nnx.Module):
                 f"position_ids shape {position_ids.shape} != input_ids shape {input_ids.shape}"
             )
         x = self.embeddings.word(input_ids)
-        cos, sin = rotary(cfg, position_ids, x.dtype)
+        if cfg.embedding_scale:  # Gemma: sqrt(hidden_size) in the compute dtype, as HF rounds it
+            x = x * jnp.asarray(cfg.hidden_size**0.5, x.dtype)
+        rope = {False: rotary(cfg, position_ids, x.dtype)}
+        if cfg.local_rope_theta is not None:
+            rope[True] = rotary(cfg.local_rope(), position_ids, x.dtype)
         t = input_ids.shape[1]
         if pair_mask is None:
-            mask = causal_mask(attention_mask)
+            full = causal_mask(attention_mask)
         else:
-            mask = pair_mask & jnp.tril(jnp.ones((t, t), bool))[None, None]
+            full = pair_mask & jnp.tril(jnp.ones((t, t), bool))[None, None]
+        masks = {False: full, True: full}
         if cfg.sliding_window is not None and cfg.sliding_window < t:
             # query i sees keys j with i - j < window (and j <= i, above)
             near = np.subtract.outer(np.arange(t), np.arange(t)) < cfg.sliding_window
-            mask = mask & jnp.asarray(near)[None, None]
+            masks[True] = full & jnp.asarray(near)[None, None]
         states = [x]
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask, deterministic=deterministic, rngs=rngs)
+        for i, layer in enumerate(self.layers):
+            local = cfg.sliding(i)
+            cos, sin = rope.get(local, rope[False])
+            x = layer(x, cos, sin, masks[local], deterministic=deterministic, rngs=rngs)
             x = constrain_batch(x)
             states.append(x)
         states[-1] = self.final_norm(x)  # as HF: the final norm only on the last hidden state
@@ -339,8 +421,10 @@ class LlamaEncoder(nnx.Module):
 # --- Hugging Face conversion -------------------------------------------------------------------
 
 
-def _rope(hf: Mapping[str, Any]) -> dict[str, Any]:
+def _rope(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> dict[str, Any]:
     """RoPE settings from either config layout; unsupported ones are refused by name."""
+    if model_type == "gemma3_text":
+        return _gemma3_rope(hf)
     legacy = hf.get("rope_scaling")
     where = "rope_scaling" if legacy else "rope_parameters"
     rope = dict(legacy or hf.get("rope_parameters") or {})
@@ -374,9 +458,34 @@ def _rope(hf: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _gemma3_rope(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """Gemma 3 rotates its full-attention layers with ``rope_theta`` (1e6 unless said; scaled by
+    ``rope_scaling`` in the larger models) and its sliding layers with the unscaled
+    ``rope_local_base_freq`` (1e4); transformers 5 writes both under ``rope_parameters``
+    ``{"full_attention": ..., "sliding_attention": ...}``."""
+    nested = hf.get("rope_parameters")
+    if isinstance(nested, Mapping) and set(nested) & set(LAYER_TYPES):
+        full = dict(nested.get("full_attention") or {})
+        local = dict(nested.get("sliding_attention") or {})
+    else:
+        full = dict(hf.get("rope_scaling") or {})
+        local = {}
+    full.setdefault("rope_theta", hf.get("rope_theta", 1e6))
+    kind = local.get("rope_type", "default")
+    if kind != "default":
+        raise ValueError(
+            f"unsupported config attribute rope_parameters.sliding_attention.rope_type={kind!r} "
+            "(supported: 'default')"
+        )
+    flat = {"rope_parameters": full, "partial_rotary_factor": hf.get("partial_rotary_factor")}
+    theta = local.get("rope_theta", hf.get("rope_local_base_freq", 10000.0))
+    return {**_rope(flat), "local_rope_theta": float(theta)}
+
+
 def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> LlamaConfig:
     get = lambda k: require(hf, k, model_type)  # noqa: E731
-    act = activation_name(hf, "hidden_act", "silu")
+    variant = _variant_from_hf(hf, model_type)
+    act = variant.pop("activation", None) or activation_name(hf, "hidden_act", "silu")
     heads = get("num_attention_heads")
     kv = hf.get("num_key_value_heads") or heads
     if kv < 1 or heads % kv:
@@ -394,17 +503,19 @@ def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> Llama
         activation=act,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         max_position_embeddings=hf.get("max_position_embeddings", 2048),
-        **_variant_from_hf(hf, model_type),
+        **variant,
         attention_dropout=float(hf.get("attention_dropout") or 0.0),
-        # transformers' LlamaConfig default is untied
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        # transformers' LlamaConfig default is untied, Gemma's tied
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", model_type.startswith("gemma"))),
         initializer_range=hf.get("initializer_range", 0.02),
-        **_rope(hf),
+        **_rope(hf, model_type),
     )
 
 
 def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     """What tells the model types apart: biases, the query/key norms and the sliding window."""
+    if model_type.startswith("gemma"):
+        return _gemma_from_hf(hf, model_type)
     if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
         raise ValueError(
             "unsupported config attribute use_sliding_window=True: the Qwen sliding-window "
@@ -420,6 +531,48 @@ def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
         return {"sliding_window": hf.get("sliding_window"), "model_type": model_type}
     return {"attention_bias": bool(hf.get("attention_bias", False)),
             "mlp_bias": bool(hf.get("mlp_bias", False))}  # fmt: skip
+
+
+def _gemma_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """Gemma: (1 + w) norms, scaled embeddings, a GELU gate; Gemma 2 and 3 add the sandwich
+    norms, ``query_pre_attn_scalar`` and sliding layers (every other one in Gemma 2, five of
+    six in Gemma 3); Gemma 2 caps the attention scores and the LM's logits, Gemma 3 normalises
+    each head's query and key."""
+    if hf.get("use_bidirectional_attention"):
+        raise ValueError(
+            "unsupported config attribute use_bidirectional_attention=True: jaxtl's Gemma is "
+            "causal (EmbeddingGemma's bidirectional attention is not implemented)"
+        )
+    out: dict[str, Any] = {
+        "model_type": model_type,
+        "norm_offset": True,
+        "embedding_scale": True,
+        "attention_bias": bool(hf.get("attention_bias", False)),
+    }
+    if model_type == "gemma":
+        # "gelu" is a legacy value of the released configs meant as the tanh approximation
+        # (transformers reads it so)
+        act = hf.get("hidden_act", "gelu_pytorch_tanh")
+        act = "gelu_pytorch_tanh" if act == "gelu" else act
+        out["activation"] = activation_name({"hidden_act": act}, "hidden_act", act)
+        return out
+    out["activation"] = activation_name(hf, "hidden_activation", "gelu_pytorch_tanh")
+    layers = require(hf, "num_hidden_layers", model_type)
+    every = 2 if model_type == "gemma2" else int(hf.get("sliding_window_pattern") or 6)
+    default = ["sliding_attention" if (i + 1) % every else "full_attention" for i in range(layers)]
+    out.update(
+        sandwich_norms=True,
+        query_pre_attn_scalar=hf.get("query_pre_attn_scalar", 256),  # an int to transformers
+        sliding_window=hf.get("sliding_window", 4096),
+        layer_types=tuple(hf.get("layer_types") or default),
+    )
+    if model_type == "gemma2":
+        out["attention_softcap"] = hf.get("attn_logit_softcapping", 50.0)
+        out["final_logit_softcap"] = hf.get("final_logit_softcapping", 30.0)
+    else:  # transformers' Gemma 3 attention does not apply attn_logit_softcapping
+        out["qk_norm"] = True
+        out["final_logit_softcap"] = hf.get("final_logit_softcapping")
+    return out
 
 
 def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
@@ -457,13 +610,34 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
     }
     if cfg.model_type != MODEL_TYPE:  # their configs have no MLP bias attribute: the type says
         del out["mlp_bias"]
-        if cfg.model_type != "qwen3":  # nor one for the attention's
+        if cfg.model_type in ("qwen2", "mistral"):  # nor one for the attention's
             del out["attention_bias"]
     if cfg.model_type in ("qwen2", "qwen3"):
         out.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers)
     if cfg.model_type == "mistral":
         out["sliding_window"] = cfg.sliding_window
+    if cfg.model_type.startswith("gemma"):
+        _gemma_to_hf(cfg, out)
     return out
+
+
+def _gemma_to_hf(cfg: LlamaConfig, out: dict[str, Any]) -> None:
+    if cfg.model_type == "gemma":
+        return
+    out["hidden_activation"] = out.pop("hidden_act")
+    out.update(
+        query_pre_attn_scalar=cfg.query_pre_attn_scalar,
+        sliding_window=cfg.sliding_window,
+        layer_types=list(cfg.layer_types or ()),
+        final_logit_softcapping=cfg.final_logit_softcap,
+    )
+    if cfg.model_type == "gemma2":
+        out["attn_logit_softcapping"] = cfg.attention_softcap
+    else:
+        local = {"rope_type": "default", "rope_theta": cfg.local_rope_theta}
+        out["rope_parameters"] = {"full_attention": out["rope_parameters"],
+                                  "sliding_attention": local}  # fmt: skip
+        out["rope_local_base_freq"] = cfg.local_rope_theta
 
 
 def key_map(cfg: LlamaConfig) -> list[Rule]:
@@ -481,7 +655,14 @@ def key_map(cfg: LlamaConfig) -> list[Rule]:
                 rules.append(
                     Rule(f"{hf}.self_attn.{theirs}.weight", f"{me}/attention/{ours}/scale")
                 )
-        rules.append(Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/mlp_norm/scale"))
+        if cfg.sandwich_norms:  # Gemma 2/3's post_attention_layernorm follows the attention
+            rules += [
+                Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/attention_output_norm/scale"),
+                Rule(f"{hf}.pre_feedforward_layernorm.weight", f"{me}/mlp_norm/scale"),
+                Rule(f"{hf}.post_feedforward_layernorm.weight", f"{me}/mlp_output_norm/scale"),
+            ]
+        else:
+            rules.append(Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/mlp_norm/scale"))
         for theirs, ours in (("gate_proj", "gate"), ("up_proj", "intermediate"),
                              ("down_proj", "output")):  # fmt: skip
             rules += linear(f"{hf}.mlp.{theirs}", f"{me}/mlp/{ours}", bias=mb)
@@ -491,10 +672,11 @@ def key_map(cfg: LlamaConfig) -> list[Rule]:
 def _lm_head(cfg: LlamaConfig, *, rngs: nnx.Rngs) -> nnx.Module:
     from jaxtl.models.heads import CLMHead, UntiedCLMHead
 
+    cap = cfg.final_logit_softcap
     if cfg.tie_word_embeddings:
-        return CLMHead(rngs=rngs)
+        return CLMHead(softcap=cap, rngs=rngs)
     return UntiedCLMHead(cfg.hidden_size, cfg.vocab_size, std=cfg.initializer_range,
-                         rngs=rngs, **_kw(cfg))  # fmt: skip
+                         softcap=cap, rngs=rngs, **_kw(cfg))  # fmt: skip
 
 
 def _lm_key_map(cfg: LlamaConfig) -> list[Rule]:
@@ -504,18 +686,22 @@ def _lm_key_map(cfg: LlamaConfig) -> list[Rule]:
 # LlamaForSequenceClassification (transformers' generic head): ``score`` (no bias, no dropout) on
 # the rightmost token that is not ``pad_token_id``; jaxtl pools the last real token by the mask,
 # which is that token for left and right padding alike. LlamaForTokenClassification: dropout
-# (``classifier_dropout``) and ``score`` (with bias) on every token. Qwen2's and Mistral's heads
-# are the same generic ones under their own class names.
-def _family(model_type: str, name: str, qa_prefix: str) -> Family:
+# (``classifier_dropout``) and ``score`` (with bias) on every token. Qwen2's, Mistral's and
+# Gemma's heads are the same generic ones under their own class names.
+def _family(
+    model_type: str, name: str, qa_prefix: str | None, *, text: str = "", tagging: bool = True
+) -> Family:
     """``qa_prefix``: where ``<name>ForQuestionAnswering`` keeps its base model (Llama's and
-    Qwen2's under ``transformer.``, kept for old checkpoints; Mistral's under ``model.``)."""
+    Qwen2's under ``transformer.``, kept for old checkpoints; Mistral's under ``model.``); None:
+    transformers has no such class (Gemma), as with ``tagging=False`` no token classifier
+    (Gemma 3). ``text``: the infix of the text-only classes' names (``Gemma3TextModel``)."""
     return Family(
         model_type=model_type,
         config_from_hf=functools.partial(config_from_hf, model_type=model_type),
         config_to_hf=config_to_hf,
         encoder=LlamaEncoder,
         key_map=key_map,
-        architecture=f"{name}Model",
+        architecture=f"{name}{text}Model",
         prefixes=("model.", "transformer."),
         # Older checkpoints store RoPE's inverse frequencies as a buffer; they come from the config.
         ignore=(r"(^|\.)rotary_emb\.inv_freq$", r"^lm_head\."),
@@ -524,7 +710,7 @@ def _family(model_type: str, name: str, qa_prefix: str) -> Family:
         lm_architecture=f"{name}ForCausalLM",
         lm_ignore=(r"^lm_head\.weight$",),  # tied checkpoints may still carry the copy
         sequence_head=HeadSpec(
-            f"{name}ForSequenceClassification",
+            f"{name}{text}ForSequenceClassification",
             lambda cfg: linear("score", "classifier", bias=False),
             pooling="last",
             dropout=False,
@@ -532,8 +718,12 @@ def _family(model_type: str, name: str, qa_prefix: str) -> Family:
         ),
         token_head=HeadSpec(
             f"{name}ForTokenClassification", lambda cfg: linear("score", "classifier")
-        ),
-        qa_head=dataclasses.replace(qa_head(name), encoder_prefix=qa_prefix),
+        )
+        if tagging
+        else None,
+        qa_head=None
+        if qa_prefix is None
+        else dataclasses.replace(qa_head(name), encoder_prefix=qa_prefix),
     )
 
 
@@ -541,3 +731,6 @@ LLAMA = _family(MODEL_TYPE, "Llama", "transformer.")
 QWEN2 = _family("qwen2", "Qwen2", "transformer.")
 QWEN3 = _family("qwen3", "Qwen3", "transformer.")
 MISTRAL = _family("mistral", "Mistral", "")
+GEMMA = _family("gemma", "Gemma", None)
+GEMMA2 = _family("gemma2", "Gemma2", None)
+GEMMA3 = _family("gemma3_text", "Gemma3", None, text="Text", tagging=False)

@@ -12,9 +12,9 @@ computes, and its key map) and ``model.head=auto`` builds them, ``jaxtl.export``
 and task checkpoints' heads are reused (``jaxtl.models.hf_heads``); copy ``tests/test_export.py``.
 A family that is an existing architecture under other names reuses that encoder: XLM-RoBERTa is
 RoBERTa's ``Family`` with other class names (``jaxtl/models/bert.py``), DistilBERT a BERT
-configuration with its own key map and heads (``jaxtl/models/distilbert.py``), Qwen2, Qwen3
-and Mistral Llama configurations with their own biases, norms, window and class names
-(``jaxtl/models/llama.py``).
+configuration with its own key map and heads (``jaxtl/models/distilbert.py``), Qwen2, Qwen3,
+Mistral and Gemma 1/2/3 Llama configurations with their own biases, norms, windows, caps and
+class names (``jaxtl/models/llama.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from jaxtl.models.deberta import DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
 from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
-from jaxtl.models.llama import LLAMA, MISTRAL, QWEN2, QWEN3
+from jaxtl.models.llama import GEMMA, GEMMA2, GEMMA3, LLAMA, MISTRAL, QWEN2, QWEN3
 from jaxtl.models.modernbert import MODERNBERT
 from jaxtl.models.mpnet import MPNET
 
@@ -34,16 +34,25 @@ FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, MPNET, DEBERTA_V2, GPT2, BILSTM)
 }
-FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL)})  # one architecture
+# one architecture
+FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL, GEMMA, GEMMA2, GEMMA3)})
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
 FAMILIES[AWD_LSTM.model_type] = AWD_LSTM
+
+
+# Model types a user may reasonably try whose nearest supported type is not obvious.
+HINTS = {
+    "gemma3": "a multimodal Gemma 3 checkpoint (4B and up, Gemma3ForConditionalGeneration): "
+    "jaxtl reads Gemma 3's text-only checkpoints (model_type 'gemma3_text': gemma-3-1b, 270m)",
+}
 
 
 def family(model_type: str, *, where: str = "config.json") -> Family:
     try:
         return FAMILIES[model_type]
     except KeyError:
+        hint = f": {HINTS[model_type]}" if model_type in HINTS else ""
         raise ValueError(
-            f"{where}: unknown model_type {model_type!r}; jaxtl supports {sorted(FAMILIES)} "
-            "(see jaxtl/models/registry.py to add a family)"
+            f"{where}: unknown model_type {model_type!r}{hint}; jaxtl supports "
+            f"{sorted(FAMILIES)} (see jaxtl/models/registry.py to add a family)"
         ) from None

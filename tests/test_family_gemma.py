@@ -1,0 +1,264 @@
+"""Gemma, Gemma 2 and Gemma 3 (text), the Llama architecture with Gemma's differences, against
+transformers: every hidden state (right and left padding), causal-LM logits, the task models'
+export under their own class names, a PEFT adapter, packed rows, and the config attributes that
+tell them apart — (1 + w) norms and scaled embeddings (all three), the sandwich norms,
+``query_pre_attn_scalar`` and per-layer sliding windows (Gemma 2/3), the capped attention scores
+and logits (Gemma 2), the per-head query/key norms and the sliding layers' own RoPE base
+(Gemma 3).
+
+Tolerance: 1e-5 max abs difference (fp32) on real-token positions, as tests/test_family_llama.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+torch = pytest.importorskip("torch", reason="transformers (torch) is the reference")
+transformers = pytest.importorskip("transformers")
+
+from test_export import NLI, TAGS, build, jaxtl_logits, max_diff, perturbed, task  # noqa: E402
+from test_family_llama import (  # noqa: E402
+    TINY,
+    _hf_out,
+    assert_close,
+    export_matches_transformers,
+    hf_states,
+    ours,
+    padded,
+)
+from test_hf_parity import jitter  # noqa: E402
+
+from jaxtl import assembly, export, models  # noqa: E402
+from jaxtl import config as config_lib  # noqa: E402
+
+TOL = 1e-5
+# Three layers, so that sliding and full layers alternate; the window (3) is shorter than the
+# test rows (7 tokens); the caps are small enough to change the scores and logits; Gemma 3's
+# two RoPE bases differ, and its full layers' RoPE is linearly scaled.
+GEMMA2 = dict(TINY, num_hidden_layers=3, head_dim=16, sliding_window=3, query_pre_attn_scalar=12,
+              attn_logit_softcapping=2.0, final_logit_softcapping=0.5)  # fmt: skip
+GEMMA3 = dict(TINY, num_hidden_layers=3, head_dim=16, sliding_window=3, query_pre_attn_scalar=12,
+              sliding_window_pattern=2, rope_theta=1000.0, rope_local_base_freq=50.0,
+              rope_scaling={"rope_type": "linear", "factor": 4.0})  # fmt: skip
+CONFIGS = {
+    "gemma": (transformers.GemmaConfig, dict(TINY, head_dim=16)),
+    "gemma2": (transformers.Gemma2Config, GEMMA2),
+    "gemma3_text": (transformers.Gemma3TextConfig, GEMMA3),
+}
+NAMES = {"gemma": "Gemma", "gemma2": "Gemma2", "gemma3_text": "Gemma3Text"}
+LM = {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+      "gemma3_text": "Gemma3ForCausalLM"}  # fmt: skip
+
+
+def save_hf(model_type: str, cls_name: str, path, seed: int = 0, **edit):
+    config_cls, hf_config = CONFIGS[model_type]
+    torch.manual_seed(seed)
+    model = jitter(getattr(transformers, cls_name)(config_cls(**hf_config, **edit))).eval()
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_every_hidden_state_matches_transformers_with_right_and_left_padding(tmp_path, model_type):
+    ref = save_hf(model_type, NAMES[model_type] + "Model", tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    cfg = enc.cfg
+    assert enc.family == model_type and enc.causal
+    assert cfg.norm_offset and cfg.embedding_scale and cfg.activation == "gelu_pytorch_tanh"
+    layer = enc.layers[0]
+    if model_type == "gemma":
+        assert not cfg.sandwich_norms and cfg.layer_types is None and cfg.sliding_window is None
+    else:  # the norms around the attention's and the MLP's outputs, sliding layers 0 and 2
+        assert layer.attention_output_norm.scale[...].shape == (32,)
+        assert cfg.layer_types == ("sliding_attention", "full_attention", "sliding_attention")
+        assert cfg.query_pre_attn_scalar == 12 and cfg.sliding_window == 3
+    if model_type == "gemma2":
+        assert (cfg.attention_softcap, cfg.final_logit_softcap) == (2.0, 0.5)
+    if model_type == "gemma3_text":
+        assert layer.attention.query_norm.scale[...].shape == (16,)
+        assert (cfg.rope_theta, cfg.rope_type, cfg.rope_factor) == (1000.0, "linear", 4.0)
+        assert cfg.local_rope_theta == 50.0
+    for left in (False, True):
+        ids, mask = padded(left=left)
+        assert_close(ours(enc, ids, mask), hf_states(ref, ids, mask, left), mask, n=cfg.num_layers)
+    # It saves as its own model type, which transformers loads with the same states.
+    out = models.save_pretrained(enc, tmp_path / "export")
+    written = json.loads((out / "config.json").read_text())
+    assert written["model_type"] == model_type
+    assert written["architectures"] == [f"{NAMES[model_type]}Model"]
+    again = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert type(again).__name__ == f"{NAMES[model_type]}Model"
+    ids, mask = padded()
+    assert_close(ours(enc, ids, mask), hf_states(again, ids, mask, False), mask, n=cfg.num_layers)
+
+
+@pytest.mark.parametrize("model_type", sorted(CONFIGS))
+def test_causal_lm_logits_match_transformers(tmp_path, model_type):
+    ref = save_hf(model_type, LM[model_type], tmp_path)
+    model = models.from_pretrained(tmp_path, load_lm_head=True).model
+    ids, mask = padded()
+    _, feats = model.features(jnp.asarray(ids), jnp.asarray(mask))
+    emb = model.encoder.tied_embedding()
+    logits = np.asarray(model.heads["lm"](feats, emb))
+    with torch.no_grad():
+        theirs = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+    real = mask.astype(bool)
+    assert np.abs(logits[real] - theirs.numpy()[real]).max() <= TOL
+    if model_type == "gemma2":  # the cap (0.5) bounds the logits, which it changes
+        raw = np.asarray(feats @ emb.T)
+        assert np.abs(logits).max() < 0.5 < np.abs(raw).max()
+    out = models.save_pretrained(model, tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["architectures"] == [LM[model_type]]
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def base(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param)
+    save_hf(request.param, NAMES[request.param] + "Model", path)
+    return request.param, path
+
+
+@pytest.mark.parametrize("kind", ["classification", "tagging", "qa"])
+def test_task_model_export_reloads_in_transformers(base, tmp_path, kind):
+    """Each head transformers has exports as the model type's own class with jaxtl's logits
+    (Gemma 3's text classifier is ``Gemma3TextForSequenceClassification``); one it lacks
+    (question answering, and Gemma 3's token classifier) is written in jaxtl's format, saying
+    why."""
+    model_type, base_dir = base
+    td = task(kind, NLI if kind == "classification" else TAGS if kind == "tagging" else ())
+    model, _, hf_config = build(base_dir, [td])
+    if kind == "qa" or (kind == "tagging" and model_type == "gemma3_text"):
+        rep = export.export_task_model(model, perturbed(model), td, tmp_path / "out",
+                                       hf_config=hf_config)  # fmt: skip
+        assert rep["format"] == "jaxtl"
+        assert f"model_type {model_type!r} has no transformers head for {kind}" in rep["reason"]
+        return
+    export_matches_transformers(model, td, tmp_path / "out", NAMES[model_type], hf_config)
+
+
+def test_a_gemma2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
+    peft_lib = pytest.importorskip("peft")
+    base_dir = tmp_path / "base"
+    save_hf("gemma2", "Gemma2Model", base_dir)
+    td = task("classification", NLI)
+    c = config_lib.base_config()
+    c.optim.strategy = "lora"
+    c.optim.lora_rank, c.optim.lora_alpha = 4, 8.0
+    model, _, hf_config = build(base_dir, [td], c)
+    params = perturbed(model, seed=4, where=lambda p: "lora_" in p or p.startswith("heads/"))
+    ids, mask = padded()
+    mine = jaxtl_logits(model, params, td.key, ids, mask, None)
+    export.export_peft_adapter(model, params, td, tmp_path / "adapter",
+                               base_hf_config=hf_config, base_dir=base_dir)  # fmt: skip
+    hf_base = transformers.AutoModelForSequenceClassification.from_pretrained(
+        base_dir, num_labels=3, pad_token_id=0
+    )
+    assert type(hf_base).__name__ == "Gemma2ForSequenceClassification"
+    loaded = peft_lib.PeftModel.from_pretrained(hf_base, tmp_path / "adapter").eval()
+    args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    assert max_diff(mine, _hf_out(loaded, "classification", args)) <= TOL
+
+
+def test_packed_rows_keep_gemma3s_windows_and_bases_within_each_example():
+    """Packed rows (segment mask, positions restarting per example) give each example the
+    logits it gets alone, with sliding layers whose window is shorter than the examples and
+    whose RoPE base differs from the full layers'."""
+    from conftest import minilm_dir
+    from test_packing import _logits, _per_example
+
+    from jaxtl.data import batching, get_task, packing, tokenize
+    from jaxtl.models import hf
+
+    t = get_task("builtin/sentiment")
+    examples = t.load("dev")[:12]
+    enc = tokenize.encode(t, examples, hf.load_tokenizer(minilm_dir()), max_length=32)
+    hf_config = dict(GEMMA3, vocab_size=30522, sliding_window=4)
+    encoder = models.build_encoder("gemma3_text", hf_config, rngs=nnx.Rngs(0))
+    assert encoder.cfg.sliding(0) and not encoder.cfg.sliding(1)
+    head = assembly.make_head(t, 32, config_lib.base_config(), nnx.Rngs(1), encoder=encoder)
+    model = models.TransferModel(encoder, {"t": head})
+    flat = batching.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
+    packed = packing.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
+    assert max(int((b["example_weight"] > 0).sum(1).max()) for b in packed) >= 2
+    a = _per_example(flat, [_logits(model, b) for b in flat], enc, False, (32, 64))
+    b = _per_example(packed, [_logits(model, b) for b in packed], enc, False, (32, 64))
+    assert sorted(a) == sorted(b) == list(range(len(examples)))
+    assert max(float(np.max(np.abs(a[i] - b[i]))) for i in a) <= TOL
+
+
+def test_gemma3s_older_config_layout_reads_as_transformers_5s():
+    """Released Gemma 3 configs say ``rope_theta``, ``rope_local_base_freq``, ``rope_scaling``
+    and ``sliding_window_pattern``; transformers 5 writes ``rope_parameters`` per layer type
+    and ``layer_types``. Both give one config, which writes back and reads again unchanged."""
+    fam = models.FAMILIES["gemma3_text"]
+    legacy = fam.config_from_hf(dict(GEMMA3, model_type="gemma3_text"))
+    written = transformers.Gemma3TextConfig(**GEMMA3).to_dict()
+    assert "rope_local_base_freq" not in written and "layer_types" in written
+    assert fam.config_from_hf(written) == legacy
+    assert fam.config_from_hf({**written, **fam.config_to_hf(legacy)}) == legacy
+    # Unsaid, the bases are Gemma 3's own: 1e6 for full layers, 1e4 for sliding ones.
+    plain = {k: v for k, v in GEMMA3.items() if not k.startswith("rope")}
+    cfg = fam.config_from_hf(plain)
+    assert (cfg.rope_theta, cfg.local_rope_theta, cfg.rope_type) == (1e6, 1e4, "default")
+
+
+def test_a_saved_config_reads_back_as_the_same_config():
+    for model_type, (_, hf_config) in CONFIGS.items():
+        fam = models.FAMILIES[model_type]
+        cfg = fam.config_from_hf(hf_config)
+        assert cfg.model_type == model_type
+        out = fam.config_to_hf(cfg)
+        assert out["model_type"] == model_type and "mlp_bias" not in out
+        assert ("hidden_act" in out) == (model_type == "gemma"), model_type  # its config's key
+        assert fam.config_from_hf({**hf_config, **out}) == cfg
+
+
+def test_gemmas_legacy_gelu_is_the_tanh_approximation():
+    """The released Gemma configs say ``hidden_act="gelu"`` and mean the tanh approximation, as
+    transformers reads them."""
+    cfg = models.FAMILIES["gemma"].config_from_hf(dict(TINY, hidden_act="gelu"))
+    assert cfg.activation == "gelu_pytorch_tanh"
+    assert transformers.GemmaConfig(**TINY, hidden_act="gelu").hidden_act == "gelu_pytorch_tanh"
+
+
+@pytest.mark.parametrize(
+    "model_type,edit,message",
+    [
+        ("gemma3_text", {"use_bidirectional_attention": True},
+         "unsupported config attribute use_bidirectional_attention=True"),
+        ("gemma2", {"layer_types": ["full_attention"]},
+         r"layer_types=\['full_attention'\]: expected 2 values"),
+        ("gemma2", {"layer_types": ["full_attention", "chunked_attention"]},
+         "each one of"),
+        ("gemma3_text", {"rope_parameters": {"full_attention": {"rope_type": "default"},
+                                             "sliding_attention": {"rope_type": "linear"}}},
+         "rope_parameters.sliding_attention.rope_type='linear'"),
+        ("gemma", {"hidden_act": "mish"}, "unsupported config attribute hidden_act='mish'"),
+    ],
+)  # fmt: skip
+def test_config_errors_name_the_attribute(model_type, edit, message):
+    with pytest.raises(ValueError, match=message):
+        models.build_encoder(model_type, {**TINY, **edit}, rngs=nnx.Rngs(0))
+
+
+def gemma_dir(model_type: str, path):
+    """A tiny model of ``model_type`` with a byte-level BPE tokenizer for command-line runs."""
+    from test_family_llama import byte_level_tokenizer
+
+    tok = byte_level_tokenizer()
+    hf_config = dict(CONFIGS[model_type][1], vocab_size=len(tok), max_position_embeddings=128)
+    enc = models.build_encoder(model_type, hf_config, rngs=nnx.Rngs(0))
+    models.save_pretrained(enc, path, tokenizer=tok, hf_config=hf_config)
+    return path
+
+
+def test_a_multimodal_gemma3_checkpoint_is_refused_naming_the_text_models(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": {}}))
+    with pytest.raises(ValueError, match=r"unknown model_type 'gemma3': a multimodal Gemma 3.*"
+                                         r"model_type 'gemma3_text'"):  # fmt: skip
+        models.from_pretrained(tmp_path)
