@@ -167,6 +167,28 @@ def _config_node(config: Any, key: str) -> Any:
     return node
 
 
+def _through_a_value(config: Any, argv: list[str]) -> str | None:
+    """The error for an override that reaches into a value as if it were a section
+    (``--config.model.representation.kind=...`` where ``model.representation`` is a string),
+    which ml_collections reports only as a TypeError about indexing a string; None for none."""
+    if config is None:
+        return None
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        parts = arg.split("=", 1)[0][len("--config.") :].split(".")
+        node = config
+        for i, part in enumerate(parts[:-1]):
+            node = node.get(part) if hasattr(node, "get") else None
+            if node is None:
+                break
+            if not hasattr(node, "keys"):
+                key = ".".join(parts[: i + 1])
+                return (f"{arg.split('=', 1)[0]}: config.{key} is a value ({node!r}), not a "
+                        f"section with keys: set it as --config.{key}=VALUE")  # fmt: skip
+    return None
+
+
 def _paths_named(config: Any, key: str, prefix: str = "") -> list[str]:
     """Every dotted path in ``config`` whose last part is ``key`` (sorted)."""
     found = []
@@ -646,6 +668,9 @@ def main(prog: str = "jaxtl") -> None:
 def flag_error(e: BaseException, argv: list[str], config: Any = None) -> str:
     """One line for a command-line parse failure: the flag, then the innermost reason.
     ``config``: the config as loaded before the failing override, when it loaded."""
+    through = _through_a_value(config, argv)
+    if through:
+        return through
     section = re.match(r"flag --config\.([\w.]+)=.*Failed to parse .* as a ConfigDict", str(e))
     if section:  # a value given to a whole section: name its keys instead of a parse error
         key = section.group(1)

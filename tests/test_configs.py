@@ -98,6 +98,10 @@ def test_bad_argument_names_the_value_the_file_and_the_valid_ones(name):
                                      "a config is a file's path or the name of a shipped one: "
                                      "multitask, multitask_glue, "),
         ("--config=configs/multitask.py:huge", "unknown config argument 'huge'"),
+        ("--config.model.representation.kind=concat", "--config.model.representation.kind: "
+                                                      "config.model.representation is a value "
+                                                      "('last'), not a section with keys: set it "
+                                                      "as --config.model.representation=VALUE"),
         ("--config.train=abc", "--config.train is a section of the config (its keys: accum_steps, "
                                "batch_size, "),
         ("--config.tasks=file:name=m,path=m.tsv", "--config.tasks is a section of the config (its "
