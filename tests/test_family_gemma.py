@@ -257,8 +257,67 @@ def gemma_dir(model_type: str, path):
     return path
 
 
-def test_a_multimodal_gemma3_checkpoint_is_refused_naming_the_text_models(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": {}}))
-    with pytest.raises(ValueError, match=r"unknown model_type 'gemma3': a multimodal Gemma 3.*"
-                                         r"model_type 'gemma3_text'"):  # fmt: skip
+def save_multimodal(path, *, sparse: bool = False):
+    """A tiny Gemma3ForConditionalGeneration (Gemma 3 4B and up: a vision tower and projector
+    beside the text model); ``sparse``: its text_config names only what differs from
+    transformers' defaults, as the released configs do."""
+    # transformers' own head counts, which a sparse config leaves out (no rope_scaling: the
+    # multimodal config fixes its own)
+    text = {k: v for k, v in GEMMA3.items() if k != "rope_scaling"}
+    text.update(num_attention_heads=8, num_key_value_heads=4)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=28, patch_size=14)  # fmt: skip
+    torch.manual_seed(0)
+    config = transformers.Gemma3Config(text_config=text, vision_config=vision,
+                                       mm_tokens_per_image=4)  # fmt: skip
+    ref = jitter(transformers.Gemma3ForConditionalGeneration(config)).eval()
+    ref.save_pretrained(path)
+    if sparse:
+        written = json.loads((path / "config.json").read_text())
+        defaults = transformers.Gemma3TextConfig().to_dict()
+        written["text_config"] = {k: v for k, v in written["text_config"].items()
+                                  if v != defaults.get(k)}  # fmt: skip
+        assert not {"num_attention_heads", "num_key_value_heads", "rms_norm_eps"} & set(
+            written["text_config"]
+        )
+        (path / "config.json").write_text(json.dumps(written))
+    return ref
+
+
+@pytest.mark.parametrize("layout", ["as_saved", "sparse_config", "model_language_model"])
+def test_a_multimodal_gemma3_checkpoint_loads_as_its_text_model(tmp_path, layout):
+    """Gemma 3 from 4B up is ``Gemma3ForConditionalGeneration``: jaxtl reads its text_config
+    (transformers' defaults filled in) and the text model's tensors, whether under
+    ``language_model.model.`` (as saved) or ``model.language_model.``, and leaves the vision
+    tower; the states are the multimodal model's own text model's."""
+    ref = save_multimodal(tmp_path, sparse=layout == "sparse_config")
+    if layout == "model_language_model":
+        from safetensors.numpy import load_file, save_file
+
+        file = tmp_path / "model.safetensors"
+        tensors = load_file(str(file))
+        renamed = {"model." + k.replace("language_model.model.", "language_model.", 1): v
+                   for k, v in tensors.items()}  # fmt: skip
+        assert any(k.startswith("model.vision_tower.") for k in renamed)
+        save_file(renamed, str(file), metadata={"format": "pt"})
+    enc = models.from_pretrained(tmp_path).model
+    cfg = enc.cfg
+    assert enc.family == "gemma3_text" and (cfg.num_heads, cfg.kv_heads, cfg.head_dim) == (8, 4, 16)
+    text_model = ref.model.language_model
+    for left in (False, True):
+        ids, mask = padded(left=left)
+        assert_close(ours(enc, ids, mask), hf_states(text_model, ids, mask, left), mask, n=3)
+
+
+def test_a_classifier_from_a_multimodal_gemma3_exports_as_a_text_classifier(tmp_path):
+    save_multimodal(tmp_path / "base")
+    td = task("classification", NLI)
+    model, _, hf_config = build(tmp_path / "base", [td])
+    assert hf_config["model_type"] == "gemma3_text" and "vision_config" not in hf_config
+    export_matches_transformers(model, td, tmp_path / "out", "Gemma3Text", hf_config)
+
+
+def test_a_multimodal_gemma3_config_without_a_text_config_is_named(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    with pytest.raises(ValueError, match=r"config.json: a 'gemma3' config needs a text_config"):
         models.from_pretrained(tmp_path)

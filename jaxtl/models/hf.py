@@ -126,7 +126,34 @@ def read_config(path: pathlib.Path) -> dict[str, Any]:
         raise ValueError(f"{file}: invalid JSON at line {e.lineno}: {e.msg}") from e
     if "model_type" not in config:
         raise ValueError(f"{file} has no 'model_type'")
+    if config["model_type"] in MULTIMODAL:
+        return _text_model_config(config, file)
     return config
+
+
+# Multimodal model types whose text model jaxtl reads -> that text model's type: the checkpoint
+# is then read as the text model (the family knows where its tensors are and ignores the rest).
+MULTIMODAL = {"gemma3": "gemma3_text"}
+
+
+def _text_model_config(config: dict[str, Any], file: pathlib.Path) -> dict[str, Any]:
+    """A multimodal checkpoint's ``text_config``, with the defaults transformers fills in (the
+    released configs name only what differs from them)."""
+    text = config.get("text_config")
+    if not isinstance(text, dict):
+        raise ValueError(f"{file}: a {config['model_type']!r} config needs a text_config object")
+    kind = MULTIMODAL[config["model_type"]]
+    try:
+        import transformers
+
+        fields = {k: v for k, v in text.items() if k != "model_type"}
+        full = transformers.AutoConfig.for_model(kind, **fields).to_dict()
+    except (ImportError, ValueError, TypeError) as e:
+        raise ValueError(
+            f"{file}: the text_config of this {config['model_type']!r} checkpoint could not be "
+            f"read as a {kind!r} config by transformers ({str(e).splitlines()[0]})"
+        ) from None
+    return {**full, "model_type": kind}
 
 
 def _read_safetensors(files: Sequence[pathlib.Path]) -> dict[str, np.ndarray]:

@@ -32,7 +32,8 @@ checkpoint's config (the defaults are Llama's):
 * ``gemma3_text`` (gemma-3-1b, 270m): Gemma 2 without the caps, with the query/key norms
   (Gemma's ``1 + w``), five sliding layers in six, and the sliding layers' own RoPE base
   (``rope_local_base_freq``, unscaled; the full layers' may be scaled). EmbeddingGemma's
-  bidirectional attention is refused by name.
+  bidirectional attention is refused by name. The multimodal checkpoints (``gemma3``, 4B and
+  up) are read as this text model (``jaxtl.models.hf.read_config``, ``GEMMA3`` below).
 
 Names: ``embeddings/word`` (HF ``embed_tokens``), ``layers/<i>/{attention_norm, attention/{query,
 key,value,output}, mlp_norm, mlp/{gate,intermediate,output}}`` (``input_layernorm``,
@@ -733,4 +734,14 @@ QWEN3 = _family("qwen3", "Qwen3", "transformer.")
 MISTRAL = _family("mistral", "Mistral", "")
 GEMMA = _family("gemma", "Gemma", None)
 GEMMA2 = _family("gemma2", "Gemma2", None)
+# Gemma 3's multimodal checkpoints (4B and up) keep this text model under
+# ``language_model.model.`` (``model.language_model.`` as some transformers versions saved it),
+# beside a vision tower and projector it does not use; jaxtl.models.hf.read_config reads their
+# text_config.
 GEMMA3 = _family("gemma3_text", "Gemma3", None, text="Text", tagging=False)
+GEMMA3 = dataclasses.replace(
+    GEMMA3,
+    prefixes=GEMMA3.prefixes + ("language_model.model.", "model.language_model."),
+    ignore=GEMMA3.ignore
+    + (r"^(model\.)?(vision_tower|multi_modal_projector)\.", r"^language_model\.lm_head\."),
+)

@@ -40,19 +40,11 @@ FAMILIES[MODERNBERT.model_type] = MODERNBERT
 FAMILIES[AWD_LSTM.model_type] = AWD_LSTM
 
 
-# Model types a user may reasonably try whose nearest supported type is not obvious.
-HINTS = {
-    "gemma3": "a multimodal Gemma 3 checkpoint (4B and up, Gemma3ForConditionalGeneration): "
-    "jaxtl reads Gemma 3's text-only checkpoints (model_type 'gemma3_text': gemma-3-1b, 270m)",
-}
-
-
 def family(model_type: str, *, where: str = "config.json") -> Family:
     try:
         return FAMILIES[model_type]
     except KeyError:
-        hint = f": {HINTS[model_type]}" if model_type in HINTS else ""
         raise ValueError(
-            f"{where}: unknown model_type {model_type!r}{hint}; jaxtl supports "
-            f"{sorted(FAMILIES)} (see jaxtl/models/registry.py to add a family)"
+            f"{where}: unknown model_type {model_type!r}; jaxtl supports {sorted(FAMILIES)} "
+            "(see jaxtl/models/registry.py to add a family)"
         ) from None
