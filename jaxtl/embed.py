@@ -12,9 +12,12 @@ trained one, e.g. ELMo's scalar mix).
 
 A sentence-transformers folder (``modules.json``, as the packaged all-MiniLM-L6-v2 is: the
 model's, or the one a run started from) says how it is meant to be used: its ``Pooling`` mode,
-whether a ``Normalize`` module follows, and its ``max_seq_length``. Those are the defaults here, so ``jaxtl --embed --model=minilm`` gives
-``SentenceTransformer(...).encode()``'s vectors (tests/test_embed.py, 1e-5); elsewhere the
-defaults are mean pooling, not normalised, and the encoder's position limit (at most 512).
+the ``Dense`` projections after it (LaBSE's, EmbeddingGemma's two), whether a ``Normalize``
+module follows, and its ``max_seq_length``. Those are the defaults here, so ``jaxtl --embed
+--model=minilm`` gives ``SentenceTransformer(...).encode()``'s vectors (tests/test_embed.py,
+1e-5); a module jaxtl does not run is refused by name rather than skipped. Elsewhere the
+defaults are mean pooling, no projection, not normalised, and the encoder's position limit (at
+most 512).
 
 Inputs are packed several to a row where the encoder runs packed rows exactly (as training
 does: block-diagonal attention, positions restarting per input), so short sentences cost little
@@ -27,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import pathlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -58,9 +62,82 @@ def _given(split: str) -> Any:
 # What the inputs are to the tokenizer: a sentence task's texts (or pairs), without labels.
 _INPUTS = Task("embed", "regression", loader=_given)
 
-# sentence-transformers' Pooling modes, as its config names them, and jaxtl's pooling for each
+# sentence-transformers' Pooling modes jaxtl has, by their flags in configs before version 6
 _ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-               "pooling_mode_lasttoken": "last"}  # fmt: skip
+               "pooling_mode_lasttoken": "lasttoken"}  # fmt: skip
+# sentence-transformers modules (the class name in modules.json's "type") jaxtl runs, in order:
+# the model, its pooling, projections of the pooled vector, unit length.
+_ST_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:  # torch.nn.GELU(): the exact (erf) form
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+# A Dense module's activation, as its config names the torch class (Tanh when it names none)
+_ST_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "torch.nn.modules.linear.Identity": lambda x: x,
+    "torch.nn.modules.activation.Tanh": np.tanh,
+    "torch.nn.modules.activation.ReLU": lambda x: np.maximum(x, 0.0),
+    "torch.nn.modules.activation.GELU": _gelu,
+    "torch.nn.modules.activation.Sigmoid": _sigmoid,
+    "torch.nn.modules.activation.SiLU": lambda x: x * _sigmoid(x),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """A sentence-transformers ``Dense`` module on the pooled vector: ``act(x W^T + b)``, plus
+    ``x`` (or its projection, when the widths differ) with ``use_residual``."""
+
+    where: str  # the module's folder, for errors
+    weight: np.ndarray  # [out, in] float32, as torch.nn.Linear stores it
+    bias: np.ndarray | None
+    activation: str  # a key of _ST_ACTIVATIONS
+    residual: np.ndarray | None = None  # [out, in]: the residual's projection
+    use_residual: bool = False
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = x @ self.weight.T + (0.0 if self.bias is None else self.bias)
+        y = _ST_ACTIVATIONS[self.activation](y)
+        if self.use_residual:
+            y = y + (x if self.residual is None else x @ self.residual.T)
+        return y.astype(np.float32)
+
+
+def _dense(folder: epath.Path, allow_pickle: bool) -> Dense:
+    """The Dense module saved in ``folder`` (its config.json and weights)."""
+    from jaxtl.models import hf
+
+    cfg = json.loads((folder / "config.json").read_text())
+    act = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if act not in _ST_ACTIVATIONS:
+        raise ValueError(f"{folder}/config.json: activation_function {act!r} is not one jaxtl "
+                         f"runs ({', '.join(sorted(_ST_ACTIVATIONS))})")  # fmt: skip
+    if cfg.get("module_input_name", "sentence_embedding") != "sentence_embedding":
+        raise ValueError(f"{folder}/config.json: a Dense module on "
+                         f"{cfg['module_input_name']!r}, not the pooled sentence_embedding, is "
+                         "not one jaxtl runs")  # fmt: skip
+    tensors = hf.read_tensors(pathlib.Path(str(folder)), allow_pickle=allow_pickle)
+    weight = np.asarray(tensors["linear.weight"], np.float32)
+    if weight.shape != (cfg["out_features"], cfg["in_features"]):
+        raise ValueError(f"{folder}: linear.weight has shape {weight.shape}, the config says "
+                         f"({cfg['out_features']}, {cfg['in_features']})")  # fmt: skip
+    bias = tensors.get("linear.bias") if cfg.get("bias", True) else None
+    residual = tensors.get("residual.weight")
+    return Dense(str(folder), weight, None if bias is None else np.asarray(bias, np.float32),
+                 act, None if residual is None else np.asarray(residual, np.float32),
+                 bool(cfg.get("use_residual", False)))  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +147,7 @@ class Settings:
     representation: str | None = None
     pooling: str | None = None
     normalize: bool | None = None
+    dense: bool | None = None  # the folder's Dense projections (None: where it has them)
     max_length: int | None = None
     batch_size: int = 64  # rows per encoder call
 
@@ -85,32 +163,53 @@ class Settings:
             raise ValueError(f"--batch_size={self.batch_size}: must be 1 or more")
 
 
-def sentence_transformers_defaults(path: str | epath.Path) -> dict[str, Any]:
-    """``pooling``, ``normalize`` and ``max_length`` as a sentence-transformers folder declares
-    them (``modules.json``, its ``Pooling`` config, ``sentence_bert_config.json``); {} for any
-    other folder. A pooling mode jaxtl does not have (max, weighted mean) is refused by name."""
+def sentence_transformers_defaults(path: str | epath.Path,
+                                   allow_pickle: bool = False) -> dict[str, Any]:  # fmt: skip
+    """``pooling``, ``dense`` (its :class:`Dense` modules, in order), ``normalize`` and
+    ``max_length`` as a sentence-transformers folder declares them (``modules.json``, its
+    modules' configs, ``sentence_bert_config.json`` or the tokenizer's config); {} for any
+    other folder. A module or
+    pooling mode jaxtl does not have (max, weighted mean) is refused by name."""
     folder = epath.Path(path)
     modules_file = folder / "modules.json"
     if not modules_file.exists():
         return {}
     modules = json.loads(modules_file.read_text())
-    out: dict[str, Any] = {"normalize": False}
+    out: dict[str, Any] = {"normalize": False, "dense": ()}
+    order = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    known = [k for k in order if k in _ST_MODULES]
+    if known != order or known != sorted(known, key=_ST_MODULES.index):
+        raise ValueError(f"{modules_file}: modules {order}: jaxtl runs "
+                         f"{' -> '.join(_ST_MODULES)} (Dense and Normalize optional), in that "
+                         "order; use the model's own library for the others")  # fmt: skip
     for m in modules:
         kind = str(m.get("type", "")).rsplit(".", 1)[-1]
         if kind == "Normalize":
             out["normalize"] = True
+        elif kind == "Dense":
+            out["dense"] += (_dense(folder / m.get("path", ""), allow_pickle),)
         elif kind == "Pooling":
             cfg = json.loads((folder / m.get("path", "") / "config.json").read_text())
-            on = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
-            if len(on) != 1 or on[0] not in _ST_POOLING:
+            # sentence-transformers >= 6 saves "pooling_mode": "mean" (or a list of modes,
+            # concatenated); earlier versions one true flag among "pooling_mode_*_tokens"
+            on = cfg.get("pooling_mode")
+            if on is None:
+                on = [_ST_POOLING.get(k, k) for k, v in cfg.items()
+                      if k.startswith("pooling_mode_") and v is True]  # fmt: skip
+            on = [on] if isinstance(on, str) else list(on)
+            if len(on) != 1 or on[0] not in _ST_POOLING.values():
                 raise ValueError(f"{folder / m.get('path', '')}/config.json: pooling {on} is not "
                                  f"one jaxtl has ({', '.join(POOLINGS)}); set --pooling")  # fmt: skip
-            out["pooling"] = _ST_POOLING[on[0]]
-    st = folder / "sentence_bert_config.json"
-    if st.exists():
-        length = json.loads(st.read_text()).get("max_seq_length")
-        if isinstance(length, int) and length > 1:
+            out["pooling"] = {"lasttoken": "last"}.get(on[0], on[0])
+    # The longest input: sentence_bert_config.json's max_seq_length, or (sentence-transformers
+    # >= 6 keeps it there) the tokenizer's model_max_length; an unset one is a huge number.
+    for name, key in (("sentence_bert_config.json", "max_seq_length"),
+                      ("tokenizer_config.json", "model_max_length")):  # fmt: skip
+        file = folder / name
+        length = json.loads(file.read_text()).get(key) if file.exists() else None
+        if isinstance(length, int) and 1 < length < 1_000_000:
             out["max_length"] = length
+            break
     return out
 
 
@@ -118,9 +217,9 @@ class Embedder:
     """``embed(inputs) -> float32 [N, D]``: one vector per text or (text, text_pair)."""
 
     def __init__(self, model: TransferModel, tokenizer: Any, settings: Settings, *,
-                 folder: epath.Path | None = None):  # fmt: skip
+                 folder: epath.Path | None = None, allow_pickle: bool = False):  # fmt: skip
         settings.check()
-        own = sentence_transformers_defaults(folder) if folder is not None else {}
+        own = sentence_transformers_defaults(folder, allow_pickle) if folder is not None else {}
         self.tokenizer = tokenizer
         self.representation = settings.representation or (
             model.representation.kind if model.representation is not None else "last"
@@ -141,23 +240,44 @@ class Embedder:
             model = TransferModel(enc, {}, Representation(
                 self.representation, enc.num_layers, enc.hidden_size, rngs=nnx.Rngs(0)))  # fmt: skip
         self.model = model
+        self.dense: tuple[Dense, ...] = () if settings.dense is False else own.get("dense", ())
+        pooled = self._pooled_dim
+        if self.dense and self.dense[0].in_features != pooled:
+            raise ValueError(f"--representation={self.representation} gives {pooled} features; "
+                             f"the folder's {self.dense[0].where} projects "
+                             f"{self.dense[0].in_features} (--dense=false leaves its projections "
+                             "out)")  # fmt: skip
         self.packed = supports_packing(model.encoder)
         # rows of the longest input; shorter ones share them (packed) or take a smaller bucket
         self.buckets = tuple(sorted({b for b in (32, 64, 128, 256) if b < self.max_length}
                                     | {self.max_length}))  # fmt: skip
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self.batch_size = settings.batch_size
-        self._run = nnx.jit(_pooled, static_argnames=("how", "slots", "normalize"))
+        self._run = nnx.jit(_pooled, static_argnames=("how", "slots"))
 
     @property
-    def dim(self) -> int:
+    def _pooled_dim(self) -> int:
         rep = self.model.representation
         enc: Any = self.model.encoder
         return int(rep.output_size if rep is not None else enc.hidden_size)
 
+    @property
+    def dim(self) -> int:
+        return int(self.dense[-1].weight.shape[0]) if self.dense else self._pooled_dim
+
     def describe(self) -> str:
-        return (f"representation={self.representation} pooling={self.pooling} "
+        dense = f" dense={len(self.dense)}" if self.dense else ""
+        return (f"representation={self.representation} pooling={self.pooling}{dense} "
                 f"normalize={self.normalize} max_length={self.max_length} dim={self.dim}")  # fmt: skip
+
+    def _finish(self, vec: np.ndarray) -> np.ndarray:
+        """The pooled vectors through the folder's projections, then to unit length
+        (sentence-transformers' Normalize: x / max(||x||, 1e-12))."""
+        for layer in self.dense:
+            vec = layer(vec)
+        if self.normalize:
+            vec = vec / np.maximum(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+        return vec.astype(np.float32)
 
     def embed(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
         """One vector per input, in input order: float32 [len(inputs), dim]."""
@@ -191,18 +311,16 @@ class Embedder:
                                            pad_id=self.pad_id)  # fmt: skip
             for b in batches:
                 slots = int(b["label"].shape[1])
-                got = np.asarray(self._run(self.model, _device(b), how=self.pooling, slots=slots,
-                                           normalize=self.normalize))  # fmt: skip
+                got = np.asarray(self._run(self.model, _device(b), how=self.pooling, slots=slots))
                 real = b["example_weight"] > 0
-                out[b["example_index"][real]] = got[real]
+                out[b["example_index"][real]] = self._finish(got[real])
             return out
         order = batching.eval_order(enc, buckets=self.buckets)
         rows = []
         for b in batching.eval_batches(enc, batch_size=self.batch_size, buckets=self.buckets,
                                        pad_id=self.pad_id):  # fmt: skip
-            got = np.asarray(self._run(self.model, _device(b), how=self.pooling, slots=0,
-                                       normalize=self.normalize))  # fmt: skip
-            rows.append(got[b["example_weight"] > 0])
+            got = np.asarray(self._run(self.model, _device(b), how=self.pooling, slots=0))
+            rows.append(self._finish(got[b["example_weight"] > 0]))
         out[order] = np.concatenate(rows)
         return out
 
@@ -212,7 +330,7 @@ def _device(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return {k: jnp.asarray(batch[k]) for k in keys if k in batch}
 
 
-def _pooled(model: TransferModel, batch: dict, *, how: str, slots: int, normalize: bool):
+def _pooled(model: TransferModel, batch: dict, *, how: str, slots: int):
     """[B,D] (one input per row) or [B,S,D] (``slots`` inputs per packed row) pooled vectors."""
     kw = {}
     if slots:
@@ -224,8 +342,6 @@ def _pooled(model: TransferModel, batch: dict, *, how: str, slots: int, normaliz
         vec = heads.pool_segments(feats, batch["segment_ids"], how, slots)
     else:
         vec = heads.pool(feats, batch["attention_mask"], how)
-    if normalize:  # sentence-transformers' Normalize: x / max(||x||, 1e-12)
-        vec = vec / jnp.maximum(jnp.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
     return vec
 
 
@@ -252,13 +368,16 @@ def embedder(model: str | None = None, *, workdir: str | None = None, task: str 
         assert isinstance(trained, TransferModel)
         # the model the run started from says how its vectors are meant to be pooled (the
         # run loaded it, so it is on this machine)
-        return Embedder(trained, p.tokenizer, settings, folder=hf.resolve(p.config.model.name))
+        return Embedder(trained, p.tokenizer, settings, folder=hf.resolve(p.config.model.name),
+                        allow_pickle=allow_pickle)  # fmt: skip
     assert model is not None
     pre = hf.from_pretrained(model, allow_pickle=allow_pickle)
     if pre.tokenizer is None:
         raise ValueError(f"--model={model}: {pre.path} has no tokenizer files")
     enc = pre.model
-    return Embedder(TransferModel(enc, {}), pre.tokenizer, settings, folder=pre.path)
+    return Embedder(
+        TransferModel(enc, {}), pre.tokenizer, settings, folder=pre.path, allow_pickle=allow_pickle
+    )
 
 
 OUTPUT_FORMATS = ("npy", "parquet", "json", "jsonl")

@@ -234,3 +234,99 @@ def test_a_tables_named_column_is_embedded_with_its_ids(minilm, tmp_path):
             ] == [("fine", 7), ("dull", None)]  # fmt: skip
     p = _launch("--embed", "--model=/nope/not/a/model", f"--input={tmp_path / 'r.csv'}")
     assert p.returncode != 0 and "no column 'text' in header" in p.stderr  # before the model
+
+
+def st_modules():
+    """sentence-transformers' module classes (their home moved in version 6)."""
+    pytest.importorskip("sentence_transformers")
+    try:
+        from sentence_transformers.sentence_transformer import modules as m
+    except ImportError:  # before version 6
+        from sentence_transformers import models as m
+    return m.Transformer, m.Pooling, m.Dense, m.Normalize
+
+
+def st_folder(path, transformer_dir, projections) -> str:
+    """A sentence-transformers folder saved by the installed library: ``transformer_dir``'s
+    model, mean pooling, ``projections`` (Dense modules), Normalize."""
+    import sentence_transformers as st
+
+    Transformer, Pooling, _, Normalize = st_modules()
+    t = Transformer(str(transformer_dir))
+    width = getattr(t, "get_embedding_dimension", None) or t.get_word_embedding_dimension
+    modules = [t, Pooling(width(), pooling_mode="mean"), *projections, Normalize()]
+    st.SentenceTransformer(modules=modules, device="cpu").save(str(path))
+    return str(path)
+
+
+def test_a_folder_with_dense_projections_gives_sentence_transformers_vectors(tmp_path, minilm):
+    """LaBSE's and EmbeddingGemma's folders project the pooled vector (Dense modules) before
+    Normalize: here a Dense with bias and Tanh, then one without bias, GELU and a residual,
+    saved in sentence-transformers' current layout (its Pooling config says
+    ``"pooling_mode": "mean"``; the packaged MiniLM's the older flags). ``--dense=false`` leaves
+    them out; a representation of another width is refused."""
+    import sentence_transformers as st
+
+    torch = pytest.importorskip("torch")
+    _, _, Dense, _ = st_modules()
+    torch.manual_seed(0)
+    folder = st_folder(tmp_path / "st", minilm_dir(), [
+        Dense(384, 48, activation_function=torch.nn.Tanh()),
+        Dense(48, 48, bias=False, activation_function=torch.nn.GELU(), use_residual=True),
+    ])  # fmt: skip
+    e = embed.embedder(folder)
+    assert (e.pooling, e.normalize, e.dim, len(e.dense)) == ("mean", True, 48, 2)
+    ref = st.SentenceTransformer(folder, device="cpu").encode(SENTENCES)
+    np.testing.assert_allclose(e.embed(SENTENCES), ref, atol=TOL, rtol=0)
+    plain = embed.embedder(folder, settings=embed.Settings(dense=False))
+    assert plain.dim == 384  # (the packaged folder cuts at 256 tokens, this one at 512)
+    np.testing.assert_allclose(plain.embed(SENTENCES[:4]), minilm.embed(SENTENCES[:4]), atol=TOL,
+                               rtol=0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"concat_last_four gives 1536 features; the folder's "
+                                         r".*2_Dense projects 384 \(--dense=false"):  # fmt: skip
+        embed.embedder(folder, settings=embed.Settings(representation="concat_last_four"))
+
+
+def test_a_sentence_transformers_module_jaxtl_does_not_run_is_named(tmp_path):
+    folder = tmp_path / "st"
+    folder.mkdir()
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_LayerNorm", "type": "sentence_transformers.models.LayerNorm"},
+    ]))  # fmt: skip
+    with pytest.raises(ValueError, match=r"modules \['Transformer', 'Pooling', 'LayerNorm'\]: "
+                                         r"jaxtl runs Transformer -> Pooling -> Dense -> Normalize"):  # fmt: skip
+        embed.sentence_transformers_defaults(folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text('{"pooling_mode": "mean"}')
+    (folder / "2_Dense").mkdir()
+    (folder / "2_Dense" / "config.json").write_text(json.dumps(
+        {"in_features": 4, "out_features": 2, "activation_function": "mypackage.Swish"}))  # fmt: skip
+    modules = json.loads((folder / "modules.json").read_text())
+    modules[2] = {
+        "idx": 2,
+        "name": "2",
+        "path": "2_Dense",
+        "type": "sentence_transformers.models.Dense",
+    }
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match=r"2_Dense/config.json: activation_function "
+                                         r"'mypackage.Swish' is not one jaxtl runs"):  # fmt: skip
+        embed.sentence_transformers_defaults(folder)
+
+
+def test_a_folder_saved_by_sentence_transformers_6_keeps_its_max_seq_length(tmp_path):
+    """sentence-transformers >= 6 keeps a folder's max_seq_length as the tokenizer's
+    model_max_length, not in sentence_bert_config.json: inputs are cut there all the same."""
+    import sentence_transformers as st
+
+    Transformer, _, _, _ = st_modules()
+    folder = st_folder(tmp_path / "st", minilm_dir(), [])
+    model = st.SentenceTransformer(folder, device="cpu")
+    model.max_seq_length = 12
+    model.save(folder)
+    e = embed.embedder(folder)
+    assert e.max_length == 12
+    ref = st.SentenceTransformer(folder, device="cpu").encode(SENTENCES)
+    np.testing.assert_allclose(e.embed(SENTENCES), ref, atol=TOL, rtol=0)
