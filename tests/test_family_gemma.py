@@ -58,7 +58,7 @@ LM = {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
 def save_hf(model_type: str, cls_name: str, path, seed: int = 0, **edit):
     config_cls, hf_config = CONFIGS[model_type]
     torch.manual_seed(seed)
-    model = jitter(getattr(transformers, cls_name)(config_cls(**hf_config, **edit))).eval()
+    model = jitter(getattr(transformers, cls_name)(config_cls(**{**hf_config, **edit}))).eval()
     model.save_pretrained(path)
     return model
 
@@ -229,8 +229,8 @@ def test_gemmas_legacy_gelu_is_the_tanh_approximation():
 @pytest.mark.parametrize(
     "model_type,edit,message",
     [
-        ("gemma3_text", {"use_bidirectional_attention": True},
-         "unsupported config attribute use_bidirectional_attention=True"),
+        ("gemma2", {"use_bidirectional_attention": True},
+         "unsupported config attribute use_bidirectional_attention=True for 'gemma2'"),
         ("gemma2", {"layer_types": ["full_attention"]},
          r"layer_types=\['full_attention'\]: expected 2 values"),
         ("gemma2", {"layer_types": ["full_attention", "chunked_attention"]},
@@ -321,3 +321,55 @@ def test_a_multimodal_gemma3_config_without_a_text_config_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
     with pytest.raises(ValueError, match=r"config.json: a 'gemma3' config needs a text_config"):
         models.from_pretrained(tmp_path)
+
+
+def test_embeddinggemmas_bidirectional_attention_matches_transformers(tmp_path):
+    """EmbeddingGemma is Gemma 3 with ``use_bidirectional_attention``: no causal mask, and a
+    sliding layer's token sees ``sliding_window // 2`` positions either side (here 2 of a
+    7-token row, so the window changes the states)."""
+    ref = save_hf("gemma3_text", "Gemma3TextModel", tmp_path, use_bidirectional_attention=True,
+                  sliding_window=4)  # fmt: skip
+    enc = models.from_pretrained(tmp_path).model
+    assert not enc.causal and enc.cfg.bidirectional and enc.cfg.sliding_window == 4
+    for left in (False, True):
+        ids, mask = padded(left=left)
+        assert_close(ours(enc, ids, mask), hf_states(ref, ids, mask, left), mask, n=3)
+    wide = models.build_encoder("gemma3_text", {**json.loads((tmp_path / "config.json")
+                                                             .read_text()), "sliding_window": 64},
+                                rngs=nnx.Rngs(0))  # fmt: skip
+    nnx.update(wide, nnx.state(enc))
+    ids, mask = padded()
+    assert np.abs(ours(wide, ids, mask)[-1] - ours(enc, ids, mask)[-1])[0].max() > 1e-4
+    out = models.save_pretrained(enc, tmp_path / "export")
+    again = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert again.config.use_bidirectional_attention
+    assert_close(ours(enc, ids, mask), hf_states(again, ids, mask, False), mask, n=3)
+
+
+def test_an_embeddinggemma_folder_gives_sentence_transformers_vectors(tmp_path):
+    """EmbeddingGemma's sentence-transformers folder: the bidirectional Gemma 3, mean pooling,
+    two Dense projections without bias, Normalize — ``jaxtl --embed`` gives ``encode()``'s
+    vectors."""
+    st = pytest.importorskip("sentence_transformers")
+    from test_embed import SENTENCES, st_folder, st_modules
+    from test_family_llama import byte_level_tokenizer
+
+    from jaxtl import embed
+
+    tok = byte_level_tokenizer()
+    tok.pad_token = "</s>"
+    base = tmp_path / "base"
+    save_hf("gemma3_text", "Gemma3TextModel", base, use_bidirectional_attention=True,
+            vocab_size=len(tok), max_position_embeddings=256)  # fmt: skip
+    tok.save_pretrained(base)
+    _, _, Dense, _ = st_modules()
+    torch.manual_seed(1)
+    identity = torch.nn.Identity()
+    folder = st_folder(tmp_path / "st", base, [
+        Dense(32, 64, bias=False, activation_function=identity),
+        Dense(64, 32, bias=False, activation_function=identity),
+    ])  # fmt: skip
+    e = embed.embedder(folder)
+    assert (e.pooling, e.normalize, len(e.dense)) == ("mean", True, 2)
+    ref = st.SentenceTransformer(folder, device="cpu").encode(SENTENCES[:4])
+    np.testing.assert_allclose(e.embed(SENTENCES[:4]), ref, atol=TOL, rtol=0)

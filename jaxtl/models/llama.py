@@ -31,8 +31,10 @@ checkpoint's config (the defaults are Llama's):
   (``attn_logit_softcapping``, ``final_logit_softcapping``).
 * ``gemma3_text`` (gemma-3-1b, 270m): Gemma 2 without the caps, with the query/key norms
   (Gemma's ``1 + w``), five sliding layers in six, and the sliding layers' own RoPE base
-  (``rope_local_base_freq``, unscaled; the full layers' may be scaled). EmbeddingGemma's
-  bidirectional attention is refused by name. The multimodal checkpoints (``gemma3``, 4B and
+  (``rope_local_base_freq``, unscaled; the full layers' may be scaled). EmbeddingGemma is this
+  model with ``use_bidirectional_attention`` (``bidirectional``): no causal mask, and a sliding
+  layer's token sees those within ``sliding_window // 2`` positions on either side (as
+  transformers reads the attribute); the encoder is then not ``causal``. The multimodal checkpoints (``gemma3``, 4B and
   up) are read as this text model (``jaxtl.models.hf.read_config``, ``GEMMA3`` below).
 
 Names: ``embeddings/word`` (HF ``embed_tokens``), ``layers/<i>/{attention_norm, attention/{query,
@@ -127,6 +129,9 @@ class LlamaConfig:
     # ones see every earlier token; None: every layer as ``sliding_window`` says (Mistral).
     layer_types: tuple[str, ...] | None = None
     local_rope_theta: float | None = None  # Gemma 3: the sliding layers' RoPE base (default type)
+    # EmbeddingGemma: every token sees every other, on sliding layers those within
+    # ``sliding_window // 2`` positions either side (transformers' reading of the attribute)
+    bidirectional: bool = False
     attention_dropout: float = 0.0
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
@@ -359,6 +364,7 @@ class LlamaEncoder(nnx.Module):
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
+        self.causal = not cfg.bidirectional
         self.family = cfg.model_type
         self.num_layers = cfg.num_layers
         self.hidden_size = cfg.hidden_size
@@ -400,14 +406,22 @@ class LlamaEncoder(nnx.Module):
             rope[True] = rotary(cfg.local_rope(), position_ids, x.dtype)
         t = input_ids.shape[1]
         if pair_mask is None:
-            full = causal_mask(attention_mask)
+            full = base.padding_mask(attention_mask) if cfg.bidirectional else causal_mask(
+                attention_mask
+            )  # fmt: skip
         else:
-            full = pair_mask & jnp.tril(jnp.ones((t, t), bool))[None, None]
+            full = pair_mask if cfg.bidirectional else (
+                pair_mask & jnp.tril(jnp.ones((t, t), bool))[None, None]
+            )  # fmt: skip
         masks = {False: full, True: full}
-        if cfg.sliding_window is not None and cfg.sliding_window < t:
-            # query i sees keys j with i - j < window (and j <= i, above)
-            near = np.subtract.outer(np.arange(t), np.arange(t)) < cfg.sliding_window
-            masks[True] = full & jnp.asarray(near)[None, None]
+        if cfg.sliding_window is not None:
+            # causal: query i sees keys j with i - j < window (and j <= i, above)
+            apart = np.subtract.outer(np.arange(t), np.arange(t))
+            near = (np.abs(apart) < cfg.sliding_window // 2 + 1) if cfg.bidirectional else (
+                apart < cfg.sliding_window
+            )  # fmt: skip
+            if not near.all():
+                masks[True] = full & jnp.asarray(near)[None, None]
         states = [x]
         for i, layer in enumerate(self.layers):
             local = cfg.sliding(i)
@@ -539,10 +553,11 @@ def _gemma_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     norms, ``query_pre_attn_scalar`` and sliding layers (every other one in Gemma 2, five of
     six in Gemma 3); Gemma 2 caps the attention scores and the LM's logits, Gemma 3 normalises
     each head's query and key."""
-    if hf.get("use_bidirectional_attention"):
+    bidirectional = bool(hf.get("use_bidirectional_attention"))
+    if bidirectional and model_type != "gemma3_text":
         raise ValueError(
-            "unsupported config attribute use_bidirectional_attention=True: jaxtl's Gemma is "
-            "causal (EmbeddingGemma's bidirectional attention is not implemented)"
+            f"unsupported config attribute use_bidirectional_attention=True for {model_type!r}: "
+            "jaxtl's bidirectional Gemma is Gemma 3's (EmbeddingGemma)"
         )
     out: dict[str, Any] = {
         "model_type": model_type,
@@ -573,6 +588,7 @@ def _gemma_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     else:  # transformers' Gemma 3 attention does not apply attn_logit_softcapping
         out["qk_norm"] = True
         out["final_logit_softcap"] = hf.get("final_logit_softcapping")
+        out["bidirectional"] = bidirectional
     return out
 
 
@@ -639,6 +655,7 @@ def _gemma_to_hf(cfg: LlamaConfig, out: dict[str, Any]) -> None:
         out["rope_parameters"] = {"full_attention": out["rope_parameters"],
                                   "sliding_attention": local}  # fmt: skip
         out["rope_local_base_freq"] = cfg.local_rope_theta
+        out["use_bidirectional_attention"] = cfg.bidirectional
 
 
 def key_map(cfg: LlamaConfig) -> list[Rule]:
