@@ -34,8 +34,9 @@ checkpoint's config (the defaults are Llama's):
   (``rope_local_base_freq``, unscaled; the full layers' may be scaled). EmbeddingGemma is this
   model with ``use_bidirectional_attention`` (``bidirectional``): no causal mask, and a sliding
   layer's token sees those within ``sliding_window // 2`` positions on either side (as
-  transformers reads the attribute); the encoder is then not ``causal``. The multimodal checkpoints (``gemma3``, 4B and
-  up) are read as this text model (``jaxtl.models.hf.read_config``, ``GEMMA3`` below).
+  transformers reads the attribute); the encoder is then not ``causal``. The multimodal
+  checkpoints (``gemma3``, 4B and up) are read as this text model
+  (``jaxtl.models.hf.read_config``, ``GEMMA3`` below).
 
 Names: ``embeddings/word`` (HF ``embed_tokens``), ``layers/<i>/{attention_norm, attention/{query,
 key,value,output}, mlp_norm, mlp/{gate,intermediate,output}}`` (``input_layernorm``,
