@@ -11,7 +11,7 @@ or predict with / export a finished run.
     jaxtl --glue_submission --workdir=DIR [--workdir=DIR2 ...] --output=glue.zip [--data_dir=D]
     jaxtl --embed --model=NAME|--workdir=DIR --input=FILE [--output=OUT.npy|.parquet|.json|.jsonl]
           [--representation=last|...] [--pooling=mean|cls|last] [--normalize=true|false]
-          [--dense=true|false]
+          [--dense=true|false] [--prompt_name=query|--prompt=TEXT]
     jaxtl --regime=REGIME ... --seeds=0,1,2 [--sweep=KEY=V1|V2 ...] [--workdir=DIR]
           [--sweep_jobs=N] [--sweep_devices=0,1,...]
     jaxtl --regime=REGIME ... --lr_find [--lr_find_steps=100] [--lr_find_end=10]
@@ -327,6 +327,11 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
     parser.add_argument("--dense", default=None, choices=("true", "false"),
                         help="a sentence-transformers folder's Dense projections of the pooled "
                         "vector (default: where the folder has them)")  # fmt: skip
+    parser.add_argument("--prompt_name", default=None,
+                        help="one of a sentence-transformers folder's prompts (query, document "
+                        "...), put before each text (default: the folder's default prompt)")  # fmt: skip
+    parser.add_argument("--prompt", default=None,
+                        help="a text put before each input instead (\"query: \")")  # fmt: skip
     parser.add_argument("--max_length", type=int, default=None,
                         help="longest input in tokens, longer ones cut (default: the folder's "
                         "max_seq_length, else the model's limit up to 512)")  # fmt: skip
@@ -350,6 +355,7 @@ def embed_main(argv: list[str], prog: str = "jaxtl") -> None:
             representation=args.representation, pooling=args.pooling,
             normalize=None if args.normalize is None else args.normalize == "true",
             dense=None if args.dense is None else args.dense == "true",
+            prompt_name=args.prompt_name, prompt=args.prompt,
             max_length=args.max_length, batch_size=args.batch_size,
         )  # fmt: skip
         e = embed.embedder(args.model, workdir=args.workdir, task=args.task, settings=settings,

@@ -148,6 +148,8 @@ class Settings:
     pooling: str | None = None
     normalize: bool | None = None
     dense: bool | None = None  # the folder's Dense projections (None: where it has them)
+    prompt_name: str | None = None  # one of the folder's prompts, put before each text
+    prompt: str | None = None  # a prompt of one's own (None: the folder's default, if any)
     max_length: int | None = None
     batch_size: int = 64  # rows per encoder call
 
@@ -159,6 +161,9 @@ class Settings:
             raise ValueError(f"--pooling={self.pooling}: choose one of {', '.join(POOLINGS)}")
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"--max_length={self.max_length}: must be 2 tokens or more")
+        if self.prompt is not None and self.prompt_name is not None:
+            raise ValueError("give one of --prompt (a text) or --prompt_name (one of the "
+                             "folder's prompts), not both")  # fmt: skip
         if self.batch_size < 1:
             raise ValueError(f"--batch_size={self.batch_size}: must be 1 or more")
 
@@ -201,6 +206,14 @@ def sentence_transformers_defaults(path: str | epath.Path,
                 raise ValueError(f"{folder / m.get('path', '')}/config.json: pooling {on} is not "
                                  f"one jaxtl has ({', '.join(POOLINGS)}); set --pooling")  # fmt: skip
             out["pooling"] = {"lasttoken": "last"}.get(on[0], on[0])
+            out["include_prompt"] = cfg.get("include_prompt", True)
+    # Named prompts (E5's "query: ", EmbeddingGemma's, Qwen3-Embedding's instructions), and
+    # the one encode() puts before every text unless told otherwise.
+    own = folder / "config_sentence_transformers.json"
+    if own.exists():
+        cfg = json.loads(own.read_text())
+        out["prompts"] = dict(cfg.get("prompts") or {})
+        out["default_prompt_name"] = cfg.get("default_prompt_name")
     # The longest input: sentence_bert_config.json's max_seq_length, or (sentence-transformers
     # >= 6 keeps it there) the tokenizer's model_max_length; an unset one is a huge number.
     for name, key in (("sentence_bert_config.json", "max_seq_length"),
@@ -211,6 +224,25 @@ def sentence_transformers_defaults(path: str | epath.Path,
             out["max_length"] = length
             break
     return out
+
+
+def _prompt(settings: Settings, own: dict[str, Any], folder: epath.Path | None) -> str:
+    """The text put before every input: ``--prompt``, the folder's prompt ``--prompt_name``
+    names, else the folder's ``default_prompt_name``'s (as ``encode()`` does), else none."""
+    prompts = own.get("prompts", {})
+    prompt = settings.prompt
+    if prompt is None and settings.prompt_name is not None:
+        if settings.prompt_name not in prompts:
+            where = f"{folder}/config_sentence_transformers.json" if folder else "the model"
+            raise ValueError(f"--prompt_name={settings.prompt_name}: {where} names the prompts "
+                             f"{sorted(prompts) or 'none'}")  # fmt: skip
+        prompt = prompts[settings.prompt_name]
+    elif prompt is None and own.get("default_prompt_name"):
+        prompt = prompts.get(own["default_prompt_name"])
+    if prompt and not own.get("include_prompt", True):
+        raise ValueError(f"{folder}: its Pooling leaves the prompt's tokens out "
+                         "(include_prompt=false), which jaxtl does not do")  # fmt: skip
+    return prompt or ""
 
 
 class Embedder:
@@ -241,6 +273,7 @@ class Embedder:
                 self.representation, enc.num_layers, enc.hidden_size, rngs=nnx.Rngs(0)))  # fmt: skip
         self.model = model
         self.dense: tuple[Dense, ...] = () if settings.dense is False else own.get("dense", ())
+        self.prompt = _prompt(settings, own, folder)
         pooled = self._pooled_dim
         if self.dense and self.dense[0].in_features != pooled:
             raise ValueError(f"--representation={self.representation} gives {pooled} features; "
@@ -267,7 +300,8 @@ class Embedder:
 
     def describe(self) -> str:
         dense = f" dense={len(self.dense)}" if self.dense else ""
-        return (f"representation={self.representation} pooling={self.pooling}{dense} "
+        prompt = f" prompt={self.prompt!r}" if self.prompt else ""
+        return (f"representation={self.representation} pooling={self.pooling}{dense}{prompt} "
                 f"normalize={self.normalize} max_length={self.max_length} dim={self.dim}")  # fmt: skip
 
     def _finish(self, vec: np.ndarray) -> np.ndarray:
@@ -296,8 +330,9 @@ class Embedder:
             yield self._embed_chunk(chunk)
 
     def _embed_chunk(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
-        examples = [Example(x, source=f"input:{i + 1}") if isinstance(x, str) else
-                    Example(x[0], text_pair=x[1], source=f"input:{i + 1}")
+        p = self.prompt  # before the text (a pair's first), as sentence-transformers puts it
+        examples = [Example(p + x, source=f"input:{i + 1}") if isinstance(x, str) else
+                    Example(p + x[0], text_pair=x[1], source=f"input:{i + 1}")
                     for i, x in enumerate(inputs)]  # fmt: skip
         if len({ex.text_pair is None for ex in examples}) > 1:
             raise ValueError("inputs mix single texts and (text, text_pair) pairs; embed "

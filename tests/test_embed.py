@@ -330,3 +330,30 @@ def test_a_folder_saved_by_sentence_transformers_6_keeps_its_max_seq_length(tmp_
     assert e.max_length == 12
     ref = st.SentenceTransformer(folder, device="cpu").encode(SENTENCES)
     np.testing.assert_allclose(e.embed(SENTENCES), ref, atol=TOL, rtol=0)
+
+
+def test_a_folders_prompts_go_before_the_texts_as_in_sentence_transformers(tmp_path):
+    """E5's, EmbeddingGemma's and Qwen3-Embedding's folders name prompts (config_sentence_
+    transformers.json); encode() puts the default one before every text unless told another
+    (``prompt_name``) or a text of one's own (``prompt``): so does ``--embed``."""
+    import sentence_transformers as st
+
+    folder = st_folder(tmp_path / "st", minilm_dir(), [])
+    model = st.SentenceTransformer(folder, device="cpu", default_prompt_name="query",
+                                   prompts={"query": "query: ", "document": "passage: "})  # fmt: skip
+    model.save(folder)
+    ref = st.SentenceTransformer(folder, device="cpu")
+    texts = SENTENCES[:4]
+    e = embed.embedder(folder)
+    assert e.prompt == "query: "
+    np.testing.assert_allclose(e.embed(texts), ref.encode(texts), atol=TOL, rtol=0)
+    doc = embed.embedder(folder, settings=embed.Settings(prompt_name="document"))
+    np.testing.assert_allclose(doc.embed(texts), ref.encode(texts, prompt_name="document"),
+                               atol=TOL, rtol=0)  # fmt: skip
+    own = embed.embedder(folder, settings=embed.Settings(prompt="Represent this: "))
+    np.testing.assert_allclose(own.embed(texts), ref.encode(texts, prompt="Represent this: "),
+                               atol=TOL, rtol=0)  # fmt: skip
+    assert not np.allclose(doc.embed(texts), e.embed(texts), atol=1e-3)
+    with pytest.raises(ValueError, match=r"--prompt_name=passage: .*config_sentence_transformers"
+                                         r".json names the prompts \['document', 'query'\]"):  # fmt: skip
+        embed.embedder(folder, settings=embed.Settings(prompt_name="passage"))
