@@ -172,8 +172,9 @@ def sentence_transformers_defaults(path: str | epath.Path,
                                    allow_pickle: bool = False) -> dict[str, Any]:  # fmt: skip
     """``pooling``, ``dense`` (its :class:`Dense` modules, in order), ``normalize`` and
     ``max_length`` as a sentence-transformers folder declares them (``modules.json``, its
-    modules' configs, ``sentence_bert_config.json`` or the tokenizer's config); {} for any
-    other folder. A module or
+    modules' configs, ``sentence_bert_config.json`` or the tokenizer's config), its named
+    ``prompts`` and whether its texts are lowercased (``lower_case``); {} for any other
+    folder. A module or
     pooling mode jaxtl does not have (max, weighted mean) is refused by name."""
     folder = epath.Path(path)
     modules_file = folder / "modules.json"
@@ -214,6 +215,9 @@ def sentence_transformers_defaults(path: str | epath.Path,
         cfg = json.loads(own.read_text())
         out["prompts"] = dict(cfg.get("prompts") or {})
         out["default_prompt_name"] = cfg.get("default_prompt_name")
+    st_config = folder / "sentence_bert_config.json"
+    if st_config.exists() and json.loads(st_config.read_text()).get("do_lower_case"):
+        out["lower_case"] = True  # its Transformer lowercases every text, whatever the tokenizer
     # The longest input: sentence_bert_config.json's max_seq_length, or (sentence-transformers
     # >= 6 keeps it there) the tokenizer's model_max_length; an unset one is a huge number.
     for name, key in (("sentence_bert_config.json", "max_seq_length"),
@@ -274,6 +278,7 @@ class Embedder:
         self.model = model
         self.dense: tuple[Dense, ...] = () if settings.dense is False else own.get("dense", ())
         self.prompt = _prompt(settings, own, folder)
+        self.lower_case = bool(own.get("lower_case"))
         pooled = self._pooled_dim
         if self.dense and self.dense[0].in_features != pooled:
             raise ValueError(f"--representation={self.representation} gives {pooled} features; "
@@ -331,8 +336,9 @@ class Embedder:
 
     def _embed_chunk(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
         p = self.prompt  # before the text (a pair's first), as sentence-transformers puts it
-        examples = [Example(p + x, source=f"input:{i + 1}") if isinstance(x, str) else
-                    Example(p + x[0], text_pair=x[1], source=f"input:{i + 1}")
+        case = str.lower if self.lower_case else str
+        examples = [Example(case(p + x), source=f"input:{i + 1}") if isinstance(x, str) else
+                    Example(case(p + x[0]), text_pair=case(x[1]), source=f"input:{i + 1}")
                     for i, x in enumerate(inputs)]  # fmt: skip
         if len({ex.text_pair is None for ex in examples}) > 1:
             raise ValueError("inputs mix single texts and (text, text_pair) pairs; embed "

@@ -357,3 +357,40 @@ def test_a_folders_prompts_go_before_the_texts_as_in_sentence_transformers(tmp_p
     with pytest.raises(ValueError, match=r"--prompt_name=passage: .*config_sentence_transformers"
                                          r".json names the prompts \['document', 'query'\]"):  # fmt: skip
         embed.embedder(folder, settings=embed.Settings(prompt_name="passage"))
+
+
+def test_a_folder_that_lowercases_its_texts_is_read_so(tmp_path):
+    """``do_lower_case`` in sentence_bert_config.json: sentence-transformers lowercases every
+    text before a cased tokenizer sees it (here a cased one: the byte-level BPE)."""
+    import sentence_transformers as st
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from test_family_llama import TINY, byte_level_tokenizer
+
+    tok = byte_level_tokenizer()
+    tok.pad_token = "</s>"
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    transformers.LlamaModel(transformers.LlamaConfig(**dict(TINY, vocab_size=len(tok),
+                                                           max_position_embeddings=128))
+                            ).save_pretrained(base)  # fmt: skip
+    tok.save_pretrained(base)
+    Transformer, Pooling, _, _ = st_modules()
+    t = Transformer(str(base), do_lower_case=True)
+    folder = str(tmp_path / "st")
+    st.SentenceTransformer(modules=[t, Pooling(32, pooling_mode="mean")], device="cpu").save(folder)
+    texts = ["Alice met Bob in Paris", "THE FILM WAS GREAT"]
+    # sentence-transformers 6 bakes the lowercasing into the saved tokenizer's normalizer
+    ref = st.SentenceTransformer(folder, device="cpu").encode(texts)
+    np.testing.assert_allclose(embed.embedder(folder).embed(texts), ref, atol=TOL, rtol=0)
+    # earlier versions say do_lower_case beside a tokenizer that does not lowercase
+    (tmp_path / "st" / "tokenizer.json").write_text((base / "tokenizer.json").read_text())
+    config = tmp_path / "st" / "sentence_bert_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "do_lower_case": True}))
+    e = embed.embedder(folder)
+    assert e.lower_case
+    ref = st.SentenceTransformer(folder, device="cpu").encode(texts)
+    np.testing.assert_allclose(e.embed(texts), ref, atol=TOL, rtol=0)
+    cased = embed.embedder(str(base)).embed(texts)  # the same model, texts as they are
+    assert not np.allclose(e.embed(texts), cased, atol=1e-3)
