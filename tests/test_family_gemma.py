@@ -21,20 +21,22 @@ from flax import nnx
 torch = pytest.importorskip("torch", reason="transformers (torch) is the reference")
 transformers = pytest.importorskip("transformers")
 
-from test_export import NLI, TAGS, build, jaxtl_logits, max_diff, perturbed, task  # noqa: E402
+from test_export import NLI, TAGS, build, perturbed, task  # noqa: E402
 from test_family_llama import (  # noqa: E402
     TINY,
-    _hf_out,
     assert_close,
     export_matches_transformers,
     hf_states,
     ours,
     padded,
 )
+from test_family_llama_variants import (  # noqa: E402
+    assert_packed_rows_match,
+    assert_peft_adapter_matches,
+)
 from test_hf_parity import jitter  # noqa: E402
 
-from jaxtl import assembly, export, models  # noqa: E402
-from jaxtl import config as config_lib  # noqa: E402
+from jaxtl import export, models  # noqa: E402
 
 TOL = 1e-5
 # Three layers, so that sliding and full layers alternate; the window (3) is shorter than the
@@ -142,53 +144,19 @@ def test_task_model_export_reloads_in_transformers(base, tmp_path, kind):
 
 
 def test_a_gemma2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
-    peft_lib = pytest.importorskip("peft")
-    base_dir = tmp_path / "base"
-    save_hf("gemma2", "Gemma2Model", base_dir)
-    td = task("classification", NLI)
-    c = config_lib.base_config()
-    c.optim.strategy = "lora"
-    c.optim.lora_rank, c.optim.lora_alpha = 4, 8.0
-    model, _, hf_config = build(base_dir, [td], c)
-    params = perturbed(model, seed=4, where=lambda p: "lora_" in p or p.startswith("heads/"))
-    ids, mask = padded()
-    mine = jaxtl_logits(model, params, td.key, ids, mask, None)
-    export.export_peft_adapter(model, params, td, tmp_path / "adapter",
-                               base_hf_config=hf_config, base_dir=base_dir)  # fmt: skip
-    hf_base = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base_dir, num_labels=3, pad_token_id=0
-    )
-    assert type(hf_base).__name__ == "Gemma2ForSequenceClassification"
-    loaded = peft_lib.PeftModel.from_pretrained(hf_base, tmp_path / "adapter").eval()
-    args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-    assert max_diff(mine, _hf_out(loaded, "classification", args)) <= TOL
+    save_hf("gemma2", "Gemma2Model", tmp_path / "base")
+    assert_peft_adapter_matches(tmp_path / "base", tmp_path / "adapter",
+                                "Gemma2ForSequenceClassification")  # fmt: skip
 
 
 def test_packed_rows_keep_gemma3s_windows_and_bases_within_each_example():
     """Packed rows (segment mask, positions restarting per example) give each example the
     logits it gets alone, with sliding layers whose window is shorter than the examples and
     whose RoPE base differs from the full layers'."""
-    from conftest import minilm_dir
-    from test_packing import _logits, _per_example
-
-    from jaxtl.data import batching, get_task, packing, tokenize
-    from jaxtl.models import hf
-
-    t = get_task("builtin/sentiment")
-    examples = t.load("dev")[:12]
-    enc = tokenize.encode(t, examples, hf.load_tokenizer(minilm_dir()), max_length=32)
     hf_config = dict(GEMMA3, vocab_size=30522, sliding_window=4)
     encoder = models.build_encoder("gemma3_text", hf_config, rngs=nnx.Rngs(0))
     assert encoder.cfg.sliding(0) and not encoder.cfg.sliding(1)
-    head = assembly.make_head(t, 32, config_lib.base_config(), nnx.Rngs(1), encoder=encoder)
-    model = models.TransferModel(encoder, {"t": head})
-    flat = batching.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
-    packed = packing.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
-    assert max(int((b["example_weight"] > 0).sum(1).max()) for b in packed) >= 2
-    a = _per_example(flat, [_logits(model, b) for b in flat], enc, False, (32, 64))
-    b = _per_example(packed, [_logits(model, b) for b in packed], enc, False, (32, 64))
-    assert sorted(a) == sorted(b) == list(range(len(examples)))
-    assert max(float(np.max(np.abs(a[i] - b[i]))) for i in a) <= TOL
+    assert_packed_rows_match(encoder)
 
 
 def test_gemma3s_older_config_layout_reads_as_transformers_5s():

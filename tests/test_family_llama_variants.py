@@ -138,9 +138,16 @@ def test_task_model_export_reloads_in_transformers(base, tmp_path, kind):
 
 
 def test_a_qwen2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
+    save_hf("qwen2", "Model", tmp_path / "base")
+    assert_peft_adapter_matches(tmp_path / "base", tmp_path / "adapter",
+                                "Qwen2ForSequenceClassification")  # fmt: skip
+
+
+def assert_peft_adapter_matches(base_dir, out, architecture: str) -> None:
+    """A LoRA classifier over the checkpoint in ``base_dir`` (its LoRA and head perturbed),
+    exported as a PEFT adapter to ``out``, loads over transformers' ``architecture`` with
+    jaxtl's logits."""
     peft_lib = pytest.importorskip("peft")
-    base_dir = tmp_path / "base"
-    save_hf("qwen2", "Model", base_dir)
     td = task("classification", NLI)
     c = config_lib.base_config()
     c.optim.strategy = "lora"
@@ -149,16 +156,14 @@ def test_a_qwen2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
     params = perturbed(model, seed=4, where=lambda p: "lora_" in p or p.startswith("heads/"))
     ids, mask = padded()
     mine = jaxtl_logits(model, params, td.key, ids, mask, None)
-    export.export_peft_adapter(model, params, td, tmp_path / "adapter",
-                               base_hf_config=hf_config, base_dir=base_dir)  # fmt: skip
-    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())[
-        "base_model_name_or_path"
-    ]
+    export.export_peft_adapter(model, params, td, out, base_hf_config=hf_config,
+                               base_dir=base_dir)  # fmt: skip
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     hf_base = transformers.AutoModelForSequenceClassification.from_pretrained(
         base_dir, num_labels=3, pad_token_id=0
     )
-    assert type(hf_base).__name__ == "Qwen2ForSequenceClassification"
-    loaded = peft_lib.PeftModel.from_pretrained(hf_base, tmp_path / "adapter").eval()
+    assert type(hf_base).__name__ == architecture
+    loaded = peft_lib.PeftModel.from_pretrained(hf_base, out).eval()
     args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
     assert max_diff(mine, _hf_out(loaded, "classification", args)) <= TOL
 
@@ -166,6 +171,15 @@ def test_a_qwen2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
 def test_packed_rows_keep_mistrals_window_within_each_example():
     """Packed rows (segment mask, positions restarting per example) give each example the
     logits it gets alone, with the sliding window shorter than the examples."""
+    hf_config = dict(TINY, vocab_size=30522, sliding_window=4)
+    encoder = models.build_encoder("mistral", hf_config, rngs=nnx.Rngs(0))
+    assert encoder.cfg.sliding_window == 4
+    assert_packed_rows_match(encoder)
+
+
+def assert_packed_rows_match(encoder) -> None:
+    """Twelve SST-like sentences (MiniLM's word pieces, 32 tokens at most) through a
+    classifier on ``encoder``: packed rows give each its unpacked logits."""
     from conftest import minilm_dir
     from test_packing import _logits, _per_example
 
@@ -175,9 +189,6 @@ def test_packed_rows_keep_mistrals_window_within_each_example():
     t = get_task("builtin/sentiment")
     examples = t.load("dev")[:12]
     enc = tokenize.encode(t, examples, hf.load_tokenizer(minilm_dir()), max_length=32)
-    hf_config = dict(TINY, vocab_size=30522, sliding_window=4)
-    encoder = models.build_encoder("mistral", hf_config, rngs=nnx.Rngs(0))
-    assert encoder.cfg.sliding_window == 4
     head = assembly.make_head(t, 32, config_lib.base_config(), nnx.Rngs(1), encoder=encoder)
     model = models.TransferModel(encoder, {"t": head})
     flat = batching.eval_batches(enc, batch_size=4, buckets=(32, 64), pad_id=0)
