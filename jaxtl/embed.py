@@ -174,13 +174,21 @@ def sentence_transformers_defaults(path: str | epath.Path,
     ``max_length`` as a sentence-transformers folder declares them (``modules.json``, its
     modules' configs, ``sentence_bert_config.json`` or the tokenizer's config), its named
     ``prompts`` and whether its texts are lowercased (``lower_case``); {} for any other
-    folder. A module or
-    pooling mode jaxtl does not have (max, weighted mean) is refused by name."""
+    folder. ``path`` may be the model's own folder in the older layout (``0_Transformer/``
+    below ``modules.json``). A module or pooling mode jaxtl does not have (max, weighted mean)
+    is refused by name."""
     folder = epath.Path(path)
     modules_file = folder / "modules.json"
+    above = folder.parent / "modules.json"
+    if not modules_file.exists() and above.exists():
+        first = json.loads(above.read_text())
+        if first and first[0].get("path") == folder.name:  # the older layout's model folder
+            folder, modules_file = folder.parent, above
     if not modules_file.exists():
         return {}
     modules = json.loads(modules_file.read_text())
+    # the model's folder: its own settings are there in the older layout, at the top in the new
+    model = folder / str(modules[0].get("path", "") if modules else "")
     out: dict[str, Any] = {"normalize": False, "dense": ()}
     order = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
     known = [k for k in order if k in _ST_MODULES]
@@ -215,14 +223,14 @@ def sentence_transformers_defaults(path: str | epath.Path,
         cfg = json.loads(own.read_text())
         out["prompts"] = dict(cfg.get("prompts") or {})
         out["default_prompt_name"] = cfg.get("default_prompt_name")
-    st_config = folder / "sentence_bert_config.json"
+    st_config = model / "sentence_bert_config.json"
     if st_config.exists() and json.loads(st_config.read_text()).get("do_lower_case"):
         out["lower_case"] = True  # its Transformer lowercases every text, whatever the tokenizer
     # The longest input: sentence_bert_config.json's max_seq_length, or (sentence-transformers
     # >= 6 keeps it there) the tokenizer's model_max_length; an unset one is a huge number.
     for name, key in (("sentence_bert_config.json", "max_seq_length"),
                       ("tokenizer_config.json", "model_max_length")):  # fmt: skip
-        file = folder / name
+        file = model / name
         length = json.loads(file.read_text()).get(key) if file.exists() else None
         if isinstance(length, int) and 1 < length < 1_000_000:
             out["max_length"] = length

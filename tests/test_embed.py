@@ -394,3 +394,32 @@ def test_a_folder_that_lowercases_its_texts_is_read_so(tmp_path):
     np.testing.assert_allclose(e.embed(texts), ref, atol=TOL, rtol=0)
     cased = embed.embedder(str(base)).embed(texts)  # the same model, texts as they are
     assert not np.allclose(e.embed(texts), cased, atol=1e-3)
+
+
+def test_a_folder_in_the_older_layout_reads_its_model_from_its_first_modules_folder(tmp_path):
+    """sentence-transformers before version 2 kept the model, its tokenizer and
+    sentence_bert_config.json in ``0_Transformer/``, with ``modules.json`` above: jaxtl loads
+    the model from there and reads the folder's settings (here a 16-token limit) all the same;
+    a training run can start from such a folder too."""
+    import shutil
+
+    import sentence_transformers as st
+
+    from jaxtl.models import hf
+
+    root = tmp_path / "st"
+    shutil.copytree(minilm_dir(), root)
+    inner = root / "0_Transformer"
+    inner.mkdir()
+    for f in list(root.iterdir()):
+        if f.is_file() and f.name not in ("modules.json", "config_sentence_transformers.json"):
+            f.rename(inner / f.name)
+    (inner / "sentence_bert_config.json").write_text('{"max_seq_length": 16}')
+    modules = json.loads((root / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    (root / "modules.json").write_text(json.dumps(modules))
+    assert hf.resolve(str(root)) == inner
+    e = embed.embedder(str(root))
+    assert (e.pooling, e.normalize, e.max_length) == ("mean", True, 16)
+    ref = st.SentenceTransformer(str(root), device="cpu").encode(SENTENCES)
+    np.testing.assert_allclose(e.embed(SENTENCES), ref, atol=TOL, rtol=0)

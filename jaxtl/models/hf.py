@@ -108,12 +108,26 @@ def resolve(name_or_path: str | os.PathLike) -> pathlib.Path:
         return _packaged(name)
     path = pathlib.Path(name).expanduser()
     if path.is_dir():
-        return path
+        return model_folder(path)
     if path.exists():
         raise NotADirectoryError(f"{path} is a file; expected a model directory with config.json")
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name:
         raise FileNotFoundError(f"model directory {path} does not exist")
-    return _download(name)
+    return model_folder(_download(name))
+
+
+def model_folder(path: pathlib.Path) -> pathlib.Path:
+    """Where a folder keeps its model: the folder itself, or, for a sentence-transformers folder
+    saved in the older layout (``modules.json`` at the top, the model and its tokenizer in the
+    first module's folder, ``0_Transformer/``), that module's folder."""
+    modules = path / "modules.json"
+    if (path / "config.json").is_file() or not modules.is_file():
+        return path
+    try:
+        first = json.loads(modules.read_text())[0].get("path", "")
+    except (ValueError, IndexError, AttributeError):
+        return path  # not a modules list: the missing config.json is the error to name
+    return path / first if first and (path / first / "config.json").is_file() else path
 
 
 def read_config(path: pathlib.Path) -> dict[str, Any]:
