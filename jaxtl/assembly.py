@@ -31,8 +31,12 @@ HEADS = ("auto", "linear")
 
 
 def default_pooling(encoder: Any) -> str:
-    """``model.pooling=auto``: the last real token for a causal encoder (``encoder.causal``:
-    GPT-2, Llama; only it has seen the whole sequence), the first token otherwise."""
+    """``model.pooling=auto``: the encoder's own (``encoder.default_pooling``: T5's mean, as it
+    has no [CLS]), else the last real token for a causal encoder (``encoder.causal``: GPT-2,
+    Llama; only it has seen the whole sequence), the first token otherwise."""
+    own = getattr(encoder, "default_pooling", None)
+    if own is not None:
+        return str(own)
     return "last" if getattr(encoder, "causal", False) else "cls"
 
 

@@ -294,7 +294,7 @@ def _write_jaxtl(m, key, task, out, reason, tokenizer, hf_config, description, b
             "hidden_size": m.encoder.hidden_size,
         }
     hf_family = hf_heads.family_of(m.encoder)
-    encoder_loads = hf_family is not None and hf_family.sequence_head is not None
+    loader = None if hf_family is None else hf_family.loader
     desc = {
         "format": HEAD_FORMAT,
         "task": {"name": task.name, "kind": task.kind, "label_names": list(task.label_names)},
@@ -306,9 +306,11 @@ def _write_jaxtl(m, key, task, out, reason, tokenizer, hf_config, description, b
     }
     (out / HEAD_JSON).write_text(json.dumps(desc, indent=2) + "\n")
     if size is not None:
-        loads = "nothing as trained (AutoModel loads the encoder without its adapters)"
-    elif encoder_loads:
-        loads = "AutoModel (the encoder only, exact); not the task head"
+        loads = (
+            f"nothing as trained ({loader or 'AutoModel'} loads the encoder without its adapters)"
+        )
+    elif loader is not None:
+        loads = f"{loader} (the encoder only, exact); not the task head"
     else:
         loads = "nothing (the encoder is jaxtl's own format too)"
     rep = {
@@ -319,19 +321,20 @@ def _write_jaxtl(m, key, task, out, reason, tokenizer, hf_config, description, b
         "reason": reason,
         "labels": _labels(task),
     }
-    (out / NOTE).write_text(_note(task, key, rep, size))
+    (out / NOTE).write_text(_note(task, key, rep, size, loader or "AutoModel"))
     _write_card(out, task, rep["labels"], rep, description, base_model, tokenizer is not None)
     return rep
 
 
-def _note(task: Any, key: str, rep: Mapping[str, Any], adapter_size: int | None) -> str:
+def _note(task: Any, key: str, rep: Mapping[str, Any], adapter_size: int | None,
+          loader: str = "AutoModel") -> str:  # fmt: skip
     enc = (
         "`config.json` + `model.safetensors` hold the encoder **without** its Houlsby adapters "
-        "(the pretrained projections): `transformers.AutoModel` loads it, but its outputs are "
+        f"(the pretrained projections): `transformers.{loader}` loads it, but its outputs are "
         "not the trained model's. The adapters are in `jaxtl_head.safetensors` (`encoder/...`)."
         if adapter_size is not None
         else "`config.json` + `model.safetensors` hold the trained encoder in Hugging Face "
-        "layout (`transformers.AutoModel` loads it when its model_type is a transformers one)."
+        f"layout (`transformers.{loader}` loads it when its model_type is a transformers one)."
     )
     return f"""# Exported from jaxtl: the head is in jaxtl's format
 
@@ -805,12 +808,14 @@ def _export_run(run: Any, params: Any | None, out: pathlib.Path) -> dict[str, An
     plain: Any = _plain_encoder(m)
     hf.save_pretrained(plain.encoder, out, tokenizer=run.tokenizer, hf_config=run.hf_config)
     size = _adapter_size(m)
+    fam = hf_heads.family_of(m.encoder)
+    loader = fam.loader if fam is not None else None
     report: dict[str, Any] = {
         "(encoder)": {
             "path": str(out),
-            "transformers": "AutoModel" + (
+            "transformers": (loader or "nothing (jaxtl's own format)") + (
                 " (without the run's Houlsby adapters: not the trained model's outputs)"
-                if size is not None else ""
+                if size is not None and loader else ""
             ),
             "lora_merged": peft.has_lora(m),
         }
@@ -842,16 +847,20 @@ def _export_run(run: Any, params: Any | None, out: pathlib.Path) -> dict[str, An
                     rep["adapter"] = {"written": False, "reason": str(e)}
                     log.warning("%s: no PEFT adapter: %s", name, e)
         report[name] = rep
-    _write_encoder_card(out, report, description, base_name)
+    _write_encoder_card(out, report, description, base_name, loader)
     return report
 
 
 def _write_encoder_card(
-    out: pathlib.Path, report: Mapping[str, Any], description: str, base_model: str | None
-) -> None:
+    out: pathlib.Path, report: Mapping[str, Any], description: str, base_model: str | None,
+    loader: str | None = "AutoModel",
+) -> None:  # fmt: skip
     """``out/README.md``: the top folder is the encoder alone (no head: loaded as a task model
     it would get a new, untrained one), and which folder holds each task's model."""
     tasks = {k: v for k, v in report.items() if k != "(encoder)"}
+    loads = (f': `transformers.{loader}.from_pretrained("{out}")` gives its hidden states'
+             if loader else " (jaxtl's own model type: `jaxtl.models.from_pretrained` reads "
+             "it, transformers does not)")  # fmt: skip
     front = ["---", "library_name: transformers", *_card_base_lines(base_model),
              "pipeline_tag: feature-extraction", "tags:", "- jaxtl", "---", ""]  # fmt: skip
     lines = [
@@ -859,7 +868,7 @@ def _write_encoder_card(
         "",
         "This folder is the run's encoder alone, in Hugging Face layout"
         + (" (LoRA merged)" if report["(encoder)"].get("lora_merged") else "")
-        + f': `transformers.AutoModel.from_pretrained("{out}")` gives its hidden states. It has '
+        + f"{loads}. It has "
         "no task head: loaded as a task model (`AutoModelForSequenceClassification`, a "
         "`pipeline`) it would get a new, untrained one. Each task's trained model is in its own "
         "folder:",

@@ -269,6 +269,7 @@ AWD_LSTM = Family(
     encoder=AWDLSTMEncoder,
     key_map=key_map,
     architecture="JaxtlAWDLSTM",
+    loader=None,
     lm_head=AWDLMHead,
     lm_key_map=lm_key_map,
     lm_architecture="JaxtlAWDLSTMLM",

@@ -223,19 +223,22 @@ RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE = 32, 128
 
 
 @functools.cache
-def relative_buckets(t: int) -> np.ndarray:
-    """[T,T] bucket of each (query i, key j): T5's bidirectional log buckets of i - j, as
-    transformers' ``MPNetEncoder.relative_position_bucket`` (float32 logs, truncated). Counted
-    over the row, as there: a packed row's examples are contiguous, so distances within one
-    are the same, and attention never crosses them."""
+def relative_buckets(
+    t: int, buckets: int = RELATIVE_BUCKETS, max_distance: int = RELATIVE_MAX_DISTANCE
+) -> np.ndarray:
+    """[T,T] bucket of each (query i, key j): T5's bidirectional log buckets of i - j (of
+    ``buckets``, the far ones reaching ``max_distance``), as transformers'
+    ``MPNetEncoder.relative_position_bucket`` and T5's ``_relative_position_bucket`` compute
+    them (float32 logs, truncated). Counted over the row, as there: a packed row's examples are
+    contiguous, so distances within one are the same, and attention never crosses them."""
     pos = np.arange(t)
     n = pos[:, None] - pos[None, :]
-    half = RELATIVE_BUCKETS // 2
+    half = buckets // 2
     out = (n < 0).astype(np.int64) * half
     n = np.abs(n)
     exact = half // 2
     far = np.maximum(n, exact).astype(np.float32)  # the near ones are exact buckets (below)
-    ratio = np.log(far / np.float32(exact)) / np.float32(math.log(RELATIVE_MAX_DISTANCE / exact))
+    ratio = np.log(far / np.float32(exact)) / np.float32(math.log(max_distance / exact))
     large = np.minimum(exact + (ratio * np.float32(half - exact)).astype(np.int64), half - 1)
     return (out + np.where(n < exact, n, large)).astype(np.int32)
 

@@ -273,6 +273,7 @@ BILSTM = Family(
     encoder=BiLSTMEncoder,
     key_map=key_map,
     architecture="JaxtlBiLSTM",
+    loader=None,
     lm_head=BiLMHead,
     lm_key_map=lm_key_map,
     lm_architecture="JaxtlBiLM",

@@ -99,6 +99,9 @@ class Family:
     architecture:  ``architectures`` entry written on export of the bare encoder.
     lm_head:       optional (cfg, rngs) -> tied LM head module; ``lm_key_map`` its Rules
                    (full HF names), ``lm_architecture`` the export name with that head.
+    loader:        the transformers class that loads the bare encoder (``AutoModel``; T5's
+                   ``T5EncoderModel``, as AutoModel would build its decoder too); None for
+                   jaxtl's own families, which transformers does not know.
     sequence_head: the family's transformers sequence-classification head
                    (``*ForSequenceClassification``), ``token_head`` its token-classification head
                    (``*ForTokenClassification``), ``qa_head`` its extractive QA head
@@ -117,6 +120,7 @@ class Family:
     lm_key_map: Callable[[Any], list[Rule]] | None = None
     lm_architecture: str | None = None
     lm_ignore: tuple[str, ...] = field(default=())
+    loader: str | None = "AutoModel"
     sequence_head: HeadSpec | None = None
     token_head: HeadSpec | None = None
     qa_head: HeadSpec | None = None

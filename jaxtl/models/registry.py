@@ -29,6 +29,7 @@ from jaxtl.models.gpt2 import GPT2
 from jaxtl.models.llama import GEMMA, GEMMA2, GEMMA3, LLAMA, MISTRAL, QWEN2, QWEN3
 from jaxtl.models.modernbert import MODERNBERT
 from jaxtl.models.mpnet import MPNET
+from jaxtl.models.t5 import MT5, T5
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
@@ -38,6 +39,7 @@ FAMILIES: dict[str, Family] = {
 FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL, GEMMA, GEMMA2, GEMMA3)})
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
 FAMILIES[AWD_LSTM.model_type] = AWD_LSTM
+FAMILIES.update({f.model_type: f for f in (T5, MT5)})
 
 
 def family(model_type: str, *, where: str = "config.json") -> Family:
