@@ -143,12 +143,12 @@ def test_a_qwen2_lora_adapter_loads_in_peft_with_the_merged_logits(tmp_path):
                                 "Qwen2ForSequenceClassification")  # fmt: skip
 
 
-def assert_peft_adapter_matches(base_dir, out, architecture: str) -> None:
-    """A LoRA classifier over the checkpoint in ``base_dir`` (its LoRA and head perturbed),
-    exported as a PEFT adapter to ``out``, loads over transformers' ``architecture`` with
-    jaxtl's logits."""
+def assert_peft_adapter_matches(base_dir, out, architecture: str, kind: str = "classification"):
+    """A LoRA classifier (or tagger) over the checkpoint in ``base_dir`` (its LoRA and head
+    perturbed), exported as a PEFT adapter to ``out``, loads over transformers'
+    ``architecture`` with jaxtl's logits."""
     peft_lib = pytest.importorskip("peft")
-    td = task("classification", NLI)
+    td = task(kind, NLI if kind == "classification" else TAGS)
     c = config_lib.base_config()
     c.optim.strategy = "lora"
     c.optim.lora_rank, c.optim.lora_alpha = 4, 8.0
@@ -159,13 +159,16 @@ def assert_peft_adapter_matches(base_dir, out, architecture: str) -> None:
     export.export_peft_adapter(model, params, td, out, base_hf_config=hf_config,
                                base_dir=base_dir)  # fmt: skip
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
-    hf_base = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base_dir, num_labels=3, pad_token_id=0
+    auto = {"classification": "AutoModelForSequenceClassification",
+            "tagging": "AutoModelForTokenClassification"}[kind]  # fmt: skip
+    hf_base = getattr(transformers, auto).from_pretrained(
+        base_dir, num_labels=td.task.num_labels, pad_token_id=0
     )
     assert type(hf_base).__name__ == architecture
     loaded = peft_lib.PeftModel.from_pretrained(hf_base, out).eval()
     args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-    assert max_diff(mine, _hf_out(loaded, "classification", args)) <= TOL
+    per_token = mask if kind == "tagging" else None
+    assert max_diff(mine, _hf_out(loaded, kind, args), per_token) <= TOL
 
 
 def test_packed_rows_keep_mistrals_window_within_each_example():

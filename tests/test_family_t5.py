@@ -18,7 +18,10 @@ transformers = pytest.importorskip("transformers")
 
 from test_export import NLI, TAGS, build, perturbed, task  # noqa: E402
 from test_family_llama import assert_close, export_matches_transformers, ours, padded  # noqa: E402
-from test_family_llama_variants import assert_packed_rows_match  # noqa: E402
+from test_family_llama_variants import (  # noqa: E402
+    assert_packed_rows_match,
+    assert_peft_adapter_matches,
+)
 from test_hf_parity import jitter  # noqa: E402
 
 from jaxtl import export, models  # noqa: E402
@@ -127,3 +130,8 @@ def test_config_errors_name_the_attribute(edit, message):
     hf_config = {k: v for k, v in {**TINY, **edit}.items() if v is not None}
     with pytest.raises(ValueError, match=message):
         models.build_encoder("t5", hf_config, rngs=nnx.Rngs(0))
+
+
+def test_a_lora_taggers_peft_adapter_loads_over_t5_for_token_classification(base_dir, tmp_path):
+    assert_peft_adapter_matches(base_dir, tmp_path / "adapter", "T5ForTokenClassification",
+                                kind="tagging")  # fmt: skip
