@@ -56,8 +56,8 @@ def test_missing_config(tiny_dir, tmp_path):
 
 
 def test_unknown_model_type(tiny_dir, tmp_path):
-    path = copy_with(tiny_dir, tmp_path / "m", config=lambda c: c.update(model_type="t5"))
-    with pytest.raises(ValueError, match="unknown model_type 't5'.*bert"):
+    path = copy_with(tiny_dir, tmp_path / "m", config=lambda c: c.update(model_type="bart"))
+    with pytest.raises(ValueError, match="unknown model_type 'bart'.*bert"):
         models.from_pretrained(path)
 
 

@@ -94,8 +94,8 @@ def test_config_errors_name_the_field():
         models.BertConfig(vocab_size=10, hidden_size=16, num_heads=3)
     with pytest.raises(ValueError, match="hidden_act='mish'"):
         models.BertConfig(vocab_size=10, hidden_act="mish")
-    with pytest.raises(ValueError, match="unknown model_type 't5'"):
-        models.build_encoder("t5", {}, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown model_type 'bart'"):
+        models.build_encoder("bart", {}, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize(
