@@ -135,3 +135,15 @@ def test_config_errors_name_the_attribute(edit, message):
 def test_a_lora_taggers_peft_adapter_loads_over_t5_for_token_classification(base_dir, tmp_path):
     assert_peft_adapter_matches(base_dir, tmp_path / "adapter", "T5ForTokenClassification",
                                 kind="tagging")  # fmt: skip
+
+
+def t5_dir(path):
+    """A tiny Flan-T5 encoder with a byte-level BPE tokenizer for command-line runs."""
+    from test_family_llama import byte_level_tokenizer
+
+    tok = byte_level_tokenizer()
+    tok.pad_token = "</s>"
+    hf_config = dict(TINY, vocab_size=len(tok), feed_forward_proj="gated-gelu")
+    enc = models.build_encoder("t5", hf_config, rngs=nnx.Rngs(0))
+    models.save_pretrained(enc, path, tokenizer=tok, hf_config=hf_config)
+    return path
