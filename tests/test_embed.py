@@ -249,7 +249,7 @@ def st_modules():
 def st_folder(path, transformer_dir, projections) -> str:
     """A sentence-transformers folder saved by the installed library: ``transformer_dir``'s
     model, mean pooling, ``projections`` (Dense modules), Normalize."""
-    import sentence_transformers as st
+    st = pytest.importorskip("sentence_transformers")
 
     Transformer, Pooling, _, Normalize = st_modules()
     t = Transformer(str(transformer_dir))
@@ -265,7 +265,7 @@ def test_a_folder_with_dense_projections_gives_sentence_transformers_vectors(tmp
     saved in sentence-transformers' current layout (its Pooling config says
     ``"pooling_mode": "mean"``; the packaged MiniLM's the older flags). ``--dense=false`` leaves
     them out; a representation of another width is refused."""
-    import sentence_transformers as st
+    st = pytest.importorskip("sentence_transformers")
 
     torch = pytest.importorskip("torch")
     _, _, Dense, _ = st_modules()
@@ -319,7 +319,7 @@ def test_a_sentence_transformers_module_jaxtl_does_not_run_is_named(tmp_path):
 def test_a_folder_saved_by_sentence_transformers_6_keeps_its_max_seq_length(tmp_path):
     """sentence-transformers >= 6 keeps a folder's max_seq_length as the tokenizer's
     model_max_length, not in sentence_bert_config.json: inputs are cut there all the same."""
-    import sentence_transformers as st
+    st = pytest.importorskip("sentence_transformers")
 
     Transformer, _, _, _ = st_modules()
     folder = st_folder(tmp_path / "st", minilm_dir(), [])
@@ -336,7 +336,7 @@ def test_a_folders_prompts_go_before_the_texts_as_in_sentence_transformers(tmp_p
     """E5's, EmbeddingGemma's and Qwen3-Embedding's folders name prompts (config_sentence_
     transformers.json); encode() puts the default one before every text unless told another
     (``prompt_name``) or a text of one's own (``prompt``): so does ``--embed``."""
-    import sentence_transformers as st
+    st = pytest.importorskip("sentence_transformers")
 
     folder = st_folder(tmp_path / "st", minilm_dir(), [])
     model = st.SentenceTransformer(folder, device="cpu", default_prompt_name="query",
@@ -362,7 +362,7 @@ def test_a_folders_prompts_go_before_the_texts_as_in_sentence_transformers(tmp_p
 def test_a_folder_that_lowercases_its_texts_is_read_so(tmp_path):
     """``do_lower_case`` in sentence_bert_config.json: sentence-transformers lowercases every
     text before a cased tokenizer sees it (here a cased one: the byte-level BPE)."""
-    import sentence_transformers as st
+    st = pytest.importorskip("sentence_transformers")
 
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -403,7 +403,7 @@ def test_a_folder_in_the_older_layout_reads_its_model_from_its_first_modules_fol
     a training run can start from such a folder too."""
     import shutil
 
-    import sentence_transformers as st
+    st = pytest.importorskip("sentence_transformers")
 
     from jaxtl.models import hf
 
