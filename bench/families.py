@@ -1,8 +1,8 @@
 """Step time of every model family at one small size: catches a pathologically slow family.
 
 Each family gets a randomly initialised transformers model of the same shape (hidden 256, 4
-layers, 4 heads, MLP 1024, vocabulary 30,522; DistilBERT/GPT-2/Llama/ModernBERT/DeBERTa
-spell these their own way), saved with ``save_pretrained`` and loaded by jaxtl and by
+layers, 4 heads, MLP 1024, vocabulary 30,522; DistilBERT/GPT-2/Llama/ModernBERT/DeBERTa/
+Gemma/T5 spell these their own way; the gated MLPs are 2/3 as wide), saved with ``save_pretrained`` and loaded by jaxtl and by
 transformers. The full train step (sequence classification head on the first token, AdamW) is
 timed alternately in both, on one fixed batch without padding. Parameter counts differ a little
 by family (position tables, relative embeddings, GQA, gated MLPs), so the table reports them
@@ -52,6 +52,19 @@ def hf_configs(shape: dict[str, int] = SHAPE) -> dict[str, Any]:
         "llama": tr.LlamaConfig(vocab_size=v, hidden_size=h, num_hidden_layers=n,
                                 num_attention_heads=a, num_key_value_heads=a // 2,
                                 intermediate_size=f * 2 // 3, max_position_embeddings=p),
+        # Gemma 2/3 at 64-token windows on alternate layers (Gemma 2; Gemma 3 five in six)
+        "gemma2": tr.Gemma2Config(vocab_size=v, hidden_size=h, num_hidden_layers=n,
+                                  num_attention_heads=a, num_key_value_heads=a // 2,
+                                  head_dim=h // a, intermediate_size=f * 2 // 3,
+                                  max_position_embeddings=p, sliding_window=64,
+                                  query_pre_attn_scalar=h // a),
+        "gemma3_text": tr.Gemma3TextConfig(vocab_size=v, hidden_size=h, num_hidden_layers=n,
+                                           num_attention_heads=a, num_key_value_heads=a // 2,
+                                           head_dim=h // a, intermediate_size=f * 2 // 3,
+                                           max_position_embeddings=p, sliding_window=64,
+                                           query_pre_attn_scalar=h // a),
+        "t5": tr.T5Config(vocab_size=v, d_model=h, d_kv=h // a, d_ff=f * 2 // 3, num_layers=n,
+                          num_heads=a, feed_forward_proj="gated-gelu"),
     }  # fmt: skip
 
 
@@ -75,7 +88,9 @@ def case_families(
             continue
         with tempfile.TemporaryDirectory() as d:
             torch.manual_seed(s.seed)
-            tr.AutoModel.from_config(cfg).save_pretrained(d)
+            # T5's AutoModel is the whole seq2seq model; its encoder is what both sides train
+            model_cls = tr.T5EncoderModel if model_type == "t5" else tr.AutoModel.from_config
+            model_cls(cfg).save_pretrained(d)
             fs = Settings(**{**s.to_json(), "model": d, "seq_lens": (t,)})
             model, _ = J.build_model(fs, "full", tokenizer=False)
             params = J.params_of(model)

@@ -19,6 +19,7 @@ the jaxtl default; weight decay on matrices only, as jaxtl does.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from contextlib import nullcontext
 from typing import Any
@@ -68,16 +69,25 @@ class Classifier(nn.Module):
         if encoder is not None:
             self.encoder = encoder
         else:
+            from transformers import AutoConfig, T5EncoderModel
+
+            if AutoConfig.from_pretrained(path).model_type in ("t5", "mt5"):
+                auto: Any = T5EncoderModel  # AutoModel would be the whole seq2seq model
+            else:
+                auto = AutoModel
             try:  # BERT-like models build a pooler unless told not to; others have no such one
-                self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+                self.encoder = auto.from_pretrained(path, add_pooling_layer=False)
             except TypeError:
-                self.encoder = AutoModel.from_pretrained(path)
+                self.encoder = auto.from_pretrained(path)
+        # T5's encoder takes no token types
+        self.token_types = "token_type_ids" in inspect.signature(self.encoder.forward).parameters
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.encoder.config.hidden_size, num_labels)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        types = {"token_type_ids": token_type_ids} if self.token_types else {}
         h = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            input_ids=input_ids, attention_mask=attention_mask, **types
         ).last_hidden_state[:, 0]
         logits = self.classifier(self.dropout(h))
         out = {"logits": logits}

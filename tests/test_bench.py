@@ -192,14 +192,15 @@ def test_harness_tiny(tiny_bert_dir, data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_families_case_times_each_family_and_renders():
-    """Two families at a tiny shape (the full case runs every registered family at hidden 256)."""
+    """Three families at a tiny shape (the full case runs every registered family at hidden
+    256); T5 trains its encoder alone on both sides."""
     from bench.common import Settings
     from bench.families import case_families, render_families
 
     shape = dict(hidden=32, layers=2, heads=4, mlp=64, vocab=1100, positions=64)
     res = case_families(Settings(batch_size=2, seq_lens=(8,), pairs=2, warmup=0), shape,
-                        only=("bert", "llama"))  # fmt: skip
-    assert [r["family"] for r in res["rows"]] == ["bert", "llama"]
+                        only=("bert", "llama", "t5"))  # fmt: skip
+    assert [r["family"] for r in res["rows"]] == ["bert", "llama", "t5"]
     for r in res["rows"]:
         assert _finite(r["jaxtl_median_s"]) and _finite(r["torch_median_s"]) and r["params"] > 0
     assert res["rows"][0]["vs_bert"] == 1.0
