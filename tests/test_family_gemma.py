@@ -289,6 +289,12 @@ def test_a_multimodal_gemma3_config_without_a_text_config_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
     with pytest.raises(ValueError, match=r"config.json: a 'gemma3' config needs a text_config"):
         models.from_pretrained(tmp_path)
+    # one transformers refuses (its strict types: an int here) is named as one line too
+    bad = {"model_type": "gemma3", "text_config": {"query_pre_attn_scalar": 256.5}}
+    (tmp_path / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"config.json: the text_config of this 'gemma3' "
+                                         r"checkpoint could not be read as a 'gemma3_text'"):  # fmt: skip
+        models.from_pretrained(tmp_path)
 
 
 def test_embeddinggemmas_bidirectional_attention_matches_transformers(tmp_path):
