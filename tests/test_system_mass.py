@@ -171,3 +171,46 @@ def test_kill_and_resume_continues_bit_identically(mass_run, tmp_path):
     got, want = _train_losses(work), _train_losses(ref)
     assert sorted(got) == sorted(want) and len(got) == 20
     assert got == want  # exact: the same batches (and MASS spans), the same losses
+
+
+def test_a_family_without_an_lm_head_still_pretrains_with_mass(tiny_bert_dir, tmp_path):
+    """MASS trains a new decoder, not the LM head, so ELECTRA's discriminator (no LM head in
+    jaxtl) runs it; an MLM stage on it is refused by name."""
+    import shutil
+
+    from flax import nnx
+
+    from jaxtl import models
+
+    model = tmp_path / "electra"
+    hf_config = {"vocab_size": 30522, "hidden_size": 32, "embedding_size": 32,
+                 "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+                 "max_position_embeddings": 512, "type_vocab_size": 2}  # fmt: skip
+    models.save_pretrained(models.build_encoder("electra", hf_config, rngs=nnx.Rngs(0)), model)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if (tiny_bert_dir / f).exists():
+            shutil.copy(tiny_bert_dir / f, model / f)
+    launch = [sys.executable, "launch.py", "--regime=unsupervised_sequential"]
+    base = [f"--config.model.name={model}", "--config.pretrain.corpus=builtin/corpus",
+            "--config.target.tasks=('builtin/sentiment',)", "--config.pretrain.steps=2",
+            "--config.train.steps=2", "--config.train.progress=False"]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    work = tmp_path / "mass"
+    cmd = [
+        *launch,
+        "--config=configs/unsupervised_sequential_mass.py:tiny",
+        *base,
+        f"--workdir={work}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((work / "results.json").read_text())
+    assert "accuracy" in results["builtin/sentiment"] and "perplexity" in results["builtin/corpus"]
+    cmd = [
+        *launch,
+        "--config=configs/unsupervised_sequential.py:tiny",
+        *base,
+        f"--workdir={tmp_path / 'm'}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "model_type 'electra' has no LM head" in proc.stderr

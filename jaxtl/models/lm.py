@@ -34,6 +34,15 @@ class LMModel:
     from_scratch: bool
 
 
+def has_lm_head(name: str | os.PathLike) -> bool:
+    """Whether ``name``'s family has an LM head jaxtl can load or build (T5's has none here)."""
+    if scratch.is_spec(name):
+        return True  # a "new:" model is one of the families scratch builds, all with LM heads
+    hf_config = hf.read_config(hf.resolve(name))
+    fam = get_family(hf_config["model_type"])
+    return fam.lm_head is not None and fam.lm_key_map is not None
+
+
 def load_lm_model(
     name: str | os.PathLike,
     *,

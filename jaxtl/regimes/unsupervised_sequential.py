@@ -52,6 +52,7 @@ from typing import Any
 import ml_collections
 
 from jaxtl import partition, stages
+from jaxtl.models import lm as lm_lib
 from jaxtl.objectives import LanguageModelling, Objective
 from jaxtl.objectives.language_model import KINDS as LM_KINDS
 from jaxtl.objectives.mass import Mass
@@ -122,8 +123,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         ft = LanguageModelling(f.corpus, kind=kind, block_size=f.block_size,
                                mlm_prob=p.mlm_prob, whole_word=p.whole_word)  # fmt: skip
     optims = tuple(o.optim for o, on in ((p, lm), (f, ft)) if on is not None) + (config.optim,)
+    # The LM loader (so that pretrain.from_scratch applies) unless MASS runs on a family
+    # without an LM head (T5): MASS trains a new decoder, not the LM head.
+    lm_head = not (isinstance(lm, Mass) and not p.from_scratch
+                   and not lm_lib.has_lm_head(config.model.name))  # fmt: skip
     r = prepare(config, workdir, config.target.tasks, objective=lm or ft, optims=optims,
-                lm_head=True, from_scratch=p.from_scratch)  # fmt: skip
+                lm_head=lm_head, from_scratch=p.from_scratch)  # fmt: skip
     if ft is not None and lm is not None:  # a second stream through the same LM head
         ft.setup(r.model.encoder, r.tokenizer, r.tasks, config)
         r.streams.append(ft.stream(config, r.tokenizer, index=len(r.all_tasks),
