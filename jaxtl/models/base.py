@@ -379,7 +379,7 @@ def attention(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k).astype(jnp.float32) * scale
     if softcap is not None:
-        logits = jnp.tanh(logits / softcap) * softcap
+        logits = capped(logits, softcap)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
@@ -387,6 +387,12 @@ def attention(
     if train:
         weights = dropout(weights, rate, deterministic=False, rngs=rngs)
     return jnp.einsum("bnqk,bknd->bqnd", weights, v)
+
+
+def capped(x: jax.Array, cap: float) -> jax.Array:
+    """``cap * tanh(x / cap)``: ``x`` bounded to ``(-cap, cap)``, near ``x`` where it is small
+    (Gemma 2's soft caps on attention scores and LM logits)."""
+    return jnp.tanh(x / cap) * cap
 
 
 def padding_mask(attention_mask: jax.Array) -> jax.Array:

@@ -363,9 +363,7 @@ class CLMHead(nnx.Module):
         return self.cap(features @ embedding.astype(features.dtype).T)
 
     def cap(self, logits: jax.Array) -> jax.Array:
-        if self.softcap is None:
-            return logits
-        return jnp.tanh(logits / self.softcap) * self.softcap
+        return logits if self.softcap is None else base.capped(logits, self.softcap)
 
 
 class UntiedCLMHead(CLMHead):
