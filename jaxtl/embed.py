@@ -177,27 +177,25 @@ def sentence_transformers_defaults(path: str | epath.Path,
     folder. ``path`` may be the model's own folder in the older layout (``0_Transformer/``
     below ``modules.json``). A module or pooling mode jaxtl does not have (max, weighted mean)
     is refused by name."""
+    from jaxtl.models import hf
+
     folder = epath.Path(path)
     modules_file = folder / "modules.json"
-    above = folder.parent / "modules.json"
-    if not modules_file.exists() and above.exists():
-        first = json.loads(above.read_text())
-        if first and first[0].get("path") == folder.name:  # the older layout's model folder
-            folder, modules_file = folder.parent, above
+    if not modules_file.exists() and hf.first_module(folder.parent) == folder.name:
+        folder, modules_file = folder.parent, folder.parent / "modules.json"  # the older layout
     if not modules_file.exists():
         return {}
     modules = json.loads(modules_file.read_text())
     # the model's folder: its own settings are there in the older layout, at the top in the new
-    model = folder / str(modules[0].get("path", "") if modules else "")
-    out: dict[str, Any] = {"normalize": False, "dense": ()}
+    model = folder / hf.first_module(folder)
+    out: dict[str, Any] = {"folder": folder, "normalize": False, "dense": ()}
     order = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
     known = [k for k in order if k in _ST_MODULES]
     if known != order or known != sorted(known, key=_ST_MODULES.index):
         raise ValueError(f"{modules_file}: modules {order}: jaxtl runs "
                          f"{' -> '.join(_ST_MODULES)} (Dense and Normalize optional), in that "
                          "order; use the model's own library for the others")  # fmt: skip
-    for m in modules:
-        kind = str(m.get("type", "")).rsplit(".", 1)[-1]
+    for m, kind in zip(modules, order):
         if kind == "Normalize":
             out["normalize"] = True
         elif kind == "Dense":
@@ -223,15 +221,18 @@ def sentence_transformers_defaults(path: str | epath.Path,
         cfg = json.loads(own.read_text())
         out["prompts"] = dict(cfg.get("prompts") or {})
         out["default_prompt_name"] = cfg.get("default_prompt_name")
-    st_config = model / "sentence_bert_config.json"
-    if st_config.exists() and json.loads(st_config.read_text()).get("do_lower_case"):
+
+    def settings(name: str) -> dict[str, Any]:
+        file = model / name
+        return json.loads(file.read_text()) if file.exists() else {}
+
+    transformer = settings("sentence_bert_config.json")
+    if transformer.get("do_lower_case"):
         out["lower_case"] = True  # its Transformer lowercases every text, whatever the tokenizer
     # The longest input: sentence_bert_config.json's max_seq_length, or (sentence-transformers
     # >= 6 keeps it there) the tokenizer's model_max_length; an unset one is a huge number.
-    for name, key in (("sentence_bert_config.json", "max_seq_length"),
-                      ("tokenizer_config.json", "model_max_length")):  # fmt: skip
-        file = model / name
-        length = json.loads(file.read_text()).get(key) if file.exists() else None
+    for length in (transformer.get("max_seq_length"),
+                   settings("tokenizer_config.json").get("model_max_length")):  # fmt: skip
         if isinstance(length, int) and 1 < length < 1_000_000:
             out["max_length"] = length
             break
@@ -242,6 +243,7 @@ def _prompt(settings: Settings, own: dict[str, Any], folder: epath.Path | None) 
     """The text put before every input: ``--prompt``, the folder's prompt ``--prompt_name``
     names, else the folder's ``default_prompt_name``'s (as ``encode()`` does), else none."""
     prompts = own.get("prompts", {})
+    folder = own.get("folder", folder)  # the one holding modules.json, in either layout
     prompt = settings.prompt
     if prompt is None and settings.prompt_name is not None:
         if settings.prompt_name not in prompts:

@@ -120,14 +120,23 @@ def model_folder(path: pathlib.Path) -> pathlib.Path:
     """Where a folder keeps its model: the folder itself, or, for a sentence-transformers folder
     saved in the older layout (``modules.json`` at the top, the model and its tokenizer in the
     first module's folder, ``0_Transformer/``), that module's folder."""
-    modules = path / "modules.json"
-    if (path / "config.json").is_file() or not modules.is_file():
+    if (path / "config.json").is_file():
         return path
-    try:
-        first = json.loads(modules.read_text())[0].get("path", "")
-    except (ValueError, IndexError, AttributeError):
-        return path  # not a modules list: the missing config.json is the error to name
+    first = first_module(path)
     return path / first if first and (path / first / "config.json").is_file() else path
+
+
+def first_module(folder: Any) -> str:
+    """The folder of the first module a sentence-transformers folder's ``modules.json`` lists
+    (its model's: ``0_Transformer`` in the older layout, ``""`` at the top in the newer); ``""``
+    where there is no such list. ``folder``: a ``pathlib`` or ``etils.epath`` path."""
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        return ""
+    try:
+        return str(json.loads(modules.read_text())[0].get("path", ""))
+    except (ValueError, IndexError, AttributeError):
+        return ""  # not a modules list: whoever reads the folder names what it lacks
 
 
 def read_config(path: pathlib.Path) -> dict[str, Any]:
