@@ -29,9 +29,10 @@ from jaxtl.data.tasks import Task  # noqa: E402
 TOL = 1e-4
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=40)  # fmt: skip
-PAD = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "electra": 0, "distilbert": 0, "gpt2": 0}
-ARCH = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "electra": "Electra",
-        "distilbert": "DistilBert", "gpt2": "GPT2"}  # fmt: skip
+PAD = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "electra": 0, "distilbert": 0,
+       "gpt2": 0}  # fmt: skip
+ARCH = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "camembert": "Camembert",
+        "electra": "Electra", "distilbert": "DistilBert", "gpt2": "GPT2"}  # fmt: skip
 NLI = ("entailment", "neutral", "contradiction")
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 
@@ -41,7 +42,7 @@ def hf_base(family: str, path: pathlib.Path) -> pathlib.Path:
     torch.manual_seed(0)
     if family == "bert":
         model = transformers.BertModel(transformers.BertConfig(**TINY))
-    elif family in ("roberta", "xlm-roberta"):
+    elif family in ("roberta", "xlm-roberta", "camembert"):
         cls = ARCH[family]
         cfg = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
         model = getattr(transformers, f"{cls}Model")(cfg)
@@ -132,8 +133,8 @@ def max_diff(a, b, mask=None):
     return float(np.abs(a - b).max())
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "electra", "distilbert",
-                                    "gpt2"])  # fmt: skip
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "camembert", "electra",
+                                    "distilbert", "gpt2"])  # fmt: skip
 def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path, family):
     td = task("classification", NLI)
     model, tok, hf_config = build(base_dirs(family), [td])
@@ -159,7 +160,7 @@ def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path
     assert "perturbed for a test" in card and "contradiction" in card
 
 
-@pytest.mark.parametrize("family", ["bert", "xlm-roberta", "distilbert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta", "camembert", "distilbert", "gpt2"])
 def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
     td = task("tagging", TAGS)
     model, tok, hf_config = build(base_dirs(family), [td])
@@ -174,7 +175,8 @@ def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
     assert max_diff(ours, hf_logits(hf, ids, mask, tt), mask) <= TOL
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "distilbert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "camembert", "electra", "distilbert",
+                                    "gpt2"])  # fmt: skip
 def test_qa_export_matches_transformers(base_dirs, tmp_path, family):
     """A qa head exports as *ForQuestionAnswering (qa_outputs): its start and end logits are
     jaxtl's two per-token outputs, and load_task_model reads the folder back as a qa model."""
@@ -213,7 +215,7 @@ def test_regression_export(base_dirs, tmp_path):
     assert max_diff(ours, hf_logits(hf, ids, mask, tt)) <= TOL
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "camembert", "gpt2"])
 def test_lora_model_merged_export_and_peft_adapter(base_dirs, tmp_path, family):
     peft_lib = pytest.importorskip("peft")
     base = base_dirs(family)
@@ -240,20 +242,23 @@ def test_lora_model_merged_export_and_peft_adapter(base_dirs, tmp_path, family):
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["task_type"] == "SEQ_CLS"
     assert cfg["r"] == 4 and cfg["lora_alpha"] == 8.0
-    if family == "bert":
+    if family != "gpt2":
         assert cfg["target_modules"] == ["attention.output.dense", "attention.self.key",
                                          "attention.self.query", "attention.self.value",
                                          "intermediate.dense", "output.dense"]  # fmt: skip
-        assert cfg["modules_to_save"] == ["classifier", "pooler"]
+        # BERT's head: its pooler and classifier; CamemBERT's (RoBERTa's): classifier.{dense,
+        # out_proj}
+        saved = ["classifier", "pooler"] if family == "bert" else ["classifier"]
+        assert cfg["modules_to_save"] == saved
     else:
         assert cfg["target_modules"] == ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
         assert cfg["modules_to_save"] == ["score"] and cfg["fan_in_fan_out"] is True
     hf_base_model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=3, pad_token_id=0
+        base, num_labels=3, pad_token_id=PAD[family]
     )
     loaded = peft_lib.PeftModel.from_pretrained(hf_base_model, tmp_path / "adapter")
     assert max_diff(ours, hf_logits(loaded, ids, mask, tt)) <= TOL
-    assert rep["tensors"] == (2 * 6 * 2 + 4 if family == "bert" else 2 * 4 * 2 + 1)
+    assert rep["tensors"] == (2 * 4 * 2 + 1 if family == "gpt2" else 2 * 6 * 2 + 4)
     # The card names the Hub model a run named, beside the local copy the config points at.
     export.export_peft_adapter(model, params, td, tmp_path / "named", base_dir=base,
                                base_model="minilm")  # fmt: skip

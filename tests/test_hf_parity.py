@@ -136,9 +136,10 @@ def test_dtype_bfloat16_runs_close(tmp_path):
     assert np.abs(a[real] - np.asarray(b, np.float32)[real]).max() < 0.1
 
 
-@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta"])
+@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta", "Camembert"])
 def test_roberta_parity_left_and_right_padding(tmp_path, cls):
-    """XLM-RoBERTa (its own config class, model_type "xlm-roberta") runs RoBERTa's encoder."""
+    """XLM-RoBERTa and CamemBERT (their own config classes, model_types "xlm-roberta" and
+    "camembert") run RoBERTa's encoder."""
     config = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
     ref = save_tiny(getattr(transformers, f"{cls}Model"), config, tmp_path)
     enc = models.from_pretrained(tmp_path).model
@@ -158,10 +159,11 @@ def test_electra_parity_with_embedding_projection(tmp_path):
     assert_states_close(jax_states(enc, ids, mask, tt), torch_states(ref, ids, mask, tt)[0], mask)
 
 
-ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}
+ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel",
+                 "camembert": "CamembertModel"}  # fmt: skip
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "camembert"])
 def test_export_round_trip_to_transformers(tmp_path, family):
     """jaxtl -> save_pretrained -> transformers.AutoModel: same outputs."""
     hf_config = dict(TINY, num_hidden_layers=2, type_vocab_size=2, pad_token_id=1)
@@ -262,7 +264,7 @@ def mlm_logits(ref, ids, mask):
         return ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
 
 
-@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta"])
+@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta", "Camembert"])
 def test_roberta_mlm_head_matches(tmp_path, cls):
     config = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
     ref = save_tiny(getattr(transformers, f"{cls}ForMaskedLM"), config, tmp_path)
@@ -272,10 +274,10 @@ def test_roberta_mlm_head_matches(tmp_path, cls):
     ours = np.asarray(model.heads["lm"](feats, model.encoder.tied_embedding()))
     real = mask.astype(bool)
     assert np.abs(ours[real] - mlm_logits(ref, ids, mask)[real]).max() <= TOL
-    if cls == "XLMRoberta":  # export with the head: XLMRobertaForMaskedLM reloads
+    if cls != "Roberta":  # export with the head: XLMRobertaForMaskedLM (...) reloads
         out = models.save_pretrained(model, tmp_path / "export")
         again = transformers.AutoModelForMaskedLM.from_pretrained(str(out)).eval()
-        assert type(again).__name__ == "XLMRobertaForMaskedLM"
+        assert type(again).__name__ == f"{cls}ForMaskedLM"
         assert np.abs(ours[real] - mlm_logits(again, ids, mask)[real]).max() <= TOL
 
 

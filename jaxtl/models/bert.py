@@ -1,11 +1,12 @@
-"""BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa, XLM-RoBERTa, the ELECTRA
+"""BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa, XLM-RoBERTa, CamemBERT, the ELECTRA
 discriminator, DistilBERT and MPNet.
 
 They differ only in the input embeddings (and in their HF names):
 
 * BERT / MiniLM: word + absolute position (0..T-1) + token type, LayerNorm.
-* RoBERTa and XLM-RoBERTa (the same architecture with its own config class and SentencePiece
-  tokenizer; ``XLM_ROBERTA`` below is RoBERTa's family under other class names): positions start
+* RoBERTa, XLM-RoBERTa and CamemBERT (the last two: the same architecture with their own config
+  classes and SentencePiece tokenizers; ``XLM_ROBERTA`` and ``CAMEMBERT`` below are RoBERTa's
+  family under other class names): positions start
   at ``pad_token_id + 1`` and skip padding tokens, as HF's ``create_position_ids_from_input_ids``
   (so a left-padded sentence sees the same positions as an unpadded one); usually a single token
   type.
@@ -41,9 +42,9 @@ from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
-VARIANTS = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet")
+VARIANTS = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet")
 # positions skip padding; lm_head uses exact GELU
-ROBERTA_LIKE = ("roberta", "xlm-roberta", "mpnet")
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -515,6 +516,18 @@ XLM_ROBERTA = dataclasses.replace(
     sequence_head=_roberta_sequence_head("XLMRoberta"),
     token_head=_token_head("XLMRoberta"),
     qa_head=qa_head("XLMRoberta"),
+)
+
+# CamemBERT (French) is the same again: RoBERTa's tensors under the "roberta." prefix, its own
+# config class, Camembert* heads and a SentencePiece tokenizer.
+CAMEMBERT = dataclasses.replace(
+    ROBERTA,
+    model_type="camembert",
+    architecture="CamembertModel",
+    lm_architecture="CamembertForMaskedLM",
+    sequence_head=_roberta_sequence_head("Camembert"),
+    token_head=_token_head("Camembert"),
+    qa_head=qa_head("Camembert"),
 )
 
 ELECTRA = Family(
