@@ -168,6 +168,16 @@ def _config_node(config: Any, key: str) -> Any:
     return node
 
 
+def _has_path(config: Any, key: str) -> bool:
+    """Whether ``config`` has the dotted ``key`` (whatever its value, None included)."""
+    node = config
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node.keys():
+            return False
+        node = node[part]
+    return True
+
+
 def _through_a_value(config: Any, argv: list[str]) -> str | None:
     """The error for an override that reaches into a value as if it were a section
     (``--config.model.representation.kind=...`` where ``model.representation`` is a string),
@@ -705,8 +715,12 @@ def flag_error(e: BaseException, argv: list[str], config: Any = None) -> str:
         raw = str(inner.args[0]) if inner.args else ""
         key, _, hint = raw.strip().partition("\n")
         key = key.strip("'\"")
-        flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
-                     and key in a.split("=")[0].split(".")[1:]), "--config")  # fmt: skip
+        named = [a.split("=")[0] for a in argv if a.startswith("--config.")
+                 and key in a.split("=")[0].split(".")[1:]]  # fmt: skip
+        # of several flags naming the key (--config.pretrain.steps and --config.target.steps),
+        # the one whose path the config lacks
+        flag = next((f for f in named if config is None or not _has_path(config, f[9:])),
+                    named[0] if named else "--config")  # fmt: skip
         if not hint and config is not None:  # the key elsewhere: a regime's target.tasks
             where = _paths_named(config, key)
             if where:

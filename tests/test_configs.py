@@ -121,6 +121,16 @@ def test_a_key_of_another_regime_names_where_this_config_has_it(tmp_path):
                     "--config.source.tasks and --config.target.tasks)", tmp_path)  # fmt: skip
 
 
+def test_of_two_flags_ending_in_the_same_key_the_one_the_config_lacks_is_named(tmp_path):
+    """--config.pretrain.steps exists and --config.target.steps does not: the error names the
+    second (it named the first flag that ends in "steps")."""
+    _one_line_error(["--regime=unsupervised_sequential", "--config.pretrain.steps=3",
+                     "--config.target.steps=3"],
+                    "--config.target.steps: the config has no key 'steps' (this config has it as "
+                    "--config.lm_finetune.steps and --config.pretrain.steps and "
+                    "--config.train.steps)", tmp_path)  # fmt: skip
+
+
 def _one_line_error(args, message, tmp_path):
     cmd = [sys.executable, str(REPO / "launch.py"), *args, f"--workdir={tmp_path / 'wd'}"]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
