@@ -159,7 +159,7 @@ def _plain_encoder(model: nnx.Module) -> nnx.Module:
     return model
 
 
-def _save_tokenizer(tokenizer: Any, out: pathlib.Path) -> Any:
+def _save_tokenizer(tokenizer: Any, out: pathlib.Path, encoder: Any) -> Any:
     """Save the tokenizer; one with no pad token (GPT-2, Llama 3) gets its end-of-sequence token
     as pad token (the usual choice; id 0 when it has none either). Returns the saved pad id
     (None: no tokenizer). The exported config's ``pad_token_id`` is this id: transformers'
@@ -172,7 +172,7 @@ def _save_tokenizer(tokenizer: Any, out: pathlib.Path) -> Any:
         tokenizer = copy.deepcopy(tokenizer)
         eos = tokenizer.eos_token
         tokenizer.pad_token = eos if eos is not None else tokenizer.convert_ids_to_tokens(0)
-    tokenizer.save_pretrained(str(out))
+    hf.save_tokenizer(tokenizer, out, encoder)
     return tokenizer.pad_token_id
 
 
@@ -251,13 +251,13 @@ def _write_transformers(m, key, task, out, tokenizer, hf_config, description, ba
     out.mkdir(parents=True, exist_ok=True)
     for stale in (HEAD_JSON, HEAD_WEIGHTS, NOTE):  # an earlier jaxtl-format export there
         (out / stale).unlink(missing_ok=True)
-    pad = _save_tokenizer(tokenizer, out)
+    pad = _save_tokenizer(tokenizer, out, enc)
     if spec.pooling == "last":  # GPT-2's / Llama's score head finds the last non-pad token
         config["pad_token_id"] = pad if pad is not None else tokenize.pad_id(tokenizer)
     config["jaxtl_task"] = {"name": task.name, "kind": task.kind, "head_key": key}
     if task.kind == "multilabel":  # the pipeline gives probabilities; where jaxtl cut them
         config["jaxtl_task"]["thresholds"] = class_thresholds(task)
-    hf.write_checkpoint(out, tensors, config, None)
+    hf.write_checkpoint(out, tensors, config)
     rep = {
         "path": str(out),
         "format": "transformers",
@@ -277,7 +277,7 @@ def _write_jaxtl(m, key, task, out, reason, tokenizer, hf_config, description, b
     plain = _plain_encoder(m)
     out.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(plain.encoder, out, tokenizer=None, hf_config=hf_config)
-    _save_tokenizer(tokenizer, out)
+    _save_tokenizer(tokenizer, out, plain.encoder)
     tensors = {f"head/{p}": v for p, v in _flat(m.heads[key]).items()}
     if m.representation is not None:
         tensors.update({f"representation/{p}": v for p, v in _flat(m.representation).items()})

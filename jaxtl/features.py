@@ -61,7 +61,7 @@ from jaxtl.data.batch import IGNORE
 from jaxtl.data.prepare import TaskData
 from jaxtl.models.base import supports_packing
 from jaxtl.models.heads import ClassificationHead, TaggingHead
-from jaxtl.partition.rules import LAYER_INDEX
+from jaxtl.partition.rules import num_blocks
 from jaxtl.strategy import Strategy
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 # ---------------------------------------------------------------------------- frozen encoders
-def _num_layers(params: Any) -> int:
-    found = [LAYER_INDEX.search(p) for p in paths.flatten(params)]
-    return 1 + max((int(m.group(1)) for m in found if m), default=0)
-
-
 def encoder_frozen(optim: Any, params: Any, steps: int) -> bool:
     """Whether ``optim`` leaves every ``encoder/`` parameter frozen in every phase of a stage of
     ``steps`` steps (the resolved plan, user rules included)."""
@@ -104,7 +99,7 @@ def encoder_frozen(optim: Any, params: Any, steps: int) -> bool:
         return False
     try:
         phases = Strategy.of(optim).phases(
-            params, num_layers=_num_layers(params), total_steps=max(int(steps), 1)
+            params, num_layers=num_blocks(params), total_steps=max(int(steps), 1)
         )
     except ValueError:  # a bad plan: the trainer reports it when the stage starts
         return False

@@ -128,11 +128,6 @@ class Preempted(RuntimeError):
     command again resumes from it (launch.py exits 0 with this message)."""
 
 
-def _num_layers(model: nnx.Module) -> int:
-    enc = getattr(model, "encoder", model)
-    return int(getattr(enc, "num_layers", 0))
-
-
 @dataclasses.dataclass
 class StepEvent:
     """What an after-step hook sees: the step just taken and where it sits."""
@@ -192,7 +187,7 @@ class Trainer:
         # shapes only, which no stage changes.
         self.phases = [
             Strategy.of(stage.optim).phases(
-                host_params, num_layers=_num_layers(model), total_steps=stage.steps
+                host_params, num_layers=partition.num_blocks(host_params), total_steps=stage.steps
             )
             for stage in self.stages
         ]

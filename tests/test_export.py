@@ -399,6 +399,6 @@ def test_a_tokenizer_without_pad_exports_its_eos_as_pad(tmp_path):
 
     tok = byte_level_tokenizer()
     assert tok.pad_token_id is None and tok.eos_token_id == 1
-    assert export._save_tokenizer(tok, tmp_path) == 1
+    assert export._save_tokenizer(tok, tmp_path, None) == 1
     assert transformers.AutoTokenizer.from_pretrained(tmp_path).pad_token_id == 1
     assert tok.pad_token_id is None  # the run's own tokenizer is left as it was

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the family tests build their tokenizers with transformers")
 
+import test_family_albert  # noqa: E402
 import test_family_deberta  # noqa: E402
 import test_family_gemma  # noqa: E402
 import test_family_llama  # noqa: E402
@@ -38,6 +39,7 @@ BUILD = {
     "gemma2": lambda path: test_family_gemma.gemma_dir("gemma2", path),
     "gemma3_text": lambda path: test_family_gemma.gemma_dir("gemma3_text", path),
     "t5": lambda path: test_family_t5.t5_dir(path),
+    "albert": test_family_albert.albert_dir,
 }
 
 

@@ -1,5 +1,5 @@
 """BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa, XLM-RoBERTa, CamemBERT, the ELECTRA
-discriminator, DistilBERT and MPNet.
+discriminator, DistilBERT, MPNet and ALBERT.
 
 They differ only in the input embeddings (and in their HF names):
 
@@ -16,6 +16,9 @@ They differ only in the input embeddings (and in their HF names):
   table is initialised; the table is a parameter either way, as in transformers.
 * MPNet (``jaxtl/models/mpnet.py`` maps its names): RoBERTa's positions, no token types, and a
   relative-position bias (``relative_attention_buckets``) added to every layer's scores.
+* ALBERT (``jaxtl/models/albert.py`` maps its names): narrower embeddings always projected
+  (``embeddings/project``), and layers that share blocks: ``layers`` holds the distinct blocks,
+  ``BertConfig.block_order`` says which one each layer runs.
 * ELECTRA: the embedding width may be smaller than the model width; ``embeddings/project``
   (HF ``embeddings_project``) maps it up. It lives under ``embeddings`` so that every rule about
   "the embeddings" (freezing, learning rates) covers it.
@@ -42,7 +45,8 @@ from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, norm
 
-VARIANTS = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet")
+VARIANTS = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet",
+            "albert")  # fmt: skip
 # positions skip padding; lm_head uses exact GELU
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
@@ -61,12 +65,16 @@ class BertConfig:
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     pad_token_id: int = 0
-    embedding_size: int | None = None  # ELECTRA: None means hidden_size
+    embedding_size: int | None = None  # ELECTRA, ALBERT: None means hidden_size
     initializer_range: float = 0.02
     variant: str = "bert"  # one of VARIANTS: the HF model_type (the family's registry key)
     sinusoidal_positions: bool = False  # initialise the position table with sinusoids
     # MPNet: rows of the relative-position bias table shared by every layer (0 = none)
     relative_attention_buckets: int = 0
+    # ALBERT's cross-layer sharing: 0 = every layer its own block (BERT); else the layers run
+    # this many groups of ``inner_group_num`` blocks (see ``block_order``).
+    num_hidden_groups: int = 0
+    inner_group_num: int = 1
     dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
     param_dtype: str = "float32"
 
@@ -78,6 +86,14 @@ class BertConfig:
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
             )
         base.activation(self.hidden_act)
+        if self.num_hidden_groups and not (
+            1 <= self.num_hidden_groups <= self.num_layers and self.inner_group_num >= 1
+        ):
+            raise ValueError(
+                f"num_hidden_groups={self.num_hidden_groups}, inner_group_num="
+                f"{self.inner_group_num}: expected 1 <= num_hidden_groups <= num_hidden_layers="
+                f"{self.num_layers} and inner_group_num >= 1"
+            )
         object.__setattr__(self, "dtype", base.dtype_name(self.dtype))
         object.__setattr__(self, "param_dtype", base.dtype_name(self.param_dtype))
 
@@ -92,6 +108,28 @@ class BertConfig:
     @property
     def embed_size(self) -> int:
         return self.embedding_size or self.hidden_size
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether a dense layer maps the embeddings to the model width (ELECTRA's when they
+        are narrower; ALBERT's ``embedding_hidden_mapping_in`` always)."""
+        return self.embed_size != self.hidden_size or self.variant == "albert"
+
+    @property
+    def block_order(self) -> tuple[int, ...]:
+        """The block each layer application runs, bottom to top: ``0..L-1`` for BERT. ALBERT's
+        layer ``i`` runs group ``int(i / (L / num_hidden_groups))``, whose ``inner_group_num``
+        blocks run in turn (transformers' ``AlbertTransformer``): albert-base-v2 runs its one
+        block twelve times. Each application adds a hidden state."""
+        if not self.num_hidden_groups:
+            return tuple(range(self.num_layers))
+        n, g, inner = self.num_layers, self.num_hidden_groups, self.inner_group_num
+        return tuple(int(i / (n / g)) * inner + j for i in range(n) for j in range(inner))
+
+    @property
+    def num_blocks(self) -> int:
+        """Distinct blocks (``layers/<i>``): ``num_layers`` unless layers share them."""
+        return self.num_hidden_groups * self.inner_group_num or self.num_layers
 
 
 def _kw(cfg: BertConfig) -> dict[str, Any]:
@@ -135,7 +173,7 @@ class BertEmbeddings(nnx.Module):
         self.norm = base.layer_norm(e, cfg.layer_norm_eps, rngs=rngs, **kw)
         self.project = (
             base.linear(e, cfg.hidden_size, (None, "embed"), std=std, rngs=rngs, **kw)
-            if e != cfg.hidden_size
+            if cfg.projects_embeddings
             else None
         )
 
@@ -257,10 +295,12 @@ class BertEncoder(nnx.Module):
     def __init__(self, cfg: BertConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.family = cfg.variant
-        self.num_layers = cfg.num_layers
+        # hidden states above the embeddings: one per layer application (ALBERT's layers share
+        # blocks, so ``layers`` may hold fewer: cfg.block_order)
+        self.num_layers = len(cfg.block_order)
         self.hidden_size = cfg.hidden_size
         self.embeddings = BertEmbeddings(cfg, rngs=rngs)
-        self.layers = nnx.List([BertLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.layers = nnx.List([BertLayer(cfg, rngs=rngs) for _ in range(cfg.num_blocks)])
         self.relative_bias = (
             base.embed(
                 cfg.relative_attention_buckets,
@@ -312,8 +352,8 @@ class BertEncoder(nnx.Module):
             buckets = relative_buckets(input_ids.shape[1])
             bias = self.relative_bias.embedding[...][buckets].transpose(2, 0, 1)[None]
         states = [x]
-        for layer in self.layers:
-            x = layer(x, mask, deterministic=deterministic, rngs=rngs, bias=bias)
+        for block in cfg.block_order:
+            x = self.layers[block](x, mask, deterministic=deterministic, rngs=rngs, bias=bias)
             x = constrain_batch(x)
             states.append(x)
         return base.EncoderOutput(tuple(states))

@@ -522,7 +522,9 @@ def save_pretrained(
         tensors.update(hf_tensors(head, fam.lm_key_map(encoder.cfg), ""))
         config["architectures"] = [fam.lm_architecture]
         config["tie_word_embeddings"] = bool(getattr(encoder.cfg, "tie_word_embeddings", True))
-    write_checkpoint(out, tensors, config, tokenizer)
+    write_checkpoint(out, tensors, config)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, out, encoder)
     return out
 
 
@@ -549,12 +551,27 @@ def encoder_config(encoder: Any, hf_config: Mapping[str, Any] | None) -> dict[st
 
 
 def write_checkpoint(
-    out: pathlib.Path, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any], tokenizer: Any
+    out: pathlib.Path, tensors: Mapping[str, np.ndarray], config: Mapping[str, Any]
 ) -> None:
     from safetensors.numpy import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     save_file(dict(tensors), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out))
+
+
+def save_tokenizer(tokenizer: Any, out: pathlib.Path, encoder: Any) -> None:
+    """``tokenizer.save_pretrained(out)``; where ``encoder`` reads segment ids (two or more
+    token types) and the tokenizer's class leaves them out of its outputs by default
+    (transformers 5's ``AlbertTokenizer``), ``tokenizer_config.json`` lists them in
+    ``model_input_names``, so transformers' pipelines pass a sentence pair's segment ids as
+    jaxtl trained and predicts with (``jaxtl.data.tokenize`` always asks for them)."""
+    tokenizer.save_pretrained(str(out))
+    names = list(getattr(tokenizer, "model_input_names", None) or ())
+    if getattr(getattr(encoder, "cfg", None), "type_vocab_size", 0) > 1 and (
+        names and "token_type_ids" not in names
+    ):
+        path = out / "tokenizer_config.json"
+        config = json.loads(path.read_text()) if path.exists() else {}
+        config["model_input_names"] = [*names[:1], "token_type_ids", *names[1:]]
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")

@@ -52,6 +52,14 @@ ENCODER_OTHER = r"^encoder/(?!layers/|embeddings)"
 LAYER_INDEX = re.compile(r"^encoder/layers/(\d+)/")
 
 
+def num_blocks(params: Any) -> int:
+    """The layer units strategies count: the distinct encoder blocks ``encoder/layers/<i>/`` in
+    ``params`` (a tree or a flat path dict) -- the encoder's layers, or fewer where layers share
+    blocks (ALBERT's twelve layers run one)."""
+    found = [LAYER_INDEX.search(p) for p in paths.flatten(params)]
+    return 1 + max((int(m.group(1)) for m in found if m), default=-1)
+
+
 def layer(i: int) -> str:
     """Regex for every parameter of encoder block ``i``."""
     return rf"^encoder/layers/{int(i)}/"

@@ -183,7 +183,8 @@ def strategy_phases(
     if name in ("top_k", "freeze_all_but_last"):
         k = 1 if name == "freeze_all_but_last" else int(top_k)
         if not 0 <= k <= L:
-            raise ValueError(f"optim.top_k must be in [0, {L}] for a {L}-layer encoder, got {k}")
+            raise ValueError(f"optim.top_k must be in [0, {L}] for an encoder of {L} layer blocks "
+                             f"(encoder/layers/<i>; ALBERT's layers share theirs), got {k}")  # fmt: skip
         return [phase(f"top_{k}", lambda u: u is None or (u >= 0 and u >= L - k))]
     if name == "chain_thaw":
         phases = [phase("chain_thaw/new", lambda u: u is None)]
