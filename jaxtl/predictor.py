@@ -428,9 +428,9 @@ class Predictor:
         ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks and GLUE's).
         ``auto``: ``task`` for a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of such a task,
         and for a .jsonl/.json one whose first object holds the task's own text columns;
-        ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines`` and ``jsonl`` are
-        read a line at a time (a file larger than memory streams); the task's own format is
-        read whole. ``columns``: the text (and pair) column of a table or JSON input whose
+        ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines``, ``jsonl`` and a
+        ``file:`` or GLUE task's own files are read a line or row at a time (a file larger than
+        memory streams); Parquet, an ``hf:`` task's files and a QA table are read whole. ``columns``: the text (and pair) column of a table or JSON input whose
         columns are not the task's (``--text_column``), read as a table of the task's kind.
         ``word_split``: how a tagger's ``lines`` and ``jsonl`` texts become words
         (:mod:`jaxtl.data.words`); files of words (CoNLL, word lists) keep theirs."""
@@ -620,7 +620,9 @@ class Predictor:
             and all(c in rec[0] for c in columns)
         )
 
-    def _read_task_format(self, path: str, td: TaskData) -> list[Example]:
+    def _read_task_format(self, path: str, td: TaskData) -> Iterator[Example]:
+        """``path`` in the task's own format, streamed where its reader can (a ``file:``
+        task's table or JSON lines, GLUE's files): a file larger than memory predicts."""
         from jaxtl.data import spec as spec_lib
 
         spec = self.specs.get(td.task.name, "")
@@ -632,7 +634,7 @@ class Predictor:
             from jaxtl.data.catalogue import get_task
 
             task = get_task(spec, None, paths={"test": file})
-            return list(task.load("test"))
+            return task.iterate("test")
         # Labels are the trained ones whatever the file holds.
         names = {"label_names": tuple(td.task.label_names)} if td.task.label_names else {}
         if spec.startswith("hf:") or extension(file) in COLUMNAR:
@@ -648,14 +650,14 @@ class Predictor:
                 columns["id"] = opts["id"]
             task = hf_task(path=file, name=td.task.name, kind=td.task.kind, **columns, **names,
                            _labels_optional=True)  # fmt: skip
-            return list(task.load(task.splits[0]))
+            return task.iterate(task.splits[0])
         # A file task reads the file as a "test" split, which may lack the label column. A JSON
         # input keeps the task's columns, not its files' table layout (format, delimiter).
         layout = {"format": None, "delimiter": None} if table_format(file) == "jsonl" else {}
         task = spec_lib.get_task(
             spec, replace={"path": None, "paths": {"test": file}} | layout | names
         )
-        return list(task.load(task.splits[0]))
+        return task.iterate(task.splits[0])
 
     def export(self, out_dir: str | epath.Path) -> dict[str, Any]:
         """What ``export_dir`` writes at the end of a run, for a finished workdir: the encoder,
@@ -706,10 +708,12 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     conllu_column = conllu_tag_column(p.specs.get(td.task.name, ""))
     predictions.check_format(td.task, out_format, conllu_column)
     fmt = "columns" if any(columns) else p.input_format(input_path, td, input_format)
-    if input_path != "-" and (fmt == "jsonl" or (fmt == "lines" and _takes_pairs(td.task))):
-        # Read line by line while predicting: a bad line stops the command before the model
-        # runs, not after. Only these can hold one (a line that is not an object, a pair
-        # without its tab); the task's own format is read whole, and checked, at once.
+    if input_path != "-" and (fmt in ("jsonl", "task")
+                              or (fmt == "lines" and _takes_pairs(td.task))):  # fmt: skip
+        # Inputs are read a line or row at a time while predicting (a file larger than memory
+        # predicts), so a pass that only reads them comes first: a bad line stops the command
+        # before the model runs, not after. Only these can hold one (a line that is not an
+        # object, a pair without its tab, a row the task's reader refuses).
         for ex in p.iter_input(input_path, td, input_format, word_split=word_split):
             _check_inputs([ex], td.task)
     examples = p.iter_input(input_path, td, input_format, columns, word_split)

@@ -548,3 +548,35 @@ def test_whole_number_labels_keep_their_numbers_as_ids_and_float_classes_are_war
     classes = get_task(f"file:name=f,path={tmp_path / 'f.csv'},kind=classification")
     assert classes.label_names == ("0.0", "1.0")
     assert [e.label for e in classes.load("train")] == [0, 1, 1]
+
+
+def test_a_split_streams_row_by_row_the_same_examples_load_gives(tmp_path):
+    """``iterate`` reads a file task's split a row at a time (a file larger than memory trains
+    through the token cache and predicts): its first examples come before a bad row further
+    down is reached, where ``load`` reads the whole file and stops on it; on a sound file the
+    two give the same examples, unlabelled splits and JSON lines included."""
+    rows = "".join(f"s{i}\ttext {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(50))
+    (tmp_path / "train.tsv").write_text("id\tsentence\tlabel\n" + rows + "s50\tbroken\n")
+    task = get_task(f"file:name=t,path={tmp_path}/train.tsv,text=sentence,label_names=neg|pos")
+    stream = task.iterate("train")
+    first = [next(stream) for _ in range(3)]
+    assert [(e.text, e.label, e.id) for e in first] == [("text 0", 0, "s0"), ("text 1", 1, "s1"),
+                                                        ("text 2", 0, "s2")]  # fmt: skip
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.tsv'}:52: expected 3")):
+        list(stream)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.tsv'}:52: expected 3")):
+        task.load("train")
+    (tmp_path / "train.tsv").write_text("id\tsentence\tlabel\n" + rows)
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\nfine\t\nmeh\t\n")
+    (tmp_path / "test.jsonl").write_text(
+        '{"sentence": "ok", "id": 6}\n{"sentence": "fine", "id": 7}\n'
+    )
+    for spec in (f"file:name=t,path={tmp_path}/{{split}}.tsv,text=sentence",
+                 f"file:name=t,paths=train:{tmp_path}/train.tsv|test:{tmp_path}/test.jsonl,"
+                 "text=sentence"):  # fmt: skip
+        task = get_task(spec)
+        for split in task.splits:
+            assert list(task.iterate(split)) == list(task.load(split)), (spec, split)
+    js = get_task(f"file:name=t,paths=train:{tmp_path}/train.tsv|test:{tmp_path}/test.jsonl,"
+                  "text=sentence")  # fmt: skip
+    assert [(e.label, e.id) for e in js.iterate("test")] == [(None, 6), (None, 7)]

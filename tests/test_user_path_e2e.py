@@ -435,6 +435,39 @@ def test_predict_on_a_labelled_file_reports_the_runs_own_metrics(trained, tmp_pa
     )
 
 
+def test_predict_streams_a_table_in_the_tasks_own_format(trained, tmp_path, monkeypatch):
+    """A TSV in the task's own columns is read a row at a time while predicting (its first
+    rows come before the rest is read), the records equal a whole read's, and a bad row at
+    its end stops the command before the model runs, leaving no output."""
+    import jaxtl
+    from jaxtl import predictor as predictor_lib
+    from jaxtl.data import DataError
+
+    d, wd, _ = trained
+    model = jaxtl.load(wd)
+    td = model.task("mine")
+    rows = (d / "test.tsv").read_text().splitlines()[1:]
+    big = tmp_path / "big.tsv"
+    big.write_text("id\tsentence\n" + "".join(f"{r}\n" for r in rows * 6) + "q9\n")
+    lazy = model.iter_input(str(big), td)
+    assert next(lazy).id == "q0"  # read as far as asked: the bad last row is not reached
+    with pytest.raises(DataError, match=r"big\.tsv:26: expected 2 fields, found 1"):
+        list(lazy)
+    ran = []
+    real = predictor_lib.Predictor.predict_examples
+    monkeypatch.setattr(predictor_lib.Predictor, "predict_examples",
+                        lambda *a, **k: ran.append(1) or real(*a, **k))  # fmt: skip
+    with pytest.raises(DataError, match=r"big\.tsv:26: expected 2 fields"):
+        predictor_lib.predict_command(str(wd), str(big), str(tmp_path / "out.jsonl"), "mine")
+    assert ran == [] and not (tmp_path / "out.jsonl").exists()
+    big.write_text("id\tsentence\n" + "".join(f"{r}\n" for r in rows * 6))
+    n, _ = predictor_lib.predict_command(str(wd), str(big), str(tmp_path / "out.jsonl"), "mine")
+    got = _jsonl(tmp_path / "out.jsonl")
+    whole = model.predict_examples(model.read_input(str(big), td), td)
+    assert n == 24 and [g["id"] for g in got] == [f"q{i}" for i in range(4)] * 6
+    assert [g["label"] for g in got] == [w["label"] for w in whole]
+
+
 def test_predict_inputs_must_fit_the_task(trained, tmp_path):
     """A single sentence for the pair task (or a pair for the single-sentence one) stops with
     its place instead of being scored with the wrong token types; in ``lines`` input, a tab

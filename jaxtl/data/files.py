@@ -58,6 +58,7 @@ must have labels. A row without the label in a labelled file is still a bad row.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -156,32 +157,70 @@ class _Deferred(BadRows):
         self.events.append((None, where, reason))
 
 
-def _lacks_label(records: Sequence[tuple[int, Any, Any]], label: str | int | None) -> bool:
-    """Whether a whole file has no ``label`` column: a header without it (TSV/CSV), no JSON
-    object with the key, or the column blank in every row (a test set written by pandas with
-    its label column empty). Such a split is read unlabelled (``label=None``)."""
-    if label is None or not records:
-        return False
-    names, rec = records[0][1], records[0][2]
-    if isinstance(rec, dict):
-        return all(is_blank(r.get(label)) for _, _, r in records)
-    if isinstance(label, str) and (names is None or label not in names):
-        return names is not None
-    at = label if isinstance(label, int) else names.index(label)
-    return all(at >= len(r) or is_blank(r[at]) for _, _, r in records)
+@dataclasses.dataclass
+class _Scan:
+    """What reading a file needs to know before its first example, from one pass over its
+    records (streamed: nothing kept but the first record): whether it has labels at all, and
+    whether it has the label and id columns."""
 
+    events: int = 0  # records and rejected lines
+    records: int = 0
+    names: list[str] | None = None  # the first record's header (TSV/CSV)
+    first: Any = None  # the first record
+    label_at: int | None = None  # a table's label column, as an index
+    label_seen: bool = False  # a record with a non-blank label
+    id_column: str | int | None = None
+    keys: set[Any] = dataclasses.field(default_factory=set)  # label, id: keys some object has
 
-def _has_column(records: Sequence[tuple[int, Any, Any]], col: str | int | None) -> bool:
-    """Whether a file has column ``col`` (its header names it, a headerless row is wide enough
-    for an integer column, or a JSON object holds the key)."""
-    if col is None or not records:
-        return False
-    names, rec = records[0][1], records[0][2]
-    if isinstance(rec, dict):
-        return any(col in r for _, _, r in records)
-    if isinstance(col, int):
-        return col < len(rec)
-    return names is not None and col in names
+    def add(self, names: Sequence[str] | None, rec: Any, label: str | int | None,
+            id_option: str | int | None) -> None:  # fmt: skip
+        if self.records == 0:
+            self.names, self.first = (list(names) if names is not None else None), rec
+            self.id_column = id_column(rec.keys() if isinstance(rec, dict) else names, id_option)
+            if isinstance(label, int):
+                self.label_at = label
+            elif isinstance(label, str) and names is not None and label in names:
+                self.label_at = list(names).index(label)
+        self.records += 1
+        if isinstance(rec, dict):
+            self.keys.update(k for k in (label, self.id_column) if k is not None and k in rec)
+        if label is None:
+            return
+        if isinstance(rec, dict):
+            self.label_seen = self.label_seen or not is_blank(rec.get(label))
+        elif self.label_at is not None and self.label_at < len(rec):
+            self.label_seen = self.label_seen or not is_blank(rec[self.label_at])
+
+    def settled(self, label: str | int | None) -> bool:
+        """Whether the rest of the file can change nothing here: a table's columns are its
+        first row's; a JSON file's keys may first appear on any line."""
+        if not self.records:
+            return False
+        labels = self.label_seen or label is None
+        if isinstance(self.first, dict):
+            return labels and (self.id_column is None or self.id_column in self.keys)
+        return labels
+
+    def lacks_label(self, label: str | int | None) -> bool:
+        """Whether the file has no ``label`` column: a header without it (TSV/CSV), no JSON
+        object with the key, or the column blank in every row (a test set written by pandas
+        with its label column empty). Such a split is read unlabelled (``label=None``)."""
+        if label is None or not self.records:
+            return False
+        if not isinstance(self.first, dict) and isinstance(label, str) and self.label_at is None:
+            return self.names is not None
+        return not self.label_seen
+
+    def has_column(self, col: str | int | None) -> bool:
+        """Whether the file has column ``col`` (its header names it, a headerless row is wide
+        enough for an integer column, or a JSON object holds the key)."""
+        if col is None or not self.records:
+            return False
+        if isinstance(self.first, dict):
+            return col in self.keys
+        if isinstance(col, int):
+            return col < len(self.first)
+        return self.names is not None and col in self.names
 
 
 def _field(names: Sequence[str] | None, rec: Any, col: str | int | None, path: str) -> Any:
@@ -230,12 +269,13 @@ def are_scores(labels: Iterable[Any]) -> bool:
         return False
 
 
-def _warn_unsplit_classes(name: str, path: str, examples: Sequence[Example],
-                          names: Sequence[str], sep: str) -> None:  # fmt: skip
+def _warn_unsplit_classes(name: str, path: str, several: bool, names: Sequence[str],
+                          sep: str) -> None:  # fmt: skip
     """Warn when a multilabel file's cells look split at the wrong separator: every text has
-    one class and some class names hold another separator (``sport;money`` under the default
-    ``,``), so each combination would train as a class of its own."""
-    if any(len(ex.label) > 1 for ex in examples):  # type: ignore[arg-type]  # id tuples
+    one class (not ``several``: no text has more than one) and some class names hold another
+    separator (``sport;money`` under the default ``,``), so each combination would train as a
+    class of its own."""
+    if several:
         return
     for other in (";", "|", ",", "/"):
         joined = [n for n in names if other != sep and other in n]
@@ -309,41 +349,62 @@ def file_task(
     # Tags written BIOES/BILOU are read as IOB2, the same spans (set once the tag set is known).
     convert, written = False, "iob2"  # written: the scheme of the files' tags (io.scheme_of)
 
-    def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
+    def split_file(split: str) -> tuple[str, str]:
+        """The split's file and its format, both checked."""
         if split not in split_paths:
             raise DataError(f"task {name!r} has no split {split!r}; splits: {list(split_paths)}")
         p = split_paths[split]
         if not os.path.isfile(p):
             found = [s for s, q in split_paths.items() if os.path.isfile(q)]
             raise DataError(f"{p}: file not found for split {split!r}; splits found: {found}")
-        bad = BadRows(on_bad_row)
-        out = []
-        # Read the whole file first (to know whether it has labels at all), keeping the lines
-        # that _records rejects in place so that bad rows are reported in file order.
-        events: list[tuple[Any, Any, Any]] = []
         fmt = format or table_format(p) or "tsv"
         if delimiter is not None and fmt == "jsonl":
             raise DataError(f"{p}: delimiter= is for TSV/CSV files, not JSON lines")
-        for record in _records(p, fmt, header, _Deferred(events), delimiter, label_prefix,
+        return p, fmt
+
+    def events(p: str, fmt: str) -> Iterator[tuple[Any, Any, Any]]:
+        """The file's records, and in their place the lines _records rejects (``(None,
+        where, reason)``), so that bad rows are reported in file order."""
+        rejected: list[tuple[Any, Any, Any]] = []
+        for record in _records(p, fmt, header, _Deferred(rejected), delimiter, label_prefix,
                                encoding):  # fmt: skip
-            events.append(record)
-        records = [e for e in events if e[0] is not None]
-        if not events:  # a header and nothing else (read_lines refuses a file with no text)
+            yield from rejected
+            rejected.clear()
+            yield record
+        yield from rejected
+
+    first_label = columns[0] if columns else label
+
+    def scan(p: str, fmt: str) -> _Scan:
+        found = _Scan()
+        for i, names, rec in events(p, fmt):
+            found.events += 1
+            if i is not None:
+                found.add(names, rec, first_label, id)
+                if found.settled(first_label):
+                    break
+        return found
+
+    def examples(split: str, names_map: Mapping[str, int] | None,
+                 bad: BadRows) -> Iterator[Example]:  # fmt: skip
+        """The split's examples, streamed: one pass over the file to learn whether it has
+        labels at all (stopping once its first rows say), then one that reads it."""
+        p, fmt = split_file(split)
+        found = scan(p, fmt)
+        if not found.events:  # a header and nothing else (read_lines refuses a file with no text)
             raise DataError(f"{p}: no rows" + (" after its header line" if header and
                                                fmt != "jsonl" else ""))  # fmt: skip
-        first_label = columns[0] if columns else label
-        labelled = kind in ("lm", "translation") or not _lacks_label(records, first_label)
+        labelled = kind in ("lm", "translation") or not found.lacks_label(first_label)
         # An LM corpus or a translation has no label column (a translation's target is `target`).
         reads_label = labelled and kind not in ("lm", "translation")
         # the id column as the file names it ("ID" for the default id too): a table's header,
         # or a JSON file's first object's keys
-        names0, first = (records[0][1], records[0][2]) if records else (None, None)
-        rid_column = id_column(first.keys() if isinstance(first, dict) else names0, id)
-        has_id = has_id_column(_has_column(records, rid_column), rid_column, p)
+        rid_column = found.id_column if found.records else id
+        has_id = has_id_column(found.has_column(rid_column), rid_column, p)
         if not labelled:
             if split == "train" or names_map is None:
-                header_names = names0
-                if _has_column(records, first_label):
+                header_names = found.names
+                if found.has_column(first_label):
                     what = f"label column {first_label!r} is blank in every row"
                 else:
                     where = f"header {header_names}" if header_names is not None else "any row"
@@ -352,13 +413,14 @@ def file_task(
                         or unnamed_columns_hint(
                             header_names, (text, text_pair, first_label), HEADERLESS
                         )
-                        or did_you_mean(first_label, header_names or list(records[0][2]))
+                        or did_you_mean(first_label, header_names or list(found.first))
                     )
                     what = f"no label column {first_label!r}{hint} in {where}"
                 raise DataError(f"{p}: {what}; only a split other than the one that trains or "
                                 "gives the label set may be unlabelled")  # fmt: skip
             log.info("%s: no labels in column %r: split %r is unlabelled", p, first_label, split)
-        for i, names, rec in events:
+        read_any = False
+        for i, names, rec in events(p, fmt):
             if i is None:
                 bad(names, rec)  # (None, where, reason): a line _records rejected
                 continue
@@ -389,9 +451,8 @@ def file_task(
                         bad(where, f"tagging needs a non-empty list of words in {text!r}")
                         continue
                     words = tuple(str(w) for w in t)
-                    out.append(
-                        Example(" ".join(words), None, None, words=words, source=where, id=rid)
-                    )
+                    read_any = True
+                    yield Example(" ".join(words), None, None, words=words, source=where, id=rid)
                     continue
                 if not (isinstance(t, list) and isinstance(raw, list) and len(t) == len(raw)):
                     got = (f" (got {len(t)} words, {len(raw)} tags)" if isinstance(t, list)
@@ -411,7 +472,8 @@ def file_task(
                         bad(where, unknown_class(unknown[0], names_map, "tag"))
                         continue
                 words = tuple(str(w) for w in t)
-                out.append(Example(" ".join(words), None, tags, words=words, source=where, id=rid))
+                read_any = True
+                yield Example(" ".join(words), None, tags, words=words, source=where, id=rid)
                 continue
             if not isinstance(t, str) or not t.strip():
                 bad(where, f"text field {text!r} is empty or not a string")
@@ -451,21 +513,33 @@ def file_task(
                 value = multilabel_ids(classes, names_map, where, bad, columns=columns)
                 if value is None:
                     continue
-            out.append(Example(t.strip(), pair, value, target=tgt, source=where, id=rid))
-        if not out:  # every row was bad and skipped (on_bad_row=skip)
+            read_any = True
+            yield Example(t.strip(), pair, value, target=tgt, source=where, id=rid)
+        if not read_any:  # every row was bad and skipped (on_bad_row=skip)
             raise DataError(f"{p}: no examples: all {len(bad.reasons)} rows are bad (first: "
                             f"{bad.reasons[0] if bad.reasons else '?'})")  # fmt: skip
-        return bad.result(out, p)
+
+    def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
+        bad = BadRows(on_bad_row)
+        out = list(examples(split, names_map, bad))
+        return bad.result(out, split_paths[split])
+
+    def stream(split: str, names_map: Mapping[str, int] | None) -> Iterator[Example]:
+        bad = BadRows(on_bad_row)
+        yield from examples(split, names_map, bad)
+        bad.result((), split_paths[split])  # the skipped rows' warning, as read gives it
 
     names_tuple: tuple[str, ...] = columns or tuple(str(x) for x in label_names or ())
     if kind in ("classification", "multilabel", "tagging") and not names_tuple:
         # Label set from the training split, sorted so the ids are stable across runs
         # (whole numbers by value: io.label_order).
         source = "train" if "train" in split_paths else next(iter(split_paths))
-        first = read(source, None)
         values: set[Any] = set()
-        for ex in first:
-            values.update(ex.label if kind in ("multilabel", "tagging") else (ex.label,))
+        several = False  # a multilabel example with more than one class
+        for ex in stream(source, None):  # streamed: the examples are not kept
+            got: Any = ex.label if kind in ("multilabel", "tagging") else (ex.label,)
+            values.update(got)
+            several = several or (kind == "multilabel" and len(got) > 1)
         if inferred and label is not None and are_scores(values):
             kind = "regression"  # read() and the Task below see it: no label set
             log.info("task %r: every label in %s is a number, not all whole: kind=regression "
@@ -478,7 +552,7 @@ def file_task(
         if kind == "classification" and len(names_tuple) == 1:
             log.warning("%s", one_class(split_paths[source], names_tuple[0], label))
         if kind == "multilabel" and not columns:
-            _warn_unsplit_classes(name, split_paths[source], first, names_tuple, label_sep)
+            _warn_unsplit_classes(name, split_paths[source], several, names_tuple, label_sep)
         if kind == "tagging" and names_tuple and all(CLASS_ID.fullmatch(n) for n in names_tuple):
             raise DataError(f"{split_paths[source]}: the tags are class ids ({names_tuple[0]!r}, "
                             "...), not names: name the classes in id order with label_names="
@@ -493,6 +567,7 @@ def file_task(
         name=name,
         kind=kind,  # type: ignore[arg-type]
         loader=lambda split: read(split, label_map if kind != "lm" else None),
+        stream=lambda split: stream(split, label_map if kind != "lm" else None),
         splits=tuple(split_paths),
         label_names=names_tuple,
         text_fields=tuple(str(c) for c in (text, text_pair) if c is not None),
