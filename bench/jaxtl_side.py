@@ -220,9 +220,9 @@ def train_setup(
     runtime.listen_to_compiles()  # as jaxtl.run does: compile stats, compiler memory handed back
     if model is None:
         model, _ = build_model(s, strategy, tokenizer=tokenizer)
-    num_layers = model.encoder.num_layers
     graphdef, pstate = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(pstate)
+    num_layers = partition.num_blocks(params)  # blocks: ALBERT's layers share one
     phase = partition.phases_from_config(
         optim_config(strategy, num_layers, s), params, num_layers=num_layers,
         total_steps=total_steps,

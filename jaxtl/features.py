@@ -61,7 +61,6 @@ from jaxtl.data.batch import IGNORE
 from jaxtl.data.prepare import TaskData
 from jaxtl.models.base import supports_packing
 from jaxtl.models.heads import ClassificationHead, TaggingHead
-from jaxtl.partition.rules import num_blocks
 from jaxtl.strategy import Strategy
 
 log = logging.getLogger(__name__)
@@ -98,9 +97,7 @@ def encoder_frozen(optim: Any, params: Any, steps: int) -> bool:
     if not enc:
         return False
     try:
-        phases = Strategy.of(optim).phases(
-            params, num_layers=num_blocks(params), total_steps=max(int(steps), 1)
-        )
+        phases = Strategy.of(optim).phases(params, total_steps=max(int(steps), 1))
     except ValueError:  # a bad plan: the trainer reports it when the stage starts
         return False
     for ph in phases:

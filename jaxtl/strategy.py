@@ -11,7 +11,7 @@ exactly what its own ``plan.json`` entry says.
 
     >>> s = Strategy.of(config.optim)                       # doctest: +SKIP
     >>> model = s.surgery(model, rngs=nnx.Rngs(0))          # doctest: +SKIP
-    >>> phases = s.phases(params, num_layers=6, total_steps=300)  # doctest: +SKIP
+    >>> phases = s.phases(params, total_steps=300)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ class Strategy:
             return peft.apply_adapters(model, size=int(o.adapter_size), rngs=rngs)
         return model
 
-    def phases(self, params: Any, *, num_layers: int, total_steps: int) -> list[partition.Phase]:
-        """The stage's phases; other strategies' parameter-efficient weights come first, frozen."""
+    def phases(self, params: Any, *, total_steps: int,
+               num_layers: int | None = None) -> list[partition.Phase]:  # fmt: skip
+        """The stage's phases; other strategies' parameter-efficient weights come first, frozen.
+        Layer-wise strategies count the distinct encoder blocks in ``params`` unless
+        ``num_layers`` says otherwise."""
         optim = ml_collections.ConfigDict(self.optim.to_dict())
         optim.rules = tuple(strategies.peft_frozen_rules(self.name)) + tuple(self.optim.rules)
         return partition.phases_from_config(

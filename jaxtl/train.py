@@ -186,9 +186,7 @@ class Trainer:
         # before the run writes its logs and checkpoints. A plan reads the params' paths and
         # shapes only, which no stage changes.
         self.phases = [
-            Strategy.of(stage.optim).phases(
-                host_params, num_layers=partition.num_blocks(host_params), total_steps=stage.steps
-            )
+            Strategy.of(stage.optim).phases(host_params, total_steps=stage.steps)
             for stage in self.stages
         ]
         self.metrics = report.MetricsLog(self.workdir)

@@ -168,12 +168,11 @@ def test_strategies_count_the_distinct_blocks(base_dir):
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     assert model.encoder.num_layers == 4 and partition.num_blocks(params) == 1
     c.optim.strategy = "gradual_unfreezing"
-    phases = Strategy.of(c.optim).phases(params, num_layers=partition.num_blocks(params),
-                                         total_steps=30)  # fmt: skip
+    phases = Strategy.of(c.optim).phases(params, total_steps=30)  # blocks counted in params
     assert [p.name for p in phases] == ["gradual_unfreezing/top_1", "gradual_unfreezing/all"]
     c.optim.strategy, c.optim.top_k = "top_k", 2
     with pytest.raises(ValueError, match=r"\[0, 1\] for an encoder of 1 layer blocks"):
-        Strategy.of(c.optim).phases(params, num_layers=1, total_steps=30)
+        Strategy.of(c.optim).phases(params, total_steps=30)
 
 
 def test_a_saved_config_reads_back_as_the_same_config():

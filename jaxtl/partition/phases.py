@@ -22,7 +22,7 @@ import ml_collections
 import optax
 
 from jaxtl.partition.optimizer import OPTIMIZERS, build_tx
-from jaxtl.partition.rules import Plan, Rule, parse_rules, resolve
+from jaxtl.partition.rules import Plan, Rule, num_blocks, parse_rules, resolve
 from jaxtl.partition.schedules import SCHEDULES, make_schedule, shifted
 from jaxtl.partition.strategies import STRATEGIES, strategy_phases
 
@@ -182,12 +182,14 @@ def phases_from_config(
     optim_cfg: Mapping[str, Any] | ml_collections.ConfigDict,
     params: Any,
     *,
-    num_layers: int,
     total_steps: int,
+    num_layers: int | None = None,
 ) -> list[Phase]:
     """Expand ``optim_cfg`` (see :func:`default_optim_config`) into the stage's phases.
 
     ``params``: the pure-dict params (arrays or ShapeDtypeStructs) as the model starts the stage.
+    ``num_layers``: the layer units layer-wise strategies count; by default the distinct
+    encoder blocks in ``params`` (:func:`~jaxtl.partition.rules.num_blocks`).
     Phase budgets sum to ``total_steps``; ``Phase.tx`` already includes the schedule, per-group
     LR scales, weight decay, clipping, L2-SP and freezing.
     """
@@ -196,7 +198,7 @@ def phases_from_config(
     l2sp_alpha, l2sp_beta = float(g("l2sp")), float(g("l2sp_beta"))
     specs = strategy_phases(
         g("strategy"),
-        num_layers,
+        num_blocks(params) if num_layers is None else num_layers,
         top_k=int(g("top_k")),
         discriminative=float(g("discriminative")),
         encoder_weight_decay=0.0 if l2sp_alpha else None,
