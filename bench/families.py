@@ -2,8 +2,9 @@
 
 Each family gets a randomly initialised transformers model of the same shape (hidden 256, 4
 layers, 4 heads, MLP 1024, vocabulary 30,522; DistilBERT/GPT-2/Llama/ModernBERT/DeBERTa/
-Gemma/T5 spell these their own way; the gated MLPs are 2/3 as wide), saved with ``save_pretrained`` and loaded by jaxtl and by
-transformers. The full train step (sequence classification head on the first token, AdamW) is
+Gemma/T5 spell these their own way; the gated MLPs are 2/3 as wide; ALBERT runs one shared
+block in every layer, from 128-wide embeddings), saved with ``save_pretrained`` and loaded by
+jaxtl and by transformers. The full train step (sequence classification head on the first token, AdamW) is
 timed alternately in both, on one fixed batch without padding. Parameter counts differ a little
 by family (position tables, relative embeddings, GQA, gated MLPs), so the table reports them
 beside the times.
@@ -63,6 +64,8 @@ def hf_configs(shape: dict[str, int] = SHAPE) -> dict[str, Any]:
                                            head_dim=h // a, intermediate_size=f * 2 // 3,
                                            max_position_embeddings=p, sliding_window=64,
                                            query_pre_attn_scalar=h // a),
+        # albert-base-v2's layout: 128-wide embeddings, one block run by every layer
+        "albert": tr.AlbertConfig(**bert, embedding_size=128, hidden_act="gelu_new"),
         "t5": tr.T5Config(vocab_size=v, d_model=h, d_kv=h // a, d_ff=f * 2 // 3, num_layers=n,
                           num_heads=a, feed_forward_proj="gated-gelu"),
     }  # fmt: skip
