@@ -428,9 +428,9 @@ class Predictor:
         ``task`` (the task's own file format, for ``file:``/``hf:`` spec tasks and GLUE's).
         ``auto``: ``task`` for a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of such a task,
         and for a .jsonl/.json one whose first object holds the task's own text columns;
-        ``jsonl`` for other .jsonl/.json files, else ``lines``. ``lines``, ``jsonl`` and a
-        ``file:`` or GLUE task's own files are read a line or row at a time (a file larger than
-        memory streams); Parquet, an ``hf:`` task's files and a QA table are read whole. ``columns``: the text (and pair) column of a table or JSON input whose
+        ``jsonl`` for other .jsonl/.json files, else ``lines``. Every format is read a line
+        or row (Parquet: a batch of rows) at a time, so a file larger than memory streams,
+        except a QA table. ``columns``: the text (and pair) column of a table or JSON input whose
         columns are not the task's (``--text_column``), read as a table of the task's kind.
         ``word_split``: how a tagger's ``lines`` and ``jsonl`` texts become words
         (:mod:`jaxtl.data.words`); files of words (CoNLL, word lists) keep theirs."""
@@ -494,7 +494,7 @@ class Predictor:
                 yield ex
 
     def _read_columns(self, path: str, td: TaskData, input_format: str, text: str | None,
-                      pair: str | None) -> list[Example]:  # fmt: skip
+                      pair: str | None) -> Iterator[Example]:  # fmt: skip
         """A table or JSON file whose text is in columns the task was not trained on (a CSV
         with ``comment`` for a task of ``sentence``), read as the task's kind, its labels
         (where the file has the task's label column) read as gold."""
@@ -529,7 +529,7 @@ class Predictor:
                 t = hf_task(path=file, **common, **keep, _labels_optional=True)  # type: ignore[arg-type]
             else:
                 t = file_task(None, paths={"test": file}, format=fmt, **common, **keep)  # type: ignore[arg-type]
-            return list(t.load(t.splits[0]))
+            yield from t.iterate(t.splits[0])  # a row at a time
         except DataError as e:
             names = "--text_column and --text_pair_column" if pair else "--text_column"
             raise DataError(f"{e} (task {task.name!r} reads text={text!r}"
@@ -708,13 +708,13 @@ def predict_command(workdir: str, input_path: str, output: str, task: str | None
     conllu_column = conllu_tag_column(p.specs.get(td.task.name, ""))
     predictions.check_format(td.task, out_format, conllu_column)
     fmt = "columns" if any(columns) else p.input_format(input_path, td, input_format)
-    if input_path != "-" and (fmt in ("jsonl", "task")
+    if input_path != "-" and (fmt in ("jsonl", "task", "columns")
                               or (fmt == "lines" and _takes_pairs(td.task))):  # fmt: skip
         # Inputs are read a line or row at a time while predicting (a file larger than memory
         # predicts), so a pass that only reads them comes first: a bad line stops the command
         # before the model runs, not after. Only these can hold one (a line that is not an
         # object, a pair without its tab, a row the task's reader refuses).
-        for ex in p.iter_input(input_path, td, input_format, word_split=word_split):
+        for ex in p.iter_input(input_path, td, input_format, columns, word_split):
             _check_inputs([ex], td.task)
     examples = p.iter_input(input_path, td, input_format, columns, word_split)
     # What scoring needs of each record (not its text): kept while every record has gold.

@@ -206,3 +206,35 @@ def test_a_bioes_class_label_reads_as_iob2_spans(tmp_path):
     assert task.label_names == ("O", "B-PER", "I-PER", "B-LOC", "I-LOC") and task.iob
     assert [e.label for e in task.load("train")] == [("B-PER", "O", "O", "B-LOC", "I-LOC")]
     assert task.tag_scheme == "bioes"
+
+
+def test_a_split_streams_a_batch_of_rows_at_a_time(tmp_path, monkeypatch):
+    """``iterate`` reads the Arrow table a batch of rows at a time (a Parquet file larger than
+    memory trains through the token cache and predicts): its first examples come before a bad
+    row in a later batch, rows keep their numbers across batches, and on a sound file it gives
+    ``load``'s examples; a label column blank in every batch is still an unlabelled split."""
+    from jaxtl.data import hf_datasets
+
+    monkeypatch.setattr(hf_datasets, "ROWS_PER_READ", 4)
+    texts = [f"text {i}" for i in range(10)]
+    labels = ["pos" if i % 2 else "neg" for i in range(10)]
+    datasets.Dataset.from_dict({"text": texts + [""], "label": labels + ["pos"]}).to_parquet(
+        str(tmp_path / "bad.parquet"))  # fmt: skip
+    task = get_task(f"hf:name=t,path={tmp_path}/bad.parquet,label_names=neg|pos")
+    stream = task.iterate("train")
+    first = [next(stream) for _ in range(5)]  # past the first batch of four
+    assert [(e.text, e.label, e.source[-2:]) for e in first][3:] == [("text 3", 1, ":3"),
+                                                                     ("text 4", 0, ":4")]  # fmt: skip
+    with pytest.raises(DataError, match=r"bad\.parquet:10: column 'text': text is empty"):
+        list(stream)
+    datasets.Dataset.from_dict({"text": texts, "label": labels, "id": [f"r{i}" for i in
+                                                                       range(10)]}).to_parquet(
+        str(tmp_path / "train.parquet"))  # fmt: skip
+    datasets.Dataset.from_dict({"text": texts[:9], "label": [None] * 9}).to_parquet(
+        str(tmp_path / "test.parquet"))  # fmt: skip
+    task = get_task(f"hf:name=t,path={tmp_path}/{{split}}.parquet")
+    assert task.label_names == ("neg", "pos")
+    for split in ("train", "test"):
+        assert list(task.iterate(split)) == list(task.load(split)), split
+    assert [e.id for e in task.iterate("train")] == [f"r{i}" for i in range(10)]
+    assert [e.label for e in task.iterate("test")] == [None] * 9

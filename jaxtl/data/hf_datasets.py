@@ -289,6 +289,8 @@ def _class_label(feature: Any) -> Any:
 
 # The hf reader takes a CSV's first line as its header: a file without one is the file reader's.
 HEADERLESS_HF = "; a CSV without a header line: a file: task with header=0 reads it"
+# Rows read from the Arrow table at a time: a split is streamed, never held in Python lists.
+ROWS_PER_READ = 4096
 
 
 def _default_kind(feature: Any, text_feature: Any = None) -> str:
@@ -383,12 +385,10 @@ def hf_task(
     labelled_kind = kind in ("classification", "multilabel", "regression", "tagging")
     class_label = _class_label(feature) if feature is not None else None
 
-    def _read(split_parts: Parts, split: str, lmap: Mapping[str, int] | None,
-              bad: BadRows | None) -> list[Example]:  # fmt: skip
-        return list(_examples(split_parts, split, lmap, bad or BadRows("skip")))
-
     def _examples(split_parts: Parts, split: str, lmap: Mapping[str, int] | None,
                   bad: BadRows) -> Iterator[Example]:  # fmt: skip
+        """The split's examples, read a batch of rows at a time from the (memory-mapped)
+        Arrow table: a dataset larger than memory streams."""
         for where, ds in split_parts:
             cols = ds.column_names
             for col in (text, text_pair, target):
@@ -399,26 +399,10 @@ def hf_task(
             else:
                 labelled = labelled_kind and label is not None and label in cols
             cl = _class_label(ds.features[label]) if labelled and not columns else None
-            texts = list(ds[text])
-            pairs = list(ds[text_pair]) if text_pair is not None else [None] * len(texts)
-            targets = list(ds[target]) if target is not None else [None] * len(texts)
             rid_column = id_column(cols, id)  # "ID"/"Id" for the default id too
             has_id = has_id_column(rid_column in cols, rid_column, where)
-            ids = list(ds[rid_column]) if has_id else [None] * len(texts)
-            raws: list[Any]
-            if labelled and columns:  # a row's 0/1 per class column
-                raws = [list(r) for r in zip(*(ds[c] for c in columns))]
-            else:
-                raws = list(ds[label]) if labelled else [None] * len(texts)
-            if (
-                labelled
-                and not columns
-                and (
-                    all(is_blank(r) for r in raws)
-                    or (cl is not None and kind != "tagging" and all(r == -1 for r in raws))
-                )
-            ):  # ClassLabel -1 only, or no value in any row (pandas' None): unlabelled
-                labelled, raws = False, [None] * len(texts)
+            if labelled and not columns and _no_label_in(ds, cl):
+                labelled = False  # ClassLabel -1 only, or no value in any row (pandas' None)
             if (
                 labelled_kind
                 and not labelled
@@ -429,14 +413,45 @@ def hf_task(
                     f"{where}: no labels in column {label!r} (columns: {cols}); only a split "
                     "other than the one that trains or gives the label set may be unlabelled"
                 )
-            for i, (t, pair, tgt, raw, rid) in enumerate(zip(texts, pairs, targets, raws, ids)):
-                if has_id:
-                    rid = row_id(rid, f"{where}:{i}", rid_column, bad)
-                    if rid is NO_ID:
-                        continue
-                ex = _example(f"{where}:{i}", t, pair, tgt, raw, rid, labelled, cl, lmap, bad)
-                if ex is not None:
-                    yield ex
+            wanted: list[Any] = [c for c in (text, text_pair, target,
+                                             rid_column if has_id else None) if c is not None]  # fmt: skip
+            if labelled:
+                wanted += list(columns) or [label]
+            i = 0
+            for batch in ds.select_columns(list(dict.fromkeys(wanted))).iter(ROWS_PER_READ):
+                n = len(batch[text])
+                none = [None] * n
+                pairs = batch[text_pair] if text_pair is not None else none
+                targets = batch[target] if target is not None else none
+                ids = batch[rid_column] if has_id else none
+                raws: list[Any]
+                if labelled and columns:  # a row's 0/1 per class column
+                    raws = [list(r) for r in zip(*(batch[c] for c in columns))]
+                else:
+                    raws = batch[label] if labelled else none
+                for j, (t, pair, tgt, raw, rid) in enumerate(
+                    zip(batch[text], pairs, targets, raws, ids)
+                ):
+                    at = f"{where}:{i + j}"
+                    if has_id:
+                        rid = row_id(rid, at, rid_column, bad)
+                        if rid is NO_ID:
+                            continue
+                    ex = _example(at, t, pair, tgt, raw, rid, labelled, cl, lmap, bad)
+                    if ex is not None:
+                        yield ex
+                i += n
+
+    def _no_label_in(ds: Any, cl: Any) -> bool:
+        """Whether no row of ``ds`` has a label: every value blank, or a ClassLabel's -1
+        (not a tagger's). Read a batch at a time; stops at the first label."""
+        for batch in ds.select_columns([label]).iter(ROWS_PER_READ):
+            values = batch[label]
+            if not all(is_blank(r) for r in values) and not (
+                cl is not None and kind != "tagging" and all(r == -1 for r in values)
+            ):
+                return False
+        return True
 
     def _example(where: str, t: Any, pair: Any, tgt: Any, raw: Any, rid: Any, labelled: bool,
                  cl: Any, lmap: Mapping[str, int] | None, bad: BadRows) -> Example | None:  # fmt: skip
@@ -516,7 +531,7 @@ def hf_task(
             names = tuple(class_label.names)
         else:
             values: set[Any] = set()
-            for ex in _read(parts(first), first, None, None):
+            for ex in _examples(parts(first), first, None, BadRows("skip")):
                 values.update(ex.label if kind in ("multilabel", "tagging")  # type: ignore[arg-type]
                               else (ex.label,))  # fmt: skip
             ints = [v for v in values if isinstance(v, int)]
@@ -536,9 +551,19 @@ def hf_task(
             raise DataError(f"task {name!r} has no split {split!r}; splits: {list(sources)}")
         bad = BadRows(on_bad_row)
         split_parts = parts(split)
-        lmap = label_map if kind in ("classification", "multilabel", "tagging") else None
-        examples = _read(split_parts, split, lmap, bad)
+        examples = list(_examples(split_parts, split, _lmap(), bad))
         return bad.result(examples, split_parts[0][0] if split_parts else path)
+
+    def stream(split: str) -> Iterator[Example]:
+        if split not in sources:
+            raise DataError(f"task {name!r} has no split {split!r}; splits: {list(sources)}")
+        bad = BadRows(on_bad_row)
+        split_parts = parts(split)
+        yield from _examples(split_parts, split, _lmap(), bad)
+        bad.result((), split_parts[0][0] if split_parts else path)  # the skipped rows' warning
+
+    def _lmap() -> Mapping[str, int] | None:
+        return label_map if kind in ("classification", "multilabel", "tagging") else None
 
     iob = kind == "tagging" and is_iob_set(names)
     # tags that are not IOB spans: scored per token only
@@ -549,6 +574,7 @@ def hf_task(
         name=name,
         kind=kind,  # type: ignore[arg-type]
         loader=load,
+        stream=stream,
         splits=tuple(sources),
         label_names=names,
         text_fields=tuple(str(c) for c in text_fields if c is not None),
