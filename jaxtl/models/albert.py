@@ -30,9 +30,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxtl.models import bert
-from jaxtl.models.bert import BertConfig, BertEncoder, classifier, mlm_head
+from jaxtl.models.bert import (
+    BertConfig,
+    BertEncoder,
+    block_rules,
+    classifier,
+    mlm_head,
+)
 from jaxtl.models.family import Family, HeadSpec, qa_head, require
-from jaxtl.models.keymap import Rule, embedding, linear, norm
+from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
 
 MODEL_TYPE = "albert"
 SOP = r"^sop_classifier\."  # pretraining's sentence-order head: known, never loaded
@@ -68,23 +74,17 @@ def key_map(cfg: BertConfig) -> list[Rule]:
     rules += linear("encoder.embedding_hidden_mapping_in", "embeddings/project")
     for b in range(cfg.num_blocks):
         group, inner = divmod(b, cfg.inner_group_num)
-        hf, me = f"encoder.albert_layer_groups.{group}.albert_layers.{inner}", f"layers/{b}"
-        for name in ("query", "key", "value"):
-            rules += linear(f"{hf}.attention.{name}", f"{me}/attention/{name}")
-        rules += linear(f"{hf}.attention.dense", f"{me}/attention/output")
-        rules += norm(f"{hf}.attention.LayerNorm", f"{me}/attention_norm")
-        rules += linear(f"{hf}.ffn", f"{me}/mlp/intermediate")
-        rules += linear(f"{hf}.ffn_output", f"{me}/mlp/output")
-        rules += norm(f"{hf}.full_layer_layer_norm", f"{me}/mlp_norm")
+        rules += block_rules(f"encoder.albert_layer_groups.{group}.albert_layers.{inner}", b,
+                             BLOCK)  # fmt: skip
     return rules
 
 
+BLOCK = ("attention.query", "attention.key", "attention.value", "attention.dense",
+         "attention.LayerNorm", "ffn", "ffn_output", "full_layer_layer_norm")  # fmt: skip
+
+
 def _mlm_map(cfg: BertConfig) -> list[Rule]:
-    return (
-        linear("predictions.dense", "transform")
-        + norm("predictions.LayerNorm", "norm")
-        + [Rule("predictions.bias", "bias")]
-    )
+    return mlm_rules("predictions.dense", "predictions.LayerNorm", "predictions.bias")
 
 
 def _pooler(cfg: BertConfig) -> list[Rule]:

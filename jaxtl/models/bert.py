@@ -43,7 +43,7 @@ from flax import nnx
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, qa_head, reject, require
-from jaxtl.models.keymap import Rule, embedding, linear, norm
+from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
 
 VARIANTS = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet",
             "albert")  # fmt: skip
@@ -425,14 +425,27 @@ def key_map(cfg: BertConfig) -> list[Rule]:
     if cfg.embed_size != cfg.hidden_size:
         rules += linear("embeddings_project", "embeddings/project")
     for i in range(cfg.num_layers):
-        hf, me = f"encoder.layer.{i}", f"layers/{i}"
-        for name in ("query", "key", "value"):
-            rules += linear(f"{hf}.attention.self.{name}", f"{me}/attention/{name}")
-        rules += linear(f"{hf}.attention.output.dense", f"{me}/attention/output")
-        rules += norm(f"{hf}.attention.output.LayerNorm", f"{me}/attention_norm")
-        rules += linear(f"{hf}.intermediate.dense", f"{me}/mlp/intermediate")
-        rules += linear(f"{hf}.output.dense", f"{me}/mlp/output")
-        rules += norm(f"{hf}.output.LayerNorm", f"{me}/mlp_norm")
+        rules += block_rules(f"encoder.layer.{i}", i, BERT_BLOCK)
+    return rules
+
+
+# A post-LN block's HF names (after the block's prefix), in BLOCK_PATHS' order: query, key,
+# value, attention output, its LayerNorm, MLP in, MLP out, its LayerNorm.
+BLOCK_PATHS = ("attention/query", "attention/key", "attention/value", "attention/output",
+               "attention_norm", "mlp/intermediate", "mlp/output", "mlp_norm")  # fmt: skip
+BERT_BLOCK = ("attention.self.query", "attention.self.key", "attention.self.value",
+              "attention.output.dense", "attention.output.LayerNorm", "intermediate.dense",
+              "output.dense", "output.LayerNorm")  # fmt: skip
+
+
+def block_rules(hf: str, index: int, names: tuple[str, ...]) -> list[Rule]:
+    """The rules of block ``layers/<index>`` (:class:`BertLayer`) from the HF block at ``hf``
+    whose tensors ``names`` name (in :data:`BLOCK_PATHS`' order): BERT's, DistilBERT's,
+    MPNet's and ALBERT's blocks differ only in these names."""
+    rules: list[Rule] = []
+    for theirs, ours in zip(names, BLOCK_PATHS, strict=True):
+        make = norm if ours.endswith("_norm") else linear
+        rules += make(f"{hf}.{theirs}", f"layers/{index}/{ours}")
     return rules
 
 
@@ -457,19 +470,11 @@ def mlm_head(cfg: BertConfig, *, rngs: nnx.Rngs) -> nnx.Module:
 
 def _bert_mlm_map(cfg: BertConfig) -> list[Rule]:
     p = "cls.predictions"
-    return (
-        linear(f"{p}.transform.dense", "transform")
-        + norm(f"{p}.transform.LayerNorm", "norm")
-        + [Rule(f"{p}.bias", "bias")]
-    )
+    return mlm_rules(f"{p}.transform.dense", f"{p}.transform.LayerNorm", f"{p}.bias")
 
 
 def _roberta_mlm_map(cfg: BertConfig) -> list[Rule]:
-    return (
-        linear("lm_head.dense", "transform")
-        + norm("lm_head.layer_norm", "norm")
-        + [Rule("lm_head.bias", "bias")]
-    )
+    return mlm_rules("lm_head.dense", "lm_head.layer_norm", "lm_head.bias")
 
 
 # Task heads, as transformers builds them (jaxtl.models.heads computes the same; see HeadSpec).
@@ -546,29 +551,23 @@ ROBERTA = Family(
     qa_head=qa_head("Roberta"),
 )
 
-# XLM-RoBERTa is RoBERTa's architecture, tensor names and heads under XLMRoberta* class names
-# (its own config class and SentencePiece tokenizer); task checkpoints keep the "roberta." prefix.
-XLM_ROBERTA = dataclasses.replace(
-    ROBERTA,
-    model_type="xlm-roberta",
-    architecture="XLMRobertaModel",
-    lm_architecture="XLMRobertaForMaskedLM",
-    sequence_head=_roberta_sequence_head("XLMRoberta"),
-    token_head=_token_head("XLMRoberta"),
-    qa_head=qa_head("XLMRoberta"),
-)
 
-# CamemBERT (French) is the same again: RoBERTa's tensors under the "roberta." prefix, its own
-# config class, Camembert* heads and a SentencePiece tokenizer.
-CAMEMBERT = dataclasses.replace(
-    ROBERTA,
-    model_type="camembert",
-    architecture="CamembertModel",
-    lm_architecture="CamembertForMaskedLM",
-    sequence_head=_roberta_sequence_head("Camembert"),
-    token_head=_token_head("Camembert"),
-    qa_head=qa_head("Camembert"),
-)
+def _roberta_renamed(model_type: str, name: str) -> Family:
+    """RoBERTa's architecture, tensor names and heads under ``<name>*`` class names (its own
+    config class and SentencePiece tokenizer); task checkpoints keep the "roberta." prefix."""
+    return dataclasses.replace(
+        ROBERTA,
+        model_type=model_type,
+        architecture=f"{name}Model",
+        lm_architecture=f"{name}ForMaskedLM",
+        sequence_head=_roberta_sequence_head(name),
+        token_head=_token_head(name),
+        qa_head=qa_head(name),
+    )
+
+
+XLM_ROBERTA = _roberta_renamed("xlm-roberta", "XLMRoberta")
+CAMEMBERT = _roberta_renamed("camembert", "Camembert")  # French
 
 ELECTRA = Family(
     model_type="electra",

@@ -63,7 +63,7 @@ from flax import nnx
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, require
-from jaxtl.models.keymap import Rule, embedding, linear, norm
+from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
 
 MODEL_TYPE = "deberta-v2"
 POS_ATT_TYPES = ("c2p", "p2c")
@@ -558,17 +558,9 @@ def mlm_head(cfg: DebertaConfig, *, rngs: nnx.Rngs) -> nnx.Module:
 def _mlm_map(cfg: DebertaConfig) -> list[Rule]:
     if cfg.legacy:
         p = "cls.predictions"
-        return (
-            linear(f"{p}.transform.dense", "transform")
-            + norm(f"{p}.transform.LayerNorm", "norm")
-            + [Rule(f"{p}.bias", "bias")]
-        )
+        return mlm_rules(f"{p}.transform.dense", f"{p}.transform.LayerNorm", f"{p}.bias")
     p = "lm_predictions.lm_head"
-    return (
-        linear(f"{p}.dense", "transform")
-        + norm(f"{p}.LayerNorm", "norm")
-        + [Rule(f"{p}.bias", "bias")]
-    )
+    return mlm_rules(f"{p}.dense", f"{p}.LayerNorm", f"{p}.bias")
 
 
 def _pooler_classifier(cfg: DebertaConfig) -> list[Rule]:

@@ -25,9 +25,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jaxtl.models.bert import BertConfig, BertEncoder, classifier, mlm_head
+from jaxtl.models.bert import (
+    BertConfig,
+    BertEncoder,
+    block_rules,
+    classifier,
+    mlm_head,
+)
 from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, reject, require
-from jaxtl.models.keymap import Rule, embedding, linear, norm
+from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
 
 MODEL_TYPE = "distilbert"
 LAYER_NORM_EPS = 1e-12  # fixed in transformers' DistilBERT, not a config attribute
@@ -86,23 +92,16 @@ def key_map(cfg: BertConfig) -> list[Rule]:
     rules += embedding("embeddings.position_embeddings", "embeddings/position")
     rules += norm("embeddings.LayerNorm", "embeddings/norm")
     for i in range(cfg.num_layers):
-        hf, me = f"transformer.layer.{i}", f"layers/{i}"
-        for theirs, ours in (("q_lin", "query"), ("k_lin", "key"), ("v_lin", "value"),
-                             ("out_lin", "output")):  # fmt: skip
-            rules += linear(f"{hf}.attention.{theirs}", f"{me}/attention/{ours}")
-        rules += norm(f"{hf}.sa_layer_norm", f"{me}/attention_norm")
-        rules += linear(f"{hf}.ffn.lin1", f"{me}/mlp/intermediate")
-        rules += linear(f"{hf}.ffn.lin2", f"{me}/mlp/output")
-        rules += norm(f"{hf}.output_layer_norm", f"{me}/mlp_norm")
+        rules += block_rules(f"transformer.layer.{i}", i, BLOCK)
     return rules
 
 
+BLOCK = ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+         "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm")  # fmt: skip
+
+
 def _mlm_map(cfg: BertConfig) -> list[Rule]:
-    return (
-        linear("vocab_transform", "transform")
-        + norm("vocab_layer_norm", "norm")
-        + [Rule("vocab_projector.bias", "bias")]
-    )
+    return mlm_rules("vocab_transform", "vocab_layer_norm", "vocab_projector.bias")
 
 
 def _pre_classifier(cfg: BertConfig) -> list[Rule]:

@@ -49,3 +49,9 @@ def norm(hf: str, path: str, *, bias: bool = True) -> list[Rule]:
 
 def embedding(hf: str, path: str) -> list[Rule]:
     return [Rule(f"{hf}.weight", f"{path}/embedding")]
+
+
+def mlm_rules(dense: str, layer_norm: str, bias: str) -> list[Rule]:
+    """A tied MLM head's rules (:class:`~jaxtl.models.heads.MLMHead`) from its HF names: the
+    dense transform, its LayerNorm and the output bias (the decoder is the word embeddings)."""
+    return linear(dense, "transform") + norm(layer_norm, "norm") + [Rule(bias, "bias")]

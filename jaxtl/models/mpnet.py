@@ -35,11 +35,12 @@ from jaxtl.models.bert import (
     BertEncoder,
     _classifier_dense_out_proj,
     _roberta_mlm_map,
+    block_rules,
     classifier,
     mlm_head,
 )
 from jaxtl.models.family import Family, HeadSpec, qa_head
-from jaxtl.models.keymap import Rule, embedding, linear, norm
+from jaxtl.models.keymap import Rule, embedding, norm
 
 MODEL_TYPE = "mpnet"
 PAD_ID = 1  # transformers' MPNetEmbeddings counts positions from padding_idx 1, whatever the config
@@ -71,14 +72,12 @@ def key_map(cfg: BertConfig) -> list[Rule]:
     rules += norm("embeddings.LayerNorm", "embeddings/norm")
     rules += embedding("encoder.relative_attention_bias", "relative_bias")
     for i in range(cfg.num_layers):
-        hf, me = f"encoder.layer.{i}", f"layers/{i}"
-        for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "output")):
-            rules += linear(f"{hf}.attention.attn.{theirs}", f"{me}/attention/{ours}")
-        rules += norm(f"{hf}.attention.LayerNorm", f"{me}/attention_norm")
-        rules += linear(f"{hf}.intermediate.dense", f"{me}/mlp/intermediate")
-        rules += linear(f"{hf}.output.dense", f"{me}/mlp/output")
-        rules += norm(f"{hf}.output.LayerNorm", f"{me}/mlp_norm")
+        rules += block_rules(f"encoder.layer.{i}", i, BLOCK)
     return rules
+
+
+BLOCK = ("attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o",
+         "attention.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")  # fmt: skip
 
 
 MPNET = Family(
