@@ -35,10 +35,11 @@ from jaxtl.models.bert import (
     BertEncoder,
     block_rules,
     classifier,
+    embedding_rules,
     mlm_head,
 )
 from jaxtl.models.family import Family, HeadSpec, qa_head, require
-from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
+from jaxtl.models.keymap import Rule, linear, mlm_rules
 
 MODEL_TYPE = "albert"
 SOP = r"^sop_classifier\."  # pretraining's sentence-order head: known, never loaded
@@ -66,11 +67,7 @@ def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
 
 
 def key_map(cfg: BertConfig) -> list[Rule]:
-    rules = embedding("embeddings.word_embeddings", "embeddings/word")
-    rules += embedding("embeddings.position_embeddings", "embeddings/position")
-    if cfg.type_vocab_size > 0:
-        rules += embedding("embeddings.token_type_embeddings", "embeddings/token_type")
-    rules += norm("embeddings.LayerNorm", "embeddings/norm")
+    rules = embedding_rules(cfg)
     rules += linear("encoder.embedding_hidden_mapping_in", "embeddings/project")
     for b in range(cfg.num_blocks):
         group, inner = divmod(b, cfg.inner_group_num)

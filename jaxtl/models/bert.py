@@ -416,12 +416,18 @@ def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
     return out
 
 
-def key_map(cfg: BertConfig) -> list[Rule]:
+def embedding_rules(cfg: BertConfig) -> list[Rule]:
+    """:class:`BertEmbeddings`' tables and LayerNorm under BERT's names, which every BERT-block
+    family keeps (no token types where ``type_vocab_size`` is 0)."""
     rules = embedding("embeddings.word_embeddings", "embeddings/word")
     rules += embedding("embeddings.position_embeddings", "embeddings/position")
     if cfg.type_vocab_size > 0:
         rules += embedding("embeddings.token_type_embeddings", "embeddings/token_type")
-    rules += norm("embeddings.LayerNorm", "embeddings/norm")
+    return rules + norm("embeddings.LayerNorm", "embeddings/norm")
+
+
+def key_map(cfg: BertConfig) -> list[Rule]:
+    rules = embedding_rules(cfg)
     if cfg.embed_size != cfg.hidden_size:
         rules += linear("embeddings_project", "embeddings/project")
     for i in range(cfg.num_layers):

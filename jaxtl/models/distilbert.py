@@ -30,10 +30,11 @@ from jaxtl.models.bert import (
     BertEncoder,
     block_rules,
     classifier,
+    embedding_rules,
     mlm_head,
 )
 from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, reject, require
-from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
+from jaxtl.models.keymap import Rule, linear, mlm_rules
 
 MODEL_TYPE = "distilbert"
 LAYER_NORM_EPS = 1e-12  # fixed in transformers' DistilBERT, not a config attribute
@@ -88,9 +89,7 @@ def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
 
 
 def key_map(cfg: BertConfig) -> list[Rule]:
-    rules = embedding("embeddings.word_embeddings", "embeddings/word")
-    rules += embedding("embeddings.position_embeddings", "embeddings/position")
-    rules += norm("embeddings.LayerNorm", "embeddings/norm")
+    rules = embedding_rules(cfg)  # type_vocab_size 0: no token types
     for i in range(cfg.num_layers):
         rules += block_rules(f"transformer.layer.{i}", i, BLOCK)
     return rules

@@ -37,10 +37,11 @@ from jaxtl.models.bert import (
     _roberta_mlm_map,
     block_rules,
     classifier,
+    embedding_rules,
     mlm_head,
 )
 from jaxtl.models.family import Family, HeadSpec, qa_head
-from jaxtl.models.keymap import Rule, embedding, norm
+from jaxtl.models.keymap import Rule, embedding
 
 MODEL_TYPE = "mpnet"
 PAD_ID = 1  # transformers' MPNetEmbeddings counts positions from padding_idx 1, whatever the config
@@ -67,9 +68,7 @@ def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
 
 
 def key_map(cfg: BertConfig) -> list[Rule]:
-    rules = embedding("embeddings.word_embeddings", "embeddings/word")
-    rules += embedding("embeddings.position_embeddings", "embeddings/position")
-    rules += norm("embeddings.LayerNorm", "embeddings/norm")
+    rules = embedding_rules(cfg)  # type_vocab_size 0: no token types
     rules += embedding("encoder.relative_attention_bias", "relative_bias")
     for i in range(cfg.num_layers):
         rules += block_rules(f"encoder.layer.{i}", i, BLOCK)
