@@ -402,3 +402,26 @@ def test_a_tokenizer_without_pad_exports_its_eos_as_pad(tmp_path):
     assert export._save_tokenizer(tok, tmp_path, None) == 1
     assert transformers.AutoTokenizer.from_pretrained(tmp_path).pad_token_id == 1
     assert tok.pad_token_id is None  # the run's own tokenizer is left as it was
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "camembert"])
+def test_a_bare_encoder_export_carries_the_checkpoints_pooler(base_dirs, tmp_path, family):
+    """BertModel and RobertaModel hold a pooler the encoder does not run: the bare encoder's
+    export carries the checkpoint's, so transformers loads the folder with nothing missing
+    (it warned and drew the pooler at random); a task checkpoint's (``bert.pooler``) too."""
+    base = base_dirs(family)
+    pre = models.from_pretrained(base)
+    out = models.save_pretrained(pre.model, tmp_path / "out", hf_config=pre.hf_config)
+    theirs, info = transformers.AutoModel.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"], info
+    original = transformers.AutoModel.from_pretrained(str(base))
+    for a, b in zip(theirs.pooler.parameters(), original.pooler.parameters(), strict=True):
+        assert torch.equal(a, b)
+    if family == "bert":  # from a fine-tuned classifier's folder: its pooler, under bert.
+        torch.manual_seed(3)
+        tuned = transformers.BertForSequenceClassification(original.config)
+        tuned.save_pretrained(tmp_path / "tuned")
+        pre = models.from_pretrained(tmp_path / "tuned")
+        out = models.save_pretrained(pre.model, tmp_path / "out2", hf_config=pre.hf_config)
+        again = transformers.AutoModel.from_pretrained(str(out))
+        assert torch.equal(again.pooler.dense.weight, tuned.bert.pooler.dense.weight)

@@ -253,3 +253,13 @@ def test_an_exported_pair_classifier_gets_its_segment_ids_in_transformers(tmp_pa
         logits = jaxtl_logits(model, params, td.key, ids, np.ones_like(ids), types)[0]
         by_label = {s["label"]: s["score"] for s in scores}
         assert max(abs(by_label[n] - logits[j]) for j, n in enumerate(NLI)) <= TOL
+
+
+def test_a_bare_encoder_export_carries_the_checkpoints_pooler(base_dir, tmp_path):
+    """AlbertModel holds the pooler: the export carries the checkpoint's (nothing missing)."""
+    pre = models.from_pretrained(base_dir)
+    out = models.save_pretrained(pre.model, tmp_path / "out", hf_config=pre.hf_config)
+    theirs, info = transformers.AutoModel.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"], info
+    original = transformers.AlbertForPreTraining.from_pretrained(str(base_dir)).albert
+    assert torch.equal(theirs.pooler.weight, original.pooler.weight)

@@ -31,6 +31,7 @@ from typing import Any
 
 from jaxtl.models import bert
 from jaxtl.models.bert import (
+    POOLER,
     BertConfig,
     BertEncoder,
     block_rules,
@@ -96,6 +97,7 @@ ALBERT = Family(
     key_map=key_map,
     architecture="AlbertModel",
     prefixes=("albert.",),
+    carried=POOLER,
     # the pooler is the sequence head's pretrained layer (loaded when task heads are built);
     # the MLM head is loaded only with load_lm_head, the sentence-order head never
     ignore=(r"(^|\.)position_ids$", r"^(albert\.)?pooler\.", r"^predictions\.", SOP),

@@ -507,6 +507,9 @@ def _token_head(name: str) -> HeadSpec:
 # Known tensors the encoder does not use. Pretraining heads are loaded only with load_lm_head;
 # the pooler is BERT's sequence head's pretrained layer (loaded when task heads are built).
 _COMMON_IGNORE = (r"(^|\.)position_ids$", r"^(bert\.|roberta\.|electra\.)?pooler\.")
+# BertModel's and RobertaModel's pooler (dense + tanh on [CLS]), which the encoder does not run:
+# a bare-encoder export carries the checkpoint's (Family.carried)
+POOLER = r"^pooler\."
 
 BERT = Family(
     model_type="bert",
@@ -516,6 +519,7 @@ BERT = Family(
     key_map=key_map,
     architecture="BertModel",
     prefixes=("bert.",),
+    carried=POOLER,
     ignore=_COMMON_IGNORE + (r"^cls\.",),
     lm_head=mlm_head,
     lm_key_map=_bert_mlm_map,
@@ -547,6 +551,7 @@ ROBERTA = Family(
     key_map=key_map,
     architecture="RobertaModel",
     prefixes=("roberta.",),
+    carried=POOLER,
     ignore=_COMMON_IGNORE + (r"^lm_head\.",),
     lm_head=mlm_head,
     lm_key_map=_roberta_mlm_map,

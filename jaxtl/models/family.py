@@ -102,6 +102,10 @@ class Family:
     loader:        the transformers class that loads the bare encoder (``AutoModel``; T5's
                    ``T5EncoderModel``, as AutoModel would build its decoder too); None for
                    jaxtl's own families, which transformers does not know.
+    carried:       regex of tensors (prefix dropped) that transformers' base model holds and
+                   the encoder does not run (BERT's pooler): a bare-encoder export copies them
+                   from the checkpoint the encoder was loaded from, so that ``loader`` finds
+                   its model complete rather than initialising them at random.
     sequence_head: the family's transformers sequence-classification head
                    (``*ForSequenceClassification``), ``token_head`` its token-classification head
                    (``*ForTokenClassification``), ``qa_head`` its extractive QA head
@@ -121,6 +125,7 @@ class Family:
     lm_architecture: str | None = None
     lm_ignore: tuple[str, ...] = field(default=())
     loader: str | None = "AutoModel"
+    carried: str | None = None
     sequence_head: HeadSpec | None = None
     token_head: HeadSpec | None = None
     qa_head: HeadSpec | None = None

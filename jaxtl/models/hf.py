@@ -516,6 +516,8 @@ def save_pretrained(
     prefix = fam.prefixes[0] if head is not None and fam.prefixes else ""
     tensors = hf_tensors(encoder, fam.key_map(encoder.cfg), prefix)
     config = encoder_config(encoder, hf_config)
+    if head is None:
+        tensors.update(carried_tensors(encoder, fam))
     if head is not None:
         if fam.lm_key_map is None:
             raise ValueError(f"model_type {fam.model_type!r} has no LM head export")
@@ -536,6 +538,26 @@ def hf_tensors(module: nnx.Module, rules: Sequence, prefix: str = "") -> dict[st
     if missing:
         raise AssertionError(f"key map does not cover parameters {sorted(missing)[:10]}")
     return {prefix + r.hf: r.to_hf(np.asarray(flat[r.path], np.float32)) for r in rules}
+
+
+def carried_tensors(encoder: Any, fam: Family) -> dict[str, np.ndarray]:
+    """The tensors ``fam.carried`` names (BERT's pooler), as the checkpoint ``encoder`` was
+    loaded from (``encoder.checkpoint``) holds them, under their bare-encoder names: jaxtl
+    never trains them outside a task head (whose export holds the trained ones), so they are
+    the checkpoint's. Empty where the encoder has no checkpoint or it has none of them."""
+    source = getattr(encoder, "checkpoint", None)
+    if fam.carried is None or source is None:
+        return {}
+    path = pathlib.Path(source)
+    bare = {}
+    for name in tensor_names(path) or ():  # a pickle checkpoint's names are unknown: none
+        own = next((name[len(p) :] for p in fam.prefixes if name.startswith(p)), name)
+        if re.search(fam.carried, own):
+            bare[name] = own
+    if not bare:
+        return {}
+    found = read_named_tensors(path, sorted(bare))
+    return {bare[n]: np.ascontiguousarray(v, np.float32) for n, v in found.items()}
 
 
 def encoder_config(encoder: Any, hf_config: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from jaxtl.models import bert
 from jaxtl.models.bert import (
+    POOLER,
     RELATIVE_BUCKETS,
     BertConfig,
     BertEncoder,
@@ -87,6 +88,7 @@ MPNET = Family(
     key_map=key_map,
     architecture="MPNetModel",
     prefixes=("mpnet.",),
+    carried=POOLER,
     # The pooler (dense + tanh on <s>) is no task head's: transformers' heads build their own.
     ignore=(r"(^|\.)position_ids$", r"^(mpnet\.)?pooler\.", r"^lm_head\."),
     lm_head=mlm_head,
