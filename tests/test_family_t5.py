@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -33,6 +34,14 @@ KINDS = {  # name: (model_type, config class, encoder class, seq2seq class, feed
     "t5": ("t5", "T5Config", "T5EncoderModel", "T5ForConditionalGeneration", "relu"),
     "flan-t5": ("t5", "T5Config", "T5EncoderModel", "T5ForConditionalGeneration", "gated-gelu"),
     "mt5": ("mt5", "MT5Config", "MT5EncoderModel", "MT5ForConditionalGeneration", "gated-gelu"),
+    # a relative-position table in every block
+    "umt5": (
+        "umt5",
+        "UMT5Config",
+        "UMT5EncoderModel",
+        "UMT5ForConditionalGeneration",
+        "gated-gelu",
+    ),  # fmt: skip
 }
 
 
@@ -147,3 +156,19 @@ def t5_dir(path):
     enc = models.build_encoder("t5", hf_config, rngs=nnx.Rngs(0))
     models.save_pretrained(enc, path, tokenizer=tok, hf_config=hf_config)
     return path
+
+
+def test_umt5_keeps_a_bias_table_per_block_exports_a_tagger_and_packs(tmp_path):
+    """UMT5's blocks each look distances up in a table of their own (``layers/<i>/
+    relative_bias``, so layer-wise rules cover it); a tagger exports as
+    UMT5ForTokenClassification with jaxtl's logits, and packed rows match unpacked ones."""
+    save_hf("umt5", tmp_path / "base", seed=1)
+    td = task("tagging", TAGS)
+    model, _, hf_config = build(tmp_path / "base", [td])
+    enc = model.encoder
+    assert enc.relative_bias is None and all(b.relative_bias is not None for b in enc.layers)
+    a, b = (np.asarray(layer.relative_bias.embedding[...]) for layer in enc.layers)
+    assert np.abs(a - b).max() > 1e-3  # two tables, as the checkpoint holds them
+    export_matches_transformers(model, td, tmp_path / "out", "UMT5", hf_config)
+    hf_config = dict(TINY, vocab_size=30522, feed_forward_proj="gated-gelu")
+    assert_packed_rows_match(models.build_encoder("umt5", hf_config, rngs=nnx.Rngs(0)))

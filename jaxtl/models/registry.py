@@ -31,7 +31,7 @@ from jaxtl.models.gpt2 import GPT2
 from jaxtl.models.llama import GEMMA, GEMMA2, GEMMA3, LLAMA, MISTRAL, QWEN2, QWEN3
 from jaxtl.models.modernbert import MODERNBERT
 from jaxtl.models.mpnet import MPNET
-from jaxtl.models.t5 import MT5, T5
+from jaxtl.models.t5 import MT5, T5, UMT5
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
@@ -43,7 +43,7 @@ FAMILIES[ALBERT.model_type] = ALBERT
 FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL, GEMMA, GEMMA2, GEMMA3)})
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
 FAMILIES[AWD_LSTM.model_type] = AWD_LSTM
-FAMILIES.update({f.model_type: f for f in (T5, MT5)})
+FAMILIES.update({f.model_type: f for f in (T5, MT5, UMT5)})
 
 
 def family(model_type: str, *, where: str = "config.json") -> Family:

@@ -1,8 +1,9 @@
-"""T5's encoder (``t5``: T5, T5 v1.1, Flan-T5, sentence-T5 and GTR's encoders; ``mt5``: mT5):
-a bidirectional pre-norm transformer with RMSNorm (T5's "layer norm": no mean, no bias), no
-biases anywhere, unscaled attention scores and a relative-position bias instead of position
-embeddings — T5's bidirectional log buckets of the key-query distance, looked up in block 0's
-``relative_attention_bias`` ([buckets, heads]) and added to every layer's scores.
+"""T5's encoder (``t5``: T5, T5 v1.1, Flan-T5, sentence-T5 and GTR's encoders; ``mt5``: mT5;
+``umt5``: UMT5): a bidirectional pre-norm transformer with RMSNorm (T5's "layer norm": no mean,
+no bias), no biases anywhere, unscaled attention scores and a relative-position bias instead of
+position embeddings — T5's bidirectional log buckets of the key-query distance, looked up in
+block 0's ``relative_attention_bias`` ([buckets, heads]) and added to every layer's scores.
+UMT5 is the same encoder with a table of its own in every block (``per_layer_bias``).
 
 The feed-forward block is ``wo(act(wi(x)))`` (T5: ReLU) or, for ``feed_forward_proj=
 "gated-gelu"`` (T5 v1.1, Flan-T5, mT5), ``wo(act(wi_0(x)) * wi_1(x))`` with the tanh GELU, as
@@ -11,7 +12,7 @@ residual branch, the feed-forward's activation, the attention weights and the fi
 transformers applies it.
 
 Names: ``embeddings/word`` (HF ``shared``), ``relative_bias`` (``encoder.block.0.layer.0.
-SelfAttention.relative_attention_bias``), ``layers/<i>/{attention_norm, attention/{query, key,
+SelfAttention.relative_attention_bias``; UMT5's ``layers/<i>/relative_bias``, block ``i``'s), ``layers/<i>/{attention_norm, attention/{query, key,
 value,output}, mlp_norm, mlp/{gate,intermediate,output}}`` (``encoder.block.<i>.layer.0.
 {layer_norm, SelfAttention.{q,k,v,o}}``, ``layer.1.{layer_norm, DenseReluDense.{wi_0,wi_1 (or
 wi),wo}}``) and ``final_norm`` (``encoder.final_layer_norm``): the projections carry BERT's
@@ -47,7 +48,7 @@ from jaxtl.models.family import Family, HeadSpec, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear
 from jaxtl.models.llama import RMSNorm
 
-VARIANTS = ("t5", "mt5")  # the HF model_types of this encoder
+VARIANTS = ("t5", "mt5", "umt5")  # the HF model_types of this encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,7 @@ class T5Config:
     dropout: float = 0.1
     layer_norm_eps: float = 1e-6
     gated: bool = False  # feed_forward_proj "gated-..." (T5 v1.1, Flan-T5, mT5)
+    per_layer_bias: bool = False  # a relative-position table in every block (UMT5)
     activation: str = "relu"
     initializer_range: float = 0.02
     dtype: str = "float32"
@@ -136,12 +138,27 @@ class T5Layer(nnx.Module):
         self.mlp_norm = RMSNorm(h, eps, rngs=rngs, **kw)
         self.mlp = T5Mlp(cfg, rngs=rngs)
         self.rate = cfg.dropout
+        self.relative_bias = _bias_table(cfg, rngs) if cfg.per_layer_bias else None
 
     def __call__(self, x, mask, bias, *, deterministic: bool, rngs) -> jax.Array:
+        """``bias``: the shared table's [1,N,T,T] bias, or (a block with its own table) the
+        [T,T] buckets to look up in it."""
         kw: dict[str, Any] = {"deterministic": deterministic, "rngs": rngs}
+        if self.relative_bias is not None:
+            bias = _bias(self.relative_bias, bias)
         h = self.attention(self.attention_norm(x), mask, bias, rate=self.rate, **kw)
         x = x + base.dropout(h, self.rate, **kw)
         return x + base.dropout(self.mlp(self.mlp_norm(x), **kw), self.rate, **kw)
+
+
+def _bias_table(cfg: T5Config, rngs: nnx.Rngs) -> nnx.Embed:
+    return base.embed(cfg.relative_buckets, cfg.num_heads, (None, "heads"),
+                      std=cfg.initializer_range, rngs=rngs, **_kw(cfg))  # fmt: skip
+
+
+def _bias(table: nnx.Embed, buckets: Any) -> jax.Array:
+    """[1,N,T,T]: each head's bias for each (query, key) bucket."""
+    return table.embedding[...][buckets].transpose(2, 0, 1)[None]
 
 
 class T5Embeddings(nnx.Module):
@@ -168,8 +185,7 @@ class T5Encoder(nnx.Module):
         self.num_layers = cfg.num_layers
         self.hidden_size = cfg.hidden_size
         self.embeddings = T5Embeddings(cfg, rngs=rngs)
-        self.relative_bias = base.embed(cfg.relative_buckets, cfg.num_heads, (None, "heads"),
-                                        std=cfg.initializer_range, rngs=rngs, **_kw(cfg))  # fmt: skip
+        self.relative_bias = None if cfg.per_layer_bias else _bias_table(cfg, rngs)
         self.layers = nnx.List([T5Layer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
         self.final_norm = RMSNorm(cfg.hidden_size, cfg.layer_norm_eps, rngs=rngs, **_kw(cfg))
 
@@ -198,7 +214,8 @@ class T5Encoder(nnx.Module):
         mask = base.padding_mask(attention_mask) if pair_mask is None else pair_mask
         buckets = relative_buckets(input_ids.shape[1], cfg.relative_buckets,
                                    cfg.relative_max_distance)  # fmt: skip
-        bias = self.relative_bias.embedding[...][buckets].transpose(2, 0, 1)[None]  # [1,N,T,T]
+        # the shared table's bias, once; blocks with tables of their own look the buckets up
+        bias = buckets if self.relative_bias is None else _bias(self.relative_bias, buckets)
         states = [x]
         for layer in self.layers:
             x = constrain_batch(layer(x, mask, bias, **kw))
@@ -236,6 +253,7 @@ def config_from_hf(hf: Mapping[str, Any], model_type: str = "t5") -> T5Config:
         dropout=float(hf.get("dropout_rate", 0.1)),
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
         gated=len(parts) == 2,
+        per_layer_bias=model_type == "umt5",
         activation=act,
         initializer_range=float(hf.get("initializer_factor", 1.0)) * d_model**-0.5,
         model_type=model_type,
@@ -262,10 +280,13 @@ def config_to_hf(cfg: T5Config) -> dict[str, Any]:
 
 def key_map(cfg: T5Config) -> list[Rule]:
     rules = embedding("shared", "embeddings/word")
-    rules += embedding("encoder.block.0.layer.0.SelfAttention.relative_attention_bias",
-                       "relative_bias")  # fmt: skip
+    table = "layer.0.SelfAttention.relative_attention_bias"
+    if not cfg.per_layer_bias:
+        rules += embedding(f"encoder.block.0.{table}", "relative_bias")
     for i in range(cfg.num_layers):
         hf, me = f"encoder.block.{i}.layer", f"layers/{i}"
+        if cfg.per_layer_bias:
+            rules += embedding(f"encoder.block.{i}.{table}", f"{me}/relative_bias")
         rules.append(Rule(f"{hf}.0.layer_norm.weight", f"{me}/attention_norm/scale"))
         for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "output")):
             rules += linear(f"{hf}.0.SelfAttention.{theirs}", f"{me}/attention/{ours}", bias=False)
@@ -300,3 +321,4 @@ def _family(model_type: str, name: str) -> Family:
 
 T5 = _family("t5", "T5")
 MT5 = _family("mt5", "MT5")
+UMT5 = _family("umt5", "UMT5")
