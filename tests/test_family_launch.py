@@ -39,6 +39,7 @@ BUILD = {
     "gemma2": lambda path: test_family_gemma.gemma_dir("gemma2", path),
     "gemma3_text": lambda path: test_family_gemma.gemma_dir("gemma3_text", path),
     "t5": lambda path: test_family_t5.t5_dir(path),
+    "umt5": lambda path: test_family_t5.t5_dir(path, "umt5"),
     "albert": test_family_albert.albert_dir,
 }
 

@@ -146,14 +146,14 @@ def test_a_lora_taggers_peft_adapter_loads_over_t5_for_token_classification(base
                                 kind="tagging")  # fmt: skip
 
 
-def t5_dir(path):
-    """A tiny Flan-T5 encoder with a byte-level BPE tokenizer for command-line runs."""
+def t5_dir(path, model_type: str = "t5"):
+    """A tiny Flan-T5 (or UMT5) encoder with a byte-level BPE tokenizer for command-line runs."""
     from test_family_llama import byte_level_tokenizer
 
     tok = byte_level_tokenizer()
     tok.pad_token = "</s>"
     hf_config = dict(TINY, vocab_size=len(tok), feed_forward_proj="gated-gelu")
-    enc = models.build_encoder("t5", hf_config, rngs=nnx.Rngs(0))
+    enc = models.build_encoder(model_type, hf_config, rngs=nnx.Rngs(0))
     models.save_pretrained(enc, path, tokenizer=tok, hf_config=hf_config)
     return path
 
