@@ -30,9 +30,9 @@ TOL = 1e-4
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=40)  # fmt: skip
 PAD = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "electra": 0, "distilbert": 0,
-       "gpt2": 0}  # fmt: skip
+       "gpt2": 0, "ernie": 0}  # fmt: skip
 ARCH = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "camembert": "Camembert",
-        "electra": "Electra", "distilbert": "DistilBert", "gpt2": "GPT2"}  # fmt: skip
+        "electra": "Electra", "distilbert": "DistilBert", "gpt2": "GPT2", "ernie": "Ernie"}  # fmt: skip
 NLI = ("entailment", "neutral", "contradiction")
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 
@@ -42,6 +42,9 @@ def hf_base(family: str, path: pathlib.Path) -> pathlib.Path:
     torch.manual_seed(0)
     if family == "bert":
         model = transformers.BertModel(transformers.BertConfig(**TINY))
+    elif family == "ernie":  # ERNIE 3.0's layout: a task-type table
+        cfg = transformers.ErnieConfig(**TINY, use_task_id=True, task_type_vocab_size=3)
+        model = transformers.ErnieModel(cfg)
     elif family in ("roberta", "xlm-roberta", "camembert"):
         cls = ARCH[family]
         cfg = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
@@ -109,7 +112,7 @@ def padded(family: str, seed: int = 0):
         ids[i, :n] = rng.integers(3, 100, n)
         mask[i, :n] = 1
     tt = (np.arange(7)[None] >= 3).astype(np.int64) * mask
-    return ids, mask, (tt if family in ("bert", "electra") else None)
+    return ids, mask, (tt if family in ("bert", "electra", "ernie") else None)
 
 
 def jaxtl_logits(model, params, key, ids, mask, tt):
@@ -134,7 +137,7 @@ def max_diff(a, b, mask=None):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "camembert", "electra",
-                                    "distilbert", "gpt2"])  # fmt: skip
+                                    "distilbert", "gpt2", "ernie"])  # fmt: skip
 def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path, family):
     td = task("classification", NLI)
     model, tok, hf_config = build(base_dirs(family), [td])
@@ -160,7 +163,8 @@ def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path
     assert "perturbed for a test" in card and "contradiction" in card
 
 
-@pytest.mark.parametrize("family", ["bert", "xlm-roberta", "camembert", "distilbert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta", "camembert", "distilbert", "gpt2",
+                                    "ernie"])  # fmt: skip
 def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
     td = task("tagging", TAGS)
     model, tok, hf_config = build(base_dirs(family), [td])
@@ -176,7 +180,7 @@ def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "camembert", "electra", "distilbert",
-                                    "gpt2"])  # fmt: skip
+                                    "gpt2", "ernie"])  # fmt: skip
 def test_qa_export_matches_transformers(base_dirs, tmp_path, family):
     """A qa head exports as *ForQuestionAnswering (qa_outputs): its start and end logits are
     jaxtl's two per-token outputs, and load_task_model reads the folder back as a qa model."""
@@ -404,7 +408,7 @@ def test_a_tokenizer_without_pad_exports_its_eos_as_pad(tmp_path):
     assert tok.pad_token_id is None  # the run's own tokenizer is left as it was
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "camembert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "camembert", "ernie"])
 def test_a_bare_encoder_export_carries_the_checkpoints_pooler(base_dirs, tmp_path, family):
     """BertModel and RobertaModel hold a pooler the encoder does not run: the bare encoder's
     export carries the checkpoint's, so transformers loads the folder with nothing missing

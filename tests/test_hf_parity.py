@@ -159,11 +159,31 @@ def test_electra_parity_with_embedding_projection(tmp_path):
     assert_states_close(jax_states(enc, ids, mask, tt), torch_states(ref, ids, mask, tt)[0], mask)
 
 
+@pytest.mark.parametrize("task_id", [False, True], ids=["ernie", "ernie_task_id"])
+def test_ernie_parity_with_and_without_its_task_type_table(tmp_path, task_id):
+    """ERNIE is BERT under the "ernie." names, plus (use_task_id) a task-type table whose row 0
+    transformers adds to every token when given no task_type_ids."""
+    config = transformers.ErnieConfig(**TINY, use_task_id=task_id, task_type_vocab_size=3)
+    ref = save_tiny(transformers.ErnieModel, config, tmp_path)
+    enc = models.from_pretrained(tmp_path).model
+    assert enc.family == "ernie" and (enc.embeddings.task_type is not None) == task_id
+    for left in (False, True):
+        ids, mask, tt = batch(0, left=left)
+        assert_states_close(jax_states(enc, ids, mask, tt), torch_states(ref, ids, mask, tt)[0],
+                            mask)  # fmt: skip
+    out = models.save_pretrained(enc, tmp_path / "export")
+    again = transformers.AutoModel.from_pretrained(str(out)).eval()
+    assert again.config.use_task_id == task_id
+    ids, mask, tt = batch(0)
+    assert_states_close(jax_states(enc, ids, mask, tt), torch_states(again, ids, mask, tt)[0],
+                        mask)  # fmt: skip
+
+
 ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel",
-                 "camembert": "CamembertModel"}  # fmt: skip
+                 "camembert": "CamembertModel", "ernie": "ErnieModel"}  # fmt: skip
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "camembert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "camembert", "ernie"])
 def test_export_round_trip_to_transformers(tmp_path, family):
     """jaxtl -> save_pretrained -> transformers.AutoModel: same outputs."""
     hf_config = dict(TINY, num_hidden_layers=2, type_vocab_size=2, pad_token_id=1)

@@ -1,9 +1,10 @@
-"""BERT-family encoders: BERT, MiniLM (a small BERT), RoBERTa, XLM-RoBERTa, CamemBERT, the ELECTRA
-discriminator, DistilBERT, MPNet and ALBERT.
+"""BERT-family encoders: BERT, MiniLM (a small BERT), ERNIE, RoBERTa, XLM-RoBERTa, CamemBERT, the
+ELECTRA discriminator, DistilBERT, MPNet and ALBERT.
 
 They differ only in the input embeddings (and in their HF names):
 
-* BERT / MiniLM: word + absolute position (0..T-1) + token type, LayerNorm.
+* BERT / MiniLM: word + absolute position (0..T-1) + token type, LayerNorm. ERNIE (``ERNIE``
+  below) adds, where its config says ``use_task_id``, a task-type table's row 0.
 * RoBERTa, XLM-RoBERTa and CamemBERT (the last two: the same architecture with their own config
   classes and SentencePiece tokenizers; ``XLM_ROBERTA`` and ``CAMEMBERT`` below are RoBERTa's
   family under other class names): positions start
@@ -46,7 +47,7 @@ from jaxtl.models.family import Family, HeadSpec, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
 
 VARIANTS = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet",
-            "albert")  # fmt: skip
+            "albert", "ernie")  # fmt: skip
 # positions skip padding; lm_head uses exact GELU
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
@@ -75,6 +76,9 @@ class BertConfig:
     # this many groups of ``inner_group_num`` blocks (see ``block_order``).
     num_hidden_groups: int = 0
     inner_group_num: int = 1
+    # ERNIE's task-type table (use_task_id): its row 0 is added to every token, as transformers
+    # does when no task_type_ids are given (jaxtl never gives them); 0 = none
+    task_type_vocab_size: int = 0
     dtype: str = "float32"  # compute dtype (bfloat16 on accelerators)
     param_dtype: str = "float32"
 
@@ -168,6 +172,11 @@ class BertEmbeddings(nnx.Module):
         self.token_type = (
             base.embed(cfg.type_vocab_size, e, (None, "embed"), std=std, rngs=rngs, **kw)
             if cfg.type_vocab_size > 0
+            else None
+        )
+        self.task_type = (
+            base.embed(cfg.task_type_vocab_size, e, (None, "embed"), std=std, rngs=rngs, **kw)
+            if cfg.task_type_vocab_size > 0
             else None
         )
         self.norm = base.layer_norm(e, cfg.layer_norm_eps, rngs=rngs, **kw)
@@ -342,6 +351,8 @@ class BertEncoder(nnx.Module):
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
             x = x + emb.token_type(token_type_ids)
+        if emb.task_type is not None:  # task type 0 (ERNIE's default) for every token
+            x = x + emb.task_type.embedding[...][0]
         x = emb.norm(x)
         x = base.dropout(x, cfg.hidden_dropout, deterministic=deterministic, rngs=rngs)
         if emb.project is not None:
@@ -388,6 +399,9 @@ def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         pad_token_id=hf.get("pad_token_id", 1 if model_type in ROBERTA_LIKE else 0) or 0,
         embedding_size=hf.get("embedding_size") if model_type == "electra" else None,
+        task_type_vocab_size=(
+            int(hf.get("task_type_vocab_size", 3)) if hf.get("use_task_id") else 0
+        ),  # fmt: skip
         initializer_range=hf.get("initializer_range", 0.02),
         variant=model_type,
     )
@@ -413,6 +427,10 @@ def config_to_hf(cfg: BertConfig) -> dict[str, Any]:
     }
     if cfg.variant == "electra":
         out["embedding_size"] = cfg.embed_size
+    if cfg.variant == "ernie":
+        out["use_task_id"] = cfg.task_type_vocab_size > 0
+        if cfg.task_type_vocab_size:
+            out["task_type_vocab_size"] = cfg.task_type_vocab_size
     return out
 
 
@@ -423,6 +441,8 @@ def embedding_rules(cfg: BertConfig) -> list[Rule]:
     rules += embedding("embeddings.position_embeddings", "embeddings/position")
     if cfg.type_vocab_size > 0:
         rules += embedding("embeddings.token_type_embeddings", "embeddings/token_type")
+    if cfg.task_type_vocab_size > 0:
+        rules += embedding("embeddings.task_type_embeddings", "embeddings/task_type")
     return rules + norm("embeddings.LayerNorm", "embeddings/norm")
 
 
@@ -506,7 +526,7 @@ def _token_head(name: str) -> HeadSpec:
 
 # Known tensors the encoder does not use. Pretraining heads are loaded only with load_lm_head;
 # the pooler is BERT's sequence head's pretrained layer (loaded when task heads are built).
-_COMMON_IGNORE = (r"(^|\.)position_ids$", r"^(bert\.|roberta\.|electra\.)?pooler\.")
+_COMMON_IGNORE = (r"(^|\.)position_ids$", r"^(bert\.|roberta\.|electra\.|ernie\.)?pooler\.")
 # BertModel's and RobertaModel's pooler (dense + tanh on [CLS]), which the encoder does not run:
 # a bare-encoder export carries the checkpoint's (Family.carried)
 POOLER = r"^pooler\."
@@ -541,6 +561,22 @@ def _roberta_sequence_head(name: str) -> HeadSpec:
         dense=True,
         input_dropout=True,
     )
+
+
+# ERNIE (1.0-3.0, ERNIE-Gram, ERNIE-Health: model_type "ernie") is BERT's architecture and
+# tensor names under the "ernie." prefix and Ernie* class names, with an optional task-type table.
+ERNIE = dataclasses.replace(
+    BERT,
+    model_type="ernie",
+    architecture="ErnieModel",
+    prefixes=("ernie.",),
+    lm_architecture="ErnieForMaskedLM",
+    sequence_head=HeadSpec(
+        "ErnieForSequenceClassification", classifier, base_key_map=_pooler, dense=True
+    ),
+    token_head=_token_head("Ernie"),
+    qa_head=qa_head("Ernie"),
+)
 
 
 ROBERTA = Family(

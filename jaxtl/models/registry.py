@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from jaxtl.models.albert import ALBERT
 from jaxtl.models.awd_lstm import AWD_LSTM
-from jaxtl.models.bert import BERT, CAMEMBERT, ELECTRA, ROBERTA, XLM_ROBERTA
+from jaxtl.models.bert import BERT, CAMEMBERT, ELECTRA, ERNIE, ROBERTA, XLM_ROBERTA
 from jaxtl.models.bilstm import BILSTM
 from jaxtl.models.deberta import DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
@@ -39,6 +39,7 @@ FAMILIES: dict[str, Family] = {
 }
 FAMILIES[CAMEMBERT.model_type] = CAMEMBERT
 FAMILIES[ALBERT.model_type] = ALBERT
+FAMILIES[ERNIE.model_type] = ERNIE
 # one architecture
 FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL, GEMMA, GEMMA2, GEMMA3)})
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
