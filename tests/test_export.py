@@ -30,9 +30,10 @@ TOL = 1e-4
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=64, max_position_embeddings=40)  # fmt: skip
 PAD = {"bert": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "electra": 0, "distilbert": 0,
-       "gpt2": 0, "ernie": 0}  # fmt: skip
+       "gpt2": 0, "ernie": 0, "data2vec-text": 1}  # fmt: skip
 ARCH = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "camembert": "Camembert",
-        "electra": "Electra", "distilbert": "DistilBert", "gpt2": "GPT2", "ernie": "Ernie"}  # fmt: skip
+        "electra": "Electra", "distilbert": "DistilBert", "gpt2": "GPT2", "ernie": "Ernie",
+        "data2vec-text": "Data2VecText"}  # fmt: skip
 NLI = ("entailment", "neutral", "contradiction")
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 
@@ -45,7 +46,7 @@ def hf_base(family: str, path: pathlib.Path) -> pathlib.Path:
     elif family == "ernie":  # ERNIE 3.0's layout: a task-type table
         cfg = transformers.ErnieConfig(**TINY, use_task_id=True, task_type_vocab_size=3)
         model = transformers.ErnieModel(cfg)
-    elif family in ("roberta", "xlm-roberta", "camembert"):
+    elif family in ("roberta", "xlm-roberta", "camembert", "data2vec-text"):
         cls = ARCH[family]
         cfg = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
         model = getattr(transformers, f"{cls}Model")(cfg)
@@ -137,7 +138,7 @@ def max_diff(a, b, mask=None):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "camembert", "electra",
-                                    "distilbert", "gpt2", "ernie"])  # fmt: skip
+                                    "distilbert", "gpt2", "ernie", "data2vec-text"])  # fmt: skip
 def test_sequence_classification_export_matches_transformers(base_dirs, tmp_path, family):
     td = task("classification", NLI)
     model, tok, hf_config = build(base_dirs(family), [td])
@@ -180,7 +181,7 @@ def test_tagging_export_matches_transformers(base_dirs, tmp_path, family):
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "camembert", "electra", "distilbert",
-                                    "gpt2", "ernie"])  # fmt: skip
+                                    "gpt2", "ernie", "data2vec-text"])  # fmt: skip
 def test_qa_export_matches_transformers(base_dirs, tmp_path, family):
     """A qa head exports as *ForQuestionAnswering (qa_outputs): its start and end logits are
     jaxtl's two per-token outputs, and load_task_model reads the folder back as a qa model."""
@@ -408,7 +409,7 @@ def test_a_tokenizer_without_pad_exports_its_eos_as_pad(tmp_path):
     assert tok.pad_token_id is None  # the run's own tokenizer is left as it was
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "camembert", "ernie"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "camembert", "ernie", "data2vec-text"])
 def test_a_bare_encoder_export_carries_the_checkpoints_pooler(base_dirs, tmp_path, family):
     """BertModel and RobertaModel hold a pooler the encoder does not run: the bare encoder's
     export carries the checkpoint's, so transformers loads the folder with nothing missing

@@ -136,7 +136,7 @@ def test_dtype_bfloat16_runs_close(tmp_path):
     assert np.abs(a[real] - np.asarray(b, np.float32)[real]).max() < 0.1
 
 
-@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta", "Camembert"])
+@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta", "Camembert", "Data2VecText"])
 def test_roberta_parity_left_and_right_padding(tmp_path, cls):
     """XLM-RoBERTa and CamemBERT (their own config classes, model_types "xlm-roberta" and
     "camembert") run RoBERTa's encoder."""
@@ -284,7 +284,7 @@ def mlm_logits(ref, ids, mask):
         return ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
 
 
-@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta", "Camembert"])
+@pytest.mark.parametrize("cls", ["Roberta", "XLMRoberta", "Camembert", "Data2VecText"])
 def test_roberta_mlm_head_matches(tmp_path, cls):
     config = getattr(transformers, f"{cls}Config")(**TINY, type_vocab_size=1, pad_token_id=1)
     ref = save_tiny(getattr(transformers, f"{cls}ForMaskedLM"), config, tmp_path)

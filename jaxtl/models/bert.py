@@ -5,9 +5,9 @@ They differ only in the input embeddings (and in their HF names):
 
 * BERT / MiniLM: word + absolute position (0..T-1) + token type, LayerNorm. ERNIE (``ERNIE``
   below) adds, where its config says ``use_task_id``, a task-type table's row 0.
-* RoBERTa, XLM-RoBERTa and CamemBERT (the last two: the same architecture with their own config
-  classes and SentencePiece tokenizers; ``XLM_ROBERTA`` and ``CAMEMBERT`` below are RoBERTa's
-  family under other class names): positions start
+* RoBERTa, XLM-RoBERTa, CamemBERT and data2vec-text (the last three: the same architecture with
+  their own config classes, and tokenizers or tensor prefixes; ``XLM_ROBERTA``, ``CAMEMBERT``
+  and ``DATA2VEC_TEXT`` below are RoBERTa's family under other class names): positions start
   at ``pad_token_id + 1`` and skip padding tokens, as HF's ``create_position_ids_from_input_ids``
   (so a left-padded sentence sees the same positions as an unpadded one); usually a single token
   type.
@@ -46,10 +46,10 @@ from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, qa_head, reject, require
 from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
 
-VARIANTS = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet",
-            "albert", "ernie")  # fmt: skip
+VARIANTS = ("bert", "roberta", "xlm-roberta", "camembert", "data2vec-text", "electra", "distilbert",
+            "mpnet", "albert", "ernie")  # fmt: skip
 # positions skip padding; lm_head uses exact GELU
-ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "mpnet")
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "data2vec-text", "mpnet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -526,7 +526,8 @@ def _token_head(name: str) -> HeadSpec:
 
 # Known tensors the encoder does not use. Pretraining heads are loaded only with load_lm_head;
 # the pooler is BERT's sequence head's pretrained layer (loaded when task heads are built).
-_COMMON_IGNORE = (r"(^|\.)position_ids$", r"^(bert\.|roberta\.|electra\.|ernie\.)?pooler\.")
+_COMMON_IGNORE = (r"(^|\.)position_ids$",
+                  r"^(bert\.|roberta\.|electra\.|ernie\.|data2vec_text\.)?pooler\.")  # fmt: skip
 # BertModel's and RobertaModel's pooler (dense + tanh on [CLS]), which the encoder does not run:
 # a bare-encoder export carries the checkpoint's (Family.carried)
 POOLER = r"^pooler\."
@@ -599,12 +600,14 @@ ROBERTA = Family(
 )
 
 
-def _roberta_renamed(model_type: str, name: str) -> Family:
+def _roberta_renamed(model_type: str, name: str, prefix: str = "roberta.") -> Family:
     """RoBERTa's architecture, tensor names and heads under ``<name>*`` class names (its own
-    config class and SentencePiece tokenizer); task checkpoints keep the "roberta." prefix."""
+    config class, often its own tokenizer); task checkpoints keep the "roberta." prefix unless
+    ``prefix`` says otherwise."""
     return dataclasses.replace(
         ROBERTA,
         model_type=model_type,
+        prefixes=(prefix,),
         architecture=f"{name}Model",
         lm_architecture=f"{name}ForMaskedLM",
         sequence_head=_roberta_sequence_head(name),
@@ -615,6 +618,8 @@ def _roberta_renamed(model_type: str, name: str) -> Family:
 
 XLM_ROBERTA = _roberta_renamed("xlm-roberta", "XLMRoberta")
 CAMEMBERT = _roberta_renamed("camembert", "Camembert")  # French
+# data2vec's text model (facebook/data2vec-text-base): RoBERTa's, its own prefix
+DATA2VEC_TEXT = _roberta_renamed("data2vec-text", "Data2VecText", "data2vec_text.")
 
 ELECTRA = Family(
     model_type="electra",

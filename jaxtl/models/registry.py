@@ -10,8 +10,9 @@ transformers task heads as ``HeadSpec`` values (``sequence_head``, ``token_head`
 computes, and its key map) and ``model.head=auto`` builds them, ``jaxtl.export`` writes
 ``*ForSequenceClassification`` / ``*ForTokenClassification`` models transformers loads exactly,
 and task checkpoints' heads are reused (``jaxtl.models.hf_heads``); copy ``tests/test_export.py``.
-A family that is an existing architecture under other names reuses that encoder: XLM-RoBERTa
-and CamemBERT are RoBERTa's ``Family`` with other class names (``jaxtl/models/bert.py``),
+A family that is an existing architecture under other names reuses that encoder: XLM-RoBERTa,
+CamemBERT and data2vec-text are RoBERTa's ``Family`` with other class names, ERNIE BERT's
+(``jaxtl/models/bert.py``),
 DistilBERT and ALBERT BERT configurations with their own key maps and heads
 (``jaxtl/models/distilbert.py``, ``jaxtl/models/albert.py``: factorised embeddings, blocks
 shared across layers), Qwen2, Qwen3, Mistral and Gemma 1/2/3 Llama configurations with their own biases, norms, windows, caps and
@@ -22,7 +23,15 @@ from __future__ import annotations
 
 from jaxtl.models.albert import ALBERT
 from jaxtl.models.awd_lstm import AWD_LSTM
-from jaxtl.models.bert import BERT, CAMEMBERT, ELECTRA, ERNIE, ROBERTA, XLM_ROBERTA
+from jaxtl.models.bert import (
+    BERT,
+    CAMEMBERT,
+    DATA2VEC_TEXT,
+    ELECTRA,
+    ERNIE,
+    ROBERTA,
+    XLM_ROBERTA,
+)
 from jaxtl.models.bilstm import BILSTM
 from jaxtl.models.deberta import DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
@@ -40,6 +49,7 @@ FAMILIES: dict[str, Family] = {
 FAMILIES[CAMEMBERT.model_type] = CAMEMBERT
 FAMILIES[ALBERT.model_type] = ALBERT
 FAMILIES[ERNIE.model_type] = ERNIE
+FAMILIES[DATA2VEC_TEXT.model_type] = DATA2VEC_TEXT
 # one architecture
 FAMILIES.update({f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL, GEMMA, GEMMA2, GEMMA3)})
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
