@@ -12,11 +12,11 @@ computes, and its key map) and ``model.head=auto`` builds them, ``jaxtl.export``
 and task checkpoints' heads are reused (``jaxtl.models.hf_heads``); copy ``tests/test_export.py``.
 A family that is an existing architecture under other names reuses that encoder: XLM-RoBERTa,
 CamemBERT and data2vec-text are RoBERTa's ``Family`` with other class names, ERNIE BERT's
-(``jaxtl/models/bert.py``),
-DistilBERT and ALBERT BERT configurations with their own key maps and heads
-(``jaxtl/models/distilbert.py``, ``jaxtl/models/albert.py``: factorised embeddings, blocks
-shared across layers), Qwen2, Qwen3, Mistral and Gemma 1/2/3 Llama configurations with their own biases, norms, windows, caps and
-class names (``jaxtl/models/llama.py``).
+(``jaxtl/models/bert.py``), DistilBERT and ALBERT BERT configurations with their own key maps
+and heads (``jaxtl/models/distilbert.py``, ``jaxtl/models/albert.py``: factorised embeddings,
+blocks shared across layers), Qwen2, Qwen3, Mistral and Gemma 1/2/3 Llama configurations with
+their own biases, norms, windows, caps and class names (``jaxtl/models/llama.py``), UMT5 a T5
+one with a relative-position table per block (``jaxtl/models/t5.py``).
 """
 
 from __future__ import annotations
