@@ -558,8 +558,11 @@ def embed_command(
     run_columns: tuple[str | None, str | None] = (None, None),
 ) -> int:
     """``jaxtl --embed``: one vector per non-blank input line to ``output`` (:func:`output_format`),
-    written a chunk of :data:`CHUNK` vectors at a time (only the texts are held whole), the file
-    appearing whole at the end (never half-written); returns how many."""
+    written a chunk of :data:`CHUNK` vectors at a time, the file appearing whole at the end
+    (never half-written); returns how many. A file is read twice, a chunk at a time: once to
+    count and check its inputs (before the model runs), once to embed them, so neither its
+    texts nor its vectors are held whole (stdin, which reads once, is held)."""
+    import itertools
 
     from jaxtl import fileio
     from jaxtl.data import DataError
@@ -567,54 +570,68 @@ def embed_command(
     fmt = output_format(output)
     if fmt != "jsonl" and output == "-":
         raise ValueError(f"--output=- is JSON lines; {fmt} needs a file")
-    read = list(read_inputs(input_path, input_format, text_column, pair_column, run_columns))
-    inputs = [x for x, _, _ in read]
-    ids: list[Any] = [i if rid is None else rid for i, (_, _, rid) in enumerate(read)]
-    if len({type(i) for i in ids}) > 1:  # some rows with ids of their own: one column type
-        ids = [str(i) for i in ids]
-    del read
-    if not inputs:
+
+    def source() -> Iterator[tuple[str | tuple[str, str], str, Any]]:
+        return read_inputs(input_path, input_format, text_column, pair_column, run_columns)
+
+    if input_path == "-":
+        held = list(source())
+        source = lambda: iter(held)  # noqa: E731
+    n, id_types, singles = 0, set(), set()
+    for x, _, rid in source():
+        id_types.add(type(n if rid is None else rid))
+        singles.add(isinstance(x, str))
+        n += 1
+    if not n:
         where = "stdin" if input_path == "-" else f"--input={input_path}"
         raise DataError(f"{where}: no text to embed (the input is empty or blank)")
-    texts = [x if isinstance(x, str) else x[0] for x in inputs]
-    pairs = [None if isinstance(x, str) else x[1] for x in inputs]
-    with_pairs = any(p is not None for p in pairs)
-    chunks = e.embed_stream(inputs)
+    if len(singles) > 1:
+        raise ValueError("inputs mix single texts and (text, text_pair) pairs; embed them apart")
+    with_pairs = singles == {False}
+    as_str = len(id_types) > 1  # some rows with ids of their own: one column type
+
+    def chunks() -> Iterator[tuple[list[Any], list[str], list[str | None], np.ndarray]]:
+        """(ids, texts, pairs, vectors) a chunk at a time."""
+        rows = enumerate(source())
+        while part := list(itertools.islice(rows, CHUNK)):
+            inputs = [x for _, (x, _, _) in part]
+            ids = [i if rid is None else rid for i, (_, _, rid) in part]
+            (v,) = e.embed_stream(inputs)
+            yield ([str(i) for i in ids] if as_str else ids,
+                   [x if isinstance(x, str) else x[0] for x in inputs],
+                   [None if isinstance(x, str) else x[1] for x in inputs], v)  # fmt: skip
+
     if fmt == "npy":  # the header first (the shape is known), then each chunk's rows
         with fileio.open_atomic(output, binary=True) as f:
-            header = {"descr": "<f4", "fortran_order": False, "shape": (len(texts), e.dim)}
+            header = {"descr": "<f4", "fortran_order": False, "shape": (n, e.dim)}
             np.lib.format.write_array_header_1_0(f, header)
-            for v in chunks:
+            for _, _, _, v in chunks():
                 f.write(np.ascontiguousarray(v, "<f4").tobytes())
     elif fmt == "parquet":  # a row group per chunk
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         with fileio.open_atomic(output, binary=True) as f:
-            writer, start = None, 0
-            for v in chunks:
-                rows = slice(start, start + len(v))
-                columns: dict[str, Any] = {"id": ids[rows], "text": texts[rows]}
+            writer = None
+            for ids, texts, pairs, v in chunks():
+                columns: dict[str, Any] = {"id": ids, "text": texts}
                 if with_pairs:
-                    columns["text_pair"] = pairs[rows]
+                    columns["text_pair"] = pairs
                 columns["embedding"] = pa.array(list(v), type=pa.list_(pa.float32()))
                 table = pa.table(columns)
                 writer = writer or pq.ParquetWriter(f, table.schema)
                 writer.write_table(table)
-                start = rows.stop
             assert writer is not None
             writer.close()
     else:  # JSON lines, or one JSON array (.json): written as prediction records are
         from jaxtl.predictions import open_writer
 
         with open_writer(output, fmt) as writer:
-            i = 0
-            for v in chunks:
-                for row in v:
+            for ids, texts, pairs, v in chunks():
+                for i, row in enumerate(v):
                     rec: dict[str, Any] = {"id": ids[i], "text": texts[i]}
                     if pairs[i] is not None:
                         rec["text_pair"] = pairs[i]
                     rec["embedding"] = [float(x) for x in row]
                     writer.write(rec)
-                    i += 1
-    return len(texts)
+    return n

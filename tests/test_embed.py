@@ -173,6 +173,25 @@ def test_outputs_are_written_a_chunk_at_a_time_and_read_back_whole(minilm, tmp_p
     assert [r["id"] for r in recs] == [0, 1, 2, 3]
     np.testing.assert_allclose([r["embedding"] for r in recs], want, atol=TOL, rtol=0)
     assert json.loads((tmp_path / "e.json").read_text()) == recs  # .json: one array of them
+    # The input is read a chunk at a time too, twice: once to count and check it (a bad line at
+    # its end stops the command before the model runs), once to embed it; rows with ids of
+    # their own beside numbered ones give one column type, as a whole read did.
+    rows = [{"text": t} | ({"id": f"r{i}"} if i % 2 else {}) for i, t in enumerate(SENTENCES[:4])]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ran = []
+    real = embed.Embedder.embed_stream
+    monkeypatch.setattr(embed.Embedder, "embed_stream",
+                        lambda self, x: ran.append(len(list(x))) or real(self, x))  # fmt: skip
+    assert embed.embed_command(minilm, str(tmp_path / "in.jsonl"), str(tmp_path / "i.jsonl")) == 4
+    assert ran == [2, 2]  # a chunk at a time
+    recs = [json.loads(x) for x in (tmp_path / "i.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["0", "r1", "2", "r3"]
+    np.testing.assert_allclose([r["embedding"] for r in recs], want, atol=TOL, rtol=0)
+    ran.clear()
+    (tmp_path / "bad.jsonl").write_text((tmp_path / "in.jsonl").read_text() + '{"text": 3}\n')
+    with pytest.raises(Exception, match=r"bad\.jsonl:5"):
+        embed.embed_command(minilm, str(tmp_path / "bad.jsonl"), str(tmp_path / "b.npy"))
+    assert ran == [] and not (tmp_path / "b.npy").exists()
 
 
 @pytest.mark.parametrize(
