@@ -63,7 +63,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from jaxtl.data.io import (
@@ -99,7 +99,14 @@ from jaxtl.data.io import (
     unnamed_columns_hint,
     whole_scores,
 )
-from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import (
+    BadRows,
+    DataError,
+    Example,
+    Task,
+    register,
+    streamed_reader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -519,15 +526,10 @@ def file_task(
             raise DataError(f"{p}: no examples: all {len(bad.reasons)} rows are bad (first: "
                             f"{bad.reasons[0] if bad.reasons else '?'})")  # fmt: skip
 
-    def read(split: str, names_map: Mapping[str, int] | None) -> Loaded:
-        bad = BadRows(on_bad_row)
-        out = list(examples(split, names_map, bad))
-        return bad.result(out, split_paths[split])
-
-    def stream(split: str, names_map: Mapping[str, int] | None) -> Iterator[Example]:
-        bad = BadRows(on_bad_row)
-        yield from examples(split, names_map, bad)
-        bad.result((), split_paths[split])  # the skipped rows' warning, as read gives it
+    def reader(names_map: Mapping[str, int] | None) -> tuple[Callable, Callable]:
+        """``load`` and ``stream`` reading labels by ``names_map`` (None: as written)."""
+        return streamed_reader(lambda split, bad: examples(split, names_map, bad),
+                               split_paths.__getitem__, on_bad_row)  # fmt: skip
 
     names_tuple: tuple[str, ...] = columns or tuple(str(x) for x in label_names or ())
     if kind in ("classification", "multilabel", "tagging") and not names_tuple:
@@ -536,12 +538,12 @@ def file_task(
         source = "train" if "train" in split_paths else next(iter(split_paths))
         values: set[Any] = set()
         several = False  # a multilabel example with more than one class
-        for ex in stream(source, None):  # streamed: the examples are not kept
+        for ex in reader(None)[1](source):  # streamed: the examples are not kept
             got: Any = ex.label if kind in ("multilabel", "tagging") else (ex.label,)
             values.update(got)
             several = several or (kind == "multilabel" and len(got) > 1)
         if inferred and label is not None and are_scores(values):
-            kind = "regression"  # read() and the Task below see it: no label set
+            kind = "regression"  # the reader and the Task below see it: no label set
             log.info("task %r: every label in %s is a number, not all whole: kind=regression "
                      "(kind=classification keeps them as classes)", name,
                      split_paths[source])  # fmt: skip
@@ -562,12 +564,13 @@ def file_task(
                  names_tuple, iob2)  # fmt: skip
         names_tuple, convert, written = iob2, True, scheme_of(names_tuple)
     label_map = {n: i for i, n in enumerate(names_tuple)}
+    load, stream = reader(label_map if kind != "lm" else None)
     mets, main = chosen_metrics(kind, metrics, main_metric)
     return Task(
         name=name,
         kind=kind,  # type: ignore[arg-type]
-        loader=lambda split: read(split, label_map if kind != "lm" else None),
-        stream=lambda split: stream(split, label_map if kind != "lm" else None),
+        loader=load,
+        stream=stream,
         splits=tuple(split_paths),
         label_names=names_tuple,
         text_fields=tuple(str(c) for c in (text, text_pair) if c is not None),

@@ -31,7 +31,14 @@ from jaxtl.data.io import (
     row_id,
     split_files,
 )
-from jaxtl.data.tasks import BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import (
+    BadRows,
+    DataError,
+    Example,
+    Task,
+    register,
+    streamed_reader,
+)
 
 GLUE: dict[str, dict[str, Any]] = {
     # dir, header?, text columns, label column, label names and their raw spellings, split files,
@@ -143,14 +150,9 @@ def _glue_factory(key: str) -> Callable[..., Task]:
                 pair = fields[cols[1]] if len(cols) > 1 else None
                 yield Example(fields[cols[0]].strip(), pair, label, source=where, id=rid)
 
-        def load(split: str) -> Loaded:
-            path, bad = path_for(split), BadRows(on_bad_row)
-            return bad.result(rows(path, split, bad), path)
-
-        def stream(split: str) -> Iterator[Example]:
-            path, bad = path_for(split), BadRows(on_bad_row)
-            yield from rows(path, split, bad)
-            bad.result((), path)  # logs the skipped rows, as load does
+        load, stream = streamed_reader(
+            lambda split, bad: rows(path_for(split), split, bad), path_for, on_bad_row
+        )
 
         metrics = spec["metrics"]
         return Task(

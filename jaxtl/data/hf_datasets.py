@@ -86,7 +86,16 @@ from jaxtl.data.io import (
     unnamed_columns_hint,
     whole_scores,
 )
-from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import (
+    SPLITS,
+    BadRows,
+    DataError,
+    Example,
+    Loaded,
+    Task,
+    register,
+    streamed_reader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -546,24 +555,17 @@ def hf_task(
         names, convert, written = iob2, True, scheme_of(names)
     label_map = {n: i for i, n in enumerate(names)}
 
-    def load(split: str) -> Loaded:
+    def split_parts(split: str) -> Parts:
         if split not in sources:
             raise DataError(f"task {name!r} has no split {split!r}; splits: {list(sources)}")
-        bad = BadRows(on_bad_row)
-        split_parts = parts(split)
-        examples = list(_examples(split_parts, split, _lmap(), bad))
-        return bad.result(examples, split_parts[0][0] if split_parts else path)
+        return parts(split)
 
-    def stream(split: str) -> Iterator[Example]:
-        if split not in sources:
-            raise DataError(f"task {name!r} has no split {split!r}; splits: {list(sources)}")
-        bad = BadRows(on_bad_row)
-        split_parts = parts(split)
-        yield from _examples(split_parts, split, _lmap(), bad)
-        bad.result((), split_parts[0][0] if split_parts else path)  # the skipped rows' warning
-
-    def _lmap() -> Mapping[str, int] | None:
-        return label_map if kind in ("classification", "multilabel", "tagging") else None
+    lmap = label_map if kind in ("classification", "multilabel", "tagging") else None
+    load, stream = streamed_reader(
+        lambda split, bad: _examples(split_parts(split), split, lmap, bad),
+        lambda split: split_parts(split)[0][0] if split_parts(split) else path,
+        on_bad_row,
+    )
 
     iob = kind == "tagging" and is_iob_set(names)
     # tags that are not IOB spans: scored per token only

@@ -110,6 +110,25 @@ class BadRows:
         return out
 
 
+def streamed_reader(
+    rows: Callable[[str, BadRows], Iterable[Example]], what: Callable[[str], str], on_bad_row: str
+) -> tuple[Callable[[str], Loaded], Callable[[str], Iterator[Example]]]:
+    """A reader's ``load`` and ``stream`` from one generator of a split's examples,
+    ``rows(split, bad)``: ``load`` lists them, ``stream`` yields them one at a time; both report
+    the rows ``on_bad_row="skip"`` skipped at ``what(split)`` (the file it read) once done."""
+
+    def load(split: str) -> Loaded:
+        bad = BadRows(on_bad_row)
+        return bad.result(list(rows(split, bad)), what(split))
+
+    def stream(split: str) -> Iterator[Example]:
+        bad = BadRows(on_bad_row)
+        yield from rows(split, bad)
+        bad.result((), what(split))
+
+    return load, stream
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A dataset and its evaluation.

@@ -25,20 +25,24 @@ from jaxtl.data.io import (
     uncompressed,
     user_path,
 )
-from jaxtl.data.tasks import SPLITS, BadRows, DataError, Example, Loaded, Task, register
+from jaxtl.data.tasks import (
+    SPLITS,
+    BadRows,
+    DataError,
+    Example,
+    Loaded,
+    Task,
+    register,
+    streamed_reader,
+)
 
 _HEADING = re.compile(r"^\s*=( =)*[^=].*=\s*$")
 
 
-def read_corpus(path: str, bad: BadRows, *, drop_headings: bool = False,
-                encoding: str | None = None) -> list[Example]:  # fmt: skip
-    """One Example per non-blank line; WikiText ``= Title =`` lines dropped if asked."""
-    return list(iter_corpus(path, bad, drop_headings=drop_headings, encoding=encoding))
-
-
 def iter_corpus(path: str, bad: BadRows, *, drop_headings: bool = False,
                 encoding: str | None = None) -> Iterator[Example]:  # fmt: skip
-    """:func:`read_corpus`, one line at a time."""
+    """One Example per non-blank line, a line at a time; WikiText ``= Title =`` lines dropped
+    if asked."""
     for i, line in read_lines(path, bad, encoding):
         text = line.strip()
         if not text or (drop_headings and _HEADING.match(line)):
@@ -50,23 +54,19 @@ def _corpus_task(name: str, path_for, splits, drop_headings: bool, on_bad_row: s
                  encoding: str | None = None) -> Task:  # fmt: skip
     """``path_for(split)``: the split's file, or a list of files read one after the other."""
 
-    def load(split: str) -> Loaded:
-        found = path_for(split)
-        paths = [found] if isinstance(found, str) else list(found)
-        bad = BadRows(on_bad_row)
-        examples = [ex for p in paths
-                    for ex in read_corpus(p, bad, drop_headings=drop_headings, encoding=encoding)]  # fmt: skip
-        return bad.result(examples, paths[0] if len(paths) == 1 else f"{len(paths)} files")
-
     def files(split: str) -> tuple[str, ...]:
         found = path_for(split)
         return (found,) if isinstance(found, str) else tuple(found)
 
-    def stream(split: str) -> Iterator[Example]:
-        paths, bad = files(split), BadRows(on_bad_row)
-        for p in paths:
+    def rows(split: str, bad: BadRows) -> Iterator[Example]:
+        for p in files(split):
             yield from iter_corpus(p, bad, drop_headings=drop_headings, encoding=encoding)
-        bad.result((), paths[0] if len(paths) == 1 else f"{len(paths)} files")
+
+    def what(split: str) -> str:
+        paths = files(split)
+        return paths[0] if len(paths) == 1 else f"{len(paths)} files"
+
+    load, stream = streamed_reader(rows, what, on_bad_row)
 
     return Task(name, "lm", load, tuple(splits), metrics=("perplexity",), main_metric="perplexity",
                 files=files, stream=stream)  # fmt: skip
