@@ -719,7 +719,8 @@ def flag_error(e: BaseException, argv: list[str], config: Any = None) -> str:
                  and key in a.split("=")[0].split(".")[1:]]  # fmt: skip
         # of several flags naming the key (--config.pretrain.steps and --config.target.steps),
         # the one whose path the config lacks
-        flag = next((f for f in named if config is None or not _has_path(config, f[9:])),
+        flag = next((f for f in named if config is None
+                     or not _has_path(config, f.removeprefix("--config."))),
                     named[0] if named else "--config")  # fmt: skip
         if not hint and config is not None:  # the key elsewhere: a regime's target.tasks
             where = _paths_named(config, key)

@@ -518,7 +518,7 @@ def save_pretrained(
     config = encoder_config(encoder, hf_config)
     if head is None:
         tensors.update(carried_tensors(encoder, fam))
-    if head is not None:
+    else:
         if fam.lm_key_map is None:
             raise ValueError(f"model_type {fam.model_type!r} has no LM head export")
         tensors.update(hf_tensors(head, fam.lm_key_map(encoder.cfg), ""))
