@@ -585,6 +585,53 @@ def _target_modules(targeted: set[str], every: set[str]) -> list[str]:
     return sorted(suffixes) if chosen == targeted else sorted(targeted)
 
 
+def _peft_factors(
+    module: str, parts: Sequence[tuple[Rule, peft.LoRALinear]], rules: Sequence[Rule]
+) -> tuple[np.ndarray, np.ndarray, tuple[int, float]]:
+    """PEFT's (lora_A [r, in], lora_B [out, r], (r, alpha)) for one transformers module from
+    the jaxtl LoRA factors on it. A module fusing several jaxtl projections (DeBERTa's
+    ``in_proj``, Phi-3's ``qkv_proj``: ``keymap.Rule.rows``) gets one factor pair holding each
+    targeted part's: A stacks their A rows, B places each part's B in that part's output rows
+    and its own rank's columns (zeros elsewhere), so ``B A x`` is every part's update at once;
+    rank and alpha grow by the number of parts, keeping PEFT's ``alpha / r`` scale."""
+    (rule, mod), n = parts[0], len(parts)
+    if rule.rows is None:
+        a, b = np.asarray(mod.lora_a[...], np.float32), np.asarray(mod.lora_b[...], np.float32)
+        return a.T, b.T, (int(mod.rank), float(mod.alpha))
+    if len({(m.rank, m.alpha) for _, m in parts}) != 1:
+        raise ValueError(f"{module}: its parts have LoRA ranks / alphas that differ; PEFT "
+                         "holds one factor pair for the fused module")  # fmt: skip
+    r = int(mod.rank)
+    groups = rule.rows[0]
+    block = max(x.rows[2] for x in rules if x.hf == rule.hf and x.rows is not None)
+    a_rows, b = [], np.zeros((groups, block, n * r), np.float32)
+    for k, (part, m) in enumerate(parts):
+        assert part.rows is not None
+        _, start, stop = part.rows
+        a_rows.append(np.asarray(m.lora_a[...], np.float32).T)
+        b_part = np.asarray(m.lora_b[...], np.float32).T  # [out of the part, r], group-major
+        b[:, start:stop, k * r : (k + 1) * r] = b_part.reshape(groups, stop - start, r)
+    return np.concatenate(a_rows), b.reshape(groups * block, n * r), (n * r, n * float(mod.alpha))
+
+
+def _peft_patterns(
+    shapes: Mapping[str, tuple[int, float]],
+) -> tuple[tuple[int, float], dict[str, int], dict[str, float]]:
+    """adapter_config's ``r`` / ``lora_alpha`` (the most common pair) and ``rank_pattern`` /
+    ``alpha_pattern`` for modules that differ (a fused module whose parts were targeted),
+    keyed by their full names (PEFT matches ``(.*\\.)?<key>$``, so the dots are escaped)."""
+    counts: dict[tuple[int, float], int] = {}
+    for shape in shapes.values():
+        counts[shape] = counts.get(shape, 0) + 1
+    common = max(counts, key=lambda s: counts[s])
+    others = {re.escape(m): s for m, s in sorted(shapes.items()) if s != common}
+    return (
+        common,
+        {k: s[0] for k, s in others.items() if s[0] != common[0]},
+        {k: s[1] for k, s in others.items() if s[1] != common[1]},
+    )
+
+
 def export_peft_adapter(
     model: nnx.Module,
     params: Any | None,
@@ -639,19 +686,19 @@ def export_peft_adapter(
         _check_base(enc, enc_rules, fam, pathlib.Path(base_dir))
 
     tensors: dict[str, np.ndarray] = {}
-    targeted, ranks, alphas, conv1d = set(), set(), set(), False
+    by_module: dict[str, list[tuple[Rule, peft.LoRALinear]]] = {}
+    conv1d = False
     for path, mod in lora:
         rule = by_path[f"{path}/kernel"]
-        module = prefix + rule.hf.removesuffix(".weight")
-        targeted.add(module)
-        ranks.add(mod.rank)
-        alphas.add(mod.alpha)
+        by_module.setdefault(prefix + rule.hf.removesuffix(".weight"), []).append((rule, mod))
         conv1d |= rule.transform == "none"
-        a, b = np.asarray(mod.lora_a[...], np.float32), np.asarray(mod.lora_b[...], np.float32)
-        tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = np.ascontiguousarray(a.T)  # [r, in]
-        tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = np.ascontiguousarray(b.T)  # [out, r]
-    if len(ranks) != 1 or len(alphas) != 1:
-        raise ValueError(f"LoRA ranks {sorted(ranks)} / alphas {sorted(alphas)} differ by layer")
+    targeted = set(by_module)
+    shapes: dict[str, tuple[int, float]] = {}  # module -> (rank, alpha) of its PEFT factors
+    for module, parts in by_module.items():
+        a, b, shapes[module] = _peft_factors(module, parts, enc_rules)
+        tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = np.ascontiguousarray(a)  # [r, in]
+        tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = np.ascontiguousarray(b)  # [out, r]
+    (rank, alpha), rank_pattern, alpha_pattern = _peft_patterns(shapes)
     head_rules = hf_heads.hf_head_rules(spec, enc.cfg, prefix)
     for name, value in hf.hf_tensors(m.heads[key], head_rules).items():
         tensors[PEFT_PREFIX + name] = value
@@ -666,8 +713,10 @@ def export_peft_adapter(
         "peft_type": "LORA",
         "task_type": TASK_TYPES[t.kind],
         "base_model_name_or_path": name_or_path,
-        "r": int(ranks.pop()),
-        "lora_alpha": float(alphas.pop()),
+        "r": rank,
+        "lora_alpha": alpha,
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
         "lora_dropout": 0.0,
         "target_modules": _target_modules(targeted, every),
         "modules_to_save": to_save,

@@ -1,4 +1,5 @@
-"""DeBERTa-v2 / DeBERTa-v3 (HF ``model_type`` "deberta-v2"): disentangled attention.
+"""DeBERTa (HF ``model_type`` "deberta") and DeBERTa-v2 / DeBERTa-v3 ("deberta-v2"):
+disentangled attention.
 
 The computation is transformers' ``DebertaV2Model``, term for term:
 
@@ -26,6 +27,17 @@ The computation is transformers' ``DebertaV2Model``, term for term:
   ``embeddings/`` (``relative``, ``relative_norm``): position information, in the lowest layer unit
   for partition rules, like BERT's absolute position table.
 
+DeBERTa (v1, ``model_type`` "deberta": deberta-base/large and their fine-tunes) is this
+computation with no log buckets, unshared position projections and no LayerNorm on the relative
+table; its ``c2p`` / ``p2c`` read the table centred on the span of the sequence at hand, which
+reaches the same rows (``max_relative_positions + i - j``). Its query, key and value are one
+``in_proj`` without bias, interleaved head by head (each head's query rows, then its key rows,
+then its value rows), with the query's and value's biases as ``q_bias`` / ``v_bias`` and no key
+bias; ``pos_proj`` (c2p, no bias) and ``pos_q_proj`` (p2c) are ``pos_key`` / ``pos_query``. The
+key map splits ``in_proj`` into ``query`` / ``key`` / ``value`` (:func:`keymap.fused_linear`) and
+joins it on export, so LoRA targets and freezing rules read the same paths as for v2; a PEFT
+adapter targets ``in_proj`` (:mod:`jaxtl.export`). ``talking_head`` is refused.
+
 Padding: transformers masks whole padded query rows as well; jaxtl masks keys only (as for BERT),
 which gives the same values at every real position. ``pair_mask`` replaces the padding mask as in
 :class:`jaxtl.models.bert.BertEncoder`.
@@ -52,6 +64,7 @@ Heads (transformers 5.24):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,9 +76,10 @@ from flax import nnx
 from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, require
-from jaxtl.models.keymap import Rule, embedding, linear, mlm_rules, norm
+from jaxtl.models.keymap import Rule, embedding, fused_linear, linear, mlm_rules, norm
 
 MODEL_TYPE = "deberta-v2"
+V1 = "deberta"  # DeBERTa v1: fused in_proj, no key bias, no log buckets (module docstring)
 POS_ATT_TYPES = ("c2p", "p2c")
 
 
@@ -98,11 +112,20 @@ class DebertaConfig:
     legacy: bool = True  # MLM head under cls.predictions (else lm_predictions.lm_head)
     dtype: str = "float32"
     param_dtype: str = "float32"
+    model_type: str = MODEL_TYPE  # or V1
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
+            )
+        if self.model_type not in (MODEL_TYPE, V1):
+            raise ValueError(
+                f"DebertaConfig.model_type={self.model_type!r}: {MODEL_TYPE!r} or {V1!r}"
+            )
+        if self.v1 and (self.position_buckets > 0 or self.share_att_key or self.norm_rel_ebd):
+            raise ValueError(
+                "DeBERTa v1 has no position_buckets, share_att_key or norm_rel_ebd (they are v2's)"
             )
         bad = [t for t in self.pos_att_type if t not in POS_ATT_TYPES]
         if bad:
@@ -114,6 +137,10 @@ class DebertaConfig:
         object.__setattr__(self, "pos_att_type", tuple(self.pos_att_type))
         object.__setattr__(self, "dtype", base.dtype_name(self.dtype))
         object.__setattr__(self, "param_dtype", base.dtype_name(self.param_dtype))
+
+    @property
+    def v1(self) -> bool:
+        return self.model_type == V1
 
     @property
     def embed_size(self) -> int:
@@ -224,18 +251,25 @@ class DebertaEmbeddings(nnx.Module):
 class DisentangledAttention(nnx.Module):
     def __init__(self, cfg: DebertaConfig, *, rngs: nnx.Rngs):
         h, std, kw = cfg.hidden_size, cfg.initializer_range, _kw(cfg)
-        lin = lambda names: base.linear(h, h, names, std=std, rngs=rngs, **kw)  # noqa: E731
+
+        def lin(names: tuple[str | None, str | None], bias: bool = True) -> nnx.Linear:
+            return base.linear(h, h, names, std=std, use_bias=bias, rngs=rngs, **kw)
+
         self.num_heads = cfg.num_heads
         self.pos_att_type = cfg.pos_att_type
         self.relative = cfg.relative_attention
         self.share_att_key = cfg.share_att_key
         self.scale = float(1.0 / np.sqrt(np.float32(h // cfg.num_heads) * cfg.scale_factor))
         self.query = lin(("embed", "heads"))
-        self.key = lin(("embed", "heads"))
+        self.key = lin(("embed", "heads"), bias=not cfg.v1)  # v1's in_proj has no key bias
         self.value = lin(("embed", "heads"))
         self.output = lin(("heads", "embed"))
         separate = cfg.relative_attention and not cfg.share_att_key
-        self.pos_key = lin(("embed", "heads")) if separate and "c2p" in self.pos_att_type else None
+        self.pos_key = (
+            lin(("embed", "heads"), bias=not cfg.v1)  # v1's pos_proj has no bias
+            if separate and "c2p" in self.pos_att_type
+            else None
+        )
         self.pos_query = (
             lin(("embed", "heads")) if separate and "p2c" in self.pos_att_type else None
         )
@@ -330,7 +364,7 @@ class DebertaEncoder(nnx.Module):
 
     def __init__(self, cfg: DebertaConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.family = MODEL_TYPE
+        self.family = cfg.model_type
         self.num_layers = cfg.num_layers
         self.hidden_size = cfg.hidden_size
         self.embeddings = DebertaEmbeddings(cfg, rngs=rngs)
@@ -420,8 +454,8 @@ def _norm_rel_ebd(hf: Mapping[str, Any]) -> bool:
     return "layer_norm" in parts
 
 
-def config_from_hf(hf: Mapping[str, Any]) -> DebertaConfig:
-    get = lambda k: require(hf, k, MODEL_TYPE)  # noqa: E731
+def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> DebertaConfig:
+    get = lambda k: require(hf, k, model_type)  # noqa: E731
     hidden, heads = get("hidden_size"), get("num_attention_heads")
     if hidden % heads:
         raise ValueError(
@@ -447,6 +481,11 @@ def config_from_hf(hf: Mapping[str, Any]) -> DebertaConfig:
             "pooler_hidden_act", hf["pooler_hidden_act"],
             "jaxtl's DebertaV2ForSequenceClassification head uses 'gelu'",
         )  # fmt: skip
+    if model_type == V1 and hf.get("talking_head"):
+        raise _unsupported(
+            "talking_head", hf["talking_head"], "talking-heads attention is not implemented"
+        )
+    v2 = model_type == MODEL_TYPE
     embedding_size = hf.get("embedding_size")
     return DebertaConfig(
         vocab_size=get("vocab_size"),
@@ -466,18 +505,20 @@ def config_from_hf(hf: Mapping[str, Any]) -> DebertaConfig:
         # transformers' defaults for attributes a config.json leaves out:
         relative_attention=bool(hf.get("relative_attention", False)),
         max_relative_positions=hf.get("max_relative_positions", -1),
-        position_buckets=hf.get("position_buckets", -1),
+        # v1 has none of these three; its config class ignores them
+        position_buckets=hf.get("position_buckets", -1) if v2 else -1,
         position_biased_input=bool(hf.get("position_biased_input", True)),
         pos_att_type=_pos_att_type(hf),
-        share_att_key=bool(hf.get("share_att_key", False)),
-        norm_rel_ebd=_norm_rel_ebd(hf),
+        share_att_key=bool(hf.get("share_att_key", False)) and v2,
+        norm_rel_ebd=_norm_rel_ebd(hf) and v2,
         legacy=bool(hf.get("legacy", True)),
+        model_type=model_type,
     )
 
 
 def config_to_hf(cfg: DebertaConfig) -> dict[str, Any]:
     out = {
-        "model_type": MODEL_TYPE,
+        "model_type": cfg.model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_layers,
@@ -504,6 +545,9 @@ def config_to_hf(cfg: DebertaConfig) -> dict[str, Any]:
     }
     if cfg.embedding_size is not None:
         out["embedding_size"] = cfg.embed_size
+    if cfg.v1:
+        for key in ("position_buckets", "share_att_key", "norm_rel_ebd"):
+            del out[key]
     return out
 
 
@@ -521,15 +565,26 @@ def key_map(cfg: DebertaConfig) -> list[Rule]:
     if cfg.norm_rel_ebd:
         rules += norm("encoder.LayerNorm", "embeddings/relative_norm")
     separate = cfg.relative_attention and not cfg.share_att_key
+    d = cfg.hidden_size // cfg.num_heads
     for i in range(cfg.num_layers):
         hf, me = f"encoder.layer.{i}", f"layers/{i}"
-        for theirs, ours in (("query_proj", "query"), ("key_proj", "key"),
-                             ("value_proj", "value")):  # fmt: skip
-            rules += linear(f"{hf}.attention.self.{theirs}", f"{me}/attention/{ours}")
+        att, mine = f"{hf}.attention.self", f"{me}/attention"
+        if cfg.v1:
+            qkv = [(f"{mine}/{x}", d) for x in ("query", "key", "value")]
+            rules += fused_linear(f"{att}.in_proj", qkv, groups=cfg.num_heads)
+            rules += [Rule(f"{att}.q_bias", f"{mine}/query/bias"),
+                      Rule(f"{att}.v_bias", f"{mine}/value/bias")]  # fmt: skip
+        else:
+            for theirs, ours in (("query_proj", "query"), ("key_proj", "key"),
+                                 ("value_proj", "value")):  # fmt: skip
+                rules += linear(f"{att}.{theirs}", f"{mine}/{ours}")
+        pos_key, pos_query = (
+            ("pos_proj", "pos_q_proj") if cfg.v1 else ("pos_key_proj", "pos_query_proj")
+        )
         if separate and "c2p" in cfg.pos_att_type:
-            rules += linear(f"{hf}.attention.self.pos_key_proj", f"{me}/attention/pos_key")
+            rules += linear(f"{att}.{pos_key}", f"{mine}/pos_key", bias=not cfg.v1)
         if separate and "p2c" in cfg.pos_att_type:
-            rules += linear(f"{hf}.attention.self.pos_query_proj", f"{me}/attention/pos_query")
+            rules += linear(f"{att}.{pos_query}", f"{mine}/pos_query")
         rules += linear(f"{hf}.attention.output.dense", f"{me}/attention/output")
         rules += norm(f"{hf}.attention.output.LayerNorm", f"{me}/attention_norm")
         rules += linear(f"{hf}.intermediate.dense", f"{me}/mlp/intermediate")
@@ -571,6 +626,21 @@ def _classifier(cfg: DebertaConfig) -> list[Rule]:
     return linear("classifier", "classifier")
 
 
+def _sequence_head(name: str) -> HeadSpec:
+    return HeadSpec(
+        f"{name}ForSequenceClassification",
+        _pooler_classifier,
+        dense=True,
+        activation="gelu",
+        dropout_attr="cls_dropout",
+    )  # fmt: skip
+
+
+def _token_head(name: str) -> HeadSpec:
+    # transformers' token head takes hidden_dropout_prob: no attribute of its own.
+    return HeadSpec(f"{name}ForTokenClassification", _classifier, dropout_attr=None)
+
+
 DEBERTA_V2 = Family(
     model_type=MODEL_TYPE,
     config_from_hf=config_from_hf,
@@ -591,14 +661,20 @@ DEBERTA_V2 = Family(
     lm_key_map=_mlm_map,
     lm_architecture="DebertaV2ForMaskedLM",
     lm_ignore=(r"^cls\.predictions\.decoder\.",),  # tied to the word embeddings / bias
-    sequence_head=HeadSpec(
-        "DebertaV2ForSequenceClassification",
-        _pooler_classifier,
-        dense=True,
-        activation="gelu",
-        dropout_attr="cls_dropout",
-    ),  # fmt: skip
-    # transformers' token head takes hidden_dropout_prob: no attribute of its own.
-    token_head=HeadSpec("DebertaV2ForTokenClassification", _classifier, dropout_attr=None),
+    sequence_head=_sequence_head("DebertaV2"),
+    token_head=_token_head("DebertaV2"),
     qa_head=qa_head("DebertaV2"),
+)
+
+# DeBERTa v1: the same computation and heads under Deberta* names, read by a config_from_hf that
+# knows v1's attributes; the key map splits its fused in_proj (module docstring).
+DEBERTA = dataclasses.replace(
+    DEBERTA_V2,
+    model_type=V1,
+    config_from_hf=functools.partial(config_from_hf, model_type=V1),
+    architecture="DebertaModel",
+    lm_architecture="DebertaForMaskedLM",
+    sequence_head=_sequence_head("Deberta"),
+    token_head=_token_head("Deberta"),
+    qa_head=qa_head("Deberta"),
 )

@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from jaxtl import paths
-from jaxtl.models import distilbert
+from jaxtl.models import distilbert, keymap
 from jaxtl.models.family import Family
 from jaxtl.models.heads import CLMHead, MLMHead
 from jaxtl.models.registry import family as get_family
@@ -309,6 +309,11 @@ def _fill(
     graphdef, state = nnx.split(module)
     flat = paths.flatten(nnx.to_pure_dict(state))
     missing, bad, covered = [], [], set()
+    # a fused tensor (keymap.Rule.rows) must hold exactly its parts: rows per group = last stop
+    fused_rows = {prefix + r.hf: r.rows[0] * r.rows[2] for r in rules if r.rows is not None}
+    for r in rules:
+        if r.rows is not None:
+            fused_rows[prefix + r.hf] = max(fused_rows[prefix + r.hf], r.rows[0] * r.rows[2])
     for rule in rules:
         name = prefix + rule.hf
         if rule.path not in flat:
@@ -316,8 +321,13 @@ def _fill(
         if name not in tensors:
             missing.append(name)
             continue
-        value = rule.to_jax(tensors[name])
         want = flat[rule.path]
+        rows = fused_rows.get(name)
+        if rows is not None and tensors[name].shape[0] != rows:
+            bad.append(f"{name}: checkpoint {tuple(tensors[name].shape)}, expected {rows} rows "
+                       "(the parts the config gives it)")  # fmt: skip
+            continue
+        value = rule.to_jax(tensors[name])
         if tuple(value.shape) != tuple(want.shape):
             bad.append(f"{name}: checkpoint {tuple(tensors[name].shape)}, expected "
                        f"{tuple(want.shape)} for {rule.path}")  # fmt: skip
@@ -328,7 +338,7 @@ def _fill(
     if missing:
         raise ValueError(f"{where}: checkpoint is missing tensor(s) {missing[:10]}")
     if bad:
-        raise ValueError(f"{where}: shape mismatch: " + "; ".join(bad[:10]))
+        raise ValueError(f"{where}: shape mismatch: " + "; ".join(list(dict.fromkeys(bad))[:10]))
     uncovered = set(flat) - covered
     if uncovered:
         raise AssertionError(f"key map does not cover parameters {sorted(uncovered)[:10]}")
@@ -537,7 +547,8 @@ def hf_tensors(module: nnx.Module, rules: Sequence, prefix: str = "") -> dict[st
     missing = set(flat) - {r.path for r in rules}
     if missing:
         raise AssertionError(f"key map does not cover parameters {sorted(missing)[:10]}")
-    return {prefix + r.hf: r.to_hf(np.asarray(flat[r.path], np.float32)) for r in rules}
+    values = {r.path: np.asarray(flat[r.path], np.float32) for r in rules}
+    return {prefix + name: a for name, a in keymap.hf_arrays(rules, values).items()}
 
 
 def carried_tensors(encoder: Any, fam: Family) -> dict[str, np.ndarray]:

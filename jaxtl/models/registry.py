@@ -14,7 +14,8 @@ A family that is an existing architecture under other names reuses that encoder:
 CamemBERT and data2vec-text are RoBERTa's ``Family`` with other class names, ERNIE BERT's
 (``jaxtl/models/bert.py``), DistilBERT and ALBERT BERT configurations with their own key maps
 and heads (``jaxtl/models/distilbert.py``, ``jaxtl/models/albert.py``: factorised embeddings,
-blocks shared across layers), Qwen2, Qwen3, Mistral and Gemma 1/2/3 Llama configurations with
+blocks shared across layers), DeBERTa v1 a DeBERTa-v2 configuration whose fused ``in_proj`` its
+key map splits (``jaxtl/models/deberta.py``, ``keymap.fused_linear``), Qwen2, Qwen3, Mistral and Gemma 1/2/3 Llama configurations with
 their own biases, norms, windows, caps and class names (``jaxtl/models/llama.py``), UMT5 a T5
 one with a relative-position table per block (``jaxtl/models/t5.py``).
 """
@@ -33,7 +34,7 @@ from jaxtl.models.bert import (
     XLM_ROBERTA,
 )
 from jaxtl.models.bilstm import BILSTM
-from jaxtl.models.deberta import DEBERTA_V2
+from jaxtl.models.deberta import DEBERTA, DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
 from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
@@ -47,6 +48,7 @@ FAMILIES: dict[str, Family] = {
     for f in (BERT, ROBERTA, XLM_ROBERTA, ELECTRA, DISTILBERT, MPNET, DEBERTA_V2, GPT2, BILSTM)
 }
 FAMILIES[CAMEMBERT.model_type] = CAMEMBERT
+FAMILIES[DEBERTA.model_type] = DEBERTA
 FAMILIES[ALBERT.model_type] = ALBERT
 FAMILIES[ERNIE.model_type] = ERNIE
 FAMILIES[DATA2VEC_TEXT.model_type] = DATA2VEC_TEXT
