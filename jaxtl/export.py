@@ -623,7 +623,7 @@ def _peft_patterns(
     counts: dict[tuple[int, float], int] = {}
     for shape in shapes.values():
         counts[shape] = counts.get(shape, 0) + 1
-    common = max(counts, key=lambda s: counts[s])
+    common = max(counts, key=lambda s: (counts[s], -s[0]))  # a tie: the unfused rank
     others = {re.escape(m): s for m, s in sorted(shapes.items()) if s != common}
     return (
         common,

@@ -19,10 +19,12 @@ pytest.importorskip("torch", reason="the family tests build their tokenizers wit
 
 import test_family_albert  # noqa: E402
 import test_family_deberta  # noqa: E402
+import test_family_deberta_v1  # noqa: E402
 import test_family_gemma  # noqa: E402
 import test_family_llama  # noqa: E402
 import test_family_llama_variants  # noqa: E402
 import test_family_modernbert  # noqa: E402
+import test_family_phi3  # noqa: E402
 import test_family_t5  # noqa: E402
 from conftest import xla_flags  # noqa: E402
 
@@ -41,6 +43,8 @@ BUILD = {
     "t5": lambda path: test_family_t5.t5_dir(path),
     "umt5": lambda path: test_family_t5.t5_dir(path, "umt5"),
     "albert": test_family_albert.albert_dir,
+    "deberta": test_family_deberta_v1.deberta_v1_dir,
+    "phi3": test_family_phi3.phi3_dir,
 }
 
 

@@ -16,6 +16,17 @@ export under their own transformers classes (``Qwen2Model``, ``MistralForSequenc
   as from Mistral 7B v0.2 on), counted over the row's token indices, so the same in a packed
   segment as alone.
 
+* ``phi3`` (Phi-3, Phi-3.5, Phi-4 and Phi-4-mini): the query, key and value are one
+  ``qkv_proj`` and the gate and up projections one ``gate_up_proj`` in its checkpoints, which the
+  key map splits into the projections below and joins again on export
+  (:func:`keymap.fused_linear`; a PEFT adapter then targets the fused module); dropout on each
+  block's attention and MLP output before it is added (``resid_pdrop``); Mistral's sliding window
+  when the config has one (Phi-3-mini-4k: 2047); RoPE on the first ``partial_rotary_factor`` of
+  each head's dimensions (Phi-4-mini: 0.75) and LongRoPE (``rope_type="longrope"``, Phi-3.5 and
+  Phi-4-mini: per-frequency ``short_factor`` / ``long_factor``, the long ones where a batch's
+  positions reach past ``original_max_position_embeddings``, as transformers chooses per batch;
+  cos and sin scaled by ``attention_factor``).
+
 Gemma's three generations differ in more ways, each an attribute of ``LlamaConfig`` read from the
 checkpoint's config (the defaults are Llama's):
 
@@ -60,8 +71,8 @@ output, with the final RMSNorm applied to the LAST entry only (it equals HF's
 ``last_hidden_state``), exactly as GPT-2's.
 
 RoPE: ``rope_theta`` and the ``rope_type`` values ``default``, ``linear`` and ``llama3`` (Llama
-3.1+'s frequency-dependent scaling) are implemented; any other type, and
-``partial_rotary_factor != 1``, is refused naming the attribute. Both config layouts are read:
+3.1+'s frequency-dependent scaling) are implemented, and Phi-3's ``longrope``; any other type,
+and ``partial_rotary_factor != 1`` outside Phi-3, is refused naming the attribute. Both config layouts are read:
 transformers 5's ``rope_parameters`` dict and the older ``rope_theta`` + ``rope_scaling``.
 
 LM head: ``tie_word_embeddings=True`` decodes with the input embedding matrix (no parameters of
@@ -87,12 +98,12 @@ from jaxtl.mesh import constrain_batch
 from jaxtl.models import base
 from jaxtl.models.family import Family, HeadSpec, activation_name, qa_head, require
 from jaxtl.models.gpt2 import causal_mask
-from jaxtl.models.keymap import Rule, embedding, linear
+from jaxtl.models.keymap import Rule, embedding, fused_linear, linear
 
 MODEL_TYPE = "llama"
 # the HF model_types of this architecture
-VARIANTS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
-ROPE_TYPES = ("default", "linear", "llama3")
+VARIANTS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+ROPE_TYPES = ("default", "linear", "llama3", "longrope")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
@@ -113,7 +124,12 @@ class LlamaConfig:
     rope_factor: float = 1.0  # linear / llama3
     rope_low_freq_factor: float = 1.0  # llama3
     rope_high_freq_factor: float = 4.0  # llama3
-    rope_original_max_position_embeddings: int | None = None  # llama3
+    rope_original_max_position_embeddings: int | None = None  # llama3, longrope
+    rope_short_factor: tuple[float, ...] | None = None  # longrope: one per rotated frequency
+    rope_long_factor: tuple[float, ...] | None = None  # longrope, past the original length
+    rope_attention_factor: float = 1.0  # longrope: cos and sin are scaled by it
+    partial_rotary_factor: float = 1.0  # Phi-3: RoPE on this fraction of each head's dims
+    residual_dropout: float = 0.0  # Phi-3's resid_pdrop: on the attention's and MLP's outputs
     attention_bias: bool = False  # query, key, value (and output, unless said below)
     attention_output_bias: bool | None = None  # None: attention_bias (Llama); Qwen2: False
     mlp_bias: bool = False
@@ -157,8 +173,21 @@ class LlamaConfig:
                 f"num_key_value_heads={self.kv_heads} must divide "
                 f"num_attention_heads={self.num_heads}"
             )
-        if self.dim_per_head % 2:
-            raise ValueError(f"head_dim={self.dim_per_head} must be even for rotary positions")
+        if self.rotary_dim % 2 or self.rotary_dim < 2:
+            raise ValueError(
+                f"head_dim={self.dim_per_head} x partial_rotary_factor="
+                f"{self.partial_rotary_factor} = {self.rotary_dim} rotated dimensions: must be "
+                "even and >= 2"
+            )
+        if self.rope_type == "longrope":
+            for name in ("rope_short_factor", "rope_long_factor"):
+                value = getattr(self, name)
+                if value is None or len(value) != self.rotary_dim // 2:
+                    raise ValueError(
+                        f"longrope's {name.removeprefix('rope_')} must list {self.rotary_dim // 2} "
+                        f"factors (one per rotated frequency); got {value!r}"
+                    )
+                object.__setattr__(self, name, tuple(float(x) for x in value))
         if self.rope_type not in ROPE_TYPES:
             raise ValueError(f"unsupported rope_type={self.rope_type!r}; supported: {ROPE_TYPES}")
         if self.layer_types is not None:
@@ -184,6 +213,11 @@ class LlamaConfig:
     @property
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of each head's dimensions RoPE rotates (the first ones)."""
+        return int(self.dim_per_head * self.partial_rotary_factor)
 
     def sliding(self, layer: int) -> bool:
         """Whether layer ``layer`` attends within ``sliding_window`` (and rotates with the local
@@ -229,9 +263,14 @@ def _norm(cfg: LlamaConfig, features: int, rngs: nnx.Rngs) -> RMSNorm:
 
 
 @functools.lru_cache(maxsize=32)
-def inverse_frequencies(cfg: LlamaConfig) -> np.ndarray:
-    """[head_dim / 2] float32 RoPE inverse frequencies, as transformers computes them."""
-    d = cfg.dim_per_head
+def inverse_frequencies(cfg: LlamaConfig, long: bool = False) -> np.ndarray:
+    """[rotary_dim / 2] float32 RoPE inverse frequencies, as transformers computes them
+    (``long``: LongRoPE's for positions past the original length)."""
+    d = cfg.rotary_dim
+    if cfg.rope_type == "longrope":
+        factors = cfg.rope_long_factor if long else cfg.rope_short_factor
+        powers = np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / d)
+        return (1.0 / (np.asarray(factors, np.float32) * powers)).astype(np.float32)
     inv = (1.0 / cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / d)).astype(np.float32)
     if cfg.rope_type == "linear":
         return (inv / np.float32(cfg.rope_factor)).astype(np.float32)
@@ -250,16 +289,30 @@ def inverse_frequencies(cfg: LlamaConfig) -> np.ndarray:
 
 
 def rotary(cfg: LlamaConfig, positions: jax.Array, dtype: Any) -> tuple[jax.Array, jax.Array]:
-    """(cos, sin) [B,T,1,head_dim] for integer positions [B,T] (float32 math, then ``dtype``)."""
-    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inverse_frequencies(cfg))
+    """(cos, sin) [B,T,1,rotary_dim] for integer positions [B,T] (float32 math, then
+    ``dtype``). LongRoPE takes its long factors for the whole batch when a position reaches
+    past the original length (transformers' ``max(position_ids) + 1`` test)."""
+    inv = jnp.asarray(inverse_frequencies(cfg))
+    if cfg.rope_type == "longrope":
+        original = cfg.rope_original_max_position_embeddings or cfg.max_position_embeddings
+        beyond = jnp.max(positions) + 1 > original
+        inv = jnp.where(beyond, jnp.asarray(inverse_frequencies(cfg, long=True)), inv)
+    freqs = positions.astype(jnp.float32)[..., None] * inv
     emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
-    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+    cos, sin = jnp.cos(emb), jnp.sin(emb)
+    if cfg.rope_attention_factor != 1.0:
+        cos, sin = cos * cfg.rope_attention_factor, sin * cfg.rope_attention_factor
+    return cos.astype(dtype), sin.astype(dtype)
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x [B,T,N,D]: ``x cos + rotate_half(x) sin`` with rotate_half = (-x2, x1)."""
-    x1, x2 = jnp.split(x, 2, axis=-1)
-    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+    """x [B,T,N,D]: ``x cos + rotate_half(x) sin`` with rotate_half = (-x2, x1) on the first
+    ``cos.shape[-1]`` dimensions (all of them unless RoPE is partial); the rest pass through."""
+    d = cos.shape[-1]
+    rot, rest = (x, None) if d == x.shape[-1] else (x[..., :d], x[..., d:])
+    x1, x2 = jnp.split(rot, 2, axis=-1)
+    out = rot * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+    return out if rest is None else jnp.concatenate([out, rest], axis=-1)
 
 
 class LlamaEmbeddings(nnx.Module):
@@ -339,15 +392,19 @@ class LlamaLayer(nnx.Module):
                 _norm(cfg, h, rngs),
             )
         self.attention_dropout = cfg.attention_dropout
+        self.residual_dropout = cfg.residual_dropout
 
     def __call__(self, x, cos, sin, mask, *, deterministic: bool, rngs) -> jax.Array:
+        drop = lambda y: base.dropout(  # noqa: E731
+            y, self.residual_dropout, deterministic=deterministic, rngs=rngs
+        )
         h = self.attention(
             self.attention_norm(x), cos, sin, mask,
             rate=self.attention_dropout, deterministic=deterministic, rngs=rngs,
         )  # fmt: skip
-        x = x + (self.attention_output_norm(h) if self.sandwich else h)
+        x = x + drop(self.attention_output_norm(h) if self.sandwich else h)
         h = self.mlp(self.mlp_norm(x))
-        return x + (self.mlp_output_norm(h) if self.sandwich else h)
+        return x + drop(self.mlp_output_norm(h) if self.sandwich else h)
 
 
 class LlamaEncoder(nnx.Module):
@@ -449,20 +506,27 @@ def _rope(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> dict[str, Any]
             f"unsupported config attribute {where}={rope!r}: per-layer-type RoPE is not Llama's"
         )
     kind = rope.get("rope_type", rope.get("type", "default"))
-    if kind not in ROPE_TYPES:
+    if model_type == "phi3" and kind in ("su", "yarn"):  # Phi-3's earlier names (transformers')
+        kind = "longrope"
+    supported = ROPE_TYPES if model_type == "phi3" else tuple(set(ROPE_TYPES) - {"longrope"})
+    if kind not in supported:
         raise ValueError(
-            f"unsupported config attribute {where}.rope_type={kind!r} (supported: {ROPE_TYPES})"
+            f"unsupported config attribute {where}.rope_type={kind!r} (supported: "
+            f"{sorted(supported)})"
         )
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
-    if partial not in (None, 1, 1.0):
+    if partial not in (None, 1, 1.0) and model_type != "phi3":
         raise ValueError(
             f"unsupported config attribute partial_rotary_factor={partial!r} (supported: 1.0); "
-            "the jaxtl Llama rotates every head dimension"
+            f"transformers' {model_type} rotates every head dimension"
         )
     out: dict[str, Any] = {
         "rope_theta": float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
         "rope_type": kind,
+        "partial_rotary_factor": float(partial or 1.0),
     }
+    if kind == "longrope":
+        out.update(_longrope(hf, rope, where))
     if kind in ("linear", "llama3"):
         if "factor" not in rope:
             raise ValueError(f"config attribute {where} of rope_type {kind!r} lacks 'factor'")
@@ -472,6 +536,31 @@ def _rope(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> dict[str, Any]
         out["rope_high_freq_factor"] = float(rope.get("high_freq_factor", 4.0))
         out["rope_original_max_position_embeddings"] = rope.get("original_max_position_embeddings")
     return out
+
+
+def _longrope(hf: Mapping[str, Any], rope: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """LongRoPE's factors and its cos/sin scale, as transformers' ``_compute_longrope_parameters``
+    resolves them (``attention_factor`` unless given: from max_position_embeddings over the
+    original length, not from ``factor``, which Phi-3's configs also carry)."""
+    original = rope.get("original_max_position_embeddings",
+                        hf.get("original_max_position_embeddings"))  # fmt: skip
+    missing = [k for k, v in (("short_factor", rope.get("short_factor")),
+                              ("long_factor", rope.get("long_factor")),
+                              ("original_max_position_embeddings", original)) if v is None]  # fmt: skip
+    if missing:
+        raise ValueError(f"config attribute {where} of rope_type 'longrope' lacks {missing}")
+    factor = rope.get("factor")
+    if factor is None:
+        factor = hf.get("max_position_embeddings", original) / original
+    attention = rope.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    return {
+        "rope_short_factor": tuple(rope["short_factor"]),
+        "rope_long_factor": tuple(rope["long_factor"]),
+        "rope_original_max_position_embeddings": int(original),
+        "rope_attention_factor": float(attention),
+    }
 
 
 def _gemma3_rope(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -517,7 +606,7 @@ def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> Llama
         num_kv_heads=kv,
         head_dim=hf.get("head_dim"),
         activation=act,
-        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-5 if model_type == "phi3" else 1e-6),
         max_position_embeddings=hf.get("max_position_embeddings", 2048),
         **variant,
         attention_dropout=float(hf.get("attention_dropout") or 0.0),
@@ -545,6 +634,9 @@ def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
         return {"attention_bias": bias, "qk_norm": True, "model_type": model_type}
     if model_type == "mistral":
         return {"sliding_window": hf.get("sliding_window"), "model_type": model_type}
+    if model_type == "phi3":
+        return {"sliding_window": hf.get("sliding_window"), "model_type": model_type,
+                "residual_dropout": float(hf.get("resid_pdrop") or 0.0)}  # fmt: skip
     return {"attention_bias": bool(hf.get("attention_bias", False)),
             "mlp_bias": bool(hf.get("mlp_bias", False))}  # fmt: skip
 
@@ -603,6 +695,13 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
         rope["original_max_position_embeddings"] = (
             cfg.rope_original_max_position_embeddings or cfg.max_position_embeddings
         )
+    if cfg.rope_type == "longrope":
+        rope.update(short_factor=list(cfg.rope_short_factor or ()),
+                    long_factor=list(cfg.rope_long_factor or ()),
+                    attention_factor=cfg.rope_attention_factor,
+                    original_max_position_embeddings=cfg.rope_original_max_position_embeddings)  # fmt: skip
+    if cfg.partial_rotary_factor != 1.0:
+        rope["partial_rotary_factor"] = cfg.partial_rotary_factor
     out = {
         "model_type": cfg.model_type,
         "vocab_size": cfg.vocab_size,
@@ -628,12 +727,18 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
     }
     if cfg.model_type != MODEL_TYPE:  # their configs have no MLP bias attribute: the type says
         del out["mlp_bias"]
-        if cfg.model_type in ("qwen2", "mistral"):  # nor one for the attention's
+        if cfg.model_type in ("qwen2", "mistral", "phi3"):  # nor one for the attention's
             del out["attention_bias"]
     if cfg.model_type in ("qwen2", "qwen3"):
         out.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers)
     if cfg.model_type == "mistral":
         out["sliding_window"] = cfg.sliding_window
+    if cfg.model_type == "phi3":
+        del out["head_dim"]  # Phi3Config has none: hidden_size / num_attention_heads
+        out.update(sliding_window=cfg.sliding_window, resid_pdrop=cfg.residual_dropout,
+                   embd_pdrop=0.0, partial_rotary_factor=cfg.partial_rotary_factor,
+                   original_max_position_embeddings=cfg.rope_original_max_position_embeddings
+                   or cfg.max_position_embeddings)  # fmt: skip
     if cfg.model_type.startswith("gemma"):
         _gemma_to_hf(cfg, out)
     return out
@@ -665,10 +770,17 @@ def key_map(cfg: LlamaConfig) -> list[Rule]:
     for i in range(cfg.num_layers):
         hf, me = f"layers.{i}", f"layers/{i}"
         rules.append(Rule(f"{hf}.input_layernorm.weight", f"{me}/attention_norm/scale"))
-        for theirs, ours in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"),
-                             ("o_proj", "output")):  # fmt: skip
-            bias = ob if ours == "output" else ab
-            rules += linear(f"{hf}.self_attn.{theirs}", f"{me}/attention/{ours}", bias=bias)
+        if cfg.model_type == "phi3":  # one qkv_proj: [query heads; key heads; value heads]
+            q, kv = cfg.num_heads * cfg.dim_per_head, cfg.kv_heads * cfg.dim_per_head
+            parts = [(f"{me}/attention/query", q), (f"{me}/attention/key", kv),
+                     (f"{me}/attention/value", kv)]  # fmt: skip
+            rules += fused_linear(f"{hf}.self_attn.qkv_proj", parts, bias=ab)
+            rules += linear(f"{hf}.self_attn.o_proj", f"{me}/attention/output", bias=ob)
+        else:
+            for theirs, ours in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"),
+                                 ("o_proj", "output")):  # fmt: skip
+                bias = ob if ours == "output" else ab
+                rules += linear(f"{hf}.self_attn.{theirs}", f"{me}/attention/{ours}", bias=bias)
         if cfg.qk_norm:
             for theirs, ours in (("q_norm", "query_norm"), ("k_norm", "key_norm")):
                 rules.append(
@@ -682,6 +794,12 @@ def key_map(cfg: LlamaConfig) -> list[Rule]:
             ]
         else:
             rules.append(Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/mlp_norm/scale"))
+        if cfg.model_type == "phi3":  # one gate_up_proj: [gate; up]
+            m = cfg.intermediate_size
+            parts = [(f"{me}/mlp/gate", m), (f"{me}/mlp/intermediate", m)]
+            rules += fused_linear(f"{hf}.mlp.gate_up_proj", parts, bias=mb)
+            rules += linear(f"{hf}.mlp.down_proj", f"{me}/mlp/output", bias=mb)
+            continue
         for theirs, ours in (("gate_proj", "gate"), ("up_proj", "intermediate"),
                              ("down_proj", "output")):  # fmt: skip
             rules += linear(f"{hf}.mlp.{theirs}", f"{me}/mlp/{ours}", bias=mb)
@@ -750,6 +868,7 @@ LLAMA = _family(MODEL_TYPE, "Llama", "transformer.")
 QWEN2 = _family("qwen2", "Qwen2", "transformer.")
 QWEN3 = _family("qwen3", "Qwen3", "transformer.")
 MISTRAL = _family("mistral", "Mistral", "")
+PHI3 = _family("phi3", "Phi3", None)  # transformers has no Phi3ForQuestionAnswering
 GEMMA = _family("gemma", "Gemma", None)
 GEMMA2 = _family("gemma2", "Gemma2", None)
 # Gemma 3's multimodal checkpoints (4B and up) keep this text model under
