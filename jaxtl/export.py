@@ -572,15 +572,19 @@ def _lora_modules(encoder: nnx.Module) -> list[tuple[str, peft.LoRALinear]]:
     ]
 
 
+def _block_suffix(name: str) -> str:
+    """A module's name after its layer index: ``attention.self.query`` of
+    ``bert.encoder.layer.3.attention.self.query`` (the whole name when it has none)."""
+    parts = name.split(".")
+    idx = max((i for i, p in enumerate(parts) if p.isdigit()), default=-1)
+    return ".".join(parts[idx + 1 :])
+
+
 def _target_modules(targeted: set[str], every: set[str]) -> list[str]:
     """PEFT ``target_modules`` naming exactly ``targeted`` among ``every`` module of the task
     model: the per-block suffixes (``attention.self.query``) when they select exactly those,
     else the full names. PEFT matches a name or a ``.``-separated suffix of it."""
-    suffixes = set()
-    for name in targeted:
-        parts = name.split(".")
-        idx = max((i for i, p in enumerate(parts) if p.isdigit()), default=-1)
-        suffixes.add(".".join(parts[idx + 1 :]))
+    suffixes = {_block_suffix(name) for name in targeted}
     chosen = {n for n in every if any(n == s or n.endswith("." + s) for s in suffixes)}
     return sorted(suffixes) if chosen == targeted else sorted(targeted)
 
@@ -618,13 +622,21 @@ def _peft_patterns(
     shapes: Mapping[str, tuple[int, float]],
 ) -> tuple[tuple[int, float], dict[str, int], dict[str, float]]:
     """adapter_config's ``r`` / ``lora_alpha`` (the most common pair) and ``rank_pattern`` /
-    ``alpha_pattern`` for modules that differ (a fused module whose parts were targeted),
-    keyed by their full names (PEFT matches ``(.*\\.)?<key>$``, so the dots are escaped)."""
+    ``alpha_pattern`` for modules that differ (a fused module whose parts were targeted): keyed
+    by the per-block suffix (``self_attn.qkv_proj``) where every module ending so has the same
+    pair, else by the full name. PEFT matches ``(.*\\.)?<key>$``, so the dots are escaped."""
     counts: dict[tuple[int, float], int] = {}
     for shape in shapes.values():
         counts[shape] = counts.get(shape, 0) + 1
     common = max(counts, key=lambda s: (counts[s], -s[0]))  # a tie: the unfused rank
-    others = {re.escape(m): s for m, s in sorted(shapes.items()) if s != common}
+    by_suffix: dict[str, set[tuple[int, float]]] = {}
+    for module, shape in shapes.items():
+        by_suffix.setdefault(_block_suffix(module), set()).add(shape)
+    others: dict[str, tuple[int, float]] = {}
+    for module, shape in sorted(shapes.items()):
+        if shape != common:
+            suffix = _block_suffix(module)
+            others[re.escape(suffix if len(by_suffix[suffix]) == 1 else module)] = shape
     return (
         common,
         {k: s[0] for k, s in others.items() if s[0] != common[0]},

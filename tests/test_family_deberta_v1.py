@@ -213,8 +213,8 @@ def test_lora_merged_export_and_peft_adapter_on_in_proj(base_dir, tmp_path):
     written = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert "attention.self.in_proj" in written["target_modules"], written
     assert (written["r"], written["lora_alpha"]) == (4, 8.0)
-    in_proj = r"deberta\.encoder\.layer\.0\.attention\.self\.in_proj"
-    assert written["rank_pattern"][in_proj] == 12 and written["alpha_pattern"][in_proj] == 24.0
+    in_proj = r"attention\.self\.in_proj"  # the same in every layer: one key
+    assert written["rank_pattern"] == {in_proj: 12} and written["alpha_pattern"] == {in_proj: 24.0}
     base = transformers.AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=3)
     loaded = peft_lib.PeftModel.from_pretrained(base, tmp_path / "adapter")
     assert max_diff(ours, hf_logits(loaded, ids, mask, None)) <= TOL
@@ -308,3 +308,23 @@ def _jaxtl(*args):
     p = subprocess.run([sys.executable, "-m", "jaxtl", *args], capture_output=True, text=True,
                        timeout=600)  # fmt: skip
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+
+
+def test_adapter_patterns_name_whole_modules_where_layers_differ():
+    """Per-module ranks key ``rank_pattern`` by the block suffix only when every layer agrees;
+    else by the full module name, so PEFT gives each layer its own rank."""
+    shapes = {
+        "m.layers.0.self_attn.qkv_proj": (12, 24.0),
+        "m.layers.1.self_attn.qkv_proj": (8, 16.0),
+        "m.layers.0.self_attn.o_proj": (4, 8.0),
+        "m.layers.1.self_attn.o_proj": (4, 8.0),
+    }
+    common, ranks, alphas = export._peft_patterns(shapes)
+    assert common == (4, 8.0)
+    assert ranks == {
+        r"m\.layers\.0\.self_attn\.qkv_proj": 12,
+        r"m\.layers\.1\.self_attn\.qkv_proj": 8,
+    }
+    assert alphas == {k: 2.0 * v for k, v in ranks.items()}
+    uniform = dict(shapes, **{"m.layers.1.self_attn.qkv_proj": (12, 24.0)})
+    assert export._peft_patterns(uniform)[1] == {r"self_attn\.qkv_proj": 12}
