@@ -429,8 +429,8 @@ class Predictor:
         ``auto``: ``task`` for a .tsv/.csv/.conll/.conllu/.parquet/.arrow file of such a task,
         and for a .jsonl/.json one whose first object holds the task's own text columns;
         ``jsonl`` for other .jsonl/.json files, else ``lines``. Every format is read a line
-        or row (Parquet: a batch of rows) at a time, so a file larger than memory streams,
-        except a QA table. ``columns``: the text (and pair) column of a table or JSON input whose
+        or row (Parquet: a batch of rows) at a time, so a file larger than memory streams (a QA
+        table in two passes: whether every row has an answer, then the rows). ``columns``: the text (and pair) column of a table or JSON input whose
         columns are not the task's (``--text_column``), read as a table of the task's kind.
         ``word_split``: how a tagger's ``lines`` and ``jsonl`` texts become words
         (:mod:`jaxtl.data.words`); files of words (CoNLL, word lists) keep theirs."""
@@ -468,7 +468,8 @@ class Predictor:
         name others), each row's ``id`` where it has one and, where every row has one, gold
         answers — a SQuAD ``answers`` value (Parquet: ``{"text": [...], "answer_start":
         [...]}``) or one answer's text in an ``answer`` column, found in the context."""
-        names, rows = table_rows(path, fmt if fmt in TABLE_INPUTS else QA_TABLES[extension(path)])
+        fmt = fmt if fmt in TABLE_INPUTS else QA_TABLES[extension(path)]
+        names, rows = table_rows(path, fmt)
         q, c = question or "question", context or "context"
         try:
             q_at, c_at = column(names, q, path), column(names, c, path)
@@ -477,18 +478,26 @@ class Predictor:
                             "question column, --text_pair_column the context's)") from None  # fmt: skip
         gold = next((g for g in ("answers", "answer") if g in names), None)
         rid_column, id_at = default_id_at(names)  # "ID"/"Id" too
-        table = list(rows)  # questions to predict: small, and gold is all rows' or none
         gold_at = None if gold is None else names.index(gold)
-        answers = [None if gold_at is None else fields[gold_at] for _, fields in table]
-        if gold == "answer":  # one answer's text a row, an empty cell for none
-            answers = [{"text": [a] if str(a or "").strip() else []} for a in answers]
-        # Scored only where every row has its answer (or the task lets a question have none).
+
+        def answers_of(fields: list[Any]) -> Any:
+            a = None if gold_at is None else fields[gold_at]
+            if gold == "answer":  # one answer's text a row, an empty cell for none
+                return {"text": [a] if str(a or "").strip() else []}
+            return a
+
+        def answered(a: Any) -> bool:
+            return a is not None and (not isinstance(a, dict) or bool(a.get("text")))
+
+        # Scored only where every row has its answer (or the task lets a question have none):
+        # a first pass over the file says so (stopping at the first unanswered row), the second
+        # predicts, so neither holds the table.
         labelled = gold is not None and (td.task.null_answers or all(
-            a is not None and (not isinstance(a, dict) or a.get("text")) for a in answers))  # fmt: skip
+            answered(answers_of(fields)) for _, fields in rows))  # fmt: skip
         bad = BadRows("error")
-        for (where, fields), gold_answers in zip(table, answers):
+        for where, fields in table_rows(path, fmt)[1]:
             rid = None if id_at is None else row_id(fields[id_at], where, rid_column, bad)
-            ex = qa_example(where, fields[q_at], fields[c_at], gold_answers, labelled,
+            ex = qa_example(where, fields[q_at], fields[c_at], answers_of(fields), labelled,
                             td.task.null_answers, bad, rid, (q, c))  # fmt: skip
             if ex is not None:
                 yield ex

@@ -668,3 +668,47 @@ def test_tuned_null_threshold_decides_the_runs_records_and_predict(tiny_bert_dir
     n, scores = predict_command(str(wd), str(tmp_path / "all.jsonl"), str(tmp_path / "p.jsonl"),
                                 "sq")  # fmt: skip
     assert n == len(recs) and scores == pytest.approx(dev, abs=1e-9)
+
+
+def test_a_qa_table_streams_in_two_passes(tmp_path, monkeypatch):
+    """--predict reads a qa table twice — whether every row has an answer, then the rows — and
+    holds neither: without answers the first question comes before a later bad row is read;
+    with them every question keeps its gold; Parquet comes a batch of rows at a time."""
+    import pandas as pd
+    from test_export import task
+
+    from jaxtl import predictor as predictor_lib
+    from jaxtl.data import io
+
+    td = task("qa")
+    reader = object.__new__(predictor_lib.Predictor)  # iter_input reads no run state for qa
+    rows = [(f"q{i}", f"Who is {n}?", f"{n} lives in Paris.", n)
+            for i, n in enumerate(["Ann", "Bob", "Cy", "Di", "Ed"])]  # fmt: skip
+    plain = tmp_path / "plain.csv"
+    plain.write_text("id,question,context\n" + "".join(f"{i},{q},{c}\n" for i, q, c, _ in rows)
+                     + "q5,a question with no context\n")  # fmt: skip
+    stream = reader.iter_input(str(plain), td)
+    first = next(stream)
+    assert (first.id, first.text, first.label) == ("q0", "Who is Ann?", None)
+    with pytest.raises(DataError, match=r"plain\.csv:7"):
+        list(stream)
+    frame = pd.DataFrame(rows, columns=["id", "question", "context", "answer"])
+    frame.to_csv(tmp_path / "gold.csv", index=False)
+    frame.to_parquet(tmp_path / "gold.parquet")
+    monkeypatch.setattr(io, "PARQUET_BATCH_ROWS", 2)
+    batches = []
+    import pyarrow.parquet as pq
+
+    original = pq.ParquetFile.iter_batches
+
+    def counted(self, *a, **kw):
+        for b in original(self, *a, **kw):
+            batches.append(b.num_rows)
+            yield b
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counted)
+    for name in ("gold.csv", "gold.parquet"):
+        got = list(reader.iter_input(str(tmp_path / name), td))
+        want = [(i, q, ((0, a),)) for i, q, _, a in rows]  # (start, text): found in the context
+        assert [(e.id, e.text, e.label) for e in got] == want, name
+    assert batches == [2, 2, 1] * 2  # the Parquet file read twice, two rows at a time

@@ -430,19 +430,29 @@ def read_table(
     return names, rows()
 
 
+PARQUET_BATCH_ROWS = 4096  # rows of a Parquet table turned into Python values at a time
+
+
 def table_rows(path: str, fmt: str) -> tuple[list[str], Iterator[tuple[str, list[Any]]]]:
     """A table input's header and rows, each with where it is (``file:line``, or ``file: row
-    i`` for Parquet): ``fmt`` ``tsv`` or ``csv`` streamed a row at a time (:func:`read_table`;
-    a bad row stops), ``parquet`` read whole with pyarrow (its values keep their types)."""
+    i`` for Parquet), streamed: ``fmt`` ``tsv`` or ``csv`` a row at a time (:func:`read_table`;
+    a bad row stops), ``parquet`` a batch of rows at a time with pyarrow (its values keep their
+    types)."""
     if path == "-":
         raise ValueError(f"--input=- is read as lines or JSON lines; a {fmt} table needs a file")
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         names = pq.read_schema(path).names
-        rows = ((f"{path}: row {i}", list(r.values()))
-                for i, r in enumerate(pq.read_table(path).to_pylist()))  # fmt: skip
-        return names, rows
+
+        def parquet_rows() -> Iterator[tuple[str, list[Any]]]:
+            i = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for r in batch.to_pylist():
+                    yield f"{path}: row {i}", list(r.values())
+                    i += 1
+
+        return names, parquet_rows()
     header, table = read_table(path, BadRows("error"), delimiter="\t" if fmt == "tsv" else ",",
                                quoting=fmt == "csv")  # fmt: skip
     assert header is not None
