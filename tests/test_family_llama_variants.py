@@ -1,8 +1,9 @@
-"""Qwen2, Qwen3 and Mistral, the Llama architecture under three more model types, against
-transformers: every hidden state (right and left padding), causal-LM logits, the task models'
-export under their own class names, a PEFT adapter, packed rows, and the config attributes that
-tell them apart — Qwen2's query/key/value biases without an output bias, Qwen3's per-head query
-and key norms, Mistral's sliding window.
+"""Qwen2, Qwen3, Mistral, Ministral and SmolLM3, the Llama architecture under five more model
+types, against transformers: every hidden state (right and left padding), causal-LM logits, the
+task models' export under their own class names, a PEFT adapter, packed rows, and the config
+attributes that tell them apart — Qwen2's query/key/value biases without an output bias, Qwen3's
+per-head query and key norms, Mistral's sliding window, Ministral's window on the layers
+``layer_types`` names, SmolLM3's layers without rotary positions (NoPE).
 
 Tolerance: 1e-5 max abs difference (fp32) on real-token positions, as tests/test_family_llama.py.
 """
@@ -41,8 +42,16 @@ CONFIGS = {
     # Qwen3 with the optional biases too (on all four projections, as Llama's)
     "qwen3": (transformers.Qwen3Config, dict(TINY, head_dim=16, attention_bias=True)),
     "mistral": (transformers.MistralConfig, dict(TINY, head_dim=8, sliding_window=3)),
-}
-NAMES = {"qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}
+    # the window on the first layer only
+    "ministral": (transformers.MinistralConfig,
+                  dict(TINY, pad_token_id=0, head_dim=8, sliding_window=3,
+                       layer_types=["sliding_attention", "full_attention"])),
+    # the second layer without rotary positions, the MLP's biases on
+    "smollm3": (transformers.SmolLM3Config,
+                dict(TINY, pad_token_id=0, no_rope_layers=[1, 0], mlp_bias=True)),
+}  # fmt: skip
+NAMES = {"qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "ministral": "Ministral",
+         "smollm3": "SmolLM3"}  # fmt: skip
 
 
 def save_hf(model_type: str, cls_suffix: str, path, seed: int = 0, **edit):
@@ -65,13 +74,20 @@ def test_every_hidden_state_matches_transformers_with_right_and_left_padding(tmp
         assert attention.output.bias is None
     elif model_type == "qwen3":  # a norm over each head's query and key (jittered: not 1s)
         assert attention.query_norm.scale[...].shape == (16,) and attention.output.bias is not None
+    elif model_type == "smollm3":
+        assert enc.cfg.rope_layers == (True, False) and enc.layers[0].mlp.gate.bias is not None
+    elif model_type == "ministral":
+        assert enc.cfg.sliding(0) and not enc.cfg.sliding(1)
     else:
         assert enc.cfg.sliding_window == 3 and attention.query.bias is None
     for left in (False, True):
         ids, mask = padded(left=left)
         assert_close(ours(enc, ids, mask), hf_states(ref, ids, mask, left), mask)
     # It saves as its own model type, which transformers loads with the same states.
-    out = models.save_pretrained(enc, tmp_path / "export")
+    # SmolLM3Config's default pad id (128004) is past this tiny vocabulary: given the loaded
+    # config (as a run does), the export keeps the checkpoint's.
+    keep = {"pad_token_id": 0} if model_type == "smollm3" else None
+    out = models.save_pretrained(enc, tmp_path / "export", hf_config=keep)
     written = json.loads((out / "config.json").read_text())
     assert written["model_type"] == model_type
     assert written["architectures"] == [f"{NAMES[model_type]}Model"]
@@ -79,6 +95,20 @@ def test_every_hidden_state_matches_transformers_with_right_and_left_padding(tmp
     assert type(again).__name__ == f"{NAMES[model_type]}Model"
     ids, mask = padded()
     assert_close(ours(enc, ids, mask), hf_states(again, ids, mask, False), mask)
+
+
+def test_smollm3s_nope_layer_has_no_rotary_positions(tmp_path):
+    """The same SmolLM3 weights with every layer rotating differ from the released layout after
+    the NoPE layer, and only there (so the parity above checks it)."""
+    save_hf("smollm3", "Model", tmp_path)
+    nope = models.from_pretrained(tmp_path).model
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, no_rope_layers=[1, 1])))
+    rotating = models.from_pretrained(tmp_path).model
+    ids, mask = padded()
+    a, b = ours(nope, ids, mask), ours(rotating, ids, mask)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert np.abs(a[2][0] - b[2][0]).max() > 1e-3
 
 
 def test_the_sliding_window_changes_what_a_token_sees(tmp_path):
@@ -212,6 +242,9 @@ def assert_packed_rows_match(encoder) -> None:
          "unsupported config attribute use_sliding_window=True"),
         ("mistral", {"sliding_window": 0}, "sliding_window=0: must be >= 1"),
         ("qwen2", {"hidden_size": None}, "lacks required attribute 'hidden_size'"),
+        ("smollm3", {"no_rope_layers": [1]}, r"no_rope_layers=\[1\]: expected 2 values"),
+        ("ministral", {"sliding_window": 3, "layer_types": ["full_attention"]},
+         r"layer_types=\['full_attention'\]: expected 2 values"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_attribute(model_type, edit, message):
@@ -227,7 +260,7 @@ def test_a_saved_config_reads_back_as_the_same_config():
         assert cfg.model_type == model_type
         out = fam.config_to_hf(cfg)
         assert out["model_type"] == model_type
-        assert ("attention_bias" in out) == (model_type == "qwen3"), model_type  # its config's
+        assert ("attention_bias" in out) == (model_type in ("qwen3", "smollm3")), model_type
         assert fam.config_from_hf({**hf_config, **out}) == cfg
 
 

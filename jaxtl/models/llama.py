@@ -27,6 +27,12 @@ export under their own transformers classes (``Qwen2Model``, ``MistralForSequenc
   positions reach past ``original_max_position_embeddings``, as transformers chooses per batch;
   cos and sin scaled by ``attention_factor``).
 
+* ``smollm3`` (SmolLM3): every fourth layer has no rotary positions (NoPE; ``no_rope_layers``
+  says which rotate: ``rope_layers`` here), and a sliding window on those only when
+  ``use_sliding_window`` (off in the released model).
+* ``ministral`` (Ministral 8B): Mistral with ``layer_types`` saying which layers attend within
+  the window.
+
 Gemma's three generations differ in more ways, each an attribute of ``LlamaConfig`` read from the
 checkpoint's config (the defaults are Llama's):
 
@@ -102,7 +108,8 @@ from jaxtl.models.keymap import Rule, embedding, fused_linear, linear
 
 MODEL_TYPE = "llama"
 # the HF model_types of this architecture
-VARIANTS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+VARIANTS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
+            "smollm3", "ministral")  # fmt: skip
 ROPE_TYPES = ("default", "linear", "llama3", "longrope")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -130,6 +137,7 @@ class LlamaConfig:
     rope_attention_factor: float = 1.0  # longrope: cos and sin are scaled by it
     partial_rotary_factor: float = 1.0  # Phi-3: RoPE on this fraction of each head's dims
     residual_dropout: float = 0.0  # Phi-3's resid_pdrop: on the attention's and MLP's outputs
+    rope_layers: tuple[bool, ...] | None = None  # SmolLM3: which layers rotate (None: all)
     attention_bias: bool = False  # query, key, value (and output, unless said below)
     attention_output_bias: bool | None = None  # None: attention_bias (Llama); Qwen2: False
     mlp_bias: bool = False
@@ -190,6 +198,13 @@ class LlamaConfig:
                 object.__setattr__(self, name, tuple(float(x) for x in value))
         if self.rope_type not in ROPE_TYPES:
             raise ValueError(f"unsupported rope_type={self.rope_type!r}; supported: {ROPE_TYPES}")
+        if self.rope_layers is not None:
+            object.__setattr__(self, "rope_layers", tuple(bool(x) for x in self.rope_layers))
+            if len(self.rope_layers) != self.num_layers:
+                raise ValueError(
+                    f"no_rope_layers={[int(x) for x in self.rope_layers]}: expected "
+                    f"{self.num_layers} values (num_hidden_layers), 1 where a layer rotates"
+                )
         if self.layer_types is not None:
             object.__setattr__(self, "layer_types", tuple(self.layer_types))
             if len(self.layer_types) != self.num_layers or set(self.layer_types) - {*LAYER_TYPES}:
@@ -348,7 +363,8 @@ class LlamaAttention(nnx.Module):
         v = self.value(x).reshape(b, t, self.kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.query_norm(q), self.key_norm(k)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cos is not None:  # None: a NoPE layer (SmolLM3's)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         group = self.num_heads // self.kv_heads
         if group > 1:  # kv head j serves query heads j*group .. (j+1)*group-1 (HF repeat_kv)
             k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
@@ -484,6 +500,8 @@ class LlamaEncoder(nnx.Module):
         for i, layer in enumerate(self.layers):
             local = cfg.sliding(i)
             cos, sin = rope.get(local, rope[False])
+            if cfg.rope_layers is not None and not cfg.rope_layers[i]:
+                cos = sin = None
             x = layer(x, cos, sin, masks[local], deterministic=deterministic, rngs=rngs)
             x = constrain_batch(x)
             states.append(x)
@@ -637,8 +655,37 @@ def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     if model_type == "phi3":
         return {"sliding_window": hf.get("sliding_window"), "model_type": model_type,
                 "residual_dropout": float(hf.get("resid_pdrop") or 0.0)}  # fmt: skip
+    if model_type == "ministral":  # every layer sliding unless layer_types says otherwise
+        window = hf.get("sliding_window", 4096)
+        kind = "sliding_attention" if window is not None else "full_attention"
+        layers = require(hf, "num_hidden_layers", model_type)
+        return {"sliding_window": window, "model_type": model_type,
+                "layer_types": tuple(hf.get("layer_types") or [kind] * layers)}  # fmt: skip
+    if model_type == "smollm3":
+        return _smollm3_from_hf(hf)
     return {"attention_bias": bool(hf.get("attention_bias", False)),
             "mlp_bias": bool(hf.get("mlp_bias", False))}  # fmt: skip
+
+
+def _smollm3_from_hf(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """SmolLM3's NoPE layers (``no_rope_layers``: 1 where a layer rotates; by default every
+    ``no_rope_layer_interval``-th does not) and its optional window (``use_sliding_window``:
+    on the layers ``layer_types`` names, by default the NoPE ones), as its config resolves
+    them."""
+    layers = require(hf, "num_hidden_layers", "smollm3")
+    every = int(hf.get("no_rope_layer_interval") or 4)
+    rotates = hf.get("no_rope_layers") or [int((i + 1) % every != 0) for i in range(layers)]
+    out: dict[str, Any] = {
+        "model_type": "smollm3",
+        "attention_bias": bool(hf.get("attention_bias", False)),
+        "mlp_bias": bool(hf.get("mlp_bias", False)),
+        "rope_layers": tuple(bool(x) for x in rotates),
+    }
+    window = hf.get("sliding_window")
+    if hf.get("use_sliding_window") and window is not None:
+        default = ["full_attention" if r else "sliding_attention" for r in rotates]
+        out.update(sliding_window=window, layer_types=tuple(hf.get("layer_types") or default))
+    return out
 
 
 def _gemma_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
@@ -725,14 +772,22 @@ def config_to_hf(cfg: LlamaConfig) -> dict[str, Any]:
         "rope_theta": cfg.rope_theta,
         "rope_scaling": dict(rope) if cfg.rope_type != "default" else None,
     }
-    if cfg.model_type != MODEL_TYPE:  # their configs have no MLP bias attribute: the type says
-        del out["mlp_bias"]
-        if cfg.model_type in ("qwen2", "mistral", "phi3"):  # nor one for the attention's
+    if cfg.model_type not in (MODEL_TYPE, "smollm3"):  # their configs have no MLP bias
+        del out["mlp_bias"]  # attribute: the type says
+        if cfg.model_type in ("qwen2", "mistral", "ministral", "phi3"):  # nor the attention's
             del out["attention_bias"]
     if cfg.model_type in ("qwen2", "qwen3"):
         out.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.num_layers)
     if cfg.model_type == "mistral":
         out["sliding_window"] = cfg.sliding_window
+    if cfg.model_type == "ministral":
+        out.update(sliding_window=cfg.sliding_window, layer_types=list(cfg.layer_types or ()))
+    if cfg.model_type == "smollm3":
+        rotates = cfg.rope_layers or (True,) * cfg.num_layers
+        out.update(no_rope_layers=[int(x) for x in rotates],
+                   use_sliding_window=cfg.sliding_window is not None,
+                   sliding_window=cfg.sliding_window,
+                   layer_types=list(cfg.layer_types or ["full_attention"] * cfg.num_layers))  # fmt: skip
     if cfg.model_type == "phi3":
         del out["head_dim"]  # Phi3Config has none: hidden_size / num_attention_heads
         out.update(sliding_window=cfg.sliding_window, resid_pdrop=cfg.residual_dropout,
@@ -869,6 +924,8 @@ QWEN2 = _family("qwen2", "Qwen2", "transformer.")
 QWEN3 = _family("qwen3", "Qwen3", "transformer.")
 MISTRAL = _family("mistral", "Mistral", "")
 PHI3 = _family("phi3", "Phi3", None)  # transformers has no Phi3ForQuestionAnswering
+SMOLLM3 = _family("smollm3", "SmolLM3", "transformer.")
+MINISTRAL = _family("ministral", "Ministral", "transformer.")
 GEMMA = _family("gemma", "Gemma", None)
 GEMMA2 = _family("gemma2", "Gemma2", None)
 # Gemma 3's multimodal checkpoints (4B and up) keep this text model under

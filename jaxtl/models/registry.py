@@ -16,7 +16,7 @@ CamemBERT and data2vec-text are RoBERTa's ``Family`` with other class names, ERN
 and heads (``jaxtl/models/distilbert.py``, ``jaxtl/models/albert.py``: factorised embeddings,
 blocks shared across layers), DeBERTa v1 a DeBERTa-v2 configuration whose fused ``in_proj`` its
 key map splits (``jaxtl/models/deberta.py``, ``keymap.fused_linear``), Qwen2, Qwen3, Mistral,
-Phi-3 and Gemma 1/2/3 Llama configurations with their own biases, norms, windows, caps, fused
+Ministral, Phi-3, SmolLM3 and Gemma 1/2/3 Llama configurations with their own biases, norms, windows, caps, fused
 tensors and class names (``jaxtl/models/llama.py``), UMT5 a T5 one with a relative-position
 table per block (``jaxtl/models/t5.py``).
 """
@@ -39,7 +39,18 @@ from jaxtl.models.deberta import DEBERTA, DEBERTA_V2
 from jaxtl.models.distilbert import DISTILBERT
 from jaxtl.models.family import Family
 from jaxtl.models.gpt2 import GPT2
-from jaxtl.models.llama import GEMMA, GEMMA2, GEMMA3, LLAMA, MISTRAL, PHI3, QWEN2, QWEN3
+from jaxtl.models.llama import (
+    GEMMA,
+    GEMMA2,
+    GEMMA3,
+    LLAMA,
+    MINISTRAL,
+    MISTRAL,
+    PHI3,
+    QWEN2,
+    QWEN3,
+    SMOLLM3,
+)
 from jaxtl.models.modernbert import MODERNBERT
 from jaxtl.models.mpnet import MPNET
 from jaxtl.models.t5 import MT5, T5, UMT5
@@ -55,7 +66,10 @@ FAMILIES[ERNIE.model_type] = ERNIE
 FAMILIES[DATA2VEC_TEXT.model_type] = DATA2VEC_TEXT
 # one architecture
 FAMILIES.update(
-    {f.model_type: f for f in (LLAMA, QWEN2, QWEN3, MISTRAL, PHI3, GEMMA, GEMMA2, GEMMA3)}
+    {
+        f.model_type: f
+        for f in (LLAMA, QWEN2, QWEN3, MISTRAL, MINISTRAL, PHI3, SMOLLM3, GEMMA, GEMMA2, GEMMA3)
+    }
 )
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
 FAMILIES[AWD_LSTM.model_type] = AWD_LSTM
