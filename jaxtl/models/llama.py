@@ -500,9 +500,10 @@ class LlamaEncoder(nnx.Module):
         for i, layer in enumerate(self.layers):
             local = cfg.sliding(i)
             cos, sin = rope.get(local, rope[False])
-            if cfg.rope_layers is not None and not cfg.rope_layers[i]:
-                cos = sin = None
-            x = layer(x, cos, sin, masks[local], deterministic=deterministic, rngs=rngs)
+            if cfg.rope_layers is not None and not cfg.rope_layers[i]:  # NoPE: no rotation
+                x = layer(x, None, None, masks[local], deterministic=deterministic, rngs=rngs)
+            else:
+                x = layer(x, cos, sin, masks[local], deterministic=deterministic, rngs=rngs)
             x = constrain_batch(x)
             states.append(x)
         states[-1] = self.final_norm(x)  # as HF: the final norm only on the last hidden state
