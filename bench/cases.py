@@ -989,7 +989,7 @@ def case_families(s: Settings) -> dict[str, Any]:
     from bench.families import SHAPE
     from bench.families import case_families as run
 
-    return run(s, shape={**SHAPE, "layers": s.families_layers})
+    return run(s, shape={**SHAPE, "layers": s.families_layers}, only=tuple(s.families_only))
 
 
 CASES = ("step", "forward", "e2e", "cache", "memory", "scaling", "accelerator", "padding",

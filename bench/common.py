@@ -47,6 +47,7 @@ class Settings:
     cache_pairs: int = 1  # cached/recomputed run pairs, order alternating (median ratio)
     memory_steps: int = 3
     families_layers: int = 4  # families: blocks per model (the step's cost grows with depth)
+    families_only: tuple[str, ...] = ()  # families: these model types only (empty: all)
     scaling_devices: tuple[int, ...] = (1, 2, 4, 8)
     scaling_seq_len: int = 128
     scaling_steps: int = 3

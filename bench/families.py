@@ -1,7 +1,7 @@
 """Step time of every model family at one small size: catches a pathologically slow family.
 
 Each family gets a randomly initialised transformers model of the same shape (hidden 256, 4
-layers, 4 heads, MLP 1024, vocabulary 30,522; DistilBERT/GPT-2/Llama/ModernBERT/DeBERTa/
+layers, 4 heads, MLP 1024, vocabulary 30,522; DistilBERT/GPT-2/Llama/Phi-3/ModernBERT/DeBERTa/
 Gemma/T5 spell these their own way; the gated MLPs are 2/3 as wide; ALBERT runs one shared
 block in every layer, from 128-wide embeddings), saved with ``save_pretrained`` and loaded by
 jaxtl and by transformers. The full train step (sequence classification head on the first token, AdamW) is
@@ -44,6 +44,10 @@ def hf_configs(shape: dict[str, int] = SHAPE) -> dict[str, Any]:
                                          max_relative_positions=-1, norm_rel_ebd="layer_norm",
                                          share_att_key=True, position_biased_input=False,
                                          type_vocab_size=0),
+        # deberta-base's layout: c2p and p2c through unshared projections, a fused in_proj
+        "deberta": tr.DebertaConfig(**bert, relative_attention=True, pos_att_type="c2p|p2c",
+                                    max_relative_positions=-1, position_biased_input=False,
+                                    type_vocab_size=0),
         "modernbert": tr.ModernBertConfig(vocab_size=v, hidden_size=h, num_hidden_layers=n,
                                           num_attention_heads=a, intermediate_size=f * 2 // 3,
                                           max_position_embeddings=p, global_attn_every_n_layers=2,
@@ -53,6 +57,11 @@ def hf_configs(shape: dict[str, int] = SHAPE) -> dict[str, Any]:
         "llama": tr.LlamaConfig(vocab_size=v, hidden_size=h, num_hidden_layers=n,
                                 num_attention_heads=a, num_key_value_heads=a // 2,
                                 intermediate_size=f * 2 // 3, max_position_embeddings=p),
+        # Phi-3-mini's layout (fused qkv_proj / gate_up_proj), grouped-query as Phi-3-medium
+        "phi3": tr.Phi3Config(vocab_size=v, hidden_size=h, num_hidden_layers=n,
+                              num_attention_heads=a, num_key_value_heads=a // 2,
+                              intermediate_size=f * 2 // 3, max_position_embeddings=p,
+                              pad_token_id=0),
         # Gemma 2/3 at 64-token windows on alternate layers (Gemma 2; Gemma 3 five in six)
         "gemma2": tr.Gemma2Config(vocab_size=v, hidden_size=h, num_hidden_layers=n,
                                   num_attention_heads=a, num_key_value_heads=a // 2,

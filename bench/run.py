@@ -92,7 +92,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for name in ("model", "batch_size", "pairs", "train_examples", "dev_examples",
                  "padding_examples", "cache_examples", "cache_epochs", "cache_pairs", "memory_steps", "scaling_seq_len",
                  "scaling_steps", "warmup", "checkpoint_every", "checkpoint_pairs",
-                 "families_layers"):  # fmt: skip
+                 "families_layers", "families_only"):  # fmt: skip
         v = getattr(args, name)
         if v is not None:
             setattr(s, name, v)
@@ -163,6 +163,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="checkpoint case: alternated rounds (default 2)")  # fmt: skip
     p.add_argument(
         "--families-layers", type=int, default=None, help="families: blocks per model (default 4)"
+    )
+    p.add_argument(
+        "--families-only",
+        type=lambda v: tuple(x for x in v.split(",") if x),
+        default=None,
+        help="families: these model types only, comma-separated (default: all)",
     )
     p.add_argument("--scaling-devices", default=None, type=int_list, help="e.g. 1,2,4,8")
     p.add_argument("--scaling-seq-len", type=int, default=None)
