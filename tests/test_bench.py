@@ -593,18 +593,22 @@ def test_cpu_kernels_reach_the_worker_processes_configs():
     assert c.cpu_kernels == "ynnpack"
 
 
-def test_families_layers_reach_the_families_shape(monkeypatch):
+def test_families_layers_and_only_reach_the_families_case(monkeypatch):
     """``--families-layers`` sets the depth of every family's model (the pre-norm families'
-    step cost grew with depth where the 4-layer default hid it); the rest of the shape stays."""
+    step cost grew with depth where the 4-layer default hid it); the rest of the shape stays.
+    ``--families-only`` names the model types to time (all by default)."""
     from bench import cases, families
     from bench.run import parse, settings_from
 
     seen = []
-    monkeypatch.setattr(families, "case_families", lambda s, shape: seen.append(shape) or {})
+    monkeypatch.setattr(families, "case_families",
+                        lambda s, shape, only: seen.append((shape, only)) or {})  # fmt: skip
     cases.case_families(settings_from(parse([])))
     cases.case_families(settings_from(parse(["--families-layers", "12"])))
-    assert [shape["layers"] for shape in seen] == [4, 12]
-    assert seen[1] == {**families.SHAPE, "layers": 12}
+    cases.case_families(settings_from(parse(["--families-only", "bert,phi3"])))
+    assert [shape["layers"] for shape, _ in seen] == [4, 12, 4]
+    assert seen[1][0] == {**families.SHAPE, "layers": 12}
+    assert [only for _, only in seen] == [(), (), ("bert", "phi3")]
 
 
 def test_recorded_commands_can_be_pasted_back_into_a_shell():
