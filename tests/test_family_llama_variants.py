@@ -1,9 +1,10 @@
-"""Qwen2, Qwen3, Mistral, Ministral and SmolLM3, the Llama architecture under five more model
-types, against transformers: every hidden state (right and left padding), causal-LM logits, the
+"""Qwen2, Qwen3, Mistral, Ministral, SmolLM3 and OLMo 2, the Llama architecture under six more
+model types, against transformers: every hidden state (right and left padding), causal-LM logits, the
 task models' export under their own class names, a PEFT adapter, packed rows, and the config
 attributes that tell them apart — Qwen2's query/key/value biases without an output bias, Qwen3's
 per-head query and key norms, Mistral's sliding window, Ministral's window on the layers
-``layer_types`` names, SmolLM3's layers without rotary positions (NoPE).
+``layer_types`` names, SmolLM3's layers without rotary positions (NoPE), OLMo 2's norms on the
+sublayers' outputs only and its query/key norms over all heads.
 
 Tolerance: 1e-5 max abs difference (fp32) on real-token positions, as tests/test_family_llama.py.
 """
@@ -49,9 +50,10 @@ CONFIGS = {
     # the second layer without rotary positions, the MLP's biases on
     "smollm3": (transformers.SmolLM3Config,
                 dict(TINY, pad_token_id=0, no_rope_layers=[1, 0], mlp_bias=True)),
+    "olmo2": (transformers.Olmo2Config, dict(TINY, pad_token_id=0)),
 }  # fmt: skip
 NAMES = {"qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "ministral": "Ministral",
-         "smollm3": "SmolLM3"}  # fmt: skip
+         "smollm3": "SmolLM3", "olmo2": "Olmo2"}  # fmt: skip
 
 
 def save_hf(model_type: str, cls_suffix: str, path, seed: int = 0, **edit):
@@ -76,6 +78,11 @@ def test_every_hidden_state_matches_transformers_with_right_and_left_padding(tmp
         assert attention.query_norm.scale[...].shape == (16,) and attention.output.bias is not None
     elif model_type == "smollm3":
         assert enc.cfg.rope_layers == (True, False) and enc.layers[0].mlp.gate.bias is not None
+    elif model_type == "olmo2":  # output norms only; query/key norms as wide as the projections
+        layer = enc.layers[0]
+        assert layer.attention_norm is None and layer.mlp_output_norm is not None
+        assert attention.query_norm.scale[...].shape == (32,)
+        assert attention.key_norm.scale[...].shape == (16,)
     elif model_type == "ministral":
         assert enc.cfg.sliding(0) and not enc.cfg.sliding(1)
     else:
@@ -158,6 +165,10 @@ def test_task_model_export_reloads_in_transformers(base, tmp_path, kind):
     model_type, base_dir = base
     td = task(kind, NLI if kind == "classification" else TAGS if kind == "tagging" else ())
     model, _, hf_config = build(base_dir, [td])
+    if model_type == "olmo2" and kind != "classification":  # transformers has no such class
+        rep = export.export_task_model(model, None, td, tmp_path / "out", hf_config=hf_config)
+        assert rep["format"] == "jaxtl" and f"no transformers head for {kind}" in rep["reason"]
+        return
     export_matches_transformers(model, td, tmp_path / "out", NAMES[model_type], hf_config)
     if kind == "qa":
         from safetensors.numpy import load_file
@@ -199,6 +210,12 @@ def assert_peft_adapter_matches(base_dir, out, architecture: str, kind: str = "c
     args = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
     per_token = mask if kind == "tagging" else None
     assert max_diff(mine, _hf_out(loaded, kind, args), per_token) <= TOL
+
+
+def test_packed_rows_of_olmo2_give_each_example_its_unpacked_logits():
+    encoder = models.build_encoder("olmo2", dict(TINY, vocab_size=30522), rngs=nnx.Rngs(0))
+    assert encoder.cfg.qk_norm_full and not encoder.cfg.pre_norms
+    assert_packed_rows_match(encoder)
 
 
 def test_packed_rows_keep_mistrals_window_within_each_example():
@@ -260,7 +277,9 @@ def test_a_saved_config_reads_back_as_the_same_config():
         assert cfg.model_type == model_type
         out = fam.config_to_hf(cfg)
         assert out["model_type"] == model_type
-        assert ("attention_bias" in out) == (model_type in ("qwen3", "smollm3")), model_type
+        assert ("attention_bias" in out) == (model_type in ("qwen3", "smollm3", "olmo2")), (
+            model_type
+        )
         assert fam.config_from_hf({**hf_config, **out}) == cfg
 
 
@@ -274,3 +293,28 @@ def variant_dir(model_type: str, path):
     enc = models.build_encoder(model_type, hf_config, rngs=nnx.Rngs(0))
     models.save_pretrained(enc, path, tokenizer=tok, hf_config=hf_config)
     return path
+
+
+def test_olmo2s_rmsnorm_scales_before_it_casts_as_transformers_does():
+    """In bfloat16 OLMo 2's norm (weight times the float32 normalised value, then the cast)
+    equals transformers' Olmo2RMSNorm bit for bit, where Llama's order (cast, then scale) does
+    not."""
+    from transformers.models.olmo2.modeling_olmo2 import Olmo2RMSNorm
+
+    from jaxtl.models import llama
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 64)).astype(np.float32)
+    w = rng.normal(size=(64,)).astype(np.float32)
+    ref = Olmo2RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(w))
+        theirs = ref(torch.tensor(x).bfloat16()).float().numpy()
+    got = {}
+    for olmo in (True, False):
+        norm = llama.RMSNorm(64, 1e-6, dtype=jnp.bfloat16, param_dtype=jnp.float32,
+                             rngs=nnx.Rngs(0), scale_float32=olmo)  # fmt: skip
+        norm.scale[...] = jnp.asarray(w)
+        got[olmo] = np.asarray(norm(jnp.asarray(x, jnp.bfloat16)), np.float32)
+    np.testing.assert_array_equal(got[True], theirs)
+    assert (got[False] != theirs).any()

@@ -33,6 +33,11 @@ export under their own transformers classes (``Qwen2Model``, ``MistralForSequenc
 * ``ministral`` (Ministral 8B): Mistral with ``layer_types`` saying which layers attend within
   the window.
 
+* ``olmo2`` (OLMo 2): the block normalises only what the attention and the MLP give back
+  (``x + norm(attn(x))``, no norm on their inputs: ``pre_norms=False`` with the output norms of
+  ``sandwich_norms``), its query and key norms span all heads' projections (``qk_norm_full``),
+  and its RMSNorm scales in float32 before casting.
+
 Gemma's three generations differ in more ways, each an attribute of ``LlamaConfig`` read from the
 checkpoint's config (the defaults are Llama's):
 
@@ -109,7 +114,7 @@ from jaxtl.models.keymap import Rule, embedding, fused_linear, linear
 MODEL_TYPE = "llama"
 # the HF model_types of this architecture
 VARIANTS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3",
-            "smollm3", "ministral")  # fmt: skip
+            "smollm3", "ministral", "olmo2")  # fmt: skip
 ROPE_TYPES = ("default", "linear", "llama3", "longrope")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -143,6 +148,9 @@ class LlamaConfig:
     mlp_bias: bool = False
     sliding_window: int | None = None  # Mistral: keys within this many tokens of the query
     qk_norm: bool = False  # Qwen3: RMSNorm on each head's query and key, before RoPE
+    qk_norm_full: bool = False  # OLMo 2: those norms over all heads' query / key projections
+    pre_norms: bool = True  # False (OLMo 2): no norm on the attention's and MLP's inputs
+    norm_scale_float32: bool = False  # OLMo 2: RMSNorm multiplies by its weight, then casts
     # Gemma's differences (the defaults are Llama's):
     norm_offset: bool = False  # every RMSNorm scales by (1 + weight), in float32
     embedding_scale: bool = False  # the embeddings are multiplied by sqrt(hidden_size)
@@ -259,22 +267,26 @@ class RMSNorm(nnx.Module):
     cast."""
 
     def __init__(self, features: int, eps: float, *, dtype: Any, param_dtype: Any, rngs,
-                 offset: bool = False):  # fmt: skip
+                 offset: bool = False, scale_float32: bool = False):  # fmt: skip
         start = jax.nn.initializers.zeros if offset else jax.nn.initializers.ones
         init = nnx.with_partitioning(start, ("norm",))
         self.scale = nnx.Param(init(rngs.params(), (features,), param_dtype))
         self.eps, self.dtype, self.offset = eps, dtype, offset
+        self.scale_float32 = scale_float32  # OLMo 2's order: scale in float32, then cast
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         if self.offset:
             return (y * (1.0 + self.scale[...].astype(jnp.float32))).astype(self.dtype)
+        if self.scale_float32:
+            return (y * self.scale[...].astype(jnp.float32)).astype(self.dtype)
         return y.astype(self.dtype) * self.scale[...].astype(self.dtype)
 
 
 def _norm(cfg: LlamaConfig, features: int, rngs: nnx.Rngs) -> RMSNorm:
-    return RMSNorm(features, cfg.rms_norm_eps, rngs=rngs, offset=cfg.norm_offset, **_kw(cfg))
+    return RMSNorm(features, cfg.rms_norm_eps, rngs=rngs, offset=cfg.norm_offset,
+                   scale_float32=cfg.norm_scale_float32, **_kw(cfg))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=32)
@@ -349,17 +361,23 @@ class LlamaAttention(nnx.Module):
         self.key = lin(h, cfg.kv_heads * d, ("embed", "heads"))
         self.value = lin(h, cfg.kv_heads * d, ("embed", "heads"))
         self.output = lin(cfg.num_heads * d, h, ("heads", "embed"), bool(cfg.attention_output_bias))
-        self.qk_norm = cfg.qk_norm
+        self.qk_norm, self.qk_norm_full = cfg.qk_norm, cfg.qk_norm_full
         if cfg.qk_norm:  # one scale over head_dim, shared by the heads
             self.query_norm, self.key_norm = _norm(cfg, d, rngs), _norm(cfg, d, rngs)
+        elif cfg.qk_norm_full:  # one over all heads' projections (OLMo 2)
+            self.query_norm = _norm(cfg, cfg.num_heads * d, rngs)
+            self.key_norm = _norm(cfg, cfg.kv_heads * d, rngs)
         scalar = cfg.query_pre_attn_scalar
         self.scale = None if scalar is None else float(scalar) ** -0.5
         self.softcap = cfg.attention_softcap
 
     def __call__(self, x, cos, sin, mask, *, rate: float, deterministic: bool, rngs) -> jax.Array:
         b, t, _ = x.shape
-        q = self.query(x).reshape(b, t, self.num_heads, self.head_dim)
-        k = self.key(x).reshape(b, t, self.kv_heads, self.head_dim)
+        q, k = self.query(x), self.key(x)
+        if self.qk_norm_full:
+            q, k = self.query_norm(q), self.key_norm(k)
+        q = q.reshape(b, t, self.num_heads, self.head_dim)
+        k = k.reshape(b, t, self.kv_heads, self.head_dim)
         v = self.value(x).reshape(b, t, self.kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.query_norm(q), self.key_norm(k)
@@ -397,9 +415,9 @@ class LlamaLayer(nnx.Module):
 
     def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
         h = cfg.hidden_size
-        self.attention_norm = _norm(cfg, h, rngs)
+        self.attention_norm = _norm(cfg, h, rngs) if cfg.pre_norms else None
         self.attention = LlamaAttention(cfg, rngs=rngs)
-        self.mlp_norm = _norm(cfg, h, rngs)
+        self.mlp_norm = _norm(cfg, h, rngs) if cfg.pre_norms else None
         self.mlp = LlamaMlp(cfg, rngs=rngs)
         self.sandwich = cfg.sandwich_norms
         if cfg.sandwich_norms:
@@ -414,12 +432,13 @@ class LlamaLayer(nnx.Module):
         drop = lambda y: base.dropout(  # noqa: E731
             y, self.residual_dropout, deterministic=deterministic, rngs=rngs
         )
+        pre = lambda norm, y: y if norm is None else norm(y)  # noqa: E731
         h = self.attention(
-            self.attention_norm(x), cos, sin, mask,
+            pre(self.attention_norm, x), cos, sin, mask,
             rate=self.attention_dropout, deterministic=deterministic, rngs=rngs,
         )  # fmt: skip
         x = x + drop(self.attention_output_norm(h) if self.sandwich else h)
-        h = self.mlp(self.mlp_norm(x))
+        h = self.mlp(pre(self.mlp_norm, x))
         return x + drop(self.mlp_output_norm(h) if self.sandwich else h)
 
 
@@ -625,7 +644,7 @@ def config_from_hf(hf: Mapping[str, Any], model_type: str = MODEL_TYPE) -> Llama
         num_kv_heads=kv,
         head_dim=hf.get("head_dim"),
         activation=act,
-        rms_norm_eps=hf.get("rms_norm_eps", 1e-5 if model_type == "phi3" else 1e-6),
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-5 if model_type in ("phi3", "olmo2") else 1e-6),
         max_position_embeddings=hf.get("max_position_embeddings", 2048),
         **variant,
         attention_dropout=float(hf.get("attention_dropout") or 0.0),
@@ -664,6 +683,10 @@ def _variant_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
                 "layer_types": tuple(hf.get("layer_types") or [kind] * layers)}  # fmt: skip
     if model_type == "smollm3":
         return _smollm3_from_hf(hf)
+    if model_type == "olmo2":
+        return {"model_type": model_type, "attention_bias": bool(hf.get("attention_bias", False)),
+                "qk_norm_full": True, "pre_norms": False, "sandwich_norms": True,
+                "norm_scale_float32": True}  # fmt: skip
     return {"attention_bias": bool(hf.get("attention_bias", False)),
             "mlp_bias": bool(hf.get("mlp_bias", False))}  # fmt: skip
 
@@ -825,7 +848,8 @@ def key_map(cfg: LlamaConfig) -> list[Rule]:
     rules = embedding("embed_tokens", "embeddings/word")
     for i in range(cfg.num_layers):
         hf, me = f"layers.{i}", f"layers/{i}"
-        rules.append(Rule(f"{hf}.input_layernorm.weight", f"{me}/attention_norm/scale"))
+        if cfg.pre_norms:
+            rules.append(Rule(f"{hf}.input_layernorm.weight", f"{me}/attention_norm/scale"))
         if cfg.model_type == "phi3":  # one qkv_proj: [query heads; key heads; value heads]
             q, kv = cfg.num_heads * cfg.dim_per_head, cfg.kv_heads * cfg.dim_per_head
             parts = [(f"{me}/attention/query", q), (f"{me}/attention/key", kv),
@@ -837,12 +861,17 @@ def key_map(cfg: LlamaConfig) -> list[Rule]:
                                  ("o_proj", "output")):  # fmt: skip
                 bias = ob if ours == "output" else ab
                 rules += linear(f"{hf}.self_attn.{theirs}", f"{me}/attention/{ours}", bias=bias)
-        if cfg.qk_norm:
+        if cfg.qk_norm or cfg.qk_norm_full:
             for theirs, ours in (("q_norm", "query_norm"), ("k_norm", "key_norm")):
                 rules.append(
                     Rule(f"{hf}.self_attn.{theirs}.weight", f"{me}/attention/{ours}/scale")
                 )
-        if cfg.sandwich_norms:  # Gemma 2/3's post_attention_layernorm follows the attention
+        if not cfg.pre_norms:  # OLMo 2: only the output norms
+            rules += [
+                Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/attention_output_norm/scale"),
+                Rule(f"{hf}.post_feedforward_layernorm.weight", f"{me}/mlp_output_norm/scale"),
+            ]
+        elif cfg.sandwich_norms:  # Gemma 2/3's post_attention_layernorm follows the attention
             rules += [
                 Rule(f"{hf}.post_attention_layernorm.weight", f"{me}/attention_output_norm/scale"),
                 Rule(f"{hf}.pre_feedforward_layernorm.weight", f"{me}/mlp_norm/scale"),
@@ -927,6 +956,8 @@ MISTRAL = _family("mistral", "Mistral", "")
 PHI3 = _family("phi3", "Phi3", None)  # transformers has no Phi3ForQuestionAnswering
 SMOLLM3 = _family("smollm3", "SmolLM3", "transformer.")
 MINISTRAL = _family("ministral", "Ministral", "transformer.")
+# transformers has Olmo2ForSequenceClassification only
+OLMO2 = _family("olmo2", "Olmo2", None, tagging=False)
 GEMMA = _family("gemma", "Gemma", None)
 GEMMA2 = _family("gemma2", "Gemma2", None)
 # Gemma 3's multimodal checkpoints (4B and up) keep this text model under

@@ -16,7 +16,7 @@ CamemBERT and data2vec-text are RoBERTa's ``Family`` with other class names, ERN
 and heads (``jaxtl/models/distilbert.py``, ``jaxtl/models/albert.py``: factorised embeddings,
 blocks shared across layers), DeBERTa v1 a DeBERTa-v2 configuration whose fused ``in_proj`` its
 key map splits (``jaxtl/models/deberta.py``, ``keymap.fused_linear``), Qwen2, Qwen3, Mistral,
-Ministral, Phi-3, SmolLM3 and Gemma 1/2/3 Llama configurations with their own biases, norms, windows, caps, fused
+Ministral, Phi-3, SmolLM3, OLMo 2 and Gemma 1/2/3 Llama configurations with their own biases, norms, windows, caps, fused
 tensors and class names (``jaxtl/models/llama.py``), UMT5 a T5 one with a relative-position
 table per block (``jaxtl/models/t5.py``).
 """
@@ -46,6 +46,7 @@ from jaxtl.models.llama import (
     LLAMA,
     MINISTRAL,
     MISTRAL,
+    OLMO2,
     PHI3,
     QWEN2,
     QWEN3,
@@ -68,7 +69,19 @@ FAMILIES[DATA2VEC_TEXT.model_type] = DATA2VEC_TEXT
 FAMILIES.update(
     {
         f.model_type: f
-        for f in (LLAMA, QWEN2, QWEN3, MISTRAL, MINISTRAL, PHI3, SMOLLM3, GEMMA, GEMMA2, GEMMA3)
+        for f in (
+            LLAMA,
+            QWEN2,
+            QWEN3,
+            MISTRAL,
+            MINISTRAL,
+            PHI3,
+            SMOLLM3,
+            OLMO2,
+            GEMMA,
+            GEMMA2,
+            GEMMA3,
+        )
     }
 )
 FAMILIES[MODERNBERT.model_type] = MODERNBERT
